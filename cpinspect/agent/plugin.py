@@ -1,0 +1,222 @@
+"""Installing and removing the agent: the ``inspector`` config namespace, a bus plugin, hooks.
+
+``install()`` works before or after ``engine.start()``, and twice is harmless. It attaches the
+request hooks, starts the private socket server on the agent's own threads, and subscribes a
+plugin so that the server follows the process through the engine's life: it is rebound after a
+daemonizing fork (new pid, new socket) and closed on ``exit`` (which also precedes the
+Autoreloader's re-exec). ``uninstall()`` removes hooks, plugin, server and socket file; it never
+touches the agent's own files (the Autoreloader would restart the app).
+
+Bus listeners are added and removed copy-on-write: ``Bus.publish`` iterates the listener set, and
+mutating it in place from another thread can fail a publish (cherrypy-internals.md 1.7 C).
+"""
+
+import atexit
+import os
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import cherrypy
+from cherrypy.process import plugins
+
+from .paths import default_socket_dir, default_socket_path, ensure_private_dir
+from .probes.frames import FrameClassifier
+from .probes.info import InfoProbe
+from .probes.threads import ThreadsProbe
+from .server import AgentServer, Endpoint
+from .tracking import RequestTracker
+from .wire import ENDPOINT_INFO, ENDPOINT_THREADS
+
+_lock = threading.Lock()
+_agent: Optional["Agent"] = None
+
+
+class Agent:
+    """Everything one installation owns; ``close()`` undoes all of it."""
+
+    def __init__(self, socket_path: Optional[str]) -> None:
+        self.requested_path = socket_path
+        self.installed_at = time.time()
+        self.tracker = RequestTracker()
+        self.classifier = FrameClassifier()
+        self.threads_probe = ThreadsProbe(self.tracker, self.classifier)
+        self.info_probe = InfoProbe(self.installed_at)
+        self.server: Optional[AgentServer] = None
+        self.plugin = InspectorPlugin(cherrypy.engine, self)
+        self._probe_lock = threading.Lock()
+
+    @property
+    def socket_path(self) -> Optional[str]:
+        return self.server.path if self.server is not None else None
+
+    def endpoints(self) -> Dict[str, Endpoint]:
+        return {ENDPOINT_INFO: self._info, ENDPOINT_THREADS: self._threads}
+
+    def _info(self, query: Dict[str, List[str]]) -> Tuple[int, Dict[str, Any]]:
+        out = self.info_probe.snapshot()
+        out["socket"] = self.socket_path
+        return 200, out
+
+    def _threads(self, query: Dict[str, List[str]]) -> Tuple[int, Dict[str, Any]]:
+        # One snapshot at a time: they share the classifier cache and the connection ages.
+        with self._probe_lock:
+            return 200, self.threads_probe.snapshot()
+
+    def start_server(self) -> str:
+        path = self.requested_path
+        if path is None:
+            ensure_private_dir(default_socket_dir())
+            path = default_socket_path()
+        server = AgentServer(path, self.endpoints())
+        server.start()
+        self.server = server
+        return path
+
+    def ensure_server_for_this_process(self) -> None:
+        """After a fork (daemonizer), the child has none of our threads: serve again."""
+        server = self.server
+        if server is not None and server.pid == os.getpid() and server.running:
+            return
+        if server is not None and server.pid != os.getpid() and self.requested_path is None:
+            # The parent's socket is named after the parent's pid; it exits without cleaning up.
+            old = server.path
+            self.server = None
+            try:
+                os.unlink(old)
+            except OSError:
+                pass
+        elif server is not None:
+            server.stop(timeout=0.5)
+            self.server = None
+        self.start_server()
+
+    def stop_server(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def close(self) -> None:
+        self.plugin.unsubscribe_cow()
+        self.tracker.detach()
+        self.stop_server()
+
+
+class InspectorPlugin(plugins.SimplePlugin):
+    """Follows the engine: rebinds after a fork on ``start``, closes the socket on ``exit``."""
+
+    def __init__(self, bus: Any, agent: Agent) -> None:
+        super().__init__(bus)
+        self.agent = agent
+        self._subscribed: List[Tuple[str, Any]] = []
+
+    def start(self) -> None:
+        try:
+            self.agent.ensure_server_for_this_process()
+        except Exception as exc:  # noqa: BLE001 - never fail the engine start
+            self.bus.log("cpinspect agent could not serve: %s" % exc, level=30)
+
+    # Above the HTTP server (75) and the daemonizer (65): we run in the final process.
+    start.priority = 80  # type: ignore[attr-defined]
+
+    def exit(self) -> None:
+        try:
+            self.agent.stop_server()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def subscribe_cow(self) -> None:
+        """Subscribe ``start`` and ``exit`` without mutating sets a publish may be iterating."""
+        bus = self.bus
+        for channel in ("start", "exit"):
+            callback = getattr(self, channel)
+            bus._priorities[(channel, callback)] = getattr(callback, "priority", 50)
+            bus.listeners[channel] = set(bus.listeners.get(channel, set())) | {callback}
+            self._subscribed.append((channel, callback))
+
+    def unsubscribe_cow(self) -> None:
+        bus = self.bus
+        for channel, callback in self._subscribed:
+            bus.listeners[channel] = set(bus.listeners.get(channel, set())) - {callback}
+        self._subscribed = []
+
+
+def install(socket_path: Optional[str] = None) -> str:
+    """Install the agent in this process and return its socket path.
+
+    Installing twice returns the running agent's path. Raises ``SocketPathError`` (from
+    ``paths``) when the socket cannot be created safely; the message says why.
+    """
+    global _agent
+    with _lock:
+        if _agent is not None:
+            if _agent.server is not None and _agent.server.pid != os.getpid():
+                _agent.ensure_server_for_this_process()
+            path = _agent.socket_path
+            if path is not None:
+                return path
+            return _agent.start_server()
+        agent = Agent(socket_path)
+        agent.tracker.attach()
+        try:
+            path = agent.start_server()
+        except BaseException:
+            agent.tracker.detach()
+            raise
+        agent.plugin.subscribe_cow()
+        _agent = agent
+        return path
+
+
+def uninstall() -> None:
+    """Remove hooks, plugin, server threads and socket file. The target keeps serving."""
+    global _agent
+    with _lock:
+        agent, _agent = _agent, None
+    if agent is not None:
+        agent.close()
+
+
+def installed() -> Optional[Agent]:
+    return _agent
+
+
+def _at_exit() -> None:
+    agent = _agent
+    if agent is not None and agent.server is not None:
+        agent.server.stop(timeout=0.2)
+
+
+atexit.register(_at_exit)
+
+
+class _Namespace:
+    """``inspector.*`` config keys: ``inspector.on = True``, ``inspector.socket = PATH``.
+
+    A context manager, so CherryPy hands us every key of one ``config.update`` before we act:
+    the order of ``on`` and ``socket`` in the user's dict does not matter.
+    """
+
+    def __init__(self) -> None:
+        self._pending: Dict[str, Any] = {}
+
+    def __enter__(self) -> Any:
+        self._pending = {}
+        return self._pending.__setitem__
+
+    def __exit__(self, *exc: Any) -> bool:
+        settings, self._pending = self._pending, {}
+        if not settings:
+            return False
+        on = settings.get("on")
+        try:
+            if on is True or (isinstance(on, str) and on.lower() in ("1", "true", "yes", "on")):
+                install(settings.get("socket"))
+            elif on is not None and not on:
+                uninstall()
+        except Exception as exc:  # noqa: BLE001 - a config update must not fail the app
+            cherrypy.log("cpinspect agent not installed: %s" % exc, "INSPECTOR", severity=30)
+        return False
+
+
+cherrypy.config.namespaces["inspector"] = _Namespace()

@@ -1,0 +1,443 @@
+"""``GET /v1/threads``: pool numbers and every thread, busy workers joined with their requests.
+
+Everything here reads shared structures without taking the app's locks: ``list(...)`` copies,
+``sys._current_frames()``, attribute reads. Each part is guarded: a failing probe adds a line to
+``errors`` and the rest of the answer stands.
+"""
+
+import os
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..redact import redact_query
+from ..tracking import RequestTracker
+from .frames import FrameClassifier, extract_stack
+from .servers import finite, format_bind, pool_of, running_servers
+
+try:
+    _CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
+except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+    _CLK_TCK = 100.0
+
+# Request.stage values and the phase they mean (cherrypy-internals.md 1.7).
+_READING_STAGES = {"before_request_body"}
+_WRITING_STAGES = {"on_end_resource", "on_end_request", "close"}
+
+_ACCEPTOR_TARGETS = {"_start_http_thread", "_serve_unservicable"}
+
+
+def cpu_time(native_id: Optional[int]) -> Optional[float]:
+    """User + system seconds of one OS thread, from /proc (Linux only; None elsewhere)."""
+    if not native_id:
+        return None
+    try:
+        with open("/proc/self/task/%d/stat" % native_id, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    except (IndexError, ValueError):
+        return None
+
+
+def qualified_name(obj: Any) -> Optional[str]:
+    func = getattr(obj, "__func__", obj)
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    if name is None:
+        cls = type(obj)
+        name = cls.__qualname__ + ".__call__" if cls is not type else None
+    return name
+
+
+def handler_name(request: Any) -> Optional[str]:
+    """The page handler's qualified name, seen through tool wrappers (encode, gzip ...)."""
+    handler = getattr(request, "handler", None)
+    for _ in range(8):
+        if handler is None:
+            return None
+        target = getattr(handler, "callable", None)
+        if target is not None:
+            return qualified_name(target)
+        inner = getattr(handler, "oldhandler", None) or getattr(handler, "__wrapped__", None)
+        if inner is None:
+            break
+        handler = inner
+    if isinstance(handler, BaseException):
+        return type(handler).__name__  # NotFound(), HTTPError(405) set by the dispatcher
+    return qualified_name(handler)
+
+
+def _first_header(request: Any, name: str) -> str:
+    try:
+        value = request.headers.get(name)
+    except Exception:  # noqa: BLE001
+        return ""
+    return str(value) if value else ""
+
+
+def describe_request(request: Any, response: Any, peer: str, source: str) -> Dict[str, Any]:
+    """The wire dict of a CherryPy request. Never headers: Cookie/Authorization stay inside."""
+    remote = getattr(request, "remote", None)
+    remote_ip = str(getattr(remote, "ip", "") or "")
+    forwarded = _first_header(request, "X-Forwarded-For").split(",")[0].strip()
+    script = getattr(request, "script_name", "") or ""
+    path_info = getattr(request, "path_info", "") or ""
+    started = getattr(response, "time", None) if response is not None else None
+    return {
+        "method": str(getattr(request, "method", "") or ""),
+        "path": (script + path_info)[:2048],
+        "query": redact_query(getattr(request, "query_string", "") or ""),
+        "client": (forwarded or remote_ip)[:256],
+        "peer": peer,
+        "started_at": started if isinstance(started, float) else None,
+        "handler": handler_name(request),
+        "stage": getattr(request, "stage", None),
+        "app": script,
+        "source": source,
+    }
+
+
+def find_cherrypy_request(frame: Optional[FrameType]) -> Tuple[Any, Any]:
+    """Walk out from ``frame`` to ``_cprequest.Request.run``; return its (self, response)."""
+    f = frame
+    while f is not None:
+        code = f.f_code
+        if code.co_name == "run" and code.co_filename.endswith("_cprequest.py"):
+            local = f.f_locals
+            return local.get("self"), local.get("response")
+        f = f.f_back
+    return None, None
+
+
+def find_cheroot_request(frame: Optional[FrameType]) -> Any:
+    """The cheroot ``HTTPRequest`` being read (local ``req`` of ``HTTPConnection.communicate``)."""
+    f = frame
+    while f is not None:
+        code = f.f_code
+        if code.co_name == "communicate" and code.co_filename.endswith(
+            ("cheroot/server.py", "cheroot\\server.py")
+        ):
+            return f.f_locals.get("req")
+        f = f.f_back
+    return None
+
+
+def _decode(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("latin-1", "replace")
+    return str(value or "")
+
+
+def phase_from_stack(stack: List[Dict[str, Any]]) -> Optional[str]:
+    """Refine the phase from where the thread actually is (internals 1.5 stack signatures)."""
+    for frame in stack[:40]:
+        filename = frame["file"]
+        if filename.endswith("_cpreqbody.py"):
+            return "reading"
+        if frame["function"] in ("read_request_headers", "read_request_line"):
+            return "reading"
+        if filename.endswith(("cheroot/wsgi.py", "cheroot\\wsgi.py")) and frame["function"] in (
+            "write",
+            "respond",
+        ):
+            return "writing"
+        if frame["app"]:
+            return None
+    return None
+
+
+class ThreadsProbe:
+    """Builds the ``/v1/threads`` answer."""
+
+    def __init__(self, tracker: RequestTracker, classifier: FrameClassifier) -> None:
+        self.tracker = tracker
+        self.classifier = classifier
+        # When we first saw a worker busy on a given connection: the age of requests still being
+        # read, for which cheroot keeps no start time unless server.statistics is on.
+        self._conn_seen: Dict[Tuple[int, int], float] = {}
+
+    def snapshot(self) -> Dict[str, Any]:
+        now = time.time()
+        errors: List[str] = []
+        try:
+            self.classifier.refresh_apps()
+        except Exception as exc:  # noqa: BLE001
+            errors.append("app detection: %s" % exc)
+        frames = sys._current_frames()
+        by_ident = {t.ident: t for t in threading.enumerate() if t.ident is not None}
+        main_ident = threading.main_thread().ident
+
+        workers: Dict[int, Tuple[Any, str]] = {}  # ident -> (WorkerThread, pool bind)
+        pools_raw: List[Tuple[str, Any, Any, List[Any]]] = []
+        pools_note = ""
+        try:
+            for adapter in running_servers():
+                pool = pool_of(adapter)
+                bind = format_bind(adapter)
+                if pool is None:
+                    continue
+                threads = list(pool._threads)
+                pools_raw.append((bind, adapter, pool, threads))
+                for w in threads:
+                    if w.ident is not None:
+                        workers[w.ident] = (w, bind)
+        except Exception as exc:  # noqa: BLE001
+            errors.append("pool probe: %s: %s" % (type(exc).__name__, exc))
+        if not pools_raw:
+            pools_note = self._why_no_pools()
+
+        threads_out: List[Dict[str, Any]] = []
+        oldest: Dict[str, Optional[float]] = {}
+        seen_keys = set()
+        for ident in sorted(set(frames) | set(by_ident)):
+            t = by_ident.get(ident)
+            try:
+                entry = self._thread_entry(ident, t, frames.get(ident), workers, main_ident, now)
+            except Exception as exc:  # noqa: BLE001
+                errors.append("thread %s: %s: %s" % (ident, type(exc).__name__, exc))
+                continue
+            threads_out.append(entry)
+            if entry["busy"] and entry["pool"] is not None and entry["elapsed"] is not None:
+                prev = oldest.get(entry["pool"])
+                oldest[entry["pool"]] = max(prev or 0.0, entry["elapsed"])
+            key = entry.pop("_conn_key", None)
+            if key is not None:
+                seen_keys.add(key)
+        # Forget connections no worker holds any more (bounded by the pool size).
+        for key in list(self._conn_seen):
+            if key not in seen_keys:
+                self._conn_seen.pop(key, None)
+        del frames  # frames keep every local of every thread alive: drop them promptly
+
+        pools = []
+        for bind, adapter, pool, threads in pools_raw:
+            try:
+                pools.append(self._pool_entry(bind, adapter, pool, threads, oldest.get(bind)))
+            except Exception as exc:  # noqa: BLE001
+                errors.append("pool %s: %s: %s" % (bind, type(exc).__name__, exc))
+        return {
+            "taken_at": now,
+            "pools": pools,
+            "pools_available": bool(pools_raw),
+            "pools_note": pools_note,
+            "requests_served": self.tracker.requests_served() if self.tracker.attached else None,
+            "threads": threads_out,
+            "errors": errors,
+        }
+
+    def _why_no_pools(self) -> str:
+        try:
+            import cherrypy
+
+            adapters = [a for a in running_servers()]
+            if not adapters:
+                state = cherrypy.engine.state
+                if state != cherrypy.engine.states.STARTED:
+                    return "no HTTP server started yet (engine %s)" % _state_name(state)
+                return "no cheroot server in this process (served by another WSGI server?)"
+            return "the HTTP server is not cheroot: pool numbers unavailable"
+        except Exception as exc:  # noqa: BLE001
+            return "pool numbers unavailable: %s" % exc
+
+    def _fill_request(
+        self,
+        entry: Dict[str, Any],
+        request: Any,
+        response: Any,
+        peer: str,
+        source: str,
+        stack: List[Dict[str, Any]],
+        now: float,
+    ) -> None:
+        info = describe_request(request, response, peer, source)
+        entry["busy"] = True
+        entry["request"] = info
+        stage = info["stage"]
+        if stage in _READING_STAGES:
+            phase = "reading"
+        elif stage in _WRITING_STAGES:
+            phase = "writing"
+        else:
+            phase = "handler"
+        refined = phase_from_stack(stack)
+        entry["phase"] = refined if refined is not None else phase
+        if info["started_at"] is not None:
+            entry["elapsed"] = max(0.0, now - info["started_at"])
+
+    def _pool_entry(
+        self, bind: str, adapter: Any, pool: Any, threads: List[Any], oldest: Optional[float]
+    ) -> Dict[str, Any]:
+        busy = sum(1 for w in threads if getattr(w, "conn", None) is not None)
+        queued = _guard(lambda: int(pool.qsize), 0)
+        idle = max(0, len(threads) - busy)
+        queue_limit = _guard(lambda: finite(pool._queue.maxsize), None)
+        if queue_limit is not None and queue_limit <= 0:
+            queue_limit = None
+        hs = adapter.httpserver
+        keepalive = _guard(lambda: _parked_connections(hs), None)
+        return {
+            "bind": bind,
+            "size": len(threads),
+            "busy": busy,
+            "idle": idle,
+            "queued": queued,
+            "min": finite(getattr(pool, "min", None)) or 0,
+            "max": finite(getattr(pool, "max", None)),
+            "queue_limit": queue_limit,
+            "oldest_busy": oldest,
+            "keepalive": keepalive,
+        }
+
+    def _thread_entry(
+        self,
+        ident: int,
+        t: Optional[threading.Thread],
+        frame: Optional[FrameType],
+        workers: Dict[int, Tuple[Any, str]],
+        main_ident: Optional[int],
+        now: float,
+    ) -> Dict[str, Any]:
+        name = t.name if t is not None else "<thread %d>" % ident
+        native_id = getattr(t, "native_id", None)
+        stack, truncated = extract_stack(frame, self.classifier)
+        worker = workers.get(ident)
+        role = _role(ident, t, worker is not None, main_ident)
+        entry: Dict[str, Any] = {
+            "ident": ident,
+            "native_id": native_id,
+            "name": name,
+            "role": role,
+            "daemon": t.daemon if t is not None else None,
+            "busy": False,
+            "phase": "unknown",
+            "elapsed": None,
+            "cpu_time": cpu_time(native_id),
+            "pool": worker[1] if worker else None,
+            "request": None,
+            "stack": stack,
+            "stack_truncated": truncated,
+        }
+        tracked = self.tracker.get(ident)
+        if worker is None:
+            if tracked is not None:
+                # A request on a server that is not cheroot (wsgiref, gunicorn threads ...).
+                entry["role"] = "worker"
+                self._fill_request(entry, tracked[0], tracked[1], "", "hook", stack, now)
+            return entry
+        w, _bind = worker
+        conn = getattr(w, "conn", None)
+        if conn is None:
+            entry["phase"] = "idle"
+            return entry
+        peer = _peer(conn)
+        request = response = None
+        source = "hook"
+        if tracked is not None:
+            request, response = tracked
+        else:
+            request, response = find_cherrypy_request(frame)
+            source = "frame"
+        if request is not None:
+            self._fill_request(entry, request, response, peer, source, stack, now)
+        else:
+            entry["busy"] = True
+            phase = "reading"
+            creq = find_cheroot_request(frame)
+            if creq is not None and getattr(creq, "started_request", False):
+                uri = _decode(getattr(creq, "uri", b""))
+                path, _, query = uri.partition("?")
+                entry["request"] = {
+                    "method": _decode(getattr(creq, "method", b"")),
+                    "path": path[:2048],
+                    "query": redact_query(query),
+                    "client": peer.rsplit(":", 1)[0],
+                    "peer": peer,
+                    "started_at": None,
+                    "handler": None,
+                    "stage": None,
+                    "app": None,
+                    "source": "cheroot",
+                }
+                if getattr(creq, "ready", False):
+                    phase = "handler"  # parsed, inside a non-CherryPy WSGI app
+            refined = phase_from_stack(stack)
+            entry["phase"] = refined if refined is not None else phase
+        if entry["elapsed"] is None:
+            key = (ident, id(conn))
+            started = getattr(w, "start_time", None)
+            if not isinstance(started, float):
+                started = self._conn_seen.setdefault(key, now)
+            entry["elapsed"] = max(0.0, now - started)
+            entry["_conn_key"] = key
+            if entry["request"] is not None:
+                entry["request"]["started_at"] = started
+        return entry
+
+
+def _role(
+    ident: int, t: Optional[threading.Thread], is_worker: bool, main_ident: Optional[int]
+) -> str:
+    if is_worker:
+        return "worker"
+    if ident == main_ident:
+        return "main"
+    if t is None:
+        return "other"
+    name = t.name or ""
+    if name.startswith("cpinspect-"):
+        return "agent"
+    target = getattr(getattr(t, "_target", None), "__name__", "")
+    if name.startswith("HTTPServer ") or target in _ACCEPTOR_TARGETS:
+        return "acceptor"
+    if "_serve_unservicable" in name or "_start_http_thread" in name:
+        return "acceptor"
+    try:
+        from cherrypy.process.plugins import BackgroundTask
+
+        if isinstance(t, BackgroundTask):
+            return "plugin"
+    except Exception:  # noqa: BLE001
+        pass
+    return "other"
+
+
+def _peer(conn: Any) -> str:
+    addr = getattr(conn, "remote_addr", None)
+    port = getattr(conn, "remote_port", None)
+    if addr is None:
+        return ""
+    return "%s:%s" % (addr, port) if port not in (None, "") else str(addr)
+
+
+def _parked_connections(hs: Any) -> Optional[int]:
+    manager = getattr(hs, "_connections", None)
+    selector = getattr(manager, "_selector", None)
+    if selector is None:
+        return None
+    # Drain the generator at once: it holds the selector's lock while iterating (internals 1.5).
+    conns = list(selector.connections)
+    return sum(1 for _fd, c in conns if c is not hs)
+
+
+def _guard(fn: Any, default: Any) -> Any:
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001
+        return default
+
+
+def _state_name(state: Any) -> str:
+    try:
+        import cherrypy
+
+        for name in ("STOPPED", "STARTING", "STARTED", "STOPPING", "EXITING"):
+            if state == getattr(cherrypy.engine.states, name):
+                return name
+    except Exception:  # noqa: BLE001
+        pass
+    return str(state)

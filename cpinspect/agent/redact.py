@@ -1,0 +1,39 @@
+"""Redaction applied by the agent before anything leaves the process (invariant 3)."""
+
+import re
+from typing import Optional
+
+SENSITIVE = re.compile(
+    r"(pass|pwd|token|secret|key|auth|session|sid|cookie|csrf|credential|signature|sig$|otp|pin$)",
+    re.IGNORECASE,
+)
+REDACTED = "***"
+MAX_QUERY = 2048
+
+
+def is_sensitive(name: str) -> bool:
+    return bool(SENSITIVE.search(name))
+
+
+def redact_query(query: Optional[str]) -> str:
+    """Replace the values of sensitive parameters, keeping names and order: ``a=1&token=***``."""
+    if not query:
+        return ""
+    if len(query) > MAX_QUERY:
+        query = query[:MAX_QUERY]
+    out = []
+    for part in query.split("&"):
+        name, sep, _value = part.partition("=")
+        if sep and is_sensitive(_unquote_name(name)):
+            out.append(name + "=" + REDACTED)
+        elif not sep and is_sensitive(_unquote_name(name)):
+            out.append(name)
+        else:
+            out.append(part)
+    return "&".join(out)
+
+
+def _unquote_name(name: str) -> str:
+    from urllib.parse import unquote_plus
+
+    return unquote_plus(name)

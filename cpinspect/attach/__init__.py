@@ -1,0 +1,1 @@
+"""Finding target processes and their agent's socket; later, injecting the agent."""

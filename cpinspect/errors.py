@@ -1,0 +1,70 @@
+"""Errors a user can meet. Each carries what to do about it and an exit code.
+
+``cpinspect.cli.main`` prints ``cpinspect: <message>`` on one line and exits with ``exit_code``;
+a user mistake never produces a traceback.
+"""
+
+from __future__ import annotations
+
+
+class CpinspectError(Exception):
+    """Base class: ``str(err)`` is the whole one-line message, fix included."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(CpinspectError):
+    exit_code = 2
+
+
+class NoSuchProcess(CpinspectError):
+    exit_code = 3
+
+
+class NotPython(CpinspectError):
+    exit_code = 4
+
+
+class NotCherryPy(CpinspectError):
+    exit_code = 4
+
+
+class PermissionDenied(CpinspectError):
+    exit_code = 5
+
+
+class AgentNotFound(CpinspectError):
+    """The process runs Python but no agent socket is open in it."""
+
+    exit_code = 6
+
+
+class StaleSocket(CpinspectError):
+    exit_code = 7
+
+
+class NotASocket(CpinspectError):
+    exit_code = 7
+
+
+class AgentUnavailable(CpinspectError):
+    """The agent did not answer in time, or answered something we cannot read."""
+
+    exit_code = 8
+
+
+class TargetGone(AgentUnavailable):
+    """The target process exited (or closed the agent's socket) while we were talking to it."""
+
+    exit_code = 9
+
+
+class IncompatibleAgent(CpinspectError):
+    exit_code = 10

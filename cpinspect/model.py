@@ -1,0 +1,222 @@
+"""The one vocabulary of cpinspect: frozen dataclasses, standard library only.
+
+Every source (the in-process agent, py-spy, a saved snapshot) produces these objects and every
+view (TUI panels, ``dump``, snapshot reports) renders them, without knowing where they came from.
+Times are seconds; absolute times are Unix epoch seconds (``time.time()``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+
+class Role(str, enum.Enum):
+    """What a thread is for, in CherryPy terms."""
+
+    WORKER = "worker"
+    ACCEPTOR = "acceptor"
+    AGENT = "agent"
+    PLUGIN = "plugin"
+    MAIN = "main"
+    OTHER = "other"
+
+
+class Phase(str, enum.Enum):
+    """Where a worker is in the life of the request it holds."""
+
+    IDLE = "idle"
+    READING = "reading"
+    """Reading the request line, headers or body: a slow client can hold a worker here."""
+    HANDLER = "handler"
+    """Dispatching, running tools and the page handler."""
+    WRITING = "writing"
+    """The handler returned; the response body is being written to the client."""
+    UNKNOWN = "unknown"
+
+
+class SourceKind(str, enum.Enum):
+    AGENT = "agent"
+    PYSPY = "py-spy"
+    FILE = "file"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One Python frame. Frames are merged and grouped by ``(filename, lineno)``, not by name."""
+
+    filename: str
+    lineno: int
+    function: str
+    qualname: Optional[str] = None
+    """Qualified name where the source knows it (agent on 3.11+, py-spy on 3.11+)."""
+    is_app: bool = False
+    """True when the frame belongs to the application, not to the stdlib or a library."""
+
+    @property
+    def location(self) -> Tuple[str, int]:
+        return (self.filename, self.lineno)
+
+    @property
+    def display_name(self) -> str:
+        return self.qualname or self.function
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """The request a busy worker holds."""
+
+    method: str
+    path: str
+    query: str = ""
+    """Query string with the values of sensitive parameters already redacted."""
+    client: str = ""
+    """The real client: the first X-Forwarded-For hop when present, else the remote address."""
+    peer: str = ""
+    """The socket peer as ``host:port`` (the proxy, when there is one)."""
+    started_at: Optional[float] = None
+    handler: Optional[str] = None
+    """Qualified name of the page handler once dispatched, e.g. ``Reports.export``."""
+    stage: Optional[str] = None
+    """CherryPy's ``Request.stage`` (``'handler'``, ``'before_request_body'`` ...), if known."""
+    app: Optional[str] = None
+    """Script name of the mounted application (``''`` for the root app)."""
+    source: str = "hook"
+    """How the agent found the request: ``hook``, ``frame`` (frame walk) or ``cheroot``."""
+
+    @property
+    def target(self) -> str:
+        return self.path + ("?" + self.query if self.query else "")
+
+
+@dataclass(frozen=True)
+class ThreadInfo:
+    ident: int
+    """``threading.get_ident()``: the key shared with py-spy's ``thread_id``."""
+    name: str
+    role: Role
+    native_id: Optional[int] = None
+    busy: bool = False
+    phase: Phase = Phase.UNKNOWN
+    request: Optional[RequestInfo] = None
+    elapsed: Optional[float] = None
+    """Seconds since the request (or the connection, while reading it) started."""
+    cpu_time: Optional[float] = None
+    """User + system CPU seconds of the OS thread."""
+    daemon: Optional[bool] = None
+    stack: Tuple[Frame, ...] = ()
+    """Innermost frame first."""
+    stack_truncated: int = 0
+    """How many outer frames were left out by the source's depth cap."""
+    pool: Optional[str] = None
+    """Bind address of the server whose pool this worker belongs to."""
+    owns_gil: Optional[bool] = None
+    """Known only from py-spy."""
+
+    @property
+    def top_app_frame(self) -> Optional[Frame]:
+        for frame in self.stack:
+            if frame.is_app:
+                return frame
+        return None
+
+    @property
+    def stack_key(self) -> Tuple[Tuple[str, int], ...]:
+        return tuple(f.location for f in self.stack)
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """One cheroot server's worker pool."""
+
+    bind: str
+    size: int
+    busy: int
+    idle: int
+    queued: int
+    min_threads: int
+    max_threads: Optional[int] = None
+    """``None`` when unbounded; cheroot never grows the pool past ``min`` on its own."""
+    queue_limit: Optional[int] = None
+    oldest_busy: Optional[float] = None
+    """Age in seconds of the oldest request a worker holds."""
+    keepalive: Optional[int] = None
+    """Idle keep-alive connections parked in the selector (they hold no worker)."""
+
+
+@dataclass(frozen=True)
+class ThreadsSnapshot:
+    """What ``/v1/threads`` (or py-spy, or a file) says at one instant."""
+
+    taken_at: float
+    threads: Tuple[ThreadInfo, ...]
+    pools: Tuple[PoolInfo, ...] = ()
+    pools_available: bool = True
+    pools_note: str = ""
+    """Why pool numbers are missing (no cheroot server, server not started ...)."""
+    requests_served: Optional[int] = None
+    """Requests completed since the agent was installed."""
+    errors: Tuple[str, ...] = ()
+    """Probes that failed; the rest of the answer is still valid."""
+
+    @property
+    def workers(self) -> Tuple[ThreadInfo, ...]:
+        return tuple(t for t in self.threads if t.role is Role.WORKER)
+
+    def by_ident(self) -> dict[int, ThreadInfo]:
+        return {t.ident: t for t in self.threads}
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    bind: str
+    pool_size: Optional[int] = None
+    kind: str = "cheroot"
+    running: bool = True
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    script_name: str
+    root: Optional[str]
+    """Qualified name of the root controller's class; ``None`` for a grafted WSGI app."""
+    kind: str = "cherrypy"
+
+
+@dataclass(frozen=True)
+class LoggingInfo:
+    screen: Optional[bool] = None
+    error_file: Optional[str] = None
+    access_file: Optional[str] = None
+    handlers: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """What ``/v1/info`` says: who the target is."""
+
+    pid: int
+    cmdline: Tuple[str, ...]
+    python: str
+    cherrypy: Optional[str]
+    cheroot: Optional[str]
+    agent_version: str
+    schema: int
+    engine_state: str
+    started_at: Optional[float] = None
+    servers: Tuple[ServerInfo, ...] = ()
+    apps: Tuple[AppInfo, ...] = ()
+    logging: LoggingInfo = field(default_factory=LoggingInfo)
+    autoreload: Optional[bool] = None
+    environment: Optional[str] = None
+    agent_installed_at: Optional[float] = None
+
+    @property
+    def ports(self) -> Tuple[int, ...]:
+        out = []
+        for server in self.servers:
+            host, _, port = server.bind.rpartition(":")
+            if host and port.isdigit():
+                out.append(int(port))
+        return tuple(out)

@@ -1,0 +1,253 @@
+"""JSON <-> model. Tolerant reader: unknown keys are ignored, missing ones take defaults.
+
+Standard library only. The agent emits the shapes documented in ``cpinspect/agent/wire.py``;
+an agent of another version may add or drop keys, and the inspector degrades per field instead
+of failing (invariant 5). ``schema_warning`` says when versions differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Dict, List, Mapping, Optional
+
+from cpinspect.agent.wire import AGENT_VERSION, SCHEMA_VERSION
+from cpinspect.model import (
+    AppInfo,
+    Frame,
+    LoggingInfo,
+    Phase,
+    PoolInfo,
+    ProcessInfo,
+    RequestInfo,
+    Role,
+    ServerInfo,
+    ThreadInfo,
+    ThreadsSnapshot,
+)
+
+
+class ProtocolError(ValueError):
+    """The payload is not something any agent version would send."""
+
+
+def schema_warning(payload: Mapping[str, Any]) -> Optional[str]:
+    """A one-line note when the agent's schema or version differs from ours, else None."""
+    schema = payload.get("schema")
+    agent = payload.get("agent")
+    if schema != SCHEMA_VERSION:
+        newer = isinstance(schema, int) and schema > SCHEMA_VERSION
+        return "agent %s speaks schema %s, this inspector %d (%s): some fields may be missing" % (
+            agent,
+            schema,
+            SCHEMA_VERSION,
+            "upgrade cpinspect" if newer else "reload the agent to upgrade it",
+        )
+    if agent != AGENT_VERSION:
+        return "agent version %s differs from inspector %s (same schema)" % (agent, AGENT_VERSION)
+    return None
+
+
+def _s(d: Mapping[str, Any], key: str, default: str = "") -> str:
+    v = d.get(key)
+    return default if v is None else str(v)
+
+
+def _opt_s(d: Mapping[str, Any], key: str) -> Optional[str]:
+    v = d.get(key)
+    return None if v is None else str(v)
+
+
+def _opt_f(d: Mapping[str, Any], key: str) -> Optional[float]:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
+def _opt_i(d: Mapping[str, Any], key: str) -> Optional[int]:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, int):
+        return None
+    return v
+
+
+def _i(d: Mapping[str, Any], key: str, default: int = 0) -> int:
+    v = _opt_i(d, key)
+    return default if v is None else v
+
+
+def _opt_b(d: Mapping[str, Any], key: str) -> Optional[bool]:
+    v = d.get(key)
+    return v if isinstance(v, bool) else None
+
+
+def _list(d: Mapping[str, Any], key: str) -> List[Any]:
+    v = d.get(key)
+    return v if isinstance(v, list) else []
+
+
+def _dict(d: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    v = d.get(key)
+    return v if isinstance(v, dict) else {}
+
+
+def _enum(cls: Any, value: Any, default: Any) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        return default
+
+
+def _require_object(payload: Any) -> Mapping[str, Any]:
+    if not isinstance(payload, dict):
+        raise ProtocolError("expected a JSON object, got %s" % type(payload).__name__)
+    if "error" in payload and isinstance(payload["error"], dict):
+        raise ProtocolError(_s(payload["error"], "message", "agent error"))
+    return payload
+
+
+def frame_from_json(d: Mapping[str, Any]) -> Frame:
+    return Frame(
+        filename=_s(d, "file", "?"),
+        lineno=_i(d, "line"),
+        function=_s(d, "function", "?"),
+        qualname=_opt_s(d, "qualname"),
+        is_app=bool(d.get("app", False)),
+    )
+
+
+def request_from_json(d: Mapping[str, Any]) -> RequestInfo:
+    return RequestInfo(
+        method=_s(d, "method"),
+        path=_s(d, "path"),
+        query=_s(d, "query"),
+        client=_s(d, "client"),
+        peer=_s(d, "peer"),
+        started_at=_opt_f(d, "started_at"),
+        handler=_opt_s(d, "handler"),
+        stage=_opt_s(d, "stage"),
+        app=_opt_s(d, "app"),
+        source=_s(d, "source", "hook"),
+    )
+
+
+def thread_from_json(d: Mapping[str, Any]) -> ThreadInfo:
+    request = d.get("request")
+    return ThreadInfo(
+        ident=_i(d, "ident"),
+        name=_s(d, "name", "?"),
+        role=_enum(Role, d.get("role"), Role.OTHER),
+        native_id=_opt_i(d, "native_id"),
+        busy=bool(d.get("busy", False)),
+        phase=_enum(Phase, d.get("phase"), Phase.UNKNOWN),
+        request=request_from_json(request) if isinstance(request, dict) else None,
+        elapsed=_opt_f(d, "elapsed"),
+        cpu_time=_opt_f(d, "cpu_time"),
+        daemon=_opt_b(d, "daemon"),
+        stack=tuple(frame_from_json(f) for f in _list(d, "stack") if isinstance(f, dict)),
+        stack_truncated=_i(d, "stack_truncated"),
+        pool=_opt_s(d, "pool"),
+        owns_gil=_opt_b(d, "owns_gil"),
+    )
+
+
+def pool_from_json(d: Mapping[str, Any]) -> PoolInfo:
+    return PoolInfo(
+        bind=_s(d, "bind", "?"),
+        size=_i(d, "size"),
+        busy=_i(d, "busy"),
+        idle=_i(d, "idle"),
+        queued=_i(d, "queued"),
+        min_threads=_i(d, "min"),
+        max_threads=_opt_i(d, "max"),
+        queue_limit=_opt_i(d, "queue_limit"),
+        oldest_busy=_opt_f(d, "oldest_busy"),
+        keepalive=_opt_i(d, "keepalive"),
+    )
+
+
+def threads_from_json(payload: Any) -> ThreadsSnapshot:
+    d = _require_object(payload)
+    if not isinstance(d.get("threads"), list):
+        raise ProtocolError("threads payload without a 'threads' list")
+    return ThreadsSnapshot(
+        taken_at=_opt_f(d, "taken_at") or 0.0,
+        threads=tuple(thread_from_json(t) for t in _list(d, "threads") if isinstance(t, dict)),
+        pools=tuple(pool_from_json(p) for p in _list(d, "pools") if isinstance(p, dict)),
+        pools_available=bool(d.get("pools_available", bool(d.get("pools")))),
+        pools_note=_s(d, "pools_note"),
+        requests_served=_opt_i(d, "requests_served"),
+        errors=tuple(str(e) for e in _list(d, "errors")),
+    )
+
+
+def info_from_json(payload: Any) -> ProcessInfo:
+    d = _require_object(payload)
+    if not isinstance(d.get("pid"), int):
+        raise ProtocolError("info payload without a 'pid'")
+    engine = _dict(d, "engine")
+    log = _dict(d, "logging")
+    return ProcessInfo(
+        pid=_i(d, "pid"),
+        cmdline=tuple(str(a) for a in _list(d, "cmdline")),
+        python=_s(d, "python", "?"),
+        cherrypy=_opt_s(d, "cherrypy"),
+        cheroot=_opt_s(d, "cheroot"),
+        agent_version=_s(d, "agent", "?"),
+        schema=_i(d, "schema"),
+        engine_state=_s(engine, "state", "UNKNOWN"),
+        started_at=_opt_f(d, "started_at"),
+        servers=tuple(
+            ServerInfo(
+                bind=_s(s, "bind", "?"),
+                pool_size=_opt_i(s, "pool_size"),
+                kind=_s(s, "kind", "cheroot"),
+                running=bool(s.get("running", True)),
+            )
+            for s in _list(d, "servers")
+            if isinstance(s, dict)
+        ),
+        apps=tuple(
+            AppInfo(script_name=_s(a, "script_name"), root=_opt_s(a, "root"), kind=_s(a, "kind"))
+            for a in _list(d, "apps")
+            if isinstance(a, dict)
+        ),
+        logging=LoggingInfo(
+            screen=_opt_b(log, "screen"),
+            error_file=_opt_s(log, "error_file"),
+            access_file=_opt_s(log, "access_file"),
+            handlers=tuple(str(h) for h in _list(log, "handlers")),
+        ),
+        autoreload=_opt_b(engine, "autoreload"),
+        environment=_opt_s(engine, "environment"),
+        agent_installed_at=_opt_f(d, "agent_installed_at"),
+    )
+
+
+def to_json(obj: Any) -> Any:
+    """Model object -> JSON-able structure (for ``dump --json`` and snapshot files)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    return obj
+
+
+def dump_document(
+    info: Optional[ProcessInfo], threads: ThreadsSnapshot, source: str
+) -> Dict[str, Any]:
+    """The ``cpinspect dump --json`` document: versioned like every file we write."""
+    out: Dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "cpinspect": AGENT_VERSION,
+        "source": source,
+        "info": to_json(info) if info is not None else None,
+        "threads": to_json(threads),
+    }
+    return out
+

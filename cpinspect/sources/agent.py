@@ -1,0 +1,117 @@
+"""``AgentSource``: the live agent, over its private Unix socket (HTTP/1.1 + JSON via httpx)."""
+
+from __future__ import annotations
+
+import errno
+import json
+from typing import Any, Dict, List, Optional
+
+import httpx
+
+from cpinspect.agent.wire import ENDPOINT_INFO, ENDPOINT_THREADS
+from cpinspect.errors import (
+    AgentUnavailable,
+    CpinspectError,
+    NoSuchProcess,
+    PermissionDenied,
+    StaleSocket,
+    TargetGone,
+)
+from cpinspect.model import ProcessInfo, SourceKind, ThreadsSnapshot
+from cpinspect.protocol import ProtocolError, info_from_json, schema_warning, threads_from_json
+
+DEFAULT_TIMEOUT = 1.0
+"""About a second: past that the interpreter may be stuck (DESIGN.md, py-spy fallback)."""
+
+
+def _os_error(exc: BaseException) -> Optional[OSError]:
+    seen = 0
+    cur: Optional[BaseException] = exc
+    while cur is not None and seen < 8:
+        if isinstance(cur, OSError) and cur.errno is not None:
+            return cur
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return None
+
+
+class AgentSource:
+    """Talks to one agent socket. Raises ``CpinspectError`` subclasses, never httpx errors."""
+
+    kind = SourceKind.AGENT
+
+    def __init__(self, connect_path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.connect_path = connect_path
+        self.label = connect_path
+        self.timeout = timeout
+        self.warnings: List[str] = []
+        self._ever_connected = False
+        self._client = httpx.Client(
+            transport=httpx.HTTPTransport(uds=connect_path, retries=0),
+            base_url="http://cpinspect",
+            timeout=httpx.Timeout(timeout, connect=timeout),
+        )
+
+    def _get(self, path: str, params: Optional[Dict[str, str]] = None) -> Any:
+        try:
+            response = self._client.get(path, params=params)
+        except httpx.TimeoutException:
+            raise AgentUnavailable(
+                "agent did not answer within %.1f s — the interpreter may be stuck" % self.timeout
+            ) from None
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        self._ever_connected = True
+        try:
+            payload = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise AgentUnavailable(
+                "agent at %s answered %d with something that is not JSON"
+                % (self.connect_path, response.status_code)
+            ) from None
+        if response.status_code == 403:
+            message = payload.get("error", {}).get("message", "") if isinstance(payload, dict) else ""
+            raise PermissionDenied("the agent refused us: %s" % message)
+        if response.status_code >= 400:
+            message = payload.get("error", {}).get("message", "") if isinstance(payload, dict) else ""
+            raise AgentUnavailable("agent error %d on %s: %s" % (response.status_code, path, message))
+        if isinstance(payload, dict):
+            warning = schema_warning(payload)
+            if warning and warning not in self.warnings:
+                self.warnings.append(warning)
+        return payload
+
+    def _transport_error(self, exc: Exception) -> CpinspectError:
+        err = _os_error(exc)
+        code = err.errno if err is not None else None
+        if code in (errno.ECONNREFUSED, errno.ENOENT, errno.ECONNRESET, errno.EPIPE):
+            if self._ever_connected:
+                return TargetGone("the target closed the agent's socket (it exited or restarted)")
+            if code == errno.ENOENT:
+                return NoSuchProcess("no such socket: %s" % self.connect_path)
+            return StaleSocket(
+                "stale socket %s: nothing listens on it (its process has exited); "
+                "remove it, or attach by pid" % self.connect_path
+            )
+        if code in (errno.EACCES, errno.EPERM):
+            return PermissionDenied(
+                "not allowed to connect to %s: run as the target's user or root" % self.connect_path
+            )
+        if self._ever_connected:
+            return TargetGone("lost the agent: %s" % exc)
+        return AgentUnavailable("cannot talk to the agent at %s: %s" % (self.connect_path, exc))
+
+    def info(self) -> ProcessInfo:
+        try:
+            return info_from_json(self._get(ENDPOINT_INFO))
+        except ProtocolError as exc:
+            raise AgentUnavailable("unreadable /v1/info from the agent: %s" % exc) from None
+
+    def threads(self) -> ThreadsSnapshot:
+        try:
+            return threads_from_json(self._get(ENDPOINT_THREADS))
+        except ProtocolError as exc:
+            raise AgentUnavailable("unreadable /v1/threads from the agent: %s" % exc) from None
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,58 @@
+"""The interface every source implements, and the update a live session hands to the UI.
+
+A source answers ``info()`` and ``threads()`` with model objects or raises a
+``cpinspect.errors.CpinspectError``. Threads are keyed by ``ident`` (``threading.get_ident()``,
+which is also py-spy's ``thread_id``), so two live sources can be merged thread by thread.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Optional, Protocol, Tuple
+
+from cpinspect.model import ProcessInfo, SourceKind, ThreadsSnapshot
+
+
+class Source(Protocol):
+    kind: SourceKind
+    label: str
+    """Where the data comes from, for the header (a socket path, ``py-spy``, a file name)."""
+
+    def info(self) -> ProcessInfo: ...
+
+    def threads(self) -> ThreadsSnapshot: ...
+
+    def close(self) -> None: ...
+
+
+class LinkState(str, enum.Enum):
+    LIVE = "live"
+    LOST = "lost"
+    """The target stopped answering or exited; the last data is kept."""
+    RECONNECTED = "reconnected"
+    """Answering again, possibly from a new pid of the same service."""
+
+
+@dataclass(frozen=True)
+class Update:
+    """One poll's worth of data for the UI. ``info``/``threads`` are the last good values."""
+
+    fetched_at: float
+    state: LinkState
+    source_kind: SourceKind
+    source_label: str
+    info: Optional[ProcessInfo]
+    threads: Optional[ThreadsSnapshot]
+    message: str = ""
+    """A banner line: why the link is lost, or what reconnection found."""
+    warnings: Tuple[str, ...] = ()
+    """Per-endpoint degradation (version skew, failed probes)."""
+
+
+class Poller(Protocol):
+    """What the TUI polls once per interval, from a worker thread."""
+
+    def poll(self) -> Update: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,165 @@
+"""A CherryPy app for the tests, run as a subprocess: ``python -m tests.apps.target [options]``.
+
+It prints ``BOOT pid=<pid>`` each time the interpreter starts (an Autoreloader restart re-execs
+in place, so the same pid prints it again) and ``READY port=<port> pid=<pid>`` once serving.
+Handlers block for a bounded time so that tests can saturate the pool; nothing here needs the
+inspector to run.
+"""
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+import cherrypy
+
+print("BOOT pid=%d" % os.getpid(), flush=True)
+
+RELEASE = threading.Event()
+
+
+class Api:
+    @cherrypy.expose
+    def status(self, **params):
+        return "api ok"
+
+
+class Root:
+    def __init__(self) -> None:
+        self.api = Api()
+
+    @cherrypy.expose
+    def index(self):
+        return "hello"
+
+    @cherrypy.expose
+    def block(self, seconds="60", **params):
+        """Hold this worker until released or ``seconds`` pass (bounded)."""
+        RELEASE.wait(min(float(seconds), 120.0))
+        return "released"
+
+    @cherrypy.expose
+    def spin(self, seconds="30", **params):
+        """Burn CPU in pure Python (holds the GIL in bytecode, releasing it every 5 ms)."""
+        end = time.time() + min(float(seconds), 120.0)
+        n = 0
+        while time.time() < end and not RELEASE.is_set():
+            n += 1
+        return str(n)
+
+    @cherrypy.expose
+    def release(self):
+        RELEASE.set()
+        return "ok"
+
+    @cherrypy.expose
+    @cherrypy.tools.json_out()
+    def debug_state(self):
+        """What the agent left behind: its threads, our hooks, the bus listeners."""
+        from cherrypy import _cprequest
+
+        hooks = [h for point in ("on_start_resource", "on_end_request")
+                 for h in _cprequest.Request.hooks.get(point, [])
+                 if "cpinspect" in getattr(getattr(h.callback, "__func__", h.callback),
+                                           "__module__", "")]
+        listeners = [repr(cb) for ch in ("start", "exit")
+                     for cb in cherrypy.engine.listeners.get(ch, ())
+                     if "InspectorPlugin" in repr(cb)]
+        return {
+            "threads": sorted(t.name for t in threading.enumerate()),
+            "hooks": len(hooks),
+            "listeners": len(listeners),
+            "main_globals": sorted(k for k in sys.modules["__main__"].__dict__ if not k.startswith("__")),
+        }
+
+    @cherrypy.expose
+    def install_agent(self):
+        import cpinspect.agent
+
+        return cpinspect.agent.install()
+
+    @cherrypy.expose
+    def uninstall_agent(self):
+        import cpinspect.agent
+
+        cpinspect.agent.uninstall()
+        return "uninstalled"
+
+
+def serve_wsgiref(port: int) -> None:
+    """Serve the app with the stdlib's wsgiref instead of cheroot (no pool to inspect)."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIServer
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    class Threaded(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    app = cherrypy.tree.mount(Root(), "")
+    httpd = make_server("127.0.0.1", port, app, server_class=Threaded, handler_class=Quiet)
+    print("READY port=%d pid=%d" % (httpd.server_port, os.getpid()), flush=True)
+    httpd.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--agent", choices=["config", "install-before", "install-after", "none"],
+                        default="config")
+    parser.add_argument("--socket", default=None)
+    parser.add_argument("--autoreload", action="store_true",
+                        help="leave CherryPy's Autoreloader on (its default)")
+    parser.add_argument("--server", choices=["cheroot", "wsgiref"], default="cheroot")
+    args = parser.parse_args()
+
+    settings = {
+        "server.socket_host": "127.0.0.1",
+        "server.socket_port": args.port,
+        "server.thread_pool": args.threads,
+        "server.socket_queue_size": 64,
+        "log.screen": False,
+        "checker.on": False,
+        "engine.autoreload.on": args.autoreload,
+    }
+    if args.autoreload:
+        settings["engine.autoreload.frequency"] = 0.2
+    cherrypy.config.update(settings)
+    if args.agent == "config":
+        import cpinspect.agent  # registers the `inspector` config namespace
+
+        conf = {"inspector.on": True}
+        if args.socket:
+            conf["inspector.socket"] = args.socket
+        cherrypy.config.update(conf)
+    elif args.agent == "install-before":
+        import cpinspect.agent
+
+        cpinspect.agent.install(args.socket)
+
+    if args.server == "wsgiref":
+        if args.agent == "install-after":
+            import cpinspect.agent
+
+            cpinspect.agent.install(args.socket)
+        serve_wsgiref(args.port)
+        return
+
+    cherrypy.tree.mount(Root(), "")
+    cherrypy.engine.start()
+    if args.agent == "install-after":
+        import cpinspect.agent
+
+        cpinspect.agent.install(args.socket)
+    host, port = cherrypy.server.bound_addr[:2]
+    print("READY port=%d pid=%d" % (port, os.getpid()), flush=True)
+    cherrypy.engine.block()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

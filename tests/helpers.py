@@ -1,0 +1,84 @@
+"""Small clients the tests use to talk to real processes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def agent_get(socket_path: str, path: str, timeout: float = 5.0) -> Tuple[int, Dict[str, Any]]:
+    with httpx.Client(transport=httpx.HTTPTransport(uds=socket_path), base_url="http://x",
+                      timeout=timeout) as client:
+        r = client.get(path)
+        return r.status_code, r.json()
+
+
+def raw_exchange(socket_path: str, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes to the agent and read until it closes (or the timeout)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(socket_path)
+    try:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    chunks = []
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except (socket.timeout, OSError):
+        pass
+    s.close()
+    return b"".join(chunks)
+
+
+class BackgroundRequests:
+    """Fire N HTTP requests at the app from threads; they may take long or never finish."""
+
+    def __init__(self, port: int, path: str, count: int, headers: Optional[Dict[str, str]] = None,
+                 timeout: float = 90.0) -> None:
+        self.results: List[Any] = []
+        self.threads = [
+            threading.Thread(target=self._one, args=(port, path, headers or {}, timeout),
+                             daemon=True)
+            for _ in range(count)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _one(self, port: int, path: str, headers: Dict[str, str], timeout: float) -> None:
+        try:
+            r = httpx.get("http://127.0.0.1:%d%s" % (port, path), headers=headers,
+                          timeout=timeout)
+            self.results.append(r.status_code)
+        except Exception as exc:  # noqa: BLE001
+            self.results.append(exc)
+
+
+def http_answers(port: int, path: str = "/", timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get("http://127.0.0.1:%d%s" % (port, path), timeout=timeout).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def run_cli(*args: str, timeout: float = 60.0, **kw: Any) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cpinspect", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=str(ROOT), **kw)
+
+
+def load_json(text: str) -> Any:
+    return json.loads(text)
