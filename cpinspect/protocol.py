@@ -250,4 +250,3 @@ def dump_document(
         "threads": to_json(threads),
     }
     return out
-

@@ -19,8 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05,
-             what: str = "condition") -> object:
+def wait_for(
+    predicate: Callable[[], object],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> object:
     """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
     deadline = time.monotonic() + timeout
     last_exc: Optional[BaseException] = None
@@ -33,8 +37,9 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: f
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError("timed out after %.1f s waiting for %s (last error: %r)"
-                         % (timeout, what, last_exc))
+    raise AssertionError(
+        "timed out after %.1f s waiting for %s (last error: %r)" % (timeout, what, last_exc)
+    )
 
 
 @dataclass
@@ -66,18 +71,23 @@ class TargetProcess:
                 self.proc.wait(5)
 
 
-def start_target(args: List[str], tmp: Path, env: Optional[dict] = None,
-                 timeout: float = 20.0) -> TargetProcess:
+def start_target(
+    args: List[str], tmp: Path, env: Optional[dict] = None, timeout: float = 20.0
+) -> TargetProcess:
     log_path = tmp / ("target-%d.log" % time.monotonic_ns())
-    log = open(log_path, "wb")
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.pop("XDG_RUNTIME_DIR", None)
     if env:
         full_env.update(env)
-    proc = subprocess.Popen([sys.executable, "-m", "tests.apps.target", *args], cwd=str(ROOT),
-                            stdout=log, stderr=subprocess.STDOUT, env=full_env)
-    log.close()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.apps.target", *args],
+            cwd=str(ROOT),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
 
     def ready() -> Optional[re.Match]:
         if proc.poll() is not None:

@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def agent_get(socket_path: str, path: str, timeout: float = 5.0) -> Tuple[int, Dict[str, Any]]:
-    with httpx.Client(transport=httpx.HTTPTransport(uds=socket_path), base_url="http://x",
-                      timeout=timeout) as client:
+    with httpx.Client(
+        transport=httpx.HTTPTransport(uds=socket_path), base_url="http://x", timeout=timeout
+    ) as client:
         r = client.get(path)
         return r.status_code, r.json()
 
@@ -48,12 +49,19 @@ def raw_exchange(socket_path: str, data: bytes, timeout: float = 5.0) -> bytes:
 class BackgroundRequests:
     """Fire N HTTP requests at the app from threads; they may take long or never finish."""
 
-    def __init__(self, port: int, path: str, count: int, headers: Optional[Dict[str, str]] = None,
-                 timeout: float = 90.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        path: str,
+        count: int,
+        headers: Optional[Dict[str, str]] = None,
+        timeout: float = 90.0,
+    ) -> None:
         self.results: List[Any] = []
         self.threads = [
-            threading.Thread(target=self._one, args=(port, path, headers or {}, timeout),
-                             daemon=True)
+            threading.Thread(
+                target=self._one, args=(port, path, headers or {}, timeout), daemon=True
+            )
             for _ in range(count)
         ]
         for t in self.threads:
@@ -61,8 +69,7 @@ class BackgroundRequests:
 
     def _one(self, port: int, path: str, headers: Dict[str, str], timeout: float) -> None:
         try:
-            r = httpx.get("http://127.0.0.1:%d%s" % (port, path), headers=headers,
-                          timeout=timeout)
+            r = httpx.get("http://127.0.0.1:%d%s" % (port, path), headers=headers, timeout=timeout)
             self.results.append(r.status_code)
         except Exception as exc:  # noqa: BLE001
             self.results.append(exc)
@@ -76,8 +83,14 @@ def http_answers(port: int, path: str = "/", timeout: float = 2.0) -> bool:
 
 
 def run_cli(*args: str, timeout: float = 60.0, **kw: Any) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cpinspect", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=str(ROOT), **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "cpinspect", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(ROOT),
+        **kw,
+    )
 
 
 def load_json(text: str) -> Any:

@@ -80,7 +80,13 @@ def ensure_private_dir(path: str) -> None:
         os.chmod(path, 0o700)
 
 
-def bind_private(path: str, backlog: int = 16) -> Tuple[socket.socket, int]:
+def file_identity(path: str) -> Tuple[int, int, int]:
+    """(device, inode, ctime ns): an inode number alone is reused as soon as it is freed."""
+    st = os.lstat(path)
+    return (st.st_dev, st.st_ino, st.st_ctime_ns)
+
+
+def bind_private(path: str, backlog: int = 16) -> Tuple[socket.socket, Tuple[int, int, int]]:
     """Bind a listening Unix socket at ``path`` with mode 0600; return it and its inode.
 
     An existing file at ``path`` (a stale socket of a dead process whose pid we now have) is
@@ -104,7 +110,7 @@ def bind_private(path: str, backlog: int = 16) -> Tuple[socket.socket, int]:
         os.chmod(tmp_path, 0o600)
         sock.listen(backlog)
         os.rename(tmp_path, path)
-        inode = os.lstat(path).st_ino
+        identity = file_identity(path)
     except BaseException:
         sock.close()
         try:
@@ -117,13 +123,13 @@ def bind_private(path: str, backlog: int = 16) -> Tuple[socket.socket, int]:
             os.rmdir(tmpdir)
         except OSError:
             pass
-    return sock, inode
+    return sock, identity
 
 
-def unlink_if_ours(path: str, inode: int) -> None:
+def unlink_if_ours(path: str, identity: Tuple[int, int, int]) -> None:
     """Remove the socket file only if it is still the one we bound (never another agent's)."""
     try:
-        if os.lstat(path).st_ino == inode:
+        if file_identity(path) == identity:
             os.unlink(path)
     except OSError:
         pass

@@ -102,7 +102,7 @@ class Agent:
         self.stop_server()
 
 
-class InspectorPlugin(plugins.SimplePlugin):
+class InspectorPlugin(plugins.SimplePlugin):  # type: ignore[misc]
     """Follows the engine: rebinds after a fork on ``start``, closes the socket on ``exit``."""
 
     def __init__(self, bus: Any, agent: Agent) -> None:
@@ -204,10 +204,10 @@ class _Namespace:
         self._pending = {}
         return self._pending.__setitem__
 
-    def __exit__(self, *exc: Any) -> bool:
+    def __exit__(self, *exc: Any) -> None:
         settings, self._pending = self._pending, {}
         if not settings:
-            return False
+            return
         on = settings.get("on")
         try:
             if on is True or (isinstance(on, str) and on.lower() in ("1", "true", "yes", "on")):
@@ -216,7 +216,6 @@ class _Namespace:
                 uninstall()
         except Exception as exc:  # noqa: BLE001 - a config update must not fail the app
             cherrypy.log("cpinspect agent not installed: %s" % exc, "INSPECTOR", severity=30)
-        return False
 
 
 cherrypy.config.namespaces["inspector"] = _Namespace()

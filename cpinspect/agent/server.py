@@ -97,13 +97,13 @@ class AgentServer:
         self.max_parked = max_parked
         self.allowed_uids = {0, os.getuid(), os.geteuid()}
         self.stats = {"connections": 0, "refused_peer": 0, "rejected_busy": 0, "bad_requests": 0}
-        self._queue: "queue.Queue[Optional[Tuple[socket.socket, bytes]]]" = queue.Queue(
+        self._queue: queue.Queue[Optional[Tuple[socket.socket, bytes]]] = queue.Queue(
             maxsize=queue_size
         )
-        self._returned: "collections.deque[Tuple[socket.socket, bytes]]" = collections.deque()
+        self._returned: collections.deque[Tuple[socket.socket, bytes]] = collections.deque()
         self._stopping = threading.Event()
         self._sock: Optional[socket.socket] = None
-        self._inode = 0
+        self._identity = (0, 0, 0)
         self._wake_r = self._wake_w = -1
         self._threads: List[threading.Thread] = []
         self.pid = os.getpid()
@@ -111,7 +111,7 @@ class AgentServer:
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._sock, self._inode = bind_private(self.path)
+        self._sock, self._identity = bind_private(self.path)
         self._sock.setblocking(False)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -131,7 +131,7 @@ class AgentServer:
         """Stop accepting, remove our socket file, let the handler threads finish."""
         self._stopping.set()
         if self.pid == os.getpid():
-            unlink_if_ours(self.path, self._inode)
+            unlink_if_ours(self.path, self._identity)
         self._wake()
         for _ in range(self.handler_threads):
             try:

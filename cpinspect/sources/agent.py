@@ -70,11 +70,17 @@ class AgentSource:
                 % (self.connect_path, response.status_code)
             ) from None
         if response.status_code == 403:
-            message = payload.get("error", {}).get("message", "") if isinstance(payload, dict) else ""
+            message = (
+                payload.get("error", {}).get("message", "") if isinstance(payload, dict) else ""
+            )
             raise PermissionDenied("the agent refused us: %s" % message)
         if response.status_code >= 400:
-            message = payload.get("error", {}).get("message", "") if isinstance(payload, dict) else ""
-            raise AgentUnavailable("agent error %d on %s: %s" % (response.status_code, path, message))
+            message = (
+                payload.get("error", {}).get("message", "") if isinstance(payload, dict) else ""
+            )
+            raise AgentUnavailable(
+                "agent error %d on %s: %s" % (response.status_code, path, message)
+            )
         if isinstance(payload, dict):
             warning = schema_warning(payload)
             if warning and warning not in self.warnings:

@@ -31,7 +31,7 @@ class ServiceIdentity:
     ports: Tuple[int, ...]
 
     @classmethod
-    def of(cls, info: ProcessInfo) -> "ServiceIdentity":
+    def of(cls, info: ProcessInfo) -> ServiceIdentity:
         return cls(cmdline=info.cmdline, ports=tuple(sorted(info.ports)))
 
 
@@ -181,7 +181,9 @@ class AgentSession:
         if self.threads is not None:
             warnings += tuple("probe failed: %s" % e for e in self.threads.errors)
         return Update(
-            fetched_at=now if state is not LinkState.LOST else (self.threads.taken_at if self.threads else now),
+            fetched_at=now
+            if state is not LinkState.LOST
+            else (self.threads.taken_at if self.threads else now),
             state=state,
             source_kind=SourceKind.AGENT,
             source_label=self.label,

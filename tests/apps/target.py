@@ -59,18 +59,25 @@ class Root:
         """What the agent left behind: its threads, our hooks, the bus listeners."""
         from cherrypy import _cprequest
 
-        hooks = [h for point in ("on_start_resource", "on_end_request")
-                 for h in _cprequest.Request.hooks.get(point, [])
-                 if "cpinspect" in getattr(getattr(h.callback, "__func__", h.callback),
-                                           "__module__", "")]
-        listeners = [repr(cb) for ch in ("start", "exit")
-                     for cb in cherrypy.engine.listeners.get(ch, ())
-                     if "InspectorPlugin" in repr(cb)]
+        hooks = [
+            h
+            for point in ("on_start_resource", "on_end_request")
+            for h in _cprequest.Request.hooks.get(point, [])
+            if "cpinspect" in getattr(getattr(h.callback, "__func__", h.callback), "__module__", "")
+        ]
+        listeners = [
+            repr(cb)
+            for ch in ("start", "exit")
+            for cb in cherrypy.engine.listeners.get(ch, ())
+            if "InspectorPlugin" in repr(cb)
+        ]
         return {
             "threads": sorted(t.name for t in threading.enumerate()),
             "hooks": len(hooks),
             "listeners": len(listeners),
-            "main_globals": sorted(k for k in sys.modules["__main__"].__dict__ if not k.startswith("__")),
+            "main_globals": sorted(
+                k for k in sys.modules["__main__"].__dict__ if not k.startswith("__")
+            ),
         }
 
     @cherrypy.expose
@@ -89,9 +96,8 @@ class Root:
 
 def serve_wsgiref(port: int) -> None:
     """Serve the app with the stdlib's wsgiref instead of cheroot (no pool to inspect)."""
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
     from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIServer
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
     class Quiet(WSGIRequestHandler):
         def log_message(self, *args):
@@ -110,11 +116,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--agent", choices=["config", "install-before", "install-after", "none"],
-                        default="config")
+    parser.add_argument(
+        "--agent", choices=["config", "install-before", "install-after", "none"], default="config"
+    )
     parser.add_argument("--socket", default=None)
-    parser.add_argument("--autoreload", action="store_true",
-                        help="leave CherryPy's Autoreloader on (its default)")
+    parser.add_argument(
+        "--autoreload", action="store_true", help="leave CherryPy's Autoreloader on (its default)"
+    )
     parser.add_argument("--server", choices=["cheroot", "wsgiref"], default="cheroot")
     args = parser.parse_args()
 
@@ -156,7 +164,7 @@ def main() -> None:
         import cpinspect.agent
 
         cpinspect.agent.install(args.socket)
-    host, port = cherrypy.server.bound_addr[:2]
+    port = cherrypy.server.bound_addr[1]
     print("READY port=%d pid=%d" % (port, os.getpid()), flush=True)
     cherrypy.engine.block()
 

@@ -53,9 +53,12 @@ def test_uninstall_removes_hooks_threads_and_socket_and_install_twice_is_harmles
     # WHEN it is uninstalled
     assert get(target, "/uninstall_agent").text == "uninstalled"
     # THEN hooks, plugin listeners, threads and the socket file are gone, and the app serves
-    after = wait_for(lambda: (lambda s: s if not [n for n in s["threads"]
-                                                   if n.startswith("cpinspect-")] else None)(
-        get(target, "/debug_state").json()), what="agent threads to stop")
+    after = wait_for(
+        lambda: (
+            lambda s: s if not [n for n in s["threads"] if n.startswith("cpinspect-")] else None
+        )(get(target, "/debug_state").json()),
+        what="agent threads to stop",
+    )
     assert after["hooks"] == 0 and after["listeners"] == 0
     assert not os.path.exists(path)
     assert http_answers(target.port, "/")
@@ -89,4 +92,4 @@ def test_without_cheroot_threads_and_stacks_still_work(spawn_target):
     assert body["pools_note"]
     busy = [t for t in body["threads"] if t["busy"]]
     assert busy[0]["request"]["path"] == "/block"
-    assert [f for f in busy[0]["stack"] if f["app"]][0]["function"] == "block"
+    assert next(f for f in busy[0]["stack"] if f["app"])["function"] == "block"

@@ -41,8 +41,13 @@ def test_not_a_python_process():
 
 def test_python_without_the_agent_says_how_to_enable_it(spawn_target):
     target = spawn_target("--agent", "none")
-    assert_one_line(run_cli("attach", str(target.pid)), 6, "no cpinspect agent",
-                    "inspector.on = True", "cpinspect.agent.install()")
+    assert_one_line(
+        run_cli("attach", str(target.pid)),
+        6,
+        "no cpinspect agent",
+        "inspector.on = True",
+        "cpinspect.agent.install()",
+    )
 
 
 def test_stale_socket_file(short_tmp):
@@ -59,13 +64,11 @@ def test_stale_socket_file(short_tmp):
 def test_socket_option_given_a_regular_file(short_tmp):
     path = short_tmp / "notes.txt"
     path.write_text("hello")
-    assert_one_line(run_cli("attach", "--socket", str(path)), 7, "is not a socket",
-                    "regular file")
+    assert_one_line(run_cli("attach", "--socket", str(path)), 7, "is not a socket", "regular file")
 
 
 def test_socket_option_given_a_missing_path(short_tmp):
-    assert_one_line(run_cli("dump", "--socket", str(short_tmp / "nope.sock")), 3,
-                    "no such socket")
+    assert_one_line(run_cli("dump", "--socket", str(short_tmp / "nope.sock")), 3, "no such socket")
 
 
 @pytest.mark.parametrize(
@@ -81,8 +84,9 @@ def test_socket_option_given_a_missing_path(short_tmp):
         (b"GET /v1/threads HTTP/1.1\r\nno colon here\r\n\r\n", 400),
     ],
 )
-def test_malformed_requests_get_json_errors_and_the_app_keeps_serving(spawn_target, payload,
-                                                                     status):
+def test_malformed_requests_get_json_errors_and_the_app_keeps_serving(
+    spawn_target, payload, status
+):
     # GIVEN a running app with its agent
     target = spawn_target()
     path = target.socket_path()

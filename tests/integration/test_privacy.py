@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from tests.conftest import IN_CI
-from tests.helpers import BackgroundRequests, agent_get, run_cli
+from tests.helpers import agent_get, run_cli
 from tests.integration.test_saturated import saturate
 
 TEST_USER = "cpinspect-test"
@@ -34,8 +34,10 @@ def other_user():
         useradd = shutil.which("useradd")
         if useradd is None:
             pytest.fail("useradd missing: `make system-deps` installs it")
-        subprocess.run([useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        TEST_USER], check=True)
+        subprocess.run(
+            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
+            check=True,
+        )
         pw = pwd.getpwnam(TEST_USER)
     return pw
 
@@ -93,10 +95,21 @@ def test_another_uid_with_dac_override_is_refused_by_the_peer_check(spawn_target
         "print(s.recv(65536).decode(errors='replace'))\n"
     )
     result = subprocess.run(
-        [setpriv, "--reuid=%d" % other_user.pw_uid, "--regid=%d" % other_user.pw_gid,
-         "--clear-groups", "--inh-caps=+dac_override", "--ambient-caps=+dac_override",
-         sys.executable, "-c", client, target.socket_path()],
-        capture_output=True, text=True, timeout=30,
+        [
+            setpriv,
+            "--reuid=%d" % other_user.pw_uid,
+            "--regid=%d" % other_user.pw_gid,
+            "--clear-groups",
+            "--inh-caps=+dac_override",
+            "--ambient-caps=+dac_override",
+            sys.executable,
+            "-c",
+            client,
+            target.socket_path(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     # THEN the agent answers 403 naming the peer-uid check, and no thread data leaks
     assert result.returncode == 0, result.stderr
@@ -108,8 +121,11 @@ def test_another_uid_with_dac_override_is_refused_by_the_peer_check(spawn_target
 def test_no_tcp_listener_is_opened(spawn_target):
     target = spawn_target()
     target.socket_path()
-    listening = [c for c in psutil.Process(target.pid).net_connections(kind="inet")
-                 if c.status == psutil.CONN_LISTEN]
+    listening = [
+        c
+        for c in psutil.Process(target.pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
     assert [c.laddr.port for c in listening] == [target.port]
 
 

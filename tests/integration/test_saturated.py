@@ -11,9 +11,12 @@ WORKERS = 4
 
 
 def saturate(target) -> BackgroundRequests:
-    blocked = BackgroundRequests(target.port, "/block?seconds=60&token=secret&n=1", WORKERS + 2,
-                                 headers={"Cookie": "session_id=cookie-value-xyz",
-                                          "Authorization": "Bearer auth-value-xyz"})
+    blocked = BackgroundRequests(
+        target.port,
+        "/block?seconds=60&token=secret&n=1",
+        WORKERS + 2,
+        headers={"Cookie": "session_id=cookie-value-xyz", "Authorization": "Bearer auth-value-xyz"},
+    )
 
     def saturated():
         _, body = agent_get(target.socket_path(), "/v1/threads")

@@ -51,6 +51,7 @@ def module_dir(module_name: str) -> Optional[str]:
     filename = getattr(mod, "__file__", None)
     if not filename:
         return None
+    filename = str(filename)
     if "." in module_name or os.path.basename(filename).startswith("__init__."):
         return _norm(os.path.dirname(filename))
     return os.path.normcase(os.path.abspath(filename))

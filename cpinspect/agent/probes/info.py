@@ -103,7 +103,7 @@ class InfoProbe:
             errors.append("servers: %s" % exc)
         try:
             apps = []
-            for script_name, app in sorted(list(cherrypy.tree.apps.items())):
+            for script_name, app in sorted(cherrypy.tree.apps.items()):
                 root = getattr(app, "root", None)
                 is_cp = isinstance(app, cherrypy.Application)
                 root_name = None

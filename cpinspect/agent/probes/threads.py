@@ -234,7 +234,7 @@ class ThreadsProbe:
         try:
             import cherrypy
 
-            adapters = [a for a in running_servers()]
+            adapters = list(running_servers())
             if not adapters:
                 state = cherrypy.engine.state
                 if state != cherrypy.engine.states.STARTED:
