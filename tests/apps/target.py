@@ -49,6 +49,24 @@ class Root:
         return str(n)
 
     @cherrypy.expose
+    def upload(self, **params):
+        """CherryPy reads an urlencoded body before calling this: a slow client holds a worker."""
+        return "got %d fields" % len(params)
+
+    @cherrypy.expose
+    def stream(self):
+        """A large streamed response: a client that does not read keeps the worker writing."""
+        chunk = b"x" * 65536
+
+        def body():
+            for _ in range(2000):
+                yield chunk
+
+        return body()
+
+    stream._cp_config = {"response.stream": True}
+
+    @cherrypy.expose
     def release(self):
         RELEASE.set()
         return "ok"
