@@ -46,7 +46,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback on request
+    except Exception as exc:
         if os.environ.get("CPINSPECT_DEBUG"):
             raise
         print(

@@ -11,7 +11,7 @@ from cpinspect.sources.agent import DEFAULT_TIMEOUT
 from cpinspect.sources.live import AgentSession
 
 
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "attach", help="open the live inspector on a running CherryPy process"
     )
@@ -24,8 +24,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
 
 def run(args: argparse.Namespace) -> int:
     conn = connect(args)
-    session = AgentSession(conn.source, conn.info, pid=None if args.socket else conn.pid,
-                           timeout=args.timeout)
+    session = AgentSession(
+        conn.source, conn.info, pid=None if args.socket else conn.pid, timeout=args.timeout
+    )
     return run_tui(session, conn.pid, args.interval)
 
 
@@ -52,6 +53,7 @@ def open_inspector(
         pid=str(pid) if pid is not None else None, socket=socket, timeout=timeout
     )
     conn = connect(args)
-    session = AgentSession(conn.source, conn.info, pid=conn.pid if socket is None else None,
-                           timeout=timeout)
+    session = AgentSession(
+        conn.source, conn.info, pid=conn.pid if socket is None else None, timeout=timeout
+    )
     return run_tui(session, conn.pid, interval)

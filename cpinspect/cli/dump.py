@@ -11,7 +11,7 @@ from cpinspect.cli.common import add_target_arguments, connect
 from cpinspect.protocol import dump_document
 
 
-def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "dump", help="print every thread with its request and stack (like py-spy dump)"
     )
