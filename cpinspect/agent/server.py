@@ -13,7 +13,6 @@ File modes (0700 directory, 0600 socket) already stop other users; this is the s
 import collections
 import json
 import os
-import queue
 import selectors
 import socket
 import struct
@@ -44,6 +43,26 @@ REASONS = {
 }
 
 _UCRED = struct.Struct("3i")
+_TIMEVAL = struct.Struct("@ll")
+
+
+def kernel_timeouts(sock: socket.socket, recv: float, send: Optional[float] = None) -> None:
+    """Time out blocking calls in the kernel (SO_RCVTIMEO/SO_SNDTIMEO), not in Python.
+
+    A socket with a Python-level timeout polls before each recv/send/accept: two system calls,
+    each releasing the GIL and queueing for it again behind busy app threads; ``settimeout``
+    itself is an fcntl that does the same. A blocking socket with kernel timeouts makes one
+    call, and raises BlockingIOError (EAGAIN) when the time is up.
+    """
+    sec = int(recv)
+    sock.setsockopt(
+        socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(sec, int((recv - sec) * 1e6))
+    )
+    if send is not None:
+        sec = int(send)
+        sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDTIMEO, _TIMEVAL.pack(sec, int((send - sec) * 1e6))
+        )
 
 
 class _BadRequest(Exception):
@@ -73,10 +92,20 @@ def peer_uid(conn: socket.socket) -> Optional[int]:
 class AgentServer:
     """Serves ``endpoints`` on a private Unix socket at ``path`` until ``stop()``.
 
-    The accept thread owns a selector of parked connections: new ones, and keep-alive ones
-    between requests. A connection goes to a handler thread only once it has bytes to read, so
-    idle clients never pin the few handler threads; parked connections expire after
-    ``idle_timeout`` and at most ``max_parked`` are kept.
+    Built for the worst moment: every app thread burning CPU in pure Python. Then each time an
+    agent thread gives up the GIL (any system call, any hand-off to another thread) it waits in
+    line behind the busy threads for it again, ~5 ms (the switch interval) per thread in line.
+    So the common path makes as few of those trips as possible:
+
+    - ``handler_threads`` threads each block in ``accept()`` and serve the connection they get
+      themselves: no selector wake-up, no queue hand-off between threads;
+    - a keep-alive connection (the inspector polls once a second) is served by the same thread,
+      which waits for its next request in ``recv`` for up to ``keepalive_wait`` seconds.
+
+    A connection that stays silent longer (or a new one that sends nothing within
+    ``first_byte_wait``) is handed to the parker thread, whose selector holds idle connections
+    (at most ``max_parked``, each for at most ``idle_timeout``) and serves them when they speak:
+    idle clients never pin the few handler threads.
     """
 
     def __init__(
@@ -84,23 +113,23 @@ class AgentServer:
         path: str,
         endpoints: Dict[str, Endpoint],
         handler_threads: int = 3,
-        queue_size: int = 8,
         read_timeout: float = 5.0,
-        idle_timeout: float = 15.0,
+        first_byte_wait: float = 0.25,
+        keepalive_wait: float = 2.0,
+        idle_timeout: float = 30.0,
         max_parked: int = 64,
     ) -> None:
         self.path = path
         self.endpoints = endpoints
         self.handler_threads = handler_threads
         self.read_timeout = read_timeout
+        self.first_byte_wait = first_byte_wait
+        self.keepalive_wait = keepalive_wait
         self.idle_timeout = idle_timeout
         self.max_parked = max_parked
         self.allowed_uids = {0, os.getuid(), os.geteuid()}
         self.stats = {"connections": 0, "refused_peer": 0, "rejected_busy": 0, "bad_requests": 0}
-        self._queue: queue.Queue[Optional[Tuple[socket.socket, bytes]]] = queue.Queue(
-            maxsize=queue_size
-        )
-        self._returned: collections.deque[Tuple[socket.socket, bytes]] = collections.deque()
+        self._to_park: collections.deque[Tuple[socket.socket, bytes]] = collections.deque()
         self._stopping = threading.Event()
         self._sock: Optional[socket.socket] = None
         self._identity = (0, 0, 0)
@@ -112,47 +141,44 @@ class AgentServer:
 
     def start(self) -> None:
         self._sock, self._identity = bind_private(self.path)
-        self._sock.setblocking(False)
+        # Blocking accept() that wakes up every second to notice stop() (see kernel_timeouts).
+        self._sock.settimeout(None)
+        kernel_timeouts(self._sock, 1.0)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        accept = threading.Thread(target=self._accept_loop, name="cpinspect-accept", daemon=True)
-        self._threads = [accept]
+        self._threads = [
+            threading.Thread(target=self._park_loop, name="cpinspect-parker", daemon=True)
+        ]
         for n in range(self.handler_threads):
             self._threads.append(
                 threading.Thread(
-                    target=self._handler_loop, name="cpinspect-http-%d" % (n + 1), daemon=True
+                    target=self._accept_loop, name="cpinspect-http-%d" % (n + 1), daemon=True
                 )
             )
         for t in self._threads:
             t.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop accepting, remove our socket file, let the handler threads finish."""
+        """Stop accepting, remove our socket file, let the threads finish."""
         self._stopping.set()
         if self.pid == os.getpid():
             unlink_if_ours(self.path, self._identity)
-        self._wake()
-        for _ in range(self.handler_threads):
+        if self._sock is not None:
             try:
-                self._queue.put_nowait(None)
-            except queue.Full:
-                break
+                # Wakes the threads blocked in accept() at once.
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._wake()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(max(0.0, deadline - time.monotonic()))
         if self._sock is not None:
             self._sock.close()
-        while True:  # connections still queued were never served: close them
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[0].close()
-        while self._returned:
-            self._returned.popleft()[0].close()
+        while self._to_park:
+            self._to_park.popleft()[0].close()
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 try:
@@ -171,33 +197,123 @@ class AgentServer:
         except OSError:
             pass
 
-    # -- accept and park ----------------------------------------------------------------------
+    # -- the fast path: accept and serve on one thread ----------------------------------------
 
     def _accept_loop(self) -> None:
         assert self._sock is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, socket.timeout):
+                continue
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                time.sleep(0.05)  # e.g. EMFILE: back off instead of spinning
+                continue
+            self.stats["connections"] += 1
+            uid = peer_uid(conn)
+            if uid is None or uid not in self.allowed_uids:
+                self.stats["refused_peer"] += 1
+                _reply_and_close(
+                    conn,
+                    403,
+                    "peer uid %s may not inspect this process (uid %d); run as that user or root"
+                    % (uid, os.geteuid()),
+                )
+                continue
+            try:
+                if conn.gettimeout() is not None:  # an app's socket.setdefaulttimeout()
+                    conn.settimeout(None)
+                self._serve(conn, b"", self.first_byte_wait)
+            except Exception:  # noqa: BLE001 - a handler thread must survive any connection
+                conn.close()
+
+    def _serve(self, conn: socket.socket, buf: bytes, wait: float) -> None:
+        """Serve requests on ``conn`` while it keeps talking; park it when it goes quiet."""
+        while not self._stopping.is_set():
+            if b"\r\n\r\n" not in buf:
+                kernel_timeouts(conn, wait, send=self.read_timeout)
+                try:
+                    chunk = conn.recv(65536)
+                except (BlockingIOError, socket.timeout):
+                    self._park(conn, buf)
+                    return
+                except OSError:
+                    conn.close()
+                    return
+                if not chunk:
+                    if buf.strip():
+                        self.stats["bad_requests"] += 1
+                        _send(conn, _error_response(400, "connection closed mid-request"))
+                    conn.close()
+                    return
+                buf += chunk
+            keep, buf = self._serve_one(conn, buf)
+            if not keep:
+                conn.close()
+                return
+            wait = self.keepalive_wait
+        conn.close()
+
+    def _serve_one(self, conn: socket.socket, buf: bytes) -> Tuple[bool, bytes]:
+        """Read (the rest of) one request from ``buf``/``conn`` and answer it.
+
+        Returns whether to keep the connection, and the bytes already read past the request.
+        """
+        try:
+            head, buf = _read_head(conn, buf, self.read_timeout)
+            method, target, version, headers = _parse_head(head)
+        except _BadRequest as exc:
+            self.stats["bad_requests"] += 1
+            _send(conn, _error_response(exc.status, exc.message))
+            return False, b""
+        except OSError:
+            return False, b""
+        keep_alive = _wants_keep_alive(version, headers)
+        length = headers.get("content-length", "0").strip() or "0"
+        if headers.get("transfer-encoding") or not length.isdigit() or int(length) > 0:
+            # We take no bodies, and the rest of the stream cannot be framed: close after.
+            self.stats["bad_requests"] += 1
+            _send(conn, _error_response(413, "request bodies are not accepted"))
+            return False, b""
+        status, body = self._dispatch(method, target)
+        payload = _response(status, body, keep_alive, head_only=(method == "HEAD"))
+        return _send(conn, payload) and keep_alive, buf
+
+    # -- the slow path: idle connections wait in a selector -----------------------------------
+
+    def _park(self, conn: socket.socket, buf: bytes) -> None:
+        self._to_park.append((conn, buf))
+        self._wake()
+
+    def _park_loop(self) -> None:
         sel = selectors.DefaultSelector()
-        sel.register(self._sock, selectors.EVENT_READ, "listen")
-        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        sel.register(self._wake_r, selectors.EVENT_READ, None)
         parked: Dict[socket.socket, Tuple[float, bytes]] = {}
         try:
             while not self._stopping.is_set():
-                for key, _ in sel.select(timeout=0.5):
-                    if key.data == "listen":
-                        self._accept_one(sel, parked)
-                    elif key.data == "wake":
+                events = sel.select(timeout=1.0)
+                for key, _ in events:
+                    if key.data is None:
                         try:
                             os.read(self._wake_r, 4096)
                         except OSError:
                             pass
-                    else:
-                        conn = key.fileobj
-                        assert isinstance(conn, socket.socket)
-                        sel.unregister(conn)
-                        _deadline, buf = parked.pop(conn)
-                        self._hand_over(conn, buf)
-                while self._returned:
-                    conn, buf = self._returned.popleft()
-                    self._park(sel, parked, conn, buf, self.idle_timeout)
+                        continue
+                    conn = key.fileobj
+                    assert isinstance(conn, socket.socket)
+                    sel.unregister(conn)
+                    _deadline, buf = parked.pop(conn)
+                    self._serve_parked(conn, buf)
+                while self._to_park:
+                    conn, buf = self._to_park.popleft()
+                    if len(parked) >= self.max_parked:
+                        self.stats["rejected_busy"] += 1
+                        _reply_and_close(conn, 503, "agent busy: too many open connections")
+                        continue
+                    parked[conn] = (time.monotonic() + self.idle_timeout, buf)
+                    sel.register(conn, selectors.EVENT_READ, "conn")
                 now = time.monotonic()
                 for conn, (deadline, _buf) in list(parked.items()):
                     if now >= deadline:
@@ -209,119 +325,21 @@ class AgentServer:
                 conn.close()
             sel.close()
 
-    def _accept_one(self, sel: "selectors.BaseSelector", parked: Dict[Any, Any]) -> None:
-        assert self._sock is not None
+    def _serve_parked(self, conn: socket.socket, buf: bytes) -> None:
+        """One request from a connection that woke up in the selector, then back to park."""
         try:
-            conn, _ = self._sock.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            time.sleep(0.05)  # e.g. EMFILE: back off instead of spinning
-            return
-        self.stats["connections"] += 1
-        uid = peer_uid(conn)
-        if uid is None or uid not in self.allowed_uids:
-            self.stats["refused_peer"] += 1
-            self._reply_and_close(
-                conn,
-                403,
-                "peer uid %s may not inspect this process (uid %d); run as that user or root"
-                % (uid, os.geteuid()),
-            )
-            return
-        self._park(sel, parked, conn, b"", self.read_timeout)
-
-    def _park(
-        self,
-        sel: "selectors.BaseSelector",
-        parked: Dict[Any, Any],
-        conn: socket.socket,
-        buf: bytes,
-        timeout: float,
-    ) -> None:
-        if len(parked) >= self.max_parked:
-            self.stats["rejected_busy"] += 1
-            self._reply_and_close(conn, 503, "agent busy: too many open connections")
-            return
-        conn.setblocking(False)
-        parked[conn] = (time.monotonic() + timeout, buf)
-        sel.register(conn, selectors.EVENT_READ, "conn")
-
-    def _hand_over(self, conn: socket.socket, buf: bytes) -> None:
-        try:
-            self._queue.put_nowait((conn, buf))
-        except queue.Full:
-            self.stats["rejected_busy"] += 1
-            self._reply_and_close(conn, 503, "agent busy: too many requests at once")
-
-    def _reply_and_close(self, conn: socket.socket, status: int, message: str) -> None:
-        try:
-            conn.setblocking(True)
-            conn.settimeout(1.0)
-            conn.sendall(_response(status, error_body(status, message), keep_alive=False))
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    # -- handlers -----------------------------------------------------------------------------
-
-    def _handler_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None or self._stopping.is_set():
-                if item is not None:
-                    item[0].close()
+            kernel_timeouts(conn, self.read_timeout, send=self.read_timeout)
+            chunk = conn.recv(65536)
+            if not chunk:
+                conn.close()
                 return
-            conn, buf = item
-            keep: Optional[bytes] = None
-            try:
-                conn.setblocking(True)
-                keep = self._serve_requests(conn, buf)
-            except Exception:  # noqa: BLE001 - a handler thread must survive any connection
-                keep = None
-            if keep is None or self._stopping.is_set():
-                try:
-                    conn.close()
-                except OSError:
-                    pass
-            else:
-                self._returned.append((conn, keep))
-                self._wake()
-
-    def _serve_requests(self, conn: socket.socket, buf: bytes) -> Optional[bytes]:
-        """Serve the request(s) that arrived; return leftover bytes to park, or None to close."""
-        while True:
-            try:
-                head, buf = _read_head(conn, buf, self.read_timeout, self.read_timeout)
-            except _BadRequest as exc:
-                self.stats["bad_requests"] += 1
-                _send(conn, _response(exc.status, error_body(exc.status, exc.message), False))
-                return None
-            except OSError:
-                return None
-            if head is None:  # the client closed the connection
-                return None
-            try:
-                method, target, version, headers = _parse_head(head)
-            except _BadRequest as exc:
-                self.stats["bad_requests"] += 1
-                _send(conn, _response(exc.status, error_body(exc.status, exc.message), False))
-                return None
-            keep_alive = _wants_keep_alive(version, headers)
-            length = headers.get("content-length", "0").strip() or "0"
-            if headers.get("transfer-encoding") or not length.isdigit() or int(length) > 0:
-                # We take no bodies, and the rest of the stream cannot be framed: close after.
-                self.stats["bad_requests"] += 1
-                body = error_body(413, "request bodies are not accepted")
-                _send(conn, _response(413, body, False))
-                return None
-            status, body = self._dispatch(method, target)
-            payload = _response(status, body, keep_alive, head_only=(method == "HEAD"))
-            if not _send(conn, payload) or not keep_alive:
-                return None
-            if b"\r\n\r\n" not in buf:
-                return buf  # wait for the next request in the selector, not on this thread
+            keep, buf = self._serve_one(conn, buf + chunk)
+        except Exception:  # noqa: BLE001 - the parker must survive any connection
+            keep = False
+        if keep and not self._stopping.is_set():
+            self._to_park.append((conn, buf))
+        else:
+            conn.close()
 
     def _dispatch(self, method: str, target: str) -> Tuple[int, Dict[str, Any]]:
         parts = urlsplit(target)
@@ -347,27 +365,22 @@ class AgentServer:
         return status, body
 
 
-def _read_head(
-    conn: socket.socket, buf: bytes, first_timeout: float, timeout: float
-) -> Tuple[Optional[bytes], bytes]:
+def _read_head(conn: socket.socket, buf: bytes, timeout: float) -> Tuple[bytes, bytes]:
     """Read up to the blank line ending the headers; return (head, leftover)."""
-    deadline = time.monotonic() + first_timeout
+    deadline = time.monotonic() + timeout
     while b"\r\n\r\n" not in buf:
         if len(buf) > MAX_REQUEST_BYTES:
             raise _BadRequest(431, "request head over %d bytes" % MAX_REQUEST_BYTES)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            if buf:
-                raise _BadRequest(408, "timed out reading the request")
-            raise socket.timeout()
-        conn.settimeout(remaining)
-        chunk = conn.recv(4096)
+            raise _BadRequest(408, "timed out reading the request")
+        kernel_timeouts(conn, max(remaining, 0.001))
+        try:
+            chunk = conn.recv(65536)
+        except (BlockingIOError, socket.timeout):
+            raise _BadRequest(408, "timed out reading the request") from None
         if not chunk:
-            if buf.strip():
-                raise _BadRequest(400, "connection closed mid-request")
-            return None, b""
-        if not buf:
-            deadline = time.monotonic() + timeout  # the client started a request: tighter limit
+            raise _BadRequest(400, "connection closed mid-request")
         buf += chunk
     head, _, rest = buf.partition(b"\r\n\r\n")
     if len(head) > MAX_REQUEST_BYTES:
@@ -421,9 +434,23 @@ def _response(
     return head if head_only else head + data
 
 
-def _send(conn: socket.socket, payload: bytes) -> bool:
+def _error_response(status: int, message: str) -> bytes:
+    return _response(status, error_body(status, message), keep_alive=False)
+
+
+def _reply_and_close(conn: socket.socket, status: int, message: str) -> None:
     try:
-        conn.settimeout(5.0)
+        conn.settimeout(1.0)
+        conn.sendall(_error_response(status, message))
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def _send(conn: socket.socket, payload: bytes) -> bool:
+    """Send on a socket whose send timeout is already set (no settimeout: see kernel_timeouts)."""
+    try:
         conn.sendall(payload)
         return True
     except OSError:

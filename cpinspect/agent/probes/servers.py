@@ -1,6 +1,7 @@
 """The HTTP servers subscribed to the engine, and their cheroot worker pools."""
 
 import math
+import weakref
 from typing import Any, Iterator, List, Optional
 
 
@@ -24,7 +25,33 @@ def running_servers() -> Iterator[Any]:
             yield adapter
 
 
+_bind_cache: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
 def format_bind(adapter: Any) -> str:
+    """``host:port`` the server is bound to, cached per listening socket.
+
+    ``ServerAdapter.bound_addr`` calls getsockname(), which releases the GIL: under CPU load
+    every release costs the agent a wait in line for it again (see server.kernel_timeouts).
+    """
+    sock = getattr(getattr(adapter, "httpserver", None), "socket", None)
+    if sock is not None:
+        try:
+            cached = _bind_cache.get(sock)
+        except TypeError:
+            cached = None
+        if cached is not None:
+            return cached
+    text = _format_bind(adapter)
+    if sock is not None:
+        try:
+            _bind_cache[sock] = text
+        except TypeError:
+            pass
+    return text
+
+
+def _format_bind(adapter: Any) -> str:
     addr = None
     try:
         addr = adapter.bound_addr
