@@ -1,0 +1,527 @@
+"""Pure text renderers from the model: shared by the TUI, ``cpinspect dump`` and snapshot reports.
+
+Standard library only (no Textual, no Rich): every function takes model objects and returns
+strings or plain data, so it is tested with hand-built objects and reused by every view.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from cpinspect.model import (
+    Frame,
+    Phase,
+    PoolInfo,
+    ProcessInfo,
+    RequestInfo,
+    Role,
+    ThreadInfo,
+    ThreadsSnapshot,
+)
+
+NONE_MARK = "—"
+"""Shown where a value is unknown."""
+
+GLYPH_BUSY = "●"
+GLYPH_READING = "◔"
+GLYPH_WRITING = "◑"
+GLYPH_IDLE = "○"
+GLYPH_OTHER = "·"
+"""Threads that are not pool workers (acceptor, main, agent ...) are neither busy nor idle."""
+
+SPARK_BARS = "▁▂▃▄▅▆▇█"
+GAUGE_FULL = "█"
+GAUGE_EMPTY = "░"
+
+SourceLine = Callable[[str, int], Optional[str]]
+"""``(filename, lineno) -> line`` (``None`` when unreadable), e.g. ``SourceLines.line``."""
+
+
+class ThreadView(str, enum.Enum):
+    """Which threads a listing shows."""
+
+    BUSY = "busy"
+    """Busy pool workers only."""
+    WORKERS = "workers"
+    """Every pool worker, busy or idle."""
+    ALL = "all"
+    """Every thread of the process (acceptor, agent, main ...)."""
+
+    @property
+    def label(self) -> str:
+        return {"busy": "Busy workers", "workers": "Workers", "all": "All threads"}[self.value]
+
+
+# --- durations ---------------------------------------------------------------------------------
+
+
+def format_duration(seconds: Optional[float]) -> str:
+    """A short human duration: ``0.4 s``, ``48.2 s``, ``3 m 12 s``, ``2 h 5 m``, ``3 d 4 h``.
+
+    ``None`` (unknown) is ``—``; negative values (clock skew between processes) count as 0.
+    """
+    if seconds is None:
+        return NONE_MARK
+    seconds = max(0.0, seconds)
+    if seconds < 59.95:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60} m {whole % 60} s"
+    if whole < 86400:
+        return f"{whole // 3600} h {whole % 3600 // 60} m"
+    return f"{whole // 86400} d {whole % 86400 // 3600} h"
+
+
+def format_age(seconds: Optional[float]) -> str:
+    """How old data is: ``0.4 s ago`` (``—`` when there is no data yet)."""
+    if seconds is None:
+        return NONE_MARK
+    return format_duration(seconds) + " ago"
+
+
+def format_clock(epoch: Optional[float]) -> str:
+    """Local wall-clock time of day, ``14:03:27`` (the time zone of the inspector)."""
+    if epoch is None:
+        return NONE_MARK
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def process_name(cmdline: Sequence[str]) -> str:
+    """A short name for a process from its command line.
+
+    ``python3 -u shop.py --port 8080`` is ``shop.py``; ``python -m shop.app`` is ``shop.app``;
+    ``/usr/bin/cherryd -c site.conf`` is ``cherryd``.
+    """
+    if not cmdline:
+        return "?"
+    program = os.path.basename(cmdline[0])
+    if not program.startswith("python"):
+        return program or "?"
+    args = list(cmdline[1:])
+    while args:
+        arg = args.pop(0)
+        if arg == "-m" and args:
+            return args[0]
+        if arg == "-c":
+            return program + " -c"
+        if arg.startswith("-m") and len(arg) > 2:
+            return arg[2:]
+        if arg in ("-W", "-X", "--check-hash-based-pycs") and args:
+            args.pop(0)
+            continue
+        if arg.startswith("-"):
+            continue
+        return os.path.basename(arg) or arg
+    return program
+
+
+# --- frames ------------------------------------------------------------------------------------
+
+
+def short_filename(filename: str) -> str:
+    """The base name of a source file; ``pkg/__init__.py`` keeps its package for clarity."""
+    base = os.path.basename(filename) or filename
+    if base in ("__init__.py", "__main__.py"):
+        parent = os.path.basename(os.path.dirname(filename))
+        if parent:
+            return f"{parent}/{base}"
+    return base
+
+
+def frame_location(frame: Frame) -> str:
+    """``reports.py:88``"""
+    return f"{short_filename(frame.filename)}:{frame.lineno}"
+
+
+def frame_label(frame: Frame) -> str:
+    """``reports.py:88 export``: where a frame is, for one-line summaries."""
+    return f"{frame_location(frame)} {frame.function}"
+
+
+def summary_frames(stack: Sequence[Frame], limit: int = 3) -> Tuple[Frame, ...]:
+    """The frames that say most about a stack, innermost first.
+
+    The innermost frame (where the thread actually waits) and then the application frames,
+    ``limit`` in all; a stack without application frames gives its innermost frames.
+    """
+    if not stack:
+        return ()
+    if not any(f.is_app for f in stack):
+        return tuple(stack[:limit])
+    chosen = [stack[0]]
+    chosen.extend(f for f in stack[1:] if f.is_app)
+    return tuple(chosen[:limit])
+
+
+def stack_summary(stack: Sequence[Frame], limit: int = 3) -> str:
+    """``db.py:41 fetch_all ← reports.py:88 export`` (callee ← caller)."""
+    if not stack:
+        return "no Python stack"
+    return " ← ".join(frame_label(f) for f in summary_frames(stack, limit))
+
+
+# --- threads -----------------------------------------------------------------------------------
+
+
+def _sort_key(thread: ThreadInfo) -> Tuple[int, int, float, str, int]:
+    return (
+        0 if thread.owns_gil else 1,
+        0 if thread.busy else 1,
+        -(thread.elapsed or 0.0),
+        thread.name,
+        thread.ident,
+    )
+
+
+def sort_threads(threads: Iterable[ThreadInfo], view: ThreadView) -> List[ThreadInfo]:
+    """The threads a view shows, in display order.
+
+    The GIL holder first, then busy before idle, then the longest elapsed first, then by name.
+    """
+    if view is ThreadView.BUSY:
+        chosen = [t for t in threads if t.role is Role.WORKER and t.busy]
+    elif view is ThreadView.WORKERS:
+        chosen = [t for t in threads if t.role is Role.WORKER]
+    else:
+        chosen = list(threads)
+    return sorted(chosen, key=_sort_key)
+
+
+@dataclass(frozen=True)
+class StackGroup:
+    """Threads whose stacks are identical by file and line (names may differ between sources)."""
+
+    threads: Tuple[ThreadInfo, ...]
+    """In display order (longest-running first)."""
+    stack: Tuple[Frame, ...]
+    """The first thread's stack, innermost first."""
+    summary: str
+    """``8 threads share this stack: db.py:41 fetch_all ← reports.py:88 export``."""
+
+    @property
+    def key(self) -> Tuple[Tuple[str, int], ...]:
+        return tuple(f.location for f in self.stack)
+
+    @property
+    def count(self) -> int:
+        return len(self.threads)
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for t in self.threads if t.busy)
+
+    @property
+    def oldest(self) -> Optional[float]:
+        ages = [t.elapsed for t in self.threads if t.elapsed is not None]
+        return max(ages) if ages else None
+
+
+def group_summary(count: int, stack: Sequence[Frame]) -> str:
+    """The sentence that heads a group: how many threads and where they are."""
+    where = stack_summary(stack)
+    if count == 1:
+        return f"1 thread: {where}"
+    if not stack:
+        return f"{count} threads without a Python stack"
+    return f"{count} threads share this stack: {where}"
+
+
+def group_stacks(threads: Iterable[ThreadInfo]) -> List[StackGroup]:
+    """Group threads by ``stack_key`` (file and line of every frame), the largest group first.
+
+    Ties go to the group holding the longest-running request, then to the first thread's name.
+    """
+    by_key: Dict[Tuple[Tuple[str, int], ...], List[ThreadInfo]] = {}
+    for thread in threads:
+        by_key.setdefault(thread.stack_key, []).append(thread)
+    groups = []
+    for members in by_key.values():
+        ordered = tuple(sorted(members, key=_sort_key))
+        stack = ordered[0].stack
+        groups.append(StackGroup(ordered, stack, group_summary(len(ordered), stack)))
+    groups.sort(key=lambda g: (-g.count, -(g.oldest or 0.0), _sort_key(g.threads[0])))
+    return groups
+
+
+def largest_shared_stack(threads: Iterable[ThreadInfo]) -> Optional[StackGroup]:
+    """The biggest group of two or more threads with the same non-empty stack, if any."""
+    groups = [g for g in group_stacks(threads) if g.stack]
+    if groups and groups[0].count >= 2:
+        return groups[0]
+    return None
+
+
+@dataclass(frozen=True)
+class ThreadRow:
+    """The table cells of one thread, as text."""
+
+    ident: int
+    glyph: str
+    state: str
+    """``busy``, ``read``, ``write``, ``idle`` or ``—`` for a thread outside the pool."""
+    gil: bool
+    elapsed: str
+    request: str
+    client: str
+    handler: str
+    role: str
+    name: str
+
+    @property
+    def state_cell(self) -> str:
+        """``● busy``, with `` GIL`` appended for the thread holding the GIL."""
+        return f"{self.glyph} {self.state}" + (" GIL" if self.gil else "")
+
+
+def thread_state(thread: ThreadInfo) -> Tuple[str, str]:
+    """``(glyph, word)`` for a thread's state: the glyph carries the meaning without colour."""
+    if thread.role is not Role.WORKER and not thread.busy:
+        return GLYPH_OTHER, NONE_MARK
+    if thread.phase is Phase.READING:
+        return GLYPH_READING, "read"
+    if thread.phase is Phase.WRITING:
+        return GLYPH_WRITING, "write"
+    if thread.busy:
+        return GLYPH_BUSY, "busy"
+    return GLYPH_IDLE, "idle"
+
+
+def request_line(request: RequestInfo) -> str:
+    """``GET /reports/export?year=2025`` (the query is already redacted by the source)."""
+    return f"{request.method} {request.target}"
+
+
+def thread_request_text(thread: ThreadInfo) -> str:
+    """What the thread is serving, for a table cell."""
+    request = thread.request
+    if thread.phase is Phase.READING:
+        if request is None:
+            return "(reading request)"
+        return request_line(request) + "  (reading body)"
+    if request is None:
+        return ""
+    return request_line(request)
+
+
+def thread_row(thread: ThreadInfo) -> ThreadRow:
+    glyph, state = thread_state(thread)
+    request = thread.request
+    show_elapsed = thread.busy or thread.phase in (Phase.READING, Phase.WRITING)
+    return ThreadRow(
+        ident=thread.ident,
+        glyph=glyph,
+        state=state,
+        gil=bool(thread.owns_gil),
+        elapsed=format_duration(thread.elapsed) if show_elapsed else "",
+        request=thread_request_text(thread),
+        client=(request.client or NONE_MARK) if request else "",
+        handler=(request.handler or NONE_MARK) if request else "",
+        role=thread.role.value,
+        name=thread.name,
+    )
+
+
+# --- pools -------------------------------------------------------------------------------------
+
+
+def is_saturated(pool: PoolInfo) -> bool:
+    """Every worker busy and connections waiting: new requests are not being served."""
+    return pool.size > 0 and pool.busy >= pool.size and pool.queued > 0
+
+
+def gauge(value: int, total: int, width: int = 10) -> Tuple[int, int]:
+    """``(filled, empty)`` cell counts for a ``value``/``total`` bar of ``width`` cells.
+
+    Any busy worker shows at least one cell and the bar is full only when all are busy.
+    """
+    if width <= 0:
+        return 0, 0
+    if total <= 0:
+        return 0, width
+    value = max(0, min(value, total))
+    filled = value * width // total
+    if value > 0 and filled == 0:
+        filled = 1
+    if value < total and filled == width:
+        filled = width - 1
+    return filled, width - filled
+
+
+def sparkline(values: Sequence[float], width: int, top: Optional[float] = None) -> str:
+    """The last ``width`` values as block characters on an absolute 0..``top`` scale.
+
+    Newest on the right, padded with spaces on the left while the history is short. An
+    absolute scale keeps "3 of 10 busy" low instead of stretching it between min and max.
+    """
+    if width <= 0:
+        return ""
+    recent = list(values)[-width:]
+    scale = top if top and top > 0 else max(recent, default=0) or 1
+    last = len(SPARK_BARS) - 1
+    bars = "".join(SPARK_BARS[max(0, min(last, round(v / scale * last)))] for v in recent)
+    return bars.rjust(width)
+
+
+def format_rate(per_second: Optional[float]) -> str:
+    """``12.5 req/s``"""
+    if per_second is None:
+        return f"{NONE_MARK} req/s"
+    if per_second >= 100:
+        return f"{per_second:.0f} req/s"
+    return f"{per_second:.1f} req/s"
+
+
+def pool_line(pool: PoolInfo) -> str:
+    """One line of numbers about a pool, for ``dump``."""
+    parts = [
+        f"Pool {pool.bind}",
+        f"busy {pool.busy}/{pool.size}",
+        f"idle {pool.idle}",
+        f"queued {pool.queued}",
+        f"oldest {format_duration(pool.oldest_busy)}",
+    ]
+    if pool.keepalive is not None:
+        parts.append(f"keep-alive {pool.keepalive}")
+    if pool.max_threads is not None and pool.max_threads != pool.min_threads:
+        parts.append(f"threads {pool.min_threads}..{pool.max_threads}")
+    if is_saturated(pool):
+        parts.append("⚠ pool saturated")
+    return "  ".join(parts)
+
+
+# --- dump --------------------------------------------------------------------------------------
+
+
+def _thread_header(thread: ThreadInfo) -> str:
+    ids = f"Thread {thread.ident}"
+    if thread.native_id is not None:
+        ids += f" (native {thread.native_id})"
+    details = [thread.role.value]
+    if thread.role is Role.WORKER or thread.busy:
+        if thread.busy:
+            details.append(f"busy {format_duration(thread.elapsed)}")
+        else:
+            details.append("idle")
+        if thread.phase not in (Phase.IDLE, Phase.UNKNOWN):
+            details.append(thread.phase.value)
+    if thread.cpu_time is not None:
+        details.append(f"cpu {format_duration(thread.cpu_time)}")
+    if thread.owns_gil:
+        details.append("holds the GIL")
+    return f'{ids} "{thread.name}" ({", ".join(details)})'
+
+
+def _request_dump_line(request: RequestInfo) -> str:
+    line = request_line(request)
+    if request.client:
+        line += f" from {request.client}"
+    if request.peer and request.peer != request.client:
+        line += f" (peer {request.peer})"
+    if request.handler:
+        line += f" → {request.handler}"
+    return line
+
+
+def format_stack_lines(
+    stack: Sequence[Frame], source_line: Optional[SourceLine], indent: str = "    "
+) -> List[str]:
+    """A stack innermost first, ``func (file:line)``, app frames followed by their source line."""
+    lines = []
+    for frame in stack:
+        lines.append(f"{indent}{frame.display_name} ({frame.filename}:{frame.lineno})")
+        if frame.is_app and source_line is not None:
+            text = source_line(frame.filename, frame.lineno)
+            if text and text.strip():
+                lines.append(f"{indent}    {text.strip()}")
+    return lines
+
+
+def format_dump(
+    info: Optional[ProcessInfo],
+    snap: ThreadsSnapshot,
+    source_line: SourceLine,
+    now: float,
+) -> str:
+    """The text of ``cpinspect dump``: who the process is, its pools, then every thread.
+
+    Threads come in display order (``sort_threads(..., ALL)``: busy workers first, the
+    longest-running first), each with its request and its stack innermost first.
+    """
+    out: List[str] = []
+    if info is None:
+        out.append("Process: unknown (process information unavailable)")
+    else:
+        out.append(f"Process {info.pid}: {' '.join(info.cmdline)}")
+        versions = [f"Python {info.python}"]
+        if info.cherrypy:
+            versions.append(f"CherryPy {info.cherrypy}")
+        if info.cheroot:
+            versions.append(f"cheroot {info.cheroot}")
+        versions.append(f"agent {info.agent_version} (schema {info.schema})")
+        out.append("  ".join(versions))
+        engine = f"Engine {info.engine_state}"
+        if info.environment:
+            engine += f"  environment {info.environment}"
+        if info.autoreload is not None:
+            engine += f"  autoreload {'on' if info.autoreload else 'off'}"
+        out.append(engine)
+    taken = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(snap.taken_at))
+    out.append(f"Threads taken {taken} ({format_age(now - snap.taken_at)})")
+    out.append("")
+
+    if not snap.pools_available:
+        note = snap.pools_note or "no cheroot server found"
+        out.append(f"pool numbers unavailable: {note}")
+    out.extend(pool_line(pool) for pool in snap.pools)
+    if snap.requests_served is not None:
+        out.append(f"Requests served since the agent started: {snap.requests_served}")
+    workers = snap.workers
+    busy = sum(1 for t in workers if t.busy)
+    out.append(f"{len(snap.threads)} threads, {len(workers)} workers, {busy} busy")
+    shared = largest_shared_stack(t for t in workers if t.busy)
+    if shared is not None:
+        out.append(shared.summary)
+    out.append("")
+
+    for thread in sort_threads(snap.threads, ThreadView.ALL):
+        out.append(_thread_header(thread))
+        if thread.request is not None:
+            out.append("    " + _request_dump_line(thread.request))
+        elif thread.phase is Phase.READING:
+            out.append("    (reading the request)")
+        if thread.stack:
+            out.extend(format_stack_lines(thread.stack, source_line))
+        else:
+            out.append("    (no Python stack)")
+        if thread.stack_truncated:
+            out.append(f"    … {thread.stack_truncated} outer frames not shown")
+        out.append("")
+
+    if snap.errors:
+        out.append("Probe errors (the rest of the data is valid):")
+        out.extend(f"  - {error}" for error in snap.errors)
+        out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def most_common_requests(threads: Iterable[ThreadInfo]) -> str:
+    """``GET /reports/export ×8 +2 more`` for a group of threads (paths without queries)."""
+    counts = Counter(
+        f"{t.request.method} {t.request.path}" for t in threads if t.request is not None
+    )
+    if not counts:
+        return ""
+    (top, n), *rest = counts.most_common()
+    text = top + (f" ×{n}" if n > 1 else "")
+    if rest:
+        text += f" +{sum(c for _, c in rest)} more"
+    return text

@@ -1,0 +1,296 @@
+"""The live inspector: header, banner, pool bar and tabbed panels over one ``Poller``.
+
+All I/O runs in worker threads: ``poller.poll()`` once per interval (one at a time) and source
+lines for the stack pane. Results arrive as messages; the UI thread only renders them::
+
+    app = InspectorApp(poller, interval=1.0, source_lines=SourceLines(pid), clock=time.time)
+    app.run()
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, ClassVar, Iterable, List, Optional
+
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane
+from textual.worker import Worker, get_current_worker
+
+from cpinspect.sources.base import LinkState, Poller, Update
+from cpinspect.sources.source_lines import LineReader
+from cpinspect.tui.messages import Polled
+from cpinspect.tui.screens.help import HelpScreen, KeyHelp
+from cpinspect.tui.state import InspectorState
+from cpinspect.tui.widgets.banner import Banner, banner_lines
+from cpinspect.tui.widgets.header_bar import HeaderBar, HeaderState
+from cpinspect.tui.widgets.pool_bar import PoolBar, PoolBarState
+from cpinspect.tui.widgets.threads_panel import ThreadsPanel
+
+AGE_TICK = 0.5
+"""Seconds between refreshes of the data's age in the header."""
+CLOSE_WAIT = 2.0
+"""On exit, how long to wait for an in-flight poll before closing the poller anyway."""
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class InspectorApp(App[None]):
+    """The cpinspect TUI over any ``Poller`` (agent, py-spy, a saved file, a test fake)."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "cpinspect"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "space",
+            "toggle_pause",
+            "Pause",
+            tooltip="Freeze the screen (polling goes on); again shows the newest",
+        ),
+        Binding("r", "refresh", "Refresh", show=False, tooltip="Poll now"),
+        Binding("1", "show_tab('threads')", "Threads", show=False, tooltip="The Threads tab"),
+        Binding("question_mark", "help", "Keys", tooltip="This list of keys"),
+        Binding("q", "quit", "Quit", tooltip="Quit the inspector (the target is unaffected)"),
+    ]
+
+    def __init__(
+        self,
+        poller: Poller,
+        interval: float = 1.0,
+        source_lines: Optional[LineReader] = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval must be positive, not {interval!r}")
+        super().__init__()
+        self.poller = poller
+        self.interval = interval
+        self.source_lines = source_lines
+        self.clock = clock
+        self.state = InspectorState()
+        """What is on screen and the history derived from it."""
+        self.paused = False
+        """While paused, polls continue but their updates wait in ``pending``."""
+        self.pending: Optional[Update] = None
+        """The newest update received while paused; applied on resume."""
+        self.poll_error: Optional[str] = None
+        """Why the last poll failed, until one succeeds."""
+        self.polls_received = 0
+        """Poll results received (updates and errors), applied or not."""
+        self.updates_applied = 0
+        """Updates put on screen."""
+        self._poll_worker: Optional[Worker[None]] = None
+        self._poll_in_flight = False
+        self._poll_lock = threading.Lock()
+        self._closed = False
+
+    def compose(self) -> ComposeResult:
+        # Kept as attributes rather than found with ``self.query_one``, which searches the
+        # *current* screen: that is the help screen while it is open, and updates go on.
+        self.header_bar = HeaderBar(id="header")
+        self.banner = Banner(id="banner")
+        self.pool_bar = PoolBar(id="pool-bar")
+        self.tabs = TabbedContent(id="tabs", initial="threads")
+        self.threads_panel = ThreadsPanel(self.source_lines, id="threads-panel")
+        yield self.header_bar
+        yield self.banner
+        yield self.pool_bar
+        with self.tabs, TabPane("Threads", id="threads"):
+            yield self.threads_panel
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.threads_panel.table.focus()
+        self._render_all()
+        self.poll_now()
+        self.set_interval(self.interval, self.poll_now, name="poll")
+        self.set_interval(AGE_TICK, self._render_header, name="age")
+
+    # --- polling (worker thread) ---------------------------------------------------------------
+
+    @property
+    def poll_in_flight(self) -> bool:
+        """A poll has started and its result has not been handled yet."""
+        return self._poll_in_flight
+
+    def poll_now(self) -> None:
+        """Start a poll unless one is still running (polls never overlap)."""
+        if self._closed or self._poll_in_flight:
+            return
+        self._poll_in_flight = True
+        self._poll_worker = self.run_worker(
+            self._poll_blocking,
+            thread=True,
+            group="poll",
+            exit_on_error=False,
+            description="Polling the target",
+        )
+
+    def _poll_blocking(self) -> None:
+        """Runs in a worker thread: ``poll()`` does blocking I/O."""
+        with self._poll_lock:
+            if self._closed:
+                return
+            try:
+                update = self.poller.poll()
+            except Exception as error:  # noqa: BLE001 - shown in the banner; the app goes on
+                message = Polled(None, _describe(error))
+            else:
+                message = Polled(update)
+        if not get_current_worker().is_cancelled:
+            self.post_message(message)
+
+    @on(Worker.StateChanged)
+    def _worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is self._poll_worker and event.worker.is_finished:
+            self._poll_in_flight = False
+
+    @on(Polled)
+    def _polled(self, message: Polled) -> None:
+        self._poll_in_flight = False
+        self.polls_received += 1
+        if message.update is None:
+            self.poll_error = message.error
+        else:
+            self.poll_error = None
+            if self.paused:
+                self.pending = message.update
+            else:
+                self._apply(message.update)
+        self._render_status()
+
+    def _apply(self, update: Update) -> None:
+        self.state.apply(update)
+        self.updates_applied += 1
+        with self.batch_update():
+            self._render_all()
+
+    # --- rendering (UI thread) -----------------------------------------------------------------
+
+    @property
+    def _on_screen(self) -> bool:
+        """The main widgets are mounted: false before start-up finishes and during exit."""
+        return self.header_bar.is_attached and not self._closed
+
+    def _render_all(self) -> None:
+        if not self._on_screen:
+            return
+        self._render_status()
+        state = self.state
+        snap = state.threads
+        self.pool_bar.state = PoolBarState.build(
+            snap, dict(state.busy_history), state.requests_per_second()
+        )
+        self.threads_panel.show_snapshot(snap)
+
+    def _render_status(self) -> None:
+        if not self._on_screen:
+            return
+        # The newest news shows even while paused: a lost target matters more than the pause.
+        newest = self.pending if self.pending is not None else self.state.update
+        lost = self.poll_error is not None or (
+            newest is not None and newest.state is LinkState.LOST
+        )
+        self.threads_panel.set_class(lost, "-stale")
+        self.pool_bar.set_class(lost, "-stale")
+        self.banner.show(banner_lines(newest, self.poll_error))
+        self._render_header()
+
+    def _render_header(self) -> None:
+        if not self._on_screen:
+            return
+        update = self.state.update
+        age = None
+        if update is not None:
+            age = round(max(0.0, self.clock() - update.fetched_at), 1)
+        stale_after = max(3 * self.interval, 3.0)
+        self.header_bar.state = HeaderState(
+            info=update.info if update is not None else None,
+            update=update,
+            paused=self.paused,
+            error=self.poll_error,
+            age=age,
+            stale=age is not None and age > stale_after,
+        )
+
+    @on(ThreadsPanel.CaptionChanged)
+    def _threads_caption(self, message: ThreadsPanel.CaptionChanged) -> None:
+        tab = self.tabs.get_tab("threads")
+        tab.label = f"Threads · {message.panel.caption}"
+
+    # --- actions -------------------------------------------------------------------------------
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        self.threads_panel.set_paused(self.paused)
+        if not self.paused and self.pending is not None:
+            pending, self.pending = self.pending, None
+            self._apply(pending)
+        else:
+            self._render_status()
+
+    def action_refresh(self) -> None:
+        self.poll_now()
+
+    def action_show_tab(self, tab: str) -> None:
+        self.tabs.active = tab
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.key_help()))
+
+    def key_help(self) -> List[KeyHelp]:
+        """Every key worth knowing, from the bindings themselves."""
+        rows: List[KeyHelp] = [
+            (self.get_key_display(binding), binding.tooltip or binding.description)
+            for binding in [*self.BINDINGS, *ThreadsPanel.BINDINGS]
+            if isinstance(binding, Binding)
+        ]
+        rows.append(("↑ ↓", "Select a thread: its stack shows beside or below"))
+        rows.append(("tab", "Move between the tabs and the table"))
+        rows.append(("ctrl+p", "Command palette"))
+        return rows
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """The command palette (ctrl+p) offers the inspector's actions next to Textual's."""
+        yield from super().get_system_commands(screen)
+        panel = self.threads_panel
+        yield SystemCommand(
+            "Pause / resume", "Freeze the screen; polling goes on", self.action_toggle_pause
+        )
+        yield SystemCommand("Refresh now", "Poll the target at once", self.action_refresh)
+        yield SystemCommand(
+            "Show busy workers only", "Threads tab", lambda: panel.action_view("busy")
+        )
+        yield SystemCommand("Show all workers", "Threads tab", lambda: panel.action_view("workers"))
+        yield SystemCommand(
+            "Show all threads", "Threads tab, with roles", lambda: panel.action_view("all")
+        )
+        yield SystemCommand(
+            "Group identical stacks", "Threads tab: toggle", panel.action_toggle_grouped
+        )
+        yield SystemCommand(
+            "Show library frames", "Stack pane: toggle folding", panel.action_toggle_library
+        )
+
+    # --- shutdown ------------------------------------------------------------------------------
+
+    def on_unmount(self) -> None:
+        self._closed = True
+        # Wait (briefly) for an in-flight poll so close() does not race it; a poll stuck past
+        # that is left to fail on the closed connection.
+        acquired = self._poll_lock.acquire(timeout=CLOSE_WAIT)
+        try:
+            self.poller.close()
+        except Exception as error:  # noqa: BLE001 - best effort: the user is leaving anyway
+            self.log.error("closing the poller failed:", _describe(error))
+        finally:
+            if acquired:
+                self._poll_lock.release()

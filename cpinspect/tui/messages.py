@@ -1,0 +1,32 @@
+"""App-level data events. Those that can flood implement ``can_replace``."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+from textual.message import Message
+
+from cpinspect.sources.base import Update
+
+
+class Polled(Message):
+    """One poll finished, with an update or with the error ``poll()`` raised.
+
+    A newer ``Polled`` supersedes a queued one: a UI that falls behind skips stale data.
+    """
+
+    def __init__(self, update: Optional[Update], error: Optional[str] = None) -> None:
+        super().__init__()
+        self.update = update
+        self.error = error
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, Polled)
+
+
+class SourceLinesLoaded(Message):
+    """Source lines read by a worker: ``{(filename, lineno): line or None}``."""
+
+    def __init__(self, lines: Dict[Tuple[str, int], Optional[str]]) -> None:
+        super().__init__()
+        self.lines = lines

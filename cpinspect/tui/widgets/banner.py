@@ -1,0 +1,99 @@
+"""The banner under the header: a lost target, a reconnection, a failed poll, degraded data.
+
+Hidden when there is nothing to say. Every line starts with a glyph (✖ ⚠ ↻ ℹ) so its meaning
+survives NO_COLOR; colour repeats it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import ClassVar, Iterable, List, Optional, Sequence, Tuple
+
+from rich.text import Text
+from textual.widgets import Static
+
+from cpinspect.sources.base import LinkState, Update
+
+
+class Severity(str, enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class BannerLine:
+    severity: Severity
+    text: str
+
+
+_GLYPHS = {Severity.ERROR: "✖", Severity.WARNING: "⚠", Severity.INFO: "↻"}
+
+
+def banner_lines(update: Optional[Update], poll_error: Optional[str]) -> List[BannerLine]:
+    """What the banner says about the newest poll (pure; tested without a terminal)."""
+    lines: List[BannerLine] = []
+    have_data = update is not None and update.threads is not None
+    if poll_error is not None:
+        kept = " — showing the last data" if have_data else ""
+        lines.append(BannerLine(Severity.ERROR, f"poll failed: {poll_error}{kept}"))
+    if update is not None:
+        if update.state is LinkState.LOST:
+            message = update.message or "target stopped answering — showing the last data"
+            lines.append(BannerLine(Severity.ERROR, message))
+        elif update.message:
+            severity = Severity.INFO if update.state is LinkState.RECONNECTED else Severity.WARNING
+            lines.append(BannerLine(severity, update.message))
+        seen = set()
+        for warning in _warnings(update):
+            if warning not in seen:
+                seen.add(warning)
+                lines.append(BannerLine(Severity.WARNING, warning))
+    return lines
+
+
+def _warnings(update: Update) -> Iterable[str]:
+    yield from update.warnings
+    if update.threads is not None:
+        for error in update.threads.errors:
+            if not any(error in w for w in update.warnings):
+                yield f"probe failed: {error}"
+
+
+class Banner(Static):
+    """Zero or more lines of trouble; the widget hides itself when there are none."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "banner--error",
+        "banner--warning",
+        "banner--info",
+    }
+
+    def __init__(self, *, id: Optional[str] = None) -> None:
+        super().__init__("", id=id)
+        self.lines: Tuple[BannerLine, ...] = ()
+        """The lines on show."""
+
+    def show(self, lines: Sequence[BannerLine]) -> None:
+        self.lines = tuple(lines)
+        text = Text(no_wrap=True, overflow="ellipsis")
+        for index, line in enumerate(self.lines):
+            if index:
+                text.append("\n")
+            style = self.get_component_rich_style(f"banner--{line.severity.value}", partial=True)
+            text.append(f"{_GLYPHS[line.severity]} {line.text}", style)
+        self.update(text)
+        self.display = bool(self.lines)
+        worst = min((line.severity for line in self.lines), key=_rank, default=None)
+        for severity in Severity:
+            self.set_class(severity is worst, f"-{severity.value}")
+
+    @property
+    def plain(self) -> str:
+        """The banner's text without styles."""
+        return "\n".join(f"{_GLYPHS[line.severity]} {line.text}" for line in self.lines)
+
+
+def _rank(severity: Severity) -> int:
+    return list(Severity).index(severity)

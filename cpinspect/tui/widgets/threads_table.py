@@ -1,0 +1,289 @@
+"""The table of threads (one row per thread) or of stack groups (one row per shared stack).
+
+Rows are keyed by thread ident (``t:<ident>``) or by stack (``g:<digest>``) so the cursor stays
+on the same thread across refreshes. Column widths follow the widget's width: the request column
+takes the room left, and at narrow widths the least useful columns are dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import ClassVar, Dict, List, Optional, Sequence, Tuple, Union
+
+from rich.style import Style
+from rich.text import Text
+from textual.events import Resize
+from textual.widgets import DataTable
+
+from cpinspect.formatting import (
+    StackGroup,
+    ThreadRow,
+    ThreadView,
+    format_duration,
+    most_common_requests,
+    stack_summary,
+    thread_row,
+)
+from cpinspect.model import Role, ThreadInfo
+
+CELL_PADDING = 2
+"""DataTable pads every cell with one space on each side."""
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    key: str
+    label: str
+    width: int
+    drop_rank: int = 0
+    """0: always shown; otherwise dropped at narrow widths, the highest rank first."""
+    flexible: bool = False
+    """Takes the width left over (at least ``width``)."""
+
+
+THREAD_COLUMNS = (
+    ColumnSpec("state", "state", 10),
+    ColumnSpec("elapsed", "elapsed", 8),
+    ColumnSpec("request", "request", 24, flexible=True),
+    ColumnSpec("client", "client", 15, drop_rank=2),
+    ColumnSpec("handler", "handler", 20, drop_rank=3),
+)
+ALL_COLUMNS = (
+    ColumnSpec("state", "state", 10),
+    ColumnSpec("elapsed", "elapsed", 8),
+    ColumnSpec("role", "role", 8),
+    ColumnSpec("name", "name", 20, drop_rank=1),
+    ColumnSpec("request", "request", 16, flexible=True),
+    ColumnSpec("client", "client", 15, drop_rank=2),
+    ColumnSpec("handler", "handler", 20, drop_rank=3),
+)
+GROUP_COLUMNS = (
+    ColumnSpec("count", "threads", 7),
+    ColumnSpec("state", "state", 9),
+    ColumnSpec("oldest", "oldest", 8),
+    ColumnSpec("stack", "stack", 24, flexible=True),
+    ColumnSpec("requests", "requests", 28, drop_rank=1),
+)
+
+
+def layout_columns(
+    specs: Sequence[ColumnSpec], width: int, content: Optional[Dict[str, int]] = None
+) -> List[ColumnSpec]:
+    """The columns that fit in ``width`` cells, the flexible one widened to fill the rest.
+
+    A fixed column is as wide as its widest cell (``content``), at most its spec's width and
+    at least its label; the flexible column is at least its spec's width.
+    """
+    content = content or {}
+    sized = [
+        c
+        if c.flexible
+        else replace(c, width=max(len(c.label), min(c.width, content.get(c.key, c.width))))
+        for c in specs
+    ]
+
+    def total(columns: Sequence[ColumnSpec]) -> int:
+        return sum(c.width + CELL_PADDING for c in columns)
+
+    while total(sized) > width:
+        droppable = [c for c in sized if c.drop_rank]
+        if not droppable:
+            break
+        sized.remove(max(droppable, key=lambda c: c.drop_rank))
+    spare = max(0, width - total(sized))
+    return [replace(c, width=c.width + spare) if c.flexible else c for c in sized]
+
+
+def thread_key(ident: int) -> str:
+    return f"t:{ident}"
+
+
+def group_key(group: StackGroup) -> str:
+    digest = hashlib.sha1(repr(group.key).encode("utf-8", "replace")).hexdigest()[:16]
+    return f"g:{digest}"
+
+
+Selection = Union[ThreadInfo, StackGroup]
+
+
+class ThreadsTable(DataTable[Text]):
+    """Threads or stack groups, one per row; the cursor stays on the same key across refreshes."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "threads-table--busy",
+        "threads-table--reading",
+        "threads-table--writing",
+        "threads-table--idle",
+        "threads-table--other",
+        "threads-table--gil",
+        "threads-table--muted",
+    }
+
+    def __init__(self, *, id: Optional[str] = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        self._mode: Tuple[str, ThreadView] = ("threads", ThreadView.WORKERS)
+        self._threads: List[ThreadInfo] = []
+        self._groups: List[StackGroup] = []
+        self._objects: Dict[str, Selection] = {}
+        self._specs: List[ColumnSpec] = []
+        self._row_keys: List[str] = []
+
+    # --- reading the table ---------------------------------------------------------------------
+
+    @property
+    def row_keys(self) -> List[str]:
+        """Row keys in display order."""
+        return list(self._row_keys)
+
+    def selected_key(self) -> Optional[str]:
+        if not self._row_keys:
+            return None
+        row = min(max(self.cursor_row, 0), len(self._row_keys) - 1)
+        return self._row_keys[row]
+
+    def selected(self) -> Optional[Selection]:
+        """The thread or group under the cursor."""
+        key = self.selected_key()
+        return self._objects.get(key) if key is not None else None
+
+    def cell_text(self, row: int, column: str) -> str:
+        """The plain text of one cell (``column`` is a column key such as ``"request"``)."""
+        return self.get_cell(self._row_keys[row], column).plain
+
+    # --- filling the table ---------------------------------------------------------------------
+
+    def show_threads(
+        self,
+        threads: Sequence[ThreadInfo],
+        view: ThreadView,
+        select: Optional[str],
+    ) -> None:
+        """One row per thread, in the given order; keep the cursor on ``select`` if present."""
+        self._mode = ("threads", view)
+        self._threads = list(threads)
+        self._fill(select)
+
+    def show_groups(self, groups: Sequence[StackGroup], select: Optional[str]) -> None:
+        """One row per stack group, largest first."""
+        self._mode = ("groups", ThreadView.WORKERS)
+        self._groups = list(groups)
+        self._fill(select)
+
+    def _column_specs(self) -> Tuple[ColumnSpec, ...]:
+        kind, view = self._mode
+        if kind == "groups":
+            return GROUP_COLUMNS
+        return ALL_COLUMNS if view is ThreadView.ALL else THREAD_COLUMNS
+
+    def _available_width(self) -> int:
+        # The vertical scrollbar's gutter is reserved in the stylesheet so this stays stable.
+        return self.scrollable_content_region.width or self.size.width or 80
+
+    def _layout(self, rows: List[Tuple[str, Dict[str, Text]]]) -> List[ColumnSpec]:
+        content: Dict[str, int] = {}
+        for _, cells in rows:
+            for key, cell in cells.items():
+                content[key] = max(content.get(key, 0), cell.cell_len)
+        return layout_columns(self._column_specs(), self._available_width(), content)
+
+    def _fill(self, select: Optional[str]) -> None:
+        rows = self._rows()
+        specs = self._layout(rows)
+        keys = [key for key, _ in rows]
+        previous_row = self.cursor_row
+        if specs == self._specs and keys == self._row_keys:
+            # Same rows in the same order: update the cells in place (no jump, no flicker).
+            for key, cells in rows:
+                for spec in specs:
+                    self.update_cell(key, spec.key, cells[spec.key])
+            return
+        scroll_y = self.scroll_y
+        self.clear(columns=specs != self._specs)
+        if specs != self._specs:
+            for spec in specs:
+                self.add_column(spec.label, width=spec.width, key=spec.key)
+            self._specs = specs
+        for key, cells in rows:
+            self.add_row(*(cells[spec.key] for spec in specs), key=key)
+        self._row_keys = keys
+        if not keys:
+            return
+        target = keys.index(select) if select in keys else min(previous_row, len(keys) - 1)
+        self.scroll_y = min(scroll_y, self.max_scroll_y)
+        self.move_cursor(row=max(0, target), animate=False)
+
+    def _rows(self) -> List[Tuple[str, Dict[str, Text]]]:
+        self._objects = {}
+        rows = []
+        if self._mode[0] == "groups":
+            for group in self._groups:
+                key = group_key(group)
+                self._objects[key] = group
+                rows.append((key, self._group_cells(group)))
+        else:
+            for thread in self._threads:
+                key = thread_key(thread.ident)
+                if key in self._objects:  # a source repeating an ident must not break the table
+                    key = f"{key}#{len(self._objects)}"
+                self._objects[key] = thread
+                rows.append((key, self._thread_cells(thread)))
+        return rows
+
+    def _style(self, name: str) -> Style:
+        return self.get_component_rich_style(f"threads-table--{name}", partial=True)
+
+    def _state_style(self, row: ThreadRow) -> Style:
+        name = {"busy": "busy", "read": "reading", "write": "writing", "idle": "idle"}.get(
+            row.state, "other"
+        )
+        style = self._style(name)
+        if row.gil:
+            style += self._style("gil")
+        return style
+
+    def _thread_cells(self, thread: ThreadInfo) -> Dict[str, Text]:
+        row = thread_row(thread)
+        state_style = self._state_style(row)
+        muted = self._style("muted")
+        return {
+            "state": _cell(row.state_cell, state_style),
+            "elapsed": _cell(row.elapsed, state_style if thread.busy else Style(), right=True),
+            "role": _cell(row.role, muted),
+            "name": _cell(row.name),
+            "request": _cell(row.request),
+            "client": _cell(row.client),
+            "handler": _cell(row.handler),
+        }
+
+    def _group_cells(self, group: StackGroup) -> Dict[str, Text]:
+        busy = group.busy
+        if busy:
+            state = _cell(f"● {busy} busy", self._style("busy"))
+        elif all(t.role is Role.WORKER for t in group.threads):
+            state = _cell("○ idle", self._style("idle"))
+        else:
+            state = _cell("·", self._style("other"))
+        return {
+            "count": _cell(str(group.count), right=True),
+            "state": state,
+            "oldest": _cell(format_duration(group.oldest) if busy else "", right=True),
+            "stack": _cell(stack_summary(group.stack)),
+            "requests": _cell(most_common_requests(group.threads)),
+        }
+
+    def on_resize(self, event: Resize) -> None:
+        if self._layout(self._rows()) != self._specs:
+            self._fill(self.selected_key())
+
+
+def _cell(text: str, style: Union[Style, str] = "", right: bool = False) -> Text:
+    # Never pass plain strings to DataTable: it would parse request paths as Rich markup.
+    return Text(
+        text,
+        style=style,
+        no_wrap=True,
+        overflow="ellipsis",
+        justify="right" if right else "left",
+        end="",
+    )

@@ -1,0 +1,315 @@
+"""Hand-built model objects and a scripted poller: exact states for the TUI tests."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from cpinspect.model import (
+    Frame,
+    Phase,
+    PoolInfo,
+    ProcessInfo,
+    RequestInfo,
+    Role,
+    ServerInfo,
+    SourceKind,
+    ThreadInfo,
+    ThreadsSnapshot,
+)
+from cpinspect.sources.base import LinkState, Update
+
+T0 = 1_750_000_000.0
+"""A fixed instant (2025-06-15 15:06:40 UTC): every test time is relative to it."""
+NOW = T0 + 0.4
+"""What the fixed clock says: the data is 0.4 s old."""
+
+APP = "/srv/shop/shop"
+LIB = "/usr/lib/python3/dist-packages"
+
+SOURCE: Dict[Tuple[str, int], str] = {
+    (f"{APP}/db.py", 41): "        return cur.fetchall()",
+    (f"{APP}/reports.py", 88): "        rows = db.fetch_all(sql)",
+    (f"{APP}/cart.py", 30): "        with CART_LOCK:",
+}
+
+
+def app_frame(name: str, line: int, function: str, qualname: Optional[str] = None) -> Frame:
+    return Frame(f"{APP}/{name}", line, function, qualname=qualname, is_app=True)
+
+
+def lib_frame(path: str, line: int, function: str) -> Frame:
+    return Frame(f"{LIB}/{path}", line, function, is_app=False)
+
+
+CHERRYPY_OUTER = (
+    lib_frame("cherrypy/_cpdispatch.py", 54, "__call__"),
+    lib_frame("cherrypy/_cprequest.py", 659, "respond"),
+    lib_frame("cherrypy/_cprequest.py", 635, "run"),
+    lib_frame("cheroot/server.py", 1290, "communicate"),
+    lib_frame("cheroot/workers/threadpool.py", 125, "run"),
+    Frame("/usr/lib/python3.11/threading.py", 1038, "_bootstrap_inner"),
+)
+EXPORT_STACK = (
+    lib_frame("psycopg2/extras.py", 146, "execute"),
+    app_frame("db.py", 41, "fetch_all", "Database.fetch_all"),
+    app_frame("reports.py", 88, "export", "Reports.export"),
+    *CHERRYPY_OUTER,
+)
+CART_STACK = (app_frame("cart.py", 30, "add", "Cart.add"), *CHERRYPY_OUTER)
+UPLOAD_STACK = (
+    Frame("/usr/lib/python3.11/socket.py", 706, "readinto"),
+    lib_frame("cheroot/makefile.py", 320, "read"),
+    lib_frame("cheroot/server.py", 1204, "read_request_body"),
+    *CHERRYPY_OUTER[3:],
+)
+IDLE_STACK = (
+    Frame("/usr/lib/python3.11/threading.py", 320, "wait"),
+    Frame("/usr/lib/python3.11/queue.py", 171, "get"),
+    lib_frame("cheroot/workers/threadpool.py", 113, "run"),
+    CHERRYPY_OUTER[-1],
+)
+
+
+def worker(
+    n: int,
+    elapsed: Optional[float],
+    target: str = "",
+    *,
+    method: str = "GET",
+    stack: Sequence[Frame] = IDLE_STACK,
+    phase: Phase = Phase.HANDLER,
+    handler: Optional[str] = None,
+    client: str = "",
+    taken_at: float = T0,
+) -> ThreadInfo:
+    """Worker ``CP Server Thread-<n>``: busy when given a ``target``, idle otherwise."""
+    request = None
+    if target:
+        path, _, query = target.partition("?")
+        request = RequestInfo(
+            method=method,
+            path=path,
+            query=query,
+            client=client or f"10.0.0.{n}",
+            peer=f"127.0.0.1:{51000 + n}",
+            started_at=taken_at - (elapsed or 0.0),
+            handler=handler,
+            stage="handler" if handler else None,
+        )
+    busy = request is not None
+    return ThreadInfo(
+        ident=140_000_000_000_000 + n,
+        name=f"CP Server Thread-{n}",
+        role=Role.WORKER,
+        native_id=4200 + n,
+        busy=busy,
+        phase=phase if busy else Phase.IDLE,
+        request=request,
+        elapsed=elapsed if busy else None,
+        cpu_time=0.1 * n,
+        stack=tuple(stack),
+        pool="127.0.0.1:8080",
+    )
+
+
+def other_threads() -> Tuple[ThreadInfo, ...]:
+    return (
+        ThreadInfo(
+            ident=139_000_000_000_001,
+            name="MainThread",
+            role=Role.MAIN,
+            native_id=4121,
+            stack=(Frame("/usr/lib/python3.11/threading.py", 331, "wait"),),
+        ),
+        ThreadInfo(
+            ident=139_000_000_000_002,
+            name="HTTPServer Thread-2",
+            role=Role.ACCEPTOR,
+            native_id=4122,
+            stack=(lib_frame("cheroot/connections.py", 273, "_run"),),
+        ),
+        ThreadInfo(
+            ident=139_000_000_000_003,
+            name="cpinspect-server",
+            role=Role.AGENT,
+            native_id=4123,
+            stack=(Frame("/usr/lib/python3.11/selectors.py", 415, "select"),),
+        ),
+    )
+
+
+EXPORT_ELAPSED = (48.2, 47.9, 40.1, 33.0, 25.5, 20.2, 12.0, 5.5)
+
+
+def incident_threads(taken_at: float = T0, shift: float = 0.0) -> Tuple[ThreadInfo, ...]:
+    """Ten busy workers: eight in the same export stack, one on a lock, one reading a body."""
+    workers = [
+        worker(
+            n + 1,
+            elapsed + shift,
+            f"/reports/export?year={2025 - n % 2}&token=***",
+            # The same place under two names (py-spy without qualnames): one group regardless.
+            stack=EXPORT_STACK
+            if n % 3
+            else (replace(EXPORT_STACK[0], function="execute_q"), *EXPORT_STACK[1:]),
+            handler="Reports.export",
+            taken_at=taken_at,
+        )
+        for n, elapsed in enumerate(EXPORT_ELAPSED)
+    ]
+    workers.append(
+        worker(
+            9,
+            31.0 + shift,
+            "/cart/add",
+            method="POST",
+            stack=CART_STACK,
+            handler="Cart.add",
+            taken_at=taken_at,
+        )
+    )
+    workers.append(
+        worker(
+            10,
+            30.6 + shift,
+            "/upload",
+            method="POST",
+            stack=UPLOAD_STACK,
+            phase=Phase.READING,
+            taken_at=taken_at,
+        )
+    )
+    return (*workers, *other_threads())
+
+
+def pool(
+    busy: int = 10, queued: int = 17, oldest: Optional[float] = 48.2, size: int = 10
+) -> PoolInfo:
+    return PoolInfo(
+        bind="127.0.0.1:8080",
+        size=size,
+        busy=busy,
+        idle=size - busy,
+        queued=queued,
+        min_threads=size,
+        oldest_busy=oldest,
+        keepalive=3,
+    )
+
+
+def snapshot(
+    threads: Sequence[ThreadInfo],
+    *,
+    taken_at: float = T0,
+    pools: Sequence[PoolInfo] = (),
+    served: Optional[int] = 1200,
+    **extra: object,
+) -> ThreadsSnapshot:
+    return ThreadsSnapshot(
+        taken_at=taken_at,
+        threads=tuple(threads),
+        pools=tuple(pools),
+        requests_served=served,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+INFO = ProcessInfo(
+    pid=4121,
+    cmdline=("/usr/bin/python3", "-u", "shop.py", "--port", "8080"),
+    python="3.11.7",
+    cherrypy="18.10.0",
+    cheroot="10.0.1",
+    agent_version="0.1.0",
+    schema=1,
+    engine_state="STARTED",
+    servers=(ServerInfo("127.0.0.1:8080", 10),),
+)
+
+
+def update(
+    threads: Optional[ThreadsSnapshot],
+    *,
+    state: LinkState = LinkState.LIVE,
+    message: str = "",
+    warnings: Tuple[str, ...] = (),
+    info: Optional[ProcessInfo] = INFO,
+) -> Update:
+    fetched_at = threads.taken_at if threads is not None else T0
+    return Update(
+        fetched_at=fetched_at,
+        state=state,
+        source_kind=SourceKind.AGENT,
+        source_label="/run/user/1000/cpinspect/4121.sock",
+        info=info,
+        threads=threads,
+        message=message,
+        warnings=warnings,
+    )
+
+
+def incident_update(taken_at: float = T0, busy: int = 10, served: int = 1200) -> Update:
+    """The middle of the incident: a saturated pool with 17 connections queued."""
+    return update(
+        snapshot(
+            incident_threads(taken_at),
+            taken_at=taken_at,
+            pools=[pool(busy=busy, queued=17 if busy == 10 else 0)],
+            served=served,
+        )
+    )
+
+
+def build_up(samples: int = 12) -> List[Update]:
+    """Updates one second apart as the pool fills up, ending in the incident."""
+    busy_levels = [2, 2, 3, 5, 6, 8, 9, 10, 10, 10, 10, 10]
+    out = []
+    for i in range(samples):
+        taken = T0 - (samples - 1 - i)
+        out.append(
+            incident_update(taken, busy=busy_levels[i % len(busy_levels)], served=1000 + 5 * i)
+        )
+    return out
+
+
+Scripted = Union[Update, BaseException]
+
+
+class FakePoller:
+    """Returns scripted updates in order, then repeats the last; an exception entry is raised.
+
+    ``set()`` replaces what the next polls return, as a changing target would.
+    """
+
+    def __init__(self, script: Sequence[Scripted]) -> None:
+        self._script: List[Scripted] = list(script)
+        self._lock = threading.Lock()
+        self.polls = 0
+        self.closed = False
+
+    def set(self, *script: Scripted) -> None:
+        with self._lock:
+            self._script = list(script)
+
+    def poll(self) -> Update:
+        with self._lock:
+            self.polls += 1
+            item = self._script.pop(0) if len(self._script) > 1 else self._script[0]
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeLines:
+    """A ``LineReader`` over a dict, for snapshots (the real one reads files)."""
+
+    def __init__(self, lines: Dict[Tuple[str, int], str]) -> None:
+        self.lines = dict(lines)
+
+    def line(self, filename: str, lineno: int) -> Optional[str]:
+        return self.lines.get((filename, lineno))

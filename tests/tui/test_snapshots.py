@@ -1,0 +1,89 @@
+"""SVG snapshots of the main screen in the middle of an incident (pytest-textual-snapshot).
+
+Deterministic: scripted data, a fixed clock, UTC, fixed terminal sizes, polls driven by the test
+(the interval timer never fires). Regenerate after an intended change with
+``pytest tests/tui/test_snapshots.py --snapshot-update`` and look at the SVGs before committing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Awaitable, Callable, Iterable
+
+from textual.pilot import Pilot
+
+from cpinspect.sources.base import LinkState
+from cpinspect.tui.app import InspectorApp
+
+from .fakes import NOW, SOURCE, FakeLines, FakePoller, build_up, incident_update
+from .helpers import first_data, poll
+
+SnapCompare = Callable[..., bool]
+
+
+def incident_app() -> InspectorApp:
+    """Twelve polls as the pool fills, ending saturated with 17 connections queued."""
+    return InspectorApp(
+        FakePoller(build_up()),
+        interval=3600.0,
+        source_lines=FakeLines(SOURCE),
+        clock=lambda: NOW,
+    )
+
+
+def after_build_up(keys: Iterable[str] = ()) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await first_data(pilot)
+        await poll(pilot, times=11)
+        await pilot.press(*keys)
+        await pilot.pause()
+
+    return run_before
+
+
+def test_incident_threads(snap_compare: SnapCompare) -> None:
+    # GIVEN a saturated pool, eight workers stuck in one export query
+    # THEN the first screen shows saturation, the oldest request and the shared stack
+    assert snap_compare(incident_app(), terminal_size=(100, 30), run_before=after_build_up())
+
+
+def test_incident_grouped(snap_compare: SnapCompare) -> None:
+    # GIVEN the same incident WHEN g groups identical stacks
+    assert snap_compare(incident_app(), terminal_size=(100, 30), run_before=after_build_up("g"))
+
+
+def test_incident_wide(snap_compare: SnapCompare) -> None:
+    # GIVEN a wide terminal THEN the stack sits beside the table
+    assert snap_compare(incident_app(), terminal_size=(140, 34), run_before=after_build_up())
+
+
+def test_incident_80x24(snap_compare: SnapCompare) -> None:
+    # GIVEN a classic 80x24 terminal THEN the stack goes below the table and nothing is lost
+    assert snap_compare(incident_app(), terminal_size=(80, 24), run_before=after_build_up())
+
+
+def test_target_lost(snap_compare: SnapCompare) -> None:
+    # GIVEN the incident WHEN the target exits THEN a banner says so over the kept data
+    live = incident_update()
+    lost = replace(
+        live,
+        state=LinkState.LOST,
+        message="target exited — showing last data; reconnecting…",
+        fetched_at=live.fetched_at - 12.0,
+    )
+    app = InspectorApp(
+        FakePoller([live, lost]), interval=3600.0, source_lines=FakeLines(SOURCE), clock=lambda: NOW
+    )
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await first_data(pilot)
+        await poll(pilot)
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)
+
+
+def test_help(snap_compare: SnapCompare) -> None:
+    # GIVEN the incident WHEN ? is pressed THEN the keys are listed over it
+    assert snap_compare(
+        incident_app(), terminal_size=(80, 24), run_before=after_build_up(["question_mark"])
+    )

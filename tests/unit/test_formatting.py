@@ -1,0 +1,425 @@
+"""Pure renderers from the model: hand-built objects in, text out, no Textual."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import pytest
+
+from cpinspect.formatting import (
+    ThreadView,
+    format_age,
+    format_dump,
+    format_duration,
+    gauge,
+    group_stacks,
+    is_saturated,
+    largest_shared_stack,
+    most_common_requests,
+    pool_line,
+    process_name,
+    short_filename,
+    sort_threads,
+    sparkline,
+    stack_summary,
+    thread_row,
+)
+from cpinspect.model import (
+    Frame,
+    Phase,
+    PoolInfo,
+    ProcessInfo,
+    RequestInfo,
+    Role,
+    ThreadInfo,
+    ThreadsSnapshot,
+)
+
+T0 = 1_750_000_000.0
+
+
+def app(name: str, line: int, function: str, qualname: Optional[str] = None) -> Frame:
+    return Frame(f"/srv/shop/{name}", line, function, qualname=qualname, is_app=True)
+
+
+def lib(path: str, line: int, function: str) -> Frame:
+    return Frame(f"/usr/lib/python3.11/{path}", line, function)
+
+
+DB = app("db.py", 41, "fetch_all", "Database.fetch_all")
+REPORTS = app("reports.py", 88, "export", "Reports.export")
+RESPOND = lib("site-packages/cherrypy/_cprequest.py", 659, "respond")
+BOOTSTRAP = lib("threading.py", 1038, "_bootstrap_inner")
+EXPORT = (DB, REPORTS, RESPOND, BOOTSTRAP)
+
+
+def thread(
+    n: int,
+    elapsed: Optional[float] = None,
+    target: str = "",
+    *,
+    role: Role = Role.WORKER,
+    stack: Sequence[Frame] = (),
+    phase: Phase = Phase.HANDLER,
+    gil: Optional[bool] = None,
+    handler: Optional[str] = None,
+) -> ThreadInfo:
+    request = None
+    if target:
+        path, _, query = target.partition("?")
+        request = RequestInfo(
+            "GET", path, query, client="10.0.0.1", peer="127.0.0.1:5123", handler=handler
+        )
+    return ThreadInfo(
+        ident=1000 + n,
+        name=f"CP Server Thread-{n}",
+        role=role,
+        native_id=2000 + n,
+        busy=request is not None,
+        phase=phase if request is not None else Phase.IDLE,
+        request=request,
+        elapsed=elapsed,
+        stack=tuple(stack),
+        owns_gil=gil,
+    )
+
+
+# --- durations ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "—"),
+        (0.0, "0.0 s"),
+        (0.43, "0.4 s"),
+        (48.24, "48.2 s"),
+        (59.96, "1 m 0 s"),
+        (192.0, "3 m 12 s"),
+        (7500.0, "2 h 5 m"),
+        (2 * 86400 + 3 * 3600, "2 d 3 h"),
+        (-1.5, "0.0 s"),
+    ],
+)
+def test_format_duration(seconds: Optional[float], text: str) -> None:
+    # GIVEN a number of seconds WHEN formatted THEN it reads as a short duration
+    assert format_duration(seconds) == text
+
+
+def test_format_age() -> None:
+    assert format_age(0.4) == "0.4 s ago"
+    assert format_age(None) == "—"
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "name"),
+    [
+        (("/usr/bin/python3", "-u", "shop.py", "--port", "80"), "shop.py"),
+        (("python3.11", "-X", "dev", "/srv/app/main.py"), "main.py"),
+        (("python", "-m", "shop.app"), "shop.app"),
+        (("python", "-mshop"), "shop"),
+        (("python3", "-c", "import x"), "python3 -c"),
+        (("/usr/bin/cherryd", "-c", "site.conf"), "cherryd"),
+        (("python3",), "python3"),
+        ((), "?"),
+    ],
+)
+def test_process_name(cmdline: Tuple[str, ...], name: str) -> None:
+    assert process_name(cmdline) == name
+
+
+def test_short_filename_keeps_the_package_of_init_files() -> None:
+    assert short_filename("/srv/shop/reports.py") == "reports.py"
+    assert short_filename("/srv/shop/__init__.py") == "shop/__init__.py"
+
+
+# --- sorting -----------------------------------------------------------------------------------
+
+
+def test_sort_puts_the_gil_holder_then_busy_longest_first_then_idle_by_name() -> None:
+    # GIVEN busy, idle and non-worker threads in no particular order
+    threads = [
+        thread(5),  # idle
+        thread(1, 3.0, "/a"),
+        thread(2, 48.2, "/b"),
+        thread(3, 0.1, "/c", gil=True),
+        thread(4),  # idle
+        thread(9, role=Role.MAIN),
+        thread(6, 48.2, "/d"),
+    ]
+    # WHEN sorted for each view
+    busy = [t.name[-1] for t in sort_threads(threads, ThreadView.BUSY)]
+    workers = [t.name[-1] for t in sort_threads(threads, ThreadView.WORKERS)]
+    everything = [t.name[-1] for t in sort_threads(threads, ThreadView.ALL)]
+    # THEN the GIL holder leads, then busy longest first (ties by name), then idle by name
+    assert busy == ["3", "2", "6", "1"]
+    assert workers == ["3", "2", "6", "1", "4", "5"]
+    assert everything == ["3", "2", "6", "1", "4", "5", "9"]
+
+
+# --- grouping ----------------------------------------------------------------------------------
+
+
+def test_group_by_file_and_line_not_by_function_name() -> None:
+    # GIVEN three threads at the same file:line, one of them reported under another name
+    # (py-spy before 3.11 gives no qualified names), and one at another line of the same function
+    renamed = (Frame(DB.filename, DB.lineno, "fetch_all_rows", is_app=True), *EXPORT[1:])
+    other_line = (app("db.py", 43, "fetch_all"), *EXPORT[1:])
+    threads = [
+        thread(1, 10.0, "/r", stack=EXPORT),
+        thread(2, 20.0, "/r", stack=renamed),
+        thread(3, 5.0, "/r", stack=EXPORT),
+        thread(4, 99.0, "/r", stack=other_line),
+    ]
+    # WHEN grouped
+    groups = group_stacks(threads)
+    # THEN the same locations make one group whatever the names, the largest group first
+    assert [g.count for g in groups] == [3, 1]
+    assert [t.name for t in groups[0].threads] == [
+        "CP Server Thread-2",
+        "CP Server Thread-1",
+        "CP Server Thread-3",
+    ]
+    assert groups[0].oldest == 20.0
+    assert groups[0].busy == 3
+    assert groups[0].summary == (
+        "3 threads share this stack: db.py:41 fetch_all_rows ← reports.py:88 export"
+    )
+    assert groups[1].summary == "1 thread: db.py:43 fetch_all ← reports.py:88 export"
+
+
+def test_groups_of_equal_size_are_ordered_by_their_oldest_request() -> None:
+    threads = [
+        thread(1, 5.0, "/a", stack=(REPORTS,)),
+        thread(2, 50.0, "/b", stack=(DB,)),
+    ]
+    assert [g.stack for g in group_stacks(threads)] == [(DB,), (REPORTS,)]
+
+
+def test_threads_without_a_stack_form_their_own_group() -> None:
+    groups = group_stacks([thread(1), thread(2)])
+    assert groups[0].summary == "2 threads without a Python stack"
+    assert largest_shared_stack([thread(1), thread(2)]) is None
+
+
+def test_stack_summary_names_where_it_waits_then_the_app_frames() -> None:
+    # GIVEN a stack whose innermost frame is a library call made by app code
+    execute = lib("site-packages/psycopg2/extras.py", 146, "execute")
+    # THEN the summary starts where the thread waits and goes on through the app frames
+    assert stack_summary((execute, DB, RESPOND, REPORTS, BOOTSTRAP)) == (
+        "extras.py:146 execute ← db.py:41 fetch_all ← reports.py:88 export"
+    )
+    # AND a stack without app frames shows its innermost frames
+    assert stack_summary((RESPOND, BOOTSTRAP)) == (
+        "_cprequest.py:659 respond ← threading.py:1038 _bootstrap_inner"
+    )
+    assert stack_summary(()) == "no Python stack"
+
+
+def test_largest_shared_stack_needs_two_threads() -> None:
+    one = [thread(1, 1.0, "/a", stack=EXPORT), thread(2, 1.0, "/b", stack=(DB,))]
+    two = [*one, thread(3, 1.0, "/c", stack=EXPORT)]
+    assert largest_shared_stack(one) is None
+    shared = largest_shared_stack(two)
+    assert shared is not None and shared.count == 2
+
+
+def test_most_common_requests() -> None:
+    threads = [thread(1, 1.0, "/a?x=1"), thread(2, 1.0, "/a?x=2"), thread(3, 1.0, "/b")]
+    assert most_common_requests(threads) == "GET /a ×2 +1 more"
+    assert most_common_requests([thread(4)]) == ""
+
+
+# --- table cells -------------------------------------------------------------------------------
+
+
+def test_thread_row_cells() -> None:
+    busy = thread_row(thread(1, 12.34, "/slow?token=***", handler="Root.slow", gil=True))
+    assert busy.state_cell == "● busy GIL"
+    assert (busy.elapsed, busy.request, busy.client, busy.handler) == (
+        "12.3 s",
+        "GET /slow?token=***",
+        "10.0.0.1",
+        "Root.slow",
+    )
+    idle = thread_row(thread(2))
+    assert (idle.state_cell, idle.elapsed, idle.request, idle.client) == ("○ idle", "", "", "")
+    reading = ThreadInfo(3, "w", Role.WORKER, busy=True, phase=Phase.READING, elapsed=30.6)
+    row = thread_row(reading)
+    assert (row.state_cell, row.request, row.elapsed) == ("◔ read", "(reading request)", "30.6 s")
+    writing = thread_row(thread(4, 1.0, "/big", phase=Phase.WRITING))
+    assert writing.state_cell == "◑ write"
+    assert thread_row(thread(5, role=Role.ACCEPTOR)).state_cell == "· —"
+
+
+# --- pools -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("busy", "total", "cells"),
+    [(0, 10, (0, 10)), (1, 40, (1, 9)), (5, 10, (5, 5)), (39, 40, (9, 1)), (10, 10, (10, 0))],
+)
+def test_gauge_shows_any_busy_worker_and_is_full_only_when_all_are(
+    busy: int, total: int, cells: Tuple[int, int]
+) -> None:
+    assert gauge(busy, total, 10) == cells
+
+
+def test_gauge_of_an_empty_pool() -> None:
+    assert gauge(0, 0, 4) == (0, 4)
+    assert gauge(3, 10, 0) == (0, 0)
+
+
+def test_sparkline_uses_an_absolute_scale_newest_on_the_right() -> None:
+    # GIVEN samples of busy workers in a pool of 10
+    # THEN 0 is the lowest bar and 10 the highest, padded on the left while history is short
+    assert sparkline([0, 5, 10], 5, top=10) == "  ▁▅█"
+    # AND only the newest samples that fit are drawn
+    assert sparkline([10, 10, 0, 0], 2, top=10) == "▁▁"
+    # AND without a known top, the largest sample is the top
+    assert sparkline([1, 2], 2) == "▅█"
+    assert sparkline([], 3) == "   "
+    assert sparkline([1], 0) == ""
+
+
+def pool(busy: int, queued: int, size: int = 10) -> PoolInfo:
+    return PoolInfo(
+        bind="127.0.0.1:8080",
+        size=size,
+        busy=busy,
+        idle=size - busy,
+        queued=queued,
+        min_threads=size,
+        oldest_busy=48.2,
+        keepalive=3,
+    )
+
+
+def test_a_pool_is_saturated_when_all_workers_are_busy_and_connections_wait() -> None:
+    assert is_saturated(pool(10, 17))
+    assert not is_saturated(pool(10, 0))
+    assert not is_saturated(pool(9, 5))
+    assert pool_line(pool(10, 17)) == (
+        "Pool 127.0.0.1:8080  busy 10/10  idle 0  queued 17  oldest 48.2 s  keep-alive 3"
+        "  ⚠ pool saturated"
+    )
+
+
+# --- dump --------------------------------------------------------------------------------------
+
+INFO = ProcessInfo(
+    pid=4121,
+    cmdline=("/usr/bin/python3", "shop.py"),
+    python="3.11.7",
+    cherrypy="18.10.0",
+    cheroot="10.0.1",
+    agent_version="0.1.0",
+    schema=1,
+    engine_state="STARTED",
+    autoreload=False,
+)
+SOURCE: Dict[Tuple[str, int], str] = {
+    (DB.filename, DB.lineno): "        return cur.fetchall()",
+    (REPORTS.filename, REPORTS.lineno): "        rows = db.fetch_all(sql)",
+    (RESPOND.filename, RESPOND.lineno): "    LIBRARY LINE, NEVER SHOWN",
+}
+
+
+def source_line(filename: str, lineno: int) -> Optional[str]:
+    return SOURCE.get((filename, lineno))
+
+
+def dump_snapshot(**extra: object) -> ThreadsSnapshot:
+    threads = (
+        thread(
+            1, 3.0, "/reports/export?year=2025&token=***", stack=EXPORT, handler="Reports.export"
+        ),
+        thread(2, 12.3, "/slow?password=***&q=shoes", stack=EXPORT, handler="Root.slow"),
+        thread(3, stack=(lib("queue.py", 171, "get"), BOOTSTRAP)),
+        thread(4, role=Role.MAIN),
+    )
+    fields: Dict[str, object] = {
+        "taken_at": T0,
+        "threads": threads,
+        "pools": (pool(2, 0),),
+        "requests_served": 1234,
+    }
+    fields.update(extra)
+    return ThreadsSnapshot(**fields)  # type: ignore[arg-type]
+
+
+def test_dump_lists_the_process_pools_and_busy_threads_longest_first() -> None:
+    # GIVEN a snapshot with two busy workers, one idle worker and the main thread
+    # WHEN dumped
+    text = format_dump(INFO, dump_snapshot(), source_line, now=T0 + 0.5)
+    lines = text.splitlines()
+    # THEN a header says who the process is
+    assert lines[0] == "Process 4121: /usr/bin/python3 shop.py"
+    assert lines[1] == "Python 3.11.7  CherryPy 18.10.0  cheroot 10.0.1  agent 0.1.0 (schema 1)"
+    assert lines[2] == "Engine STARTED  autoreload off"
+    assert "(0.5 s ago)" in lines[3]
+    # AND the pool numbers and the shared stack follow
+    assert "Pool 127.0.0.1:8080  busy 2/10  idle 8  queued 0  oldest 48.2 s" in text
+    assert "Requests served since the agent started: 1234" in text
+    assert "4 threads, 3 workers, 2 busy" in text
+    assert "2 threads share this stack: db.py:41 fetch_all ← reports.py:88 export" in text
+    # AND threads come busy first, the longest first, each with its request and stack
+    headers = [line for line in lines if line.startswith("Thread ")]
+    assert headers == [
+        'Thread 1002 (native 2002) "CP Server Thread-2" (worker, busy 12.3 s, handler)',
+        'Thread 1001 (native 2001) "CP Server Thread-1" (worker, busy 3.0 s, handler)',
+        'Thread 1003 (native 2003) "CP Server Thread-3" (worker, idle)',
+        'Thread 1004 (native 2004) "CP Server Thread-4" (main)',
+    ]
+    assert "    GET /slow?password=***&q=shoes from 10.0.0.1 (peer 127.0.0.1:5123) → Root.slow" in (
+        lines
+    )
+
+
+def test_dump_contains_the_path_and_passes_the_redacted_query_through_unchanged() -> None:
+    text = format_dump(INFO, dump_snapshot(), source_line, now=T0)
+    assert "GET /reports/export?year=2025&token=*** from 10.0.0.1" in text
+
+
+def test_dump_puts_source_lines_under_app_frames_only() -> None:
+    # GIVEN source for two app frames and (wrongly) for a library frame
+    text = format_dump(INFO, dump_snapshot(), source_line, now=T0)
+    block = text.split('"CP Server Thread-2"')[1].split("\n\n")[0].splitlines()
+    # THEN the stack is innermost first, each app frame followed by its line, stripped
+    assert block[2:] == [
+        "    Database.fetch_all (/srv/shop/db.py:41)",
+        "        return cur.fetchall()",
+        "    Reports.export (/srv/shop/reports.py:88)",
+        "        rows = db.fetch_all(sql)",
+        "    respond (/usr/lib/python3.11/site-packages/cherrypy/_cprequest.py:659)",
+        "    _bootstrap_inner (/usr/lib/python3.11/threading.py:1038)",
+    ]
+    assert "LIBRARY LINE" not in text
+
+
+def test_dump_without_source_lines_or_stacks() -> None:
+    text = format_dump(INFO, dump_snapshot(), lambda f, n: None, now=T0)
+    assert "return cur.fetchall()" not in text
+    assert "    (no Python stack)" in text
+
+
+def test_dump_explains_missing_pools_and_lists_probe_errors() -> None:
+    snap = dump_snapshot(
+        pools=(),
+        pools_available=False,
+        pools_note="no cheroot server found",
+        errors=("routes: RuntimeError('x')",),
+    )
+    text = format_dump(None, snap, source_line, now=T0)
+    assert text.startswith("Process: unknown")
+    assert "pool numbers unavailable: no cheroot server found" in text
+    assert text.endswith(
+        "Probe errors (the rest of the data is valid):\n  - routes: RuntimeError('x')\n"
+    )
+
+
+def test_dump_says_when_outer_frames_were_cut() -> None:
+    snap = dump_snapshot(
+        threads=(ThreadInfo(7, "deep", Role.WORKER, busy=True, stack=(DB,), stack_truncated=12),)
+    )
+    assert "    … 12 outer frames not shown" in format_dump(INFO, snap, source_line, now=T0)
