@@ -1,0 +1,125 @@
+"""The demo shop's controllers: what the inspector shows as "app" frames.
+
+Two mistakes are planted here, the kind that starve a real worker pool:
+
+* ``Reports.export`` runs a reporting aggregate on the request thread; the database needs far
+  longer than the statement timeout, so every export holds a worker for ``db.QUERY_TIMEOUT``.
+* ``Cart.add`` reserves stock under one process-wide lock *while* waiting for a row lock in the
+  database, so one slow reservation makes every other cart request queue on ``_stock_lock``.
+
+Runs inside the target: stdlib and cherrypy only, Python 3.8 syntax.
+"""
+
+import threading
+from typing import Any, Callable, Dict, List, Optional, TypeVar, cast
+
+import cherrypy
+
+from cpinspect.demo import db
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+# Typed spellings of CherryPy's decorators (cherrypy has no type hints). Each returns the
+# handler itself with attributes set, so stacks show the handler, not a wrapper.
+def expose(func: _F) -> _F:
+    return cast(_F, cherrypy.expose(func))
+
+
+def json_out(func: _F) -> _F:
+    return cast(_F, cherrypy.tools.json_out()(func))
+
+
+def post_only(func: _F) -> _F:
+    return cast(_F, cherrypy.tools.allow(methods=["POST"])(func))
+
+
+_stock_lock = threading.Lock()
+"""Serialises stock reservations across all workers: the contended lock of the incident."""
+
+
+class Products:
+    @expose
+    @json_out
+    def index(self) -> List[db.Row]:
+        return db.fetch_all("SELECT sku, name, price FROM products ORDER BY name")
+
+    @expose
+    @json_out
+    def item(self, sku: str = "") -> db.Row:
+        rows = db.fetch_all("SELECT sku, name, price FROM products WHERE sku = %s", (sku,))
+        if not rows:
+            raise cherrypy.NotFound()
+        return rows[0]
+
+
+class Cart:
+    @expose
+    @post_only
+    @json_out
+    def add(self, sku: str = "", qty: str = "1") -> Dict[str, Any]:
+        try:
+            wanted = max(1, int(qty))
+        except ValueError:
+            raise cherrypy.HTTPError(400, "qty must be a number") from None
+        with _stock_lock:
+            stock = reserve_stock(sku, wanted)
+        return {"sku": sku, "qty": wanted, "reserved": stock >= wanted}
+
+
+def reserve_stock(sku: str, wanted: int) -> int:
+    """Lock the stock row and return the quantity on hand (the caller holds ``_stock_lock``)."""
+    rows = db.fetch_all("SELECT qty FROM stock WHERE sku = %s FOR UPDATE", (sku,))
+    return int(rows[0]["qty"]) if rows else 0
+
+
+class Reports:
+    @expose
+    def export(self, year: str = "2025") -> str:
+        try:
+            rows = db.fetch_all(
+                "SELECT month, SUM(total) AS total FROM orders WHERE year = %s GROUP BY month",
+                (year,),
+            )
+        except db.QueryTimeout:
+            raise cherrypy.HTTPError(504, "the report query timed out") from None
+        cherrypy.response.headers["Content-Type"] = "text/csv"
+        return "month,total\n" + "".join(f"{r['month']},{r['total']:.2f}\n" for r in rows)
+
+
+class Root:
+    def __init__(self) -> None:
+        self.products = Products()
+        self.cart = Cart()
+        self.reports = Reports()
+
+    @expose
+    def index(self) -> str:
+        return (
+            "<h1>cpinspect demo shop</h1><ul>"
+            '<li><a href="/products">/products</a></li>'
+            "<li>POST /cart/add?sku=TEA-001</li>"
+            '<li><a href="/reports/export?year=2025">/reports/export?year=2025</a></li>'
+            "<li>POST /upload (multipart, field <code>file</code>)</li>"
+            '<li><a href="/health">/health</a></li></ul>'
+        )
+
+    @expose
+    def health(self) -> str:
+        return "ok"
+
+    @expose
+    @post_only
+    @json_out
+    def upload(self, file: Optional[Any] = None) -> Dict[str, Any]:
+        # CherryPy reads and parses the whole multipart body before this runs: a slow client
+        # keeps the worker in the "reading the request" phase, never in this handler.
+        if file is None or not hasattr(file, "file"):
+            raise cherrypy.HTTPError(400, "send a multipart field named 'file'")
+        size = 0
+        while True:
+            chunk = file.file.read(65536)
+            if not chunk:
+                break
+            size += len(chunk)
+        return {"filename": file.filename, "bytes": size}
