@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Optional
 
-from cpinspect.cli.common import add_target_arguments, connect
+from cpinspect.cli.common import Connection, add_target_arguments, connect
 from cpinspect.sources.agent import DEFAULT_TIMEOUT
 from cpinspect.sources.live import AgentSession
 
@@ -24,21 +24,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     conn = connect(args)
-    session = AgentSession(
-        conn.source, conn.info, pid=None if args.socket else conn.pid, timeout=args.timeout
+    return run_tui(
+        conn, by_socket=args.socket is not None, interval=args.interval, timeout=args.timeout
     )
-    return run_tui(session, conn.pid, args.interval)
 
 
-def run_tui(session: AgentSession, pid: Optional[int], interval: float) -> int:
+def run_tui(conn: Connection, by_socket: bool, interval: float, timeout: float) -> int:
     from cpinspect.sources.source_lines import SourceLines
     from cpinspect.tui.app import InspectorApp
 
-    app = InspectorApp(session, interval=interval, source_lines=SourceLines(pid), clock=time.time)
+    lines = SourceLines(conn.pid)
+    session = AgentSession(
+        conn.source,
+        conn.info,
+        pid=None if by_socket else conn.pid,
+        timeout=timeout,
+        on_new_pid=lines.retarget,
+    )
+    app = InspectorApp(session, interval=interval, source_lines=lines, clock=time.time)
     try:
         app.run()
     finally:
-        session.close()
+        session.close()  # idempotent: the app closes it on exit too
     return int(app.return_code or 0)
 
 
@@ -53,7 +60,4 @@ def open_inspector(
         pid=str(pid) if pid is not None else None, socket=socket, timeout=timeout
     )
     conn = connect(args)
-    session = AgentSession(
-        conn.source, conn.info, pid=conn.pid if socket is None else None, timeout=timeout
-    )
-    return run_tui(session, conn.pid, interval)
+    return run_tui(conn, by_socket=socket is not None, interval=interval, timeout=timeout)

@@ -37,8 +37,8 @@ class ServiceIdentity:
 
 def find_same_service(
     identity: ServiceIdentity, previous_pid: Optional[int], timeout: float
-) -> Optional[Tuple[AgentSource, ProcessInfo]]:
-    """A process running the same service with an agent, or None."""
+) -> Optional[Tuple[AgentSource, ProcessInfo, int]]:
+    """A process running the same service with an agent (and its pid as seen here), or None."""
     candidates = []
     if previous_pid is not None and psutil.pid_exists(previous_pid):
         candidates.append(previous_pid)
@@ -66,7 +66,7 @@ def find_same_service(
         if identity.ports and tuple(sorted(info.ports)) != identity.ports:
             source.close()
             continue
-        return source, info
+        return source, info, pid
     return None
 
 
@@ -80,8 +80,11 @@ class AgentSession:
         pid: Optional[int] = None,
         timeout: float = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
+        on_new_pid: Optional[Callable[[int], None]] = None,
     ) -> None:
         self.source: Optional[AgentSource] = source
+        self.on_new_pid = on_new_pid
+        """Called (from the polling thread) when reconnection lands on another pid."""
         self.timeout = timeout
         self.clock = clock
         self.pid = pid if pid is not None else (info.pid if info is not None else None)
@@ -151,7 +154,7 @@ class AgentSession:
             except CpinspectError:
                 source.close()
                 return False
-            self._adopt(source, info)
+            self._adopt(source, info, None)
             return True
         found = find_same_service(self.identity, self.pid, self.timeout)
         if found is None:
@@ -159,14 +162,17 @@ class AgentSession:
         self._adopt(*found)
         return True
 
-    def _adopt(self, source: AgentSource, info: ProcessInfo) -> None:
+    def _adopt(self, source: AgentSource, info: ProcessInfo, host_pid: Optional[int]) -> None:
+        """Take over a reconnected source; ``host_pid`` is its pid as seen from here."""
         old_pid = self.pid
         self.source = source
         self.info = info
-        self.pid = info.pid
+        self.pid = host_pid if host_pid is not None else info.pid
         self._polls = 1
         port = ", ".join(str(p) for p in info.ports) or "?"
-        if old_pid is not None and old_pid != info.pid:
+        if host_pid is not None and old_pid is not None and old_pid != host_pid:
+            if self.on_new_pid is not None:
+                self.on_new_pid(host_pid)
             self._pending_message = (
                 "reconnected to pid %d — the same service (same command line, port %s) "
                 "restarted; pid %d is gone" % (info.pid, port, old_pid)

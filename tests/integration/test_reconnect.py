@@ -19,16 +19,17 @@ def free_port() -> int:
     return port
 
 
-def open_session(target) -> AgentSession:
+def open_session(target, on_new_pid=None) -> AgentSession:
     source = AgentSource(find_agent(target.pid).connect_path)
-    return AgentSession(source, source.info(), pid=target.pid)
+    return AgentSession(source, source.info(), pid=target.pid, on_new_pid=on_new_pid)
 
 
 def test_restart_of_the_same_service_is_followed_to_its_new_pid(spawn_target):
     # GIVEN a live session on a service listening on a fixed port
     port = free_port()
     first = spawn_target("--port", str(port))
-    session = open_session(first)
+    new_pids = []
+    session = open_session(first, on_new_pid=new_pids.append)
     live = session.poll()
     assert live.state is LinkState.LIVE and live.threads is not None
 
@@ -51,6 +52,7 @@ def test_restart_of_the_same_service_is_followed_to_its_new_pid(spawn_target):
     # THEN the session follows it and names both pids
     assert update.info.pid == second.pid
     assert "pid %d" % second.pid in update.message and "pid %d" % first.pid in update.message
+    assert new_pids == [second.pid]  # e.g. source lines are read from the new process
     assert session.poll().state is LinkState.LIVE
     session.close()
 
