@@ -60,6 +60,13 @@ class AgentUnavailable(CpinspectError):
     exit_code = 8
 
 
+class EndpointError(AgentUnavailable):
+    """The agent answered, but one endpoint failed (an older agent, a failing probe).
+
+    The link is fine: other endpoints may still work, so views degrade per endpoint.
+    """
+
+
 class TargetGone(AgentUnavailable):
     """The target process exited (or closed the agent's socket) while we were talking to it."""
 

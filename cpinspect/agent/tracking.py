@@ -10,7 +10,7 @@ exception in a hook would turn the user's request into a 500.
 (or stuck before ``on_start_resource``) are found by the frame walk in ``probes.threads``.
 """
 
-import threading
+from threading import get_ident
 from typing import Any, Dict, List, Optional, Tuple
 
 START_POINT = "on_start_resource"
@@ -25,33 +25,36 @@ class RequestTracker:
         # Each worker writes only its own key, so no lock is needed; the reader sums a copy.
         self._served: Dict[int, int] = {}
         self._attached: List[Tuple[str, Any]] = []
+        self._serving: Any = None
 
-    # Hook bodies: run in the app's worker threads, on every request. Keep them tiny.
+    # Hook bodies: run in the app's worker threads, on every request. Keep them tiny: every
+    # name they need is bound once in attach(), nothing is imported or looked up globally.
 
     def _on_start(self) -> None:
         try:
-            import cherrypy
-
-            serving = cherrypy.serving
-            self.inflight[threading.get_ident()] = (serving.request, serving.response)
+            serving = self._serving
+            self.inflight[get_ident()] = (serving.request, serving.response)
         except Exception:  # noqa: BLE001 - never fail the user's request
             pass
 
     def _on_end(self) -> None:
         try:
-            ident = threading.get_ident()
+            ident = get_ident()
             if self.inflight.pop(ident, None) is not None:
-                self._served[ident] = self._served.get(ident, 0) + 1
+                served = self._served
+                served[ident] = served.get(ident, 0) + 1
         except Exception:  # noqa: BLE001
             pass
 
     # Installation.
 
     def attach(self) -> None:
+        import cherrypy
         from cherrypy import _cprequest
 
         if self._attached:
             return
+        self._serving = cherrypy.serving
         hooks = _cprequest.Request.hooks
         hooks.attach(START_POINT, self._on_start, priority=0)
         hooks.attach(END_POINT, self._on_end, failsafe=True, priority=100)

@@ -30,6 +30,11 @@ from typing import Dict, List, Optional, Tuple
 from cpinspect.demo import _lifeline
 
 HOST = "127.0.0.1"
+# Export requests carry a signed-link token, a session cookie and a bearer token, as real ones
+# would: the inspector must show none of their values (tests look for these strings).
+SECRET_TOKEN = "demo-link-token-7f3a"
+SECRET_COOKIE = "demo-session-cookie-91c2"
+SECRET_AUTH = "demo-bearer-5d8e"
 
 EXPORT_TIMEOUT = 75.0
 """Client patience for an export: beyond the app's own 40 s database timeout."""
@@ -179,7 +184,14 @@ class Load:
             year = 2025 - (n % 5)
             status = await self.request(
                 "export",
-                self.head("GET", f"/reports/export?year={year}"),
+                self.head(
+                    "GET",
+                    f"/reports/export?year={year}&token={SECRET_TOKEN}",
+                    (
+                        ("Cookie", f"session_id={SECRET_COOKIE}"),
+                        ("Authorization", f"Bearer {SECRET_AUTH}"),
+                    ),
+                ),
                 timeout=EXPORT_TIMEOUT,
             )
             if status is None:

@@ -75,7 +75,8 @@ def reserve_stock(sku: str, wanted: int) -> int:
 
 class Reports:
     @expose
-    def export(self, year: str = "2025") -> str:
+    def export(self, year: str = "2025", token: str = "") -> str:
+        # ``token`` stands for a signed download link: the inspector must never show its value.
         try:
             rows = db.fetch_all(
                 "SELECT month, SUM(total) AS total FROM orders WHERE year = %s GROUP BY month",

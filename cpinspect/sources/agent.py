@@ -12,6 +12,7 @@ from cpinspect.agent.wire import ENDPOINT_INFO, ENDPOINT_THREADS
 from cpinspect.errors import (
     AgentUnavailable,
     CpinspectError,
+    EndpointError,
     NoSuchProcess,
     PermissionDenied,
     StaleSocket,
@@ -65,7 +66,7 @@ class AgentSource:
         try:
             payload = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise AgentUnavailable(
+            raise EndpointError(
                 "agent at %s answered %d with something that is not JSON"
                 % (self.connect_path, response.status_code)
             ) from None
@@ -78,9 +79,11 @@ class AgentSource:
             message = (
                 payload.get("error", {}).get("message", "") if isinstance(payload, dict) else ""
             )
-            raise AgentUnavailable(
-                "agent error %d on %s: %s" % (response.status_code, path, message)
-            )
+            if response.status_code == 404:
+                raise EndpointError(
+                    "this agent has no %s (it may be older than the inspector: reload it)" % path
+                )
+            raise EndpointError("agent error %d on %s: %s" % (response.status_code, path, message))
         if isinstance(payload, dict):
             warning = schema_warning(payload)
             if warning and warning not in self.warnings:
@@ -111,13 +114,13 @@ class AgentSource:
         try:
             return info_from_json(self._get(ENDPOINT_INFO))
         except ProtocolError as exc:
-            raise AgentUnavailable("unreadable /v1/info from the agent: %s" % exc) from None
+            raise EndpointError("unreadable /v1/info from the agent: %s" % exc) from None
 
     def threads(self) -> ThreadsSnapshot:
         try:
             return threads_from_json(self._get(ENDPOINT_THREADS))
         except ProtocolError as exc:
-            raise AgentUnavailable("unreadable /v1/threads from the agent: %s" % exc) from None
+            raise EndpointError("unreadable /v1/threads from the agent: %s" % exc) from None
 
     def close(self) -> None:
         self._client.close()

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import psutil
 
 from cpinspect.attach.discovery import find_agent
-from cpinspect.errors import AgentUnavailable, CpinspectError, TargetGone
+from cpinspect.errors import AgentUnavailable, CpinspectError, EndpointError, TargetGone
 from cpinspect.model import ProcessInfo, SourceKind, ThreadsSnapshot
 from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
 from cpinspect.sources.base import LinkState, Update
@@ -94,6 +94,7 @@ class AgentSession:
         self.threads: Optional[ThreadsSnapshot] = None
         self.identity = ServiceIdentity.of(info) if info is not None else None
         self._polls = 0
+        self._endpoint_errors: List[str] = []
         self._lost_since: Optional[float] = None
         self._lost_reason = ""
         self._pending_message = ""
@@ -107,13 +108,20 @@ class AgentSession:
         if self.source is None and not self._reconnect():
             return self._update(now, LinkState.LOST, self._lost_message())
         assert self.source is not None
+        self._endpoint_errors = []
         try:
             if self.info is None or self._polls % INFO_EVERY == 0:
-                self.info = self.source.info()
-                if self.identity is None:
+                try:
+                    self.info = self.source.info()
+                except EndpointError as exc:
+                    self._endpoint_errors.append(str(exc))  # keep the last info, say why
+                if self.identity is None and self.info is not None:
                     self.identity = ServiceIdentity.of(self.info)
                     self.pid = self.info.pid
-            self.threads = self.source.threads()
+            try:
+                self.threads = self.source.threads()
+            except EndpointError as exc:
+                self._endpoint_errors.append(str(exc))
         except TargetGone as exc:
             self._lose(now, str(exc))
             self.source.close()
@@ -184,6 +192,7 @@ class AgentSession:
         warnings: Tuple[str, ...] = ()
         if self.source is not None:
             warnings = tuple(self.source.warnings)
+        warnings += tuple(self._endpoint_errors)
         if self.threads is not None:
             warnings += tuple("probe failed: %s" % e for e in self.threads.errors)
         return Update(
