@@ -18,7 +18,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from .paths import bind_private, unlink_if_ours
@@ -130,6 +130,8 @@ class AgentServer:
         self.allowed_uids = {0, os.getuid(), os.geteuid()}
         self.stats = {"connections": 0, "refused_peer": 0, "rejected_busy": 0, "bad_requests": 0}
         self._to_park: collections.deque[Tuple[socket.socket, bytes]] = collections.deque()
+        self._serving: Set[socket.socket] = set()
+        """Connections a handler thread is on right now: stop() shuts them to wake it."""
         self._stopping = threading.Event()
         self._sock: Optional[socket.socket] = None
         self._identity = (0, 0, 0)
@@ -168,6 +170,11 @@ class AgentServer:
             try:
                 # Wakes the threads blocked in accept() at once.
                 self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for conn in list(self._serving):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)  # a recv() waiting for a keep-alive request ends
             except OSError:
                 pass
         self._wake()
@@ -222,12 +229,15 @@ class AgentServer:
                     % (uid, os.geteuid()),
                 )
                 continue
+            self._serving.add(conn)
             try:
                 if conn.gettimeout() is not None:  # an app's socket.setdefaulttimeout()
                     conn.settimeout(None)
                 self._serve(conn, b"", self.first_byte_wait)
             except Exception:  # noqa: BLE001 - a handler thread must survive any connection
                 conn.close()
+            finally:
+                self._serving.discard(conn)
 
     def _serve(self, conn: socket.socket, buf: bytes, wait: float) -> None:
         """Serve requests on ``conn`` while it keeps talking; park it when it goes quiet."""

@@ -21,6 +21,8 @@ from cpinspect.sources.base import LinkState, Update
 
 INFO_EVERY = 5
 """Re-read /v1/info every N polls: engine state changes, the rest rarely does."""
+NOTICE_SECONDS = 10.0
+"""How long "reconnected to pid N" stays in the updates after a reconnection."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class AgentSession:
         self._lost_since: Optional[float] = None
         self._lost_reason = ""
         self._pending_message = ""
+        self._notice = ""
+        self._notice_until = 0.0
 
     @property
     def label(self) -> str:
@@ -140,6 +144,9 @@ class AgentSession:
             message = self._pending_message or "agent answering again"
             self._lost_since = None
             self._pending_message = ""
+            self._notice, self._notice_until = message, now + NOTICE_SECONDS
+        elif now < self._notice_until:
+            message = self._notice  # long enough for a person to notice
         return self._update(now, state, message)
 
     def _lose(self, now: float, reason: str) -> None:

@@ -53,7 +53,9 @@ def test_restart_of_the_same_service_is_followed_to_its_new_pid(spawn_target):
     assert update.info.pid == second.pid
     assert "pid %d" % second.pid in update.message and "pid %d" % first.pid in update.message
     assert new_pids == [second.pid]  # e.g. source lines are read from the new process
-    assert session.poll().state is LinkState.LIVE
+    after = session.poll()
+    assert after.state is LinkState.LIVE
+    assert after.message == update.message  # the notice stays a while, then goes
     session.close()
 
 
