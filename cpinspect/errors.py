@@ -75,3 +75,21 @@ class TargetGone(AgentUnavailable):
 
 class IncompatibleAgent(CpinspectError):
     exit_code = 10
+
+
+class PySpyMissing(CpinspectError):
+    """No py-spy executable next to the interpreter or on PATH."""
+
+    exit_code = 12
+
+
+class PySpyFailed(CpinspectError):
+    """py-spy ran but timed out, or printed something we cannot read."""
+
+    exit_code = 13
+
+
+class UnsupportedPython(CpinspectError):
+    """py-spy does not know the target's Python version."""
+
+    exit_code = 14

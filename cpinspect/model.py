@@ -53,6 +53,8 @@ class Frame:
     """Qualified name where the source knows it (agent on 3.11+, py-spy on 3.11+)."""
     is_app: bool = False
     """True when the frame belongs to the application, not to the stdlib or a library."""
+    native: bool = False
+    """A C/C++ frame (py-spy ``--native``); ``filename`` is then a library or source file."""
 
     @property
     def location(self) -> Tuple[str, int]:
@@ -61,6 +63,35 @@ class Frame:
     @property
     def display_name(self) -> str:
         return self.qualname or self.function
+
+
+@dataclass(frozen=True)
+class LocalVar:
+    """One local variable of a frame, as py-spy ``--locals`` shows it."""
+
+    name: str
+    value: str
+    """py-spy's repr: simple values decoded, other objects as ``<Type at 0x...>``."""
+    is_arg: bool = False
+    sensitive: bool = False
+    """Hidden unless the user reveals the frame: a secret-looking name, a Cookie or
+    Authorization value inside a WSGI environ, or anything long."""
+
+
+@dataclass(frozen=True)
+class FrameLocals:
+    frame: Frame
+    variables: Tuple[LocalVar, ...]
+
+
+@dataclass(frozen=True)
+class ThreadLocals:
+    """The local variables of every frame of one thread, innermost first."""
+
+    ident: int
+    name: str
+    taken_at: float
+    frames: Tuple[FrameLocals, ...]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass
 from typing import Optional, Protocol, Tuple
 
-from cpinspect.model import ProcessInfo, SourceKind, ThreadsSnapshot
+from cpinspect.model import ProcessInfo, SourceKind, ThreadLocals, ThreadsSnapshot
 
 
 class Source(Protocol):
@@ -48,11 +48,32 @@ class Update:
     """A banner line: why the link is lost, or what reconnection found."""
     warnings: Tuple[str, ...] = ()
     """Per-endpoint degradation (version skew, failed probes)."""
+    threads_source: Optional[SourceKind] = None
+    """Where ``threads`` came from when it differs from ``source_kind`` (py-spy standing in
+    for an agent that does not answer)."""
+    stale: Tuple[str, ...] = ()
+    """Parts shown from older data: ``"info"``, ``"pools"``. The UI marks them stale."""
+    gil_holder: Optional[int] = None
+    """Ident of the thread holding the GIL, when py-spy saw one."""
+
+    @property
+    def effective_threads_source(self) -> SourceKind:
+        return self.threads_source or self.source_kind
 
 
 class Poller(Protocol):
-    """What the TUI polls once per interval, from a worker thread."""
+    """What the TUI polls once per interval, from a worker thread. All calls may block."""
 
     def poll(self) -> Update: ...
 
     def close(self) -> None: ...
+
+    def thread_locals(self, ident: int) -> ThreadLocals:
+        """Local variables of one thread's frames (py-spy ``--locals``), values unredacted:
+        the UI hides ``sensitive`` ones until the user reveals a frame. Raises
+        ``CpinspectError`` with a one-line reason when locals cannot be had."""
+        ...
+
+    def set_native(self, native: bool) -> None:
+        """Include native (C) frames in the stacks of the following polls."""
+        ...
