@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -15,12 +16,15 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from cpinspect.model import (
     Frame,
+    LocalVar,
     Phase,
     PoolInfo,
     ProcessInfo,
     RequestInfo,
     Role,
+    SourceKind,
     ThreadInfo,
+    ThreadLocals,
     ThreadsSnapshot,
 )
 
@@ -37,6 +41,9 @@ GLYPH_OTHER = "·"
 SPARK_BARS = "▁▂▃▄▅▆▇█"
 GAUGE_FULL = "█"
 GAUGE_EMPTY = "░"
+
+REDACTED = "***"
+"""Shown instead of a hidden value."""
 
 SourceLine = Callable[[str, int], Optional[str]]
 """``(filename, lineno) -> line`` (``None`` when unreadable), e.g. ``SourceLines.line``."""
@@ -92,6 +99,21 @@ def format_clock(epoch: Optional[float]) -> str:
     return time.strftime("%H:%M:%S", time.localtime(epoch))
 
 
+# --- sources -----------------------------------------------------------------------------------
+
+
+def source_description(kind: SourceKind, threads_kind: Optional[SourceKind] = None) -> str:
+    """Where the threads on screen come from: ``agent``, ``py-spy``, ``file``.
+
+    When py-spy stands in for an agent that stopped answering: ``py-spy (agent not answering)``.
+    """
+    if threads_kind is None or threads_kind is kind:
+        return kind.value
+    if kind is SourceKind.AGENT and threads_kind is SourceKind.PYSPY:
+        return "py-spy (agent not answering)"
+    return f"{threads_kind.value} (instead of {kind.value})"
+
+
 # --- processes ---------------------------------------------------------------------------------
 
 
@@ -138,8 +160,17 @@ def short_filename(filename: str) -> str:
 
 
 def frame_location(frame: Frame) -> str:
-    """``reports.py:88``"""
+    """``reports.py:88``; a native frame without a line is its library, ``libpython3.11.so``."""
+    if frame.native and frame.lineno <= 0:
+        return short_filename(frame.filename) or "?"
     return f"{short_filename(frame.filename)}:{frame.lineno}"
+
+
+def frame_kind(frame: Frame) -> str:
+    """``app``, ``lib`` or ``c`` (a native frame): the tag in front of a frame in the stack pane."""
+    if frame.native:
+        return "c"
+    return "app" if frame.is_app else "lib"
 
 
 def frame_label(frame: Frame) -> str:
@@ -224,6 +255,14 @@ class StackGroup:
         ages = [t.elapsed for t in self.threads if t.elapsed is not None]
         return max(ages) if ages else None
 
+    @property
+    def gil_holder(self) -> Optional[ThreadInfo]:
+        """The thread of this group that holds the GIL, if py-spy saw one here."""
+        for thread in self.threads:
+            if thread.owns_gil:
+                return thread
+        return None
+
 
 def group_summary(count: int, stack: Sequence[Frame]) -> str:
     """The sentence that heads a group: how many threads and where they are."""
@@ -238,7 +277,8 @@ def group_summary(count: int, stack: Sequence[Frame]) -> str:
 def group_stacks(threads: Iterable[ThreadInfo]) -> List[StackGroup]:
     """Group threads by ``stack_key`` (file and line of every frame), the largest group first.
 
-    Ties go to the group holding the longest-running request, then to the first thread's name.
+    The group holding the GIL comes before all others (as its thread does in ``sort_threads``);
+    ties go to the group holding the longest-running request, then to the first thread's name.
     """
     by_key: Dict[Tuple[Tuple[str, int], ...], List[ThreadInfo]] = {}
     for thread in threads:
@@ -248,16 +288,22 @@ def group_stacks(threads: Iterable[ThreadInfo]) -> List[StackGroup]:
         ordered = tuple(sorted(members, key=_sort_key))
         stack = ordered[0].stack
         groups.append(StackGroup(ordered, stack, group_summary(len(ordered), stack)))
-    groups.sort(key=lambda g: (-g.count, -(g.oldest or 0.0), _sort_key(g.threads[0])))
+    groups.sort(
+        key=lambda g: (
+            g.gil_holder is None,
+            -g.count,
+            -(g.oldest or 0.0),
+            _sort_key(g.threads[0]),
+        )
+    )
     return groups
 
 
 def largest_shared_stack(threads: Iterable[ThreadInfo]) -> Optional[StackGroup]:
     """The biggest group of two or more threads with the same non-empty stack, if any."""
-    groups = [g for g in group_stacks(threads) if g.stack]
-    if groups and groups[0].count >= 2:
-        return groups[0]
-    return None
+    groups = [g for g in group_stacks(threads) if g.stack and g.count >= 2]
+    # Not simply the first group: the one holding the GIL comes first, whatever its size.
+    return max(groups, key=lambda g: g.count, default=None)
 
 
 @dataclass(frozen=True)
@@ -434,9 +480,16 @@ def _request_dump_line(request: RequestInfo) -> str:
 def format_stack_lines(
     stack: Sequence[Frame], source_line: Optional[SourceLine], indent: str = "    "
 ) -> List[str]:
-    """A stack innermost first, ``func (file:line)``, app frames followed by their source line."""
+    """A stack innermost first, ``func (file:line)``, app frames followed by their source line.
+
+    Native frames (py-spy ``--native``) read ``PyObject_Call (libpython3.11.so) [native]``.
+    """
     lines = []
     for frame in stack:
+        if frame.native:
+            where = frame.filename if frame.lineno <= 0 else f"{frame.filename}:{frame.lineno}"
+            lines.append(f"{indent}{frame.display_name} ({where}) [native]")
+            continue
         lines.append(f"{indent}{frame.display_name} ({frame.filename}:{frame.lineno})")
         if frame.is_app and source_line is not None:
             text = source_line(frame.filename, frame.lineno)
@@ -466,7 +519,10 @@ def format_dump(
             versions.append(f"CherryPy {info.cherrypy}")
         if info.cheroot:
             versions.append(f"cheroot {info.cheroot}")
-        versions.append(f"agent {info.agent_version} (schema {info.schema})")
+        if info.schema:
+            versions.append(f"agent {info.agent_version} (schema {info.schema})")
+        else:
+            versions.append("no agent (read by py-spy)")
         out.append("  ".join(versions))
         engine = f"Engine {info.engine_state}"
         if info.environment:
@@ -525,3 +581,75 @@ def most_common_requests(threads: Iterable[ThreadInfo]) -> str:
     if rest:
         text += f" +{sum(c for _, c in rest)} more"
     return text
+
+
+# --- local variables ---------------------------------------------------------------------------
+
+MAX_LOCAL_VALUE = 2000
+"""Characters of a value shown at most (py-spy's reprs are short; a revealed one may not be)."""
+LONG_VALUE = 200
+"""Longer values are hidden by the py-spy source (as are strings py-spy cut short)."""
+_SECRET_NAME = re.compile(
+    r"pass|pwd|token|secret|key|auth|session|sid|cookie|csrf|credential|signature|sig$|otp|pin$",
+    re.IGNORECASE,
+)
+_COOKIE_OR_AUTH = re.compile(
+    r"cookie|authori[sz]ation|(?:^|[\"'])\s*(?:Bearer|Basic|Digest|Token)\s+\S", re.IGNORECASE
+)
+
+
+def hidden_reason(var: LocalVar) -> str:
+    """Why a sensitive value is hidden, in a few words (the source only says *that* it is).
+
+    Mirrors the py-spy source's rules, most telling first: the name, a Cookie or Authorization
+    value (a WSGI environ, credentials), a long or cut value, else a secret-looking key inside.
+    """
+    if _SECRET_NAME.search(var.name):
+        return "secret-looking name"
+    if _COOKIE_OR_AUTH.search(var.value):
+        return "cookie or authorization"
+    if len(var.value) > LONG_VALUE or var.value.endswith('..."'):
+        return "long value"
+    return "secret-looking key inside"
+
+
+def display_value(value: str, limit: int = MAX_LOCAL_VALUE) -> str:
+    """A value made safe for one terminal line: control characters escaped, length capped."""
+    if len(value) > limit:
+        value = value[:limit] + f"… ({len(value) - limit} more characters)"
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+
+
+def local_value(var: LocalVar, revealed: bool) -> str:
+    """The value to show: ``***`` for a sensitive one until its frame is revealed."""
+    if var.sensitive and not revealed:
+        return REDACTED
+    return display_value(var.value)
+
+
+def hidden_count(variables: Sequence[LocalVar]) -> int:
+    return sum(1 for v in variables if v.sensitive)
+
+
+def format_locals(locals_: ThreadLocals, reveal: bool = False, indent: str = "    ") -> List[str]:
+    """A thread's local variables frame by frame, innermost first, for ``dump --locals``.
+
+    Sensitive values show as ``***`` with the reason unless ``reveal``; arguments are marked.
+    """
+    lines = [f'Locals of thread {locals_.ident} "{locals_.name}" (innermost frame first)']
+    if not locals_.frames:
+        lines.append(f"{indent}(no Python frames)")
+    for entry in locals_.frames:
+        frame = entry.frame
+        lines.append(f"{indent}{frame.display_name} ({frame_location(frame)})")
+        if not entry.variables:
+            lines.append(f"{indent}    (no local variables)")
+        for var in entry.variables:
+            tag = "arg " if var.is_arg else "    "
+            line = f"{indent}    {tag}{var.name} = {local_value(var, reveal)}"
+            if var.sensitive and not reveal:
+                line += f"  (hidden: {hidden_reason(var)})"
+            lines.append(line)
+    return lines

@@ -6,9 +6,17 @@ import argparse
 import time
 from typing import Optional
 
-from cpinspect.cli.common import Connection, add_target_arguments, connect
+from cpinspect.cli.common import (
+    Connection,
+    add_target_arguments,
+    connect,
+    parse_pid,
+    pyspy_for,
+    pyspy_only,
+)
+from cpinspect.errors import AgentNotFound
 from cpinspect.sources.agent import DEFAULT_TIMEOUT
-from cpinspect.sources.live import AgentSession
+from cpinspect.sources.live import AgentSession, PySpySession
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,10 +31,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    conn = connect(args)
+    try:
+        conn = connect(args)
+    except AgentNotFound as exc:
+        pid = parse_pid(args.pid)
+        assert pid is not None  # by socket, a missing agent is a missing socket
+        source, _ = pyspy_only(pid, exc)
+        return run_pyspy_tui(PySpySession(source, pid), pid, args.interval)
     return run_tui(
         conn, by_socket=args.socket is not None, interval=args.interval, timeout=args.timeout
     )
+
+
+def run_pyspy_tui(session: PySpySession, pid: int, interval: float) -> int:
+    from cpinspect.sources.source_lines import SourceLines
+    from cpinspect.tui.app import InspectorApp
+
+    app = InspectorApp(session, interval=interval, source_lines=SourceLines(pid), clock=time.time)
+    try:
+        app.run()
+    finally:
+        session.close()
+    return int(app.return_code or 0)
 
 
 def run_tui(conn: Connection, by_socket: bool, interval: float, timeout: float) -> int:
@@ -40,6 +66,7 @@ def run_tui(conn: Connection, by_socket: bool, interval: float, timeout: float) 
         pid=None if by_socket else conn.pid,
         timeout=timeout,
         on_new_pid=lines.retarget,
+        pyspy=pyspy_for(conn.pid),
     )
     app = InspectorApp(session, interval=interval, source_lines=lines, clock=time.time)
     try:

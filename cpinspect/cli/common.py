@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 from cpinspect.attach.discovery import check_socket_file, find_agent, pid_from_socket_path
-from cpinspect.errors import CpinspectError, UsageError
-from cpinspect.model import ProcessInfo
+from cpinspect.errors import (
+    AgentNotFound,
+    CpinspectError,
+    NotCherryPy,
+    PermissionDenied,
+    PySpyMissing,
+    UsageError,
+)
+from cpinspect.model import ProcessInfo, ThreadsSnapshot
 from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
+from cpinspect.sources.pyspy import PySpySource, find_pyspy, looks_like_cherrypy
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,3 +69,37 @@ def connect(args: argparse.Namespace) -> Connection:
         guess = pid_from_socket_path(args.socket)
         pid = info.pid if guess is None or guess == info.pid else None
     return Connection(source=source, info=info, pid=pid)
+
+
+def pyspy_for(pid: Optional[int]) -> Optional[PySpySource]:
+    """A py-spy reader of ``pid`` beside the agent, or None when there is no py-spy.
+
+    Whether py-spy may read the process (ptrace) shows at its first run; the session then says
+    why once and carries on with the agent alone.
+    """
+    if pid is None:
+        return None
+    try:
+        return PySpySource(pid, executable=find_pyspy())
+    except PySpyMissing:
+        return None
+
+
+def pyspy_only(pid: int, why_no_agent: AgentNotFound) -> Tuple[PySpySource, ThreadsSnapshot]:
+    """Read a process without the agent through py-spy; refuse what is not CherryPy."""
+    try:
+        source = PySpySource(pid, executable=find_pyspy())
+        snapshot = source.threads()
+    except PySpyMissing as exc:
+        raise AgentNotFound("%s (and %s)" % (why_no_agent, exc)) from None
+    except PermissionDenied as exc:
+        raise PermissionDenied(
+            "pid %d has no cpinspect agent, and py-spy may not read it: %s" % (pid, exc)
+        ) from None
+    if not looks_like_cherrypy(snapshot):
+        raise NotCherryPy(
+            "pid %d runs Python but no CherryPy: none of its %d threads is in cherrypy or "
+            "cheroot code (is it the right process? `ps -ef | grep cherry`)"
+            % (pid, len(snapshot.threads))
+        )
+    return source, snapshot

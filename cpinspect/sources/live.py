@@ -1,4 +1,10 @@
-"""A live session on one target: polls a source, keeps the last good data, and reconnects.
+"""A live session on one target: polls its sources, keeps the last good data, and reconnects.
+
+``AgentSession`` asks the agent; when py-spy can read the process too, each poll also runs it
+and joins the two thread by thread (GIL holder, native frames). When the agent does not answer
+within about a second, py-spy's threads stand in for it, with a banner saying the interpreter may
+be stuck, and the agent takes over again as soon as it answers. ``PySpySession`` is the inspector
+on a process without the agent: py-spy only.
 
 When the target exits or restarts, the session keeps the last data, says so, and looks for the
 same service: first the same pid (CherryPy's Autoreloader re-executes in place), then any process
@@ -8,16 +14,27 @@ with the same command line listening on the same port(s).
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 import psutil
 
-from cpinspect.attach.discovery import find_agent
-from cpinspect.errors import AgentUnavailable, CpinspectError, EndpointError, TargetGone
-from cpinspect.model import ProcessInfo, SourceKind, ThreadsSnapshot
+from cpinspect.attach.discovery import ENABLE_HINT, find_agent
+from cpinspect.errors import (
+    AgentUnavailable,
+    CpinspectError,
+    EndpointError,
+    NoSuchProcess,
+    PermissionDenied,
+    PySpyMissing,
+    TargetGone,
+)
+from cpinspect.model import ProcessInfo, SourceKind, ThreadInfo, ThreadLocals, ThreadsSnapshot
 from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
 from cpinspect.sources.base import LinkState, Update
+from cpinspect.sources.merge import fallback_threads, gil_holder, merge_threads
+from cpinspect.sources.pyspy import PySpySource
 
 INFO_EVERY = 5
 """Re-read /v1/info every N polls: engine state changes, the rest rarely does."""
@@ -83,8 +100,17 @@ class AgentSession:
         timeout: float = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
         on_new_pid: Optional[Callable[[int], None]] = None,
+        pyspy: Optional[PySpySource] = None,
     ) -> None:
         self.source: Optional[AgentSource] = source
+        self.pyspy = pyspy
+        """Reads the same process from outside; None when py-spy is missing or not allowed."""
+        self.pyspy_note = ""
+        """Why py-spy is off, said once in the warnings."""
+        self.native = False
+        # py-spy runs beside the agent request, not after it: when the agent does not answer,
+        # its data is ready the moment the timeout says so.
+        self._spy_runner: Optional[ThreadPoolExecutor] = None
         self.on_new_pid = on_new_pid
         """Called (from the polling thread) when reconnection lands on another pid."""
         self.timeout = timeout
@@ -102,6 +128,7 @@ class AgentSession:
         self._pending_message = ""
         self._notice = ""
         self._notice_until = 0.0
+        self._gil: Optional[ThreadInfo] = None
 
     @property
     def label(self) -> str:
@@ -113,6 +140,7 @@ class AgentSession:
             return self._update(now, LinkState.LOST, self._lost_message())
         assert self.source is not None
         self._endpoint_errors = []
+        spy_future = self._start_spy()
         try:
             if self.info is None or self._polls % INFO_EVERY == 0:
                 try:
@@ -135,7 +163,11 @@ class AgentSession:
             if self._lost_since is None:
                 self._lost_since = now
             self._lost_reason = str(exc)
+            fallback = self._fallback(now, self._spy_result(spy_future))
+            if fallback is not None:
+                return fallback
             return self._update(now, LinkState.LOST, self._lost_message())
+        self._merge_pyspy(self._spy_result(spy_future))
         self._polls += 1
         state = LinkState.LIVE
         message = ""
@@ -148,6 +180,94 @@ class AgentSession:
         elif now < self._notice_until:
             message = self._notice  # long enough for a person to notice
         return self._update(now, state, message)
+
+    # -- py-spy beside the agent ---------------------------------------------------------------
+
+    def _spy(self) -> Optional[ThreadsSnapshot]:
+        """py-spy's threads, or None (saying why once) when it cannot read the process."""
+        if self.pyspy is None:
+            return None
+        try:
+            return self.pyspy.threads()
+        except (PySpyMissing, PermissionDenied) as exc:
+            # Will not get better by retrying: stop running it, say so once.
+            self.pyspy = None
+            self.pyspy_note = (
+                "py-spy unavailable (%s): no GIL holder, locals or native frames" % exc
+            )
+        except CpinspectError as exc:
+            self.pyspy_note = "py-spy failed this time: %s" % exc
+        return None
+
+    def _start_spy(self) -> Optional[Future[Optional[ThreadsSnapshot]]]:
+        if self.pyspy is None:
+            return None
+        if self._spy_runner is None:
+            self._spy_runner = ThreadPoolExecutor(1, thread_name_prefix="cpinspect-pyspy")
+        return self._spy_runner.submit(self._spy)
+
+    def _spy_result(
+        self, future: Optional[Future[Optional[ThreadsSnapshot]]]
+    ) -> Optional[ThreadsSnapshot]:
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except Exception as exc:  # noqa: BLE001 - _spy handles ours; anything else is said
+            self.pyspy_note = "py-spy failed: %s" % exc
+            return None
+
+    def _merge_pyspy(self, spy: Optional[ThreadsSnapshot]) -> None:
+        if self.threads is None:
+            return
+        if spy is not None:
+            self.pyspy_note = ""
+            self.threads = merge_threads(self.threads, spy, native=self.native)
+            self._gil = gil_holder(spy)
+
+    def _fallback(self, now: float, spy: Optional[ThreadsSnapshot]) -> Optional[Update]:
+        """The agent does not answer: show py-spy's threads instead, if it could read them."""
+        if spy is None or (self.pid is not None and not psutil.pid_exists(self.pid)):
+            return None
+        holder = gil_holder(spy)
+        who = " (GIL held by thread %s)" % holder.name if holder is not None else ""
+        message = "%s — the interpreter may be stuck%s; threads from py-spy" % (
+            self._lost_reason,
+            who,
+        )
+        threads = fallback_threads(spy, self.threads)
+        warnings = tuple(self.source.warnings) if self.source is not None else ()
+        return Update(
+            fetched_at=now,
+            state=LinkState.LIVE,
+            source_kind=SourceKind.AGENT,
+            source_label=self.label,
+            info=self.info,
+            threads=threads,
+            message=message,
+            warnings=warnings,
+            threads_source=SourceKind.PYSPY,
+            stale=("info", "pools"),
+            gil_holder=holder.ident if holder is not None else None,
+        )
+
+    def thread_locals(self, ident: int) -> ThreadLocals:
+        if self.pyspy is None:
+            raise PySpyMissing(
+                "local variables are read by py-spy, which cannot read this process: %s"
+                % (self.pyspy_note or "not set up")
+            )
+        return self.pyspy.thread_locals(ident)
+
+    def set_native(self, native: bool) -> None:
+        if self.pyspy is None and native:
+            raise PySpyMissing(
+                "native frames are read by py-spy, which cannot read this process: %s"
+                % (self.pyspy_note or "not set up")
+            )
+        self.native = native
+        if self.pyspy is not None:
+            self.pyspy.native = native
 
     def _lose(self, now: float, reason: str) -> None:
         if self._lost_since is None:
@@ -200,6 +320,8 @@ class AgentSession:
         if self.source is not None:
             warnings = tuple(self.source.warnings)
         warnings += tuple(self._endpoint_errors)
+        if self.pyspy_note:
+            warnings += (self.pyspy_note,)
         if self.threads is not None:
             warnings += tuple("probe failed: %s" % e for e in self.threads.errors)
         return Update(
@@ -213,9 +335,96 @@ class AgentSession:
             threads=self.threads,
             message=message,
             warnings=warnings,
+            gil_holder=self._gil.ident if self._gil is not None else None,
         )
 
     def close(self) -> None:
         if self.source is not None:
             self.source.close()
             self.source = None
+        if self._spy_runner is not None:
+            self._spy_runner.shutdown(wait=False)
+            self._spy_runner = None
+        if self.pyspy is not None:
+            self.pyspy.close()
+
+
+def process_info_from_outside(pid: int) -> ProcessInfo:
+    """What can be known of a process without its agent (for the header)."""
+    try:
+        proc = psutil.Process(pid)
+        cmdline = tuple(proc.cmdline())
+        exe = proc.exe()
+        started = proc.create_time()
+    except psutil.NoSuchProcess:
+        raise NoSuchProcess("process %d exited" % pid) from None
+    except psutil.Error:
+        cmdline, exe, started = (), "", None
+    name = exe.rsplit("/", 1)[-1]
+    python = name[len("python") :] if name.startswith("python") else "?"
+    return ProcessInfo(
+        pid=pid,
+        cmdline=cmdline,
+        python=python or "?",
+        cherrypy=None,
+        cheroot=None,
+        agent_version="-",
+        schema=0,
+        engine_state="? (no agent)",
+        started_at=started,
+    )
+
+
+class PySpySession:
+    """The ``Poller`` for a process without the agent: everything from py-spy."""
+
+    def __init__(
+        self, pyspy: PySpySource, pid: int, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.pyspy = pyspy
+        self.pid = pid
+        self.clock = clock
+        self.info: Optional[ProcessInfo] = None
+        self.threads: Optional[ThreadsSnapshot] = None
+        self.native = False
+        self._lost = ""
+        self.message = (
+            "no agent in pid %d: threads and requests read by py-spy from outside. For pool "
+            "numbers, request details, routes and logs, %s" % (pid, ENABLE_HINT)
+        )
+
+    def poll(self) -> Update:
+        now = self.clock()
+        state = LinkState.LIVE
+        message = self.message
+        try:
+            if self.info is None:
+                self.info = process_info_from_outside(self.pid)
+            self.threads = self.pyspy.threads()
+        except NoSuchProcess as exc:
+            state, message = LinkState.LOST, "%s — showing the last data" % exc
+        except CpinspectError as exc:
+            state, message = LinkState.LOST, "py-spy could not read pid %d: %s" % (self.pid, exc)
+        holder = gil_holder(self.threads)
+        return Update(
+            fetched_at=now
+            if state is LinkState.LIVE
+            else (self.threads.taken_at if self.threads is not None else now),
+            state=state,
+            source_kind=SourceKind.PYSPY,
+            source_label="py-spy pid %d" % self.pid,
+            info=self.info,
+            threads=self.threads,
+            message=message,
+            gil_holder=holder.ident if holder is not None else None,
+        )
+
+    def thread_locals(self, ident: int) -> ThreadLocals:
+        return self.pyspy.thread_locals(ident)
+
+    def set_native(self, native: bool) -> None:
+        self.native = native
+        self.pyspy.native = native
+
+    def close(self) -> None:
+        self.pyspy.close()

@@ -1,7 +1,8 @@
 """The live inspector: header, banner, pool bar and tabbed panels over one ``Poller``.
 
-All I/O runs in worker threads: ``poller.poll()`` once per interval (one at a time) and source
-lines for the stack pane. Results arrive as messages; the UI thread only renders them::
+All I/O runs in worker threads: ``poller.poll()`` once per interval (one at a time), source
+lines for the stack pane, ``poller.thread_locals()`` for the locals view (``v``) and
+``poller.set_native()`` (``n``). Results arrive as messages; the UI thread only renders them::
 
     app = InspectorApp(poller, interval=1.0, source_lines=SourceLines(pid), clock=time.time)
     app.run()
@@ -11,19 +12,22 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from typing import Any, Callable, ClassVar, Iterable, List, Optional
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import Worker, get_current_worker
 
 from cpinspect.sources.base import LinkState, Poller, Update
 from cpinspect.sources.source_lines import LineReader
-from cpinspect.tui.messages import Polled
+from cpinspect.tui.messages import NativeChanged, Polled
 from cpinspect.tui.screens.help import HelpScreen, KeyHelp
+from cpinspect.tui.screens.locals import LocalsScreen, describe_error
 from cpinspect.tui.state import InspectorState
 from cpinspect.tui.widgets.banner import Banner, banner_lines
 from cpinspect.tui.widgets.header_bar import HeaderBar, HeaderState
@@ -34,6 +38,8 @@ AGE_TICK = 0.5
 """Seconds between refreshes of the data's age in the header."""
 CLOSE_WAIT = 2.0
 """On exit, how long to wait for an in-flight poll before closing the poller anyway."""
+COMPACT_FOOTER_BELOW = 100
+"""Terminal widths under which the footer drops its spacing (and the palette hint) to fit."""
 
 
 def _describe(error: BaseException) -> str:
@@ -55,6 +61,18 @@ class InspectorApp(App[None]):
             tooltip="Freeze the screen (polling goes on); again shows the newest",
         ),
         Binding("r", "refresh", "Refresh", show=False, tooltip="Poll now"),
+        Binding(
+            "v",
+            "locals",
+            "Locals",
+            tooltip="Local variables of the selected thread (py-spy)",
+        ),
+        Binding(
+            "n",
+            "toggle_native",
+            "Native",
+            tooltip="Native (C) frames in the stacks on/off (py-spy --native)",
+        ),
         Binding("1", "show_tab('threads')", "Threads", show=False, tooltip="The Threads tab"),
         Binding("question_mark", "help", "Keys", tooltip="This list of keys"),
         Binding("q", "quit", "Quit", tooltip="Quit the inspector (the target is unaffected)"),
@@ -84,10 +102,15 @@ class InspectorApp(App[None]):
         """Why the last poll failed, until one succeeds."""
         self.polls_received = 0
         """Poll results received (updates and errors), applied or not."""
+        self.native = False
+        """Stacks include native frames: ``set_native(True)`` succeeded (``n`` toggles)."""
+        self.native_pending = False
+        """A ``set_native()`` call is running in a worker."""
         self.updates_applied = 0
         """Updates put on screen."""
         self._poll_worker: Optional[Worker[None]] = None
         self._poll_in_flight = False
+        self._poll_again = False
         self._poll_lock = threading.Lock()
         self._closed = False
 
@@ -104,14 +127,15 @@ class InspectorApp(App[None]):
         yield self.pool_bar
         with self.tabs, TabPane("Threads", id="threads"):
             yield self.threads_panel
-        yield Footer()
+        self.footer = Footer()
+        yield self.footer
 
     def on_mount(self) -> None:
         self.threads_panel.table.focus()
         self._render_all()
         self.poll_now()
         self.set_interval(self.interval, self.poll_now, name="poll")
-        self.set_interval(AGE_TICK, self._render_header, name="age")
+        self.set_interval(AGE_TICK, self._tick, name="age")
 
     # --- polling (worker thread) ---------------------------------------------------------------
 
@@ -120,9 +144,16 @@ class InspectorApp(App[None]):
         """A poll has started and its result has not been handled yet."""
         return self._poll_in_flight
 
-    def poll_now(self) -> None:
-        """Start a poll unless one is still running (polls never overlap)."""
-        if self._closed or self._poll_in_flight:
+    def poll_now(self, again: bool = False) -> None:
+        """Start a poll unless one is still running (polls never overlap).
+
+        With ``again``, a poll still running is followed by a new one as soon as it ends (its
+        data predates what the caller just changed, such as native frames).
+        """
+        if self._closed:
+            return
+        if self._poll_in_flight:
+            self._poll_again = self._poll_again or again
             return
         self._poll_in_flight = True
         self._poll_worker = self.run_worker(
@@ -165,6 +196,9 @@ class InspectorApp(App[None]):
             else:
                 self._apply(message.update)
         self._render_status()
+        if self._poll_again:
+            self._poll_again = False
+            self.poll_now()
 
     def _apply(self, update: Update) -> None:
         self.state.apply(update)
@@ -185,9 +219,7 @@ class InspectorApp(App[None]):
         self._render_status()
         state = self.state
         snap = state.threads
-        self.pool_bar.state = PoolBarState.build(
-            snap, dict(state.busy_history), state.requests_per_second()
-        )
+        self._render_pool_bar()
         self.threads_panel.show_snapshot(snap)
 
     def _render_status(self) -> None:
@@ -199,9 +231,27 @@ class InspectorApp(App[None]):
             newest is not None and newest.state is LinkState.LOST
         )
         self.threads_panel.set_class(lost, "-stale")
-        self.pool_bar.set_class(lost, "-stale")
+        self.pool_bar.set_class(lost or self.state.pools_stale, "-stale")
         self.banner.show(banner_lines(newest, self.poll_error))
         self._render_header()
+
+    def _render_pool_bar(self) -> None:
+        state = self.state
+        self.pool_bar.state = PoolBarState.build(
+            state.threads,
+            dict(state.busy_history),
+            state.requests_per_second(),
+            stale=state.pools_stale,
+            stale_age=state.pools_age(self.clock()),
+        )
+
+    def _tick(self) -> None:
+        """Twice a second: the ages on screen follow the clock between polls."""
+        if not self._on_screen:
+            return
+        self._render_header()
+        if self.state.pools_stale:
+            self._render_pool_bar()
 
     def _render_header(self) -> None:
         if not self._on_screen:
@@ -218,6 +268,7 @@ class InspectorApp(App[None]):
             error=self.poll_error,
             age=age,
             stale=age is not None and age > stale_after,
+            native=self.native,
         )
 
     @on(ThreadsPanel.CaptionChanged)
@@ -242,6 +293,47 @@ class InspectorApp(App[None]):
     def action_show_tab(self, tab: str) -> None:
         self.tabs.active = tab
 
+    def action_locals(self) -> None:
+        """Open the locals view on the selected thread; a worker reads them."""
+        thread = self.threads_panel.selected_thread
+        if thread is None:
+            self.notify("Select a thread first: its local variables show.", severity="warning")
+            return
+        self.push_screen(LocalsScreen(thread, partial(self.poller.thread_locals, thread.ident)))
+
+    def action_toggle_native(self) -> None:
+        """Ask the poller for native frames (or no more), in a worker: it may block briefly."""
+        if self.native_pending or self._closed:
+            return
+        self.native_pending = True
+        self.run_worker(
+            partial(self._set_native_blocking, not self.native),
+            thread=True,
+            group="native",
+            exit_on_error=False,
+            description="Switching native frames",
+        )
+
+    def _set_native_blocking(self, native: bool) -> None:
+        """Runs in a worker thread."""
+        try:
+            self.poller.set_native(native)
+        except Exception as error:  # noqa: BLE001 - shown to the user; the setting stays
+            message = NativeChanged(not native, describe_error(error))
+        else:
+            message = NativeChanged(native)
+        self.post_message(message)
+
+    @on(NativeChanged)
+    def _native_changed(self, message: NativeChanged) -> None:
+        self.native_pending = False
+        if message.error is not None:
+            self.notify(message.error, title="Native frames unavailable", severity="error")
+            return
+        self.native = message.native
+        self._render_header()
+        self.poll_now(again=True)
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.key_help()))
@@ -254,6 +346,8 @@ class InspectorApp(App[None]):
             if isinstance(binding, Binding)
         ]
         rows.append(("↑ ↓", "Select a thread: its stack shows beside or below"))
+        rows.append(("r, enter", "In the locals view: reveal or hide the selected frame's values"))
+        rows.append(("escape", "Close the locals view or this list"))
         rows.append(("tab", "Move between the tabs and the table"))
         rows.append(("ctrl+p", "Command palette"))
         return rows
@@ -279,6 +373,19 @@ class InspectorApp(App[None]):
         yield SystemCommand(
             "Show library frames", "Stack pane: toggle folding", panel.action_toggle_library
         )
+        yield SystemCommand(
+            "Show local variables",
+            "Of the selected thread (py-spy --locals)",
+            self.action_locals,
+        )
+        yield SystemCommand(
+            "Native frames on / off", "Stacks with C frames (py-spy)", self.action_toggle_native
+        )
+
+    def on_resize(self, event: Resize) -> None:
+        compact = event.size.width < COMPACT_FOOTER_BELOW
+        self.footer.compact = compact
+        self.footer.show_command_palette = not compact
 
     # --- shutdown ------------------------------------------------------------------------------
 

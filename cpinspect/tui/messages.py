@@ -6,6 +6,7 @@ from typing import Dict, Optional, Tuple
 
 from textual.message import Message
 
+from cpinspect.model import ThreadLocals
 from cpinspect.sources.base import Update
 
 
@@ -30,3 +31,22 @@ class SourceLinesLoaded(Message):
     def __init__(self, lines: Dict[Tuple[str, int], Optional[str]]) -> None:
         super().__init__()
         self.lines = lines
+
+
+class LocalsLoaded(Message):
+    """``thread_locals()`` finished in a worker: the locals, or the one-line reason it failed."""
+
+    def __init__(self, locals_: Optional[ThreadLocals], error: Optional[str] = None) -> None:
+        super().__init__()
+        self.locals = locals_
+        self.error = error
+
+
+class NativeChanged(Message):
+    """``set_native()`` finished in a worker: ``native`` is now in force, or ``error`` says why
+    not (the previous setting stays)."""
+
+    def __init__(self, native: bool, error: Optional[str] = None) -> None:
+        super().__init__()
+        self.native = native
+        self.error = error

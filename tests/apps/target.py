@@ -49,6 +49,18 @@ class Root:
         return str(n)
 
     @cherrypy.expose
+    def regex(self, n="27", **params):
+        """A catastrophic regular expression: the GIL stays held inside one C call.
+
+        Every Python thread freezes meanwhile, the agent's too; each extra ``n`` doubles the time
+        (27 is about 4 s here). Capped so a test can never hang for long.
+        """
+        import re
+
+        size = min(int(n), 29)
+        return str(bool(re.match(r"(a+)+$", "a" * size + "b")))
+
+    @cherrypy.expose
     def upload(self, **params):
         """CherryPy reads an urlencoded body before calling this: a slow client holds a worker."""
         return "got %d fields" % len(params)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -39,15 +40,29 @@ def test_not_a_python_process():
         sleeper.wait()
 
 
-def test_python_without_the_agent_says_how_to_enable_it(spawn_target):
+def test_cherrypy_without_the_agent_is_read_by_pyspy_and_says_how_to_enable_it(spawn_target):
+    # GIVEN a CherryPy app without the agent
     target = spawn_target("--agent", "none")
-    assert_one_line(
-        run_cli("attach", str(target.pid)),
-        6,
-        "no cpinspect agent",
-        "inspector.on = True",
-        "cpinspect.agent.install()",
-    )
+    # WHEN it is dumped
+    result = run_cli("dump", str(target.pid))
+    # THEN py-spy reads its threads, and one line says how to get the rest from the agent
+    assert result.returncode == 0, result.stderr
+    assert "CP Server Thread" in result.stdout
+    notes = result.stderr.strip().splitlines()
+    assert len(notes) == 1 and "no cpinspect agent" in notes[0]
+    assert "inspector.on = True" in notes[0] and "cpinspect.agent.install()" in notes[0]
+
+
+def test_python_that_is_not_cherrypy():
+    code = "import sys, time; print('ready', flush=True); time.sleep(60)"
+    plain = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert plain.stdout is not None and plain.stdout.readline() == "ready\n"
+        assert_one_line(run_cli("attach", str(plain.pid)), 4, "runs Python but no CherryPy")
+        assert_one_line(run_cli("dump", str(plain.pid)), 4, "runs Python but no CherryPy")
+    finally:
+        plain.kill()
+        plain.wait()
 
 
 def test_stale_socket_file(short_tmp):

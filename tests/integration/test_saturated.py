@@ -91,7 +91,14 @@ def test_requests_in_flight_before_install_are_found_by_frame_walk(spawn_target)
     # GIVEN an app without the agent whose workers are all blocked
     target = spawn_target("--threads", "3", "--agent", "none")
     BackgroundRequests(target.port, "/block?seconds=60", 2)
-    wait_for(lambda: "READY" in target.output(), what="app up")
+    # Both must be inside the handler before the agent arrives: py-spy sees it from outside.
+    from cpinspect.sources.pyspy import PySpySource
+
+    spy = PySpySource(target.pid)
+    wait_for(
+        lambda: sum(1 for t in spy.threads().threads if t.busy and t.request) == 2,
+        what="two requests in flight before the install",
+    )
 
     # WHEN the agent is installed at runtime (through the one free worker)
     import httpx

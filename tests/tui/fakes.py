@@ -8,6 +8,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from cpinspect.model import (
     Frame,
+    FrameLocals,
+    LocalVar,
     Phase,
     PoolInfo,
     ProcessInfo,
@@ -16,6 +18,7 @@ from cpinspect.model import (
     ServerInfo,
     SourceKind,
     ThreadInfo,
+    ThreadLocals,
     ThreadsSnapshot,
 )
 from cpinspect.sources.base import LinkState, Update
@@ -236,6 +239,7 @@ def update(
     message: str = "",
     warnings: Tuple[str, ...] = (),
     info: Optional[ProcessInfo] = INFO,
+    **extra: object,
 ) -> Update:
     fetched_at = threads.taken_at if threads is not None else T0
     return Update(
@@ -247,6 +251,7 @@ def update(
         threads=threads,
         message=message,
         warnings=warnings,
+        **extra,  # type: ignore[arg-type]
     )
 
 
@@ -274,6 +279,102 @@ def build_up(samples: int = 12) -> List[Update]:
     return out
 
 
+# --- py-spy: the interpreter stuck with the GIL held ---------------------------------------
+
+FALLBACK_MESSAGE = (
+    "agent not answering — the interpreter may be stuck (GIL held by thread CP Server Thread-3)"
+)
+REGEX_STACK = (
+    Frame("/usr/lib/python3.11/re/__init__.py", 176, "search"),
+    app_frame("search.py", 12, "find", "Search.find"),
+    *CHERRYPY_OUTER,
+)
+NATIVE_REGEX_STACK = (
+    Frame("Modules/_sre/sre_lib.h", 1062, "sre_ucs1_search", native=True),
+    Frame("Modules/_sre/sre.c", 772, "_sre_SRE_Pattern_search_impl", native=True),
+    Frame("/usr/lib/libpython3.11.so.1.0", 0, "PyObject_Vectorcall", native=True),
+    *REGEX_STACK,
+    Frame("/usr/lib/x86_64-linux-gnu/libc.so.6", 0, "start_thread", native=True),
+    Frame("/usr/lib/x86_64-linux-gnu/libc.so.6", 0, "clone3", native=True),
+)
+GIL_HOLDER = 140_000_000_000_003
+"""Ident of ``CP Server Thread-3``, holding the GIL in the regex engine."""
+
+
+def stuck_threads(taken_at: float = T0, stack: Sequence[Frame] = REGEX_STACK) -> List[ThreadInfo]:
+    """What py-spy sees: worker 3 in a catastrophic regex holding the GIL, the rest waiting.
+
+    py-spy gives no elapsed times; requests come from the agent's last answer (or ``Request.run``
+    locals) and GIL ownership only from py-spy (``owns_gil`` left unset here: the update's
+    ``gil_holder`` names the thread, as a session may).
+    """
+    threads = list(incident_threads(taken_at))
+    stuck = threads[2]
+    assert stuck.request is not None
+    request = replace(stuck.request, path="/search", query="q=(a%2B)%2Bb", handler="Search.find")
+    threads[2] = replace(stuck, stack=tuple(stack), request=request)
+    return threads
+
+
+def fallback_update(taken_at: float = T0, *, pools_at: Optional[float] = None) -> Update:
+    """py-spy standing in for a silent agent: threads are fresh, pool numbers are stale."""
+    snap = snapshot(
+        stuck_threads(taken_at),
+        taken_at=taken_at,
+        pools=[pool(busy=10, queued=17)],
+        served=1200,
+    )
+    return update(
+        snap,
+        message=FALLBACK_MESSAGE,
+        threads_source=SourceKind.PYSPY,
+        stale=("pools",),
+        gil_holder=GIL_HOLDER,
+    )
+
+
+def thread_locals(ident: int = GIL_HOLDER, name: str = "CP Server Thread-3") -> ThreadLocals:
+    """Locals of the stuck worker, innermost first: a secret in two frames, an environ."""
+    return ThreadLocals(
+        ident=ident,
+        name=name,
+        taken_at=T0,
+        frames=(
+            FrameLocals(
+                REGEX_STACK[0],
+                (
+                    LocalVar("pattern", "'(a+)+b'", is_arg=True),
+                    LocalVar("string", "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaac'", is_arg=True),
+                    LocalVar("flags", "0", is_arg=True),
+                ),
+            ),
+            FrameLocals(
+                REGEX_STACK[1],
+                (
+                    LocalVar("self", "<Search at 0x7f3e2c1b5d10>", is_arg=True),
+                    LocalVar("q", "'(a+)+b'", is_arg=True),
+                    LocalVar("api_token", "'tok-SECRET-1234'", sensitive=True),
+                    LocalVar("limit", "50"),
+                ),
+            ),
+            FrameLocals(
+                REGEX_STACK[4],
+                (
+                    LocalVar("self", "<Request at 0x7f3e2c0a1f50>", is_arg=True),
+                    LocalVar("method", "'GET'", is_arg=True),
+                    LocalVar("path", "'/search'", is_arg=True),
+                    LocalVar(
+                        "environ",
+                        "{'HTTP_COOKIE': 'session_id=COOKIE-SECRET-99', 'REQUEST_METHOD': 'GET'}",
+                        sensitive=True,
+                    ),
+                ),
+            ),
+            FrameLocals(REGEX_STACK[-1], ()),
+        ),
+    )
+
+
 Scripted = Union[Update, BaseException]
 
 
@@ -281,13 +382,25 @@ class FakePoller:
     """Returns scripted updates in order, then repeats the last; an exception entry is raised.
 
     ``set()`` replaces what the next polls return, as a changing target would.
+    ``thread_locals`` answers ``locals_answer`` (or raises it) and records who asked from where;
+    ``set_native`` records its calls (or raises ``native_error``).
     """
 
-    def __init__(self, script: Sequence[Scripted]) -> None:
+    def __init__(
+        self,
+        script: Sequence[Scripted],
+        locals_answer: Union[ThreadLocals, BaseException, None] = None,
+    ) -> None:
         self._script: List[Scripted] = list(script)
         self._lock = threading.Lock()
         self.polls = 0
         self.closed = False
+        self.locals_answer = locals_answer
+        self.locals_calls: List[Tuple[int, bool]] = []
+        """``(ident, called on the main thread)`` per ``thread_locals`` call."""
+        self.native_calls: List[Tuple[bool, bool]] = []
+        """``(native, called on the main thread)`` per ``set_native`` call."""
+        self.native_error: Optional[BaseException] = None
 
     def set(self, *script: Scripted) -> None:
         with self._lock:
@@ -300,6 +413,25 @@ class FakePoller:
         if isinstance(item, BaseException):
             raise item
         return item
+
+    def thread_locals(self, ident: int) -> ThreadLocals:
+        on_main = threading.current_thread() is threading.main_thread()
+        with self._lock:
+            self.locals_calls.append((ident, on_main))
+            answer = self.locals_answer
+        if isinstance(answer, BaseException):
+            raise answer
+        if answer is None:
+            return thread_locals(ident, f"thread {ident}")
+        return answer
+
+    def set_native(self, native: bool) -> None:
+        on_main = threading.current_thread() is threading.main_thread()
+        with self._lock:
+            self.native_calls.append((native, on_main))
+            error = self.native_error
+        if error is not None:
+            raise error
 
     def close(self) -> None:
         self.closed = True

@@ -1,13 +1,45 @@
-"""Pilot helpers: wait on conditions with deadlines, poll like a user pressing ``r``."""
+"""Pilot helpers: the app on a fake poller, what the table shows, waiting with deadlines."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Dict, List
 
 from textual.pilot import Pilot
 
+from cpinspect.model import ThreadInfo
 from cpinspect.tui.app import InspectorApp
+from cpinspect.tui.widgets.threads_table import ThreadsTable
+
+from .fakes import NOW, SOURCE, FakeLines, FakePoller
+
+
+def make_app(poller: FakePoller, **kwargs: object) -> InspectorApp:
+    """The app as the CLI builds it, with a fixed clock and no timer-driven polls."""
+    options: Dict[str, Any] = {
+        "interval": 3600.0,
+        "source_lines": FakeLines(SOURCE),
+        "clock": lambda: NOW,
+    }
+    options.update(kwargs)
+    return InspectorApp(poller, **options)
+
+
+def table(app: InspectorApp) -> ThreadsTable:
+    return app.query_one(ThreadsTable)
+
+
+def column(app: InspectorApp, key: str) -> List[str]:
+    """The plain text of one column, top to bottom."""
+    t = table(app)
+    return [t.cell_text(row, key) for row in range(len(t.row_keys))]
+
+
+def names(app: InspectorApp) -> List[str]:
+    """Thread names in display order (thread rows only)."""
+    t = table(app)
+    selections = [t.object_at(k) for k in t.row_keys]
+    return [s.name for s in selections if isinstance(s, ThreadInfo)]
 
 
 async def wait_until(

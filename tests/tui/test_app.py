@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Dict
 
 import pytest
 from textual.widgets import TabbedContent
 
-from cpinspect.model import Frame, Phase, Role, ThreadInfo
+from cpinspect.model import Frame, Phase, Role
 from cpinspect.sources.base import LinkState, Update
 from cpinspect.sources.source_lines import SourceLines
 from cpinspect.tui.app import InspectorApp
@@ -24,9 +24,7 @@ from cpinspect.tui.widgets.threads_table import ThreadsTable
 from .fakes import (
     EXPORT_STACK,
     NOW,
-    SOURCE,
     T0,
-    FakeLines,
     FakePoller,
     incident_update,
     other_threads,
@@ -35,33 +33,7 @@ from .fakes import (
     update,
     worker,
 )
-from .helpers import first_data, poll, wait_until
-
-
-def make_app(poller: FakePoller, **kwargs: object) -> InspectorApp:
-    """The app as the CLI builds it, with a fixed clock and no timer-driven polls."""
-    options: Dict[str, Any] = {
-        "interval": 3600.0,
-        "source_lines": FakeLines(SOURCE),
-        "clock": lambda: NOW,
-    }
-    options.update(kwargs)
-    return InspectorApp(poller, **options)
-
-
-def table(app: InspectorApp) -> ThreadsTable:
-    return app.query_one(ThreadsTable)
-
-
-def column(app: InspectorApp, key: str) -> List[str]:
-    t = table(app)
-    return [t.cell_text(row, key) for row in range(len(t.row_keys))]
-
-
-def names(app: InspectorApp) -> List[str]:
-    t = table(app)
-    selections = [t._objects[k] for k in t.row_keys]
-    return [s.name for s in selections if isinstance(s, ThreadInfo)]
+from .helpers import column, first_data, make_app, names, poll, table, wait_until
 
 
 def mixed_update(taken_at: float = T0) -> Update:

@@ -1,4 +1,4 @@
-"""SVG snapshots of the main screen in the middle of an incident (pytest-textual-snapshot).
+"""SVG snapshots of the inspector in the middle of an incident (pytest-textual-snapshot).
 
 Deterministic: scripted data, a fixed clock, UTC, fixed terminal sizes, polls driven by the test
 (the interval timer never fires). Regenerate after an intended change with
@@ -15,8 +15,18 @@ from textual.pilot import Pilot
 from cpinspect.sources.base import LinkState
 from cpinspect.tui.app import InspectorApp
 
-from .fakes import NOW, SOURCE, FakeLines, FakePoller, build_up, incident_update
-from .helpers import first_data, poll
+from .fakes import (
+    NOW,
+    SOURCE,
+    T0,
+    FakeLines,
+    FakePoller,
+    build_up,
+    fallback_update,
+    incident_update,
+    thread_locals,
+)
+from .helpers import first_data, poll, wait_until
 
 SnapCompare = Callable[..., bool]
 
@@ -86,4 +96,54 @@ def test_help(snap_compare: SnapCompare) -> None:
     # GIVEN the incident WHEN ? is pressed THEN the keys are listed over it
     assert snap_compare(
         incident_app(), terminal_size=(80, 24), run_before=after_build_up(["question_mark"])
+    )
+
+
+def stuck_app() -> InspectorApp:
+    """The incident, then the interpreter stuck: py-spy stands in six seconds later."""
+    return InspectorApp(
+        FakePoller([*build_up(), fallback_update(T0 + 6)], locals_answer=thread_locals()),
+        interval=3600.0,
+        source_lines=FakeLines(SOURCE),
+        clock=lambda: T0 + 6.4,
+    )
+
+
+def after_the_agent_fell_silent(
+    keys: Iterable[str] = (),
+) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await first_data(pilot)
+        await poll(pilot, times=12)
+        await pilot.press("up")  # the cursor stayed on its thread; the GIL holder is above
+        await pilot.press(*keys)
+        if "v" in keys:
+            app = pilot.app
+            await wait_until(pilot, lambda: getattr(app.screen, "loaded", False), what="locals")
+            await pilot.press("down")
+        await pilot.pause()
+
+    return run_before
+
+
+def test_fallback_gil_holder(snap_compare: SnapCompare) -> None:
+    # GIVEN the agent silent, py-spy's threads standing in
+    # THEN the banner warns, the source says py-spy, the pool numbers say stale, and the thread
+    # holding the GIL leads the table, its stack at the regex
+    assert snap_compare(
+        stuck_app(), terminal_size=(100, 30), run_before=after_the_agent_fell_silent()
+    )
+
+
+def test_fallback_80x24(snap_compare: SnapCompare) -> None:
+    assert snap_compare(
+        stuck_app(), terminal_size=(80, 24), run_before=after_the_agent_fell_silent()
+    )
+
+
+def test_locals_view(snap_compare: SnapCompare) -> None:
+    # GIVEN the stuck thread WHEN v is pressed and the second frame selected
+    # THEN its locals show innermost first, secrets hidden with their reason
+    assert snap_compare(
+        stuck_app(), terminal_size=(80, 24), run_before=after_the_agent_fell_silent(["v"])
     )

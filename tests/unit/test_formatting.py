@@ -8,30 +8,43 @@ import pytest
 
 from cpinspect.formatting import (
     ThreadView,
+    display_value,
     format_age,
     format_dump,
     format_duration,
+    format_locals,
+    format_stack_lines,
+    frame_kind,
+    frame_location,
     gauge,
     group_stacks,
+    hidden_count,
+    hidden_reason,
     is_saturated,
     largest_shared_stack,
+    local_value,
     most_common_requests,
     pool_line,
     process_name,
     short_filename,
     sort_threads,
+    source_description,
     sparkline,
     stack_summary,
     thread_row,
 )
 from cpinspect.model import (
     Frame,
+    FrameLocals,
+    LocalVar,
     Phase,
     PoolInfo,
     ProcessInfo,
     RequestInfo,
     Role,
+    SourceKind,
     ThreadInfo,
+    ThreadLocals,
     ThreadsSnapshot,
 )
 
@@ -423,3 +436,110 @@ def test_dump_says_when_outer_frames_were_cut() -> None:
         threads=(ThreadInfo(7, "deep", Role.WORKER, busy=True, stack=(DB,), stack_truncated=12),)
     )
     assert "    … 12 outer frames not shown" in format_dump(INFO, snap, source_line, now=T0)
+
+
+# --- py-spy: sources, native frames, the GIL, local variables ----------------------------------
+
+
+def test_source_description_says_when_py_spy_stands_in_for_the_agent() -> None:
+    assert source_description(SourceKind.AGENT) == "agent"
+    assert source_description(SourceKind.PYSPY, None) == "py-spy"
+    assert source_description(SourceKind.AGENT, SourceKind.AGENT) == "agent"
+    assert source_description(SourceKind.AGENT, SourceKind.PYSPY) == (
+        "py-spy (agent not answering)"
+    )
+    assert source_description(SourceKind.FILE, SourceKind.PYSPY) == "py-spy (instead of file)"
+
+
+def test_native_frames_are_tagged_c_and_located_by_library_when_they_have_no_line() -> None:
+    libpython = Frame("/usr/lib/libpython3.11.so.1.0", 0, "PyObject_Call", native=True)
+    sre = Frame("Modules/_sre/sre.c", 772, "pattern_search", native=True)
+    assert (frame_kind(libpython), frame_location(libpython)) == ("c", "libpython3.11.so.1.0")
+    assert (frame_kind(sre), frame_location(sre)) == ("c", "sre.c:772")
+    assert (frame_kind(DB), frame_kind(RESPOND)) == ("app", "lib")
+    assert format_stack_lines((libpython, sre, DB), None) == [
+        "    PyObject_Call (/usr/lib/libpython3.11.so.1.0) [native]",
+        "    pattern_search (Modules/_sre/sre.c:772) [native]",
+        "    Database.fetch_all (/srv/shop/db.py:41)",
+    ]
+
+
+def test_the_group_holding_the_gil_comes_first_and_knows_its_holder() -> None:
+    # GIVEN three threads sharing a stack and one, alone in a regex, holding the GIL
+    regex = (lib("re/__init__.py", 176, "search"), REPORTS)
+    threads = [
+        thread(1, 30.0, "/r", stack=EXPORT),
+        thread(2, 20.0, "/r", stack=EXPORT),
+        thread(3, 10.0, "/r", stack=EXPORT),
+        thread(4, 1.0, "/s", stack=regex, gil=True),
+    ]
+    groups = group_stacks(threads)
+    # THEN its group leads, though smaller
+    assert [g.count for g in groups] == [1, 3]
+    holder = groups[0].gil_holder
+    assert holder is not None and holder.name == "CP Server Thread-4"
+    assert groups[1].gil_holder is None
+
+
+def var(name: str, value: str, sensitive: bool = False, is_arg: bool = False) -> LocalVar:
+    return LocalVar(name, value, is_arg=is_arg, sensitive=sensitive)
+
+
+@pytest.mark.parametrize(
+    ("variable", "reason"),
+    [
+        (var("api_token", "'x'", True), "secret-looking name"),
+        (var("password", "'x'", True), "secret-looking name"),
+        (var("environ", "{'HTTP_COOKIE': 'sid=1'}", True), "cookie or authorization"),
+        (var("headers", "{'Authorization': 'Basic x'}", True), "cookie or authorization"),
+        (var("hdr", '"Bearer abc.def"', True), "cookie or authorization"),
+        (var("body", "'" + "x" * 300 + "'", True), "long value"),
+        (var("text", '"aaaa..."', True), "long value"),
+        (var("params", '{"api_key": "x"}', True), "secret-looking key inside"),
+    ],
+)
+def test_a_hidden_value_says_why(variable: LocalVar, reason: str) -> None:
+    assert hidden_reason(variable) == reason
+
+
+def test_local_values_are_hidden_until_revealed_and_always_made_safe_for_a_terminal() -> None:
+    secret = var("token", "'abc'", sensitive=True)
+    assert local_value(secret, revealed=False) == "***"
+    assert local_value(secret, revealed=True) == "'abc'"
+    # control characters never reach the terminal raw; huge values are capped
+    assert display_value("a\x1b[2Jb\nc") == "a\\x1b[2Jb\\nc"
+    capped = display_value("x" * 30, limit=10)
+    assert capped == "x" * 10 + "… (20 more characters)"
+    assert hidden_count([secret, var("a", "1"), var("b", "2", True)]) == 2
+
+
+def test_format_locals_lists_frames_innermost_first_with_secrets_hidden() -> None:
+    locals_ = ThreadLocals(
+        ident=1003,
+        name="CP Server Thread-3",
+        taken_at=T0,
+        frames=(
+            FrameLocals(DB, (var("sql", "'SELECT 1'", is_arg=True), var("pwd", "'hunter2'", True))),
+            FrameLocals(REPORTS, ()),
+        ),
+    )
+    assert format_locals(locals_) == [
+        'Locals of thread 1003 "CP Server Thread-3" (innermost frame first)',
+        "    Database.fetch_all (db.py:41)",
+        "        arg sql = 'SELECT 1'",
+        "            pwd = ***  (hidden: secret-looking name)",
+        "    Reports.export (reports.py:88)",
+        "        (no local variables)",
+    ]
+    assert "            pwd = 'hunter2'" in format_locals(locals_, reveal=True)
+
+
+def test_the_largest_shared_stack_is_found_behind_a_smaller_group_holding_the_gil() -> None:
+    regex = (lib("re/__init__.py", 176, "search"), REPORTS)
+    threads = [
+        thread(1, 3.0, "/r", stack=EXPORT),
+        thread(2, 2.0, "/r", stack=EXPORT),
+        thread(3, 1.0, "/s", stack=regex, gil=True),
+    ]
+    shared = largest_shared_stack(threads)
+    assert shared is not None and shared.count == 2 and shared.stack == EXPORT

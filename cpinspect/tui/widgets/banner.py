@@ -1,5 +1,10 @@
 """The banner under the header: a lost target, a reconnection, a failed poll, degraded data.
 
+Severity: a lost target or a failed poll is an ERROR; a reconnection (or the agent answering
+again: ``LinkState.RECONNECTED``) is INFO; any other message from the session — py-spy standing
+in for an agent that stopped answering, a process without the agent — and every warning is a
+WARNING.
+
 Hidden when there is nothing to say. Every line starts with a glyph (✖ ⚠ ↻ ℹ) so its meaning
 survives NO_COLOR; colour repeats it.
 """
@@ -43,8 +48,12 @@ def banner_lines(update: Optional[Update], poll_error: Optional[str]) -> List[Ba
             message = update.message or "target stopped answering — showing the last data"
             lines.append(BannerLine(Severity.ERROR, message))
         elif update.message:
-            severity = Severity.INFO if update.state is LinkState.RECONNECTED else Severity.WARNING
-            lines.append(BannerLine(severity, update.message))
+            # Good news (reconnected, the agent answering again) is INFO; anything else the
+            # session says while live — py-spy standing in for a silent agent, no agent at
+            # all — is a WARNING: the data is there but poorer.
+            fallback = update.effective_threads_source is not update.source_kind
+            good = update.state is LinkState.RECONNECTED and not fallback
+            lines.append(BannerLine(Severity.INFO if good else Severity.WARNING, update.message))
         seen = set()
         for warning in _warnings(update):
             if warning not in seen:

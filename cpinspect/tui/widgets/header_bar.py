@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import ClassVar, List, Optional, Tuple
 
 from rich.style import Style
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from cpinspect.formatting import format_age, process_name
+from cpinspect.formatting import format_age, process_name, source_description
 from cpinspect.model import ProcessInfo
 from cpinspect.sources.base import LinkState, Update
 
@@ -28,12 +28,23 @@ class HeaderState:
     """Seconds since the data on screen was fetched (rounded to a tenth)."""
     stale: bool
     """The data is older than a few polling intervals."""
+    native: bool = False
+    """Stacks include native (C) frames (``n``)."""
+
+
+Part = Tuple[int, Text]
+"""``(priority, text)``: when the line is too long the lowest priority goes first."""
+SEPARATOR = "  "
+LABEL_MIN = 8
+"""The source label shows only with room for this many cells of it."""
 
 
 class HeaderBar(Widget):
     """One line: ``cpinspect  pid 4121 shop.py  CherryPy 18.10  engine STARTED  agent …  ● live``.
 
-    The right end (link state and the data's age) always shows; the left end is truncated.
+    The right end (``native on``, link state and the data's age) always shows. The rest is laid
+    out for the width it gets: the least important parts go first (the socket path, the CherryPy
+    version), the data source and the process last.
     """
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
@@ -44,6 +55,8 @@ class HeaderBar(Widget):
         "header-bar--lost",
         "header-bar--stale",
         "header-bar--warning",
+        "header-bar--fallback",
+        "header-bar--native",
     }
 
     state: reactive[Optional[HeaderState]] = reactive(None)
@@ -52,40 +65,56 @@ class HeaderBar(Widget):
     def _style(self, name: str) -> Style:
         return self.get_component_rich_style(f"header-bar--{name}", partial=True)
 
-    def _left(self) -> Text:
+    def _parts(self) -> List[Part]:
         state = self.state
-        text = Text.assemble(("cpinspect", self._style("title")))
+        parts: List[Part] = [(4, Text("cpinspect", self._style("title")))]
         info = state.info if state else None
         if info is None:
             waiting = state is None or (state.update is None and state.error is None)
             note = "waiting for the target…" if waiting else "process details unavailable"
-            text.append(f"  {note}", self._style("muted"))
+            parts.append((7, Text(note, self._style("muted"))))
         else:
-            text.append(f"  pid {info.pid} {process_name(info.cmdline)}")
+            parts.append((8, Text(f"pid {info.pid} {process_name(info.cmdline)}")))
             if info.cherrypy:
-                text.append(f"  CherryPy {info.cherrypy}")
-            engine_style = Style() if info.engine_state == "STARTED" else self._style("warning")
-            text.append("  engine ")
-            text.append(info.engine_state, engine_style)
+                parts.append((2, Text(f"CherryPy {info.cherrypy}")))
+            started = info.engine_state == "STARTED"
+            engine = Text("engine ")
+            engine.append(info.engine_state, Style() if started else self._style("warning"))
+            parts.append((3 if started else 6, engine))
         update = state.update if state else None
         if update is not None:
-            text.append(f"  {update.source_kind.value}", self._style("title"))
-            if update.source_label and update.source_label != update.source_kind.value:
-                text.append(f" {update.source_label}", self._style("muted"))
-        return text
+            threads_kind = update.effective_threads_source
+            fallback = threads_kind is not update.source_kind
+            source = source_description(update.source_kind, threads_kind)
+            parts.append((9, Text(source, self._style("fallback" if fallback else "title"))))
+        return parts
+
+    def _label(self) -> Optional[Text]:
+        """The source's own label (a socket path): shown last, in whatever room is left."""
+        update = self.state.update if self.state else None
+        if update is None or update.effective_threads_source is not update.source_kind:
+            return None
+        label = update.source_label
+        if not label or label.startswith(update.source_kind.value):
+            return None  # ``py-spy pid 4121`` says nothing the header does not already say
+        return Text(label, self._style("muted"))
 
     def _right(self) -> Text:
         state = self.state
         if state is None or (state.update is None and state.error is None):
             return Text("◌ connecting", self._style("muted"))
+        link = Text()
+        if state.native:
+            link.append("native on", self._style("native"))
+            link.append(SEPARATOR)
         if state.paused:
-            link = Text("⏸ paused", self._style("paused"))
+            link.append("⏸ paused", self._style("paused"))
         elif state.error is not None:
-            link = Text("✖ error", self._style("lost"))
+            link.append("✖ error", self._style("lost"))
         elif state.update is not None and state.update.state is LinkState.LOST:
-            link = Text("✖ lost", self._style("lost"))
+            link.append("✖ lost", self._style("lost"))
         else:
-            link = Text("● live", self._style("live"))
+            link.append("● live", self._style("live"))
         if state.update is not None:
             age_style = self._style("stale") if state.stale and not state.paused else Style()
             link.append("  ")
@@ -95,8 +124,23 @@ class HeaderBar(Widget):
     def render(self) -> Text:
         width = self.size.width
         right = self._right()
-        left = self._left()
+        parts = self._parts()
         room = max(0, width - right.cell_len - 2)
+
+        def length(items: List[Part]) -> int:
+            return sum(t.cell_len for _, t in items) + len(SEPARATOR) * (len(items) - 1)
+
+        while len(parts) > 1 and length(parts) > room:
+            parts.pop(min(range(len(parts)), key=lambda i: parts[i][0]))
+        left = Text(no_wrap=True, overflow="ellipsis")
+        for index, (_, part) in enumerate(parts):
+            if index:
+                left.append(SEPARATOR)
+            left.append_text(part)
+        label = self._label()
+        if label is not None and room - left.cell_len >= 1 + LABEL_MIN:
+            left.append(" ")
+            left.append_text(label)
         left.truncate(room, overflow="ellipsis")
         left.pad_right(max(0, width - left.cell_len - right.cell_len))
         left.append_text(right)

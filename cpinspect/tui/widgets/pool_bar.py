@@ -2,7 +2,7 @@
 
 The line is laid out for the width it gets: the sparkline takes the room left over, and when
 there is too little room the least important parts go first (the saturation marker, the busy
-count and the queue stay).
+count and the queue stay). Numbers kept from before the agent fell silent say ``stale`` first.
 """
 
 from __future__ import annotations
@@ -39,6 +39,10 @@ class PoolBarState:
     """Busy samples per pool bind, oldest first."""
     rate: Optional[float]
     """Requests per second, ``None`` until two samples exist."""
+    stale: bool = False
+    """The pool numbers are older than the threads: the agent, their only source, is silent."""
+    stale_age: Optional[float] = None
+    """Seconds since the stale numbers were read, when known (rounded to a tenth)."""
 
     @classmethod
     def build(
@@ -46,8 +50,20 @@ class PoolBarState:
         snapshot: Optional[ThreadsSnapshot],
         history: Dict[str, Sequence[int]],
         rate: Optional[float],
+        stale: bool = False,
+        stale_age: Optional[float] = None,
     ) -> PoolBarState:
-        return cls(snapshot, tuple((k, tuple(v)) for k, v in history.items()), rate)
+        age = round(stale_age, 1) if stale and stale_age is not None else None
+        return cls(snapshot, tuple((k, tuple(v)) for k, v in history.items()), rate, stale, age)
+
+    @property
+    def stale_text(self) -> str:
+        """``stale 12.0 s old``: the word carries the meaning without colour."""
+        if not self.stale:
+            return ""
+        if self.stale_age is None:
+            return "stale"
+        return f"stale {format_duration(self.stale_age)} old"
 
 
 class PoolBar(Widget):
@@ -61,6 +77,7 @@ class PoolBar(Widget):
         "pool-bar--queued",
         "pool-bar--spark",
         "pool-bar--muted",
+        "pool-bar--stale",
     }
 
     state: reactive[Optional[PoolBarState]] = reactive(None, layout=True)
@@ -84,12 +101,14 @@ class PoolBar(Widget):
             return Text.assemble(
                 ("Pool", self._style("label")), ("  waiting for data…", self._style("muted"))
             )
+        stale = state.stale_text if state else ""
         if not snap.pools_available or not snap.pools:
             note = snap.pools_note or "no cheroot server found"
-            text = Text.assemble(
-                ("Pool", self._style("label")),
-                (f"  pool numbers unavailable: {note}", self._style("muted")),
-            )
+            text = Text.assemble(("Pool", self._style("label")))
+            if stale:
+                text.append(" ")
+                text.append(stale, self._style("stale"))
+            text.append(f"  pool numbers unavailable: {note}", self._style("muted"))
             if snap.requests_served is not None:
                 text.append(SEPARATOR + format_rate(rate))
             text.truncate(width, overflow="ellipsis")
@@ -105,7 +124,7 @@ class PoolBar(Widget):
             )
             label = pool.bind if many else "Pool"
             lines.append_text(
-                self._pool_line(pool, label, history.get(pool.bind, ()), line_rate, width)
+                self._pool_line(pool, label, history.get(pool.bind, ()), line_rate, width, stale)
             )
         return lines
 
@@ -116,6 +135,7 @@ class PoolBar(Widget):
         samples: Sequence[int],
         rate: Optional[str],
         width: int,
+        stale: str = "",
     ) -> Text:
         saturated = is_saturated(pool)
         filled, empty = gauge(pool.busy, pool.size, 10 if width >= 90 else 4)
@@ -127,8 +147,13 @@ class PoolBar(Widget):
         queued = Text(f"queued {pool.queued}", self._style("queued") if pool.queued else Style())
         # (priority, text) in display order; ``None`` stands for the sparkline, which takes the
         # room left over. The lowest priority goes first when the line is too long.
+        title = Text(label, self._style("label"))
+        if stale:
+            # Which numbers are stale must stay clear: the label goes with the word.
+            title.append(" ")
+            title.append(stale, self._style("stale"))
         parts: List[Tuple[int, Optional[Text]]] = [
-            (1, Text(label, self._style("label"))),
+            (10 if stale else 1, title),
             (9, meter),
             (7, queued),
             (5, Text(f"oldest {format_duration(pool.oldest_busy)}")),

@@ -2,11 +2,14 @@
 
 App frames are highlighted and followed by their source line; runs of library frames between
 them fold into one dimmed line (``l`` unfolds them). The innermost frame always shows: it is
-where the thread waits. Source lines are read by a worker thread, never on the UI thread.
+where the thread waits. Native frames (py-spy ``--native``, key ``n``) are tagged ``c`` and
+styled apart: ``c    libpython3.11.so  PyObject_Call``. Source lines are read by a worker
+thread, never on the UI thread.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import ClassVar, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
@@ -20,6 +23,7 @@ from cpinspect.formatting import (
     StackGroup,
     format_clock,
     format_duration,
+    frame_kind,
     frame_location,
     most_common_requests,
     request_line,
@@ -45,6 +49,7 @@ class StackView(Static):
         "stack-view--source",
         "stack-view--busy",
         "stack-view--gil",
+        "stack-view--native",
         "stack-view--muted",
     }
 
@@ -79,7 +84,7 @@ class StackView(Static):
 
     def _request_source_lines(self) -> None:
         stack = _stack_of(self._subject)
-        wanted = [f.location for f in stack if f.is_app]
+        wanted = [f.location for f in stack if f.is_app and not f.native]
         missing = [loc for loc in wanted if loc not in self._lines and loc not in self._requested]
         if not missing or self._reader is None:
             return
@@ -143,7 +148,7 @@ class StackView(Static):
         """Name, state and request first: the stack follows right under them."""
         row = thread_row(thread)
         text.append(thread.name, self._style("title"))
-        status = f"  {row.state_cell}"
+        status = f"  {row.glyph} {row.state}"
         if row.elapsed:
             status += f" {row.elapsed}"
         text.append(status, self._style("busy") if thread.busy else Style())
@@ -184,6 +189,9 @@ class StackView(Static):
         text.append(group.summary.split(":")[0], self._style("title"))
         if group.busy:
             text.append(f"  ● {group.busy} busy", self._style("busy"))
+        holder = group.gil_holder
+        if holder is not None:
+            text.append(f"  GIL held by {holder.name}", self._style("gil"))
         requests = most_common_requests(group.threads)
         if requests:
             text.append("\n" + requests, self._style("title"))
@@ -204,15 +212,15 @@ class StackView(Static):
         text.append("\nstack, innermost first", self._style("label"))
         for item in fold_library_runs(stack, self.show_library):
             text.append("\n")
-            if isinstance(item, int):
-                text.append(f"lib  … {item} library frames (l shows them)", self._style("lib"))
+            if isinstance(item, Folded):
+                kind = "c" if item.native == item.count else "lib"
+                text.append(f"{kind:<3}  {item.text}", self._style("lib"))
                 continue
             frame = item
-            kind, style = (
-                ("app", self._style("app")) if frame.is_app else ("lib", self._style("lib"))
-            )
-            text.append(f"{kind}  {frame_location(frame)}  {frame.display_name}", style)
-            if frame.is_app:
+            kind = frame_kind(frame)
+            style = self._style({"c": "native", "app": "app"}.get(kind, "lib"))
+            text.append(f"{kind:<3}  {frame_location(frame)}  {frame.display_name}", style)
+            if kind == "app":
                 line = self._lines.get(frame.location)
                 if line and line.strip():
                     text.append(f"\n       {line.strip()}", self._style("source"))
@@ -220,18 +228,41 @@ class StackView(Static):
             text.append(f"\n… {truncated} outer frames not reported", self._style("muted"))
 
 
-def fold_library_runs(stack: Sequence[Frame], expanded: bool) -> List[Union[Frame, int]]:
-    """Frames to show, with runs of two or more library frames replaced by their count.
+@dataclass(frozen=True)
+class Folded:
+    """A run of library (and native) frames shown as one line."""
 
-    The innermost frame always shows (it is where the thread waits); a stack with no app
-    frames, or ``expanded``, shows everything.
+    count: int
+    native: int = 0
+    """How many of them are native (C) frames."""
+
+    @property
+    def text(self) -> str:
+        what = f"{self.count} library frames"
+        if self.native == self.count:
+            what = f"{self.count} native frames"
+        elif self.native:
+            what += f" ({self.native} native)"
+        return f"… {what} (l shows them)"
+
+
+def fold_library_runs(stack: Sequence[Frame], expanded: bool) -> List[Union[Frame, Folded]]:
+    """Frames to show, with runs of two or more library or native frames folded into one.
+
+    The innermost frame always shows (it is where the thread waits), and when it is native so
+    does the run of native frames it starts (the C calls the thread is in: a regex engine
+    holding the GIL). A stack with no app frames, or ``expanded``, shows everything.
     """
-    if expanded or not any(f.is_app for f in stack):
+    if expanded or not any(f.is_app and not f.native for f in stack):
         return list(stack)
-    out: List[Union[Frame, int]] = [stack[0]]
+    head = 1
+    if stack[0].native:
+        while head < len(stack) and stack[head].native:
+            head += 1
+    out: List[Union[Frame, Folded]] = list(stack[:head])
     run: List[Frame] = []
-    for frame in stack[1:]:
-        if frame.is_app:
+    for frame in stack[head:]:
+        if frame.is_app and not frame.native:
             _flush(out, run)
             run = []
             out.append(frame)
@@ -241,11 +272,11 @@ def fold_library_runs(stack: Sequence[Frame], expanded: bool) -> List[Union[Fram
     return out
 
 
-def _flush(out: List[Union[Frame, int]], run: List[Frame]) -> None:
+def _flush(out: List[Union[Frame, Folded]], run: List[Frame]) -> None:
     if len(run) == 1:
         out.append(run[0])
     elif run:
-        out.append(len(run))
+        out.append(Folded(len(run), sum(1 for f in run if f.native)))
 
 
 def _stack_of(subject: Union[ThreadInfo, StackGroup, None]) -> Iterable[Frame]:

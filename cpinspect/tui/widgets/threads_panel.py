@@ -56,6 +56,7 @@ class ThreadsPanel(Vertical):
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "threads-panel--shared",
         "threads-panel--paused",
+        "threads-panel--gil",
     }
 
     view: reactive[ThreadView] = reactive(ThreadView.WORKERS, init=False)
@@ -99,6 +100,17 @@ class ThreadsPanel(Vertical):
     @property
     def stack_view(self) -> StackView:
         return self.query_one(StackView)
+
+    @property
+    def selected_thread(self) -> Optional[ThreadInfo]:
+        """The thread under the cursor; in the grouped view, the chosen thread of the group."""
+        selected = self.table.selected()
+        if isinstance(selected, StackGroup):
+            for thread in selected.threads:
+                if thread.ident == self._selected_ident:
+                    return thread
+            return selected.threads[0] if selected.threads else None
+        return selected
 
     @property
     def summary_text(self) -> str:
@@ -160,6 +172,12 @@ class ThreadsPanel(Vertical):
             return
         if self.paused:
             text.append("⏸ paused", self._style("paused"))
+            text.append(" │ ")
+        holder = next((t for t in self._snapshot.threads if t.owns_gil), None)
+        if holder is not None and all(t.ident != holder.ident for t in threads):
+            # The one thread that matters when the interpreter is stuck must not hide behind
+            # a view that leaves it out (a plugin or main thread holding the GIL).
+            text.append(f"GIL held by {holder.name} (a lists it)", self._style("gil"))
             text.append(" │ ")
         if shared is not None:
             text.append(shared.summary, self._style("shared"))

@@ -60,7 +60,7 @@ ALL_COLUMNS = (
 )
 GROUP_COLUMNS = (
     ColumnSpec("count", "threads", 7),
-    ColumnSpec("state", "state", 9),
+    ColumnSpec("state", "state", 13),
     ColumnSpec("oldest", "oldest", 8),
     ColumnSpec("stack", "stack", 24, flexible=True),
     ColumnSpec("requests", "requests", 28, drop_rank=1),
@@ -146,6 +146,10 @@ class ThreadsTable(DataTable[Text]):
         """The thread or group under the cursor."""
         key = self.selected_key()
         return self._objects.get(key) if key is not None else None
+
+    def object_at(self, key: str) -> Optional[Selection]:
+        """The thread or group of the row with this key."""
+        return self._objects.get(key)
 
     def cell_text(self, row: int, column: str) -> str:
         """The plain text of one cell (``column`` is a column key such as ``"request"``)."""
@@ -246,9 +250,10 @@ class ThreadsTable(DataTable[Text]):
         row = thread_row(thread)
         state_style = self._state_style(row)
         muted = self._style("muted")
+        elapsed_style = self._state_style(replace(row, gil=False)) if thread.busy else Style()
         return {
             "state": _cell(row.state_cell, state_style),
-            "elapsed": _cell(row.elapsed, state_style if thread.busy else Style(), right=True),
+            "elapsed": _cell(row.elapsed, elapsed_style, right=True),
             "role": _cell(row.role, muted),
             "name": _cell(row.name),
             "request": _cell(row.request),
@@ -258,12 +263,14 @@ class ThreadsTable(DataTable[Text]):
 
     def _group_cells(self, group: StackGroup) -> Dict[str, Text]:
         busy = group.busy
+        gil = " GIL" if group.gil_holder is not None else ""
+        gil_style = self._style("gil") if gil else Style()
         if busy:
-            state = _cell(f"● {busy} busy", self._style("busy"))
+            state = _cell(f"● {busy} busy{gil}", self._style("busy") + gil_style)
         elif all(t.role is Role.WORKER for t in group.threads):
-            state = _cell("○ idle", self._style("idle"))
+            state = _cell(f"○ idle{gil}", self._style("idle") + gil_style)
         else:
-            state = _cell("·", self._style("other"))
+            state = _cell(f"·{gil}", self._style("other") + gil_style)
         return {
             "count": _cell(str(group.count), right=True),
             "state": state,

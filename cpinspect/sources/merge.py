@@ -1,0 +1,96 @@
+"""Two live sources, one picture: the agent's threads joined with py-spy's, thread by thread.
+
+Pure functions on model objects. Threads are matched by ident (py-spy's ``thread_id`` is
+``threading.get_ident()``). The agent knows requests, busy state for sure, and which frames are
+the app's; py-spy knows who holds the GIL and the native frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Dict, Optional, Tuple
+
+from cpinspect.model import Frame, ThreadInfo, ThreadsSnapshot
+
+
+def _app_locations(thread: ThreadInfo) -> Dict[Tuple[str, int], bool]:
+    return {f.location: f.is_app for f in thread.stack}
+
+
+def _restack(agent: ThreadInfo, spy: ThreadInfo) -> Tuple[Frame, ...]:
+    """py-spy's stack (with native frames) with the agent's app/library verdict per frame."""
+    verdict = _app_locations(agent)
+    by_file = {f.filename: f.is_app for f in agent.stack}
+    out = []
+    for frame in spy.stack:
+        if frame.native:
+            out.append(replace(frame, is_app=False))
+            continue
+        is_app = verdict.get(frame.location, by_file.get(frame.filename, frame.is_app))
+        out.append(replace(frame, is_app=is_app))
+    return tuple(out)
+
+
+def merge_threads(
+    agent: ThreadsSnapshot, spy: ThreadsSnapshot, native: bool = False
+) -> ThreadsSnapshot:
+    """The agent's snapshot, each thread with py-spy's GIL ownership (and native stack)."""
+    spy_threads = spy.by_ident()
+    merged = []
+    for thread in agent.threads:
+        other = spy_threads.pop(thread.ident, None)
+        if other is None:
+            merged.append(thread)
+            continue
+        changes: Dict[str, object] = {"owns_gil": other.owns_gil}
+        if native and any(f.native for f in other.stack):
+            changes["stack"] = _restack(thread, other)
+            changes["stack_truncated"] = 0
+        merged.append(replace(thread, **changes))  # type: ignore[arg-type]
+    # Threads py-spy saw and the agent did not (started between the two reads) still count.
+    merged.extend(spy_threads.values())
+    return replace(agent, threads=tuple(merged))
+
+
+def fallback_threads(spy: ThreadsSnapshot, last: Optional[ThreadsSnapshot]) -> ThreadsSnapshot:
+    """py-spy's threads standing in for an agent that does not answer.
+
+    Pool numbers come only from the agent: the last ones are kept (the UI marks them stale).
+    Requests the agent last saw are kept on threads still inside the same handler frame, where
+    py-spy could not read them itself.
+    """
+    if last is None:
+        return spy
+    previous = last.by_ident()
+    threads = []
+    for thread in spy.threads:
+        before = previous.get(thread.ident)
+        if before is not None:
+            # The agent's app/library verdict first: py-spy can only guess from paths.
+            thread = replace(thread, stack=_restack(before, thread))
+            if (
+                thread.request is None
+                and before.request is not None
+                and before.top_app_frame is not None
+                and thread.top_app_frame is not None
+                and before.top_app_frame.function == thread.top_app_frame.function
+            ):
+                thread = replace(thread, request=before.request)
+        threads.append(thread)
+    return replace(
+        spy,
+        threads=tuple(threads),
+        pools=last.pools,
+        pools_available=last.pools_available,
+        pools_note=last.pools_note,
+        requests_served=last.requests_served,
+    )
+
+
+def gil_holder(snapshot: Optional[ThreadsSnapshot]) -> Optional[ThreadInfo]:
+    if snapshot is None:
+        return None
+    for thread in snapshot.threads:
+        if thread.owns_gil:
+            return thread
+    return None

@@ -1,0 +1,873 @@
+"""``PySpySource``: thread stacks read from outside the process with ``py-spy dump --json``.
+
+py-spy needs nothing from the target, so this source answers when the agent cannot (the GIL held
+inside a C call freezes every Python thread, the agent's too) or is not loaded at all. It knows
+less than the agent: no pool numbers, no request start times, no app roots. What it does know is
+turned into the same model objects the agent produces:
+
+* Roles, busy/idle and phases come from thread names and stack signatures (cherrypy-internals.md
+  1.5), never from py-spy's ``active`` flag: a worker sleeping in a handler is "idle" to py-spy but
+  busy to us.
+* A busy worker's request comes from the arguments of its ``_cprequest.Request.run`` frame, which
+  needs ``--locals``; the query string is redacted here, before it reaches the model.
+* Elapsed times are lower bounds: py-spy has no start time, so a request is timed from the first
+  dump that saw it.
+
+Safety (py-spy#390/#587): ``--nonblocking`` by default, so the target is never paused. Native
+frames need blocking mode (py-spy refuses ``--native --nonblocking``); whenever py-spy may have
+paused the target and did not finish normally, the target's state is checked afterwards and a
+stop we caused is undone with SIGCONT. A process that was already stopped is left stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from cpinspect.agent.redact import is_sensitive, redact_query
+from cpinspect.errors import (
+    CpinspectError,
+    NoSuchProcess,
+    NotPython,
+    PermissionDenied,
+    PySpyFailed,
+    PySpyMissing,
+    UnsupportedPython,
+)
+from cpinspect.model import (
+    Frame,
+    FrameLocals,
+    LocalVar,
+    Phase,
+    RequestInfo,
+    Role,
+    SourceKind,
+    ThreadInfo,
+    ThreadLocals,
+    ThreadsSnapshot,
+)
+
+MISSING_MESSAGE = (
+    "py-spy not found: `pip install py-spy` into the inspector's environment "
+    "(it is a cpinspect dependency)"
+)
+POOLS_NOTE = "pool numbers need the agent: py-spy reads stacks only"
+STOP_GRACE = 1.0
+"""Seconds py-spy gets to exit after SIGINT before it is killed."""
+LONG_VALUE = 200
+"""Local values longer than this are hidden until revealed (they may hold anything)."""
+
+try:
+    _CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
+except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+    _CLK_TCK = 100.0
+
+
+# --------------------------------------------------------------------------------------------
+# Finding and running py-spy
+
+
+def find_pyspy() -> str:
+    """The py-spy executable: next to the running interpreter first, then on PATH.
+
+    Next to the interpreter comes first because py-spy is a dependency of cpinspect, so the copy
+    installed with it is the version we were tested with; ``sys.executable`` is not resolved, so
+    a virtualenv's ``bin/`` is searched rather than the base interpreter's.
+    """
+    candidates = [Path(sys.executable).parent / "py-spy"]
+    scripts = sysconfig.get_path("scripts")
+    if scripts:
+        candidates.append(Path(scripts) / "py-spy")
+    for candidate in candidates:
+        if candidate.is_file() and os.access(str(candidate), os.X_OK):
+            return str(candidate)
+    found = shutil.which("py-spy")
+    if found:
+        return found
+    raise PySpyMissing(MISSING_MESSAGE)
+
+
+def process_state(pid: int) -> Optional[str]:
+    """The one-letter state from ``/proc/<pid>/stat`` (``R``, ``S``, ``T`` ...), None if gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    rest = data[data.rfind(b")") + 2 :]
+    return rest[:1].decode("ascii", "replace") or None
+
+
+def _process_name(pid: int) -> str:
+    try:
+        with open("/proc/%d/comm" % pid, encoding="utf-8", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+_PYTHON_MAPPING = re.compile(r"(?:^|/)(?:lib)?python\d(?:\.\d+)?[a-z]*(?:\.so[.\d]*)?$")
+
+
+def maps_show_python(maps: str) -> bool:
+    """Whether ``/proc/<pid>/maps`` text maps a Python binary or libpython."""
+    for line in maps.splitlines():
+        parts = line.split(None, 5)
+        path = parts[5].strip() if len(parts) == 6 else ""
+        # A binary replaced by an upgrade shows as "/usr/bin/python3.11 (deleted)".
+        if path.endswith(" (deleted)"):
+            path = path[: -len(" (deleted)")]
+        if _PYTHON_MAPPING.search(path):
+            return True
+    return False
+
+
+def runs_python(pid: int) -> Optional[bool]:
+    """Whether ``pid`` maps a Python binary or libpython; None when its maps are unreadable."""
+    try:
+        with open("/proc/%d/maps" % pid, encoding="utf-8", errors="replace") as f:
+            return maps_show_python(f.read())
+    except OSError:
+        return None
+
+
+def _ptrace_scope() -> Optional[int]:
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope", encoding="ascii") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def permission_message(pid: int, scope: Optional[int]) -> str:
+    """What to do when ptrace is refused, fitted to the machine's Yama setting."""
+    head = "not allowed to read the memory of pid %d (ptrace): " % pid
+    if scope == 3:
+        return head + (
+            "ptrace is disabled on this machine (kernel.yama.ptrace_scope=3) until it reboots; "
+            "load the agent instead"
+        )
+    if scope == 2:
+        return head + (
+            "only root may attach here (kernel.yama.ptrace_scope=2): run cpinspect as root, "
+            "or with --cap-add=SYS_PTRACE in a container"
+        )
+    return head + (
+        "run cpinspect as the target's user or as root; in a container add "
+        "--cap-add=SYS_PTRACE; with kernel.yama.ptrace_scope=1 only a parent or root may attach"
+    )
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            if line.startswith("Error: "):
+                line = line[len("Error: ") :]
+            return line[:200]
+    return ""
+
+
+_UNSUPPORTED = re.compile(r"Unsupported version of Python:?\s*([0-9][\w.+-]*)?")
+_NOT_FOUND = ("No such file or directory (os error 2)", "No such process (os error 3)")
+_DENIED = ("Permission Denied", "Permission denied (os error 13)", "(os error 1)")
+
+
+def error_from_pyspy(
+    pid: int,
+    stderr: str,
+    *,
+    process_exists: bool = True,
+    python: Optional[bool] = None,
+    state: Optional[str] = None,
+    ptrace_scope: Optional[int] = None,
+    paused_for: str = "native frames",
+) -> CpinspectError:
+    """Turn py-spy's error text into one clear error (texts captured from py-spy 0.4.3).
+
+    ``python`` says whether the target maps a Python binary (None: unknown), ``state`` is its
+    ``/proc`` state after the run, ``paused_for`` why py-spy had to pause it (``"native
+    frames"`` or ``"blocking mode"``).
+    """
+    if not process_exists or state == "Z":
+        return NoSuchProcess("no process with pid %d (it has exited)" % pid)
+    text = stderr
+    if any(marker in text for marker in _DENIED):
+        return PermissionDenied(permission_message(pid, ptrace_scope))
+    if "Failed to get process executable name" in text and any(m in text for m in _NOT_FOUND):
+        return NoSuchProcess("no process with pid %d (it has exited)" % pid)
+    m = _UNSUPPORTED.search(text)
+    if m is not None:
+        version = m.group(1)
+        return UnsupportedPython(
+            "this py-spy cannot read Python %s (pid %d): upgrade it with `pip install -U py-spy`"
+            ", or load the agent, which works on any Python" % (version or "(unknown)", pid)
+        )
+    if "Failed to find python version" in text or "Couldn't find python binary" in text:
+        if python is False:
+            name = _process_name(pid)
+            return NotPython(
+                "pid %d is not a Python process%s; pick a CherryPy server's pid"
+                % (pid, " (%s)" % name if name else "")
+            )
+        return UnsupportedPython(
+            "py-spy cannot find the Python version of pid %d: upgrade it with "
+            "`pip install -U py-spy`, or load the agent, which works on any Python" % pid
+        )
+    if "Failed to suspend process" in text and state == "T":
+        if paused_for == "native frames":
+            fix = "or turn native frames off"
+        else:
+            fix = "or read it in nonblocking mode"
+        return PySpyFailed(
+            "pid %d is stopped (state T) and py-spy cannot pause it for %s: resume it "
+            "(`kill -CONT %d`) %s" % (pid, paused_for, pid, fix)
+        )
+    line = _first_line(text)
+    return PySpyFailed(
+        "py-spy failed on pid %d: %s" % (pid, line or "it exited without saying why")
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Frames, roles, phases (pure functions of py-spy's JSON)
+
+_LIBRARY_PATH = re.compile(
+    r"[/\\](?:site|dist)-packages[/\\]"  # installed distributions
+    r"|[/\\]lib(?:64)?[/\\]python\d+(?:\.\d+)?[a-z]*[/\\]"  # the standard library
+    r"|[/\\]cpinspect[/\\]agent[/\\]"  # our own agent is never the app
+)
+
+
+def is_app_file(filename: str) -> bool:
+    """DESIGN's app rule as far as it applies from outside: no app roots are known here, so
+    anything outside the standard library, installed distributions and ``<frozen …>``-style
+    pseudo files counts as the app. (When the agent is live, its flags win.)"""
+    if not filename or filename.startswith("<"):
+        return False
+    return _LIBRARY_PATH.search(filename) is None
+
+
+def frame_from_pyspy(raw: Dict[str, Any]) -> Frame:
+    """One py-spy frame. Names are qualified on 3.11+ only (``Root.block`` vs ``block``), so the
+    function is the last component and the qualified name is kept only when there is one."""
+    line = raw.get("line")
+    return _frame(
+        str(raw.get("name") or "?"),
+        str(raw.get("filename") or ""),
+        line if isinstance(line, int) else 0,
+        # py-spy fills ``module`` (the shared object) for native frames only.
+        raw.get("module") is not None,
+    )
+
+
+@functools.lru_cache(maxsize=8192)
+def _frame(name: str, filename: str, lineno: int, native: bool) -> Frame:
+    # Cached: a pool's workers share most of their frames, and Frame is immutable.
+    if native:
+        return Frame(filename=filename, lineno=lineno, function=name, native=True)
+    return Frame(
+        filename=filename,
+        lineno=lineno,
+        function=name.rsplit(".", 1)[-1],
+        qualname=name if "." in name else None,
+        is_app=is_app_file(filename),
+    )
+
+
+def _in(frame: Frame, suffix: str) -> bool:
+    return frame.filename.replace("\\", "/").endswith(suffix)
+
+
+def _is_request_run(frame: Frame) -> bool:
+    return frame.function == "run" and _in(frame, "cherrypy/_cprequest.py")
+
+
+def _is_communicate(frame: Frame) -> bool:
+    return frame.function == "communicate" and _in(frame, "cheroot/server.py")
+
+
+def _is_threadpool(frame: Frame) -> bool:
+    return _in(frame, "cheroot/workers/threadpool.py")
+
+
+_ACCEPTOR_FUNCTIONS = {"_serve_unservicable", "_start_http_thread"}
+_PLUGIN_NAMES = ("Autoreloader", "Session cleanup")
+
+
+def classify_role(name: str, stack: Sequence[Frame], is_main: bool = False) -> Role:
+    """A thread's role from its name and stack, mirroring the agent's rules."""
+    if name.startswith("cpinspect-"):
+        return Role.AGENT
+    if is_main or name == "MainThread":
+        return Role.MAIN
+    python = [f for f in stack if not f.native]
+    if name.startswith("CP Server Thread-") or any(_is_threadpool(f) for f in python):
+        return Role.WORKER
+    if (
+        name.startswith("HTTPServer ")
+        or any(fn in name for fn in _ACCEPTOR_FUNCTIONS)
+        or any(f.function in _ACCEPTOR_FUNCTIONS for f in python)
+    ):
+        return Role.ACCEPTOR
+    if name.startswith(_PLUGIN_NAMES) or any(_in(f, "cherrypy/process/plugins.py") for f in python):
+        return Role.PLUGIN
+    if any(_is_request_run(f) for f in python):
+        return Role.WORKER  # a request served by another WSGI server (wsgiref, threads of ...)
+    return Role.OTHER
+
+
+def phase_from_stack(stack: Sequence[Frame]) -> Phase:
+    """Where a busy worker is, from the innermost frame outwards (internals 1.5 signatures)."""
+    python = [f for f in stack if not f.native]
+    for i, frame in enumerate(python):
+        if _in(frame, "_cpreqbody.py"):
+            return Phase.READING
+        if frame.function in ("read_request_headers", "read_request_line"):
+            return Phase.READING
+        if _in(frame, "cheroot/wsgi.py"):
+            if frame.function == "write":
+                return Phase.WRITING
+            if frame.function == "respond":
+                # Gateway.respond both calls the app and iterates the body it returned; the
+                # iteration shows as __next__/close frames (CherryPy's _TrappedResponse).
+                if any(f.function in ("__next__", "close") for f in python[:i]):
+                    return Phase.WRITING
+                return Phase.HANDLER
+        if _is_request_run(frame):
+            return Phase.HANDLER
+    return Phase.READING
+
+
+def worker_state(stack: Sequence[Frame]) -> Tuple[bool, Phase]:
+    """(busy, phase) of a worker from its stack alone; py-spy's ``active`` flag cannot tell."""
+    python = [f for f in stack if not f.native]
+    if any(_is_communicate(f) or _is_request_run(f) for f in python):
+        return True, phase_from_stack(python)
+    waiting = any(f.function == "get" and _in(f, "queue.py") for f in python)
+    if waiting and any(_is_threadpool(f) for f in python):
+        return False, Phase.IDLE
+    return False, Phase.UNKNOWN
+
+
+def handler_frame(stack: Sequence[Frame]) -> Optional[Frame]:
+    """The page handler's frame: the one CherryPy's ``PageHandler.__call__`` called, else the
+    outermost app frame inside ``Request.run`` (an app helper deeper down is not the handler)."""
+    python = [f for f in stack if not f.native]
+    for i, frame in enumerate(python):
+        if frame.function == "__call__" and _in(frame, "cherrypy/_cpdispatch.py") and i > 0:
+            return python[i - 1]
+    run_at = next((i for i, f in enumerate(python) if _is_request_run(f)), None)
+    if run_at is None:
+        return None
+    inside = [f for f in python[:run_at] if f.is_app]
+    return inside[-1] if inside else None
+
+
+def _string_value(rep: str) -> str:
+    """py-spy shows a str as ``"text"`` (quotes inside unescaped; cut long ones with ``...``)."""
+    if len(rep) >= 2 and rep.startswith('"') and rep.endswith('"'):
+        return rep[1:-1]
+    return ""
+
+
+_ADDRESS = re.compile(r" at (0x[0-9a-fA-F]+)>")
+
+
+def _address(rep: str) -> Optional[str]:
+    m = _ADDRESS.search(rep)
+    return m.group(1) if m else None
+
+
+def _locals_of(raw: Dict[str, Any]) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for var in raw.get("locals") or ():
+        if isinstance(var, dict) and "name" in var:
+            out[str(var["name"])] = str(var.get("repr", ""))
+    return out
+
+
+@dataclass(frozen=True)
+class _RequestSeen:
+    method: str
+    path: str
+    query: str
+    key: Optional[str]
+    """What identifies this request across dumps: the Request object's address."""
+
+
+def _request_from_raw(raw_frames: Sequence[Dict[str, Any]]) -> Optional[_RequestSeen]:
+    """Method, path and query from the innermost ``Request.run`` frame's arguments."""
+    for raw in raw_frames:
+        if raw.get("module") is not None:
+            continue
+        filename = str(raw.get("filename") or "").replace("\\", "/")
+        name = str(raw.get("name") or "")
+        if not (filename.endswith("cherrypy/_cprequest.py") and name.rsplit(".", 1)[-1] == "run"):
+            continue
+        local = _locals_of(raw)
+        if not local:
+            return None  # dumped without --locals
+        return _RequestSeen(
+            method=_string_value(local.get("method", "")),
+            path=_string_value(local.get("path", "")),
+            query=redact_query(_string_value(local.get("query_string", ""))),
+            key=_address(local.get("self", "")),
+        )
+    return None
+
+
+def _connection_key(raw_frames: Sequence[Dict[str, Any]]) -> Optional[str]:
+    """The HTTPConnection being served (``self`` of ``communicate``), for workers still reading."""
+    for raw in raw_frames:
+        filename = str(raw.get("filename") or "").replace("\\", "/")
+        if filename.endswith("cheroot/server.py") and str(raw.get("name", "")).endswith(
+            "communicate"
+        ):
+            return _address(_locals_of(raw).get("self", ""))
+    return None
+
+
+class FirstSeen:
+    """When each in-flight request was first seen: py-spy has no start times, so elapsed times
+    are measured from the first dump that showed the request (a lower bound).
+
+    Keys are (thread ident, object address). CPython reuses addresses, so a later request that
+    happens to get the same address between two dumps continues the older one's time; entries
+    are dropped as soon as a dump no longer shows them, which bounds the error to that case.
+    """
+
+    def __init__(self) -> None:
+        self._seen: Dict[Tuple[int, str], float] = {}
+        self._lock = threading.Lock()
+
+    def update(
+        self, observed: Iterable[Tuple[int, str]], now: float
+    ) -> Dict[Tuple[int, str], float]:
+        """Record this dump's keys; forget the others; return each observed key's first time."""
+        keys = set(observed)
+        with self._lock:
+            for key in list(self._seen):
+                if key not in keys:
+                    del self._seen[key]
+            for key in keys:
+                self._seen.setdefault(key, now)
+            return dict(self._seen)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def _cpu_time(pid: int, native_id: Optional[int]) -> Optional[float]:
+    if not native_id:
+        return None
+    try:
+        with open("/proc/%d/task/%d/stat" % (pid, native_id), "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    except (IndexError, ValueError):
+        return None
+
+
+def _thread_name(raw: Dict[str, Any], ident: int, is_main: bool) -> str:
+    name = raw.get("thread_name")
+    if isinstance(name, str) and name:
+        return name
+    # py-spy cannot name threads of a process that never imported threading.
+    return "MainThread" if is_main else "<thread %d>" % ident
+
+
+def _is_main(raw: Dict[str, Any]) -> bool:
+    os_tid = raw.get("os_thread_id")
+    return raw.get("thread_name") == "MainThread" or (
+        isinstance(os_tid, int) and os_tid == raw.get("pid")
+    )
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    thread: ThreadInfo
+    """Everything but the times, which need the whole dump's keys first."""
+    key: Optional[Tuple[int, str]]
+    request: Optional[_RequestSeen]
+
+
+def _parse_thread(raw: Dict[str, Any]) -> _Parsed:
+    raw_frames = [f for f in raw.get("frames") or () if isinstance(f, dict)]
+    stack = tuple(frame_from_pyspy(f) for f in raw_frames)
+    ident = int(raw["thread_id"])
+    is_main = _is_main(raw)
+    name = _thread_name(raw, ident, is_main)
+    role = classify_role(name, stack, is_main)
+    busy, phase = False, Phase.UNKNOWN
+    seen: Optional[_RequestSeen] = None
+    key: Optional[Tuple[int, str]] = None
+    if role is Role.WORKER:
+        busy, phase = worker_state(stack)
+        if busy:
+            seen = _request_from_raw(raw_frames)
+            obj = (seen.key if seen is not None else None) or _connection_key(raw_frames)
+            key = (ident, obj or "busy")
+    os_tid = raw.get("os_thread_id")
+    gil = raw.get("owns_gil")
+    thread = ThreadInfo(
+        ident=ident,
+        name=name,
+        role=role,
+        native_id=os_tid if isinstance(os_tid, int) else None,
+        busy=busy,
+        phase=phase,
+        stack=stack,
+        owns_gil=bool(gil) if gil is not None else None,
+    )
+    return _Parsed(thread=thread, key=key, request=seen)
+
+
+def threads_from_dump(
+    dump: Sequence[Dict[str, Any]],
+    taken_at: float,
+    first_seen: Optional[FirstSeen] = None,
+    pid: Optional[int] = None,
+) -> ThreadsSnapshot:
+    """py-spy's JSON (a list of threads) as a ``ThreadsSnapshot``.
+
+    ``first_seen`` carries request first-sight times across dumps (elapsed stays 0.0 without
+    it); ``pid`` enables per-thread CPU times from ``/proc``.
+    """
+    parsed = [
+        _parse_thread(raw)
+        for raw in dump
+        if isinstance(raw, dict) and isinstance(raw.get("thread_id"), int)
+    ]
+    started: Dict[Tuple[int, str], float] = {}
+    if first_seen is not None:
+        started = first_seen.update((p.key for p in parsed if p.key is not None), taken_at)
+
+    threads: List[ThreadInfo] = []
+    for p in parsed:
+        thread = p.thread
+        elapsed: Optional[float] = None
+        since: Optional[float] = None
+        if p.key is not None:
+            since = started.get(p.key, taken_at)
+            elapsed = max(0.0, taken_at - since)
+        request: Optional[RequestInfo] = None
+        if p.request is not None and (p.request.method or p.request.path):
+            handler = handler_frame(thread.stack)
+            request = RequestInfo(
+                method=p.request.method,
+                path=p.request.path,
+                query=p.request.query,
+                started_at=since,
+                handler=handler.display_name if handler is not None else None,
+                source="py-spy",
+            )
+        cpu = _cpu_time(pid, thread.native_id) if pid is not None else None
+        threads.append(replace(thread, request=request, elapsed=elapsed, cpu_time=cpu))
+    threads.sort(key=lambda t: t.ident)
+    return ThreadsSnapshot(
+        taken_at=taken_at,
+        threads=tuple(threads),
+        pools=(),
+        pools_available=False,
+        pools_note=POOLS_NOTE,
+        requests_served=None,
+    )
+
+
+def looks_like_cherrypy(snapshot: ThreadsSnapshot) -> bool:
+    """Any frame in CherryPy or cheroot: how the CLI tells "not a CherryPy process"."""
+    for thread in snapshot.threads:
+        for frame in thread.stack:
+            path = frame.filename.replace("\\", "/")
+            if "/cherrypy/" in path or "/cheroot/" in path:
+                return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# Local variables
+
+_SECRET_NAME = re.compile(r"cookie|session|authori[sz]ation", re.IGNORECASE)
+_DICT_KEY = re.compile(r'"([^"]{1,100})"\s*:')
+_QUERY_NAME = re.compile(r'(?:^|[?&;"\s])([^=&?;"\s]{1,100})=')
+_AUTH_SCHEME = re.compile(r'(?:^|")\s*(?:Bearer|Basic|Digest|Token)\s+\S', re.IGNORECASE)
+
+
+def is_sensitive_local(name: str, value: str) -> bool:
+    """Hide a local until the user reveals its frame: a secret-looking name, a Cookie or
+    Authorization value inside a WSGI environ, a dict key or query parameter that looks secret
+    inside the value, credentials, or anything long (py-spy cuts strings at about 128
+    characters: a cut string is long)."""
+    if is_sensitive(name) or _SECRET_NAME.search(name):
+        return True
+    if len(value) > LONG_VALUE or value.endswith('..."'):
+        return True
+    if "HTTP_COOKIE" in value or "HTTP_AUTHORIZATION" in value:
+        return True
+    if _AUTH_SCHEME.search(value):
+        return True
+    if any(is_sensitive(key) for key in _DICT_KEY.findall(value)):
+        return True
+    return any(is_sensitive(key) for key in _QUERY_NAME.findall(value))
+
+
+def locals_from_dump(
+    dump: Sequence[Dict[str, Any]], ident: int, taken_at: float
+) -> Optional[ThreadLocals]:
+    """The locals of one thread from a ``--locals`` dump; None if the thread is not in it.
+    Values stay unredacted: ``sensitive`` tells the UI which to hide."""
+    for raw in dump:
+        if not isinstance(raw, dict) or raw.get("thread_id") != ident:
+            continue
+        frames: List[FrameLocals] = []
+        for raw_frame in raw.get("frames") or ():
+            if not isinstance(raw_frame, dict):
+                continue
+            variables = tuple(
+                LocalVar(
+                    name=str(var.get("name", "")),
+                    value=str(var.get("repr", "")),
+                    is_arg=bool(var.get("arg")),
+                    sensitive=is_sensitive_local(
+                        str(var.get("name", "")), str(var.get("repr", ""))
+                    ),
+                )
+                for var in raw_frame.get("locals") or ()
+                if isinstance(var, dict)
+            )
+            frames.append(FrameLocals(frame=frame_from_pyspy(raw_frame), variables=variables))
+        return ThreadLocals(
+            ident=ident,
+            name=_thread_name(raw, ident, _is_main(raw)),
+            taken_at=taken_at,
+            frames=tuple(frames),
+        )
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The source
+
+
+class PySpySource:
+    """Reads one process with py-spy. Raises ``CpinspectError`` subclasses, one line each.
+
+    Calls are serialized: two py-spy processes pausing one target would fight over ptrace.
+    """
+
+    kind = SourceKind.PYSPY
+    label = "py-spy"
+
+    def __init__(
+        self,
+        pid: int,
+        executable: Optional[str] = None,
+        timeout: float = 5.0,
+        nonblocking: bool = True,
+        native: bool = False,
+        clock: Callable[[], float] = time.time,
+        requests: bool = True,
+    ) -> None:
+        self.pid = pid
+        self.executable = executable if executable is not None else find_pyspy()
+        self.timeout = timeout
+        self.nonblocking = nonblocking
+        self.native = native
+        """Include C frames. py-spy needs blocking mode for them, so they pause the target."""
+        self.requests = requests
+        """Read busy workers' requests (``--locals``); off saves py-spy work when the agent
+        supplies requests anyway."""
+        self.clock = clock
+        self._first_seen = FirstSeen()
+        self._lock = threading.Lock()
+        self._proc: Optional[subprocess.Popen[bytes]] = None
+        self._closed = False
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def threads(self) -> ThreadsSnapshot:
+        dump = self._dump(with_locals=self.requests, native=self.native)
+        return threads_from_dump(dump, self.clock(), self._first_seen, pid=self.pid)
+
+    def thread_locals(self, ident: int) -> ThreadLocals:
+        # Without --native: native frames have no locals, and it keeps the dump nonblocking.
+        dump = self._dump(with_locals=True, native=False)
+        found = locals_from_dump(dump, ident, self.clock())
+        if found is None:
+            raise NoSuchProcess(
+                "thread %d is no longer running in pid %d (its work may have finished)"
+                % (ident, self.pid)
+            )
+        return found
+
+    def raw_dump(self, locals: bool = False) -> List[Dict[str, Any]]:
+        """py-spy's parsed JSON as is (unredacted: for ``dump --json`` passthrough)."""
+        return self._dump(with_locals=locals, native=self.native)
+
+    def close(self) -> None:
+        self._closed = True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self._stop(proc)
+
+    # -- running py-spy -----------------------------------------------------------------------
+
+    def command(self, with_locals: bool, native: bool) -> List[str]:
+        args = [self.executable, "dump", "--pid", str(self.pid), "--json"]
+        if native:
+            args.append("--native")  # py-spy refuses --native with --nonblocking
+        elif self.nonblocking:
+            args.append("--nonblocking")
+        if with_locals:
+            args.append("--locals")
+        return args
+
+    def _dump(self, with_locals: bool, native: bool) -> List[Dict[str, Any]]:
+        args = self.command(with_locals, native)
+        may_pause = "--nonblocking" not in args
+        attempt = 0
+        while True:
+            attempt += 1
+            with self._lock:
+                if self._closed:
+                    raise PySpyFailed("the py-spy source for pid %d is closed" % self.pid)
+                before = process_state(self.pid)
+                if before is None or before == "Z":
+                    raise NoSuchProcess("no process with pid %d (it has exited)" % self.pid)
+                stdout, stderr, code = self._run(args, before, may_pause)
+            if code == 0:
+                return _parse_json(stdout)
+            state = process_state(self.pid)
+            err = error_from_pyspy(
+                self.pid,
+                stderr.decode("utf-8", "replace"),
+                process_exists=state is not None,
+                python=runs_python(self.pid),
+                state=state,
+                ptrace_scope=_ptrace_scope(),
+                paused_for="native frames" if native else "blocking mode",
+            )
+            # Without pausing, py-spy may read a stack while it changes and fail on it: one more
+            # try. Errors that name a cause (permission, version, no process) will not change.
+            if attempt == 1 and not may_pause and type(err) is PySpyFailed:
+                continue
+            raise err
+
+    def _run(self, args: List[str], before: str, may_pause: bool) -> Tuple[bytes, bytes, int]:
+        env = dict(os.environ)
+        # One error message, no Rust backtrace (RUST_BACKTRACE=1 makes anyhow print one).
+        env["RUST_BACKTRACE"] = "0"
+        env["RUST_LIB_BACKTRACE"] = "0"
+        try:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                # Its own session: a Ctrl-C in the terminal must not reach py-spy mid-pause
+                # (py-spy#587); we stop it ourselves, then check the target.
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise PySpyMissing(
+                "py-spy not found at %s: `pip install py-spy` into the inspector's environment "
+                "(it is a cpinspect dependency)" % self.executable
+            ) from None
+        except PermissionError:
+            raise PySpyMissing(
+                "cannot execute py-spy at %s (permission denied): reinstall it with "
+                "`pip install --force-reinstall py-spy`" % self.executable
+            ) from None
+        self._proc = proc
+        try:
+            stdout, stderr = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self._stop(proc)
+            resumed = self._resume_if_we_stopped(before)
+            raise PySpyFailed(
+                "py-spy did not answer within %g s on pid %d and was stopped%s; try again "
+                "(a busy machine or a huge process can slow it)"
+                % (self.timeout, self.pid, self._resume_note(before, resumed))
+            ) from None
+        except BaseException:
+            # KeyboardInterrupt or close() from another thread: never leave the target paused.
+            self._stop(proc)
+            self._resume_if_we_stopped(before)
+            raise
+        finally:
+            self._proc = None
+        if may_pause or proc.returncode < 0:
+            # py-spy#390: a blocking dump could leave its target paused even when it finished.
+            self._resume_if_we_stopped(before)
+        if proc.returncode < 0:
+            if self._closed:
+                raise PySpyFailed("the py-spy source for pid %d was closed" % self.pid)
+            raise PySpyFailed(
+                "py-spy was killed by signal %d while reading pid %d" % (-proc.returncode, self.pid)
+            )
+        return stdout, stderr, proc.returncode
+
+    def _stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGINT first (py-spy detaches cleanly from a paused target), then SIGKILL."""
+        try:
+            proc.send_signal(signal.SIGINT)
+        except OSError:
+            pass
+        try:
+            proc.wait(STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            try:
+                proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not wait long
+                pass
+
+    def _resume_if_we_stopped(self, before: str) -> bool:
+        """SIGCONT the target if it is stopped now and was not before we ran py-spy."""
+        if before == "T":
+            return False  # someone else stopped it: not ours to resume
+        if process_state(self.pid) != "T":
+            return False
+        try:
+            os.kill(self.pid, signal.SIGCONT)
+        except OSError:
+            return False
+        return True
+
+    def _resume_note(self, before: str, resumed: bool) -> str:
+        if resumed:
+            return " (it had left the target paused: resumed it)"
+        if before == "T":
+            return " (the target was already stopped, state T, and is left so)"
+        return ""
+
+
+def _parse_json(stdout: bytes) -> List[Dict[str, Any]]:
+    text = stdout.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
+        shown = _first_line(text)[:120] or "(nothing)"
+        raise PySpyFailed("py-spy printed something that is not a JSON thread list: %s" % shown)
+    return data

@@ -1,0 +1,79 @@
+"""Joining the agent's threads with py-spy's, thread by thread (pure functions)."""
+
+from __future__ import annotations
+
+from cpinspect.model import Frame, Phase, PoolInfo, RequestInfo, Role, ThreadInfo, ThreadsSnapshot
+from cpinspect.sources.merge import fallback_threads, gil_holder, merge_threads
+
+APP = Frame("/srv/app/shop.py", 80, "export", "Reports.export", is_app=True)
+LIB = Frame("/usr/lib/python3.11/threading.py", 331, "wait", "Condition.wait")
+C_FRAME = Frame("libpython3.11.so", 0, "PyObject_Call", native=True)
+REQ = RequestInfo(method="GET", path="/reports/export", handler="Reports.export")
+POOL = PoolInfo(bind="127.0.0.1:8080", size=2, busy=2, idle=0, queued=3, min_threads=2)
+
+
+def thread(ident, stack, request=None, owns_gil=None, name="CP Server Thread-1"):
+    return ThreadInfo(
+        ident=ident,
+        name=name,
+        role=Role.WORKER,
+        busy=request is not None,
+        phase=Phase.HANDLER if request else Phase.IDLE,
+        request=request,
+        stack=tuple(stack),
+        owns_gil=owns_gil,
+    )
+
+
+def snap(*threads, pools=()):
+    return ThreadsSnapshot(taken_at=1.0, threads=tuple(threads), pools=tuple(pools))
+
+
+def test_merge_adds_gil_ownership_by_ident_and_keeps_the_agents_requests():
+    agent = snap(thread(1, [LIB, APP], REQ), thread(2, [LIB]), pools=[POOL])
+    # py-spy calls its frames library (it cannot know the app) and knows nothing of requests
+    spy = snap(
+        thread(1, [LIB, Frame(APP.filename, 80, "export")], owns_gil=True),
+        thread(2, [LIB], owns_gil=False),
+        thread(3, [LIB], name="late"),
+    )
+    merged = merge_threads(agent, spy)
+    by = merged.by_ident()
+    assert by[1].owns_gil is True and by[1].request == REQ and by[1].stack[1].is_app
+    assert by[2].owns_gil is False
+    assert by[3].name == "late"  # a thread only py-spy saw still shows
+    assert merged.pools == (POOL,)
+
+
+def test_merge_with_native_takes_pyspys_stack_with_the_agents_app_verdict():
+    agent = snap(thread(1, [LIB, APP], REQ))
+    spy = snap(thread(1, [C_FRAME, LIB, Frame(APP.filename, 80, "export")], owns_gil=True))
+    merged = merge_threads(agent, spy, native=True).by_ident()[1]
+    assert merged.stack[0].native and not merged.stack[0].is_app
+    assert merged.stack[2].is_app  # the agent said so, matched by file and line
+    assert merge_threads(agent, spy, native=False).by_ident()[1].stack == agent.threads[0].stack
+
+
+def test_fallback_keeps_the_last_pools_and_the_request_of_a_thread_still_in_its_handler():
+    last = snap(thread(1, [LIB, APP], REQ), pools=[POOL])
+    spy = snap(
+        thread(
+            1,
+            [
+                Frame("/usr/lib/python3.11/re/__init__.py", 166, "match"),
+                Frame(APP.filename, 81, "export"),
+            ],
+            owns_gil=True,
+        )
+    )
+    out = fallback_threads(spy, last)
+    t = out.by_ident()[1]
+    assert out.pools == (POOL,)
+    assert t.request == REQ and t.owns_gil is True
+    assert gil_holder(out) is t
+
+
+def test_fallback_without_agent_history_is_pyspys_snapshot():
+    spy = snap(thread(1, [LIB], owns_gil=False))
+    assert fallback_threads(spy, None) is spy
+    assert gil_holder(spy) is None
