@@ -43,6 +43,8 @@ screenshots: $(STAMP) ## Regenerate screenshots/*.svg from the real TUI on the d
 bench: $(STAMP) ## Run the benchmarks in bench/ (prints ratios; record them in BENCHMARKS.md)
 	$(BIN)/python bench/agent_overhead.py
 	$(BIN)/python bench/saturated_latency.py
+	$(BIN)/python bench/snapshot_latency.py
+	$(BIN)/python bench/gil_hog.py
 
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

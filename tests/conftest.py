@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import pwd
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,3 +128,27 @@ def short_tmp() -> Iterator[Path]:
     """A short temp dir: Unix socket paths must stay under 108 bytes."""
     with tempfile.TemporaryDirectory(prefix="cpi-", dir="/tmp") as d:
         yield Path(d)
+
+
+TEST_USER = "cpinspect-test"
+
+
+@pytest.fixture(scope="session")
+def other_user():
+    """A throwaway unprivileged user (created when we are root)."""
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("CI runs as root; these tests need it")
+        pytest.skip("needs root to create and become another user")
+    try:
+        pw = pwd.getpwnam(TEST_USER)
+    except KeyError:
+        useradd = shutil.which("useradd")
+        if useradd is None:
+            pytest.fail("useradd missing: `make system-deps` installs it")
+        subprocess.run(
+            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
+            check=True,
+        )
+        pw = pwd.getpwnam(TEST_USER)
+    return pw

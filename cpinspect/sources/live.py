@@ -187,6 +187,9 @@ class AgentSession:
         """py-spy's threads, or None (saying why once) when it cannot read the process."""
         if self.pyspy is None:
             return None
+        # Requests need py-spy's --locals (~3x slower): only worth it while py-spy stands in
+        # for an agent that does not answer; otherwise the agent has them.
+        self.pyspy.requests = self._lost_since is not None
         try:
             return self.pyspy.threads()
         except (PySpyMissing, PermissionDenied) as exc:
@@ -231,9 +234,13 @@ class AgentSession:
             return None
         holder = gil_holder(spy)
         who = " (GIL held by thread %s)" % holder.name if holder is not None else ""
-        message = "%s — the interpreter may be stuck%s; threads from py-spy" % (
-            self._lost_reason,
-            who,
+        message = (
+            "agent not answering within %.1f s — the interpreter may be stuck%s; "
+            % (
+                self.timeout,
+                who,
+            )
+            + "threads from py-spy, pool numbers from before"
         )
         threads = fallback_threads(spy, self.threads)
         warnings = tuple(self.source.warnings) if self.source is not None else ()

@@ -63,7 +63,7 @@ MISSING_MESSAGE = (
     "py-spy not found: `pip install py-spy` into the inspector's environment "
     "(it is a cpinspect dependency)"
 )
-POOLS_NOTE = "pool numbers need the agent: py-spy reads stacks only"
+POOLS_NOTE = "py-spy reads stacks only; the agent has them"
 STOP_GRACE = 1.0
 """Seconds py-spy gets to exit after SIGINT before it is killed."""
 LONG_VALUE = 200

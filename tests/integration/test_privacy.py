@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import socket
 import stat
@@ -14,32 +13,8 @@ import sys
 import psutil
 import pytest
 
-from tests.conftest import IN_CI
 from tests.helpers import agent_get, run_cli
 from tests.integration.test_saturated import saturate
-
-TEST_USER = "cpinspect-test"
-
-
-@pytest.fixture(scope="session")
-def other_user():
-    """A throwaway unprivileged user (created when we are root)."""
-    if os.geteuid() != 0:
-        if IN_CI:
-            pytest.fail("CI runs as root; these tests need it")
-        pytest.skip("needs root to create and become another user")
-    try:
-        pw = pwd.getpwnam(TEST_USER)
-    except KeyError:
-        useradd = shutil.which("useradd")
-        if useradd is None:
-            pytest.fail("useradd missing: `make system-deps` installs it")
-        subprocess.run(
-            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
-            check=True,
-        )
-        pw = pwd.getpwnam(TEST_USER)
-    return pw
 
 
 def _connect_as(pw, path: str) -> int:

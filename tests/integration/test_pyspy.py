@@ -37,7 +37,6 @@ from cpinspect.sources.pyspy import (
 )
 from tests.conftest import ROOT, TargetProcess, wait_for
 from tests.helpers import BackgroundRequests, agent_get, http_answers
-from tests.integration.test_privacy import other_user  # noqa: F401 - a pytest fixture
 
 THREADS = 4
 
@@ -287,7 +286,7 @@ def _source_as(pw, pid: int) -> str:
     return text
 
 
-def test_permission_denied_for_another_users_process(spawn_target, other_user):  # noqa: F811
+def test_permission_denied_for_another_users_process(spawn_target, other_user):
     # GIVEN a target owned by root, and the inspector running as another user
     target = spawn_target("--agent", "none")
     # WHEN it reads the target with py-spy
