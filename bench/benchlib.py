@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -146,3 +146,22 @@ def machine() -> str:
 
 def median(values: List[float]) -> float:
     return statistics.median(values)
+
+
+def open_requests(port: int, path: str, count: int, timeout: float = 120.0) -> List[socket.socket]:
+    """Send ``count`` requests and leave them unanswered (the caller closes the sockets)."""
+    socks = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode("ascii"))
+        socks.append(s)
+    return socks
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")

@@ -25,34 +25,24 @@ import json
 import socket
 import sys
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
-from benchlib import Server, UnixHTTPConnection, agent_get, machine, percentile, server
+from benchlib import (
+    Server,
+    UnixHTTPConnection,
+    agent_get,
+    machine,
+    open_requests,
+    percentile,
+    server,
+    wait_until,
+)
 
 STYLES = ("fresh", "keep-alive")
 
 SCENARIOS = ("sleep", "spin")
 HOLD_SECONDS = 600
 """Handlers outlast the sampling; the server is killed afterwards, they never finish."""
-
-
-def open_requests(port: int, path: str, count: int) -> List[socket.socket]:
-    """Send ``count`` requests and leave them unanswered (the sockets are closed later)."""
-    socks = []
-    for _ in range(count):
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode("ascii"))
-        socks.append(s)
-    return socks
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def app_answers(port: int, timeout: float) -> bool:
@@ -109,7 +99,7 @@ def run_scenario(
                     else:
                         body = keepalive_get(persistent)
                     latencies[style].append(time.perf_counter() - t0)
-                    pool = body["pools"][0]  # type: ignore[index]
+                    pool = body["pools"][0]
                     if pool["busy"] != threads or pool["queued"] < queued:
                         not_saturated += 1
                     time.sleep(gap)

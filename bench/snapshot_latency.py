@@ -29,13 +29,21 @@ Goal: agent <= 0.5 x py-spy (both py-spy modes, both scenarios).
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
-from benchlib import Server, agent_get, machine, median, percentile, server
+from benchlib import (
+    Server,
+    agent_get,
+    machine,
+    median,
+    open_requests,
+    percentile,
+    server,
+    wait_until,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -51,26 +59,6 @@ NONBLOCKING = "py-spy nonblocking"
 BLOCKING = "py-spy blocking"
 NONBLOCKING_STACKS = "py-spy nonblocking, stacks only"
 BLOCKING_STACKS = "py-spy blocking, stacks only"
-
-
-def open_requests(port: int, path: str, count: int) -> List[socket.socket]:
-    """One connection at a time: CherryPy's listen backlog is 5, and with spinning workers the
-    acceptor waits its turn for the GIL, so a connect can take seconds."""
-    socks = []
-    for _ in range(count):
-        s = socket.create_connection(("127.0.0.1", port), timeout=120)
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode("ascii"))
-        socks.append(s)
-    return socks
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def check(snap: ThreadsSnapshot, threads: int, busy: int) -> str:

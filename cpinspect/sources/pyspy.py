@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from cpinspect.agent.probes.threads import task_cpu_time
 from cpinspect.agent.redact import is_sensitive, redact_query
 from cpinspect.errors import (
     CpinspectError,
@@ -68,11 +69,6 @@ STOP_GRACE = 1.0
 """Seconds py-spy gets to exit after SIGINT before it is killed."""
 LONG_VALUE = 200
 """Local values longer than this are hidden until revealed (they may hold anything)."""
-
-try:
-    _CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
-except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-    _CLK_TCK = 100.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,18 +468,7 @@ class FirstSeen:
 
 
 def _cpu_time(pid: int, native_id: Optional[int]) -> Optional[float]:
-    if not native_id:
-        return None
-    try:
-        with open("/proc/%d/task/%d/stat" % (pid, native_id), "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-    except (IndexError, ValueError):
-        return None
+    return task_cpu_time(pid, native_id) if native_id else None
 
 
 def _thread_name(raw: Dict[str, Any], ident: int, is_main: bool) -> str:

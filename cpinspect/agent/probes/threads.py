@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ..redact import redact_query
 from ..tracking import RequestTracker
@@ -47,8 +47,13 @@ def cpu_time(native_id: Optional[int]) -> Optional[float]:
         return time.clock_gettime(_thread_clock(native_id))
     except (OSError, AttributeError, OverflowError):
         pass
+    return task_cpu_time("self", native_id)
+
+
+def task_cpu_time(pid: Union[int, str], native_id: int) -> Optional[float]:
+    """User + system seconds of thread ``native_id`` of process ``pid``, from /proc."""
     try:
-        with open("/proc/self/task/%d/stat" % native_id, "rb") as f:
+        with open("/proc/%s/task/%d/stat" % (pid, native_id), "rb") as f:
             data = f.read()
     except OSError:
         return None
