@@ -50,6 +50,20 @@ def _owner(pid: int) -> str:
         return str(uid)
 
 
+def not_allowed(pid: int) -> str:
+    """Why we may not look inside ``pid``, and what to do about it."""
+    if os.geteuid() == 0:
+        return (
+            "may not inspect pid %d even as root: it is outside this container's reach, or "
+            "CAP_SYS_PTRACE is missing (docker: --cap-add=SYS_PTRACE)" % pid
+        )
+    owner = _owner(pid)
+    return (
+        "pid %d belongs to user %s: run cpinspect as that user (sudo -u %s cpinspect ...) "
+        "or as root" % (pid, owner, owner)
+    )
+
+
 def check_process(pid: int) -> None:
     """Raise a clear error unless ``pid`` is a live process that looks like Python."""
     if pid <= 0:
@@ -61,10 +75,7 @@ def check_process(pid: int) -> None:
     try:
         exe = os.readlink("/proc/%d/exe" % pid)
     except PermissionError:
-        raise PermissionDenied(
-            "pid %d belongs to user %s: run cpinspect as that user (sudo -u %s cpinspect ...) "
-            "or as root" % (pid, _owner(pid), _owner(pid))
-        ) from None
+        raise PermissionDenied(not_allowed(pid)) from None
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             # Kernel threads and zombies have no exe.
@@ -96,10 +107,7 @@ def _socket_inodes(pid: int) -> List[int]:
     try:
         names = os.listdir(fd_dir)
     except PermissionError:
-        raise PermissionDenied(
-            "cannot read the file descriptors of pid %d (user %s): run as that user or root"
-            % (pid, _owner(pid))
-        ) from None
+        raise PermissionDenied(not_allowed(pid)) from None
     except FileNotFoundError:
         raise NoSuchProcess("process %d exited" % pid) from None
     inodes = []
