@@ -20,6 +20,7 @@ from cpinspect.model import (
     Phase,
     PoolInfo,
     ProcessInfo,
+    ProcessSummary,
     RequestInfo,
     Role,
     SourceKind,
@@ -653,3 +654,79 @@ def format_locals(locals_: ThreadLocals, reveal: bool = False, indent: str = "  
                 line += f"  (hidden: {hidden_reason(var)})"
             lines.append(line)
     return lines
+
+
+# --- process listing (``cpinspect ps`` and the picker) -----------------------------------------
+
+PROCESS_COLUMNS: Tuple[Tuple[str, str], ...] = (
+    ("pid", "PID"),
+    ("user", "USER"),
+    ("name", "PROCESS"),
+    ("ports", "PORTS"),
+    ("uptime", "UPTIME"),
+    ("cpu", "CPU"),
+    ("rss", "RSS"),
+    ("agent", "AGENT"),
+    ("apps", "APPS"),
+    ("busy", "BUSY"),
+    ("reason", "NOTE"),
+)
+"""``(key, heading)`` of the process table, in order."""
+
+
+def format_bytes(size: Optional[int]) -> str:
+    """``512 B``, ``33.1 MB``, ``1.2 GB`` (powers of 1024, as ``ps``/``top`` count)."""
+    if size is None:
+        return NONE_MARK
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return NONE_MARK  # unreachable: the loop returns at GB
+
+
+def process_row(summary: ProcessSummary) -> Dict[str, str]:
+    """One process as the text of each column of ``PROCESS_COLUMNS``."""
+    if summary.busy is not None and summary.size is not None:
+        busy = f"{summary.busy}/{summary.size}"
+    else:
+        busy = NONE_MARK
+    if summary.agent:
+        agent = "yes"
+    elif summary.cherrypy:
+        agent = "no"
+    else:
+        agent = "?"
+    apps = ", ".join(app or "/" for app in summary.apps) if summary.apps else NONE_MARK
+    if summary.reason:
+        note = summary.reason
+    elif not summary.cherrypy:
+        note = "maybe CherryPy" + (f": {summary.note}" if summary.note else "")
+    else:
+        note = summary.note
+    return {
+        "pid": str(summary.pid),
+        "user": summary.user,
+        "name": process_name(summary.cmdline),
+        "ports": ",".join(str(p) for p in summary.ports) or NONE_MARK,
+        "uptime": format_duration(summary.uptime),
+        "cpu": NONE_MARK if summary.cpu_percent is None else f"{summary.cpu_percent:.0f}%",
+        "rss": format_bytes(summary.rss),
+        "agent": agent,
+        "apps": apps,
+        "busy": busy,
+        "reason": note,
+    }
+
+
+def format_process_table(summaries: Sequence[ProcessSummary]) -> str:
+    """The ``cpinspect ps`` table: aligned columns, the last (the note) left ragged."""
+    rows = [dict(PROCESS_COLUMNS)] + [process_row(s) for s in summaries]
+    keys = [key for key, _ in PROCESS_COLUMNS]
+    widths = {key: max(len(row[key]) for row in rows) for key in keys}
+    lines = []
+    for row in rows:
+        cells = [row[key].ljust(widths[key]) for key in keys[:-1]] + [row[keys[-1]]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)

@@ -251,3 +251,37 @@ class ProcessInfo:
             if host and port.isdigit():
                 out.append(int(port))
         return tuple(out)
+
+
+@dataclass(frozen=True)
+class ProcessSummary:
+    """One line of ``cpinspect ps`` and of the picker: a (maybe) CherryPy process on the box."""
+
+    pid: int
+    user: str
+    cmdline: Tuple[str, ...] = ()
+    ports: Tuple[int, ...] = ()
+    """Listening TCP ports (unknown ones are simply absent)."""
+    uptime: Optional[float] = None
+    """Seconds since the process started, when the listing was taken."""
+    cpu_percent: Optional[float] = None
+    """Share of one CPU over the listing's measuring interval (may exceed 100)."""
+    rss: Optional[int] = None
+    """Resident memory in bytes."""
+    agent: bool = False
+    """A cpinspect agent socket is open in the process."""
+    apps: Tuple[str, ...] = ()
+    """Script names of the mounted applications (``''`` is the root app); agent only."""
+    busy: Optional[int] = None
+    size: Optional[int] = None
+    """Busy workers and pool size over every server; agent only."""
+    cherrypy: bool = True
+    """False when we could not look inside: a Python process that may be CherryPy."""
+    reason: Optional[str] = None
+    """Why the user may not inspect it (another user, ptrace refused); None when they may."""
+    note: str = ""
+    """Something worth knowing that does not prevent inspecting (agent not answering ...)."""
+
+    @property
+    def inspectable(self) -> bool:
+        return self.reason is None

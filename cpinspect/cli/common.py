@@ -21,7 +21,9 @@ from cpinspect.sources.pyspy import PySpySource, find_pyspy, looks_like_cherrypy
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pid", nargs="?", help="pid of the CherryPy process")
+    parser.add_argument(
+        "pid", nargs="?", help="pid of the CherryPy process, or :PORT (the one listening on it)"
+    )
     parser.add_argument("--socket", metavar="PATH", help="connect to this agent socket instead")
     parser.add_argument(
         "--timeout",
@@ -35,8 +37,17 @@ def parse_pid(text: Optional[str]) -> Optional[int]:
     if text is None:
         return None
     value = text.strip()
+    if value.startswith(":"):
+        # Imported here: psutil is needed only when attaching by port.
+        from cpinspect.attach.processes import find_by_port, parse_port_target
+
+        port = parse_port_target(value)
+        assert port is not None
+        return find_by_port(port)
     if not value.isdigit():
-        raise UsageError("'%s' is not a pid (a positive number); `ps` lists them" % text)
+        raise UsageError(
+            "'%s' is not a pid (a positive number) or :PORT; `cpinspect ps` lists them" % text
+        )
     return int(value)
 
 
