@@ -93,3 +93,33 @@ class UnsupportedPython(CpinspectError):
     """py-spy does not know the target's Python version."""
 
     exit_code = 14
+
+
+class GdbMissing(CpinspectError):
+    """Injection into Python < 3.14 needs gdb, and there is none on PATH."""
+
+    exit_code = 15
+
+
+class InjectionFailed(CpinspectError):
+    """gdb or ``sys.remote_exec`` could not schedule the agent's bootstrap."""
+
+    exit_code = 16
+
+
+class BootstrapFailed(InjectionFailed):
+    """The bootstrap ran inside the target and failed there; the message is the target's."""
+
+    exit_code = 17
+
+
+class MainThreadBusy(InjectionFailed):
+    """The bootstrap was scheduled but the target's main thread never ran it."""
+
+    exit_code = 18
+
+
+class RemoteDebugDisabled(InjectionFailed):
+    """Python >= 3.14 with remote debugging turned off (PYTHON_DISABLE_REMOTE_DEBUG)."""
+
+    exit_code = 19

@@ -74,7 +74,11 @@ class TargetProcess:
 
 
 def start_target(
-    args: List[str], tmp: Path, env: Optional[dict] = None, timeout: float = 20.0
+    args: List[str],
+    tmp: Path,
+    env: Optional[dict] = None,
+    timeout: float = 20.0,
+    python: Optional[str] = None,
 ) -> TargetProcess:
     log_path = tmp / ("target-%d.log" % time.monotonic_ns())
     full_env = dict(os.environ)
@@ -84,7 +88,7 @@ def start_target(
         full_env.update(env)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.apps.target", *args],
+            [python or sys.executable, "-m", "tests.apps.target", *args],
             cwd=str(ROOT),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -111,8 +115,10 @@ def spawn_target(tmp_path: Path) -> Iterator[Callable[..., TargetProcess]]:
     """Start ``tests/apps/target.py`` with the given options; every process is reaped after."""
     started: List[TargetProcess] = []
 
-    def spawn(*args: str, env: Optional[dict] = None) -> TargetProcess:
-        target = start_target(list(args), tmp_path, env=env)
+    def spawn(
+        *args: str, env: Optional[dict] = None, python: Optional[str] = None
+    ) -> TargetProcess:
+        target = start_target(list(args), tmp_path, env=env, python=python)
         started.append(target)
         return target
 

@@ -11,7 +11,7 @@ from typing import List, Optional
 from cpinspect import __version__
 from cpinspect.errors import CpinspectError
 
-SUBCOMMANDS = ("attach", "dump", "demo")
+SUBCOMMANDS = ("attach", "dump", "ps", "inject", "detach", "demo")
 
 INTERNAL_ERROR = 70
 
@@ -33,11 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 2
+    func = getattr(args, "func", None)
+    if func is None:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            # No terminal for the picker (a script, a pipe): say how to use the command instead.
+            parser.print_help()
+            return 2
+        func = pick_and_attach
     try:
-        return int(args.func(args) or 0)
+        return int(func(args) or 0)
     except CpinspectError as exc:
         print("cpinspect: %s" % exc, file=sys.stderr)
         return exc.exit_code
@@ -55,3 +59,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             file=sys.stderr,
         )
         return INTERNAL_ERROR
+
+
+def pick_and_attach(args: argparse.Namespace) -> int:
+    """``cpinspect`` alone: pick a process in the picker, then attach as ``attach PID`` does."""
+    from cpinspect.attach.processes import ProcessLister
+    from cpinspect.cli import attach
+    from cpinspect.tui.screens.picker import PickerApp
+
+    pid = PickerApp(ProcessLister()).run()
+    if pid is None:
+        return 0
+    # Parsed as if typed: attach gets every option's default, whatever options it grows.
+    return attach.run(build_parser().parse_args(["attach", str(pid)]))

@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import Optional
 
+from cpinspect.attach.inject import inject
 from cpinspect.cli.common import (
     Connection,
     add_target_arguments,
@@ -14,7 +15,7 @@ from cpinspect.cli.common import (
     pyspy_for,
     pyspy_only,
 )
-from cpinspect.errors import AgentNotFound
+from cpinspect.errors import AgentNotFound, UsageError
 from cpinspect.sources.agent import DEFAULT_TIMEOUT
 from cpinspect.sources.live import AgentSession, PySpySession
 
@@ -27,10 +28,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--interval", type=float, default=1.0, help="seconds between refreshes (default 1)"
     )
+    parser.add_argument(
+        "--inject",
+        action="store_true",
+        help="load the agent into the process first when it has none (gdb, or sys.remote_exec "
+        "on Python >= 3.14)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "inject", False):
+        pid = parse_pid(args.pid)
+        if pid is None:
+            raise UsageError("--inject needs a pid, not --socket")
+        inject(pid)  # a no-op when the agent is already there
     try:
         conn = connect(args)
     except AgentNotFound as exc:

@@ -111,6 +111,14 @@ class Root:
         }
 
     @cherrypy.expose
+    def app_modules(self):
+        """Import ``server`` and ``plugin`` now (after any injection): they must be the app's."""
+        import plugin
+        import server
+
+        return "%s; %s" % (server.WHO, plugin.WHO)
+
+    @cherrypy.expose
     def install_agent(self):
         import cpinspect.agent
 
@@ -154,7 +162,14 @@ def main() -> None:
         "--autoreload", action="store_true", help="leave CherryPy's Autoreloader on (its default)"
     )
     parser.add_argument("--server", choices=["cheroot", "wsgiref"], default="cheroot")
+    parser.add_argument(
+        "--app-modules",
+        action="store_true",
+        help="put tests/apps/shadow (modules `server`, `plugin`) on sys.path, like an app would",
+    )
     args = parser.parse_args()
+    if args.app_modules:
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "shadow"))
 
     settings = {
         "server.socket_host": "127.0.0.1",

@@ -1,0 +1,3 @@
+"""An app module named like one of the agent's: injection must not shadow it."""
+
+WHO = "app plugin module"

@@ -1,0 +1,91 @@
+"""Injection into CherryPy targets on other Pythons than the inspector's (3.8 ... 3.13).
+
+Each interpreter found (pyenv or PATH) gets a cached virtual environment with cherrypy, outside
+the clone: ``~/.cache/cpinspect/targets/py3X``. 3.8 and 3.13 must be there in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+import httpx
+import pytest
+
+from cpinspect.attach.inject import Injector
+from tests.conftest import IN_CI, wait_for
+from tests.helpers import BackgroundRequests, agent_get
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))) / "cpinspect"
+REQUIRED = ("3.8", "3.13")
+VERSIONS = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13")
+
+
+def find_interpreter(version: str) -> Optional[str]:
+    pyenv = Path(os.path.expanduser("~/.pyenv/versions"))
+    for candidate in sorted(pyenv.glob("%s.*/bin/python%s" % (version, version)), reverse=True):
+        if subprocess.run([str(candidate), "-c", "pass"], capture_output=True).returncode == 0:
+            return str(candidate)
+    return shutil.which("python%s" % version)
+
+
+def target_python(version: str) -> str:
+    """A cached venv of ``version`` with cherrypy: built once, reused by later runs."""
+    interpreter = find_interpreter(version)
+    if interpreter is None:
+        if IN_CI and version in REQUIRED:
+            pytest.fail("Python %s missing in CI" % version)
+        pytest.skip("Python %s not found (pyenv or PATH)" % version)
+    venv = CACHE / "targets" / ("py" + version.replace(".", ""))
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", "import cherrypy"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return str(python)
+    subprocess.run([interpreter, "-m", "venv", "--clear", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "cherrypy"],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    return str(python)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_inject_inspect_detach_on_each_python(spawn_target, version):
+    # GIVEN a CherryPy target on this Python, without cpinspect code, a request in flight
+    python = target_python(version)
+    target = spawn_target("--agent", "none", "--autoreload", python=python)
+    BackgroundRequests(target.port, "/block?seconds=20", 1)
+    time.sleep(0.3)
+    before = httpx.get("http://127.0.0.1:%d/debug_state" % target.port, timeout=10).json()
+
+    # WHEN the agent is injected
+    started = time.monotonic()
+    result = Injector(target.pid).inject()
+    assert result.endpoint is not None
+    status, body = agent_get(result.endpoint.connect_path, "/v1/threads")
+    print(
+        "Python %s: gdb %.2f s, inject to first answer %.2f s"
+        % (version, result.schedule_seconds, time.monotonic() - started)
+    )
+
+    # THEN it runs on the target's Python and shows the request that was already running
+    assert status == 200 and result.status["python"].startswith(version + ".")
+    assert [t["request"]["path"] for t in body["threads"] if t["busy"]] == ["/block"]
+
+    # WHEN detached: it is gone, the app serves, __main__ is as it was, nothing restarted
+    Injector(target.pid).detach()
+
+    def clean() -> Optional[dict]:
+        state = httpx.get("http://127.0.0.1:%d/debug_state" % target.port, timeout=10).json()
+        return state if not [n for n in state["threads"] if n.startswith("cpinspect-")] else None
+
+    after = wait_for(clean, what="the agent's threads to stop")
+    assert isinstance(after, dict)
+    assert after["hooks"] == 0 and after["main_globals"] == before["main_globals"]
+    assert target.boots() == 1, target.output()
