@@ -67,8 +67,9 @@ def pick_and_attach(args: argparse.Namespace) -> int:
     from cpinspect.cli import attach
     from cpinspect.tui.screens.picker import PickerApp
 
-    pid = PickerApp(ProcessLister()).run()
-    if pid is None:
+    pick = PickerApp(ProcessLister()).run()
+    if pick is None:
         return 0
     # Parsed as if typed: attach gets every option's default, whatever options it grows.
-    return attach.run(build_parser().parse_args(["attach", str(pid)]))
+    words = ["attach", "--inject", str(pick.pid)] if pick.inject else ["attach", str(pick.pid)]
+    return attach.run(build_parser().parse_args(words))

@@ -77,3 +77,8 @@ class Poller(Protocol):
     def set_native(self, native: bool) -> None:
         """Include native (C) frames in the stacks of the following polls."""
         ...
+
+    def load_agent(self) -> str:
+        """Load the agent into the target (the user asked) and use it from the next poll on;
+        returns a line to show. Raises ``CpinspectError`` with the reason when it cannot."""
+        ...

@@ -258,6 +258,9 @@ class AgentSession:
             gil_holder=holder.ident if holder is not None else None,
         )
 
+    def load_agent(self) -> str:
+        return "the agent is already loaded"
+
     def thread_locals(self, ident: int) -> ThreadLocals:
         if self.pyspy is None:
             raise PySpyMissing(
@@ -383,24 +386,62 @@ def process_info_from_outside(pid: int) -> ProcessInfo:
 
 
 class PySpySession:
-    """The ``Poller`` for a process without the agent: everything from py-spy."""
+    """The ``Poller`` for a process without the agent: everything from py-spy.
+
+    ``load_agent()`` injects the agent on the user's word; from then on the session hands its
+    polls to an ``AgentSession`` (py-spy still beside it), so the TUI goes on unchanged.
+    """
 
     def __init__(
-        self, pyspy: PySpySource, pid: int, clock: Callable[[], float] = time.time
+        self,
+        pyspy: PySpySource,
+        pid: int,
+        clock: Callable[[], float] = time.time,
+        timeout: float = DEFAULT_TIMEOUT,
+        inject: Optional[Callable[[int], object]] = None,
     ) -> None:
         self.pyspy = pyspy
         self.pid = pid
         self.clock = clock
+        self.timeout = timeout
+        self._inject = inject
+        self.agent: Optional[AgentSession] = None
         self.info: Optional[ProcessInfo] = None
         self.threads: Optional[ThreadsSnapshot] = None
         self.native = False
         self._lost = ""
         self.message = (
             "no agent in pid %d: threads and requests read by py-spy from outside. For pool "
-            "numbers, request details, routes and logs, %s" % (pid, ENABLE_HINT)
+            "numbers, request details, routes and logs, press i to load the agent now, or %s"
+            % (pid, ENABLE_HINT)
         )
 
+    def load_agent(self) -> str:
+        """Inject the agent (gdb; blocking, ~1 s) and switch to it. Raises CpinspectError."""
+        if self.agent is not None:
+            return "the agent is already loaded"
+        if self._inject is None:
+            from cpinspect.attach.inject import inject
+
+            self._inject = inject
+        self._inject(self.pid)
+        source = AgentSource(find_agent(self.pid).connect_path, timeout=self.timeout)
+        try:
+            info = source.info()
+        except CpinspectError:
+            source.close()
+            raise
+        agent = AgentSession(source, info, pid=self.pid, timeout=self.timeout, pyspy=self.pyspy)
+        agent.set_native(self.native)
+        agent._pending_message = "agent loaded into pid %d: requests, pools and more from it" % (
+            self.pid
+        )
+        self.agent = agent
+        return agent._pending_message
+
     def poll(self) -> Update:
+        if self.agent is not None:
+            return self.agent.poll()
         now = self.clock()
         state = LinkState.LIVE
         message = self.message
@@ -427,11 +468,17 @@ class PySpySession:
         )
 
     def thread_locals(self, ident: int) -> ThreadLocals:
+        if self.agent is not None:
+            return self.agent.thread_locals(ident)
         return self.pyspy.thread_locals(ident)
 
     def set_native(self, native: bool) -> None:
         self.native = native
         self.pyspy.native = native
+        if self.agent is not None:
+            self.agent.set_native(native)
 
     def close(self) -> None:
+        if self.agent is not None:
+            self.agent.close()
         self.pyspy.close()

@@ -23,9 +23,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import Worker, get_current_worker
 
+from cpinspect.model import SourceKind
 from cpinspect.sources.base import LinkState, Poller, Update
 from cpinspect.sources.source_lines import LineReader
-from cpinspect.tui.messages import NativeChanged, Polled
+from cpinspect.tui.messages import AgentLoaded, NativeChanged, Polled
+from cpinspect.tui.screens.confirm import ConfirmScreen
 from cpinspect.tui.screens.help import HelpScreen, KeyHelp
 from cpinspect.tui.screens.locals import LocalsScreen, describe_error
 from cpinspect.tui.state import InspectorState
@@ -73,6 +75,13 @@ class InspectorApp(App[None]):
             "Native",
             tooltip="Native (C) frames in the stacks on/off (py-spy --native)",
         ),
+        Binding(
+            "i",
+            "load_agent",
+            "Load agent",
+            show=False,
+            tooltip="Load the cpinspect agent into a process read by py-spy only (asks first)",
+        ),
         Binding("1", "show_tab('threads')", "Threads", show=False, tooltip="The Threads tab"),
         Binding("question_mark", "help", "Keys", tooltip="This list of keys"),
         Binding("q", "quit", "Quit", tooltip="Quit the inspector (the target is unaffected)"),
@@ -106,6 +115,8 @@ class InspectorApp(App[None]):
         """Stacks include native frames: ``set_native(True)`` succeeded (``n`` toggles)."""
         self.native_pending = False
         """A ``set_native()`` call is running in a worker."""
+        self.agent_loading = False
+        """A ``load_agent()`` call is running in a worker."""
         self.updates_applied = 0
         """Updates put on screen."""
         self._poll_worker: Optional[Worker[None]] = None
@@ -332,6 +343,56 @@ class InspectorApp(App[None]):
             return
         self.native = message.native
         self._render_header()
+        self.poll_now(again=True)
+
+    def action_load_agent(self) -> None:
+        """py-spy-only view: ask, then load the agent in a worker (gdb takes about a second)."""
+        update = self.state.update
+        if update is not None and update.source_kind is not SourceKind.PYSPY:
+            self.notify("The agent is already loaded.", title="Load agent")
+            return
+        if self.agent_loading or self._closed:
+            return
+
+        def answered(answer: Optional[bool]) -> None:
+            if answer:
+                self.agent_loading = True
+                self.notify("Loading the agent…", title="Load agent")
+                self.run_worker(
+                    self._load_agent_blocking,
+                    thread=True,
+                    group="agent",
+                    exit_on_error=False,
+                    description="Loading the agent",
+                )
+
+        self.push_screen(
+            ConfirmScreen(
+                "Load the cpinspect agent into this process? gdb pauses it for about half a "
+                "second to schedule the agent's start on its main thread; the agent then serves "
+                "requests, pool numbers and more from its own threads. Its files stay on disk; "
+                "`cpinspect detach PID` removes it.",
+                "y load   n / escape not now",
+            ),
+            answered,
+        )
+
+    def _load_agent_blocking(self) -> None:
+        """Runs in a worker thread."""
+        try:
+            note = self.poller.load_agent()
+        except Exception as error:  # noqa: BLE001 - shown to the user; py-spy goes on
+            self.post_message(AgentLoaded(error=describe_error(error)))
+        else:
+            self.post_message(AgentLoaded(note))
+
+    @on(AgentLoaded)
+    def _agent_loaded(self, message: AgentLoaded) -> None:
+        self.agent_loading = False
+        if message.error is not None:
+            self.notify(message.error, title="Could not load the agent", severity="error")
+            return
+        self.notify(message.note, title="Agent loaded")
         self.poll_now(again=True)
 
     def action_help(self) -> None:

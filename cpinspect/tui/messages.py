@@ -50,3 +50,12 @@ class NativeChanged(Message):
         super().__init__()
         self.native = native
         self.error = error
+
+
+class AgentLoaded(Message):
+    """``load_agent()`` finished in a worker: ``note`` to show, or ``error`` says why not."""
+
+    def __init__(self, note: str = "", error: Optional[str] = None) -> None:
+        super().__init__()
+        self.note = note
+        self.error = error

@@ -171,15 +171,17 @@ def test_another_users_process_is_listed_with_the_reason(spawn_target, other_use
 
 async def test_picker_on_the_real_machine_opens_the_chosen_target(spawn_target):
     # GIVEN a real target without the agent, and the picker over the real lister
-    from cpinspect.tui.screens.picker import PickerApp
+    from cpinspect.tui.screens.picker import Pick, PickerApp
     from tests.tui.helpers import wait_until
 
     target = spawn_target("--agent", "none")
     app = PickerApp(ProcessLister())
     async with app.run_test(size=(160, 30)) as pilot:
         await wait_until(pilot, lambda: app.listings >= 1, timeout=20, what="the listing")
-        # WHEN the user filters by the target's port and presses Enter twice
+        # WHEN the user filters by the target's port, presses Enter twice, and y to load the agent
         await pilot.press("slash", *str(target.port), "enter", "enter")
+        await pilot.pause()
+        await pilot.press("y")
         await wait_until(pilot, lambda: not app.is_running, what="the picker to exit")
-    # THEN the picker returns that target's pid
-    assert app.return_value == target.pid
+    # THEN the picker returns that target's pid, with the agent to be loaded
+    assert app.return_value == Pick(target.pid, inject=True)

@@ -401,6 +401,9 @@ class FakePoller:
         self.native_calls: List[Tuple[bool, bool]] = []
         """``(native, called on the main thread)`` per ``set_native`` call."""
         self.native_error: Optional[BaseException] = None
+        self.load_calls: List[bool] = []
+        """``called on the main thread`` per ``load_agent`` call."""
+        self.load_error: Optional[BaseException] = None
 
     def set(self, *script: Scripted) -> None:
         with self._lock:
@@ -432,6 +435,14 @@ class FakePoller:
             error = self.native_error
         if error is not None:
             raise error
+
+    def load_agent(self) -> str:
+        with self._lock:
+            self.load_calls.append(threading.current_thread() is threading.main_thread())
+            error = self.load_error
+        if error is not None:
+            raise error
+        return "agent loaded into pid 4121"
 
     def close(self) -> None:
         self.closed = True

@@ -8,7 +8,8 @@ from typing import List
 from textual.widgets import DataTable, Input
 
 from cpinspect.model import ProcessSummary
-from cpinspect.tui.screens.picker import PickerApp
+from cpinspect.tui.screens.confirm import ConfirmScreen
+from cpinspect.tui.screens.picker import Pick, PickerApp
 
 from .helpers import wait_until
 
@@ -110,11 +111,44 @@ async def test_enter_returns_the_selected_pid() -> None:
     app = PickerApp(FakeLister([SHOP, BLOG]))
     async with app.run_test(size=(140, 30)) as pilot:
         await wait_until(pilot, lambda: app.listings == 1, what="the first listing")
-        # WHEN the user moves down one row and presses Enter
+        # WHEN the user moves down one row (a process without the agent) and presses Enter
         await pilot.press("down", "enter")
+        await pilot.pause()
+        # THEN the picker asks before loading the agent; n opens it with py-spy only
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
         await wait_until(pilot, lambda: not app.is_running, what="the picker to exit")
-    # THEN the picker returns the pid of that row, for the CLI to attach to
-    assert app.return_value == 5000
+    assert app.return_value == Pick(5000, inject=False)
+
+
+async def test_a_process_with_the_agent_opens_without_a_question() -> None:
+    app = PickerApp(FakeLister([SHOP, BLOG]))
+    async with app.run_test(size=(140, 30)) as pilot:
+        await wait_until(pilot, lambda: app.listings == 1, what="the first listing")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: not app.is_running, what="the picker to exit")
+    assert app.return_value == Pick(4121, inject=False)
+
+
+async def test_the_inject_confirmation_y_loads_escape_goes_back() -> None:
+    # GIVEN a process without the agent, chosen
+    app = PickerApp(FakeLister([SHOP, BLOG]))
+    async with app.run_test(size=(140, 30)) as pilot:
+        await wait_until(pilot, lambda: app.listings == 1, what="the first listing")
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        question = str(app.screen.query_one("#confirm-question").render())
+        assert "pid 5000 has no cpinspect agent" in question and "gdb" in question
+        # WHEN escape: THEN back in the list, nothing chosen
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.is_running and not isinstance(app.screen, ConfirmScreen)
+        # WHEN asked again and answered y: THEN the pick says to load the agent
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("y")
+        await wait_until(pilot, lambda: not app.is_running, what="the picker to exit")
+    assert app.return_value == Pick(5000, inject=True)
 
 
 async def test_slash_filters_by_text_and_escape_clears() -> None:
@@ -129,10 +163,12 @@ async def test_slash_filters_by_text_and_escape_clears() -> None:
         assert app.query_one(Input).has_focus
         assert pids(app) == [5000]
         assert "1 of 3 processes matching '9090'" in app.status
-        # WHEN Enter closes the filter box and Enter again opens the one row
+        # WHEN Enter closes the filter box and Enter again opens the one row (py-spy only)
         await pilot.press("enter", "enter")
+        await pilot.pause()
+        await pilot.press("n")
         await wait_until(pilot, lambda: not app.is_running, what="the picker to exit")
-    assert app.return_value == 5000
+    assert app.return_value == Pick(5000, inject=False)
 
 
 async def test_filter_matches_user_and_escape_shows_all_again() -> None:

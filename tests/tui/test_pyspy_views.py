@@ -13,6 +13,7 @@ from cpinspect.errors import PySpyMissing
 from cpinspect.model import Frame, SourceKind
 from cpinspect.sources.base import LinkState
 from cpinspect.tui.app import InspectorApp
+from cpinspect.tui.screens.confirm import ConfirmScreen
 from cpinspect.tui.screens.help import HelpScreen
 from cpinspect.tui.screens.locals import LocalsScreen
 from cpinspect.tui.widgets.banner import Banner
@@ -403,3 +404,63 @@ async def test_help_and_footer_list_the_new_keys() -> None:
         assert "Local variables of the selected thread" in keys["v"]
         assert "Native (C) frames" in keys["n"]
         assert "reveal" in keys["r, enter"]
+
+
+# --- loading the agent from the py-spy-only view -------------------------------------------------
+
+
+def pyspy_only_update():
+    return replace(incident_update(), source_kind=SourceKind.PYSPY, source_label="py-spy pid 4121")
+
+
+async def test_i_asks_then_loads_the_agent_in_a_worker() -> None:
+    # GIVEN a process read by py-spy only
+    poller = FakePoller([pyspy_only_update()])
+    app = make_app(poller)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await first_data(pilot)
+        # WHEN i is pressed
+        await pilot.press("i")
+        await pilot.pause()
+        # THEN a question comes first, and escape loads nothing
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert poller.load_calls == []
+        # WHEN asked again and answered y
+        await pilot.press("i")
+        await pilot.pause()
+        await pilot.press("y")
+        await wait_until(
+            pilot, lambda: poller.load_calls and not app.agent_loading, what="load_agent"
+        )
+        # THEN load_agent ran once, off the UI thread
+        assert poller.load_calls == [False]
+
+
+async def test_a_failed_load_is_said_and_py_spy_goes_on() -> None:
+    poller = FakePoller([pyspy_only_update()])
+    poller.load_error = PySpyMissing("gdb not found: apt-get install gdb")
+    app = make_app(poller)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await first_data(pilot)
+        await pilot.press("i")
+        await pilot.pause()
+        await pilot.press("y")
+        await wait_until(
+            pilot, lambda: poller.load_calls and not app.agent_loading, what="load_agent"
+        )
+        await pilot.pause()
+        assert any("gdb not found" in str(n.message) for n in app._notifications)
+        assert app.is_running
+
+
+async def test_i_with_the_agent_already_there_asks_nothing() -> None:
+    poller = FakePoller([incident_update()])
+    app = make_app(poller)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await first_data(pilot)
+        await pilot.press("i")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert poller.load_calls == []

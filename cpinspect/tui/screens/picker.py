@@ -10,7 +10,7 @@ then attaches exactly as ``cpinspect attach PID`` does::
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, List, Optional, Sequence
+from typing import Callable, ClassVar, List, NamedTuple, Optional, Sequence
 
 from rich.text import Text
 from textual import on, work
@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 
 from cpinspect.formatting import PROCESS_COLUMNS, process_row
 from cpinspect.model import ProcessSummary
+from cpinspect.tui.screens.confirm import ConfirmScreen
 
 Lister = Callable[[], List[ProcessSummary]]
 
@@ -47,7 +48,14 @@ def matches(summary: ProcessSummary, text: str) -> bool:
     return needle in haystack
 
 
-class PickerApp(App[Optional[int]]):
+class Pick(NamedTuple):
+    """What the user picked: a pid, and whether to load the agent into it first."""
+
+    pid: int
+    inject: bool = False
+
+
+class PickerApp(App[Optional[Pick]]):
     """Pick a process; ``run()`` returns its pid, or None when the user quits."""
 
     TITLE = "cpinspect"
@@ -161,13 +169,35 @@ class PickerApp(App[Optional[int]]):
         self.choose(self.selected)
 
     def choose(self, summary: Optional[ProcessSummary]) -> None:
-        """Open ``summary`` (exit with its pid), or say why it cannot be opened."""
+        """Open ``summary`` (exit with a ``Pick``), or say why it cannot be opened.
+
+        A process without the agent gets a question first: load the agent (gdb runs inside the
+        target, which is why it is never done unasked), or open it on py-spy alone.
+        """
         if summary is None:
             return
         if summary.reason is not None:
             self._set_status(f"cannot open pid {summary.pid}: {summary.reason}")
             return
-        self.exit(summary.pid)
+        if summary.agent:
+            self.exit(Pick(summary.pid, inject=False))
+            return
+        pid = summary.pid
+
+        def answered(answer: Optional[bool]) -> None:
+            if answer is not None:
+                self.exit(Pick(pid, inject=answer))
+
+        self.push_screen(
+            ConfirmScreen(
+                f"pid {pid} has no cpinspect agent. Load it now? gdb pauses the process for "
+                "about half a second to schedule the agent's start on its main thread; the "
+                "agent then serves requests, pools, routes and logs from its own threads. "
+                "Without it, threads and stacks come from py-spy.",
+                "y load the agent   n open with py-spy only   escape back",
+            ),
+            answered,
+        )
 
     def action_quit_picker(self) -> None:
         self.exit(None)
