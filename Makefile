@@ -45,6 +45,8 @@ bench: $(STAMP) ## Run the benchmarks in bench/ (prints ratios; record them in B
 	$(BIN)/python bench/saturated_latency.py
 	$(BIN)/python bench/snapshot_latency.py
 	$(BIN)/python bench/gil_hog.py
+	$(BIN)/python bench/inject_soak.py
+	$(BIN)/python bench/attach_time.py
 
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
