@@ -11,6 +11,7 @@ import pytest
 from cpinspect import cli
 from cpinspect.attach import processes
 from cpinspect.model import ProcessSummary
+from cpinspect.tui.screens.picker import Pick
 
 SHOP = ProcessSummary(pid=4121, user="www", cmdline=("python3", "shop.py"), ports=(8080,))
 
@@ -43,7 +44,7 @@ def test_no_arguments_without_a_terminal_prints_help(capsys) -> None:
     assert "usage: cpinspect" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("picked", [4121, None])
+@pytest.mark.parametrize("picked", [Pick(4121), Pick(4121, inject=True), None])
 def test_no_arguments_on_a_terminal_picks_then_attaches_like_attach_pid(
     monkeypatch, picked
 ) -> None:
@@ -65,6 +66,7 @@ def test_no_arguments_on_a_terminal_picks_then_attaches_like_attach_pid(
     else:
         assert len(attached) == 1
         assert attached[0].pid == "4121" and attached[0].socket is None
+        assert attached[0].inject is picked.inject  # the picker asked; attach --inject if yes
         reference = cli.build_parser().parse_args(["attach", "4121"])
         assert (attached[0].timeout, attached[0].interval) == (
             reference.timeout,
