@@ -285,3 +285,105 @@ class ProcessSummary:
     @property
     def inspectable(self) -> bool:
         return self.reason is None
+
+
+@dataclass(frozen=True)
+class RouteNode:
+    """One object or callable on an app's tree, as ``/v1/routes`` reads it (statically)."""
+
+    path: str
+    name: str
+    kind: str
+    """``object``, ``handler``, ``index``, ``default``, ``unexposed``, ``property``, ``static``."""
+    exposed: bool = False
+    qualname: str = ""
+    filename: Optional[str] = None
+    lineno: Optional[int] = None
+    signature: Optional[str] = None
+    alias_of: Optional[str] = None
+    methods: Tuple[str, ...] = ()
+    """Upper-case HTTP verbs (MethodDispatcher resources)."""
+    popargs: Optional[Tuple[str, ...]] = None
+    dynamic: bool = False
+    """Has a ``_cp_dispatch``: what lies below is decided at request time."""
+    tools: Tuple[str, ...] = ()
+    warnings: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    """One RoutesDispatcher mapper route."""
+
+    path: str
+    name: Optional[str] = None
+    controller: Optional[str] = None
+    action: Optional[str] = None
+    qualname: Optional[str] = None
+    filename: Optional[str] = None
+    lineno: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class StaticMount:
+    path: str
+    kind: str
+    """``staticdir`` or ``staticfile``."""
+    source: str = "app.config"
+    configured: Optional[str] = None
+    root: Optional[str] = None
+    resolved: Optional[str] = None
+    index: Optional[str] = None
+    content_types: Tuple[Tuple[str, str], ...] = ()
+    exists: Optional[bool] = None
+    readable: Optional[bool] = None
+    file_count: Optional[int] = None
+    file_count_capped: bool = False
+    warnings: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AppRoutes:
+    script_name: str
+    kind: str = "cherrypy"
+    root: Optional[str] = None
+    dispatcher: str = "default"
+    nodes: Tuple[RouteNode, ...] = ()
+    routes: Tuple[RouteEntry, ...] = ()
+    static: Tuple[StaticMount, ...] = ()
+    truncated: bool = False
+    errors: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RoutesSnapshot:
+    taken_at: float
+    apps: Tuple[AppRoutes, ...]
+    cap: int = 0
+    truncated: bool = False
+    errors: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What CherryPy would do with one request (``/v1/resolve``), and the steps behind it."""
+
+    path: str
+    method: str
+    host: str
+    kind: str
+    """``handler``, ``static``, ``redirect``, ``not_found``, ``error``, ``wsgi``, ``busy``,
+    ``abandoned``."""
+    status: Optional[int] = None
+    reason: str = ""
+    steps: Tuple[str, ...] = ()
+    app: Optional[str] = None
+    dispatcher: Optional[str] = None
+    handler: Optional[str] = None
+    filename: Optional[str] = None
+    lineno: Optional[int] = None
+    args: Tuple[str, ...] = ()
+    kwargs: Tuple[Tuple[str, str], ...] = ()
+    location: Optional[str] = None
+    static_file: Optional[str] = None
+    mime: Optional[str] = None
+    abandoned: bool = False

@@ -14,14 +14,20 @@ from typing import Any, Dict, List, Mapping, Optional
 from cpinspect.agent.wire import AGENT_VERSION, SCHEMA_VERSION
 from cpinspect.model import (
     AppInfo,
+    AppRoutes,
     Frame,
     LoggingInfo,
     Phase,
     PoolInfo,
     ProcessInfo,
     RequestInfo,
+    Resolution,
     Role,
+    RouteEntry,
+    RouteNode,
+    RoutesSnapshot,
     ServerInfo,
+    StaticMount,
     ThreadInfo,
     ThreadsSnapshot,
 )
@@ -222,6 +228,123 @@ def info_from_json(payload: Any) -> ProcessInfo:
         autoreload=_opt_b(engine, "autoreload"),
         environment=_opt_s(engine, "environment"),
         agent_installed_at=_opt_f(d, "agent_installed_at"),
+    )
+
+
+def _strs(d: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    return tuple(str(v) for v in _list(d, key))
+
+
+def route_node_from_json(d: Mapping[str, Any]) -> RouteNode:
+    popargs = d.get("popargs")
+    return RouteNode(
+        path=_s(d, "path", "/"),
+        name=_s(d, "name"),
+        kind=_s(d, "kind", "object"),
+        exposed=bool(d.get("exposed", False)),
+        qualname=_s(d, "qualname"),
+        filename=_opt_s(d, "file"),
+        lineno=_opt_i(d, "line"),
+        signature=_opt_s(d, "signature"),
+        alias_of=_opt_s(d, "alias_of"),
+        methods=_strs(d, "methods"),
+        popargs=tuple(str(p) for p in popargs) if isinstance(popargs, list) else None,
+        dynamic=bool(d.get("dynamic", False)),
+        tools=_strs(d, "tools"),
+        warnings=_strs(d, "warnings"),
+    )
+
+
+def static_mount_from_json(d: Mapping[str, Any]) -> StaticMount:
+    return StaticMount(
+        path=_s(d, "path", "/"),
+        kind=_s(d, "kind", "staticdir"),
+        source=_s(d, "source", "app.config"),
+        configured=_opt_s(d, "configured"),
+        root=_opt_s(d, "root"),
+        resolved=_opt_s(d, "resolved"),
+        index=_opt_s(d, "index"),
+        content_types=tuple(sorted((str(k), str(v)) for k, v in _dict(d, "content_types").items())),
+        exists=_opt_b(d, "exists"),
+        readable=_opt_b(d, "readable"),
+        file_count=_opt_i(d, "file_count"),
+        file_count_capped=bool(d.get("file_count_capped", False)),
+        warnings=_strs(d, "warnings"),
+    )
+
+
+def routes_from_json(payload: Any) -> RoutesSnapshot:
+    d = _require_object(payload)
+    if not isinstance(d.get("apps"), list):
+        raise ProtocolError("routes payload without an 'apps' list")
+    apps = []
+    for a in _list(d, "apps"):
+        if not isinstance(a, dict):
+            continue
+        apps.append(
+            AppRoutes(
+                script_name=_s(a, "script_name"),
+                kind=_s(a, "kind", "cherrypy"),
+                root=_opt_s(a, "root"),
+                dispatcher=_s(a, "dispatcher", "default"),
+                nodes=tuple(
+                    route_node_from_json(n) for n in _list(a, "nodes") if isinstance(n, dict)
+                ),
+                routes=tuple(
+                    RouteEntry(
+                        path=_s(r, "path"),
+                        name=_opt_s(r, "name"),
+                        controller=_opt_s(r, "controller"),
+                        action=_opt_s(r, "action"),
+                        qualname=_opt_s(r, "qualname"),
+                        filename=_opt_s(r, "file"),
+                        lineno=_opt_i(r, "line"),
+                    )
+                    for r in _list(a, "routes")
+                    if isinstance(r, dict)
+                ),
+                static=tuple(
+                    static_mount_from_json(m) for m in _list(a, "static") if isinstance(m, dict)
+                ),
+                truncated=bool(a.get("truncated", False)),
+                errors=_strs(a, "errors"),
+            )
+        )
+    return RoutesSnapshot(
+        taken_at=_opt_f(d, "taken_at") or 0.0,
+        apps=tuple(apps),
+        cap=_i(d, "cap"),
+        truncated=bool(d.get("truncated", False)),
+        errors=_strs(d, "errors"),
+    )
+
+
+def resolution_from_json(payload: Any) -> Resolution:
+    d = _require_object(payload)
+    v = _dict(d, "verdict")
+    if not v:
+        raise ProtocolError("resolve payload without a 'verdict'")
+    h = _dict(v, "handler")
+    st = _dict(v, "static")
+    return Resolution(
+        path=_s(d, "path"),
+        method=_s(d, "method", "GET"),
+        host=_s(d, "host"),
+        kind=_s(v, "kind", "error"),
+        status=_opt_i(v, "status"),
+        reason=_s(v, "reason"),
+        steps=_strs(d, "steps"),
+        app=_opt_s(d, "app"),
+        dispatcher=_opt_s(d, "dispatcher"),
+        handler=_opt_s(h, "qualname"),
+        filename=_opt_s(h, "file"),
+        lineno=_opt_i(h, "line"),
+        args=_strs(h, "args"),
+        kwargs=tuple(sorted((str(k), str(val)) for k, val in _dict(h, "kwargs").items())),
+        location=_opt_s(v, "location"),
+        static_file=_opt_s(st, "file"),
+        mime=_opt_s(st, "mime"),
+        abandoned=bool(d.get("abandoned", False)),
     )
 
 

@@ -23,10 +23,12 @@ from cherrypy.process import plugins
 from .paths import default_socket_dir, default_socket_path, ensure_private_dir
 from .probes.frames import FrameClassifier
 from .probes.info import InfoProbe
+from .probes.resolve import MAX_PATH, ResolveProbe
+from .probes.routes import RoutesProbe
 from .probes.threads import ThreadsProbe
 from .server import AgentServer, Endpoint
 from .tracking import RequestTracker
-from .wire import ENDPOINT_INFO, ENDPOINT_THREADS
+from .wire import ENDPOINT_INFO, ENDPOINT_RESOLVE, ENDPOINT_ROUTES, ENDPOINT_THREADS
 
 _lock = threading.Lock()
 _agent: Optional["Agent"] = None
@@ -42,6 +44,8 @@ class Agent:
         self.classifier = FrameClassifier()
         self.threads_probe = ThreadsProbe(self.tracker, self.classifier)
         self.info_probe = InfoProbe(self.installed_at)
+        self.routes_probe = RoutesProbe()
+        self.resolve_probe = ResolveProbe()
         self.server: Optional[AgentServer] = None
         self.plugin = InspectorPlugin(cherrypy.engine, self)
         self._probe_lock = threading.Lock()
@@ -51,7 +55,12 @@ class Agent:
         return self.server.path if self.server is not None else None
 
     def endpoints(self) -> Dict[str, Endpoint]:
-        return {ENDPOINT_INFO: self._info, ENDPOINT_THREADS: self._threads}
+        return {
+            ENDPOINT_INFO: self._info,
+            ENDPOINT_THREADS: self._threads,
+            ENDPOINT_ROUTES: self._routes,
+            ENDPOINT_RESOLVE: self._resolve,
+        }
 
     def _info(self, query: Dict[str, List[str]]) -> Tuple[int, Dict[str, Any]]:
         out = self.info_probe.snapshot()
@@ -62,6 +71,23 @@ class Agent:
         # One snapshot at a time: they share the classifier cache and the connection ages.
         with self._probe_lock:
             return 200, self.threads_probe.snapshot()
+
+    def _routes(self, query: Dict[str, List[str]]) -> Tuple[int, Dict[str, Any]]:
+        return 200, self.routes_probe.snapshot()
+
+    def _resolve(self, query: Dict[str, List[str]]) -> Tuple[int, Dict[str, Any]]:
+        """Explicit only (never polled): dispatching may run user code, see probes/resolve.py."""
+        path = (query.get("path") or [""])[0]
+        if not path or len(path) > MAX_PATH:
+            return 400, {
+                "error": {
+                    "status": 400,
+                    "message": "give ?path=/some/path (at most %d characters)" % MAX_PATH,
+                }
+            }
+        method = ((query.get("method") or ["GET"])[0] or "GET").upper()
+        host = (query.get("host") or ["localhost"])[0] or "localhost"
+        return 200, self.resolve_probe.resolve(path, method, host)
 
     def start_server(self) -> str:
         path = self.requested_path

@@ -10,7 +10,9 @@ SCHEMA_VERSION = 1
 API_PREFIX = "/v1"
 ENDPOINT_INFO = API_PREFIX + "/info"
 ENDPOINT_THREADS = API_PREFIX + "/threads"
-ENDPOINTS = (ENDPOINT_INFO, ENDPOINT_THREADS)
+ENDPOINT_ROUTES = API_PREFIX + "/routes"
+ENDPOINT_RESOLVE = API_PREFIX + "/resolve"
+ENDPOINTS = (ENDPOINT_INFO, ENDPOINT_THREADS, ENDPOINT_ROUTES, ENDPOINT_RESOLVE)
 
 SOCKET_DIR_NAME = "cpinspect"
 SOCKET_SUFFIX = ".sock"
@@ -50,5 +52,48 @@ MAX_STACK_DEPTH = 128
 #                            "app": bool}],          # innermost first
 #                 "stack_truncated": int}],
 #    "errors": [str]}
+#
+# GET /v1/routes   (read with inspect.getattr_static: no user code runs)
+#   {"schema", "agent", "taken_at": float, "cap": int (max nodes over all apps),
+#    "truncated": bool, "global_tools": [str], "errors": [str],
+#    "apps": [{"script_name": str, "kind": "cherrypy"|"wsgi", "root": str|null,
+#              "dispatcher": "default"|"MethodDispatcher"|"RoutesDispatcher"|"VirtualHost"|
+#                            "XMLRPCDispatcher"|"wsgi"|<qualname>,
+#              "dispatcher_detail": {} | {"domains": {host: prefix}, "next": str|null,
+#                                         "use_x_forwarded_host": bool},
+#              "nodes": [{"path": "/admin/users", "name": str,
+#                         "kind": "object"|"handler"|"index"|"default"|"unexposed"|"property"|
+#                                 "static",
+#                         "exposed": bool, "qualname": str, "file": str|null, "line": int|null,
+#                         "signature": str|null, "alias_of": str|null,
+#                         "methods": [str],            # upper-case verbs (MethodDispatcher)
+#                         "popargs": [str]|null, "dynamic": bool (has _cp_dispatch),
+#                         "tools": [str], "config": {key: repr} (_cp_config, redacted),
+#                         "warnings": [str]}],         # e.g. "would 404: not exposed"
+#              "routes": [{"name", "path", "controller", "action", "methods": [str],
+#                          "qualname", "file", "line", "signature"}],   # RoutesDispatcher
+#              "config": [{"path", "source": "app.config", "tools": [str],
+#                          "settings": {key: repr}, "dispatcher"?: str}],
+#              "static": [{"path", "kind": "staticdir"|"staticfile",
+#                          "source": "app.config"|"_cp_config"|"handler",
+#                          "configured": str|null, "root": str|null, "resolved": str|null,
+#                          "index": str|null, "match": str|null, "content_types": {ext: type},
+#                          "exists": bool|null, "readable": bool|null, "is_dir": bool|null,
+#                          "file_count": int|null, "file_count_capped": bool,
+#                          "warnings": [str]}],
+#              "truncated": bool, "errors": [str]}]}
+#
+# GET /v1/resolve?path=/p?q=1&method=GET&host=example.com   (explicit, never polled)
+#   {"schema", "agent", "path", "method", "host", "app": str|null, "dispatcher": str|null,
+#    "elapsed": float, "abandoned": bool, "errors": [str],
+#    "steps": [str],                                   # the traversal, in order
+#    "verdict": {"kind": "handler"|"static"|"redirect"|"not_found"|"error"|"wsgi"|"busy"|
+#                        "abandoned",
+#                "status": int|null, "reason": str, "location": str|null (redirects),
+#                "tools": [str],
+#                "handler": null | {"qualname", "file", "line", "args": [repr],
+#                                   "kwargs": {name: repr (redacted)}},
+#                "static": null | {"tool", "file", "exists", "readable", "mime",
+#                                  "mime_source"}}}
 #
 # Errors (any status >= 400): {"schema", "agent", "error": {"status": int, "message": str}}

@@ -11,7 +11,7 @@ from typing import List, Optional
 from cpinspect import __version__
 from cpinspect.errors import CpinspectError
 
-SUBCOMMANDS = ("attach", "dump", "ps", "inject", "detach", "demo")
+SUBCOMMANDS = ("attach", "dump", "ps", "inject", "detach", "demo", "routes", "resolve")
 
 INTERNAL_ERROR = 70
 

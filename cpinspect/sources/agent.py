@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import httpx
 
-from cpinspect.agent.wire import ENDPOINT_INFO, ENDPOINT_THREADS
+from cpinspect.agent.wire import ENDPOINT_INFO, ENDPOINT_RESOLVE, ENDPOINT_ROUTES, ENDPOINT_THREADS
 from cpinspect.errors import (
     AgentUnavailable,
     CpinspectError,
@@ -18,8 +18,15 @@ from cpinspect.errors import (
     StaleSocket,
     TargetGone,
 )
-from cpinspect.model import ProcessInfo, SourceKind, ThreadsSnapshot
-from cpinspect.protocol import ProtocolError, info_from_json, schema_warning, threads_from_json
+from cpinspect.model import ProcessInfo, Resolution, RoutesSnapshot, SourceKind, ThreadsSnapshot
+from cpinspect.protocol import (
+    ProtocolError,
+    info_from_json,
+    resolution_from_json,
+    routes_from_json,
+    schema_warning,
+    threads_from_json,
+)
 
 DEFAULT_TIMEOUT = 1.0
 """About a second: past that the interpreter may be stuck (DESIGN.md, py-spy fallback)."""
@@ -121,6 +128,20 @@ class AgentSource:
             return threads_from_json(self._get(ENDPOINT_THREADS))
         except ProtocolError as exc:
             raise EndpointError("unreadable /v1/threads from the agent: %s" % exc) from None
+
+    def routes(self) -> RoutesSnapshot:
+        try:
+            return routes_from_json(self._get(ENDPOINT_ROUTES))
+        except ProtocolError as exc:
+            raise EndpointError("unreadable /v1/routes from the agent: %s" % exc) from None
+
+    def resolve(self, path: str, method: str = "GET", host: str = "localhost") -> Resolution:
+        """Explicit only: the agent may run user code to answer (never call it on a timer)."""
+        params = {"path": path, "method": method, "host": host}
+        try:
+            return resolution_from_json(self._get(ENDPOINT_RESOLVE, params))
+        except ProtocolError as exc:
+            raise EndpointError("unreadable /v1/resolve from the agent: %s" % exc) from None
 
     def close(self) -> None:
         self._client.close()

@@ -1,0 +1,478 @@
+"""``GET /v1/resolve``: what CherryPy would do with one request, and why — without sending it.
+
+CherryPy's own dispatcher runs with a private ``Request`` loaded into the resolving thread's own
+``cherrypy.serving`` (cherrypy-internals.md 2.4): the app's shared state is untouched. The tools
+that decide before the handler (staticdir/staticfile at priority 50, then trailing_slash at 60)
+are mirrored from ``cherrypy/lib``; the handler's signature is checked with CherryPy's own
+``test_callable_spec``, which never calls the handler. Dispatching can run user code
+(``_cp_dispatch``, properties, Routes controllers), so it runs only when asked, on its own
+thread, one at a time; past ``RESOLVE_TIMEOUT`` the answer says it was abandoned.
+"""
+
+import mimetypes
+import os
+import re
+import string
+import threading
+import time
+import types
+from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import unquote
+
+from ..redact import REDACTED, is_sensitive
+from .routes import (
+    closure_vars,
+    dispatcher_kind,
+    is_exposed,
+    qualname_of,
+    run_bounded,
+    short_repr,
+    source_of,
+    static_attr,
+    static_handler_args,
+    unwrap_descriptor,
+)
+
+RESOLVE_TIMEOUT = 2.0
+MAX_PATH = 4096
+_MISSING = object()
+_TRANSLATE = str.maketrans(string.punctuation, "_" * len(string.punctuation))
+
+
+def _verdict(kind: str, status: Optional[int], reason: str) -> Dict[str, Any]:
+    return {
+        "kind": kind,
+        "status": status,
+        "reason": reason,
+        "handler": None,
+        "location": None,
+        "static": None,
+        "tools": [],
+    }
+
+
+class ResolveProbe:
+    def __init__(self, timeout: float = RESOLVE_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._busy = threading.Event()
+
+    def resolve(self, path: str, method: str, host: str) -> Dict[str, Any]:
+        started = time.monotonic()
+        base: Dict[str, Any] = {
+            "path": path,
+            "method": method,
+            "host": host,
+            "abandoned": False,
+            "errors": [],
+        }
+        if self._busy.is_set():
+            base["verdict"] = _verdict(
+                "busy", None, "an earlier resolution is still running (abandoned, user code)"
+            )
+            base["steps"] = []
+            base["elapsed"] = 0.0
+            return base
+        self._busy.set()
+
+        def work() -> Dict[str, Any]:
+            try:
+                return resolve_here(path, method, host)
+            finally:
+                self._busy.clear()
+
+        done, result, error = run_bounded(work, self.timeout, "cpinspect-resolve")
+        base["elapsed"] = time.monotonic() - started
+        if not done:
+            base["abandoned"] = True
+            base["verdict"] = _verdict(
+                "abandoned",
+                None,
+                "abandoned after %.1f s: user code (_cp_dispatch, a property, a Routes "
+                "controller) did not return; the thread keeps running" % self.timeout,
+            )
+            base["steps"] = []
+            return base
+        if error is not None or not isinstance(result, dict):
+            base["verdict"] = _verdict("error", None, "the resolver failed: %s" % error)
+            base["steps"] = []
+            base["errors"].append(str(error))
+            return base
+        base.update(result)
+        return base
+
+
+def _redacted_params(params: Dict[str, Any]) -> Dict[str, str]:
+    return {
+        str(k): (REDACTED if is_sensitive(str(k)) else short_repr(v)) for k, v in params.items()
+    }
+
+
+def resolve_here(raw: str, method: str, host: str) -> Dict[str, Any]:
+    """Resolve on the calling thread (the resolver's own): its ``cherrypy.serving`` is private."""
+    import cherrypy
+    from cherrypy import _cpdispatch
+    from cherrypy.lib import httputil
+
+    steps: List[str] = []
+    out: Dict[str, Any] = {"steps": steps, "app": None, "dispatcher": None, "errors": []}
+    path_part, _, qs = raw.partition("?")
+    path = unquote(path_part) or "/"
+    if not path.startswith("/"):
+        path = "/" + path
+    sn = cherrypy.tree.script_name(path)
+    if sn is None:
+        steps.append("no application is mounted for %s ✗" % path)
+        out["verdict"] = _verdict("not_found", 404, "no application mounted for this path")
+        return out
+    app = cherrypy.tree.apps[sn]
+    out["app"] = sn
+    if not isinstance(app, cherrypy.Application):
+        steps.append("script name %r: a grafted WSGI app (%s)" % (sn, qualname_of(app)))
+        out["verdict"] = _verdict(
+            "wsgi", None, "handled by a grafted WSGI app: %s" % qualname_of(app)
+        )
+        return out
+    path_info = path[len(sn.rstrip("/")) :]
+    steps.append("app %r (root %s), path_info %r" % (sn, qualname_of(app.root), path_info))
+
+    req = app.request_class(
+        httputil.Host("127.0.0.1", 80, ""), httputil.Host("127.0.0.1", 0, ""), "http", "HTTP/1.1"
+    )
+    req.app = app
+    req.method = method
+    req.query_string = qs
+    req.params = {}
+    try:
+        req.params.update(httputil.parse_query_string(qs))
+    except Exception as exc:  # noqa: BLE001
+        steps.append("query string not parsed: %s" % exc)
+    query_keys = set(req.params)
+    req.headers = httputil.HeaderMap({"Host": host})
+    req.script_name = sn
+    req.path_info = path_info
+    req.body = types.SimpleNamespace(params={})
+    req.show_mismatched_params = True
+    response = app.response_class()
+    cherrypy.serving.load(req, response)
+    try:
+        disp = app.find_config(path_info, "request.dispatch", req.dispatch)
+        kind, detail = dispatcher_kind(disp)
+        out["dispatcher"] = kind
+        steps.extend(explain_walk(app, path_info, method, host, kind, detail, disp))
+        try:
+            disp(path_info)
+        except cherrypy.HTTPRedirect as exc:
+            steps.append("the dispatcher redirected (%s)" % exc.status)
+            v = _verdict("redirect", int(exc.status), "redirect raised while dispatching")
+            v["location"] = str(exc.urls[0]) if exc.urls else None
+            out["verdict"] = v
+            return out
+        except cherrypy.HTTPError as exc:
+            steps.append("the dispatcher raised HTTP %s ✗" % exc.status)
+            out["verdict"] = _verdict("error", int(exc.status), "raised while dispatching")
+            return out
+        except Exception as exc:  # noqa: BLE001 - user code in _cp_dispatch or a controller
+            steps.append("the dispatcher raised %s: %s ✗" % (type(exc).__name__, exc))
+            out["verdict"] = _verdict(
+                "error", 500, "dispatching raised %s: %s" % (type(exc).__name__, exc)
+            )
+            return out
+        config = dict(req.config or {})
+        handler = req.handler
+        tools = sorted(
+            str(k).split(".")[1]
+            for k, v in config.items()
+            if str(k).startswith("tools.") and str(k).endswith(".on") and v
+        )
+        verdict = _after_dispatch(req, handler, config, path_info, qs, sn, steps, query_keys)
+        verdict["tools"] = tools
+        if isinstance(handler, _cpdispatch.LateParamPageHandler) and verdict["handler"] is None:
+            verdict["handler"] = _handler_info(handler)
+        out["verdict"] = verdict
+        return out
+    finally:
+        cherrypy.serving.clear()
+
+
+def _handler_info(handler: Any) -> Dict[str, Any]:
+    func = handler.callable
+    file, line = source_of(func)
+    try:
+        kwargs = dict(handler.kwargs)
+    except Exception:  # noqa: BLE001
+        kwargs = {}
+    return {
+        "qualname": qualname_of(func),
+        "file": file,
+        "line": line,
+        "args": [short_repr(a) for a in handler.args],
+        "kwargs": _redacted_params(kwargs),
+    }
+
+
+def _after_dispatch(
+    req: Any,
+    handler: Any,
+    config: Dict[str, Any],
+    path_info: str,
+    qs: str,
+    sn: str,
+    steps: List[str],
+    query_keys: Any,
+) -> Dict[str, Any]:
+    import cherrypy
+    from cherrypy import _cpdispatch
+
+    if isinstance(handler, _cpdispatch.LateParamPageHandler):
+        info = _handler_info(handler)
+        steps.append(
+            "handler %s(%s)%s"
+            % (
+                info["qualname"],
+                ", ".join(info["args"]),
+                " with %s" % ", ".join(sorted(info["kwargs"])) if info["kwargs"] else "",
+            )
+        )
+    elif isinstance(handler, cherrypy.HTTPError):
+        steps.append("the dispatcher found no handler: HTTP %s" % handler.status)
+    # before_handler hooks in CherryPy's order: static tools (priority 50), trailing_slash (60).
+    static: Optional[Dict[str, Any]] = None
+    for tool in ("staticdir", "staticfile"):
+        if not config.get("tools.%s.on" % tool):
+            continue
+        try:
+            static = _static(tool, config, req, path_info, steps)
+        except ValueError as exc:
+            steps.append("%s raised ValueError: %s ✗" % (tool, exc))
+            return _verdict("error", 500, "%s is misconfigured: %s" % (tool, exc))
+        except cherrypy.HTTPError as exc:
+            steps.append("%s refused the path: HTTP %s ✗" % (tool, exc.status))
+            return _verdict("error", int(exc.status), "%s refused the path" % tool)
+        if static is not None:
+            break
+    if config.get("tools.trailing_slash.on"):
+        missing = config.get("tools.trailing_slash.missing", True)
+        extra = config.get("tools.trailing_slash.extra", False)
+        status = int(config.get("tools.trailing_slash.status") or 301)
+        location = None
+        if req.is_index is True and missing and not path_info.endswith("/"):
+            location = sn.rstrip("/") + path_info + "/"
+            steps.append("an index without its trailing slash: tools.trailing_slash redirects")
+        elif req.is_index is False and extra and path_info.endswith("/") and path_info != "/":
+            location = sn.rstrip("/") + path_info[:-1]
+            steps.append("extra trailing slash (tools.trailing_slash.extra): redirect")
+        if location is not None:
+            v = _verdict("redirect", status, "trailing slash")
+            v["location"] = location + ("?" + qs if qs else "")
+            return v
+    if static is not None:
+        v = _verdict("static", 200, "served by tools.%s" % static["tool"])
+        v["static"] = static
+        return v
+    if isinstance(handler, cherrypy.HTTPError):
+        status = int(handler.status)
+        reason = "method not allowed" if status == 405 else "no exposed handler on this path"
+        return _verdict("not_found" if status == 404 else "error", status, reason)
+    if not isinstance(handler, _cpdispatch.LateParamPageHandler):
+        return _verdict("error", None, "unexpected handler %s" % short_repr(handler))
+    tool_handler = static_handler_args(handler.callable)
+    if tool_handler is not None:
+        # tools.staticdir/staticfile.handler(...): serves the file, or raises NotFound.
+        tool, kwargs = tool_handler
+        cfg = {"tools.%s.%s" % (tool, k): v for k, v in kwargs.items()}
+        try:
+            served = _static(tool, cfg, req, path_info, steps)
+        except ValueError as exc:
+            return _verdict("error", 500, "%s handler is misconfigured: %s" % (tool, exc))
+        if served is None:
+            return _verdict("not_found", 404, "the %s handler found no file" % tool)
+        v = _verdict("static", 200, "served by a tools.%s.handler" % tool)
+        v["static"] = served
+        return v
+    try:
+        _cpdispatch.test_callable_spec(handler.callable, handler.args, handler.kwargs)
+    except cherrypy.HTTPError as exc:
+        message = str(getattr(exc, "_message", "") or "")
+        if not message and handler.args:
+            message = "too many path segments for the signature"
+        steps.append("the signature does not fit: %s ✗" % (message or "mismatch"))
+        status = int(exc.status)
+        return _verdict(
+            "not_found" if status == 404 else "error",
+            status,
+            "signature mismatch: %s" % (message or "the handler cannot take these arguments"),
+        )
+    except Exception as exc:  # noqa: BLE001 - a callable inspect cannot read
+        steps.append("signature not checked: %s" % exc)
+    return _verdict("handler", 200, "the handler would be called")
+
+
+def _static(
+    tool: str, config: Dict[str, Any], req: Any, path_info: str, steps: List[str]
+) -> Optional[Dict[str, Any]]:
+    """Mirror ``cherrypy.lib.static.staticdir/staticfile``; a dict when it would serve a file."""
+    import cherrypy
+
+    prefix = "tools.%s." % tool
+    if req.method not in ("GET", "HEAD"):
+        steps.append("%s on, but only for GET/HEAD: falls through" % tool)
+        return None
+    match = config.get(prefix + "match") or ""
+    if match and not re.search(match, path_info):
+        steps.append("%s on, but the path does not match %r: falls through" % (tool, match))
+        return None
+    root = config.get(prefix + "root") or ""
+    content_types = config.get(prefix + "content_types") or None
+    candidates: List[Tuple[str, bool]] = []
+    if tool == "staticdir":
+        directory = os.path.expanduser(config.get(prefix + "dir") or "")
+        if not os.path.isabs(directory):
+            if not root:
+                raise ValueError("Static dir requires an absolute dir (or root).")
+            directory = os.path.join(root, directory)
+        section = config.get(prefix + "section") or "/"
+        if section == "global":
+            section = "/"
+        section = section.rstrip("\\/")
+        branch = unquote(path_info[len(section) + 1 :].lstrip("\\/"))
+        filename = os.path.join(directory, branch)
+        if not os.path.normpath(filename).startswith(os.path.normpath(directory)):
+            raise cherrypy.HTTPError(403)
+        candidates.append((filename, False))
+        index = config.get(prefix + "index") or ""
+        if index:
+            candidates.append((os.path.join(filename, index), True))
+    else:
+        filename = config.get(prefix + "filename") or ""
+        if not os.path.isabs(filename):
+            if not root:
+                raise ValueError("Static tool requires an absolute filename (got '%s')." % filename)
+            filename = os.path.join(root, filename)
+        candidates.append((filename, False))
+    for candidate, via_index in candidates:
+        try:
+            is_dir = os.path.isdir(candidate)
+            exists = os.path.exists(candidate)
+        except (OSError, ValueError, TypeError):
+            exists, is_dir = False, False
+        if not exists or is_dir:
+            steps.append(
+                "%s: %s %s: falls through"
+                % (tool, candidate, "is a directory" if is_dir else "does not exist")
+            )
+            continue
+        if via_index:
+            req.is_index = filename[-1] in "\\/"
+        mime, mime_source = static_mime(candidate, content_types)
+        steps.append("%s serves %s as %s ✓" % (tool, candidate, mime))
+        return {
+            "tool": tool,
+            "file": candidate,
+            "exists": True,
+            "readable": os.access(candidate, os.R_OK),
+            "mime": mime,
+            "mime_source": mime_source,
+        }
+    return None
+
+
+def static_mime(filename: str, content_types: Any) -> Tuple[str, str]:
+    """The Content-Type CherryPy's ``_attempt`` + ``serve_file`` would send for ``filename``."""
+    if isinstance(content_types, dict) and content_types:
+        ext = os.path.splitext(filename)[1][1:]
+        if content_types.get(ext) is not None:
+            return str(content_types[ext]), "content_types (case-sensitive: %r)" % ext
+    i = filename.rfind(".")
+    ext = filename[i:].lower() if i != -1 else ""
+    found = mimetypes.types_map.get(ext)
+    if found is not None:
+        return found, "mimetypes %r" % ext
+    return "text/html;charset=utf-8", "CherryPy's default (no type for %r)" % ext
+
+
+def explain_walk(
+    app: Any, path_info: str, method: str, host: str, kind: str, detail: Dict[str, Any], disp: Any
+) -> List[str]:
+    """The object walk step by step, read statically (no properties run, no _cp_dispatch)."""
+    steps: List[str] = ["dispatcher: %s" % kind]
+    if kind == "VirtualHost":
+        domains = detail.get("domains") or {}
+        bare = host.split(":")[0] if host else ""
+        prefix = domains.get(host, domains.get(bare, ""))
+        steps.append(
+            "Host %r → %s"
+            % (host, ("prefix %r" % prefix) if prefix else "no domain entry, no prefix")
+        )
+        path_info = prefix + path_info
+        kind = detail.get("next") or "default"
+    if kind == "RoutesDispatcher":
+        steps.append("the Routes mapper matches %r (see the handler below)" % path_info)
+        return steps
+    if kind not in ("default", "MethodDispatcher"):
+        return steps
+    node = app.root
+    if node is None:
+        steps.append("no root object ✗")
+        return steps
+    trail = "root"
+    segments = [s for s in path_info.strip("/").split("/") if s]
+    for seg in segments:
+        name = seg.translate(_TRANSLATE)
+        shown = name if name == seg else "%s (from %r: punctuation becomes _)" % (name, seg)
+        raw = static_attr(node, name, _MISSING)
+        if raw is _MISSING or name.startswith("__"):
+            dispatch = static_attr(node, "_cp_dispatch")
+            if dispatch is not None and not is_exposed(unwrap_descriptor(dispatch)):
+                cv = closure_vars(unwrap_descriptor(dispatch))
+                what = (
+                    "popargs(%s)" % ", ".join(map(str, cv.get("args") or ()))
+                    if "handler" in cv
+                    else "_cp_dispatch"
+                )
+                steps.append(
+                    "%s.%s not found: %s takes the remaining path (run by CherryPy)"
+                    % (trail, shown, what)
+                )
+            else:
+                steps.append(
+                    "%s.%s not found ✗ (remaining segments go to a default, if any)"
+                    % (trail, shown)
+                )
+            return steps
+        if isinstance(raw, property):
+            steps.append("%s.%s is a property: evaluated by CherryPy only" % (trail, shown))
+            return steps
+        value = unwrap_descriptor(raw)
+        exposed = is_exposed(value)
+        if kind == "MethodDispatcher":
+            steps.append("%s.%s found%s" % (trail, shown, ", exposed ✓" if exposed else ""))
+        elif exposed:
+            steps.append("%s.%s found, exposed ✓" % (trail, shown))
+        elif not callable(value):
+            # A container on the way: only what the path ends on must be exposed.
+            steps.append("%s.%s found" % (trail, shown))
+        else:
+            steps.append("%s.%s found, not exposed ✗" % (trail, shown))
+        trail = "%s.%s" % (trail, name)
+        node = value
+    if kind == "MethodDispatcher":
+        verb = method.upper()
+        has = static_attr(node, verb, _MISSING) is not _MISSING or (
+            verb == "HEAD" and static_attr(node, "GET", _MISSING) is not _MISSING
+        )
+        steps.append("%s.%s %s" % (trail, verb, "found ✓" if has else "missing"))
+        return steps
+    index = static_attr(node, "index", _MISSING)
+    if index is not _MISSING and not isinstance(node, types.FunctionType):
+        idx = unwrap_descriptor(index)
+        steps.append(
+            "%s.index %s"
+            % (trail, "found, exposed ✓" if is_exposed(idx) else "found, not exposed ✗")
+        )
+    default = static_attr(node, "default", _MISSING)
+    if default is not _MISSING and not isinstance(node, types.FunctionType):
+        steps.append(
+            "%s.default %s"
+            % (trail, "exposed ✓" if is_exposed(unwrap_descriptor(default)) else "not exposed ✗")
+        )
+    return steps

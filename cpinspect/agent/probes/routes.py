@@ -1,0 +1,671 @@
+"""``GET /v1/routes``: the routing tree as CherryPy sees it, read without running user code.
+
+Attributes are read with ``inspect.getattr_static``: properties, ``__getattr__`` and other
+descriptors of the app are user code and are never evaluated (they are listed as such). The walk
+remembers the ids it has seen (cycles), stops at ``MAX_DEPTH`` and at ``max_nodes`` nodes for the
+whole answer (the cap and whether it was hit are reported). Filesystem checks of static mounts
+(exists, readable, a bounded file count) run in ``fs_checks`` off the request path: a hung mount
+must not hang the agent (DESIGN invariant 2).
+"""
+
+import inspect
+import os
+import threading
+import time
+import types
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+from ..redact import REDACTED, is_sensitive
+
+MAX_NODES = 5000
+MAX_DEPTH = 24
+MAX_REPR = 160
+FILE_COUNT_CAP = 1000
+FS_CHECK_TIMEOUT = 1.0
+"""Seconds the filesystem checks of one ``/v1/routes`` answer may take before being abandoned."""
+
+VERBS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
+_LEAF_TYPES = (
+    str,
+    bytes,
+    bytearray,
+    int,
+    float,
+    complex,
+    bool,
+    type(None),
+    list,
+    tuple,
+    dict,
+    set,
+    frozenset,
+    types.ModuleType,
+)
+
+
+def short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:  # noqa: BLE001 - a user __repr__ may fail
+        text = "<unrepresentable %s: %s>" % (type(value).__name__, exc)
+    return text if len(text) <= MAX_REPR else text[: MAX_REPR - 1] + "…"
+
+
+def qualname_of(obj: Any) -> str:
+    target = obj if isinstance(obj, (type, types.FunctionType, types.MethodType)) else type(obj)
+    func = getattr(target, "__func__", target)
+    module = getattr(func, "__module__", None) or ""
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", "?")
+    return "%s.%s" % (module, name) if module else str(name)
+
+
+def source_of(obj: Any) -> Tuple[Optional[str], Optional[int]]:
+    """File and first line of a function, method or class, from the code object (no I/O)."""
+    func = getattr(obj, "__func__", obj)
+    code = getattr(func, "__code__", None)
+    if code is not None:
+        return code.co_filename, code.co_firstlineno
+    if isinstance(obj, type):
+        call = obj.__dict__.get("__call__") or obj.__dict__.get("__init__")
+        if call is not None and getattr(call, "__code__", None) is not None:
+            return call.__code__.co_filename, call.__code__.co_firstlineno
+        module = obj.__dict__.get("__module__")
+        return (module, None) if isinstance(module, str) else (None, None)
+    return None, None
+
+
+def signature_of(obj: Any) -> Optional[str]:
+    try:
+        return str(inspect.signature(obj))
+    except (TypeError, ValueError):
+        return None
+
+
+def static_attr(obj: Any, name: str, default: Any = None) -> Any:
+    try:
+        return inspect.getattr_static(obj, name, default)
+    except Exception:  # noqa: BLE001 - a hostile metaclass
+        return default
+
+
+def unwrap_descriptor(value: Any) -> Any:
+    if isinstance(value, (staticmethod, classmethod)):
+        return value.__func__
+    return value
+
+
+def is_exposed(value: Any) -> bool:
+    return bool(static_attr(value, "exposed", False) is True)
+
+
+def closure_vars(func: Any) -> Dict[str, Any]:
+    code = getattr(func, "__code__", None)
+    cells = getattr(func, "__closure__", None)
+    if code is None or not cells:
+        return {}
+    out: Dict[str, Any] = {}
+    for name, cell in zip(code.co_freevars, cells):
+        try:
+            out[name] = cell.cell_contents
+        except ValueError:
+            continue
+    return out
+
+
+def static_handler_args(func: Any) -> Optional[Tuple[str, Dict[str, Any]]]:
+    """``tools.staticdir.handler(...)`` / ``staticfile.handler(...)``: (tool name, kwargs)."""
+    if not isinstance(func, types.FunctionType):
+        return None
+    cv = closure_vars(func)
+    tool = cv.get("self")
+    name = getattr(tool, "_name", None) if tool is not None else None
+    if name not in ("staticdir", "staticfile"):
+        return None
+    args = cv.get("args") or ()
+    kwargs = dict(cv.get("kwargs") or {})
+    params = ("filename", "root") if name == "staticfile" else ("section", "dir", "root")
+    for pname, value in zip(params, args):
+        kwargs.setdefault(pname, value)
+    return str(name), kwargs
+
+
+def redact_config(section: Dict[str, Any]) -> Dict[str, str]:
+    out = {}
+    for key, value in sorted(section.items(), key=lambda kv: str(kv[0])):
+        last = str(key).rsplit(".", 1)[-1]
+        out[str(key)] = REDACTED if is_sensitive(last) else short_repr(value)
+    return out
+
+
+def tools_on(section: Dict[str, Any]) -> List[str]:
+    out = []
+    for key, value in section.items():
+        parts = str(key).split(".")
+        if len(parts) == 3 and parts[0] == "tools" and parts[2] == "on" and value:
+            out.append(parts[1])
+    return sorted(out)
+
+
+def dispatcher_kind(disp: Any) -> Tuple[str, Dict[str, Any]]:
+    """Name the dispatcher CherryPy would use, with what it knows (domains, routes …)."""
+    from cherrypy import _cpdispatch
+
+    if isinstance(disp, _cpdispatch.MethodDispatcher):
+        return "MethodDispatcher", {}
+    if isinstance(disp, _cpdispatch.RoutesDispatcher):
+        return "RoutesDispatcher", {}
+    if isinstance(disp, _cpdispatch.Dispatcher):
+        return ("default" if type(disp) is _cpdispatch.Dispatcher else qualname_of(disp)), {}
+    name = getattr(disp, "__name__", "")
+    cv = closure_vars(disp)
+    if name == "vhost_dispatch":
+        nxt = cv.get("next_dispatcher")
+        next_kind = dispatcher_kind(nxt)[0] if nxt is not None else None
+        domains = cv.get("domains") or {}
+        return "VirtualHost", {
+            "domains": {str(k): str(v) for k, v in dict(domains).items()},
+            "use_x_forwarded_host": bool(cv.get("use_x_forwarded_host", True)),
+            "next": next_kind,
+        }
+    if name == "xmlrpc_dispatch":
+        return "XMLRPCDispatcher", {}
+    return qualname_of(disp), {}
+
+
+class _Walk:
+    def __init__(self, budget: List[int]) -> None:
+        self.budget = budget
+        self.nodes: List[Dict[str, Any]] = []
+        self.seen: Set[int] = set()
+        self.truncated = False
+        self.cp_configs: List[Tuple[str, Dict[str, Any]]] = []
+        self.static_handlers: List[Tuple[str, str, Dict[str, Any]]] = []
+
+    def take(self) -> bool:
+        if self.budget[0] <= 0:
+            self.truncated = True
+            return False
+        self.budget[0] -= 1
+        return True
+
+
+def member_names(obj: Any) -> List[str]:
+    """Attribute names from the class hierarchy and the instance ``__dict__``, no ``__dir__``."""
+    names: Set[str] = set()
+    try:
+        mro = type.__getattribute__(type(obj), "__mro__")
+    except Exception:  # noqa: BLE001
+        mro = (type(obj),)
+    if isinstance(obj, type):
+        mro = tuple(obj.__mro__) + tuple(mro)
+    for klass in mro:
+        if klass is object or klass is type:
+            continue
+        try:
+            names.update(str(k) for k in list(type.__getattribute__(klass, "__dict__").keys()))
+        except Exception:  # noqa: BLE001
+            continue
+    descriptor = static_attr(type(obj), "__dict__")
+    if isinstance(descriptor, types.GetSetDescriptorType):
+        try:
+            inst = object.__getattribute__(obj, "__dict__")
+            names.update(str(k) for k in list(inst.keys()))
+        except Exception:  # noqa: BLE001
+            pass
+    return sorted(names)
+
+
+def _node(path: str, name: str, kind: str, value: Any) -> Dict[str, Any]:
+    file, line = source_of(value if not _is_instance(value) else type(value))
+    return {
+        "path": path,
+        "name": name,
+        "kind": kind,
+        "exposed": False,
+        "qualname": qualname_of(value),
+        "file": file,
+        "line": line,
+        "signature": None,
+        "alias_of": None,
+        "methods": [],
+        "popargs": None,
+        "dynamic": False,
+        "tools": [],
+        "config": {},
+        "warnings": [],
+    }
+
+
+def _is_instance(value: Any) -> bool:
+    return not isinstance(
+        value, (type, types.FunctionType, types.MethodType, types.BuiltinFunctionType)
+    )
+
+
+def walk_tree(root: Any, walk: _Walk, method_dispatch: bool) -> None:
+    stack: List[Tuple[Any, str, int]] = [(root, "", 0)]
+    while stack:
+        obj, path, depth = stack.pop()
+        if id(obj) in walk.seen:
+            continue
+        walk.seen.add(id(obj))
+        if not walk.take():
+            return
+        node = _node(path or "/", path.rsplit("/", 1)[-1] if path else "", "object", obj)
+        node["exposed"] = is_exposed(obj)
+        if node["exposed"] and callable(obj):
+            node["kind"] = "handler"
+            call = static_attr(type(obj), "__call__")
+            if call is not None:
+                node["signature"] = signature_of(call)
+                node["file"], node["line"] = source_of(call)
+        cfg = static_attr(obj, "_cp_config")
+        if isinstance(cfg, dict):
+            node["tools"] = tools_on(cfg)
+            node["config"] = redact_config(cfg)
+            walk.cp_configs.append((path or "/", cfg))
+        dispatch = static_attr(obj, "_cp_dispatch")
+        if dispatch is not None:
+            node["dynamic"] = True
+            func = unwrap_descriptor(dispatch)
+            cv = closure_vars(func)
+            if "args" in cv and "handler" in cv:
+                node["popargs"] = [str(a) for a in cv.get("args") or ()]
+            if is_exposed(func):
+                node["warnings"].append("_cp_dispatch is exposed: CherryPy will not call it")
+        names = member_names(obj)
+        verbs = [
+            n for n in names if n in VERBS and callable(unwrap_descriptor(static_attr(obj, n)))
+        ]
+        node["methods"] = verbs
+        if method_dispatch and verbs and not node["exposed"]:
+            node["warnings"].append(
+                "would 404: has HTTP verbs but the object is not exposed (exposed = True)"
+            )
+        walk.nodes.append(node)
+        if depth >= MAX_DEPTH:
+            walk.truncated = True
+            continue
+        seen_funcs: Dict[int, str] = {}
+        children: List[Tuple[Any, str]] = []
+        for name in names:
+            if name.startswith("_") or (method_dispatch and name in VERBS) or name == "exposed":
+                continue
+            raw = static_attr(obj, name)
+            if raw is None:
+                continue
+            child_path = (path + "/" + name) if path else "/" + name
+            if isinstance(raw, property) or (
+                not isinstance(raw, (types.FunctionType, staticmethod, classmethod, type))
+                and hasattr(type(raw), "__get__")
+                and not _is_instance_node(raw)
+            ):
+                if not walk.take():
+                    return
+                pnode = _node(child_path, name, "property", raw)
+                pnode["qualname"] = qualname_of(obj) + "." + name
+                pnode["warnings"].append("a property or descriptor: not evaluated (user code)")
+                walk.nodes.append(pnode)
+                continue
+            value = unwrap_descriptor(raw)
+            if isinstance(value, types.FunctionType):
+                if not walk.take():
+                    return
+                fnode = _node(child_path, name, "handler", value)
+                fnode["exposed"] = is_exposed(value)
+                fnode["signature"] = signature_of(value)
+                static = static_handler_args(value)
+                if static is not None:
+                    fnode["kind"] = "static"
+                    walk.static_handlers.append((child_path, static[0], static[1]))
+                if id(value) in seen_funcs:
+                    fnode["alias_of"] = seen_funcs[id(value)]
+                else:
+                    seen_funcs[id(value)] = name
+                if name in ("index", "default") and fnode["kind"] == "handler":
+                    fnode["kind"] = name
+                fcfg = static_attr(value, "_cp_config")
+                if isinstance(fcfg, dict):
+                    fnode["tools"] = tools_on(fcfg)
+                    fnode["config"] = redact_config(fcfg)
+                    walk.cp_configs.append((child_path, fcfg))
+                if not fnode["exposed"]:
+                    fnode["kind"] = "unexposed"
+                    fnode["warnings"].append("would 404: not exposed")
+                walk.nodes.append(fnode)
+            elif isinstance(value, _LEAF_TYPES):
+                continue
+            else:
+                children.append((value, child_path))
+        for value, child_path in reversed(children):
+            stack.append((value, child_path, depth + 1))
+
+
+def _is_instance_node(value: Any) -> bool:
+    """Objects with a ``__get__`` that still behave as tree nodes (rare): only plain classes."""
+    return isinstance(value, type)
+
+
+def config_sections(app: Any) -> List[Dict[str, Any]]:
+    out = []
+    copied = list(dict(app.config).items())
+    copied.sort(key=lambda kv: str(kv[0]))
+    for path, section in copied:
+        if not isinstance(section, dict):
+            continue
+        out.append(
+            {
+                "path": str(path),
+                "source": "app.config",
+                "tools": tools_on(section),
+                "settings": redact_config(section),
+            }
+        )
+    return out
+
+
+def static_mounts(app: Any, walk: _Walk) -> List[Dict[str, Any]]:
+    """Static mounts from app config, ``_cp_config`` met on the tree and static handlers."""
+    mounts: List[Dict[str, Any]] = []
+    sections: List[Tuple[str, str, Dict[str, Any]]] = []
+    for path, section in list(dict(app.config).items()):
+        if isinstance(section, dict):
+            sections.append((str(path), "app.config", section))
+    sections.extend((p, "_cp_config", c) for p, c in walk.cp_configs)
+    for path, source, section in sections:
+        for kind in ("staticdir", "staticfile"):
+            if not section.get("tools.%s.on" % kind):
+                continue
+            prefix = "tools.%s." % kind
+
+            def get(
+                key: str,
+                section: Dict[str, Any] = section,
+                prefix: str = prefix,
+                source: str = source,
+                path: str = path,
+            ) -> Any:
+                if prefix + key in section:
+                    return section[prefix + key]
+                if source == "app.config":
+                    try:
+                        return app.find_config(path, prefix + key, None)
+                    except Exception:  # noqa: BLE001
+                        return None
+                return None
+
+            target = get("dir") if kind == "staticdir" else get("filename")
+            mounts.append(
+                _mount(
+                    path,
+                    kind,
+                    source,
+                    target,
+                    get("root"),
+                    get("index"),
+                    get("match"),
+                    get("content_types"),
+                )
+            )
+    for path, kind, kwargs in walk.static_handlers:
+        target = kwargs.get("dir") if kind == "staticdir" else kwargs.get("filename")
+        mounts.append(
+            _mount(
+                path,
+                kind,
+                "handler",
+                target,
+                kwargs.get("root"),
+                kwargs.get("index"),
+                kwargs.get("match"),
+                kwargs.get("content_types"),
+            )
+        )
+    return mounts
+
+
+def _mount(
+    path: str,
+    kind: str,
+    source: str,
+    target: Any,
+    root: Any,
+    index: Any,
+    match: Any,
+    content_types: Any,
+) -> Dict[str, Any]:
+    warnings: List[str] = []
+    resolved: Optional[str] = None
+    if not isinstance(target, str) or (not target and not root):
+        warnings.append("no %s configured" % ("dir" if kind == "staticdir" else "filename"))
+    else:
+        expanded = os.path.expanduser(target) if kind == "staticdir" else target
+        if os.path.isabs(expanded):
+            resolved = expanded
+        elif isinstance(root, str) and root:
+            resolved = os.path.join(root, expanded)
+            if not os.path.isabs(resolved):
+                warnings.append("root is relative: resolved against the process's cwd")
+        else:
+            warnings.append("relative path without root: CherryPy answers 500 (ValueError)")
+    return {
+        "path": path,
+        "kind": kind,
+        "source": source,
+        "configured": target if isinstance(target, str) else None,
+        "root": root if isinstance(root, str) else None,
+        "resolved": resolved,
+        "index": index if isinstance(index, str) and index else None,
+        "match": match if isinstance(match, str) and match else None,
+        "content_types": {str(k): str(v) for k, v in dict(content_types).items()}
+        if isinstance(content_types, dict)
+        else {},
+        "exists": None,
+        "readable": None,
+        "is_dir": None,
+        "file_count": None,
+        "file_count_capped": False,
+        "warnings": warnings,
+    }
+
+
+def check_mount(mount: Dict[str, Any]) -> None:
+    """Fill in exists/readable/is_dir/file_count (filesystem I/O: call off the request path)."""
+    path = mount.get("resolved")
+    if not path:
+        return
+    exists = os.path.exists(path)
+    mount["exists"] = exists
+    if not exists:
+        mount["warnings"].append("missing: %s does not exist" % path)
+        return
+    is_dir = os.path.isdir(path)
+    mount["is_dir"] = is_dir
+    readable = os.access(path, os.R_OK | (os.X_OK if is_dir else 0))
+    mount["readable"] = readable
+    if not readable:
+        mount["warnings"].append("unreadable by this process: %s" % path)
+    if mount["kind"] == "staticdir" and not is_dir:
+        mount["warnings"].append("not a directory: %s" % path)
+    if mount["kind"] == "staticfile" and is_dir:
+        mount["warnings"].append("a directory, not a file: CherryPy answers 404")
+    if is_dir and readable:
+        count = 0
+        try:
+            with os.scandir(path) as it:
+                for _entry in it:
+                    count += 1
+                    if count >= FILE_COUNT_CAP:
+                        mount["file_count_capped"] = True
+                        break
+        except OSError as exc:
+            mount["warnings"].append("cannot list: %s" % exc)
+            return
+        mount["file_count"] = count
+
+
+def run_bounded(
+    func: Callable[[], Any], timeout: float, name: str
+) -> Tuple[bool, Any, Optional[str]]:
+    """Run ``func`` on a fresh daemon thread; (finished, result, error) after ``timeout`` at most.
+
+    CPython cannot interrupt a thread: past the limit the thread is abandoned, still running.
+    """
+    box: Dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = func()
+        except BaseException as exc:  # noqa: BLE001 - reported, never raised into the target
+            box["error"] = "%s: %s" % (type(exc).__name__, exc)
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        return False, None, None
+    return True, box.get("result"), box.get("error")
+
+
+class RoutesProbe:
+    def __init__(self, max_nodes: int = MAX_NODES) -> None:
+        self.max_nodes = max_nodes
+        self._fs_busy = threading.Event()
+
+    def snapshot(self) -> Dict[str, Any]:
+        import cherrypy
+
+        errors: List[str] = []
+        budget = [self.max_nodes]
+        apps: List[Dict[str, Any]] = []
+        truncated = False
+        try:
+            items = list(cherrypy.tree.apps.items())  # a copy: mounts may happen meanwhile
+            items.sort(key=lambda kv: str(kv[0]))
+        except Exception as exc:  # noqa: BLE001
+            items = []
+            errors.append("tree: %s" % exc)
+        for script_name, app in items:
+            try:
+                entry = self._app(script_name, app, budget)
+            except Exception as exc:  # noqa: BLE001
+                errors.append("app %r: %s: %s" % (script_name, type(exc).__name__, exc))
+                continue
+            truncated = truncated or bool(entry.get("truncated"))
+            apps.append(entry)
+        mounts = [m for a in apps for m in a.get("static", [])]
+        fs_note = self._check_mounts(mounts)
+        if fs_note:
+            errors.append(fs_note)
+        try:
+            global_tools = tools_on(dict(cherrypy.config))
+        except Exception as exc:  # noqa: BLE001
+            global_tools = []
+            errors.append("global config: %s" % exc)
+        return {
+            "taken_at": time.time(),
+            "apps": apps,
+            "global_tools": global_tools,
+            "cap": self.max_nodes,
+            "truncated": truncated,
+            "errors": errors,
+        }
+
+    def _check_mounts(self, mounts: List[Dict[str, Any]]) -> Optional[str]:
+        if not mounts:
+            return None
+        if self._fs_busy.is_set():
+            return "static checks skipped: an earlier check is still stuck on the filesystem"
+        self._fs_busy.set()
+
+        def check_all() -> None:
+            try:
+                for mount in mounts:
+                    check_mount(mount)
+            finally:
+                self._fs_busy.clear()
+
+        done, _result, error = run_bounded(check_all, FS_CHECK_TIMEOUT, "cpinspect-fscheck")
+        if not done:
+            return "static checks abandoned after %.1f s (a hung mount?)" % FS_CHECK_TIMEOUT
+        return "static checks: %s" % error if error else None
+
+    def _app(self, script_name: str, app: Any, budget: List[int]) -> Dict[str, Any]:
+        import cherrypy
+        from cherrypy import _cprequest
+
+        entry: Dict[str, Any] = {
+            "script_name": script_name,
+            "kind": "cherrypy",
+            "root": None,
+            "dispatcher": "default",
+            "dispatcher_detail": {},
+            "nodes": [],
+            "routes": [],
+            "config": [],
+            "static": [],
+            "truncated": False,
+            "errors": [],
+        }
+        if not isinstance(app, cherrypy.Application):
+            entry["kind"] = "wsgi"
+            entry["dispatcher"] = "wsgi"
+            entry["root"] = qualname_of(app)
+            return entry
+        root = app.root
+        entry["root"] = qualname_of(root) if root is not None else None
+        disp = app.find_config("/", "request.dispatch", _cprequest.Request.dispatch)
+        kind, detail = dispatcher_kind(disp)
+        entry["dispatcher"] = kind
+        entry["dispatcher_detail"] = detail
+        entry["config"] = config_sections(app)
+        for section in entry["config"]:
+            raw = dict(app.config).get(section["path"], {})
+            if section["path"] != "/" and "request.dispatch" in raw:
+                section["dispatcher"] = dispatcher_kind(raw["request.dispatch"])[0]
+        routes_disp = disp
+        if kind == "VirtualHost":
+            routes_disp = closure_vars(disp).get("next_dispatcher")
+        from cherrypy import _cpdispatch
+
+        if isinstance(routes_disp, _cpdispatch.RoutesDispatcher):
+            entry["routes"] = self._routes(routes_disp, entry["errors"])
+        walk = _Walk(budget)
+        if root is not None:
+            walk_tree(root, walk, method_dispatch=kind == "MethodDispatcher")
+        entry["nodes"] = walk.nodes
+        entry["truncated"] = walk.truncated
+        entry["static"] = static_mounts(app, walk)
+        return entry
+
+    @staticmethod
+    def _routes(disp: Any, errors: List[str]) -> List[Dict[str, Any]]:
+        out: List[Dict[str, Any]] = []
+        try:
+            controllers = dict(getattr(disp, "controllers", {}) or {})
+            for route in list(disp.mapper.matchlist):
+                defaults = dict(getattr(route, "defaults", {}) or {})
+                cname = defaults.get("controller")
+                action = defaults.get("action")
+                ctl = controllers.get(cname)
+                handler = None
+                if ctl is not None and isinstance(action, str):
+                    handler = unwrap_descriptor(static_attr(ctl, action))
+                file, line = source_of(handler) if handler is not None else (None, None)
+                conditions = getattr(route, "conditions", None) or {}
+                out.append(
+                    {
+                        "name": getattr(route, "name", None),
+                        "path": str(getattr(route, "routepath", "")),
+                        "controller": None if cname is None else str(cname),
+                        "action": None if action is None else str(action),
+                        "methods": [str(m) for m in conditions.get("method", []) or []],
+                        "qualname": qualname_of(handler) if handler is not None else None,
+                        "file": file,
+                        "line": line,
+                        "signature": signature_of(handler) if handler is not None else None,
+                    }
+                )
+        except Exception as exc:  # noqa: BLE001
+            errors.append("routes mapper: %s: %s" % (type(exc).__name__, exc))
+        return out

@@ -1,0 +1,58 @@
+"""``cpinspect resolve PID /path``: what CherryPy would do with that request, and why."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from cpinspect.cli.common import add_target_arguments, connect
+from cpinspect.model import Resolution
+from cpinspect.protocol import to_json
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "resolve", help="explain how the app would route a URL (runs no request)"
+    )
+    add_target_arguments(parser)
+    parser.add_argument("path", help="the URL path, with an optional ?query")
+    parser.add_argument("--method", default="GET", help="HTTP method (default %(default)s)")
+    parser.add_argument("--host", default="localhost", help="Host header (virtual hosts)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.set_defaults(func=run)
+
+
+def render(res: Resolution) -> str:
+    head = "%s %s (Host %s) → %s %s: %s" % (
+        res.method,
+        res.path,
+        res.host,
+        res.status if res.status is not None else "-",
+        res.kind,
+        res.reason,
+    )
+    lines = [head]
+    if res.handler:
+        where = " %s:%s" % (res.filename, res.lineno) if res.filename else ""
+        lines.append("  handler %s%s" % (res.handler, where))
+        if res.args or res.kwargs:
+            lines.append(
+                "  args (%s) kwargs {%s}"
+                % (", ".join(res.args), ", ".join("%s=%s" % kv for kv in res.kwargs))
+            )
+    if res.location:
+        lines.append("  location %s" % res.location)
+    if res.static_file:
+        lines.append("  file %s (%s)" % (res.static_file, res.mime))
+    lines.extend("  · %s" % step for step in res.steps)
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    conn = connect(args)
+    try:
+        res = conn.source.resolve(args.path, args.method.upper(), args.host)
+    finally:
+        conn.source.close()
+    print(json.dumps(to_json(res), indent=2) if args.json else render(res))
+    return 0

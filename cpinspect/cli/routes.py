@@ -1,0 +1,75 @@
+"""``cpinspect routes PID``: the routing tree of every mounted app, as text or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from cpinspect.cli.common import add_target_arguments, connect
+from cpinspect.model import RoutesSnapshot
+from cpinspect.protocol import to_json
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("routes", help="print the routing tree of a running app")
+    add_target_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.set_defaults(func=run)
+
+
+def render(snapshot: RoutesSnapshot) -> str:
+    lines = []
+    for app in snapshot.apps:
+        lines.append(
+            "app %r  %s  root %s  dispatcher %s"
+            % (app.script_name or "/", app.kind, app.root or "-", app.dispatcher)
+        )
+        for node in app.nodes:
+            mark = "✓" if node.exposed else " "
+            extra = []
+            if node.signature:
+                extra.append(node.signature)
+            if node.methods:
+                extra.append("verbs " + ",".join(node.methods))
+            if node.popargs is not None:
+                extra.append("popargs " + ",".join(node.popargs))
+            if node.dynamic:
+                extra.append("_cp_dispatch")
+            if node.alias_of:
+                extra.append("alias of " + node.alias_of)
+            if node.filename and node.lineno:
+                extra.append("%s:%d" % (node.filename, node.lineno))
+            lines.append("  %s %-30s %-9s %s" % (mark, node.path, node.kind, "  ".join(extra)))
+            lines.extend("      ⚠ %s" % w for w in node.warnings)
+        lines.extend("  route %-28s %s" % (r.path, r.qualname or "-") for r in app.routes)
+        for mount in app.static:
+            lines.append(
+                "  static %s %s → %s (exists %s, files %s%s)"
+                % (
+                    mount.kind,
+                    mount.path,
+                    mount.resolved or mount.configured or "-",
+                    mount.exists,
+                    mount.file_count,
+                    "+" if mount.file_count_capped else "",
+                )
+            )
+            lines.extend("      ⚠ %s" % w for w in mount.warnings)
+        lines.extend("  error: %s" % e for e in app.errors)
+    if snapshot.truncated:
+        lines.append("(truncated at %d nodes)" % snapshot.cap)
+    lines.extend("error: %s" % e for e in snapshot.errors)
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    conn = connect(args)
+    try:
+        snapshot = conn.source.routes()
+    finally:
+        conn.source.close()
+    if args.json:
+        print(json.dumps(to_json(snapshot), indent=2))
+    else:
+        print(render(snapshot))
+    return 0

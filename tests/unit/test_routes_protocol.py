@@ -1,0 +1,59 @@
+"""Readers and renderers of /v1/routes and /v1/resolve, on hand-built payloads."""
+
+from __future__ import annotations
+
+import pytest
+
+from cpinspect.cli import resolve as resolve_cli
+from cpinspect.cli import routes as routes_cli
+from cpinspect.protocol import ProtocolError, resolution_from_json, routes_from_json
+
+
+def test_routes_reader_is_tolerant():
+    # GIVEN a payload with unknown keys, missing ones and junk entries
+    payload = {
+        "schema": 1,
+        "apps": [
+            {
+                "script_name": "",
+                "dispatcher": "default",
+                "future": 1,
+                "nodes": [
+                    {"path": "/x", "kind": "unexposed", "warnings": ["would 404: not exposed"]},
+                    "junk",
+                ],
+                "static": [{"path": "/s", "kind": "staticdir", "content_types": {"PNG": "a/b"}}],
+            },
+            7,
+        ],
+    }
+    # WHEN read
+    snap = routes_from_json(payload)
+    # THEN the known parts come through with defaults
+    (app,) = snap.apps
+    assert app.nodes[0].warnings == ("would 404: not exposed",) and app.nodes[0].exposed is False
+    assert app.static[0].content_types == (("PNG", "a/b"),)
+    assert "would 404" in routes_cli.render(snap)
+    with pytest.raises(ProtocolError):
+        routes_from_json({"schema": 1})
+
+
+def test_resolution_reader_and_render():
+    payload = {
+        "path": "/a/7",
+        "method": "GET",
+        "host": "h",
+        "steps": ["root.a found, exposed ✓"],
+        "verdict": {
+            "kind": "handler",
+            "status": 200,
+            "reason": "the handler would be called",
+            "handler": {"qualname": "m.A.show", "file": "m.py", "line": 3, "args": ["'7'"]},
+        },
+    }
+    res = resolution_from_json(payload)
+    assert (res.status, res.handler, res.args, res.lineno) == (200, "m.A.show", ("'7'",), 3)
+    text = resolve_cli.render(res)
+    assert "m.A.show m.py:3" in text and "root.a found" in text
+    with pytest.raises(ProtocolError):
+        resolution_from_json({"path": "/"})
