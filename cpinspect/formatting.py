@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from cpinspect.model import (
+    AppRoutes,
     Frame,
     LocalVar,
     Phase,
@@ -22,8 +23,11 @@ from cpinspect.model import (
     ProcessInfo,
     ProcessSummary,
     RequestInfo,
+    Resolution,
     Role,
+    RouteNode,
     SourceKind,
+    StaticMount,
     ThreadInfo,
     ThreadLocals,
     ThreadsSnapshot,
@@ -730,3 +734,185 @@ def format_process_table(summaries: Sequence[ProcessSummary]) -> str:
         cells = [row[key].ljust(widths[key]) for key in keys[:-1]] + [row[keys[-1]]]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+# --- routes and resolution ----------------------------------------------------------------------
+
+HTTP_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+)
+DEFAULT_RESOLVE_HOST = "localhost"
+"""The Host header a resolve query without ``Host:`` sends (as ``cpinspect resolve``)."""
+
+
+def app_label(app: AppRoutes) -> str:
+    """``app '/shop'  cherrypy  root shop.Root  dispatcher default`` (as ``cpinspect routes``)."""
+    return "app %r  %s  root %s  dispatcher %s" % (
+        app.script_name or "/",
+        app.kind,
+        app.root or "-",
+        app.dispatcher,
+    )
+
+
+def _parent_path(path: str, known: Dict[str, RouteNode]) -> Optional[str]:
+    """The nearest ancestor on the tree (a capped walk may leave gaps); None at the top."""
+    while path not in ("", "/"):
+        path = path.rsplit("/", 1)[0] or "/"
+        if path in known:
+            return path
+    return None
+
+
+def route_children(app: AppRoutes) -> Dict[Optional[str], List[RouteNode]]:
+    """Nodes by parent path, in the agent's order; ``None`` keys the top of the tree."""
+    known = {node.path: node for node in app.nodes}
+    children: Dict[Optional[str], List[RouteNode]] = {}
+    for node in app.nodes:
+        parent = _parent_path(node.path, known) if node.path != "/" else None
+        if parent == node.path:
+            parent = None
+        children.setdefault(parent, []).append(node)
+    return children
+
+
+def warnings_below(app: AppRoutes) -> Dict[str, int]:
+    """How many warnings each node's descendants carry (so a folded branch still shows them)."""
+    known = {node.path: node for node in app.nodes}
+    below: Counter[str] = Counter()
+    for node in app.nodes:
+        if not node.warnings:
+            continue
+        parent = _parent_path(node.path, known) if node.path != "/" else None
+        while parent is not None:
+            below[parent] += len(node.warnings)
+            parent = _parent_path(parent, known) if parent != "/" else None
+    return dict(below)
+
+
+def app_warning_count(app: AppRoutes) -> int:
+    """Warnings on the app's nodes and static mounts, and its errors."""
+    return (
+        sum(len(node.warnings) for node in app.nodes)
+        + sum(len(mount.warnings) for mount in app.static)
+        + len(app.errors)
+    )
+
+
+def route_node_details(app: AppRoutes, node: RouteNode) -> List[Tuple[str, str]]:
+    """Label/value rows for the details of one node (its warnings are listed apart)."""
+    rows: List[Tuple[str, str]] = [
+        ("path", (app.script_name.rstrip("/") + node.path) or "/"),
+        ("kind", "%s  exposed %s" % (node.kind, "✓" if node.exposed else "✗")),
+    ]
+    if node.qualname:
+        rows.append(("qualname", node.qualname))
+    if node.signature:
+        rows.append(("signature", node.signature))
+    if node.filename:
+        where = node.filename if node.lineno is None else "%s:%d" % (node.filename, node.lineno)
+        rows.append(("source", where))
+    if node.alias_of:
+        rows.append(("alias of", node.alias_of))
+    if node.methods:
+        rows.append(("verbs", ", ".join(node.methods)))
+    if node.popargs is not None:
+        rows.append(("popargs", ", ".join(node.popargs) or "-"))
+    if node.dynamic:
+        rows.append(("_cp_dispatch", "what lies below is decided at request time"))
+    rows.append(("tools", ", ".join(node.tools) if node.tools else "none switched on"))
+    rows.extend(
+        ("static", static_mount_line(mount))
+        for mount in app.static
+        if node.path == mount.path or node.path.startswith(mount.path.rstrip("/") + "/")
+    )
+    return rows
+
+
+def static_mount_line(mount: StaticMount) -> str:
+    """``staticdir /static → /srv/app/static (exists True, files 12)`` (as ``cpinspect routes``)."""
+    return "%s %s → %s (exists %s, files %s%s)" % (
+        mount.kind,
+        mount.path,
+        mount.resolved or mount.configured or "-",
+        mount.exists,
+        mount.file_count,
+        "+" if mount.file_count_capped else "",
+    )
+
+
+def static_mount_details(mount: StaticMount) -> List[Tuple[str, str]]:
+    """Label/value rows for one static mount's checks (its warnings are listed apart)."""
+    rows: List[Tuple[str, str]] = [
+        ("path", mount.path),
+        ("kind", "%s (from %s)" % (mount.kind, mount.source)),
+        ("configured", mount.configured or "-"),
+        ("root", mount.root or "-"),
+        ("resolved", mount.resolved or "-"),
+        ("exists", _yes_no(mount.exists)),
+        ("readable", _yes_no(mount.readable)),
+    ]
+    if mount.file_count is not None:
+        rows.append(("files", "%d%s" % (mount.file_count, "+" if mount.file_count_capped else "")))
+    if mount.index:
+        rows.append(("index", mount.index))
+    if mount.content_types:
+        rows.append(("content_types", ", ".join("%s=%s" % kv for kv in mount.content_types)))
+    return rows
+
+
+def _yes_no(value: Optional[bool]) -> str:
+    return "unknown" if value is None else ("yes ✓" if value else "no ✗")
+
+
+def parse_resolve_query(text: str) -> Tuple[str, str, str]:
+    """``[METHOD] /path[?query] [Host: name]`` → ``(method, path, host)``.
+
+    The method defaults to GET and the host to ``localhost``; a path without a leading slash
+    gets one. Raises ``ValueError`` with what to type when there is no path.
+    """
+    words = text.split()
+    method, host = "GET", DEFAULT_RESOLVE_HOST
+    for index, word in enumerate(words):
+        if word.lower() in ("host:", "host"):
+            if index + 1 < len(words):
+                host = words[index + 1]
+            words = words[:index]
+            break
+        if word.lower().startswith("host:"):
+            host = word[5:]
+            words = words[:index]
+            break
+    if words and words[0].upper() in HTTP_METHODS:
+        method = words.pop(0).upper()
+    if not words:
+        raise ValueError("type a path to resolve, e.g. GET /admin/users?id=3 Host: example.com")
+    path = words[0]
+    return method, path if path.startswith("/") else "/" + path, host
+
+
+def resolution_lines(res: Resolution) -> List[str]:
+    """The verdict line, then handler/args/location/file, then ``· step`` per traversal step."""
+    head = "%s %s (Host %s) → %s %s: %s" % (
+        res.method,
+        res.path,
+        res.host,
+        res.status if res.status is not None else "-",
+        res.kind,
+        res.reason,
+    )
+    lines = [head]
+    if res.handler:
+        where = " %s:%s" % (res.filename, res.lineno) if res.filename else ""
+        lines.append("  handler %s%s" % (res.handler, where))
+        if res.args or res.kwargs:
+            lines.append(
+                "  args (%s) kwargs {%s}"
+                % (", ".join(res.args), ", ".join("%s=%s" % kv for kv in res.kwargs))
+            )
+    if res.location:
+        lines.append("  location %s" % res.location)
+    if res.static_file:
+        lines.append("  file %s (%s)" % (res.static_file, res.mime))
+    lines.extend("  · %s" % step for step in res.steps)
+    return lines

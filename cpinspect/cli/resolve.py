@@ -6,6 +6,7 @@ import argparse
 import json
 
 from cpinspect.cli.common import add_target_arguments, connect
+from cpinspect.formatting import resolution_lines
 from cpinspect.model import Resolution
 from cpinspect.protocol import to_json
 
@@ -23,29 +24,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def render(res: Resolution) -> str:
-    head = "%s %s (Host %s) → %s %s: %s" % (
-        res.method,
-        res.path,
-        res.host,
-        res.status if res.status is not None else "-",
-        res.kind,
-        res.reason,
-    )
-    lines = [head]
-    if res.handler:
-        where = " %s:%s" % (res.filename, res.lineno) if res.filename else ""
-        lines.append("  handler %s%s" % (res.handler, where))
-        if res.args or res.kwargs:
-            lines.append(
-                "  args (%s) kwargs {%s}"
-                % (", ".join(res.args), ", ".join("%s=%s" % kv for kv in res.kwargs))
-            )
-    if res.location:
-        lines.append("  location %s" % res.location)
-    if res.static_file:
-        lines.append("  file %s (%s)" % (res.static_file, res.mime))
-    lines.extend("  · %s" % step for step in res.steps)
-    return "\n".join(lines)
+    return "\n".join(resolution_lines(res))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from cpinspect.cli.common import add_target_arguments, connect
+from cpinspect.formatting import app_label, static_mount_line
 from cpinspect.model import RoutesSnapshot
 from cpinspect.protocol import to_json
 
@@ -20,10 +21,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def render(snapshot: RoutesSnapshot) -> str:
     lines = []
     for app in snapshot.apps:
-        lines.append(
-            "app %r  %s  root %s  dispatcher %s"
-            % (app.script_name or "/", app.kind, app.root or "-", app.dispatcher)
-        )
+        lines.append(app_label(app))
         for node in app.nodes:
             mark = "✓" if node.exposed else " "
             extra = []
@@ -43,17 +41,7 @@ def render(snapshot: RoutesSnapshot) -> str:
             lines.extend("      ⚠ %s" % w for w in node.warnings)
         lines.extend("  route %-28s %s" % (r.path, r.qualname or "-") for r in app.routes)
         for mount in app.static:
-            lines.append(
-                "  static %s %s → %s (exists %s, files %s%s)"
-                % (
-                    mount.kind,
-                    mount.path,
-                    mount.resolved or mount.configured or "-",
-                    mount.exists,
-                    mount.file_count,
-                    "+" if mount.file_count_capped else "",
-                )
-            )
+            lines.append("  static " + static_mount_line(mount))
             lines.extend("      ⚠ %s" % w for w in mount.warnings)
         lines.extend("  error: %s" % e for e in app.errors)
     if snapshot.truncated:

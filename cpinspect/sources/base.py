@@ -11,7 +11,14 @@ import enum
 from dataclasses import dataclass
 from typing import Optional, Protocol, Tuple
 
-from cpinspect.model import ProcessInfo, SourceKind, ThreadLocals, ThreadsSnapshot
+from cpinspect.model import (
+    ProcessInfo,
+    Resolution,
+    RoutesSnapshot,
+    SourceKind,
+    ThreadLocals,
+    ThreadsSnapshot,
+)
 
 
 class Source(Protocol):
@@ -81,4 +88,14 @@ class Poller(Protocol):
     def load_agent(self) -> str:
         """Load the agent into the target (the user asked) and use it from the next poll on;
         returns a line to show. Raises ``CpinspectError`` with the reason when it cannot."""
+        ...
+
+    def routes(self) -> RoutesSnapshot:
+        """Every mounted app's routing tree (agent ``/v1/routes``). Raises ``CpinspectError``
+        with a one-line reason when there is no agent to ask."""
+        ...
+
+    def resolve(self, path: str, method: str, host: str) -> Resolution:
+        """What CherryPy would do with one request (agent ``/v1/resolve``). The agent may run
+        user code to answer: call it only when the user asks, never on a timer."""
         ...

@@ -30,7 +30,15 @@ from cpinspect.errors import (
     PySpyMissing,
     TargetGone,
 )
-from cpinspect.model import ProcessInfo, SourceKind, ThreadInfo, ThreadLocals, ThreadsSnapshot
+from cpinspect.model import (
+    ProcessInfo,
+    Resolution,
+    RoutesSnapshot,
+    SourceKind,
+    ThreadInfo,
+    ThreadLocals,
+    ThreadsSnapshot,
+)
 from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
 from cpinspect.sources.base import LinkState, Update
 from cpinspect.sources.merge import fallback_threads, gil_holder, merge_threads
@@ -261,6 +269,20 @@ class AgentSession:
     def load_agent(self) -> str:
         return "the agent is already loaded"
 
+    def routes(self) -> RoutesSnapshot:
+        return self._agent_source("routes need").routes()
+
+    def resolve(self, path: str, method: str, host: str) -> Resolution:
+        return self._agent_source("resolving a URL needs").resolve(path, method, host)
+
+    def _agent_source(self, what: str) -> AgentSource:
+        if self.source is None:
+            raise AgentUnavailable(
+                "%s the agent, which is not answering: %s"
+                % (what, self._lost_reason or "reconnecting")
+            )
+        return self.source
+
     def thread_locals(self, ident: int) -> ThreadLocals:
         if self.pyspy is None:
             raise PySpyMissing(
@@ -466,6 +488,17 @@ class PySpySession:
             message=message,
             gil_holder=holder.ident if holder is not None else None,
         )
+
+    def routes(self) -> RoutesSnapshot:
+        return self._agent_session().routes()
+
+    def resolve(self, path: str, method: str, host: str) -> Resolution:
+        return self._agent_session().resolve(path, method, host)
+
+    def _agent_session(self) -> AgentSession:
+        if self.agent is None:
+            raise CpinspectError("routes need the agent: press i to load it")
+        return self.agent
 
     def thread_locals(self, ident: int) -> ThreadLocals:
         if self.agent is not None:

@@ -34,6 +34,7 @@ from cpinspect.tui.state import InspectorState
 from cpinspect.tui.widgets.banner import Banner, banner_lines
 from cpinspect.tui.widgets.header_bar import HeaderBar, HeaderState
 from cpinspect.tui.widgets.pool_bar import PoolBar, PoolBarState
+from cpinspect.tui.widgets.routes_panel import RoutesPanel
 from cpinspect.tui.widgets.threads_panel import ThreadsPanel
 
 AGE_TICK = 0.5
@@ -83,6 +84,7 @@ class InspectorApp(App[None]):
             tooltip="Load the cpinspect agent into a process read by py-spy only (asks first)",
         ),
         Binding("1", "show_tab('threads')", "Threads", show=False, tooltip="The Threads tab"),
+        Binding("2", "show_tab('routes')", "Routes", show=False, tooltip="The Routes tab"),
         Binding("question_mark", "help", "Keys", tooltip="This list of keys"),
         Binding("q", "quit", "Quit", tooltip="Quit the inspector (the target is unaffected)"),
     ]
@@ -136,8 +138,12 @@ class InspectorApp(App[None]):
         yield self.header_bar
         yield self.banner
         yield self.pool_bar
-        with self.tabs, TabPane("Threads", id="threads"):
-            yield self.threads_panel
+        self.routes_panel = RoutesPanel(self.poller.routes, self.poller.resolve, id="routes-panel")
+        with self.tabs:
+            with TabPane("Threads", id="threads"):
+                yield self.threads_panel
+            with TabPane("Routes", id="routes"):
+                yield self.routes_panel
         self.footer = Footer()
         yield self.footer
 
@@ -303,6 +309,14 @@ class InspectorApp(App[None]):
 
     def action_show_tab(self, tab: str) -> None:
         self.tabs.active = tab
+        if tab == "routes":
+            self.routes_panel.shown()
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "routes":
+            # Read on first view only (and on ``u``): routes rarely change, never on a timer.
+            self.routes_panel.shown()
 
     def action_locals(self) -> None:
         """Open the locals view on the selected thread; a worker reads them."""
@@ -403,7 +417,7 @@ class InspectorApp(App[None]):
         """Every key worth knowing, from the bindings themselves."""
         rows: List[KeyHelp] = [
             (self.get_key_display(binding), binding.tooltip or binding.description)
-            for binding in [*self.BINDINGS, *ThreadsPanel.BINDINGS]
+            for binding in [*self.BINDINGS, *ThreadsPanel.BINDINGS, *RoutesPanel.BINDINGS]
             if isinstance(binding, Binding)
         ]
         rows.append(("↑ ↓", "Select a thread: its stack shows beside or below"))
@@ -442,6 +456,19 @@ class InspectorApp(App[None]):
         yield SystemCommand(
             "Native frames on / off", "Stacks with C frames (py-spy)", self.action_toggle_native
         )
+        yield SystemCommand("Show routes", "Routes tab", partial(self.action_show_tab, "routes"))
+        yield SystemCommand(
+            "Reload routes", "Routes tab: read the routes again", self.routes_panel.action_reload
+        )
+        yield SystemCommand(
+            "Resolve a URL",
+            "Routes tab: what would CherryPy do with a path?",
+            self._open_resolve_box,
+        )
+
+    def _open_resolve_box(self) -> None:
+        self.action_show_tab("routes")
+        self.routes_panel.action_resolve()
 
     def on_resize(self, event: Resize) -> None:
         compact = event.size.width < COMPACT_FOOTER_BELOW

@@ -6,7 +6,7 @@ from typing import Dict, Optional, Tuple
 
 from textual.message import Message
 
-from cpinspect.model import ThreadLocals
+from cpinspect.model import Resolution, RoutesSnapshot, ThreadLocals
 from cpinspect.sources.base import Update
 
 
@@ -59,3 +59,33 @@ class AgentLoaded(Message):
         super().__init__()
         self.note = note
         self.error = error
+
+
+class RoutesLoaded(Message):
+    """``routes()`` finished in a worker: the snapshot, or the one-line reason it failed.
+
+    A newer answer supersedes a queued one (a second refresh makes the first stale).
+    """
+
+    def __init__(self, routes: Optional[RoutesSnapshot], error: Optional[str] = None) -> None:
+        super().__init__()
+        self.routes = routes
+        self.error = error
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RoutesLoaded)
+
+
+class Resolved(Message):
+    """``resolve()`` finished in a worker: the verdict for ``query``, or why there is none."""
+
+    def __init__(
+        self, query: str, resolution: Optional[Resolution], error: Optional[str] = None
+    ) -> None:
+        super().__init__()
+        self.query = query
+        self.resolution = resolution
+        self.error = error
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, Resolved)

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from cpinspect.model import (
+    AppRoutes,
     Frame,
     FrameLocals,
     LocalVar,
@@ -14,9 +15,13 @@ from cpinspect.model import (
     PoolInfo,
     ProcessInfo,
     RequestInfo,
+    Resolution,
     Role,
+    RouteNode,
+    RoutesSnapshot,
     ServerInfo,
     SourceKind,
+    StaticMount,
     ThreadInfo,
     ThreadLocals,
     ThreadsSnapshot,
@@ -375,6 +380,149 @@ def thread_locals(ident: int = GIL_HOLDER, name: str = "CP Server Thread-3") -> 
     )
 
 
+# --- routes ------------------------------------------------------------------------------------
+
+NOT_EXPOSED = "would 404: not exposed"
+RELATIVE_STATIC = "relative path without root: CherryPy answers 500 (ValueError)"
+
+
+def shop_routes(taken_at: float = T0) -> RoutesSnapshot:
+    """Two apps: the shop (an unexposed method, a misconfigured static dir) and a REST api."""
+    shop = AppRoutes(
+        script_name="",
+        root="shop.app.Root",
+        nodes=(
+            RouteNode("/", "", "object", qualname="shop.app.Root"),
+            RouteNode(
+                "/index",
+                "index",
+                "index",
+                exposed=True,
+                qualname="shop.app.Root.index",
+                filename=f"{APP}/app.py",
+                lineno=20,
+                signature="(self)",
+            ),
+            RouteNode("/admin", "admin", "object", qualname="shop.admin.Admin"),
+            RouteNode(
+                "/admin/index",
+                "index",
+                "index",
+                exposed=True,
+                qualname="shop.admin.Admin.index",
+                filename=f"{APP}/admin.py",
+                lineno=12,
+                signature="(self)",
+            ),
+            RouteNode(
+                "/admin/users",
+                "users",
+                "unexposed",
+                qualname="shop.admin.Admin.users",
+                filename=f"{APP}/admin.py",
+                lineno=18,
+                signature="(self, id=None)",
+                warnings=(NOT_EXPOSED,),
+            ),
+            RouteNode(
+                "/admin/delete",
+                "delete",
+                "handler",
+                exposed=True,
+                qualname="shop.admin.Admin.delete",
+                filename=f"{APP}/admin.py",
+                lineno=30,
+                signature="(self, ident)",
+                tools=("sessions", "auth_basic"),
+            ),
+        ),
+        static=(
+            StaticMount(
+                "/static",
+                "staticdir",
+                configured="static",
+                warnings=(RELATIVE_STATIC,),
+            ),
+        ),
+    )
+    api = AppRoutes(
+        script_name="/api",
+        root="shop.api.Api",
+        dispatcher="MethodDispatcher",
+        nodes=(
+            RouteNode("/", "", "object", exposed=True, qualname="shop.api.Api"),
+            RouteNode(
+                "/orders",
+                "orders",
+                "object",
+                exposed=True,
+                qualname="shop.api.Orders",
+                methods=("GET", "POST"),
+                filename=f"{APP}/api.py",
+                lineno=9,
+            ),
+        ),
+    )
+    return RoutesSnapshot(taken_at=taken_at, apps=(shop, api), cap=10000)
+
+
+RESOLUTIONS: Dict[str, Resolution] = {
+    "/admin/delete/7": Resolution(
+        "/admin/delete/7",
+        "POST",
+        "localhost",
+        "handler",
+        status=200,
+        reason="the handler would be called",
+        steps=("root.admin found, exposed ✓", "admin.delete found, exposed ✓"),
+        app="",
+        handler="shop.admin.Admin.delete",
+        filename=f"{APP}/admin.py",
+        lineno=30,
+        args=("'7'",),
+    ),
+    "/admin/users": Resolution(
+        "/admin/users",
+        "GET",
+        "localhost",
+        "not_found",
+        status=404,
+        reason="users is not exposed",
+        steps=("root.admin found, exposed ✓", "users found but not exposed ✗ → 404"),
+        app="",
+    ),
+    "/admin": Resolution(
+        "/admin",
+        "GET",
+        "localhost",
+        "redirect",
+        status=301,
+        reason="trailing slash added (tools.trailing_slash)",
+        steps=("root.admin found, exposed ✓", "index found: missing trailing slash → 301"),
+        location="http://localhost/admin/",
+    ),
+    "/static/logo.PNG": Resolution(
+        "/static/logo.PNG",
+        "GET",
+        "shop.example",
+        "static",
+        status=200,
+        reason="staticdir serves the file",
+        steps=("tools.staticdir on at /static", "file found"),
+        static_file="/srv/shop/static/logo.PNG",
+        mime="image/png",
+    ),
+}
+
+
+def resolution(path: str, method: str = "GET", host: str = "localhost") -> Resolution:
+    """The scripted verdict for ``path`` (any method and host); unknown paths 404."""
+    known = RESOLUTIONS.get(path)
+    if known is not None:
+        return replace(known, method=method, host=host)
+    return Resolution(path, method, host, "not_found", status=404, reason="no such object")
+
+
 Scripted = Union[Update, BaseException]
 
 
@@ -404,6 +552,12 @@ class FakePoller:
         self.load_calls: List[bool] = []
         """``called on the main thread`` per ``load_agent`` call."""
         self.load_error: Optional[BaseException] = None
+        self.routes_answer: Union[RoutesSnapshot, BaseException] = shop_routes()
+        self.routes_calls: List[bool] = []
+        """``called on the main thread`` per ``routes`` call."""
+        self.resolve_error: Optional[BaseException] = None
+        self.resolve_calls: List[Tuple[str, str, str, bool]] = []
+        """``(path, method, host, called on the main thread)`` per ``resolve`` call."""
 
     def set(self, *script: Scripted) -> None:
         with self._lock:
@@ -443,6 +597,23 @@ class FakePoller:
         if error is not None:
             raise error
         return "agent loaded into pid 4121"
+
+    def routes(self) -> RoutesSnapshot:
+        with self._lock:
+            self.routes_calls.append(threading.current_thread() is threading.main_thread())
+            answer = self.routes_answer
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def resolve(self, path: str, method: str, host: str) -> Resolution:
+        on_main = threading.current_thread() is threading.main_thread()
+        with self._lock:
+            self.resolve_calls.append((path, method, host, on_main))
+            error = self.resolve_error
+        if error is not None:
+            raise error
+        return resolution(path, method, host)
 
     def close(self) -> None:
         self.closed = True

@@ -147,3 +147,33 @@ def test_locals_view(snap_compare: SnapCompare) -> None:
     assert snap_compare(
         stuck_app(), terminal_size=(80, 24), run_before=after_the_agent_fell_silent(["v"])
     )
+
+
+def test_routes_panel(snap_compare: SnapCompare) -> None:
+    # GIVEN the Routes tab WHEN admin is opened, users selected and /admin/users resolved
+    # THEN the unexposed method is flagged in the tree and in its details, and the verdict
+    # says 404 with the traversal behind it
+    async def run_before(pilot: Pilot[Any]) -> None:
+        app = await first_data(pilot)
+        await pilot.press("2")
+        panel = app.routes_panel
+        await wait_until(pilot, lambda: panel.loads >= 1, what="the routes")
+        await pilot.pause()
+        tree = panel.routes_tree
+        root = tree.root.children[0].children[0]
+        tree.move_cursor(root)
+        await pilot.press("space")
+        await pilot.pause()
+        tree.move_cursor(root.children[1])  # admin
+        await pilot.press("space", "down", "down")
+        await pilot.press("slash", *"/admin/users", "enter")
+        await wait_until(pilot, lambda: panel.resolves >= 1, what="the verdict")
+        await pilot.pause()
+
+    app = InspectorApp(
+        FakePoller([incident_update()]),
+        interval=3600.0,
+        source_lines=FakeLines(SOURCE),
+        clock=lambda: NOW,
+    )
+    assert snap_compare(app, terminal_size=(120, 34), run_before=run_before)

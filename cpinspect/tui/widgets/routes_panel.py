@@ -1,0 +1,437 @@
+"""The Routes tab: every mounted app's tree as CherryPy sees it, one node's details, and a
+resolve box that explains what CherryPy would do with a URL.
+
+Routes are read once, when the tab is first shown, and again on ``u``: they rarely change, and
+never on a timer. Resolving may run user code in the target (``_cp_dispatch``, properties), so it
+happens only when the user submits a path. Both calls block and run in workers; their answers
+come back as ``RoutesLoaded`` / ``Resolved`` messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Dict, List, Optional, Tuple
+
+from rich.style import Style
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Input, Static, Tree
+from textual.widgets.tree import TreeNode
+from textual.worker import get_current_worker
+
+from cpinspect.formatting import (
+    app_label,
+    app_warning_count,
+    parse_resolve_query,
+    resolution_lines,
+    route_children,
+    route_node_details,
+    static_mount_details,
+    warnings_below,
+)
+from cpinspect.model import (
+    AppRoutes,
+    Resolution,
+    RouteEntry,
+    RouteNode,
+    RoutesSnapshot,
+    StaticMount,
+)
+from cpinspect.tui.messages import Resolved, RoutesLoaded
+from cpinspect.tui.screens.locals import describe_error
+
+FetchRoutes = Callable[[], RoutesSnapshot]
+ResolveCall = Callable[[str, str, str], Resolution]
+
+GOOD_VERDICTS = frozenset(("handler", "static", "wsgi"))
+"""Resolution kinds that end in a response from the app (shown in the success colour)."""
+REDIRECT_VERDICTS = frozenset(("redirect",))
+
+
+@dataclass
+class RouteItem:
+    """What one line of the tree stands for: an app, or one of its nodes, mounts or routes."""
+
+    app: AppRoutes
+    node: Optional[RouteNode] = None
+    mount: Optional[StaticMount] = None
+    entry: Optional[RouteEntry] = None
+    children: Dict[Optional[str], List[RouteNode]] = field(default_factory=dict)
+    """The app's nodes by parent path, shared by every item of the app."""
+    below: Dict[str, int] = field(default_factory=dict)
+    """Warnings under each node path, shared by every item of the app."""
+    populated: bool = False
+    """Children added to the tree (done on first expansion)."""
+
+
+class RoutesTree(Tree[RouteItem]):
+    """The apps and their nodes; children are added when a node is first expanded."""
+
+
+class RoutesPanel(Vertical):
+    """The routing tree, the selected node's details, and the resolve box."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("u", "reload", "Reload routes", tooltip="Routes tab: read the routes again"),
+        Binding(
+            "slash",
+            "resolve",
+            "Resolve URL",
+            tooltip="Routes tab: what would CherryPy do with [METHOD] /path [Host: name]?",
+        ),
+        Binding(
+            "escape",
+            "close_resolve",
+            "Close",
+            show=False,
+            tooltip="Routes tab: close the resolve box",
+        ),
+    ]
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "routes-panel--warning",
+        "routes-panel--error",
+        "routes-panel--good",
+        "routes-panel--muted",
+        "routes-panel--label",
+        "routes-panel--title",
+    }
+
+    def __init__(
+        self, fetch: FetchRoutes, resolve: ResolveCall, *, id: Optional[str] = None
+    ) -> None:
+        super().__init__(id=id)
+        self._fetch = fetch
+        self._resolve = resolve
+        self.routes: Optional[RoutesSnapshot] = None
+        """The last routes read; kept when a reload fails."""
+        self.error: Optional[str] = None
+        """Why the last read failed, until one succeeds."""
+        self.loading = False
+        """A ``routes()`` call is running in a worker."""
+        self.loads = 0
+        """Answers received from ``routes()`` (snapshots and errors)."""
+        self.resolving = False
+        """A ``resolve()`` call is running in a worker."""
+        self.resolution: Optional[Resolution] = None
+        """The last verdict shown in the resolve box."""
+        self.resolves = 0
+        """Answers received from ``resolve()`` (verdicts and errors)."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="routes-status")
+        with Horizontal(id="routes-body"):
+            tree = RoutesTree("routes", id="routes-tree")
+            tree.show_root = False
+            tree.auto_expand = True
+            yield tree
+            with VerticalScroll(id="route-details-scroll"):
+                yield Static("", id="route-details")
+        yield Input(
+            placeholder="GET /path?query  Host: example.com   (enter resolves, escape closes)",
+            id="resolve-input",
+        )
+        with VerticalScroll(id="resolve-scroll"):
+            yield Static("", id="resolve-result")
+
+    def on_mount(self) -> None:
+        self._show_status()
+
+    @property
+    def routes_tree(self) -> RoutesTree:
+        return self.query_one(RoutesTree)
+
+    @property
+    def resolve_input(self) -> Input:
+        return self.query_one("#resolve-input", Input)
+
+    @property
+    def status_text(self) -> str:
+        """The line above the tree, without styles."""
+        return _plain(self.query_one("#routes-status", Static))
+
+    @property
+    def details_text(self) -> str:
+        """The details pane, without styles."""
+        return _plain(self.query_one("#route-details", Static))
+
+    @property
+    def result_text(self) -> str:
+        """The resolve box's verdict and steps, without styles."""
+        return _plain(self.query_one("#resolve-result", Static))
+
+    # --- loading (worker thread) ---------------------------------------------------------------
+
+    def shown(self) -> None:
+        """The tab became visible: read the routes the first time only."""
+        if self.routes is None and self.error is None and not self.loading:
+            self.load()
+        self.routes_tree.focus()
+
+    def load(self) -> None:
+        """Read the routes in a worker (one at a time: a newer read supersedes)."""
+        self.loading = True
+        self._show_status()
+        self._load_blocking()
+
+    @work(thread=True, exclusive=True, group="routes", exit_on_error=False)
+    def _load_blocking(self) -> None:
+        try:
+            message = RoutesLoaded(self._fetch())
+        except Exception as error:  # noqa: BLE001 - shown as one line; the panel goes on
+            message = RoutesLoaded(None, describe_error(error))
+        if not get_current_worker().is_cancelled:
+            self.post_message(message)
+
+    @on(RoutesLoaded)
+    def _routes_loaded(self, message: RoutesLoaded) -> None:
+        message.stop()
+        self.loading = False
+        self.loads += 1
+        self.error = message.error
+        if message.routes is not None:
+            self.routes = message.routes
+            self._build_tree(message.routes)
+        self._show_status()
+
+    # --- the tree ------------------------------------------------------------------------------
+
+    def _build_tree(self, routes: RoutesSnapshot) -> None:
+        tree = self.routes_tree
+        tree.clear()
+        for app in routes.apps:
+            item = RouteItem(app, children=route_children(app), below=warnings_below(app))
+            node = tree.root.add(self._app_label(app), item, allow_expand=True)
+            # The top of each app is what one looks for first: open it at once.
+            node.expand()
+            self._populate(node)
+        for error in routes.errors:
+            tree.root.add_leaf(Text("error: " + error, self._style("error")))
+        self._show_details(self._cursor_item())
+
+    def _populate(self, node: TreeNode[RouteItem]) -> None:
+        """Add a node's children, once (lazy: a tree of 5,000 handlers opens branch by branch)."""
+        item = node.data
+        if item is None or item.populated:
+            return
+        item.populated = True
+        if item.mount is not None or item.entry is not None:
+            return
+        key = item.node.path if item.node is not None else None
+        for child in item.children.get(key, []):
+            child_item = RouteItem(item.app, child, children=item.children, below=item.below)
+            expandable = bool(item.children.get(child.path))
+            node.add(self._node_label(child_item), child_item, allow_expand=expandable)
+        if key is None:
+            for entry in item.app.routes:
+                node.add_leaf(
+                    Text("route %s → %s" % (entry.path, entry.qualname or "-")),
+                    RouteItem(item.app, entry=entry),
+                )
+            for mount in item.app.static:
+                node.add_leaf(self._mount_label(mount), RouteItem(item.app, mount=mount))
+            for error in item.app.errors:
+                node.add_leaf(Text("error: " + error, self._style("error")))
+            if item.app.truncated:
+                node.add_leaf(Text("(tree truncated: the walk stopped at its cap)"))
+
+    @on(Tree.NodeExpanded)
+    def _expanded(self, event: Tree.NodeExpanded[RouteItem]) -> None:
+        event.stop()
+        self._populate(event.node)
+
+    @on(Tree.NodeHighlighted)
+    def _highlighted(self, event: Tree.NodeHighlighted[RouteItem]) -> None:
+        event.stop()
+        self._show_details(event.node.data)
+
+    def _cursor_item(self) -> Optional[RouteItem]:
+        node = self.routes_tree.cursor_node
+        return node.data if node is not None else None
+
+    def _app_label(self, app: AppRoutes) -> Text:
+        text = Text(app_label(app), self._style("title"))
+        count = app_warning_count(app)
+        if count:
+            text.append("  ⚠ %d" % count, self._style("warning"))
+        return text
+
+    def _node_label(self, item: RouteItem) -> Text:
+        node = item.node
+        assert node is not None
+        text = Text(node.name or node.path)
+        text.append("  " + node.kind, self._style("muted"))
+        if node.exposed:
+            text.append(" ✓", self._style("good"))
+        elif node.kind != "object":
+            # An object need not be exposed itself (its index is); a callable must be.
+            text.append(" ✗", self._style("muted"))
+        if node.methods:
+            text.append("  " + ",".join(node.methods), self._style("muted"))
+        if node.warnings:
+            text.append("  ⚠ " + "; ".join(node.warnings), self._style("warning"))
+            text.stylize(self._style("warning"), 0, len(node.name or node.path))
+        below = item.below.get(node.path, 0)
+        if below:
+            text.append("  ⚠ %d below" % below, self._style("warning"))
+        return text
+
+    def _mount_label(self, mount: StaticMount) -> Text:
+        text = Text("%s %s → %s" % (mount.kind, mount.path, mount.resolved or mount.configured))
+        if mount.warnings:
+            text.stylize(self._style("warning"))
+            text.append("  ⚠ " + "; ".join(mount.warnings), self._style("warning"))
+        return text
+
+    # --- details -------------------------------------------------------------------------------
+
+    def _show_details(self, item: Optional[RouteItem]) -> None:
+        text = Text(end="")
+        warnings: Tuple[str, ...] = ()
+        rows: List[Tuple[str, str]] = []
+        if item is None:
+            text.append("Select a node: its handler, source, tools and checks show here.")
+        elif item.node is not None:
+            rows = route_node_details(item.app, item.node)
+            warnings = item.node.warnings
+        elif item.mount is not None:
+            rows = static_mount_details(item.mount)
+            warnings = item.mount.warnings
+        elif item.entry is not None:
+            entry = item.entry
+            rows = [("route", entry.path), ("name", entry.name or "-")]
+            rows.append(("controller", entry.controller or "-"))
+            rows.append(("action", entry.action or "-"))
+            if entry.qualname:
+                rows.append(("qualname", entry.qualname))
+            if entry.filename:
+                rows.append(("source", "%s:%s" % (entry.filename, entry.lineno)))
+        else:
+            app = item.app
+            text.append(app_label(app), self._style("title"))
+            rows = [
+                ("nodes", str(len(app.nodes))),
+                ("exposed", str(sum(1 for node in app.nodes if node.exposed))),
+                ("static mounts", str(len(app.static))),
+            ]
+            if app.routes:
+                rows.append(("mapper routes", str(len(app.routes))))
+            if app.truncated:
+                rows.append(("truncated", "the walk stopped at its cap"))
+            warnings = tuple(app.errors)
+        width = max((len(label) for label, _ in rows), default=0)
+        for label, value in rows:
+            if text:
+                text.append("\n")
+            text.append(label.ljust(width + 2), self._style("label"))
+            text.append(value)
+        for warning in warnings:
+            text.append("\n⚠ " + warning, self._style("warning"))
+        self.query_one("#route-details", Static).update(text)
+
+    # --- status line ---------------------------------------------------------------------------
+
+    def _show_status(self) -> None:
+        text = Text(no_wrap=True, overflow="ellipsis", end="")
+        if self.error is not None:
+            text.append("⚠ routes unavailable: " + self.error, self._style("error"))
+        elif self.loading and self.routes is None:
+            text.append("reading the routes…")
+        routes = self.routes
+        if routes is not None:
+            if text:
+                text.append(" │ ")
+            apps = len(routes.apps)
+            nodes = sum(len(app.nodes) for app in routes.apps)
+            text.append("%d app%s · %d nodes" % (apps, "" if apps == 1 else "s", nodes))
+            count = sum(app_warning_count(app) for app in routes.apps) + len(routes.errors)
+            if count:
+                text.append(" · ")
+                text.append(
+                    "⚠ %d warning%s" % (count, "" if count == 1 else "s"), self._style("warning")
+                )
+            if routes.truncated:
+                text.append(" · truncated at %d nodes" % routes.cap, self._style("warning"))
+            if self.loading:
+                text.append(" · reloading…", self._style("muted"))
+        text.append("   u reload · / resolve a URL", self._style("muted"))
+        self.query_one("#routes-status", Static).update(text)
+
+    # --- resolve box ---------------------------------------------------------------------------
+
+    def action_reload(self) -> None:
+        self.load()
+
+    def action_resolve(self) -> None:
+        box = self.resolve_input
+        box.display = True
+        box.focus()
+
+    def action_close_resolve(self) -> None:
+        self.resolve_input.display = False
+        self.routes_tree.focus()
+
+    @on(Input.Submitted, "#resolve-input")
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        query = event.value.strip()
+        try:
+            method, path, host = parse_resolve_query(query)
+        except ValueError as error:
+            self._show_result(Text(str(error), self._style("error")))
+            return
+        self.resolving = True
+        self._show_result(Text("resolving %s %s (Host %s)…" % (method, path, host)))
+        self._resolve_blocking(query, path, method, host)
+
+    @work(thread=True, exclusive=True, group="resolve", exit_on_error=False)
+    def _resolve_blocking(self, query: str, path: str, method: str, host: str) -> None:
+        try:
+            message = Resolved(query, self._resolve(path, method, host))
+        except Exception as error:  # noqa: BLE001 - shown as one line; the panel goes on
+            message = Resolved(query, None, describe_error(error))
+        if not get_current_worker().is_cancelled:
+            self.post_message(message)
+
+    @on(Resolved)
+    def _resolved(self, message: Resolved) -> None:
+        message.stop()
+        self.resolving = False
+        self.resolves += 1
+        self.resolution = message.resolution
+        res = message.resolution
+        if res is None:
+            self._show_result(
+                Text(
+                    "could not resolve %s: %s" % (message.query, message.error),
+                    self._style("error"),
+                )
+            )
+            return
+        lines = resolution_lines(res)
+        if res.kind in GOOD_VERDICTS:
+            verdict = "good"
+        elif res.kind in REDIRECT_VERDICTS:
+            verdict = "warning"
+        else:
+            verdict = "error"
+        text = Text(lines[0], self._style(verdict) + Style(bold=True), end="")
+        for line in lines[1:]:
+            text.append("\n")
+            text.append(line, self._style("muted") if line.startswith("  · ") else Style())
+        self._show_result(text)
+
+    def _show_result(self, text: Text) -> None:
+        self.query_one("#resolve-scroll").display = True
+        self.query_one("#resolve-result", Static).update(text)
+
+    def _style(self, name: str) -> Style:
+        return self.get_component_rich_style(f"routes-panel--{name}", partial=True)
+
+
+def _plain(widget: Static) -> str:
+    content = widget.content
+    return content.plain if isinstance(content, Text) else str(content)
