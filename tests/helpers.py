@@ -95,3 +95,33 @@ def run_cli(*args: str, timeout: float = 60.0, **kw: Any) -> subprocess.Complete
 
 def load_json(text: str) -> Any:
     return json.loads(text)
+
+
+def run_as(pw: Any, func: Any) -> Any:
+    """Run ``func()`` in a forked child dropped to user ``pw``; return what it returned.
+
+    Forked, not exec'd: root's interpreter lives under /root (mode 0700), which another user
+    cannot execute. The result comes back pickled through a pipe.
+    """
+    import os
+    import pickle
+
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
+            os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
+            os.write(write_end, pickle.dumps(func()))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return pickle.loads(data)

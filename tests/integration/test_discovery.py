@@ -15,7 +15,7 @@ from cpinspect.attach.processes import ProcessLister, find_by_port, list_cherryp
 from cpinspect.cli.common import connect, parse_pid
 from cpinspect.errors import NoSuchProcess
 from cpinspect.model import ProcessSummary
-from tests.helpers import run_cli
+from tests.helpers import run_as, run_cli
 
 
 def by_pid(rows: List[Dict[str, Any]]) -> Dict[int, Dict[str, Any]]:
@@ -130,28 +130,8 @@ def test_nothing_on_the_port_is_one_line_with_exit_3():
 
 
 def _list_as(pw) -> List[ProcessSummary]:
-    """Fork, drop to ``pw``, list the processes; return what that user sees."""
-    import pickle
-
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child
-        code = 1
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
-            os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
-            os.write(write_end, pickle.dumps(list_cherrypy_processes()))
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return pickle.loads(data)
+    """What user ``pw`` sees when listing the processes."""
+    return run_as(pw, list_cherrypy_processes)
 
 
 def test_another_users_process_is_listed_with_the_reason(spawn_target, other_user):

@@ -13,30 +13,25 @@ import sys
 import psutil
 import pytest
 
-from tests.helpers import agent_get, run_cli
+from tests.helpers import agent_get, run_as, run_cli
 from tests.integration.test_saturated import saturate
 
 
 def _connect_as(pw, path: str) -> int:
-    """Fork, drop to ``pw`` without exec, try to connect; the child's exit code says how."""
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child
-        code = 3
+    """As user ``pw``, try to connect: 0 connected, 13 refused with EACCES."""
+
+    def connect() -> int:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(3)
         try:
-            os.setgroups([])
-            os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
-            os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(3)
-            try:
-                s.connect(path)
-                code = 0
-            except PermissionError:
-                code = 13
+            s.connect(path)
+            return 0
+        except PermissionError:
+            return 13
         finally:
-            os._exit(code)
-    _, status = os.waitpid(child, 0)
-    return os.waitstatus_to_exitcode(status)
+            s.close()
+
+    return run_as(pw, connect)
 
 
 def test_directory_0700_socket_0600(spawn_target):

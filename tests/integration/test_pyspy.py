@@ -36,7 +36,7 @@ from cpinspect.sources.pyspy import (
     process_state,
 )
 from tests.conftest import ROOT, TargetProcess, wait_for
-from tests.helpers import BackgroundRequests, agent_get, http_answers
+from tests.helpers import BackgroundRequests, agent_get, http_answers, run_as
 
 THREADS = 4
 
@@ -259,31 +259,16 @@ def test_pyspy_missing_next_to_the_interpreter_and_on_path(tmp_path):
 
 
 def _source_as(pw, pid: int) -> str:
-    """Fork, drop to ``pw``, read ``pid`` with a PySpySource; return the error it raised."""
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child
-        code = 1
+    """As user ``pw``, read ``pid`` with a PySpySource; return the error it raised."""
+
+    def read() -> str:
         try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
-            os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
-            try:
-                PySpySource(pid).threads()
-                result = "no error"
-            except CpinspectError as exc:
-                result = "%s: %s" % (type(exc).__name__, exc)
-            os.write(write_end, result.encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as f:
-        text = f.read().decode()
-    _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return text
+            PySpySource(pid).threads()
+        except CpinspectError as exc:
+            return "%s: %s" % (type(exc).__name__, exc)
+        return "no error"
+
+    return run_as(pw, read)
 
 
 def test_permission_denied_for_another_users_process(spawn_target, other_user):
