@@ -799,8 +799,14 @@ def app_warning_count(app: AppRoutes) -> int:
     )
 
 
-def route_node_details(app: AppRoutes, node: RouteNode) -> List[Tuple[str, str]]:
-    """Label/value rows for the details of one node (its warnings are listed apart)."""
+def route_node_details(
+    app: AppRoutes, node: RouteNode, global_tools: Sequence[str] = ()
+) -> List[Tuple[str, str]]:
+    """Label/value rows for the details of one node (its warnings are listed apart).
+
+    ``tools`` and ``config`` are what a request ending on the node runs with (see
+    ``effective_config``), each value with the place it comes from.
+    """
     rows: List[Tuple[str, str]] = [
         ("path", (app.script_name.rstrip("/") + node.path) or "/"),
         ("kind", "%s  exposed %s" % (node.kind, "✓" if node.exposed else "✗")),
@@ -820,13 +826,82 @@ def route_node_details(app: AppRoutes, node: RouteNode) -> List[Tuple[str, str]]
         rows.append(("popargs", ", ".join(node.popargs) or "-"))
     if node.dynamic:
         rows.append(("_cp_dispatch", "what lies below is decided at request time"))
-    rows.append(("tools", ", ".join(node.tools) if node.tools else "none switched on"))
+    merged = effective_config(app, node, global_tools)
+    tools = tools_in_effect(merged)
+    rows.append(("tools", ", ".join(tools) if tools else "none switched on"))
+    for index, (key, value, origin) in enumerate(merged):
+        rows.append(("config" if index == 0 else "", "%s = %s  · %s" % (key, value, origin)))
     rows.extend(
         ("static", static_mount_line(mount))
         for mount in app.static
         if node.path == mount.path or node.path.startswith(mount.path.rstrip("/") + "/")
     )
     return rows
+
+
+FALSE_REPRS = frozenset(("False", "None", "0", "''", '""'))
+"""Reprs of config values CherryPy treats as off (``if conf.get('tools.x.on')``)."""
+
+
+def _ancestors(path: str) -> List[str]:
+    """``/a/b`` → ``["/", "/a", "/a/b"]``: the paths whose config a request to ``path`` meets."""
+    out = ["/"]
+    current = ""
+    for segment in [s for s in path.split("/") if s]:
+        current += "/" + segment
+        out.append(current)
+    return out
+
+
+def effective_config(
+    app: AppRoutes, node: RouteNode, global_tools: Sequence[str] = ()
+) -> List[Tuple[str, str, str]]:
+    """The config a request ending on ``node`` runs with: ``(key, value, where it comes from)``.
+
+    Merged as CherryPy's ``Dispatcher.find_handler`` does: the global tools first, then for
+    each path from ``/`` down to the node, that object's ``_cp_config`` and then the app's
+    config section for the path (the section wins over the object); an object's ``index``
+    comes last, since a URL ending on an object is served by it. Sorted by key.
+    """
+    nodes = {n.path: n for n in app.nodes}
+    sections = {section.path: section for section in app.config}
+    merged: Dict[str, Tuple[str, str]] = {
+        "tools.%s.on" % tool: ("True", "global config") for tool in global_tools
+    }
+    layers: List[Tuple[str, Tuple[Tuple[str, str], ...]]] = []
+    for path in _ancestors(node.path):
+        own = nodes.get(path)
+        if own is not None and (own.config or own.tools):
+            layers.append(("_cp_config %s" % path, _own_settings(own)))
+        section = sections.get(path)
+        if section is not None and section.settings:
+            layers.append(("app.config %s" % path, section.settings))
+    if node.kind == "object":
+        index = nodes.get(node.path.rstrip("/") + "/index")
+        if index is not None and (index.config or index.tools):
+            layers.append(("_cp_config %s" % index.path, _own_settings(index)))
+    for origin, settings in layers:
+        for key, value in settings:
+            merged[key] = (value, origin)
+    return [(key, value, origin) for key, (value, origin) in sorted(merged.items())]
+
+
+def _own_settings(node: RouteNode) -> Tuple[Tuple[str, str], ...]:
+    """A node's ``_cp_config``; from its tool names alone when the settings were not sent."""
+    if node.config:
+        return node.config
+    return tuple(("tools.%s.on" % tool, "True") for tool in node.tools)
+
+
+def tools_in_effect(merged: Sequence[Tuple[str, str, str]]) -> List[str]:
+    """Tool names whose ``tools.<name>.on`` is true in a merged config."""
+    out = []
+    for key, value, _origin in merged:
+        parts = key.split(".")
+        is_switch = len(parts) == 3 and parts[0] == "tools" and parts[2] == "on"
+        if is_switch and value not in FALSE_REPRS:
+            out.append(parts[1])
+    return sorted(out)
 
 
 def static_mount_line(mount: StaticMount) -> str:
@@ -891,6 +966,17 @@ def parse_resolve_query(text: str) -> Tuple[str, str, str]:
     return method, path if path.startswith("/") else "/" + path, host
 
 
+AUTH_TOOLS = frozenset(("auth_basic", "auth_digest", "basic_auth", "digest_auth"))
+
+
+def _tool_note(tools: Sequence[str]) -> str:
+    """What a tool in effect changes about the verdict (it runs before the handler)."""
+    auth = sorted(AUTH_TOOLS.intersection(tools))
+    if auth:
+        return " (%s: without credentials the answer is 401)" % ", ".join(auth)
+    return ""
+
+
 def resolution_lines(res: Resolution) -> List[str]:
     """The verdict line, then handler/args/location/file, then ``· step`` per traversal step."""
     head = "%s %s (Host %s) → %s %s: %s" % (
@@ -910,6 +996,8 @@ def resolution_lines(res: Resolution) -> List[str]:
                 "  args (%s) kwargs {%s}"
                 % (", ".join(res.args), ", ".join("%s=%s" % kv for kv in res.kwargs))
             )
+    if res.tools:
+        lines.append("  tools on %s%s" % (", ".join(res.tools), _tool_note(res.tools)))
     if res.location:
         lines.append("  location %s" % res.location)
     if res.static_file:

@@ -307,7 +307,21 @@ class RouteNode:
     dynamic: bool = False
     """Has a ``_cp_dispatch``: what lies below is decided at request time."""
     tools: Tuple[str, ...] = ()
+    """Tools its own ``_cp_config`` switches on."""
+    config: Tuple[Tuple[str, str], ...] = ()
+    """Its own ``_cp_config`` (key, repr of the value; sensitive values redacted)."""
     warnings: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConfigSection:
+    """One path's section of an app's config (``app.config``), as the agent read it."""
+
+    path: str
+    settings: Tuple[Tuple[str, str], ...] = ()
+    """(key, repr of the value; sensitive values redacted), sorted by key."""
+    dispatcher: Optional[str] = None
+    """The dispatcher this section sets with ``request.dispatch``, if any."""
 
 
 @dataclass(frozen=True)
@@ -350,6 +364,8 @@ class AppRoutes:
     nodes: Tuple[RouteNode, ...] = ()
     routes: Tuple[RouteEntry, ...] = ()
     static: Tuple[StaticMount, ...] = ()
+    config: Tuple[ConfigSection, ...] = ()
+    """``app.config`` by path, sorted by path."""
     truncated: bool = False
     errors: Tuple[str, ...] = ()
 
@@ -358,6 +374,8 @@ class AppRoutes:
 class RoutesSnapshot:
     taken_at: float
     apps: Tuple[AppRoutes, ...]
+    global_tools: Tuple[str, ...] = ()
+    """Tools the global config (``cherrypy.config``) switches on for every app."""
     cap: int = 0
     truncated: bool = False
     errors: Tuple[str, ...] = ()
@@ -386,4 +404,6 @@ class Resolution:
     location: Optional[str] = None
     static_file: Optional[str] = None
     mime: Optional[str] = None
+    tools: Tuple[str, ...] = ()
+    """Tools switched on for this request by the merged config (sessions, auth_basic …)."""
     abandoned: bool = False

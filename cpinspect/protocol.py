@@ -15,6 +15,7 @@ from cpinspect.agent.wire import AGENT_VERSION, SCHEMA_VERSION
 from cpinspect.model import (
     AppInfo,
     AppRoutes,
+    ConfigSection,
     Frame,
     LoggingInfo,
     Phase,
@@ -251,7 +252,20 @@ def route_node_from_json(d: Mapping[str, Any]) -> RouteNode:
         popargs=tuple(str(p) for p in popargs) if isinstance(popargs, list) else None,
         dynamic=bool(d.get("dynamic", False)),
         tools=_strs(d, "tools"),
+        config=_settings(d, "config"),
         warnings=_strs(d, "warnings"),
+    )
+
+
+def _settings(d: Mapping[str, Any], key: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), str(v)) for k, v in _dict(d, key).items()))
+
+
+def config_section_from_json(d: Mapping[str, Any]) -> ConfigSection:
+    return ConfigSection(
+        path=_s(d, "path", "/"),
+        settings=_settings(d, "settings"),
+        dispatcher=_opt_s(d, "dispatcher"),
     )
 
 
@@ -306,6 +320,9 @@ def routes_from_json(payload: Any) -> RoutesSnapshot:
                 static=tuple(
                     static_mount_from_json(m) for m in _list(a, "static") if isinstance(m, dict)
                 ),
+                config=tuple(
+                    config_section_from_json(c) for c in _list(a, "config") if isinstance(c, dict)
+                ),
                 truncated=bool(a.get("truncated", False)),
                 errors=_strs(a, "errors"),
             )
@@ -313,6 +330,7 @@ def routes_from_json(payload: Any) -> RoutesSnapshot:
     return RoutesSnapshot(
         taken_at=_opt_f(d, "taken_at") or 0.0,
         apps=tuple(apps),
+        global_tools=_strs(d, "global_tools"),
         cap=_i(d, "cap"),
         truncated=bool(d.get("truncated", False)),
         errors=_strs(d, "errors"),
@@ -344,6 +362,7 @@ def resolution_from_json(payload: Any) -> Resolution:
         location=_opt_s(v, "location"),
         static_file=_opt_s(st, "file"),
         mime=_opt_s(st, "mime"),
+        tools=_strs(v, "tools"),
         abandoned=bool(d.get("abandoned", False)),
     )
 

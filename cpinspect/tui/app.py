@@ -309,14 +309,20 @@ class InspectorApp(App[None]):
 
     def action_show_tab(self, tab: str) -> None:
         self.tabs.active = tab
-        if tab == "routes":
-            self.routes_panel.shown()
+        self._tab_shown(tab)
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        if event.pane.id == "routes":
+        if event.pane.id is not None:
+            self._tab_shown(event.pane.id)
+
+    def _tab_shown(self, tab: str) -> None:
+        """Focus moves into the tab shown, so its keys (and only its keys) are live."""
+        if tab == "routes":
             # Read on first view only (and on ``u``): routes rarely change, never on a timer.
             self.routes_panel.shown()
+        elif tab == "threads":
+            self.threads_panel.table.focus()
 
     def action_locals(self) -> None:
         """Open the locals view on the selected thread; a worker reads them."""

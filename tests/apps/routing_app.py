@@ -91,8 +91,28 @@ class Trap:
         raise RuntimeError("a property ran")
 
 
+class Account:
+    """Config from every layer: ``_cp_config`` on the object and a handler, app.config."""
+
+    _cp_config = {"tools.sessions.on": True, "tools.gzip.on": True}
+
+    @cherrypy.expose
+    def index(self):
+        return "account"
+
+    @cherrypy.expose
+    @cherrypy.tools.json_out()
+    def profile(self):
+        return {"name": "x"}
+
+    @cherrypy.expose
+    def export(self):
+        return "export"
+
+
 class Root:
     def __init__(self) -> None:
+        self.account = Account()
         self.admin = Admin()
         self.callable = Callable()
         self.blog = Blog()
@@ -207,6 +227,8 @@ def main() -> None:
         "",
         {
             "/strict": {"tools.trailing_slash.extra": True},
+            # app.config overrides the Account object's own _cp_config for one handler
+            "/account/export": {"tools.gzip.on": False, "tools.encode.on": False},
             "/static": {
                 "tools.staticdir.on": True,
                 "tools.staticdir.dir": "",

@@ -251,3 +251,43 @@ def test_resolve_is_abandoned_past_its_time_limit_and_the_agent_keeps_serving(
     assert resolve(routing, "/")["verdict"]["kind"] == "busy"
     assert agent_get(routing.socket_path(), "/v1/info")[0] == 200
     wait_for(lambda: resolve(routing, "/")["verdict"]["kind"] == "handler", timeout=10)
+
+
+def test_tools_in_effect_agree_with_cherrypys_own_merge(routing: RoutingTarget) -> None:
+    """The details pane merges config statically; CherryPy's dispatcher merges it for real.
+
+    For every exposed handler of the default-dispatched apps, the tools the pane shows (global
+    tools, app config sections and ``_cp_config`` from the root down) must equal the tools the
+    resolver read from the private request's merged ``request.config``.
+    """
+    from cpinspect.formatting import effective_config, tools_in_effect
+    from cpinspect.sources.agent import AgentSource
+
+    source = AgentSource(routing.socket_path())
+    try:
+        snapshot = source.routes()
+        compared = 0
+        seen: Dict[str, List[str]] = {}
+        for app in snapshot.apps:
+            if app.dispatcher != "default":
+                continue
+            for node in app.nodes:
+                if not node.exposed or node.kind not in ("handler", "index"):
+                    continue
+                if any(mount.path == node.path for mount in app.static):
+                    continue
+                url = app.script_name.rstrip("/") + node.path
+                res = source.resolve(url, "GET", "127.0.0.1")
+                if res.kind != "handler":
+                    continue
+                shown = tools_in_effect(effective_config(app, node, snapshot.global_tools))
+                assert shown == list(res.tools), (url, shown, res.tools)
+                compared += 1
+                seen[url] = shown
+        assert compared >= 10
+        # AND the layers show: the object's _cp_config, a handler's own, app.config over both
+        assert {"gzip", "sessions"} <= set(seen["/account/index"])
+        assert "json_out" in seen["/account/profile"]
+        assert "gzip" not in seen["/account/export"] and "encode" not in seen["/account/export"]
+    finally:
+        source.close()

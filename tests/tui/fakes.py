@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from cpinspect.model import (
     AppRoutes,
+    ConfigSection,
     Frame,
     FrameLocals,
     LocalVar,
@@ -433,7 +434,12 @@ def shop_routes(taken_at: float = T0) -> RoutesSnapshot:
                 filename=f"{APP}/admin.py",
                 lineno=30,
                 signature="(self, ident)",
-                tools=("sessions", "auth_basic"),
+                tools=("auth_basic",),
+                config=(
+                    ("tools.auth_basic.checkpassword", "<function check at 0x7f>"),
+                    ("tools.auth_basic.on", "True"),
+                    ("tools.auth_basic.realm", "'admin'"),
+                ),
             ),
         ),
         static=(
@@ -442,6 +448,16 @@ def shop_routes(taken_at: float = T0) -> RoutesSnapshot:
                 "staticdir",
                 configured="static",
                 warnings=(RELATIVE_STATIC,),
+            ),
+        ),
+        config=(
+            ConfigSection(
+                "/",
+                settings=(("tools.sessions.on", "True"), ("tools.sessions.timeout", "60")),
+            ),
+            ConfigSection(
+                "/static",
+                settings=(("tools.staticdir.dir", "'static'"), ("tools.staticdir.on", "True")),
             ),
         ),
     )
@@ -463,7 +479,7 @@ def shop_routes(taken_at: float = T0) -> RoutesSnapshot:
             ),
         ),
     )
-    return RoutesSnapshot(taken_at=taken_at, apps=(shop, api), cap=10000)
+    return RoutesSnapshot(taken_at=taken_at, apps=(shop, api), global_tools=("encode",), cap=10000)
 
 
 RESOLUTIONS: Dict[str, Resolution] = {
@@ -480,6 +496,7 @@ RESOLUTIONS: Dict[str, Resolution] = {
         filename=f"{APP}/admin.py",
         lineno=30,
         args=("'7'",),
+        tools=("auth_basic", "encode", "sessions"),
     ),
     "/admin/users": Resolution(
         "/admin/users",

@@ -47,7 +47,7 @@ async def resolve(pilot: Pilot[Any], query: str) -> str:
     """Open the resolve box, type ``query``, press enter and wait for the verdict."""
     routes = panel(pilot.app)  # type: ignore[arg-type]
     before = routes.resolves
-    await pilot.press("slash")
+    await pilot.press("r")
     routes.resolve_input.value = ""
     await pilot.press(*query, "enter")
     await wait_until(pilot, lambda: routes.resolves > before, what="the verdict")
@@ -69,8 +69,8 @@ async def test_routes_are_read_when_the_tab_is_first_shown_and_on_u_only() -> No
         assert poller.routes_calls == [False]
         assert app.tabs.active == "routes"
         assert routes.status_text.startswith("2 apps · 8 nodes · ⚠ 2 warnings")
-        # WHEN the user goes back and forth, and polls go on
-        await pilot.press("1", "2", "r")
+        # WHEN the user goes back and forth, and polls go on (r on the Threads tab: poll now)
+        await pilot.press("1", "r", "2")
         await pilot.pause()
         # THEN the routes are not read again (they rarely change; never on a timer)
         assert len(poller.routes_calls) == 1
@@ -137,7 +137,14 @@ async def test_selecting_a_node_shows_its_details() -> None:
         assert details.endswith(f"⚠ {NOT_EXPOSED}")
         await pilot.press("down")
         await pilot.pause()
-        assert "tools      sessions, auth_basic" in routes.details_text
+        # THEN on delete: the tools in effect, merged from the global config, the app's config
+        # for "/" and the handler's own _cp_config, each setting with where it comes from
+        details = routes.details_text
+        assert "tools      auth_basic, encode, sessions" in details
+        assert "config     tools.auth_basic.checkpassword = <function check at 0x7f>" in details
+        assert "tools.auth_basic.realm = 'admin'  · _cp_config /admin/delete" in details
+        assert "tools.encode.on = True  · global config" in details
+        assert "tools.sessions.timeout = 60  · app.config /" in details
 
 
 async def test_static_mount_details_show_the_checks() -> None:
@@ -166,6 +173,8 @@ async def test_resolve_box_verdicts() -> None:
             "POST /admin/delete/7 (Host localhost) → 200 handler: the handler would be called",
             "  handler shop.admin.Admin.delete /srv/shop/shop/admin.py:30",
             "  args ('7') kwargs {}",
+            "  tools on auth_basic, encode, sessions (auth_basic: without credentials the answer"
+            " is 401)",
             "  · root.admin found, exposed ✓",
             "  · admin.delete found, exposed ✓",
         ]
@@ -187,16 +196,20 @@ async def test_resolve_box_verdicts() -> None:
         assert len(poller.resolve_calls) == 4
 
 
-async def test_escape_closes_the_resolve_box() -> None:
+async def test_r_and_slash_open_the_resolve_box_and_escape_closes_it() -> None:
     poller = FakePoller([incident_update()])
     app = make_app(poller)
     async with app.run_test(size=(140, 40)) as pilot:
         routes = await open_routes(pilot)
-        await pilot.press("slash")
-        assert routes.resolve_input.display and routes.resolve_input.has_focus
-        await pilot.press("escape")
-        assert not routes.resolve_input.display
-        assert routes.routes_tree.has_focus
+        for key in ("r", "slash"):
+            # WHEN the user presses r (or /) on the Routes tab
+            await pilot.press(key)
+            # THEN the resolve box opens, empty, with the cursor in it
+            assert routes.resolve_input.display and routes.resolve_input.has_focus
+            assert routes.resolve_input.value == ""
+            await pilot.press("escape")
+            assert not routes.resolve_input.display
+            assert routes.routes_tree.has_focus
 
 
 async def test_an_error_from_routes_is_one_line() -> None:

@@ -166,7 +166,7 @@ def test_routes_panel(snap_compare: SnapCompare) -> None:
         await pilot.pause()
         tree.move_cursor(root.children[1])  # admin
         await pilot.press("space", "down", "down")
-        await pilot.press("slash", *"/admin/users", "enter")
+        await pilot.press("r", *"/admin/users", "enter")
         await wait_until(pilot, lambda: panel.resolves >= 1, what="the verdict")
         await pilot.pause()
 

@@ -57,3 +57,32 @@ def test_resolution_reader_and_render():
     assert "m.A.show m.py:3" in text and "root.a found" in text
     with pytest.raises(ProtocolError):
         resolution_from_json({"path": "/"})
+
+
+def test_config_layers_and_tools_are_read():
+    payload = {
+        "apps": [
+            {
+                "script_name": "",
+                "nodes": [{"path": "/a", "config": {"tools.gzip.on": "True", "k": "'***'"}}],
+                "config": [
+                    {"path": "/", "settings": {"tools.sessions.on": "True"}, "tools": ["x"]},
+                    {"path": "/api", "settings": {}, "dispatcher": "MethodDispatcher"},
+                    "junk",
+                ],
+            }
+        ],
+        "global_tools": ["encode"],
+    }
+    snap = routes_from_json(payload)
+    (app,) = snap.apps
+    assert app.nodes[0].config == (("k", "'***'"), ("tools.gzip.on", "True"))
+    assert [(c.path, c.settings, c.dispatcher) for c in app.config] == [
+        ("/", (("tools.sessions.on", "True"),), None),
+        ("/api", (), "MethodDispatcher"),
+    ]
+    assert snap.global_tools == ("encode",)
+    res = resolution_from_json(
+        {"path": "/a", "verdict": {"kind": "handler", "tools": ["gzip", "sessions"]}}
+    )
+    assert res.tools == ("gzip", "sessions")

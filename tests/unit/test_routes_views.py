@@ -10,13 +10,22 @@ import pytest
 from cpinspect.errors import AgentUnavailable, CpinspectError
 from cpinspect.formatting import (
     app_warning_count,
+    effective_config,
     parse_resolve_query,
     resolution_lines,
     route_children,
     route_node_details,
+    tools_in_effect,
     warnings_below,
 )
-from cpinspect.model import AppRoutes, Resolution, RouteNode, RoutesSnapshot, StaticMount
+from cpinspect.model import (
+    AppRoutes,
+    ConfigSection,
+    Resolution,
+    RouteNode,
+    RoutesSnapshot,
+    StaticMount,
+)
 from cpinspect.sources.live import AgentSession, PySpySession
 
 SNAPSHOT = RoutesSnapshot(taken_at=0.0, apps=())
@@ -138,3 +147,65 @@ def test_resolution_lines_for_a_static_file():
         "  file /srv/s/a.PNG (image/png)",
         "  · staticdir on",
     ]
+
+
+CONFIGURED = AppRoutes(
+    script_name="",
+    nodes=(
+        RouteNode("/", "", "object", config=(("tools.sessions.on", "True"),)),
+        RouteNode("/admin", "admin", "object", config=(("tools.auth_basic.on", "True"),)),
+        RouteNode(
+            "/admin/index",
+            "index",
+            "index",
+            exposed=True,
+            config=(("tools.json_out.on", "True"),),
+        ),
+        RouteNode(
+            "/admin/report",
+            "report",
+            "handler",
+            exposed=True,
+            tools=("caching",),  # tool names only: an agent that sent no settings
+        ),
+    ),
+    config=(
+        ConfigSection("/", settings=(("tools.gzip.on", "True"),)),
+        ConfigSection(
+            "/admin",
+            settings=(("tools.auth_basic.on", "False"), ("tools.auth_basic.realm", "'x'")),
+        ),
+    ),
+)
+
+
+def test_effective_config_merges_as_cherrypy_does():
+    nodes = {node.path: node for node in CONFIGURED.nodes}
+    # GIVEN a handler below /admin, global tools, the app's sections and objects' _cp_config
+    merged = effective_config(CONFIGURED, nodes["/admin/report"], ("encode", "sessions"))
+    # THEN each key has its last writer: app.config /admin overrides the admin object's
+    # _cp_config, _cp_config / overrides the global tools, the handler's own tools come last
+    assert merged == [
+        ("tools.auth_basic.on", "False", "app.config /admin"),
+        ("tools.auth_basic.realm", "'x'", "app.config /admin"),
+        ("tools.caching.on", "True", "_cp_config /admin/report"),
+        ("tools.encode.on", "True", "global config"),
+        ("tools.gzip.on", "True", "app.config /"),
+        ("tools.sessions.on", "True", "_cp_config /"),
+    ]
+    assert tools_in_effect(merged) == ["caching", "encode", "gzip", "sessions"]
+    # AND a URL ending on an object runs with its index's config too
+    on_admin = effective_config(CONFIGURED, nodes["/admin"])
+    assert ("tools.json_out.on", "True", "_cp_config /admin/index") in on_admin
+    rows = route_node_details(CONFIGURED, nodes["/admin"])
+    assert ("tools", "gzip, json_out, sessions") in rows
+    assert ("config", "tools.auth_basic.on = False  · app.config /admin") in rows
+
+
+def test_resolution_lines_name_the_tools_in_effect_and_what_auth_changes():
+    res = Resolution(
+        "/admin", "GET", "h", "handler", status=200, reason="called", tools=("auth_basic", "gzip")
+    )
+    assert resolution_lines(res)[1] == (
+        "  tools on auth_basic, gzip (auth_basic: without credentials the answer is 401)"
+    )

@@ -77,10 +77,17 @@ class RoutesPanel(Vertical):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("u", "reload", "Reload routes", tooltip="Routes tab: read the routes again"),
         Binding(
-            "slash",
+            "r",
             "resolve",
             "Resolve URL",
             tooltip="Routes tab: what would CherryPy do with [METHOD] /path [Host: name]?",
+        ),
+        Binding(
+            "slash",
+            "resolve",
+            "Resolve URL",
+            show=False,
+            tooltip="Routes tab: the same as r",
         ),
         Binding(
             "escape",
@@ -295,7 +302,8 @@ class RoutesPanel(Vertical):
         if item is None:
             text.append("Select a node: its handler, source, tools and checks show here.")
         elif item.node is not None:
-            rows = route_node_details(item.app, item.node)
+            global_tools = self.routes.global_tools if self.routes is not None else ()
+            rows = route_node_details(item.app, item.node, global_tools)
             warnings = item.node.warnings
         elif item.mount is not None:
             rows = static_mount_details(item.mount)
@@ -319,6 +327,10 @@ class RoutesPanel(Vertical):
             ]
             if app.routes:
                 rows.append(("mapper routes", str(len(app.routes))))
+            if app.config:
+                rows.append(("config", ", ".join(section.path for section in app.config)))
+            if self.routes is not None and self.routes.global_tools:
+                rows.append(("global tools", ", ".join(self.routes.global_tools)))
             if app.truncated:
                 rows.append(("truncated", "the walk stopped at its cap"))
             warnings = tuple(app.errors)
@@ -357,7 +369,7 @@ class RoutesPanel(Vertical):
                 text.append(" · truncated at %d nodes" % routes.cap, self._style("warning"))
             if self.loading:
                 text.append(" · reloading…", self._style("muted"))
-        text.append("   u reload · / resolve a URL", self._style("muted"))
+        text.append("   u reload · r resolve a URL", self._style("muted"))
         self.query_one("#routes-status", Static).update(text)
 
     # --- resolve box ---------------------------------------------------------------------------
