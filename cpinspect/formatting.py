@@ -829,7 +829,9 @@ def route_node_details(
     merged = effective_config(app, node, global_tools)
     tools = tools_in_effect(merged)
     rows.append(("tools", ", ".join(tools) if tools else "none switched on"))
-    for index, (key, value, origin) in enumerate(merged):
+    # The global tools are CherryPy's defaults on every path: named above, not listed again.
+    local = [entry for entry in merged if entry[2] != GLOBAL_ORIGIN]
+    for index, (key, value, origin) in enumerate(local):
         rows.append(("config" if index == 0 else "", "%s = %s  · %s" % (key, value, origin)))
     rows.extend(
         ("static", static_mount_line(mount))
@@ -838,6 +840,8 @@ def route_node_details(
     )
     return rows
 
+
+GLOBAL_ORIGIN = "global config"
 
 FALSE_REPRS = frozenset(("False", "None", "0", "''", '""'))
 """Reprs of config values CherryPy treats as off (``if conf.get('tools.x.on')``)."""
@@ -866,7 +870,7 @@ def effective_config(
     nodes = {n.path: n for n in app.nodes}
     sections = {section.path: section for section in app.config}
     merged: Dict[str, Tuple[str, str]] = {
-        "tools.%s.on" % tool: ("True", "global config") for tool in global_tools
+        "tools.%s.on" % tool: ("True", GLOBAL_ORIGIN) for tool in global_tools
     }
     layers: List[Tuple[str, Tuple[Tuple[str, str], ...]]] = []
     for path in _ancestors(node.path):

@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Dict, List, Optional, Tuple
 
+from rich.console import Group, RenderableType
 from rich.style import Style
+from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -127,6 +129,7 @@ class RoutesPanel(Vertical):
         """The last verdict shown in the resolve box."""
         self.resolves = 0
         """Answers received from ``resolve()`` (verdicts and errors)."""
+        self._details_plain = ""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="routes-status")
@@ -162,8 +165,8 @@ class RoutesPanel(Vertical):
 
     @property
     def details_text(self) -> str:
-        """The details pane, without styles."""
-        return _plain(self.query_one("#route-details", Static))
+        """The details pane, without styles, one ``label  value`` line per row (unwrapped)."""
+        return self._details_plain
 
     @property
     def result_text(self) -> str:
@@ -217,6 +220,8 @@ class RoutesPanel(Vertical):
             self._populate(node)
         for error in routes.errors:
             tree.root.add_leaf(Text("error: " + error, self._style("error")))
+        if tree.cursor_line < 0 and routes.apps:
+            tree.cursor_line = 0  # on the first app: its summary shows, arrows start from it
         self._show_details(self._cursor_item())
 
     def _populate(self, node: TreeNode[RouteItem]) -> None:
@@ -334,15 +339,25 @@ class RoutesPanel(Vertical):
             if app.truncated:
                 rows.append(("truncated", "the walk stopped at its cap"))
             warnings = tuple(app.errors)
+        # Labels in a column of their own, so a long value wraps under itself, not under them.
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style=self._style("label"), no_wrap=True)
+        grid.add_column(overflow="fold")
+        plain = [text.plain] if text.plain else []
         width = max((len(label) for label, _ in rows), default=0)
         for label, value in rows:
-            if text:
-                text.append("\n")
-            text.append(label.ljust(width + 2), self._style("label"))
-            text.append(value)
+            grid.add_row(label, value)
+            plain.append(label.ljust(width + 2) + value)
+        notes = Text(end="")
         for warning in warnings:
-            text.append("\n⚠ " + warning, self._style("warning"))
-        self.query_one("#route-details", Static).update(text)
+            notes.append(("\n" if notes else "") + "⚠ " + warning, self._style("warning"))
+            plain.append("⚠ " + warning)
+        self._details_plain = "\n".join(plain)
+        text.end = "\n"
+        parts: List[RenderableType] = [part for part in (text, grid, notes) if part]
+        if not rows:
+            parts = [part for part in (text, notes) if part]
+        self.query_one("#route-details", Static).update(Group(*parts))
 
     # --- status line ---------------------------------------------------------------------------
 
