@@ -47,6 +47,7 @@ bench: $(STAMP) ## Run the benchmarks in bench/ (prints ratios; record them in B
 	$(BIN)/python bench/gil_hog.py
 	$(BIN)/python bench/inject_soak.py
 	$(BIN)/python bench/attach_time.py
+	$(BIN)/python bench/routes_scale.py
 
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
