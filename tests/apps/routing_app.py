@@ -55,6 +55,25 @@ class Rest:
         return "post"
 
 
+class Widgets:
+    """A REST resource under the default-dispatched root: /widgets has its own MethodDispatcher."""
+
+    exposed = True
+
+    def GET(self, wid=None):
+        return "widget %s" % wid
+
+    def PUT(self, wid, **kw):
+        return "put %s" % wid
+
+
+class Gadgets:
+    """Verbs without ``exposed``: under a MethodDispatcher every request is a 404."""
+
+    def GET(self):
+        return "never"
+
+
 @cherrypy.expose
 def plain_function(*args):
     return "plain"
@@ -121,6 +140,8 @@ class Root:
         self.slow = Slow()
         self.me = self  # a cycle
         self.plain = plain_function
+        self.widgets = Widgets()
+        self.gadgets = Gadgets()
 
     @cherrypy.expose
     def index(self):
@@ -227,6 +248,9 @@ def main() -> None:
         "",
         {
             "/strict": {"tools.trailing_slash.extra": True},
+            # one subtree of a default-dispatched app answers by HTTP method
+            "/widgets": {"request.dispatch": cherrypy.dispatch.MethodDispatcher()},
+            "/gadgets": {"request.dispatch": cherrypy.dispatch.MethodDispatcher()},
             # app.config overrides the Account object's own _cp_config for one handler
             "/account/export": {"tools.gzip.on": False, "tools.encode.on": False},
             "/static": {

@@ -137,6 +137,10 @@ AGREEMENT: List[Tuple[str, str, str, str]] = [
     ("/api/x", "DELETE", "", "MethodDispatcher: 405"),
     ("/api/x", "POST", "", "MethodDispatcher POST, signature mismatch"),
     ("/api/", "POST", "", "MethodDispatcher POST"),
+    ("/widgets/", "GET", "", "per-path MethodDispatcher under a default app: GET"),
+    ("/widgets/9", "PUT", "", "per-path MethodDispatcher: PUT with a path argument"),
+    ("/widgets/", "DELETE", "", "per-path MethodDispatcher: 405"),
+    ("/gadgets/", "GET", "", "per-path MethodDispatcher, resource not exposed: 404"),
     ("/vhost/", "GET", "d1.example", "Host header picks virtual host 1"),
     ("/vhost/", "GET", "d2.example", "Host header picks virtual host 2"),
     ("/vhost/", "GET", "other.example", "unknown host: no prefix"),
@@ -218,6 +222,14 @@ def test_routes_tree(routing: RoutingTarget) -> None:
     assert nodes["/trap/boom"]["kind"] == "property"  # listed, never evaluated
     assert nodes["/page"]["signature"] == "(self, name, size='10')"
     assert "/me" not in nodes  # the cycle back to the root is walked once
+    users = nodes["/admin/users"]  # a class without __init__ is located by its methods
+    assert users["file"].endswith("routing_app.py") and users["line"]
+    # a per-path MethodDispatcher: verbs are methods of the resource, not unexposed handlers
+    assert nodes["/widgets"]["methods"] == ["GET", "PUT"] and nodes["/widgets"]["warnings"] == []
+    assert "/widgets/GET" not in nodes
+    assert nodes["/gadgets"]["warnings"] == [
+        "would 404: has HTTP verbs but the object is not exposed (exposed = True)"
+    ]
     static = {(s["path"], s["kind"]): s for s in apps[""]["static"]}
     assert static[("/static", "staticdir")]["exists"] is True
     assert static[("/static", "staticdir")]["content_types"]["PNG"] == "image/x-upper"
