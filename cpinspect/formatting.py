@@ -811,6 +811,11 @@ def route_node_details(
         ("path", (app.script_name.rstrip("/") + node.path) or "/"),
         ("kind", "%s  exposed %s" % (node.kind, "✓" if node.exposed else "✗")),
     ]
+    # CherryPy's Dispatcher (and so MethodDispatcher and what a VirtualHost hands over to).
+    by_objects = app.dispatcher in ("default", "MethodDispatcher", "VirtualHost")
+    also = punctuation_alias(node.path) if by_objects else None
+    if also:
+        rows.append(("also", (app.script_name.rstrip("/") + also) + PUNCTUATION_NOTE))
     if node.qualname:
         rows.append(("qualname", node.qualname))
     if node.signature:
@@ -908,6 +913,24 @@ def tools_in_effect(merged: Sequence[Tuple[str, str, str]]) -> List[str]:
     return sorted(out)
 
 
+def global_tools_text(app: AppRoutes, global_tools: Sequence[str]) -> str:
+    """The global tools, each one this app switches off at ``/`` (root ``_cp_config`` or its
+    ``/`` config section) marked so: ``encode, trailing_slash (off in this app)``."""
+    off = set()
+    root = next((node for node in app.nodes if node.path == "/"), None)
+    layers = [_own_settings(root)] if root is not None else []
+    layers += [section.settings for section in app.config if section.path == "/"]
+    for settings in layers:
+        for key, value in settings:
+            parts = key.split(".")
+            if len(parts) == 3 and parts[0] == "tools" and parts[2] == "on":
+                if value in FALSE_REPRS:
+                    off.add(parts[1])
+                else:
+                    off.discard(parts[1])
+    return ", ".join(t + (" (off in this app)" if t in off else "") for t in global_tools)
+
+
 def static_mount_line(mount: StaticMount) -> str:
     """``staticdir /static → /srv/app/static (exists True, files 12)`` (as ``cpinspect routes``)."""
     return "%s %s → %s (exists %s, files %s%s)" % (
@@ -918,6 +941,17 @@ def static_mount_line(mount: StaticMount) -> str:
         mount.file_count,
         "+" if mount.file_count_capped else "",
     )
+
+
+PUNCTUATION_NOTE = "  (CherryPy reads . - and other punctuation in a URL segment as _)"
+
+
+def punctuation_alias(path: str) -> Optional[str]:
+    """``/feed_xml`` → ``/feed.xml``: the URL one usually types for a node whose name has an
+    underscore (the default dispatcher maps punctuation to ``_``); ``None`` when there is none."""
+    if "_" not in path:
+        return None
+    return path.replace("_", ".")
 
 
 def static_mount_details(mount: StaticMount) -> List[Tuple[str, str]]:
@@ -931,6 +965,8 @@ def static_mount_details(mount: StaticMount) -> List[Tuple[str, str]]:
         ("exists", _yes_no(mount.exists)),
         ("readable", _yes_no(mount.readable)),
     ]
+    if mount.source == "handler" and punctuation_alias(mount.path):
+        rows.insert(1, ("also", "%s%s" % (punctuation_alias(mount.path), PUNCTUATION_NOTE)))
     if mount.file_count is not None:
         rows.append(("files", "%d%s" % (mount.file_count, "+" if mount.file_count_capped else "")))
     if mount.index:

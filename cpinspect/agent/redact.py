@@ -33,6 +33,12 @@ def redact_query(query: Optional[str]) -> str:
     return "&".join(out)
 
 
+def redact_target(target: str) -> str:
+    """A request target with its query's sensitive values replaced: ``/a?year=1&token=***``."""
+    path, sep, query = target.partition("?")
+    return path + sep + redact_query(query) if sep else path
+
+
 def _unquote_name(name: str) -> str:
     from urllib.parse import unquote_plus
 

@@ -310,11 +310,13 @@ class InspectorApp(App[None]):
     def action_show_tab(self, tab: str) -> None:
         self.tabs.active = tab
         self._tab_shown(tab)
+        self.refresh_bindings()
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id is not None:
             self._tab_shown(event.pane.id)
+            self.refresh_bindings()
 
     def _tab_shown(self, tab: str) -> None:
         """Focus moves into the tab shown, so its keys (and only its keys) are live."""
@@ -323,6 +325,14 @@ class InspectorApp(App[None]):
             self.routes_panel.shown()
         elif tab == "threads":
             self.threads_panel.table.focus()
+
+    THREAD_ACTIONS = frozenset(("locals", "toggle_native", "toggle_pause"))
+    """Keys about the threads screen: hidden from the footer (and inert) on the Routes tab."""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        tabs = getattr(self, "tabs", None)  # None before compose
+        on_routes = tabs is not None and tabs.active == "routes"
+        return not (on_routes and action in self.THREAD_ACTIONS)
 
     def action_locals(self) -> None:
         """Open the locals view on the selected thread; a worker reads them."""

@@ -187,6 +187,11 @@ def test_resolve_details(routing: RoutingTarget) -> None:
 
     redirect = resolve(routing, "/admin?x=1")["verdict"]
     assert redirect["status"] == 301 and redirect["location"] == "/admin/?x=1"
+    # a secret in the query is redacted where the answer echoes it (path, redirect location)
+    secret = resolve(routing, "/admin?x=1&token=s3cret")
+    assert secret["path"] == "/admin?x=1&token=***"
+    assert secret["verdict"]["location"] == "/admin/?x=1&token=***"
+    assert "s3cret" not in str(secret)
 
     static = resolve(routing, "/static/logo.PNG")["verdict"]
     assert static["static"]["file"] == str(routing.static / "logo.PNG")

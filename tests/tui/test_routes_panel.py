@@ -77,7 +77,15 @@ async def test_routes_are_read_when_the_tab_is_first_shown_and_on_u_only() -> No
         # WHEN the user asks for a reload
         await pilot.press("u")
         await wait_until(pilot, lambda: routes.loads >= 2, what="the reload")
+        await pilot.pause()
         assert poller.routes_calls == [False, False]
+        # AND the keys still go to the tree (a "loading" attribute once shadowed Textual's own
+        # and its loading overlay took the focus away)
+        assert app.focused is routes.routes_tree
+        # AND the threads' keys are neither offered in the footer nor live here
+        assert app.check_action("locals", ()) is False
+        await pilot.press("v")
+        assert app.screen is app.screen_stack[0]
 
 
 async def test_expand_a_node_and_see_its_children_and_warnings() -> None:
@@ -242,4 +250,7 @@ async def test_an_error_from_resolve_is_one_line() -> None:
     async with app.run_test(size=(140, 40)) as pilot:
         await open_routes(pilot)
         text = await resolve(pilot, "/anything")
-        assert text == "could not resolve /anything: the agent did not answer in 2 s"
+        assert (
+            text
+            == "could not resolve GET /anything (Host localhost): the agent did not answer in 2 s"
+        )

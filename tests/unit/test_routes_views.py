@@ -11,6 +11,7 @@ from cpinspect.errors import AgentUnavailable, CpinspectError
 from cpinspect.formatting import (
     app_warning_count,
     effective_config,
+    global_tools_text,
     parse_resolve_query,
     resolution_lines,
     route_children,
@@ -128,6 +129,10 @@ def test_node_details_include_the_static_mount_in_effect():
     assert rows["kind"] == "unexposed  exposed ✗"
     assert rows["tools"] == "none switched on"
     assert rows["static"].startswith("staticdir /admin → /srv/x")
+    # AND a name with an underscore is also reached with punctuation in its place
+    assert "also" not in rows
+    feed = dict(route_node_details(APP, RouteNode("/feed_xml", "feed_xml", "handler")))
+    assert feed["also"].startswith("/shop/feed.xml  (CherryPy reads . -")
 
 
 def test_resolution_lines_for_a_static_file():
@@ -209,3 +214,27 @@ def test_resolution_lines_name_the_tools_in_effect_and_what_auth_changes():
     assert resolution_lines(res)[1] == (
         "  tools on auth_basic, gzip (auth_basic: without credentials the answer is 401)"
     )
+
+
+def test_global_tools_the_app_switches_off_at_its_root_are_marked():
+    # GIVEN global tools, and an app that turns trailing_slash off for "/" and encode off on
+    # its root object, but turns encode back on in its "/" section (the section wins)
+    app = AppRoutes(
+        script_name="",
+        nodes=(
+            RouteNode(
+                "/",
+                "",
+                "object",
+                config=(("tools.encode.on", "False"), ("tools.gzip.on", "False")),
+            ),
+        ),
+        config=(
+            ConfigSection(
+                "/", settings=(("tools.trailing_slash.on", "False"), ("tools.encode.on", "True"))
+            ),
+        ),
+    )
+    # THEN only what stays off at "/" is marked
+    text = global_tools_text(app, ("encode", "log_headers", "trailing_slash"))
+    assert text == "encode, log_headers, trailing_slash (off in this app)"

@@ -19,7 +19,7 @@ import types
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import unquote
 
-from ..redact import REDACTED, is_sensitive
+from ..redact import REDACTED, is_sensitive, redact_target
 from .routes import (
     closure_vars,
     dispatcher_kind,
@@ -59,7 +59,7 @@ class ResolveProbe:
     def resolve(self, path: str, method: str, host: str) -> Dict[str, Any]:
         started = time.monotonic()
         base: Dict[str, Any] = {
-            "path": path,
+            "path": redact_target(path),  # echoed: may land in a screenshot or a ticket
             "method": method,
             "host": host,
             "abandoned": False,
@@ -164,7 +164,7 @@ def resolve_here(raw: str, method: str, host: str) -> Dict[str, Any]:
         except cherrypy.HTTPRedirect as exc:
             steps.append("the dispatcher redirected (%s)" % exc.status)
             v = _verdict("redirect", int(exc.status), "redirect raised while dispatching")
-            v["location"] = str(exc.urls[0]) if exc.urls else None
+            v["location"] = redact_target(str(exc.urls[0])) if exc.urls else None
             out["verdict"] = v
             return out
         except cherrypy.HTTPError as exc:
@@ -234,7 +234,10 @@ def _after_dispatch(
             )
         )
     elif isinstance(handler, cherrypy.HTTPError):
-        steps.append("the dispatcher found no handler: HTTP %s" % handler.status)
+        pending = "HTTP %s" % handler.status
+        if any(config.get("tools.%s.on" % t) for t in ("staticdir", "staticfile")):
+            pending += " unless a static tool answers first"
+        steps.append("the dispatcher found no handler: %s" % pending)
     # before_handler hooks in CherryPy's order: static tools (priority 50), trailing_slash (60).
     static: Optional[Dict[str, Any]] = None
     for tool in ("staticdir", "staticfile"):
@@ -263,7 +266,7 @@ def _after_dispatch(
             steps.append("extra trailing slash (tools.trailing_slash.extra): redirect")
         if location is not None:
             v = _verdict("redirect", status, "trailing slash")
-            v["location"] = location + ("?" + qs if qs else "")
+            v["location"] = redact_target(location + ("?" + qs if qs else ""))
             return v
     if static is not None:
         v = _verdict("static", 200, "served by tools.%s" % static["tool"])

@@ -24,9 +24,11 @@ from textual.widgets import Input, Static, Tree
 from textual.widgets.tree import TreeNode
 from textual.worker import get_current_worker
 
+from cpinspect.agent.redact import redact_target
 from cpinspect.formatting import (
     app_label,
     app_warning_count,
+    global_tools_text,
     parse_resolve_query,
     resolution_lines,
     route_children,
@@ -110,7 +112,6 @@ class RoutesPanel(Vertical):
             "escape",
             "close_resolve",
             "Close",
-            show=False,
             tooltip="Routes tab: close the resolve box",
         ),
     ]
@@ -134,7 +135,7 @@ class RoutesPanel(Vertical):
         """The last routes read; kept when a reload fails."""
         self.error: Optional[str] = None
         """Why the last read failed, until one succeeds."""
-        self.loading = False
+        self.reading = False
         """A ``routes()`` call is running in a worker."""
         self.loads = 0
         """Answers received from ``routes()`` (snapshots and errors)."""
@@ -192,13 +193,13 @@ class RoutesPanel(Vertical):
 
     def shown(self) -> None:
         """The tab became visible: read the routes the first time only."""
-        if self.routes is None and self.error is None and not self.loading:
+        if self.routes is None and self.error is None and not self.reading:
             self.load()
         self.routes_tree.focus()
 
     def load(self) -> None:
         """Read the routes in a worker (one at a time: a newer read supersedes)."""
-        self.loading = True
+        self.reading = True
         self._show_status()
         self._load_blocking()
 
@@ -214,7 +215,7 @@ class RoutesPanel(Vertical):
     @on(RoutesLoaded)
     def _routes_loaded(self, message: RoutesLoaded) -> None:
         message.stop()
-        self.loading = False
+        self.reading = False
         self.loads += 1
         self.error = message.error
         if message.routes is not None:
@@ -412,7 +413,7 @@ class RoutesPanel(Vertical):
             if app.config:
                 rows.append(("config", ", ".join(section.path for section in app.config)))
             if self.routes is not None and self.routes.global_tools:
-                rows.append(("global tools", ", ".join(self.routes.global_tools)))
+                rows.append(("global tools", global_tools_text(app, self.routes.global_tools)))
             if app.truncated:
                 rows.append(("truncated", "the walk stopped at its cap"))
             warnings = tuple(app.errors)
@@ -425,7 +426,7 @@ class RoutesPanel(Vertical):
         for label, value in rows:
             grid.add_row(label, value)
             plain.append(label.ljust(width + 2) + value)
-        notes = Text(end="")
+        notes = Text()
         for warning in warnings:
             notes.append(("\n" if notes else "") + "⚠ " + warning, self._style("warning"))
             plain.append("⚠ " + warning)
@@ -442,7 +443,7 @@ class RoutesPanel(Vertical):
         text = Text(no_wrap=True, overflow="ellipsis", end="")
         if self.error is not None:
             text.append("⚠ routes unavailable: " + self.error, self._style("error"))
-        elif self.loading and self.routes is None:
+        elif self.reading and self.routes is None:
             text.append("reading the routes…")
         routes = self.routes
         if routes is not None:
@@ -459,12 +460,18 @@ class RoutesPanel(Vertical):
                 )
             if routes.truncated:
                 text.append(" · truncated at %d nodes" % routes.cap, self._style("warning"))
-            if self.loading:
+            if self.reading:
                 text.append(" · reloading…", self._style("muted"))
         text.append("   u reload · r resolve a URL", self._style("muted"))
         self.query_one("#routes-status", Static).update(text)
 
     # --- resolve box ---------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: Tuple[object, ...]) -> Optional[bool]:
+        """Escape (close) is offered only while the resolve box is open."""
+        if action == "close_resolve":
+            return bool(self.resolve_input.display)
+        return True
 
     def action_reload(self) -> None:
         self.load()
@@ -473,10 +480,12 @@ class RoutesPanel(Vertical):
         box = self.resolve_input
         box.display = True
         box.focus()
+        self.refresh_bindings()
 
     def action_close_resolve(self) -> None:
         self.resolve_input.display = False
         self.routes_tree.focus()
+        self.refresh_bindings()
 
     @on(Input.Submitted, "#resolve-input")
     def _submitted(self, event: Input.Submitted) -> None:
@@ -488,8 +497,10 @@ class RoutesPanel(Vertical):
             self._show_result(Text(str(error), self._style("error")))
             return
         self.resolving = True
-        self._show_result(Text("resolving %s %s (Host %s)…" % (method, path, host)))
-        self._resolve_blocking(query, path, method, host)
+        # What the user typed may carry a token: echoed redacted, like everything shown.
+        shown = "%s %s (Host %s)" % (method, redact_target(path), host)
+        self._show_result(Text("resolving %s…" % shown))
+        self._resolve_blocking(shown, path, method, host)
 
     @work(thread=True, exclusive=True, group="resolve", exit_on_error=False)
     def _resolve_blocking(self, query: str, path: str, method: str, host: str) -> None:
