@@ -3,18 +3,21 @@
     python scripts/screenshots.py OUTPUT_DIR
 
 Starts the demo app and its staged incident, attaches the TUI through the agent socket (as
-``cpinspect demo`` does), waits until the incident is on screen, and saves each view.
+``cpinspect demo`` does), waits until the incident is on screen, and saves each view: the
+Threads panel, then the Routes panel with the demo's staged routing mistakes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Tuple
+from typing import Any, Awaitable, Callable, Tuple
 
 from textual.pilot import Pilot
+from textual.widgets.tree import TreeNode
 
 from cpinspect.attach.discovery import find_agent
 from cpinspect.demo.runner import DemoProcesses
@@ -22,14 +25,10 @@ from cpinspect.sources.agent import AgentSource
 from cpinspect.sources.live import AgentSession
 from cpinspect.sources.source_lines import SourceLines
 from cpinspect.tui.app import InspectorApp
+from cpinspect.tui.widgets.routes_panel import RouteItem, RoutesPanel
 from cpinspect.tui.widgets.stack_view import StackView
 
-VIEWS: Tuple[Tuple[str, Tuple[int, int], Tuple[str, ...]], ...] = (
-    ("threads.svg", (120, 34), ()),
-    ("threads-grouped.svg", (120, 34), ("g",)),
-    ("threads-all.svg", (120, 34), ("a",)),
-    ("threads-80x24.svg", (80, 24), ()),
-)
+Prepare = Callable[[Pilot[Any], InspectorApp], Awaitable[None]]
 
 
 async def until(
@@ -42,8 +41,86 @@ async def until(
         await pilot.pause(0.05)
 
 
+def keys(*pressed: str) -> Prepare:
+    """A Threads view: press ``pressed``, then wait for source lines in the stack pane."""
+
+    async def prepare(pilot: Pilot[Any], app: InspectorApp) -> None:
+        for key in pressed:
+            await pilot.press(key)
+        stack = app.query_one(StackView)
+        await until(
+            pilot,
+            lambda: "recv(" in stack.plain or "acquire" in stack.plain,
+            10,
+            "source lines in the stack pane",
+        )
+
+    return prepare
+
+
+def child(node: TreeNode[RouteItem], prefix: str) -> TreeNode[RouteItem]:
+    for c in node.children:
+        if str(c.label).startswith(prefix):
+            return c
+    raise SystemExit("screenshots: no %r in the routes tree" % prefix)
+
+
+async def routes_on_summary(pilot: Pilot[Any], app: InspectorApp) -> None:
+    """Routes tab, the reports node open, the cursor on the unexposed ``summary``."""
+    await pilot.press("2")
+    panel = app.query_one(RoutesPanel)
+    await until(pilot, lambda: panel.routes is not None, 10, "the routes")
+    await pilot.pause()
+    tree = panel.routes_tree
+    root = child(tree.root.children[0], "/  object")
+    tree.move_cursor(root)
+    await pilot.press("enter")
+    await pilot.pause()
+    reports = child(root, "reports")
+    tree.move_cursor(reports)
+    await pilot.press("enter")
+    await pilot.pause()
+    tree.move_cursor(child(reports, "summary"))
+    await until(pilot, lambda: "would 404" in panel.details_text, 5, "the summary's details")
+
+
+async def resolve_summary(pilot: Pilot[Any], app: InspectorApp) -> None:
+    """The same, and the resolve box's verdict on ``/reports/summary``."""
+    await routes_on_summary(pilot, app)
+    panel = app.query_one(RoutesPanel)
+    await pilot.press("r", *"/reports/summary", "enter")
+    await until(pilot, lambda: panel.resolves >= 1, 10, "the verdict")
+
+
+VIEWS: Tuple[Tuple[str, Tuple[int, int], Prepare], ...] = (
+    ("threads.svg", (120, 34), keys()),
+    ("threads-grouped.svg", (120, 34), keys("g")),
+    ("threads-all.svg", (120, 34), keys("a")),
+    ("threads-80x24.svg", (80, 24), keys()),
+    ("routes.svg", (120, 34), routes_on_summary),
+    ("routes-resolve.svg", (120, 34), resolve_summary),
+)
+
+
+CHECKOUT = str(Path(__file__).resolve().parent.parent)
+"""Where this clone lives: a machine path, kept out of the committed screenshots."""
+
+
+def without_machine_paths(svg: str) -> str:
+    """Each text run naming this checkout (source paths in the Routes details) says ``~``
+    instead, padded at the run's end: the run keeps its length, so its ``textLength`` holds."""
+
+    def neutral(match: "re.Match[str]") -> str:
+        body = match.group(2)
+        count = body.count(CHECKOUT)
+        body = body.replace(CHECKOUT, "~") + "&#160;" * (count * (len(CHECKOUT) - 1))
+        return match.group(1) + body + match.group(3)
+
+    return re.sub(r"(<text[^>]*>)([^<]*)(</text>)", neutral, svg)
+
+
 async def shoot(
-    demo: DemoProcesses, out: Path, name: str, size: Tuple[int, int], keys: Tuple[str, ...]
+    demo: DemoProcesses, out: Path, name: str, size: Tuple[int, int], prepare: Prepare
 ) -> None:
     source = AgentSource(find_agent(demo.pid).connect_path)
     session = AgentSession(source, source.info(), pid=demo.pid)
@@ -61,17 +138,9 @@ async def shoot(
 
         await until(pilot, incident, 30, "the incident")
         await pilot.pause(4.0)  # a few samples in the sparkline, ages that read like an incident
-        for key in keys:
-            await pilot.press(key)
-        stack = app.query_one(StackView)
-        await until(
-            pilot,
-            lambda: "recv(" in stack.plain or "acquire" in stack.plain,
-            10,
-            "source lines in the stack pane",
-        )
+        await prepare(pilot, app)
         await pilot.pause(0.3)
-        app.save_screenshot(filename=name, path=str(out))
+        (out / name).write_text(without_machine_paths(app.export_screenshot()))
         await pilot.press("q")
     print("wrote", out / name)
 
@@ -79,8 +148,8 @@ async def shoot(
 async def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with DemoProcesses(threads=6) as demo:
-        for name, size, keys in VIEWS:
-            await shoot(demo, out, name, size, keys)
+        for name, size, prepare in VIEWS:
+            await shoot(demo, out, name, size, prepare)
 
 
 if __name__ == "__main__":

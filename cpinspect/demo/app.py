@@ -53,8 +53,14 @@ def configure(port: int, threads: int, agent: bool) -> None:
         from cpinspect.agent import plugin  # noqa: F401
 
         cherrypy.config.update({"inspector.on": True})
-    # "/products" answers directly instead of redirecting to "/products/".
-    cherrypy.tree.mount(shop.Root(), "", {"/": {"tools.trailing_slash.on": False}})
+    app_config = {
+        # "/products" answers directly instead of redirecting to "/products/".
+        "/": {"tools.trailing_slash.on": False},
+        # Staged mistake (see shop.py): a relative dir and no tools.staticdir.root, so
+        # CherryPy raises ValueError and answers 500 for every /static/... request.
+        "/static": {"tools.staticdir.on": True, "tools.staticdir.dir": "assets"},
+    }
+    cherrypy.tree.mount(shop.Root(), "", app_config)
 
 
 def _exit_now(signum: int, frame: Optional[FrameType]) -> None:

@@ -7,6 +7,12 @@ Two mistakes are planted here, the kind that starve a real worker pool:
 * ``Cart.add`` reserves stock under one process-wide lock *while* waiting for a row lock in the
   database, so one slow reservation makes every other cart request queue on ``_stock_lock``.
 
+And two routing mistakes, for the Routes tab (the load generator never requests them):
+
+* ``Reports.summary`` lacks ``@expose``: ``/reports/summary`` answers 404;
+* ``/static`` (in ``app.configure``) sets a relative ``tools.staticdir.dir`` without a
+  ``tools.staticdir.root``: every ``/static/...`` request answers 500.
+
 Runs inside the target: stdlib and cherrypy only, Python 3.8 syntax.
 """
 
@@ -87,6 +93,12 @@ class Reports:
         cherrypy.response.headers["Content-Type"] = "text/csv"
         return "month,total\n" + "".join(f"{r['month']},{r['total']:.2f}\n" for r in rows)
 
+    # Staged mistake: public and meant for the dashboard, but without @expose CherryPy never
+    # calls it; GET /reports/summary answers 404.
+    def summary(self, year: str = "2025") -> str:
+        rows = db.fetch_all("SELECT COUNT(*) AS orders FROM orders WHERE year = %s", (year,))
+        return f"{year}: {rows[0]['orders'] if rows else 0} orders"
+
 
 class Root:
     def __init__(self) -> None:
@@ -103,6 +115,10 @@ class Root:
             '<li><a href="/reports/export?year=2025">/reports/export?year=2025</a></li>'
             "<li>POST /upload (multipart, field <code>file</code>)</li>"
             '<li><a href="/health">/health</a></li></ul>'
+            "<p>Staged routing mistakes, for the Routes tab: "
+            '<a href="/reports/summary">/reports/summary</a> is not exposed (404), and '
+            '<a href="/static/shop.css">/static/</a> has a relative staticdir without a root '
+            "(500).</p>"
         )
 
     @expose

@@ -1,0 +1,197 @@
+"""End to end: the Routes tab of the real TUI on the real demo, through the real agent socket.
+
+The demo stages two routing mistakes (``Reports.summary`` without ``@expose``; a ``/static``
+staticdir with a relative dir and no root): the tree must flag them, the details must explain
+them, and the resolve box must give the answer CherryPy itself gives.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Iterator, List
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets.tree import TreeNode
+
+from cpinspect.attach.discovery import find_agent
+from cpinspect.demo.runner import DemoProcesses
+from cpinspect.sources.agent import AgentSource
+from cpinspect.sources.live import AgentSession
+from cpinspect.sources.source_lines import SourceLines
+from cpinspect.tui.app import InspectorApp
+from cpinspect.tui.widgets.routes_panel import RouteItem, RoutesPanel
+
+from .helpers import first_data, wait_until
+
+NOT_EXPOSED = "would 404: not exposed"
+RELATIVE_STATIC = "relative path without root: CherryPy answers 500 (ValueError)"
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[DemoProcesses]:
+    # No load: routing does not depend on the incident, and idle workers let the tests ask
+    # CherryPy itself what it answers.
+    with DemoProcesses(threads=4, load=False) as processes:
+        yield processes
+
+
+def real_app(demo: DemoProcesses) -> InspectorApp:
+    source = AgentSource(find_agent(demo.pid).connect_path)
+    session = AgentSession(source, source.info(), pid=demo.pid)
+    return InspectorApp(session, interval=0.5, source_lines=SourceLines(demo.pid), clock=time.time)
+
+
+def http_status(demo: DemoProcesses, path: str) -> int:
+    """What the demo really answers for ``GET path``."""
+    url = f"http://127.0.0.1:{demo.port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def labels(node: TreeNode[RouteItem]) -> List[str]:
+    return [str(child.label) for child in node.children]
+
+
+def find(node: TreeNode[RouteItem], prefix: str) -> TreeNode[RouteItem]:
+    for child in node.children:
+        if str(child.label).startswith(prefix):
+            return child
+    raise AssertionError(f"no child starting {prefix!r} in {labels(node)}")
+
+
+async def open_routes(pilot: Pilot[Any]) -> RoutesPanel:
+    """Press ``2`` and wait for the routes to arrive."""
+    app = await first_data(pilot)
+    await pilot.press("2")
+    routes = app.query_one(RoutesPanel)
+    await wait_until(pilot, lambda: routes.loads >= 1, what="the routes")
+    await pilot.pause()
+    return routes
+
+
+async def expand(pilot: Pilot[Any], routes: RoutesPanel, node: TreeNode[RouteItem]) -> None:
+    routes.routes_tree.move_cursor(node)
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: node.is_expanded and node.children, what="the children")
+    await pilot.pause()
+
+
+async def resolve(pilot: Pilot[Any], routes: RoutesPanel, query: str) -> str:
+    """Open the resolve box, type ``query``, press enter and wait for the verdict."""
+    before = routes.resolves
+    await pilot.press("r")
+    routes.resolve_input.value = ""
+    await pilot.press(*query, "enter")
+    await wait_until(pilot, lambda: routes.resolves > before, what="the verdict")
+    await pilot.pause()
+    return routes.result_text
+
+
+async def test_the_tree_flags_the_demos_staged_mistakes(demo: DemoProcesses) -> None:
+    # GIVEN the inspector attached to the demo
+    app = real_app(demo)
+    async with app.run_test(size=(120, 34)) as pilot:
+        # WHEN the Routes tab opens
+        routes = await open_routes(pilot)
+        tree = routes.routes_tree
+
+        # THEN the demo's app is there, open, with its two warnings counted and summed up
+        assert routes.status_text.startswith("1 app · ")
+        assert "⚠ 2 warnings" in routes.status_text
+        shop = find(tree.root, "app '/'")
+        assert "root cpinspect.demo.shop.Root" in str(shop.label)
+        assert str(shop.label).endswith("⚠ 2")
+        root = find(shop, "/  object")
+        assert str(root.label).endswith("⚠ 1 below")
+        # AND the misconfigured static directory shows its warning at the top of the app
+        static = find(shop, "staticdir /static → assets")
+        assert str(static.label).endswith(f"⚠ {RELATIVE_STATIC}")
+
+        # WHEN the user expands the root, then reports
+        await expand(pilot, routes, root)
+        reports = find(root, "reports")
+        assert str(reports.label).endswith("⚠ 1 below")
+        await expand(pilot, routes, reports)
+
+        # THEN the exposed export and the unexposed summary show, summary flagged
+        assert labels(reports) == ["export  handler ✓", f"summary  unexposed ✗  ⚠ {NOT_EXPOSED}"]
+
+        # WHEN the user moves down onto summary
+        await pilot.press("down", "down")
+        await wait_until(pilot, lambda: "summary" in routes.details_text, what="the details")
+
+        # THEN the details name the method, its signature and source, and the warning
+        details = routes.details_text
+        assert "path       /reports/summary" in details
+        assert "qualname   cpinspect.demo.shop.Reports.summary" in details
+        assert "signature  (self, year: str = '2025') -> str" in details
+        assert "cpinspect/demo/shop.py:" in details
+        assert "kind       unexposed  exposed ✗" in details
+        assert details.endswith(f"⚠ {NOT_EXPOSED}")
+
+        # WHEN the user selects the static mount
+        tree.move_cursor(static)
+        await wait_until(pilot, lambda: "configured" in routes.details_text, what="the mount")
+
+        # THEN its details show the relative dir, no root, and why CherryPy fails
+        details = routes.details_text
+        assert "kind        staticdir (from app.config)" in details
+        assert "configured  assets" in details
+        assert "root        -" in details
+        assert details.endswith(f"⚠ {RELATIVE_STATIC}")
+        await pilot.press("q")
+
+
+async def test_resolve_verdicts_match_what_cherrypy_answers(demo: DemoProcesses) -> None:
+    # GIVEN the inspector on the demo's Routes tab
+    app = real_app(demo)
+    async with app.run_test(size=(120, 34)) as pilot:
+        routes = await open_routes(pilot)
+
+        # WHEN the user resolves the unexposed method
+        text = await resolve(pilot, routes, "/reports/summary")
+        # THEN the verdict is a 404, and the walk says where it stopped and why
+        assert text.startswith("GET /reports/summary (Host localhost) → 404 not_found")
+        assert "  · root.reports found" in text.splitlines()
+        assert "  · root.reports.summary found, not exposed ✗" in text.splitlines()
+        # AND CherryPy itself answers 404
+        assert http_status(demo, "/reports/summary") == 404
+
+        # WHEN a real handler with query arguments (one of them a secret)
+        text = await resolve(pilot, routes, "/reports/export?year=2024&token=abc123")
+        # THEN the handler would be called with those arguments, the secret redacted everywhere
+        lines = text.splitlines()
+        assert lines[0] == (
+            "GET /reports/export?year=2024&token=*** (Host localhost)"
+            " → 200 handler: the handler would be called"
+        )
+        assert lines[1].startswith("  handler cpinspect.demo.shop.Reports.export ")
+        assert "  args () kwargs {token=***, year='2024'}" in lines
+        assert "  · root.reports.export found, exposed ✓" in lines
+        # (the box keeps what was typed, to edit and resolve again; the answer echoes it redacted)
+        assert "abc123" not in routes.result_text
+
+        # WHEN a file under the misconfigured static directory
+        text = await resolve(pilot, routes, "/static/shop.css")
+        # THEN the verdict is CherryPy's 500, with the static tool's own error
+        assert text.startswith(
+            "GET /static/shop.css (Host localhost) → 500 error: staticdir is misconfigured:"
+            " Static dir requires an absolute dir (or root)."
+        )
+        assert "staticdir raised ValueError" in text
+        # AND CherryPy itself answers 500
+        assert http_status(demo, "/static/shop.css") == 500
+
+        # WHEN a handler that answers
+        text = await resolve(pilot, routes, "/products/item?sku=TEA-001")
+        # THEN 200 with its keyword argument, as CherryPy really answers
+        assert text.startswith("GET /products/item?sku=TEA-001 (Host localhost) → 200 handler")
+        assert "  args () kwargs {sku='TEA-001'}" in text.splitlines()
+        assert http_status(demo, "/products/item?sku=TEA-001") == 200
+        await pilot.press("escape", "q")
