@@ -932,14 +932,21 @@ def global_tools_text(app: AppRoutes, global_tools: Sequence[str]) -> str:
 
 
 def static_mount_line(mount: StaticMount) -> str:
-    """``staticdir /static → /srv/app/static (exists True, files 12)`` (as ``cpinspect routes``)."""
-    return "%s %s → %s (exists %s, files %s%s)" % (
+    """``staticdir /static → /srv/app/static (exists, 12 files)`` (as ``cpinspect routes``)."""
+    if mount.exists is None:
+        facts = ["not checked"] if mount.resolved else ["nothing to check"]
+    else:
+        facts = ["exists" if mount.exists else "missing"]
+        if mount.exists and mount.readable is False:
+            facts.append("unreadable")
+    if mount.file_count is not None:
+        count = "%d%s" % (mount.file_count, "+" if mount.file_count_capped else "")
+        facts.append("%s file%s" % (count, "" if count == "1" else "s"))
+    return "%s %s → %s (%s)" % (
         mount.kind,
         mount.path,
         mount.resolved or mount.configured or "-",
-        mount.exists,
-        mount.file_count,
-        "+" if mount.file_count_capped else "",
+        ", ".join(facts),
     )
 
 
