@@ -77,6 +77,14 @@ def test_inject_inspect_detach_on_each_python(spawn_target, version):
     # THEN it runs on the target's Python and shows the request that was already running
     assert status == 200 and result.status["python"].startswith(version + ".")
     assert [t["request"]["path"] for t in body["threads"] if t["busy"]] == ["/block"]
+    # AND the routes walk and the resolver run on that Python too (signatures read from code
+    # objects, whose fields differ between versions)
+    status, routes = agent_get(result.endpoint.connect_path, "/v1/routes")
+    assert status == 200 and routes["errors"] == [], routes["errors"]
+    nodes = {n["path"]: n for app in routes["apps"] for n in app["nodes"]}
+    assert nodes["/block"]["signature"] == "(self, seconds='60', **params)"
+    status, res = agent_get(result.endpoint.connect_path, "/v1/resolve?path=/block%3Fseconds%3D1")
+    assert status == 200 and res["verdict"]["kind"] == "handler", res
 
     # WHEN detached: it is gone, the app serves, __main__ is as it was, nothing restarted
     Injector(target.pid).detach()
