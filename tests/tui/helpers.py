@@ -1,4 +1,5 @@
-"""Pilot helpers: the app on a fake poller, what the table shows, waiting with deadlines."""
+"""Pilot helpers: the app on a fake poller or the real demo, what the table and the routes tree
+show, waiting with deadlines."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ import time
 from typing import Any, Callable, Dict, List
 
 from textual.pilot import Pilot
+from textual.widgets.tree import TreeNode
 
+from cpinspect.attach.discovery import find_agent
+from cpinspect.demo.runner import DemoProcesses
 from cpinspect.model import ThreadInfo
+from cpinspect.sources.agent import AgentSource
+from cpinspect.sources.live import AgentSession
+from cpinspect.sources.source_lines import SourceLines
 from cpinspect.tui.app import InspectorApp
+from cpinspect.tui.widgets.routes_panel import RouteItem, RoutesPanel
 from cpinspect.tui.widgets.threads_table import ThreadsTable
 
 from .fakes import NOW, SOURCE, FakeLines, FakePoller
@@ -23,6 +31,13 @@ def make_app(poller: FakePoller, **kwargs: object) -> InspectorApp:
     }
     options.update(kwargs)
     return InspectorApp(poller, **options)
+
+
+def real_app(demo: DemoProcesses) -> InspectorApp:
+    """The app as ``cpinspect attach`` builds it on the real demo, through the agent socket."""
+    source = AgentSource(find_agent(demo.pid).connect_path)
+    session = AgentSession(source, source.info(), pid=demo.pid)
+    return InspectorApp(session, interval=0.5, source_lines=SourceLines(demo.pid), clock=time.time)
 
 
 def table(app: InspectorApp) -> ThreadsTable:
@@ -83,3 +98,41 @@ async def poll(pilot: Pilot[Any], times: int = 1, key: bool = True) -> None:
 
 def _more_than(app: InspectorApp, received: int) -> Callable[[], bool]:
     return lambda: app.polls_received > received
+
+
+# --- the Routes tab ----------------------------------------------------------------------------
+
+
+def labels(node: TreeNode[RouteItem]) -> List[str]:
+    """The plain labels of a tree node's children."""
+    return [child.label.plain for child in node.children]
+
+
+def find(node: TreeNode[RouteItem], prefix: str) -> TreeNode[RouteItem]:
+    """The first child whose label starts with ``prefix``."""
+    for child in node.children:
+        if child.label.plain.startswith(prefix):
+            return child
+    raise AssertionError(f"no child starting {prefix!r} in {labels(node)}")
+
+
+async def open_routes(pilot: Pilot[Any]) -> RoutesPanel:
+    """Press ``2`` and wait for the routes to arrive."""
+    app = await first_data(pilot)
+    await pilot.press("2")
+    routes = app.query_one(RoutesPanel)
+    await wait_until(pilot, lambda: routes.loads >= 1, what="the routes")
+    await pilot.pause()
+    return routes
+
+
+async def resolve(pilot: Pilot[Any], query: str) -> str:
+    """Open the resolve box, type ``query``, press enter and wait for the verdict."""
+    routes = pilot.app.query_one(RoutesPanel)
+    before = routes.resolves
+    await pilot.press("r")
+    routes.resolve_input.value = ""
+    await pilot.press(*query, "enter")
+    await wait_until(pilot, lambda: routes.resolves > before, what="the verdict")
+    await pilot.pause()
+    return routes.result_text

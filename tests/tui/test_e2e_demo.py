@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-import time
 from typing import Iterator
 
 import pytest
 
-from cpinspect.attach.discovery import find_agent
 from cpinspect.demo.load import SECRET_AUTH, SECRET_COOKIE, SECRET_TOKEN
 from cpinspect.demo.runner import DemoProcesses
-from cpinspect.sources.agent import AgentSource
-from cpinspect.sources.live import AgentSession
-from cpinspect.sources.source_lines import SourceLines
 from cpinspect.tui.app import InspectorApp
 from cpinspect.tui.widgets.pool_bar import PoolBar
 from cpinspect.tui.widgets.stack_view import StackView
 from cpinspect.tui.widgets.threads_table import ThreadsTable
 
-from .helpers import wait_until
+from .helpers import real_app, wait_until
 
 
 @pytest.fixture
 def demo() -> Iterator[DemoProcesses]:
     with DemoProcesses(threads=6) as processes:
         yield processes
-
-
-def real_app(demo: DemoProcesses) -> InspectorApp:
-    source = AgentSource(find_agent(demo.pid).connect_path)
-    session = AgentSession(source, source.info(), pid=demo.pid)
-    return InspectorApp(session, interval=0.5, source_lines=SourceLines(demo.pid), clock=time.time)
 
 
 def column(app: InspectorApp, key: str) -> list[str]:

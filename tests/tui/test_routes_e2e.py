@@ -7,24 +7,18 @@ them, and the resolve box must give the answer CherryPy itself gives.
 
 from __future__ import annotations
 
-import time
 import urllib.error
 import urllib.request
-from typing import Any, Iterator, List
+from typing import Any, Iterator
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets.tree import TreeNode
 
-from cpinspect.attach.discovery import find_agent
 from cpinspect.demo.runner import DemoProcesses
-from cpinspect.sources.agent import AgentSource
-from cpinspect.sources.live import AgentSession
-from cpinspect.sources.source_lines import SourceLines
-from cpinspect.tui.app import InspectorApp
 from cpinspect.tui.widgets.routes_panel import RouteItem, RoutesPanel
 
-from .helpers import first_data, wait_until
+from .helpers import find, labels, open_routes, real_app, resolve, wait_until
 
 NOT_EXPOSED = "would 404: not exposed"
 RELATIVE_STATIC = "relative path without root: CherryPy answers 500 (ValueError)"
@@ -38,12 +32,6 @@ def demo() -> Iterator[DemoProcesses]:
         yield processes
 
 
-def real_app(demo: DemoProcesses) -> InspectorApp:
-    source = AgentSource(find_agent(demo.pid).connect_path)
-    session = AgentSession(source, source.info(), pid=demo.pid)
-    return InspectorApp(session, interval=0.5, source_lines=SourceLines(demo.pid), clock=time.time)
-
-
 def http_status(demo: DemoProcesses, path: str) -> int:
     """What the demo really answers for ``GET path``."""
     url = f"http://127.0.0.1:{demo.port}{path}"
@@ -54,43 +42,11 @@ def http_status(demo: DemoProcesses, path: str) -> int:
         return int(error.code)
 
 
-def labels(node: TreeNode[RouteItem]) -> List[str]:
-    return [str(child.label) for child in node.children]
-
-
-def find(node: TreeNode[RouteItem], prefix: str) -> TreeNode[RouteItem]:
-    for child in node.children:
-        if str(child.label).startswith(prefix):
-            return child
-    raise AssertionError(f"no child starting {prefix!r} in {labels(node)}")
-
-
-async def open_routes(pilot: Pilot[Any]) -> RoutesPanel:
-    """Press ``2`` and wait for the routes to arrive."""
-    app = await first_data(pilot)
-    await pilot.press("2")
-    routes = app.query_one(RoutesPanel)
-    await wait_until(pilot, lambda: routes.loads >= 1, what="the routes")
-    await pilot.pause()
-    return routes
-
-
 async def expand(pilot: Pilot[Any], routes: RoutesPanel, node: TreeNode[RouteItem]) -> None:
     routes.routes_tree.move_cursor(node)
     await pilot.press("enter")
     await wait_until(pilot, lambda: node.is_expanded and node.children, what="the children")
     await pilot.pause()
-
-
-async def resolve(pilot: Pilot[Any], routes: RoutesPanel, query: str) -> str:
-    """Open the resolve box, type ``query``, press enter and wait for the verdict."""
-    before = routes.resolves
-    await pilot.press("r")
-    routes.resolve_input.value = ""
-    await pilot.press(*query, "enter")
-    await wait_until(pilot, lambda: routes.resolves > before, what="the verdict")
-    await pilot.pause()
-    return routes.result_text
 
 
 async def test_the_tree_flags_the_demos_staged_mistakes(demo: DemoProcesses) -> None:
@@ -155,7 +111,7 @@ async def test_resolve_verdicts_match_what_cherrypy_answers(demo: DemoProcesses)
         routes = await open_routes(pilot)
 
         # WHEN the user resolves the unexposed method
-        text = await resolve(pilot, routes, "/reports/summary")
+        text = await resolve(pilot, "/reports/summary")
         # THEN the verdict is a 404, and the walk says where it stopped and why
         assert text.startswith("GET /reports/summary (Host localhost) → 404 not_found")
         assert "  · root.reports found" in text.splitlines()
@@ -164,7 +120,7 @@ async def test_resolve_verdicts_match_what_cherrypy_answers(demo: DemoProcesses)
         assert http_status(demo, "/reports/summary") == 404
 
         # WHEN a real handler with query arguments (one of them a secret)
-        text = await resolve(pilot, routes, "/reports/export?year=2024&token=abc123")
+        text = await resolve(pilot, "/reports/export?year=2024&token=abc123")
         # THEN the handler would be called with those arguments, the secret redacted everywhere
         lines = text.splitlines()
         assert lines[0] == (
@@ -178,7 +134,7 @@ async def test_resolve_verdicts_match_what_cherrypy_answers(demo: DemoProcesses)
         assert "abc123" not in routes.result_text
 
         # WHEN a file under the misconfigured static directory
-        text = await resolve(pilot, routes, "/static/shop.css")
+        text = await resolve(pilot, "/static/shop.css")
         # THEN the verdict is CherryPy's 500, with the static tool's own error
         assert text.startswith(
             "GET /static/shop.css (Host localhost) → 500 error: staticdir is misconfigured:"
@@ -189,7 +145,7 @@ async def test_resolve_verdicts_match_what_cherrypy_answers(demo: DemoProcesses)
         assert http_status(demo, "/static/shop.css") == 500
 
         # WHEN a handler that answers
-        text = await resolve(pilot, routes, "/products/item?sku=TEA-001")
+        text = await resolve(pilot, "/products/item?sku=TEA-001")
         # THEN 200 with its keyword argument, as CherryPy really answers
         assert text.startswith("GET /products/item?sku=TEA-001 (Host localhost) → 200 handler")
         assert "  args () kwargs {sku='TEA-001'}" in text.splitlines()

@@ -5,7 +5,7 @@ poller answering a scripted tree of 1,234 handlers under one object).
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any
 
 from textual.pilot import Pilot
 from textual.widgets.tree import TreeNode
@@ -14,7 +14,7 @@ from cpinspect.model import AppRoutes, RouteNode, RoutesSnapshot
 from cpinspect.tui.widgets.routes_panel import PAGE_SIZE, RouteItem, RoutesPanel
 
 from .fakes import NOT_EXPOSED, T0, FakePoller, incident_update
-from .helpers import first_data, make_app, wait_until
+from .helpers import find, first_data, labels, make_app, wait_until
 
 HANDLERS = 1234
 UNEXPOSED = 1200
@@ -54,17 +54,6 @@ def flat_routes() -> RoutesSnapshot:
     return RoutesSnapshot(taken_at=T0, apps=(app,), cap=20000)
 
 
-def labels(node: TreeNode[RouteItem]) -> List[str]:
-    return [child.label.plain for child in node.children]
-
-
-def child(node: TreeNode[RouteItem], prefix: str) -> TreeNode[RouteItem]:
-    for c in node.children:
-        if c.label.plain.startswith(prefix):
-            return c
-    raise AssertionError(f"no child starting {prefix!r} under {node.label.plain!r}")
-
-
 async def open_flat(pilot: Pilot[Any]) -> TreeNode[RouteItem]:
     """Open the Routes tab, then the root object and the flat object, with the keyboard."""
     app = await first_data(pilot)
@@ -78,11 +67,11 @@ async def open_flat(pilot: Pilot[Any]) -> TreeNode[RouteItem]:
 async def expand_flat(pilot: Pilot[Any], panel: RoutesPanel) -> TreeNode[RouteItem]:
     """Expand the root object, then the flat object (space on each)."""
     tree = panel.routes_tree
-    root = child(child(tree.root, "app '/'"), "/  object")
+    root = find(find(tree.root, "app '/'"), "/  object")
     tree.move_cursor(root)
     await pilot.press("space")
     await pilot.pause()
-    flat = child(root, "flat  object")
+    flat = find(root, "flat  object")
     tree.move_cursor(flat)
     await pilot.press("space")
     await pilot.pause()

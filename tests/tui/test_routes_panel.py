@@ -5,54 +5,10 @@ selecting nodes, warnings in sight, the resolve box's verdicts, errors as one li
 
 from __future__ import annotations
 
-from typing import Any, List
-
-from textual.pilot import Pilot
-from textual.widgets.tree import TreeNode
-
 from cpinspect.errors import AgentUnavailable, CpinspectError
-from cpinspect.tui.app import InspectorApp
-from cpinspect.tui.widgets.routes_panel import RouteItem, RoutesPanel
 
 from .fakes import NOT_EXPOSED, RELATIVE_STATIC, FakePoller, incident_update
-from .helpers import first_data, make_app, wait_until
-
-
-def panel(app: InspectorApp) -> RoutesPanel:
-    return app.query_one(RoutesPanel)
-
-
-def labels(node: TreeNode[RouteItem]) -> List[str]:
-    return [child.label.plain for child in node.children]
-
-
-def find(node: TreeNode[RouteItem], prefix: str) -> TreeNode[RouteItem]:
-    for child in node.children:
-        if child.label.plain.startswith(prefix):
-            return child
-    raise AssertionError(f"no child starting {prefix!r} in {labels(node)}")
-
-
-async def open_routes(pilot: Pilot[Any]) -> RoutesPanel:
-    """Press ``2`` and wait for the routes to arrive."""
-    app = await first_data(pilot)
-    await pilot.press("2")
-    routes = panel(app)
-    await wait_until(pilot, lambda: routes.loads >= 1, what="the routes")
-    await pilot.pause()
-    return routes
-
-
-async def resolve(pilot: Pilot[Any], query: str) -> str:
-    """Open the resolve box, type ``query``, press enter and wait for the verdict."""
-    routes = panel(pilot.app)  # type: ignore[arg-type]
-    before = routes.resolves
-    await pilot.press("r")
-    routes.resolve_input.value = ""
-    await pilot.press(*query, "enter")
-    await wait_until(pilot, lambda: routes.resolves > before, what="the verdict")
-    await pilot.pause()
-    return routes.result_text
+from .helpers import find, first_data, labels, make_app, open_routes, resolve, wait_until
 
 
 async def test_routes_are_read_when_the_tab_is_first_shown_and_on_u_only() -> None:
