@@ -81,15 +81,21 @@ def pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def start_server(agent: bool, threads: int = 8, cpu: int = -1, timeout: float = 15.0) -> Server:
+def start_ready(
+    args: Sequence[str], what: str, timeout: float = 15.0, unset: Sequence[str] = ()
+) -> Server:
+    """Start ``python *args`` in its own process group; wait for its first line, ``READY ...``.
+
+    The child gets the repo on ``PYTHONPATH`` and not the environment variables in ``unset``; its
+    first line must be ``READY port=<port> pid=<pid> socket=<agent socket or ->``, within
+    ``timeout`` seconds. On failure the child is killed and ``RuntimeError`` names ``what``.
+    """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    args = [sys.executable, str(HERE / "bench_server.py"), "--threads", str(threads)]
-    args += ["--cpu", str(cpu)]
-    if agent:
-        args.append("--agent")
+    for name in unset:
+        env.pop(name, None)
     proc = subprocess.Popen(
-        args,
+        [sys.executable, *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -105,14 +111,21 @@ def start_server(agent: bool, threads: int = 8, cpu: int = -1, timeout: float = 
         chunk = os.read(proc.stdout.fileno(), 4096) if ready else b""
         if not chunk:
             Server(proc, 0, proc.pid, None).stop()
-            raise RuntimeError("the bench server did not start")
+            raise RuntimeError(f"the {what} did not start")
         line += chunk
     m = re.match(rb"READY port=(\d+) pid=(\d+) socket=(\S+)", line)
     if m is None:
         Server(proc, 0, proc.pid, None).stop()
-        raise RuntimeError(f"unexpected first line from the bench server: {line!r}")
+        raise RuntimeError(f"unexpected first line from the {what}: {line!r}")
     sock = m.group(3).decode()
     return Server(proc, int(m.group(1)), int(m.group(2)), None if sock == "-" else sock)
+
+
+def start_server(agent: bool, threads: int = 8, cpu: int = -1, timeout: float = 15.0) -> Server:
+    args = [str(HERE / "bench_server.py"), "--threads", str(threads), "--cpu", str(cpu)]
+    if agent:
+        args.append("--agent")
+    return start_ready(args, "bench server", timeout)
 
 
 @contextlib.contextmanager

@@ -37,9 +37,6 @@ import gc
 import importlib.util
 import json
 import os
-import re
-import select
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from benchlib import ROOT, Server, UnixHTTPConnection, machine, median, percentile
+from benchlib import ROOT, Server, UnixHTTPConnection, machine, median, percentile, start_ready
 
 sys.path.insert(0, str(ROOT))
 
@@ -134,32 +131,11 @@ def serve(shape: str, directory: str) -> int:
 
 
 def start_target(shape: str, directory: str) -> Server:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    env.pop("XDG_RUNTIME_DIR", None)
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--serve", shape, "--dir", directory],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + READY_TIMEOUT
-    line = b""
-    while not line.endswith(b"\n"):
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        chunk = os.read(proc.stdout.fileno(), 4096) if ready else b""
-        if not chunk:
-            Server(proc, 0, proc.pid, None).stop()
-            raise SystemExit("routes_scale: the %s target did not start" % shape)
-        line += chunk
-    m = re.match(rb"READY port=(\d+) pid=(\d+) socket=(\S+)", line)
-    if m is None:
-        Server(proc, 0, proc.pid, None).stop()
-        raise SystemExit("routes_scale: unexpected first line %r" % line)
-    return Server(proc, int(m.group(1)), int(m.group(2)), m.group(3).decode())
+    args = [str(Path(__file__).resolve()), "--serve", shape, "--dir", directory]
+    try:
+        return start_ready(args, "%s target" % shape, READY_TIMEOUT, unset=["XDG_RUNTIME_DIR"])
+    except RuntimeError as exc:
+        raise SystemExit("routes_scale: %s" % exc) from None
 
 
 # --- GET /v1/routes over the socket -------------------------------------------------------------

@@ -2,17 +2,62 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import httpx
 
+from tests.conftest import wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def spawn_ready(
+    args: Sequence[str], log: Path, what: str, timeout: float = 20.0
+) -> Iterator[re.Match[str]]:
+    """Run ``python *args`` from the repo (stdout and stderr to ``log``) until it prints READY.
+
+    The environment is ``start_target``'s: the repo on ``PYTHONPATH``, no ``XDG_RUNTIME_DIR``.
+    Yields the ``READY port=(\\d+) pid=(\\d+)`` match; ``what`` names the process in failures
+    (the log goes with an early exit). The process is terminated (killed if it lingers) after.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("XDG_RUNTIME_DIR", None)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=str(ROOT),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+
+        def ready() -> Optional[re.Match[str]]:
+            if proc.poll() is not None:
+                raise RuntimeError("%s exited:\n%s" % (what, log.read_text(errors="replace")))
+            return re.search(r"READY port=(\d+) pid=(\d+)", log.read_text(errors="replace"))
+
+        m = wait_for(ready, timeout=timeout, what="the %s's READY line" % what)
+        assert isinstance(m, re.Match)
+        yield m
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def agent_get(socket_path: str, path: str, timeout: float = 5.0) -> Tuple[int, Dict[str, Any]]:

@@ -8,23 +8,18 @@ disagreement is a bug in the resolver, never a row to delete.
 from __future__ import annotations
 
 import http.client
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 from urllib.parse import urlencode
 
 import pytest
 
-from tests.conftest import ROOT, wait_for
-from tests.helpers import agent_get
+from tests.conftest import wait_for
+from tests.helpers import agent_get, spawn_ready
 
 
 class RoutingTarget:
-    def __init__(self, proc: subprocess.Popen, port: int, pid: int, static: Path) -> None:
-        self.proc = proc
+    def __init__(self, port: int, pid: int, static: Path) -> None:
         self.port = port
         self.pid = pid
         self.static = static
@@ -38,35 +33,9 @@ class RoutingTarget:
 @pytest.fixture(scope="module")
 def routing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoutingTarget]:
     tmp = tmp_path_factory.mktemp("routing")
-    log = tmp / "target.log"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("XDG_RUNTIME_DIR", None)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.apps.routing_app", str(tmp / "static")],
-            cwd=str(ROOT),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    try:
-
-        def ready() -> Any:
-            if proc.poll() is not None:
-                raise RuntimeError("routing app exited:\n" + log.read_text(errors="replace"))
-            return re.search(r"READY port=(\d+) pid=(\d+)", log.read_text(errors="replace"))
-
-        m = wait_for(ready, timeout=20, what="the routing app's READY line")
-        assert isinstance(m, re.Match)
-        yield RoutingTarget(proc, int(m.group(1)), int(m.group(2)), tmp / "static")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    args = ["-m", "tests.apps.routing_app", str(tmp / "static")]
+    with spawn_ready(args, tmp / "target.log", "routing app", timeout=20) as m:
+        yield RoutingTarget(int(m.group(1)), int(m.group(2)), tmp / "static")
 
 
 def resolve(

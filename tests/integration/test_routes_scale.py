@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from tests.conftest import ROOT, wait_for
-from tests.helpers import agent_get
+from tests.helpers import agent_get, spawn_ready
 
 HANDLERS = 5000
 CONTROLLERS = 50
@@ -127,35 +122,9 @@ def scale(
     module_path.write_text(source)
     runner = tmp / "runner.py"
     runner.write_text(RUNNER)
-    log = tmp / "target.log"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("XDG_RUNTIME_DIR", None)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(runner), str(module_path)],
-            cwd=str(ROOT),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    try:
-
-        def ready() -> Any:
-            if proc.poll() is not None:
-                raise RuntimeError("scale target exited:\n" + log.read_text(errors="replace"))
-            return re.search(r"READY port=(\d+) pid=(\d+)", log.read_text(errors="replace"))
-
-        m = wait_for(ready, timeout=30, what="the scale target's READY line")
-        assert isinstance(m, re.Match)
+    args = [str(runner), str(module_path)]
+    with spawn_ready(args, tmp / "target.log", "scale target", timeout=30) as m:
         yield ScaleTarget(shape, int(m.group(2)), module_path, paths)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def routes(target: ScaleTarget) -> Dict[str, Any]:
