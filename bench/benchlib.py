@@ -41,7 +41,8 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def agent_get(path: str, endpoint: str = "/v1/threads", timeout: float = 5.0) -> Dict[str, Any]:
+def agent_get_raw(path: str, endpoint: str, timeout: float = 5.0) -> bytes:
+    """The body of a 200 answer from the agent at ``path`` (one fresh connection)."""
     conn = UnixHTTPConnection(path, timeout)
     try:
         conn.request("GET", endpoint)
@@ -51,7 +52,11 @@ def agent_get(path: str, endpoint: str = "/v1/threads", timeout: float = 5.0) ->
         conn.close()
     if response.status != 200:
         raise RuntimeError(f"agent answered {response.status}: {body[:200]!r}")
-    result: Dict[str, Any] = json.loads(body)
+    return body
+
+
+def agent_get(path: str, endpoint: str = "/v1/threads", timeout: float = 5.0) -> Dict[str, Any]:
+    result: Dict[str, Any] = json.loads(agent_get_raw(path, endpoint, timeout))
     return result
 
 

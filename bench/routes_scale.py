@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from benchlib import ROOT, Server, UnixHTTPConnection, machine, median, percentile, start_ready
+from benchlib import ROOT, Server, agent_get_raw, machine, median, percentile, start_ready
 
 sys.path.insert(0, str(ROOT))
 
@@ -152,16 +152,10 @@ class RoutesResult:
 
 
 def get_raw(socket_path: str, endpoint: str) -> bytes:
-    conn = UnixHTTPConnection(socket_path, timeout=30.0)
     try:
-        conn.request("GET", endpoint)
-        response = conn.getresponse()
-        body = response.read()
-    finally:
-        conn.close()
-    if response.status != 200:
-        raise SystemExit("routes_scale: agent answered %d: %r" % (response.status, body[:200]))
-    return body
+        return agent_get_raw(socket_path, endpoint, timeout=30.0)
+    except RuntimeError as error:
+        raise SystemExit("routes_scale: %s" % error) from None
 
 
 def measure_routes(socket_path: str, runs: int) -> RoutesResult:

@@ -126,6 +126,13 @@ async def open_routes(pilot: Pilot[Any]) -> RoutesPanel:
     return routes
 
 
+async def expand(pilot: Pilot[Any], node: TreeNode[RouteItem], key: str = "space") -> None:
+    """Put the cursor on ``node`` and press ``key`` (space toggles, enter selects and opens)."""
+    pilot.app.query_one(RoutesPanel).routes_tree.move_cursor(node)
+    await pilot.press(key)
+    await pilot.pause()
+
+
 async def resolve(pilot: Pilot[Any], query: str) -> str:
     """Open the resolve box, type ``query``, press enter and wait for the verdict."""
     routes = pilot.app.query_one(RoutesPanel)

@@ -16,9 +16,9 @@ from textual.pilot import Pilot
 from textual.widgets.tree import TreeNode
 
 from cpinspect.demo.runner import DemoProcesses
-from cpinspect.tui.widgets.routes_panel import RouteItem, RoutesPanel
+from cpinspect.tui.widgets.routes_panel import RouteItem
 
-from .helpers import find, labels, open_routes, real_app, resolve, wait_until
+from .helpers import expand, find, labels, open_routes, real_app, resolve, wait_until
 
 NOT_EXPOSED = "would 404: not exposed"
 RELATIVE_STATIC = "relative path without root: CherryPy answers 500 (ValueError)"
@@ -42,9 +42,9 @@ def http_status(demo: DemoProcesses, path: str) -> int:
         return int(error.code)
 
 
-async def expand(pilot: Pilot[Any], routes: RoutesPanel, node: TreeNode[RouteItem]) -> None:
-    routes.routes_tree.move_cursor(node)
-    await pilot.press("enter")
+async def open_node(pilot: Pilot[Any], node: TreeNode[RouteItem]) -> None:
+    """Enter on ``node``, then wait for its children (the real agent's data, built lazily)."""
+    await expand(pilot, node, "enter")
     await wait_until(pilot, lambda: node.is_expanded and node.children, what="the children")
     await pilot.pause()
 
@@ -70,10 +70,10 @@ async def test_the_tree_flags_the_demos_staged_mistakes(demo: DemoProcesses) -> 
         assert str(static.label).endswith(f"⚠ {RELATIVE_STATIC}")
 
         # WHEN the user expands the root, then reports
-        await expand(pilot, routes, root)
+        await open_node(pilot, root)
         reports = find(root, "reports")
         assert str(reports.label).endswith("⚠ 1 below")
-        await expand(pilot, routes, reports)
+        await open_node(pilot, reports)
 
         # THEN the exposed export and the unexposed summary show, summary flagged
         assert labels(reports) == ["export  handler ✓", f"summary  unexposed ✗  ⚠ {NOT_EXPOSED}"]

@@ -14,7 +14,7 @@ from cpinspect.model import AppRoutes, RouteNode, RoutesSnapshot
 from cpinspect.tui.widgets.routes_panel import PAGE_SIZE, RouteItem, RoutesPanel
 
 from .fakes import NOT_EXPOSED, T0, FakePoller, incident_update
-from .helpers import find, first_data, labels, make_app, wait_until
+from .helpers import expand, find, first_data, labels, make_app, wait_until
 
 HANDLERS = 1234
 UNEXPOSED = 1200
@@ -68,13 +68,9 @@ async def expand_flat(pilot: Pilot[Any], panel: RoutesPanel) -> TreeNode[RouteIt
     """Expand the root object, then the flat object (space on each)."""
     tree = panel.routes_tree
     root = find(find(tree.root, "app '/'"), "/  object")
-    tree.move_cursor(root)
-    await pilot.press("space")
-    await pilot.pause()
+    await expand(pilot, root)
     flat = find(root, "flat  object")
-    tree.move_cursor(flat)
-    await pilot.press("space")
-    await pilot.pause()
+    await expand(pilot, flat)
     return flat
 
 

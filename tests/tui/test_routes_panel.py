@@ -8,7 +8,7 @@ from __future__ import annotations
 from cpinspect.errors import AgentUnavailable, CpinspectError
 
 from .fakes import NOT_EXPOSED, RELATIVE_STATIC, FakePoller, incident_update
-from .helpers import find, first_data, labels, make_app, open_routes, resolve, wait_until
+from .helpers import expand, find, first_data, labels, make_app, open_routes, resolve, wait_until
 
 
 async def test_routes_are_read_when_the_tab_is_first_shown_and_on_u_only() -> None:
@@ -60,13 +60,9 @@ async def test_expand_a_node_and_see_its_children_and_warnings() -> None:
         # THEN below the root nothing is built yet (lazy)
         assert not root.is_expanded and len(root.children) == 0
         # WHEN the user selects the root and expands it, then admin
-        tree.move_cursor(root)
-        await pilot.press("space")
-        await pilot.pause()
+        await expand(pilot, root)
         admin = find(root, "admin")
-        tree.move_cursor(admin)
-        await pilot.press("space")
-        await pilot.pause()
+        await expand(pilot, admin)
         # THEN admin's methods show, the unexposed one flagged with its warning
         assert labels(admin) == [
             "index  index ✓",
@@ -82,13 +78,9 @@ async def test_selecting_a_node_shows_its_details() -> None:
         routes = await open_routes(pilot)
         tree = routes.routes_tree
         root = find(find(tree.root, "app '/'"), "/  object")
-        tree.move_cursor(root)
-        await pilot.press("space")
-        await pilot.pause()
+        await expand(pilot, root)
         admin = find(root, "admin")
-        tree.move_cursor(admin)
-        await pilot.press("space")
-        await pilot.pause()
+        await expand(pilot, admin)
         # WHEN the user moves down onto users, then onto delete
         await pilot.press("down", "down")
         await pilot.pause()
