@@ -37,8 +37,12 @@ class Phase(str, enum.Enum):
 
 
 class SourceKind(str, enum.Enum):
+    """Where data came from. A snapshot's threads may come from both live sources at once."""
+
     AGENT = "agent"
     PYSPY = "py-spy"
+    BOTH = "agent+py-spy"
+    """The agent's threads joined with py-spy's (GIL holder, native frames)."""
     FILE = "file"
 
 
@@ -407,3 +411,124 @@ class Resolution:
     tools: Tuple[str, ...] = ()
     """Tools switched on for this request by the merged config (sessions, auth_basic …)."""
     abandoned: bool = False
+
+
+@dataclass(frozen=True)
+class AppSessions:
+    """One application's session store, as far as it is known (filled by the sessions probe)."""
+
+    app: str
+    """Script name of the application (``''`` for the root app)."""
+    backend: str
+    """``ram``, ``file``, ``memcached``, or the qualified name of a custom storage class."""
+    settings: Tuple[Tuple[str, str], ...] = ()
+    """(key, value) of the ``tools.sessions.*`` settings in force, sensitive values redacted."""
+    count: Optional[int] = None
+    """Sessions in the store; ``None`` when the backend cannot be listed."""
+    note: str = ""
+    """Why something is unknown (``this backend cannot be listed`` ...)."""
+
+
+@dataclass(frozen=True)
+class SessionsSnapshot:
+    taken_at: float
+    apps: Tuple[AppSessions, ...] = ()
+    errors: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One record of ``cherrypy.error`` / ``cherrypy.access`` (filled by the log capture)."""
+
+    seq: int
+    time: float
+    level: str
+    logger: str
+    message: str
+    traceback: Optional[str] = None
+    thread_ident: Optional[int] = None
+    thread_name: Optional[str] = None
+    request: Optional[RequestInfo] = None
+    """The request it was logged during: the same identity the Threads panel shows."""
+    app: Optional[str] = None
+    status: Optional[int] = None
+    """Access records: the response status."""
+    size: Optional[int] = None
+    """Access records: bytes sent."""
+    duration: Optional[float] = None
+    """Access records: seconds the request took."""
+
+
+class FindingSeverity(str, enum.Enum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A diagnosis named from the data (filled by the findings engine)."""
+
+    id: str
+    """Stable across polls and snapshots, e.g. ``pool-starvation:/reports/export``."""
+    severity: FindingSeverity
+    title: str
+    """One line with numbers: ``5 of 6 workers in GET /reports/export …``."""
+    evidence: Tuple[str, ...] = ()
+    """References to what it rests on: ``thread:<ident>``, ``route:<path>``, ``log:<seq>`` …"""
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class SourceLine:
+    """One line of source as it read when a snapshot was captured (code changes on deploy)."""
+
+    filename: str
+    lineno: int
+    text: Optional[str]
+    """``None`` when the file could not be read then."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the inspector knows about a process at one instant.
+
+    The live store builds one on demand; capture writes it to a file; ``cpinspect open`` reads it
+    back into a file session that every panel renders exactly like live data.
+    """
+
+    taken_at: float
+    source: SourceKind
+    """Where the threads came from: ``agent``, ``py-spy`` or both joined."""
+    info: Optional[ProcessInfo] = None
+    threads: Optional[ThreadsSnapshot] = None
+    """Every thread (with the pools); the GIL holder is marked on its thread."""
+    routes: Optional[RoutesSnapshot] = None
+    sessions: Optional[SessionsSnapshot] = None
+    log: Tuple[LogRecord, ...] = ()
+    findings: Tuple[Finding, ...] = ()
+    locals: Tuple[ThreadLocals, ...] = ()
+    """Local variables read by py-spy, when asked for; hidden values already replaced unless
+    the capture was revealed."""
+    source_lines: Tuple[SourceLine, ...] = ()
+    """The line of every frame, read at capture time."""
+    notes: Tuple[str, ...] = ()
+    """What was true of the link when it was taken (agent not answering, py-spy unavailable)."""
+    stale: Tuple[str, ...] = ()
+    """Parts older than ``taken_at`` (``info``, ``pools``, ``routes``)."""
+    gil_holder: Optional[int] = None
+    revealed: bool = False
+    """Captured with ``--reveal``: hidden values are in the file."""
+    cpinspect: str = ""
+    """Version of the cpinspect that captured it."""
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.info.pid if self.info is not None else None
+
+    def line(self, filename: str, lineno: int) -> Optional[str]:
+        """The captured source line (a ``SourceLine`` callable for the formatters)."""
+        for entry in self.source_lines:
+            if entry.lineno == lineno and entry.filename == filename:
+                return entry.text
+        return None

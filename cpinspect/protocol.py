@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Dict, List, Mapping, Optional
+import typing
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from cpinspect.agent.wire import AGENT_VERSION, SCHEMA_VERSION
 from cpinspect.model import (
@@ -28,8 +29,11 @@ from cpinspect.model import (
     RouteNode,
     RoutesSnapshot,
     ServerInfo,
+    Snapshot,
+    SourceKind,
     StaticMount,
     ThreadInfo,
+    ThreadLocals,
     ThreadsSnapshot,
 )
 
@@ -368,7 +372,7 @@ def resolution_from_json(payload: Any) -> Resolution:
 
 
 def to_json(obj: Any) -> Any:
-    """Model object -> JSON-able structure (for ``dump --json`` and snapshot files)."""
+    """Model object -> JSON-able structure, field names as in ``model.py`` (snapshot files)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, enum.Enum):
@@ -380,15 +384,137 @@ def to_json(obj: Any) -> Any:
     return obj
 
 
-def dump_document(
-    info: Optional[ProcessInfo], threads: ThreadsSnapshot, source: str
-) -> Dict[str, Any]:
-    """The ``cpinspect dump --json`` document: versioned like every file we write."""
-    out: Dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
+# --- snapshot files ----------------------------------------------------------------------------
+#
+# A file is one JSON object: {"kind": FILE_KIND, "schema": FILE_SCHEMA, "cpinspect": version,
+# "snapshots": [Snapshot, ...]} where every model object is written with its field names
+# (``to_json``) and read back by ``from_json`` from the dataclass's own type hints, so writer and
+# reader cannot disagree. One snapshot or a series (``snapshot --count N``) alike.
+
+FILE_KIND = "cpinspect-snapshot"
+FILE_SCHEMA = 2
+"""Schema of snapshot files. Schema 1 was the ``dump --json`` document of cpinspect 0.1 (no
+``kind``; one ``info`` and one ``threads``): it still opens."""
+OLDEST_FILE_SCHEMA = 1
+
+
+class FileFormatError(ProtocolError):
+    """A document that is not a snapshot this cpinspect can read; the message says why."""
+
+
+_HINTS: Dict[type, Dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> Dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = typing.get_type_hints(cls)
+        _HINTS[cls] = hints
+    return hints
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def from_json(cls: Any, data: Any, where: str = "") -> Any:
+    """JSON-able ``data`` -> an instance of the model type ``cls`` (the inverse of ``to_json``).
+
+    Unknown keys are ignored and missing ones take the field's default; a value of the wrong
+    type raises ``FileFormatError`` naming where it is (``snapshots[0].threads.threads[3]``).
+    """
+    origin = typing.get_origin(cls)
+    if origin is typing.Union:
+        if data is None:
+            return None
+        present = [a for a in typing.get_args(cls) if a is not type(None)]
+        return from_json(present[0], data, where)
+    if origin is tuple:
+        args = typing.get_args(cls)
+        if not isinstance(data, list):
+            raise FileFormatError("%s: expected a list, got %s" % (where, _type_name(data)))
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_json(args[0], v, "%s[%d]" % (where, i)) for i, v in enumerate(data))
+        if len(args) != len(data):
+            raise FileFormatError("%s: expected %d items, got %d" % (where, len(args), len(data)))
+        return tuple(
+            from_json(t, v, "%s[%d]" % (where, i)) for i, (t, v) in enumerate(zip(args, data))
+        )
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+        if not isinstance(data, dict):
+            raise FileFormatError("%s: expected an object, got %s" % (where, _type_name(data)))
+        hints = _hints(cls)
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name in data:
+                kwargs[f.name] = from_json(hints[f.name], data[f.name], "%s.%s" % (where, f.name))
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise FileFormatError("%s: missing %r" % (where or cls.__name__, f.name))
+        return cls(**kwargs)
+    if isinstance(cls, type) and issubclass(cls, enum.Enum):
+        try:
+            return cls(data)
+        except ValueError:
+            raise FileFormatError("%s: unknown %s %r" % (where, cls.__name__, data)) from None
+    if cls is float:
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            raise FileFormatError("%s: expected a number, got %s" % (where, _type_name(data)))
+        return float(data)
+    if cls is int or cls is str or cls is bool:
+        if type(data) is not cls:
+            raise FileFormatError(
+                "%s: expected %s, got %s" % (where, cls.__name__, _type_name(data))
+            )
+        return data
+    raise TypeError("no JSON reader for %r" % (cls,))  # a model type this module does not know
+
+
+def snapshots_document(snapshots: Sequence[Snapshot]) -> Dict[str, Any]:
+    """The JSON document of a snapshot file (also what ``dump --json`` prints)."""
+    return {
+        "kind": FILE_KIND,
+        "schema": FILE_SCHEMA,
         "cpinspect": AGENT_VERSION,
-        "source": source,
-        "info": to_json(info) if info is not None else None,
-        "threads": to_json(threads),
+        "snapshots": [to_json(s) for s in snapshots],
     }
-    return out
+
+
+def snapshots_from_document(doc: Any) -> Tuple[Snapshot, ...]:
+    """The snapshots of a file's JSON document, oldest first. Raises ``FileFormatError``."""
+    if not isinstance(doc, dict):
+        what = "a list (py-spy's dump --json?)" if isinstance(doc, list) else _type_name(doc)
+        raise FileFormatError("not a cpinspect snapshot: the JSON is %s, not an object" % what)
+    schema = doc.get("schema")
+    kind = doc.get("kind")
+    if kind is None and schema == 1 and isinstance(doc.get("threads"), dict):
+        return (_legacy_dump(doc),)
+    if kind != FILE_KIND:
+        raise FileFormatError(
+            "not a cpinspect snapshot (its kind is %r, expected %r)" % (kind, FILE_KIND)
+        )
+    if isinstance(schema, bool) or not isinstance(schema, int):
+        raise FileFormatError("snapshot without a schema version")
+    if schema > FILE_SCHEMA:
+        raise FileFormatError(
+            "written by a newer cpinspect (%s, file schema %d; this one reads schemas %d-%d): "
+            "upgrade cpinspect to open it"
+            % (doc.get("cpinspect", "?"), schema, OLDEST_FILE_SCHEMA, FILE_SCHEMA)
+        )
+    items = doc.get("snapshots")
+    if not isinstance(items, list) or not items:
+        raise FileFormatError("a snapshot file with no snapshots in it")
+    return tuple(from_json(Snapshot, s, "snapshots[%d]" % i) for i, s in enumerate(items))
+
+
+def _legacy_dump(doc: Mapping[str, Any]) -> Snapshot:
+    """Schema 1: ``{"schema": 1, "source", "info", "threads", "locals"?}`` of cpinspect 0.1."""
+    threads = from_json(ThreadsSnapshot, doc["threads"], "threads")
+    source = doc.get("source")
+    return Snapshot(
+        taken_at=threads.taken_at,
+        source=SourceKind.PYSPY if source == "py-spy" else SourceKind.AGENT,
+        info=from_json(Optional[ProcessInfo], doc.get("info"), "info"),
+        threads=threads,
+        locals=from_json(Tuple[ThreadLocals, ...], doc.get("locals") or [], "locals"),
+        cpinspect=str(doc.get("cpinspect", "")),
+    )

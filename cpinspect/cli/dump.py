@@ -22,8 +22,8 @@ from cpinspect.cli.common import (
     pyspy_only,
 )
 from cpinspect.errors import AgentNotFound, CpinspectError, PySpyMissing
-from cpinspect.model import ProcessInfo, ThreadLocals, ThreadsSnapshot
-from cpinspect.protocol import dump_document, to_json
+from cpinspect.model import ProcessInfo, Snapshot, SourceKind, ThreadLocals, ThreadsSnapshot
+from cpinspect.protocol import snapshots_document
 from cpinspect.sources.live import process_info_from_outside
 from cpinspect.sources.merge import merge_threads
 from cpinspect.sources.pyspy import PySpySource
@@ -78,10 +78,15 @@ def run(args: argparse.Namespace) -> int:
             raise PySpyMissing("--native and --locals need py-spy: `pip install py-spy`")
     thread_locals = _locals(threads, spy, notes) if args.locals else []
     if args.json:
-        doc = dump_document(info, threads, source=source)
-        if args.locals:
-            doc["locals"] = [to_json(_hide(tl, args.show_secrets)) for tl in thread_locals]
-        json.dump(doc, sys.stdout, indent=2)
+        snapshot = Snapshot(
+            taken_at=threads.taken_at,
+            source=SourceKind(source),
+            info=info,
+            threads=threads,
+            locals=tuple(_hide(tl, args.show_secrets) for tl in thread_locals),
+            revealed=args.show_secrets,
+        )
+        json.dump(snapshots_document([snapshot]), sys.stdout)
         sys.stdout.write("\n")
     else:
         from cpinspect.formatting import format_dump

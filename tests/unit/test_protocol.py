@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from cpinspect.model import Phase, Role
+from cpinspect.model import Phase, Role, Snapshot, SourceKind
 from cpinspect.protocol import (
+    FILE_KIND,
+    FILE_SCHEMA,
     ProtocolError,
-    dump_document,
     info_from_json,
     schema_warning,
+    snapshots_document,
+    snapshots_from_document,
     threads_from_json,
 )
 
@@ -82,9 +85,11 @@ def test_schema_warning():
     assert "differs" in schema_warning({"schema": 1, "agent": "0.0.9"})
 
 
-def test_dump_document_is_versioned_json():
+def test_snapshot_document_is_versioned_and_reads_back():
     snap = threads_from_json(load("agent_threads_v1.json"))
-    doc = dump_document(info_from_json(load("agent_info_v1.json")), snap, source="agent")
-    text = json.dumps(doc)
-    assert doc["schema"] == 1
-    assert json.loads(text)["threads"]["threads"][0]["role"] in {r.value for r in Role}
+    info = info_from_json(load("agent_info_v1.json"))
+    snapshot = Snapshot(taken_at=snap.taken_at, source=SourceKind.AGENT, info=info, threads=snap)
+    doc = json.loads(json.dumps(snapshots_document([snapshot])))
+    assert doc["kind"] == FILE_KIND and doc["schema"] == FILE_SCHEMA
+    assert doc["snapshots"][0]["threads"]["threads"][0]["role"] in {r.value for r in Role}
+    assert snapshots_from_document(doc) == (snapshot,)
