@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Optional, Protocol, Tuple
+from typing import FrozenSet, Optional, Protocol, Tuple
 
 from cpinspect.model import (
     ProcessInfo,
@@ -31,6 +31,25 @@ class Source(Protocol):
     def threads(self) -> ThreadsSnapshot: ...
 
     def close(self) -> None: ...
+
+
+class Capability(str, enum.Enum):
+    """What a session can do beyond showing its data. The TUI hides the keys of the others."""
+
+    LIVE = "live"
+    """Polls a running process (a file session shows what was saved)."""
+    ROUTES = "routes"
+    """Has routing trees to show (the agent live, or a snapshot that captured them)."""
+    RESOLVE = "resolve"
+    """Can ask the agent what CherryPy would do with a URL."""
+    LOAD_AGENT = "load_agent"
+    """Can inject the agent (a process read by py-spy only)."""
+    NATIVE = "native"
+    """Can switch native (C) frames on and off (py-spy)."""
+    LOCALS = "locals"
+    """Can show a thread's local variables (py-spy live, or captured in a snapshot)."""
+    SERIES = "series"
+    """Holds several snapshots to step through (a bundle)."""
 
 
 class LinkState(str, enum.Enum):
@@ -62,6 +81,8 @@ class Update:
     """Parts shown from older data: ``"info"``, ``"pools"``. The UI marks them stale."""
     gil_holder: Optional[int] = None
     """Ident of the thread holding the GIL, when py-spy saw one."""
+    pyspy_joined: bool = False
+    """py-spy's reading was joined to the agent's threads in this update."""
 
     @property
     def effective_threads_source(self) -> SourceKind:
@@ -70,6 +91,12 @@ class Update:
 
 class Poller(Protocol):
     """What the TUI polls once per interval, from a worker thread. All calls may block."""
+
+    @property
+    def capabilities(self) -> FrozenSet[Capability]:
+        """What this session can do now (it may change: loading the agent adds ``RESOLVE``).
+        Cheap and non-blocking: the UI asks it to decide which keys to show."""
+        ...
 
     def poll(self) -> Update: ...
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, FrozenSet, List, Optional, Tuple
 
 import psutil
 
@@ -40,7 +40,7 @@ from cpinspect.model import (
     ThreadsSnapshot,
 )
 from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
-from cpinspect.sources.base import LinkState, Update
+from cpinspect.sources.base import Capability, LinkState, Update
 from cpinspect.sources.merge import fallback_threads, gil_holder, merge_threads
 from cpinspect.sources.pyspy import PySpySource
 
@@ -141,6 +141,13 @@ class AgentSession:
     @property
     def label(self) -> str:
         return self.source.label if self.source is not None else self.socket_path
+
+    @property
+    def capabilities(self) -> FrozenSet[Capability]:
+        caps = {Capability.LIVE, Capability.ROUTES, Capability.RESOLVE}
+        if self.pyspy is not None:
+            caps |= {Capability.NATIVE, Capability.LOCALS}
+        return frozenset(caps)
 
     def poll(self) -> Update:
         now = self.clock()
@@ -436,6 +443,14 @@ class PySpySession:
             "no agent in pid %d: threads and requests read by py-spy from outside. For pool "
             "numbers, request details, routes and logs, press i to load the agent now, or %s"
             % (pid, ENABLE_HINT)
+        )
+
+    @property
+    def capabilities(self) -> FrozenSet[Capability]:
+        if self.agent is not None:
+            return self.agent.capabilities
+        return frozenset(
+            (Capability.LIVE, Capability.LOAD_AGENT, Capability.NATIVE, Capability.LOCALS)
         )
 
     def load_agent(self) -> str:

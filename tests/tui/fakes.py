@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 from cpinspect.model import (
     AppRoutes,
@@ -27,7 +27,7 @@ from cpinspect.model import (
     ThreadLocals,
     ThreadsSnapshot,
 )
-from cpinspect.sources.base import LinkState, Update
+from cpinspect.sources.base import Capability, LinkState, Update
 
 T0 = 1_750_000_000.0
 """A fixed instant (2025-06-15 15:06:40 UTC): every test time is relative to it."""
@@ -575,6 +575,8 @@ class FakePoller:
         self.resolve_error: Optional[BaseException] = None
         self.resolve_calls: List[Tuple[str, str, str, bool]] = []
         """``(path, method, host, called on the main thread)`` per ``resolve`` call."""
+        self.capabilities: FrozenSet[Capability] = frozenset(Capability)
+        """What the fake says it can do (everything, unless a test narrows it)."""
 
     def set(self, *script: Scripted) -> None:
         with self._lock:
