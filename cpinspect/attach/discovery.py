@@ -25,8 +25,8 @@ _SOCKET_FD = re.compile(r"^socket:\[(\d+)\]$")
 _LISTENING = 0x00010000  # __SO_ACCEPTCON in /proc/net/unix flags
 
 ENABLE_HINT = (
-    "enable it with `inspector.on = True` in the app's CherryPy config (after "
-    "`import cpinspect.agent`) or call `cpinspect.agent.install()`, then restart the app"
+    "enable it with `inspector.on = True` in the app's CherryPy config (after `import cherrypy`, "
+    "then `import cpinspect.agent`) or call `cpinspect.agent.install()`, then restart the app"
 )
 
 

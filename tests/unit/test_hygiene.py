@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, List, Sequence
 
 import cpinspect
 from cpinspect.agent import wire
@@ -31,18 +32,138 @@ FORBIDDEN = (
 )
 
 
+RUNNING_AGENT = (
+    "cherrypy",
+    "cheroot",
+    "cpinspect.agent.plugin",
+    "cpinspect.agent.server",
+    "cpinspect.agent.tracking",
+    "cpinspect.agent.probes",
+)
+"""What only the process being inspected may load: CherryPy, and the agent that runs in it."""
+
+
+def _fresh(code: str) -> Any:
+    """Run ``code`` in a fresh interpreter; it prints one JSON value last, returned here."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT)
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def _within(modules: List[str], packages: Sequence[str]) -> List[str]:
+    return [m for m in modules if any(m == p or m.startswith(p + ".") for p in packages)]
+
+
 def test_importing_the_agent_in_a_fresh_interpreter_pulls_in_nothing_else_of_ours():
     # GIVEN a fresh interpreter
-    code = "import json, sys; import cpinspect.agent; print(json.dumps(sorted(sys.modules)))"
-    # WHEN it imports the agent
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), check=True
-    ).stdout
-    modules = json.loads(out)
+    code = "import json, sys; import cpinspect.agent.plugin; print(json.dumps(sorted(sys.modules)))"
+    # WHEN it imports the whole running agent
+    modules = _fresh(code)
     # THEN none of the inspector side or its dependencies came along
-    leaked = [m for m in modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
-    assert leaked == []
+    assert _within(modules, FORBIDDEN) == []
     assert "cherrypy" in modules
+
+
+def _inspector_modules() -> List[str]:
+    widgets = sorted(
+        "cpinspect.tui.widgets." + p.stem
+        for p in (ROOT / "cpinspect" / "tui" / "widgets").glob("*.py")
+        if p.stem != "__init__"
+    )
+    assert widgets, "no widget modules found"
+    return [
+        "cpinspect.model",
+        "cpinspect.protocol",
+        "cpinspect.formatting",
+        "cpinspect.tui.app",
+        "cpinspect.tui.widgets",
+        *widgets,
+    ]
+
+
+def test_the_inspector_side_imports_the_agents_pure_modules_without_side_effects():
+    # GIVEN a fresh interpreter that records every atexit.register call
+    code = (
+        "import atexit, importlib, json, sys\n"
+        "registered = []\n"
+        "real = atexit.register\n"
+        "def register(func, *a, **k):\n"
+        "    registered.append(getattr(func, '__module__', None) or repr(func))\n"
+        "    return real(func, *a, **k)\n"
+        "atexit.register = register\n"
+        "for name in %r: importlib.import_module(name)\n"
+        "print(json.dumps({'modules': sorted(sys.modules), 'atexit': registered}))\n"
+    ) % (_inspector_modules(),)
+    # WHEN it imports the model, protocol, formatting and the TUI with every widget
+    out = _fresh(code)
+    # THEN neither CherryPy nor the running agent came along (which is what registers the
+    # `inspector` config namespace and the agent's atexit hook), and nothing of ours hooks exit
+    assert _within(out["modules"], RUNNING_AGENT) == []
+    assert "cpinspect.agent.wire" in out["modules"]
+    assert [m for m in out["atexit"] if str(m).startswith("cpinspect")] == []
+
+
+def test_importing_cherrypy_then_the_agent_registers_the_inspector_namespace():
+    # GIVEN a fresh interpreter, as in an app: CherryPy first, then the agent (the README's way)
+    code = (
+        "import json, sys, cherrypy\n"
+        "import cpinspect.agent\n"
+        "print(json.dumps(['inspector' in cherrypy.config.namespaces,"
+        " 'cpinspect.agent.plugin' in sys.modules]))"
+    )
+    # WHEN it has imported both
+    registered, plugin_loaded = _fresh(code)
+    # THEN `inspector.on = True` works in any config applied afterwards
+    assert registered and plugin_loaded
+
+
+def test_the_agent_package_loads_its_plugin_only_when_asked_and_install_is_reached_lazily():
+    # GIVEN a fresh interpreter that imports the agent package without CherryPy
+    code = (
+        "import json, sys\n"
+        "import cpinspect.agent\n"
+        "before = [m for m in %r if m in sys.modules]\n"
+        "install = cpinspect.agent.install\n"
+        "from cpinspect.agent import installed, uninstall\n"
+        "plugin = sys.modules['cpinspect.agent.plugin']\n"
+        "import cherrypy\n"
+        "try:\n"
+        "    cpinspect.agent.no_such_name\n"
+        "    missing = False\n"
+        "except AttributeError:\n"
+        "    missing = True\n"
+        "print(json.dumps({\n"
+        "    'before': before,\n"
+        "    'same': [install is plugin.install, installed is plugin.installed,"
+        " uninstall is plugin.uninstall],\n"
+        "    'installed': installed() is not None,\n"
+        "    'namespace': 'inspector' in cherrypy.config.namespaces,\n"
+        "    'missing': missing,\n"
+        "    'dir': sorted(set(cpinspect.agent.__all__) - set(dir(cpinspect.agent))),\n"
+        "}))\n"
+    ) % (RUNNING_AGENT,)
+    # WHEN it then asks for install, installed and uninstall
+    out = _fresh(code)
+    # THEN nothing of the running agent was loaded before, and the first use loaded the plugin
+    # (namespace included) and handed out its functions, without installing anything
+    assert out["before"] == []
+    assert out["same"] == [True, True, True]
+    assert out["installed"] is False
+    assert out["namespace"] is True
+    assert out["missing"] is True
+    assert out["dir"] == []
+
+
+def test_importing_the_plugin_registers_the_inspector_namespace_whatever_the_order():
+    code = (
+        "import json\n"
+        "import cpinspect.agent.plugin\n"
+        "import cherrypy\n"
+        "print(json.dumps('inspector' in cherrypy.config.namespaces))"
+    )
+    assert _fresh(code) is True
 
 
 def test_agent_modules_use_only_relative_imports_of_their_own():
