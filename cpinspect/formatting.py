@@ -1,7 +1,9 @@
 """Pure text renderers from the model: shared by the TUI, ``cpinspect dump`` and snapshot reports.
 
 Standard library only (no Textual, no Rich): every function takes model objects and returns
-strings or plain data, so it is tested with hand-built objects and reused by every view.
+strings or plain data, so it is tested with hand-built objects and reused by every view. What the
+data means (groups, saturation, stuck requests, effective config) is worked out in
+``analysis.py``; the names that used to live here are imported back so callers need not change.
 """
 
 from __future__ import annotations
@@ -14,6 +16,17 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from cpinspect import analysis
+from cpinspect.analysis import (
+    CpuUse,
+    RouteGroup,
+    SeriesAnalysis,
+    SnapshotDiff,
+    ThreadChange,
+    analyze_series,
+    route_groups,
+    thread_order,
+)
 from cpinspect.model import (
     AppRoutes,
     Frame,
@@ -26,12 +39,21 @@ from cpinspect.model import (
     Resolution,
     Role,
     RouteNode,
+    Snapshot,
     SourceKind,
     StaticMount,
     ThreadInfo,
     ThreadLocals,
     ThreadsSnapshot,
 )
+
+# Moved to analysis.py (they are not text); still importable from here.
+is_saturated = analysis.is_saturated
+effective_config = analysis.effective_config
+tools_in_effect = analysis.tools_in_effect
+own_settings = analysis.own_settings
+GLOBAL_ORIGIN = analysis.GLOBAL_ORIGIN
+FALSE_REPRS = analysis.FALSE_REPRS
 
 NONE_MARK = "—"
 """Shown where a value is unknown."""
@@ -208,16 +230,6 @@ def stack_summary(stack: Sequence[Frame], limit: int = 3) -> str:
 # --- threads -----------------------------------------------------------------------------------
 
 
-def _sort_key(thread: ThreadInfo) -> Tuple[int, int, float, str, int]:
-    return (
-        0 if thread.owns_gil else 1,
-        0 if thread.busy else 1,
-        -(thread.elapsed or 0.0),
-        thread.name,
-        thread.ident,
-    )
-
-
 def sort_threads(threads: Iterable[ThreadInfo], view: ThreadView) -> List[ThreadInfo]:
     """The threads a view shows, in display order.
 
@@ -229,44 +241,16 @@ def sort_threads(threads: Iterable[ThreadInfo], view: ThreadView) -> List[Thread
         chosen = [t for t in threads if t.role is Role.WORKER]
     else:
         chosen = list(threads)
-    return sorted(chosen, key=_sort_key)
+    return sorted(chosen, key=thread_order)
 
 
-@dataclass(frozen=True)
-class StackGroup:
-    """Threads whose stacks are identical by file and line (names may differ between sources)."""
-
-    threads: Tuple[ThreadInfo, ...]
-    """In display order (longest-running first)."""
-    stack: Tuple[Frame, ...]
-    """The first thread's stack, innermost first."""
-    summary: str
-    """``8 threads share this stack: db.py:41 fetch_all ← reports.py:88 export``."""
+class StackGroup(analysis.StackGroup):
+    """``analysis.StackGroup`` with the sentence that heads it, for views that show it."""
 
     @property
-    def key(self) -> Tuple[Tuple[str, int], ...]:
-        return tuple(f.location for f in self.stack)
-
-    @property
-    def count(self) -> int:
-        return len(self.threads)
-
-    @property
-    def busy(self) -> int:
-        return sum(1 for t in self.threads if t.busy)
-
-    @property
-    def oldest(self) -> Optional[float]:
-        ages = [t.elapsed for t in self.threads if t.elapsed is not None]
-        return max(ages) if ages else None
-
-    @property
-    def gil_holder(self) -> Optional[ThreadInfo]:
-        """The thread of this group that holds the GIL, if py-spy saw one here."""
-        for thread in self.threads:
-            if thread.owns_gil:
-                return thread
-        return None
+    def summary(self) -> str:
+        """``8 threads share this stack: db.py:41 fetch_all ← reports.py:88 export``."""
+        return group_summary(self.count, self.stack)
 
 
 def group_summary(count: int, stack: Sequence[Frame]) -> str:
@@ -279,36 +263,19 @@ def group_summary(count: int, stack: Sequence[Frame]) -> str:
     return f"{count} threads share this stack: {where}"
 
 
-def group_stacks(threads: Iterable[ThreadInfo]) -> List[StackGroup]:
-    """Group threads by ``stack_key`` (file and line of every frame), the largest group first.
+def _with_summary(group: analysis.StackGroup) -> StackGroup:
+    return StackGroup(group.threads, group.stack)
 
-    The group holding the GIL comes before all others (as its thread does in ``sort_threads``);
-    ties go to the group holding the longest-running request, then to the first thread's name.
-    """
-    by_key: Dict[Tuple[Tuple[str, int], ...], List[ThreadInfo]] = {}
-    for thread in threads:
-        by_key.setdefault(thread.stack_key, []).append(thread)
-    groups = []
-    for members in by_key.values():
-        ordered = tuple(sorted(members, key=_sort_key))
-        stack = ordered[0].stack
-        groups.append(StackGroup(ordered, stack, group_summary(len(ordered), stack)))
-    groups.sort(
-        key=lambda g: (
-            g.gil_holder is None,
-            -g.count,
-            -(g.oldest or 0.0),
-            _sort_key(g.threads[0]),
-        )
-    )
-    return groups
+
+def group_stacks(threads: Iterable[ThreadInfo]) -> List[StackGroup]:
+    """``analysis.group_stacks``, each group with its ``summary``."""
+    return [_with_summary(g) for g in analysis.group_stacks(threads)]
 
 
 def largest_shared_stack(threads: Iterable[ThreadInfo]) -> Optional[StackGroup]:
-    """The biggest group of two or more threads with the same non-empty stack, if any."""
-    groups = [g for g in group_stacks(threads) if g.stack and g.count >= 2]
-    # Not simply the first group: the one holding the GIL comes first, whatever its size.
-    return max(groups, key=lambda g: g.count, default=None)
+    """``analysis.largest_shared_stack``, with its ``summary``."""
+    group = analysis.largest_shared_stack(threads)
+    return _with_summary(group) if group is not None else None
 
 
 @dataclass(frozen=True)
@@ -382,11 +349,6 @@ def thread_row(thread: ThreadInfo) -> ThreadRow:
 
 
 # --- pools -------------------------------------------------------------------------------------
-
-
-def is_saturated(pool: PoolInfo) -> bool:
-    """Every worker busy and connections waiting: new requests are not being served."""
-    return pool.size > 0 and pool.busy >= pool.size and pool.queued > 0
 
 
 def gauge(value: int, total: int, width: int = 10) -> Tuple[int, int]:
@@ -586,6 +548,430 @@ def most_common_requests(threads: Iterable[ThreadInfo]) -> str:
     if rest:
         text += f" +{sum(c for _, c in rest)} more"
     return text
+
+
+# --- reports (the text beside a snapshot file) and diffs ---------------------------------------
+
+RULE = "─"
+GIL_MARK = "◆ holds the GIL"
+
+
+def format_captured(epoch: float) -> str:
+    """``2025-06-15 17:06:40 +0200``: local time with its UTC offset (reports travel)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(epoch))
+
+
+def section(title: str, width: int = 78) -> str:
+    """``── Busy workers (10) ─────…``: a heading that stands out in ``less``."""
+    head = f"{RULE * 2} {title} "
+    return head + RULE * max(2, width - len(head))
+
+
+def compact_names(names: Sequence[str], limit: int = 16) -> str:
+    """``CP Server Thread-1, -2, -5…-30``: thread names sharing a prefix, numbers run together.
+
+    Names that do not end in ``-<number>`` are listed as they are; past ``limit`` items the
+    rest are counted (``… and 12 more``).
+    """
+    numbered: Dict[str, List[int]] = {}
+    plain: List[str] = []
+    for name in names:
+        match = re.fullmatch(r"(.*-)(\d+)", name)
+        if match:
+            numbered.setdefault(match.group(1), []).append(int(match.group(2)))
+        else:
+            plain.append(name)
+    items: List[str] = []
+    for prefix, numbers in numbered.items():
+        runs: List[Tuple[int, int]] = []
+        for n in sorted(set(numbers)):
+            if runs and n == runs[-1][1] + 1:
+                runs[-1] = (runs[-1][0], n)
+            else:
+                runs.append((n, n))
+        for index, (lo, hi) in enumerate(runs):
+            lead = prefix if index == 0 else "-"
+            if hi - lo >= 2:
+                items.append(f"{lead}{lo}…-{hi}")
+            else:
+                items.extend(f"{lead if n == lo else '-'}{n}" for n in range(lo, hi + 1))
+    items.extend(plain)
+    if len(items) > limit:
+        return ", ".join(items[:limit]) + f", … and {len(items) - limit} more"
+    return ", ".join(items)
+
+
+def route_group_summary(group: RouteGroup) -> str:
+    """``12 of 16 workers: GET /reports/export → db.py:80 fetchall``."""
+    what = "reading a request" if group.method is None else f"{group.method} {group.path}"
+    where = f" → {frame_label(group.frame)}" if group.frame is not None else ""
+    noun = "worker" if group.workers == 1 else "workers"
+    return f"{group.count} of {group.workers} {noun}: {what}{where}"
+
+
+def _holds_gil(thread: ThreadInfo, gil_holder: Optional[int]) -> bool:
+    return bool(thread.owns_gil) or (gil_holder is not None and thread.ident == gil_holder)
+
+
+def _request_words(thread: ThreadInfo) -> str:
+    """``GET /r?x=*** from 10.0.0.9 (peer 127.0.0.1:5000) → Root.r`` or ``(reading request)``."""
+    if thread.request is None:
+        return thread_request_text(thread) or "idle"
+    text = _request_dump_line(thread.request)
+    if thread.phase is Phase.READING:
+        text += "  (reading body)"
+    elif thread.phase is Phase.WRITING:
+        text += "  (writing the response)"
+    return text
+
+
+def _report_thread_line(thread: ThreadInfo, width: int, gil_holder: Optional[int]) -> str:
+    """One busy thread of a group: name, elapsed, request joined to it, GIL mark."""
+    line = f"  {thread.name.ljust(width)}  {format_duration(thread.elapsed):>8}  "
+    line += _request_words(thread)
+    if _holds_gil(thread, gil_holder):
+        line += f"  {GIL_MARK}"
+    return line
+
+
+def _report_group(group: analysis.StackGroup, snap: Snapshot, *, each: bool) -> List[str]:
+    """A stack group: its sentence, its threads (one line each, or compactly), its stack once."""
+    out = [group_summary(group.count, group.stack)]
+    if each:
+        width = max(len(t.name) for t in group.threads)
+        out.extend(_report_thread_line(t, width, snap.gil_holder) for t in group.threads)
+    else:
+        out.append("  " + compact_names([t.name for t in group.threads]))
+        out.extend(
+            f"  {t.name}  {GIL_MARK}" for t in group.threads if _holds_gil(t, snap.gil_holder)
+        )
+    if group.stack:
+        out.append("  stack, innermost first:")
+        out.extend(format_stack_lines(group.stack, snap.line, indent="    "))
+    truncated = max(t.stack_truncated for t in group.threads)
+    if truncated:
+        out.append(f"    … {truncated} outer frames not shown")
+    out.append("")
+    return out
+
+
+def _versions(info: ProcessInfo) -> str:
+    versions = [f"Python {info.python}"]
+    if info.cherrypy:
+        versions.append(f"CherryPy {info.cherrypy}")
+    if info.cheroot:
+        versions.append(f"cheroot {info.cheroot}")
+    if info.schema:
+        versions.append(f"agent {info.agent_version} (schema {info.schema})")
+    else:
+        versions.append("no agent (read by py-spy)")
+    return "  ".join(versions)
+
+
+def _title_lines(snap: Snapshot, now: float, captured: Optional[str] = None) -> List[str]:
+    """Who the process is, when and how it was captured, and what was wrong with the link."""
+    info = snap.info
+    if info is None:
+        out = ["cpinspect report: process unknown (process information unavailable)"]
+    else:
+        out = [f"cpinspect report: process {info.pid} {process_name(info.cmdline)}"]
+        out.append(f"  command   {' '.join(info.cmdline)}")
+        out.append(f"  versions  {_versions(info)}")
+        engine = info.engine_state
+        if info.environment:
+            engine += f"  environment {info.environment}"
+        if info.autoreload is not None:
+            engine += f"  autoreload {'on' if info.autoreload else 'off'}"
+        out.append(f"  engine    {engine}")
+    if captured is None:
+        captured = f"{format_captured(snap.taken_at)} ({format_age(now - snap.taken_at)})"
+    out.append(f"  captured  {captured}")
+    out.append(f"  source    {snap.source.value}" + ("  (revealed)" if snap.revealed else ""))
+    out.extend(f"  note      {note}" for note in snap.notes)
+    if snap.stale:
+        out.append(f"  stale     {', '.join(snap.stale)} (older than the capture)")
+    holder = _gil_thread(snap)
+    if holder is not None:
+        out.append(f"  GIL       held by {holder.name} (thread {holder.ident})")
+    if snap.cpinspect:
+        out.append(f"  by        cpinspect {snap.cpinspect}")
+    return out
+
+
+def _gil_thread(snap: Snapshot) -> Optional[ThreadInfo]:
+    threads = snap.threads.threads if snap.threads is not None else ()
+    return next((t for t in threads if _holds_gil(t, snap.gil_holder)), None)
+
+
+def _report_threads(snap: Snapshot) -> List[str]:
+    """Pools, busy workers by route, then busy workers, idle workers and other threads."""
+    threads = snap.threads
+    if threads is None:
+        return [section("Threads"), "no thread data in this snapshot", ""]
+    out = [section("Pools")]
+    if not threads.pools_available:
+        out.append(f"pool numbers unavailable: {threads.pools_note or 'no cheroot server found'}")
+    out.extend(pool_line(pool) for pool in threads.pools)
+    workers = threads.workers
+    busy = [t for t in workers if t.busy]
+    out.append(f"{len(threads.threads)} threads, {len(workers)} workers, {len(busy)} busy")
+    if threads.requests_served is not None:
+        out.append(f"Requests served since the agent started: {threads.requests_served}")
+    out.append("")
+
+    routes = route_groups(threads.threads)
+    if routes:
+        out.append(section("Busy workers by route"))
+        out.extend(
+            f"{route_group_summary(g)}  (oldest {format_duration(g.oldest)})" for g in routes
+        )
+        out.append("")
+
+    busy_ids = {t.ident for t in busy}
+    idle = [t for t in workers if t.ident not in busy_ids]
+    others = [t for t in threads.threads if t.role is not Role.WORKER]
+    out.append(section(f"Busy workers ({len(busy)})"))
+    if not busy:
+        out.extend(["no busy workers", ""])
+    for group in analysis.group_stacks(busy):
+        out.extend(_report_group(group, snap, each=True))
+    if idle:
+        out.append(section(f"Idle workers ({len(idle)})"))
+        for group in analysis.group_stacks(idle):
+            out.extend(_report_group(group, snap, each=False))
+    if others:
+        out.append(section(f"Other threads ({len(others)})"))
+        for group in analysis.group_stacks(others):
+            out.extend(_report_group(group, snap, each=group.busy > 0))
+    if threads.errors:
+        out.append(section("Probe errors (the rest of the data is valid)"))
+        out.extend(f"  - {error}" for error in threads.errors)
+        out.append("")
+    return out
+
+
+def _report_findings(snap: Snapshot) -> List[str]:
+    if not snap.findings:
+        return []
+    out = [section(f"Findings ({len(snap.findings)})")]
+    for finding in snap.findings:
+        out.append(f"{finding.severity.value.upper():8}  {finding.title}")
+        if finding.fix:
+            out.append(f"          fix: {finding.fix}")
+    out.append("")
+    return out
+
+
+def snapshot_summary(snap: Snapshot) -> str:
+    """One line per snapshot of a series: ``17:06:40  agent  10/10 busy  queued 17 …``."""
+    parts = [format_clock(snap.taken_at), snap.source.value]
+    count = analysis.busy_count(snap)
+    if snap.threads is None:
+        return "  ".join([*parts, "no thread data"])
+    size = count.pool_size if count.pool_size is not None else count.workers
+    parts.append(f"{count.busy}/{size} busy")
+    if count.queued is not None:
+        parts.append(f"queued {count.queued}")
+    ages = [t.elapsed for t in snap.threads.workers if t.busy and t.elapsed is not None]
+    if ages:
+        parts.append(f"oldest {format_duration(max(ages))}")
+    if count.saturated:
+        parts.append("⚠ saturated")
+    shared = largest_shared_stack(t for t in snap.threads.workers if t.busy)
+    if shared is not None:
+        parts.append(shared.summary)
+    parts.extend(f"({note})" for note in snap.notes)
+    return "  ".join(parts)
+
+
+def _cpu_words(use: CpuUse) -> str:
+    """``19.6 s, 98% of a core (spinning)``."""
+    share = use.share
+    if use.seconds is None or share is None:
+        return "cpu unknown"
+    state = "spinning" if use.spinning else "waiting"
+    return f"cpu {format_duration(use.seconds)}, {share * 100:.0f}% of a core ({state})"
+
+
+def _where(thread: ThreadInfo) -> str:
+    frame = thread.top_app_frame
+    if frame is not None:
+        return f"at {frame_label(frame)}"
+    return f"at {frame_label(thread.stack[0])}" if thread.stack else "no Python stack"
+
+
+def format_series(result: SeriesAnalysis) -> List[str]:
+    """What a series says: stuck throughout, hot routes, CPU spinning or waiting, busy counts."""
+    n = result.snapshots
+    out = [
+        section(f"Stuck throughout: the same request in all {n} snapshots ({len(result.stuck)})")
+    ]
+    if not result.stuck:
+        out.append("no request was held by the same thread in every snapshot")
+    width = max((len(s.thread.name) for s in result.stuck), default=0)
+    for stuck in result.stuck:
+        thread = stuck.thread
+        ages = f"{format_duration(stuck.first_elapsed)} → {format_duration(thread.elapsed)}"
+        out.append(f"  {thread.name.ljust(width)}  {ages}  {_request_words(thread)}")
+        out.append(f"  {' ' * width}  {_where(thread)} · {_cpu_words(stuck.cpu)}")
+    out.append("")
+
+    out.append(section(f"Hot routes: busy in every snapshot on new requests ({len(result.hot)})"))
+    if not result.hot:
+        out.append("no route was busy in every snapshot on new requests")
+    for hot in result.hot:
+        line = f"  {hot.method} {hot.path}  {hot.requests} requests in {n} snapshots"
+        line += f", up to {hot.most_busy} worker{'s' if hot.most_busy != 1 else ''} at once"
+        if hot.stuck:
+            line += f" ({hot.stuck} stuck, above)"
+        if hot.frame is not None:
+            line += f" → {frame_label(hot.frame)}"
+        out.append(line + "  — load, not a hang")
+    out.append("")
+
+    out.append(
+        section(f"CPU between the first and the last snapshot ({format_duration(result.wall)})")
+    )
+    spinning = [c for c in result.cpu if c.spinning]
+    waiting = [c for c in result.cpu if c.spinning is False]
+    unknown = [c for c in result.cpu if c.spinning is None]
+    width = max((len(c.name) for c in spinning), default=0)
+    for use in spinning:
+        doing = f"  {_request_words(use.thread)} {_where(use.thread)}"
+        out.append(f"  spinning  {use.name.ljust(width)}  {_cpu_words(use)}{doing}")
+    if not spinning:
+        out.append(f"  no thread used {analysis.SPINNING_SHARE * 100:.0f}% of a core or more")
+    if waiting:
+        busy_waiting = [c for c in waiting if c.thread.busy]
+        line = f"  waiting   {len(waiting)} threads under {analysis.SPINNING_SHARE * 100:.0f}%"
+        if busy_waiting:
+            line += f", busy ones: {compact_names([c.name for c in busy_waiting])}"
+        out.append(line)
+    if unknown:
+        out.append(
+            f"  unknown   {len(unknown)} threads without CPU times: "
+            + compact_names([c.name for c in unknown])
+        )
+    out.append("")
+
+    out.append(section("Busy workers over time"))
+    for count in result.busy:
+        size = count.pool_size if count.pool_size is not None else count.workers
+        filled, empty = gauge(count.busy, size)
+        line = f"  {format_clock(count.taken_at)}  {GAUGE_FULL * filled}{GAUGE_EMPTY * empty}"
+        line += f"  {count.busy}/{size} busy"
+        if count.queued is not None:
+            line += f"  queued {count.queued}"
+        if count.saturated:
+            line += "  ⚠ saturated"
+        out.append(line)
+    out.append("")
+    return out
+
+
+def format_report(snapshots: Sequence[Snapshot], now: float) -> str:
+    """The plain-text report written beside a snapshot file (readable in ``less``, no ANSI).
+
+    One snapshot: who and when, pools, busy workers by route, busy workers grouped by stack
+    (each with its request, the stack once with its captured source lines), then idle workers
+    and other threads grouped. A series (snapshots in time order): first what only a series
+    tells (requests stuck throughout, hot routes, CPU spinning or waiting, busy counts), a line
+    per snapshot, then the report of the last one.
+    """
+    if not snapshots:
+        return "cpinspect report: no snapshot\n"
+    last = snapshots[-1]
+    out: List[str] = []
+    if len(snapshots) == 1:
+        out.extend(_title_lines(last, now))
+        out.append("")
+    else:
+        first = snapshots[0]
+        span = format_duration(last.taken_at - first.taken_at)
+        captured = (
+            f"{len(snapshots)} snapshots from {format_captured(first.taken_at)}"
+            f" to {format_clock(last.taken_at)} ({span}; last {format_age(now - last.taken_at)})"
+        )
+        out.extend(_title_lines(last, now, captured))
+        out.append("")
+        out.extend(format_series(analyze_series(snapshots)))
+        out.append(section("Snapshots"))
+        out.extend(f"  {i}. {snapshot_summary(s)}" for i, s in enumerate(snapshots, 1))
+        out.append("")
+        out.append(section(f"The last snapshot ({format_captured(last.taken_at)})"))
+        out.append("")
+    out.extend(_report_findings(last))
+    out.extend(_report_threads(last))
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _change_line(thread: ThreadInfo, width: int) -> str:
+    """``CP Server Thread-3  12.0 s  GET /r → Root.r  at db.py:41 fetch_all``."""
+    elapsed = f"  {format_duration(thread.elapsed):>8}" if thread.busy else ""
+    return f"  {thread.name.ljust(width)}{elapsed}  {_request_words(thread)}  {_where(thread)}"
+
+
+def format_diff(diff: SnapshotDiff) -> List[str]:
+    """Lines for a diff view: new, gone, still stuck, on a new request, finished, CPU deltas."""
+    a, b = diff.a, diff.b
+    out = [
+        f"From {format_captured(a.taken_at)} to {format_clock(b.taken_at)}"
+        f" ({format_duration(diff.wall)} apart)"
+    ]
+
+    def block(
+        title: str, changes: Sequence[ThreadChange], lines: Callable[[ThreadChange, int], List[str]]
+    ) -> None:
+        out.append("")
+        out.append(section(f"{title} ({len(changes)})"))
+        if not changes:
+            out.append("  none")
+        width = max((len(c.thread.name) for c in changes), default=0)
+        for change in changes:
+            out.extend(lines(change, width))
+
+    def plain(change: ThreadChange, width: int) -> List[str]:
+        return [_change_line(change.thread, width)]
+
+    def moved(change: ThreadChange, width: int) -> List[str]:
+        lines = [_change_line(change.thread, width)]
+        before = change.before
+        was = _request_words(before) if before is not None and before.request else "idle"
+        lines.append(f"  {' ' * width}  was: {was}")
+        return lines
+
+    def stuck(change: ThreadChange, width: int) -> List[str]:
+        lines = [_change_line(change.thread, width)]
+        before = change.before
+        if before is not None:
+            lines.append(
+                f"  {' ' * width}  elapsed {format_duration(before.elapsed)} → "
+                f"{format_duration(change.thread.elapsed)}"
+            )
+        return lines
+
+    block("New threads", diff.new, plain)
+    block("Gone", diff.gone, plain)
+    block("Still stuck: the same request in both", diff.stuck, stuck)
+    block("On a new request", diff.new_request, moved)
+    block("Finished: idle now", diff.finished, moved)
+
+    out.append("")
+    out.append(section(f"CPU over {format_duration(diff.wall)}"))
+    used = [c for c in diff.cpu if c.seconds]
+    width = max((len(c.name) for c in used), default=0)
+    for use in used:
+        doing = f"  {_request_words(use.thread)}  {_where(use.thread)}"
+        out.append(f"  {use.name.ljust(width)}  +{_cpu_words(use)}{doing}")
+    idle = sum(1 for c in diff.cpu if c.seconds == 0)
+    unknown = sum(1 for c in diff.cpu if c.seconds is None)
+    if idle:
+        out.append(f"  {idle} threads used no CPU")
+    if unknown:
+        out.append(f"  {unknown} threads without CPU times")
+    if not diff.cpu:
+        out.append("  no thread is in both snapshots")
+    return out
 
 
 # --- local variables ---------------------------------------------------------------------------
@@ -846,79 +1232,12 @@ def route_node_details(
     return rows
 
 
-GLOBAL_ORIGIN = "global config"
-
-FALSE_REPRS = frozenset(("False", "None", "0", "''", '""'))
-"""Reprs of config values CherryPy treats as off (``if conf.get('tools.x.on')``)."""
-
-
-def _ancestors(path: str) -> List[str]:
-    """``/a/b`` → ``["/", "/a", "/a/b"]``: the paths whose config a request to ``path`` meets."""
-    out = ["/"]
-    current = ""
-    for segment in [s for s in path.split("/") if s]:
-        current += "/" + segment
-        out.append(current)
-    return out
-
-
-def effective_config(
-    app: AppRoutes, node: RouteNode, global_tools: Sequence[str] = ()
-) -> List[Tuple[str, str, str]]:
-    """The config a request ending on ``node`` runs with: ``(key, value, where it comes from)``.
-
-    Merged as CherryPy's ``Dispatcher.find_handler`` does: the global tools first, then for
-    each path from ``/`` down to the node, that object's ``_cp_config`` and then the app's
-    config section for the path (the section wins over the object); an object's ``index``
-    comes last, since a URL ending on an object is served by it. Sorted by key.
-    """
-    nodes = {n.path: n for n in app.nodes}
-    sections = {section.path: section for section in app.config}
-    merged: Dict[str, Tuple[str, str]] = {
-        "tools.%s.on" % tool: ("True", GLOBAL_ORIGIN) for tool in global_tools
-    }
-    layers: List[Tuple[str, Tuple[Tuple[str, str], ...]]] = []
-    for path in _ancestors(node.path):
-        own = nodes.get(path)
-        if own is not None and (own.config or own.tools):
-            layers.append(("_cp_config %s" % path, _own_settings(own)))
-        section = sections.get(path)
-        if section is not None and section.settings:
-            layers.append(("app.config %s" % path, section.settings))
-    if node.kind == "object":
-        index = nodes.get(node.path.rstrip("/") + "/index")
-        if index is not None and (index.config or index.tools):
-            layers.append(("_cp_config %s" % index.path, _own_settings(index)))
-    for origin, settings in layers:
-        for key, value in settings:
-            merged[key] = (value, origin)
-    return [(key, value, origin) for key, (value, origin) in sorted(merged.items())]
-
-
-def _own_settings(node: RouteNode) -> Tuple[Tuple[str, str], ...]:
-    """A node's ``_cp_config``; from its tool names alone when the settings were not sent."""
-    if node.config:
-        return node.config
-    return tuple(("tools.%s.on" % tool, "True") for tool in node.tools)
-
-
-def tools_in_effect(merged: Sequence[Tuple[str, str, str]]) -> List[str]:
-    """Tool names whose ``tools.<name>.on`` is true in a merged config."""
-    out = []
-    for key, value, _origin in merged:
-        parts = key.split(".")
-        is_switch = len(parts) == 3 and parts[0] == "tools" and parts[2] == "on"
-        if is_switch and value not in FALSE_REPRS:
-            out.append(parts[1])
-    return sorted(out)
-
-
 def global_tools_text(app: AppRoutes, global_tools: Sequence[str]) -> str:
     """The global tools, each one this app switches off at ``/`` (root ``_cp_config`` or its
     ``/`` config section) marked so: ``encode, trailing_slash (off in this app)``."""
     off = set()
     root = next((node for node in app.nodes if node.path == "/"), None)
-    layers = [_own_settings(root)] if root is not None else []
+    layers = [own_settings(root)] if root is not None else []
     layers += [section.settings for section in app.config if section.path == "/"]
     for settings in layers:
         for key, value in settings:

@@ -1,0 +1,602 @@
+"""What the model means: pure functions from model objects to plain results, no text.
+
+Grouping identical stacks, busy requests by route, saturation, the effective config of a route,
+and what a series of snapshots (or two of them) says: which requests are stuck, which routes are
+merely hot, which threads spin. Standard library and ``cpinspect.model`` only, so the findings
+engine, the TUI and every text renderer (``formatting.py``) share one answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from cpinspect.model import (
+    AppRoutes,
+    Frame,
+    PoolInfo,
+    RequestInfo,
+    Role,
+    RouteNode,
+    Snapshot,
+    ThreadInfo,
+)
+
+SPINNING_SHARE = 0.5
+"""A thread that used at least this share of one core between two snapshots is spinning."""
+START_TOLERANCE = 1.0
+"""Seconds two derived start times (``taken_at - elapsed``) may differ and be one request."""
+
+# --- threads -----------------------------------------------------------------------------------
+
+
+def thread_order(thread: ThreadInfo) -> Tuple[int, int, float, str, int]:
+    """The display order of threads, as a sort key.
+
+    The GIL holder first, then busy before idle, then the longest elapsed first, then by name.
+    """
+    return (
+        0 if thread.owns_gil else 1,
+        0 if thread.busy else 1,
+        -(thread.elapsed or 0.0),
+        thread.name,
+        thread.ident,
+    )
+
+
+def busy_workers(threads: Iterable[ThreadInfo]) -> List[ThreadInfo]:
+    """The pool workers holding a request (or reading one), in display order."""
+    return sorted((t for t in threads if t.role is Role.WORKER and t.busy), key=thread_order)
+
+
+@dataclass(frozen=True)
+class StackGroup:
+    """Threads whose stacks are identical by file and line (names may differ between sources)."""
+
+    threads: Tuple[ThreadInfo, ...]
+    """In display order (longest-running first)."""
+    stack: Tuple[Frame, ...]
+    """The first thread's stack, innermost first."""
+
+    @property
+    def key(self) -> Tuple[Tuple[str, int], ...]:
+        return tuple(f.location for f in self.stack)
+
+    @property
+    def count(self) -> int:
+        return len(self.threads)
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for t in self.threads if t.busy)
+
+    @property
+    def oldest(self) -> Optional[float]:
+        ages = [t.elapsed for t in self.threads if t.elapsed is not None]
+        return max(ages) if ages else None
+
+    @property
+    def gil_holder(self) -> Optional[ThreadInfo]:
+        """The thread of this group that holds the GIL, if py-spy saw one here."""
+        for thread in self.threads:
+            if thread.owns_gil:
+                return thread
+        return None
+
+
+def group_stacks(threads: Iterable[ThreadInfo]) -> List[StackGroup]:
+    """Group threads by ``stack_key`` (file and line of every frame), the largest group first.
+
+    The group holding the GIL comes before all others (as its thread does in ``thread_order``);
+    ties go to the group holding the longest-running request, then to the first thread's name.
+    """
+    by_key: Dict[Tuple[Tuple[str, int], ...], List[ThreadInfo]] = {}
+    for thread in threads:
+        by_key.setdefault(thread.stack_key, []).append(thread)
+    groups = []
+    for members in by_key.values():
+        ordered = tuple(sorted(members, key=thread_order))
+        groups.append(StackGroup(ordered, ordered[0].stack))
+    groups.sort(
+        key=lambda g: (
+            g.gil_holder is None,
+            -g.count,
+            -(g.oldest or 0.0),
+            thread_order(g.threads[0]),
+        )
+    )
+    return groups
+
+
+def largest_shared_stack(threads: Iterable[ThreadInfo]) -> Optional[StackGroup]:
+    """The biggest group of two or more threads with the same non-empty stack, if any."""
+    groups = [g for g in group_stacks(threads) if g.stack and g.count >= 2]
+    # Not simply the first group: the one holding the GIL comes first, whatever its size.
+    return max(groups, key=lambda g: g.count, default=None)
+
+
+# --- busy requests by route --------------------------------------------------------------------
+
+RouteKey = Tuple[Optional[str], Optional[str], Optional[Tuple[str, int]]]
+"""``(method, path without query, top app frame location)``; ``None`` where unknown."""
+
+
+@dataclass(frozen=True)
+class RouteGroup:
+    """Busy workers on the same route, stopped at the same application frame."""
+
+    method: Optional[str]
+    """``None`` for workers still reading a request CherryPy has not parsed yet."""
+    path: Optional[str]
+    """Without the query string."""
+    frame: Optional[Frame]
+    """The innermost application frame of the first thread; ``None`` without app frames."""
+    threads: Tuple[ThreadInfo, ...]
+    """In display order (longest-running first)."""
+    workers: int
+    """How many pool workers there were in all (the "of 16" in "12 of 16 workers")."""
+
+    @property
+    def count(self) -> int:
+        return len(self.threads)
+
+    @property
+    def oldest(self) -> Optional[float]:
+        ages = [t.elapsed for t in self.threads if t.elapsed is not None]
+        return max(ages) if ages else None
+
+
+def route_key(thread: ThreadInfo) -> RouteKey:
+    request = thread.request
+    frame = thread.top_app_frame
+    return (
+        request.method if request is not None else None,
+        request.path if request is not None else None,
+        frame.location if frame is not None else None,
+    )
+
+
+def route_groups(threads: Iterable[ThreadInfo]) -> List[RouteGroup]:
+    """Busy workers grouped by method, path and top app frame: the most workers first.
+
+    Ties go to the group holding the oldest request.
+    """
+    threads = list(threads)
+    workers = sum(1 for t in threads if t.role is Role.WORKER)
+    by_key: Dict[RouteKey, List[ThreadInfo]] = {}
+    for thread in busy_workers(threads):
+        by_key.setdefault(route_key(thread), []).append(thread)
+    groups = [
+        RouteGroup(method, path, members[0].top_app_frame, tuple(members), workers)
+        for (method, path, _), members in by_key.items()
+    ]
+    groups.sort(key=lambda g: (-g.count, -(g.oldest or 0.0), thread_order(g.threads[0])))
+    return groups
+
+
+# --- pools -------------------------------------------------------------------------------------
+
+
+def is_saturated(pool: PoolInfo) -> bool:
+    """Every worker busy and connections waiting: new requests are not being served."""
+    return pool.size > 0 and pool.busy >= pool.size and pool.queued > 0
+
+
+# --- one request across snapshots --------------------------------------------------------------
+
+
+def request_start(thread: ThreadInfo, taken_at: float) -> Optional[float]:
+    """When the thread's request started: the source's own time, else ``taken_at - elapsed``."""
+    if thread.request is not None and thread.request.started_at is not None:
+        return thread.request.started_at
+    if thread.elapsed is not None:
+        return taken_at - thread.elapsed
+    return None
+
+
+def same_request(a: ThreadInfo, a_taken: float, b: ThreadInfo, b_taken: float) -> bool:
+    """Whether ``a`` (seen at ``a_taken``) and ``b`` (at ``b_taken``) hold one request.
+
+    One request is one thread ident, method, path and start time. When the sources gave start
+    times they must be equal; start times derived from ``elapsed`` may differ by
+    ``START_TOLERANCE``. With no time known at all the request counts as the same one (nothing
+    tells them apart), unless ``b`` is younger than ``a`` was.
+    """
+    ra, rb = a.request, b.request
+    if ra is None or rb is None or a.ident != b.ident:
+        return False
+    if (ra.method, ra.path) != (rb.method, rb.path):
+        return False
+    if ra.started_at is not None and rb.started_at is not None:
+        return ra.started_at == rb.started_at
+    start_a, start_b = request_start(a, a_taken), request_start(b, b_taken)
+    if start_a is not None and start_b is not None:
+        return abs(start_a - start_b) <= START_TOLERANCE
+    return True
+
+
+def _threads(snapshot: Snapshot) -> Tuple[ThreadInfo, ...]:
+    return snapshot.threads.threads if snapshot.threads is not None else ()
+
+
+def _threads_at(snapshot: Snapshot) -> float:
+    """When the threads were read (the CPU times are as of then)."""
+    return snapshot.threads.taken_at if snapshot.threads is not None else snapshot.taken_at
+
+
+# --- CPU ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU one thread used between two snapshots."""
+
+    thread: ThreadInfo
+    """The thread as the later snapshot saw it (its request, its stack)."""
+    seconds: Optional[float]
+    """CPU seconds used in between; ``None`` when either snapshot lacks the thread's CPU time."""
+    wall: float
+    """Wall-clock seconds between the two snapshots' threads."""
+
+    @property
+    def ident(self) -> int:
+        return self.thread.ident
+
+    @property
+    def name(self) -> str:
+        return self.thread.name
+
+    @property
+    def share(self) -> Optional[float]:
+        """Share of one core (1.0 = a whole core); ``None`` when unknown."""
+        if self.seconds is None or self.wall <= 0:
+            return None
+        return self.seconds / self.wall
+
+    @property
+    def spinning(self) -> Optional[bool]:
+        """True when it used at least ``SPINNING_SHARE`` of a core, False when it mostly waited,
+        ``None`` when unknown."""
+        share = self.share
+        return None if share is None else share >= SPINNING_SHARE
+
+
+def cpu_use(before: ThreadInfo, after: ThreadInfo, wall: float) -> CpuUse:
+    seconds = None
+    if before.cpu_time is not None and after.cpu_time is not None:
+        # A thread ident reused by a new OS thread starts again from zero.
+        seconds = max(0.0, after.cpu_time - before.cpu_time)
+    return CpuUse(after, seconds, wall)
+
+
+# --- a series of snapshots ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StuckRequest:
+    """A request one thread held in every snapshot of a series: a hang, not load."""
+
+    thread: ThreadInfo
+    """The thread as the last snapshot saw it (its stack, its elapsed)."""
+    request: RequestInfo
+    first_elapsed: Optional[float]
+    """Elapsed in the first snapshot."""
+    cpu: CpuUse
+    """Between the first and the last snapshot: spinning or waiting."""
+
+
+@dataclass(frozen=True)
+class HotRoute:
+    """A route busy in every snapshot, but on new requests: load, not a hang."""
+
+    method: str
+    path: str
+    requests: int
+    """Distinct requests seen on it over the series (stuck ones not counted)."""
+    most_busy: int
+    """The most workers it held at once in one snapshot."""
+    stuck: int
+    """Requests on it stuck throughout (listed in ``SeriesAnalysis.stuck``)."""
+    frame: Optional[Frame]
+    """The top app frame of its most recent request."""
+
+
+@dataclass(frozen=True)
+class BusyCount:
+    """How busy the pool was in one snapshot."""
+
+    taken_at: float
+    busy: int
+    """Busy workers (threads), over every pool."""
+    workers: int
+    """Worker threads seen."""
+    pool_size: Optional[int]
+    """Pool size over every server; ``None`` without pool numbers."""
+    queued: Optional[int]
+    """Connections waiting for a worker; ``None`` without pool numbers."""
+    saturated: bool
+
+
+@dataclass(frozen=True)
+class SeriesAnalysis:
+    """What a series of snapshots of one process says that a single snapshot cannot."""
+
+    snapshots: int
+    """Snapshots with threads that the analysis rests on."""
+    wall: float
+    """Seconds between the first and the last of them."""
+    stuck: Tuple[StuckRequest, ...]
+    """Requests held by the same thread in every snapshot, the oldest first."""
+    hot: Tuple[HotRoute, ...]
+    """Routes busy in every snapshot on new requests, the most requests first."""
+    cpu: Tuple[CpuUse, ...]
+    """Every thread present in the first and the last snapshot, the most CPU first."""
+    busy: Tuple[BusyCount, ...]
+    """One per snapshot, in order."""
+    skipped: int = 0
+    """Snapshots left out because they have no threads."""
+
+    @property
+    def spinning(self) -> Tuple[CpuUse, ...]:
+        return tuple(c for c in self.cpu if c.spinning)
+
+    def cpu_of(self, ident: int) -> Optional[CpuUse]:
+        return next((c for c in self.cpu if c.ident == ident), None)
+
+
+def busy_count(snapshot: Snapshot) -> BusyCount:
+    threads = snapshot.threads
+    workers = [t for t in _threads(snapshot) if t.role is Role.WORKER]
+    pools = threads.pools if threads is not None else ()
+    return BusyCount(
+        taken_at=snapshot.taken_at,
+        busy=sum(1 for t in workers if t.busy),
+        workers=len(workers),
+        pool_size=sum(p.size for p in pools) if pools else None,
+        queued=sum(p.queued for p in pools) if pools else None,
+        saturated=any(is_saturated(p) for p in pools),
+    )
+
+
+def _cpu_between(first: Snapshot, last: Snapshot) -> List[CpuUse]:
+    wall = _threads_at(last) - _threads_at(first)
+    before = {t.ident: t for t in _threads(first)}
+    uses = [cpu_use(before[t.ident], t, wall) for t in _threads(last) if t.ident in before]
+    uses.sort(key=lambda c: (c.seconds is None, -(c.seconds or 0.0), c.name, c.ident))
+    return uses
+
+
+def analyze_series(snapshots: Sequence[Snapshot]) -> SeriesAnalysis:
+    """Stuck requests, hot routes, CPU and busy counts over snapshots taken in time order.
+
+    A request is stuck throughout when the same thread holds the same request (ident, method,
+    path, start) in every snapshot; the same route on a new request each time is hot instead.
+    A series of one snapshot has nothing stuck or hot (there is no "throughout" yet).
+    """
+    usable = [s for s in snapshots if s.threads is not None]
+    skipped = len(snapshots) - len(usable)
+    busy = tuple(busy_count(s) for s in usable)
+    if len(usable) < 2:
+        return SeriesAnalysis(len(usable), 0.0, (), (), (), busy, skipped)
+    first, last = usable[0], usable[-1]
+    cpu = _cpu_between(first, last)
+    cpu_by_ident = {c.ident: c for c in cpu}
+
+    indexes = [{t.ident: t for t in _threads(s)} for s in usable[1:]]
+    stuck: List[StuckRequest] = []
+    for thread in _threads(first):
+        if thread.request is None:
+            continue
+        held, held_at = thread, _threads_at(first)
+        for snap, index in zip(usable[1:], indexes):
+            later = index.get(thread.ident)
+            if later is None or not same_request(held, held_at, later, _threads_at(snap)):
+                break
+            held, held_at = later, _threads_at(snap)
+        else:
+            assert held.request is not None
+            stuck.append(StuckRequest(held, held.request, thread.elapsed, cpu_by_ident[held.ident]))
+    stuck.sort(key=lambda s: (-(s.thread.elapsed or 0.0), thread_order(s.thread)))
+    stuck_keys: Set[Tuple[int, str, str]] = {
+        (s.thread.ident, s.request.method, s.request.path) for s in stuck
+    }
+
+    hot = _hot_routes(usable, stuck_keys)
+    return SeriesAnalysis(
+        len(usable),
+        _threads_at(last) - _threads_at(first),
+        tuple(stuck),
+        hot,
+        tuple(cpu),
+        busy,
+        skipped,
+    )
+
+
+def _hot_routes(
+    snaps: Sequence[Snapshot], stuck_keys: Set[Tuple[int, str, str]]
+) -> Tuple[HotRoute, ...]:
+    """Routes holding, in every snapshot, at least one request that is not stuck throughout."""
+    Seen = Tuple[ThreadInfo, float]  # a thread on the route, and when its snapshot was taken
+    busy: List[Dict[Tuple[str, str], List[Seen]]] = []
+    moving: List[Dict[Tuple[str, str], List[Seen]]] = []
+    for snap in snaps:
+        busy.append({})
+        moving.append({})
+        for thread in _threads(snap):
+            if thread.request is None or not thread.busy:
+                continue
+            key = (thread.request.method, thread.request.path)
+            busy[-1].setdefault(key, []).append((thread, _threads_at(snap)))
+            if (thread.ident, *key) not in stuck_keys:
+                moving[-1].setdefault(key, []).append((thread, _threads_at(snap)))
+
+    hot: List[HotRoute] = []
+    for key in moving[-1]:
+        if not all(key in routes for routes in moving):
+            continue
+        distinct: List[Seen] = []
+        for routes in moving:
+            for thread, at in routes[key]:
+                if not any(same_request(t, t_at, thread, at) for t, t_at in distinct):
+                    distinct.append((thread, at))
+        youngest = min(moving[-1][key], key=lambda seen: seen[0].elapsed or 0.0)[0]
+        hot.append(
+            HotRoute(
+                method=key[0],
+                path=key[1],
+                requests=len(distinct),
+                most_busy=max(len(routes[key]) for routes in busy),
+                stuck=sum(1 for _, method, path in stuck_keys if (method, path) == key),
+                frame=youngest.top_app_frame,
+            )
+        )
+    hot.sort(key=lambda h: (-h.requests, -h.most_busy, h.path, h.method))
+    return tuple(hot)
+
+
+# --- two snapshots -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThreadChange:
+    """One thread in two snapshots; ``before`` or ``after`` is ``None`` when it is absent."""
+
+    before: Optional[ThreadInfo]
+    after: Optional[ThreadInfo]
+
+    @property
+    def thread(self) -> ThreadInfo:
+        """The latest view of the thread."""
+        latest = self.after if self.after is not None else self.before
+        assert latest is not None, "a ThreadChange holds at least one side"
+        return latest
+
+
+@dataclass(frozen=True)
+class SnapshotDiff:
+    """What changed between snapshot ``a`` and the later snapshot ``b``."""
+
+    a: Snapshot
+    b: Snapshot
+    wall: float
+    """Seconds between the two snapshots' threads."""
+    new: Tuple[ThreadChange, ...]
+    """Threads in ``b`` and not in ``a`` (``before`` is ``None``)."""
+    gone: Tuple[ThreadChange, ...]
+    """Threads in ``a`` and not in ``b`` (``after`` is ``None``)."""
+    stuck: Tuple[ThreadChange, ...]
+    """Threads holding the same request in both, the oldest first."""
+    new_request: Tuple[ThreadChange, ...]
+    """Threads on a request in ``b`` that they did not hold in ``a`` (``before.request`` is
+    another request, or ``None`` when the thread was idle)."""
+    finished: Tuple[ThreadChange, ...]
+    """Threads that held a request in ``a`` and are idle in ``b``."""
+    cpu: Tuple[CpuUse, ...]
+    """Every thread present in both, the most CPU first."""
+
+
+def diff_snapshots(a: Snapshot, b: Snapshot) -> SnapshotDiff:
+    """Compare two snapshots of one process, ``a`` taken before ``b``."""
+    at_a, at_b = _threads_at(a), _threads_at(b)
+    in_a = {t.ident: t for t in _threads(a)}
+    in_b = {t.ident: t for t in _threads(b)}
+    new = [ThreadChange(None, t) for t in _threads(b) if t.ident not in in_a]
+    gone = [ThreadChange(t, None) for t in _threads(a) if t.ident not in in_b]
+    stuck: List[ThreadChange] = []
+    new_request: List[ThreadChange] = []
+    finished: List[ThreadChange] = []
+    for after in _threads(b):
+        before = in_a.get(after.ident)
+        if before is None:
+            continue
+        change = ThreadChange(before, after)
+        if after.request is not None:
+            if same_request(before, at_a, after, at_b):
+                stuck.append(change)
+            else:
+                new_request.append(change)
+        elif before.request is not None:
+            finished.append(change)
+    for changes in (new, gone, stuck, new_request, finished):
+        changes.sort(key=lambda c: thread_order(c.thread))
+    return SnapshotDiff(
+        a=a,
+        b=b,
+        wall=at_b - at_a,
+        new=tuple(new),
+        gone=tuple(gone),
+        stuck=tuple(stuck),
+        new_request=tuple(new_request),
+        finished=tuple(finished),
+        cpu=tuple(_cpu_between(a, b)),
+    )
+
+
+# --- the config a route runs with --------------------------------------------------------------
+
+GLOBAL_ORIGIN = "global config"
+
+FALSE_REPRS = frozenset(("False", "None", "0", "''", '""'))
+"""Reprs of config values CherryPy treats as off (``if conf.get('tools.x.on')``)."""
+
+
+def _ancestors(path: str) -> List[str]:
+    """``/a/b`` → ``["/", "/a", "/a/b"]``: the paths whose config a request to ``path`` meets."""
+    out = ["/"]
+    current = ""
+    for segment in [s for s in path.split("/") if s]:
+        current += "/" + segment
+        out.append(current)
+    return out
+
+
+def effective_config(
+    app: AppRoutes, node: RouteNode, global_tools: Sequence[str] = ()
+) -> List[Tuple[str, str, str]]:
+    """The config a request ending on ``node`` runs with: ``(key, value, where it comes from)``.
+
+    Merged as CherryPy's ``Dispatcher.find_handler`` does: the global tools first, then for
+    each path from ``/`` down to the node, that object's ``_cp_config`` and then the app's
+    config section for the path (the section wins over the object); an object's ``index``
+    comes last, since a URL ending on an object is served by it. Sorted by key.
+    """
+    nodes = {n.path: n for n in app.nodes}
+    sections = {section.path: section for section in app.config}
+    merged: Dict[str, Tuple[str, str]] = {
+        "tools.%s.on" % tool: ("True", GLOBAL_ORIGIN) for tool in global_tools
+    }
+    layers: List[Tuple[str, Tuple[Tuple[str, str], ...]]] = []
+    for path in _ancestors(node.path):
+        own = nodes.get(path)
+        if own is not None and (own.config or own.tools):
+            layers.append(("_cp_config %s" % path, own_settings(own)))
+        section = sections.get(path)
+        if section is not None and section.settings:
+            layers.append(("app.config %s" % path, section.settings))
+    if node.kind == "object":
+        index = nodes.get(node.path.rstrip("/") + "/index")
+        if index is not None and (index.config or index.tools):
+            layers.append(("_cp_config %s" % index.path, own_settings(index)))
+    for origin, settings in layers:
+        for key, value in settings:
+            merged[key] = (value, origin)
+    return [(key, value, origin) for key, (value, origin) in sorted(merged.items())]
+
+
+def own_settings(node: RouteNode) -> Tuple[Tuple[str, str], ...]:
+    """A node's ``_cp_config``; from its tool names alone when the settings were not sent."""
+    if node.config:
+        return node.config
+    return tuple(("tools.%s.on" % tool, "True") for tool in node.tools)
+
+
+def tools_in_effect(merged: Sequence[Tuple[str, str, str]]) -> List[str]:
+    """Tool names whose ``tools.<name>.on`` is true in a merged config."""
+    out = []
+    for key, value, _origin in merged:
+        parts = key.split(".")
+        is_switch = len(parts) == 3 and parts[0] == "tools" and parts[2] == "on"
+        if is_switch and value not in FALSE_REPRS:
+            out.append(parts[1])
+    return sorted(out)
