@@ -123,3 +123,15 @@ class RemoteDebugDisabled(InjectionFailed):
     """Python >= 3.14 with remote debugging turned off (PYTHON_DISABLE_REMOTE_DEBUG)."""
 
     exit_code = 19
+
+
+class SnapshotFileError(CpinspectError):
+    """A snapshot file that cannot be opened: missing, unreadable, cut short, not ours, newer."""
+
+    exit_code = 20
+
+
+class SnapshotWriteError(CpinspectError):
+    """A snapshot that cannot be saved where asked (no such directory, not writable, disk full)."""
+
+    exit_code = 21

@@ -87,6 +87,18 @@ def fallback_threads(spy: ThreadsSnapshot, last: Optional[ThreadsSnapshot]) -> T
     )
 
 
+def with_gil_holder(
+    snap: Optional[ThreadsSnapshot], ident: Optional[int]
+) -> Optional[ThreadsSnapshot]:
+    """``snap`` with thread ``ident`` marked as holding the GIL (py-spy saw it), if not already."""
+    if snap is None or ident is None:
+        return snap
+    if any(t.ident == ident and t.owns_gil for t in snap.threads):
+        return snap
+    threads = tuple(replace(t, owns_gil=True) if t.ident == ident else t for t in snap.threads)
+    return replace(snap, threads=threads)
+
+
 def gil_holder(snapshot: Optional[ThreadsSnapshot]) -> Optional[ThreadInfo]:
     if snapshot is None:
         return None
