@@ -1,0 +1,488 @@
+"""Incident snapshots: capture one poll into a ``Snapshot``, write it safely, read it back.
+
+No Textual, no psutil: a snapshot is model objects (``model.py``), encoded by ``protocol.py``.
+
+Writing is atomic and never harms what is already there: the file is written under a hidden
+temporary name (mode 0600, ``O_EXCL | O_NOFOLLOW``), fsync'd, then linked to a final name that
+does not exist yet — ``link(2)`` fails instead of replacing an existing file or following a
+symlink planted there — and the directory is fsync'd. A capture killed at any moment leaves
+either no file or a complete one (and perhaps a hidden ``.cpinspect-tmp-*`` file).
+
+Every writer goes through ``redacted``: what the user did not ask to reveal never reaches disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+
+import cpinspect
+from cpinspect.agent.redact import REDACTED
+from cpinspect.errors import SnapshotFileError, SnapshotWriteError
+from cpinspect.model import (
+    Frame,
+    FrameLocals,
+    LocalVar,
+    RoutesSnapshot,
+    Snapshot,
+    SourceKind,
+    SourceLine,
+    ThreadLocals,
+)
+from cpinspect.protocol import ProtocolError, snapshots_document, snapshots_from_document
+from cpinspect.sources.base import Update
+from cpinspect.sources.merge import with_gil_holder
+from cpinspect.sources.source_lines import LineReader
+
+TMP_PREFIX = ".cpinspect-tmp-"
+"""Hidden names of files being written; never a final name (they do not end in ``.json``)."""
+FILE_MODE = 0o600
+MAX_NAME_TRIES = 1000
+"""``-2`` … ``-1000`` suffixes before giving up on a directory full of clashing names."""
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+# --- capture -----------------------------------------------------------------------------------
+
+
+def snapshot_from_update(
+    update: Update,
+    routes: Optional[RoutesSnapshot] = None,
+    locals_: Sequence[ThreadLocals] = (),
+    notes: Sequence[str] = (),
+) -> Snapshot:
+    """One poll's data as a ``Snapshot`` (the GIL holder marked on its thread).
+
+    ``notes`` are added after the update's own banner message and warnings, so the file says
+    what was true of the link when it was taken.
+    """
+    source = SourceKind.BOTH if update.pyspy_joined else update.effective_threads_source
+    return Snapshot(
+        taken_at=update.fetched_at,
+        source=source,
+        info=update.info,
+        threads=with_gil_holder(update.threads, update.gil_holder),
+        routes=routes,
+        locals=tuple(locals_),
+        notes=_unique(n for n in (update.message, *update.warnings, *notes) if n),
+        stale=tuple(update.stale),
+        gil_holder=update.gil_holder,
+        cpinspect=cpinspect.__version__,
+    )
+
+
+def _unique(items: Iterable[str]) -> Tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def _frames(snapshot: Snapshot) -> Iterable[Frame]:
+    if snapshot.threads is not None:
+        for thread in snapshot.threads.threads:
+            yield from thread.stack
+    for thread_locals in snapshot.locals:
+        for frame_locals in thread_locals.frames:
+            yield frame_locals.frame
+
+
+def with_source_lines(snapshot: Snapshot, reader: LineReader) -> Snapshot:
+    """``snapshot`` with the line of every Python frame, read now, once per location.
+
+    The code on disk may change with the next deploy; the file keeps the lines as they were.
+    Lines already in the snapshot are kept and not read again; an unreadable one is kept as
+    ``None`` so a reader of the file knows it was tried.
+    """
+    known = {(s.filename, s.lineno) for s in snapshot.source_lines}
+    lines: List[SourceLine] = list(snapshot.source_lines)
+    for frame in _frames(snapshot):
+        if frame.native or frame.location in known:
+            continue
+        known.add(frame.location)
+        lines.append(SourceLine(frame.filename, frame.lineno, reader.line(*frame.location)))
+    return replace(snapshot, source_lines=tuple(lines))
+
+
+# --- redaction ---------------------------------------------------------------------------------
+
+
+def redacted(snapshot: Snapshot, reveal: bool) -> Snapshot:
+    """What may be written: every hidden value replaced by ``***`` unless ``reveal``.
+
+    The one gate every writer (files, reports) goes through. Request queries arrive already
+    redacted by the sources; local variables are hidden here. Session ids and values will be
+    hidden here too when sessions are captured.
+    """
+    if reveal:
+        return replace(snapshot, revealed=True)
+    return replace(
+        snapshot,
+        locals=tuple(_redacted_locals(t) for t in snapshot.locals),
+        revealed=False,
+    )
+
+
+def _redacted_locals(thread_locals: ThreadLocals) -> ThreadLocals:
+    return replace(
+        thread_locals,
+        frames=tuple(
+            FrameLocals(f.frame, tuple(_redacted_var(v) for v in f.variables))
+            for f in thread_locals.frames
+        ),
+    )
+
+
+def _redacted_var(var: LocalVar) -> LocalVar:
+    return replace(var, value=REDACTED) if var.sensitive else var
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Written:
+    """Where a capture was saved."""
+
+    json_path: Path
+    report_path: Optional[Path]
+    """The plain-text report beside it (same name, ``.txt``); ``None`` when not asked for."""
+
+
+def snapshot_stem(snapshots: Sequence[Snapshot]) -> str:
+    """``cpinspect-<pid>-<YYYYmmdd-HHMMSS>`` (local time of the first), ``-x<N>`` for a series."""
+    first = snapshots[0]
+    pid = first.pid if first.pid is not None else "unknown"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(first.taken_at))
+    stem = "cpinspect-%s-%s" % (pid, stamp)
+    if len(snapshots) > 1:
+        stem += "-x%d" % len(snapshots)
+    return stem
+
+
+def encode_snapshots(snapshots: Sequence[Snapshot]) -> bytes:
+    """The bytes of a snapshot file (compact JSON: a 1,000-thread capture must be quick)."""
+    return json.dumps(snapshots_document(snapshots), separators=(",", ":")).encode("utf-8")
+
+
+def write_snapshots(
+    snapshots: Sequence[Snapshot],
+    directory: PathLike,
+    *,
+    reveal: bool = False,
+    report: bool = True,
+) -> Written:
+    """Save ``snapshots`` (one, or a series) in ``directory``; never overwrites anything.
+
+    Raises ``SnapshotWriteError`` with one line when the directory is missing, not a directory
+    or not writable, or the disk is full.
+    """
+    if not snapshots:
+        raise ValueError("write_snapshots needs at least one snapshot")
+    safe = [redacted(s, reveal) for s in snapshots]
+    where = os.fspath(directory)
+    payloads: List[Tuple[str, bytes]] = [(".json", encode_snapshots(safe))]
+    if report:
+        # Lazy: formatting is a large module and only the text report needs it.
+        from cpinspect.formatting import format_report
+
+        payloads.append((".txt", format_report(safe, time.time()).encode("utf-8")))
+    dir_fd = _open_directory(where)
+    try:
+        temps: List[Tuple[str, str, os.stat_result]] = []
+        try:
+            for suffix, data in payloads:
+                name, info = _write_temp(dir_fd, where, data)
+                temps.append((suffix, name, info))
+            stem = _place(dir_fd, where, snapshot_stem(safe), temps)
+            _fsync_directory(dir_fd, where)
+        finally:
+            for _, name, _ in temps:
+                _unlink_quietly(dir_fd, name)
+    finally:
+        os.close(dir_fd)
+    base = Path(where)
+    return Written(
+        json_path=base / (stem + ".json"),
+        report_path=base / (stem + ".txt") if report else None,
+    )
+
+
+def _open_directory(where: str) -> int:
+    try:
+        return os.open(where, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise SnapshotWriteError(
+            "cannot save the snapshot: %s does not exist (create it, or choose another directory)"
+            % where
+        ) from None
+    except NotADirectoryError:
+        raise SnapshotWriteError(
+            "cannot save the snapshot: %s is not a directory (choose a directory to save into)"
+            % where
+        ) from None
+    except OSError as exc:
+        raise _write_error(where, exc) from None
+
+
+def _write_error(where: str, exc: OSError) -> SnapshotWriteError:
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return SnapshotWriteError(
+            "cannot save the snapshot: %s is not writable (%s); choose a directory you can "
+            "write to" % (where, exc.strerror)
+        )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SnapshotWriteError(
+            "cannot save the snapshot in %s: %s (free some space, or choose another directory)"
+            % (where, exc.strerror)
+        )
+    return SnapshotWriteError("cannot save the snapshot in %s: %s" % (where, exc.strerror or exc))
+
+
+def _write_temp(dir_fd: int, where: str, data: bytes) -> Tuple[str, os.stat_result]:
+    """Write ``data`` to a new hidden file, fsync'd; returns its name and identity."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        name = TMP_PREFIX + secrets.token_hex(8)
+        try:
+            fd = os.open(name, flags, FILE_MODE, dir_fd=dir_fd)
+            break
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise _write_error(where, exc) from None
+    else:  # pragma: no cover - 100 clashes of 64 random bits
+        raise SnapshotWriteError("cannot save the snapshot in %s: no free temporary name" % where)
+    try:
+        try:
+            os.fchmod(fd, FILE_MODE)  # exactly 0600, whatever the umask
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            info = os.fstat(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        _unlink_quietly(dir_fd, name)
+        raise _write_error(where, exc) from None
+    return name, info
+
+
+def _place(
+    dir_fd: int, where: str, stem: str, temps: Sequence[Tuple[str, str, os.stat_result]]
+) -> str:
+    """Give every temporary file its final name ``<stem><suffix>``; returns the stem used.
+
+    The files of one capture share a stem: on a clash with any of them, the ones already
+    placed are taken back and the next stem (``-2``, ``-3`` …) is tried.
+    """
+    for attempt in range(1, MAX_NAME_TRIES + 1):
+        candidate = stem if attempt == 1 else "%s-%d" % (stem, attempt)
+        placed: List[Tuple[str, str, os.stat_result]] = []
+        for suffix, name, info in temps:
+            final = candidate + suffix
+            if not _link_new(dir_fd, where, name, final):
+                break
+            placed.append((final, name, info))
+        else:
+            return candidate
+        for final, name, info in placed:
+            _take_back(dir_fd, final, name, info)
+    raise SnapshotWriteError(
+        "cannot save the snapshot in %s: %s and %d more names are taken; clean the directory "
+        "or choose another" % (where, stem, MAX_NAME_TRIES - 1)
+    )
+
+
+def _link_new(dir_fd: int, where: str, temp: str, final: str) -> bool:
+    """Give ``temp`` the name ``final`` if nothing has it yet (not even a symlink)."""
+    try:
+        os.link(temp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise _write_error(where, exc) from None
+    # A filesystem without hard links: rename, after checking the name is free. Only a writer
+    # racing us in the same directory could slip in between; nothing is ever followed.
+    try:
+        os.stat(final, dir_fd=dir_fd, follow_symlinks=False)
+        return False
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise _write_error(where, exc) from None
+    try:
+        os.rename(temp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except OSError as exc:
+        raise _write_error(where, exc) from None
+    return True
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _take_back(dir_fd: int, final: str, temp: str, info: os.stat_result) -> None:
+    """Undo ``_link_new(temp, final)``, if ``final`` is still the file we placed there."""
+    try:
+        if not _same_file(os.stat(final, dir_fd=dir_fd, follow_symlinks=False), info):
+            return  # not ours any more: leave it
+        try:
+            os.stat(temp, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:  # it was renamed (no hard links here): rename it back
+            os.rename(final, temp, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        else:  # it was linked: the temporary name still holds it
+            os.unlink(final, dir_fd=dir_fd)
+    except OSError:
+        pass  # gone already; the next name is tried all the same
+
+
+def _unlink_quietly(dir_fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass  # already renamed into place (the no-hard-link path), or gone
+
+
+def _fsync_directory(dir_fd: int, where: str) -> None:
+    try:
+        os.fsync(dir_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF):  # some filesystems cannot sync dirs
+            raise _write_error(where, exc) from None
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+_CUT_TOKEN = re.compile(r"t(?:r(?:ue?)?)?|f(?:a(?:l(?:se?)?)?)?|n(?:u(?:ll?)?)?|-?[0-9.eE+-]*")
+"""A literal or number that the end of the file cut in two (``tru``, ``1.``, ``-``)."""
+
+
+def read_snapshots(path: PathLike) -> Tuple[Snapshot, ...]:
+    """The snapshots saved in ``path``, oldest first.
+
+    Raises ``SnapshotFileError`` with one line naming the file and what to do when it cannot be
+    opened: missing, a directory, unreadable, empty, cut short, not JSON, not a cpinspect
+    snapshot, written by a newer cpinspect, or damaged.
+    """
+    name = os.fspath(path)
+    data = _read_bytes(name)
+    if not data.strip():
+        raise SnapshotFileError(
+            "%s is empty: the capture did not finish writing it; take the snapshot again" % name
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason != "unexpected end of data":
+            raise SnapshotFileError(
+                "%s is not a cpinspect snapshot (not UTF-8 text: byte %d); open the .json file "
+                "cpinspect saved" % (name, exc.start)
+            ) from None
+        # Cut inside a character: what came before is judged (and found cut short) below.
+        text = data[: exc.start].decode("utf-8", errors="replace")
+    doc = _parse(name, text)
+    if isinstance(doc, list):
+        raise SnapshotFileError("%s %s" % (name, _list_kind(doc)))
+    try:
+        return snapshots_from_document(doc)
+    except ProtocolError as exc:
+        raise SnapshotFileError(_document_message(name, str(exc))) from None
+    except RecursionError:
+        raise SnapshotFileError(
+            "%s is not a cpinspect snapshot (nested too deeply)" % name
+        ) from None
+
+
+def _read_bytes(name: str) -> bytes:
+    try:
+        with open(name, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise SnapshotFileError("%s: no such file (check the path)" % name) from None
+    except IsADirectoryError:
+        raise SnapshotFileError(
+            "%s is a directory: give the snapshot's .json file inside it" % name
+        ) from None
+    except PermissionError:
+        raise SnapshotFileError(
+            "cannot read %s: permission denied (run as the user who saved it, or make it "
+            "readable)" % name
+        ) from None
+    except OSError as exc:
+        raise SnapshotFileError("cannot read %s: %s" % (name, exc.strerror or exc)) from None
+
+
+def _parse(name: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise SnapshotFileError(
+            "%s is not a cpinspect snapshot (JSON nested too deeply)" % name
+        ) from None
+    except json.JSONDecodeError as exc:
+        if _cut_short(text, exc):
+            raise SnapshotFileError(
+                "%s is cut short: the JSON stops after %d bytes, before the document ends "
+                "(copied or saved while being written?); copy it again from where it was saved"
+                % (name, len(text.encode("utf-8")))
+            ) from None
+        raise SnapshotFileError(
+            "%s is not JSON (line %d column %d: %s); open the .json file cpinspect saved"
+            % (name, exc.lineno, exc.colno, exc.msg)
+        ) from None
+
+
+def _cut_short(text: str, exc: json.JSONDecodeError) -> bool:
+    """True when the JSON was fine up to where the file ends (truncated, not corrupt)."""
+    if not text.lstrip().startswith(("{", "[")):
+        return False
+    if exc.msg.startswith("Unterminated string"):
+        return True  # the string runs to the end of the file
+    tail = text[exc.pos :].strip()
+    if not tail:
+        return True
+    return exc.msg.startswith(("Expecting value", "Expecting ','")) and bool(
+        _CUT_TOKEN.fullmatch(tail)
+    )
+
+
+def _list_kind(doc: List[Any]) -> str:
+    first = doc[0] if doc else None
+    if isinstance(first, dict) and ("thread_id" in first or "frames" in first):
+        return (
+            "looks like py-spy's dump --json, not a cpinspect snapshot: open a file cpinspect "
+            "saved (or attach to the process)"
+        )
+    return "is a JSON list, not a cpinspect snapshot: open the .json file cpinspect saved"
+
+
+def _document_message(name: str, reason: str) -> str:
+    reason = " ".join(reason.split())  # one line, whatever a value in the file held
+    if reason.startswith("written by a newer"):
+        return "%s was %s" % (name, reason)
+    if reason.startswith("not a cpinspect snapshot"):
+        return "%s is %s; open the .json file cpinspect saved" % (name, reason)
+    if reason.startswith("a snapshot file with no snapshots"):
+        return "%s is %s (the capture saved nothing); take the snapshot again" % (name, reason)
+    return "%s is damaged (%s); take the snapshot again or restore the file" % (name, reason)
+
+
+__all__: List[str] = [
+    "Written",
+    "encode_snapshots",
+    "read_snapshots",
+    "redacted",
+    "snapshot_from_update",
+    "snapshot_stem",
+    "with_source_lines",
+    "write_snapshots",
+]
