@@ -465,6 +465,48 @@ def format_stack_lines(
     return lines
 
 
+def _groupable(thread: ThreadInfo) -> bool:
+    """A thread with nothing of its own to show but its stack (an idle worker, the main thread):
+    such threads with one stack are dumped together."""
+    return (
+        thread.request is None
+        and not thread.busy
+        and thread.phase is not Phase.READING
+        and not thread.owns_gil
+    )
+
+
+def _dump_entries(threads: Sequence[ThreadInfo]) -> List[Tuple[ThreadInfo, ...]]:
+    """Threads in order, those with a request alone; the others grouped by identical stack,
+    each group where its first thread comes."""
+    entries: List[List[ThreadInfo]] = []
+    shared: Dict[Tuple[Tuple[Tuple[str, int], ...], int], List[ThreadInfo]] = {}
+    for thread in threads:
+        if not _groupable(thread):
+            entries.append([thread])
+            continue
+        key = (thread.stack_key, thread.stack_truncated)
+        if key in shared:
+            shared[key].append(thread)
+        else:
+            shared[key] = [thread]
+            entries.append(shared[key])
+    return [tuple(entry) for entry in entries]
+
+
+def _shared_header(threads: Sequence[ThreadInfo]) -> str:
+    """``30 threads share this stack: CP Server Thread-1…-30 (idle)``."""
+    states: List[str] = []
+    for thread in threads:
+        state = "idle" if thread.role is Role.WORKER else thread.role.value
+        if state not in states:
+            states.append(state)
+    names = compact_names([t.name for t in threads])
+    if not threads[0].stack:
+        return f"{len(threads)} threads without a Python stack: {names} ({', '.join(states)})"
+    return f"{len(threads)} threads share this stack: {names} ({', '.join(states)})"
+
+
 def format_dump(
     info: Optional[ProcessInfo],
     snap: ThreadsSnapshot,
@@ -474,7 +516,9 @@ def format_dump(
     """The text of ``cpinspect dump``: who the process is, its pools, then every thread.
 
     Threads come in display order (``sort_threads(..., ALL)``: busy workers first, the
-    longest-running first), each with its request and its stack innermost first.
+    longest-running first), each with its request and its stack innermost first. Threads with
+    no request and the same stack (thirty idle workers) share one entry: a header naming them,
+    then the stack once.
     """
     out: List[str] = []
     if info is None:
@@ -515,12 +559,16 @@ def format_dump(
         out.append(shared.summary)
     out.append("")
 
-    for thread in sort_threads(snap.threads, ThreadView.ALL):
-        out.append(_thread_header(thread))
-        if thread.request is not None:
-            out.append("    " + _request_dump_line(thread.request))
-        elif thread.phase is Phase.READING:
-            out.append("    (reading the request)")
+    for entry in _dump_entries(sort_threads(snap.threads, ThreadView.ALL)):
+        thread = entry[0]
+        if len(entry) == 1:
+            out.append(_thread_header(thread))
+            if thread.request is not None:
+                out.append("    " + _request_dump_line(thread.request))
+            elif thread.phase is Phase.READING:
+                out.append("    (reading the request)")
+        else:
+            out.append(_shared_header(entry))
         if thread.stack:
             out.extend(format_stack_lines(thread.stack, source_line))
         else:
@@ -641,7 +689,14 @@ def _report_group(group: analysis.StackGroup, snap: Snapshot, *, each: bool) -> 
         width = max(len(t.name) for t in group.threads)
         out.extend(_report_thread_line(t, width, snap.gil_holder) for t in group.threads)
     else:
-        out.append("  " + compact_names([t.name for t in group.threads]))
+        roles = [t.role for t in group.threads if t.role is not Role.WORKER]
+        names = [t.name for t in group.threads]
+        if roles and len(set(roles)) == 1 and len(roles) == group.count:
+            out.append(f"  {compact_names(names)} ({roles[0].value})")
+        elif roles:
+            out.append("  " + ", ".join(f"{t.name} ({t.role.value})" for t in group.threads))
+        else:
+            out.append("  " + compact_names(names))
         out.extend(
             f"  {t.name}  {GIL_MARK}" for t in group.threads if _holds_gil(t, snap.gil_holder)
         )
@@ -785,12 +840,12 @@ def snapshot_summary(snap: Snapshot) -> str:
 
 
 def _cpu_words(use: CpuUse) -> str:
-    """``19.6 s, 98% of a core (spinning)``."""
+    """``CPU 19.6 s, 98% of a core (spinning)``."""
     share = use.share
     if use.seconds is None or share is None:
-        return "cpu unknown"
+        return "CPU unknown"
     state = "spinning" if use.spinning else "waiting"
-    return f"cpu {format_duration(use.seconds)}, {share * 100:.0f}% of a core ({state})"
+    return f"CPU {format_duration(use.seconds)}, {share * 100:.0f}% of a core ({state})"
 
 
 def _where(thread: ThreadInfo) -> str:
@@ -803,8 +858,9 @@ def _where(thread: ThreadInfo) -> str:
 def format_series(result: SeriesAnalysis) -> List[str]:
     """What a series says: stuck throughout, hot routes, CPU spinning or waiting, busy counts."""
     n = result.snapshots
+    every = "both" if n == 2 else f"all {n}"
     out = [
-        section(f"Stuck throughout: the same request in all {n} snapshots ({len(result.stuck)})")
+        section(f"Stuck throughout: the same request in {every} snapshots ({len(result.stuck)})")
     ]
     if not result.stuck:
         out.append("no request was held by the same thread in every snapshot")
@@ -820,7 +876,7 @@ def format_series(result: SeriesAnalysis) -> List[str]:
     if not result.hot:
         out.append("no route was busy in every snapshot on new requests")
     for hot in result.hot:
-        line = f"  {hot.method} {hot.path}  {hot.requests} requests in {n} snapshots"
+        line = f"  {hot.method} {hot.path}  {hot.requests} requests in {every} snapshots"
         line += f", up to {hot.most_busy} worker{'s' if hot.most_busy != 1 else ''} at once"
         if hot.stuck:
             line += f" ({hot.stuck} stuck, above)"
@@ -962,7 +1018,7 @@ def format_diff(diff: SnapshotDiff) -> List[str]:
     width = max((len(c.name) for c in used), default=0)
     for use in used:
         doing = f"  {_request_words(use.thread)}  {_where(use.thread)}"
-        out.append(f"  {use.name.ljust(width)}  +{_cpu_words(use)}{doing}")
+        out.append(f"  {use.name.ljust(width)}  {_cpu_words(use)}{doing}")
     idle = sum(1 for c in diff.cpu if c.seconds == 0)
     unknown = sum(1 for c in diff.cpu if c.seconds is None)
     if idle:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
+from cpinspect.analysis import diff_snapshots
 from cpinspect.formatting import (
     ThreadView,
+    compact_names,
     display_value,
     format_age,
+    format_diff,
     format_dump,
     format_duration,
     format_locals,
+    format_report,
     format_stack_lines,
     frame_kind,
     frame_location,
@@ -42,7 +47,9 @@ from cpinspect.model import (
     ProcessInfo,
     RequestInfo,
     Role,
+    Snapshot,
     SourceKind,
+    SourceLine,
     ThreadInfo,
     ThreadLocals,
     ThreadsSnapshot,
@@ -543,3 +550,217 @@ def test_the_largest_shared_stack_is_found_behind_a_smaller_group_holding_the_gi
     ]
     shared = largest_shared_stack(threads)
     assert shared is not None and shared.count == 2 and shared.stack == EXPORT
+
+
+# --- dump: identical stacks without a request --------------------------------------------------
+
+IDLE_STACK = (
+    lib("threading.py", 320, "wait"),
+    lib("queue.py", 171, "get"),
+    lib("site-packages/cheroot/workers/threadpool.py", 113, "run"),
+    BOOTSTRAP,
+)
+
+
+def test_dump_prints_the_stack_of_thirty_idle_workers_once() -> None:
+    # GIVEN one busy worker and thirty idle workers waiting in the same place
+    idle = tuple(thread(n, stack=IDLE_STACK) for n in range(2, 32))
+    busy = thread(1, 3.0, "/reports/export", stack=EXPORT, handler="Reports.export")
+    snap = dump_snapshot(threads=(busy, *idle))
+    # WHEN dumped
+    text = format_dump(INFO, snap, source_line, now=T0)
+    lines = text.splitlines()
+    # THEN the busy worker keeps its own entry, with its request and stack
+    assert 'Thread 1001 (native 2001) "CP Server Thread-1" (worker, busy 3.0 s, handler)' in lines
+    # AND the idle workers share one header naming them all, then the stack once
+    assert "30 threads share this stack: CP Server Thread-2…-31 (idle)" in lines
+    assert text.count("    get (/usr/lib/python3.11/queue.py:171)") == 1
+    assert not [line for line in lines if "(worker, idle)" in line]
+
+
+def test_dump_groups_only_threads_with_the_same_stack_and_no_request() -> None:
+    # GIVEN two idle workers in one stack, one alone in another, and two busy in the same stack
+    threads = (
+        thread(1, 3.0, "/a", stack=EXPORT),
+        thread(2, 2.0, "/b", stack=EXPORT),
+        thread(3, stack=IDLE_STACK),
+        thread(4, stack=IDLE_STACK),
+        thread(5, stack=(BOOTSTRAP,)),
+    )
+    text = format_dump(INFO, dump_snapshot(threads=threads), source_line, now=T0)
+    # THEN the busy ones keep their entries, the two idle ones share one, the lone one is alone
+    assert text.count("(worker, busy") == 2
+    assert "2 threads share this stack: CP Server Thread-3, -4 (idle)" in text
+    assert '"CP Server Thread-5" (worker, idle)' in text
+
+
+def test_compact_names_run_numbers_together() -> None:
+    names = [f"CP Server Thread-{n}" for n in (1, 2, 4, 5, 6, 9)] + ["MainThread"]
+    assert compact_names(names) == "CP Server Thread-1, -2, -4…-6, -9, MainThread"
+    assert compact_names(["a", "b", "c"], limit=2) == "a, b, … and 1 more"
+
+
+# --- the report beside a snapshot file ---------------------------------------------------------
+
+
+def report_snapshot(taken_at: float = T0, **extra: object) -> Snapshot:
+    """Two busy workers in one stack, one on another holding the GIL, two idle, the main thread."""
+    threads = (
+        thread(1, 3.0, "/reports/export?year=2025&token=***", stack=EXPORT, handler="R.export"),
+        thread(2, 12.3, "/reports/export?year=2024", stack=EXPORT, handler="R.export"),
+        thread(3, 0.5, "/regex", stack=(app("regex.py", 7, "match"), BOOTSTRAP), gil=True),
+        thread(4, stack=IDLE_STACK),
+        thread(5, stack=IDLE_STACK),
+        thread(6, role=Role.MAIN, stack=(lib("threading.py", 331, "wait"),)),
+    )
+    fields: Dict[str, object] = {
+        "taken_at": taken_at,
+        "source": SourceKind.BOTH,
+        "info": INFO,
+        "threads": ThreadsSnapshot(taken_at, threads, pools=(pool(3, 4, size=5),)),
+        "source_lines": tuple(SourceLine(f, n, t) for (f, n), t in SOURCE.items()),
+        "notes": ("agent not answering: threads from py-spy",),
+        "gil_holder": 1003,
+    }
+    fields.update(extra)
+    return Snapshot(**fields)  # type: ignore[arg-type]
+
+
+def test_report_opens_with_who_when_and_how_it_was_captured() -> None:
+    # GIVEN a snapshot taken while the agent did not answer
+    text = format_report([report_snapshot()], now=T0 + 60)
+    lines = text.splitlines()
+    # THEN the title names the process, versions, time with its UTC offset, source and notes
+    assert lines[0] == "cpinspect report: process 4121 shop.py"
+    assert (
+        "  versions  Python 3.11.7  CherryPy 18.10.0  cheroot 10.0.1  agent 0.1.0 (schema 1)"
+        in (lines)
+    )
+    captured = next(line for line in lines if line.startswith("  captured  "))
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} \(1 m 0 s ago\)$", captured)
+    assert "  source    agent+py-spy" in lines
+    assert "  note      agent not answering: threads from py-spy" in lines
+    assert "  GIL       held by CP Server Thread-3 (thread 1003)" in lines
+    assert "\x1b" not in text
+
+
+def test_report_lists_busy_workers_first_grouped_with_requests_and_source_lines() -> None:
+    # GIVEN the snapshot WHEN reported
+    text = format_report([report_snapshot()], now=T0)
+    # THEN pools, the busy routes, busy workers, idle workers and other threads come in order
+    order = [
+        "── Pools",
+        "── Busy workers by route",
+        "── Busy workers (3)",
+        "── Idle workers (2)",
+        "── Other threads (1)",
+    ]
+    assert [text.index(heading) for heading in order] == sorted(text.index(h) for h in order)
+    assert "2 of 5 workers: GET /reports/export → db.py:41 fetch_all  (oldest 12.3 s)" in text
+    busy = text.split("── Busy workers (3)")[1].split("── Idle workers")[0]
+    # AND the GIL holder's group leads, marked; then the two workers sharing a stack, once
+    assert busy.index("1 thread: regex.py:7 match") < busy.index("2 threads share this stack")
+    assert "◆ holds the GIL" in busy.split("2 threads share this stack")[0]
+    group = busy.split("2 threads share this stack")[1]
+    assert group.index("CP Server Thread-2") < group.index("CP Server Thread-1")
+    assert (
+        "GET /reports/export?year=2025&token=*** from 10.0.0.1 (peer 127.0.0.1:5123) → R.export"
+        in (group)
+    )
+    assert group.count("Database.fetch_all (/srv/shop/db.py:41)") == 1
+    # AND the source lines captured with the snapshot sit under the app frames
+    assert "    Database.fetch_all (/srv/shop/db.py:41)\n        return cur.fetchall()" in group
+    assert "LIBRARY LINE" not in text
+    # AND idle workers are named compactly over one stack
+    idle = text.split("── Idle workers (2)")[1]
+    assert "2 threads share this stack" in idle and "  CP Server Thread-4, -5\n" in idle
+
+
+def test_report_of_a_snapshot_without_threads_says_so() -> None:
+    text = format_report([report_snapshot(threads=None, gil_holder=None)], now=T0)
+    assert "no thread data in this snapshot" in text
+    assert format_report([], now=T0) == "cpinspect report: no snapshot\n"
+
+
+def series() -> List[Snapshot]:
+    """Three snapshots 10 s apart: worker 1 stuck on one export (waiting), worker 2 stuck and
+    spinning, worker 3 on a new search each time."""
+    out = []
+    for i in range(3):
+        at = T0 + 10 * i
+        threads = (
+            stuck_worker(1, "/reports/export", at, cpu=1.0),
+            stuck_worker(2, "/regex", at, cpu=1.0 + 9 * i),
+            ThreadInfo(
+                1003,
+                "CP Server Thread-3",
+                Role.WORKER,
+                busy=True,
+                phase=Phase.HANDLER,
+                request=RequestInfo("GET", "/search", f"q={i}", started_at=at - 0.1),
+                elapsed=0.1,
+                cpu_time=2.0,
+                stack=(app("search.py", 12, "query"), BOOTSTRAP),
+            ),
+        )
+        out.append(Snapshot(at, SourceKind.AGENT, info=INFO, threads=ThreadsSnapshot(at, threads)))
+    return out
+
+
+def stuck_worker(n: int, path: str, at: float, cpu: float) -> ThreadInfo:
+    return ThreadInfo(
+        1000 + n,
+        f"CP Server Thread-{n}",
+        Role.WORKER,
+        busy=True,
+        phase=Phase.HANDLER,
+        request=RequestInfo("GET", path, started_at=T0 - 40 + n),
+        elapsed=at - (T0 - 40 + n),
+        cpu_time=cpu,
+        stack=EXPORT,
+    )
+
+
+def test_report_of_a_series_starts_with_what_only_a_series_tells() -> None:
+    # GIVEN three snapshots WHEN reported together
+    text = format_report(series(), now=T0 + 20)
+    # THEN the stuck requests, hot routes, CPU and busy counts come before the last snapshot
+    stuck = text.split("── Stuck throughout: the same request in all 3 snapshots (2)")[1]
+    stuck = stuck.split("── Hot routes")[0]
+    assert "CP Server Thread-1  39.0 s → 59.0 s  GET /reports/export" in stuck
+    assert "at db.py:41 fetch_all · CPU 0.0 s, 0% of a core (waiting)" in stuck
+    assert "CPU 18.0 s, 90% of a core (spinning)" in stuck
+    assert "/search" not in stuck
+    assert "  GET /search  3 requests in all 3 snapshots, up to 1 worker at once" in text
+    assert "  spinning  CP Server Thread-2  CPU 18.0 s, 90% of a core (spinning)" in text
+    assert "── Busy workers over time" in text
+    # AND one line per snapshot, then the report of the last snapshot
+    assert "  3. " in text.split("── Snapshots")[1]
+    last = text.split("── The last snapshot")[1]
+    assert "── Busy workers (3)" in last and "59.0 s" in last
+    assert text.index("── Stuck throughout") < text.index("── The last snapshot")
+
+
+def test_format_diff_names_thread_request_and_top_app_frame_in_each_section() -> None:
+    # GIVEN the first and the last snapshot of the series
+    first, _, last = series()
+    # WHEN the diff is rendered
+    lines = format_diff(diff_snapshots(first, last))
+    text = "\n".join(lines)
+    # THEN every section is there, each line naming the thread, its request and where it is
+    for title in (
+        "New threads (0)",
+        "Gone (0)",
+        "Still stuck: the same request in both (2)",
+        "On a new request (1)",
+        "Finished: idle now (0)",
+    ):
+        assert f"── {title}" in text
+    assert any(
+        line.startswith("  CP Server Thread-1")
+        and "GET /reports/export" in line
+        and "at db.py:41 fetch_all" in line
+        for line in lines
+    )
+    assert "was: GET /search?q=0" in text
+    assert "  CP Server Thread-2  CPU 18.0 s, 90% of a core (spinning)" in text
