@@ -106,7 +106,7 @@ async def one_round(pid: int) -> Round:
         async with app.run_test(size=(120, 34)) as pilot:
 
             def full_screen() -> bool:
-                snap = app.state.threads
+                snap = app.store.threads
                 return bool(
                     app.polls_received >= 1
                     and app.updates_applied >= 1

@@ -128,7 +128,7 @@ async def shoot(
     async with app.run_test(size=size) as pilot:
 
         def incident() -> bool:
-            snap = app.state.threads
+            snap = app.store.threads
             return bool(
                 snap
                 and snap.pools

@@ -1,19 +1,25 @@
-"""The live inspector: header, banner, pool bar and tabbed panels over one ``Poller``.
+"""The inspector: header, banner, pool bar and tabbed panels over one session (``Poller``).
 
-All I/O runs in worker threads: ``poller.poll()`` once per interval (one at a time), source
-lines for the stack pane, ``poller.thread_locals()`` for the locals view (``v``) and
-``poller.set_native()`` (``n``). Results arrive as messages; the UI thread only renders them::
+The App owns the store (``tui/store.py``) and every worker that fills it: ``poller.poll()`` once
+per interval for a live session (one at a time), the session method of each panel's part when the
+panel asks (``tui/panels.py``), source lines for the stack pane, ``poller.thread_locals()`` for the
+locals view (``v``), ``poller.set_native()`` (``n``) and a capture (``s``). Results arrive as
+messages; the UI thread only puts them in the store and renders the panels from it::
 
-    app = InspectorApp(poller, interval=1.0, source_lines=SourceLines(pid), clock=time.time)
+    app = InspectorApp(session, interval=1.0, source_lines=SourceLines(pid), clock=time.time)
     app.run()
+
+A saved snapshot opens the same way, on a ``FileSession``: polled once (and again when ``[`` and
+``]`` step through a series); the keys of what it cannot do are hidden.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from functools import partial
-from typing import Any, Callable, ClassVar, Iterable, List, Optional
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
@@ -24,13 +30,21 @@ from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import Worker, get_current_worker
 
 from cpinspect.model import SourceKind
-from cpinspect.sources.base import LinkState, Poller, Update
+from cpinspect.sources.base import Capability, LinkState, Poller, Update
 from cpinspect.sources.source_lines import LineReader
-from cpinspect.tui.messages import AgentLoaded, NativeChanged, Polled
+from cpinspect.tui.messages import (
+    AgentLoaded,
+    Captured,
+    NativeChanged,
+    PartLoaded,
+    PartWanted,
+    Polled,
+)
+from cpinspect.tui.panels import PanelContext, PanelSpec, PanelView, panels_for
 from cpinspect.tui.screens.confirm import ConfirmScreen
 from cpinspect.tui.screens.help import HelpScreen, KeyHelp
 from cpinspect.tui.screens.locals import LocalsScreen, describe_error
-from cpinspect.tui.state import InspectorState
+from cpinspect.tui.store import Store
 from cpinspect.tui.widgets.banner import Banner, banner_lines
 from cpinspect.tui.widgets.header_bar import HeaderBar, HeaderState
 from cpinspect.tui.widgets.pool_bar import PoolBar, PoolBarState
@@ -83,8 +97,24 @@ class InspectorApp(App[None]):
             show=False,
             tooltip="Load the cpinspect agent into a process read by py-spy only (asks first)",
         ),
-        Binding("1", "show_tab('threads')", "Threads", show=False, tooltip="The Threads tab"),
-        Binding("2", "show_tab('routes')", "Routes", show=False, tooltip="The Routes tab"),
+        Binding(
+            "s",
+            "capture",
+            "Snapshot",
+            tooltip="Save a snapshot of everything on screen (JSON + text report); path shown",
+        ),
+        Binding(
+            "left_square_bracket",
+            "step(-1)",
+            "Previous",
+            tooltip="Saved series: the previous snapshot",
+        ),
+        Binding(
+            "right_square_bracket",
+            "step(1)",
+            "Next",
+            tooltip="Saved series: the next snapshot",
+        ),
         Binding("question_mark", "help", "Keys", tooltip="This list of keys"),
         Binding("q", "quit", "Quit", tooltip="Quit the inspector (the target is unaffected)"),
     ]
@@ -95,6 +125,8 @@ class InspectorApp(App[None]):
         interval: float = 1.0,
         source_lines: Optional[LineReader] = None,
         clock: Callable[[], float] = time.time,
+        snapshot_dir: Optional[str] = None,
+        initial_tab: Optional[str] = None,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be positive, not {interval!r}")
@@ -103,8 +135,20 @@ class InspectorApp(App[None]):
         self.interval = interval
         self.source_lines = source_lines
         self.clock = clock
-        self.state = InspectorState()
-        """What is on screen and the history derived from it."""
+        self.snapshot_dir = snapshot_dir
+        """Where ``s`` writes snapshots (the current directory when None)."""
+        self.store = Store()
+        """Everything known about the target: what is on screen and the history behind it."""
+        self.panel_specs = panels_for(poller.capabilities)
+        """The panels of this session, in tab order."""
+        self.initial_tab = initial_tab
+        """The tab shown first (``series`` for ``open A B``); the Threads tab otherwise."""
+        self.panels: Dict[str, PanelView] = {}
+        """Each panel's widget by tab id."""
+        self.captures: List[str] = []
+        """Paths written by ``s``, oldest first."""
+        self.capturing = False
+        """A capture is running in a worker."""
         self.paused = False
         """While paused, polls continue but their updates wait in ``pending``."""
         self.pending: Optional[Update] = None
@@ -134,24 +178,46 @@ class InspectorApp(App[None]):
         self.banner = Banner(id="banner")
         self.pool_bar = PoolBar(id="pool-bar")
         self.tabs = TabbedContent(id="tabs", initial="threads")
-        self.threads_panel = ThreadsPanel(self.source_lines, id="threads-panel")
         yield self.header_bar
         yield self.banner
         yield self.pool_bar
-        self.routes_panel = RoutesPanel(self.poller.routes, self.poller.resolve, id="routes-panel")
+        context = PanelContext(self.poller, self.source_lines)
         with self.tabs:
-            with TabPane("Threads", id="threads"):
-                yield self.threads_panel
-            with TabPane("Routes", id="routes"):
-                yield self.routes_panel
+            for spec in self.panel_specs:
+                widget = spec.build(context)
+                self.panels[spec.id] = widget  # type: ignore[assignment]
+                with TabPane(f"{spec.key} {spec.title}", id=spec.id):
+                    yield widget
         self.footer = Footer()
         yield self.footer
 
+    @property
+    def threads_panel(self) -> ThreadsPanel:
+        panel = self.panels["threads"]
+        assert isinstance(panel, ThreadsPanel)
+        return panel
+
+    @property
+    def routes_panel(self) -> RoutesPanel:
+        panel = self.panels["routes"]
+        assert isinstance(panel, RoutesPanel)
+        return panel
+
+    @property
+    def live(self) -> bool:
+        """The session polls a running process (not a saved file)."""
+        return Capability.LIVE in self.poller.capabilities
+
     def on_mount(self) -> None:
+        for spec in self.panel_specs:
+            self.bind(spec.key, f"show_tab('{spec.id}')", description=spec.title, show=False)
         self.threads_panel.table.focus()
         self._render_all()
         self.poll_now()
-        self.set_interval(self.interval, self.poll_now, name="poll")
+        if self.initial_tab is not None and self.initial_tab in self.panels:
+            self.call_after_refresh(self.action_show_tab, self.initial_tab)
+        if self.live:
+            self.set_interval(self.interval, self.poll_now, name="poll")
         self.set_interval(AGE_TICK, self._tick, name="age")
 
     # --- polling (worker thread) ---------------------------------------------------------------
@@ -218,10 +284,54 @@ class InspectorApp(App[None]):
             self.poll_now()
 
     def _apply(self, update: Update) -> None:
-        self.state.apply(update)
+        self.store.apply(update)
         self.updates_applied += 1
         with self.batch_update():
             self._render_all()
+
+    # --- the other parts of the store (worker threads) ------------------------------------------
+
+    def _spec(self, name: str) -> Optional[PanelSpec]:
+        for spec in self.panel_specs:
+            if spec.part == name:
+                return spec
+        return None
+
+    @on(PartWanted)
+    def _part_wanted(self, message: PartWanted) -> None:
+        message.stop()
+        self.read_part(message.name)
+
+    def read_part(self, name: str) -> None:
+        """Read one store part through its session method, in a worker (a newer read of the
+        same part supersedes a running one)."""
+        spec = self._spec(name)
+        if spec is None or spec.read is None or self._closed:
+            return
+        self.store.start_reading(name)
+        self._render_panels()
+        self.run_worker(
+            partial(self._read_part_blocking, name, spec.read),
+            thread=True,
+            group=f"part-{name}",
+            exclusive=True,
+            exit_on_error=False,
+            description=f"Reading {name}",
+        )
+
+    def _read_part_blocking(self, name: str, read: Callable[[Poller], Any]) -> None:
+        """Runs in a worker thread."""
+        try:
+            message = PartLoaded(name, read(self.poller))
+        except Exception as error:  # noqa: BLE001 - shown as one line; the panel goes on
+            message = PartLoaded(name, None, describe_error(error))
+        if not get_current_worker().is_cancelled:
+            self.post_message(message)
+
+    @on(PartLoaded)
+    def _part_loaded(self, message: PartLoaded) -> None:
+        self.store.set_part(message.name, message.value, message.error, at=self.clock())
+        self._render_panels()
 
     # --- rendering (UI thread) -----------------------------------------------------------------
 
@@ -234,26 +344,30 @@ class InspectorApp(App[None]):
         if not self._on_screen:
             return
         self._render_status()
-        state = self.state
-        snap = state.threads
         self._render_pool_bar()
-        self.threads_panel.show_snapshot(snap)
+        self._render_panels()
+
+    def _render_panels(self) -> None:
+        if not self._on_screen:
+            return
+        for panel in self.panels.values():
+            panel.show_store(self.store)
 
     def _render_status(self) -> None:
         if not self._on_screen:
             return
         # The newest news shows even while paused: a lost target matters more than the pause.
-        newest = self.pending if self.pending is not None else self.state.update
+        newest = self.pending if self.pending is not None else self.store.update
         lost = self.poll_error is not None or (
             newest is not None and newest.state is LinkState.LOST
         )
         self.threads_panel.set_class(lost, "-stale")
-        self.pool_bar.set_class(lost or self.state.pools_stale, "-stale")
+        self.pool_bar.set_class(lost or self.store.pools_stale, "-stale")
         self.banner.show(banner_lines(newest, self.poll_error))
         self._render_header()
 
     def _render_pool_bar(self) -> None:
-        state = self.state
+        state = self.store
         self.pool_bar.state = PoolBarState.build(
             state.threads,
             dict(state.busy_history),
@@ -267,13 +381,13 @@ class InspectorApp(App[None]):
         if not self._on_screen:
             return
         self._render_header()
-        if self.state.pools_stale:
+        if self.store.pools_stale:
             self._render_pool_bar()
 
     def _render_header(self) -> None:
         if not self._on_screen:
             return
-        update = self.state.update
+        update = self.store.update
         age = None
         if update is not None:
             age = round(max(0.0, self.clock() - update.fetched_at), 1)
@@ -286,12 +400,21 @@ class InspectorApp(App[None]):
             age=age,
             stale=age is not None and age > stale_after,
             native=self.native,
+            position=self._series_position(),
         )
+
+    def _series_position(self) -> Optional[tuple[int, int]]:
+        """``(index, count)`` of the snapshot shown, for a saved series."""
+        index = getattr(self.poller, "index", None)
+        count = getattr(self.poller, "count", None)
+        if isinstance(index, int) and isinstance(count, int) and count > 1:
+            return (index, count)
+        return None
 
     @on(ThreadsPanel.CaptionChanged)
     def _threads_caption(self, message: ThreadsPanel.CaptionChanged) -> None:
         tab = self.tabs.get_tab("threads")
-        tab.label = f"Threads · {message.panel.caption}"
+        tab.label = f"1 Threads · {message.panel.caption}"
 
     # --- actions -------------------------------------------------------------------------------
 
@@ -319,20 +442,33 @@ class InspectorApp(App[None]):
             self.refresh_bindings()
 
     def _tab_shown(self, tab: str) -> None:
-        """Focus moves into the tab shown, so its keys (and only its keys) are live."""
-        if tab == "routes":
-            # Read on first view only (and on ``u``): routes rarely change, never on a timer.
-            self.routes_panel.shown()
-        elif tab == "threads":
-            self.threads_panel.table.focus()
+        """Focus moves into the tab shown, so its keys (and only its keys) are live; a panel
+        whose part is read on first view asks for it then (routes: never on a timer)."""
+        panel = self.panels.get(tab)
+        if panel is not None:
+            panel.shown()
 
     THREAD_ACTIONS = frozenset(("locals", "toggle_native", "toggle_pause"))
-    """Keys about the threads screen: hidden from the footer (and inert) on the Routes tab."""
+    """Keys about the threads screen: hidden from the footer (and inert) on other tabs."""
+    NEEDS: ClassVar[Dict[str, Capability]] = {
+        "locals": Capability.LOCALS,
+        "toggle_native": Capability.NATIVE,
+        "load_agent": Capability.LOAD_AGENT,
+        "toggle_pause": Capability.LIVE,
+        "refresh": Capability.LIVE,
+        "capture": Capability.LIVE,
+        "step": Capability.SERIES,
+    }
+    """Actions the session must be able to do: their keys are hidden (and inert) otherwise,
+    e.g. a saved snapshot cannot load the agent or switch native frames."""
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        needed = self.NEEDS.get(action)
+        if needed is not None and needed not in self.poller.capabilities:
+            return False
         tabs = getattr(self, "tabs", None)  # None before compose
-        on_routes = tabs is not None and tabs.active == "routes"
-        return not (on_routes and action in self.THREAD_ACTIONS)
+        on_threads = tabs is None or tabs.active == "threads"
+        return not (not on_threads and action in self.THREAD_ACTIONS)
 
     def action_locals(self) -> None:
         """Open the locals view on the selected thread; a worker reads them."""
@@ -375,9 +511,71 @@ class InspectorApp(App[None]):
         self._render_header()
         self.poll_now(again=True)
 
+    # --- snapshots -----------------------------------------------------------------------------
+
+    def action_capture(self) -> None:
+        """Write a snapshot of the store (JSON + text report) in a worker; the path is shown."""
+        if self.capturing or self._closed:
+            return
+        snapshot = self.store.snapshot()
+        if snapshot is None:
+            self.notify("Nothing to save yet: no data has arrived.", severity="warning")
+            return
+        self.capturing = True
+        self.notify("Saving a snapshot…", title="Snapshot")
+        self.run_worker(
+            partial(self._capture_blocking, snapshot),
+            thread=True,
+            group="capture",
+            exit_on_error=False,
+            description="Saving a snapshot",
+        )
+
+    def _capture_blocking(self, snapshot: Any) -> None:
+        """Runs in a worker thread: routes read if not yet, source lines read, files written."""
+        from dataclasses import replace
+
+        from cpinspect.snapshots import with_source_lines, write_snapshots
+
+        try:
+            if snapshot.routes is None and Capability.ROUTES in self.poller.capabilities:
+                try:
+                    snapshot = replace(snapshot, routes=self.poller.routes())
+                except Exception as error:  # noqa: BLE001 - the snapshot goes on without them
+                    note = "routes not captured: %s" % describe_error(error)
+                    snapshot = replace(snapshot, notes=(*snapshot.notes, note))
+            if self.source_lines is not None:
+                snapshot = with_source_lines(snapshot, self.source_lines)
+            written = write_snapshots([snapshot], self.snapshot_dir or os.getcwd())
+        except Exception as error:  # noqa: BLE001 - one line on screen; nothing else changes
+            self.post_message(Captured((), describe_error(error)))
+        else:
+            paths = [written.json_path] + ([written.report_path] if written.report_path else [])
+            self.post_message(Captured(tuple(str(p) for p in paths)))
+
+    @on(Captured)
+    def _captured(self, message: Captured) -> None:
+        self.capturing = False
+        if message.error is not None:
+            self.notify(message.error, title="Snapshot not saved", severity="error", timeout=10)
+            return
+        self.captures.extend(message.paths)
+        self.notify(
+            "\n".join(message.paths), title="Snapshot saved", severity="information", timeout=15
+        )
+
+    def action_step(self, delta: int) -> None:
+        """A saved series: show the previous or next snapshot."""
+        step = getattr(self.poller, "step", None)
+        if step is None or not step(delta):
+            self.notify("No snapshot that way.", title="Series", timeout=2)
+            return
+        self.store.reset_parts()
+        self.poll_now(again=True)
+
     def action_load_agent(self) -> None:
         """py-spy-only view: ask, then load the agent in a worker (gdb takes about a second)."""
-        update = self.state.update
+        update = self.store.update
         if update is not None and update.source_kind is not SourceKind.PYSPY:
             self.notify("The agent is already loaded.", title="Load agent")
             return
@@ -434,11 +632,17 @@ class InspectorApp(App[None]):
         rows: List[KeyHelp] = [
             (self.get_key_display(binding), binding.tooltip or binding.description)
             for binding in [*self.BINDINGS, *ThreadsPanel.BINDINGS, *RoutesPanel.BINDINGS]
-            if isinstance(binding, Binding)
+            if isinstance(binding, Binding) and self._offered(binding.action)
         ]
+        rows.extend((spec.key, f"The {spec.title} tab") for spec in self.panel_specs)
         rows.append(("↑ ↓", "Select a thread: its stack shows beside or below"))
-        rows.append(("r, enter", "In the locals view: reveal or hide the selected frame's values"))
-        rows.append(("escape", "Close the locals view or this list"))
+        if Capability.LOCALS in self.poller.capabilities:
+            rows.append(
+                ("r, enter", "In the locals view: reveal or hide the selected frame's values")
+            )
+            rows.append(("escape", "Close the locals view or this list"))
+        else:
+            rows.append(("escape", "Close this list"))
         rows.append(("tab", "Move between the tabs and the table"))
         rows.append(("ctrl+p", "Command palette"))
         return rows
@@ -481,6 +685,16 @@ class InspectorApp(App[None]):
             "Routes tab: what would CherryPy do with a path?",
             self._open_resolve_box,
         )
+
+    def _offered(self, action: str) -> bool:
+        """The session can do it (help lists only the keys that work here)."""
+        name = action.split("(", 1)[0]
+        needed = self.NEEDS.get(name)
+        if name == "resolve":
+            needed = Capability.RESOLVE
+        elif name == "reload":
+            needed = Capability.LIVE
+        return needed is None or needed in self.poller.capabilities
 
     def _open_resolve_box(self) -> None:
         self.action_show_tab("routes")

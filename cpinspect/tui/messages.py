@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from textual.message import Message
 
-from cpinspect.model import Resolution, RoutesSnapshot, ThreadLocals
+from cpinspect.model import Resolution, ThreadLocals
 from cpinspect.sources.base import Update
 
 
@@ -61,19 +61,37 @@ class AgentLoaded(Message):
         self.error = error
 
 
-class RoutesLoaded(Message):
-    """``routes()`` finished in a worker: the snapshot, or the one-line reason it failed.
+class PartWanted(Message):
+    """A panel asks the App to read one store part (``routes`` …) through the session."""
 
-    A newer answer supersedes a queued one (a second refresh makes the first stale).
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+
+class PartLoaded(Message):
+    """A session method finished in a worker: the part's new value, or why it failed.
+
+    A newer answer for the same part supersedes a queued one.
     """
 
-    def __init__(self, routes: Optional[RoutesSnapshot], error: Optional[str] = None) -> None:
+    def __init__(self, name: str, value: Any, error: Optional[str] = None) -> None:
         super().__init__()
-        self.routes = routes
+        self.name = name
+        self.value = value
         self.error = error
 
     def can_replace(self, message: Message) -> bool:
-        return isinstance(message, RoutesLoaded)
+        return isinstance(message, PartLoaded) and message.name == self.name
+
+
+class Captured(Message):
+    """A snapshot was written (``paths``), or ``error`` says why not."""
+
+    def __init__(self, paths: Tuple[str, ...], error: Optional[str] = None) -> None:
+        super().__init__()
+        self.paths = paths
+        self.error = error
 
 
 class Resolved(Message):

@@ -575,8 +575,9 @@ class FakePoller:
         self.resolve_error: Optional[BaseException] = None
         self.resolve_calls: List[Tuple[str, str, str, bool]] = []
         """``(path, method, host, called on the main thread)`` per ``resolve`` call."""
-        self.capabilities: FrozenSet[Capability] = frozenset(Capability)
-        """What the fake says it can do (everything, unless a test narrows it)."""
+        self.capabilities: FrozenSet[Capability] = frozenset(Capability) - {Capability.SERIES}
+        """What the fake says it can do: what a live agent session with py-spy can (and loading
+        the agent), unless a test narrows it."""
 
     def set(self, *script: Scripted) -> None:
         with self._lock:

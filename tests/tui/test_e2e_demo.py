@@ -33,7 +33,7 @@ async def test_the_inspector_shows_the_staged_incident(demo):
     async with app.run_test(size=(120, 34)) as pilot:
         # WHEN the first polls arrive
         def saturated() -> bool:
-            snap = app.state.threads
+            snap = app.store.threads
             return bool(snap and snap.pools and snap.pools[0].busy == 6 and snap.pools[0].queued)
 
         await wait_until(pilot, saturated, timeout=20, what="the pool saturated on screen")

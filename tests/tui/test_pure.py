@@ -7,7 +7,7 @@ from dataclasses import replace
 from cpinspect.model import Frame, SourceKind
 from cpinspect.sources.base import LinkState
 from cpinspect.tui.messages import Polled, SourceLinesLoaded
-from cpinspect.tui.state import InspectorState, with_gil_holder
+from cpinspect.tui.store import Store, with_gil_holder
 from cpinspect.tui.widgets.banner import BannerLine, Severity, banner_lines
 from cpinspect.tui.widgets.stack_view import Folded, fold_library_runs
 from cpinspect.tui.widgets.threads_table import THREAD_COLUMNS, layout_columns
@@ -17,7 +17,7 @@ from .fakes import INFO, T0, incident_update, snapshot, update, worker
 
 def test_state_keeps_a_bounded_busy_history_per_pool() -> None:
     # GIVEN a state keeping three samples
-    state = InspectorState(history=3)
+    state = Store(history=3)
     # WHEN five updates with new data arrive
     for i, busy in enumerate([1, 2, 3, 4, 5]):
         state.apply(incident_update(T0 + i, busy=busy))
@@ -27,7 +27,7 @@ def test_state_keeps_a_bounded_busy_history_per_pool() -> None:
 
 def test_repeated_data_adds_no_sample() -> None:
     # GIVEN one live update, then the same data again as the link is lost
-    state = InspectorState()
+    state = Store()
     live = incident_update(T0)
     state.apply(live)
     state.apply(replace(live, state=LinkState.LOST, message="gone"))
@@ -37,7 +37,7 @@ def test_repeated_data_adds_no_sample() -> None:
 
 
 def test_requests_per_second_from_successive_counters() -> None:
-    state = InspectorState()
+    state = Store()
     state.apply(incident_update(T0, served=100))
     assert state.requests_per_second() is None
     state.apply(incident_update(T0 + 2, served=110))
@@ -50,7 +50,7 @@ def test_requests_per_second_from_successive_counters() -> None:
 
 
 def test_a_new_pid_restarts_the_rate() -> None:
-    state = InspectorState()
+    state = Store()
     state.apply(incident_update(T0, served=100))
     state.apply(incident_update(T0 + 1, served=200))
     restarted = incident_update(T0 + 2, served=300)
@@ -166,7 +166,7 @@ def test_the_fallback_message_is_a_warning_and_the_agent_answering_again_is_good
 
 def test_stale_pool_numbers_keep_their_age_and_add_no_sample() -> None:
     # GIVEN fresh pool numbers at T0, then py-spy standing in at T0+2 and T0+4
-    state = InspectorState()
+    state = Store()
     state.apply(incident_update(T0, served=100))
     for t in (T0 + 2, T0 + 4):
         state.apply(replace(incident_update(t, served=100), stale=("pools",)))
@@ -190,6 +190,6 @@ def test_the_update_can_name_the_gil_holder_for_its_threads() -> None:
     assert [t.owns_gil for t in marked.threads] == [None, True]
     # AND no holder, or an unknown ident, changes nothing
     assert with_gil_holder(snap, None) is snap
-    state = InspectorState()
+    state = Store()
     state.apply(replace(update(snap), gil_holder=worker(1, 1.0).ident))
     assert state.threads is not None and state.threads.threads[0].owns_gil

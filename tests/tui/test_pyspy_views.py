@@ -115,7 +115,7 @@ async def test_stale_pool_numbers_add_nothing_to_the_history() -> None:
         await first_data(pilot)
         await poll(pilot, times=2)
         # THEN the sparkline has the one real sample, not three copies of it
-        assert list(app.state.busy_history["127.0.0.1:8080"]) == [10]
+        assert list(app.store.busy_history["127.0.0.1:8080"]) == [10]
 
 
 async def test_py_spy_alone_shows_workers_and_explains_the_missing_pool_numbers() -> None:

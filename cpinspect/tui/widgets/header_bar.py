@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from typing import ClassVar, List, Optional, Tuple
 
@@ -11,7 +13,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from cpinspect.formatting import format_age, process_name, source_description
-from cpinspect.model import ProcessInfo
+from cpinspect.model import ProcessInfo, SourceKind
 from cpinspect.sources.base import LinkState, Update
 
 
@@ -30,6 +32,12 @@ class HeaderState:
     """The data is older than a few polling intervals."""
     native: bool = False
     """Stacks include native (C) frames (``n``)."""
+    position: Optional[Tuple[int, int]] = None
+    """``(index, count)`` of the snapshot shown from a saved series."""
+
+    @property
+    def from_file(self) -> bool:
+        return self.update is not None and self.update.source_kind is SourceKind.FILE
 
 
 Part = Tuple[int, Text]
@@ -82,7 +90,14 @@ class HeaderBar(Widget):
             engine.append(info.engine_state, Style() if started else self._style("warning"))
             parts.append((3 if started else 6, engine))
         update = state.update if state else None
-        if update is not None:
+        if update is not None and state is not None and state.from_file:
+            name = os.path.basename(update.source_label) or update.source_label
+            read = source_description(update.effective_threads_source)
+            if update.pyspy_joined:
+                read = SourceKind.BOTH.value
+            parts.append((9, Text(f"file {name}", self._style("title"))))
+            parts.append((5, Text(f"({read})", self._style("muted"))))
+        elif update is not None:
             threads_kind = update.effective_threads_source
             fallback = threads_kind is not update.source_kind
             source = source_description(update.source_kind, threads_kind)
@@ -94,6 +109,8 @@ class HeaderBar(Widget):
         update = self.state.update if self.state else None
         if update is None or update.effective_threads_source is not update.source_kind:
             return None
+        if update.source_kind is SourceKind.FILE:
+            return None  # the file's name is in the parts already
         label = update.source_label
         if not label or label.startswith(update.source_kind.value):
             return None  # ``py-spy pid 4121`` says nothing the header does not already say
@@ -104,6 +121,15 @@ class HeaderBar(Widget):
         if state is None or (state.update is None and state.error is None):
             return Text("◌ connecting", self._style("muted"))
         link = Text()
+        if state.from_file and state.update is not None:
+            if state.position is not None:
+                index, count = state.position
+                link.append(f"{index + 1}/{count}  ", self._style("title"))
+            link.append("▣ saved ", self._style("paused"))
+            taken = state.update.threads.taken_at if state.update.threads else None
+            when = time.localtime(taken or state.update.fetched_at)
+            link.append("captured " + time.strftime("%Y-%m-%d %H:%M:%S", when))
+            return link
         if state.native:
             link.append("native on", self._style("native"))
             link.append(SEPARATOR)

@@ -1,10 +1,11 @@
 """The Routes tab: every mounted app's tree as CherryPy sees it, one node's details, and a
 resolve box that explains what CherryPy would do with a URL.
 
-Routes are read once, when the tab is first shown, and again on ``u``: they rarely change, and
-never on a timer. Resolving may run user code in the target (``_cp_dispatch``, properties), so it
-happens only when the user submits a path. Both calls block and run in workers; their answers
-come back as ``RoutesLoaded`` / ``Resolved`` messages.
+A view of the store's ``routes`` part. The App reads it (``session.routes()`` in a worker) when
+the tab is first shown and again on ``u`` (the panel asks with ``PartWanted``): routes rarely
+change, and are never read on a timer. Resolving may run user code in the target
+(``_cp_dispatch``, properties), so it happens only when the user submits a path; that call runs in
+this panel's worker and its answer comes back as a ``Resolved`` message.
 """
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ from cpinspect.model import (
     RoutesSnapshot,
     StaticMount,
 )
-from cpinspect.tui.messages import Resolved, RoutesLoaded
+from cpinspect.tui.messages import PartWanted, Resolved
 from cpinspect.tui.screens.locals import describe_error
+from cpinspect.tui.store import Part, Store
 
-FetchRoutes = Callable[[], RoutesSnapshot]
+PART = "routes"
+"""The store part this panel shows."""
 ResolveCall = Callable[[str, str, str], Resolution]
 
 GOOD_VERDICTS = frozenset(("handler", "static", "wsgi"))
@@ -126,19 +129,18 @@ class RoutesPanel(Vertical):
     }
 
     def __init__(
-        self, fetch: FetchRoutes, resolve: ResolveCall, *, id: Optional[str] = None
+        self,
+        resolve: ResolveCall,
+        *,
+        can_resolve: Callable[[], bool] = lambda: True,
+        can_reload: Callable[[], bool] = lambda: True,
+        id: Optional[str] = None,
     ) -> None:
         super().__init__(id=id)
-        self._fetch = fetch
         self._resolve = resolve
-        self.routes: Optional[RoutesSnapshot] = None
-        """The last routes read; kept when a reload fails."""
-        self.error: Optional[str] = None
-        """Why the last read failed, until one succeeds."""
-        self.reading = False
-        """A ``routes()`` call is running in a worker."""
-        self.loads = 0
-        """Answers received from ``routes()`` (snapshots and errors)."""
+        self._can_resolve = can_resolve
+        self._can_reload = can_reload
+        self._part = Part()
         self.resolving = False
         """A ``resolve()`` call is running in a worker."""
         self.resolution: Optional[Resolution] = None
@@ -189,39 +191,50 @@ class RoutesPanel(Vertical):
         """The resolve box's verdict and steps, without styles."""
         return _plain(self.query_one("#resolve-result", Static))
 
-    # --- loading (worker thread) ---------------------------------------------------------------
+    # --- the store's part ----------------------------------------------------------------------
+
+    @property
+    def routes(self) -> Optional[RoutesSnapshot]:
+        """The last routes read; kept when a reload fails."""
+        value = self._part.value
+        return value if isinstance(value, RoutesSnapshot) else None
+
+    @property
+    def error(self) -> Optional[str]:
+        """Why the last read failed, until one succeeds."""
+        return self._part.error
+
+    @property
+    def reading(self) -> bool:
+        """A ``routes()`` call is running in a worker."""
+        return self._part.reading
+
+    @property
+    def loads(self) -> int:
+        """Answers received from ``routes()`` (snapshots and errors)."""
+        return self._part.loads
+
+    def show_store(self, store: Store) -> None:
+        """Render the store's routes: the tree is rebuilt only when they changed."""
+        part = store.part(PART)
+        if part == self._part:
+            return
+        previous, self._part = self._part, part
+        answered = part.loads != previous.loads and part.error is None
+        if isinstance(part.value, RoutesSnapshot) and (
+            part.value is not previous.value or answered
+        ):
+            self._build_tree(part.value)  # a reload (u) rebuilds even when nothing changed
+        elif part.value is None and previous.value is not None:
+            self.routes_tree.clear()
+            self._show_details(None)
+        self._show_status()
 
     def shown(self) -> None:
-        """The tab became visible: read the routes the first time only."""
+        """The tab became visible: ask for the routes the first time only."""
         if self.routes is None and self.error is None and not self.reading:
-            self.load()
+            self.post_message(PartWanted(PART))
         self.routes_tree.focus()
-
-    def load(self) -> None:
-        """Read the routes in a worker (one at a time: a newer read supersedes)."""
-        self.reading = True
-        self._show_status()
-        self._load_blocking()
-
-    @work(thread=True, exclusive=True, group="routes", exit_on_error=False)
-    def _load_blocking(self) -> None:
-        try:
-            message = RoutesLoaded(self._fetch())
-        except Exception as error:  # noqa: BLE001 - shown as one line; the panel goes on
-            message = RoutesLoaded(None, describe_error(error))
-        if not get_current_worker().is_cancelled:
-            self.post_message(message)
-
-    @on(RoutesLoaded)
-    def _routes_loaded(self, message: RoutesLoaded) -> None:
-        message.stop()
-        self.reading = False
-        self.loads += 1
-        self.error = message.error
-        if message.routes is not None:
-            self.routes = message.routes
-            self._build_tree(message.routes)
-        self._show_status()
 
     # --- the tree ------------------------------------------------------------------------------
 
@@ -462,7 +475,13 @@ class RoutesPanel(Vertical):
                 text.append(" · truncated at %d nodes" % routes.cap, self._style("warning"))
             if self.reading:
                 text.append(" · reloading…", self._style("muted"))
-        text.append("   u reload · r resolve a URL", self._style("muted"))
+        keys = [
+            k
+            for k, can in (("u reload", self._can_reload), ("r resolve a URL", self._can_resolve))
+            if can()
+        ]
+        if keys:
+            text.append("   " + " · ".join(keys), self._style("muted"))
         self.query_one("#routes-status", Static).update(text)
 
     # --- resolve box ---------------------------------------------------------------------------
@@ -471,10 +490,14 @@ class RoutesPanel(Vertical):
         """Escape (close) is offered only while the resolve box is open."""
         if action == "close_resolve":
             return bool(self.resolve_input.display)
+        if action == "resolve":
+            return self._can_resolve()
+        if action == "reload":
+            return self._can_reload()
         return True
 
     def action_reload(self) -> None:
-        self.load()
+        self.post_message(PartWanted(PART))
 
     def action_resolve(self) -> None:
         box = self.resolve_input

@@ -23,6 +23,7 @@ from cpinspect.formatting import (
 )
 from cpinspect.model import ThreadInfo, ThreadsSnapshot
 from cpinspect.sources.source_lines import LineReader
+from cpinspect.tui.store import Store
 from cpinspect.tui.widgets.stack_view import StackView
 from cpinspect.tui.widgets.threads_table import ThreadsTable, group_key, thread_key
 
@@ -119,6 +120,14 @@ class ThreadsPanel(Vertical):
         return content.plain if isinstance(content, Text) else str(content)
 
     # --- data ----------------------------------------------------------------------------------
+
+    def show_store(self, store: Store) -> None:
+        """Render the store's threads (nothing to do when they are the ones shown)."""
+        if store.threads is not self._snapshot or self._snapshot is None:
+            self.show_snapshot(store.threads)
+
+    def shown(self) -> None:
+        self.table.focus()
 
     def show_snapshot(self, snapshot: Optional[ThreadsSnapshot]) -> None:
         """Show new data, keeping the cursor on the same thread (or stack)."""

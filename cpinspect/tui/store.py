@@ -1,16 +1,21 @@
-"""What the inspector remembers between updates: pure data, no Textual.
+"""The store: everything the inspector knows about the target now. Pure data, no Textual.
 
-The app feeds every applied ``Update`` to ``InspectorState.apply``; widgets read the result.
-Kept apart from the widgets so history and rates are tested without a terminal.
+Workers the App owns fill it: every applied ``Update`` (threads, pools, info) goes through
+``Store.apply``, and every other part (routes, and next sessions, log records, findings) through
+``Store.set_part`` when the session method that reads it answers. Panels are views of the store:
+each renders from it the same way whether the data came live or from a file, and ``snapshot()``
+is the one ``Snapshot`` a capture writes. Kept apart from the widgets so history, rates and
+snapshots are tested without a terminal.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import replace
-from typing import Deque, Dict, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Any, Deque, Dict, Optional, Tuple
 
-from cpinspect.model import ThreadsSnapshot
+from cpinspect import __version__
+from cpinspect.model import RoutesSnapshot, Snapshot, SourceKind, ThreadsSnapshot
 from cpinspect.sources.base import Update
 
 HISTORY_SAMPLES = 120
@@ -19,8 +24,26 @@ RATE_WINDOW = 10
 """Requests/s is measured over up to this many successive samples."""
 
 
-class InspectorState:
-    """The last applied update plus what is derived across updates."""
+@dataclass(frozen=True)
+class Part:
+    """One part of the store other than the polled threads: its last value and how it is read.
+
+    ``value`` is kept when a later read fails (``error`` says why) so a panel shows its last data
+    with the reason beside it.
+    """
+
+    value: Any = None
+    error: Optional[str] = None
+    reading: bool = False
+    """A read is running in a worker."""
+    loads: int = 0
+    """Answers received (values and errors)."""
+    fetched_at: Optional[float] = None
+    """When the value was read."""
+
+
+class Store:
+    """The last applied update, the other parts, and what is derived across updates."""
 
     def __init__(self, history: int = HISTORY_SAMPLES) -> None:
         self.update: Optional[Update] = None
@@ -34,6 +57,10 @@ class InspectorState:
         self._served: Deque[Tuple[float, int]] = deque(maxlen=RATE_WINDOW)
         self._last_taken_at: Optional[float] = None
         self._last_pid: Optional[int] = None
+        self.parts: Dict[str, Part] = {}
+        """Parts by name (``routes`` …), as their session methods last answered."""
+        self.version = 0
+        """Bumped by every change; a panel re-renders only when it moved."""
 
     @property
     def threads(self) -> Optional[ThreadsSnapshot]:
@@ -58,6 +85,7 @@ class InspectorState:
         Stale pool numbers (kept while py-spy stands in for the agent) add none either.
         """
         self.update = update
+        self.version += 1
         self._threads = with_gil_holder(update.threads, update.gil_holder)
         snap = update.threads
         pools_fresh = "pools" not in update.stale
@@ -79,6 +107,59 @@ class InspectorState:
             if self._served and snap.requests_served < self._served[-1][1]:
                 self._served.clear()
             self._served.append((snap.taken_at, snap.requests_served))
+
+    # --- the other parts -----------------------------------------------------------------------
+
+    def part(self, name: str) -> Part:
+        """The part ``name`` (an empty one before it was first asked for)."""
+        return self.parts.get(name, Part())
+
+    def start_reading(self, name: str) -> None:
+        self.parts[name] = replace(self.part(name), reading=True)
+        self.version += 1
+
+    def set_part(
+        self, name: str, value: Any, error: Optional[str] = None, at: Optional[float] = None
+    ) -> None:
+        """A read of ``name`` answered: a new value, or the error (the old value is kept)."""
+        old = self.part(name)
+        if error is None:
+            self.parts[name] = Part(value, None, False, old.loads + 1, at)
+        else:
+            self.parts[name] = Part(old.value, error, False, old.loads + 1, old.fetched_at)
+        self.version += 1
+
+    def reset_parts(self) -> None:
+        """Forget every part (a file session stepped to another snapshot of its series)."""
+        self.parts = {}
+        self.version += 1
+
+    @property
+    def routes(self) -> Optional[RoutesSnapshot]:
+        value = self.part("routes").value
+        return value if isinstance(value, RoutesSnapshot) else None
+
+    def snapshot(self, notes: Tuple[str, ...] = ()) -> Optional[Snapshot]:
+        """Everything on screen as one ``Snapshot`` (``None`` before the first update)."""
+        update = self.update
+        if update is None:
+            return None
+        threads = self._threads
+        source = update.effective_threads_source
+        if update.pyspy_joined and source is SourceKind.AGENT:
+            source = SourceKind.BOTH
+        messages = tuple(m for m in (update.message, *update.warnings) if m)
+        return Snapshot(
+            taken_at=threads.taken_at if threads is not None else update.fetched_at,
+            source=source,
+            info=update.info,
+            threads=threads,
+            routes=self.routes,
+            notes=messages + tuple(notes),
+            stale=update.stale,
+            gil_holder=update.gil_holder,
+            cpinspect=__version__,
+        )
 
     def requests_per_second(self) -> Optional[float]:
         """Requests completed per second over the last few samples, ``None`` until two exist."""
