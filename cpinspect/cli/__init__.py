@@ -11,7 +11,18 @@ from typing import List, Optional
 from cpinspect import __version__
 from cpinspect.errors import CpinspectError
 
-SUBCOMMANDS = ("attach", "dump", "ps", "inject", "detach", "demo", "routes", "resolve")
+SUBCOMMANDS = (
+    "attach",
+    "dump",
+    "snapshot",
+    "open",
+    "ps",
+    "inject",
+    "detach",
+    "demo",
+    "routes",
+    "resolve",
+)
 
 INTERNAL_ERROR = 70
 

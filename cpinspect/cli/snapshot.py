@@ -1,0 +1,167 @@
+"""``cpinspect snapshot PID``: save everything known about the process now, to attach to a ticket.
+
+One snapshot, or a series (``--count N --every S``) in one bundle: the JSON (``cpinspect open``
+reads it back) and a plain-text report beside it. The source line of every frame is read at
+capture time, so the file still reads right after a deploy. Works when the agent is stuck or
+absent: py-spy's threads are saved instead, with a note saying so. Secrets stay hidden unless
+``--reveal``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from typing import List, Optional, Sequence
+
+from cpinspect.cli.common import add_target_arguments
+from cpinspect.errors import CpinspectError, UsageError
+from cpinspect.model import Snapshot, ThreadLocals
+
+MAX_COUNT = 1000
+"""Snapshots in one series at most (a bundle is kept in memory until it is written)."""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "snapshot",
+        help="save a snapshot (or a series) of the process: JSON for `cpinspect open` + a report",
+    )
+    add_target_arguments(parser)
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        default=".",
+        help="directory to write into (default: the current one)",
+    )
+    parser.add_argument("--count", type=int, default=1, help="snapshots in the series (default 1)")
+    parser.add_argument(
+        "--every",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds between the snapshots of a series (default 2)",
+    )
+    parser.add_argument(
+        "--locals", action="store_true", help="add each busy thread's local variables (py-spy)"
+    )
+    parser.add_argument("--no-routes", action="store_true", help="leave the routing trees out")
+    parser.add_argument(
+        "--reveal",
+        action="store_true",
+        help="include what is hidden everywhere else (secret-looking locals): handle the file "
+        "as a secret",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.count <= MAX_COUNT:
+        raise UsageError("--count takes 1 to %d snapshots, not %d" % (MAX_COUNT, args.count))
+    if args.every < 0.1:
+        raise UsageError("--every takes at least 0.1 seconds, not %s" % args.every)
+    from cpinspect.snapshots import snapshot_from_update, with_source_lines, write_snapshots
+    from cpinspect.sources.base import Capability
+    from cpinspect.sources.open import open_session
+
+    opened = open_session(args.pid, socket=args.socket, timeout=args.timeout)
+    session = opened.session
+    for note in opened.notes:
+        print("note: %s" % note, file=sys.stderr)
+    taken: List[Snapshot] = []
+    interrupted = False
+    try:
+        routes = None
+        if not args.no_routes and Capability.ROUTES in session.capabilities:
+            try:
+                routes = session.routes()
+            except CpinspectError as exc:
+                print("note: routes not captured: %s" % exc, file=sys.stderr)
+        start = time.monotonic()
+        for index in range(args.count):
+            if index:
+                _sleep_until(start + index * args.every)
+            update = session.poll()
+            snapshot = snapshot_from_update(update, routes=routes)
+            if args.locals:
+                snapshot = replace(snapshot, locals=_locals(session, snapshot))
+            taken.append(with_source_lines(snapshot, opened.source_lines))
+            if args.count > 1:
+                print(
+                    "snapshot %d/%d: %s" % (index + 1, args.count, _summary(snapshot)),
+                    file=sys.stderr,
+                )
+    except KeyboardInterrupt:
+        interrupted = True  # what was taken is still written: nothing captured is lost
+    finally:
+        session.close()
+    if not taken:
+        print("cpinspect: interrupted before the first snapshot; nothing written", file=sys.stderr)
+        return 130
+    written = write_snapshots(taken, args.output, reveal=args.reveal)
+    print(written.json_path)
+    if written.report_path is not None:
+        print(written.report_path)
+    for note in _notes(taken):
+        print("note: %s" % note, file=sys.stderr)
+    if interrupted:
+        print(
+            "cpinspect: interrupted: wrote the %d snapshot(s) taken" % len(taken), file=sys.stderr
+        )
+        return 130
+    return 0
+
+
+def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _summary(snapshot: Snapshot) -> str:
+    threads = snapshot.threads
+    if threads is None:
+        return "no threads"
+    workers = threads.workers
+    busy = sum(1 for t in workers if t.busy)
+    return "%d threads, %d/%d workers busy (%s)" % (
+        len(threads.threads),
+        busy,
+        len(workers),
+        snapshot.source.value,
+    )
+
+
+def _notes(snapshots: Sequence[Snapshot]) -> List[str]:
+    seen: List[str] = []
+    for snapshot in snapshots:
+        for note in snapshot.notes:
+            if note not in seen:
+                seen.append(note)
+    return seen
+
+
+def _locals(session: object, snapshot: Snapshot) -> tuple[ThreadLocals, ...]:
+    """Locals of the busy threads from one py-spy ``--locals`` reading (values unredacted here:
+    ``write_snapshots`` hides the sensitive ones unless ``--reveal``)."""
+    from cpinspect.sources.pyspy import PySpySource, locals_from_dump
+
+    spy: Optional[PySpySource] = getattr(session, "pyspy", None)
+    if spy is None or snapshot.threads is None:
+        print("note: no locals: py-spy cannot read this process", file=sys.stderr)
+        return ()
+    try:
+        dump = spy.raw_dump(locals=True)
+    except CpinspectError as exc:
+        print("note: no locals: %s" % exc, file=sys.stderr)
+        return ()
+    out = []
+    for thread in snapshot.threads.threads:
+        if not thread.busy:
+            continue
+        found = locals_from_dump(dump, thread.ident, snapshot.taken_at)
+        if found is not None:
+            out.append(found)
+    return tuple(out)
