@@ -4,14 +4,18 @@
 
 Starts the demo app and its staged incident, attaches the TUI through the agent socket (as
 ``cpinspect demo`` does), waits until the incident is on screen, and saves each view: the
-Threads panel, then the Routes panel with the demo's staged routing mistakes.
+Threads panel, then the Routes panel with the demo's staged routing mistakes. Then it saves two
+snapshots of the incident with the real ``cpinspect snapshot`` command and opens them as
+``cpinspect open`` does: the first alone, and both (their difference, on the Series tab).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Tuple
@@ -21,11 +25,14 @@ from textual.widgets.tree import TreeNode
 
 from cpinspect.attach.discovery import find_agent
 from cpinspect.demo.runner import DemoProcesses
+from cpinspect.snapshots import read_snapshots
 from cpinspect.sources.agent import AgentSource
+from cpinspect.sources.file import FileSession
 from cpinspect.sources.live import AgentSession
 from cpinspect.sources.source_lines import SourceLines
 from cpinspect.tui.app import InspectorApp
 from cpinspect.tui.widgets.routes_panel import RouteItem, RoutesPanel
+from cpinspect.tui.widgets.series_panel import SeriesPanel
 from cpinspect.tui.widgets.stack_view import StackView
 
 Prepare = Callable[[Pilot[Any], InspectorApp], Awaitable[None]]
@@ -145,11 +152,49 @@ async def shoot(
     print("wrote", out / name)
 
 
+def capture(demo: DemoProcesses, where: Path) -> Path:
+    """``cpinspect snapshot PID -o WHERE``, as a user runs it; the JSON file it wrote."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cpinspect", "snapshot", str(demo.pid), "-o", str(where)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return Path(done.stdout.splitlines()[0])
+
+
+async def shoot_file(
+    session: FileSession, out: Path, name: str, size: Tuple[int, int], tab: str
+) -> None:
+    app = InspectorApp(session, source_lines=session, initial_tab=tab)
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.updates_applied >= 1, 10, "the saved snapshot")
+        if tab == "threads":
+            await keys()(pilot, app)
+        else:
+            panel = app.query_one(SeriesPanel)
+            await until(pilot, lambda: "compared with" in panel.text, 10, "the difference")
+        await pilot.pause(0.5)
+        (out / name).write_text(without_machine_paths(app.export_screenshot()))
+        await pilot.press("q")
+    print("wrote", out / name)
+
+
 async def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with DemoProcesses(threads=6) as demo:
+    with DemoProcesses(threads=6) as demo, tempfile.TemporaryDirectory() as saved:
         for name, size, prepare in VIEWS:
             await shoot(demo, out, name, size, prepare)
+        first = capture(demo, Path(saved))
+        time.sleep(3.0)  # some requests finish, new ones start: a difference worth showing
+        second = capture(demo, Path(saved))
+        await shoot_file(FileSession.open(first), out, "snapshot-open.svg", (120, 34), "threads")
+        both = FileSession(
+            "%s + %s" % (first.name, second.name), read_snapshots(first) + read_snapshots(second)
+        )
+        both.step(1)
+        await shoot_file(both, out, "snapshot-diff.svg", (120, 34), "series")
 
 
 if __name__ == "__main__":
