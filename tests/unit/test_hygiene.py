@@ -77,7 +77,11 @@ def _inspector_modules() -> List[str]:
         "cpinspect.model",
         "cpinspect.protocol",
         "cpinspect.formatting",
+        "cpinspect.analysis",
+        "cpinspect.snapshots",
+        "cpinspect.sources.file",
         "cpinspect.tui.app",
+        "cpinspect.tui.panels",
         "cpinspect.tui.widgets",
         *widgets,
     ]
