@@ -3,8 +3,10 @@
 ``AgentSession`` asks the agent; when py-spy can read the process too, each poll also runs it
 and joins the two thread by thread (GIL holder, native frames). When the agent does not answer
 within about a second, py-spy's threads stand in for it, with a banner saying the interpreter may
-be stuck, and the agent takes over again as soon as it answers. ``PySpySession`` is the inspector
-on a process without the agent: py-spy only.
+be stuck, and the agent takes over again as soon as it answers. A session may start that way: opened
+on an agent that was already silent (``silent=``), its first poll shows py-spy's threads at once
+instead of waiting for the agent a second time. ``PySpySession`` is the inspector on a process
+without the agent: py-spy only.
 
 When the target exits or restarts, the session keeps the last data, says so, and looks for the
 same service: first the same pid (CherryPy's Autoreloader re-executes in place), then any process
@@ -28,6 +30,7 @@ from cpinspect.errors import (
     NoSuchProcess,
     PermissionDenied,
     PySpyMissing,
+    StaleSocket,
     TargetGone,
 )
 from cpinspect.model import (
@@ -109,7 +112,10 @@ class AgentSession:
         clock: Callable[[], float] = time.time,
         on_new_pid: Optional[Callable[[int], None]] = None,
         pyspy: Optional[PySpySource] = None,
+        silent: str = "",
     ) -> None:
+        """``silent``: why the agent did not answer just before (``info()`` timed out while
+        opening); the first poll then shows py-spy's threads without asking it again."""
         self.source: Optional[AgentSource] = source
         self.pyspy = pyspy
         """Reads the same process from outside; None when py-spy is missing or not allowed."""
@@ -129,10 +135,19 @@ class AgentSession:
         self.info = info
         self.threads: Optional[ThreadsSnapshot] = None
         self.identity = ServiceIdentity.of(info) if info is not None else None
-        self._polls = 0
+        # /v1/info was just read when given: the first poll need not read it again.
+        self._polls = 1 if info is not None else 0
         self._endpoint_errors: List[str] = []
         self._lost_since: Optional[float] = None
         self._lost_reason = ""
+        self._skip_agent_once = False
+        if silent:
+            self._lost_since = clock()
+            self._lost_reason = silent
+            self._skip_agent_once = pyspy is not None
+        self._outside_info: Optional[ProcessInfo] = None
+        """What the header shows while the agent never answered (read once from /proc)."""
+        self._joined = False
         self._pending_message = ""
         self._notice = ""
         self._notice_until = 0.0
@@ -155,7 +170,16 @@ class AgentSession:
             return self._update(now, LinkState.LOST, self._lost_message())
         assert self.source is not None
         self._endpoint_errors = []
+        self._joined = False
         spy_future = self._start_spy()
+        if self._skip_agent_once:
+            # The agent was asked a moment ago and did not answer: show py-spy's threads now
+            # rather than wait another timeout for it (it is asked again at the next poll).
+            self._skip_agent_once = False
+            fallback = self._fallback(now, self._spy_result(spy_future))
+            if fallback is not None:
+                return fallback
+            spy_future = None  # py-spy could not read it: give the agent its chance
         try:
             if self.info is None or self._polls % INFO_EVERY == 0:
                 try:
@@ -164,12 +188,14 @@ class AgentSession:
                     self._endpoint_errors.append(str(exc))  # keep the last info, say why
                 if self.identity is None and self.info is not None:
                     self.identity = ServiceIdentity.of(self.info)
-                    self.pid = self.info.pid
+                    if self.pid is None:  # a pid given is the one seen from here: keep it
+                        self.pid = self.info.pid
             try:
                 self.threads = self.source.threads()
             except EndpointError as exc:
                 self._endpoint_errors.append(str(exc))
-        except TargetGone as exc:
+        except (TargetGone, StaleSocket, NoSuchProcess) as exc:
+            # (The last two: an agent that never answered, whose process then exited.)
             self._lose(now, str(exc))
             self.source.close()
             self.source = None
@@ -242,6 +268,7 @@ class AgentSession:
             self.pyspy_note = ""
             self.threads = merge_threads(self.threads, spy, native=self.native)
             self._gil = gil_holder(spy)
+            self._joined = True
 
     def _fallback(self, now: float, spy: Optional[ThreadsSnapshot]) -> Optional[Update]:
         """The agent does not answer: show py-spy's threads instead, if it could read them."""
@@ -249,29 +276,42 @@ class AgentSession:
             return None
         holder = gil_holder(spy)
         who = " (GIL held by thread %s)" % holder.name if holder is not None else ""
+        # Pool numbers only the agent knows: the last ones, if it ever answered.
+        before = ", pool numbers from before" if self.threads is not None else ""
         message = (
             "agent not answering within %.1f s — the interpreter may be stuck%s; "
-            % (
-                self.timeout,
-                who,
-            )
-            + "threads from py-spy, pool numbers from before"
+            "threads from py-spy%s" % (self.timeout, who, before)
         )
         threads = fallback_threads(spy, self.threads)
         warnings = tuple(self.source.warnings) if self.source is not None else ()
+        stale = tuple(
+            part
+            for part, kept in (("info", self.info is not None), ("pools", self.threads is not None))
+            if kept
+        )
         return Update(
             fetched_at=now,
             state=LinkState.LIVE,
             source_kind=SourceKind.AGENT,
             source_label=self.label,
-            info=self.info,
+            info=self.info if self.info is not None else self._info_from_outside(),
             threads=threads,
             message=message,
             warnings=warnings,
             threads_source=SourceKind.PYSPY,
-            stale=("info", "pools"),
+            stale=stale,
             gil_holder=holder.ident if holder is not None else None,
         )
+
+    def _info_from_outside(self) -> Optional[ProcessInfo]:
+        """The header's process line while the agent has never answered: from /proc."""
+        pid = self.pyspy.pid if self.pyspy is not None else self.pid
+        if self._outside_info is None and pid is not None:
+            try:
+                self._outside_info = process_info_from_outside(pid, "agent not answering")
+            except CpinspectError:
+                return None
+        return self._outside_info
 
     def load_agent(self) -> str:
         return "the agent is already loaded"
@@ -375,6 +415,7 @@ class AgentSession:
             message=message,
             warnings=warnings,
             gil_holder=self._gil.ident if self._gil is not None else None,
+            pyspy_joined=self._joined,
         )
 
     def close(self) -> None:
@@ -388,8 +429,9 @@ class AgentSession:
             self.pyspy.close()
 
 
-def process_info_from_outside(pid: int) -> ProcessInfo:
-    """What can be known of a process without its agent (for the header)."""
+def process_info_from_outside(pid: int, agent: str = "no agent") -> ProcessInfo:
+    """What can be known of a process without its agent (for the header); ``agent`` says why
+    its engine state is unknown."""
     try:
         proc = psutil.Process(pid)
         cmdline = tuple(proc.cmdline())
@@ -409,7 +451,7 @@ def process_info_from_outside(pid: int) -> ProcessInfo:
         cheroot=None,
         agent_version="-",
         schema=0,
-        engine_state="? (no agent)",
+        engine_state="? (%s)" % agent,
         started_at=started,
     )
 
@@ -428,8 +470,11 @@ class PySpySession:
         clock: Callable[[], float] = time.time,
         timeout: float = DEFAULT_TIMEOUT,
         inject: Optional[Callable[[int], object]] = None,
+        on_new_pid: Optional[Callable[[int], None]] = None,
     ) -> None:
         self.pyspy = pyspy
+        self.on_new_pid = on_new_pid
+        """Handed to the ``AgentSession`` once the agent is loaded."""
         self.pid = pid
         self.clock = clock
         self.timeout = timeout
@@ -468,7 +513,14 @@ class PySpySession:
         except CpinspectError:
             source.close()
             raise
-        agent = AgentSession(source, info, pid=self.pid, timeout=self.timeout, pyspy=self.pyspy)
+        agent = AgentSession(
+            source,
+            info,
+            pid=self.pid,
+            timeout=self.timeout,
+            pyspy=self.pyspy,
+            on_new_pid=self.on_new_pid,
+        )
         agent.set_native(self.native)
         agent._pending_message = "agent loaded into pid %d: requests, pools and more from it" % (
             self.pid

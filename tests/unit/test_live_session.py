@@ -7,12 +7,16 @@ Another agent version cannot be installed here side by side, so the real agent s
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from cpinspect.agent.server import AgentServer
 from cpinspect.errors import NoSuchProcess
+from cpinspect.model import SourceKind
 from cpinspect.sources.agent import AgentSource
 from cpinspect.sources.base import LinkState
 from cpinspect.sources.live import AgentSession
@@ -90,3 +94,76 @@ def test_a_newer_schema_is_read_tolerantly_and_flagged(serve):
 def test_a_missing_socket_is_a_clear_error(short_tmp):
     with pytest.raises(NoSuchProcess, match="no such socket"):
         AgentSource(str(short_tmp / "gone.sock")).info()
+
+
+class FakeSpy:
+    """Stands in for ``PySpySource``: py-spy's threads from a captured dump, calls counted."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.requests = False
+        self.native = False
+        self.calls: list = []
+
+    def threads(self):
+        from cpinspect.sources.pyspy import threads_from_dump
+
+        self.calls.append(self.requests)
+        dump = json.loads((FIXTURES / "pyspy_cherrypy_311.json").read_text())
+        return threads_from_dump(dump, time.time(), pid=self.pid)
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_agent_silent_at_open_gives_py_spy_at_the_first_poll_then_takes_over(serve):
+    # GIVEN an agent that does not answer at first (the GIL held), then does
+    silent = threading.Event()
+    silent.set()
+    asked = []
+
+    def slow(name):
+        def answer(query):
+            asked.append(name)
+            if silent.is_set():
+                time.sleep(1.0)
+            return 200, payload(name)
+
+        return answer
+
+    path = serve(
+        {"/v1/info": slow("agent_info_v1.json"), "/v1/threads": slow("agent_threads_v1.json")}
+    )
+    spy = FakeSpy(os.getpid())
+    session = AgentSession(
+        AgentSource(path, timeout=0.3),
+        None,
+        pid=os.getpid(),
+        timeout=0.3,
+        pyspy=spy,  # type: ignore[arg-type]
+        silent="agent did not answer within 0.3 s — the interpreter may be stuck",
+    )
+    # WHEN it polls for the first time
+    first = session.poll()
+    # THEN py-spy's threads stand in at once, without asking the silent agent again
+    assert asked == []
+    assert first.effective_threads_source is SourceKind.PYSPY
+    assert spy.calls == [True]  # with --locals: requests come from py-spy while it stands in
+    assert "(GIL held by thread CP Server Thread-7); threads from py-spy" in first.message
+    assert "pool numbers from before" not in first.message and first.stale == ()
+    # AND the header has the process, read from outside
+    assert first.info is not None and first.info.pid == os.getpid()
+    assert first.info.engine_state == "? (agent not answering)"
+    # WHEN it polls again, the agent still silent: one timeout, py-spy again
+    second = session.poll()
+    assert second.effective_threads_source is SourceKind.PYSPY
+    assert asked == ["agent_info_v1.json"]  # info timed out: threads were not asked too
+    # WHEN the agent answers
+    silent.clear()
+    back = session.poll()
+    # THEN it takes over, says so, and py-spy's reading is joined to its threads
+    assert back.state is LinkState.RECONNECTED and back.message == "agent answering again"
+    assert back.effective_threads_source is SourceKind.AGENT and back.pyspy_joined
+    assert back.info is not None and back.info.schema == 1
+    assert session.pid == os.getpid()  # the pid given stays, whatever the agent reports
+    session.close()
