@@ -6,18 +6,9 @@ import argparse
 import time
 from typing import Optional
 
-from cpinspect.attach.inject import inject
-from cpinspect.cli.common import (
-    Connection,
-    add_target_arguments,
-    connect,
-    parse_pid,
-    pyspy_for,
-    pyspy_only,
-)
-from cpinspect.errors import AgentNotFound, UsageError
+from cpinspect.cli.common import add_target_arguments, open_from_args
 from cpinspect.sources.agent import DEFAULT_TIMEOUT
-from cpinspect.sources.live import AgentSession, PySpySession
+from cpinspect.sources.open import OpenedSession, open_session
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,53 +29,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "inject", False):
-        pid = parse_pid(args.pid)
-        if pid is None:
-            raise UsageError("--inject needs a pid, not --socket")
-        inject(pid)  # a no-op when the agent is already there
-    try:
-        conn = connect(args)
-    except AgentNotFound as exc:
-        pid = parse_pid(args.pid)
-        assert pid is not None  # by socket, a missing agent is a missing socket
-        source, _ = pyspy_only(pid, exc)
-        return run_pyspy_tui(PySpySession(source, pid), pid, args.interval)
-    return run_tui(
-        conn, by_socket=args.socket is not None, interval=args.interval, timeout=args.timeout
-    )
+    return run_tui(open_from_args(args), interval=args.interval)
 
 
-def run_pyspy_tui(session: PySpySession, pid: int, interval: float) -> int:
-    from cpinspect.sources.source_lines import SourceLines
+def run_tui(opened: OpenedSession, interval: float) -> int:
+    """Run the inspector on an opened session until the user quits; the session is closed."""
     from cpinspect.tui.app import InspectorApp
 
-    app = InspectorApp(session, interval=interval, source_lines=SourceLines(pid), clock=time.time)
+    app = InspectorApp(
+        opened.session, interval=interval, source_lines=opened.source_lines, clock=time.time
+    )
     try:
         app.run()
     finally:
-        session.close()
-    return int(app.return_code or 0)
-
-
-def run_tui(conn: Connection, by_socket: bool, interval: float, timeout: float) -> int:
-    from cpinspect.sources.source_lines import SourceLines
-    from cpinspect.tui.app import InspectorApp
-
-    lines = SourceLines(conn.pid)
-    session = AgentSession(
-        conn.source,
-        conn.info,
-        pid=None if by_socket else conn.pid,
-        timeout=timeout,
-        on_new_pid=lines.retarget,
-        pyspy=pyspy_for(conn.pid),
-    )
-    app = InspectorApp(session, interval=interval, source_lines=lines, clock=time.time)
-    try:
-        app.run()
-    finally:
-        session.close()  # idempotent: the app closes it on exit too
+        opened.session.close()  # idempotent: the app closes it on exit too
     return int(app.return_code or 0)
 
 
@@ -95,8 +53,5 @@ def open_inspector(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> int:
     """Attach to a pid (or a socket) and run the TUI until the user quits. For ``demo``."""
-    args = argparse.Namespace(
-        pid=str(pid) if pid is not None else None, socket=socket, timeout=timeout
-    )
-    conn = connect(args)
-    return run_tui(conn, by_socket=socket is not None, interval=interval, timeout=timeout)
+    target = str(pid) if pid is not None else None
+    return run_tui(open_session(target, socket=socket, timeout=timeout), interval=interval)

@@ -1,9 +1,13 @@
 """``cpinspect dump PID``: the threads, their requests and stacks, as text or JSON.
 
 With the agent: its threads, joined with py-spy's (GIL holder; native frames with ``--native``)
-when py-spy can read the process. Without it: py-spy alone, and one line on stderr saying how to
-enable the agent. ``--locals`` adds each thread's local variables (py-spy), secret-looking values
-hidden unless ``--show-secrets``.
+when py-spy can read the process. With an agent that does not answer within ``--timeout`` (the
+interpreter stuck, the GIL held inside a C call): py-spy's threads, their requests read from its
+``--locals``, and one line on stderr saying so. Without the agent: py-spy alone, and one line on
+stderr saying how to enable the agent. ``--locals`` adds each thread's local variables (py-spy),
+secret-looking values hidden unless ``--show-secrets``.
+
+The session is the TUI's (``open_session``); what is printed is its first poll.
 """
 
 from __future__ import annotations
@@ -12,21 +16,14 @@ import argparse
 import json
 import sys
 import time
-from typing import List, Optional
+from typing import List
 
-from cpinspect.cli.common import (
-    add_target_arguments,
-    connect,
-    parse_pid,
-    pyspy_for,
-    pyspy_only,
-)
-from cpinspect.errors import AgentNotFound, CpinspectError, PySpyMissing
-from cpinspect.model import ProcessInfo, Snapshot, SourceKind, ThreadLocals, ThreadsSnapshot
+from cpinspect import __version__
+from cpinspect.cli.common import add_target_arguments, open_from_args
+from cpinspect.errors import AgentUnavailable, CpinspectError, PySpyMissing
+from cpinspect.model import Snapshot, SourceKind, ThreadLocals, ThreadsSnapshot
 from cpinspect.protocol import snapshots_document
-from cpinspect.sources.live import process_info_from_outside
-from cpinspect.sources.merge import merge_threads
-from cpinspect.sources.pyspy import PySpySource
+from cpinspect.sources.base import Capability, LinkState, Poller, Update
 
 HIDDEN = "*** (hidden: --show-secrets shows it)"
 
@@ -50,85 +47,73 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    pid = parse_pid(args.pid)
-    spy: Optional[PySpySource]
-    notes: List[str] = []
+    opened = open_from_args(args)
+    session = opened.session
     try:
-        conn = connect(args)
-    except AgentNotFound as exc:
-        if pid is None:
-            raise
-        spy, _ = pyspy_only(pid, exc)
-        spy.native = args.native
-        threads = spy.threads()
-        info: ProcessInfo = process_info_from_outside(pid)
-        source = "py-spy"
-        notes.append("note: %s; threads read by py-spy" % exc)
-    else:
-        try:
-            threads = conn.source.threads()
-        finally:
-            conn.source.close()
-        info = conn.info
-        source = "agent"
-        notes.extend("warning: %s" % w for w in conn.source.warnings)
-        spy = pyspy_for(conn.pid)
-        threads = _join_pyspy(threads, spy, args, notes)
-        if spy is None and (args.native or args.locals):
+        if (args.native or args.locals) and Capability.LOCALS not in session.capabilities:
             raise PySpyMissing("--native and --locals need py-spy: `pip install py-spy`")
-    thread_locals = _locals(threads, spy, notes) if args.locals else []
+        if args.native:
+            session.set_native(True)
+        update = session.poll()
+        threads = _threads_of(update)
+        notes = list(opened.notes)
+        standing_in = update.effective_threads_source is SourceKind.PYSPY
+        if args.native and not (standing_in or update.pyspy_joined):
+            raise PySpyMissing(
+                "--native needs py-spy, which could not read the process: %s"
+                % ("; ".join(update.warnings) or "no reason given")
+            )
+        thread_locals = _locals(threads, session, notes) if args.locals else []
+    finally:
+        session.close()
     if args.json:
+        source = update.effective_threads_source
+        if update.pyspy_joined and source is SourceKind.AGENT:
+            source = SourceKind.BOTH
         snapshot = Snapshot(
             taken_at=threads.taken_at,
-            source=SourceKind(source),
-            info=info,
+            source=source,
+            info=update.info,
             threads=threads,
             locals=tuple(_hide(tl, args.show_secrets) for tl in thread_locals),
+            notes=tuple(notes) + update.warnings,
+            stale=update.stale,
+            gil_holder=update.gil_holder,
             revealed=args.show_secrets,
+            cpinspect=__version__,
         )
         json.dump(snapshots_document([snapshot]), sys.stdout)
         sys.stdout.write("\n")
     else:
         from cpinspect.formatting import format_dump
-        from cpinspect.sources.source_lines import SourceLines
 
-        lines = SourceLines(pid if pid is not None else info.pid)
-        sys.stdout.write(format_dump(info, threads, lines.line, now=time.time()))
+        lines = opened.source_lines
+        sys.stdout.write(format_dump(update.info, threads, lines.line, now=time.time()))
         for tl in thread_locals:
             sys.stdout.write(format_locals(tl, args.show_secrets))
     for note in notes:
-        print(note, file=sys.stderr)
+        print("note: %s" % note, file=sys.stderr)
+    for warning in update.warnings:
+        print("warning: %s" % warning, file=sys.stderr)
     return 0
 
 
-def _join_pyspy(
-    threads: ThreadsSnapshot,
-    spy: Optional[PySpySource],
-    args: argparse.Namespace,
-    notes: List[str],
-) -> ThreadsSnapshot:
-    if spy is None:
-        return threads
-    spy.native = args.native
-    try:
-        return merge_threads(threads, spy.threads(), native=args.native)
-    except CpinspectError as exc:
-        if args.native or args.locals:
-            raise
-        notes.append("note: no GIL holder: py-spy could not read the process (%s)" % exc)
-        return threads
+def _threads_of(update: Update) -> ThreadsSnapshot:
+    """The threads of the first poll, or why there are none as an error."""
+    if update.threads is None or update.state is LinkState.LOST:
+        # Say everything the session knows: the agent silent, and why py-spy could not stand in.
+        why = "; ".join(m for m in (update.message, *update.warnings) if m)
+        raise AgentUnavailable("no threads could be read: %s" % (why or "no reason given"))
+    return update.threads
 
 
-def _locals(
-    threads: ThreadsSnapshot, spy: Optional[PySpySource], notes: List[str]
-) -> List[ThreadLocals]:
-    assert spy is not None
+def _locals(threads: ThreadsSnapshot, session: Poller, notes: List[str]) -> List[ThreadLocals]:
     out = []
     for thread in threads.threads:
         try:
-            out.append(spy.thread_locals(thread.ident))
+            out.append(session.thread_locals(thread.ident))
         except CpinspectError as exc:
-            notes.append("note: no locals for thread %s: %s" % (thread.name, exc))
+            notes.append("no locals for thread %s: %s" % (thread.name, exc))
     return out
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -12,9 +11,9 @@ from typing import Any, Dict, List
 import pytest
 
 from cpinspect.attach.processes import ProcessLister, find_by_port, list_cherrypy_processes
-from cpinspect.cli.common import connect, parse_pid
 from cpinspect.errors import NoSuchProcess
-from cpinspect.model import ProcessSummary
+from cpinspect.model import ProcessSummary, SourceKind
+from cpinspect.sources.open import open_session, parse_pid
 from tests.helpers import run_as, run_cli
 
 
@@ -98,11 +97,12 @@ def test_attach_and_dump_by_port(spawn_target):
     # THEN the port resolves to the pid, and attach's connection reaches the agent
     assert find_by_port(with_agent.port) == with_agent.pid
     assert parse_pid(":%d" % without.port) == without.pid
-    conn = connect(argparse.Namespace(pid=":%d" % with_agent.port, socket=None, timeout=2.0))
+    opened = open_session(":%d" % with_agent.port, timeout=2.0)
     try:
-        assert conn.pid == with_agent.pid and conn.info.pid == with_agent.pid
+        assert opened.kind is SourceKind.AGENT and opened.pid == with_agent.pid
+        assert opened.session.poll().info.pid == with_agent.pid
     finally:
-        conn.source.close()
+        opened.session.close()
     # AND `dump :PORT` works with the agent and through py-spy without it
     for target in (with_agent, without):
         result = run_cli("dump", ":%d" % target.port)

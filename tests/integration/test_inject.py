@@ -24,6 +24,7 @@ from cpinspect.errors import (
     RemoteDebugDisabled,
     TargetGone,
 )
+from cpinspect.model import SourceKind
 from tests.conftest import IN_CI, ROOT, wait_for
 from tests.helpers import BackgroundRequests, agent_get, http_answers, run_cli
 
@@ -301,19 +302,20 @@ def test_attach_with_inject_opens_the_inspector_on_the_injected_agent(spawn_targ
     from cpinspect.cli import attach, main
 
     target = spawn_target("--agent", "none")
-    opened = []
+    seen = []
 
-    def fake_tui(conn, by_socket, interval, timeout):
-        opened.append(conn)
-        conn.source.close()
+    def fake_tui(opened, interval):
+        seen.append(opened)
+        opened.session.close()
         return 0
 
     monkeypatch.setattr(attach, "run_tui", fake_tui)
     # WHEN `cpinspect attach --inject PID` runs
     assert main(["attach", "--inject", str(target.pid)]) == 0
     # THEN the inspector opened on the agent it just loaded (not the py-spy-only view)
-    [conn] = opened
-    assert conn.pid == target.pid and conn.info.pid == target.pid
+    [opened] = seen
+    assert opened.kind is SourceKind.AGENT and opened.pid == target.pid
+    assert opened.session.info is not None and opened.session.info.pid == target.pid
     assert agent_threads(target)
 
 

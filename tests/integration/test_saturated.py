@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from cpinspect.model import SourceKind
+from cpinspect.protocol import snapshots_from_document
 from tests.conftest import wait_for
 from tests.helpers import BackgroundRequests, agent_get, http_answers, run_cli
 
@@ -80,11 +82,12 @@ def test_dump_shows_the_blocked_requests(spawn_target):
     assert "token=***" in text.stdout
     # AND the JSON has the same requests
     assert as_json.returncode == 0, as_json.stderr
-    doc = json.loads(as_json.stdout)
-    assert doc["schema"] == 1 and doc["source"] == "agent"
-    busy = [t for t in doc["threads"]["threads"] if t["busy"]]
+    [snapshot] = snapshots_from_document(json.loads(as_json.stdout))
+    assert snapshot.source in (SourceKind.AGENT, SourceKind.BOTH)  # BOTH: py-spy joined
+    assert snapshot.threads is not None
+    busy = [t for t in snapshot.threads.threads if t.busy]
     assert len(busy) == WORKERS
-    assert all(t["request"]["path"] == "/block" for t in busy)
+    assert all(t.request is not None and t.request.path == "/block" for t in busy)
 
 
 def test_requests_in_flight_before_install_are_found_by_frame_walk(spawn_target):
