@@ -11,13 +11,19 @@ snapshots are tested without a terminal.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Deque, Dict, Optional, Tuple
 
 from cpinspect import __version__
 from cpinspect.model import RoutesSnapshot, Snapshot, SourceKind, ThreadsSnapshot
 from cpinspect.sources.base import Update
 
+FROM_THE_UPDATE = frozenset(
+    ("taken_at", "source", "info", "threads", "notes", "stale", "gil_holder", "cpinspect")
+)
+SNAPSHOT_PARTS = frozenset(f.name for f in fields(Snapshot)) - FROM_THE_UPDATE
+"""``Snapshot`` fields a store part of the same name fills (routes, sessions, log, findings …):
+a new part is carried into every capture by naming it after its field."""
 HISTORY_SAMPLES = 120
 """Busy-worker samples kept per pool for the sparkline (two minutes at one poll a second)."""
 RATE_WINDOW = 10
@@ -149,16 +155,23 @@ class Store:
         if update.pyspy_joined and source is SourceKind.AGENT:
             source = SourceKind.BOTH
         messages = tuple(m for m in (update.message, *update.warnings) if m)
+        # Every part named like a Snapshot field (routes, sessions, log, findings) is carried:
+        # a new panel's data reaches the snapshot files without touching this method.
+        carried = {
+            name: part.value
+            for name, part in self.parts.items()
+            if name in SNAPSHOT_PARTS and part.value is not None
+        }
         return Snapshot(
             taken_at=threads.taken_at if threads is not None else update.fetched_at,
             source=source,
             info=update.info,
             threads=threads,
-            routes=self.routes,
             notes=messages + tuple(notes),
             stale=update.stale,
             gil_holder=update.gil_holder,
             cpinspect=__version__,
+            **carried,
         )
 
     def requests_per_second(self) -> Optional[float]:
