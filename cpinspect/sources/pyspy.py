@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from cpinspect.agent.probes.threads import task_cpu_time
+from cpinspect.agent.procfs import task_cpu_time
 from cpinspect.agent.redact import is_sensitive, redact_query
 from cpinspect.errors import (
     CpinspectError,

@@ -5,22 +5,17 @@ Everything here reads shared structures without taking the app's locks: ``list(.
 ``errors`` and the rest of the answer stands.
 """
 
-import os
 import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
+from ..procfs import task_cpu_time
 from ..redact import redact_query
 from ..tracking import RequestTracker
 from .frames import FrameClassifier, extract_stack
 from .servers import finite, format_bind, pool_of, running_servers
-
-try:
-    _CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
-except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-    _CLK_TCK = 100.0
 
 # Request.stage values and the phase they mean (cherrypy-internals.md 1.7).
 _READING_STAGES = {"before_request_body"}
@@ -48,20 +43,6 @@ def cpu_time(native_id: Optional[int]) -> Optional[float]:
     except (OSError, AttributeError, OverflowError):
         pass
     return task_cpu_time("self", native_id)
-
-
-def task_cpu_time(pid: Union[int, str], native_id: int) -> Optional[float]:
-    """User + system seconds of thread ``native_id`` of process ``pid``, from /proc."""
-    try:
-        with open("/proc/%s/task/%d/stat" % (pid, native_id), "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-    except (IndexError, ValueError):
-        return None
 
 
 def qualified_name(obj: Any) -> Optional[str]:
