@@ -12,9 +12,13 @@ import argparse
 import os
 import sys
 import time
-from typing import List
+from typing import TYPE_CHECKING, List
 
+from cpinspect.errors import UsageError
 from cpinspect.model import Snapshot
+
+if TYPE_CHECKING:
+    from cpinspect.sources.file import FileSession
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,26 +33,43 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpinspect.snapshots import read_snapshots
     from cpinspect.sources.file import FileSession
 
-    snapshots: List[Snapshot] = []
-    for path in args.files:
-        snapshots.extend(read_snapshots(path))
+    sessions = [_open_file(path) for path in args.files]
+    snapshots: List[Snapshot] = [s for session in sessions for s in session.snapshots]
     if args.text or not sys.stdout.isatty():
         from cpinspect.formatting import format_report
 
         sys.stdout.write(format_report(snapshots, time.time()))
         return 0
-    label = " + ".join(os.path.basename(p) for p in args.files)
-    session = FileSession(args.files[0] if len(args.files) == 1 else label, snapshots)
-    compare = len(args.files) > 1
-    if compare:
-        session.step(
-            session.count - 1
-        )  # on the last: the Series tab compares it with the one before
+    if len(sessions) == 1:
+        session = sessions[0]
+    else:
+        label = " + ".join(os.path.basename(p) for p in args.files)
+        session = FileSession(label, snapshots)
+        session.step(session.count - 1)  # the Series tab compares the last with the one before
     from cpinspect.tui.app import InspectorApp
 
-    app = InspectorApp(session, source_lines=session, initial_tab="series" if compare else None)
+    app = InspectorApp(
+        session, source_lines=session, initial_tab="series" if len(sessions) > 1 else None
+    )
     app.run()
     return int(app.return_code or 0)
+
+
+def _open_file(path: str) -> FileSession:
+    """The file session of ``path``, through the one way every command opens a target."""
+    from cpinspect.snapshots import read_snapshots
+    from cpinspect.sources.file import FileSession
+    from cpinspect.sources.open import open_session
+
+    if not os.path.lexists(path) or os.path.isdir(path):
+        read_snapshots(path)  # raises the one-line reason (no such file, a directory)
+    opened = open_session(path)
+    if not isinstance(opened.session, FileSession):
+        opened.session.close()
+        raise UsageError(
+            "%s is not a snapshot file: `cpinspect open` reads what `cpinspect snapshot`, `s` "
+            "and `dump --json` write (for a live process: cpinspect attach)" % path
+        )
+    return opened.session
