@@ -135,12 +135,16 @@ def _summary(snapshot: Snapshot) -> str:
 
 
 def _notes(snapshots: Sequence[Snapshot]) -> List[str]:
-    seen: List[str] = []
-    for snapshot in snapshots:
+    """What changed during a series (the agent stopped answering, py-spy failed ...): the state
+    at the start was said when the session opened."""
+    seen: List[str] = list(snapshots[0].notes)
+    out: List[str] = []
+    for snapshot in snapshots[1:]:
         for note in snapshot.notes:
             if note not in seen:
                 seen.append(note)
-    return seen
+                out.append(note)
+    return out
 
 
 def _locals(session: object, snapshot: Snapshot) -> tuple[ThreadLocals, ...]:

@@ -486,8 +486,8 @@ class PySpySession:
         self._lost = ""
         self.message = (
             "no agent in pid %d: threads and requests read by py-spy from outside. For pool "
-            "numbers, request details, routes and logs, press i to load the agent now, or %s"
-            % (pid, ENABLE_HINT)
+            "numbers, request details, routes and logs, load the agent now (i here, or "
+            "`cpinspect inject %d`), or %s" % (pid, pid, ENABLE_HINT)
         )
 
     @property

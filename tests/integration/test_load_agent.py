@@ -21,7 +21,7 @@ def test_load_agent_switches_a_pyspy_session_to_the_agent(spawn_target):
         ),
         what="the request seen by py-spy",
     )
-    assert first.source_kind is SourceKind.PYSPY and "press i" in first.message
+    assert first.source_kind is SourceKind.PYSPY and "i here" in first.message
 
     # WHEN the agent is loaded
     note = session.load_agent()
