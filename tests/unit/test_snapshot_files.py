@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +23,7 @@ from hypothesis import strategies as st
 
 import cpinspect
 from cpinspect import model
-from cpinspect.errors import SnapshotFileError, SnapshotWriteError
+from cpinspect.errors import CpinspectError, SnapshotFileError, SnapshotWriteError
 from cpinspect.model import (
     Frame,
     FrameLocals,
@@ -320,16 +322,44 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         assert_one_line(err.value, str(path), *words)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_an_unreadable_file(tmp_path: Path, good_bytes: bytes) -> None:
+def _as_unprivileged(request: pytest.FixtureRequest, func: Callable[[], str]) -> str:
+    """``func()`` as we are, or, as root (whom modes do not stop), as a throwaway user."""
+    if os.geteuid() != 0:
+        return func()
+    from tests.helpers import run_as
+
+    return str(run_as(request.getfixturevalue("other_user"), func))
+
+
+def _shared_dir() -> Path:
+    """A directory another user can traverse (pytest's tmp_path is 0700 under root)."""
+    where = Path(tempfile.mkdtemp(prefix="cpinspect-test-"))
+    where.chmod(0o755)
+    return where
+
+
+def _error_of(call: Callable[[], object]) -> str:
+    try:
+        call()
+    except CpinspectError as exc:
+        return "%s: %s" % (type(exc).__name__, exc)
+    return "no error"
+
+
+def test_an_unreadable_file(request: pytest.FixtureRequest, good_bytes: bytes) -> None:
     # GIVEN a snapshot someone else saved, mode 0000
-    path = tmp_path / "theirs.json"
-    path.write_bytes(good_bytes)
-    path.chmod(0)
-    # WHEN opened  THEN permission denied, with what to do
-    with pytest.raises(SnapshotFileError) as err:
-        read_snapshots(path)
-    assert_one_line(err.value, str(path), "permission denied")
+    where = _shared_dir()
+    try:
+        path = where / "theirs.json"
+        path.write_bytes(good_bytes)
+        path.chmod(0)
+        # WHEN opened by a user who may not read it
+        error = _as_unprivileged(request, lambda: _error_of(lambda: read_snapshots(path)))
+        # THEN permission denied, with what to do, on one line
+        assert error.startswith("SnapshotFileError: ") and "\n" not in error
+        assert str(path) in error and "permission denied" in error
+    finally:
+        shutil.rmtree(where)
 
 
 def test_read_errors_exit_with_their_code() -> None:
@@ -416,19 +446,23 @@ def test_writing_into_a_missing_directory_or_a_file(tmp_path: Path) -> None:
         assert_one_line(err.value, str(where), *words)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes whatever the mode")
-def test_writing_into_a_read_only_directory(tmp_path: Path) -> None:
+def test_writing_into_a_read_only_directory(request: pytest.FixtureRequest) -> None:
     # GIVEN a directory we may not write to
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
+    ro = _shared_dir()
+    ro.chmod(0o555)
     try:
-        # WHEN a capture is written there  THEN one line says it is not writable
-        with pytest.raises(SnapshotWriteError) as err:
-            write_snapshots([incident_snapshot()], ro, report=False)
-        assert_one_line(err.value, str(ro), "not writable")
+        # WHEN a capture is written there
+        snap = incident_snapshot()
+        error = _as_unprivileged(
+            request, lambda: _error_of(lambda: write_snapshots([snap], ro, report=False))
+        )
+        # THEN one line says it is not writable, and nothing is left behind
+        assert error.startswith("SnapshotWriteError: ") and "\n" not in error
+        assert str(ro) in error and "not writable" in error
+        assert list(ro.iterdir()) == []
     finally:
-        ro.chmod(0o700)
+        ro.chmod(0o755)
+        shutil.rmtree(ro)
 
 
 WRITER = textwrap.dedent(
