@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -118,6 +119,49 @@ class BackgroundRequests:
             self.results.append(r.status_code)
         except Exception as exc:  # noqa: BLE001
             self.results.append(exc)
+
+
+class RequestLoop:
+    """One client thread asking for ``path`` on 127.0.0.1 again and again, each request on a new
+    connection: load on new requests. Bounded in count and in time; ``stop()`` ends it sooner."""
+
+    def __init__(
+        self, port: int, path: str, max_requests: int = 5000, max_seconds: float = 60.0
+    ) -> None:
+        self.served = 0
+        """Requests answered 200."""
+        self.failures: List[Any] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(port, path, max_requests, max_seconds), daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, port: int, path: str, max_requests: int, max_seconds: float) -> None:
+        deadline = time.monotonic() + max_seconds
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(
+            base_url="http://127.0.0.1:%d" % port, timeout=5.0, limits=limits
+        ) as client:
+            while (
+                not self._stop.is_set()
+                and self.served < max_requests
+                and time.monotonic() < deadline
+            ):
+                try:
+                    r = client.get(path)
+                except httpx.HTTPError as exc:
+                    self.failures.append(exc)
+                    self._stop.wait(0.05)  # a refused connection must not become a busy loop
+                    continue
+                if r.status_code == 200:
+                    self.served += 1
+                else:
+                    self.failures.append(r.status_code)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 def http_answers(port: int, path: str = "/", timeout: float = 2.0) -> bool:

@@ -40,6 +40,18 @@ class Root:
         return "released"
 
     @cherrypy.expose
+    def fast(self, **params):
+        """Answer at once: load on new requests, next to workers held by ``block``."""
+        return "fast"
+
+    @cherrypy.expose
+    def hold_secret(self, seconds="60", **params):
+        """Like ``block``, with a secret-looking local that py-spy ``--locals`` can read."""
+        password = "hunter2-REAL"
+        RELEASE.wait(min(float(seconds), 120.0))
+        return "released (%d)" % len(password)
+
+    @cherrypy.expose
     def spin(self, seconds="30", **params):
         """Burn CPU in pure Python (holds the GIL in bytecode, releasing it every 5 ms)."""
         end = time.time() + min(float(seconds), 120.0)
