@@ -213,6 +213,17 @@ def write_snapshots(
     )
 
 
+def check_directory(directory: PathLike) -> None:
+    """Fail now, in one line, if snapshots cannot be saved in ``directory`` (before a series
+    spends minutes capturing what could not be written)."""
+    where = os.fspath(directory)
+    os.close(_open_directory(where))
+    if not os.access(
+        where, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids
+    ):
+        raise _write_error(where, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
+
+
 def _open_directory(where: str) -> int:
     try:
         return os.open(where, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))

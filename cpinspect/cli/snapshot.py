@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import List, Optional, Sequence
 
 from cpinspect.cli.common import add_target_arguments
-from cpinspect.errors import CpinspectError, UsageError
+from cpinspect.errors import CpinspectError, TargetGone, UsageError
 from cpinspect.model import Snapshot, ThreadLocals
 
 MAX_COUNT = 1000
@@ -51,8 +51,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--reveal",
         action="store_true",
-        help="include what is hidden everywhere else (secret-looking locals): handle the file "
-        "as a secret",
+        help="include what is hidden everywhere else: with --locals, secret-looking local "
+        "values, and query strings, cookies and headers held in locals; handle the file as a "
+        "secret",
     )
     parser.set_defaults(func=run)
 
@@ -62,16 +63,23 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--count takes 1 to %d snapshots, not %d" % (MAX_COUNT, args.count))
     if args.every < 0.1:
         raise UsageError("--every takes at least 0.1 seconds, not %s" % args.every)
-    from cpinspect.snapshots import snapshot_from_update, with_source_lines, write_snapshots
-    from cpinspect.sources.base import Capability
+    from cpinspect.snapshots import (
+        check_directory,
+        snapshot_from_update,
+        with_source_lines,
+        write_snapshots,
+    )
+    from cpinspect.sources.base import Capability, LinkState
     from cpinspect.sources.open import open_session
 
+    check_directory(args.output)  # before minutes of capture, not after
     opened = open_session(args.pid, socket=args.socket, timeout=args.timeout)
     session = opened.session
     for note in opened.notes:
         print("note: %s" % note, file=sys.stderr)
     taken: List[Snapshot] = []
     interrupted = False
+    lost = ""
     try:
         routes = None
         if not args.no_routes and Capability.ROUTES in session.capabilities:
@@ -84,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
             if index:
                 _sleep_until(start + index * args.every)
             update = session.poll()
+            if update.state is LinkState.LOST:
+                # The session would go on answering with the last data: that is not a reading.
+                lost = (update.message or "the target stopped answering").split(" — ")[0]
+                break
             snapshot = snapshot_from_update(update, routes=routes)
             if args.locals:
                 snapshot = replace(snapshot, locals=_locals(session, snapshot))
@@ -98,14 +110,24 @@ def run(args: argparse.Namespace) -> int:
     finally:
         session.close()
     if not taken:
-        print("cpinspect: interrupted before the first snapshot; nothing written", file=sys.stderr)
-        return 130
+        why = "the target was lost (%s)" % lost if lost else "interrupted"
+        print("cpinspect: %s before the first snapshot; nothing written" % why, file=sys.stderr)
+        return TargetGone.exit_code if lost else 130
     written = write_snapshots(taken, args.output, reveal=args.reveal)
     print(written.json_path)
     if written.report_path is not None:
         print(written.report_path)
     for note in _notes(taken):
         print("note: %s" % note, file=sys.stderr)
+    if lost:
+        print("note: %s" % lost, file=sys.stderr)
+        print(
+            "cpinspect: the target exited or stopped answering after snapshot %d/%d; wrote the "
+            "%d snapshot%s taken"
+            % (len(taken), args.count, len(taken), "" if len(taken) == 1 else "s"),
+            file=sys.stderr,
+        )
+        return TargetGone.exit_code
     if interrupted:
         print(
             "cpinspect: interrupted: wrote the %d snapshot(s) taken" % len(taken), file=sys.stderr

@@ -354,7 +354,9 @@ class AgentSession:
         self._lost_reason = reason
 
     def _lost_message(self) -> str:
-        since = time.strftime("%H:%M:%S", time.localtime(self._lost_since or self.clock()))
+        # The time of the data kept on screen, not of when its loss was noticed.
+        last = self.threads.taken_at if self.threads is not None else None
+        since = time.strftime("%H:%M:%S", time.localtime(last or self._lost_since or self.clock()))
         return "%s — showing the last data (from %s); reconnecting to the same service…" % (
             self._lost_reason or "target lost",
             since,

@@ -401,12 +401,6 @@ def test_snapshot_refuses_a_pid_that_is_gone_or_not_python(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="snapshot checks -o only when writing, after the whole series: a missing directory "
-    "costs the user every snapshot taken (N x --every seconds) and prints N progress lines "
-    "before the error",
-)
 @pytest.mark.timeout(60)
 def test_snapshot_checks_the_output_directory_before_the_series(idle_target, tmp_path):
     target, _ = idle_target
@@ -498,13 +492,6 @@ def test_a_target_dying_mid_series_loses_no_snapshot(spawn_target, tmp_path):
     assert len(snapshots) >= taken >= 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/snapshot.py does not notice the target is gone: AgentSession.poll() keeps "
-    "answering with the last data, so the series runs to 20/20, exits 0, and the file pads the "
-    "real snapshots with copies of the last one (same threads.taken_at, 'showing the last "
-    "data' note); the held request then reads 'stuck throughout all 20 snapshots'",
-)
 @pytest.mark.timeout(60)
 def test_a_target_dying_mid_series_stops_it_and_says_so(spawn_target, tmp_path):
     # GIVEN a series of 20 snapshots running
