@@ -798,6 +798,13 @@ def _report_threads(snap: Snapshot) -> List[str]:
         out.append(section(f"Other threads ({len(others)})"))
         for group in analysis.group_stacks(others):
             out.extend(_report_group(group, snap, each=group.busy > 0))
+    if snap.locals:
+        # Already redacted when the file was written (``***``) unless captured with --reveal.
+        count = len(snap.locals)
+        out.append(section(f"Local variables ({count} thread{'' if count == 1 else 's'})"))
+        for thread_locals in snap.locals:
+            out.extend(format_locals(thread_locals, reveal=True, indent="  "))
+            out.append("")
     if threads.errors:
         out.append(section("Probe errors (the rest of the data is valid)"))
         out.extend(f"  - {error}" for error in threads.errors)

@@ -23,6 +23,7 @@ from cpinspect.cli.common import add_target_arguments, open_from_args
 from cpinspect.errors import AgentUnavailable, CpinspectError, PySpyMissing
 from cpinspect.model import Snapshot, SourceKind, ThreadLocals, ThreadsSnapshot
 from cpinspect.protocol import snapshots_document
+from cpinspect.snapshots import with_source_lines
 from cpinspect.sources.base import Capability, LinkState, Poller, Update
 
 HIDDEN = "*** (hidden: --show-secrets shows it)"
@@ -39,9 +40,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--locals", action="store_true", help="add each thread's local variables (py-spy)"
     )
     parser.add_argument(
+        "--reveal",
         "--show-secrets",
+        dest="show_secrets",
         action="store_true",
-        help="with --locals: show values that look secret instead of hiding them",
+        help="with --locals: show values that look secret instead of hiding them (the same "
+        "word as `snapshot --reveal`)",
     )
     parser.set_defaults(func=run)
 
@@ -82,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
             revealed=args.show_secrets,
             cpinspect=__version__,
         )
+        # The lines as they read now, like every capture: the file reads right after a deploy.
+        snapshot = with_source_lines(snapshot, opened.source_lines)
         json.dump(snapshots_document([snapshot]), sys.stdout)
         sys.stdout.write("\n")
     else:

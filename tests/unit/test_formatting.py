@@ -764,3 +764,21 @@ def test_format_diff_names_thread_request_and_top_app_frame_in_each_section() ->
     )
     assert "was: GET /search?q=0" in text
     assert "  CP Server Thread-2  CPU 18.0 s, 90% of a core (spinning)" in text
+
+
+def test_the_report_shows_captured_locals_as_they_were_saved():
+    # GIVEN a snapshot with one thread's locals, redacted as every file is
+    from dataclasses import replace
+
+    from cpinspect.formatting import format_report
+    from cpinspect.snapshots import redacted, snapshot_from_update
+    from tests.tui.fakes import incident_update, thread_locals
+
+    snap = snapshot_from_update(incident_update())
+    saved = redacted(replace(snap, locals=(thread_locals(),)), reveal=False)
+    # WHEN the report is made
+    text = format_report([saved], saved.taken_at)
+    # THEN the locals are there, frame by frame, the hidden ones as ***
+    part = text.split("Local variables (1 thread)", 1)[1]
+    assert "Search.find (search.py:12)" in part
+    assert "api_token = ***" in part and "limit = 50" in part
