@@ -48,6 +48,7 @@ bench: $(STAMP) ## Run the benchmarks in bench/ (prints ratios; record them in B
 	$(BIN)/python bench/inject_soak.py
 	$(BIN)/python bench/attach_time.py
 	$(BIN)/python bench/routes_scale.py
+	$(BIN)/python bench/snapshot_capture.py
 
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
