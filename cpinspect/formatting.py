@@ -525,16 +525,7 @@ def format_dump(
         out.append("Process: unknown (process information unavailable)")
     else:
         out.append(f"Process {info.pid}: {' '.join(info.cmdline)}")
-        versions = [f"Python {info.python}"]
-        if info.cherrypy:
-            versions.append(f"CherryPy {info.cherrypy}")
-        if info.cheroot:
-            versions.append(f"cheroot {info.cheroot}")
-        if info.schema:
-            versions.append(f"agent {info.agent_version} (schema {info.schema})")
-        else:
-            versions.append("no agent (read by py-spy)")
-        out.append("  ".join(versions))
+        out.append(_versions(info))
         engine = f"Engine {info.engine_state}"
         if info.environment:
             engine += f"  environment {info.environment}"
@@ -718,6 +709,8 @@ def _versions(info: ProcessInfo) -> str:
         versions.append(f"cheroot {info.cheroot}")
     if info.schema:
         versions.append(f"agent {info.agent_version} (schema {info.schema})")
+    elif "agent not answering" in info.engine_state:
+        versions.append("agent not answering (read by py-spy)")
     else:
         versions.append("no agent (read by py-spy)")
     return "  ".join(versions)

@@ -17,6 +17,7 @@ from typing import Any, Deque, Dict, Optional, Tuple
 from cpinspect import __version__
 from cpinspect.model import RoutesSnapshot, Snapshot, SourceKind, ThreadsSnapshot
 from cpinspect.sources.base import Update
+from cpinspect.sources.merge import with_gil_holder
 
 FROM_THE_UPDATE = frozenset(
     ("taken_at", "source", "info", "threads", "notes", "stale", "gil_holder", "cpinspect")
@@ -182,15 +183,3 @@ class Store:
         if t1 <= t0:
             return None
         return (n1 - n0) / (t1 - t0)
-
-
-def with_gil_holder(
-    snap: Optional[ThreadsSnapshot], ident: Optional[int]
-) -> Optional[ThreadsSnapshot]:
-    """``snap`` with thread ``ident`` marked as holding the GIL (py-spy saw it), if not already."""
-    if snap is None or ident is None:
-        return snap
-    if any(t.ident == ident and t.owns_gil for t in snap.threads):
-        return snap
-    threads = tuple(replace(t, owns_gil=True) if t.ident == ident else t for t in snap.threads)
-    return replace(snap, threads=threads)
