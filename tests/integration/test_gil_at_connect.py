@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Optional
 
 from cpinspect.model import SourceKind, ThreadInfo, ThreadsSnapshot
 from cpinspect.protocol import snapshots_from_document
+from cpinspect.snapshots import read_snapshots
 from cpinspect.sources.base import LinkState, Update
 from cpinspect.sources.live import AgentSession
 from cpinspect.sources.open import open_session
@@ -144,3 +146,30 @@ def test_dump_on_a_stuck_interpreter_prints_py_spy_threads_and_exits_0(spawn_tar
     assert holder is not None and snapshot.gil_holder == holder.ident
     assert snapshot.info is not None and snapshot.info.pid == target.pid
     assert any("interpreter may be stuck" in note for note in snapshot.notes)
+
+
+def test_snapshot_on_a_stuck_interpreter_saves_py_spy_threads(spawn_target, tmp_path):
+    # GIVEN the GIL held by a regex before the capture starts
+    target = stuck_target(spawn_target)
+    # WHEN `cpinspect snapshot PID -o DIR` runs
+    done = run_cli("snapshot", str(target.pid), "-o", str(tmp_path))
+    # THEN it exits 0, says why the threads are py-spy's, and names the files it wrote
+    assert done.returncode == 0, done.stderr
+    assert "interpreter may be stuck" in done.stderr
+    json_path, report_path = done.stdout.split()
+    # AND the snapshot holds py-spy's threads with the holder and its request, with the source
+    # line of the regex read at capture time
+    [snapshot] = read_snapshots(json_path)
+    assert snapshot.source is SourceKind.PYSPY
+    holder = regex_holder(snapshot.threads)
+    assert holder is not None and snapshot.gil_holder == holder.ident
+    assert holder.request is not None and holder.request.path == "/regex"
+    top = holder.top_app_frame
+    assert top is not None and snapshot.line(top.filename, top.lineno)
+    # AND the report puts the holder first among the busy workers
+    report = Path(report_path).read_text(encoding="utf-8")
+    busy = report.split("Busy workers (", 1)[1]
+    first_thread = next(
+        line for line in busy.splitlines()[1:] if holder.name in line or "CP " in line
+    )
+    assert holder.name in first_thread and "holds the GIL" in first_thread, busy[:600]
