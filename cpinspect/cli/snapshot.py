@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import List, Optional, Sequence
 
 from cpinspect.cli.common import add_target_arguments
-from cpinspect.errors import CpinspectError, TargetGone, UsageError
+from cpinspect.errors import CpinspectError, PySpyMissing, TargetGone, UsageError
 from cpinspect.model import Snapshot, ThreadLocals
 
 MAX_COUNT = 1000
@@ -46,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--locals", action="store_true", help="add each busy thread's local variables (py-spy)"
+    )
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="stacks with native (C) frames too (py-spy stops the process for a moment to read "
+        "them)",
     )
     parser.add_argument("--no-routes", action="store_true", help="leave the routing trees out")
     parser.add_argument(
@@ -81,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
     interrupted = False
     lost = ""
     try:
+        if args.native:
+            if Capability.NATIVE not in session.capabilities:
+                raise PySpyMissing("--native needs py-spy, which cannot read this process")
+            session.set_native(True)
         routes = None
         if not args.no_routes and Capability.ROUTES in session.capabilities:
             try:

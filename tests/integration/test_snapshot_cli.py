@@ -26,6 +26,7 @@ from cpinspect.errors import (
     UsageError,
 )
 from cpinspect.formatting import RULE
+from cpinspect.model import SourceKind
 from cpinspect.snapshots import read_snapshots
 from tests.conftest import ROOT, TargetProcess, start_target, wait_for
 from tests.helpers import BackgroundRequests, RequestLoop, agent_get, run_cli
@@ -512,3 +513,19 @@ def test_a_target_dying_mid_series_stops_it_and_says_so(spawn_target, tmp_path):
     assert all(s.threads is not None for s in snapshots)
     reads = [s.threads.taken_at for s in snapshots if s.threads is not None]
     assert len(set(reads)) == len(reads), reads
+
+
+def test_snapshot_native_keeps_the_c_frames_and_leaves_the_target_running(idle_target, tmp_path):
+    # GIVEN a live target
+    target, _ = idle_target
+    # WHEN a snapshot is taken with --native (py-spy stops the process for a moment)
+    result = cli("snapshot", str(target.pid), "--native", "-o", str(tmp_path))
+    # THEN the saved stacks carry native frames, joined to the agent's threads
+    assert result.returncode == 0, result.stderr
+    json_path, _ = written(result)
+    [snapshot] = read_snapshots(json_path)
+    assert snapshot.source is SourceKind.BOTH and snapshot.threads is not None
+    assert any(f.native for t in snapshot.threads.threads for f in t.stack)
+    # AND the target was left running, not stopped
+    with open("/proc/%d/stat" % target.pid) as f:
+        assert f.read().rsplit(")", 1)[1].split()[0] in ("S", "R")
