@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import pwd
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
 
@@ -158,3 +161,183 @@ def other_user():
         )
         pw = pwd.getpwnam(TEST_USER)
     return pw
+
+
+# --- What another user runs -------------------------------------------------------------------
+# The checkout may live where only root can go (cloned into /root, mode 0700), and so may its
+# .venv and the interpreter that venv points at. A process dropped to another user must run
+# something that user can read: a venv built from a world-readable interpreter, cached in a
+# world-readable directory, with cherrypy and cpinspect's dependencies, and a per-session *copy*
+# of cpinspect and tests/apps on PYTHONPATH (a copy, since the checkout may be unreachable).
+
+OTHER_USER_CACHE = Path(
+    os.environ.get("CPINSPECT_OTHER_USER_CACHE", "/var/tmp/cpinspect-test-venvs")
+)
+"""Where the other user's venvs live: outside the clone and outside root's 0700 home."""
+
+
+def _world_reachable(path: Path) -> Optional[str]:
+    """None if any user may execute or read ``path``; else the first place that stops them."""
+    real = Path(os.path.realpath(path))
+    for parent in reversed(real.parents):
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            return "%s is not searchable by other users" % parent
+    mode = os.stat(real).st_mode
+    wanted = stat.S_IXOTH if stat.S_ISDIR(mode) or os.access(real, os.X_OK) else stat.S_IROTH
+    if not mode & wanted:
+        return "%s is mode %o" % (real, stat.S_IMODE(mode))
+    return None
+
+
+def _base_interpreter() -> str:
+    """A Python >= 3.9 every user may run: the system's, else a pyenv one in a readable place."""
+    candidates = ["/usr/bin/python3"]
+    pyenv = Path(os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))) / "versions"
+    candidates += sorted(map(str, pyenv.glob("3.*/bin/python3")), reverse=True)
+    for candidate in candidates:
+        if not os.path.exists(candidate) or _world_reachable(Path(candidate)) is not None:
+            continue
+        probe = [candidate, "-c", "import sys, venv; sys.exit(sys.version_info < (3, 9))"]
+        if subprocess.run(probe, capture_output=True).returncode == 0:
+            return candidate
+    raise RuntimeError(
+        "no Python >= 3.9 with venv that other users can run (tried %s): install python3-venv"
+        % ", ".join(candidates)
+    )
+
+
+def _runtime_requirements() -> List[str]:
+    """cpinspect's own dependencies (not the dev extras), as installed in our environment."""
+    from importlib.metadata import requires
+
+    return sorted(r for r in requires("cpinspect") or [] if "extra ==" not in r)
+
+
+def _publish(src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` with modes any user may read, whatever the checkout's modes."""
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for dirpath, _, filenames in os.walk(dest):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o644)
+
+
+@dataclass(frozen=True)
+class OtherUserRuntime:
+    """An interpreter and a PYTHONPATH that another user can reach, none of it under ROOT."""
+
+    python: str
+    """The cached venv's interpreter (cherrypy and cpinspect's dependencies installed)."""
+    path: str
+    """This session's copy of ``cpinspect`` and ``tests/apps``, for PYTHONPATH."""
+
+    def env(self, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "VIRTUAL_ENV")}
+        env.update(PYTHONPATH=self.path, HOME="/tmp")
+        env.update(extra or {})
+        return env
+
+
+def as_user(pw: pwd.struct_passwd, argv: Sequence[str], caps: Sequence[str] = ()) -> List[str]:
+    """``argv`` run through setpriv as user ``pw`` (no supplementary groups; ``caps`` kept)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("setpriv missing: `make system-deps` installs util-linux")
+    cmd = [setpriv, "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid, "--clear-groups"]
+    for cap in caps:
+        cmd += ["--inh-caps=+" + cap, "--ambient-caps=+" + cap]
+    return [*cmd, *argv]
+
+
+def _build_venv(base: str) -> Path:
+    """The cached venv for ``base`` and our requirements, built once (flock'd: sessions race)."""
+    version = subprocess.run(
+        [base, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True
+    ).stdout
+    requirements = _runtime_requirements()
+    key = hashlib.sha256(
+        "\n".join([os.path.realpath(base), version, *requirements]).encode()
+    ).hexdigest()[:16]
+    old_umask = os.umask(0o022)
+    try:
+        OTHER_USER_CACHE.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chmod(OTHER_USER_CACHE, 0o755)
+        venv = OTHER_USER_CACHE / key
+        ready = venv / ".ready"
+        with open(OTHER_USER_CACHE / (key + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not ready.exists():
+                subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
+                pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+                done = subprocess.run(
+                    [*pip, *requirements], capture_output=True, text=True, timeout=600
+                )
+                if done.returncode != 0:
+                    raise RuntimeError("pip install into %s failed:\n%s" % (venv, done.stderr))
+                ready.write_text("\n".join(requirements) + "\n")
+        return venv
+    finally:
+        os.umask(old_umask)
+
+
+@pytest.fixture(scope="session")
+def other_user_runtime(other_user: pwd.struct_passwd) -> Iterator[OtherUserRuntime]:
+    """What a process dropped to ``other_user`` runs: never the checkout, never its .venv.
+
+    Asserted by construction (the interpreter and the package copy live outside ROOT and outside
+    this interpreter's prefix, and every directory above them is searchable by other users),
+    then shown: the other user imports cherrypy, cpinspect and tests.apps from the copy.
+    """
+    venv = _build_venv(_base_interpreter())
+    python = venv / "bin" / "python"
+    src = Path(tempfile.mkdtemp(prefix="src-", dir=str(OTHER_USER_CACHE)))
+    try:
+        os.chmod(src, 0o755)
+        _publish(ROOT / "cpinspect", src / "cpinspect")
+        (src / "tests").mkdir(mode=0o755)
+        shutil.copy(ROOT / "tests" / "__init__.py", src / "tests" / "__init__.py")
+        os.chmod(src / "tests" / "__init__.py", 0o644)
+        _publish(ROOT / "tests" / "apps", src / "tests" / "apps")
+        runtime = OtherUserRuntime(python=str(python), path=str(src))
+        for place in (python, src / "cpinspect" / "__init__.py", src / "tests" / "apps"):
+            real = Path(os.path.realpath(place))
+            for forbidden in (ROOT, Path(os.path.realpath(sys.prefix))):
+                assert forbidden not in (real, *real.parents), "%s is under %s" % (real, forbidden)
+            assert _world_reachable(real) is None, _world_reachable(real)
+        probe = "import cherrypy, cpinspect, tests.apps, httpx, psutil; print(cpinspect.__file__)"
+        seen = subprocess.run(
+            as_user(other_user, [runtime.python, "-c", probe]),
+            capture_output=True,
+            text=True,
+            cwd="/",
+            env=runtime.env(),
+            timeout=60,
+        )
+        assert seen.returncode == 0, seen.stderr
+        assert seen.stdout.strip() == str(src / "cpinspect" / "__init__.py"), seen.stdout
+        yield runtime
+    finally:
+        shutil.rmtree(src, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    """With CPINSPECT_OTHER_USER_ONLY=1, run only the tests that drop to another user.
+
+    Used by test_unreachable_checkout.py, which runs them from a checkout that user cannot reach
+    (and is itself left out here, or it would run itself).
+    """
+    if os.environ.get("CPINSPECT_OTHER_USER_ONLY") != "1":
+        return
+    import inspect
+
+    def drops_to_another_user(item: pytest.Item) -> bool:
+        if "test_unreachable_checkout" in item.nodeid:
+            return False
+        if "other_user" in getattr(item, "fixturenames", ()):
+            return True
+        function = getattr(item, "function", None)
+        return function is not None and "_as_unprivileged(" in inspect.getsource(function)
+
+    keep = [item for item in items if drops_to_another_user(item)]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep

@@ -214,3 +214,23 @@ def run_as(pw: Any, func: Any) -> Any:
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     return pickle.loads(data)
+
+
+def python_as(pw: Any, runtime: Any, code: str, *args: str, timeout: float = 60.0) -> str:
+    """Run ``code`` with ``runtime``'s interpreter (an ``OtherUserRuntime``) as user ``pw``.
+
+    Exec'd, not forked like ``run_as``: what runs is what that user can read, never the checkout
+    or its .venv (which may be root's alone). Returns stdout; a failure shows stderr.
+    """
+    from tests.conftest import as_user
+
+    result = subprocess.run(
+        as_user(pw, [runtime.python, "-c", code, *args]),
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env=runtime.env(),
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

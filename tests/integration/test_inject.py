@@ -25,7 +25,7 @@ from cpinspect.errors import (
     TargetGone,
 )
 from cpinspect.model import SourceKind
-from tests.conftest import IN_CI, ROOT, wait_for
+from tests.conftest import IN_CI, as_user, wait_for
 from tests.helpers import BackgroundRequests, agent_get, http_answers, run_cli
 
 # The test app polls module files every 0.2 s: 10 periods is ample for a restart to show.
@@ -234,24 +234,16 @@ def test_gdb_missing(spawn_target, tmp_path):
     assert "apt-get install gdb" in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_another_users_process_is_refused_with_the_fix(spawn_target, other_user):
-    # GIVEN a root-owned target, and the inspector running as another user
+def test_another_users_process_is_refused_with_the_fix(
+    spawn_target, other_user, other_user_runtime
+):
+    # GIVEN a root-owned target, and the inspector running as another user (from files that
+    # user can read: the checkout may be root's alone)
     target = spawn_target("--agent", "none")
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.fail("setpriv missing: `make system-deps` installs it")
-    cmd = [
-        setpriv,
-        "--reuid=%d" % other_user.pw_uid,
-        "--regid=%d" % other_user.pw_gid,
-        "--clear-groups",
-        sys.executable,
-        "-m",
-        "cpinspect",
-        "inject",
-        str(target.pid),
-    ]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HOME="/tmp")
+    cmd = as_user(
+        other_user, [other_user_runtime.python, "-m", "cpinspect", "inject", str(target.pid)]
+    )
+    env = other_user_runtime.env()
     # WHEN it injects
     result = subprocess.run(cmd, capture_output=True, text=True, cwd="/", env=env, timeout=60)
     # THEN it is refused in one line that says what to do
@@ -319,32 +311,22 @@ def test_attach_with_inject_opens_the_inspector_on_the_injected_agent(spawn_targ
     assert agent_threads(target)
 
 
-def test_root_injects_into_another_users_process_with_files_that_user_owns(other_user, tmp_path):
-    # GIVEN a target running as an unprivileged user (we are root)
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.fail("setpriv missing: `make system-deps` installs it")
+def test_root_injects_into_another_users_process_with_files_that_user_owns(
+    other_user, other_user_runtime, tmp_path
+):
+    # GIVEN a target running as an unprivileged user (we are root), from files that user can read
     log = tmp_path / "target.log"
     os.chmod(tmp_path, 0o755)
-    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
-    env.update(PYTHONPATH=str(ROOT), HOME="/tmp")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [
-                setpriv,
-                "--reuid=%d" % other_user.pw_uid,
-                "--regid=%d" % other_user.pw_gid,
-                "--clear-groups",
-                sys.executable,
-                "-m",
-                "tests.apps.target",
-                "--agent",
-                "none",
-            ],
-            cwd=str(ROOT),
+            as_user(
+                other_user,
+                [other_user_runtime.python, "-m", "tests.apps.target", "--agent", "none"],
+            ),
+            cwd="/",
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=other_user_runtime.env(),
         )
     try:
         wait_for(lambda: "READY" in log.read_text(), what="the target's READY line")

@@ -20,7 +20,6 @@ import httpx
 import pytest
 
 from cpinspect.errors import (
-    CpinspectError,
     NoSuchProcess,
     NotPython,
     PermissionDenied,
@@ -36,7 +35,7 @@ from cpinspect.sources.pyspy import (
     process_state,
 )
 from tests.conftest import ROOT, TargetProcess, wait_for
-from tests.helpers import BackgroundRequests, agent_get, http_answers, run_as
+from tests.helpers import BackgroundRequests, agent_get, http_answers, python_as
 
 THREADS = 4
 
@@ -258,24 +257,33 @@ def test_pyspy_missing_next_to_the_interpreter_and_on_path(tmp_path):
     assert result.stdout.strip() == "PySpyMissing: " + MISSING_MESSAGE, result.stderr
 
 
-def _source_as(pw, pid: int) -> str:
-    """As user ``pw``, read ``pid`` with a PySpySource; return the error it raised."""
+SOURCE_AS = """
+import sys
+from cpinspect.errors import CpinspectError
+from cpinspect.sources.pyspy import PySpySource
+try:
+    PySpySource(int(sys.argv[1])).threads()
+except CpinspectError as exc:
+    print("%s: %s" % (type(exc).__name__, exc))
+else:
+    print("no error")
+"""
 
-    def read() -> str:
-        try:
-            PySpySource(pid).threads()
-        except CpinspectError as exc:
-            return "%s: %s" % (type(exc).__name__, exc)
-        return "no error"
 
-    return run_as(pw, read)
+def _source_as(pw, runtime, pid: int) -> str:
+    """As user ``pw``, read ``pid`` with a PySpySource; return the error it raised.
+
+    Exec'd from files that user can read (its own venv's py-spy), not forked from us: the
+    checkout and its .venv may be root's alone.
+    """
+    return python_as(pw, runtime, SOURCE_AS, str(pid)).rstrip("\n")
 
 
-def test_permission_denied_for_another_users_process(spawn_target, other_user):
+def test_permission_denied_for_another_users_process(spawn_target, other_user, other_user_runtime):
     # GIVEN a target owned by root, and the inspector running as another user
     target = spawn_target("--agent", "none")
     # WHEN it reads the target with py-spy
-    text = _source_as(other_user, target.pid)
+    text = _source_as(other_user, other_user_runtime, target.pid)
     # THEN it is refused with the fix in words
     kind, _, message = text.partition(": ")
     assert kind == PermissionDenied.__name__, text
