@@ -234,3 +234,68 @@ def python_as(pw: Any, runtime: Any, code: str, *args: str, timeout: float = 60.
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def wait_for_frame(pid: int, function: str, timeout: float = 20.0) -> List[Any]:
+    """Wait until py-spy sees a thread of ``pid`` running ``function``; return those threads.
+
+    From outside the process, so it proves a request is in a handler before anything (an agent,
+    an injection) is loaded into the target.
+    """
+    from cpinspect.sources.pyspy import PySpySource
+
+    source = PySpySource(pid)
+
+    def seen() -> List[Any]:
+        threads = source.threads().threads
+        return [t for t in threads if any(f.function == function for f in t.stack)]
+
+    found = wait_for(
+        seen, timeout=timeout, what="py-spy to see %s() run in pid %d" % (function, pid)
+    )
+    assert isinstance(found, list)
+    return found
+
+
+def watched_module(tmp: Path) -> Path:
+    """A module file for ``tests.apps.target --watch``: the Autoreloader watches it."""
+    path = tmp / "cpi_watched.py"
+    path.write_text("WATCHED = True\n")
+    return path
+
+
+def restart_reasons(output: str) -> List[str]:
+    """Files CherryPy's Autoreloader restarted for, from a ``--engine-log`` target's output."""
+    return re.findall(r"Restarting because (.+) changed\.", output)
+
+
+def assert_first_restart_is_the_touch(target: Any, watched: Path, timeout: float = 30.0) -> None:
+    """Touch ``watched`` and see the app restart for it: the positive control for "never
+    restarted". The restart is detected by the target's own BOOT lines (an Autoreloader restart
+    re-execs in place and prints BOOT again) and by the engine's log naming the file; that the
+    touch causes the *first* restart, and the only one, shows the Autoreloader was running all
+    along and restarted for nothing else before (it compares every watched file each 0.2 s, in
+    one loop: a change made earlier would have restarted it first)."""
+    assert target.boots() == 1 and restart_reasons(target.output()) == [], target.output()
+    # The Autoreloader records a file's mtime the first time it scans it: touch only after that
+    wait_for(
+        lambda: (
+            httpx.get(
+                "http://127.0.0.1:%d/autoreload_watches" % target.port,
+                params={"file": str(watched)},
+                timeout=5,
+            ).text
+            == "yes"
+        ),
+        what="the Autoreloader to watch %s" % watched,
+    )
+    st = watched.stat()
+    os.utime(watched, (st.st_atime, st.st_mtime + 10))
+
+    def restarted() -> bool:
+        text = target.output()
+        return target.boots() == 2 and len(re.findall(r"^READY ", text, flags=re.M)) == 2
+
+    wait_for(restarted, timeout=timeout, what="the Autoreloader to restart for %s" % watched)
+    assert restart_reasons(target.output()) == [str(watched)], target.output()
+    assert target.proc.poll() is None

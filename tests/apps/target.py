@@ -91,6 +91,11 @@ class Root:
     stream._cp_config = {"response.stream": True}
 
     @cherrypy.expose
+    def autoreload_watches(self, file=""):
+        """'yes' once the Autoreloader has recorded ``file``'s mtime (a later change restarts)."""
+        return "yes" if file in getattr(cherrypy.engine.autoreload, "mtimes", {}) else "no"
+
+    @cherrypy.expose
     def release(self):
         RELEASE.set()
         return "ok"
@@ -179,7 +184,28 @@ def main() -> None:
         action="store_true",
         help="put tests/apps/shadow (modules `server`, `plugin`) on sys.path, like an app would",
     )
+    parser.add_argument(
+        "--watch",
+        default=None,
+        help="import this .py file as a module, so the Autoreloader watches it (a test touches it)",
+    )
+    parser.add_argument(
+        "--engine-log",
+        action="store_true",
+        help="print CherryPy's engine log (e.g. 'Restarting because ... changed.') to stdout",
+    )
     args = parser.parse_args()
+    if args.watch:
+        import importlib
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(args.watch)))
+        importlib.import_module(os.path.splitext(os.path.basename(args.watch))[0])
+    if args.engine_log:
+        import logging
+
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("ENGINE-LOG %(message)s"))
+        cherrypy.log.error_log.addHandler(handler)
     if args.app_modules:
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "shadow"))
 
