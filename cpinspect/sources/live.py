@@ -15,6 +15,10 @@ with the same command line listening on the same port(s).
 
 from __future__ import annotations
 
+import os
+import socket
+import stat
+import struct
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,12 +49,77 @@ from cpinspect.model import (
 from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
 from cpinspect.sources.base import Capability, LinkState, Update
 from cpinspect.sources.merge import fallback_threads, gil_holder, merge_threads
-from cpinspect.sources.pyspy import PySpySource
+from cpinspect.sources.pyspy import PySpySource, process_state
 
 INFO_EVERY = 5
 """Re-read /v1/info every N polls: engine state changes, the rest rarely does."""
 NOTICE_SECONDS = 10.0
 """How long "reconnected to pid N" stays in the updates after a reconnection."""
+
+
+RELOAD_HINT = (
+    "reload the agent: `cpinspect detach %d` then `cpinspect inject %d` (or restart the app)"
+)
+
+
+def stopped_reason(pid: Optional[int]) -> str:
+    """Why a live process cannot answer at all: stopped by a signal or held by a debugger
+    (``/proc`` state T or t); "" when it runs (or is gone)."""
+    if pid is None:
+        return ""
+    state = process_state(pid)
+    if state == "T":
+        return (
+            "pid %d is stopped (state T: SIGSTOP or Ctrl-Z), so its agent cannot answer; "
+            "continue it with `kill -CONT %d`" % (pid, pid)
+        )
+    if state == "t":
+        return "pid %d is held by a debugger (state t), so its agent cannot answer" % pid
+    return ""
+
+
+def _listener_pid(path: str) -> Optional[int]:
+    """The pid (here) of the process listening on the Unix socket ``path`` (SO_PEERCRED), None
+    when nothing listens or it cannot be told (0: outside our pid namespace)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(0.5)
+        sock.connect(path)
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    pid = int(struct.unpack("3i", creds)[0])
+    return pid or None
+
+
+def socket_problem(pid: Optional[int], path: str) -> str:
+    """Why ``path`` no longer leads to the agent of ``pid`` although that process still runs:
+    the socket file removed, or replaced by something else (a file, another process's socket).
+    "" when it does lead there, or the process is gone, or it cannot be told."""
+    if pid is None or not psutil.pid_exists(pid) or process_state(pid) in (None, "Z"):
+        return ""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        what = "was removed"
+    except OSError:
+        return ""
+    else:
+        if not stat.S_ISSOCK(mode):
+            what = "was replaced by something that is not a socket"
+        else:
+            listener = _listener_pid(path)
+            if listener is None or listener == pid:
+                return ""
+            what = "now leads to another process (pid %d)" % listener
+    return "the agent's socket %s %s while pid %d still runs; %s" % (
+        path,
+        what,
+        pid,
+        RELOAD_HINT % (pid, pid),
+    )
 
 
 @dataclass(frozen=True)
@@ -84,6 +153,8 @@ def find_same_service(
             endpoint = find_agent(pid)
         except CpinspectError:
             continue
+        if socket_problem(pid, endpoint.connect_path):
+            continue  # its socket path leads elsewhere now: whatever answers there is not it
         source = AgentSource(endpoint.connect_path, timeout=timeout)
         try:
             info = source.info()
@@ -167,6 +238,8 @@ class AgentSession:
     def poll(self) -> Update:
         now = self.clock()
         if self.source is None and not self._reconnect():
+            # What stands at the socket's path may have changed since (removed, replaced).
+            self._lost_reason = socket_problem(self.pid, self.socket_path) or self._lost_reason
             return self._update(now, LinkState.LOST, self._lost_message())
         assert self.source is not None
         self._endpoint_errors = []
@@ -196,14 +269,21 @@ class AgentSession:
                 self._endpoint_errors.append(str(exc))
         except (TargetGone, StaleSocket, NoSuchProcess) as exc:
             # (The last two: an agent that never answered, whose process then exited.)
-            self._lose(now, str(exc))
+            self._lose(now, socket_problem(self.pid, self.socket_path) or str(exc))
             self.source.close()
             self.source = None
             return self._update(now, LinkState.LOST, self._lost_message())
         except AgentUnavailable as exc:
+            # A silent socket may be someone else's that took the agent's path.
+            problem = socket_problem(self.pid, self.socket_path)
+            if problem:
+                self._lose(now, problem)
+                self.source.close()
+                self.source = None
+                return self._update(now, LinkState.LOST, self._lost_message())
             if self._lost_since is None:
                 self._lost_since = now
-            self._lost_reason = str(exc)
+            self._lost_reason = stopped_reason(self.pid) or str(exc)
             fallback = self._fallback(now, self._spy_result(spy_future))
             if fallback is not None:
                 return fallback
@@ -278,10 +358,12 @@ class AgentSession:
         who = " (GIL held by thread %s)" % holder.name if holder is not None else ""
         # Pool numbers only the agent knows: the last ones, if it ever answered.
         before = ", pool numbers from before" if self.threads is not None else ""
-        message = (
-            "agent not answering within %.1f s — the interpreter may be stuck%s; "
-            "threads from py-spy%s" % (self.timeout, who, before)
+        # A stopped process is not stuck: py-spy --nonblocking reads it without resuming it.
+        head = stopped_reason(self.pid) or (
+            "agent not answering within %.1f s — the interpreter may be stuck%s"
+            % (self.timeout, who)
         )
+        message = "%s; threads from py-spy%s" % (head, before)
         threads = fallback_threads(spy, self.threads)
         warnings = tuple(self.source.warnings) if self.source is not None else ()
         stale = tuple(

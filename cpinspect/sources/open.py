@@ -37,12 +37,18 @@ from cpinspect.errors import (
     NotCherryPy,
     PermissionDenied,
     PySpyMissing,
+    StaleSocket,
     UsageError,
 )
 from cpinspect.model import ProcessInfo, SourceKind, ThreadsSnapshot
 from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
 from cpinspect.sources.base import Poller
-from cpinspect.sources.live import AgentSession, PySpySession
+from cpinspect.sources.live import (
+    AgentSession,
+    PySpySession,
+    socket_problem,
+    stopped_reason,
+)
 from cpinspect.sources.pyspy import PySpySource, find_pyspy, looks_like_cherrypy
 from cpinspect.sources.source_lines import LineReader, SourceLines
 
@@ -204,7 +210,11 @@ def connect_agent(
         source = AgentSource(socket, timeout=timeout)
     else:
         assert pid is not None
-        source = AgentSource(find_agent(pid).connect_path, timeout=timeout)
+        path = find_agent(pid).connect_path
+        problem = socket_problem(pid, path)
+        if problem:
+            raise StaleSocket(problem)
+        source = AgentSource(path, timeout=timeout)
     info: Optional[ProcessInfo] = None
     error: Optional[AgentUnavailable] = None
     try:
@@ -225,8 +235,8 @@ def connect_agent(
 
 
 def _silent_note(link: AgentLink, pyspy: Optional[PySpySource]) -> str:
-    head = "agent not answering within %.1f s — the interpreter may be stuck" % (
-        link.source.timeout
+    head = stopped_reason(link.pid) or (
+        "agent not answering within %.1f s — the interpreter may be stuck" % link.source.timeout
     )
     if pyspy is not None:
         return head + "; threads from py-spy"
@@ -313,7 +323,7 @@ def _open_agent(link: AgentLink, on_new_pid: Optional[Callable[[int], None]]) ->
         timeout=link.source.timeout,
         on_new_pid=new_pid,
         pyspy=pyspy,
-        silent=str(link.error) if link.silent else "",
+        silent=(stopped_reason(link.pid) or str(link.error)) if link.silent else "",
     )
     notes = (_silent_note(link, pyspy),) if link.silent else ()
     return OpenedSession(
