@@ -80,6 +80,20 @@ def ensure_private_dir(path: str) -> None:
         os.chmod(path, 0o700)
 
 
+def check_not_symlink(directory: str) -> None:
+    """Refuse to bind through a directory that is a symlink: whoever can change the link
+    chooses where the socket goes (a chosen ``inspector.socket`` skips ``ensure_private_dir``)."""
+    try:
+        st = os.lstat(directory)
+    except OSError:
+        return  # missing or unreadable: the bind says so
+    if stat.S_ISLNK(st.st_mode):
+        raise SocketPathError(
+            "%s is a symlink (to %s); refusing to bind the agent's socket through it: put "
+            "inspector.socket in the real directory" % (directory, os.path.realpath(directory))
+        )
+
+
 def file_identity(path: str) -> Tuple[int, int, int]:
     """(device, inode, ctime ns): an inode number alone is reused as soon as it is freed."""
     st = os.lstat(path)
@@ -97,6 +111,7 @@ def bind_private(path: str, backlog: int = 16) -> Tuple[socket.socket, Tuple[int
             "socket path is %d bytes, over the 107-byte limit: %s" % (len(path.encode()), path)
         )
     parent = os.path.dirname(path) or "."
+    check_not_symlink(parent)
     try:
         tmpdir = tempfile.mkdtemp(prefix=BIND_DIR_PREFIX, dir=parent)
     except OSError as exc:
