@@ -26,10 +26,15 @@ from cpinspect.errors import (
 )
 from cpinspect.model import SourceKind
 from tests.conftest import IN_CI, as_user, wait_for
-from tests.helpers import BackgroundRequests, agent_get, http_answers, run_cli
-
-# The test app polls module files every 0.2 s: 10 periods is ample for a restart to show.
-SETTLE = 2.0
+from tests.helpers import (
+    BackgroundRequests,
+    agent_get,
+    assert_first_restart_is_the_touch,
+    http_answers,
+    run_cli,
+    wait_for_frame,
+    watched_module,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -65,27 +70,32 @@ def reap(proc: subprocess.Popen) -> None:
     proc.wait(5)
 
 
-def test_inject_inspect_detach_with_autoreload_on(spawn_target):
+def test_inject_inspect_detach_with_autoreload_on(spawn_target, tmp_path):
     # GIVEN a target with no cpinspect code, the Autoreloader on, and a request already running
-    target = spawn_target("--agent", "none", "--autoreload", "--app-modules")
+    # (py-spy, from outside, sees its handler frame before anything is injected)
+    watched = watched_module(tmp_path)
+    target = spawn_target(
+        "--agent", "none", "--autoreload", "--app-modules", "--engine-log", "--watch", str(watched)
+    )
     before = get(target, "/debug_state").json()
     BackgroundRequests(target.port, "/block?seconds=30", 1)
-    wait_for(lambda: target.boots() == 1 and time.sleep(0.3) is None, what="the request to start")
+    wait_for_frame(target.pid, "block")
 
     # WHEN `cpinspect inject PID` loads the agent
-    started = time.monotonic()
     result = run_cli("inject", str(target.pid))
     assert result.returncode == 0, result.stderr
     socket_path = result.stdout.strip()
     status, threads = agent_get(target.socket_path(), "/v1/threads")
-    elapsed = time.monotonic() - started
+    info = agent_get(target.socket_path(), "/v1/info")[1]
 
-    # THEN the agent answers within seconds and shows the request that was already in flight
+    # THEN the agent answers and shows the request that was in flight before it was installed:
+    # found by walking frames (no hook saw it start), started before the agent's install time
     assert status == 200 and socket_path.endswith("/%d.sock" % target.pid)
-    print("inject to first agent answer: %.2f s (cli process included)" % elapsed)
-    assert elapsed < 10
     busy = [t for t in threads["threads"] if t["busy"]]
     assert [t["request"]["path"] for t in busy] == ["/block"], busy
+    [request] = [t["request"] for t in busy]
+    assert request["source"] == "frame", request
+    assert request["started_at"] is not None and request["started_at"] < info["agent_installed_at"]
     # ... the app's __main__ is untouched and its own `server`/`plugin` modules are not shadowed
     during = get(target, "/debug_state").json()
     assert during["main_globals"] == before["main_globals"]
@@ -102,19 +112,18 @@ def test_inject_inspect_detach_with_autoreload_on(spawn_target):
     assert detached.returncode == 0, detached.stderr
     assert detached.stdout.strip() == "agent removed from pid %d" % target.pid
 
-    # THEN hooks, threads and socket are gone, the app serves, and nothing ever restarted
+    # THEN hooks, threads and socket are gone, and the app serves
     wait_for(lambda: not agent_threads(target), what="the agent's threads to stop")
     after = get(target, "/debug_state").json()
     assert after["hooks"] == 0 and after["listeners"] == 0
     assert after["main_globals"] == before["main_globals"]
     assert not os.path.exists(socket_path)
-    time.sleep(SETTLE)
     assert http_answers(target.port, "/")
-    assert target.boots() == 1, target.output()
-    assert "Restarting because" not in target.output()
     # ... and detaching what is not there says so
     nothing = run_cli("detach", str(target.pid))
     assert nothing.returncode == 6 and "no cpinspect agent loaded" in nothing.stderr
+    # ... and nothing ever restarted: the first restart is the one a touched module causes
+    assert_first_restart_is_the_touch(target, watched)
 
 
 def test_inject_into_a_process_whose_agent_came_by_config_is_a_no_op(spawn_target):
@@ -163,11 +172,9 @@ def test_main_thread_stuck_in_c_reports_after_the_pickup_timeout():
     proc = plain_python("import cherrypy, threading", "threading.Event().wait()")
     try:
         # WHEN injected with a short pickup timeout
-        started = time.monotonic()
         with pytest.raises(MainThreadBusy) as err:
             Injector(proc.pid, pickup_timeout=1.0).inject()
-        # THEN it says so within seconds, and the process is unharmed
-        assert time.monotonic() - started < 10
+        # THEN it says so (after that timeout: bench/attach_time.py times it), the process unharmed
         assert "has not run the scheduled bootstrap in 1 s" in str(err.value)
         assert "cpinspect attach %d" % proc.pid in str(err.value)
         assert proc.poll() is None
@@ -176,17 +183,20 @@ def test_main_thread_stuck_in_c_reports_after_the_pickup_timeout():
 
 
 def test_a_late_pending_call_is_harmless(spawn_target):
-    # GIVEN a CherryPy app whose main thread is held off bytecode for a while (GIL-holding regex)
+    # GIVEN a CherryPy app whose main thread is held off bytecode for seconds: a regex holding
+    # the GIL in one C call (n=28: about 8 s), seen running by py-spy before we inject
     target = spawn_target("--agent", "none")
-    BackgroundRequests(target.port, "/regex?n=27", 1)
-    time.sleep(0.3)
-    # WHEN injection gives up waiting
-    try:
+    BackgroundRequests(target.port, "/regex?n=28", 1)
+    wait_for_frame(target.pid, "regex")
+    # WHEN injection gives up waiting for the bootstrap to run
+    with pytest.raises(MainThreadBusy):
         Injector(target.pid, pickup_timeout=0.5).inject()
-    except MainThreadBusy:
-        pass  # the regex held the GIL long enough; the call stays pending
-    # THEN once the main thread runs again the agent loads, once, and the app serves
-    wait_for(lambda: agent_threads(target), timeout=30, what="the late bootstrap")
+    gave_up_at = time.time()
+    # THEN the call stays pending and runs late, once the GIL is free: the agent loads after the
+    # injector gave up (its own install time says so), once, and the app serves
+    wait_for(lambda: agent_threads(target), timeout=60, what="the late bootstrap")
+    info = agent_get(target.socket_path(), "/v1/info")[1]
+    assert info["agent_installed_at"] > gave_up_at, (info["agent_installed_at"], gave_up_at)
     assert get(target, "/debug_state").json()["hooks"] == 2
     assert Injector(target.pid).inject().already
 
