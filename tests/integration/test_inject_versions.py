@@ -1,7 +1,8 @@
 """Injection into CherryPy targets on other Pythons than the inspector's (3.8 ... 3.13).
 
 Each interpreter found (pyenv or PATH) gets a cached virtual environment with cherrypy, outside
-the clone: ``~/.cache/cpinspect/targets/py3X``. 3.8 and 3.13 must be there in CI.
+the clone: ``~/.cache/cpinspect/targets/py3X``. In CI every one of them must be there: a missing
+interpreter fails the test instead of skipping it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import pytest
 
 from cpinspect.attach.inject import Injector
 from tests.conftest import IN_CI, wait_for
-from tests.helpers import BackgroundRequests, agent_get
+from tests.helpers import BackgroundRequests, agent_get, wait_for_frame
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))) / "cpinspect"
-REQUIRED = ("3.8", "3.13")
 VERSIONS = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13")
 
 
@@ -37,8 +37,8 @@ def target_python(version: str) -> str:
     """A cached venv of ``version`` with cherrypy: built once, reused by later runs."""
     interpreter = find_interpreter(version)
     if interpreter is None:
-        if IN_CI and version in REQUIRED:
-            pytest.fail("Python %s missing in CI" % version)
+        if IN_CI:
+            pytest.fail("Python %s missing in CI: injection is claimed on 3.8 ... 3.13" % version)
         pytest.skip("Python %s not found (pyenv or PATH)" % version)
     venv = CACHE / "targets" / ("py" + version.replace(".", ""))
     python = venv / "bin" / "python"
@@ -57,11 +57,12 @@ def target_python(version: str) -> str:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_inject_inspect_detach_on_each_python(spawn_target, version):
-    # GIVEN a CherryPy target on this Python, without cpinspect code, a request in flight
+    # GIVEN a CherryPy target on this Python, without cpinspect code, a request in flight (its
+    # handler frame seen by py-spy from outside)
     python = target_python(version)
     target = spawn_target("--agent", "none", "--autoreload", python=python)
     BackgroundRequests(target.port, "/block?seconds=20", 1)
-    time.sleep(0.3)
+    wait_for_frame(target.pid, "block")
     before = httpx.get("http://127.0.0.1:%d/debug_state" % target.port, timeout=10).json()
 
     # WHEN the agent is injected
@@ -76,7 +77,10 @@ def test_inject_inspect_detach_on_each_python(spawn_target, version):
 
     # THEN it runs on the target's Python and shows the request that was already running
     assert status == 200 and result.status["python"].startswith(version + ".")
-    assert [t["request"]["path"] for t in body["threads"] if t["busy"]] == ["/block"]
+    busy = [t["request"] for t in body["threads"] if t["busy"]]
+    assert [r["path"] for r in busy] == ["/block"], busy
+    info = agent_get(result.endpoint.connect_path, "/v1/info")[1]
+    assert busy[0]["source"] == "frame" and busy[0]["started_at"] < info["agent_installed_at"]
     # AND the routes walk and the resolver run on that Python too (signatures read from code
     # objects, whose fields differ between versions)
     status, routes = agent_get(result.endpoint.connect_path, "/v1/routes")
