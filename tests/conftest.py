@@ -82,7 +82,9 @@ def start_target(
     env: Optional[dict] = None,
     timeout: float = 20.0,
     python: Optional[str] = None,
+    prefix: Sequence[str] = (),
 ) -> TargetProcess:
+    """Start the test app; ``prefix`` runs it through a wrapper (``unshare ...``) that execs it."""
     log_path = tmp / ("target-%d.log" % time.monotonic_ns())
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
@@ -91,7 +93,7 @@ def start_target(
         full_env.update(env)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [python or sys.executable, "-m", "tests.apps.target", *args],
+            [*prefix, python or sys.executable, "-m", "tests.apps.target", *args],
             cwd=str(ROOT),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -119,9 +121,12 @@ def spawn_target(tmp_path: Path) -> Iterator[Callable[..., TargetProcess]]:
     started: List[TargetProcess] = []
 
     def spawn(
-        *args: str, env: Optional[dict] = None, python: Optional[str] = None
+        *args: str,
+        env: Optional[dict] = None,
+        python: Optional[str] = None,
+        prefix: Sequence[str] = (),
     ) -> TargetProcess:
-        target = start_target(list(args), tmp_path, env=env, python=python)
+        target = start_target(list(args), tmp_path, env=env, python=python, prefix=prefix)
         started.append(target)
         return target
 
