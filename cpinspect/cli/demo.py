@@ -47,20 +47,29 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _terminate(signum: int, frame: Optional[FrameType]) -> None:
-    # Turn SIGTERM into an exception so the `with` block below stops the children. (A SIGKILL
-    # cannot be caught: the children then get SIGTERM from the kernel, see demo.runner.)
+    # Turn SIGTERM and SIGHUP (before or after the inspector, which handles them itself while it
+    # runs) into an exception so the `with` block below stops the children. (A SIGKILL cannot be
+    # caught: the children then get SIGTERM from the kernel, see demo.runner.)
     raise SystemExit(128 + signum)
 
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
     from cpinspect.cli.attach import open_inspector
+    from cpinspect.tui.hangup import on_forced_exit
 
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) != signal.SIG_IGN:  # nohup: leave SIGHUP ignored
+            previous[sig] = signal.signal(sig, _terminate)
+    demo = DemoProcesses(threads=args.threads, load=not args.no_load, duration=args.duration)
+    # If leaving takes too long (tui/hangup.py ends the process with os._exit), the children
+    # go first; registered for the whole life of `demo`, its own stop() included.
+    remove = on_forced_exit(demo.kill)
     try:
-        with DemoProcesses(
-            threads=args.threads, load=not args.no_load, duration=args.duration
-        ) as demo:
+        with demo:
             return open_inspector(pid=demo.pid, interval=args.interval)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        remove()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

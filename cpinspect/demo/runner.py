@@ -137,6 +137,12 @@ class DemoProcesses:
         if self.log_dir and not keep_logs:
             shutil.rmtree(self.log_dir, ignore_errors=True)
 
+    def kill(self) -> None:
+        """SIGKILL every child's process group now, without waiting: for a parent about to end
+        with ``os._exit``, where no ``finally`` or ``atexit`` runs. From any thread."""
+        for proc in self.children():
+            _signal_group(proc, signal.SIGKILL)
+
     def children(self) -> List[subprocess.Popen[bytes]]:
         return [p for p in (self.app_process, self.load_process) if p is not None]
 

@@ -32,6 +32,7 @@ from textual.worker import Worker, get_current_worker
 from cpinspect.model import SourceKind
 from cpinspect.sources.base import Capability, LinkState, Poller, Update
 from cpinspect.sources.source_lines import LineReader
+from cpinspect.tui.hangup import terminal_driver
 from cpinspect.tui.messages import (
     AgentLoaded,
     Captured,
@@ -130,7 +131,8 @@ class InspectorApp(App[None]):
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be positive, not {interval!r}")
-        super().__init__()
+        # Ends the app when the terminal goes away or on SIGHUP/SIGTERM/SIGINT (tui/hangup.py).
+        super().__init__(driver_class=terminal_driver())
         self.poller = poller
         self.interval = interval
         self.source_lines = source_lines

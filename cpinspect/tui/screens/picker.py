@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 
 from cpinspect.formatting import PROCESS_COLUMNS, process_row
 from cpinspect.model import ProcessSummary
+from cpinspect.tui.hangup import terminal_driver
 from cpinspect.tui.screens.confirm import ConfirmScreen
 
 Lister = Callable[[], List[ProcessSummary]]
@@ -69,7 +70,8 @@ class PickerApp(App[Optional[Pick]]):
     ]
 
     def __init__(self, lister: Lister) -> None:
-        super().__init__()
+        # Ends the app when the terminal goes away or on SIGHUP/SIGTERM/SIGINT (tui/hangup.py).
+        super().__init__(driver_class=terminal_driver())
         self.lister = lister
         self.summaries: List[ProcessSummary] = []
         """The last listing, all of it (the filter only hides rows)."""
