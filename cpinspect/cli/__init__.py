@@ -52,7 +52,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
         func = pick_and_attach
     try:
-        return int(func(args) or 0)
+        code = int(func(args) or 0)
+        # Here rather than at interpreter exit, where a reader gone (`| head`) is "Exception
+        # ignored ... BrokenPipeError" and exit code 120.
+        sys.stdout.flush()
+        return code
     except CpinspectError as exc:
         print("cpinspect: %s" % exc, file=sys.stderr)
         return exc.exit_code
@@ -60,6 +64,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("cpinspect: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        _stdout_gone()
         return 0
     except Exception as exc:
         if os.environ.get("CPINSPECT_DEBUG"):
@@ -72,15 +77,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         return INTERNAL_ERROR
 
 
+def _stdout_gone() -> None:
+    """Whoever read stdout left: point it at /dev/null, so that what is still buffered has
+    somewhere to go when the interpreter flushes it on the way out."""
+    try:
+        fd = sys.stdout.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (AttributeError, OSError, ValueError):
+        return  # no real stdout (replaced, closed): nothing will be flushed to a pipe
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def pick_and_attach(args: argparse.Namespace) -> int:
     """``cpinspect`` alone: pick a process in the picker, then attach as ``attach PID`` does."""
     from cpinspect.attach.processes import ProcessLister
     from cpinspect.cli import attach
     from cpinspect.tui.screens.picker import PickerApp
 
-    pick = PickerApp(ProcessLister()).run()
+    picker = PickerApp(ProcessLister())
+    pick = picker.run()
     if pick is None:
-        return 0
+        return int(picker.return_code or 0)  # q: 0; the terminal gone or a signal: 128 + it
     # Parsed as if typed: attach gets every option's default, whatever options it grows.
     words = ["attach", "--inject", str(pick.pid)] if pick.inject else ["attach", str(pick.pid)]
     return attach.run(build_parser().parse_args(words))
