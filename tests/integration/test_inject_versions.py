@@ -19,7 +19,13 @@ import pytest
 
 from cpinspect.attach.inject import Injector
 from tests.conftest import IN_CI, wait_for
-from tests.helpers import BackgroundRequests, agent_get, wait_for_frame
+from tests.helpers import (
+    BackgroundRequests,
+    agent_get,
+    assert_first_restart_is_the_touch,
+    wait_for_frame,
+    watched_module,
+)
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))) / "cpinspect"
 VERSIONS = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13")
@@ -56,11 +62,14 @@ def target_python(version: str) -> str:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_inject_inspect_detach_on_each_python(spawn_target, version):
+def test_inject_inspect_detach_on_each_python(spawn_target, tmp_path, version):
     # GIVEN a CherryPy target on this Python, without cpinspect code, a request in flight (its
     # handler frame seen by py-spy from outside)
     python = target_python(version)
-    target = spawn_target("--agent", "none", "--autoreload", python=python)
+    watched = watched_module(tmp_path)
+    target = spawn_target(
+        "--agent", "none", "--autoreload", "--engine-log", "--watch", str(watched), python=python
+    )
     BackgroundRequests(target.port, "/block?seconds=20", 1)
     wait_for_frame(target.pid, "block")
     before = httpx.get("http://127.0.0.1:%d/debug_state" % target.port, timeout=10).json()
@@ -100,4 +109,4 @@ def test_inject_inspect_detach_on_each_python(spawn_target, version):
     after = wait_for(clean, what="the agent's threads to stop")
     assert isinstance(after, dict)
     assert after["hooks"] == 0 and after["main_globals"] == before["main_globals"]
-    assert target.boots() == 1, target.output()
+    assert_first_restart_is_the_touch(target, watched)
