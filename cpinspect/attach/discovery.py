@@ -172,14 +172,37 @@ def find_agent(pid: int) -> AgentEndpoint:
     return AgentEndpoint(pid=pid, socket_path=path, connect_path=connect_path_for(pid, path))
 
 
-def connect_path_for(pid: int, path: str) -> str:
-    """Reach ``path`` of the target's mount namespace; plain ``path`` when the root is ours."""
+def shares_our_mounts(pid: int) -> bool:
+    """The target sees the filesystem we see: the same root *and* the same mount namespace.
+
+    The same root alone is not enough: systemd's ``PrivateTmp=`` gives a service its own /tmp
+    under our very root (a mount namespace of its own), and its socket lives in that /tmp.
+    Raises ``PermissionError`` when its root may not be looked at.
+    """
     root = "/proc/%d/root" % pid
     try:
-        same_root = os.path.samefile(root, "/")
+        if not os.path.samefile(root, "/"):
+            return False
+    except PermissionError:
+        raise
     except OSError:
-        same_root = True
-    through = path if same_root else root + path
+        return True  # gone or unreadable /proc: the plain path is the best guess
+    try:
+        theirs = os.stat("/proc/%d/ns/mnt" % pid)
+        ours = os.stat("/proc/self/ns/mnt")
+    except OSError:
+        return True  # no namespace files (old kernels): the root check is all there is
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def connect_path_for(pid: int, path: str) -> str:
+    """Reach ``path`` of the target's mount namespace; plain ``path`` when it shares ours."""
+    root = "/proc/%d/root" % pid
+    try:
+        same = shares_our_mounts(pid)
+    except PermissionError:
+        same = True
+    through = path if same else root + path
     if len(through.encode()) <= UNIX_PATH_MAX:
         return through
     # Over the sun_path limit: hold the directory open and connect through our own fd table.

@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from cpinspect.agent import bootstrap
 from cpinspect.agent.wire import AGENT_VERSION, SOCKET_DIR_NAME
-from cpinspect.attach.discovery import AgentEndpoint, check_process, find_agent
+from cpinspect.attach.discovery import AgentEndpoint, check_process, find_agent, shares_our_mounts
 from cpinspect.errors import (
     AgentNotFound,
     BootstrapFailed,
@@ -117,13 +117,11 @@ def describe_target(pid: int) -> Target:
         raise NoSuchProcess("no process with pid %d (it may have exited)" % pid) from None
     root = "/proc/%d/root" % pid
     try:
-        same = os.path.samefile(root, "/")
+        same = shares_our_mounts(pid)
     except PermissionError:
         raise PermissionDenied(
             "cannot see the filesystem of pid %d: run as its user or root" % pid
         ) from None
-    except OSError:
-        same = True
     return Target(pid=pid, uid=st.st_uid, gid=st.st_gid, root="" if same else root)
 
 

@@ -64,16 +64,6 @@ BIND_INTO_ROOT = (
 """What a target needs from the host in a root of its own (its interpreter may live under /root,
 the checkout under /work)."""
 
-PRIVATE_TMP_BUG = (
-    "product bug: discovery (attach/discovery.py connect_path_for) and injection (attach/"
-    "inject.py, the Target's root) take os.path.samefile('/proc/<pid>/root', '/') to mean the "
-    "target sees our filesystem; under PrivateTmp= the root is the same inode and only /tmp "
-    "differs, so the inspector uses its own /tmp: dump fails (exit 7) with 'the agent's socket "
-    "/tmp/cpinspect-0/<pid>.sock was removed while pid <pid> still runs', inject writes the "
-    "bootstrap where the target cannot see it and fails (exit 18) with 'main thread has not run "
-    "the scheduled bootstrap in 5 s'"
-)
-
 
 @pytest.fixture(scope="module")
 def unshare_mount() -> List[str]:
@@ -126,11 +116,11 @@ def assert_found_through_proc(pid: int) -> None:
     dump = run_cli("dump", "--json", str(pid))
     assert dump.returncode == 0, dump.stderr
     [snapshot] = snapshots_from_document(load_json(dump.stdout))
-    assert snapshot.source is SourceKind.AGENT
+    # The agent answered (py-spy joins it where it can read the process: not in a chroot)
+    assert snapshot.source in (SourceKind.AGENT, SourceKind.BOTH)
     assert snapshot.info is not None and snapshot.info.pid == pid
 
 
-@pytest.mark.xfail(strict=True, reason=PRIVATE_TMP_BUG)
 def test_private_tmp_agent_by_config_is_found_through_proc(spawn_target, own_tmp):
     # GIVEN a target with the agent by config, the same root as ours and its own /tmp
     target = spawn_target("--agent", "config", prefix=own_tmp)
@@ -139,7 +129,6 @@ def test_private_tmp_agent_by_config_is_found_through_proc(spawn_target, own_tmp
     assert_found_through_proc(target.pid)
 
 
-@pytest.mark.xfail(strict=True, reason=PRIVATE_TMP_BUG)
 def test_private_tmp_injection(spawn_target, own_tmp):
     # GIVEN an unmodified target with its own /tmp
     target = spawn_target("--agent", "none", prefix=own_tmp)
