@@ -87,7 +87,11 @@ def find_pyspy() -> str:
     if scripts:
         candidates.append(Path(scripts) / "py-spy")
     for candidate in candidates:
-        if candidate.is_file() and os.access(str(candidate), os.X_OK):
+        try:
+            usable = candidate.is_file() and os.access(str(candidate), os.X_OK)
+        except OSError:  # a directory we may not look into (another user's venv): try PATH
+            usable = False
+        if usable:
             return str(candidate)
     found = shutil.which("py-spy")
     if found:
