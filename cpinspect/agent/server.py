@@ -1,28 +1,37 @@
 """The agent's private HTTP/1.1 server: its own threads, its own Unix socket.
 
 Not cheroot (whose workers are named like the app's and share its code paths) and not
-``socketserver.ThreadingMixIn`` (a thread per connection is unbounded). One accept thread hands
-connections to a fixed number of handler threads through a bounded queue; when the queue is full
-the connection gets a 503 at once. Requests are parsed here with hard limits: a request line and
-headers of at most ``MAX_REQUEST_BYTES``, a read timeout, GET/HEAD only, no bodies.
+``socketserver.ThreadingMixIn`` (a thread per connection is unbounded). A fixed number of
+handler threads share one epoll instance and never block on a client: slow, idle, half-open and
+garbage connections wait as buffered state, not on a thread (see ``AgentServer``). Requests are
+parsed here with hard limits: a request line and headers of at most ``MAX_REQUEST_BYTES``, a
+read deadline, GET/HEAD only, no bodies; connections are bounded, the oldest shed first.
 
 Every connection's peer is checked with SO_PEERCRED: only our own uid and root may talk to us.
 File modes (0700 directory, 0600 socket) already stop other users; this is the second lock.
 """
 
 import collections
+import errno
 import json
 import os
-import selectors
+import select
 import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from .paths import bind_private, unlink_if_ours
-from .wire import AGENT_VERSION, MAX_REQUEST_BYTES, SCHEMA_VERSION
+from .wire import (
+    AGENT_VERSION,
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_REQUEST_BYTES,
+    REQUEST_READ_TIMEOUT,
+    SCHEMA_VERSION,
+)
 
 # An endpoint gets the parsed query ({name: [values]}) and returns (status, JSON-able dict).
 Endpoint = Callable[[Dict[str, List[str]]], Tuple[int, Dict[str, Any]]]
@@ -42,27 +51,26 @@ REASONS = {
     505: "HTTP Version Not Supported",
 }
 
+SHED_MESSAGE = "too many connections: shed oldest"
+
 _UCRED = struct.Struct("3i")
-_TIMEVAL = struct.Struct("@ll")
 
 
-def kernel_timeouts(sock: socket.socket, recv: float, send: Optional[float] = None) -> None:
-    """Time out blocking calls in the kernel (SO_RCVTIMEO/SO_SNDTIMEO), not in Python.
-
-    A socket with a Python-level timeout polls before each recv/send/accept: two system calls,
-    each releasing the GIL and queueing for it again behind busy app threads; ``settimeout``
-    itself is an fcntl that does the same. A blocking socket with kernel timeouts makes one
-    call, and raises BlockingIOError (EAGAIN) when the time is up.
-    """
-    sec = int(recv)
-    sock.setsockopt(
-        socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(sec, int((recv - sec) * 1e6))
-    )
-    if send is not None:
-        sec = int(send)
-        sock.setsockopt(
-            socket.SOL_SOCKET, socket.SO_SNDTIMEO, _TIMEVAL.pack(sec, int((send - sec) * 1e6))
-        )
+_IN = select.EPOLLIN
+_OUT = select.EPOLLOUT
+_ONESHOT = select.EPOLLONESHOT
+_DONTWAIT = socket.MSG_DONTWAIT
+_SEND_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
+_RECV_SIZE = 65536
+_ACCEPTS_PER_TURN = 16
+_SOCK_CLOEXEC = getattr(socket, "SOCK_CLOEXEC", 0o2000000)
+_REQUESTS_PER_TURN = 8
+"""Pipelined requests answered on one connection before it goes back in line."""
+_OUT_OF_RESOURCES = frozenset(
+    getattr(errno, name)
+    for name in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM")
+    if hasattr(errno, name)
+)
 
 
 class _BadRequest(Exception):
@@ -89,23 +97,150 @@ def peer_uid(conn: socket.socket) -> Optional[int]:
     return int(uid)
 
 
+class _Reader:
+    """Non-blocking reads and accepts for one handler thread, made *without* releasing the GIL.
+
+    Every socket method of Python releases the GIL around its system call, and under CPU load
+    taking it back means a wait in line behind the app's threads (BENCHMARKS.md). A ``recv``
+    with ``MSG_DONTWAIT`` on a socket that epoll just reported readable cannot block, so holding
+    the GIL through it costs nothing and keeps a request at one wait for the GIL: the epoll
+    wake-up. libc's ``recv`` through ``ctypes.PyDLL`` does that (PyDLL functions keep the GIL).
+    Without ctypes (or libffi, or the symbol) it falls back to ``socket.recv``: correct, with
+    one more hand-off of the GIL per read.
+    """
+
+    def __init__(self) -> None:
+        self._recv: Any = None
+        self._accept4: Any = None
+        self._buf: Any = None
+        self._errno: Callable[[], int] = lambda: 0
+        try:
+            import ctypes
+
+            libc = ctypes.PyDLL(None, use_errno=True)
+            recv = libc.recv
+            recv.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+            recv.restype = ctypes.c_ssize_t
+            accept4 = libc.accept4
+            accept4.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+            accept4.restype = ctypes.c_int
+            self._buf = ctypes.create_string_buffer(_RECV_SIZE)
+            self._errno = ctypes.get_errno
+            self._recv, self._accept4 = recv, accept4
+        except Exception:  # noqa: BLE001 - fall back to the socket module
+            self._recv = self._accept4 = None
+
+    def _fail(self) -> OSError:
+        err = self._errno()
+        if err in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+            # (EINTR: re-arming in epoll brings us back at once if there is more)
+            return BlockingIOError(err, os.strerror(err))
+        return OSError(err, os.strerror(err))
+
+    def accept(self, listener: socket.socket) -> socket.socket:
+        """Like ``listener.accept()[0]`` on a non-blocking listener."""
+        if self._accept4 is None:
+            return listener.accept()[0]
+        fd = self._accept4(listener.fileno(), None, None, _SOCK_CLOEXEC)
+        if fd < 0:
+            raise self._fail()
+        try:
+            # Family, type and proto given: no system call to find them out.
+            return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def recv(self, sock: socket.socket) -> bytes:
+        """Like ``sock.recv(_RECV_SIZE, MSG_DONTWAIT)`` (BlockingIOError when nothing is there)."""
+        if self._recv is None:
+            return sock.recv(_RECV_SIZE, _DONTWAIT)
+        n = self._recv(sock.fileno(), self._buf, _RECV_SIZE, _DONTWAIT)
+        if n < 0:
+            raise self._fail()
+        data: bytes = self._buf[:n]
+        return data
+
+
+class _Conn:
+    """One client connection and what has been read from or is still to be written to it.
+
+    At any moment a connection is either *owned* by the one handler thread that took its epoll
+    event (and only that thread touches its socket and buffers) or *armed* in epoll with
+    ``EPOLLONESHOT``, waiting for its next event. Nobody else closes an owned connection.
+    """
+
+    __slots__ = (
+        "active_at",
+        "buf",
+        "closed",
+        "eof",
+        "fd",
+        "head_at",
+        "keep",
+        "missed",
+        "out",
+        "out_at",
+        "owned",
+        "registered",
+        "sock",
+    )
+
+    def __init__(self, sock: socket.socket, now: float) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.buf = b""
+        """Bytes read and not yet answered: at most one partial head (<= MAX_REQUEST_BYTES)
+        plus one recv, since nothing more is read while a complete head is waiting."""
+        self.out = b""
+        """The unsent rest of the current response; nothing is read while there is one."""
+        self.keep = True
+        self.eof = False
+        self.owned = True  # the accepting thread serves it first
+        self.missed = False
+        """An event came while the owner was re-arming it: the owner serves again."""
+        self.closed = False
+        self.registered = False
+        self.active_at = now
+        """Accepted, or last request answered: the idle deadline and the shedding order."""
+        self.head_at = 0.0
+        """When the first byte of the request now being read arrived (the read deadline)."""
+        self.out_at = 0.0
+        """When the response being written last made progress (the write deadline)."""
+
+
 class AgentServer:
     """Serves ``endpoints`` on a private Unix socket at ``path`` until ``stop()``.
 
-    Built for the worst moment: every app thread burning CPU in pure Python. Then each time an
-    agent thread gives up the GIL (any system call, any hand-off to another thread) it waits in
-    line behind the busy threads for it again, ~5 ms (the switch interval) per thread in line.
-    So the common path makes as few of those trips as possible:
+    Built for the worst moments: every app thread burning CPU in pure Python, and clients that
+    connect and then say nothing, or half a request, or one byte at a time.
 
-    - ``handler_threads`` threads each block in ``accept()`` and serve the connection they get
-      themselves: no selector wake-up, no queue hand-off between threads;
-    - a keep-alive connection (the inspector polls once a second) is served by the same thread,
-      which waits for its next request in ``recv`` for up to ``keepalive_wait`` seconds.
+    **Nobody who is not sending holds a thread.** ``handler_threads`` threads all wait in one
+    epoll instance. The listening socket and every connection are registered with
+    ``EPOLLONESHOT``, so each readiness event goes to exactly one thread, which then *owns* that
+    connection: it reads what is there without blocking (``MSG_DONTWAIT``), answers every
+    complete request in its buffer, writes without blocking, and re-arms the connection in epoll
+    for its next event before going back to wait. A partial request head stays in the
+    connection's buffer between events; a response the client does not read stays in its output
+    buffer (and nothing more is read from it) until the socket is writable again. So a stuck
+    client costs one buffered connection, never a thread, and any free thread answers the next
+    complete request at once.
 
-    A connection that stays silent longer (or a new one that sends nothing within
-    ``first_byte_wait``) is handed to the parker thread, whose selector holds idle connections
-    (at most ``max_parked``, each for at most ``idle_timeout``) and serves them when they speak:
-    idle clients never pin the few handler threads.
+    **One wait for the GIL per keep-alive request.** Under CPU load each time an agent thread
+    gives up the GIL it queues behind the busy app threads for it again (BENCHMARKS.md). The
+    thread that takes a request's event serves it itself: the epoll wake-up is the one wait; the
+    ``recv`` after it keeps the GIL (``_Reader``), then the endpoint, and a ``send`` that hands
+    the answer to the kernel (re-arming comes after). No selector-to-worker hand-off, no
+    per-call timeouts, no system call made while holding the table's lock. A new connection
+    adds one hand-off: re-arming the listener before serving, so other clients can connect.
+
+    **Bounded.** At most ``max_connections`` connections are kept. A new one past that sheds the
+    connection that has gone longest without an answered request (``503 too many connections:
+    shed oldest``, written without blocking, or just closed if it cannot be written or a
+    response is half-written). One thread (the first) also sweeps once per ``sweep_interval``:
+    a head unfinished ``read_timeout`` after its first byte gets 408 and is closed; a response
+    that makes no progress for ``read_timeout`` is dropped; a connection silent for
+    ``idle_timeout`` is closed.
     """
 
     def __init__(
@@ -113,29 +248,39 @@ class AgentServer:
         path: str,
         endpoints: Dict[str, Endpoint],
         handler_threads: int = 3,
-        read_timeout: float = 5.0,
-        first_byte_wait: float = 0.25,
-        keepalive_wait: float = 2.0,
-        idle_timeout: float = 30.0,
-        max_parked: int = 64,
+        read_timeout: float = REQUEST_READ_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        sweep_interval: float = 0.5,
     ) -> None:
         self.path = path
         self.endpoints = endpoints
-        self.handler_threads = handler_threads
+        self.handler_threads = max(1, handler_threads)
         self.read_timeout = read_timeout
-        self.first_byte_wait = first_byte_wait
-        self.keepalive_wait = keepalive_wait
         self.idle_timeout = idle_timeout
-        self.max_parked = max_parked
+        self.max_connections = max(1, max_connections)
+        self.sweep_interval = sweep_interval
         self.allowed_uids = {0, os.getuid(), os.geteuid()}
-        self.stats = {"connections": 0, "refused_peer": 0, "rejected_busy": 0, "bad_requests": 0}
-        self._to_park: collections.deque[Tuple[socket.socket, bytes]] = collections.deque()
-        self._serving: Set[socket.socket] = set()
-        """Connections a handler thread is on right now: stop() shuts them to wake it."""
+        self.stats = {
+            "connections": 0,
+            "refused_peer": 0,
+            "rejected_busy": 0,
+            "bad_requests": 0,
+            "shed": 0,
+            "timed_out": 0,
+        }
+        self._lock = threading.Lock()
+        """Guards ``_conns``, each connection's ``owned``/``closed`` and epoll (re-)arming."""
+        self._conns: collections.OrderedDict[int, _Conn] = collections.OrderedDict()
+        """fd -> connection, oldest first (moved to the end when a request is answered)."""
         self._stopping = threading.Event()
         self._sock: Optional[socket.socket] = None
+        self._listen_fd = -1
+        self._ep: Optional[Any] = None  # select.epoll (Linux only, like SO_PEERCRED)
         self._identity = (0, 0, 0)
         self._wake_r = self._wake_w = -1
+        self._accept_paused_until = 0.0
+        self._next_sweep = 0.0
         self._threads: List[threading.Thread] = []
         self.pid = os.getpid()
 
@@ -143,49 +288,70 @@ class AgentServer:
 
     def start(self) -> None:
         self._sock, self._identity = bind_private(self.path)
-        # Blocking accept() that wakes up every second to notice stop() (see kernel_timeouts).
-        self._sock.settimeout(None)
-        kernel_timeouts(self._sock, 1.0)
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        try:
+            self._sock.setblocking(False)  # accept() only when epoll says so; never waits
+            try:
+                # Room for a burst: clients connecting without waiting get EAGAIN when it is full.
+                self._sock.listen(max(16, min(2 * self.max_connections, 1024)))
+            except OSError:
+                pass
+            self._listen_fd = self._sock.fileno()
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
+            self._ep = select.epoll()
+            # The wake pipe is level-triggered: one byte from stop() wakes every thread.
+            self._ep.register(self._wake_r, select.EPOLLIN)
+            self._ep.register(self._listen_fd, _IN | _ONESHOT)
+        except BaseException:
+            self._close_fds()
+            if self.pid == os.getpid():
+                unlink_if_ours(self.path, self._identity)
+            raise
         self._threads = [
-            threading.Thread(target=self._park_loop, name="cpinspect-parker", daemon=True)
-        ]
-        for n in range(self.handler_threads):
-            self._threads.append(
-                threading.Thread(
-                    target=self._accept_loop, name="cpinspect-http-%d" % (n + 1), daemon=True
-                )
+            threading.Thread(
+                target=self._loop,
+                args=(n == 0,),
+                name="cpinspect-http-%d" % (n + 1),
+                daemon=True,
             )
+            for n in range(self.handler_threads)
+        ]
         for t in self._threads:
             t.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop accepting, remove our socket file, let the threads finish."""
+        """Stop serving, remove our socket file, end the threads, close every descriptor.
+
+        In a forked child (another pid) the descriptors are the parent's too: they are only
+        closed here, never shut down or changed in the shared epoll, and the wake pipe is left
+        alone, so the parent's agent keeps serving.
+        """
         self._stopping.set()
-        if self.pid == os.getpid():
+        same_process = self.pid == os.getpid()
+        if same_process:
             unlink_if_ours(self.path, self._identity)
-        if self._sock is not None:
-            try:
-                # Wakes the threads blocked in accept() at once.
-                self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for conn in list(self._serving):
-            try:
-                conn.shutdown(socket.SHUT_RDWR)  # a recv() waiting for a keep-alive request ends
-            except OSError:
-                pass
-        self._wake()
+            self._wake()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(max(0.0, deadline - time.monotonic()))
+        stuck = any(t.is_alive() for t in self._threads if t is not threading.current_thread())
+        with self._lock:
+            # A thread still inside an endpoint closes the connection it owns when it returns.
+            doomed = [c for c in self._conns.values() if not (stuck and c.owned)]
+            for c in doomed:
+                del self._conns[c.fd]
+                c.closed = True
+        for c in doomed:
+            c.sock.close()
+        self._close_fds()
+
+    def _close_fds(self) -> None:
         if self._sock is not None:
             self._sock.close()
-        while self._to_park:
-            self._to_park.popleft()[0].close()
+        if self._ep is not None:
+            self._ep.close()
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 try:
@@ -204,155 +370,356 @@ class AgentServer:
         except OSError:
             pass
 
-    # -- the fast path: accept and serve on one thread ----------------------------------------
+    # -- the handler threads -------------------------------------------------------------------
 
-    def _accept_loop(self) -> None:
-        assert self._sock is not None
+    def _loop(self, sweeper: bool) -> None:
+        """Wait for one event, serve it, repeat. The first thread also runs the sweep."""
+        ep = self._ep
+        assert ep is not None
+        reader = _Reader()
+        timeout = self.sweep_interval if sweeper else -1.0
         while not self._stopping.is_set():
             try:
-                conn, _ = self._sock.accept()
-            except (BlockingIOError, socket.timeout):
-                continue
-            except OSError:
+                events = ep.poll(timeout, 1)
+            except (OSError, ValueError):  # closed under us by stop()
                 if self._stopping.is_set():
                     return
-                time.sleep(0.05)  # e.g. EMFILE: back off instead of spinning
+                time.sleep(0.05)
                 continue
-            self.stats["connections"] += 1
-            uid = peer_uid(conn)
-            if uid is None or uid not in self.allowed_uids:
-                self.stats["refused_peer"] += 1
-                _reply_and_close(
-                    conn,
-                    403,
-                    "peer uid %s may not inspect this process (uid %d); run as that user or root"
-                    % (uid, os.geteuid()),
-                )
-                continue
-            self._serving.add(conn)
             try:
-                if conn.gettimeout() is not None:  # an app's socket.setdefaulttimeout()
-                    conn.settimeout(None)
-                self._serve(conn, b"", self.first_byte_wait)
-            except Exception:  # noqa: BLE001 - a handler thread must survive any connection
-                conn.close()
-            finally:
-                self._serving.discard(conn)
+                for fd, _mask in events:
+                    if fd == self._wake_r:
+                        if self._stopping.is_set():
+                            return
+                        self._drain_wake()
+                    elif fd == self._listen_fd:
+                        self._accept_some(reader)
+                    else:
+                        self._on_ready(fd, reader)
+                if sweeper and time.monotonic() >= self._next_sweep:
+                    self._sweep()
+            except Exception:  # noqa: BLE001 - a handler thread must survive anything
+                time.sleep(0.01)
 
-    def _serve(self, conn: socket.socket, buf: bytes, wait: float) -> None:
-        """Serve requests on ``conn`` while it keeps talking; park it when it goes quiet."""
-        while not self._stopping.is_set():
-            if b"\r\n\r\n" not in buf:
-                kernel_timeouts(conn, wait, send=self.read_timeout)
-                try:
-                    chunk = conn.recv(65536)
-                except (BlockingIOError, socket.timeout):
-                    self._park(conn, buf)
-                    return
-                except OSError:
-                    conn.close()
-                    return
-                if not chunk:
-                    if buf.strip():
-                        self.stats["bad_requests"] += 1
-                        _send(conn, _error_response(400, "connection closed mid-request"))
-                    conn.close()
-                    return
-                buf += chunk
-            keep, buf = self._serve_one(conn, buf)
-            if not keep:
-                conn.close()
-                return
-            wait = self.keepalive_wait
-        conn.close()
-
-    def _serve_one(self, conn: socket.socket, buf: bytes) -> Tuple[bool, bytes]:
-        """Read (the rest of) one request from ``buf``/``conn`` and answer it.
-
-        Returns whether to keep the connection, and the bytes already read past the request.
-        """
+    def _drain_wake(self) -> None:
         try:
-            head, buf = _read_head(conn, buf, self.read_timeout)
+            os.read(self._wake_r, 4096)
+        except OSError:
+            pass
+
+    def _accept_some(self, reader: "_Reader") -> None:
+        """Accept the clients waiting (a few at most), take them in, re-arm, serve each.
+
+        Taking them in comes before re-arming, so that the table's order is the order of arrival
+        (the shedding order), whichever thread accepts next. Accepting is cheap (the GIL is
+        held through it, see ``_Reader``): a burst of connections empties the backlog at once,
+        so clients that connect without waiting (httpx with a timeout) are not refused.
+        """
+        assert self._sock is not None
+        admitted: List[_Conn] = []
+        refused: List[Tuple[socket.socket, int, str]] = []
+        shed: List[_Conn] = []
+        rearm = True
+        for _ in range(_ACCEPTS_PER_TURN):
+            try:
+                conn = reader.accept(self._sock)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if self._stopping.is_set():
+                    return
+                if exc.errno in _OUT_OF_RESOURCES:
+                    # Out of descriptors or memory: re-arming now would wake us again at once.
+                    # The sweep re-arms after a pause; the pending clients wait in the backlog.
+                    with self._lock:
+                        self._accept_paused_until = time.monotonic() + 0.2
+                    rearm = False
+                    break
+                continue  # e.g. ECONNABORTED: that client is gone, the next may be fine
+            c, refusal, victims = self._admit(conn)
+            shed.extend(victims)
+            if c is None:
+                refused.append((conn, refusal[0], refusal[1]))
+            else:
+                admitted.append(c)
+        if rearm:
+            self._arm_listener()  # before serving: another thread can accept meanwhile
+        for victim in shed:  # (never one of this batch: they are ours, owned, until served)
+            self._close_unowned(victim, 503, SHED_MESSAGE)
+        for conn, status, message in refused:
+            _reply_nowait(conn, status, message)
+        # Clients like curl send the request with the connect: try it now, before any wait.
+        for c in admitted:
+            self._serve_guarded(c, reader)
+
+    def _arm_listener(self) -> None:
+        ep = self._ep
+        if ep is None or self._stopping.is_set():
+            return
+        try:
+            ep.modify(self._listen_fd, _IN | _ONESHOT)
+        except (OSError, ValueError):
+            pass
+
+    def _admit(self, conn: socket.socket) -> Tuple[Optional[_Conn], Tuple[int, str], List[_Conn]]:
+        """(the new connection or None, why not, the connections it sheds). No GIL hand-off."""
+        uid = peer_uid(conn)
+        if uid is None or uid not in self.allowed_uids:
+            with self._lock:
+                self.stats["connections"] += 1
+                self.stats["refused_peer"] += 1
+            why = "peer uid %s may not inspect this process (uid %d); run as that user or root"
+            return None, (403, why % (uid, os.geteuid())), []
+        if conn.gettimeout() is not None:  # an app's socket.setdefaulttimeout()
+            conn.settimeout(None)  # (MSG_DONTWAIT does the rest; no Python-level polling)
+        c = _Conn(conn, time.monotonic())
+        shed: List[_Conn] = []
+        with self._lock:
+            self.stats["connections"] += 1
+            while len(self._conns) >= self.max_connections:
+                victim = next((v for v in self._conns.values() if not v.owned), None)
+                if victim is None:
+                    break
+                del self._conns[victim.fd]
+                victim.closed = True
+                shed.append(victim)
+            self.stats["shed"] += len(shed)
+            if len(self._conns) >= self.max_connections:
+                # Only when every kept connection is being served at this very moment.
+                self.stats["rejected_busy"] += 1
+                return None, (503, "agent busy: too many open connections"), shed
+            self._conns[c.fd] = c
+        return c, (0, ""), shed
+
+    def _on_ready(self, fd: int, reader: "_Reader") -> None:
+        with self._lock:
+            c = self._conns.get(fd)
+            if c is None:
+                return  # closed meanwhile (or a stale event for a reused fd number)
+            if c.owned:
+                c.missed = True  # its owner is re-arming it: it serves again instead
+                return
+            c.owned = True
+        self._serve_guarded(c, reader)
+
+    def _serve_guarded(self, c: _Conn, reader: "_Reader") -> None:
+        try:
+            self._serve(c, reader)
+        except Exception:  # noqa: BLE001 - one connection's trouble ends that connection only
+            self._discard(c)
+
+    def _serve(self, c: _Conn, reader: "_Reader") -> None:
+        """Advance ``c`` as far as it goes without waiting; then re-arm it or close it.
+
+        Reads at most once per event: a client trickling bytes gets one ``recv`` per wake-up.
+        """
+        did_read = False
+        answered = 0
+        while True:
+            if self._stopping.is_set():
+                self._discard(c)
+                return
+            if c.out:
+                try:
+                    sent = c.sock.send(c.out, _SEND_FLAGS)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self._discard(c)
+                    return
+                if sent:
+                    c.out = c.out[sent:]
+                    c.out_at = time.monotonic()
+                if c.out:
+                    # The client is not reading: wait until it does.
+                    if self._release(c, _OUT):
+                        did_read = False
+                        continue
+                    return
+                if not c.keep:
+                    self._discard(c)
+                    return
+            if len(c.buf) > MAX_REQUEST_BYTES or b"\r\n\r\n" in c.buf:
+                if answered >= _REQUESTS_PER_TURN:
+                    # Pipelined requests: let other connections' events in, come back at once
+                    # (a socket that is not writable is served when it is).
+                    if self._release(c, _OUT):
+                        did_read = False
+                        answered = 0
+                        continue
+                    return
+                self._answer(c)
+                answered += 1
+                continue
+            if c.eof:
+                if c.buf.strip():
+                    self._bad(c, 400, "connection closed mid-request")
+                    continue
+                self._discard(c)
+                return
+            if did_read:
+                if self._release(c, _IN):
+                    did_read = False
+                    continue
+                return
+            did_read = True
+            try:
+                chunk = reader.recv(c.sock)
+            except BlockingIOError:
+                if self._release(c, _IN):
+                    did_read = False
+                    continue
+                return
+            except OSError:  # e.g. ECONNRESET (a client that closed with SO_LINGER 0)
+                self._discard(c)
+                return
+            if not chunk:
+                c.eof = True
+                continue
+            if not c.buf:
+                c.head_at = time.monotonic()
+            c.buf += chunk
+
+    def _answer(self, c: _Conn) -> None:
+        """Answer the request at the start of ``c.buf`` (queue the response in ``c.out``)."""
+        head, sep, rest = c.buf.partition(b"\r\n\r\n")
+        if not sep or len(head) > MAX_REQUEST_BYTES:
+            self._bad(c, 431, "request head over %d bytes" % MAX_REQUEST_BYTES)
+            return
+        try:
             method, target, version, headers = _parse_head(head)
         except _BadRequest as exc:
-            self.stats["bad_requests"] += 1
-            _send(conn, _error_response(exc.status, exc.message))
-            return False, b""
-        except OSError:
-            return False, b""
-        keep_alive = _wants_keep_alive(version, headers)
+            self._bad(c, exc.status, exc.message)
+            return
         length = headers.get("content-length", "0").strip() or "0"
         if headers.get("transfer-encoding") or not length.isdigit() or int(length) > 0:
             # We take no bodies, and the rest of the stream cannot be framed: close after.
-            self.stats["bad_requests"] += 1
-            _send(conn, _error_response(413, "request bodies are not accepted"))
-            return False, b""
+            self._bad(c, 413, "request bodies are not accepted")
+            return
+        keep_alive = _wants_keep_alive(version, headers)
         status, body = self._dispatch(method, target)
-        payload = _response(status, body, keep_alive, head_only=(method == "HEAD"))
-        return _send(conn, payload) and keep_alive, buf
-
-    # -- the slow path: idle connections wait in a selector -----------------------------------
-
-    def _park(self, conn: socket.socket, buf: bytes) -> None:
-        self._to_park.append((conn, buf))
-        self._wake()
-
-    def _park_loop(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self._wake_r, selectors.EVENT_READ, None)
-        parked: Dict[socket.socket, Tuple[float, bytes]] = {}
         try:
-            while not self._stopping.is_set():
-                events = sel.select(timeout=1.0)
-                for key, _ in events:
-                    if key.data is None:
-                        try:
-                            os.read(self._wake_r, 4096)
-                        except OSError:
-                            pass
-                        continue
-                    conn = key.fileobj
-                    assert isinstance(conn, socket.socket)
-                    sel.unregister(conn)
-                    _deadline, buf = parked.pop(conn)
-                    self._serve_parked(conn, buf)
-                while self._to_park:
-                    conn, buf = self._to_park.popleft()
-                    if len(parked) >= self.max_parked:
-                        self.stats["rejected_busy"] += 1
-                        _reply_and_close(conn, 503, "agent busy: too many open connections")
-                        continue
-                    parked[conn] = (time.monotonic() + self.idle_timeout, buf)
-                    sel.register(conn, selectors.EVENT_READ, "conn")
-                now = time.monotonic()
-                for conn, (deadline, _buf) in list(parked.items()):
-                    if now >= deadline:
-                        sel.unregister(conn)
-                        del parked[conn]
-                        conn.close()
-        finally:
-            for conn in parked:
-                conn.close()
-            sel.close()
+            payload = _response(status, body, keep_alive, head_only=(method == "HEAD"))
+        except Exception as exc:  # noqa: BLE001 - e.g. a probe returned something unencodable
+            status = 500
+            payload = _response(
+                500,
+                error_body(500, "encoding the answer failed: %s" % type(exc).__name__),
+                keep_alive,
+                head_only=(method == "HEAD"),
+            )
+        now = time.monotonic()
+        c.buf = rest
+        c.head_at = now if rest else 0.0
+        c.out = payload
+        c.out_at = now
+        c.keep = keep_alive
+        with self._lock:
+            c.active_at = now
+            if not c.closed:
+                self._conns.move_to_end(c.fd)  # answered: the last in line to be shed
 
-    def _serve_parked(self, conn: socket.socket, buf: bytes) -> None:
-        """One request from a connection that woke up in the selector, then back to park."""
+    def _bad(self, c: _Conn, status: int, message: str) -> None:
+        with self._lock:
+            self.stats["bad_requests"] += 1
+        c.buf = b""
+        c.out = _error_response(status, message)
+        c.out_at = time.monotonic()
+        c.keep = False
+
+    def _release(self, c: _Conn, mask: int) -> bool:
+        """Arm ``c`` for its next event and give up ownership; True: keep serving it.
+
+        The arming (a system call) is made outside the lock: a thread holding the lock while it
+        waits for the GIL again would make every other handler wait behind it. ``c`` stays owned
+        meanwhile, so nobody closes it (and its fd number is never reused under us); an event
+        arriving in that window is noted in ``missed`` by the thread that got it, and we serve
+        again instead of letting go.
+        """
+        ep = self._ep
         try:
-            kernel_timeouts(conn, self.read_timeout, send=self.read_timeout)
-            chunk = conn.recv(65536)
-            if not chunk:
-                conn.close()
-                return
-            keep, buf = self._serve_one(conn, buf + chunk)
-        except Exception:  # noqa: BLE001 - the parker must survive any connection
-            keep = False
-        if keep and not self._stopping.is_set():
-            self._to_park.append((conn, buf))
+            if ep is None or self._stopping.is_set():
+                raise ValueError("stopping")
+            if c.registered:
+                ep.modify(c.fd, mask | _ONESHOT)
+            else:
+                ep.register(c.fd, mask | _ONESHOT)
+                c.registered = True
+        except (OSError, ValueError):
+            self._discard(c)
+            return False
+        with self._lock:
+            if c.missed:
+                c.missed = False
+                return True
+            c.owned = False
+        return False
+
+    def _discard(self, c: _Conn) -> None:
+        """Close a connection this thread owns (or that nobody can reach any more)."""
+        with self._lock:
+            if self._conns.get(c.fd) is c:
+                del self._conns[c.fd]
+            c.closed = True
+        self._unregister(c)
+        c.sock.close()
+
+    def _close_unowned(self, c: _Conn, status: int, message: str) -> None:
+        """Close ``c``, already taken out of ``_conns`` under the lock while nobody owned it.
+
+        A short error answer fits in any socket buffer: it is written without waiting, unless
+        part of a response is already out (it would corrupt the stream), or it is just closed.
+        """
+        self._unregister(c)
+        if status and not c.out:
+            _reply_nowait(c.sock, status, message)
         else:
-            conn.close()
+            c.sock.close()
+
+    def _unregister(self, c: _Conn) -> None:
+        # Explicitly: a descriptor a forked child still holds stays in our epoll after close.
+        ep = self._ep
+        if c.registered and ep is not None and self.pid == os.getpid():
+            try:
+                ep.unregister(c.fd)
+            except (OSError, ValueError):
+                pass
+            c.registered = False
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        self._next_sweep = now + self.sweep_interval
+        expired: List[Tuple[_Conn, int]] = []
+        rearm = False
+        with self._lock:
+            if self._accept_paused_until and now >= self._accept_paused_until:
+                self._accept_paused_until = 0.0
+                rearm = True
+            for c in self._conns.values():
+                if c.owned:
+                    continue
+                if c.out:
+                    if now - c.out_at > self.read_timeout:
+                        expired.append((c, 0))  # not reading its answer: just close
+                elif c.buf:
+                    if now - c.head_at > self.read_timeout:
+                        expired.append((c, 408))
+                elif now - c.active_at > self.idle_timeout:
+                    expired.append((c, 0))
+            for c, _status in expired:
+                del self._conns[c.fd]
+                c.closed = True
+            self.stats["timed_out"] += len(expired)
+        for c, status in expired:
+            self._close_unowned(c, status, "timed out reading the request")
+        if rearm:
+            self._arm_listener()
 
     def _dispatch(self, method: str, target: str) -> Tuple[int, Dict[str, Any]]:
-        parts = urlsplit(target)
+        try:
+            parts = urlsplit(target)
+        except ValueError:  # e.g. "//[" (an unclosed IPv6 host)
+            return 400, error_body(400, "malformed request target")
         path = parts.path.rstrip("/") or "/"
         if path in ("/", "/v1"):
             return 200, {
@@ -373,29 +740,6 @@ class AgentServer:
         body.setdefault("schema", SCHEMA_VERSION)
         body.setdefault("agent", AGENT_VERSION)
         return status, body
-
-
-def _read_head(conn: socket.socket, buf: bytes, timeout: float) -> Tuple[bytes, bytes]:
-    """Read up to the blank line ending the headers; return (head, leftover)."""
-    deadline = time.monotonic() + timeout
-    while b"\r\n\r\n" not in buf:
-        if len(buf) > MAX_REQUEST_BYTES:
-            raise _BadRequest(431, "request head over %d bytes" % MAX_REQUEST_BYTES)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _BadRequest(408, "timed out reading the request")
-        kernel_timeouts(conn, max(remaining, 0.001))
-        try:
-            chunk = conn.recv(65536)
-        except (BlockingIOError, socket.timeout):
-            raise _BadRequest(408, "timed out reading the request") from None
-        if not chunk:
-            raise _BadRequest(400, "connection closed mid-request")
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    if len(head) > MAX_REQUEST_BYTES:
-        raise _BadRequest(431, "request head over %d bytes" % MAX_REQUEST_BYTES)
-    return head, rest
 
 
 def _parse_head(head: bytes) -> Tuple[str, str, str, Dict[str, str]]:
@@ -448,20 +792,11 @@ def _error_response(status: int, message: str) -> bytes:
     return _response(status, error_body(status, message), keep_alive=False)
 
 
-def _reply_and_close(conn: socket.socket, status: int, message: str) -> None:
+def _reply_nowait(conn: socket.socket, status: int, message: str) -> None:
+    """Write a short error answer if the socket takes it at once, then close."""
     try:
-        conn.settimeout(1.0)
-        conn.sendall(_error_response(status, message))
+        conn.send(_error_response(status, message), _SEND_FLAGS)
     except OSError:
         pass
     finally:
         conn.close()
-
-
-def _send(conn: socket.socket, payload: bytes) -> bool:
-    """Send on a socket whose send timeout is already set (no settimeout: see kernel_timeouts)."""
-    try:
-        conn.sendall(payload)
-        return True
-    except OSError:
-        return False

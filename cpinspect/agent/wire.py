@@ -19,6 +19,13 @@ SOCKET_SUFFIX = ".sock"
 
 MAX_REQUEST_BYTES = 8192
 """Request line plus headers; larger requests are refused with 431 and the connection closed."""
+MAX_CONNECTIONS = 64
+"""Connections the agent keeps open at once; each new one past that sheds the oldest (the one
+longest without an answered request), which gets a 503 "too many connections: shed oldest"."""
+REQUEST_READ_TIMEOUT = 5.0
+"""Seconds from a request's first byte to its blank line; past that: 408 and closed."""
+IDLE_TIMEOUT = 30.0
+"""Seconds a connection may stay silent between requests (or after connecting) before closing."""
 MAX_STACK_DEPTH = 128
 """Innermost frames kept per thread; ``stack_truncated`` counts the rest."""
 

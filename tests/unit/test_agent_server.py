@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from cpinspect.agent.server import AgentServer
+from tests.conftest import wait_for
 from tests.helpers import raw_exchange
 
 
@@ -96,3 +97,149 @@ def test_a_client_cut_off_mid_request_does_not_hurt_others(server):
     raw_exchange(server.path, b"GET /v1/ec")
     with client(server) as c:
         assert json.loads(c.get("/v1/echo").text)["schema"] == 1
+
+
+# -- slow, idle, half-open and greedy clients (issue 14) -----------------------------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def connected(path, data=b""):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(path)
+    if data:
+        s.sendall(data)
+    return s
+
+
+def read_all(s) -> bytes:
+    chunks = []
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except OSError:
+        pass
+    return b"".join(chunks)
+
+
+@pytest.fixture
+def make_server(short_tmp):
+    made = []
+
+    def make(endpoints=None, **kw):
+        eps = endpoints or {"/v1/echo": lambda q: (200, {"query": q})}
+        srv = AgentServer(str(short_tmp / ("s%d.sock" % len(made))), eps, **kw)
+        srv.start()
+        made.append(srv)
+        return srv
+
+    try:
+        yield make
+    finally:
+        for srv in made:
+            srv.stop()
+
+
+def test_half_open_and_idle_clients_never_hold_the_only_thread(make_server):
+    # GIVEN an agent with ONE handler thread, and clients that connect and stop mid-way
+    srv = make_server(handler_threads=1)
+    stuck = [connected(srv.path, b"GET /v1/echo HTTP/1.1\r\nHost: x\r\n") for _ in range(10)]
+    stuck += [connected(srv.path) for _ in range(10)]
+    stuck += [connected(srv.path, b"G") for _ in range(10)]
+    try:
+        # WHEN a well-formed request comes after them
+        # THEN it is answered well within the inspector's 1 s timeout
+        with httpx.Client(
+            transport=httpx.HTTPTransport(uds=srv.path), base_url="http://x", timeout=1.0
+        ) as c:
+            for _ in range(5):
+                assert c.get("/v1/echo").status_code == 200
+    finally:
+        for s in stuck:
+            s.close()
+
+
+def test_a_client_that_does_not_read_its_answer_holds_no_thread(make_server):
+    big = {"/v1/big": lambda q: (200, {"blob": "x" * 4_000_000}), "/v1/echo": lambda q: (200, {})}
+    srv = make_server(endpoints=big, handler_threads=1, read_timeout=0.5)
+    greedy = connected(srv.path, b"GET /v1/big HTTP/1.1\r\n\r\n")  # and never reads
+    try:
+        assert agent_get_raw(srv.path, "/v1/echo").startswith(b"HTTP/1.1 200 ")
+        # and the stalled answer is dropped after read_timeout
+        wait_for(lambda: srv.stats["timed_out"] == 1, timeout=5, what="the stalled answer dropped")
+    finally:
+        greedy.close()
+
+
+def agent_get_raw(path, target) -> bytes:
+    s = connected(path, b"GET %s HTTP/1.1\r\nConnection: close\r\n\r\n" % target.encode())
+    s.settimeout(1.0)
+    try:
+        return read_all(s)
+    finally:
+        s.close()
+
+
+def test_a_request_head_unfinished_after_the_read_timeout_gets_408(make_server):
+    srv = make_server(read_timeout=0.5, sweep_interval=0.1)
+    s = connected(srv.path, b"GET /v1/echo HTTP/1.1\r\n")
+    try:
+        reply = read_all(s)
+    finally:
+        s.close()
+    assert reply.startswith(b"HTTP/1.1 408 "), reply
+    assert json.loads(reply.partition(b"\r\n\r\n")[2])["error"]["status"] == 408
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(make_server):
+    srv = make_server(idle_timeout=0.5, sweep_interval=0.1)
+    s = connected(srv.path, b"GET /v1/echo HTTP/1.1\r\n\r\n")
+    try:
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        assert read_all(s) == b""  # then silence, and the agent closes (no answer to give)
+    finally:
+        s.close()
+
+
+def test_past_the_bound_the_oldest_silent_connection_is_shed_with_a_503(make_server):
+    srv = make_server(max_connections=4)
+    # An active keep-alive client connected first: answering moves it to the back of the line.
+    active = connected(srv.path)
+    silent = [connected(srv.path) for _ in range(3)]
+    wait_for(lambda: len(srv._conns) == 4, what="four connections accepted")
+    active.sendall(b"GET /v1/echo HTTP/1.1\r\n\r\n")
+    assert active.recv(65536).startswith(b"HTTP/1.1 200 ")
+    newcomer = connected(srv.path, b"GET /v1/echo HTTP/1.1\r\nConnection: close\r\n\r\n")
+    try:
+        assert read_all(newcomer).startswith(b"HTTP/1.1 200 ")
+        reply = read_all(silent[0])
+        assert reply.startswith(b"HTTP/1.1 503 "), reply
+        assert json.loads(reply.partition(b"\r\n\r\n")[2])["error"]["message"] == (
+            "too many connections: shed oldest"
+        )
+        assert srv.stats["shed"] == 1
+        active.sendall(b"GET /v1/echo HTTP/1.1\r\n\r\n")
+        assert active.recv(65536).startswith(b"HTTP/1.1 200 ")
+    finally:
+        for s in [active, newcomer, *silent]:
+            s.close()
+
+
+def test_stop_gives_back_every_thread_and_descriptor(short_tmp):
+    threads, fds = threading.active_count(), open_fds()
+    srv = AgentServer(str(short_tmp / "b.sock"), {"/v1/echo": lambda q: (200, {})})
+    srv.start()
+    clients = [connected(srv.path, b"GET /v1/echo HTTP/1.1\r\n") for _ in range(20)]
+    assert raw_exchange(srv.path, b"GET /v1/echo HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+    srv.stop()
+    for s in clients:
+        s.close()
+    assert threading.active_count() == threads
+    assert open_fds() == fds
