@@ -414,6 +414,7 @@ class AgentServer:
         (the shedding order), whichever thread accepts next. Accepting is cheap (the GIL is
         held through it, see ``_Reader``): a burst of connections empties the backlog at once,
         so clients that connect without waiting (httpx with a timeout) are not refused.
+        A lone new client is served at once; a burst goes into epoll, for any free thread.
         """
         assert self._sock is not None
         admitted: List[_Conn] = []
@@ -448,9 +449,15 @@ class AgentServer:
             self._close_unowned(victim, 503, SHED_MESSAGE)
         for conn, status, message in refused:
             _reply_nowait(conn, status, message)
-        # Clients like curl send the request with the connect: try it now, before any wait.
+        if len(admitted) == 1:
+            # Clients like curl send the request with the connect: try it now, before any wait.
+            self._serve_guarded(admitted[0], reader)
+            return
+        # A burst: into epoll, all of them, in order. Serving them one by one here would keep
+        # the later ones owned by this thread (not sheddable, not served by the free threads).
         for c in admitted:
-            self._serve_guarded(c, reader)
+            if self._release(c, _IN):
+                self._serve_guarded(c, reader)
 
     def _arm_listener(self) -> None:
         ep = self._ep
