@@ -46,6 +46,7 @@ bench: $(STAMP) ## Run the benchmarks in bench/ (prints ratios; record them in B
 	$(BIN)/python bench/snapshot_latency.py
 	$(BIN)/python bench/gil_hog.py
 	$(BIN)/python bench/inject_soak.py
+	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/attach_time.py
 	$(BIN)/python bench/give_up_times.py
 	$(BIN)/python bench/routes_scale.py
