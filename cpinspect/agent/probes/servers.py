@@ -32,7 +32,7 @@ def format_bind(adapter: Any) -> str:
     """``host:port`` the server is bound to, cached per listening socket.
 
     ``ServerAdapter.bound_addr`` calls getsockname(), which releases the GIL: under CPU load
-    every release costs the agent a wait in line for it again (see server.kernel_timeouts).
+    every release costs the agent a wait in line for it again (see AgentServer in server.py).
     """
     sock = getattr(getattr(adapter, "httpserver", None), "socket", None)
     if sock is not None:
