@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 STATUS_SCHEMA = 1
 
@@ -61,15 +61,6 @@ def _installed_agents() -> List[Tuple[str, Any]]:
     return out
 
 
-def _running_socket() -> Optional[str]:
-    for _, module in _installed_agents():
-        agent = module.installed()
-        path = getattr(agent, "socket_path", None) if agent is not None else None
-        if path:
-            return str(path)
-    return None
-
-
 def _import_agent(lib_dir: str, package: str) -> Any:
     module = sys.modules.get(package)
     if module is not None:
@@ -87,10 +78,20 @@ def _import_agent(lib_dir: str, package: str) -> Any:
             pass
 
 
+def _running_agent() -> Any:
+    """The plugin module of the agent installed in this process, if any."""
+    for _, module in _installed_agents():
+        if module.installed() is not None:
+            return module
+    return None
+
+
 def _install(lib_dir: str, package: str, result: Dict[str, Any]) -> None:
-    path = _running_socket()
-    if path is not None:
-        result.update(ok=True, socket=path, already=True)
+    running = _running_agent()
+    if running is not None:
+        # Its install() is idempotent, and binds its socket again when the file was removed or
+        # replaced meanwhile (a tmp cleaner): reporting the gone path would be a dead end.
+        result.update(ok=True, socket=str(running.install()), already=True)
         return
     if "cherrypy" not in sys.modules:
         result.update(

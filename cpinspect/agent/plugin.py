@@ -170,14 +170,19 @@ class InspectorPlugin(plugins.SimplePlugin):  # type: ignore[misc]
 def install(socket_path: Optional[str] = None) -> str:
     """Install the agent in this process and return its socket path.
 
-    Installing twice returns the running agent's path. Raises ``SocketPathError`` (from
-    ``paths``) when the socket cannot be created safely; the message says why.
+    Installing twice returns the running agent's path; when its socket file was removed or
+    replaced meanwhile (nobody can reach it), the server binds a fresh one first. Raises
+    ``SocketPathError`` (from ``paths``) when the socket cannot be created safely; the message
+    says why.
     """
     global _agent
     with _lock:
         if _agent is not None:
             if _agent.server is not None and _agent.server.pid != os.getpid():
                 _agent.ensure_server_for_this_process()
+            server = _agent.server
+            if server is not None and not server.socket_is_ours():
+                _agent.stop_server()  # its file is gone: `cpinspect inject` again must work
             path = _agent.socket_path
             if path is not None:
                 return path

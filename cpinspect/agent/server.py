@@ -23,7 +23,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-from .paths import bind_private, unlink_if_ours
+from .paths import bind_private, file_identity, unlink_if_ours
 from .wire import (
     AGENT_VERSION,
     IDLE_TIMEOUT,
@@ -319,6 +319,14 @@ class AgentServer:
         ]
         for t in self._threads:
             t.start()
+
+    def socket_is_ours(self) -> bool:
+        """The file at ``path`` is still the socket this server bound (not removed, not replaced
+        by someone else's file): else nobody can reach us and ``install()`` binds again."""
+        try:
+            return file_identity(self.path) == self._identity
+        except OSError:
+            return False
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop serving, remove our socket file, end the threads, close every descriptor.

@@ -630,7 +630,10 @@ class Injector:
         except AgentNotFound:
             pass
         else:
-            return InjectResult(endpoint, True, 0.0, time.monotonic() - started, {})
+            if _is_socket(endpoint.connect_path):
+                return InjectResult(endpoint, True, 0.0, time.monotonic() - started, {})
+            # The agent listens but its socket file was removed or replaced (a tmp cleaner):
+            # the bootstrap asks the running agent to bind it again.
         status, seconds = self._run_bootstrap("install")
         if not status.get("ok"):
             self._raise_for(status)
@@ -723,6 +726,13 @@ class Injector:
             "the agent's bootstrap failed inside pid %d (Python %s): %s"
             % (self.pid, status.get("python", "?"), message)
         )
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def inject(pid: int, pickup_timeout: float = PICKUP_TIMEOUT) -> InjectResult:

@@ -57,9 +57,7 @@ NOTICE_SECONDS = 10.0
 """How long "reconnected to pid N" stays in the updates after a reconnection."""
 
 
-RELOAD_HINT = (
-    "reload the agent: `cpinspect detach %d` then `cpinspect inject %d` (or restart the app)"
-)
+RELOAD_HINT = "reload the agent: `cpinspect inject %d` binds its socket again (or restart the app)"
 
 
 def stopped_reason(pid: Optional[int]) -> str:
@@ -118,7 +116,7 @@ def socket_problem(pid: Optional[int], path: str) -> str:
         path,
         what,
         pid,
-        RELOAD_HINT % (pid, pid),
+        RELOAD_HINT % pid,
     )
 
 
