@@ -441,7 +441,8 @@ def report(args: argparse.Namespace, soak: Soak, record: LoadRecord, times: Dict
             grew = (ph.after.rss - ph.warm.rss) / 1024
             print(
                 f"  RSS after cycle {ph.warm_at} (warm) {ph.warm.rss / MIB:.1f} MiB; from there "
-                f"to the end {grew:+.0f} KiB over {done - ph.warm_at} cycles"
+                f"to the end {grew:+.0f} KiB over {done - ph.warm_at} cycles "
+                f"({grew / (done - ph.warm_at):+.2f} KiB per cycle)"
             )
         print(
             f"  threads and fds back to the phase's start: {'yes' if ph.back else 'NO'}"
