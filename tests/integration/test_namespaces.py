@@ -34,35 +34,58 @@ from cpinspect.attach.discovery import connect_path_for, find_agent
 from cpinspect.attach.inject import Injector
 from cpinspect.model import SourceKind
 from cpinspect.protocol import snapshots_from_document
-from tests.conftest import IN_CI, wait_for
+from tests.conftest import IN_CI, ROOT, wait_for
 from tests.helpers import agent_get, http_answers, load_json, run_cli
 
-OWN_TMP = 'mount -t tmpfs -o mode=1777 cpinspect-tmp /tmp && {setup} exec "$@"'
-"""Shell run inside the new mount namespace: a fresh /tmp, then ``setup``, then exec the app."""
+def _under_tmp(path: str) -> bool:
+    return path == "/tmp" or path.startswith("/tmp/")
+
+
+def _keep_from_tmp() -> str:
+    """What the target needs from our /tmp once it has a /tmp of its own: this checkout and its
+    interpreter's environment when they live there (CI clones anywhere, /tmp included)."""
+    paths = sorted({str(ROOT), sys.prefix})
+    kept: List[str] = []
+    for path in paths:
+        if _under_tmp(path) and not any(path.startswith(k + "/") for k in kept):
+            kept.append(path)
+    return " ".join(kept)
+
+
+KEEP = _keep_from_tmp()
+
+OWN_TMP = (
+    "old=/run/cpinspect-oldtmp-$$ && mkdir -p $old && mount --bind /tmp $old && "
+    "mount -t tmpfs -o mode=1777 cpinspect-tmp /tmp && "
+    'for p in %s; do mkdir -p "$p" && mount --bind "$old${{p#/tmp}}" "$p" || exit 1; done && '
+    'umount -l $old && rmdir $old && {setup} exec "$@"' % KEEP
+)
+"""Shell run inside the new mount namespace: a fresh /tmp (with this checkout bound back in when
+it lives in /tmp), then ``setup``, then exec the app."""
 
 OWN_ROOT = (
     "mount -t tmpfs -o mode=755 cpinspect-root {root} && "
     "for d in {binds}; do mkdir {root}/$d && mount --rbind /$d {root}/$d || exit 1; done && "
-    'mkdir -m 1777 {root}/tmp && {setup} exec chroot {root} "$@"'
+    "mkdir -m 1777 {root}/tmp && "
+    'for p in %s; do mkdir -p "{root}$p" && mount --rbind "$p" "{root}$p" || exit 1; done && '
+    '{setup} exec chroot {root} "$@"' % KEEP
 )
 """Shell run inside the new mount namespace: a tmpfs root with the host's directories bound in
-and an empty /tmp, then ``setup``, then chroot into it and exec the app."""
+and an empty /tmp (this checkout bound into it when it lives in /tmp), then ``setup``, then
+chroot into it and exec the app."""
 
-BIND_INTO_ROOT = (
-    "usr",
-    "lib",
-    "lib32",
-    "lib64",
-    "bin",
-    "sbin",
-    "etc",
-    "root",
-    "work",
-    "proc",
-    "dev",
+BIND_INTO_ROOT = tuple(
+    sorted(
+        {"usr", "lib", "lib32", "lib64", "bin", "sbin", "etc", "root", "work", "proc", "dev"}
+        | {
+            Path(p).parts[1]
+            for p in (str(ROOT), sys.prefix, sys.base_prefix)
+            if not _under_tmp(p) and len(Path(p).parts) > 1
+        }
+    )
 )
-"""What a target needs from the host in a root of its own (its interpreter may live under /root,
-the checkout under /work)."""
+"""What a target needs from the host in a root of its own: the system's directories, and the
+top-level directories of this checkout and of its interpreter, wherever they are."""
 
 
 @pytest.fixture(scope="module")
