@@ -37,6 +37,7 @@ from cpinspect.protocol import snapshots_from_document
 from tests.conftest import IN_CI, ROOT, wait_for
 from tests.helpers import agent_get, http_answers, load_json, run_cli
 
+
 def _under_tmp(path: str) -> bool:
     return path == "/tmp" or path.startswith("/tmp/")
 
