@@ -154,6 +154,7 @@ class InspectorPlugin(plugins.SimplePlugin):  # type: ignore[misc]
     def subscribe_cow(self) -> None:
         """Subscribe ``start`` and ``exit`` without mutating sets a publish may be iterating."""
         bus = self.bus
+        _drop_stale_priorities(bus)
         for channel in ("start", "exit"):
             callback = getattr(self, channel)
             bus._priorities[(channel, callback)] = getattr(callback, "priority", 50)
@@ -161,10 +162,28 @@ class InspectorPlugin(plugins.SimplePlugin):  # type: ignore[misc]
             self._subscribed.append((channel, callback))
 
     def unsubscribe_cow(self) -> None:
+        # The priority entries stay: a publish that copied the old listener set may still look
+        # them up. The next install drops them (``_drop_stale_priorities``), so at most one
+        # uninstalled agent is kept alive by them, not one per inject/detach cycle.
         bus = self.bus
         for channel, callback in self._subscribed:
             bus.listeners[channel] = set(bus.listeners.get(channel, set())) - {callback}
         self._subscribed = []
+
+
+def _drop_stale_priorities(bus: Any) -> None:
+    """Forget the priorities of earlier agents' callbacks no longer subscribed (any copy of the
+    agent: injected ones live under other package names)."""
+    try:
+        for key in list(bus._priorities):
+            channel, callback = key
+            owner = getattr(callback, "__self__", None)
+            if type(owner).__name__ != "InspectorPlugin":
+                continue
+            if callback not in bus.listeners.get(channel, ()):
+                bus._priorities.pop(key, None)
+    except Exception:  # noqa: BLE001 - housekeeping only: never fail an install over it
+        pass
 
 
 def install(socket_path: Optional[str] = None) -> str:
