@@ -74,6 +74,15 @@ class TargetProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        # A target killed by a test cannot remove its socket: left behind, the file of a reused
+        # pid would stand where a later target's (in another namespace) is expected not to be.
+        if self.proc.poll() is not None:
+            stale = Path("/tmp/cpinspect-%d/%d.sock" % (os.getuid(), self.pid))
+            try:
+                if stat.S_ISSOCK(stale.lstat().st_mode):
+                    stale.unlink()
+            except OSError:
+                pass
 
 
 def start_target(

@@ -124,16 +124,20 @@ def own_root(unshare_mount: List[str], short_tmp: Path) -> Callable[..., List[st
     return prefix
 
 
-def assert_invisible_here(target_path: str) -> None:
-    """The path the target sees does not exist in our mount namespace."""
-    assert not os.path.exists(target_path), target_path
+def assert_invisible_here(target_path: str, pid: int) -> None:
+    """The file the target sees at ``target_path`` is not the one at that path here. (A file of
+    that name may exist here: a stale socket of a killed earlier process whose pid was reused.)"""
+    theirs = "/proc/%d/root%s" % (pid, target_path)
+    assert os.path.exists(theirs), theirs
+    if os.path.exists(target_path):
+        assert not os.path.samefile(target_path, theirs), target_path
 
 
 def assert_found_through_proc(pid: int) -> None:
     """Discovery finds the agent of ``pid`` in its own /tmp, and it answers; so does the CLI."""
     endpoint = find_agent(pid)
     assert endpoint.socket_path == "/tmp/cpinspect-0/%d.sock" % pid
-    assert_invisible_here(endpoint.socket_path)
+    assert_invisible_here(endpoint.socket_path, pid)
     assert endpoint.connect_path == "/proc/%d/root%s" % (pid, endpoint.socket_path)
     status, info = agent_get(endpoint.connect_path, "/v1/info")
     assert status == 200 and info["pid"] == pid
@@ -221,7 +225,7 @@ def test_a_path_too_long_with_proc_root_connects_through_an_o_path_fd(own_root, 
         connect = connect_path_for(pid, path)
         # THEN it goes through a directory it holds open, /proc/self/fd/<n>/agent.sock, and that
         # reaches the listener in the other namespace
-        assert_invisible_here(path)
+        assert_invisible_here(path, pid)
         assert connect.startswith("/proc/self/fd/") and connect.endswith("/agent.sock"), connect
         held = os.path.dirname(connect)
         assert os.path.samefile(held, "/proc/%d/root%s" % (pid, parent))
