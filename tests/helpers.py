@@ -79,6 +79,17 @@ def raw_exchange(socket_path: str, data: bytes, timeout: float = 5.0) -> bytes:
         s.shutdown(socket.SHUT_WR)
     except OSError:
         pass
+    try:
+        return read_until_close(s)
+    finally:
+        s.close()
+
+
+def read_until_close(s: socket.socket, wait: Optional[float] = None) -> bytes:
+    """What the peer writes to ``s`` until it closes; stops quietly at the socket's timeout
+    (``wait`` sets one) or a reset (a close right after its answer)."""
+    if wait is not None:
+        s.settimeout(wait)
     chunks = []
     try:
         while True:
@@ -86,9 +97,8 @@ def raw_exchange(socket_path: str, data: bytes, timeout: float = 5.0) -> bytes:
             if not chunk:
                 break
             chunks.append(chunk)
-    except (socket.timeout, OSError):
+    except OSError:  # socket.timeout is an OSError
         pass
-    s.close()
     return b"".join(chunks)
 
 

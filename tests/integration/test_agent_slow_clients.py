@@ -21,7 +21,7 @@ import pytest
 from cpinspect.agent.wire import MAX_CONNECTIONS, REQUEST_READ_TIMEOUT
 from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
 from tests.conftest import wait_for
-from tests.helpers import agent_get, http_answers
+from tests.helpers import agent_get, http_answers, read_until_close
 
 HALF_OPEN = 64
 IDLE = 8
@@ -61,17 +61,7 @@ def connect(path: str, data: bytes = b"") -> socket.socket:
 
 def pending(s: socket.socket, wait: float) -> bytes:
     """What the agent wrote to ``s`` within ``wait`` seconds, up to its close (b"" if nothing)."""
-    s.settimeout(wait)
-    chunks = []
-    try:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    except OSError:  # socket.timeout: nothing (more) yet; ECONNRESET: closed after its answer
-        pass
-    return b"".join(chunks)
+    return read_until_close(s, wait)
 
 
 def ready(s: socket.socket) -> bytes:

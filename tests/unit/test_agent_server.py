@@ -12,7 +12,7 @@ import pytest
 
 from cpinspect.agent.server import AgentServer
 from tests.conftest import wait_for
-from tests.helpers import raw_exchange
+from tests.helpers import raw_exchange, read_until_close
 
 
 def boom(query):
@@ -116,16 +116,7 @@ def connected(path, data=b""):
 
 
 def read_all(s) -> bytes:
-    chunks = []
-    try:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    except OSError:
-        pass
-    return b"".join(chunks)
+    return read_until_close(s)
 
 
 @pytest.fixture
