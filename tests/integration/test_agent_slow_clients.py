@@ -139,10 +139,10 @@ def test_half_open_idle_and_slowloris_clients_do_not_keep_the_inspector_waiting(
             status, body = status_and_body(reply)
             assert status == 503 and body["error"]["message"] == SHED_MESSAGE
             assert body["schema"] == 1
-        # (the oldest: half-open clients, which came first; the one being read at that very
-        # moment is skipped, so the exact ones may differ by a place or two)
+        # (the oldest: half-open clients, which all came before the idle ones. Which of the
+        # 64 go is not asserted: a connection being read at that moment is skipped, and on a
+        # loaded machine many are: a CI run shed 13 spread over the 64)
         assert not any(replies[HALF_OPEN:]), "a younger idle client was shed before older ones"
-        assert sum(1 for r in replies[: len(shed) + 3] if r) >= len(shed) - 3
 
         # AND while the slowloris clients keep trickling, the inspector keeps being answered
         # (keep-alive, as it polls), and so is a fresh curl
