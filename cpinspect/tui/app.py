@@ -60,6 +60,11 @@ COMPACT_FOOTER_BELOW = 100
 """Terminal widths under which the footer drops its spacing (and the palette hint) to fit."""
 
 
+def tab_label(spec: PanelSpec) -> str:
+    """``1 Threads``: a tab says the key that shows it."""
+    return f"{spec.key} {spec.title}"
+
+
 def _describe(error: BaseException) -> str:
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -188,7 +193,7 @@ class InspectorApp(App[None]):
             for spec in self.panel_specs:
                 widget = spec.build(context)
                 self.panels[spec.id] = widget  # type: ignore[assignment]
-                with TabPane(f"{spec.key} {spec.title}", id=spec.id):
+                with TabPane(tab_label(spec), id=spec.id):
                     yield widget
         self.footer = Footer()
         yield self.footer
@@ -416,7 +421,8 @@ class InspectorApp(App[None]):
     @on(ThreadsPanel.CaptionChanged)
     def _threads_caption(self, message: ThreadsPanel.CaptionChanged) -> None:
         tab = self.tabs.get_tab("threads")
-        tab.label = f"1 Threads · {message.panel.caption}"
+        spec = next(s for s in self.panel_specs if s.id == "threads")
+        tab.label = f"{tab_label(spec)} · {message.panel.caption}"
 
     # --- actions -------------------------------------------------------------------------------
 

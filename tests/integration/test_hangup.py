@@ -325,6 +325,17 @@ def test_picker_leaves_when_the_terminal_hangs_up(
 # --- signals, the terminal still there --------------------------------------------------------
 
 
+def reaping(term: Terminal) -> Callable[[], None]:
+    """While waiting for it to go: keep draining its terminal (a full pty would block its exit)
+    and reap it once it exits."""
+
+    def reap() -> None:
+        term.read(0.01)
+        term.proc.poll()
+
+    return reap
+
+
 def test_sigterm_stops_the_demo_and_restores_the_terminal(
     terminal: Callable[..., Terminal],
 ) -> None:
@@ -335,11 +346,7 @@ def test_sigterm_stops_the_demo_and_restores_the_terminal(
     # WHEN it gets SIGTERM (the terminal stays; the test keeps reading it)
     term.proc.send_signal(signal.SIGTERM)
 
-    def reap() -> None:
-        term.read(0.01)
-        term.proc.poll()
-
-    leaves_quietly(term.proc.pid, everyone, reap, "SIGTERM")
+    leaves_quietly(term.proc.pid, everyone, reaping(term), "SIGTERM")
     # THEN it exited 128 + SIGTERM, its app is gone, and the terminal is back as it was
     assert term.proc.wait(1) == TERM
     restored(term)
@@ -355,11 +362,7 @@ def test_sigint_ends_attach_and_restores_the_terminal(
     # WHEN something sends it SIGINT (the TUI reads Ctrl-C as a key, so this comes from outside)
     term.proc.send_signal(signal.SIGINT)
 
-    def reap() -> None:
-        term.read(0.01)
-        term.proc.poll()
-
-    leaves_quietly(term.proc.pid, everyone, reap, "SIGINT")
+    leaves_quietly(term.proc.pid, everyone, reaping(term), "SIGINT")
     # THEN it exited 128 + SIGINT and the terminal is back as it was
     assert term.proc.wait(1) == INT
     restored(term)
