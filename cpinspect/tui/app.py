@@ -40,6 +40,7 @@ from cpinspect.tui.messages import (
     PartLoaded,
     PartWanted,
     Polled,
+    ShowThread,
 )
 from cpinspect.tui.panels import PanelContext, PanelSpec, PanelView, panels_for
 from cpinspect.tui.screens.confirm import ConfirmScreen
@@ -442,6 +443,15 @@ class InspectorApp(App[None]):
         self.tabs.active = tab
         self._tab_shown(tab)
         self.refresh_bindings()
+
+    @on(ShowThread)
+    def _show_thread(self, message: ShowThread) -> None:
+        """A panel's jump to a thread (a lock holder, a log record's request)."""
+        message.stop()
+        if self.threads_panel.select_thread(message.ident):
+            self.action_show_tab("threads")
+        else:
+            self.notify("that thread is no longer in the data on screen", severity="warning")
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:

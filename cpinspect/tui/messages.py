@@ -107,3 +107,12 @@ class Resolved(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, Resolved)
+
+
+class ShowThread(Message):
+    """A panel asks to show one thread in the Threads tab (a session lock's holder, a log
+    record's request): the App switches tabs and puts the cursor on it."""
+
+    def __init__(self, ident: int) -> None:
+        super().__init__()
+        self.ident = ident

@@ -13,6 +13,7 @@ from cpinspect.model import Frame, Phase, Role
 from cpinspect.sources.base import LinkState, Update
 from cpinspect.sources.source_lines import SourceLines
 from cpinspect.tui.app import InspectorApp
+from cpinspect.tui.messages import ShowThread
 from cpinspect.tui.screens.help import HelpScreen
 from cpinspect.tui.widgets.banner import Banner
 from cpinspect.tui.widgets.header_bar import HeaderBar
@@ -499,3 +500,25 @@ async def test_non_worker_threads_are_not_called_idle() -> None:
         # THEN they show a neutral mark and their role, not "idle"
         assert set(column(app, "state")) == {"· —"}
         assert {t.role for t in other_threads()} == {Role.MAIN, Role.ACCEPTOR, Role.AGENT}
+
+
+async def test_a_jump_to_a_thread_selects_it_even_when_the_view_hides_it() -> None:
+    # GIVEN the grouped view of busy workers only, on the threads tab
+    app = make_app(FakePoller([mixed_update()]))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await first_data(pilot)
+        await pilot.press("b", "g")
+        panel = app.query_one(ThreadsPanel)
+        main = other_threads()[0]
+        # WHEN another panel asks to show the main thread (hidden by both)
+        app.post_message(ShowThread(main.ident))
+        await pilot.pause()
+        # THEN the view widens to every thread, ungrouped, with the cursor on it
+        assert not panel.grouped
+        assert panel.selected_thread is not None
+        assert panel.selected_thread.ident == main.ident
+        assert app.query_one("#tabs", TabbedContent).active == "threads"
+        # WHEN a thread that is not in the data is asked for THEN the cursor stays put
+        app.post_message(ShowThread(12345))
+        await pilot.pause()
+        assert panel.selected_thread.ident == main.ident

@@ -218,6 +218,20 @@ class ThreadsPanel(Vertical):
 
     # --- actions -------------------------------------------------------------------------------
 
+    def select_thread(self, ident: int) -> bool:
+        """Put the cursor on thread ``ident``, widening the view (and leaving the grouped view)
+        when it hides that thread. False when the data on screen has no such thread."""
+        if self._snapshot is None or all(t.ident != ident for t in self._snapshot.threads):
+            return False
+        self._selected_ident = ident
+        with self.prevent(DataTable.RowHighlighted):
+            if self.grouped:
+                self.set_reactive(ThreadsPanel.grouped, False)
+            if all(t.ident != ident for t in self._threads()):
+                self.set_reactive(ThreadsPanel.view, ThreadView.ALL)
+            self._refresh_rows()
+        return True
+
     def action_view(self, view: str) -> None:
         self.view = ThreadView(view)
 
