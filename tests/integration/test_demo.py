@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from typing import Any, Dict, List, Optional
 
@@ -104,7 +106,8 @@ _KILLED_PARENT = textwrap.dedent(
     import sys, time
     from cpinspect.demo.runner import DemoProcesses
     demo = DemoProcesses(threads=4, duration=60).start()
-    print("STARTED %d %d" % (demo.app_process.pid, demo.load_process.pid), flush=True)
+    print("STARTED %d %d %s" % (demo.app_process.pid, demo.load_process.pid, demo.log_dir),
+          flush=True)
     time.sleep(60)  # bounded: the test SIGKILLs us long before
     """
 )
@@ -124,12 +127,14 @@ def test_killing_the_parent_leaves_no_orphans() -> None:
         env=env,
     )
     children: List[psutil.Process] = []
+    log_dir = ""
     try:
         assert parent.stdout is not None
         ready, _, _ = select.select([parent.stdout], [], [], 30)
         line = parent.stdout.readline().decode() if ready else ""
         assert line.startswith("STARTED "), f"the parent did not start the demo: {line!r}"
-        children = [psutil.Process(int(pid)) for pid in line.split()[1:]]
+        *pids, log_dir = line.split()[1:]
+        children = [psutil.Process(int(pid)) for pid in pids]
         assert all(alive(p) for p in children)
 
         # WHEN the parent is killed outright
@@ -150,6 +155,8 @@ def test_killing_the_parent_leaves_no_orphans() -> None:
         for p in children:  # never leave strays behind, even when the test fails
             if alive(p):
                 p.kill()
+        if log_dir.startswith(tempfile.gettempdir()):  # the killed parent could not remove it
+            shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def test_a_demo_app_that_cannot_start_is_one_clear_error() -> None:
@@ -168,3 +175,6 @@ def test_a_demo_app_that_cannot_start_is_one_clear_error() -> None:
     assert "\n" not in message
     assert demo.load_process is None
     assert demo.app_process is not None and demo.app_process.poll() is not None
+    # AND the logs it points at are kept for the user (removed here: a test leaves nothing)
+    assert os.path.isfile(os.path.join(demo.log_dir, "app.log"))
+    shutil.rmtree(demo.log_dir)
