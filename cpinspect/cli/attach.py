@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from cpinspect.cli.common import add_target_arguments, open_from_args
-from cpinspect.sources.agent import DEFAULT_TIMEOUT
-from cpinspect.sources.open import OpenedSession, open_session
+from cpinspect.sources import DEFAULT_TIMEOUT
+
+if TYPE_CHECKING:
+    from cpinspect.sources.open import OpenedSession
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,5 +55,7 @@ def open_inspector(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> int:
     """Attach to a pid (or a socket) and run the TUI until the user quits. For ``demo``."""
+    from cpinspect.sources.open import open_session
+
     target = str(pid) if pid is not None else None
     return run_tui(open_session(target, socket=socket, timeout=timeout), interval=interval)

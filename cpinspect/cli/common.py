@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-from cpinspect.model import ProcessInfo
-from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
-from cpinspect.sources.open import (
-    OpenedSession,
-    connect_agent,
-    open_session,
-    parse_pid,
-    pyspy_for,
-)
+from cpinspect.sources import DEFAULT_TIMEOUT
+
+# Only what --help needs is imported at start-up (every subcommand's module is loaded to build
+# the parser): the sources, the HTTP client and py-spy's reader load when a command runs.
+if TYPE_CHECKING:
+    from cpinspect.model import ProcessInfo
+    from cpinspect.sources.agent import AgentSource
+    from cpinspect.sources.open import OpenedSession
+    from cpinspect.sources.pyspy import PySpySource
 
 __all__ = [
     "Connection",
@@ -27,6 +27,20 @@ __all__ = [
     "parse_pid",
     "pyspy_for",
 ]
+
+
+def parse_pid(text: Optional[str]) -> Optional[int]:
+    """``sources.open.parse_pid``: a pid, ``:PORT`` resolved to its listener, or None."""
+    from cpinspect.sources.open import parse_pid as parse
+
+    return parse(text)
+
+
+def pyspy_for(pid: Optional[int]) -> Optional[PySpySource]:
+    """``sources.open.pyspy_for``: py-spy for ``pid`` when it is installed and can read it."""
+    from cpinspect.sources.open import pyspy_for as for_pid
+
+    return for_pid(pid)
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +61,8 @@ def open_from_args(
 ) -> OpenedSession:
     """The session for the target named by ``args`` (``open_session``); raises
     ``CpinspectError``. A silent agent is no error: py-spy stands in."""
+    from cpinspect.sources.open import open_session
+
     return open_session(
         args.pid,
         socket=args.socket,
@@ -67,6 +83,8 @@ class Connection:
 def connect(args: argparse.Namespace) -> Connection:
     """For commands that need the agent itself (``routes``, ``resolve``): connect and read its
     info, or raise a clear error — a silent agent included, since py-spy cannot answer them."""
+    from cpinspect.sources.open import connect_agent
+
     link = connect_agent(pid=parse_pid(args.pid), socket=args.socket, timeout=args.timeout)
     if link.info is None:
         link.source.close()

@@ -16,15 +16,15 @@ import argparse
 import json
 import sys
 import time
-from typing import List
+from typing import TYPE_CHECKING, List
 
 from cpinspect import __version__
 from cpinspect.cli.common import add_target_arguments, open_from_args
 from cpinspect.errors import AgentUnavailable, CpinspectError, PySpyMissing
-from cpinspect.model import Snapshot, SourceKind, ThreadLocals, ThreadsSnapshot
-from cpinspect.protocol import snapshots_document
-from cpinspect.snapshots import with_source_lines
-from cpinspect.sources.base import Capability, LinkState, Poller, Update
+
+if TYPE_CHECKING:  # loaded when the command runs, not for --help
+    from cpinspect.model import ThreadLocals, ThreadsSnapshot
+    from cpinspect.sources.base import Poller, Update
 
 HIDDEN = "*** (hidden: --show-secrets shows it)"
 
@@ -51,6 +51,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from cpinspect.model import Snapshot, SourceKind
+    from cpinspect.protocol import snapshots_document
+    from cpinspect.snapshots import with_source_lines
+    from cpinspect.sources.base import Capability
+
     opened = open_from_args(args)
     session = opened.session
     try:
@@ -106,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _threads_of(update: Update) -> ThreadsSnapshot:
     """The threads of the first poll, or why there are none as an error."""
+    from cpinspect.sources.base import LinkState
+
     if update.threads is None or update.state is LinkState.LOST:
         # Say everything the session knows: the agent silent, and why py-spy could not stand in.
         why = "; ".join(m for m in (update.message, *update.warnings) if m)

@@ -16,9 +16,9 @@ import time
 from typing import TYPE_CHECKING, List
 
 from cpinspect.errors import UsageError
-from cpinspect.model import Snapshot
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # loaded when the command runs, not for --help
+    from cpinspect.model import Snapshot
     from cpinspect.sources.file import FileSession
 
 

@@ -7,8 +7,6 @@ import json
 import sys
 from dataclasses import asdict
 
-from cpinspect.formatting import format_process_table
-
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
@@ -21,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     # psutil and py-spy are imported here, not at start-up: `cpinspect --help` stays quick.
     from cpinspect.attach.processes import list_cherrypy_processes
+    from cpinspect.formatting import format_process_table
 
     summaries = list_cherrypy_processes()
     if args.json:

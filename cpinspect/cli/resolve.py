@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from cpinspect.cli.common import add_target_arguments, connect
-from cpinspect.formatting import resolution_lines
-from cpinspect.model import Resolution
-from cpinspect.protocol import to_json
+
+if TYPE_CHECKING:  # loaded when the command runs, not for --help
+    from cpinspect.model import Resolution
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def render(res: Resolution) -> str:
+    from cpinspect.formatting import resolution_lines
+
     return "\n".join(resolution_lines(res))
 
 
@@ -33,5 +36,7 @@ def run(args: argparse.Namespace) -> int:
         res = conn.source.resolve(args.path, args.method.upper(), args.host)
     finally:
         conn.source.close()
+    from cpinspect.protocol import to_json
+
     print(json.dumps(to_json(res), indent=2) if args.json else render(res))
     return 0

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from cpinspect.cli.common import add_target_arguments, connect
-from cpinspect.formatting import app_label, static_mount_line
-from cpinspect.model import RoutesSnapshot
-from cpinspect.protocol import to_json
+
+if TYPE_CHECKING:  # loaded when the command runs, not for --help
+    from cpinspect.model import RoutesSnapshot
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def render(snapshot: RoutesSnapshot) -> str:
+    from cpinspect.formatting import app_label, static_mount_line
+
     lines = []
     for app in snapshot.apps:
         lines.append(app_label(app))
@@ -57,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         conn.source.close()
     if args.json:
+        from cpinspect.protocol import to_json
+
         print(json.dumps(to_json(snapshot), indent=2))
     else:
         print(render(snapshot))

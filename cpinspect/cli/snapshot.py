@@ -13,11 +13,13 @@ import argparse
 import sys
 import time
 from dataclasses import replace
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from cpinspect.cli.common import add_target_arguments
 from cpinspect.errors import CpinspectError, PySpyMissing, TargetGone, UsageError
-from cpinspect.model import Snapshot, ThreadLocals
+
+if TYPE_CHECKING:  # loaded when the command runs, not for --help
+    from cpinspect.model import Snapshot, ThreadLocals
 
 MAX_COUNT = 1000
 """Snapshots in one series at most (a bundle is kept in memory until it is written)."""

@@ -27,9 +27,7 @@ from cpinspect.protocol import (
     schema_warning,
     threads_from_json,
 )
-
-DEFAULT_TIMEOUT = 1.0
-"""About a second: past that the interpreter may be stuck (DESIGN.md, py-spy fallback)."""
+from cpinspect.sources import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT  # re-exported
 
 
 def _os_error(exc: BaseException) -> Optional[OSError]:

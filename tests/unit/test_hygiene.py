@@ -207,3 +207,41 @@ def test_agent_is_python_38_syntax():
 
 def test_versions_agree():
     assert cpinspect.__version__ == wire.AGENT_VERSION
+
+
+START_UP_FREE = (
+    "textual",
+    "rich",
+    "httpx",
+    "psutil",
+    "cpinspect.model",
+    "cpinspect.formatting",
+    "cpinspect.protocol",
+    "cpinspect.sources.agent",
+    "cpinspect.sources.live",
+    "cpinspect.sources.open",
+    "cpinspect.sources.pyspy",
+    "cpinspect.tui",
+)
+"""What ``cpinspect --help`` must not load: each subcommand's module is imported to build the
+parser, so each keeps its heavy imports inside the code that runs the command."""
+
+
+def test_building_the_command_line_loads_no_ui_transport_or_model_code():
+    # GIVEN a fresh interpreter
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from cpinspect.cli import build_parser\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try:\n"
+        "        build_parser().parse_args(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(json.dumps({'modules': sorted(sys.modules), 'help': out.getvalue()}))\n"
+    )
+    # WHEN it builds the parser and prints the help, as `cpinspect --help` does
+    out = _fresh(code)
+    # THEN every subcommand is listed, and neither the UI, the HTTP client, psutil nor the
+    # sources were imported to say so
+    assert "dump" in out["help"] and "snapshot" in out["help"]
+    assert _within(out["modules"], START_UP_FREE) == []
