@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import ClassVar, Dict, List, Optional, Sequence, Tuple, Union
+from typing import ClassVar, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from rich.style import Style
 from rich.text import Text
@@ -128,6 +128,13 @@ class ThreadsTable(DataTable[Text]):
         self._objects: Dict[str, Selection] = {}
         self._specs: List[ColumnSpec] = []
         self._row_keys: List[str] = []
+        self._latest: Dict[str, Dict[str, Text]] = {}
+        """Every row's newest cells, by row key (what the rows say, shown or not yet)."""
+        self._shown: Dict[str, Dict[str, Text]] = {}
+        """The cells the DataTable holds, by row key."""
+        self._pending: Set[str] = set()
+        """Rows off screen whose newer cells wait until they scroll into view: a refresh costs
+        what is visible, not the number of threads (1,000 workers tick every second)."""
 
     # --- reading the table ---------------------------------------------------------------------
 
@@ -152,8 +159,9 @@ class ThreadsTable(DataTable[Text]):
         return self._objects.get(key)
 
     def cell_text(self, row: int, column: str) -> str:
-        """The plain text of one cell (``column`` is a column key such as ``"request"``)."""
-        return self.get_cell(self._row_keys[row], column).plain
+        """The plain text of one cell (``column`` is a column key such as ``"request"``), as the
+        row shows it once on screen."""
+        return self._latest[self._row_keys[row]][column].plain
 
     # --- filling the table ---------------------------------------------------------------------
 
@@ -196,12 +204,21 @@ class ThreadsTable(DataTable[Text]):
         specs = self._layout(rows)
         keys = [key for key, _ in rows]
         previous_row = self.cursor_row
+        self._latest = dict(rows)
         if specs == self._specs and keys == self._row_keys:
-            # Same rows in the same order: update the cells in place (no jump, no flicker).
-            for key, cells in rows:
-                for spec in specs:
-                    self.update_cell(key, spec.key, cells[spec.key])
+            # Same rows in the same order: update the cells that changed in place (no jump, no
+            # flicker), now for the rows on screen and once they scroll into view for the others.
+            first, last = self._visible_rows()
+            for index, (key, cells) in enumerate(rows):
+                if _same_cells(self._shown.get(key), cells, specs):
+                    self._pending.discard(key)
+                elif first <= index < last:
+                    self._show_cells(key, cells)
+                else:
+                    self._pending.add(key)
             return
+        self._shown = dict(rows)
+        self._pending = set()
         scroll_y = self.scroll_y
         self.clear(columns=specs != self._specs)
         if specs != self._specs:
@@ -216,6 +233,34 @@ class ThreadsTable(DataTable[Text]):
         target = keys.index(select) if select in keys else min(previous_row, len(keys) - 1)
         self.scroll_y = min(scroll_y, self.max_scroll_y)
         self.move_cursor(row=max(0, target), animate=False)
+
+    def _visible_rows(self) -> Tuple[int, int]:
+        """Row indexes on screen, with one screen of margin each side (rows are one line)."""
+        height = max(self.scrollable_content_region.height, 1)
+        top = int(self.scroll_y)
+        return max(0, top - height), top + 2 * height
+
+    def _show_cells(self, key: str, cells: Dict[str, Text]) -> None:
+        shown = self._shown.get(key)
+        for spec in self._specs:
+            cell = cells[spec.key]
+            if shown is None or not _same_cell(shown[spec.key], cell):
+                self.update_cell(key, spec.key, cell)
+        self._shown[key] = cells
+        self._pending.discard(key)
+
+    def _show_pending(self) -> None:
+        """Bring the rows that came into view up to date."""
+        if not self._pending:
+            return
+        first, last = self._visible_rows()
+        for key in self._row_keys[first:last]:
+            if key in self._pending:
+                self._show_cells(key, self._latest[key])
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._show_pending()
 
     def _rows(self) -> List[Tuple[str, Dict[str, Text]]]:
         self._objects = {}
@@ -282,6 +327,18 @@ class ThreadsTable(DataTable[Text]):
     def on_resize(self, event: Resize) -> None:
         if self._layout(self._rows()) != self._specs:
             self._fill(self.selected_key())
+        else:
+            self._show_pending()
+
+
+def _same_cell(a: Text, b: Text) -> bool:
+    return a.plain == b.plain and a.style == b.style and a.justify == b.justify
+
+
+def _same_cells(
+    shown: Optional[Dict[str, Text]], cells: Dict[str, Text], specs: Sequence[ColumnSpec]
+) -> bool:
+    return shown is not None and all(_same_cell(shown[s.key], cells[s.key]) for s in specs)
 
 
 def _cell(text: str, style: Union[Style, str] = "", right: bool = False) -> Text:
