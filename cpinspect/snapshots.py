@@ -31,6 +31,7 @@ from cpinspect.model import (
     FrameLocals,
     LocalVar,
     RoutesSnapshot,
+    SessionsSnapshot,
     Snapshot,
     SourceKind,
     SourceLine,
@@ -56,6 +57,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 def snapshot_from_update(
     update: Update,
     routes: Optional[RoutesSnapshot] = None,
+    sessions: Optional[SessionsSnapshot] = None,
     locals_: Sequence[ThreadLocals] = (),
     notes: Sequence[str] = (),
 ) -> Snapshot:
@@ -71,6 +73,7 @@ def snapshot_from_update(
         info=update.info,
         threads=with_gil_holder(update.threads, update.gil_holder),
         routes=routes,
+        sessions=sessions,
         locals=tuple(locals_),
         notes=_unique(n for n in (update.message, *update.warnings, *notes) if n),
         stale=tuple(update.stale),

@@ -8,7 +8,13 @@ from typing import Any, Dict, List, Optional
 
 import httpx
 
-from cpinspect.agent.wire import ENDPOINT_INFO, ENDPOINT_RESOLVE, ENDPOINT_ROUTES, ENDPOINT_THREADS
+from cpinspect.agent.wire import (
+    ENDPOINT_INFO,
+    ENDPOINT_RESOLVE,
+    ENDPOINT_ROUTES,
+    ENDPOINT_SESSIONS,
+    ENDPOINT_THREADS,
+)
 from cpinspect.errors import (
     AgentUnavailable,
     CpinspectError,
@@ -18,16 +24,27 @@ from cpinspect.errors import (
     StaleSocket,
     TargetGone,
 )
-from cpinspect.model import ProcessInfo, Resolution, RoutesSnapshot, SourceKind, ThreadsSnapshot
+from cpinspect.model import (
+    ProcessInfo,
+    Resolution,
+    RoutesSnapshot,
+    SessionsSnapshot,
+    SourceKind,
+    ThreadsSnapshot,
+)
 from cpinspect.protocol import (
     ProtocolError,
     info_from_json,
     resolution_from_json,
     routes_from_json,
     schema_warning,
+    sessions_from_json,
     threads_from_json,
 )
 
+NO_ENDPOINT = "no such endpoint"
+"""A 404 saying so (or saying nothing) means the agent lacks the endpoint (it may be older);
+any other 404 is the endpoint's own answer (an unknown app …) and is said as it is."""
 DEFAULT_TIMEOUT = 1.0
 """About a second: past that the interpreter may be stuck (DESIGN.md, py-spy fallback)."""
 
@@ -86,6 +103,8 @@ class AgentSource:
             message = (
                 payload.get("error", {}).get("message", "") if isinstance(payload, dict) else ""
             )
+            if response.status_code == 404 and message and not message.startswith(NO_ENDPOINT):
+                raise EndpointError("agent: %s" % message)
             if response.status_code == 404:
                 raise EndpointError(
                     "this agent has no %s (it may be older than the inspector: reload it)" % path
@@ -142,6 +161,25 @@ class AgentSource:
             return resolution_from_json(self._get(ENDPOINT_RESOLVE, params))
         except ProtocolError as exc:
             raise EndpointError("unreadable /v1/resolve from the agent: %s" % exc) from None
+
+    def sessions(
+        self,
+        app: Optional[str] = None,
+        offset: int = 0,
+        limit: int = 50,
+        sort: str = "expiry",
+        reveal: Optional[str] = None,
+    ) -> SessionsSnapshot:
+        """One page of sessions per app. ``reveal`` only when the user asked (never polled)."""
+        params = {"offset": str(offset), "limit": str(limit), "sort": sort}
+        if app is not None:
+            params["app"] = app
+        if reveal is not None:
+            params["reveal"] = reveal
+        try:
+            return sessions_from_json(self._get(ENDPOINT_SESSIONS, params), revealed=reveal)
+        except ProtocolError as exc:
+            raise EndpointError("unreadable /v1/sessions from the agent: %s" % exc) from None
 
     def close(self) -> None:
         self._client.close()
