@@ -1630,7 +1630,7 @@ def session_details(session: SessionInfo) -> List[Tuple[str, str]]:
     rows.append(("lock", lock.state))
     if lock.holder is not None:
         h = lock.holder
-        basis = " (%s)" % h.held_for_basis if h.held_for_basis else ""
+        basis = ", " + h.held_for_basis if h.held_for_basis else ""
         rows.append(("held by", _thread_words(h.ident, h.name)))
         rows.append(("  request", _req_words(h.request)))
         rows.append(("  held for", format_duration(h.held_for) + basis))

@@ -45,6 +45,11 @@ from cpinspect.protocol import (
 NO_ENDPOINT = "no such endpoint"
 """A 404 saying so (or saying nothing) means the agent lacks the endpoint (it may be older);
 any other 404 is the endpoint's own answer (an unknown app …) and is said as it is."""
+SESSIONS_TIMEOUT = 5.0
+"""How long a ``/v1/sessions`` answer may take: the agent gives a store's I/O (a file listing on
+a slow mount) its own 2 s limit, for the index and again for the page, and answers with the time
+limit named (504) past that — the inspector waits for that answer rather than calling a slow
+store a stuck interpreter."""
 DEFAULT_TIMEOUT = 1.0
 """About a second: past that the interpreter may be stuck (DESIGN.md, py-spy fallback)."""
 
@@ -77,12 +82,17 @@ class AgentSource:
             timeout=httpx.Timeout(timeout, connect=timeout),
         )
 
-    def _get(self, path: str, params: Optional[Dict[str, str]] = None) -> Any:
+    def _get(
+        self, path: str, params: Optional[Dict[str, str]] = None, timeout: Optional[float] = None
+    ) -> Any:
+        wait = self.timeout if timeout is None else max(timeout, self.timeout)
         try:
-            response = self._client.get(path, params=params)
+            response = self._client.get(
+                path, params=params, timeout=httpx.Timeout(wait, connect=self.timeout)
+            )
         except httpx.TimeoutException:
             raise AgentUnavailable(
-                "agent did not answer within %.1f s — the interpreter may be stuck" % self.timeout
+                "agent did not answer within %.1f s — the interpreter may be stuck" % wait
             ) from None
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
@@ -177,7 +187,8 @@ class AgentSource:
         if reveal is not None:
             params["reveal"] = reveal
         try:
-            return sessions_from_json(self._get(ENDPOINT_SESSIONS, params), revealed=reveal)
+            payload = self._get(ENDPOINT_SESSIONS, params, timeout=SESSIONS_TIMEOUT)
+            return sessions_from_json(payload, revealed=reveal)
         except ProtocolError as exc:
             raise EndpointError("unreadable /v1/sessions from the agent: %s" % exc) from None
 
