@@ -26,6 +26,8 @@ ROW_LOCK_SECONDS = 20.0
 """How long ``SELECT ... FOR UPDATE`` waits for the row lock another transaction holds."""
 REPORT_SECONDS = 90.0
 """How long the reporting aggregates take: longer than ``QUERY_TIMEOUT``, so they never return."""
+LEDGER_SECONDS = 25.0
+"""How long the account statement's ledger query takes (slow, but within ``QUERY_TIMEOUT``)."""
 FAST_SECONDS = 0.002
 QUERY_TIMEOUT = 40.0
 """The client's statement timeout."""
@@ -134,6 +136,8 @@ def _plan(query: Dict[str, Any]) -> Tuple[float, List[Row]]:
     """How long the "database" takes for a query, and what it answers."""
     sql = str(query.get("sql", "")).upper()
     params = query.get("params") or []
+    if "FROM LEDGER" in sql:
+        return LEDGER_SECONDS, [{"month": m, "amount": 20.0 + 3.5 * m} for m in range(1, 13)]
     if "GROUP BY" in sql:
         return REPORT_SECONDS, [{"month": m, "total": 1000.0 + 37.5 * m} for m in range(1, 13)]
     if "FOR UPDATE" in sql:
