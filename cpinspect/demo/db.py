@@ -26,8 +26,6 @@ ROW_LOCK_SECONDS = 20.0
 """How long ``SELECT ... FOR UPDATE`` waits for the row lock another transaction holds."""
 REPORT_SECONDS = 90.0
 """How long the reporting aggregates take: longer than ``QUERY_TIMEOUT``, so they never return."""
-LEDGER_SECONDS = 25.0
-"""How long the account statement's ledger query takes (slow, but within ``QUERY_TIMEOUT``)."""
 FAST_SECONDS = 0.002
 QUERY_TIMEOUT = 40.0
 """The client's statement timeout."""
@@ -130,6 +128,10 @@ def fetch_all(sql: str, params: Sequence[Any] = (), timeout: float = QUERY_TIMEO
 
 
 # --- the server side -------------------------------------------------------------------------
+
+
+LEDGER_SECONDS = 25.0
+"""How long the account statement's ledger query takes (slow, but within ``QUERY_TIMEOUT``)."""
 
 
 def _plan(query: Dict[str, Any]) -> Tuple[float, List[Row]]:
