@@ -26,12 +26,16 @@ once per process, for the first app that served a session; cherrypy-internals.md
   Without it the app is reported with ``listable: false`` and the reason.
 
 **The index.** Paging and sorting happen here, over a per-store index rebuilt at most every
-``REBUILD_MIN_INTERVAL`` seconds and never more often than ``REBUILD_DUTY`` times its own build
-time (so the agent spends at most ~1 % of the time indexing); a page is served from the index and
-only its own sessions are read again. The index holds ids (references to the store's own
-strings), the expiration objects (for RAM: an unchanged expiration object means an unsaved
-session, so its size is reused), and compact arrays: expiry (epoch), size and two sort orders:
-about 36 bytes per session (3.6 MB at 100,000). ``summary.as_of`` says when it was built.
+``REBUILD_MIN_INTERVAL`` (5) seconds and never more often than ``REBUILD_DUTY`` times its own
+build time (so the agent spends ~1 % of the time indexing; the wait is capped at 10 s), on a
+thread of its own; a page is served from the index as it is (a rebuild runs behind it) and
+only the page's own sessions are read again. Per session the index holds the id and the
+stored expiration object (references to the store's own objects: for RAM an unchanged
+expiration object means an unsaved session, whose size is reused, and the datetimes are sorted
+as they are), the size and two sort positions (4 bytes each): 28 bytes, 2.8 MB at 100,000
+(other stores add an 8-byte epoch expiry). ``summary.as_of`` says when it was built. An index
+unchanged since the last build (same ids, same expiration objects) is confirmed in one pass
+without sorting again.
 
 **Sizes** are the pickled size of the session's data (what a FileSession writes; for RAM computed
 once per saved version of the session, from a shallow copy; a value pickle refuses counts as
@@ -49,7 +53,6 @@ requests and threads waiting (scanning 100,000 lock objects per answer is not do
 Values are sent only for the session named by ``reveal=FP``.
 """
 
-import bisect
 import datetime
 import hashlib
 import hmac
@@ -74,7 +77,8 @@ IO_TIMEOUT = 2.0
 """Seconds an answer waits for a store's reader thread (file listing, memcached, custom)."""
 FILE_BUILD_BUDGET = 1.5
 """Seconds of file reading in one index build; past it the listing is cut (``partial``)."""
-REBUILD_MIN_INTERVAL = 3.0
+REBUILD_MIN_INTERVAL = 5.0
+REBUILD_MAX_INTERVAL = 10.0
 REBUILD_DUTY = 100.0
 MAX_ENTRIES = 200000
 """Sessions one index holds; a larger store is reported partial."""
@@ -86,6 +90,7 @@ MC_CHUNK = 100
 MC_LOCK_WAIT = 0.5
 SEEN_IDS_CAP = 10000
 """Memcached session ids remembered by the tracker (most recent)."""
+_MAX_SIZE = 2**31 - 1  # sizes are kept as 4-byte ints
 _OWNER = re.compile(r"owner=(\d+)")
 _SESSIONS_FILE = ("cherrypy/lib/sessions.py", "cherrypy\\lib\\sessions.py")
 _HOLDING_STAGES = {
@@ -144,6 +149,12 @@ def parse_query(query: Dict[str, List[str]]) -> Dict[str, Any]:
     }
 
 
+def rebuild_interval(build_seconds: float) -> float:
+    """Seconds an index is served before the next build: 100x its build time (<= 1 % of the
+    time spent indexing), at least 5, at most 10 (the first build also sizes every session)."""
+    return min(REBUILD_MAX_INTERVAL, max(REBUILD_MIN_INTERVAL, REBUILD_DUTY * build_seconds))
+
+
 def size_of(data: Any) -> int:
     """Pickled size of a session's data (a shallow copy first: its request may be mutating it)."""
     try:
@@ -151,11 +162,13 @@ def size_of(data: Any) -> int:
     except Exception:  # noqa: BLE001
         copy = data
     try:
-        return len(pickle.dumps(copy, pickle.HIGHEST_PROTOCOL))
+        return min(_MAX_SIZE, len(pickle.dumps(copy, pickle.HIGHEST_PROTOCOL)))
     except Exception:  # noqa: BLE001 - an unpicklable value: a documented estimate
         try:
-            return sys.getsizeof(copy) + sum(
-                sys.getsizeof(k) + sys.getsizeof(v) for k, v in list(copy.items())[:1000]
+            return min(
+                _MAX_SIZE,
+                sys.getsizeof(copy)
+                + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in list(copy.items())[:1000]),
             )
         except Exception:  # noqa: BLE001
             return -1
@@ -185,14 +198,19 @@ def short_repr(value: Any, limit: int) -> str:
 
 
 class Index:
-    """One store's sessions at ``as_of``: ids in store order, sorted views as compact arrays."""
+    """One store's sessions at ``as_of``: ids in store order, sorted views as compact arrays.
+
+    Per session: the id and the tag (references to objects the store holds anyway), the size
+    and two sort positions (4 bytes each) and, unless the tags are the stored datetimes,
+    an epoch expiry (8 bytes).
+    """
 
     def __init__(
         self,
         sids: List[str],
-        exps: Sequence[float],
+        exps: Optional[Sequence[float]],
         sizes: Sequence[int],
-        tags: List[Any],
+        tags: Optional[List[Any]],
         as_of: float,
         build_seconds: float,
         partial_reason: Optional[str] = None,
@@ -205,12 +223,20 @@ class Index:
         self.sids = sids
         self.tags = tags  # RAM: the stored expiration objects (unchanged = same saved version)
         self.datas = datas  # custom stores: the data each entry came with
-        self.sizes = array("q", sizes)
-        by_exp = sorted(range(n), key=exps.__getitem__)
-        self.order_exp = array("l", by_exp)
-        self.exp_sorted = array("d", (exps[i] for i in by_exp))
-        del by_exp
-        self.order_size = array("l", sorted(range(n), key=self.sizes.__getitem__, reverse=True))
+        # RAM (``exps`` None): expiries are the stored datetimes themselves, sorted and compared
+        # as they are, so no float is kept or made per session.
+        self.exps = None if exps is None else array("d", exps)
+        self.sizes = (
+            sizes
+            if isinstance(sizes, array) and sizes.typecode == "i"
+            else array("i", (min(x, _MAX_SIZE) for x in sizes))
+        )
+        if self.exps is None:
+            assert tags is not None
+            self.order_exp = _order(n, tags.__getitem__, False)
+        else:
+            self.order_exp = _order(n, self.exps.__getitem__, False)
+        self.order_size = _order(n, self.sizes.__getitem__, True)
         self.as_of = as_of
         self.built_mono = time.monotonic()
         self.build_seconds = build_seconds
@@ -218,22 +244,67 @@ class Index:
         self.errors = errors or []
         self.path_exists = path_exists
         self.path_writable = path_writable
+        self.sizes_summary = self._size_summary()
 
     def __len__(self) -> int:
         return len(self.sids)
 
-    def size_summary(self) -> Optional[Dict[str, int]]:
-        known = [self.sizes[i] for i in self.order_size if self.sizes[i] >= 0]
-        if not known:
+    def refreshed(self, as_of: float, build_seconds: float) -> "Index":
+        """This index, confirmed unchanged at ``as_of``."""
+        self.as_of = as_of
+        self.built_mono = time.monotonic()
+        self.build_seconds = build_seconds
+        return self
+
+    def exp_of(self, pos: int) -> float:
+        """Epoch expiry of the entry at ``pos``; inf when unknown."""
+        if self.exps is not None:
+            return self.exps[pos]
+        return epoch_of(self.tags[pos]) if self.tags is not None else float("inf")
+
+    def count_before(self, when: float) -> int:
+        """Entries expiring before ``when`` (a bisection over the expiry order)."""
+        lo, hi = 0, len(self.order_exp)
+        order = self.order_exp
+        exps: Any = self.exps
+        if exps is None:
+            exps = self.tags  # naive local datetimes, as CherryPy stores them
+            when_key: Any = datetime.datetime.fromtimestamp(when)
+        else:
+            when_key = when
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if exps[order[mid]] < when_key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def _size_summary(self) -> Optional[Dict[str, int]]:
+        order, sizes = self.order_size, self.sizes
+        n = len(order)
+        while n and sizes[order[n - 1]] < 0:  # unknown sizes sort last
+            n -= 1
+        if not n:
             return None
-        n = len(known)  # largest first
         return {
-            "min": known[-1],
-            "p50": known[n // 2],
-            "p90": known[max(0, (n * 10) // 100 - 1)] if n >= 10 else known[0],
-            "max": known[0],
-            "total": sum(known),
+            "min": sizes[order[n - 1]],
+            "p50": sizes[order[n // 2]],
+            "p90": sizes[order[(n * 10) // 100]],
+            "max": sizes[order[0]],
+            "total": sum(sizes) + (len(sizes) - n),  # the -1s of unknown sizes taken back out
         }
+
+
+def _order(n: int, key: Callable[[int], Any], reverse: bool) -> "array[int]":
+    """Positions sorted by ``key``, as 4-byte ints; the array is allocated before the sort's
+    temporaries (see ``RamStore.build``)."""
+    out = array("i", bytes(4 * n))
+    ranked = sorted(range(n), key=key, reverse=reverse)
+    for rank in range(n):
+        out[rank] = ranked[rank]
+    del ranked
+    return out
 
 
 # --- Stores ----------------------------------------------------------------------------------
@@ -278,7 +349,7 @@ class Store:
         now = time.monotonic()
         if idx is not None:
             age = now - idx.built_mono
-            if age < max(REBUILD_MIN_INTERVAL, REBUILD_DUTY * idx.build_seconds):
+            if age < rebuild_interval(idx.build_seconds):
                 return idx, None, False
         with self._lock:
             builder = self._builder
@@ -289,8 +360,8 @@ class Store:
                 self._builder = builder
                 self._builder_since = now
                 builder.start()
-        if idx is None or not self.needs_worker:
-            builder.join(wait if idx is None else min(wait, 0.2))
+        if idx is None:
+            builder.join(wait)  # the first index: wait for it (bounded); later ones run behind
         fresh = self.index
         if fresh is not None:
             note = None
@@ -352,47 +423,65 @@ class RamStore(Store):
     def build(self, prev: Optional[Index]) -> Index:
         started = time.monotonic()
         cache = self.cls.cache
-        keys = list(cache)  # the keys only: the entries are read one get() at a time
+        keys = list(cache)  # the keys only (references): no entry is copied
         partial = None
         if len(keys) > MAX_ENTRIES:
             partial = "the index holds the first %d of %d sessions" % (MAX_ENTRIES, len(keys))
             del keys[MAX_ENTRIES:]
-        sids: List[str] = []
-        tags: List[Any] = []
-        exps = array("d")
-        sizes = array("q")
+        n = len(keys)
+        if prev is not None and prev.tags is not None and keys == prev.sids:
+            # The same ids: if every expiration object is the same too, nothing was saved since
+            # and the index stands (one pass, nothing sorted again).
+            p_tags = prev.tags
+            get = cache.get
+            same = True
+            for k in range(n):
+                e = get(keys[k])
+                if type(e) is not tuple or len(e) != 2 or e[1] is not p_tags[k]:
+                    same = False
+                    break
+            if same:
+                return prev.refreshed(time.time(), time.monotonic() - started)
+        # What the index keeps is allocated before the temporaries, so that freeing those leaves
+        # the heap's top free (returned to the system) instead of holes under kept arrays.
+        tags: List[Any] = [None] * n
+        sizes = array("i", bytes(4 * n))
+        entries = list(map(cache.get, keys))  # one atomic get per key
+        for k in range(n):
+            e = entries[k]
+            if type(e) is tuple and len(e) == 2:
+                tags[k] = e[1]
         # Store order is insertion order: an unchanged session keeps its place, new ones come
         # last. Walking both lists in step reuses the sizes of unsaved sessions without a dict.
         p_sids = prev.sids if prev is not None else []
-        p_tags = prev.tags if prev is not None else []
-        p_sizes = prev.sizes if prev is not None else array("q")
-        p_exp = _exp_by_position(prev) if prev is not None else None
-        i, n_prev = 0, len(p_sids)
-        get = cache.get
-        for sid in keys:
-            entry = get(sid)
-            if entry is None:
+        p_tags = (prev.tags if prev is not None else None) or []
+        p_sizes = prev.sizes if prev is not None else array("i")
+        i, n_prev = 0, len(p_tags)
+        dropped = 0
+        for k in range(n):
+            expiration = tags[k]
+            if expiration is None:
+                dropped += 1  # deleted meanwhile, or not a (data, expiration) pair
                 continue
-            try:
-                data, expiration = entry
-            except (TypeError, ValueError):
-                continue
+            sid = keys[k]
             while i < n_prev and p_sids[i] != sid:
                 i += 1
-            if i < n_prev and p_tags[i] is expiration and p_exp is not None:
-                size = p_sizes[i]
-                exp = p_exp[i]
+            if i < n_prev and p_tags[i] is expiration:
+                sizes[k] = p_sizes[i]
             else:
-                size = size_of(data)
-                exp = epoch_of(expiration)
+                sizes[k] = size_of(entries[k][0])
             if i < n_prev:
                 i += 1
-            sids.append(sid)
-            tags.append(expiration)
-            exps.append(exp)
-            sizes.append(size)
-        del keys
-        return Index(sids, exps, sizes, tags, time.time(), time.monotonic() - started, partial)
+        del entries
+        if dropped:
+            keep = [k for k in range(n) if tags[k] is not None]
+            keys = [keys[k] for k in keep]
+            sizes = array("i", (sizes[k] for k in keep))
+            tags = [tags[k] for k in keep]
+        exps = None  # sorted by the datetimes themselves, unless a subclass stores something else
+        if not all(type(t) is datetime.datetime for t in tags):
+            exps = [epoch_of(t) for t in tags]
+        return Index(keys, exps, sizes, tags, time.time(), time.monotonic() - started, partial)
 
     def read_page(self, sids: List[str], positions: List[int]) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
@@ -401,14 +490,6 @@ class RamStore(Store):
             entry = cache.get(sid)
             out[sid] = (entry[0] if entry is not None else None, {})
         return out
-
-
-def _exp_by_position(idx: Index) -> "array[float]":
-    """Expiry per store position, from the sorted view (built once per rebuild)."""
-    out = array("d", bytes(8 * len(idx.sids)))
-    for rank, pos in enumerate(idx.order_exp):
-        out[pos] = idx.exp_sorted[rank]
-    return out
 
 
 class FileStore(Store):
@@ -974,15 +1055,15 @@ class SessionsProbe:
         if idx.errors and out["error"] is None:
             out["error"] = "; ".join(idx.errors)
         n = len(idx)
-        expired = bisect.bisect_left(idx.exp_sorted, now)
-        soon = bisect.bisect_left(idx.exp_sorted, now + EXPIRING_SOON) - expired
+        expired = idx.count_before(now)
+        soon = idx.count_before(now + EXPIRING_SOON) - expired
         out["count"] = n
         out["expired"] = expired
         out["partial"] = idx.partial_reason is not None
         out["partial_reason"] = idx.partial_reason
         summary = out["summary"]
         summary["expiring_soon"] = soon
-        summary["sizes"] = idx.size_summary()
+        summary["sizes"] = idx.sizes_summary
         summary["largest"] = [
             {"fp": self.fp(idx.sids[p]), "size": idx.sizes[p]}
             for p in list(idx.order_size[:3])
@@ -1007,18 +1088,10 @@ class SessionsProbe:
         elif read_error is not None:
             page = {}
             out["error"] = "reading this page: %s" % read_error
-        exp_of = {}
-        wanted = set(positions)
-        if wanted:
-            for rank, pos in enumerate(idx.order_exp):
-                if pos in wanted:
-                    exp_of[pos] = idx.exp_sorted[rank]
-                    if len(exp_of) == len(wanted):
-                        break
         sessions = []
         for pos, sid in zip(positions, sids):
             data, extra = (page or {}).get(sid, (None, {}))
-            exp = exp_of.get(pos, float("inf"))
+            exp = idx.exp_of(pos)
             size = idx.sizes[pos]
             sessions.append(
                 self._session(
