@@ -137,7 +137,7 @@ def parse_query(query: Dict[str, List[str]]) -> Dict[str, Any]:
     sort = one("sort") or "expiry"
     if sort not in SORTS:
         raise BadQuery(400, "sort must be one of %s, got %r" % (", ".join(SORTS), sort[:40]))
-    reveal = one("reveal")
+    reveal = one("reveal") or None
     if reveal is not None and not re.match(r"^[0-9a-f]{12}$", reveal):
         raise BadQuery(400, "reveal must be a 12-hex-digit fingerprint, got %r" % reveal[:40])
     return {
@@ -153,6 +153,17 @@ def rebuild_interval(build_seconds: float) -> float:
     """Seconds an index is served before the next build: 100x its build time (<= 1 % of the
     time spent indexing), at least 5, at most 10 (the first build also sizes every session)."""
     return min(REBUILD_MAX_INTERVAL, max(REBUILD_MIN_INTERVAL, REBUILD_DUTY * build_seconds))
+
+
+_SESSION_FILE_NAME = re.compile(r"(session-)[^\s'\"/\\]{16,}")
+_LONG_HEX = re.compile(r"\b[0-9a-fA-F]{20,}\b")
+
+
+def scrub(text: str) -> str:
+    """An error text without anything that looks like a session id (a session file's name in
+    an OSError, an id in a backend's exception): ids never leave the process, not even there."""
+    text = _SESSION_FILE_NAME.sub(r"\1***", text)
+    return _LONG_HEX.sub("***", text)
 
 
 def size_of(data: Any) -> int:
@@ -236,7 +247,7 @@ class Index:
             self.order_exp = _order(n, tags.__getitem__, False)
         else:
             self.order_exp = _order(n, self.exps.__getitem__, False)
-        self.order_size = _order(n, self.sizes.__getitem__, True)
+        self.order_size = _order_by_size(self.sizes)
         self.as_of = as_of
         self.built_mono = time.monotonic()
         self.build_seconds = build_seconds
@@ -304,6 +315,22 @@ def _order(n: int, key: Callable[[int], Any], reverse: bool) -> "array[int]":
     for rank in range(n):
         out[rank] = ranked[rank]
     del ranked
+    return out
+
+
+_POS_BITS = 20  # positions fit (MAX_ENTRIES < 2**20)
+
+
+def _order_by_size(sizes: "array[int]") -> "array[int]":
+    """Positions largest first. Each size and its position are packed into one int, so the sort
+    makes one object per session, not two (a key list beside the positions)."""
+    n = len(sizes)
+    out = array("i", bytes(4 * n))
+    packed = sorted(((sizes[p] + 1) << _POS_BITS | p for p in range(n)), reverse=True)
+    mask = (1 << _POS_BITS) - 1
+    for rank in range(n):
+        out[rank] = packed[rank] & mask
+    del packed
     return out
 
 
@@ -481,7 +508,21 @@ class RamStore(Store):
         exps = None  # sorted by the datetimes themselves, unless a subclass stores something else
         if not all(type(t) is datetime.datetime for t in tags):
             exps = [epoch_of(t) for t in tags]
-        return Index(keys, exps, sizes, tags, time.time(), time.monotonic() - started, partial)
+        return Index(
+            keys,
+            exps,
+            sizes,
+            tags,
+            time.time(),
+            time.monotonic() - started,
+            partial,
+        )
+
+    def timeout_message(self, stuck: float) -> str:
+        return (
+            "the index of the RAM sessions is still being built after %.1f s (a very large "
+            "store?); it goes on building: ask again" % stuck
+        )
 
     def read_page(self, sids: List[str], positions: List[int]) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
@@ -988,11 +1029,14 @@ class SessionsProbe:
             if timed_out:
                 timeouts.append(app_out["error"])
         if out_apps and len(timeouts) == len(out_apps):
-            return 504, {"error": {"status": 504, "message": "; ".join(timeouts)}}
+            return 504, {"error": {"status": 504, "message": scrub("; ".join(timeouts))}}
+        for app_out in out_apps:
+            if app_out["error"]:
+                app_out["error"] = scrub(app_out["error"])
         return 200, {
             "taken_at": now,
             "key_id": self.key_id,
-            "errors": errors,
+            "errors": [scrub(e) for e in errors],
             "request_durations": self.tracker.duration_stats(),
             "apps": out_apps,
         }
