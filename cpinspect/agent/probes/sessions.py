@@ -473,11 +473,6 @@ class RamStore(Store):
         # the heap's top free (returned to the system) instead of holes under kept arrays.
         tags: List[Any] = [None] * n
         sizes = array("i", bytes(4 * n))
-        entries = list(map(cache.get, keys))  # one atomic get per key
-        for k in range(n):
-            e = entries[k]
-            if type(e) is tuple and len(e) == 2:
-                tags[k] = e[1]
         # Store order is insertion order: an unchanged session keeps its place, new ones come
         # last. Walking both lists in step reuses the sizes of unsaved sessions without a dict.
         p_sids = prev.sids if prev is not None else []
@@ -485,21 +480,22 @@ class RamStore(Store):
         p_sizes = prev.sizes if prev is not None else array("i")
         i, n_prev = 0, len(p_tags)
         dropped = 0
+        get = cache.get
         for k in range(n):
-            expiration = tags[k]
-            if expiration is None:
+            sid = keys[k]
+            e = get(sid)  # one atomic get per key
+            if type(e) is not tuple or len(e) != 2:
                 dropped += 1  # deleted meanwhile, or not a (data, expiration) pair
                 continue
-            sid = keys[k]
+            expiration = tags[k] = e[1]
             while i < n_prev and p_sids[i] != sid:
                 i += 1
             if i < n_prev and p_tags[i] is expiration:
                 sizes[k] = p_sizes[i]
             else:
-                sizes[k] = size_of(entries[k][0])
+                sizes[k] = size_of(e[0])
             if i < n_prev:
                 i += 1
-        del entries
         if dropped:
             keep = [k for k in range(n) if tags[k] is not None]
             keys = [keys[k] for k in keep]
