@@ -332,6 +332,40 @@ def test_hung_storage_path_times_out_while_threads_answer(
     assert len(readers) == 1, [t["name"] for t in readers]
 
 
+def test_unreadable_session_file_reported_without_its_id(
+    start_app: Callable[..., SessionsTarget], tmp_path: Path
+) -> None:
+    # GIVEN a file store holding one real session and one entry that cannot be read (a
+    # directory named like a session file: open() fails, as on a broken mount)
+    store = tmp_path / "store"
+    store.mkdir()
+    app = start_app("file", "--path", str(store))
+    sid = app.login("gina", "g-secret")
+    fake_id = "f" * 40
+    (store / ("session-" + fake_id)).mkdir()
+    # WHEN the agent is asked
+    status, raw = app.raw("/v1/sessions")
+    entry = only_app(json.loads(raw))
+    # THEN the readable session is listed, the other is reported, and no id is in the answer
+    assert status == 200
+    assert entry["count"] == 2
+    assert "1 session file(s) unreadable" in entry["error"]
+    assert fake_id.encode() not in raw and sid.encode() not in raw
+
+
+def test_error_texts_are_scrubbed_of_ids() -> None:
+    # GIVEN error texts as an OSError or a backend would word them (pure function, no process)
+    from cpinspect.agent.probes.sessions import scrub
+
+    sid = "a8f66a07573bdfc8c96def3d3a2afb1a86c41d11"
+    # WHEN scrubbed THEN the id is gone and the rest (a path, a limit) stays
+    assert scrub("Permission denied: '/srv/s/session-%s.lock'" % sid) == (
+        "Permission denied: '/srv/s/session-***'"
+    )
+    assert scrub("key %s not set" % sid) == "key *** not set"
+    assert scrub("/var/lib/session-files: within 2.0 s") == "/var/lib/session-files: within 2.0 s"
+
+
 # --- Paging, sorting, bad input --------------------------------------------------------------
 
 
