@@ -121,12 +121,15 @@ MAX_STACK_DEPTH = 128
 #   of the key) changes with the key: fingerprints of two agent lifetimes are not comparable.
 #   A custom storage class is listable when it defines the optional classmethod
 #   ``cpinspect_sessions(cls) -> iterable of (id: str, data: dict, expiration)`` (expiration a
-#   datetime like CherryPy stores, an epoch float, or None); the agent reads at most 100,000.
+#   datetime like CherryPy stores, an epoch float, or None); the agent reads at most 200,000
+#   (any store's index holds at most that many: more -> "partial"). Paging and sorting run over
+#   a per-store index rebuilt behind the answers every 5-10 s ("as_of"); only the page's own
+#   sessions are read again for "keys" and "lock". Bad parameters -> 400, one line.
 #   {"schema", "agent", "taken_at": float, "key_id": str, "errors": [str],
 #    "request_durations": null | {"count": int, "p50": float, "p95": float, "max": float},
 #        # seconds, over the last <=1000 requests this process completed
 #    "apps": [{"app": str (script_name, "" for root), "where": [str] (config sections setting
-#                                                                     sessions on),
+#                                 sessions on: "/path", "global", "_cp_config /" for the root's),
 #              "backend": "ram"|"file"|"memcached"|"custom", "storage_class": str (qualname),
 #              "settings": {"timeout": float|null (minutes), "clean_freq": float|null (minutes),
 #                           "clean_thread": "running"|"stopped"|"not started",
@@ -141,13 +144,15 @@ MAX_STACK_DEPTH = 128
 #                                                          time limit),
 #              "count": int|null, "expired": int|null (stored entries already past expiry),
 #              "summary": {"expiring_soon": int (within 300 s), "locked": int, "waiters": int,
+#                          # locked/waiters: locks held by in-flight requests or waited on now
 #                          "sizes": null | {"min", "p50", "p90", "max", "total": int},
 #                          "largest": [{"fp": str, "size": int}] (up to 3, largest first),
 #                          "as_of": float (when the index these numbers come from was built)},
 #              "page": {"offset": int, "limit": int, "sort": str, "total": int},
 #              "sessions": [{"fp": str, "expires_at": float|null (epoch s),
 #                            "time_left": float|null (s, <0 = expired),
-#                            "size": int|null (bytes: pickled size),
+#                            "size": int|null (bytes: pickled size; a file's size; a RAM
+#                                              value pickle refuses: a sys.getsizeof estimate),
 #                            "keys": [{"key": str, "type": str, "size": int|null,
 #                                      "value"?: str}],   # value: revealed only, repr <=2,000
 #                            "revealed": bool,
@@ -161,6 +166,9 @@ MAX_STACK_DEPTH = 128
 #                                                  "request": REQ|null,
 #                                                  "waiting_for": float|null}]}}],
 #              "error": str|null}]}   # e.g. the time limit on a hung storage path
+#   Not listable: "count" null and "sessions" only the sessions locked or waited on now (fp and
+#   lock). lock.state "unknown": a store without per-session RLocks, or a file lock whose state
+#   /proc/locks could not tell. Error texts never carry an id (scrubbed).
 #   REQ is exactly the "request" object of /v1/threads (query redacted the same way). When every
 #   requested app failed on the time limit: 504 with the error body naming the path and limit.
 #
