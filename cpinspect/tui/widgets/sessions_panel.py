@@ -115,6 +115,7 @@ class SessionsPanel(Vertical):
         self._waiter = 0
         self._rows: Tuple[str, ...] = ()
         self._cells: Tuple[Tuple[str, ...], ...] = ()
+        self._to_top = False
         self._details_plain = ""
         self._status_plain = ""
 
@@ -215,6 +216,9 @@ class SessionsPanel(Vertical):
             self._ask()
         self.table.focus()
 
+    def _matches(self, offset: int, sort: str) -> bool:
+        return offset == self.page_offset and sort == self.sort
+
     def _args(self) -> Dict[str, object]:
         return {"offset": self.page_offset, "limit": PAGE, "sort": self.sort}
 
@@ -280,8 +284,14 @@ class SessionsPanel(Vertical):
             for fp, line in zip(rows, cells):
                 table.add_row(*(Text(cell) for cell in line), key=fp)
             self._rows, self._cells = rows, cells
-            if keep in rows:
+            if keep in rows and not self._to_top:
                 table.move_cursor(row=rows.index(keep))
+        page_now = app.page if app is not None else None
+        if self._to_top and page_now is not None and self._matches(page_now.offset, page_now.sort):
+            # A new page or order was asked for and has come: start at its top.
+            self._to_top = False
+            if rows:
+                table.move_cursor(row=0)
         page = app.page if app is not None else None
         if page is not None and app is not None and app.listable:
             first = page.offset + 1 if rows else page.offset
@@ -345,6 +355,7 @@ class SessionsPanel(Vertical):
             return
         self.page_offset = offset
         self.revealed = None
+        self._to_top = True
         self._ask()
 
     def action_sort(self) -> None:
@@ -352,6 +363,7 @@ class SessionsPanel(Vertical):
         self.sort = SESSION_SORTS[(index + 1) % len(SESSION_SORTS)]
         self.page_offset = 0
         self.revealed = None
+        self._to_top = True
         self.notify("Sessions %s" % SORT_WORDS[self.sort], title="Sort", timeout=2)
         self._ask()
 
@@ -362,6 +374,7 @@ class SessionsPanel(Vertical):
             return
         self.app_index = (self.app_index + 1) % len(sessions.apps)
         self.revealed = None
+        self._to_top = True
         self._redraw()
 
     def action_reload(self) -> None:
