@@ -1523,7 +1523,13 @@ def sessions_summary_lines(app: AppSessions) -> List[str]:
     """The summary above the table: count, expiring soon, sizes and the largest, locks."""
     head = ["error: %s" % app.error] if app.error else []
     if not app.listable:
-        return [*head, "this backend cannot be listed: %s" % (app.not_listable or "no reason")]
+        sm = app.summary
+        return [
+            *head,
+            "this backend cannot be listed: %s" % (app.not_listable or "no reason"),
+            f"{sm.locked:,} locked now · {sm.waiters:,} waiting for a lock (from the requests "
+            "in flight)",
+        ]
     sm = app.summary
     parts = []
     if app.count is not None:
@@ -1680,14 +1686,21 @@ def format_sessions(
         mine = [f for f in findings if f.id.split(":", 2)[1:2] == [app.app]]
         for finding in mine:
             out.extend(finding_lines(finding, "  "))
-        if app.listable and not app.error:
+        # A store that cannot be listed still sends the sessions locked or waited on now.
+        if (app.listable and not app.error) or app.sessions:
             page = app.page
             shown = len(app.sessions)
             first = page.offset + 1 if shown else page.offset
-            out.append(
-                "  sessions %d-%d of %d, %s"
-                % (first, page.offset + shown, page.total, SORT_WORDS.get(page.sort, page.sort))
-            )
+            if app.listable:
+                head = "  sessions %d-%d of %d, %s" % (
+                    first,
+                    page.offset + shown,
+                    page.total,
+                    SORT_WORDS.get(page.sort, page.sort),
+                )
+            else:
+                head = "  %d session%s locked or waited on now" % (shown, "" if shown == 1 else "s")
+            out.append(head)
             out.append("    %-9s %-16s %-9s %-40s %s" % SESSION_COLUMNS)
             for session in app.sessions:
                 out.append("    %-9s %-16s %-9s %-40s %s" % session_row(session))

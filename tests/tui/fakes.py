@@ -558,6 +558,8 @@ SESSION_COUNT = 120
 LOCKED_FP = "a1b2c3d4e5f6"
 """The session whose lock worker 9 (POST /cart/add) holds while workers 1 and 2 wait."""
 SECRET_VALUE = "'hunter2-card-4111'"
+MEMCACHED_FP = "feedfacecafe"
+"""The one session the memcached app (which cannot be listed) knows: locked by a request now."""
 """A value only ever sent for the revealed session."""
 
 
@@ -666,8 +668,20 @@ def shop_sessions(
         storage_class="cherrypy.lib.sessions.MemcachedSession",
         settings=SessionSettings(servers=("127.0.0.1:11211",), clean_thread="not started"),
         listable=False,
-        not_listable="memcached cannot list its keys, and no request has used a session yet",
+        not_listable="memcached cannot list its keys; only sessions in use now are known",
+        summary=SessionsSummary(locked=1),
         page=SessionPage(offset, limit, sort, 0),
+        sessions=(
+            SessionInfo(
+                fp=MEMCACHED_FP,
+                lock=SessionLock(
+                    state="held",
+                    holder=LockHolder(
+                        worker(3, 2.0).ident, "CP Server Thread-3", None, 2.0, "since …"
+                    ),
+                ),
+            ),
+        ),
     )
     return SessionsSnapshot(
         taken_at=taken_at,

@@ -2,8 +2,7 @@
 it is shown, paging and sorting done by the agent, reveal after a confirmation for one session
 only, the jump from a lock holder or waiter to its thread, a store that cannot be listed, errors
 as one line (``run_test`` + Pilot, fake poller with a scripted store — a fake because these are
-exact states: the same panel on a real agent is in tests/integration/test_sessions_cli.py's
-neighbours and the screenshot).
+exact states: the same panel on a real agent is tests/tui/test_sessions_e2e.py).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from cpinspect.tui.app import InspectorApp
 from cpinspect.tui.screens.confirm import ConfirmScreen
 from cpinspect.tui.widgets.sessions_panel import SessionsPanel
 
-from .fakes import LOCKED_FP, SECRET_VALUE, FakePoller, incident_update, worker
+from .fakes import LOCKED_FP, MEMCACHED_FP, SECRET_VALUE, FakePoller, incident_update, worker
 from .helpers import first_data, make_app, wait_until
 
 HOLDER = worker(9, 31.0).ident
@@ -225,10 +224,13 @@ async def test_a_store_that_cannot_be_listed_says_why() -> None:
         # WHEN the next app is shown (a: the memcached store)
         await pilot.press("a")
         await pilot.pause()
-        # THEN the reason is the summary, and the table is empty
+        # THEN the reason is the summary, with the locks known from the requests in flight
         assert "app '/api' · memcached (app 2 of 2" in panel.status_text
         assert "this backend cannot be listed: memcached cannot list its keys" in panel.status_text
-        assert panel.rows == ()
+        assert "1 locked now · 0 waiting for a lock" in panel.status_text
+        # AND the table holds only the session locked now, said so above it
+        assert panel.rows == (MEMCACHED_FP,)
+        assert "1 session locked or waited on now" in str(panel.table.border_title)
         assert "servers       127.0.0.1:11211" in panel.details_text
 
 

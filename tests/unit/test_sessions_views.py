@@ -298,6 +298,24 @@ def test_a_store_that_cannot_be_listed_and_an_app_error() -> None:
     )
 
 
+def test_an_unlistable_store_still_shows_the_sessions_locked_now() -> None:
+    # GIVEN memcached: no listing, but the one session a request holds, with its waiters
+    snap = read(
+        backend="memcached",
+        listable=False,
+        not_listable="memcached cannot list its keys",
+        count=None,
+        sessions=[session(HELD_FP, 200, held=12.0, waiters=2)],
+    )
+    text = "\n".join(format_sessions(snap, session_findings(snap)))
+    # THEN the reason, the lock counts, the held session and its people are all printed
+    assert "this backend cannot be listed: memcached cannot list its keys" in text
+    assert "1 locked now · 2 waiting for a lock (from the requests in flight)" in text
+    assert "1 session locked or waited on now" in text
+    assert "held by        CP Server Thread-4 (thread 7001)" in text
+    assert "sessions-lock" in ids(snap)
+
+
 def test_values_show_only_for_the_revealed_session() -> None:
     raw = payload()
     raw["apps"][0]["sessions"][1]["revealed"] = True

@@ -274,7 +274,8 @@ class SessionsPanel(Vertical):
     def _render_table(self) -> None:
         table = self.table
         app = self.current_app
-        sessions = app.sessions if app is not None and app.listable else ()
+        # A store that cannot be listed still sends the sessions locked or waited on now.
+        sessions = app.sessions if app is not None else ()
         rows = tuple(s.fp for s in sessions)
         cells = tuple(session_row(s) for s in sessions)
         if rows != self._rows or cells != self._cells:
@@ -293,7 +294,15 @@ class SessionsPanel(Vertical):
             if rows:
                 table.move_cursor(row=0)
         page = app.page if app is not None else None
-        if page is not None and app is not None and app.listable:
+        if page is not None and app is not None and not app.listable:
+            table.border_title = (
+                "%d session%s locked or waited on now (the store cannot be listed)"
+                % (
+                    len(rows),
+                    "" if len(rows) == 1 else "s",
+                )
+            )
+        elif page is not None and app is not None:
             first = page.offset + 1 if rows else page.offset
             table.border_title = "sessions %d-%d of %d, %s   < > page  o sort" % (
                 first,
