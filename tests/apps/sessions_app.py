@@ -10,6 +10,7 @@ serving with the agent installed.
   the session id from the Set-Cookie, so it can search the agent's answers for them);
 - ``/slow`` holds the session lock (implicit locking: taken before the handler) until ``/release``
   or 60 s; two more requests with the same cookie (``/whoami``) then queue on the lock;
+- ``/trap`` stores a value whose ``repr()`` blocks (until ``/release``, at most 30 s);
 - ``--prefill N`` stores N RAM sessions of varied size at start (``bench/sessions_scale.py``);
 - ``/fast`` answers at once without sessions (the request rate in the benchmark).
 """
@@ -67,10 +68,24 @@ class UnlistedStore(ListedStore):
     cpinspect_sessions = None
 
 
+class SlowRepr:
+    """A session value whose repr() blocks (bounded): the agent must not wait on the app's code."""
+
+    def __repr__(self):
+        RELEASE.wait(30)
+        return "SlowRepr()"
+
+
 class Root:
     @cherrypy.expose
     def index(self):
         return "hello"
+
+    @cherrypy.expose
+    def trap(self, **params):
+        """Store a value whose repr() hangs: revealing this session runs it."""
+        cherrypy.session["trap"] = SlowRepr()
+        return "trapped"
 
     @cherrypy.expose
     def login(self, user="alice", secret="s3cret", **params):

@@ -366,6 +366,34 @@ def test_error_texts_are_scrubbed_of_ids() -> None:
     assert scrub("/var/lib/session-files: within 2.0 s") == "/var/lib/session-files: within 2.0 s"
 
 
+def test_reveal_of_a_hanging_repr_is_abandoned(start_app: Callable[..., SessionsTarget]) -> None:
+    # GIVEN a session holding a value whose repr() blocks (the app's code, run by a reveal)
+    app = start_app("ram")
+    r = httpx.get(app.url + "/trap", timeout=10)
+    assert r.status_code == 200
+    fp = only_app(app.sessions())["sessions"][0]["fp"]
+    try:
+        # WHEN that session is revealed
+        status, body = app.get("/v1/sessions?reveal=" + fp)
+        # THEN the answer comes with the time limit named instead of the values
+        assert status == 200
+        entry = only_app(body)
+        assert "did not finish within 2.0 s" in entry["error"]
+        assert entry["count"] == 1 and entry["sessions"][0]["keys"] == []
+        # AND the agent keeps answering, the next page saying the reader is stuck
+        assert app.get("/v1/threads", timeout=5)[0] == 200
+        again = only_app(app.sessions())
+        assert "stuck" in again["error"]
+    finally:
+        httpx.get(app.url + "/release", timeout=10)
+    # AND once the app's code returns, pages are whole again
+    wait_for(
+        lambda: only_app(app.sessions())["sessions"][0]["keys"],
+        timeout=10,
+        what="the reader to come back",
+    )
+
+
 # --- Paging, sorting, bad input --------------------------------------------------------------
 
 

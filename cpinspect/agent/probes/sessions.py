@@ -49,6 +49,12 @@ held or not from ``/proc/locks``; the holder is the in-flight request whose sess
 that id and is not waiting. ``locked``/``waiters`` in the summary count locks held by in-flight
 requests and threads waiting (scanning 100,000 lock objects per answer is not done).
 
+**Threads.** Nothing that may run the app's code or touch a filesystem runs on the agent's HTTP
+threads: index builds run on a store's ``cpinspect-sessions-index`` thread, and each page is read
+and described (values pickled for sizes, repr()'d when revealed) on a ``cpinspect-sessions-read``
+thread within ``IO_TIMEOUT``; past it the answer names the limit, and while that reader is stuck
+no other is started for the store.
+
 **Privacy.** No raw session id leaves the process: ``fp`` is HMAC-SHA256 with a per-agent key.
 Values are sent only for the session named by ``reveal=FP``.
 """
@@ -341,7 +347,6 @@ class Store:
     """One storage (class + path): its index, its worker thread, how to read one page."""
 
     backend = "custom"
-    needs_worker = True
 
     def __init__(self, cls: Any, conf: Dict[str, Any]) -> None:
         self.cls = cls
@@ -350,6 +355,7 @@ class Store:
         self._builder: Optional[threading.Thread] = None
         self._builder_since = 0.0
         self._reader_busy_since: Optional[float] = None
+        self._reader_lock = threading.Lock()
         self._lock = threading.Lock()
 
     # What a subclass supplies.
@@ -416,36 +422,47 @@ class Store:
             )
 
     def run_reader(self, func: Callable[[], Any]) -> Tuple[bool, Any, Optional[str]]:
-        """Page reads on a worker thread, one at a time per store, within ``IO_TIMEOUT``."""
-        if not self.needs_worker:
-            try:
-                return True, func(), None
-            except Exception as exc:  # noqa: BLE001
-                return True, None, "%s: %s" % (type(exc).__name__, exc)
-        with self._lock:
-            if self._reader_busy_since is not None:
-                return (
-                    False,
-                    None,
-                    "a reader of this store is stuck since %.1f s"
-                    % (time.monotonic() - self._reader_busy_since),
-                )
-            self._reader_busy_since = time.monotonic()
+        """Page reads on a worker thread, one at a time per store, within ``IO_TIMEOUT``.
+
+        Always on a thread, RAM too: describing a page pickles and (revealed) repr()s the app's
+        values, which may run the app's code. Readers queue on ``_reader_lock`` (another answer
+        may be reading); one that holds it past the limit is stuck, and no other is started
+        while it is: the answer says so instead.
+        """
+        since = self._reader_busy_since
+        if since is not None and time.monotonic() - since > IO_TIMEOUT:
+            # Known stuck: say so at once rather than queue behind it for the whole limit.
+            return (
+                False,
+                None,
+                "a reader of this store is stuck since %.1f s" % (time.monotonic() - since),
+            )
+        if not self._reader_lock.acquire(timeout=IO_TIMEOUT):
+            since = self._reader_busy_since
+            stuck = time.monotonic() - since if since is not None else IO_TIMEOUT
+            return False, None, "a reader of this store is stuck since %.1f s" % stuck
+        self._reader_busy_since = time.monotonic()
 
         def work() -> Any:
             try:
                 return func()
             finally:
                 self._reader_busy_since = None
+                self._reader_lock.release()  # from the reader thread: a Lock allows it
 
         from .routes import run_bounded
 
-        return run_bounded(work, IO_TIMEOUT, "cpinspect-sessions-read")
+        try:
+            return run_bounded(work, IO_TIMEOUT, "cpinspect-sessions-read")
+        except BaseException:  # the thread did not start: give the lock back
+            if self._reader_busy_since is not None:
+                self._reader_busy_since = None
+                self._reader_lock.release()
+            raise
 
 
 class RamStore(Store):
     backend = "ram"
-    needs_worker = False
 
     def build(self, prev: Optional[Index]) -> Index:
         started = time.monotonic()
@@ -1079,7 +1096,7 @@ class SessionsProbe:
         }
         if not listable:
             out["sessions"] = [
-                self._session(sid, None, None, store, locks, now, False, {})
+                self._session(sid, None, None, store, locks, now, False, {}, [])
                 for sid in locks.held_sids(cls)[: params["limit"]]
             ]
             return out, False
@@ -1118,7 +1135,16 @@ class SessionsProbe:
             if reveal_pos is not None and reveal_pos not in positions:
                 positions.append(reveal_pos)
         sids = [idx.sids[p] for p in positions]
-        done, page, read_error = store.run_reader(lambda: store.read_page(sids, positions))
+        revealed_sid = idx.sids[reveal_pos] if reveal_pos is not None else None
+
+        def read_and_describe() -> Dict[str, Any]:
+            raw = store.read_page(sids, positions)
+            return {
+                sid: (describe_keys(data, sid == revealed_sid), extra)
+                for sid, (data, extra) in raw.items()
+            }
+
+        done, page, read_error = store.run_reader(read_and_describe)
         if not done:
             page = {}
             out["error"] = (
@@ -1130,7 +1156,7 @@ class SessionsProbe:
             out["error"] = "reading this page: %s" % read_error
         sessions = []
         for pos, sid in zip(positions, sids):
-            data, extra = (page or {}).get(sid, (None, {}))
+            keys, extra = (page or {}).get(sid, ([], {}))
             exp = idx.exp_of(pos)
             size = idx.sizes[pos]
             sessions.append(
@@ -1143,8 +1169,7 @@ class SessionsProbe:
                     now,
                     pos == reveal_pos,
                     extra,
-                    data=data,
-                    has_data=sid in (page or {}),
+                    keys,
                 )
             )
         out["sessions"] = sessions
@@ -1206,24 +1231,8 @@ class SessionsProbe:
         now: float,
         revealed: bool,
         extra: Dict[str, Any],
-        data: Any = None,
-        has_data: bool = False,
+        keys: List[Dict[str, Any]],
     ) -> Dict[str, Any]:
-        keys = []
-        if has_data and isinstance(data, dict):
-            try:
-                items = list(data.items())[:MAX_KEYS]
-            except Exception:  # noqa: BLE001
-                items = []
-            for k, v in items:
-                key_entry: Dict[str, Any] = {
-                    "key": k if isinstance(k, str) else short_repr(k, MAX_KEY_REPR),
-                    "type": type(v).__name__,
-                    "size": _value_size(v),
-                }
-                if revealed:
-                    key_entry["value"] = short_repr(v, MAX_VALUE_REPR)
-                keys.append(key_entry)
         return {
             "fp": self.fp(sid),
             "expires_at": exp,
@@ -1233,6 +1242,28 @@ class SessionsProbe:
             "revealed": revealed,
             "lock": locks.lock_entry(store, sid, extra.get("file")),
         }
+
+
+def describe_keys(data: Any, revealed: bool) -> List[Dict[str, Any]]:
+    """Key names, value types and pickled sizes; values (bounded reprs) only when revealed.
+    Runs on the store's reader thread: pickle and repr may run the app's code."""
+    if not isinstance(data, dict):
+        return []
+    try:
+        items = list(data.items())[:MAX_KEYS]
+    except Exception:  # noqa: BLE001
+        return []
+    keys = []
+    for k, v in items:
+        entry: Dict[str, Any] = {
+            "key": k if isinstance(k, str) else short_repr(k, MAX_KEY_REPR),
+            "type": type(v).__name__,
+            "size": _value_size(v),
+        }
+        if revealed:
+            entry["value"] = short_repr(v, MAX_VALUE_REPR)
+        keys.append(entry)
+    return keys
 
 
 def _value_size(value: Any) -> Optional[int]:
