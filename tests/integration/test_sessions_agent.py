@@ -142,6 +142,21 @@ def test_file_backend_both_spellings(
         assert lock["file"]["pid"] == app.pid and lock["file"]["age"] >= 0
 
 
+def test_file_backend_missing_storage_path(
+    start_app: Callable[..., SessionsTarget], tmp_path: Path
+) -> None:
+    # GIVEN file sessions configured with a storage path that does not exist
+    missing = tmp_path / "nowhere"
+    app = start_app("file", "--path", str(missing))
+    # WHEN the agent is asked
+    entry = only_app(app.sessions())
+    # THEN the settings say the path is missing, and the app's entry says why it lists nothing
+    assert entry["settings"]["storage_path"] == str(missing)
+    assert entry["settings"]["path_exists"] is False
+    assert entry["count"] == 0
+    assert "does not exist" in entry["error"] and str(missing) in entry["error"]
+
+
 def test_memcached_backend_from_seen_ids(
     start_app: Callable[..., SessionsTarget], memcached_server: str
 ) -> None:
