@@ -114,7 +114,8 @@ class FileSession:
         captured = self.current.sessions
         if captured is None:
             raise CpinspectError(
-                "this snapshot has no sessions: it was taken without the agent; " + LIVE_ONLY
+                "this snapshot has no sessions (taken without the agent, or by an older "
+                "cpinspect); " + LIVE_ONLY
             )
         if reveal is not None:
             raise CpinspectError(

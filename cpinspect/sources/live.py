@@ -676,8 +676,8 @@ class PySpySession:
     def _agent_session(self, what: str = "routes need") -> AgentSession:
         if self.agent is None:
             raise CpinspectError(
-                "%s the agent (py-spy cannot read them): press i to load it, or "
-                "`cpinspect inject %d`" % (what, self.pid)
+                "%s the agent: press i to load it, or `cpinspect inject %d` (py-spy reads only "
+                "threads and stacks)" % (what, self.pid)
             )
         return self.agent
 

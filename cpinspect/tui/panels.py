@@ -125,7 +125,8 @@ PANELS: Tuple[PanelSpec, ...] = (
         _sessions,
         part="sessions",
         read=_read_sessions,
-        only_with=Capability.SESSIONS,
+        # Always there: on py-spy alone it says the agent is needed (and works once loaded);
+        # a snapshot taken without sessions says so.
         every=2.0,
     ),
     PanelSpec(
