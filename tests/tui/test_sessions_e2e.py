@@ -59,6 +59,23 @@ async def test_the_panel_names_the_holder_and_both_waiters_and_jumps(
         for user in contended.ids:
             assert contended.ids[user] not in screen
             assert contended.values[user] not in screen
+        # WHEN the held session (erin's) is revealed, after the confirmation
+        await pilot.press("x")
+        await pilot.pause()
+        await pilot.press("y")
+        await wait_until(pilot, lambda: panel.revealed is not None, what="the reveal")
+        await pilot.pause()
+        # THEN her value is on screen and nobody else's, and still no id
+        screen = app.export_screenshot()
+        assert contended.values["erin"] in panel.details_text
+        assert contended.values["frank"] not in screen and contended.values["grace"] not in screen
+        assert not any(sid in screen for sid in contended.ids.values())
+        # AND moving to the next session hides it again
+        await pilot.press("down")
+        await pilot.pause()
+        assert contended.values["erin"] not in app.export_screenshot()
+        await pilot.press("up")
+        await pilot.pause()
         # WHEN t jumps to the holder
         await pilot.press("t")
         await pilot.pause()
