@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create or refresh .venv with cpinspect and its dev tools
 
-system-deps: ## Install system tools the tests need (gdb) when running as root
+system-deps: ## Install system tools the tests need (gdb, memcached) when running as root
 	@bash scripts/system-deps.sh
 
 demo: $(STAMP) ## Start the demo CherryPy app with a staged incident and open the inspector on it
@@ -51,6 +51,7 @@ bench: $(STAMP) ## Run the benchmarks in bench/ (prints ratios; record them in B
 	$(BIN)/python bench/give_up_times.py
 	$(BIN)/python bench/routes_scale.py
 	$(BIN)/python bench/snapshot_capture.py
+	$(BIN)/python bench/sessions_scale.py
 
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -13,11 +13,16 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from cpinspect.model import (
     AppRoutes,
+    AppSessions,
+    Finding,
+    FindingSeverity,
     Frame,
     PoolInfo,
     RequestInfo,
     Role,
     RouteNode,
+    SessionInfo,
+    SessionsSnapshot,
     Snapshot,
     ThreadInfo,
 )
@@ -600,3 +605,233 @@ def tools_in_effect(merged: Sequence[Tuple[str, str, str]]) -> List[str]:
         if is_switch and value not in FALSE_REPRS:
             out.append(parts[1])
     return sorted(out)
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+LARGE_SESSION_RATIO = 10
+"""The largest session is "far larger than the rest" at this many times the median ..."""
+LARGE_SESSION_BYTES = 64 * 1024
+"""... and at least this big (a 2 KB session among 100-byte ones is nobody's problem)."""
+EXPIRED_PILE = 100
+"""Expired entries still stored, at least this many ..."""
+EXPIRED_SHARE = 0.2
+"""... and at least this share of the store: the clean-up is not keeping up."""
+LOCK_FLOOR = 1.0
+"""A lock held less than this many seconds is never called long, whatever the p95."""
+NO_DURATIONS_LIMIT = 10.0
+"""What "longer than normal" means when the process has completed no request to compare with."""
+
+
+def _short_fp(fp: str) -> str:
+    return fp[:8]
+
+
+def _app_name(app: AppSessions) -> str:
+    return "app %r" % (app.app or "/")
+
+
+def _seconds(value: float) -> str:
+    return "%.1f s" % value if value >= 0.1 else "%.0f ms" % (value * 1000)
+
+
+def _kib(size: int) -> str:
+    return "%.1f KB" % (size / 1024) if size >= 1024 else "%d B" % size
+
+
+def _request_words(req: Optional[RequestInfo]) -> str:
+    if req is None:
+        return "an unknown request"
+    return "%s %s" % (req.method, req.target)
+
+
+def session_findings(sessions: SessionsSnapshot) -> Tuple[Finding, ...]:
+    """What is wrong with the session stores, each with its numbers and the fix in words.
+
+    Rests on the answer alone (``peers``, the other processes serving the same port or command
+    line, is found by the inspector and carried in it). Only the page shown is looked at for
+    locks; the store's sizes and counts come from the agent's summary of the whole store.
+    """
+    out: List[Finding] = []
+    for app in sessions.apps:
+        out.extend(_store_findings(app, sessions))
+        out.extend(_lock_findings(app, sessions))
+    return tuple(out)
+
+
+def _store_findings(app: AppSessions, sessions: SessionsSnapshot) -> List[Finding]:
+    out: List[Finding] = []
+    name = _app_name(app)
+    settings = app.settings
+    if app.backend == "ram" and sessions.peers:
+        pids = ", ".join(str(p.pid) for p in sessions.peers)
+        whys = sorted({p.why for p in sessions.peers})
+        out.append(
+            Finding(
+                id="sessions-ram-not-shared:%s" % app.app,
+                severity=FindingSeverity.CRITICAL,
+                title="%s keeps sessions in RAM while %d other process%s serve%s the same "
+                "service (pid %s: %s): each has its own sessions, so a user sent to another "
+                "process is logged out; a restart loses them all"
+                % (
+                    name,
+                    len(sessions.peers),
+                    "" if len(sessions.peers) == 1 else "es",
+                    "s" if len(sessions.peers) == 1 else "",
+                    pids,
+                    "; ".join(whys),
+                ),
+                evidence=tuple("pid:%d" % p.pid for p in sessions.peers),
+                fix="share one store between the processes: tools.sessions.storage_class = "
+                "cherrypy.lib.sessions.FileSession with a storage_path every process reads "
+                "(or MemcachedSession), or make the load balancer keep each user on one process "
+                "(sticky sessions)",
+            )
+        )
+    if app.backend == "file":
+        path = settings.storage_path or "(no storage_path set)"
+        if settings.path_exists is False or not settings.storage_path:
+            out.append(
+                Finding(
+                    id="sessions-path-missing:%s" % app.app,
+                    severity=FindingSeverity.CRITICAL,
+                    title="%s stores sessions in files under %s, which does not exist: every "
+                    "request that saves its session fails" % (name, path),
+                    evidence=("app:%s" % app.app,),
+                    fix="create the directory, owned by the server's user and mode 0700 "
+                    "(mkdir -p %s), or point tools.sessions.storage_path at one that exists" % path,
+                )
+            )
+        elif settings.path_writable is False:
+            out.append(
+                Finding(
+                    id="sessions-path-not-writable:%s" % app.app,
+                    severity=FindingSeverity.CRITICAL,
+                    title="%s stores sessions in files under %s, which the server cannot write: "
+                    "sessions are not saved and logins do not stick" % (name, path),
+                    evidence=("app:%s" % app.app,),
+                    fix="give the server's user write access to %s (chown it to that user), or "
+                    "use another storage_path" % path,
+                )
+            )
+    if app.backend in ("ram", "file"):
+        count = app.count or 0
+        expired = app.expired or 0
+        thread = settings.clean_thread
+        # RAM: the thread starts with the first session, so sessions without it are wrong; file
+        # sessions on disk may predate this process (nothing loaded yet, nothing started).
+        stopped = thread == "stopped" or (
+            thread == "not started" and count > 0 and app.backend == "ram"
+        )
+        piling = expired >= EXPIRED_PILE and expired >= EXPIRED_SHARE * max(count, 1)
+        if stopped or piling:
+            what = []
+            if stopped:
+                what.append("the clean-up thread is %s" % thread)
+            if expired:
+                what.append(
+                    "%d of %d stored sessions are already expired and still kept" % (expired, count)
+                )
+            freq = settings.clean_freq
+            out.append(
+                Finding(
+                    id="sessions-cleanup:%s" % app.app,
+                    severity=FindingSeverity.WARNING,
+                    title="%s: %s — expired sessions are not being removed, so the store only "
+                    "grows" % (name, "; ".join(what)),
+                    evidence=("app:%s" % app.app,),
+                    fix="the clean-up runs every tools.sessions.clean_freq minutes (%s here) on "
+                    "a thread started with the first session; it stops with the engine (a "
+                    "stopped thread means the engine was stopped or the thread died: see the "
+                    "error log); restart the engine, or lower clean_freq if it cannot keep up"
+                    % ("%g" % freq if freq is not None else "unknown"),
+                )
+            )
+    sizes = app.summary.sizes
+    if (
+        sizes is not None
+        and (app.count or 0) >= 3
+        and sizes.max >= LARGE_SESSION_BYTES
+        and sizes.max >= LARGE_SESSION_RATIO * max(sizes.p50, 1)
+    ):
+        largest = app.summary.largest[0].fp if app.summary.largest else "?"
+        out.append(
+            Finding(
+                id="sessions-large:%s:%s" % (app.app, largest),
+                severity=FindingSeverity.WARNING,
+                title="%s: session %s holds %s, %d times the median session (%s)"
+                % (
+                    name,
+                    _short_fp(largest),
+                    _kib(sizes.max),
+                    sizes.max // max(sizes.p50, 1),
+                    _kib(sizes.p50),
+                ),
+                evidence=("session:%s" % largest,),
+                fix="keep big data out of the session: it is pickled on every save (file "
+                "sessions read and write it whole on every request); store an id in the "
+                "session and the data in a database or cache",
+            )
+        )
+    return out
+
+
+def lock_limit(sessions: SessionsSnapshot) -> Tuple[float, str]:
+    """How long a session lock may be held before it is "longer than normal", and why."""
+    durations = sessions.request_durations
+    if durations is None or durations.count == 0:
+        return NO_DURATIONS_LIMIT, "no completed request to compare with"
+    limit = max(durations.p95, LOCK_FLOOR)
+    return limit, "95%% of the last %s requests took under %s, the slowest %s" % (
+        f"{durations.count:,}",
+        _seconds(durations.p95),
+        _seconds(durations.max),
+    )
+
+
+def _lock_findings(app: AppSessions, sessions: SessionsSnapshot) -> List[Finding]:
+    out: List[Finding] = []
+    limit, basis = lock_limit(sessions)
+    for session in app.sessions:
+        finding = _held_lock(app, session, limit, basis)
+        if finding is not None:
+            out.append(finding)
+    return out
+
+
+def _held_lock(
+    app: AppSessions, session: SessionInfo, limit: float, basis: str
+) -> Optional[Finding]:
+    lock = session.lock
+    holder = lock.holder
+    if lock.state != "held" or holder is None or not lock.waiters:
+        return None
+    held = holder.held_for
+    if held is None or held <= limit:
+        return None
+    waits = [w.waiting_for for w in lock.waiters if w.waiting_for is not None]
+    longest = " (the longest for %s)" % _seconds(max(waits)) if waits else ""
+    who = holder.name or "thread %d" % holder.ident
+    return Finding(
+        id="sessions-lock:%s:%s" % (app.app, session.fp),
+        severity=FindingSeverity.CRITICAL,
+        title="session %s: its lock has been held %s by %s (%s), longer than a normal request "
+        "(%s); %d request%s of the same user wait%s behind it%s"
+        % (
+            _short_fp(session.fp),
+            _seconds(held),
+            _request_words(holder.request),
+            who,
+            basis,
+            len(lock.waiters),
+            "" if len(lock.waiters) == 1 else "s",
+            "s" if len(lock.waiters) == 1 else "",
+            longest,
+        ),
+        evidence=("thread:%d" % holder.ident, *("thread:%d" % w.ident for w in lock.waiters)),
+        fix="with tools.sessions.locking = %r a session stays locked for its whole request, so "
+        "one slow request holds up every other request of that user and they fill the worker "
+        "pool: call cherrypy.session.release_lock() before the slow work (after the last "
+        "session change), or set locking = 'explicit' and lock only around the writes"
+        % app.settings.locking,
+    )

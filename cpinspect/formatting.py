@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from cpinspect import analysis
+from cpinspect.agent import wire
 from cpinspect.analysis import (
     CpuUse,
     RouteGroup,
@@ -29,6 +30,8 @@ from cpinspect.analysis import (
 )
 from cpinspect.model import (
     AppRoutes,
+    AppSessions,
+    Finding,
     Frame,
     LocalVar,
     Phase,
@@ -39,6 +42,8 @@ from cpinspect.model import (
     Resolution,
     Role,
     RouteNode,
+    SessionInfo,
+    SessionsSnapshot,
     Snapshot,
     SourceKind,
     StaticMount,
@@ -958,7 +963,20 @@ def format_report(snapshots: Sequence[Snapshot], now: float) -> str:
         out.append("")
     out.extend(_report_findings(last))
     out.extend(_report_threads(last))
+    out.extend(_report_sessions(last))
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _report_sessions(snap: Snapshot) -> List[str]:
+    if snap.sessions is None:
+        return []
+    sessions = snap.sessions
+    findings = analysis.session_findings(sessions)
+    count = sum(a.count or 0 for a in sessions.apps)
+    out = [section(f"Sessions ({count:,} in {len(sessions.apps)} app(s))")]
+    out.extend("  " + line if line else line for line in format_sessions(sessions, findings))
+    out.append("")
+    return out
 
 
 def _change_line(thread: ThreadInfo, width: int) -> str:
@@ -1426,3 +1444,280 @@ def resolution_lines(res: Resolution) -> List[str]:
         lines.append("  file %s (%s)" % (res.static_file, res.mime))
     lines.extend("  · %s" % step for step in res.steps)
     return lines
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+BACKEND_NAMES = {"ram": "RAM", "file": "files", "memcached": "memcached", "custom": "custom"}
+SESSION_SORTS = wire.SESSION_SORTS
+"""The orders the agent pages sessions in (``/v1/sessions?sort=``)."""
+SORT_WORDS = {
+    "expiry": "expiring soonest first",
+    "-expiry": "expiring last first",
+    "size": "largest first",
+    "lock": "locked first",
+}
+SESSION_COLUMNS = ("session", "expires in", "size", "keys", "lock")
+HIDDEN_VALUE = "*** (hidden: reveal this session to see it)"
+
+
+def short_fp(fp: str) -> str:
+    """A fingerprint as the table shows it (8 of its 12 hex digits)."""
+    return fp[:8]
+
+
+def session_app_label(app: AppSessions) -> str:
+    """``app '/' · RAM · 1,204 sessions``."""
+    name = app.app or "/"
+    backend = BACKEND_NAMES.get(app.backend, app.backend)
+    if app.backend == "custom" and app.storage_class:
+        backend = "custom (%s)" % app.storage_class
+    count = (
+        ""
+        if app.count is None
+        else " · %s session%s"
+        % (
+            f"{app.count:,}",
+            "" if app.count == 1 else "s",
+        )
+    )
+    return "app %r · %s%s" % (name, backend, count)
+
+
+def _minutes(value: Optional[float]) -> str:
+    return NONE_MARK if value is None else "%g min" % value
+
+
+def session_settings_rows(app: AppSessions) -> List[Tuple[str, str]]:
+    """(label, value) of the store's settings, for the details pane and the CLI."""
+    st = app.settings
+    rows = [
+        ("backend", "%s (%s)" % (BACKEND_NAMES.get(app.backend, app.backend), app.storage_class)),
+        ("switched on in", ", ".join(app.where) or NONE_MARK),
+        ("timeout", _minutes(st.timeout)),
+        ("clean-up", "every %s, thread %s" % (_minutes(st.clean_freq), st.clean_thread)),
+        ("locking", st.locking),
+    ]
+    if app.backend == "file" or st.storage_path is not None:
+        state = []
+        if st.path_exists is not None:
+            state.append("exists" if st.path_exists else "MISSING")
+        if st.path_writable is not None:
+            state.append("writable" if st.path_writable else "NOT WRITABLE")
+        rows.append(
+            ("storage path", "%s (%s)" % (st.storage_path or NONE_MARK, ", ".join(state) or "?"))
+        )
+    if st.servers is not None:
+        rows.append(("servers", ", ".join(st.servers) or NONE_MARK))
+    flags = [
+        "secure" if st.secure else "not secure",
+        "httponly" if st.httponly else "not httponly",
+        "persistent" if st.persistent else "browser-session",
+    ]
+    if st.domain:
+        flags.append("domain " + st.domain)
+    rows.append(("cookie", "%s (%s)" % (st.name, ", ".join(flags))))
+    return rows
+
+
+def sessions_summary_lines(app: AppSessions) -> List[str]:
+    """The summary above the table: count, expiring soon, sizes and the largest, locks."""
+    head = ["error: %s" % app.error] if app.error else []
+    if not app.listable:
+        sm = app.summary
+        return [
+            *head,
+            "this backend cannot be listed: %s" % (app.not_listable or "no reason"),
+            f"{sm.locked:,} locked now · {sm.waiters:,} waiting for a lock (from the requests "
+            "in flight)",
+        ]
+    sm = app.summary
+    parts = []
+    if app.count is not None:
+        parts.append(f"{app.count:,} session{'' if app.count == 1 else 's'}")
+    parts.append(f"{sm.expiring_soon:,} expiring in 5 min")
+    if app.expired:
+        parts.append(f"{app.expired:,} expired still stored")
+    parts.append(f"{sm.locked:,} locked now")
+    parts.append(f"{sm.waiters:,} waiting for a lock")
+    lines = [*head, " · ".join(parts)]
+    if sm.sizes is not None:
+        sz = sm.sizes
+        largest = ", ".join("%s %s" % (short_fp(x.fp), format_bytes(x.size)) for x in sm.largest)
+        lines.append(
+            "sizes: median %s · 90%% under %s · smallest %s · largest %s · total %s%s"
+            % (
+                format_bytes(sz.p50),
+                format_bytes(sz.p90),
+                format_bytes(sz.min),
+                format_bytes(sz.max),
+                format_bytes(sz.total),
+                " (largest: %s)" % largest if largest else "",
+            )
+        )
+    if app.partial:
+        lines.append("partial: %s" % (app.partial_reason or "not every session was listed"))
+    return lines
+
+
+def session_expiry(session: SessionInfo) -> str:
+    """``4 m 12 s``, ``expired 3.0 s ago``, ``—``."""
+    left = session.time_left
+    if left is None:
+        return NONE_MARK
+    if left < 0:
+        return "expired %s ago" % format_duration(-left)
+    return format_duration(left)
+
+
+def session_lock_text(session: SessionInfo) -> str:
+    """``held 12.3 s · 2 waiting``, ``free``, ``lock file 3.0 s old (pid 41)``, ``unknown``."""
+    lock = session.lock
+    parts = []
+    if lock.state == "held":
+        held = lock.holder.held_for if lock.holder is not None else None
+        parts.append("held %s" % format_duration(held) if held is not None else "held")
+    else:
+        parts.append(lock.state)
+    if lock.file is not None:
+        pid = " (pid %d)" % lock.file.pid if lock.file.pid is not None else ""
+        parts.append("lock file %s old%s" % (format_duration(lock.file.age), pid))
+    if lock.waiters:
+        parts.append("%d waiting" % len(lock.waiters))
+    return " · ".join(parts)
+
+
+def session_row(session: SessionInfo) -> Tuple[str, str, str, str, str]:
+    """One line of the sessions table (``SESSION_COLUMNS``)."""
+    keys = ", ".join(k.key for k in session.keys)
+    if len(keys) > 40:
+        keys = keys[:39] + "…"
+    return (
+        short_fp(session.fp),
+        session_expiry(session),
+        format_bytes(session.size),
+        keys or NONE_MARK,
+        session_lock_text(session),
+    )
+
+
+def _thread_words(ident: int, name: Optional[str]) -> str:
+    return "%s (thread %d)" % (name, ident) if name else "thread %d" % ident
+
+
+def _req_words(req: Optional[RequestInfo]) -> str:
+    if req is None:
+        return "no request known"
+    words = request_line(req)
+    if req.client:
+        words += " from " + req.client
+    return words
+
+
+def session_details(session: SessionInfo) -> List[Tuple[str, str]]:
+    """(label, value) rows of one session: expiry, size, keys (values only when revealed),
+    the lock's holder and its waiters with their requests and times."""
+    rows = [
+        ("fingerprint", session.fp),
+        ("expires", "%s (%s)" % (format_clock(session.expires_at), session_expiry(session))),
+        ("size", format_bytes(session.size)),
+    ]
+    if not session.keys:
+        rows.append(("keys", "(none)"))
+    for key in session.keys:
+        value = ""
+        if session.revealed:
+            value = " = " + (key.value if key.value is not None else NONE_MARK)
+        rows.append(
+            ("key", "%s  %s  %s%s" % (key.key, key.type or "?", format_bytes(key.size), value))
+        )
+    if not session.revealed and session.keys:
+        rows.append(("values", "hidden (x reveals this session's values, after you confirm)"))
+    lock = session.lock
+    rows.append(("lock", lock.state))
+    if lock.holder is not None:
+        h = lock.holder
+        basis = ", " + h.held_for_basis if h.held_for_basis else ""
+        rows.append(("held by", _thread_words(h.ident, h.name)))
+        rows.append(("  request", _req_words(h.request)))
+        rows.append(("  held for", format_duration(h.held_for) + basis))
+    if lock.file is not None:
+        pid = str(lock.file.pid) if lock.file.pid is not None else NONE_MARK
+        rows.append(("lock file", "%s old, pid %s" % (format_duration(lock.file.age), pid)))
+    for i, w in enumerate(lock.waiters, 1):
+        rows.append(("waiter %d" % i, _thread_words(w.ident, w.name)))
+        rows.append(("  request", _req_words(w.request)))
+        rows.append(("  waiting for", format_duration(w.waiting_for)))
+    return rows
+
+
+def lock_threads(session: SessionInfo) -> List[Tuple[int, str]]:
+    """``(ident, label)`` of the threads on one session's lock, holder first (jump targets)."""
+    lock = session.lock
+    out = []
+    if lock.holder is not None:
+        out.append(
+            (lock.holder.ident, "holder " + _thread_words(lock.holder.ident, lock.holder.name))
+        )
+    out.extend((w.ident, "waiter " + _thread_words(w.ident, w.name)) for w in lock.waiters)
+    return out
+
+
+def finding_lines(finding: Finding, indent: str = "") -> List[str]:
+    """``CRITICAL  title`` and ``fix: …`` under it."""
+    out = [f"{indent}{finding.severity.value.upper():8}  {finding.title}"]
+    if finding.fix:
+        out.append(f"{indent}          fix: {finding.fix}")
+    return out
+
+
+def format_sessions(
+    sessions: SessionsSnapshot, findings: Sequence[Finding], details: bool = True
+) -> List[str]:
+    """Every app's store as text (``cpinspect sessions`` and the report's sessions section):
+    settings, summary, diagnoses, the page of sessions and, with ``details``, each session's
+    lock holder and waiters."""
+    out: List[str] = []
+    if not sessions.apps:
+        out.append("no mounted app has tools.sessions.on")
+    for app in sessions.apps:
+        out.append(session_app_label(app))
+        out.extend("  %-15s %s" % row for row in session_settings_rows(app))
+        out.extend("  " + line for line in sessions_summary_lines(app))
+        mine = [f for f in findings if f.id.split(":", 2)[1:2] == [app.app]]
+        for finding in mine:
+            out.extend(finding_lines(finding, "  "))
+        # A store that cannot be listed still sends the sessions locked or waited on now.
+        if (app.listable and not app.error) or app.sessions:
+            page = app.page
+            shown = len(app.sessions)
+            first = page.offset + 1 if shown else page.offset
+            if app.listable:
+                head = "  sessions %d-%d of %d, %s" % (
+                    first,
+                    page.offset + shown,
+                    page.total,
+                    SORT_WORDS.get(page.sort, page.sort),
+                )
+            else:
+                head = "  %d session%s locked or waited on now" % (shown, "" if shown == 1 else "s")
+            out.append(head)
+            out.append("    %-9s %-16s %-9s %-40s %s" % SESSION_COLUMNS)
+            for session in app.sessions:
+                out.append("    %-9s %-16s %-9s %-40s %s" % session_row(session))
+                if details and (session.lock.holder is not None or session.lock.waiters):
+                    for label, value in session_details(session):
+                        if label.strip() in ("held by", "request", "held for", "waiting for") or (
+                            label.startswith("waiter")
+                        ):
+                            out.append("      %-14s %s" % (label, value))
+                if session.revealed:
+                    out.extend("      %s = %s" % (k.key, k.value) for k in session.keys)
+        out.append("")
+    out.extend("error: %s" % error for error in sessions.errors)
+    if sessions.key_id:
+        out.append(
+            "fingerprints: keyed hashes of the session ids (key %s); the ids are never shown"
+            % sessions.key_id
+        )
+    return out

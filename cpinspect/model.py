@@ -414,19 +414,180 @@ class Resolution:
 
 
 @dataclass(frozen=True)
+class SessionSettings:
+    """The ``tools.sessions.*`` settings in force for one application."""
+
+    timeout: Optional[float] = None
+    """Minutes a session lives without being used."""
+    clean_freq: Optional[float] = None
+    """Minutes between two runs of the clean-up thread."""
+    clean_thread: str = "not started"
+    """``running``, ``stopped`` or ``not started``."""
+    storage_path: Optional[str] = None
+    path_exists: Optional[bool] = None
+    path_writable: Optional[bool] = None
+    locking: str = "implicit"
+    """``implicit`` (the default: locked before the handler), ``early`` or ``explicit``."""
+    name: str = "session_id"
+    """The cookie's name."""
+    secure: bool = False
+    httponly: bool = False
+    persistent: bool = True
+    domain: Optional[str] = None
+    servers: Optional[Tuple[str, ...]] = None
+    """memcached servers."""
+
+
+@dataclass(frozen=True)
+class SessionSizes:
+    """Bytes per session over the whole store (not only the page shown)."""
+
+    min: int
+    p50: int
+    p90: int
+    max: int
+    total: int
+
+
+@dataclass(frozen=True)
+class SessionSize:
+    fp: str
+    size: int
+
+
+@dataclass(frozen=True)
+class SessionsSummary:
+    """What the whole store holds, above the table."""
+
+    expiring_soon: int = 0
+    """Sessions expiring within five minutes."""
+    locked: int = 0
+    waiters: int = 0
+    sizes: Optional[SessionSizes] = None
+    largest: Tuple[SessionSize, ...] = ()
+    """Up to three, largest first."""
+    as_of: Optional[float] = None
+    """When the agent built the index these numbers come from."""
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    offset: int = 0
+    limit: int = 50
+    sort: str = "expiry"
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    """One key of a session: its value's type and size; the value only when revealed."""
+
+    key: str
+    type: str = ""
+    size: Optional[int] = None
+    value: Optional[str] = None
+    """A bounded repr, present only for the one session revealed."""
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The thread holding a session's lock, with the request it serves."""
+
+    ident: int
+    name: Optional[str] = None
+    request: Optional[RequestInfo] = None
+    held_for: Optional[float] = None
+    held_for_basis: str = ""
+    """How ``held_for`` was measured (``since the request started`` …)."""
+
+
+@dataclass(frozen=True)
+class LockWaiter:
+    """A thread queued on a session's lock."""
+
+    ident: int
+    name: Optional[str] = None
+    request: Optional[RequestInfo] = None
+    waiting_for: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class LockFile:
+    """A file session's ``.lock`` file."""
+
+    age: Optional[float] = None
+    pid: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class SessionLock:
+    state: str = "unknown"
+    """``free``, ``held`` or ``unknown``."""
+    holder: Optional[LockHolder] = None
+    file: Optional[LockFile] = None
+    waiters: Tuple[LockWaiter, ...] = ()
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One stored session. ``fp`` is a keyed hash of its id: the id itself is never sent."""
+
+    fp: str
+    expires_at: Optional[float] = None
+    time_left: Optional[float] = None
+    """Seconds (negative: already expired), as of the answer's ``taken_at``."""
+    size: Optional[int] = None
+    keys: Tuple[SessionKey, ...] = ()
+    revealed: bool = False
+    """Its keys carry their values (the user asked for this one session)."""
+    lock: SessionLock = field(default_factory=SessionLock)
+
+
+@dataclass(frozen=True)
 class AppSessions:
-    """One application's session store, as far as it is known (filled by the sessions probe)."""
+    """One application's session store and one page of its sessions (``/v1/sessions``)."""
 
     app: str
     """Script name of the application (``''`` for the root app)."""
     backend: str
-    """``ram``, ``file``, ``memcached``, or the qualified name of a custom storage class."""
-    settings: Tuple[Tuple[str, str], ...] = ()
-    """(key, value) of the ``tools.sessions.*`` settings in force, sensitive values redacted."""
+    """``ram``, ``file``, ``memcached`` or ``custom``."""
+    storage_class: str = ""
+    where: Tuple[str, ...] = ()
+    """The config sections that switch sessions on."""
+    settings: SessionSettings = field(default_factory=SessionSettings)
+    listable: bool = True
+    not_listable: Optional[str] = None
+    """Why the store cannot be listed (when ``listable`` is false)."""
+    partial: bool = False
+    partial_reason: Optional[str] = None
     count: Optional[int] = None
     """Sessions in the store; ``None`` when the backend cannot be listed."""
-    note: str = ""
-    """Why something is unknown (``this backend cannot be listed`` ...)."""
+    expired: Optional[int] = None
+    """Stored entries already past their expiry (the clean-up has not removed them)."""
+    summary: SessionsSummary = field(default_factory=SessionsSummary)
+    page: SessionPage = field(default_factory=SessionPage)
+    sessions: Tuple[SessionInfo, ...] = ()
+    error: Optional[str] = None
+    """Why this app could not be read (the time limit on a hung storage path …)."""
+
+
+@dataclass(frozen=True)
+class RequestDurations:
+    """Seconds the last (up to 1,000) completed requests took: what "normal" is."""
+
+    count: int
+    p50: float
+    p95: float
+    max: float
+
+
+@dataclass(frozen=True)
+class ServingPeer:
+    """Another process serving the same thing as the target (found by the inspector)."""
+
+    pid: int
+    why: str
+    """``listens on port 8080 too``, ``runs the same command line``."""
 
 
 @dataclass(frozen=True)
@@ -434,6 +595,19 @@ class SessionsSnapshot:
     taken_at: float
     apps: Tuple[AppSessions, ...] = ()
     errors: Tuple[str, ...] = ()
+    key_id: str = ""
+    """Names the agent's fingerprint key: fingerprints under two key ids are not comparable."""
+    request_durations: Optional[RequestDurations] = None
+    peers: Tuple[ServingPeer, ...] = ()
+    """Other processes serving the same port or command line (RAM sessions are not shared)."""
+    revealed: Optional[str] = None
+    """The fingerprint whose values this answer carries, if any."""
+
+    def app(self, name: str) -> Optional[AppSessions]:
+        for app in self.apps:
+            if app.app == name:
+                return app
+        return None
 
 
 @dataclass(frozen=True)

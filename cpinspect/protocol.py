@@ -16,12 +16,17 @@ from cpinspect.agent.wire import AGENT_VERSION, SCHEMA_VERSION
 from cpinspect.model import (
     AppInfo,
     AppRoutes,
+    AppSessions,
     ConfigSection,
     Frame,
+    LockFile,
+    LockHolder,
+    LockWaiter,
     LoggingInfo,
     Phase,
     PoolInfo,
     ProcessInfo,
+    RequestDurations,
     RequestInfo,
     Resolution,
     Role,
@@ -29,6 +34,15 @@ from cpinspect.model import (
     RouteNode,
     RoutesSnapshot,
     ServerInfo,
+    SessionInfo,
+    SessionKey,
+    SessionLock,
+    SessionPage,
+    SessionSettings,
+    SessionSize,
+    SessionSizes,
+    SessionsSnapshot,
+    SessionsSummary,
     Snapshot,
     SourceKind,
     StaticMount,
@@ -368,6 +382,154 @@ def resolution_from_json(payload: Any) -> Resolution:
         mime=_opt_s(st, "mime"),
         tools=_strs(v, "tools"),
         abandoned=bool(d.get("abandoned", False)),
+    )
+
+
+def _opt_request(d: Mapping[str, Any], key: str) -> Optional[RequestInfo]:
+    v = d.get(key)
+    return request_from_json(v) if isinstance(v, dict) else None
+
+
+def _session_lock_from_json(d: Mapping[str, Any]) -> SessionLock:
+    holder = _dict(d, "holder")
+    file_ = d.get("file")
+    return SessionLock(
+        state=_s(d, "state", "unknown"),
+        holder=LockHolder(
+            ident=_i(holder, "ident"),
+            name=_opt_s(holder, "name"),
+            request=_opt_request(holder, "request"),
+            held_for=_opt_f(holder, "held_for"),
+            held_for_basis=_s(holder, "held_for_basis"),
+        )
+        if holder
+        else None,
+        file=LockFile(age=_opt_f(file_, "age"), pid=_opt_i(file_, "pid"))
+        if isinstance(file_, dict)
+        else None,
+        waiters=tuple(
+            LockWaiter(
+                ident=_i(w, "ident"),
+                name=_opt_s(w, "name"),
+                request=_opt_request(w, "request"),
+                waiting_for=_opt_f(w, "waiting_for"),
+            )
+            for w in _list(d, "waiters")
+            if isinstance(w, dict)
+        ),
+    )
+
+
+def session_from_json(d: Mapping[str, Any]) -> SessionInfo:
+    return SessionInfo(
+        fp=_s(d, "fp", "?"),
+        expires_at=_opt_f(d, "expires_at"),
+        time_left=_opt_f(d, "time_left"),
+        size=_opt_i(d, "size"),
+        keys=tuple(
+            SessionKey(
+                key=_s(k, "key"),
+                type=_s(k, "type"),
+                size=_opt_i(k, "size"),
+                value=_opt_s(k, "value"),
+            )
+            for k in _list(d, "keys")
+            if isinstance(k, dict)
+        ),
+        revealed=bool(d.get("revealed", False)),
+        lock=_session_lock_from_json(_dict(d, "lock")),
+    )
+
+
+def _session_settings_from_json(d: Mapping[str, Any]) -> SessionSettings:
+    servers = d.get("servers")
+    return SessionSettings(
+        timeout=_opt_f(d, "timeout"),
+        clean_freq=_opt_f(d, "clean_freq"),
+        clean_thread=_s(d, "clean_thread", "not started"),
+        storage_path=_opt_s(d, "storage_path"),
+        path_exists=_opt_b(d, "path_exists"),
+        path_writable=_opt_b(d, "path_writable"),
+        locking=_s(d, "locking", "implicit"),
+        name=_s(d, "name", "session_id"),
+        secure=bool(d.get("secure", False)),
+        httponly=bool(d.get("httponly", False)),
+        persistent=bool(d.get("persistent", True)),
+        domain=_opt_s(d, "domain"),
+        servers=tuple(str(x) for x in servers) if isinstance(servers, list) else None,
+    )
+
+
+def _sessions_summary_from_json(d: Mapping[str, Any]) -> SessionsSummary:
+    sizes = d.get("sizes")
+    return SessionsSummary(
+        expiring_soon=_i(d, "expiring_soon"),
+        locked=_i(d, "locked"),
+        waiters=_i(d, "waiters"),
+        sizes=SessionSizes(
+            min=_i(sizes, "min"),
+            p50=_i(sizes, "p50"),
+            p90=_i(sizes, "p90"),
+            max=_i(sizes, "max"),
+            total=_i(sizes, "total"),
+        )
+        if isinstance(sizes, dict)
+        else None,
+        largest=tuple(
+            SessionSize(fp=_s(x, "fp", "?"), size=_i(x, "size"))
+            for x in _list(d, "largest")
+            if isinstance(x, dict)
+        ),
+        as_of=_opt_f(d, "as_of"),
+    )
+
+
+def app_sessions_from_json(a: Mapping[str, Any]) -> AppSessions:
+    page = _dict(a, "page")
+    return AppSessions(
+        app=_s(a, "app"),
+        backend=_s(a, "backend", "custom"),
+        storage_class=_s(a, "storage_class"),
+        where=_strs(a, "where"),
+        settings=_session_settings_from_json(_dict(a, "settings")),
+        listable=bool(a.get("listable", False)),
+        not_listable=_opt_s(a, "not_listable"),
+        partial=bool(a.get("partial", False)),
+        partial_reason=_opt_s(a, "partial_reason"),
+        count=_opt_i(a, "count"),
+        expired=_opt_i(a, "expired"),
+        summary=_sessions_summary_from_json(_dict(a, "summary")),
+        page=SessionPage(
+            offset=_i(page, "offset"),
+            limit=_i(page, "limit", 50),
+            sort=_s(page, "sort", "expiry"),
+            total=_i(page, "total"),
+        ),
+        sessions=tuple(session_from_json(x) for x in _list(a, "sessions") if isinstance(x, dict)),
+        error=_opt_s(a, "error"),
+    )
+
+
+def sessions_from_json(payload: Any, revealed: Optional[str] = None) -> SessionsSnapshot:
+    """``/v1/sessions`` -> model; ``revealed`` is the fingerprint the request asked to reveal."""
+    d = _require_object(payload)
+    if not isinstance(d.get("apps"), list):
+        raise ProtocolError("sessions payload without an 'apps' list")
+    durations = d.get("request_durations")
+    return SessionsSnapshot(
+        taken_at=_opt_f(d, "taken_at") or 0.0,
+        apps=tuple(app_sessions_from_json(a) for a in _list(d, "apps") if isinstance(a, dict)),
+        errors=_strs(d, "errors"),
+        key_id=_s(d, "key_id"),
+        request_durations=RequestDurations(
+            count=_i(durations, "count"),
+            p50=_opt_f(durations, "p50") or 0.0,
+            p95=_opt_f(durations, "p95") or 0.0,
+            max=_opt_f(durations, "max") or 0.0,
+        )
+        if isinstance(durations, dict)
+        else None,
+        revealed=revealed,
     )
 
 

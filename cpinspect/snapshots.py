@@ -31,6 +31,7 @@ from cpinspect.model import (
     FrameLocals,
     LocalVar,
     RoutesSnapshot,
+    SessionsSnapshot,
     Snapshot,
     SourceKind,
     SourceLine,
@@ -56,6 +57,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 def snapshot_from_update(
     update: Update,
     routes: Optional[RoutesSnapshot] = None,
+    sessions: Optional[SessionsSnapshot] = None,
     locals_: Sequence[ThreadLocals] = (),
     notes: Sequence[str] = (),
 ) -> Snapshot:
@@ -71,6 +73,7 @@ def snapshot_from_update(
         info=update.info,
         threads=with_gil_holder(update.threads, update.gil_holder),
         routes=routes,
+        sessions=sessions,
         locals=tuple(locals_),
         notes=_unique(n for n in (update.message, *update.warnings, *notes) if n),
         stale=tuple(update.stale),
@@ -116,15 +119,36 @@ def redacted(snapshot: Snapshot, reveal: bool) -> Snapshot:
     """What may be written: every hidden value replaced by ``***`` unless ``reveal``.
 
     The one gate every writer (files, reports) goes through. Request queries arrive already
-    redacted by the sources; local variables are hidden here. Session ids and values will be
-    hidden here too when sessions are captured.
+    redacted by the sources; local variables are hidden here. Session ids never leave the agent
+    (only keyed fingerprints do); the values of a session revealed in the TUI are dropped here.
     """
     if reveal:
         return replace(snapshot, revealed=True)
     return replace(
         snapshot,
         locals=tuple(_redacted_locals(t) for t in snapshot.locals),
+        sessions=redacted_sessions(snapshot.sessions),
         revealed=False,
+    )
+
+
+def redacted_sessions(sessions: Optional[SessionsSnapshot]) -> Optional[SessionsSnapshot]:
+    """``sessions`` without any session's values (their keys, types and sizes stay)."""
+    if sessions is None:
+        return None
+    return replace(
+        sessions,
+        revealed=None,
+        apps=tuple(
+            replace(
+                app,
+                sessions=tuple(
+                    replace(s, revealed=False, keys=tuple(replace(k, value=None) for k in s.keys))
+                    for s in app.sessions
+                ),
+            )
+            for app in sessions.apps
+        ),
     )
 
 

@@ -4,7 +4,8 @@
 
 Starts the demo app and its staged incident, attaches the TUI through the agent socket (as
 ``cpinspect demo`` does), waits until the incident is on screen, and saves each view: the
-Threads panel, then the Routes panel with the demo's staged routing mistakes. Then it saves two
+Threads panel, the Routes panel with the demo's staged routing mistakes, the Sessions panel on
+a held session lock. Then it saves two
 snapshots of the incident with the real ``cpinspect snapshot`` command and opens them as
 ``cpinspect open`` does: the first alone, and both (their difference, on the Series tab).
 """
@@ -33,6 +34,7 @@ from cpinspect.sources.source_lines import SourceLines
 from cpinspect.tui.app import InspectorApp
 from cpinspect.tui.widgets.routes_panel import RouteItem, RoutesPanel
 from cpinspect.tui.widgets.series_panel import SeriesPanel
+from cpinspect.tui.widgets.sessions_panel import SessionsPanel
 from cpinspect.tui.widgets.stack_view import StackView
 
 Prepare = Callable[[Pilot[Any], InspectorApp], Awaitable[None]]
@@ -99,6 +101,22 @@ async def resolve_summary(pilot: Pilot[Any], app: InspectorApp) -> None:
     await until(pilot, lambda: panel.resolves >= 1, 10, "the verdict")
 
 
+async def sessions_locked(pilot: Pilot[Any], app: InspectorApp) -> None:
+    """Sessions tab, locked first: dana's session held by her statement, two requests waiting."""
+    await pilot.press("3")
+    panel = app.query_one(SessionsPanel)
+    await until(pilot, lambda: panel.sessions is not None, 10, "the sessions")
+    for _ in range(3):  # expiry → -expiry → size → lock
+        await pilot.press("o")
+        await until(pilot, lambda: not panel.reading, 10, "the next order")
+    await until(
+        pilot,
+        lambda: "waiter 2" in panel.details_text and "lock has been held" in panel.status_text,
+        20,
+        "the held lock, its two waiters and the diagnosis",
+    )
+
+
 VIEWS: Tuple[Tuple[str, Tuple[int, int], Prepare], ...] = (
     ("threads.svg", (120, 34), keys()),
     ("threads-grouped.svg", (120, 34), keys("g")),
@@ -106,6 +124,7 @@ VIEWS: Tuple[Tuple[str, Tuple[int, int], Prepare], ...] = (
     ("threads-80x24.svg", (80, 24), keys()),
     ("routes.svg", (120, 34), routes_on_summary),
     ("routes-resolve.svg", (120, 34), resolve_summary),
+    ("sessions.svg", (120, 34), sessions_locked),
 )
 
 
@@ -117,7 +136,7 @@ def without_machine_paths(svg: str) -> str:
     """Each text run naming this checkout (source paths in the Routes details) says ``~``
     instead, padded at the run's end: the run keeps its length, so its ``textLength`` holds."""
 
-    def neutral(match: "re.Match[str]") -> str:
+    def neutral(match: re.Match[str]) -> str:
         body = match.group(2)
         count = body.count(CHECKOUT)
         body = body.replace(CHECKOUT, "~") + "&#160;" * (count * (len(CHECKOUT) - 1))
@@ -181,11 +200,16 @@ async def shoot_file(
     print("wrote", out / name)
 
 
-async def main(out: Path) -> None:
+async def main(out: Path, only: Tuple[str, ...] = ()) -> None:
+    """Every view, or only the live views named in ``only`` (``sessions.svg`` …)."""
     out.mkdir(parents=True, exist_ok=True)
-    with DemoProcesses(threads=6) as demo, tempfile.TemporaryDirectory() as saved:
+    # 8 workers, as `cpinspect demo` runs it: the session-lock scenario needs them.
+    with DemoProcesses(threads=8) as demo, tempfile.TemporaryDirectory() as saved:
         for name, size, prepare in VIEWS:
-            await shoot(demo, out, name, size, prepare)
+            if not only or name in only:
+                await shoot(demo, out, name, size, prepare)
+        if only:
+            return
         first = capture(demo, Path(saved))
         time.sleep(3.0)  # some requests finish, new ones start: a difference worth showing
         second = capture(demo, Path(saved))
@@ -198,6 +222,6 @@ async def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: python scripts/screenshots.py OUTPUT_DIR")
-    asyncio.run(main(Path(sys.argv[1])))
+    if len(sys.argv) < 2:
+        raise SystemExit("usage: python scripts/screenshots.py OUTPUT_DIR [NAME.svg ...]")
+    asyncio.run(main(Path(sys.argv[1]), tuple(sys.argv[2:])))

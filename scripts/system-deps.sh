@@ -7,6 +7,7 @@ command -v gdb >/dev/null 2>&1 || need+=(gdb)
 { command -v setpriv && command -v unshare; } >/dev/null 2>&1 || need+=(util-linux)  # setpriv, unshare
 command -v chroot >/dev/null 2>&1 || need+=(coreutils)
 command -v useradd >/dev/null 2>&1 || need+=(passwd)
+command -v memcached >/dev/null 2>&1 || need+=(memcached)  # the memcached sessions tests
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing system packages: ${need[*]}"

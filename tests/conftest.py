@@ -355,3 +355,64 @@ def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item
     keep = [item for item in items if drops_to_another_user(item)]
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
     items[:] = keep
+
+
+# --- memcached (sessions, issue 10) -----------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def memcached_server() -> Iterator[str]:
+    """A real memcached on a free loopback port for the module's tests: ``"127.0.0.1:PORT"``.
+
+    Missing memcached (or the ``memcache`` client CherryPy imports) skips with the reason, except
+    in CI, where it fails: ``make system-deps`` / the dev extras install both.
+    """
+    import socket
+
+    binary = shutil.which("memcached")
+    missing = None
+    if binary is None:
+        missing = "memcached is not installed (`make system-deps` installs it as root)"
+    else:
+        try:
+            import memcache  # noqa: F401
+        except ImportError:
+            missing = "python-memcached is missing (pip install -e '.[dev]')"
+    if missing is not None:
+        if IN_CI:
+            pytest.fail(missing)
+        pytest.skip(missing)
+    assert binary is not None
+    port = _free_port()
+    argv = [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "16"]
+    if os.geteuid() == 0:
+        argv += ["-u", "root"]  # memcached refuses to run as root without naming a user
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def accepting() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError("memcached exited: %s" % proc.stderr.read().decode(errors="replace"))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_for(accepting, timeout=10, what="memcached to accept connections")
+        yield "127.0.0.1:%d" % port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stderr is not None:
+            proc.stderr.close()

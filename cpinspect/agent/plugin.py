@@ -25,10 +25,17 @@ from .probes.frames import FrameClassifier
 from .probes.info import InfoProbe
 from .probes.resolve import MAX_PATH, ResolveProbe
 from .probes.routes import RoutesProbe
+from .probes.sessions import SessionsProbe
 from .probes.threads import ThreadsProbe
 from .server import AgentServer, Endpoint
 from .tracking import RequestTracker
-from .wire import ENDPOINT_INFO, ENDPOINT_RESOLVE, ENDPOINT_ROUTES, ENDPOINT_THREADS
+from .wire import (
+    ENDPOINT_INFO,
+    ENDPOINT_RESOLVE,
+    ENDPOINT_ROUTES,
+    ENDPOINT_SESSIONS,
+    ENDPOINT_THREADS,
+)
 
 _lock = threading.Lock()
 _agent: Optional["Agent"] = None
@@ -46,6 +53,7 @@ class Agent:
         self.info_probe = InfoProbe(self.installed_at)
         self.routes_probe = RoutesProbe()
         self.resolve_probe = ResolveProbe()
+        self.sessions_probe = SessionsProbe(self.tracker)
         self.server: Optional[AgentServer] = None
         self.plugin = InspectorPlugin(cherrypy.engine, self)
         self._probe_lock = threading.Lock()
@@ -60,6 +68,7 @@ class Agent:
             ENDPOINT_THREADS: self._threads,
             ENDPOINT_ROUTES: self._routes,
             ENDPOINT_RESOLVE: self._resolve,
+            ENDPOINT_SESSIONS: self._sessions,
         }
 
     def _info(self, query: Dict[str, List[str]]) -> Tuple[int, Dict[str, Any]]:
@@ -74,6 +83,10 @@ class Agent:
 
     def _routes(self, query: Dict[str, List[str]]) -> Tuple[int, Dict[str, Any]]:
         return 200, self.routes_probe.snapshot()
+
+    def _sessions(self, query: Dict[str, List[str]]) -> Tuple[int, Dict[str, Any]]:
+        """Paged in the agent; file/memcached/custom reads on the probe's threads, time-limited."""
+        return self.sessions_probe.snapshot(query)
 
     def _resolve(self, query: Dict[str, List[str]]) -> Tuple[int, Dict[str, Any]]:
         """Explicit only (never polled): dispatching may run user code, see probes/resolve.py."""
@@ -208,6 +221,7 @@ def install(socket_path: Optional[str] = None) -> str:
             return _agent.start_server()
         agent = Agent(socket_path)
         agent.tracker.attach()
+        agent.sessions_probe.arm()
         try:
             path = agent.start_server()
         except BaseException:

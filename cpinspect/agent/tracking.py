@@ -10,11 +10,15 @@ exception in a hook would turn the user's request into a 500.
 (or stuck before ``on_start_resource``) are found by the frame walk in ``probes.threads``.
 """
 
+import time as _time_module
+from collections import OrderedDict, deque
 from threading import get_ident
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
 START_POINT = "on_start_resource"
 END_POINT = "on_end_request"
+DURATIONS_KEPT = 1000
+"""Completed requests whose durations ``duration_stats`` summarises (a ring)."""
 
 
 class RequestTracker:
@@ -26,6 +30,14 @@ class RequestTracker:
         self._served: Dict[int, int] = {}
         self._attached: List[Tuple[str, Any]] = []
         self._serving: Any = None
+        # Durations (s) of the last completed requests; deque.append is atomic, maxlen bounds it.
+        self.durations: Deque[float] = deque(maxlen=DURATIONS_KEPT)
+        # Session ids of requests served by these storage classes (memcached, which cannot list
+        # its keys): most recent last, at most _seen_cap. Empty tuple = not recording (no cost).
+        self._sid_classes: Tuple[Any, ...] = ()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen_cap = 0
+        self._clock = _time_module.time
 
     # Hook bodies: run in the app's worker threads, on every request. Keep them tiny: every
     # name they need is bound once in attach(), nothing is imported or looked up globally.
@@ -40,11 +52,28 @@ class RequestTracker:
     def _on_end(self) -> None:
         try:
             ident = get_ident()
-            if self.inflight.pop(ident, None) is not None:
+            entry = self.inflight.pop(ident, None)
+            if entry is not None:
                 served = self._served
                 served[ident] = served.get(ident, 0) + 1
+                started = entry[1].time
+                if started:
+                    self.durations.append(self._clock() - started)
+            if self._sid_classes:
+                self._note_session()
         except Exception:  # noqa: BLE001
             pass
+
+    def _note_session(self) -> None:
+        sess = getattr(self._serving, "session", None)
+        if sess is not None and type(sess) in self._sid_classes:
+            sid = sess._id
+            if sid:
+                seen = self._seen
+                seen[sid] = None
+                seen.move_to_end(sid)
+                if len(seen) > self._seen_cap:
+                    seen.popitem(last=False)
 
     # Installation.
 
@@ -80,3 +109,31 @@ class RequestTracker:
 
     def get(self, ident: int) -> Optional[Tuple[Any, Any]]:
         return self.inflight.get(ident)
+
+    def duration_stats(self) -> Optional[Dict[str, Any]]:
+        values = sorted(self.durations)
+        if not values:
+            return None
+        n = len(values)
+        return {
+            "count": n,
+            "p50": values[n // 2],
+            "p95": values[min(n - 1, (n * 95) // 100)],
+            "max": values[-1],
+        }
+
+    def record_session_ids(self, classes: Iterable[Any], cap: int) -> None:
+        """Remember the session ids of requests whose session is one of ``classes``."""
+        merged = tuple(set(self._sid_classes) | set(classes))
+        self._seen_cap = cap
+        if merged != self._sid_classes:
+            self._sid_classes = merged  # rebound, never mutated: hooks read it unlocked
+
+    def seen_session_ids(self) -> List[str]:
+        """Most recent first. The raw ids never leave the process."""
+        for _ in range(3):
+            try:
+                return list(reversed(list(self._seen)))
+            except RuntimeError:  # mutated while copying: try again
+                continue
+        return []

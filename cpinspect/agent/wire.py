@@ -12,7 +12,14 @@ ENDPOINT_INFO = API_PREFIX + "/info"
 ENDPOINT_THREADS = API_PREFIX + "/threads"
 ENDPOINT_ROUTES = API_PREFIX + "/routes"
 ENDPOINT_RESOLVE = API_PREFIX + "/resolve"
-ENDPOINTS = (ENDPOINT_INFO, ENDPOINT_THREADS, ENDPOINT_ROUTES, ENDPOINT_RESOLVE)
+ENDPOINT_SESSIONS = API_PREFIX + "/sessions"
+ENDPOINTS = (
+    ENDPOINT_INFO,
+    ENDPOINT_THREADS,
+    ENDPOINT_ROUTES,
+    ENDPOINT_RESOLVE,
+    ENDPOINT_SESSIONS,
+)
 
 SOCKET_DIR_NAME = "cpinspect"
 SOCKET_SUFFIX = ".sock"
@@ -26,6 +33,10 @@ REQUEST_READ_TIMEOUT = 5.0
 """Seconds from a request's first byte to its blank line; past that: 408 and closed."""
 IDLE_TIMEOUT = 30.0
 """Seconds a connection may stay silent between requests (or after connecting) before closing."""
+SESSION_SORTS = ("expiry", "-expiry", "size", "lock")
+"""The orders ``/v1/sessions`` pages in (``sort=``), the default first."""
+SESSIONS_MAX_LIMIT = 500
+"""The largest page of ``/v1/sessions`` (``limit=``)."""
 MAX_STACK_DEPTH = 128
 """Innermost frames kept per thread; ``stack_truncated`` counts the rest."""
 
@@ -102,5 +113,67 @@ MAX_STACK_DEPTH = 128
 #                                   "kwargs": {name: repr (redacted)}},
 #                "static": null | {"tool", "file", "exists", "readable", "mime",
 #                                  "mime_source"}}}
+#
+# GET /v1/sessions?app=SCRIPT_NAME&offset=0&limit=50&sort=KEY&reveal=FP
+#   ``app`` optional: absent = every mounted CherryPy app with ``tools.sessions.on`` anywhere in
+#   its config (each gets the same offset/limit/sort); unknown app -> 404. ``limit`` default 50,
+#   max 500 (larger -> 400). ``sort``: "expiry" (soonest first, default), "-expiry", "size"
+#   (largest first), "lock" (held first, then most waiters); else 400. ``reveal=FP``: that one
+#   session's key values are included (bounded reprs), never any other's; explicit, never polled.
+#   No raw session id is ever sent: ``fp`` = first 12 hex chars of HMAC-SHA256(agent key, id),
+#   the key is os.urandom(32) made once per agent installation; ``key_id`` (8 hex chars of a hash
+#   of the key) changes with the key: fingerprints of two agent lifetimes are not comparable.
+#   A custom storage class is listable when it defines the optional classmethod
+#   ``cpinspect_sessions(cls) -> iterable of (id: str, data: dict, expiration)`` (expiration a
+#   datetime like CherryPy stores, an epoch float, or None); the agent reads at most 200,000
+#   (any store's index holds at most that many: more -> "partial"). Paging and sorting run over
+#   a per-store index rebuilt behind the answers every 5-10 s ("as_of"); only the page's own
+#   sessions are read again for "keys" and "lock". Bad parameters -> 400, one line.
+#   {"schema", "agent", "taken_at": float, "key_id": str, "errors": [str],
+#    "request_durations": null | {"count": int, "p50": float, "p95": float, "max": float},
+#        # seconds, over the last <=1000 requests this process completed
+#    "apps": [{"app": str (script_name, "" for root), "where": [str] (config sections setting
+#                                 sessions on: "/path", "global", "_cp_config /" for the root's),
+#              "backend": "ram"|"file"|"memcached"|"custom", "storage_class": str (qualname),
+#              "settings": {"timeout": float|null (minutes), "clean_freq": float|null (minutes),
+#                           "clean_thread": "running"|"stopped"|"not started",
+#                           "storage_path": str|null, "path_exists": bool|null,
+#                           "path_writable": bool|null,
+#                           "locking": "implicit"|"early"|"explicit", "name": str (cookie),
+#                           "secure": bool, "httponly": bool, "persistent": bool,
+#                           "domain": str|null, "servers": [str]|null (memcached)},
+#              "listable": bool, "not_listable": str|null (why, when listable is false),
+#              "partial": bool, "partial_reason": str|null (memcached: only ids seen in
+#                                                          requests; file: listing cut by the
+#                                                          time limit),
+#              "count": int|null, "expired": int|null (stored entries already past expiry),
+#              "summary": {"expiring_soon": int (within 300 s), "locked": int, "waiters": int,
+#                          # locked/waiters: locks held by in-flight requests or waited on now
+#                          "sizes": null | {"min", "p50", "p90", "max", "total": int},
+#                          "largest": [{"fp": str, "size": int}] (up to 3, largest first),
+#                          "as_of": float (when the index these numbers come from was built)},
+#              "page": {"offset": int, "limit": int, "sort": str, "total": int},
+#              "sessions": [{"fp": str, "expires_at": float|null (epoch s),
+#                            "time_left": float|null (s, <0 = expired),
+#                            "size": int|null (bytes: pickled size; a file's size; a RAM
+#                                              value pickle refuses: a sys.getsizeof estimate),
+#                            "keys": [{"key": str, "type": str, "size": int|null,
+#                                      "value"?: str}],   # value: revealed only, repr <=2,000
+#                            "revealed": bool,
+#                            "lock": {"state": "free"|"held"|"unknown",
+#                                     "holder": null | {"ident": int, "name": str|null,
+#                                                       "request": REQ|null,
+#                                                       "held_for": float|null,
+#                                                       "held_for_basis": str},
+#                                     "file": null | {"age": float|null, "pid": int|null},
+#                                     "waiters": [{"ident": int, "name": str|null,
+#                                                  "request": REQ|null,
+#                                                  "waiting_for": float|null}]}}],
+#              "error": str|null}]}   # e.g. the time limit on a hung storage path
+#   Not listable: "count" null and "sessions" only the sessions locked or waited on now (fp and
+#   lock). lock.state "unknown": a store without per-session RLocks, or a file lock whose state
+#   /proc/locks could not tell. Error texts never carry an id (scrubbed).
+#   REQ is exactly the "request" object of /v1/threads (query redacted the same way). When every
+#   requested app failed on the time limit: 504 with the error body naming the path and limit.
 #
 # Errors (any status >= 400): {"schema", "agent", "error": {"status": int, "message": str}}

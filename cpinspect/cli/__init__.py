@@ -22,6 +22,7 @@ SUBCOMMANDS = (
     "demo",
     "routes",
     "resolve",
+    "sessions",
 )
 
 INTERNAL_ERROR = 70

@@ -20,7 +20,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "child process stops when the inspector exits.",
     )
     parser.add_argument(
-        "--threads", type=int, default=6, help="worker threads of the demo app (default 6)"
+        "--threads",
+        type=int,
+        default=8,
+        help="worker threads of the demo app (default 8; from 8 on, one user's slow request "
+        "holds their session lock while two more of theirs wait)",
     )
     parser.add_argument(
         "--interval", type=float, default=1.0, help="seconds between refreshes (default 1)"

@@ -19,7 +19,8 @@ from cpinspect.cli.common import add_target_arguments
 from cpinspect.errors import CpinspectError, PySpyMissing, TargetGone, UsageError
 
 if TYPE_CHECKING:  # loaded when the command runs, not for --help
-    from cpinspect.model import Snapshot, ThreadLocals
+    from cpinspect.model import SessionsSnapshot, Snapshot, ThreadLocals
+    from cpinspect.sources.base import Poller
 
 MAX_COUNT = 1000
 """Snapshots in one series at most (a bundle is kept in memory until it is written)."""
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                 # The session would go on answering with the last data: that is not a reading.
                 lost = (update.message or "the target stopped answering").split(" — ")[0]
                 break
-            snapshot = snapshot_from_update(update, routes=routes)
+            snapshot = snapshot_from_update(update, routes=routes, sessions=_sessions(session))
             if args.locals:
                 snapshot = replace(snapshot, locals=_locals(session, snapshot))
             taken.append(with_source_lines(snapshot, opened.source_lines))
@@ -146,6 +147,19 @@ def run(args: argparse.Namespace) -> int:
         )
         return 130
     return 0
+
+
+def _sessions(session: Poller) -> Optional[SessionsSnapshot]:
+    """The first page of every app's sessions now (no values: never revealed here)."""
+    from cpinspect.sources.base import Capability
+
+    if Capability.SESSIONS not in session.capabilities:
+        return None
+    try:
+        return session.sessions()
+    except CpinspectError as exc:
+        print("note: sessions not captured: %s" % exc, file=sys.stderr)
+        return None
 
 
 def _sleep_until(deadline: float) -> None:

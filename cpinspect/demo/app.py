@@ -24,7 +24,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         prog="python -m cpinspect.demo.app", description="The cpinspect demo shop."
     )
     parser.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (0: any free)")
-    parser.add_argument("--threads", type=int, default=6, help="worker threads (default 6)")
+    parser.add_argument("--threads", type=int, default=8, help="worker threads (default 8)")
     parser.add_argument(
         "--no-agent", action="store_true", help="do not load the cpinspect agent (for comparison)"
     )
@@ -59,6 +59,8 @@ def configure(port: int, threads: int, agent: bool) -> None:
         # Staged mistake (see shop.py): a relative dir and no tools.staticdir.root, so
         # CherryPy raises ValueError and answers 500 for every /static/... request.
         "/static": {"tools.staticdir.on": True, "tools.staticdir.dir": "assets"},
+        # Logins: RAM sessions (the default), default (implicit) locking; see Account.statement.
+        "/account": {"tools.sessions.on": True, "tools.sessions.timeout": 30},
     }
     cherrypy.tree.mount(shop.Root(), "", app_config)
 

@@ -130,10 +130,16 @@ def fetch_all(sql: str, params: Sequence[Any] = (), timeout: float = QUERY_TIMEO
 # --- the server side -------------------------------------------------------------------------
 
 
+LEDGER_SECONDS = 25.0
+"""How long the account statement's ledger query takes (slow, but within ``QUERY_TIMEOUT``)."""
+
+
 def _plan(query: Dict[str, Any]) -> Tuple[float, List[Row]]:
     """How long the "database" takes for a query, and what it answers."""
     sql = str(query.get("sql", "")).upper()
     params = query.get("params") or []
+    if "FROM LEDGER" in sql:
+        return LEDGER_SECONDS, [{"month": m, "amount": 20.0 + 3.5 * m} for m in range(1, 13)]
     if "GROUP BY" in sql:
         return REPORT_SECONDS, [{"month": m, "total": 1000.0 + 37.5 * m} for m in range(1, 13)]
     if "FOR UPDATE" in sql:

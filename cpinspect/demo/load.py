@@ -8,6 +8,9 @@ Within a second or two every worker of the shop is busy and connections queue be
 * ``/cart/add`` requests queue on the shop's stock lock while one holds it for a row lock;
 * one client uploads a file to ``/upload`` a few bytes per second, holding a worker in the
   "reading the request" phase;
+* with 8 workers or more: a dozen customers log in (sessions), and one of them, dana, asks for
+  her ``/account/statement`` (slow, holding her session lock) while two more of her requests
+  (``/account``) queue on that lock, each holding a worker;
 * a steady stream of fast ``/products`` and ``/health`` requests queues behind them all.
 
 Each slow request is re-issued when it finishes, so the incident lasts ``--duration`` seconds;
@@ -48,6 +51,13 @@ FAST_RATE = 4.0
 """Fast requests started per second."""
 MAX_FAST_IN_FLIGHT = 8
 """Bounds the queue we build: beyond it, fast requests are skipped (and counted)."""
+STATEMENT_TIMEOUT = 75.0
+CUSTOMERS = 12
+"""Customers logged in at the start (the Sessions tab's table)."""
+SESSION_USER = "dana"
+"""The customer whose slow statement holds her session lock."""
+SESSION_WORKERS = 3
+"""Workers the session scenario takes: the statement and two requests waiting on its lock."""
 RETRY_PAUSE = 0.5
 """After a refused or failed slow request, before trying again."""
 
@@ -85,10 +95,16 @@ class Plan:
     exports: int
     carts: int
     uploads: int
+    accounts: int = 0
+    """Requests of one user on her session: the slow statement and the ones waiting on it."""
 
     @classmethod
     def for_workers(cls, workers: int) -> Plan:
-        # Exactly fill the pool with slow requests, so the fast ones can only queue.
+        # Exactly fill the pool with slow requests, so the fast ones can only queue. From 8
+        # workers on, 3 go to the session lock, the rest as before (>= 2 exports, >= 2 carts).
+        if workers >= 8:
+            rest = cls.for_workers(workers - SESSION_WORKERS)
+            return cls(rest.exports, rest.carts, rest.uploads, accounts=SESSION_WORKERS)
         workers = max(1, workers)
         if workers == 1:
             return cls(exports=1, carts=0, uploads=0)
@@ -107,6 +123,8 @@ class Load:
         self.stats = Stats()
         self.stop = asyncio.Event()
         self.fast_in_flight = 0
+        self.session_cookie: Optional[str] = None
+        """dana's session, shared by her requests once logged in."""
         self._deadline = 0.0
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -242,6 +260,62 @@ class Load:
             if status is None:
                 await self.pause(RETRY_PAUSE)
 
+    async def login(self, user: str) -> Optional[str]:
+        """Log ``user`` in; the session cookie's value, or None when it failed."""
+        self.stats.count(self.stats.started, "login")
+        writer: Optional[asyncio.StreamWriter] = None
+        try:
+            reader, out = await asyncio.wait_for(
+                asyncio.open_connection(HOST, self.port), timeout=5.0
+            )
+            writer = out
+            out.write(self.head("GET", f"/account/login?user={user}"))
+            await out.drain()
+            answer = await asyncio.wait_for(reader.read(1 << 16), FAST_TIMEOUT)
+        except (OSError, asyncio.TimeoutError):
+            self.stats.count(self.stats.failed, "login")
+            return None
+        finally:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(OSError, asyncio.TimeoutError):
+                    await asyncio.wait_for(writer.wait_closed(), 1.0)
+        for line in answer.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "set-cookie" and value.strip().startswith("session_id="):
+                self.stats.count(self.stats.answered, "login")
+                return value.strip()[len("session_id=") :].split(";")[0]
+        self.stats.count(self.stats.failed, "login")
+        return None
+
+    async def account_slot(self, n: int) -> None:
+        """Slot 0 runs dana's statement over and over; the others ask for her account page,
+        which waits on the statement's session lock."""
+        if n == 0:
+            for i in range(CUSTOMERS):
+                if not self.running():
+                    return
+                await self.login("customer%02d" % (i + 1))
+        cookie: Optional[str] = None
+        while self.running() and cookie is None:
+            cookie = self.session_cookie or (await self.login(SESSION_USER) if n == 0 else None)
+            if cookie is None:
+                await self.pause(RETRY_PAUSE)
+            elif n == 0:
+                self.session_cookie = cookie
+        await self.pause(1.0 + 0.4 * n)  # the statement first: the others queue behind it
+        target = "/account/statement" if n == 0 else "/account"
+        while self.running():
+            status = await self.request(
+                "statement" if n == 0 else "account",
+                self.head("GET", target, (("Cookie", f"session_id={cookie}"),)),
+                timeout=STATEMENT_TIMEOUT,
+            )
+            if status is None:
+                await self.pause(RETRY_PAUSE)
+            elif n:
+                await self.pause(0.3)  # the statement takes the lock again first
+
     async def fast_stream(self) -> None:
         await self.pause(0.5)  # after the slow requests have taken the workers
         targets = ("/products", "/products", "/health", "/products/item?sku=TEA-001")
@@ -288,13 +362,15 @@ class Load:
         p = self.plan
         print(
             f"load: 127.0.0.1:{self.port}, {p.exports} export, {p.carts} cart, "
-            f"{p.uploads} upload, fast at {FAST_RATE:g}/s, for {self.duration:g} s",
+            f"{p.uploads} upload, {p.accounts} on one session, fast at {FAST_RATE:g}/s, "
+            f"for {self.duration:g} s",
             flush=True,
         )
         actors = [self.watch(), self.fast_stream()]
         actors += [self.export_slot(n) for n in range(p.exports)]
         actors += [self.cart_slot(n) for n in range(p.carts)]
         actors += [self.upload_slot(n) for n in range(p.uploads)]
+        actors += [self.account_slot(n) for n in range(p.accounts)]
         tasks = [asyncio.ensure_future(a) for a in actors]
         await self.stop.wait()
         # Slow requests wait on the app for minutes: abandon them rather than wait.
@@ -310,7 +386,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         description="Stage a thread-starvation incident on the demo shop (127.0.0.1 only).",
     )
     parser.add_argument("--port", type=int, required=True, help="the demo shop's port")
-    parser.add_argument("--workers", type=int, default=6, help="the shop's pool size (default 6)")
+    parser.add_argument("--workers", type=int, default=8, help="the shop's pool size (default 8)")
     parser.add_argument(
         "--duration", type=float, default=600.0, help="seconds before stopping (default 600)"
     )

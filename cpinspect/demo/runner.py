@@ -2,7 +2,7 @@
 
 ``DemoProcesses`` is what ``cpinspect demo`` and the integration tests use::
 
-    with DemoProcesses(threads=6) as demo:
+    with DemoProcesses(threads=8) as demo:
         inspect(demo.pid, demo.port)
 
 Cleanup is layered, because the parent may leave in any way:
@@ -58,7 +58,7 @@ class DemoProcesses:
 
     def __init__(
         self,
-        threads: int = 6,
+        threads: int = 8,
         load: bool = True,
         duration: float = 600.0,
         ready_timeout: float = READY_TIMEOUT,

@@ -7,6 +7,13 @@ Two mistakes are planted here, the kind that starve a real worker pool:
 * ``Cart.add`` reserves stock under one process-wide lock *while* waiting for a row lock in the
   database, so one slow reservation makes every other cart request queue on ``_stock_lock``.
 
+And one session mistake, for the Sessions tab:
+
+* ``Account.statement`` reads the slow ledger while holding the user's session lock (CherryPy's
+  default ``locking = 'implicit'`` locks the session before the handler runs and releases it
+  after the response), so every other request of that user (``/account``) queues behind it
+  in ``acquire_lock``, each holding a worker.
+
 And two routing mistakes, for the Routes tab (the load generator never requests them):
 
 * ``Reports.summary`` lacks ``@expose``: ``/reports/summary`` answers 404;
@@ -79,6 +86,40 @@ def reserve_stock(sku: str, wanted: int) -> int:
     return int(rows[0]["qty"]) if rows else 0
 
 
+class Account:
+    """Logins with sessions (``tools.sessions.on`` for ``/account``, see ``app.configure``)."""
+
+    @expose
+    def index(self) -> str:
+        return "hello %s" % session_get("user", "guest")
+
+    @expose
+    def login(self, user: str = "guest") -> str:
+        session_set("user", user)
+        session_set("cart", ["TEA-001"] * (1 + sum(map(ord, user)) % 9))
+        return "logged in %s" % user
+
+    @expose
+    def statement(self, months: str = "12") -> str:
+        # Staged mistake: the slow ledger read happens with the session still locked; calling
+        # cherrypy.session.release_lock() first would let the user's other requests through.
+        user = session_get("user", "guest")
+        rows = db.fetch_all(
+            "SELECT month, amount FROM ledger WHERE user = %s LIMIT %s", (user, months)
+        )
+        session_set("last_statement", len(rows))
+        return "".join("%s,%.2f\n" % (r["month"], r["amount"]) for r in rows)
+
+
+def session_get(key: str, default: Any = None) -> Any:
+    """``cherrypy.session`` (untyped: cherrypy has no type hints) read and written here."""
+    return cherrypy.session.get(key, default)
+
+
+def session_set(key: str, value: Any) -> None:
+    cherrypy.session[key] = value
+
+
 class Reports:
     @expose
     def export(self, year: str = "2025", token: str = "") -> str:
@@ -105,6 +146,7 @@ class Root:
         self.products = Products()
         self.cart = Cart()
         self.reports = Reports()
+        self.account = Account()
 
     @expose
     def index(self) -> str:
@@ -114,6 +156,9 @@ class Root:
             "<li>POST /cart/add?sku=TEA-001</li>"
             '<li><a href="/reports/export?year=2025">/reports/export?year=2025</a></li>'
             "<li>POST /upload (multipart, field <code>file</code>)</li>"
+            '<li><a href="/account/login?user=dana">/account/login</a>, '
+            '<a href="/account/statement">/account/statement</a> (slow, holds the session '
+            "lock)</li>"
             '<li><a href="/health">/health</a></li></ul>'
             "<p>Staged routing mistakes, for the Routes tab: "
             '<a href="/reports/summary">/reports/summary</a> is not exposed (404), and '

@@ -8,7 +8,13 @@ from typing import Any, Dict, List, Optional
 
 import httpx
 
-from cpinspect.agent.wire import ENDPOINT_INFO, ENDPOINT_RESOLVE, ENDPOINT_ROUTES, ENDPOINT_THREADS
+from cpinspect.agent.wire import (
+    ENDPOINT_INFO,
+    ENDPOINT_RESOLVE,
+    ENDPOINT_ROUTES,
+    ENDPOINT_SESSIONS,
+    ENDPOINT_THREADS,
+)
 from cpinspect.errors import (
     AgentUnavailable,
     CpinspectError,
@@ -18,16 +24,33 @@ from cpinspect.errors import (
     StaleSocket,
     TargetGone,
 )
-from cpinspect.model import ProcessInfo, Resolution, RoutesSnapshot, SourceKind, ThreadsSnapshot
+from cpinspect.model import (
+    ProcessInfo,
+    Resolution,
+    RoutesSnapshot,
+    SessionsSnapshot,
+    SourceKind,
+    ThreadsSnapshot,
+)
 from cpinspect.protocol import (
     ProtocolError,
     info_from_json,
     resolution_from_json,
     routes_from_json,
     schema_warning,
+    sessions_from_json,
     threads_from_json,
 )
 from cpinspect.sources import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT  # re-exported
+
+NO_ENDPOINT = "no such endpoint"
+"""A 404 saying so (or saying nothing) means the agent lacks the endpoint (it may be older);
+any other 404 is the endpoint's own answer (an unknown app …) and is said as it is."""
+SESSIONS_TIMEOUT = 5.0
+"""How long a ``/v1/sessions`` answer may take: the agent gives a store's I/O (a file listing on
+a slow mount) its own 2 s limit, for the index and again for the page, and answers with the time
+limit named (504) past that — the inspector waits for that answer rather than calling a slow
+store a stuck interpreter."""
 
 
 def _os_error(exc: BaseException) -> Optional[OSError]:
@@ -58,12 +81,17 @@ class AgentSource:
             timeout=httpx.Timeout(timeout, connect=timeout),
         )
 
-    def _get(self, path: str, params: Optional[Dict[str, str]] = None) -> Any:
+    def _get(
+        self, path: str, params: Optional[Dict[str, str]] = None, timeout: Optional[float] = None
+    ) -> Any:
+        wait = self.timeout if timeout is None else max(timeout, self.timeout)
         try:
-            response = self._client.get(path, params=params)
+            response = self._client.get(
+                path, params=params, timeout=httpx.Timeout(wait, connect=self.timeout)
+            )
         except httpx.TimeoutException:
             raise AgentUnavailable(
-                "agent did not answer within %.1f s — the interpreter may be stuck" % self.timeout
+                "agent did not answer within %.1f s — the interpreter may be stuck" % wait
             ) from None
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
@@ -84,6 +112,8 @@ class AgentSource:
             message = (
                 payload.get("error", {}).get("message", "") if isinstance(payload, dict) else ""
             )
+            if response.status_code == 404 and message and not message.startswith(NO_ENDPOINT):
+                raise EndpointError("agent: %s" % message)
             if response.status_code == 404:
                 raise EndpointError(
                     "this agent has no %s (it may be older than the inspector: reload it)" % path
@@ -140,6 +170,26 @@ class AgentSource:
             return resolution_from_json(self._get(ENDPOINT_RESOLVE, params))
         except ProtocolError as exc:
             raise EndpointError("unreadable /v1/resolve from the agent: %s" % exc) from None
+
+    def sessions(
+        self,
+        app: Optional[str] = None,
+        offset: int = 0,
+        limit: int = 50,
+        sort: str = "expiry",
+        reveal: Optional[str] = None,
+    ) -> SessionsSnapshot:
+        """One page of sessions per app. ``reveal`` only when the user asked (never polled)."""
+        params = {"offset": str(offset), "limit": str(limit), "sort": sort}
+        if app is not None:
+            params["app"] = app
+        if reveal is not None:
+            params["reveal"] = reveal
+        try:
+            payload = self._get(ENDPOINT_SESSIONS, params, timeout=SESSIONS_TIMEOUT)
+            return sessions_from_json(payload, revealed=reveal)
+        except ProtocolError as exc:
+            raise EndpointError("unreadable /v1/sessions from the agent: %s" % exc) from None
 
     def close(self) -> None:
         self._client.close()

@@ -15,6 +15,7 @@ from cpinspect.model import (
     ProcessInfo,
     Resolution,
     RoutesSnapshot,
+    SessionsSnapshot,
     SourceKind,
     ThreadLocals,
     ThreadsSnapshot,
@@ -48,6 +49,8 @@ class Capability(str, enum.Enum):
     """Can switch native (C) frames on and off (py-spy)."""
     LOCALS = "locals"
     """Can show a thread's local variables (py-spy live, or captured in a snapshot)."""
+    SESSIONS = "sessions"
+    """Has session stores to show (the agent live, or a snapshot that captured them)."""
     SERIES = "series"
     """Holds several snapshots to step through (a bundle)."""
 
@@ -120,6 +123,20 @@ class Poller(Protocol):
     def routes(self) -> RoutesSnapshot:
         """Every mounted app's routing tree (agent ``/v1/routes``). Raises ``CpinspectError``
         with a one-line reason when there is no agent to ask."""
+        ...
+
+    def sessions(
+        self,
+        app: Optional[str] = None,
+        offset: int = 0,
+        limit: int = 50,
+        sort: str = "expiry",
+        reveal: Optional[str] = None,
+    ) -> SessionsSnapshot:
+        """One page of every app's sessions (agent ``/v1/sessions``), or of ``app`` only.
+        ``reveal`` (a fingerprint) asks for that one session's values: only after the user
+        confirmed, never on a timer. Raises ``CpinspectError`` with a one-line reason when
+        there is no agent to ask."""
         ...
 
     def resolve(self, path: str, method: str, host: str) -> Resolution:

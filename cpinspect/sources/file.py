@@ -9,10 +9,18 @@ of today (the code may have been deployed over since).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import FrozenSet, Optional, Sequence, Tuple, Union
 
 from cpinspect.errors import CpinspectError
-from cpinspect.model import Resolution, RoutesSnapshot, Snapshot, SourceKind, ThreadLocals
+from cpinspect.model import (
+    Resolution,
+    RoutesSnapshot,
+    SessionsSnapshot,
+    Snapshot,
+    SourceKind,
+    ThreadLocals,
+)
 from cpinspect.snapshots import read_snapshots
 from cpinspect.sources.base import Capability, LinkState, Update
 
@@ -62,6 +70,8 @@ class FileSession:
             caps.add(Capability.ROUTES)
         if self.current.locals:
             caps.add(Capability.LOCALS)
+        if self.current.sessions is not None:
+            caps.add(Capability.SESSIONS)
         if self.count > 1:
             caps.add(Capability.SERIES)
         return frozenset(caps)
@@ -90,6 +100,37 @@ class FileSession:
                 "this snapshot has no routes: it was taken without the agent; " + LIVE_ONLY
             )
         return routes
+
+    def sessions(
+        self,
+        app: Optional[str] = None,
+        offset: int = 0,
+        limit: int = 50,
+        sort: str = "expiry",
+        reveal: Optional[str] = None,
+    ) -> SessionsSnapshot:
+        """What the snapshot captured: its first page of every app, as it was sorted then.
+        Another page, order or a reveal asks the live process."""
+        captured = self.current.sessions
+        if captured is None:
+            raise CpinspectError(
+                "this snapshot has no sessions (taken without the agent, or by an older "
+                "cpinspect); " + LIVE_ONLY
+            )
+        if reveal is not None:
+            raise CpinspectError(
+                "a saved snapshot holds no session values (they are never saved unless the "
+                "capture was revealed); " + LIVE_ONLY
+            )
+        apps = captured.apps if app is None else tuple(a for a in captured.apps if a.app == app)
+        for one in apps:
+            if one.listable and (one.page.offset != offset or one.page.sort != sort):
+                raise CpinspectError(
+                    "this snapshot holds only the page it captured (from %d, by %s); "
+                    % (one.page.offset, one.page.sort)
+                    + LIVE_ONLY
+                )
+        return replace(captured, apps=apps)
 
     def thread_locals(self, ident: int) -> ThreadLocals:
         for thread_locals in self.current.locals:

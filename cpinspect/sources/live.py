@@ -21,7 +21,7 @@ import stat
 import struct
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, FrozenSet, List, Optional, Tuple
 
 import psutil
@@ -41,6 +41,7 @@ from cpinspect.model import (
     ProcessInfo,
     Resolution,
     RoutesSnapshot,
+    SessionsSnapshot,
     SourceKind,
     ThreadInfo,
     ThreadLocals,
@@ -49,6 +50,7 @@ from cpinspect.model import (
 from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
 from cpinspect.sources.base import Capability, LinkState, Update
 from cpinspect.sources.merge import fallback_threads, gil_holder, merge_threads
+from cpinspect.sources.peers import PeerCache
 from cpinspect.sources.pyspy import PySpySource, process_state
 
 INFO_EVERY = 5
@@ -221,6 +223,7 @@ class AgentSession:
         self._notice = ""
         self._notice_until = 0.0
         self._gil: Optional[ThreadInfo] = None
+        self._peers = PeerCache()
 
     @property
     def label(self) -> str:
@@ -228,7 +231,7 @@ class AgentSession:
 
     @property
     def capabilities(self) -> FrozenSet[Capability]:
-        caps = {Capability.LIVE, Capability.ROUTES, Capability.RESOLVE}
+        caps = {Capability.LIVE, Capability.ROUTES, Capability.RESOLVE, Capability.SESSIONS}
         if self.pyspy is not None:
             caps |= {Capability.NATIVE, Capability.LOCALS}
         return frozenset(caps)
@@ -401,6 +404,22 @@ class AgentSession:
 
     def resolve(self, path: str, method: str, host: str) -> Resolution:
         return self._agent_source("resolving a URL needs").resolve(path, method, host)
+
+    def sessions(
+        self,
+        app: Optional[str] = None,
+        offset: int = 0,
+        limit: int = 50,
+        sort: str = "expiry",
+        reveal: Optional[str] = None,
+    ) -> SessionsSnapshot:
+        """One page of sessions, with the other processes serving the same port or command
+        line (RAM sessions are not shared between them)."""
+        answer = self._agent_source("sessions need").sessions(app, offset, limit, sort, reveal)
+        info = self.info
+        if info is None or self.pid is None:
+            return answer
+        return replace(answer, peers=self._peers.get(self.pid, info.ports, info.cmdline))
 
     def _agent_source(self, what: str) -> AgentSource:
         if self.source is None:
@@ -639,14 +658,27 @@ class PySpySession:
         )
 
     def routes(self) -> RoutesSnapshot:
-        return self._agent_session().routes()
+        return self._agent_session("routes need").routes()
 
     def resolve(self, path: str, method: str, host: str) -> Resolution:
-        return self._agent_session().resolve(path, method, host)
+        return self._agent_session("resolving a URL needs").resolve(path, method, host)
 
-    def _agent_session(self) -> AgentSession:
+    def sessions(
+        self,
+        app: Optional[str] = None,
+        offset: int = 0,
+        limit: int = 50,
+        sort: str = "expiry",
+        reveal: Optional[str] = None,
+    ) -> SessionsSnapshot:
+        return self._agent_session("sessions need").sessions(app, offset, limit, sort, reveal)
+
+    def _agent_session(self, what: str = "routes need") -> AgentSession:
         if self.agent is None:
-            raise CpinspectError("routes need the agent: press i to load it")
+            raise CpinspectError(
+                "%s the agent: press i to load it, or `cpinspect inject %d` (py-spy reads only "
+                "threads and stacks)" % (what, self.pid)
+            )
         return self.agent
 
     def thread_locals(self, ident: int) -> ThreadLocals:

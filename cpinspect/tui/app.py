@@ -173,6 +173,8 @@ class InspectorApp(App[None]):
         """A ``load_agent()`` call is running in a worker."""
         self.updates_applied = 0
         """Updates put on screen."""
+        self.part_args: Dict[str, Dict[str, Any]] = {}
+        """The arguments each part was last asked for with (its timed re-reads reuse them)."""
         self._poll_worker: Optional[Worker[None]] = None
         self._poll_in_flight = False
         self._poll_again = False
@@ -226,6 +228,13 @@ class InspectorApp(App[None]):
             self.call_after_refresh(self.action_show_tab, self.initial_tab)
         if self.live:
             self.set_interval(self.interval, self.poll_now, name="poll")
+            for spec in self.panel_specs:
+                if spec.every is not None and spec.part is not None:
+                    # Never more often than the target is polled (``--interval``).
+                    every = max(spec.every, self.interval)
+                    self.set_interval(
+                        every, partial(self.refresh_part, spec), name=f"part-{spec.id}"
+                    )
         self.set_interval(AGE_TICK, self._tick, name="age")
 
     # --- polling (worker thread) ---------------------------------------------------------------
@@ -308,9 +317,23 @@ class InspectorApp(App[None]):
     @on(PartWanted)
     def _part_wanted(self, message: PartWanted) -> None:
         message.stop()
-        self.read_part(message.name)
+        if message.remember:
+            self.part_args[message.name] = dict(message.args)
+        self.read_part(message.name, message.args)
 
-    def read_part(self, name: str) -> None:
+    def refresh_part(self, spec: PanelSpec) -> None:
+        """A panel's timed re-read: only while its tab is shown, not paused, the part asked
+        for once already and no read of it running."""
+        if self._closed or self.paused or spec.part is None or not self._on_screen:
+            return
+        if self.tabs.active != spec.id or spec.part not in self.part_args:
+            return
+        part = self.store.part(spec.part)
+        if part.reading:
+            return
+        self.read_part(spec.part, self.part_args[spec.part])
+
+    def read_part(self, name: str, args: Optional[Dict[str, Any]] = None) -> None:
         """Read one store part through its session method, in a worker (a newer read of the
         same part supersedes a running one)."""
         spec = self._spec(name)
@@ -318,8 +341,9 @@ class InspectorApp(App[None]):
             return
         self.store.start_reading(name)
         self._render_panels()
+        read = spec.read
         self.run_worker(
-            partial(self._read_part_blocking, name, spec.read),
+            partial(self._read_part_blocking, name, partial(read, **(args or {}))),
             thread=True,
             group=f"part-{name}",
             exclusive=True,
@@ -327,7 +351,7 @@ class InspectorApp(App[None]):
             description=f"Reading {name}",
         )
 
-    def _read_part_blocking(self, name: str, read: Callable[[Poller], Any]) -> None:
+    def _read_part_blocking(self, name: str, read: Callable[..., Any]) -> None:
         """Runs in a worker thread."""
         try:
             message = PartLoaded(name, read(self.poller))
@@ -556,6 +580,12 @@ class InspectorApp(App[None]):
         from cpinspect.snapshots import with_source_lines, write_snapshots
 
         try:
+            if snapshot.sessions is None and Capability.SESSIONS in self.poller.capabilities:
+                try:
+                    snapshot = replace(snapshot, sessions=self.poller.sessions())
+                except Exception as error:  # noqa: BLE001 - the snapshot goes on without them
+                    note = "sessions not captured: %s" % describe_error(error)
+                    snapshot = replace(snapshot, notes=(*snapshot.notes, note))
             if snapshot.routes is None and Capability.ROUTES in self.poller.capabilities:
                 try:
                     snapshot = replace(snapshot, routes=self.poller.routes())
@@ -649,7 +679,12 @@ class InspectorApp(App[None]):
         """Every key worth knowing, from the bindings themselves."""
         rows: List[KeyHelp] = [
             (self.get_key_display(binding), binding.tooltip or binding.description)
-            for binding in [*self.BINDINGS, *ThreadsPanel.BINDINGS, *RoutesPanel.BINDINGS]
+            for binding in [
+                *self.BINDINGS,
+                *ThreadsPanel.BINDINGS,
+                *RoutesPanel.BINDINGS,
+                *self._sessions_bindings(),
+            ]
             if isinstance(binding, Binding) and self._offered(binding.action)
         ]
         rows.extend((spec.key, f"The {spec.title} tab") for spec in self.panel_specs)
@@ -664,6 +699,13 @@ class InspectorApp(App[None]):
         rows.append(("tab", "Move between the tabs and the table"))
         rows.append(("ctrl+p", "Command palette"))
         return rows
+
+    def _sessions_bindings(self) -> List[BindingType]:
+        if "sessions" not in self.panels:
+            return []
+        from cpinspect.tui.widgets.sessions_panel import SessionsPanel
+
+        return list(SessionsPanel.BINDINGS)
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """The command palette (ctrl+p) offers the inspector's actions next to Textual's."""
@@ -710,7 +752,7 @@ class InspectorApp(App[None]):
         needed = self.NEEDS.get(name)
         if name == "resolve":
             needed = Capability.RESOLVE
-        elif name == "reload":
+        elif name in ("reload", "reveal"):
             needed = Capability.LIVE
         return needed is None or needed in self.poller.capabilities
 

@@ -62,11 +62,21 @@ class AgentLoaded(Message):
 
 
 class PartWanted(Message):
-    """A panel asks the App to read one store part (``routes`` …) through the session."""
+    """A panel asks the App to read one store part (``routes`` …) through the session.
 
-    def __init__(self, name: str) -> None:
+    ``args`` are keyword arguments of the session method (the page and order of the sessions);
+    with ``remember`` the App reads the part with them again at the panel's refresh interval,
+    without it only this once (a session's values are revealed on the user's word, never on a
+    timer: the refresh goes on with the last remembered arguments).
+    """
+
+    def __init__(
+        self, name: str, args: Optional[Dict[str, Any]] = None, remember: bool = True
+    ) -> None:
         super().__init__()
         self.name = name
+        self.args = dict(args or {})
+        self.remember = remember
 
 
 class PartLoaded(Message):

@@ -56,10 +56,14 @@ class PanelSpec:
     build: Callable[[PanelContext], Widget]
     part: Optional[str] = None
     """The store part it reads through ``read``; None when it renders the polled update."""
-    read: Optional[Callable[[Poller], Any]] = None
-    """The session method that reads the part (blocking: the App calls it in a worker)."""
+    read: Optional[Callable[..., Any]] = None
+    """The session method that reads the part, ``read(poller, **args)`` (blocking: the App
+    calls it in a worker)."""
     only_with: Optional[Capability] = None
     """The tab exists only for sessions that have this capability."""
+    every: Optional[float] = None
+    """Seconds between re-reads of the part while the tab is shown on a live session (with the
+    arguments the panel last asked with); None: read only when the panel asks."""
 
 
 def _threads(ctx: PanelContext) -> Widget:
@@ -78,6 +82,19 @@ def _routes(ctx: PanelContext) -> Widget:
         can_reload=lambda: Capability.LIVE in poller.capabilities,
         id="routes-panel",
     )
+
+
+def _sessions(ctx: PanelContext) -> Widget:
+    from cpinspect.tui.widgets.sessions_panel import SessionsPanel
+
+    poller = ctx.poller
+    return SessionsPanel(
+        can_reveal=lambda: Capability.LIVE in poller.capabilities, id="sessions-panel"
+    )
+
+
+def _read_sessions(poller: Poller, **args: Any) -> Any:
+    return poller.sessions(**args)
 
 
 def _series(ctx: PanelContext) -> Widget:
@@ -102,9 +119,20 @@ PANELS: Tuple[PanelSpec, ...] = (
     PanelSpec("threads", "Threads", "1", _threads),
     PanelSpec("routes", "Routes", "2", _routes, part="routes", read=_read_routes),
     PanelSpec(
+        "sessions",
+        "Sessions",
+        "3",
+        _sessions,
+        part="sessions",
+        read=_read_sessions,
+        # Always there: on py-spy alone it says the agent is needed (and works once loaded);
+        # a snapshot taken without sessions says so.
+        every=2.0,
+    ),
+    PanelSpec(
         "series",
         "Series",
-        "3",
+        "5",
         _series,
         part="series",
         read=_read_series,

@@ -8,19 +8,32 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 from cpinspect.model import (
     AppRoutes,
+    AppSessions,
     ConfigSection,
     Frame,
     FrameLocals,
     LocalVar,
+    LockHolder,
+    LockWaiter,
     Phase,
     PoolInfo,
     ProcessInfo,
+    RequestDurations,
     RequestInfo,
     Resolution,
     Role,
     RouteNode,
     RoutesSnapshot,
     ServerInfo,
+    SessionInfo,
+    SessionKey,
+    SessionLock,
+    SessionPage,
+    SessionSettings,
+    SessionSize,
+    SessionSizes,
+    SessionsSnapshot,
+    SessionsSummary,
     SourceKind,
     StaticMount,
     ThreadInfo,
@@ -540,6 +553,145 @@ def resolution(path: str, method: str = "GET", host: str = "localhost") -> Resol
     return Resolution(path, method, host, "not_found", status=404, reason="no such object")
 
 
+SESSION_COUNT = 120
+"""Sessions in the fake RAM store (three pages of 50)."""
+LOCKED_FP = "a1b2c3d4e5f6"
+"""The session whose lock worker 9 (POST /cart/add) holds while workers 1 and 2 wait."""
+SECRET_VALUE = "'hunter2-card-4111'"
+MEMCACHED_FP = "feedfacecafe"
+"""The one session the memcached app (which cannot be listed) knows: locked by a request now."""
+"""A value only ever sent for the revealed session."""
+
+
+def _fp(n: int) -> str:
+    return LOCKED_FP if n == 7 else "%012x" % ((n + 1) * 2654435761 * 40503 % 16**12)
+
+
+def _session(n: int, taken_at: float, reveal: Optional[str]) -> SessionInfo:
+    fp = _fp(n)
+    revealed = reveal == fp
+    keys = (
+        SessionKey("user_id", "int", 28, "4%03d" % n if revealed else None),
+        SessionKey("cart", "list", 40 + 37 * n, SECRET_VALUE if revealed else None),
+    )
+    lock = SessionLock(state="free")
+    if fp == LOCKED_FP:
+        holder_thread = worker(9, 31.0, "/cart/add", method="POST", handler="Cart.add")
+        lock = SessionLock(
+            state="held",
+            holder=LockHolder(
+                holder_thread.ident,
+                holder_thread.name,
+                holder_thread.request,
+                31.0,
+                "since the request started",
+            ),
+            waiters=tuple(
+                LockWaiter(
+                    w.ident,
+                    w.name,
+                    w.request,
+                    wait,
+                )
+                for w, wait in (
+                    (worker(1, 12.0, "/cart", handler="Cart.index"), 12.0),
+                    (worker(2, 5.5, "/cart/count", handler="Cart.count"), 5.5),
+                )
+            ),
+        )
+    return SessionInfo(
+        fp=fp,
+        expires_at=taken_at + 30 * n,
+        time_left=30.0 * n,
+        size=120 + 40 * n + (200_000 if n == 99 else 0),
+        keys=keys,
+        revealed=revealed,
+        lock=lock,
+    )
+
+
+def shop_sessions(
+    offset: int = 0,
+    limit: int = 50,
+    sort: str = "expiry",
+    reveal: Optional[str] = None,
+    taken_at: float = T0,
+    count: int = SESSION_COUNT,
+) -> SessionsSnapshot:
+    """A RAM store of ``count`` sessions paged and sorted like the agent, one with a held lock
+    and two waiters, one far larger than the rest, and a memcached app that cannot be listed."""
+    every = [_session(n, taken_at, reveal) for n in range(count)]
+    if sort == "-expiry":
+        every.sort(key=lambda x: -(x.time_left or 0))
+    elif sort == "size":
+        every.sort(key=lambda x: -(x.size or 0))
+    elif sort == "lock":
+        every.sort(key=lambda x: (x.lock.state != "held", -len(x.lock.waiters)))
+    sizes = sorted(x.size or 0 for x in every)
+    largest = sorted(every, key=lambda x: -(x.size or 0))[:3]
+    ram = AppSessions(
+        app="",
+        backend="ram",
+        storage_class="cherrypy.lib.sessions.RamSession",
+        where=("/",),
+        settings=SessionSettings(
+            timeout=60.0,
+            clean_freq=5.0,
+            clean_thread="running",
+            locking="implicit",
+            httponly=True,
+        ),
+        count=count,
+        expired=0,
+        summary=SessionsSummary(
+            expiring_soon=sum(1 for x in every if (x.time_left or 0) <= 300),
+            locked=1,
+            waiters=2,
+            sizes=SessionSizes(
+                sizes[0],
+                sizes[len(sizes) // 2],
+                sizes[len(sizes) * 9 // 10],
+                sizes[-1],
+                sum(sizes),
+            )
+            if sizes
+            else None,
+            largest=tuple(SessionSize(x.fp, x.size or 0) for x in largest),
+            as_of=taken_at,
+        ),
+        page=SessionPage(offset, limit, sort, count),
+        sessions=tuple(every[offset : offset + limit]),
+    )
+    memcached = AppSessions(
+        app="/api",
+        backend="memcached",
+        storage_class="cherrypy.lib.sessions.MemcachedSession",
+        settings=SessionSettings(servers=("127.0.0.1:11211",), clean_thread="not started"),
+        listable=False,
+        not_listable="memcached cannot list its keys; only sessions in use now are known",
+        summary=SessionsSummary(locked=1),
+        page=SessionPage(offset, limit, sort, 0),
+        sessions=(
+            SessionInfo(
+                fp=MEMCACHED_FP,
+                lock=SessionLock(
+                    state="held",
+                    holder=LockHolder(
+                        worker(3, 2.0).ident, "CP Server Thread-3", None, 2.0, "since …"
+                    ),
+                ),
+            ),
+        ),
+    )
+    return SessionsSnapshot(
+        taken_at=taken_at,
+        apps=(ram, memcached),
+        key_id="5eed1e55",
+        request_durations=RequestDurations(count=1000, p50=0.02, p95=0.4, max=31.0),
+        revealed=reveal,
+    )
+
+
 Scripted = Union[Update, BaseException]
 
 
@@ -572,6 +724,9 @@ class FakePoller:
         self.routes_answer: Union[RoutesSnapshot, BaseException] = shop_routes()
         self.routes_calls: List[bool] = []
         """``called on the main thread`` per ``routes`` call."""
+        self.sessions_error: Optional[BaseException] = None
+        self.sessions_calls: List[Tuple[int, str, Optional[str], bool]] = []
+        """``(offset, sort, reveal, called on the main thread)`` per ``sessions`` call."""
         self.resolve_error: Optional[BaseException] = None
         self.resolve_calls: List[Tuple[str, str, str, bool]] = []
         """``(path, method, host, called on the main thread)`` per ``resolve`` call."""
@@ -624,6 +779,25 @@ class FakePoller:
             answer = self.routes_answer
         if isinstance(answer, BaseException):
             raise answer
+        return answer
+
+    def sessions(
+        self,
+        app: Optional[str] = None,
+        offset: int = 0,
+        limit: int = 50,
+        sort: str = "expiry",
+        reveal: Optional[str] = None,
+    ) -> SessionsSnapshot:
+        on_main = threading.current_thread() is threading.main_thread()
+        with self._lock:
+            self.sessions_calls.append((offset, sort, reveal, on_main))
+            error = self.sessions_error
+        if error is not None:
+            raise error
+        answer = shop_sessions(offset, limit, sort, reveal)
+        if app is not None:
+            answer = replace(answer, apps=tuple(a for a in answer.apps if a.app == app))
         return answer
 
     def resolve(self, path: str, method: str, host: str) -> Resolution:

@@ -77,6 +77,8 @@ def test_pyspy_session_needs_the_agent_loaded_first():
         session.routes()
     with pytest.raises(CpinspectError, match="press i"):
         session.resolve("/", "GET", "localhost")
+    with pytest.raises(CpinspectError, match="sessions need the agent: press i to load it"):
+        session.sessions()
     # WHEN the agent is loaded THEN it answers
     session.agent = AgentSession(StubSource(), None, pid=4121)  # type: ignore[arg-type]
     assert session.routes() is SNAPSHOT
