@@ -12,7 +12,8 @@ ENDPOINT_INFO = API_PREFIX + "/info"
 ENDPOINT_THREADS = API_PREFIX + "/threads"
 ENDPOINT_ROUTES = API_PREFIX + "/routes"
 ENDPOINT_RESOLVE = API_PREFIX + "/resolve"
-ENDPOINTS = (ENDPOINT_INFO, ENDPOINT_THREADS, ENDPOINT_ROUTES, ENDPOINT_RESOLVE)
+ENDPOINT_LOG = API_PREFIX + "/log"
+ENDPOINTS = (ENDPOINT_INFO, ENDPOINT_THREADS, ENDPOINT_ROUTES, ENDPOINT_RESOLVE, ENDPOINT_LOG)
 
 SOCKET_DIR_NAME = "cpinspect"
 SOCKET_SUFFIX = ".sock"
@@ -28,6 +29,16 @@ IDLE_TIMEOUT = 30.0
 """Seconds a connection may stay silent between requests (or after connecting) before closing."""
 MAX_STACK_DEPTH = 128
 """Innermost frames kept per thread; ``stack_truncated`` counts the rest."""
+LOG_DEFAULT_CAPACITY = 10000
+"""Log records the agent's ring holds unless ``inspector.log_capacity`` (config) or the
+``CPINSPECT_LOG_CAPACITY`` environment variable says otherwise (clamped to 10..1,000,000)."""
+LOG_MAX_MESSAGE = 8192
+"""Characters kept of each record's message and of its traceback (each); ``cut`` counts the rest."""
+LOG_DEFAULT_LIMIT = 500
+"""Records one ``/v1/log`` answer carries when ``limit`` is not given."""
+LOG_MAX_LIMIT = 5000
+"""The largest ``limit`` ``/v1/log`` accepts (more: 400)."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # The JSON the agent emits (all keys always present unless marked optional). Every payload has
 # "schema" (int) and "agent" (version string).
@@ -102,5 +113,50 @@ MAX_STACK_DEPTH = 128
 #                                   "kwargs": {name: repr (redacted)}},
 #                "static": null | {"tool", "file", "exists", "readable", "mime",
 #                                  "mime_source"}}}
+#
+# GET /v1/log?after=SEQ&limit=N&level=NAME   (a cursor over the agent's ring of log records)
+#   after: default 0 (= from the oldest held); limit: default LOG_DEFAULT_LIMIT, 1..LOG_MAX_LIMIT;
+#   level: optional minimum level name (one of LOG_LEVELS, case-insensitive). Anything else: 400.
+#   The cursor arithmetic ("first", "latest", "missed", "more") ignores the level filter.
+#   Records come from a handler on cherrypy.error and cherrypy.access (and on each app's
+#   error/access loggers that do not propagate), engine messages included ("ENGINE Bus STARTED").
+#   {"schema", "agent", "taken_at": float,
+#    "buffer": str (random id of this ring; a new value = the agent restarted and sequence
+#                   numbers start over: reset the cursor to 0),
+#    "capacity": int (records held at most), "max_message": int (chars kept per message and per
+#                                                                 traceback),
+#    "first": int (oldest seq still held, 0 when empty), "latest": int (newest seq, 0 when none),
+#    "missed": int (records with seq > after that wrapped out before this read:
+#                   max(0, first - after - 1) when after < first - 1, else 0),
+#    "more": bool (records after the last one returned exist: ask again with after=<last seq>;
+#                  with a level filter, "more" is true only when matching records were left),
+#    "dropped": int (records lost inside the agent since it started: formatting failed; normally 0),
+#    "routing": {"screen": bool|null, "error_file": str|null, "access_file": str|null,
+#                "other_handlers": [str] (handlers on cherrypy.error/.access and app loggers
+#                                         other than CherryPy's NullHandlers and ours, as
+#                                         "logger: ClassName(target)"),
+#                "goes_nowhere": bool (errors are written nowhere: no screen, no error file,
+#                                      no other handler on the error loggers),
+#                "fix": str|null (when goes_nowhere, the global config line that fixes it, e.g.
+#                                 'log.error_file = "/var/log/app/error.log"')},
+#    "records": [{"seq": int (1, 2, ... in arrival order), "time": float (record.created),
+#                 "level": str, "levelno": int,
+#                 "logger": str ("cherrypy.error", "cherrypy.access", "cherrypy.error.<id>"...),
+#                 "app": str|null (script_name when the logger is an app's),
+#                 "message": str (getMessage(), cut to max_message; when the text held a
+#                                 traceback, only the text before it),
+#                 "cut": int (chars cut off message and traceback together),
+#                 "traceback": str|null (formatted exc_info, or the "Traceback (most recent call
+#                                        last):" block found inside the message; cut to
+#                                        max_message keeping its END, the exception line),
+#                 "thread": {"ident": int, "name": str},
+#                 "request": null | REQ (the request in flight on that thread when logged:
+#                                        exactly the "request" object of /v1/threads, query
+#                                        redacted the same way; join by (ident, started_at)),
+#                 "access": null | {"status": int|null, "size": int|null (body bytes),
+#                                   "duration": float|null (seconds since request.time)}}],
+#    "errors": [str]}
+#   Ordered by seq, ascending. Access records: "access" is set (from the finished request and
+#   response on the logging thread; parsed from the access line only as a fallback).
 #
 # Errors (any status >= 400): {"schema", "agent", "error": {"status": int, "message": str}}
