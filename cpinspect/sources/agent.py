@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import httpx
 
+from cpinspect.agent import wire
 from cpinspect.agent.wire import ENDPOINT_INFO, ENDPOINT_RESOLVE, ENDPOINT_ROUTES, ENDPOINT_THREADS
 from cpinspect.errors import (
     AgentUnavailable,
@@ -18,15 +19,28 @@ from cpinspect.errors import (
     StaleSocket,
     TargetGone,
 )
-from cpinspect.model import ProcessInfo, Resolution, RoutesSnapshot, SourceKind, ThreadsSnapshot
+from cpinspect.model import (
+    LogPage,
+    ProcessInfo,
+    Resolution,
+    RoutesSnapshot,
+    SourceKind,
+    ThreadsSnapshot,
+)
 from cpinspect.protocol import (
     ProtocolError,
     info_from_json,
+    log_page_from_json,
     resolution_from_json,
     routes_from_json,
     schema_warning,
     threads_from_json,
 )
+
+ENDPOINT_LOG: str = getattr(wire, "ENDPOINT_LOG", wire.API_PREFIX + "/log")
+LOG_PAGE = 500
+"""Records asked for per ``/v1/log`` read (the agent's default; its maximum is 5,000)."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 DEFAULT_TIMEOUT = 1.0
 """About a second: past that the interpreter may be stuck (DESIGN.md, py-spy fallback)."""
@@ -142,6 +156,22 @@ class AgentSource:
             return resolution_from_json(self._get(ENDPOINT_RESOLVE, params))
         except ProtocolError as exc:
             raise EndpointError("unreadable /v1/resolve from the agent: %s" % exc) from None
+
+    def log(self, after: int = 0, limit: int = LOG_PAGE, level: Optional[str] = None) -> LogPage:
+        """Records of the agent's ring with a sequence number above ``after`` (a cursor: ask
+        again with the last one returned). ``level``: a minimum level name."""
+        params = {"after": str(max(0, int(after))), "limit": str(int(limit))}
+        if level is not None:
+            name = level.upper()
+            if name not in LOG_LEVELS:
+                raise CpinspectError(
+                    "unknown log level %r: one of %s" % (level, ", ".join(LOG_LEVELS))
+                )
+            params["level"] = name
+        try:
+            return log_page_from_json(self._get(ENDPOINT_LOG, params))
+        except ProtocolError as exc:
+            raise EndpointError("unreadable %s from the agent: %s" % (ENDPOINT_LOG, exc)) from None
 
     def close(self) -> None:
         self._client.close()
