@@ -126,21 +126,20 @@ def test_rename_rotation_drains_the_old_file_and_follows_the_new(tmp_path: Path)
     write(path, line % (stamp(1), "a"))
     assert [r.request.path for r in tail.read()[0] if r.request] == ["/a"]
     # GIVEN the process writing on (through its open file) while logrotate renames it away
-    writer = open(path, "a")
-    writer.write(line % (stamp(2), "b") + "\n")
-    writer.flush()
-    os.rename(path, tmp_path / "access.log.1")
-    writer.write(line % (stamp(3), "c") + "\n")  # still the old inode
-    writer.flush()
-    write(path, line % (stamp(4), "d"))  # a new file at the path (the process reopened)
-    # WHEN read
-    records, _ = tail.read()
-    # THEN nothing lost: the old file's tail, then the new file from its start
-    assert [r.request.path for r in records if r.request] == ["/b", "/c", "/d"]
-    assert tail.rotations == 1 and "renamed" in tail.status.note
-    # AND what is still written to the renamed file is read too
-    writer.write(line % (stamp(5), "e") + "\n")
-    writer.close()
+    with open(path, "a") as writer:
+        writer.write(line % (stamp(2), "b") + "\n")
+        writer.flush()
+        os.rename(path, tmp_path / "access.log.1")
+        writer.write(line % (stamp(3), "c") + "\n")  # still the old inode
+        writer.flush()
+        write(path, line % (stamp(4), "d"))  # a new file at the path (the process reopened)
+        # WHEN read
+        records, _ = tail.read()
+        # THEN nothing lost: the old file's tail, then the new file from its start
+        assert [r.request.path for r in records if r.request] == ["/b", "/c", "/d"]
+        assert tail.rotations == 1 and "renamed" in tail.status.note
+        # AND what is still written to the renamed file is read too
+        writer.write(line % (stamp(5), "e") + "\n")
     assert [r.request.path for r in tail.read()[0] if r.request] == ["/e"]
 
 
@@ -203,20 +202,16 @@ def test_records_in_buffer_and_file_are_shown_once() -> None:
 
 def test_log_files_of_a_process_are_found_among_its_fds(tmp_path: Path) -> None:
     # GIVEN this process with an error and an access log open for appending, and a log read-only
-    error = open(tmp_path / "site-error.log", "a")
-    access = open(tmp_path / "site-access.log", "a")
-    readonly = open(tmp_path / "aaa-other.log", "w+")
-    readonly.close()
-    reader = open(tmp_path / "aaa-other.log")
-    try:
+    (tmp_path / "aaa-other.log").write_text("")
+    error, access, other = (
+        tmp_path / n for n in ("site-error.log", "site-access.log", "aaa-other.log")
+    )
+    with open(error, "a"), open(access, "a"), open(other):
         # THEN both are found by their fds, the read-only one ignored
         assert files_from_fds(os.getpid()) == (
             str(tmp_path / "site-error.log"),
             str(tmp_path / "site-access.log"),
         )
-    finally:
-        for f in (error, access, reader):
-            f.close()
     # AND the target's paths are read through its root and cwd
     assert target_path(42, "/var/log/e.log") == "/proc/42/root/var/log/e.log"
     assert target_path(42, "logs/e.log") == "/proc/42/cwd/logs/e.log"
