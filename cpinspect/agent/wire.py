@@ -119,7 +119,11 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #   level: optional minimum level name (one of LOG_LEVELS, case-insensitive). Anything else: 400.
 #   The cursor arithmetic ("first", "latest", "missed", "more") ignores the level filter.
 #   Records come from a handler on cherrypy.error and cherrypy.access (and on each app's
-#   error/access loggers that do not propagate), engine messages included ("ENGINE Bus STARTED").
+#   error/access loggers that do not propagate: checked at install, on engine start and on
+#   every /v1/log read, so records of such an app mounted later are caught from the next read
+#   on), engine messages included ("ENGINE Bus STARTED"). Memory: at most "capacity" records
+#   and 16 Mi characters of text over all of them (logcapture.MAX_TOTAL_CHARS); the oldest
+#   go first, and "missed" counts them like any other wrap-around.
 #   {"schema", "agent", "taken_at": float,
 #    "buffer": str (random id of this ring; a new value = the agent restarted and sequence
 #                   numbers start over: reset the cursor to 0),
@@ -130,31 +134,43 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #                   max(0, first - after - 1) when after < first - 1, else 0),
 #    "more": bool (records after the last one returned exist: ask again with after=<last seq>;
 #                  with a level filter, "more" is true only when matching records were left),
-#    "dropped": int (records lost inside the agent since it started: formatting failed; normally 0),
+#    "next": int (the "after" to send next: the last seq returned when "more", else "latest"),
+#    "dropped": int (records the handler failed to capture since the agent started; normally 0),
 #    "routing": {"screen": bool|null, "error_file": str|null, "access_file": str|null,
-#                "other_handlers": [str] (handlers on cherrypy.error/.access and app loggers
-#                                         other than CherryPy's NullHandlers and ours, as
-#                                         "logger: ClassName(target)"),
-#                "goes_nowhere": bool (errors are written nowhere: no screen, no error file,
-#                                      no other handler on the error loggers),
+#                "other_handlers": [str] (handlers a record from cherrypy.error/.access or an
+#                                         app logger reaches (ancestors such as the root
+#                                         logger included), other than NullHandlers, ours,
+#                                         and the global screen/file built-ins reported
+#                                         above; as "logger: ClassName(target)" e.g.
+#                                         "root: StreamHandler(<stdout>)"),
+#                "goes_nowhere": bool (errors are written nowhere: no handler but NullHandlers
+#                                      and ours on any error logger's chain, or only ones
+#                                      whose level is above ERROR),
 #                "fix": str|null (when goes_nowhere, the global config line that fixes it, e.g.
 #                                 'log.error_file = "/var/log/app/error.log"')},
 #    "records": [{"seq": int (1, 2, ... in arrival order), "time": float (record.created),
 #                 "level": str, "levelno": int,
 #                 "logger": str ("cherrypy.error", "cherrypy.access", "cherrypy.error.<id>"...),
 #                 "app": str|null (script_name when the logger is an app's),
-#                 "message": str (getMessage(), cut to max_message; when the text held a
+#                 "message": str (getMessage() as CherryPy built it, "[date] CONTEXT msg" for
+#                                 error records, the access line for access records; cut to
+#                                 max_message keeping its start; when the text held a
 #                                 traceback, only the text before it),
 #                 "cut": int (chars cut off message and traceback together),
 #                 "traceback": str|null (formatted exc_info, or the "Traceback (most recent call
 #                                        last):" block found inside the message; cut to
-#                                        max_message keeping its END, the exception line),
+#                                        max_message keeping its first line and its END, the
+#                                        exception line; no trailing newline. Formatted in
+#                                        the agent without reading source files: a frame
+#                                        has its source line only when an app handler
+#                                        formatted it first or linecache held the file),
 #                 "thread": {"ident": int, "name": str},
 #                 "request": null | REQ (the request in flight on that thread when logged:
 #                                        exactly the "request" object of /v1/threads, query
 #                                        redacted the same way; join by (ident, started_at)),
 #                 "access": null | {"status": int|null, "size": int|null (body bytes),
-#                                   "duration": float|null (seconds since request.time)}}],
+#                                   "duration": float|null (seconds from REQ.started_at,
+#                                                           response.time, to the access line)}}],
 #    "errors": [str]}
 #   Ordered by seq, ascending. Access records: "access" is set (from the finished request and
 #   response on the logging thread; parsed from the access line only as a fallback).
