@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 
 class Role(str, enum.Enum):
@@ -493,6 +493,10 @@ class LogGap:
     count: int
     time: float
     why: str = "buffer wrapped"
+
+
+LogEntry = Union[LogRecord, LogGap]
+"""What a log view lists: records, and gaps where records were lost."""
 
 
 @dataclass(frozen=True)

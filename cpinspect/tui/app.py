@@ -282,6 +282,7 @@ class InspectorApp(App[None]):
             self.poll_error = message.error
         else:
             self.poll_error = None
+            self.store.take_log(message.update)
             if self.paused:
                 self.pending = message.update
             else:

@@ -13,7 +13,8 @@ from cpinspect.sources.base import Update
 class Polled(Message):
     """One poll finished, with an update or with the error ``poll()`` raised.
 
-    A newer ``Polled`` supersedes a queued one: a UI that falls behind skips stale data.
+    A newer ``Polled`` supersedes a queued one: a UI that falls behind skips stale data —
+    except one that carries log records, which are new data and never skipped.
     """
 
     def __init__(self, update: Optional[Update], error: Optional[str] = None) -> None:
@@ -22,7 +23,10 @@ class Polled(Message):
         self.error = error
 
     def can_replace(self, message: Message) -> bool:
-        return isinstance(message, Polled)
+        if not isinstance(message, Polled):
+            return False
+        older = message.update
+        return older is None or not (older.log or older.log_replace)
 
 
 class SourceLinesLoaded(Message):
