@@ -1,0 +1,357 @@
+"""The agent's log capture under a burst: 5,000 records/s for 60 s, followed like the inspector.
+
+    python bench/log_burst.py [--quick] [--rate 5000] [--seconds 60] [--rounds 3]
+
+Two parts, each on a freshly started CherryPy server (``--serve`` below: a trivial app with the
+agent installed, log.screen off and no files, like a production app whose errors go nowhere):
+
+burst   A thread in the target logs ``--rate`` records/s (1 in 100 an ERROR with a traceback)
+        for ``--seconds``, rate-controlled in 10 ms steps. A follower reads ``GET /v1/log`` every
+        0.5 s with ``limit=5000``, paging on while ``more``, as the inspector does. Printed:
+        records produced (by the agent's sequence numbers, checked against the target's own
+        count), received, missed (exact: received + missed == produced), the reads' latency and
+        size, and the target's RSS over time (the agent lives in it: it must level off).
+rate    The app's request rate with capture on vs off: the agent installed either way, its log
+        handler detached in "off" (so the ratio is the capture's own cost: one access record per
+        request). Paired rounds alternate the order; the load is agent_overhead.py's client
+        (4 keep-alive connections, ``GET /``). Server pinned to one CPU, client to the other.
+        Goal: median ratio >= 0.98.
+
+``--quick``: a 10 s burst and 2 short rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import psutil
+from benchlib import Server, agent_get, agent_get_raw, can_pin, machine, median, pin, start_ready
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# --- the target (run as ``python bench/log_burst.py --serve``) -----------------------------------
+
+
+def serve_main(capture: bool, cpu: int) -> int:
+    if cpu >= 0:
+        os.sched_setaffinity(0, {cpu})
+    import cherrypy
+
+    from cpinspect.agent import install, installed
+
+    produced = [0]
+    running = threading.Event()
+
+    def burst(rate: int, seconds: float) -> None:
+        step = 0.01
+        per_step = max(1, int(rate * step))
+        t0 = time.monotonic()
+        n = 0
+        try:
+            while time.monotonic() - t0 < seconds:
+                for _ in range(per_step):
+                    n += 1
+                    if n % 100 == 0:
+                        try:
+                            raise RuntimeError("burst failure %d" % n)
+                        except RuntimeError:
+                            cherrypy.log("burst %d failed" % n, severity=40, traceback=True)
+                    else:
+                        cherrypy.log("burst %d: something happened" % n)
+                    produced[0] = n
+                # Rate control: where record n is due, not a fixed sleep (logging takes time).
+                due = t0 + n / float(rate)
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+        finally:
+            running.clear()
+
+    class Root:
+        @cherrypy.expose
+        def index(self) -> str:
+            return "ok"
+
+        @cherrypy.expose
+        def burst(self, rate: str = "5000", seconds: str = "60") -> str:
+            if running.is_set():
+                return "busy"
+            running.set()
+            t = threading.Thread(
+                target=burst, args=(int(rate), float(seconds)), name="burst", daemon=True
+            )
+            t.start()
+            return "started"
+
+        @cherrypy.expose
+        def produced(self) -> str:
+            return json.dumps({"produced": produced[0], "running": running.is_set()})
+
+    cherrypy.config.update(
+        {
+            "server.socket_host": "127.0.0.1",
+            "server.socket_port": 0,
+            "server.thread_pool": 8,
+            "server.shutdown_timeout": 1,
+            "engine.autoreload.on": False,
+            "checker.on": False,
+            "log.screen": False,
+            "log.access_file": "",
+            "log.error_file": "",
+        }
+    )
+    cherrypy.tree.mount(Root(), "")
+    socket_path = install()
+    if not capture:
+        agent = installed()
+        assert agent is not None
+        agent.log_capture.detach()
+    cherrypy.engine.start()
+    port = cherrypy.server.bound_addr[1]
+    print(f"READY port={port} pid={os.getpid()} socket={socket_path}", flush=True)
+    try:
+        cherrypy.engine.block()
+    finally:
+        os._exit(0)
+    return 0
+
+
+def start(capture: bool, cpu: int = -1) -> Server:
+    args = [os.path.join(HERE, "log_burst.py"), "--serve", "--cpu", str(cpu)]
+    if not capture:
+        args.append("--no-capture")
+    return start_ready(args, "log burst server")
+
+
+def http_get(port: int, path: str) -> str:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
+# --- burst ---------------------------------------------------------------------------------------
+
+
+def burst(rate: int, seconds: float, interval: float) -> Dict[str, Any]:
+    srv = start(capture=True)
+    try:
+        assert srv.socket is not None
+        proc = psutil.Process(srv.pid)
+        first = agent_get(srv.socket, "/v1/log?limit=1")
+        buffer_id = first["buffer"]
+        cursor = start_seq = first["latest"]
+        rss: List[Tuple[float, int]] = [(0.0, proc.memory_info().rss)]
+        received = missed = reads = 0
+        gaps = 0
+        read_ms: List[float] = []
+        sizes: List[int] = []
+        last_seq = cursor
+        assert http_get(srv.port, f"/burst?rate={rate}&seconds={seconds}") == "started"
+        t0 = time.monotonic()
+        next_rss = 1.0
+        finished_at: Optional[float] = None
+        while True:
+            tick = time.monotonic()
+            while True:  # one follow step: page on while "more"
+                t1 = time.perf_counter()
+                raw = agent_get_raw(srv.socket, f"/v1/log?after={cursor}&limit=5000", 10.0)
+                read_ms.append((time.perf_counter() - t1) * 1000)
+                sizes.append(len(raw))
+                page = json.loads(raw)
+                reads += 1
+                if page["buffer"] != buffer_id:
+                    raise RuntimeError("the agent restarted during the burst")
+                missed += page["missed"]
+                for rec in page["records"]:
+                    expected = last_seq + 1
+                    if rec["seq"] != expected:
+                        gaps += rec["seq"] - expected
+                    last_seq = rec["seq"]
+                received += len(page["records"])
+                cursor = page["next"]
+                if not page["more"]:
+                    break
+            now = time.monotonic() - t0
+            if now >= next_rss:
+                rss.append((now, proc.memory_info().rss))
+                next_rss += 1.0
+            state = json.loads(http_get(srv.port, "/produced"))
+            if not state["running"]:
+                if finished_at is None:
+                    finished_at = now  # one more follow step collects the tail
+                elif now - finished_at >= interval:
+                    break
+            time.sleep(max(0.0, interval - (time.monotonic() - tick)))
+        final = agent_get(srv.socket, f"/v1/log?after={cursor}&limit=5000")
+        missed += final["missed"]
+        received += len(final["records"])
+        latest = final["latest"]
+        rss.append((time.monotonic() - t0, proc.memory_info().rss))
+        return {
+            "rate": rate,
+            "seconds": seconds,
+            "produced_by_target": state["produced"],
+            "produced_seq": latest - start_seq,
+            "received": received,
+            "missed": missed,
+            "gaps": gaps,
+            "reads": reads,
+            "read_ms_median": median(read_ms),
+            "read_ms_max": max(read_ms),
+            "read_kib_median": median(sizes) / 1024,
+            "read_kib_max": max(sizes) / 1024,
+            "rss": rss,
+            "capacity": final["capacity"],
+            "dropped": final["dropped"],
+        }
+    finally:
+        srv.stop()
+
+
+# --- rate ----------------------------------------------------------------------------------------
+
+
+def request_rate(
+    capture: bool, seconds: float, warmup: float, cpus: Tuple[int, int]
+) -> Tuple[float, float]:
+    """(requests/s, server CPU microseconds per request) with capture on or off."""
+    srv = start(capture, cpus[0])
+    try:
+        target = psutil.Process(srv.pid)
+        client = subprocess.Popen(
+            [
+                *(sys.executable, os.path.join(HERE, "agent_overhead.py")),
+                *("--client", str(srv.port)),
+                *("--seconds", str(seconds), "--warmup", str(warmup)),
+                *("--connections", "4", "--cpu", str(cpus[1])),
+            ],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert client.stdout is not None
+            if client.stdout.readline().strip() != "GO":
+                raise RuntimeError("the load client failed to start")
+            cpu0 = sum(target.cpu_times()[:2])
+            result = json.loads(client.stdout.readline())
+            cpu1 = sum(target.cpu_times()[:2])
+            client.wait(30)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        requests = max(1, int(result["requests"]))
+        return requests / float(result["seconds"]), (cpu1 - cpu0) / requests * 1e6
+    finally:
+        srv.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="10 s burst, 2 short rounds")
+    parser.add_argument("--rate", type=int, default=5000, help="records/s (5000)")
+    parser.add_argument("--seconds", type=float, default=None, help="burst length (60)")
+    parser.add_argument("--interval", type=float, default=0.5, help="follow interval (0.5)")
+    parser.add_argument("--rounds", type=int, default=None, help="rate rounds (3)")
+    parser.add_argument("--rate-seconds", type=float, default=None, help="s per rate run (4)")
+    parser.add_argument("--skip-burst", action="store_true")
+    parser.add_argument("--skip-rate", action="store_true")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-capture", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, default=-1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        return serve_main(not args.no_capture, args.cpu)
+    seconds = args.seconds if args.seconds is not None else (10.0 if args.quick else 60.0)
+    rounds = args.rounds if args.rounds is not None else (2 if args.quick else 3)
+    rate_seconds = args.rate_seconds or (2.0 if args.quick else 4.0)
+    if args.rate < 1 or seconds <= 0 or rounds < 1 or args.interval <= 0:
+        parser.error("--rate, --seconds, --rounds and --interval must be positive")
+
+    print(f"log_burst: {machine()}")
+    if not args.skip_burst:
+        print(
+            f"\nburst: {args.rate} records/s for {seconds:g} s (1 in 100 with a traceback), "
+            f"followed every {args.interval:g} s with limit=5000"
+        )
+        b = burst(args.rate, seconds, args.interval)
+        exact = b["received"] + b["missed"] == b["produced_seq"]
+        print(
+            f"  produced {b['produced_seq']} records (the target logged {b['produced_by_target']}"
+            f" burst records; the rest are access lines), received {b['received']}, "
+            f"missed {b['missed']}, gaps {b['gaps']}, dropped in the agent {b['dropped']}"
+        )
+        print(
+            f"  received + missed == produced: {exact}; "
+            f"{b['reads']} reads, median {b['read_ms_median']:.1f} ms / "
+            f"{b['read_kib_median']:.0f} KiB, max {b['read_ms_max']:.1f} ms / "
+            f"{b['read_kib_max']:.0f} KiB; ring capacity {b['capacity']}"
+        )
+        rss = b["rss"]
+        marks = [rss[0]] + [s for s in rss if int(s[0]) % 10 == 0 and s[0] >= 1] + [rss[-1]]
+        seen = set()
+        cells = []
+        for t, value in marks:
+            key = int(t)
+            if key in seen:
+                continue
+            seen.add(key)
+            cells.append(f"{t:4.0f} s {value / 1048576:6.1f}")
+        print("  target RSS MiB: " + " | ".join(cells))
+        peak = max(v for _, v in rss)
+        after_fill = [v for t, v in rss if t >= min(10.0, seconds / 2)]
+        print(
+            f"  RSS start {rss[0][1] / 1048576:.1f} MiB, peak {peak / 1048576:.1f} MiB, "
+            f"growth after the ring filled {(max(after_fill) - min(after_fill)) / 1048576:.1f} MiB"
+        )
+    if not args.skip_rate:
+        pinned = can_pin(2)
+        cpus = (-1, -1)
+        if pinned:
+            first, second = sorted(os.sched_getaffinity(0))[:2]
+            cpus = (first, second)
+            pin(second)
+        print(
+            f"\nrate: {rounds} paired rounds, {rate_seconds:g} s each after 0.5 s warm-up, "
+            f"4 keep-alive connections, pool 8, "
+            + (f"server on CPU {cpus[0]}, client on CPU {cpus[1]}" if pinned else "not pinned")
+        )
+        ratios: List[float] = []
+        cpu_ratios: List[float] = []
+        for r in range(rounds):
+            order = (True, False) if r % 2 == 0 else (False, True)
+            runs = {c: request_rate(c, rate_seconds, 0.5, cpus) for c in order}
+            (on_rps, on_cpu), (off_rps, off_cpu) = runs[True], runs[False]
+            ratios.append(on_rps / off_rps)
+            cpu_ratios.append(on_cpu / off_cpu)
+            print(
+                f"  round {r + 1} ({'on -> off' if order[0] else 'off -> on'}): "
+                f"off {off_rps:6.0f} req/s {off_cpu:4.0f} us/req | "
+                f"on {on_rps:6.0f} req/s {on_cpu:4.0f} us/req ({on_rps / off_rps:.3f})",
+                flush=True,
+            )
+        print(
+            f"  capture on/off req/s: median {median(ratios):.3f} "
+            f"({min(ratios):.3f}-{max(ratios):.3f}); server CPU per request "
+            f"{median(cpu_ratios):.3f} ({min(cpu_ratios):.3f}-{max(cpu_ratios):.3f})"
+        )
+        print(f"  goal median ratio >= 0.98 -> {'met' if median(ratios) >= 0.98 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
