@@ -26,6 +26,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from threading import get_ident
 from types import TracebackType
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
@@ -220,6 +221,21 @@ def parse_access_line(message: str) -> Dict[str, Any]:
     }
 
 
+_RINGS: "weakref.WeakSet[LogRing]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held a ring's lock at fork(): in the child that thread
+    # does not exist, and the first record logged would wait for the lock forever.
+    for ring in list(_RINGS):
+        ring._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    # Once per module (not per ring: callbacks cannot be unregistered, they would pile up).
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class LogRing:
     """Records in arrival order with consecutive sequence numbers; the oldest drop out first."""
 
@@ -231,6 +247,7 @@ class LogRing:
         self._chars = 0
         self._seq = 0
         self._lock = threading.Lock()
+        _RINGS.add(self)
 
     def append(self, item: Tuple[Any, ...], chars: int) -> None:
         """``item`` is a Stored without its seq (first) and chars (last)."""

@@ -167,7 +167,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #                 "thread": {"ident": int, "name": str},
 #                 "request": null | REQ (the request in flight on that thread when logged:
 #                                        exactly the "request" object of /v1/threads, query
-#                                        redacted the same way; join by (ident, started_at)),
+#                                        redacted the same way; join by (ident, started_at);
+#                                        "source" is "hook" as there, or "serving" when the
+#                                        record came before the tracker saw the request),
 #                 "access": null | {"status": int|null, "size": int|null (body bytes),
 #                                   "duration": float|null (seconds from REQ.started_at,
 #                                                           response.time, to the access line)}}],

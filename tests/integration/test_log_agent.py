@@ -433,3 +433,67 @@ def test_capture_attaches_last_keeps_levels_and_detaches_cleanly() -> None:
     assert {
         n: (logging.getLogger(n).level, list(logging.getLogger(n).handlers)) for n in names
     } == before
+
+
+def test_the_ring_bounds_its_text_too_and_counts_what_went() -> None:
+    # GIVEN a ring of 1,000 records but room for 10,000 characters of text (in this process:
+    # the budget is a constructor argument, too big to fill through a real app in a test)
+    from cpinspect.agent.logcapture import LogRing
+
+    ring = LogRing(1000, max_total_chars=10000)
+    # WHEN 100 records of 1,000 characters arrive
+    for i in range(100):
+        ring.append(
+            (float(i), 20, "INFO", "cherrypy.error", "m" * 1000, 0, None, 1, "t", None, None), 1000
+        )
+    # THEN only the newest 10 are held, within the budget, with consecutive seqs ending at 100
+    items, latest = ring.copy()
+    assert latest == 100 and [it[0] for it in items] == list(range(91, 101))
+    assert ring.chars == 10000
+
+
+def test_a_fork_while_another_thread_holds_the_ring_lock_does_not_hang_the_child() -> None:
+    # GIVEN a ring whose lock another thread holds (as a worker logging at the moment a
+    # daemonizer forks) -- in this process: fork() is the event under test
+    import os
+    import signal
+    import time
+
+    from cpinspect.agent.logcapture import LogRing
+
+    ring = LogRing(100)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with ring._lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold, daemon=True)
+    t.start()
+    assert held.wait(5)
+    # WHEN the process forks and the child logs
+    pid = os.fork()
+    if pid == 0:  # the child: append once, exit 0 (a hang is killed by the parent below)
+        try:
+            ring.append(
+                (0.0, 20, "INFO", "cherrypy.error", "child", 0, None, 1, "t", None, None), 5
+            )
+        finally:
+            os._exit(0)
+    release.set()
+    t.join(5)
+    # THEN the child finished on its own, promptly
+    deadline = time.monotonic() + 10
+    status = None
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError("the forked child hung on the ring's lock")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
