@@ -1,6 +1,6 @@
 """The agent's log capture under a burst: 5,000 records/s for 60 s, followed like the inspector.
 
-    python bench/log_burst.py [--quick] [--rate 5000] [--seconds 60] [--rounds 3]
+    python bench/log_burst.py [--quick] [--rate 5000] [--seconds 60] [--rounds 4]
 
 Two parts, each on a freshly started CherryPy server (``--serve`` below: a trivial app with the
 agent installed, log.screen off and no files, like a production app whose errors go nowhere):
@@ -266,8 +266,8 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=5000, help="records/s (5000)")
     parser.add_argument("--seconds", type=float, default=None, help="burst length (60)")
     parser.add_argument("--interval", type=float, default=0.5, help="follow interval (0.5)")
-    parser.add_argument("--rounds", type=int, default=None, help="rate rounds (3)")
-    parser.add_argument("--rate-seconds", type=float, default=None, help="s per rate run (4)")
+    parser.add_argument("--rounds", type=int, default=None, help="rate rounds (4)")
+    parser.add_argument("--rate-seconds", type=float, default=None, help="s per rate run (3)")
     parser.add_argument("--skip-burst", action="store_true")
     parser.add_argument("--skip-rate", action="store_true")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -277,8 +277,8 @@ def main() -> int:
     if args.serve:
         return serve_main(not args.no_capture, args.cpu)
     seconds = args.seconds if args.seconds is not None else (10.0 if args.quick else 60.0)
-    rounds = args.rounds if args.rounds is not None else (2 if args.quick else 3)
-    rate_seconds = args.rate_seconds or (2.0 if args.quick else 4.0)
+    rounds = args.rounds if args.rounds is not None else (2 if args.quick else 4)
+    rate_seconds = args.rate_seconds or (2.0 if args.quick else 3.0)
     if args.rate < 1 or seconds <= 0 or rounds < 1 or args.interval <= 0:
         parser.error("--rate, --seconds, --rounds and --interval must be positive")
 
