@@ -40,6 +40,7 @@ from cpinspect.tui.messages import (
     PartLoaded,
     PartWanted,
     Polled,
+    ShowRecords,
     ShowThread,
 )
 from cpinspect.tui.panels import PanelContext, PanelSpec, PanelView, panels_for
@@ -49,6 +50,7 @@ from cpinspect.tui.screens.locals import LocalsScreen, describe_error
 from cpinspect.tui.store import Store
 from cpinspect.tui.widgets.banner import Banner, banner_lines
 from cpinspect.tui.widgets.header_bar import HeaderBar, HeaderState
+from cpinspect.tui.widgets.log_panel import LogPanel, LogView
 from cpinspect.tui.widgets.pool_bar import PoolBar, PoolBarState
 from cpinspect.tui.widgets.routes_panel import RoutesPanel
 from cpinspect.tui.widgets.threads_panel import ThreadsPanel
@@ -209,6 +211,12 @@ class InspectorApp(App[None]):
     def routes_panel(self) -> RoutesPanel:
         panel = self.panels["routes"]
         assert isinstance(panel, RoutesPanel)
+        return panel
+
+    @property
+    def log_panel(self) -> LogPanel:
+        panel = self.panels["log"]
+        assert isinstance(panel, LogPanel)
         return panel
 
     @property
@@ -454,6 +462,24 @@ class InspectorApp(App[None]):
         else:
             self.notify("that thread is no longer in the data on screen", severity="warning")
 
+    @on(ShowRecords)
+    def _show_records(self, message: ShowRecords) -> None:
+        """The Threads tab's jump to the log records of a thread's request."""
+        message.stop()
+        threads = self.store.threads
+        thread = threads.by_ident().get(message.ident) if threads is not None else None
+        if thread is None or thread.request is None:
+            self.notify("that thread serves no request now", severity="warning")
+            return
+        self.log_panel.filter_request(thread.ident, thread.request, thread.name)
+        self.action_show_tab("log")
+
+    @on(LogPanel.CaptionChanged)
+    def _log_caption(self, message: LogPanel.CaptionChanged) -> None:
+        tab = self.tabs.get_tab("log")
+        spec = next(s for s in self.panel_specs if s.id == "log")
+        tab.label = f"{tab_label(spec)} · {message.panel.caption}"
+
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id is not None:
@@ -650,7 +676,13 @@ class InspectorApp(App[None]):
         """Every key worth knowing, from the bindings themselves."""
         rows: List[KeyHelp] = [
             (self.get_key_display(binding), binding.tooltip or binding.description)
-            for binding in [*self.BINDINGS, *ThreadsPanel.BINDINGS, *RoutesPanel.BINDINGS]
+            for binding in [
+                *self.BINDINGS,
+                *ThreadsPanel.BINDINGS,
+                *RoutesPanel.BINDINGS,
+                *LogPanel.BINDINGS,
+                *LogView.BINDINGS,
+            ]
             if isinstance(binding, Binding) and self._offered(binding.action)
         ]
         rows.extend((spec.key, f"The {spec.title} tab") for spec in self.panel_specs)

@@ -120,3 +120,12 @@ class ShowThread(Message):
     def __init__(self, ident: int) -> None:
         super().__init__()
         self.ident = ident
+
+
+class ShowRecords(Message):
+    """The Threads tab asks to show the log records of one thread's request (``e``): the App
+    switches to the Log tab filtered on it."""
+
+    def __init__(self, ident: int) -> None:
+        super().__init__()
+        self.ident = ident

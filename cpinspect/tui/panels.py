@@ -80,6 +80,12 @@ def _routes(ctx: PanelContext) -> Widget:
     )
 
 
+def _log(ctx: PanelContext) -> Widget:
+    from cpinspect.tui.widgets.log_panel import LogPanel
+
+    return LogPanel(id="log-panel")
+
+
 def _series(ctx: PanelContext) -> Widget:
     from cpinspect.tui.widgets.series_panel import SeriesPanel
 
@@ -101,10 +107,12 @@ def _read_series(poller: Poller) -> Any:
 PANELS: Tuple[PanelSpec, ...] = (
     PanelSpec("threads", "Threads", "1", _threads),
     PanelSpec("routes", "Routes", "2", _routes, part="routes", read=_read_routes),
+    # The log comes with every poll (Store.log), not as a part read on first view.
+    PanelSpec("log", "Log", "4", _log),
     PanelSpec(
         "series",
         "Series",
-        "3",
+        "5",
         _series,
         part="series",
         read=_read_series,

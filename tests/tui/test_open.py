@@ -152,7 +152,7 @@ async def test_a_series_steps_with_brackets_and_shows_what_held(tmp_path: Path) 
         await pilot.pause()
         assert "3/3" in header(app)
         # WHEN the Series tab is shown
-        await pilot.press("3")
+        await pilot.press("5")
         panel = app.query_one(SeriesPanel)
         await wait_until(pilot, lambda: "Across all 3" in panel.text, what="the series")
         # THEN the stuck export requests are named, and the fast route is not a hang

@@ -201,6 +201,9 @@ class ThreadsTable(DataTable[Text]):
             for key, cells in rows:
                 for spec in specs:
                     self.update_cell(key, spec.key, cells[spec.key])
+            if select in keys and keys.index(select) != previous_row:
+                # Asked for another row of the same table (a jump from another panel).
+                self.move_cursor(row=keys.index(select), animate=False)
             return
         scroll_y = self.scroll_y
         self.clear(columns=specs != self._specs)
