@@ -22,6 +22,7 @@ SUBCOMMANDS = (
     "demo",
     "routes",
     "resolve",
+    "logs",
 )
 
 INTERNAL_ERROR = 70

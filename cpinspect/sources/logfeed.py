@@ -79,6 +79,8 @@ class LogFeed:
         self.routing: Optional[LogRouting] = None
         self.no_endpoint = ""
         """Why the agent is not asked (it has no /v1/log)."""
+        self.last_error: Optional[CpinspectError] = None
+        """What the last ring read failed with (None when it answered)."""
         self._dedupe = Deduper()
         self._reads = 0
         self._info_files: Tuple[Optional[str], Optional[str]] = (None, None)
@@ -120,6 +122,11 @@ class LogFeed:
         return LogBatch(tuple(entries), self.state, tuple(warnings))
 
     @property
+    def files_followed(self) -> bool:
+        """Some log file is known to follow."""
+        return self.files is not None and bool(self.files.tails)
+
+    @property
     def state(self) -> LogState:
         return LogState(
             buffer=self.buffer,
@@ -154,6 +161,7 @@ class LogFeed:
     def _read_ring(self, warnings: List[str]) -> List[LogEntry]:
         assert self.source is not None
         out: List[LogEntry] = []
+        self.last_error = None
         try:
             if self.cursor is None:
                 probe = self.source.log(after=0, limit=1)
@@ -184,11 +192,13 @@ class LogFeed:
                 if not page.more:
                     break
         except EndpointError as exc:
+            self.last_error = exc
             if "has no" in str(exc):
                 self.no_endpoint = "log records need a newer agent: %s" % exc
             else:
                 warnings.append("log not read: %s" % exc)
         except CpinspectError as exc:
+            self.last_error = exc
             warnings.append("log not read: %s" % exc)
         except Exception as exc:  # noqa: BLE001 - never break the threads poll
             warnings.append("log not read: %s: %s" % (type(exc).__name__, exc))
