@@ -21,7 +21,14 @@ from typing import List
 from cpinspect import __version__
 from cpinspect.cli.common import add_target_arguments, open_from_args
 from cpinspect.errors import AgentUnavailable, CpinspectError, PySpyMissing
-from cpinspect.model import Snapshot, SourceKind, ThreadLocals, ThreadsSnapshot
+from cpinspect.model import (
+    SNAPSHOT_LOG_RECORDS,
+    LogRecord,
+    Snapshot,
+    SourceKind,
+    ThreadLocals,
+    ThreadsSnapshot,
+)
 from cpinspect.protocol import snapshots_document
 from cpinspect.snapshots import with_source_lines
 from cpinspect.sources.base import Capability, LinkState, Poller, Update
@@ -83,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
             notes=tuple(notes) + update.warnings,
             stale=update.stale,
             gil_holder=update.gil_holder,
+            log=tuple(e for e in update.log if isinstance(e, LogRecord))[-SNAPSHOT_LOG_RECORDS:],
+            log_state=update.log_state,
             revealed=args.show_secrets,
             cpinspect=__version__,
         )

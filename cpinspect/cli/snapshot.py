@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 
 from cpinspect.cli.common import add_target_arguments
 from cpinspect.errors import CpinspectError, PySpyMissing, TargetGone, UsageError
-from cpinspect.model import Snapshot, ThreadLocals
+from cpinspect.model import SNAPSHOT_LOG_RECORDS, LogRecord, Snapshot, ThreadLocals
 
 MAX_COUNT = 1000
 """Snapshots in one series at most (a bundle is kept in memory until it is written)."""
@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     for note in opened.notes:
         print("note: %s" % note, file=sys.stderr)
     taken: List[Snapshot] = []
+    records: List[LogRecord] = []
+    """Every record read so far: each snapshot of a series carries the recent ones."""
     interrupted = False
     lost = ""
     try:
@@ -106,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
                 # The session would go on answering with the last data: that is not a reading.
                 lost = (update.message or "the target stopped answering").split(" — ")[0]
                 break
-            snapshot = snapshot_from_update(update, routes=routes)
+            records.extend(e for e in update.log if isinstance(e, LogRecord))
+            del records[: max(0, len(records) - 10 * SNAPSHOT_LOG_RECORDS)]
+            snapshot = snapshot_from_update(update, routes=routes, log=records)
             if args.locals:
                 snapshot = replace(snapshot, locals=_locals(session, snapshot))
             taken.append(with_source_lines(snapshot, opened.source_lines))

@@ -207,3 +207,32 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(
         assert "invalid choice" in result.stderr and "Traceback" not in result.stderr
     else:
         assert_one_line(result.stderr, *words)
+
+
+def test_a_snapshot_and_dump_carry_the_recent_records(tmp_path: Path) -> None:
+    # GIVEN an app with the agent whose handler just failed
+    with log_app(tmp_path) as app:
+        tag = marker()
+        assert app.get("/boom?marker=" + tag) == 500
+        # WHEN a snapshot is taken, and a JSON dump
+        shot = run_cli("snapshot", str(app.pid), "-o", str(tmp_path), "--no-routes")
+        dump = run_cli("dump", str(app.pid), "--json")
+    assert shot.returncode == 0, shot.stderr
+    json_path, txt_path = (Path(p) for p in shot.stdout.splitlines())
+    # THEN the file holds the error record with its traceback and request, read at capture
+    from cpinspect.snapshots import read_snapshots
+
+    (snap,) = read_snapshots(json_path)
+    (error,) = [r for r in snap.log if "handler failed: " + tag in (r.traceback or "")]
+    assert error.request is not None and error.request.path == "/boom"
+    assert snap.log_state is not None and snap.log_state.buffer
+    # AND the report's log section shows it whole
+    report = txt_path.read_text()
+    section = report[report.index("Log (") :]
+    assert "ValueError: handler failed: " + tag in section
+    assert "    Traceback (most recent call last):" in section
+    # AND dump --json has it too
+    assert dump.returncode == 0, dump.stderr
+    doc = json.loads(dump.stdout)
+    logged = doc["snapshots"][0]["log"]
+    assert any("handler failed: " + tag in (r["traceback"] or "") for r in logged)
