@@ -1591,10 +1591,8 @@ def _report_log(snap: Snapshot) -> List[str]:
     warning = log_routing_warning(state.routing if state is not None else None)
     if warning:
         out.append(f"  {warning}")
-    out.append(
-        f"  {len(errors)} errors, {len(failed)} answers 5xx, "
-        f"{sum(1 for r in records if r.status == 404)} answers 404"
-    )
+    missing = sum(1 for r in records if r.access and r.status == 404)
+    out.append(f"  errors: {len(errors)} · 5xx answers: {len(failed)} · 404 answers: {missing}")
     if errors:
         out.append("")
         shown = errors[-REPORT_LOG_ERRORS:]
