@@ -532,6 +532,8 @@ class LogPage:
     routing: Optional[LogRouting] = None
     dropped: int = 0
     """Records lost inside the agent (formatting failed); normally 0."""
+    next: Optional[int] = None
+    """The ``after`` to send next (an older agent may not say: then the last seq returned)."""
     errors: Tuple[str, ...] = ()
 
 

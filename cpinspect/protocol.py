@@ -413,6 +413,7 @@ def log_page_from_json(payload: Any) -> LogPage:
         records=tuple(log_record_from_json(r) for r in _list(d, "records") if isinstance(r, dict)),
         routing=log_routing_from_json(routing) if isinstance(routing, dict) else None,
         dropped=_i(d, "dropped"),
+        next=_opt_i(d, "next"),
         errors=_strs(d, "errors"),
     )
 

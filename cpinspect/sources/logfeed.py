@@ -75,6 +75,7 @@ class LogFeed:
         self.capacity = 0
         self.latest = 0
         self.missed = 0
+        self.dropped = 0
         self.total = 0
         self.routing: Optional[LogRouting] = None
         self.no_endpoint = ""
@@ -186,9 +187,18 @@ class LogFeed:
                     self.cursor = max(self.cursor, record.seq)
                     self._dedupe.seen(record)
                     out.append(record)
-                if not page.records:
+                if page.next is not None and page.next >= self.cursor:
+                    # Past the records a level filter left out, too.
+                    self.cursor = page.next
+                elif not page.records:
                     # Nothing after the cursor (a level filter may hide the rest): move on.
                     self.cursor = max(self.cursor, page.latest)
+                if page.dropped > self.dropped:
+                    warnings.append(
+                        "the agent failed to capture %d log records (formatting failed)"
+                        % page.dropped
+                    )
+                    self.dropped = page.dropped
                 if not page.more:
                     break
         except EndpointError as exc:

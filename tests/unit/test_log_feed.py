@@ -58,6 +58,8 @@ class Ring:
         self.calls.append(after)
         first = self.records[0]["seq"] if self.records else 0
         held = [r for r in self.records if r["seq"] > after]
+        more = len(held) > limit
+        returned = held[:limit]
         return log_page_from_json(
             {
                 "schema": 1,
@@ -69,7 +71,8 @@ class Ring:
                 "first": first,
                 "latest": self.seq,
                 "missed": max(0, first - after - 1) if after < first - 1 else 0,
-                "more": len(held) > limit,
+                "more": more,
+                "next": returned[-1]["seq"] if more else self.seq,
                 "routing": {
                     "screen": False,
                     "error_file": None,
@@ -78,7 +81,7 @@ class Ring:
                     "goes_nowhere": True,
                     "fix": 'log.error_file = "/var/log/app/error.log"',
                 },
-                "records": held[:limit],
+                "records": returned,
                 "errors": [],
             }
         )
