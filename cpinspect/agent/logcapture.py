@@ -31,7 +31,7 @@ from threading import get_ident
 from types import TracebackType
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
-from .probes.threads import describe_request
+from .probes.threads import RequestAtoms, request_atoms, request_from_atoms
 from .tracking import RequestTracker
 from .wire import LOG_DEFAULT_CAPACITY, LOG_MAX_MESSAGE
 
@@ -51,7 +51,9 @@ _CONTEXT = "\nDuring handling of the above exception, another exception occurred
 _ACCESS_TAIL = re.compile(r'" (\d{3}|-) (\d+|-)(?: |$)')
 
 # One stored record: (seq, created, levelno, levelname, logger, message, cut, traceback,
-# thread ident, thread name, request dict or None, access dict or None, chars).
+# thread ident, thread name, request atoms or None, request source, access (status, size,
+# duration) or None, chars). Plain atoms, no dicts: cheap to build in the app's thread, and
+# invisible to the cyclic GC; the wire dicts are built when the ring is read.
 Stored = Tuple[
     int,
     float,
@@ -63,8 +65,9 @@ Stored = Tuple[
     Optional[str],
     int,
     str,
-    Optional[Dict[str, Any]],
-    Optional[Dict[str, Any]],
+    Optional[RequestAtoms],
+    str,
+    Optional[Tuple[Optional[int], Optional[int], Optional[float]]],
     int,
 ]
 
@@ -208,17 +211,13 @@ def _size_of(response: Any) -> Optional[int]:
     return int(text) if text.isdigit() else None
 
 
-def parse_access_line(message: str) -> Dict[str, Any]:
-    """Status and size from a Combined Log Format line (the fallback when no request is seen)."""
+def parse_access_line(message: str) -> Tuple[Optional[int], Optional[int], Optional[float]]:
+    """(status, size, None) from a Combined Log Format line (when no request is seen)."""
     m = _ACCESS_TAIL.search(message)
     if m is None:
-        return {"status": None, "size": None, "duration": None}
+        return None, None, None
     status, size = m.group(1), m.group(2)
-    return {
-        "status": int(status) if status.isdigit() else None,
-        "size": int(size) if size.isdigit() else None,
-        "duration": None,
-    }
+    return (int(status) if status.isdigit() else None, int(size) if size.isdigit() else None, None)
 
 
 _RINGS: "weakref.WeakSet[LogRing]" = weakref.WeakSet()
@@ -348,26 +347,26 @@ class CaptureHandler(logging.Handler):
             self.cut_records += 1
 
         ident = record.thread or get_ident()
-        request_dict = None
-        access = None
-        request, response, source = self._request_of(ident)
+        # The request in flight on this thread: the tracker's (as /v1/threads uses), else the
+        # thread's own cherrypy.serving (a record from before on_start_resource).
+        atoms: Optional[RequestAtoms] = None
+        source = "hook"
+        response = None
+        tracked = self.tracker.inflight.get(ident)
+        if tracked is not None:
+            request, response = tracked
+        else:
+            request, response, source = self._serving_request()
         if request is not None:
             try:
-                peer = _peer_of(request)
-                request_dict = describe_request(request, response, peer, source)
+                atoms = request_atoms(request, response)
             except Exception:  # noqa: BLE001
-                request_dict = None
+                atoms = None
         name = record.name
+        access: Optional[Tuple[Optional[int], Optional[int], Optional[float]]] = None
         if name.startswith("cherrypy.access"):
             if response is not None:
-                started = getattr(response, "time", None)
-                access = {
-                    "status": _status_of(response),
-                    "size": _size_of(response),
-                    "duration": (
-                        max(0.0, record.created - started) if isinstance(started, float) else None
-                    ),
-                }
+                access = _access_of(response, record.created)
             else:
                 access = parse_access_line(message)
         chars = len(message) + (len(tb) if tb is not None else 0)
@@ -382,16 +381,14 @@ class CaptureHandler(logging.Handler):
                 tb,
                 ident,
                 record.threadName or "",
-                request_dict,
+                atoms,
+                source,
                 access,
             ),
             chars,
         )
 
-    def _request_of(self, ident: int) -> Tuple[Any, Any, str]:
-        tracked = self.tracker.inflight.get(ident)
-        if tracked is not None:
-            return tracked[0], tracked[1], "hook"
+    def _serving_request(self) -> Tuple[Any, Any, str]:
         serving = self._serving
         if serving is None:
             return None, None, ""
@@ -403,12 +400,38 @@ class CaptureHandler(logging.Handler):
         return request, local.get("response"), "serving"
 
 
-def _peer_of(request: Any) -> str:
-    remote = getattr(request, "remote", None)
-    ip = getattr(remote, "ip", None)
+def _access_of(
+    response: Any, created: float
+) -> Tuple[Optional[int], Optional[int], Optional[float]]:
+    """(status, body bytes, duration) of the response being finished on this thread."""
+    status: Optional[int] = None
+    size: Optional[int] = None
+    duration: Optional[float] = None
+    try:
+        raw = response.output_status  # b"404 Not Found"
+        if raw and raw[:3].isdigit():
+            status = int(raw[:3])
+    except Exception:  # noqa: BLE001
+        pass
+    if status is None:
+        status = _status_of(response)
+    try:
+        length = dict.get(response.headers, "Content-Length")
+        if length is not None:
+            text = str(length)
+            size = int(text) if text.isdigit() else None
+    except Exception:  # noqa: BLE001
+        pass
+    started = getattr(response, "time", None)
+    if isinstance(started, float):
+        duration = max(0.0, created - started)
+    return status, size, duration
+
+
+def _peer_from_atoms(atoms: RequestAtoms) -> str:
+    ip, port = atoms[8], atoms[9]
     if not ip:
         return ""
-    port = getattr(remote, "port", None)
     return "%s:%s" % (ip, port) if port not in (None, "", -1) else str(ip)
 
 
@@ -459,6 +482,20 @@ def _suggested_error_file() -> str:
     if name in ("-c", "_c", "__main__"):
         name = "app"
     return "/var/log/%s/error.log" % name
+
+
+def _request_dict(atoms: Optional[RequestAtoms], source: str) -> Optional[Dict[str, Any]]:
+    if atoms is None:
+        return None
+    return request_from_atoms(atoms, _peer_from_atoms(atoms), source)
+
+
+def _access_dict(
+    access: Optional[Tuple[Optional[int], Optional[int], Optional[float]]],
+) -> Optional[Dict[str, Any]]:
+    if access is None:
+        return None
+    return {"status": access[0], "size": access[1], "duration": access[2]}
 
 
 class LogCapture:
@@ -618,8 +655,8 @@ class LogCapture:
                     "cut": item[6],
                     "traceback": item[7],
                     "thread": {"ident": item[8], "name": item[9]},
-                    "request": item[10],
-                    "access": item[11],
+                    "request": _request_dict(item[10], item[11]),
+                    "access": _access_dict(item[12]),
                 }
             )
             last = item[0]

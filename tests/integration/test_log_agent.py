@@ -444,7 +444,8 @@ def test_the_ring_bounds_its_text_too_and_counts_what_went() -> None:
     # WHEN 100 records of 1,000 characters arrive
     for i in range(100):
         ring.append(
-            (float(i), 20, "INFO", "cherrypy.error", "m" * 1000, 0, None, 1, "t", None, None), 1000
+            (float(i), 20, "INFO", "cherrypy.error", "m" * 1000, 0, None, 1, "t", None, "", None),
+            1000,
         )
     # THEN only the newest 10 are held, within the budget, with consecutive seqs ending at 100
     items, latest = ring.copy()
@@ -478,7 +479,7 @@ def test_a_fork_while_another_thread_holds_the_ring_lock_does_not_hang_the_child
     if pid == 0:  # the child: append once, exit 0 (a hang is killed by the parent below)
         try:
             ring.append(
-                (0.0, 20, "INFO", "cherrypy.error", "child", 0, None, 1, "t", None, None), 5
+                (0.0, 20, "INFO", "cherrypy.error", "child", 0, None, 1, "t", None, "", None), 5
             )
         finally:
             os._exit(0)

@@ -74,33 +74,66 @@ def handler_name(request: Any) -> Optional[str]:
 
 
 def _first_header(request: Any, name: str) -> str:
+    """``name`` must be given title-cased: HeaderMap stores its keys so, and a plain dict
+    lookup skips its per-call key transform (this runs for every logged request)."""
     try:
-        value = request.headers.get(name)
+        headers = request.headers
+        value = dict.get(headers, name) if isinstance(headers, dict) else None
+        if value is None:
+            value = headers.get(name)
     except Exception:  # noqa: BLE001
         return ""
     return str(value) if value else ""
 
 
-def describe_request(request: Any, response: Any, peer: str, source: str) -> Dict[str, Any]:
-    """The wire dict of a CherryPy request. Never headers: Cookie/Authorization stay inside."""
+RequestAtoms = Tuple[str, str, str, str, str, Any, Optional[str], Any, str, Any]
+"""What a request's wire dict is built from, read cheaply off the live objects: (method,
+script_name, path_info, query_string, client, started, handler, stage, remote ip, remote
+port). The log capture keeps these per record and builds the dict when it is read."""
+
+
+def request_atoms(request: Any, response: Any) -> RequestAtoms:
+    """The raw fields of a CherryPy request (attribute reads only; no formatting)."""
     remote = getattr(request, "remote", None)
     remote_ip = str(getattr(remote, "ip", "") or "")
-    forwarded = _first_header(request, "X-Forwarded-For").split(",")[0].strip()
-    script = getattr(request, "script_name", "") or ""
-    path_info = getattr(request, "path_info", "") or ""
+    forwarded = _first_header(request, "X-Forwarded-For")
+    if forwarded:
+        forwarded = forwarded.split(",")[0].strip()
     started = getattr(response, "time", None) if response is not None else None
+    return (
+        str(getattr(request, "method", "") or ""),
+        getattr(request, "script_name", "") or "",
+        getattr(request, "path_info", "") or "",
+        getattr(request, "query_string", "") or "",
+        forwarded or remote_ip,
+        started,
+        handler_name(request),
+        getattr(request, "stage", None),
+        remote_ip,
+        getattr(remote, "port", None),
+    )
+
+
+def request_from_atoms(atoms: RequestAtoms, peer: str, source: str) -> Dict[str, Any]:
+    """The wire dict (``/v1/threads`` "request"): redacted, cut. Never headers."""
+    method, script, path_info, query, client, started, handler, stage, _ip, _port = atoms
     return {
-        "method": str(getattr(request, "method", "") or ""),
+        "method": method,
         "path": (script + path_info)[:2048],
-        "query": redact_query(getattr(request, "query_string", "") or ""),
-        "client": (forwarded or remote_ip)[:256],
+        "query": redact_query(query),
+        "client": client[:256],
         "peer": peer,
         "started_at": started if isinstance(started, float) else None,
-        "handler": handler_name(request),
-        "stage": getattr(request, "stage", None),
+        "handler": handler,
+        "stage": stage,
         "app": script,
         "source": source,
     }
+
+
+def describe_request(request: Any, response: Any, peer: str, source: str) -> Dict[str, Any]:
+    """The wire dict of a CherryPy request. Never headers: Cookie/Authorization stay inside."""
+    return request_from_atoms(request_atoms(request, response), peer, source)
 
 
 def find_cherrypy_request(frame: Optional[FrameType]) -> Tuple[Any, Any]:
