@@ -1,6 +1,6 @@
 """The agent's log capture under a burst: 5,000 records/s for 60 s, followed like the inspector.
 
-    python bench/log_burst.py [--quick] [--rate 5000] [--seconds 60] [--rounds 4]
+    python bench/log_burst.py [--quick] [--rate 5000] [--seconds 60] [--rounds 10]
 
 Two parts, each on a freshly started CherryPy server (``--serve`` below: a trivial app with the
 agent installed, log.screen off and no files, like a production app whose errors go nowhere):
@@ -13,11 +13,12 @@ burst   A thread in the target logs ``--rate`` records/s (1 in 100 an ERROR with
         size, and the target's RSS over time (the agent lives in it: it must level off).
 rate    The app's request rate with capture on vs off: the agent installed either way, its log
         handler detached in "off" (so the ratio is the capture's own cost: one access record per
-        request). Paired rounds alternate the order; the load is agent_overhead.py's client
-        (4 keep-alive connections, ``GET /``). Server pinned to one CPU, client to the other.
-        Goal: median ratio >= 0.98.
+        request). Both servers run at once on one CPU, the client (4 keep-alive connections,
+        ``GET /``, threads of this process) on the other; ``--rounds`` pairs of short windows
+        alternate between them, the order flipping each pair. Goal: median ratio >= 0.98.
 
-``--quick``: a 10 s burst and 2 short rounds.
+Before both, the handler's CPU cost per record by kind, measured in this process.
+``--quick``: a 10 s burst and 4 pairs.
 """
 
 from __future__ import annotations
@@ -25,14 +26,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import psutil
-from benchlib import Server, agent_get, agent_get_raw, can_pin, machine, median, pin, start_ready
+from benchlib import (
+    ROOT,
+    Server,
+    agent_get,
+    agent_get_raw,
+    can_pin,
+    machine,
+    median,
+    pin,
+    start_ready,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -221,43 +231,147 @@ def burst(rate: int, seconds: float, interval: float) -> Dict[str, Any]:
         srv.stop()
 
 
+# --- emit cost --------------------------------------------------------------------------------
+
+
+def emit_costs(n: int = 20000) -> Dict[str, float]:
+    """Microseconds of CPU the capture handler adds per record, by kind, measured in this process
+    inside a real CherryPy request (app.get_serving + Request.run, no socket): the best of 5."""
+    import io
+    import logging
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # this checkout's agent, not an installed one
+    import cherrypy
+    from cherrypy.lib import httputil
+
+    from cpinspect.agent.logcapture import LogCapture
+    from cpinspect.agent.tracking import RequestTracker
+
+    cherrypy.config.update({"log.screen": False, "checker.on": False})
+    tracker = RequestTracker()
+    tracker.attach()
+    capture = LogCapture(tracker, 10000)
+    out: Dict[str, float] = {}
+
+    def best(fn: Any) -> float:
+        times = []
+        for _ in range(5):
+            t0 = time.process_time()
+            for _ in range(n):
+                fn()
+            times.append((time.process_time() - t0) / n * 1e6)
+        return min(times)
+
+    def records() -> Dict[str, logging.LogRecord]:
+        access = '127.0.0.1 - - [01/Dec/2026:10:00:00] "GET /?a=1 HTTP/1.1" 200 2 "" ""'
+        make = logging.getLogger("cherrypy.access").makeRecord
+        try:
+            raise ValueError("for the traceback")
+        except ValueError:
+            exc = sys.exc_info()
+        return {
+            "access record": make("cherrypy.access", 20, "x", 1, access, (), None),
+            "error-log line": make("cherrypy.error", 20, "x", 1, "[date]  a message", (), None),
+            "ERROR with traceback": make("cherrypy.error", 40, "x", 1, "[date] HTTP ", (), exc),
+        }
+
+    kinds: List[str] = []
+
+    class Root:
+        @cherrypy.expose
+        def index(self, **params: Any) -> str:
+            response = cherrypy.serving.response
+            response.output_status = b"200 OK"
+            response.headers["Content-Length"] = "2"
+            suffix = " in a request" + (" with a query" if params else "")
+            handle = capture.handler.handle
+            for kind, rec in records().items():
+                if kind in kinds:
+                    out[kind + suffix] = best(lambda rec=rec: handle(rec))
+            return "ok"
+
+    app = cherrypy.tree.mount(Root(), "/emit-cost")
+    local = httputil.Host("127.0.0.1", 8080, "")
+    remote = httputil.Host("127.0.0.1", 5555, "")
+    for query, wanted in (("", list(records())), ("a=1&token=x", ["access record"])):
+        kinds[:] = wanted
+        req, _resp = app.get_serving(local, remote, "http", "HTTP/1.1")
+        req.run("GET", "/emit-cost/", query, "HTTP/1.1", [("Host", "127.0.0.1")], io.BytesIO())
+        app.release_serving()
+    outside = records()["error-log line"]
+    out["error-log line outside a request"] = best(lambda: capture.handler.handle(outside))
+    tracker.detach()
+    if len(out) != 5:
+        raise RuntimeError("the emit-cost requests failed: %s" % sorted(out))
+    return out
+
+
 # --- rate ----------------------------------------------------------------------------------------
 
 
-def request_rate(
-    capture: bool, seconds: float, warmup: float, cpus: Tuple[int, int]
-) -> Tuple[float, float]:
-    """(requests/s, server CPU microseconds per request) with capture on or off."""
-    srv = start(capture, cpus[0])
+def load_window(port: int, seconds: float, connections: int = 4) -> Tuple[int, int]:
+    """``GET /`` back to back on ``connections`` keep-alive connections: (answered, failed)."""
+    import http.client
+
+    end = time.monotonic() + seconds
+    done = [0] * connections
+    failed = [0] * connections
+
+    def worker(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while time.monotonic() < end:
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                response.read()
+                if response.status == 200:
+                    done[i] += 1
+                else:
+                    failed[i] += 1
+            except (OSError, http.client.HTTPException):
+                failed[i] += 1
+                conn.close()
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 30)
+    return sum(done), sum(failed)
+
+
+def request_rates(
+    pairs: int, window: float, cpus: Tuple[int, int]
+) -> List[Tuple[bool, float, float, float, float]]:
+    """Both servers (capture on, capture off) started once on the same CPU; short windows
+    alternate between them (on/off, then off/on ...), so a burst of load from elsewhere on the
+    machine hits both sides of a pair alike. Per pair: (on first?, on req/s, off req/s,
+    on CPU us/req, off CPU us/req)."""
+    servers = {True: start(True, cpus[0]), False: start(False, cpus[0])}
     try:
-        target = psutil.Process(srv.pid)
-        client = subprocess.Popen(
-            [
-                *(sys.executable, os.path.join(HERE, "agent_overhead.py")),
-                *("--client", str(srv.port)),
-                *("--seconds", str(seconds), "--warmup", str(warmup)),
-                *("--connections", "4", "--cpu", str(cpus[1])),
-            ],
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        try:
-            assert client.stdout is not None
-            if client.stdout.readline().strip() != "GO":
-                raise RuntimeError("the load client failed to start")
-            cpu0 = sum(target.cpu_times()[:2])
-            result = json.loads(client.stdout.readline())
-            cpu1 = sum(target.cpu_times()[:2])
-            client.wait(30)
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
-        requests = max(1, int(result["requests"]))
-        return requests / float(result["seconds"]), (cpu1 - cpu0) / requests * 1e6
+        procs = {c: psutil.Process(srv.pid) for c, srv in servers.items()}
+        for c in servers:  # warm up
+            load_window(servers[c].port, 0.5)
+        out = []
+        for r in range(pairs):
+            order = (True, False) if r % 2 == 0 else (False, True)
+            rps: Dict[bool, float] = {}
+            cpu: Dict[bool, float] = {}
+            for c in order:
+                cpu0 = sum(procs[c].cpu_times()[:2])
+                t0 = time.monotonic()
+                done, _failed = load_window(servers[c].port, window)
+                elapsed = time.monotonic() - t0
+                cpu1 = sum(procs[c].cpu_times()[:2])
+                rps[c] = done / elapsed
+                cpu[c] = (cpu1 - cpu0) / max(1, done) * 1e6
+            out.append((order[0], rps[True], rps[False], cpu[True], cpu[False]))
+        return out
     finally:
-        srv.stop()
+        for srv in servers.values():
+            srv.stop()
 
 
 def main() -> int:
@@ -266,8 +380,8 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=5000, help="records/s (5000)")
     parser.add_argument("--seconds", type=float, default=None, help="burst length (60)")
     parser.add_argument("--interval", type=float, default=0.5, help="follow interval (0.5)")
-    parser.add_argument("--rounds", type=int, default=None, help="rate rounds (4)")
-    parser.add_argument("--rate-seconds", type=float, default=None, help="s per rate run (3)")
+    parser.add_argument("--rounds", type=int, default=None, help="on/off pairs (10)")
+    parser.add_argument("--rate-seconds", type=float, default=None, help="s per window (1.25)")
     parser.add_argument("--skip-burst", action="store_true")
     parser.add_argument("--skip-rate", action="store_true")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -277,12 +391,16 @@ def main() -> int:
     if args.serve:
         return serve_main(not args.no_capture, args.cpu)
     seconds = args.seconds if args.seconds is not None else (10.0 if args.quick else 60.0)
-    rounds = args.rounds if args.rounds is not None else (2 if args.quick else 4)
-    rate_seconds = args.rate_seconds or (2.0 if args.quick else 3.0)
+    rounds = args.rounds if args.rounds is not None else (4 if args.quick else 10)
+    rate_seconds = args.rate_seconds or 1.25
     if args.rate < 1 or seconds <= 0 or rounds < 1 or args.interval <= 0:
         parser.error("--rate, --seconds, --rounds and --interval must be positive")
 
     print(f"log_burst: {machine()}")
+    costs = emit_costs()
+    print("\ncapture handler CPU per record (in-process, best of 5 x 20,000):")
+    for kind, us in costs.items():
+        print(f"  {kind:<44} {us:5.1f} us")
     if not args.skip_burst:
         print(
             f"\nburst: {args.rate} records/s for {seconds:g} s (1 in 100 with a traceback), "
@@ -326,23 +444,18 @@ def main() -> int:
             cpus = (first, second)
             pin(second)
         print(
-            f"\nrate: {rounds} paired rounds, {rate_seconds:g} s each after 0.5 s warm-up, "
+            f"\nrate: {rounds} pairs of {rate_seconds:g} s windows, capture on vs off, "
             f"4 keep-alive connections, pool 8, "
-            + (f"server on CPU {cpus[0]}, client on CPU {cpus[1]}" if pinned else "not pinned")
+            + (f"servers on CPU {cpus[0]}, client on CPU {cpus[1]}" if pinned else "not pinned")
         )
-        ratios: List[float] = []
-        cpu_ratios: List[float] = []
-        for r in range(rounds):
-            order = (True, False) if r % 2 == 0 else (False, True)
-            runs = {c: request_rate(c, rate_seconds, 0.5, cpus) for c in order}
-            (on_rps, on_cpu), (off_rps, off_cpu) = runs[True], runs[False]
-            ratios.append(on_rps / off_rps)
-            cpu_ratios.append(on_cpu / off_cpu)
+        pairs = request_rates(rounds, rate_seconds, cpus)
+        ratios = [on / off for _first, on, off, _c1, _c2 in pairs]
+        cpu_ratios = [c_on / c_off for _first, _on, _off, c_on, c_off in pairs]
+        for i, (on_first, on, off, c_on, c_off) in enumerate(pairs):
             print(
-                f"  round {r + 1} ({'on -> off' if order[0] else 'off -> on'}): "
-                f"off {off_rps:6.0f} req/s {off_cpu:4.0f} us/req | "
-                f"on {on_rps:6.0f} req/s {on_cpu:4.0f} us/req ({on_rps / off_rps:.3f})",
-                flush=True,
+                f"  pair {i + 1:2d} ({'on -> off' if on_first else 'off -> on'}): "
+                f"off {off:6.0f} req/s {c_off:4.0f} us/req | "
+                f"on {on:6.0f} req/s {c_on:4.0f} us/req ({on / off:.3f})"
             )
         print(
             f"  capture on/off req/s: median {median(ratios):.3f} "
