@@ -148,7 +148,7 @@ class Store:
     def take_log(self, update: Update) -> None:
         """Keep the log records ``update`` brought (called for every update received, also
         while the screen is paused: records are never skipped like stale thread data)."""
-        if update.log_state is not None:
+        if update.log_state is not None or update.log_replace:
             self.log_state = update.log_state
         if update.log_replace:
             self.log.clear()

@@ -283,3 +283,27 @@ def _app_of(pilot: Pilot[Any]) -> InspectorApp:
     app = pilot.app
     assert isinstance(app, InspectorApp)
     return app
+
+
+async def test_an_opened_snapshot_shows_its_captured_records() -> None:
+    # GIVEN a saved snapshot that captured the log (and one without, after it in a series)
+    from dataclasses import replace
+
+    from cpinspect.snapshots import snapshot_from_update
+    from cpinspect.sources.file import FileSession
+
+    with_log = snapshot_from_update(log_update(log_records(), goes_nowhere=True))
+    without = replace(with_log, taken_at=T0 + 5, log=(), log_state=None)
+    session = FileSession("shop.json", [with_log, without])
+    app = make_app(session)  # type: ignore[arg-type]
+    async with app.run_test(size=(140, 30)) as pilot:
+        panel = await open_log(pilot)
+        # THEN its records show, offline, with the routing line it captured
+        assert len(lines(panel)) == 8 and "KeyError: 'sku-17'" in lines(panel)[6]
+        assert "errors go nowhere" in panel.routing_text
+        # WHEN the series steps to the next snapshot
+        await pilot.press("right_square_bracket")
+        await wait_until(pilot, lambda: not lines(panel), what="the next snapshot's (empty) log")
+        # THEN that snapshot's log replaces the first one's (nothing carried over)
+        assert len(app.store.log) == 0 and app.store.log_state is None
+        assert not panel.query_one("#log-routing").display
