@@ -236,3 +236,39 @@ def test_a_snapshot_and_dump_carry_the_recent_records(tmp_path: Path) -> None:
     doc = json.loads(dump.stdout)
     logged = doc["snapshots"][0]["log"]
     assert any("handler failed: " + tag in (r["traceback"] or "") for r in logged)
+
+
+def test_a_process_read_by_py_spy_alone_still_shows_its_log_files(tmp_path: Path) -> None:
+    from cpinspect.model import LogOrigin, LogRecord
+    from cpinspect.sources.live import PySpySession
+    from cpinspect.sources.open import pyspy_for
+
+    # GIVEN an app with no agent writing an error file, inspected as `attach` does (py-spy)
+    error_file = tmp_path / "error.log"
+    with log_app(tmp_path, "--agent", "none", "--error-file", str(error_file)) as app:
+        spy = pyspy_for(app.pid)
+        if spy is None:
+            pytest.skip("py-spy cannot read processes here")
+        session = PySpySession(spy, app.pid)
+        try:
+            session.poll()
+            # WHEN a handler fails
+            tag = marker()
+            assert app.get("/boom?marker=" + tag) == 500
+
+            # THEN the polls bring its record from the file, traceback whole
+            def arrived() -> Any:
+                update = session.poll()
+                return [
+                    e for e in update.log if isinstance(e, LogRecord) and tag in (e.traceback or "")
+                ]
+
+            (record,) = wait_for(arrived, timeout=15, what="the file's record")  # type: ignore[misc]
+            assert record.origin is LogOrigin.ERROR_FILE and record.level == "ERROR"
+            state = session.poll().log_state
+            assert state is not None
+            assert [(f.kind, f.path, f.found_by) for f in state.files] == [
+                ("error", str(error_file), "fd")
+            ]
+        finally:
+            session.close()
