@@ -49,7 +49,7 @@ class ThreadsPanel(Vertical):
         Binding(
             "e",
             "records",
-            "Its log",
+            "Log",
             tooltip="The log records of the selected thread's request (Log tab)",
         ),
         Binding(
