@@ -507,6 +507,8 @@ class LogCapture:
         self._attached: List[logging.Logger] = []
         self._apps: Dict[str, Optional[str]] = {}  # logger name -> script_name
         self._lock = threading.Lock()
+        self.reattached = 0
+        """Times the handler was found removed from a logger it was attached to, and re-added."""
 
     # Installation.
 
@@ -538,6 +540,12 @@ class LogCapture:
         with self._lock:
             if not self._attached:
                 return  # detached meanwhile
+            for attached in self._attached:
+                if self.handler not in attached.handlers:
+                    # The app replaced the handler list (logging.config.dictConfig does): come
+                    # back, last again, and count it (every answer's errors say so).
+                    _add_cow(attached, self.handler)
+                    self.reattached += 1
             for script_name, app in apps:
                 log = getattr(app, "log", None)
                 for logger in (getattr(log, "error_log", None), getattr(log, "access_log", None)):
@@ -676,6 +684,12 @@ class LogCapture:
             }
         if self.handler.failed:
             errors.append("%d records could not be captured" % self.handler.failed)
+        if self.reattached:
+            errors.append(
+                "the capture handler was removed from CherryPy's loggers %d time(s) (the app's"
+                " logging configuration?) and put back: records logged meanwhile are not here"
+                % self.reattached
+            )
         return {
             "taken_at": time.time(),
             "buffer": self.ring.buffer_id,

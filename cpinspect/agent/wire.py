@@ -173,7 +173,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #                 "access": null | {"status": int|null, "size": int|null (body bytes),
 #                                   "duration": float|null (seconds from REQ.started_at,
 #                                                           response.time, to the access line)}}],
-#    "errors": [str]}
+#    "errors": [str] (e.g. the handler was found removed from CherryPy's loggers (a logging
+#                     reconfiguration) and put back: records logged meanwhile are missing)}
 #   Ordered by seq, ascending. Access records: "access" is set (from the finished request and
 #   response on the logging thread; parsed from the access line only as a fallback).
 #

@@ -119,6 +119,13 @@ class Root:
         return "ok"
 
     @cherrypy.expose
+    def reset_logging(self):
+        """Replace the global error logger's handlers, as logging.config.dictConfig would."""
+        logger = logging.getLogger("cherrypy.error")
+        logger.handlers = [h for h in logger.handlers if type(h).__name__ == "NullHandler"]
+        return "reset"
+
+    @cherrypy.expose
     def mount_late(self):
         """Mount ``/late`` now, after the agent: its loggers do not propagate."""
         if "/late" not in cherrypy.tree.apps:

@@ -498,3 +498,15 @@ def test_a_fork_while_another_thread_holds_the_ring_lock_does_not_hang_the_child
         os.waitpid(pid, 0)
         raise AssertionError("the forked child hung on the ring's lock")
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_a_logging_reconfiguration_that_drops_the_handler_is_undone_and_said(app: LogApp) -> None:
+    # GIVEN the app replaces cherrypy.error's handler list (as logging.config.dictConfig does)
+    assert app.get("/reset_logging").text == "reset"
+    # WHEN the inspector reads
+    page = app.log("?limit=1")
+    # THEN the answer says capture was interrupted, and records are captured again
+    assert any("capture handler was removed" in e for e in page["errors"])
+    marker = _marker()
+    app.get("/say?msg=after-reset-" + marker)
+    app.records_with("after-reset-" + marker)
