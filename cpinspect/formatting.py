@@ -1504,15 +1504,58 @@ def log_record_line(record: LogRecord) -> str:
     return "  ".join(p for p in parts if p)
 
 
-def log_record_details(record: LogRecord) -> List[str]:
-    """The lines under an expanded record: the rest of the message, the traceback, and where
-    it came from (logger, thread, request)."""
+TRACEBACK_FRAME = re.compile(r'^(\s*)File "(.+)", line (\d+), in ')
+READ_NOW = "  (source read now)"
+"""After a source line the agent could not give (it reads no files) and the inspector read."""
+
+
+def traceback_frames_without_source(traceback: str) -> List[Tuple[str, int]]:
+    """``(file, line)`` of the traceback's frames that have no source line under them."""
+    lines = traceback.split("\n")
+    out = []
+    for i, line in enumerate(lines):
+        m = TRACEBACK_FRAME.match(line)
+        if m and not _has_source(lines, i, m.group(1)):
+            out.append((m.group(2), int(m.group(3))))
+    return out
+
+
+def _has_source(lines: List[str], i: int, indent: str) -> bool:
+    nxt = lines[i + 1] if i + 1 < len(lines) else ""
+    return nxt.startswith(indent + "  ") and not TRACEBACK_FRAME.match(nxt)
+
+
+def traceback_lines(
+    traceback: str, line_of: Optional[Callable[[str, int], Optional[str]]] = None
+) -> List[str]:
+    """The traceback's lines; with ``line_of``, a frame without its source line gets the line
+    the inspector read (marked: the file may have changed since)."""
+    lines = traceback.rstrip("\n").split("\n")
+    if line_of is None:
+        return lines
+    out: List[str] = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        m = TRACEBACK_FRAME.match(line)
+        if m and not _has_source(lines, i, m.group(1)):
+            text = line_of(m.group(2), int(m.group(3)))
+            if text and text.strip():
+                out.append(m.group(1) + "  " + text.strip() + READ_NOW)
+    return out
+
+
+def log_record_details(
+    record: LogRecord, line_of: Optional[Callable[[str, int], Optional[str]]] = None
+) -> List[str]:
+    """The lines under an expanded record: the rest of the message, the traceback (source
+    lines it lacks filled in by ``line_of`` when given), and where it came from (logger,
+    thread, request)."""
     out: List[str] = []
     _, _, rest = log_message_text(record).partition("\n")
     if rest:
         out.extend("    " + line for line in rest.split("\n"))
     if record.traceback:
-        out.extend("    " + line for line in record.traceback.rstrip("\n").split("\n"))
+        out.extend("    " + line for line in traceback_lines(record.traceback, line_of))
     where = [record.logger]
     if record.app is not None:
         where.append("app %r" % record.app)

@@ -83,7 +83,7 @@ def _routes(ctx: PanelContext) -> Widget:
 def _log(ctx: PanelContext) -> Widget:
     from cpinspect.tui.widgets.log_panel import LogPanel
 
-    return LogPanel(id="log-panel")
+    return LogPanel(ctx.source_lines, id="log-panel")
 
 
 def _series(ctx: PanelContext) -> Widget:

@@ -307,3 +307,27 @@ async def test_an_opened_snapshot_shows_its_captured_records() -> None:
         # THEN that snapshot's log replaces the first one's (nothing carried over)
         assert len(app.store.log) == 0 and app.store.log_state is None
         assert not panel.query_one("#log-routing").display
+
+
+async def test_a_traceback_without_source_lines_gets_them_read_by_the_inspector() -> None:
+    # GIVEN a traceback the agent formatted without reading files (no source line under a frame)
+    bare = (
+        "Traceback (most recent call last):\n"
+        '  File "/srv/shop/shop/cart.py", line 30, in add\n'
+        "KeyError: 3"
+    )
+    record = error_record(1, T0 - 5, "HTTP ", traceback=bare)
+    poller = FakePoller([log_update([record]), log_update(())])
+    app = make_app(poller)  # its line reader knows cart.py:30
+    async with app.run_test(size=(140, 30)) as pilot:
+        panel = await open_log(pilot)
+        # WHEN the record is opened
+        await pilot.press("enter")
+        # THEN the line is read off the UI thread and shown under its frame, marked as read now
+        await wait_until(
+            pilot, lambda: any("with CART_LOCK:" in line for line in lines(panel)), what="the line"
+        )
+        shown = lines(panel)
+        frame = shown.index('      File "/srv/shop/shop/cart.py", line 30, in add')
+        assert shown[frame + 1] == "        with CART_LOCK:  (source read now)"
+        assert shown[frame + 2] == "    KeyError: 3"

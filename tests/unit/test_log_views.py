@@ -182,3 +182,19 @@ def test_the_report_has_a_log_section_with_the_last_errors_whole() -> None:
     assert "errors: 2 · 5xx answers: 2 · 404 answers: 1" in section
     assert "ERROR    POST /cart/add  HTTP  KeyError: 'sku-17'" in section
     assert "      KeyError: 'sku-17'" in section  # the traceback, indented under its record
+
+
+def test_source_lines_are_filled_only_where_the_traceback_lacks_them() -> None:
+    from cpinspect.formatting import traceback_frames_without_source, traceback_lines
+
+    tb = (
+        "Traceback (most recent call last):\n"
+        '  File "/a.py", line 3, in f\n'
+        "    g()\n"
+        '  File "/b.py", line 9, in g\n'
+        "ValueError: x"
+    )
+    assert traceback_frames_without_source(tb) == [("/b.py", 9)]
+    filled = traceback_lines(tb, lambda f, n: "raise ValueError('x')" if f == "/b.py" else None)
+    assert filled[-2:] == ["    raise ValueError('x')  (source read now)", "ValueError: x"]
+    assert traceback_lines(tb, lambda f, n: None) == tb.split("\n")

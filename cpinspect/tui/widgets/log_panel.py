@@ -21,6 +21,7 @@ of 10,000 records costs what the visible rows cost.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import ClassVar, Dict, List, Optional, Tuple
 
 from rich.style import Style
@@ -53,9 +54,11 @@ from cpinspect.formatting import (
     log_state_line,
     request_line,
     sparkline,
+    traceback_frames_without_source,
 )
 from cpinspect.model import LogEntry, LogGap, LogRecord, RequestInfo
-from cpinspect.tui.messages import ShowThread
+from cpinspect.sources.source_lines import LineReader
+from cpinspect.tui.messages import ShowThread, SourceLinesLoaded
 from cpinspect.tui.store import Store
 
 CONTEXT = 2
@@ -99,6 +102,13 @@ class LogView(ScrollView, can_focus=True):
             super().__init__()
             self.at_end = at_end
 
+    class Opened(Message):
+        """A record was opened: its traceback may want source lines read."""
+
+        def __init__(self, record: Optional[LogEntry]) -> None:
+            super().__init__()
+            self.record = record
+
     def __init__(self, *, id: Optional[str] = None) -> None:
         super().__init__(id=id)
         self.shown: List[Shown] = []
@@ -109,6 +119,8 @@ class LogView(ScrollView, can_focus=True):
         """Entry numbers opened with enter."""
         self.follow = True
         self.highlight = ""
+        self.source_lines: Dict[Tuple[str, int], Optional[str]] = {}
+        """Lines the panel read for tracebacks the agent formatted without them."""
 
     # --- content -------------------------------------------------------------------------------
 
@@ -151,8 +163,22 @@ class LogView(ScrollView, can_focus=True):
     def _lines_of(self, pos: int) -> int:
         number, entry, _ = self.shown[pos]
         if isinstance(entry, LogRecord) and number in self.expanded:
-            return 1 + len(log_record_details(entry))
+            return 1 + len(self._details(entry))
         return 1
+
+    def _details(self, record: LogRecord) -> List[str]:
+        return log_record_details(record, self.source_line)
+
+    def source_line(self, filename: str, lineno: int) -> Optional[str]:
+        """A source line read for a traceback (``None`` until read, or when unreadable)."""
+        return self.source_lines.get((filename, lineno))
+
+    def source_lines_arrived(self) -> None:
+        """Source lines arrived: expanded records may have grown."""
+        follow = self.follow
+        self.follow = False
+        self._rebuild()
+        self.follow = follow
 
     def _rebuild(self) -> None:
         rows: List[Row] = []
@@ -206,7 +232,7 @@ class LogView(ScrollView, can_focus=True):
             elif entry.levelno >= 30 or (entry.status is not None and entry.status >= 400):
                 text.stylize(self._style("warning"))
         else:
-            details = log_record_details(entry)
+            details = self._details(entry)
             text = Text(details[line - 1] if line - 1 < len(details) else "")
             text.stylize(self._style("detail"))
         if not match:
@@ -293,6 +319,7 @@ class LogView(ScrollView, can_focus=True):
             self.expanded.discard(number)
         else:
             self.expanded.add(number)
+            self.post_message(self.Opened(self.selected))
         follow = self.follow
         self.follow = False  # opening a record must not scroll it away
         self._rebuild()
@@ -354,8 +381,11 @@ class LogPanel(Vertical):
             super().__init__()
             self.panel = panel
 
-    def __init__(self, *, id: Optional[str] = None) -> None:
+    def __init__(
+        self, source_lines: Optional[LineReader] = None, *, id: Optional[str] = None
+    ) -> None:
         super().__init__(id=id)
+        self._reader = source_lines
         self.filter = LogFilter()
         self.context = False
         self.request_label = ""
@@ -626,6 +656,47 @@ class LogPanel(Vertical):
         if event.key == "escape" and self._input_mode:
             event.stop()
             self._close_input()
+
+    @on(LogView.Opened)
+    def _opened(self, event: LogView.Opened) -> None:
+        """Read the source lines a traceback lacks (the agent reads no files), off the UI."""
+        event.stop()
+        record = event.record
+        if not isinstance(record, LogRecord) or not record.traceback or self._reader is None:
+            return
+        view = self.view
+        wanted = [
+            loc
+            for loc in traceback_frames_without_source(record.traceback)
+            if loc not in view.source_lines
+        ]
+        if wanted:
+            self.run_worker(
+                partial(self._read_lines, self._reader, wanted),
+                thread=True,
+                group="log-source-lines",
+                exit_on_error=False,
+                description="Reading source lines for a traceback",
+            )
+
+    def _read_lines(self, reader: LineReader, wanted: List[Tuple[str, int]]) -> None:
+        """Runs in a worker thread: file reads may block on a slow filesystem."""
+        found: Dict[Tuple[str, int], Optional[str]] = {}
+        for filename, lineno in wanted:
+            try:
+                found[(filename, lineno)] = reader.line(filename, lineno)
+            except Exception:  # noqa: BLE001 - a reader problem costs only the line
+                found[(filename, lineno)] = None
+        self.post_message(SourceLinesLoaded(found))
+
+    @on(SourceLinesLoaded)
+    def _lines_loaded(self, message: SourceLinesLoaded) -> None:
+        message.stop()
+        view = self.view
+        if len(view.source_lines) > 5000:
+            view.source_lines.clear()
+        view.source_lines.update(message.lines)
+        view.source_lines_arrived()
 
     @on(LogView.Moved)
     def _moved(self, event: LogView.Moved) -> None:
