@@ -72,11 +72,20 @@ async def test_follow_sticks_to_the_end_moving_up_pauses_and_f_resumes() -> None
         # THEN the cursor stays where the user put it (it does not jump to the end)
         assert view.selected is selected and not view.follow
         assert "records" in panel.caption_text
+        # WHEN the user scrolls to the top (mouse wheel, scrollbar) and more records arrive
+        view.scroll_home(animate=False, immediate=True)
+        await pilot.pause()
+        top = view.visible_text()
+        assert top[0].endswith("ENGINE message 1")
+        poller.set(log_update(many(66, 5)), log_update(()))
+        await poll(pilot)
+        # THEN the view stays where it was scrolled (it is not pulled back to the cursor)
+        assert view.visible_text() == top
         # WHEN f is pressed
         await pilot.press("f")
         await pilot.pause()
         # THEN it follows again: the newest on screen
-        assert view.follow and view.visible_text()[-1].endswith("ENGINE message 65")
+        assert view.follow and view.visible_text()[-1].endswith("ENGINE message 70")
 
 
 async def test_level_logger_and_status_filters() -> None:

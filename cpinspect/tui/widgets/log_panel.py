@@ -132,7 +132,7 @@ class LogView(ScrollView, can_focus=True):
         elif keep is not None:
             self.cursor = self._position_of(keep)
         self.cursor = min(self.cursor, len(shown) - 1)
-        self._rebuild()
+        self._rebuild(reveal=True)
 
     def append(self, items: List[Shown], drop_before: int) -> None:
         """New items at the end; items of entries older than ``drop_before`` fell off."""
@@ -140,17 +140,22 @@ class LogView(ScrollView, can_focus=True):
         cut = 0
         while cut < len(self.shown) and self.shown[cut][0] < drop_before:
             cut += 1
+        while cut < len(self.shown) and self.shown[cut][1] is None:
+            cut += 1
+        # Rows that leave the top: the view moves up by as many, so what is on screen stays.
+        gone = sum(self._lines_of(pos) for pos in range(cut)) if not self.follow else 0
         if cut:
             self.shown = self.shown[cut:]
-            while self.shown and self.shown[0][1] is None:
-                self.shown.pop(0)
         self.shown.extend(items)
         self.expanded = {n for n in self.expanded if n >= drop_before}
         if self.follow:
             self.cursor = len(self.shown) - 1
         else:
             self.cursor = self._position_of(keep) if keep is not None else -1
+        top = round(self.scroll_offset.y)
         self._rebuild()
+        if gone and not self.follow:
+            self.scroll_to(y=max(0, top - gone), animate=False, immediate=True)
 
     def _position_of(self, number: int) -> int:
         for pos in range(len(self.shown) - 1, -1, -1):
@@ -180,7 +185,9 @@ class LogView(ScrollView, can_focus=True):
         self._rebuild()
         self.follow = follow
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, reveal: bool = False) -> None:
+        """Rows from ``shown``; following: the end shows; ``reveal``: the cursor's record
+        shows; otherwise the view stays where the user scrolled it."""
         rows: List[Row] = []
         for pos in range(len(self.shown)):
             rows.append((pos, 0))
@@ -190,7 +197,7 @@ class LogView(ScrollView, can_focus=True):
         self.virtual_size = Size(self.size.width, len(rows))
         if self.follow:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
-        else:
+        elif reveal:
             self._keep_cursor_visible()
         self.refresh()
 
