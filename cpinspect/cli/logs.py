@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         if link.silent:
             print("note: %s; log files only until it answers" % link.error, file=sys.stderr)
     # The level asked of the agent too: fewer records over the socket.
-    feed = LogFeed(source, pid, history=max(args.lines, 1), level=args.level)
+    # Files only through /proc/<pid>/root: without a pid seen from here, the ring alone.
+    feed = LogFeed(source, pid, history=max(args.lines, 1), level=args.level, files=pid is not None)
     if link is not None:
         feed.configure(link.info)
     said: Set[str] = set()

@@ -222,7 +222,9 @@ class AgentSession:
         self._notice = ""
         self._notice_until = 0.0
         self._gil: Optional[ThreadInfo] = None
-        self.logs = LogFeed(source, self.pid)
+        # Files are read through /proc/<pid>/root: with no pid seen from here (a socket of
+        # another pid namespace) a path could name another file of ours, so only the ring.
+        self.logs = LogFeed(source, self.pid, files=self.pid is not None)
         """The log records: one cursor read of the agent's ring per poll, and the files."""
         self.logs.configure(info)
         self._log: Optional[LogBatch] = None

@@ -93,10 +93,11 @@ class LogFeed:
             self.source = source
             self.no_endpoint = ""
         if pid is not None and pid != self.pid:
+            had_files = self.files is not None
             self.pid = pid
             if self.files is not None:
                 self.files.close()
-                self.files = LogFiles(pid)
+            self.files = LogFiles(pid) if had_files else None
 
     def configure(self, info: Optional[ProcessInfo]) -> None:
         """The files ``/v1/info`` names (the agent's view of ``log.error_file`` and
