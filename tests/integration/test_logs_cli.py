@@ -272,3 +272,21 @@ def test_a_process_read_by_py_spy_alone_still_shows_its_log_files(tmp_path: Path
             ]
         finally:
             session.close()
+
+
+def test_logs_never_loads_textual(tmp_path: Path) -> None:
+    # GIVEN an app with the agent  WHEN `logs` prints its records in a fresh interpreter
+    with log_app(tmp_path) as app:
+        code = (
+            "import sys; from cpinspect.cli import main; "
+            "rc = main(['logs', '%d', '-n', '3', '--no-follow']); "
+            "print('RC', rc, sorted(m for m in sys.modules if m.split('.')[0] == 'textual'))"
+            % app.pid
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=str(ROOT)
+        )
+    # THEN it printed them and no Textual module was imported
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "RC 0 []"
+    assert "ENGINE" in done.stdout
