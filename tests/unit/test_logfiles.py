@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import List
+from typing import Any, List
 
 from cpinspect.model import LogOrigin, LogRecord
 from cpinspect.sources.logfiles import (
@@ -215,3 +215,45 @@ def test_log_files_of_a_process_are_found_among_its_fds(tmp_path: Path) -> None:
     # AND the target's paths are read through its root and cwd
     assert target_path(42, "/var/log/e.log") == "/proc/42/root/var/log/e.log"
     assert target_path(42, "logs/e.log") == "/proc/42/cwd/logs/e.log"
+
+
+def test_a_file_read_that_blocks_never_holds_up_the_poll(tmp_path: Path) -> None:
+    # GIVEN a followed file whose read blocks (a hung NFS mount, staged: a real one cannot be
+    # had here) until released
+    import threading
+
+    from cpinspect.sources.logfiles import LogFiles
+
+    path = tmp_path / "error.log"
+    write(path, f"{stamp(1)} ENGINE one")
+    files = LogFiles(None, timeout=0.2)
+    files.configure(str(path), None)
+    release = threading.Event()
+    tail = files.tails["error"]
+    real_read = tail.read
+
+    def blocking_read() -> Any:
+        release.wait(10)
+        return real_read()
+
+    tail.read = blocking_read  # type: ignore[method-assign]
+    try:
+        # WHEN read: it answers at its time limit with nothing, and says why
+        assert files.read() == ([], [])
+        assert "hung mount" in files.note
+        # AND a later poll does not start a second read behind the stuck one
+        assert files.read() == ([], [])
+        # WHEN the read completes THEN a later poll collects what it read
+        release.set()
+        tail.read = real_read  # type: ignore[method-assign]
+        records: List[LogRecord] = []
+        for _ in range(50):
+            got, _ = files.read()
+            records += got
+            if records:
+                break
+        assert [r.message for r in records] == [f"{stamp(1)} ENGINE one"]
+        assert files.note == ""
+    finally:
+        release.set()
+        files.close()
