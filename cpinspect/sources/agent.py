@@ -8,8 +8,15 @@ from typing import Any, Dict, List, Optional
 
 import httpx
 
-from cpinspect.agent import wire
-from cpinspect.agent.wire import ENDPOINT_INFO, ENDPOINT_RESOLVE, ENDPOINT_ROUTES, ENDPOINT_THREADS
+from cpinspect.agent.wire import (
+    ENDPOINT_INFO,
+    ENDPOINT_LOG,
+    ENDPOINT_RESOLVE,
+    ENDPOINT_ROUTES,
+    ENDPOINT_THREADS,
+    LOG_DEFAULT_LIMIT,
+    LOG_LEVELS,
+)
 from cpinspect.errors import (
     AgentUnavailable,
     CpinspectError,
@@ -37,10 +44,8 @@ from cpinspect.protocol import (
     threads_from_json,
 )
 
-ENDPOINT_LOG: str = getattr(wire, "ENDPOINT_LOG", wire.API_PREFIX + "/log")
-LOG_PAGE = 500
-"""Records asked for per ``/v1/log`` read (the agent's default; its maximum is 5,000)."""
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_PAGE = LOG_DEFAULT_LIMIT
+"""Records asked for per ``/v1/log`` read unless told (the agent's default)."""
 
 DEFAULT_TIMEOUT = 1.0
 """About a second: past that the interpreter may be stuck (DESIGN.md, py-spy fallback)."""
