@@ -50,12 +50,11 @@ _CAUSE = "\nThe above exception was the direct cause of the following exception:
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 _ACCESS_TAIL = re.compile(r'" (\d{3}|-) (\d+|-)(?: |$)')
 
-# One stored record: (seq, created, levelno, levelname, logger, message, cut, traceback,
-# thread ident, thread name, request atoms or None, request source, access (status, size,
-# duration) or None, chars). Plain atoms, no dicts: cheap to build in the app's thread, and
-# invisible to the cyclic GC; the wire dicts are built when the ring is read.
-Stored = Tuple[
-    int,
+# One stored record, its fields: (created, levelno, levelname, logger,
+# message, cut, traceback, thread ident, thread name, request atoms or None, request source,
+# access (status, size, duration) or None). Plain atoms, no dicts: cheap to build in the app's
+# thread, and invisible to the cyclic GC; the wire dicts are built when the ring is read.
+Fields = Tuple[
     float,
     int,
     str,
@@ -68,8 +67,12 @@ Stored = Tuple[
     Optional[RequestAtoms],
     str,
     Optional[Tuple[Optional[int], Optional[int], Optional[float]]],
-    int,
 ]
+
+
+def _chars_of(fields: Fields) -> int:
+    tb = fields[6]
+    return len(fields[4]) + (len(tb) if tb is not None else 0)
 
 
 def capacity_from(value: Any) -> int:
@@ -242,34 +245,47 @@ class LogRing:
         self.capacity = capacity
         self.max_total_chars = max_total_chars
         self.buffer_id = os.urandom(8).hex()
-        self._items: Deque[Stored] = collections.deque()
+        self._items: Deque[Fields] = collections.deque()
         self._chars = 0
         self._seq = 0
+        self._first = 1  # seq of _items[0]
         self._lock = threading.Lock()
         _RINGS.add(self)
 
-    def append(self, item: Tuple[Any, ...], chars: int) -> None:
-        """``item`` is a Stored without its seq (first) and chars (last)."""
+    def append(self, fields: Fields) -> None:
+        """Store a record's fields under the next seq. Seqs are not stored: the deque holds
+        consecutive ones, so a record's seq is ``first`` plus its index (one object less to
+        make and free per record, on the app's thread)."""
+        size = _chars_of(fields)
         with self._lock:
             self._seq += 1
-            self._items.append((self._seq, *item, chars))
-            self._chars += chars
-            self._trim()
+            items = self._items
+            items.append(fields)
+            self._chars += size
+            if len(items) > self.capacity:  # full: the usual case, one out for one in
+                self._chars -= _chars_of(items.popleft())
+                self._first += 1
+            if self._chars > self.max_total_chars:
+                self._trim()
 
     def _trim(self) -> None:
         items = self._items
         while len(items) > 1 and (len(items) > self.capacity or self._chars > self.max_total_chars):
-            self._chars -= items.popleft()[-1]
+            self._chars -= _chars_of(items.popleft())
+            self._first += 1
 
     def resize(self, capacity: int) -> None:
         with self._lock:
             self.capacity = capacity
             self._trim()
 
-    def copy(self) -> Tuple[List[Stored], int]:
-        """All held records and the newest seq, copied under the lock (pointer copies only)."""
+    def copy(self) -> Tuple[List[Fields], int, int]:
+        """All held records, the seq of the first one, and the newest seq (0, 0 when none),
+        copied under the lock (pointer copies only)."""
         with self._lock:
-            return list(self._items), self._seq
+            if not self._items:
+                return [], 0, self._seq
+            return list(self._items), self._first, self._seq
 
     @property
     def chars(self) -> int:
@@ -369,7 +385,6 @@ class CaptureHandler(logging.Handler):
                 access = _access_of(response, record.created)
             else:
                 access = parse_access_line(message)
-        chars = len(message) + (len(tb) if tb is not None else 0)
         self.ring.append(
             (
                 record.created,
@@ -384,8 +399,7 @@ class CaptureHandler(logging.Handler):
                 atoms,
                 source,
                 access,
-            ),
-            chars,
+            )
         )
 
     def _serving_request(self) -> Tuple[Any, Any, str]:
@@ -404,27 +418,17 @@ def _access_of(
     response: Any, created: float
 ) -> Tuple[Optional[int], Optional[int], Optional[float]]:
     """(status, body bytes, duration) of the response being finished on this thread."""
-    status: Optional[int] = None
-    size: Optional[int] = None
-    duration: Optional[float] = None
     try:
-        raw = response.output_status  # b"404 Not Found"
-        if raw and raw[:3].isdigit():
-            status = int(raw[:3])
-    except Exception:  # noqa: BLE001
-        pass
-    if status is None:
+        status: Optional[int] = int(response.output_status[:3])  # b"404 Not Found"
+    except Exception:  # noqa: BLE001 - None, or not CherryPy's
         status = _status_of(response)
     try:
-        length = dict.get(response.headers, "Content-Length")
-        if length is not None:
-            text = str(length)
-            size = int(text) if text.isdigit() else None
-    except Exception:  # noqa: BLE001
-        pass
+        length: Any = dict.get(response.headers, "Content-Length")
+        size: Optional[int] = int(length)
+    except Exception:  # noqa: BLE001 - absent (a streamed body) or not a number
+        size = None
     started = getattr(response, "time", None)
-    if isinstance(started, float):
-        duration = max(0.0, created - started)
+    duration = max(0.0, created - started) if isinstance(started, float) else None
     return status, size, duration
 
 
@@ -635,8 +639,7 @@ class LogCapture:
 
     def read(self, after: int, limit: int, min_level: int) -> Dict[str, Any]:
         self.refresh()
-        items, latest = self.ring.copy()
-        first = items[0][0] if items else 0
+        items, first, latest = self.ring.copy()
         missed = first - after - 1 if items and after < first - 1 else 0
         # Seqs are consecutive: the first record after ``after`` sits at a known index.
         start = max(0, after - first + 1) if items else 0
@@ -646,28 +649,29 @@ class LogCapture:
         app_of = self._apps.get
         for i in range(start, len(items)):
             item = items[i]
-            if item[2] < min_level:
+            seq = first + i
+            if item[1] < min_level:
                 continue
             if len(records) >= limit:
                 more = True
                 break
             records.append(
                 {
-                    "seq": item[0],
-                    "time": item[1],
-                    "level": item[3],
-                    "levelno": item[2],
-                    "logger": item[4],
-                    "app": app_of(item[4]),
-                    "message": item[5],
-                    "cut": item[6],
-                    "traceback": item[7],
-                    "thread": {"ident": item[8], "name": item[9]},
-                    "request": _request_dict(item[10], item[11]),
-                    "access": _access_dict(item[12]),
+                    "seq": seq,
+                    "time": item[0],
+                    "level": item[2],
+                    "levelno": item[1],
+                    "logger": item[3],
+                    "app": app_of(item[3]),
+                    "message": item[4],
+                    "cut": item[5],
+                    "traceback": item[6],
+                    "thread": {"ident": item[7], "name": item[8]},
+                    "request": _request_dict(item[9], item[10]),
+                    "access": _access_dict(item[11]),
                 }
             )
-            last = item[0]
+            last = seq
         routing: Dict[str, Any]
         errors: List[str] = []
         try:

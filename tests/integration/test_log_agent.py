@@ -444,12 +444,12 @@ def test_the_ring_bounds_its_text_too_and_counts_what_went() -> None:
     # WHEN 100 records of 1,000 characters arrive
     for i in range(100):
         ring.append(
-            (float(i), 20, "INFO", "cherrypy.error", "m" * 1000, 0, None, 1, "t", None, "", None),
-            1000,
+            (float(i), 20, "INFO", "cherrypy.error", "m" * 1000, 0, None, 1, "t", None, "", None)
         )
     # THEN only the newest 10 are held, within the budget, with consecutive seqs ending at 100
-    items, latest = ring.copy()
-    assert latest == 100 and [it[0] for it in items] == list(range(91, 101))
+    items, first, latest = ring.copy()
+    assert (first, latest, len(items)) == (91, 100, 10)
+    assert [it[0] for it in items] == [float(i) for i in range(90, 100)]
     assert ring.chars == 10000
 
 
@@ -479,7 +479,7 @@ def test_a_fork_while_another_thread_holds_the_ring_lock_does_not_hang_the_child
     if pid == 0:  # the child: append once, exit 0 (a hang is killed by the parent below)
         try:
             ring.append(
-                (0.0, 20, "INFO", "cherrypy.error", "child", 0, None, 1, "t", None, "", None), 5
+                (0.0, 20, "INFO", "cherrypy.error", "child", 0, None, 1, "t", None, "", None)
             )
         finally:
             os._exit(0)
