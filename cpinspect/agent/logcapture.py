@@ -36,6 +36,7 @@ from .tracking import RequestTracker
 from .wire import LOG_DEFAULT_CAPACITY, LOG_MAX_MESSAGE
 
 CAPACITY_ENV = "CPINSPECT_LOG_CAPACITY"
+ACCESS_ENV = "CPINSPECT_LOG_ACCESS"
 MIN_CAPACITY = 10
 MAX_CAPACITY = 1000000
 MAX_TOTAL_CHARS = 16 * 1024 * 1024
@@ -84,6 +85,17 @@ def capacity_from(value: Any) -> int:
     except (TypeError, ValueError):
         return LOG_DEFAULT_CAPACITY
     return max(MIN_CAPACITY, min(MAX_CAPACITY, n))
+
+
+def access_from(value: Any) -> bool:
+    """Whether to capture access records (config, else the environment; default yes)."""
+    if value is None or value == "":
+        value = os.environ.get(ACCESS_ENV, "")
+    if value is None or value == "":
+        return True
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "no", "off")
+    return bool(value)
 
 
 def _cached_line(filename: str, lineno: int) -> Optional[str]:
@@ -505,7 +517,9 @@ def _access_dict(
 class LogCapture:
     """The handler, the ring and the loggers they are attached to."""
 
-    def __init__(self, tracker: RequestTracker, capacity: int) -> None:
+    def __init__(self, tracker: RequestTracker, capacity: int, access: bool = True) -> None:
+        self.access = access
+        """Capture access records too (one per request: most of the capture's cost)."""
         self.ring = LogRing(capacity)
         self.handler = CaptureHandler(self.ring, tracker)
         self._attached: List[logging.Logger] = []
@@ -518,7 +532,9 @@ class LogCapture:
 
     def attach(self) -> None:
         with self._lock:
-            for name in ("cherrypy.error", "cherrypy.access"):
+            for name in (
+                ("cherrypy.error", "cherrypy.access") if self.access else ("cherrypy.error",)
+            ):
                 logger = logging.getLogger(name)
                 _add_cow(logger, self.handler)
                 if logger not in self._attached:
@@ -552,7 +568,10 @@ class LogCapture:
                     self.reattached += 1
             for script_name, app in apps:
                 log = getattr(app, "log", None)
-                for logger in (getattr(log, "error_log", None), getattr(log, "access_log", None)):
+                app_loggers = [getattr(log, "error_log", None)]
+                if self.access:
+                    app_loggers.append(getattr(log, "access_log", None))
+                for logger in app_loggers:
                     if not isinstance(logger, logging.Logger):
                         continue
                     names[logger.name] = script_name
@@ -698,6 +717,7 @@ class LogCapture:
             "taken_at": time.time(),
             "buffer": self.ring.buffer_id,
             "capacity": self.ring.capacity,
+            "captures_access": self.access,
             "max_message": self.handler.max_message,
             "first": first,
             "latest": latest,

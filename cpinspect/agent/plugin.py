@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import cherrypy
 from cherrypy.process import plugins
 
-from .logcapture import LogCapture, capacity_from
+from .logcapture import LogCapture, access_from, capacity_from
 from .paths import default_socket_dir, default_socket_path, ensure_private_dir
 from .probes.frames import FrameClassifier
 from .probes.info import InfoProbe
@@ -48,7 +48,9 @@ _agent: Optional["Agent"] = None
 class Agent:
     """Everything one installation owns; ``close()`` undoes all of it."""
 
-    def __init__(self, socket_path: Optional[str], log_capacity: Any = None) -> None:
+    def __init__(
+        self, socket_path: Optional[str], log_capacity: Any = None, log_access: Any = None
+    ) -> None:
         self.requested_path = socket_path
         self.installed_at = time.time()
         self.tracker = RequestTracker()
@@ -57,7 +59,9 @@ class Agent:
         self.info_probe = InfoProbe(self.installed_at)
         self.routes_probe = RoutesProbe()
         self.resolve_probe = ResolveProbe()
-        self.log_capture = LogCapture(self.tracker, capacity_from(log_capacity))
+        self.log_capture = LogCapture(
+            self.tracker, capacity_from(log_capacity), access_from(log_access)
+        )
         self.server: Optional[AgentServer] = None
         self.plugin = InspectorPlugin(cherrypy.engine, self)
         self._probe_lock = threading.Lock()
@@ -239,12 +243,16 @@ def _drop_stale_priorities(bus: Any) -> None:
         pass
 
 
-def install(socket_path: Optional[str] = None, log_capacity: Any = None) -> str:
+def install(
+    socket_path: Optional[str] = None, log_capacity: Any = None, log_access: Any = None
+) -> str:
     """Install the agent in this process and return its socket path.
 
     ``log_capacity``: records the log ring holds (``inspector.log_capacity``); unset, the
     ``CPINSPECT_LOG_CAPACITY`` environment variable, else ``wire.LOG_DEFAULT_CAPACITY``. Given
-    to an agent already installed, it resizes that agent's ring.
+    to an agent already installed, it resizes that agent's ring. ``log_access``: capture access
+    records too (``inspector.log_access``, else ``CPINSPECT_LOG_ACCESS``; default True): one
+    per request, most of the capture's cost per request (BENCHMARKS.md, "Error log").
 
     Installing twice returns the running agent's path; when its socket file was removed or
     replaced meanwhile (nobody can reach it), the server binds a fresh one first. Raises
@@ -265,7 +273,7 @@ def install(socket_path: Optional[str] = None, log_capacity: Any = None) -> str:
             if path is not None:
                 return path
             return _agent.start_server()
-        agent = Agent(socket_path, log_capacity)
+        agent = Agent(socket_path, log_capacity, log_access)
         agent.tracker.attach()
         try:
             agent.log_capture.attach()
@@ -303,7 +311,8 @@ atexit.register(_at_exit)
 
 class _Namespace:
     """``inspector.*`` config keys: ``inspector.on = True``, ``inspector.socket = PATH``,
-    ``inspector.log_capacity = N`` (log records kept; default ``wire.LOG_DEFAULT_CAPACITY``).
+    ``inspector.log_capacity = N`` (log records kept; default ``wire.LOG_DEFAULT_CAPACITY``),
+    ``inspector.log_access = False`` (capture error records only; read at install).
 
     A context manager, so CherryPy hands us every key of one ``config.update`` before we act:
     the order of ``on`` and ``socket`` in the user's dict does not matter.
@@ -323,7 +332,9 @@ class _Namespace:
         on = settings.get("on")
         try:
             if on is True or (isinstance(on, str) and on.lower() in ("1", "true", "yes", "on")):
-                install(settings.get("socket"), settings.get("log_capacity"))
+                install(
+                    settings.get("socket"), settings.get("log_capacity"), settings.get("log_access")
+                )
             elif on is not None and not on:
                 uninstall()
             elif on is None and "log_capacity" in settings and _agent is not None:

@@ -127,6 +127,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #   {"schema", "agent", "taken_at": float,
 #    "buffer": str (random id of this ring; a new value = the agent restarted and sequence
 #                   numbers start over: reset the cursor to 0),
+#    "captures_access": bool (false when installed with inspector.log_access = False or
+#                             CPINSPECT_LOG_ACCESS=0: error-log records only, no access records),
 #    "capacity": int (records held at most), "max_message": int (chars kept per message and per
 #                                                                 traceback),
 #    "first": int (oldest seq still held, 0 when empty), "latest": int (newest seq, 0 when none),

@@ -139,6 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--agent", choices=["config", "none"], default="config")
     parser.add_argument("--capacity", default=None, help="inspector.log_capacity")
+    parser.add_argument("--no-access", action="store_true", help="inspector.log_access = False")
     parser.add_argument("--error-file", default="")
     parser.add_argument("--access-file", default="")
     parser.add_argument("--screen", action="store_true")
@@ -165,6 +166,8 @@ def main() -> None:
         conf = {"inspector.on": True}
         if args.capacity is not None:
             conf["inspector.log_capacity"] = args.capacity
+        if args.no_access:
+            conf["inspector.log_access"] = False
         cherrypy.config.update(conf)
     cherrypy.tree.mount(Root(), "")
     cherrypy.engine.start()

@@ -333,7 +333,9 @@ def test_an_app_mounted_later_whose_loggers_do_not_propagate_is_captured(app: Lo
 
 def test_errors_that_go_nowhere_are_named_with_the_fix(app: LogApp) -> None:
     # GIVEN log.screen False, no error file, no other handler (the module's app)
-    routing = app.log("?limit=1")["routing"]
+    page = app.log("?limit=1")
+    routing = page["routing"]
+    assert page["captures_access"] is True  # the default
     # THEN the answer says errors go nowhere, and which config line fixes it
     assert routing["screen"] is False and routing["error_file"] is None
     assert routing["goes_nowhere"] is True
@@ -510,3 +512,20 @@ def test_a_logging_reconfiguration_that_drops_the_handler_is_undone_and_said(app
     marker = _marker()
     app.get("/say?msg=after-reset-" + marker)
     app.records_with("after-reset-" + marker)
+
+
+def test_access_records_can_be_left_out(tmp_path: Path) -> None:
+    # GIVEN an app installing the agent with inspector.log_access = False
+    with _spawn(tmp_path, "--no-access") as target:
+        marker = _marker()
+        # WHEN it logs and serves a 404 and a 500
+        target.get("/say?msg=no-access-" + marker)
+        target.get("/nothing-" + marker)
+        target.get("/boom?marker=" + marker)
+        # THEN its error records are captured, tagged with their requests, and no access record
+        (rec,) = target.records_with("no-access-" + marker)
+        assert rec["request"]["path"] == "/say"
+        target.records_with("handler failed: " + marker)
+        page = target.log("?limit=5000")
+        assert page["captures_access"] is False
+        assert not [r for r in page["records"] if r["logger"].startswith("cherrypy.access")]
