@@ -171,7 +171,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #                                        exactly the "request" object of /v1/threads, query
 #                                        redacted the same way; join by (ident, started_at);
 #                                        "source" is "hook" as there, or "serving" when the
-#                                        record came before the tracker saw the request),
+#                                        record came before the tracker saw the request;
+#                                        "stage" and "handler" as they were when logged),
 #                 "access": null | {"status": int|null, "size": int|null (body bytes),
 #                                   "duration": float|null (seconds from REQ.started_at,
 #                                                           response.time, to the access line)}}],
