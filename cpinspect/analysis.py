@@ -17,6 +17,7 @@ from cpinspect.model import (
     Finding,
     FindingSeverity,
     Frame,
+    LogRecord,
     PoolInfo,
     RequestInfo,
     Role,
@@ -25,6 +26,7 @@ from cpinspect.model import (
     SessionsSnapshot,
     Snapshot,
     ThreadInfo,
+    ThreadsSnapshot,
 )
 
 SPINNING_SHARE = 0.5
@@ -835,3 +837,132 @@ def _held_lock(
         "session change), or set locking = 'explicit' and lock only around the writes"
         % app.settings.locking,
     )
+
+
+# --- log records ---------------------------------------------------------------------------------
+
+LEVEL_STEPS = (0, 30, 40)
+"""The level filter's steps: everything, WARNING and worse, ERROR and worse."""
+STATUS_FILTERS = ("", "5xx", "404")
+"""The access-status filter's steps: none, only 5xx answers, only 404s."""
+REQUEST_TOLERANCE = 1e-3
+"""Seconds two ``started_at`` of the same request may differ (both come from the agent)."""
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which log records a view shows. Every condition set must hold."""
+
+    min_level: int = 0
+    logger: str = ""
+    """A logger name, or a prefix of it (``cherrypy.error`` matches the apps' loggers too)."""
+    route: str = ""
+    """A path prefix of the record's request."""
+    status: str = ""
+    """``5xx`` or ``404`` (access records only), or ``""``."""
+    text: str = ""
+    """Case-insensitive text in the message or the traceback."""
+    request: Optional[Tuple[int, float]] = None
+    """Only records logged during one request: ``(thread ident, request started_at)``."""
+
+    @property
+    def active(self) -> bool:
+        return self != LogFilter()
+
+
+def request_key(record: LogRecord) -> Optional[Tuple[int, float]]:
+    """The request a record was logged during, as ``(thread ident, started_at)``."""
+    request = record.request
+    if record.thread_ident is None or request is None or request.started_at is None:
+        return None
+    return (record.thread_ident, request.started_at)
+
+
+def effective_level(record: LogRecord) -> int:
+    """The level a record counts as: an access record of a 5xx answer is an error, of a 4xx a
+    warning (CherryPy logs every access line at INFO)."""
+    if record.access and record.status is not None:
+        if record.status >= 500:
+            return max(record.levelno, 40)
+        if record.status >= 400:
+            return max(record.levelno, 30)
+    return record.levelno
+
+
+def log_matches(record: LogRecord, flt: LogFilter) -> bool:
+    """True when ``record`` passes every condition of ``flt``."""
+    if flt.min_level and effective_level(record) < flt.min_level:
+        return False
+    if flt.logger and not (
+        record.logger == flt.logger or record.logger.startswith(flt.logger + ".")
+    ):
+        return False
+    if flt.route:
+        path = record.request.path if record.request is not None else ""
+        if not path.startswith(flt.route):
+            return False
+    if flt.status == "5xx" and not (record.status is not None and record.status >= 500):
+        return False
+    if flt.status == "404" and record.status != 404:
+        return False
+    if flt.text:
+        needle = flt.text.lower()
+        if needle not in record.message.lower() and needle not in (record.traceback or "").lower():
+            return False
+    if flt.request is not None:
+        key = request_key(record)
+        if key is None or key[0] != flt.request[0]:
+            return False
+        if abs(key[1] - flt.request[1]) > REQUEST_TOLERANCE:
+            return False
+    return True
+
+
+def with_context(matches: Sequence[bool], context: int) -> List[Optional[Tuple[int, bool]]]:
+    """``grep -C``: the positions to show, each ``(position, is a match)``, with ``None`` where
+    records were left out (before, between and after the shown runs)."""
+    keep = [False] * len(matches)
+    for i, hit in enumerate(matches):
+        if hit:
+            for j in range(max(0, i - context), min(len(matches), i + context + 1)):
+                keep[j] = True
+    out: List[Optional[Tuple[int, bool]]] = []
+    last = -1
+    for i, shown in enumerate(keep):
+        if shown:
+            if i > last + 1:
+                out.append(None)
+            out.append((i, matches[i]))
+            last = i
+    if out and last < len(matches) - 1:
+        out.append(None)
+    return out
+
+
+def errors_per_minute(records: Iterable[LogRecord], now: float, minutes: int = 30) -> List[int]:
+    """Errors (ERROR and worse, and 5xx answers) per minute over the last ``minutes``, oldest
+    first; the last bucket is the minute running now."""
+    counts = [0] * minutes
+    start = (int(now) // 60 - minutes + 1) * 60
+    for record in records:
+        if not record.is_error or record.time < start:
+            continue
+        bucket = int(record.time - start) // 60
+        if 0 <= bucket < minutes:
+            counts[bucket] += 1
+    return counts
+
+
+def running_thread(record: LogRecord, threads: Optional[ThreadsSnapshot]) -> Optional[ThreadInfo]:
+    """The thread still serving the request ``record`` was logged during, or None. Matched by
+    thread ident AND request start, so a worker that moved on to another request is not it."""
+    key = request_key(record)
+    if key is None or threads is None:
+        return None
+    for thread in threads.threads:
+        request = thread.request
+        if thread.ident != key[0] or request is None or request.started_at is None:
+            continue
+        if abs(request.started_at - key[1]) <= REQUEST_TOLERANCE:
+            return thread
+    return None

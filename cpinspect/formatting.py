@@ -34,6 +34,11 @@ from cpinspect.model import (
     Finding,
     Frame,
     LocalVar,
+    LogGap,
+    LogOrigin,
+    LogRecord,
+    LogRouting,
+    LogState,
     Phase,
     PoolInfo,
     ProcessInfo,
@@ -964,6 +969,7 @@ def format_report(snapshots: Sequence[Snapshot], now: float) -> str:
     out.extend(_report_findings(last))
     out.extend(_report_threads(last))
     out.extend(_report_sessions(last))
+    out.extend(_report_log(last))
     return "\n".join(out).rstrip("\n") + "\n"
 
 
@@ -1720,4 +1726,217 @@ def format_sessions(
             "fingerprints: keyed hashes of the session ids (key %s); the ids are never shown"
             % sessions.key_id
         )
+    return out
+
+
+# --- log records ---------------------------------------------------------------------------------
+
+CP_DATE = re.compile(r"^\[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2}\] ?")
+"""The date CherryPy puts at the start of every error message (the time column says it)."""
+LOG_ORIGIN_MARKS = {
+    LogOrigin.BUFFER: "",
+    LogOrigin.ERROR_FILE: "file",
+    LogOrigin.ACCESS_FILE: "file",
+}
+TRACEBACK_CLOSED = "▸"
+TRACEBACK_OPEN = "▾"
+REPORT_LOG_ERRORS = 20
+"""Errors (with their tracebacks) in a snapshot report's log section, the most recent."""
+
+
+def log_message_text(record: LogRecord) -> str:
+    """The message without CherryPy's date prefix (the time is shown beside it)."""
+    return CP_DATE.sub("", record.message, count=1)
+
+
+def log_level_word(record: LogRecord) -> str:
+    """``ERROR``, ``INFO`` …; an access record shows its status instead (``500``)."""
+    if record.access:
+        return str(record.status) if record.status is not None else "access"
+    return record.level
+
+
+def _log_request_words(record: LogRecord) -> str:
+    request = record.request
+    if request is None:
+        return ""
+    return request_line(request)
+
+
+def log_record_line(record: LogRecord) -> str:
+    """One line for a record: time, level (or status), request, message's first line, and a
+    mark for a traceback (``▸ traceback 9 lines``) — ``09:40:02 ERROR GET /boom  HTTP``."""
+    first, _, rest = log_message_text(record).partition("\n")
+    parts = [format_clock(record.time), log_level_word(record).ljust(7)]
+    if record.access:
+        parts.append(first if record.request is None else request_line(record.request))
+        extra = []
+        if record.size is not None:
+            extra.append(format_bytes(record.size))
+        if record.duration is not None:
+            extra.append(format_duration(record.duration))
+        if record.request is not None and record.request.client:
+            extra.append(record.request.client)
+        if extra:
+            parts.append("  ".join(extra))
+    else:
+        where = _log_request_words(record)
+        if where:
+            parts.append(where)
+        parts.append(first.strip() or NONE_MARK)
+        more = rest.count("\n") + 1 if rest else 0
+        if record.traceback:
+            exc = record.traceback.rstrip("\n").rsplit("\n", 1)[-1].strip()
+            more += record.traceback.count("\n") + 1
+            parts.append(f"{TRACEBACK_CLOSED} {exc}")
+        elif more:
+            parts.append(f"{TRACEBACK_CLOSED} {more} more lines")
+    mark = LOG_ORIGIN_MARKS.get(record.origin, "")
+    if mark:
+        parts.append(f"({mark})")
+    if record.cut:
+        parts.append(f"({record.cut} chars cut)")
+    return "  ".join(p for p in parts if p)
+
+
+TRACEBACK_FRAME = re.compile(r'^(\s*)File "(.+)", line (\d+), in ')
+READ_NOW = "  (source read now)"
+"""After a source line the agent could not give (it reads no files) and the inspector read."""
+
+
+def traceback_frames_without_source(traceback: str) -> List[Tuple[str, int]]:
+    """``(file, line)`` of the traceback's frames that have no source line under them."""
+    lines = traceback.split("\n")
+    out = []
+    for i, line in enumerate(lines):
+        m = TRACEBACK_FRAME.match(line)
+        if m and not _has_source(lines, i, m.group(1)):
+            out.append((m.group(2), int(m.group(3))))
+    return out
+
+
+def _has_source(lines: List[str], i: int, indent: str) -> bool:
+    nxt = lines[i + 1] if i + 1 < len(lines) else ""
+    return nxt.startswith(indent + "  ") and not TRACEBACK_FRAME.match(nxt)
+
+
+def traceback_lines(
+    traceback: str, line_of: Optional[Callable[[str, int], Optional[str]]] = None
+) -> List[str]:
+    """The traceback's lines; with ``line_of``, a frame without its source line gets the line
+    the inspector read (marked: the file may have changed since)."""
+    lines = traceback.rstrip("\n").split("\n")
+    if line_of is None:
+        return lines
+    out: List[str] = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        m = TRACEBACK_FRAME.match(line)
+        if m and not _has_source(lines, i, m.group(1)):
+            text = line_of(m.group(2), int(m.group(3)))
+            if text and text.strip():
+                out.append(m.group(1) + "  " + text.strip() + READ_NOW)
+    return out
+
+
+def log_record_details(
+    record: LogRecord, line_of: Optional[Callable[[str, int], Optional[str]]] = None
+) -> List[str]:
+    """The lines under an expanded record: the rest of the message, the traceback (source
+    lines it lacks filled in by ``line_of`` when given), and where it came from (logger,
+    thread, request)."""
+    out: List[str] = []
+    _, _, rest = log_message_text(record).partition("\n")
+    if rest:
+        out.extend("    " + line for line in rest.split("\n"))
+    if record.traceback:
+        out.extend("    " + line for line in traceback_lines(record.traceback, line_of))
+    where = [record.logger]
+    if record.app is not None:
+        where.append("app %r" % record.app)
+    if record.thread_name:
+        where.append("thread " + record.thread_name)
+    if record.request is not None:
+        started = record.request.started_at
+        where.append(
+            _log_request_words(record)
+            + (f" started {format_clock(started)}" if started is not None else "")
+        )
+    if record.seq:
+        where.append(f"#{record.seq}")
+    out.append("    — " + " · ".join(where))
+    return out
+
+
+def log_gap_line(gap: LogGap) -> str:
+    """``⋯ 15 records missed (buffer wrapped)`` in place of what was lost."""
+    if gap.count:
+        noun = "record" if gap.count == 1 else "records"
+        return f"⋯ {gap.count} {noun} missed ({gap.why})"
+    return f"⋯ {gap.why}"
+
+
+def log_routing_warning(routing: Optional[LogRouting]) -> Optional[str]:
+    """The "errors go nowhere" diagnosis with the line that fixes it, or None."""
+    if routing is None or not routing.goes_nowhere:
+        return None
+    fix = routing.fix or "log.error_file = '/var/log/<app>/error.log'"
+    return (
+        "⚠ errors go nowhere: log.screen is off, no log.error_file, no other handler — "
+        f"only this buffer has them. Fix: {fix}"
+    )
+
+
+def log_state_line(state: Optional[LogState]) -> str:
+    """Where the records come from: ``buffer 10000 · error.log (file) · 3 missed``."""
+    if state is None:
+        return "no log source"
+    parts = []
+    if state.buffer:
+        parts.append(f"agent buffer (capacity {state.capacity:,})")
+    for status in state.files:
+        name = os.path.basename(status.path)
+        how = "following" if status.following else "not followed"
+        note = f": {status.note}" if status.note else ""
+        found = " (open in the process)" if status.found_by == "fd" else ""
+        parts.append(f"{status.kind} file {name}{found} {how}{note}")
+    if state.missed:
+        parts.append(f"{state.missed:,} missed (buffer wrapped)")
+    return " · ".join(parts) if parts else "no log source (no agent, no log file found)"
+
+
+def format_log_record(record: LogRecord) -> List[str]:
+    """A record for ``cpinspect logs`` and reports: its line, then its traceback indented."""
+    out = [log_record_line(record).replace(f"  {TRACEBACK_CLOSED} ", "  ")]
+    _, _, rest = log_message_text(record).partition("\n")
+    if rest:
+        out.extend("    " + line for line in rest.split("\n"))
+    if record.traceback:
+        out.extend("    " + line for line in record.traceback.rstrip("\n").split("\n"))
+    return out
+
+
+def _report_log(snap: Snapshot) -> List[str]:
+    """The report's log section: counts, the errors-go-nowhere line, the last errors whole."""
+    records = snap.log
+    state = snap.log_state
+    if not records and state is None:
+        return []
+    errors = [r for r in records if r.is_error and not r.access]
+    failed = [r for r in records if r.access and r.status is not None and r.status >= 500]
+    out = [section(f"Log ({len(records)} recent records)")]
+    out.append(f"  {log_state_line(state)}")
+    warning = log_routing_warning(state.routing if state is not None else None)
+    if warning:
+        out.append(f"  {warning}")
+    missing = sum(1 for r in records if r.access and r.status == 404)
+    out.append(f"  errors: {len(errors)} · 5xx answers: {len(failed)} · 404 answers: {missing}")
+    if errors:
+        out.append("")
+        shown = errors[-REPORT_LOG_ERRORS:]
+        if len(errors) > len(shown):
+            out.append(f"  the last {len(shown)} errors of {len(errors)}:")
+        for record in shown:
+            out.extend("  " + line for line in format_log_record(record))
+    out.append("")
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 
 class Role(str, enum.Enum):
@@ -610,16 +610,31 @@ class SessionsSnapshot:
         return None
 
 
+class LogOrigin(str, enum.Enum):
+    """Where a log record was read."""
+
+    BUFFER = "buffer"
+    """The agent's ring buffer (``/v1/log``): the record before it was formatted."""
+    ERROR_FILE = "error_file"
+    """A line (and its traceback lines) of ``log.error_file``, tailed by the inspector."""
+    ACCESS_FILE = "access_file"
+    """A line of ``log.access_file``, tailed by the inspector."""
+
+
 @dataclass(frozen=True)
 class LogRecord:
-    """One record of ``cherrypy.error`` / ``cherrypy.access`` (filled by the log capture)."""
+    """One record of ``cherrypy.error`` / ``cherrypy.access`` (or of their files)."""
 
     seq: int
+    """The agent's sequence number; 0 for a record read from a file."""
     time: float
     level: str
     logger: str
     message: str
+    """The first line (or the whole text when there is no traceback), cut to the agent's
+    ``max_message``."""
     traceback: Optional[str] = None
+    """The formatted traceback, one record with its message (never split into lines)."""
     thread_ident: Optional[int] = None
     thread_name: Optional[str] = None
     request: Optional[RequestInfo] = None
@@ -631,6 +646,103 @@ class LogRecord:
     """Access records: bytes sent."""
     duration: Optional[float] = None
     """Access records: seconds the request took."""
+    levelno: int = 20
+    cut: int = 0
+    """Characters the agent cut from the message or traceback (its ``max_message``)."""
+    origin: LogOrigin = LogOrigin.BUFFER
+    access: bool = False
+    """An access record (a request's line), not an error-log record."""
+
+    @property
+    def is_error(self) -> bool:
+        """ERROR or worse, or an access record of a 5xx answer."""
+        return self.levelno >= 40 or (self.status is not None and self.status >= 500)
+
+
+@dataclass(frozen=True)
+class LogGap:
+    """Records that could not be had between two others: the agent's ring wrapped past them
+    before they were read (or a file grew faster than it was followed)."""
+
+    count: int
+    time: float
+    why: str = "buffer wrapped"
+
+
+LogEntry = Union[LogRecord, LogGap]
+"""What a log view lists: records, and gaps where records were lost."""
+
+
+@dataclass(frozen=True)
+class LogRouting:
+    """Where CherryPy writes its error and access records (``/v1/log``'s ``routing``)."""
+
+    screen: Optional[bool] = None
+    error_file: Optional[str] = None
+    access_file: Optional[str] = None
+    other_handlers: Tuple[str, ...] = ()
+    goes_nowhere: bool = False
+    """Errors are written nowhere (no screen, no file, no other handler): only the agent's
+    buffer has them."""
+    fix: Optional[str] = None
+    """The configuration line that fixes it, when ``goes_nowhere``."""
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """One ``/v1/log?after=`` answer: a slice of the agent's ring buffer."""
+
+    taken_at: float
+    buffer: str
+    """Id of the ring; a new one means the agent restarted and sequence numbers start over."""
+    capacity: int
+    max_message: int
+    first: int
+    latest: int
+    missed: int
+    """Records after the cursor that wrapped out of the ring before this read."""
+    more: bool
+    records: Tuple[LogRecord, ...] = ()
+    routing: Optional[LogRouting] = None
+    dropped: int = 0
+    """Records lost inside the agent (formatting failed); normally 0."""
+    next: Optional[int] = None
+    """The ``after`` to send next (an older agent may not say: then the last seq returned)."""
+    errors: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LogFileStatus:
+    """How the inspector follows one log file of the target."""
+
+    kind: str
+    """``error`` or ``access``."""
+    path: str
+    """The path as the target names it."""
+    found_by: str = "agent"
+    """``agent`` (``/v1/info``'s logging block) or ``fd`` (an open file of the process)."""
+    following: bool = False
+    note: str = ""
+    """Why it is not followed, or what happened last (``rotated (renamed)``, ``truncated``)."""
+    rotations: int = 0
+    offset: int = 0
+    """Bytes read so far of the current file."""
+
+
+@dataclass(frozen=True)
+class LogState:
+    """What the log records on screen rest on, beside the records themselves."""
+
+    buffer: str = ""
+    latest: int = 0
+    """The newest sequence number read from the agent's buffer."""
+    missed: int = 0
+    """Records lost to the buffer wrapping since the inspector started reading it."""
+    capacity: int = 0
+    routing: Optional[LogRouting] = None
+    files: Tuple[LogFileStatus, ...] = ()
+    total: int = 0
+    """Records received (in a snapshot: before the cut to the last ones)."""
 
 
 class FindingSeverity(str, enum.Enum):
@@ -663,6 +775,10 @@ class SourceLine:
     """``None`` when the file could not be read then."""
 
 
+SNAPSHOT_LOG_RECORDS = 1000
+"""Log records kept in a snapshot: the most recent ones."""
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """Everything the inspector knows about a process at one instant.
@@ -680,6 +796,9 @@ class Snapshot:
     routes: Optional[RoutesSnapshot] = None
     sessions: Optional[SessionsSnapshot] = None
     log: Tuple[LogRecord, ...] = ()
+    """The most recent log records (the last ``SNAPSHOT_LOG_RECORDS``), oldest first."""
+    log_state: Optional[LogState] = None
+    """Cursor, missed counts, where errors are written, files followed."""
     findings: Tuple[Finding, ...] = ()
     locals: Tuple[ThreadLocals, ...] = ()
     """Local variables read by py-spy, when asked for; hidden values already replaced unless

@@ -23,6 +23,10 @@ from cpinspect.model import (
     LockHolder,
     LockWaiter,
     LoggingInfo,
+    LogOrigin,
+    LogPage,
+    LogRecord,
+    LogRouting,
     Phase,
     PoolInfo,
     ProcessInfo,
@@ -351,6 +355,79 @@ def routes_from_json(payload: Any) -> RoutesSnapshot:
         global_tools=_strs(d, "global_tools"),
         cap=_i(d, "cap"),
         truncated=bool(d.get("truncated", False)),
+        errors=_strs(d, "errors"),
+    )
+
+
+LEVEL_NAMES = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LEVELNO = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
+
+
+def levelno_of(name: str) -> int:
+    """The ``logging`` number of a level name (INFO for one we do not know)."""
+    return _LEVELNO.get(name.upper(), 20)
+
+
+def log_record_from_json(d: Mapping[str, Any]) -> LogRecord:
+    """One record of ``/v1/log`` (see ``cpinspect/agent/wire.py``)."""
+    thread = _dict(d, "thread")
+    request = d.get("request")
+    access = d.get("access")
+    access_d: Mapping[str, Any] = access if isinstance(access, dict) else {}
+    level = _s(d, "level", "INFO")
+    levelno = _opt_i(d, "levelno")
+    logger = _s(d, "logger", "?")
+    return LogRecord(
+        seq=_i(d, "seq"),
+        time=_opt_f(d, "time") or 0.0,
+        level=level,
+        levelno=levelno if levelno is not None else levelno_of(level),
+        logger=logger,
+        message=_s(d, "message"),
+        cut=_i(d, "cut"),
+        traceback=_opt_s(d, "traceback") or None,
+        thread_ident=_opt_i(thread, "ident"),
+        thread_name=_opt_s(thread, "name"),
+        request=request_from_json(request) if isinstance(request, dict) else None,
+        app=_opt_s(d, "app"),
+        status=_opt_i(access_d, "status"),
+        size=_opt_i(access_d, "size"),
+        duration=_opt_f(access_d, "duration"),
+        origin=LogOrigin.BUFFER,
+        access=isinstance(access, dict) or logger.startswith("cherrypy.access"),
+    )
+
+
+def log_routing_from_json(d: Mapping[str, Any]) -> LogRouting:
+    return LogRouting(
+        screen=_opt_b(d, "screen"),
+        error_file=_opt_s(d, "error_file"),
+        access_file=_opt_s(d, "access_file"),
+        other_handlers=_strs(d, "other_handlers"),
+        goes_nowhere=bool(d.get("goes_nowhere", False)),
+        fix=_opt_s(d, "fix"),
+    )
+
+
+def log_page_from_json(payload: Any) -> LogPage:
+    """A ``/v1/log`` answer. Records that are not objects are skipped, not fatal."""
+    d = _require_object(payload)
+    if not isinstance(d.get("records"), list):
+        raise ProtocolError("log payload without a 'records' list")
+    routing = d.get("routing")
+    return LogPage(
+        taken_at=_opt_f(d, "taken_at") or 0.0,
+        buffer=_s(d, "buffer"),
+        capacity=_i(d, "capacity"),
+        max_message=_i(d, "max_message"),
+        first=_i(d, "first"),
+        latest=_i(d, "latest"),
+        missed=max(0, _i(d, "missed")),
+        more=bool(d.get("more", False)),
+        records=tuple(log_record_from_json(r) for r in _list(d, "records") if isinstance(r, dict)),
+        routing=log_routing_from_json(routing) if isinstance(routing, dict) else None,
+        dropped=_i(d, "dropped"),
+        next=_opt_i(d, "next"),
         errors=_strs(d, "errors"),
     )
 

@@ -27,9 +27,11 @@ import cpinspect
 from cpinspect.agent.redact import REDACTED
 from cpinspect.errors import SnapshotFileError, SnapshotWriteError
 from cpinspect.model import (
+    SNAPSHOT_LOG_RECORDS,
     Frame,
     FrameLocals,
     LocalVar,
+    LogRecord,
     RoutesSnapshot,
     SessionsSnapshot,
     Snapshot,
@@ -60,12 +62,16 @@ def snapshot_from_update(
     sessions: Optional[SessionsSnapshot] = None,
     locals_: Sequence[ThreadLocals] = (),
     notes: Sequence[str] = (),
+    log: Optional[Sequence[LogRecord]] = None,
 ) -> Snapshot:
     """One poll's data as a ``Snapshot`` (the GIL holder marked on its thread).
 
     ``notes`` are added after the update's own banner message and warnings, so the file says
-    what was true of the link when it was taken.
+    what was true of the link when it was taken. ``log``: the recent records (by default the
+    ones the update brought), the last ``SNAPSHOT_LOG_RECORDS`` kept.
     """
+    if log is None:
+        log = [e for e in update.log if isinstance(e, LogRecord)]
     source = SourceKind.BOTH if update.pyspy_joined else update.effective_threads_source
     return Snapshot(
         taken_at=update.fetched_at,
@@ -79,6 +85,8 @@ def snapshot_from_update(
         stale=tuple(update.stale),
         gil_holder=update.gil_holder,
         cpinspect=cpinspect.__version__,
+        log=tuple(log)[-SNAPSHOT_LOG_RECORDS:],
+        log_state=update.log_state,
     )
 
 

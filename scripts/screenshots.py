@@ -5,7 +5,8 @@
 Starts the demo app and its staged incident, attaches the TUI through the agent socket (as
 ``cpinspect demo`` does), waits until the incident is on screen, and saves each view: the
 Threads panel, the Routes panel with the demo's staged routing mistakes, the Sessions panel on
-a held session lock. Then it saves two
+a held session lock, the Log panel with the demo's failing handler's traceback opened. Then it
+saves two
 snapshots of the incident with the real ``cpinspect snapshot`` command and opens them as
 ``cpinspect open`` does: the first alone, and both (their difference, on the Series tab).
 """
@@ -26,12 +27,14 @@ from textual.widgets.tree import TreeNode
 
 from cpinspect.attach.discovery import find_agent
 from cpinspect.demo.runner import DemoProcesses
+from cpinspect.model import LogRecord
 from cpinspect.snapshots import read_snapshots
 from cpinspect.sources.agent import AgentSource
 from cpinspect.sources.file import FileSession
 from cpinspect.sources.live import AgentSession
 from cpinspect.sources.source_lines import SourceLines
 from cpinspect.tui.app import InspectorApp
+from cpinspect.tui.widgets.log_panel import LogPanel
 from cpinspect.tui.widgets.routes_panel import RouteItem, RoutesPanel
 from cpinspect.tui.widgets.series_panel import SeriesPanel
 from cpinspect.tui.widgets.sessions_panel import SessionsPanel
@@ -117,6 +120,26 @@ async def sessions_locked(pilot: Pilot[Any], app: InspectorApp) -> None:
     )
 
 
+async def log_with_traceback(pilot: Pilot[Any], app: InspectorApp) -> None:
+    """Log tab: the demo's failing handler, its traceback opened under its record."""
+    await pilot.press("4")
+    panel = app.query_one(LogPanel)
+    view = panel.view
+
+    def failing() -> int:
+        for pos, (_, entry, _) in enumerate(view.shown):
+            if isinstance(entry, LogRecord) and "WINTER" in (entry.traceback or ""):
+                return pos
+        return -1
+
+    await until(pilot, lambda: failing() >= 0, 30, "the failing handler's record")
+    await pilot.pause(3.0)  # a few more records after it
+    view.cursor = failing()
+    view.action_cursor(0)
+    await pilot.press("enter")
+    await pilot.pause()
+
+
 VIEWS: Tuple[Tuple[str, Tuple[int, int], Prepare], ...] = (
     ("threads.svg", (120, 34), keys()),
     ("threads-grouped.svg", (120, 34), keys("g")),
@@ -126,20 +149,29 @@ VIEWS: Tuple[Tuple[str, Tuple[int, int], Prepare], ...] = (
     ("routes-resolve.svg", (120, 34), resolve_summary),
     ("sessions.svg", (120, 34), sessions_locked),
 )
+LAST_VIEWS: Tuple[Tuple[str, Tuple[int, int], Prepare], ...] = (
+    ("log.svg", (120, 34), log_with_traceback),
+)
+"""Shot after the snapshots: the snapshots want the incident as it is in its first minute."""
 
 
 CHECKOUT = str(Path(__file__).resolve().parent.parent)
 """Where this clone lives: a machine path, kept out of the committed screenshots."""
+MACHINE_PATHS = ((CHECKOUT, "~"), (sys.prefix, "venv"))
+"""Machine paths and what the screenshots say instead (tracebacks name the venv's files)."""
 
 
 def without_machine_paths(svg: str) -> str:
     """Each text run naming this checkout (source paths in the Routes details) says ``~``
-    instead, padded at the run's end: the run keeps its length, so its ``textLength`` holds."""
+    instead (the venv: ``venv``), padded at the run's end: the run keeps its length, so its
+    ``textLength`` holds."""
 
     def neutral(match: re.Match[str]) -> str:
         body = match.group(2)
-        count = body.count(CHECKOUT)
-        body = body.replace(CHECKOUT, "~") + "&#160;" * (count * (len(CHECKOUT) - 1))
+        for path, instead in MACHINE_PATHS:
+            count = body.count(path)
+            pad = "&#160;" * (count * max(0, len(path) - len(instead)))
+            body = body.replace(path, instead) + pad
         return match.group(1) + body + match.group(3)
 
     return re.sub(r"(<text[^>]*>)([^<]*)(</text>)", neutral, svg)
@@ -219,6 +251,8 @@ async def main(out: Path, only: Tuple[str, ...] = ()) -> None:
         )
         both.step(1)
         await shoot_file(both, out, "snapshot-diff.svg", (120, 34), "series")
+        for name, size, prepare in LAST_VIEWS:
+            await shoot(demo, out, name, size, prepare)
 
 
 if __name__ == "__main__":

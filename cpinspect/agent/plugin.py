@@ -12,6 +12,7 @@ mutating it in place from another thread can fail a publish (cherrypy-internals.
 """
 
 import atexit
+import logging
 import os
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import cherrypy
 from cherrypy.process import plugins
 
+from .logcapture import LogCapture, access_from, capacity_from
 from .paths import default_socket_dir, default_socket_path, ensure_private_dir
 from .probes.frames import FrameClassifier
 from .probes.info import InfoProbe
@@ -31,10 +33,14 @@ from .server import AgentServer, Endpoint
 from .tracking import RequestTracker
 from .wire import (
     ENDPOINT_INFO,
+    ENDPOINT_LOG,
     ENDPOINT_RESOLVE,
     ENDPOINT_ROUTES,
     ENDPOINT_SESSIONS,
     ENDPOINT_THREADS,
+    LOG_DEFAULT_LIMIT,
+    LOG_LEVELS,
+    LOG_MAX_LIMIT,
 )
 
 _lock = threading.Lock()
@@ -44,7 +50,9 @@ _agent: Optional["Agent"] = None
 class Agent:
     """Everything one installation owns; ``close()`` undoes all of it."""
 
-    def __init__(self, socket_path: Optional[str]) -> None:
+    def __init__(
+        self, socket_path: Optional[str], log_capacity: Any = None, log_access: Any = None
+    ) -> None:
         self.requested_path = socket_path
         self.installed_at = time.time()
         self.tracker = RequestTracker()
@@ -54,6 +62,9 @@ class Agent:
         self.routes_probe = RoutesProbe()
         self.resolve_probe = ResolveProbe()
         self.sessions_probe = SessionsProbe(self.tracker)
+        self.log_capture = LogCapture(
+            self.tracker, capacity_from(log_capacity), access_from(log_access)
+        )
         self.server: Optional[AgentServer] = None
         self.plugin = InspectorPlugin(cherrypy.engine, self)
         self._probe_lock = threading.Lock()
@@ -69,6 +80,7 @@ class Agent:
             ENDPOINT_ROUTES: self._routes,
             ENDPOINT_RESOLVE: self._resolve,
             ENDPOINT_SESSIONS: self._sessions,
+            ENDPOINT_LOG: self._log,
         }
 
     def _info(self, query: Dict[str, List[str]]) -> Tuple[int, Dict[str, Any]]:
@@ -101,6 +113,25 @@ class Agent:
         method = ((query.get("method") or ["GET"])[0] or "GET").upper()
         host = (query.get("host") or ["localhost"])[0] or "localhost"
         return 200, self.resolve_probe.resolve(path, method, host)
+
+    def _log(self, query: Dict[str, List[str]]) -> Tuple[int, Dict[str, Any]]:
+        """The cursor over the log ring (wire.py); bad parameters: 400 with one line."""
+        try:
+            after = _int_param(query, "after", 0, 0, None)
+            limit = _int_param(query, "limit", LOG_DEFAULT_LIMIT, 1, LOG_MAX_LIMIT)
+        except ValueError as exc:
+            return 400, {"error": {"status": 400, "message": str(exc)}}
+        level = (query.get("level") or [""])[0].strip().upper()
+        if level and level not in LOG_LEVELS:
+            return 400, {
+                "error": {
+                    "status": 400,
+                    "message": "level must be one of %s, not %r"
+                    % ("/".join(LOG_LEVELS), level[:20]),
+                }
+            }
+        min_level = logging.getLevelName(level) if level else 0
+        return 200, self.log_capture.read(after, limit, int(min_level))
 
     def start_server(self) -> str:
         path = self.requested_path
@@ -137,8 +168,25 @@ class Agent:
 
     def close(self) -> None:
         self.plugin.unsubscribe_cow()
+        self.log_capture.detach()
         self.tracker.detach()
         self.stop_server()
+
+
+def _int_param(
+    query: Dict[str, List[str]], name: str, default: int, low: int, high: Optional[int]
+) -> int:
+    raw = (query.get(name) or [""])[0].strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or len(raw) > 18:
+        raise ValueError("%s must be a whole number, not %r" % (name, raw[:20]))
+    value = int(raw)
+    if value < low or (high is not None and value > high):
+        if high is None:
+            raise ValueError("%s must be at least %d" % (name, low))
+        raise ValueError("%s must be between %d and %d, not %d" % (name, low, high, value))
+    return value
 
 
 class InspectorPlugin(plugins.SimplePlugin):  # type: ignore[misc]
@@ -150,6 +198,10 @@ class InspectorPlugin(plugins.SimplePlugin):  # type: ignore[misc]
         self._subscribed: List[Tuple[str, Any]] = []
 
     def start(self) -> None:
+        try:
+            self.agent.log_capture.refresh()  # apps mounted since install
+        except Exception:  # noqa: BLE001 - never fail the engine start
+            pass
         try:
             self.agent.ensure_server_for_this_process()
         except Exception as exc:  # noqa: BLE001 - never fail the engine start
@@ -199,8 +251,16 @@ def _drop_stale_priorities(bus: Any) -> None:
         pass
 
 
-def install(socket_path: Optional[str] = None) -> str:
+def install(
+    socket_path: Optional[str] = None, log_capacity: Any = None, log_access: Any = None
+) -> str:
     """Install the agent in this process and return its socket path.
+
+    ``log_capacity``: records the log ring holds (``inspector.log_capacity``); unset, the
+    ``CPINSPECT_LOG_CAPACITY`` environment variable, else ``wire.LOG_DEFAULT_CAPACITY``. Given
+    to an agent already installed, it resizes that agent's ring. ``log_access``: capture access
+    records too (``inspector.log_access``, else ``CPINSPECT_LOG_ACCESS``; default True): one
+    per request, most of the capture's cost per request (BENCHMARKS.md, "Error log").
 
     Installing twice returns the running agent's path; when its socket file was removed or
     replaced meanwhile (nobody can reach it), the server binds a fresh one first. Raises
@@ -210,6 +270,8 @@ def install(socket_path: Optional[str] = None) -> str:
     global _agent
     with _lock:
         if _agent is not None:
+            if log_capacity is not None:
+                _agent.log_capture.ring.resize(capacity_from(log_capacity))
             if _agent.server is not None and _agent.server.pid != os.getpid():
                 _agent.ensure_server_for_this_process()
             server = _agent.server
@@ -219,12 +281,14 @@ def install(socket_path: Optional[str] = None) -> str:
             if path is not None:
                 return path
             return _agent.start_server()
-        agent = Agent(socket_path)
+        agent = Agent(socket_path, log_capacity, log_access)
         agent.tracker.attach()
         agent.sessions_probe.arm()
         try:
+            agent.log_capture.attach()
             path = agent.start_server()
         except BaseException:
+            agent.log_capture.detach()
             agent.tracker.detach()
             raise
         agent.plugin.subscribe_cow()
@@ -255,7 +319,9 @@ atexit.register(_at_exit)
 
 
 class _Namespace:
-    """``inspector.*`` config keys: ``inspector.on = True``, ``inspector.socket = PATH``.
+    """``inspector.*`` config keys: ``inspector.on = True``, ``inspector.socket = PATH``,
+    ``inspector.log_capacity = N`` (log records kept; default ``wire.LOG_DEFAULT_CAPACITY``),
+    ``inspector.log_access = False`` (capture error records only; read at install).
 
     A context manager, so CherryPy hands us every key of one ``config.update`` before we act:
     the order of ``on`` and ``socket`` in the user's dict does not matter.
@@ -275,9 +341,13 @@ class _Namespace:
         on = settings.get("on")
         try:
             if on is True or (isinstance(on, str) and on.lower() in ("1", "true", "yes", "on")):
-                install(settings.get("socket"))
+                install(
+                    settings.get("socket"), settings.get("log_capacity"), settings.get("log_access")
+                )
             elif on is not None and not on:
                 uninstall()
+            elif on is None and "log_capacity" in settings and _agent is not None:
+                _agent.log_capture.ring.resize(capacity_from(settings["log_capacity"]))
         except Exception as exc:  # noqa: BLE001 - a config update must not fail the app
             cherrypy.log("cpinspect agent not installed: %s" % exc, "INSPECTOR", severity=30)
 

@@ -40,6 +40,8 @@ def redact_target(target: str) -> str:
 
 
 def _unquote_name(name: str) -> str:
+    if "%" not in name and "+" not in name:
+        return name  # nothing to unquote: the common case, on every logged request
     from urllib.parse import unquote_plus
 
     return unquote_plus(name)

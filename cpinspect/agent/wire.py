@@ -13,12 +13,14 @@ ENDPOINT_THREADS = API_PREFIX + "/threads"
 ENDPOINT_ROUTES = API_PREFIX + "/routes"
 ENDPOINT_RESOLVE = API_PREFIX + "/resolve"
 ENDPOINT_SESSIONS = API_PREFIX + "/sessions"
+ENDPOINT_LOG = API_PREFIX + "/log"
 ENDPOINTS = (
     ENDPOINT_INFO,
     ENDPOINT_THREADS,
     ENDPOINT_ROUTES,
     ENDPOINT_RESOLVE,
     ENDPOINT_SESSIONS,
+    ENDPOINT_LOG,
 )
 
 SOCKET_DIR_NAME = "cpinspect"
@@ -39,6 +41,16 @@ SESSIONS_MAX_LIMIT = 500
 """The largest page of ``/v1/sessions`` (``limit=``)."""
 MAX_STACK_DEPTH = 128
 """Innermost frames kept per thread; ``stack_truncated`` counts the rest."""
+LOG_DEFAULT_CAPACITY = 10000
+"""Log records the agent's ring holds unless ``inspector.log_capacity`` (config) or the
+``CPINSPECT_LOG_CAPACITY`` environment variable says otherwise (clamped to 10..1,000,000)."""
+LOG_MAX_MESSAGE = 8192
+"""Characters kept of each record's message and of its traceback (each); ``cut`` counts the rest."""
+LOG_DEFAULT_LIMIT = 500
+"""Records one ``/v1/log`` answer carries when ``limit`` is not given."""
+LOG_MAX_LIMIT = 5000
+"""The largest ``limit`` ``/v1/log`` accepts (more: 400)."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # The JSON the agent emits (all keys always present unless marked optional). Every payload has
 # "schema" (int) and "agent" (version string).
@@ -175,5 +187,71 @@ MAX_STACK_DEPTH = 128
 #   /proc/locks could not tell. Error texts never carry an id (scrubbed).
 #   REQ is exactly the "request" object of /v1/threads (query redacted the same way). When every
 #   requested app failed on the time limit: 504 with the error body naming the path and limit.
+# GET /v1/log?after=SEQ&limit=N&level=NAME   (a cursor over the agent's ring of log records)
+#   after: default 0 (= from the oldest held); limit: default LOG_DEFAULT_LIMIT, 1..LOG_MAX_LIMIT;
+#   level: optional minimum level name (one of LOG_LEVELS, case-insensitive). Anything else: 400.
+#   The cursor arithmetic ("first", "latest", "missed", "more") ignores the level filter.
+#   Records come from a handler on cherrypy.error and cherrypy.access (and on each app's
+#   error/access loggers that do not propagate: checked at install, on engine start and on
+#   every /v1/log read, so records of such an app mounted later are caught from the next read
+#   on), engine messages included ("ENGINE Bus STARTED"). Memory: at most "capacity" records
+#   and 16 Mi characters of text over all of them (logcapture.MAX_TOTAL_CHARS); the oldest
+#   go first, and "missed" counts them like any other wrap-around.
+#   {"schema", "agent", "taken_at": float,
+#    "buffer": str (random id of this ring; a new value = the agent restarted and sequence
+#                   numbers start over: reset the cursor to 0),
+#    "captures_access": bool (false when installed with inspector.log_access = False or
+#                             CPINSPECT_LOG_ACCESS=0: error-log records only, no access records),
+#    "capacity": int (records held at most), "max_message": int (chars kept per message and per
+#                                                                 traceback),
+#    "first": int (oldest seq still held, 0 when empty), "latest": int (newest seq, 0 when none),
+#    "missed": int (records with seq > after that wrapped out before this read:
+#                   max(0, first - after - 1) when after < first - 1, else 0),
+#    "more": bool (records after the last one returned exist: ask again with after=<last seq>;
+#                  with a level filter, "more" is true only when matching records were left),
+#    "next": int (the "after" to send next: the last seq returned when "more", else "latest"),
+#    "dropped": int (records the handler failed to capture since the agent started; normally 0),
+#    "routing": {"screen": bool|null, "error_file": str|null, "access_file": str|null,
+#                "other_handlers": [str] (handlers a record from cherrypy.error/.access or an
+#                                         app logger reaches (ancestors such as the root
+#                                         logger included), other than NullHandlers, ours,
+#                                         and the global screen/file built-ins reported
+#                                         above; as "logger: ClassName(target)" e.g.
+#                                         "root: StreamHandler(<stdout>)"),
+#                "goes_nowhere": bool (errors are written nowhere: no handler but NullHandlers
+#                                      and ours on any error logger's chain, or only ones
+#                                      whose level is above ERROR),
+#                "fix": str|null (when goes_nowhere, the global config line that fixes it, e.g.
+#                                 'log.error_file = "/var/log/app/error.log"')},
+#    "records": [{"seq": int (1, 2, ... in arrival order), "time": float (record.created),
+#                 "level": str, "levelno": int,
+#                 "logger": str ("cherrypy.error", "cherrypy.access", "cherrypy.error.<id>"...),
+#                 "app": str|null (script_name when the logger is an app's),
+#                 "message": str (getMessage() as CherryPy built it, "[date] CONTEXT msg" for
+#                                 error records, the access line for access records; cut to
+#                                 max_message keeping its start; when the text held a
+#                                 traceback, only the text before it),
+#                 "cut": int (chars cut off message and traceback together),
+#                 "traceback": str|null (formatted exc_info, or the "Traceback (most recent call
+#                                        last):" block found inside the message; cut to
+#                                        max_message keeping its first line and its END, the
+#                                        exception line; no trailing newline. Formatted in
+#                                        the agent without reading source files: a frame
+#                                        has its source line only when an app handler
+#                                        formatted it first or linecache held the file),
+#                 "thread": {"ident": int, "name": str},
+#                 "request": null | REQ (the request in flight on that thread when logged:
+#                                        exactly the "request" object of /v1/threads, query
+#                                        redacted the same way; join by (ident, started_at);
+#                                        "source" is "hook" as there, or "serving" when the
+#                                        record came before the tracker saw the request;
+#                                        "stage" and "handler" as they were when logged),
+#                 "access": null | {"status": int|null, "size": int|null (body bytes),
+#                                   "duration": float|null (seconds from REQ.started_at,
+#                                                           response.time, to the access line)}}],
+#    "errors": [str] (e.g. the handler was found removed from CherryPy's loggers (a logging
+#                     reconfiguration) and put back: records logged meanwhile are missing)}
+#   Ordered by seq, ascending. Access records: "access" is set (from the finished request and
+#   response on the logging thread; parsed from the access line only as a fallback).
 #
 # Errors (any status >= 400): {"schema", "agent", "error": {"status": int, "message": str}}

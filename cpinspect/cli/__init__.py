@@ -23,6 +23,7 @@ SUBCOMMANDS = (
     "routes",
     "resolve",
     "sessions",
+    "logs",
 )
 
 INTERNAL_ERROR = 70

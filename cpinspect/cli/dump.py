@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpinspect.model import Snapshot, SourceKind
+    from cpinspect.model import SNAPSHOT_LOG_RECORDS, LogRecord, Snapshot, SourceKind
     from cpinspect.protocol import snapshots_document
     from cpinspect.snapshots import redacted_sessions, with_source_lines
     from cpinspect.sources.base import Capability
@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
             notes=tuple(notes) + update.warnings,
             stale=update.stale,
             gil_holder=update.gil_holder,
+            log=tuple(e for e in update.log if isinstance(e, LogRecord))[-SNAPSHOT_LOG_RECORDS:],
+            log_state=update.log_state,
             revealed=args.show_secrets,
             cpinspect=__version__,
         )

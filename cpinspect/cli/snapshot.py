@@ -19,7 +19,7 @@ from cpinspect.cli.common import add_target_arguments
 from cpinspect.errors import CpinspectError, PySpyMissing, TargetGone, UsageError
 
 if TYPE_CHECKING:  # loaded when the command runs, not for --help
-    from cpinspect.model import SessionsSnapshot, Snapshot, ThreadLocals
+    from cpinspect.model import LogRecord, SessionsSnapshot, Snapshot, ThreadLocals
     from cpinspect.sources.base import Poller
 
 MAX_COUNT = 1000
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--count takes 1 to %d snapshots, not %d" % (MAX_COUNT, args.count))
     if args.every < 0.1:
         raise UsageError("--every takes at least 0.1 seconds, not %s" % args.every)
+    from cpinspect.model import SNAPSHOT_LOG_RECORDS, LogRecord
     from cpinspect.snapshots import (
         check_directory,
         snapshot_from_update,
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     for note in opened.notes:
         print("note: %s" % note, file=sys.stderr)
     taken: List[Snapshot] = []
+    records: List[LogRecord] = []
+    """Every record read so far: each snapshot of a series carries the recent ones."""
     interrupted = False
     lost = ""
     try:
@@ -109,7 +112,11 @@ def run(args: argparse.Namespace) -> int:
                 # The session would go on answering with the last data: that is not a reading.
                 lost = (update.message or "the target stopped answering").split(" — ")[0]
                 break
-            snapshot = snapshot_from_update(update, routes=routes, sessions=_sessions(session))
+            records.extend(e for e in update.log if isinstance(e, LogRecord))
+            del records[: max(0, len(records) - 10 * SNAPSHOT_LOG_RECORDS)]
+            snapshot = snapshot_from_update(
+                update, routes=routes, sessions=_sessions(session), log=records
+            )
             if args.locals:
                 snapshot = replace(snapshot, locals=_locals(session, snapshot))
             taken.append(with_source_lines(snapshot, opened.source_lines))

@@ -11,7 +11,8 @@ Within a second or two every worker of the shop is busy and connections queue be
 * with 8 workers or more: a dozen customers log in (sessions), and one of them, dana, asks for
   her ``/account/statement`` (slow, holding her session lock) while two more of her requests
   (``/account``) queue on that lock, each holding a worker;
-* a steady stream of fast ``/products`` and ``/health`` requests queues behind them all.
+* a steady stream of fast ``/products`` and ``/health`` requests queues behind them all, with
+  now and then a ``/products/price`` whose coupon code the shop lost (a 500 and a traceback).
 
 Each slow request is re-issued when it finishes, so the incident lasts ``--duration`` seconds;
 then the generator stops by itself, as it does when its parent dies or on SIGTERM/SIGINT. Every
@@ -318,7 +319,18 @@ class Load:
 
     async def fast_stream(self) -> None:
         await self.pause(0.5)  # after the slow requests have taken the workers
-        targets = ("/products", "/products", "/health", "/products/item?sku=TEA-001")
+        targets = (
+            # Fails (a lost coupon code): the Log tab's traceback; first, so it is served soon
+            # even while the pool is starved.
+            "/products/price?sku=CUP-010&coupon=WINTER",
+            "/products",
+            "/products",
+            "/health",
+            "/products/item?sku=TEA-001",
+            "/products/price?sku=TEA-001&coupon=SPRING",
+            "/products",
+            "/health",
+        )
         tasks: set[asyncio.Task[None]] = set()
         i = 0
         while self.running():

@@ -14,6 +14,10 @@ And one session mistake, for the Sessions tab:
   after the response), so every other request of that user (``/account``) queues behind it
   in ``acquire_lock``, each holding a worker.
 
+And a handler that fails now and then, for the Log tab: ``Products.price`` looks the coupon up in
+a table that lost a code the marketing mails still send (``WINTER``), so those requests end in
+a ``KeyError`` traceback and a 500, each tagged with its request.
+
 And two routing mistakes, for the Routes tab (the load generator never requests them):
 
 * ``Reports.summary`` lacks ``@expose``: ``/reports/summary`` answers 404;
@@ -64,6 +68,24 @@ class Products:
         if not rows:
             raise cherrypy.NotFound()
         return rows[0]
+
+    @expose
+    @json_out
+    def price(self, sku: str = "", coupon: str = "") -> Dict[str, Any]:
+        rows = db.fetch_all("SELECT sku, name, price FROM products WHERE sku = %s", (sku,))
+        if not rows:
+            raise cherrypy.NotFound()
+        if coupon:
+            cherrypy.log("price with coupon %s for %s" % (coupon, sku))
+        return {"sku": sku, "price": discounted(float(rows[0]["price"]), coupon)}
+
+
+COUPONS = {"": 0.0, "SPRING": 0.1, "TEAFAN": 0.15}
+"""Discounts by coupon code. ``WINTER`` went missing in a migration: a staged bug."""
+
+
+def discounted(price: float, coupon: str) -> float:
+    return round(price * (1.0 - COUPONS[coupon.upper()]), 2)
 
 
 class Cart:

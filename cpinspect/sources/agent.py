@@ -10,10 +10,13 @@ import httpx
 
 from cpinspect.agent.wire import (
     ENDPOINT_INFO,
+    ENDPOINT_LOG,
     ENDPOINT_RESOLVE,
     ENDPOINT_ROUTES,
     ENDPOINT_SESSIONS,
     ENDPOINT_THREADS,
+    LOG_DEFAULT_LIMIT,
+    LOG_LEVELS,
 )
 from cpinspect.errors import (
     AgentUnavailable,
@@ -25,6 +28,7 @@ from cpinspect.errors import (
     TargetGone,
 )
 from cpinspect.model import (
+    LogPage,
     ProcessInfo,
     Resolution,
     RoutesSnapshot,
@@ -35,6 +39,7 @@ from cpinspect.model import (
 from cpinspect.protocol import (
     ProtocolError,
     info_from_json,
+    log_page_from_json,
     resolution_from_json,
     routes_from_json,
     schema_warning,
@@ -51,6 +56,8 @@ SESSIONS_TIMEOUT = 5.0
 a slow mount) its own 2 s limit, for the index and again for the page, and answers with the time
 limit named (504) past that — the inspector waits for that answer rather than calling a slow
 store a stuck interpreter."""
+LOG_PAGE = LOG_DEFAULT_LIMIT
+"""Records asked for per ``/v1/log`` read unless told (the agent's default)."""
 
 
 def _os_error(exc: BaseException) -> Optional[OSError]:
@@ -190,6 +197,22 @@ class AgentSource:
             return sessions_from_json(payload, revealed=reveal)
         except ProtocolError as exc:
             raise EndpointError("unreadable /v1/sessions from the agent: %s" % exc) from None
+
+    def log(self, after: int = 0, limit: int = LOG_PAGE, level: Optional[str] = None) -> LogPage:
+        """Records of the agent's ring with a sequence number above ``after`` (a cursor: ask
+        again with the last one returned). ``level``: a minimum level name."""
+        params = {"after": str(max(0, int(after))), "limit": str(int(limit))}
+        if level is not None:
+            name = level.upper()
+            if name not in LOG_LEVELS:
+                raise CpinspectError(
+                    "unknown log level %r: one of %s" % (level, ", ".join(LOG_LEVELS))
+                )
+            params["level"] = name
+        try:
+            return log_page_from_json(self._get(ENDPOINT_LOG, params))
+        except ProtocolError as exc:
+            raise EndpointError("unreadable %s from the agent: %s" % (ENDPOINT_LOG, exc)) from None
 
     def close(self) -> None:
         self._client.close()

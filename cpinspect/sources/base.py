@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import FrozenSet, Optional, Protocol, Tuple
 
 from cpinspect.model import (
+    LogEntry,
+    LogState,
     ProcessInfo,
     Resolution,
     RoutesSnapshot,
@@ -86,6 +88,12 @@ class Update:
     """Ident of the thread holding the GIL, when py-spy saw one."""
     pyspy_joined: bool = False
     """py-spy's reading was joined to the agent's threads in this update."""
+    log: Tuple[LogEntry, ...] = ()
+    """Log records (and gaps) that arrived since the previous update, oldest first."""
+    log_state: Optional[LogState] = None
+    """Cursor, missed counts, routing and files behind them (None: no log source)."""
+    log_replace: bool = False
+    """``log`` is the whole log, not what is new (a saved snapshot)."""
 
     @property
     def effective_threads_source(self) -> SourceKind:

@@ -91,6 +91,9 @@ class FileSession:
             stale=snap.stale,
             gil_holder=snap.gil_holder,
             pyspy_joined=joined,
+            log=snap.log,
+            log_state=snap.log_state,
+            log_replace=True,
         )
 
     def routes(self) -> RoutesSnapshot:

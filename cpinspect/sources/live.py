@@ -22,7 +22,7 @@ import struct
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Callable, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 import psutil
 
@@ -49,6 +49,7 @@ from cpinspect.model import (
 )
 from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
 from cpinspect.sources.base import Capability, LinkState, Update
+from cpinspect.sources.logfeed import LogBatch, LogFeed
 from cpinspect.sources.merge import fallback_threads, gil_holder, merge_threads
 from cpinspect.sources.peers import PeerCache
 from cpinspect.sources.pyspy import PySpySource, process_state
@@ -224,6 +225,29 @@ class AgentSession:
         self._notice_until = 0.0
         self._gil: Optional[ThreadInfo] = None
         self._peers = PeerCache()
+        # Files are read through /proc/<pid>/root: with no pid seen from here (a socket of
+        # another pid namespace) a path could name another file of ours, so only the ring.
+        self.logs = LogFeed(source, self.pid, files=self.pid is not None)
+        """The log records: one cursor read of the agent's ring per poll, and the files."""
+        self.logs.configure(info)
+        self._log: Optional[LogBatch] = None
+
+    def _read_log(self, agent: bool) -> None:
+        """Fold the log into this poll; a failure is a warning, never a failed poll."""
+        try:
+            self._log = self.logs.read(agent=agent)
+        except Exception as exc:  # noqa: BLE001 - the threads poll goes on whatever happens
+            self._log = None
+            self._endpoint_errors.append("log not read: %s" % exc)
+
+    def _log_fields(self) -> Dict[str, Any]:
+        batch, self._log = self._log, None
+        if batch is None:
+            return {"log_state": self.logs.state}
+        return {"log": batch.entries, "log_state": batch.state}
+
+    def _log_warnings(self) -> Tuple[str, ...]:
+        return self._log.warnings if self._log is not None else ()
 
     @property
     def label(self) -> str:
@@ -260,6 +284,7 @@ class AgentSession:
                     self.info = self.source.info()
                 except EndpointError as exc:
                     self._endpoint_errors.append(str(exc))  # keep the last info, say why
+                self.logs.configure(self.info)
                 if self.identity is None and self.info is not None:
                     self.identity = ServiceIdentity.of(self.info)
                     if self.pid is None:  # a pid given is the one seen from here: keep it
@@ -290,6 +315,7 @@ class AgentSession:
                 return fallback
             return self._update(now, LinkState.LOST, self._lost_message())
         self._merge_pyspy(self._spy_result(spy_future))
+        self._read_log(agent=True)
         self._polls += 1
         state = LinkState.LIVE
         message = ""
@@ -366,7 +392,9 @@ class AgentSession:
         )
         message = "%s; threads from py-spy%s" % (head, before)
         threads = fallback_threads(spy, self.threads)
+        self._read_log(agent=False)
         warnings = tuple(self.source.warnings) if self.source is not None else ()
+        warnings += self._log_warnings()
         stale = tuple(
             part
             for part, kept in (("info", self.info is not None), ("pools", self.threads is not None))
@@ -384,6 +412,7 @@ class AgentSession:
             threads_source=SourceKind.PYSPY,
             stale=stale,
             gil_holder=holder.ident if holder is not None else None,
+            **self._log_fields(),
         )
 
     def _info_from_outside(self) -> Optional[ProcessInfo]:
@@ -483,6 +512,8 @@ class AgentSession:
         self.source = source
         self.info = info
         self.pid = host_pid if host_pid is not None else info.pid
+        self.logs.set_source(source, self.pid)
+        self.logs.configure(info)
         self._polls = 1
         port = ", ".join(str(p) for p in info.ports) or "?"
         if host_pid is not None and old_pid is not None and old_pid != host_pid:
@@ -500,6 +531,7 @@ class AgentSession:
         if self.source is not None:
             warnings = tuple(self.source.warnings)
         warnings += tuple(self._endpoint_errors)
+        warnings += self._log_warnings()
         if self.pyspy_note:
             warnings += (self.pyspy_note,)
         if self.threads is not None:
@@ -517,9 +549,11 @@ class AgentSession:
             warnings=warnings,
             gil_holder=self._gil.ident if self._gil is not None else None,
             pyspy_joined=self._joined,
+            **self._log_fields(),
         )
 
     def close(self) -> None:
+        self.logs.close()
         if self.source is not None:
             self.source.close()
             self.source = None
@@ -585,6 +619,8 @@ class PySpySession:
         self.threads: Optional[ThreadsSnapshot] = None
         self.native = False
         self._lost = ""
+        self.logs = LogFeed(None, pid)
+        """No agent: the log files the process has open, followed from outside."""
         self.message = (
             "no agent in pid %d: threads and requests read by py-spy from outside. For pool "
             "numbers, request details, routes and logs, load the agent now (i here, or "
@@ -644,6 +680,16 @@ class PySpySession:
         except CpinspectError as exc:
             state, message = LinkState.LOST, "py-spy could not read pid %d: %s" % (self.pid, exc)
         holder = gil_holder(self.threads)
+        log: Dict[str, Any] = {}
+        warnings: Tuple[str, ...] = ()
+        if state is LinkState.LIVE:
+            try:
+                batch = self.logs.read(agent=False)
+            except Exception as exc:  # noqa: BLE001 - the threads poll goes on
+                warnings = ("log files not read: %s" % exc,)
+            else:
+                log = {"log": batch.entries, "log_state": batch.state}
+                warnings = batch.warnings
         return Update(
             fetched_at=now
             if state is LinkState.LIVE
@@ -654,7 +700,9 @@ class PySpySession:
             info=self.info,
             threads=self.threads,
             message=message,
+            warnings=warnings,
             gil_holder=holder.ident if holder is not None else None,
+            **log,
         )
 
     def routes(self) -> RoutesSnapshot:
@@ -693,6 +741,7 @@ class PySpySession:
             self.agent.set_native(native)
 
     def close(self) -> None:
+        self.logs.close()
         if self.agent is not None:
             self.agent.close()
         self.pyspy.close()

@@ -40,6 +40,7 @@ from cpinspect.tui.messages import (
     PartLoaded,
     PartWanted,
     Polled,
+    ShowRecords,
     ShowThread,
 )
 from cpinspect.tui.panels import PanelContext, PanelSpec, PanelView, panels_for
@@ -49,6 +50,7 @@ from cpinspect.tui.screens.locals import LocalsScreen, describe_error
 from cpinspect.tui.store import Store
 from cpinspect.tui.widgets.banner import Banner, banner_lines
 from cpinspect.tui.widgets.header_bar import HeaderBar, HeaderState
+from cpinspect.tui.widgets.log_panel import LogPanel, LogView
 from cpinspect.tui.widgets.pool_bar import PoolBar, PoolBarState
 from cpinspect.tui.widgets.routes_panel import RoutesPanel
 from cpinspect.tui.widgets.threads_panel import ThreadsPanel
@@ -214,6 +216,12 @@ class InspectorApp(App[None]):
         return panel
 
     @property
+    def log_panel(self) -> LogPanel:
+        panel = self.panels["log"]
+        assert isinstance(panel, LogPanel)
+        return panel
+
+    @property
     def live(self) -> bool:
         """The session polls a running process (not a saved file)."""
         return Capability.LIVE in self.poller.capabilities
@@ -291,6 +299,7 @@ class InspectorApp(App[None]):
             self.poll_error = message.error
         else:
             self.poll_error = None
+            self.store.take_log(message.update)
             if self.paused:
                 self.pending = message.update
             else:
@@ -476,6 +485,24 @@ class InspectorApp(App[None]):
             self.action_show_tab("threads")
         else:
             self.notify("that thread is no longer in the data on screen", severity="warning")
+
+    @on(ShowRecords)
+    def _show_records(self, message: ShowRecords) -> None:
+        """The Threads tab's jump to the log records of a thread's request."""
+        message.stop()
+        threads = self.store.threads
+        thread = threads.by_ident().get(message.ident) if threads is not None else None
+        if thread is None or thread.request is None:
+            self.notify("that thread serves no request now", severity="warning")
+            return
+        self.log_panel.filter_request(thread.ident, thread.request, thread.name)
+        self.action_show_tab("log")
+
+    @on(LogPanel.CaptionChanged)
+    def _log_caption(self, message: LogPanel.CaptionChanged) -> None:
+        tab = self.tabs.get_tab("log")
+        spec = next(s for s in self.panel_specs if s.id == "log")
+        tab.label = f"{tab_label(spec)} · {message.panel.caption}"
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -684,6 +711,8 @@ class InspectorApp(App[None]):
                 *ThreadsPanel.BINDINGS,
                 *RoutesPanel.BINDINGS,
                 *self._sessions_bindings(),
+                *LogPanel.BINDINGS,
+                *LogView.BINDINGS,
             ]
             if isinstance(binding, Binding) and self._offered(binding.action)
         ]

@@ -13,7 +13,8 @@ from cpinspect.sources.base import Update
 class Polled(Message):
     """One poll finished, with an update or with the error ``poll()`` raised.
 
-    A newer ``Polled`` supersedes a queued one: a UI that falls behind skips stale data.
+    A newer ``Polled`` supersedes a queued one: a UI that falls behind skips stale data —
+    except one that carries log records, which are new data and never skipped.
     """
 
     def __init__(self, update: Optional[Update], error: Optional[str] = None) -> None:
@@ -22,7 +23,10 @@ class Polled(Message):
         self.error = error
 
     def can_replace(self, message: Message) -> bool:
-        return isinstance(message, Polled)
+        if not isinstance(message, Polled):
+            return False
+        older = message.update
+        return older is None or not (older.log or older.log_replace)
 
 
 class SourceLinesLoaded(Message):
@@ -122,6 +126,15 @@ class Resolved(Message):
 class ShowThread(Message):
     """A panel asks to show one thread in the Threads tab (a session lock's holder, a log
     record's request): the App switches tabs and puts the cursor on it."""
+
+    def __init__(self, ident: int) -> None:
+        super().__init__()
+        self.ident = ident
+
+
+class ShowRecords(Message):
+    """The Threads tab asks to show the log records of one thread's request (``e``): the App
+    switches to the Log tab filtered on it."""
 
     def __init__(self, ident: int) -> None:
         super().__init__()

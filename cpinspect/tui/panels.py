@@ -97,6 +97,12 @@ def _read_sessions(poller: Poller, **args: Any) -> Any:
     return poller.sessions(**args)
 
 
+def _log(ctx: PanelContext) -> Widget:
+    from cpinspect.tui.widgets.log_panel import LogPanel
+
+    return LogPanel(ctx.source_lines, id="log-panel")
+
+
 def _series(ctx: PanelContext) -> Widget:
     from cpinspect.tui.widgets.series_panel import SeriesPanel
 
@@ -118,6 +124,8 @@ def _read_series(poller: Poller) -> Any:
 PANELS: Tuple[PanelSpec, ...] = (
     PanelSpec("threads", "Threads", "1", _threads),
     PanelSpec("routes", "Routes", "2", _routes, part="routes", read=_read_routes),
+    # The log comes with every poll (Store.log), not as a part read on first view.
+    PanelSpec("log", "Log", "4", _log),
     PanelSpec(
         "sessions",
         "Sessions",

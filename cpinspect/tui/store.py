@@ -15,12 +15,32 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Deque, Dict, Optional, Tuple
 
 from cpinspect import __version__
-from cpinspect.model import RoutesSnapshot, Snapshot, SourceKind, ThreadsSnapshot
+from cpinspect.model import (
+    SNAPSHOT_LOG_RECORDS,
+    LogEntry,
+    LogRecord,
+    LogState,
+    RoutesSnapshot,
+    Snapshot,
+    SourceKind,
+    ThreadsSnapshot,
+)
 from cpinspect.sources.base import Update
 from cpinspect.sources.merge import with_gil_holder
 
 FROM_THE_UPDATE = frozenset(
-    ("taken_at", "source", "info", "threads", "notes", "stale", "gil_holder", "cpinspect")
+    (
+        "taken_at",
+        "source",
+        "info",
+        "threads",
+        "notes",
+        "stale",
+        "gil_holder",
+        "cpinspect",
+        "log",
+        "log_state",
+    )
 )
 SNAPSHOT_PARTS = frozenset(f.name for f in fields(Snapshot)) - FROM_THE_UPDATE
 """``Snapshot`` fields a store part of the same name fills (routes, sessions, log, findings …):
@@ -29,6 +49,8 @@ HISTORY_SAMPLES = 120
 """Busy-worker samples kept per pool for the sparkline (two minutes at one poll a second)."""
 RATE_WINDOW = 10
 """Requests/s is measured over up to this many successive samples."""
+LOG_KEEP = 10_000
+"""Log entries kept (records and gaps), the newest; older ones fall off the front."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +74,7 @@ class Part:
 class Store:
     """The last applied update, the other parts, and what is derived across updates."""
 
-    def __init__(self, history: int = HISTORY_SAMPLES) -> None:
+    def __init__(self, history: int = HISTORY_SAMPLES, log_keep: int = LOG_KEEP) -> None:
         self.update: Optional[Update] = None
         """The update on screen (not the newest one received while paused)."""
         self.busy_history: Dict[str, Deque[int]] = {}
@@ -68,6 +90,14 @@ class Store:
         """Parts by name (``routes`` …), as their session methods last answered."""
         self.version = 0
         """Bumped by every change; a panel re-renders only when it moved."""
+        self.log: Deque[LogEntry] = deque(maxlen=log_keep)
+        """The latest log records (and gaps), oldest first; filled by every update received,
+        paused or not, so follow mode, the sparkline and snapshots always have them."""
+        self.log_appended = 0
+        """Entries ever appended: ``log[i]`` is entry number ``log_appended - len(log) + i``."""
+        self.log_generation = 0
+        """Bumped when the log is replaced rather than appended to (a file session stepped)."""
+        self.log_state: Optional[LogState] = None
 
     @property
     def threads(self) -> Optional[ThreadsSnapshot]:
@@ -114,6 +144,35 @@ class Store:
             if self._served and snap.requests_served < self._served[-1][1]:
                 self._served.clear()
             self._served.append((snap.taken_at, snap.requests_served))
+
+    def take_log(self, update: Update) -> None:
+        """Keep the log records ``update`` brought (called for every update received, also
+        while the screen is paused: records are never skipped like stale thread data)."""
+        if update.log_state is not None or update.log_replace:
+            self.log_state = update.log_state
+        if update.log_replace:
+            self.log.clear()
+            self.log_appended = 0
+            self.log_generation += 1
+            self.log.extend(update.log)
+            self.log_appended = len(update.log)
+            self.version += 1
+        elif update.log:
+            self.log.extend(update.log)
+            self.log_appended += len(update.log)
+            self.version += 1
+
+    @property
+    def log_first(self) -> int:
+        """The entry number of ``log[0]``."""
+        return self.log_appended - len(self.log)
+
+    def log_records(self, limit: Optional[int] = None) -> Tuple[LogRecord, ...]:
+        """The records held (gaps left out), the last ``limit`` of them."""
+        records = [e for e in self.log if isinstance(e, LogRecord)]
+        if limit is not None:
+            records = records[-limit:]
+        return tuple(records)
 
     # --- the other parts -----------------------------------------------------------------------
 
@@ -172,6 +231,8 @@ class Store:
             stale=update.stale,
             gil_holder=update.gil_holder,
             cpinspect=__version__,
+            log=self.log_records(SNAPSHOT_LOG_RECORDS),
+            log_state=self.log_state,
             **carried,
         )
 

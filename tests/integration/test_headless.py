@@ -1,4 +1,4 @@
-"""Headless commands (dump, snapshot, ps, routes, resolve) run without loading the UI."""
+"""Headless commands (dump, snapshot, ps, routes, resolve, sessions, logs) run without the UI."""
 
 from __future__ import annotations
 
@@ -45,6 +45,8 @@ def test_headless_commands_on_a_live_target_never_import_the_ui(spawn_target, tm
         ["routes", pid],
         ["resolve", pid, "/"],
         ["ps", "--json"],
+        ["sessions", pid],
+        ["logs", pid, "--no-follow", "-n", "5"],
     ]
     for argv in commands:
         # WHEN each headless command runs to completion in a fresh interpreter

@@ -15,6 +15,10 @@ from cpinspect.model import (
     LocalVar,
     LockHolder,
     LockWaiter,
+    LogEntry,
+    LogRecord,
+    LogRouting,
+    LogState,
     Phase,
     PoolInfo,
     ProcessInfo,
@@ -821,3 +825,120 @@ class FakeLines:
 
     def line(self, filename: str, lineno: int) -> Optional[str]:
         return self.lines.get((filename, lineno))
+
+
+# --- log records -------------------------------------------------------------------------------
+
+CART_IDENT = 140_000_000_000_009
+"""``CP Server Thread-9``: busy in ``POST /cart/add`` (31 s) in ``incident_threads``."""
+CART_TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "/srv/shop/shop/cart.py", line 30, in add\n'
+    "    with CART_LOCK:\n"
+    "KeyError: 'sku-17'"
+)
+GOES_NOWHERE_FIX = 'log.error_file = "/var/log/shop/error.log"'
+
+
+def _stamp(at: float) -> str:
+    import time as _time
+
+    return _time.strftime("[%d/%b/%Y:%H:%M:%S]", _time.gmtime(at))
+
+
+def error_record(
+    seq: int,
+    at: float,
+    message: str,
+    *,
+    traceback: Optional[str] = None,
+    level: str = "ERROR",
+    levelno: int = 40,
+    logger: str = "cherrypy.error.1400",
+    ident: Optional[int] = None,
+    request: Optional[RequestInfo] = None,
+) -> LogRecord:
+    return LogRecord(
+        seq=seq,
+        time=at,
+        level=level,
+        levelno=levelno,
+        logger=logger,
+        message=f"{_stamp(at)} {message}",
+        traceback=traceback,
+        thread_ident=ident,
+        thread_name=f"CP Server Thread-{ident % 1000}" if ident else "MainThread",
+        request=request,
+        app="" if logger != "cherrypy.error" else None,
+    )
+
+
+def access_log(seq: int, at: float, method: str, path: str, status: int) -> LogRecord:
+    return LogRecord(
+        seq=seq,
+        time=at,
+        level="INFO",
+        logger="cherrypy.access.1400",
+        message=f'10.0.0.5 - - {_stamp(at)} "{method} {path} HTTP/1.1" {status} 120 "" ""',
+        request=RequestInfo(method, path, client="10.0.0.5", started_at=at - 0.05),
+        status=status,
+        size=120,
+        duration=0.05,
+        access=True,
+    )
+
+
+def cart_request() -> RequestInfo:
+    """The request worker 9 is still serving (its ``started_at`` as the threads say)."""
+    thread = incident_threads()[8]
+    assert thread.request is not None
+    return thread.request
+
+
+def log_records(base: float = T0 - 40) -> Tuple[LogRecord, ...]:
+    """A short incident: the engine starting, traffic, a warning, a 404, a handler error during
+    the cart request still running, its 500, and an error of a request that has finished on
+    the same worker (same thread ident, another start)."""
+    finished = replace(cart_request(), started_at=base + 1.0, path="/cart/view")
+    return (
+        error_record(
+            1, base, "ENGINE Bus STARTED", level="INFO", levelno=20, logger="cherrypy.error"
+        ),
+        access_log(2, base + 1, "GET", "/", 200),
+        error_record(
+            3,
+            base + 2,
+            "HTTP ",
+            traceback="Traceback (most recent call last):\nValueError: old",
+            ident=CART_IDENT,
+            request=finished,
+        ),
+        access_log(4, base + 3, "GET", "/cart/view", 500),
+        error_record(5, base + 4, "slow query: 2.1 s", level="WARNING", levelno=30),
+        access_log(6, base + 5, "GET", "/missing", 404),
+        error_record(
+            7, base + 9, "HTTP ", traceback=CART_TRACEBACK, ident=CART_IDENT, request=cart_request()
+        ),
+        access_log(8, base + 10, "POST", "/cart/add", 500),
+    )
+
+
+def log_state(goes_nowhere: bool = False, missed: int = 0) -> LogState:
+    routing = LogRouting(
+        screen=False,
+        goes_nowhere=goes_nowhere,
+        fix=GOES_NOWHERE_FIX if goes_nowhere else None,
+    )
+    return LogState(buffer="b1", latest=8, missed=missed, capacity=10_000, routing=routing)
+
+
+def log_update(
+    entries: Sequence[LogEntry],
+    *,
+    taken_at: float = T0,
+    goes_nowhere: bool = False,
+    missed: int = 0,
+) -> Update:
+    """The incident's threads with log entries arrived since the previous poll."""
+    base = incident_update(taken_at)
+    return replace(base, log=tuple(entries), log_state=log_state(goes_nowhere, missed))

@@ -9,6 +9,7 @@ import pytest
 from cpinspect.demo.load import SECRET_AUTH, SECRET_COOKIE, SECRET_TOKEN
 from cpinspect.demo.runner import DemoProcesses
 from cpinspect.tui.app import InspectorApp
+from cpinspect.tui.widgets.log_panel import LogPanel
 from cpinspect.tui.widgets.pool_bar import PoolBar
 from cpinspect.tui.widgets.stack_view import StackView
 from cpinspect.tui.widgets.threads_table import ThreadsTable
@@ -85,5 +86,27 @@ async def test_the_inspector_shows_the_staged_incident(demo):
         # THEN the largest group comes first and says how many threads share it
         counts = [int(c.strip() or 0) for c in column(app, "count")]
         assert counts == sorted(counts, reverse=True) and sum(counts) == 6
+
+        # WHEN the Log tab is shown, searched for the failing coupon and narrowed to errors
+        await pilot.press("4")
+        log = app.query_one(LogPanel)
+        await wait_until(
+            pilot,
+            lambda: any("KeyError: 'WINTER'" in line for line in log.view.lines_text()),
+            timeout=20,
+            what="the demo's failing handler in the Log tab",
+        )
+        await pilot.press("slash", *"WINTER", "enter", "l", "l", "home", "enter")
+        await pilot.pause()
+        # THEN the error is one record tagged with its request, its traceback whole when opened
+        shown = log.view.lines_text()
+        assert "ERROR    GET /products/price?sku=CUP-010&coupon=WINTER" in shown[0]
+        assert any("in discounted" in line for line in shown)
+        source = next(line for line in shown if line.startswith("    — "))
+        assert source.startswith("    — cherrypy.error") and "thread CP Server Thread-" in source
+        # AND the access record of its 500 is there too (all records, filters cleared)
+        await pilot.press("escape", "x")
+        await pilot.pause()
+        assert any("500      GET /products/price" in line for line in log.view.lines_text())
 
         await pilot.press("q")

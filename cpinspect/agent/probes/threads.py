@@ -54,17 +54,41 @@ def qualified_name(obj: Any) -> Optional[str]:
     return name
 
 
+_HAS_ATTR: Dict[Tuple[type, str], bool] = {}
+"""Whether instances of a type have an attribute (one every instance sets in ``__init__``:
+PageHandler.callable, ResponseEncoder.oldhandler), learnt once per (type, name): a getattr()
+that misses raises and catches an AttributeError inside, the dearest step of describing a
+request, and the log capture describes every logged one. Bounded by the handler and wrapper
+types an app has (a few)."""
+
+
+def _attr(obj: Any, name: str) -> Any:
+    key = (type(obj), name)
+    has = _HAS_ATTR.get(key)
+    if has is None:
+        has = hasattr(obj, name)
+        if len(_HAS_ATTR) < 256:
+            _HAS_ATTR[key] = has
+    return getattr(obj, name, None) if has else None
+
+
 def handler_name(request: Any) -> Optional[str]:
     """The page handler's qualified name, seen through tool wrappers (encode, gzip ...)."""
-    inner = getattr(request, "_json_inner_handler", None)  # tools.json_out wraps the handler
+    # tools.json_out wraps the handler, per request: read from the instance, not learnt per type.
+    attrs = getattr(request, "__dict__", None)
+    if isinstance(attrs, dict):
+        inner = attrs.get("_json_inner_handler")
+    else:
+        inner = getattr(request, "_json_inner_handler", None)
     handler = inner if inner is not None else getattr(request, "handler", None)
     for _ in range(8):
         if handler is None:
             return None
-        target = getattr(handler, "callable", None)
+        target = _attr(handler, "callable")
         if target is not None:
             return qualified_name(target)
-        inner = getattr(handler, "oldhandler", None) or getattr(handler, "__wrapped__", None)
+        # __wrapped__ varies per function (functools.wraps), so it is not learnt per type.
+        inner = _attr(handler, "oldhandler") or getattr(handler, "__wrapped__", None)
         if inner is None:
             break
         handler = inner
@@ -74,33 +98,105 @@ def handler_name(request: Any) -> Optional[str]:
 
 
 def _first_header(request: Any, name: str) -> str:
+    """``name`` must be given title-cased: HeaderMap stores its keys so, and a plain dict
+    lookup skips its per-call key transform (this runs for every logged request)."""
     try:
-        value = request.headers.get(name)
+        headers = request.headers
+        value = dict.get(headers, name) if isinstance(headers, dict) else headers.get(name)
     except Exception:  # noqa: BLE001
         return ""
     return str(value) if value else ""
 
 
-def describe_request(request: Any, response: Any, peer: str, source: str) -> Dict[str, Any]:
-    """The wire dict of a CherryPy request. Never headers: Cookie/Authorization stay inside."""
+RequestAtoms = Tuple[str, str, str, str, str, Any, Optional[str], Any, str, Any]
+"""What a request's wire dict is built from, read cheaply off the live objects: (method,
+script_name, path_info, query_string, client, started, handler, stage, remote ip, remote
+port). The log capture keeps these per record and builds the dict when it is read."""
+
+
+def request_atoms(request: Any, response: Any) -> RequestAtoms:
+    """The raw fields of a CherryPy request (attribute reads only; no formatting).
+
+    Plain attribute reads first (this runs for every logged request: a getattr() with a
+    default costs several times more); anything unusual takes the careful path.
+    """
+    try:
+        remote = request.remote
+        remote_ip = remote.ip or ""
+        forwarded = ""
+        headers = request.headers
+        if isinstance(headers, dict):
+            forwarded = dict.get(headers, "X-Forwarded-For") or ""
+        if forwarded or not isinstance(headers, dict):
+            forwarded = _first_header(request, "X-Forwarded-For").split(",")[0].strip()
+        method = request.method or ""
+        script = request.script_name or ""
+        path_info = request.path_info or ""
+        query = request.query_string or ""
+        client = forwarded or remote_ip
+        if (
+            type(method) is str
+            and type(script) is str
+            and type(path_info) is str
+            and type(query) is str
+            and type(client) is str
+        ):
+            return (
+                method,
+                script,
+                path_info,
+                query,
+                client,
+                response.time if response is not None else None,
+                handler_name(request),
+                request.stage,
+                remote_ip,
+                remote.port,
+            )
+    except Exception:  # noqa: BLE001 - not a CherryPy request as we know it
+        pass
+    return _request_atoms_careful(request, response)
+
+
+def _request_atoms_careful(request: Any, response: Any) -> RequestAtoms:
     remote = getattr(request, "remote", None)
     remote_ip = str(getattr(remote, "ip", "") or "")
     forwarded = _first_header(request, "X-Forwarded-For").split(",")[0].strip()
-    script = getattr(request, "script_name", "") or ""
-    path_info = getattr(request, "path_info", "") or ""
     started = getattr(response, "time", None) if response is not None else None
+    return (
+        str(getattr(request, "method", "") or ""),
+        str(getattr(request, "script_name", "") or ""),
+        str(getattr(request, "path_info", "") or ""),
+        str(getattr(request, "query_string", "") or ""),
+        forwarded or remote_ip,
+        started,
+        handler_name(request),
+        getattr(request, "stage", None),
+        remote_ip,
+        getattr(remote, "port", None),
+    )
+
+
+def request_from_atoms(atoms: RequestAtoms, peer: str, source: str) -> Dict[str, Any]:
+    """The wire dict (``/v1/threads`` "request"): redacted, cut. Never headers."""
+    method, script, path_info, query, client, started, handler, stage, _ip, _port = atoms
     return {
-        "method": str(getattr(request, "method", "") or ""),
+        "method": method,
         "path": (script + path_info)[:2048],
-        "query": redact_query(getattr(request, "query_string", "") or ""),
-        "client": (forwarded or remote_ip)[:256],
+        "query": redact_query(query),
+        "client": client[:256],
         "peer": peer,
         "started_at": started if isinstance(started, float) else None,
-        "handler": handler_name(request),
-        "stage": getattr(request, "stage", None),
+        "handler": handler,
+        "stage": stage,
         "app": script,
         "source": source,
     }
+
+
+def describe_request(request: Any, response: Any, peer: str, source: str) -> Dict[str, Any]:
+    """The wire dict of a CherryPy request. Never headers: Cookie/Authorization stay inside."""
+    return request_from_atoms(request_atoms(request, response), peer, source)
 
 
 def find_cherrypy_request(frame: Optional[FrameType]) -> Tuple[Any, Any]:

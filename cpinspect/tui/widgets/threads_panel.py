@@ -23,6 +23,7 @@ from cpinspect.formatting import (
 )
 from cpinspect.model import ThreadInfo, ThreadsSnapshot
 from cpinspect.sources.source_lines import LineReader
+from cpinspect.tui.messages import ShowRecords
 from cpinspect.tui.store import Store
 from cpinspect.tui.widgets.stack_view import StackView
 from cpinspect.tui.widgets.threads_table import ThreadsTable, group_key, thread_key
@@ -44,6 +45,12 @@ class ThreadsPanel(Vertical):
             "toggle_grouped",
             "Group stacks",
             tooltip="One row per distinct stack, the largest group first",
+        ),
+        Binding(
+            "e",
+            "records",
+            "Log",
+            tooltip="The log records of the selected thread's request (Log tab)",
         ),
         Binding(
             "l",
@@ -231,6 +238,13 @@ class ThreadsPanel(Vertical):
                 self.set_reactive(ThreadsPanel.view, ThreadView.ALL)
             self._refresh_rows()
         return True
+
+    def action_records(self) -> None:
+        thread = self.selected_thread
+        if thread is None or thread.request is None or thread.request.started_at is None:
+            self.app.notify("Select a busy thread: its request's log records show.", timeout=3)
+            return
+        self.post_message(ShowRecords(thread.ident))
 
     def action_view(self, view: str) -> None:
         self.view = ThreadView(view)

@@ -216,6 +216,9 @@ class ThreadsTable(DataTable[Text]):
                     self._show_cells(key, cells)
                 else:
                     self._pending.add(key)
+            if select in keys and keys.index(select) != previous_row:
+                # Asked for another row of the same table (a jump from another panel).
+                self.move_cursor(row=keys.index(select), animate=False)
             return
         self._shown = dict(rows)
         self._pending = set()

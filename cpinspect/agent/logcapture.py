@@ -1,0 +1,731 @@
+"""Log capture: a handler on CherryPy's loggers feeding a bounded ring, read by ``GET /v1/log``.
+
+The handler sits on ``cherrypy.error`` and ``cherrypy.access`` (every app logger propagates
+into them by default) and on the app loggers that do not propagate (cherrypy-internals.md 4).
+It is appended last and added and removed copy-on-write: ``Logger.callHandlers`` iterates the
+handler list without a lock, and removing an entry in place could make a thread logging at that
+moment skip the app's own next handler. It never changes a logger's level, never formats for
+anyone else, never raises, and never writes to stderr: failures are counted.
+
+What ``emit`` does runs in the app's thread, once per record (an access record per request):
+read the record's fields, find the request in flight on this thread (the tracker's table, else
+``cherrypy.serving``), build its wire dict the way ``/v1/threads`` does, cut long text, append.
+A traceback from ``exc_info`` must be formatted now (its frames die with the request); it is
+formatted without reading any source file (linecache's cache only: no file I/O on the request
+path, invariant 2), unless one of the app's own handlers already formatted it (``exc_text``).
+
+Memory is bounded three ways: ``capacity`` records, ``LOG_MAX_MESSAGE`` characters per message
+and per traceback, and ``MAX_TOTAL_CHARS`` characters over the whole ring; the oldest records
+go first and the cursor's ``missed`` counts them.
+"""
+
+import collections
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import weakref
+from threading import get_ident
+from types import TracebackType
+from typing import Any, Deque, Dict, List, Optional, Set, Tuple
+
+from .probes.threads import RequestAtoms, request_atoms, request_from_atoms
+from .tracking import RequestTracker
+from .wire import LOG_DEFAULT_CAPACITY, LOG_MAX_MESSAGE
+
+CAPACITY_ENV = "CPINSPECT_LOG_CAPACITY"
+ACCESS_ENV = "CPINSPECT_LOG_ACCESS"
+MIN_CAPACITY = 10
+MAX_CAPACITY = 1000000
+MAX_TOTAL_CHARS = 16 * 1024 * 1024
+"""Characters of message and traceback text the ring holds at most, over all its records."""
+MAX_CHAINED = 8
+"""Chained exceptions (``__cause__`` / ``__context__``) formatted per traceback at most."""
+MAX_FRAMES = 200
+"""Frames formatted per exception at most (a deep recursion keeps its innermost ones)."""
+
+TRACEBACK_MARK = "Traceback (most recent call last):"
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+_ACCESS_TAIL = re.compile(r'" (\d{3}|-) (\d+|-)(?: |$)')
+
+# One stored record, its fields: (created, levelno, levelname, logger,
+# message, cut, traceback, thread ident, thread name, request atoms or None, request source,
+# access (status, size, duration) or None). Plain atoms, no dicts: cheap to build in the app's
+# thread, and invisible to the cyclic GC; the wire dicts are built when the ring is read.
+Fields = Tuple[
+    float,
+    int,
+    str,
+    str,
+    str,
+    int,
+    Optional[str],
+    int,
+    str,
+    Optional[RequestAtoms],
+    str,
+    Optional[Tuple[Optional[int], Optional[int], Optional[float]]],
+]
+
+
+def _chars_of(fields: Fields) -> int:
+    tb = fields[6]
+    return len(fields[4]) + (len(tb) if tb is not None else 0)
+
+
+def capacity_from(value: Any) -> int:
+    """A capacity from config or the environment, clamped; the default when unset or bad."""
+    if value is None or value == "":
+        value = os.environ.get(CAPACITY_ENV, "")
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        return LOG_DEFAULT_CAPACITY
+    return max(MIN_CAPACITY, min(MAX_CAPACITY, n))
+
+
+def access_from(value: Any) -> bool:
+    """Whether to capture access records (config, else the environment; default yes)."""
+    if value is None or value == "":
+        value = os.environ.get(ACCESS_ENV, "")
+    if value is None or value == "":
+        return True
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "no", "off")
+    return bool(value)
+
+
+def _cached_line(filename: str, lineno: int) -> Optional[str]:
+    """The source line if linecache already holds the file: never read a file for it."""
+    try:
+        import linecache
+
+        entry = linecache.cache.get(filename)
+        if entry is None or len(entry) < 3:
+            return None
+        lines = entry[2]
+        if 0 < lineno <= len(lines):
+            return str(lines[lineno - 1]).strip() or None
+    except Exception:  # noqa: BLE001
+        pass
+    return None
+
+
+def _exception_only(etype: Any, value: Any) -> str:
+    import traceback
+
+    try:
+        return "".join(traceback.format_exception_only(etype, value))
+    except Exception:  # noqa: BLE001 - a __str__ that raises
+        name = getattr(etype, "__qualname__", None) or str(etype)
+        return "%s: <str() failed>\n" % name
+
+
+def _format_one(etype: Any, value: Any, tb: Optional[TracebackType]) -> str:
+    frames: List[str] = []
+    skipped = 0
+    while tb is not None:
+        if len(frames) >= MAX_FRAMES:
+            frames.pop(0)
+            skipped += 1
+        code = tb.tb_frame.f_code
+        lineno = tb.tb_lineno
+        entry = '  File "%s", line %d, in %s\n' % (code.co_filename, lineno, code.co_name)
+        line = _cached_line(code.co_filename, lineno)
+        if line:
+            entry += "    %s\n" % line
+        frames.append(entry)
+        tb = tb.tb_next
+    head = TRACEBACK_MARK + "\n"
+    if skipped:
+        head += "  [%d outer frames not shown]\n" % skipped
+    return head + "".join(frames) + _exception_only(etype, value)
+
+
+def format_exc_info(exc_info: Any) -> str:
+    """``traceback.format_exception`` without reading source files (chains included, bounded)."""
+    etype, value, tb = exc_info
+    chain: List[Tuple[Any, Any, Optional[TracebackType]]] = [(etype, value, tb)]
+    links: List[str] = []  # links[i] sits between chain[i + 1] (printed first) and chain[i]
+    seen: Set[int] = {id(value)}
+    while value is not None and len(chain) < MAX_CHAINED:
+        cause = getattr(value, "__cause__", None)
+        context = getattr(value, "__context__", None)
+        if cause is not None and id(cause) not in seen:
+            value, link = cause, _CAUSE
+        elif (
+            context is not None
+            and id(context) not in seen
+            and not getattr(value, "__suppress_context__", False)
+        ):
+            value, link = context, _CONTEXT
+        else:
+            break
+        seen.add(id(value))
+        chain.append((type(value), value, value.__traceback__))
+        links.append(link)
+    out: List[str] = []
+    for i in range(len(chain) - 1, -1, -1):  # the outermost cause first, as Python prints it
+        out.append(_format_one(*chain[i]))
+        if i > 0:
+            out.append(links[i - 1])
+    return "".join(out)
+
+
+def split_traceback(message: str) -> Tuple[str, Optional[str]]:
+    """``(text before, traceback)`` when the message carries a traceback as text."""
+    i = message.find(TRACEBACK_MARK)
+    if i < 0:
+        return message, None
+    return message[:i].rstrip(), message[i:].rstrip("\n")
+
+
+def cut_head(text: str, limit: int) -> Tuple[str, int]:
+    if len(text) <= limit:
+        return text, 0
+    return text[:limit], len(text) - limit
+
+
+def cut_traceback(text: str, limit: int) -> Tuple[str, int]:
+    """Keep the first line and the end (the exception line): the middle goes, counted."""
+    if len(text) <= limit:
+        return text, 0
+    first, _, rest = text.partition("\n")
+    note = "\n  [...]\n"
+    keep = max(0, limit - len(first) - len(note))
+    if keep <= 0 or len(first) >= limit:
+        return text[-limit:], len(text) - limit
+    return first + note + rest[-keep:], len(rest) - keep
+
+
+def _status_of(response: Any) -> Optional[int]:
+    status = getattr(response, "output_status", None)
+    if isinstance(status, bytes):
+        status = status.decode("latin-1", "replace")
+    if not status:
+        status = getattr(response, "status", None)
+    if status is None:
+        return None
+    if isinstance(status, int):
+        return status
+    head = str(status).split(" ", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _size_of(response: Any) -> Optional[int]:
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    value = dict.get(headers, "Content-Length") if isinstance(headers, dict) else None
+    if value is None:
+        return None
+    text = str(value).strip()
+    return int(text) if text.isdigit() else None
+
+
+def parse_access_line(message: str) -> Tuple[Optional[int], Optional[int], Optional[float]]:
+    """(status, size, None) from a Combined Log Format line (when no request is seen)."""
+    m = _ACCESS_TAIL.search(message)
+    if m is None:
+        return None, None, None
+    status, size = m.group(1), m.group(2)
+    return (int(status) if status.isdigit() else None, int(size) if size.isdigit() else None, None)
+
+
+_RINGS: "weakref.WeakSet[LogRing]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held a ring's lock at fork(): in the child that thread
+    # does not exist, and the first record logged would wait for the lock forever.
+    for ring in list(_RINGS):
+        ring._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    # Once per module (not per ring: callbacks cannot be unregistered, they would pile up).
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class LogRing:
+    """Records in arrival order with consecutive sequence numbers; the oldest drop out first."""
+
+    def __init__(self, capacity: int, max_total_chars: int = MAX_TOTAL_CHARS) -> None:
+        self.capacity = capacity
+        self.max_total_chars = max_total_chars
+        self.buffer_id = os.urandom(8).hex()
+        self._items: Deque[Fields] = collections.deque()
+        self._chars = 0
+        self._seq = 0
+        self._first = 1  # seq of _items[0]
+        self._lock = threading.Lock()
+        _RINGS.add(self)
+
+    def append(self, fields: Fields) -> None:
+        """Store a record's fields under the next seq. Seqs are not stored: the deque holds
+        consecutive ones, so a record's seq is ``first`` plus its index (one object less to
+        make and free per record, on the app's thread)."""
+        size = _chars_of(fields)
+        with self._lock:
+            self._seq += 1
+            items = self._items
+            items.append(fields)
+            self._chars += size
+            if len(items) > self.capacity:  # full: the usual case, one out for one in
+                self._chars -= _chars_of(items.popleft())
+                self._first += 1
+            if self._chars > self.max_total_chars:
+                self._trim()
+
+    def _trim(self) -> None:
+        items = self._items
+        while len(items) > 1 and (len(items) > self.capacity or self._chars > self.max_total_chars):
+            self._chars -= _chars_of(items.popleft())
+            self._first += 1
+
+    def resize(self, capacity: int) -> None:
+        with self._lock:
+            self.capacity = capacity
+            self._trim()
+
+    def copy(self) -> Tuple[List[Fields], int, int]:
+        """All held records, the seq of the first one, and the newest seq (0, 0 when none),
+        copied under the lock (pointer copies only)."""
+        with self._lock:
+            if not self._items:
+                return [], 0, self._seq
+            return list(self._items), self._first, self._seq
+
+    @property
+    def chars(self) -> int:
+        return self._chars
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class CaptureHandler(logging.Handler):
+    """Feeds the ring. ``handle`` skips logging's per-handler lock: the ring has its own."""
+
+    def __init__(self, ring: LogRing, tracker: RequestTracker) -> None:
+        super().__init__(logging.NOTSET)
+        self.ring = ring
+        self.tracker = tracker
+        self.max_message = LOG_MAX_MESSAGE
+        self.failed = 0
+        self.cut_records = 0
+        self._serving: Any = None
+        try:
+            import cherrypy
+
+            self._serving = cherrypy.serving
+        except Exception:  # noqa: BLE001
+            pass
+
+    def createLock(self) -> None:
+        self.lock = None
+
+    def acquire(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        try:
+            if self.filters and not self.filter(record):
+                return False
+            self.emit(record)
+        except Exception:  # noqa: BLE001 - never raise into the app's logging call
+            self.failed += 1
+        return True
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failed += 1  # never print to the app's stderr
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._emit(record)
+        except Exception:  # noqa: BLE001
+            self.failed += 1
+
+    def _emit(self, record: logging.LogRecord) -> None:
+        limit = self.max_message
+        try:
+            message = record.getMessage()
+        except Exception as exc:  # noqa: BLE001 - bad %-args: keep what there is
+            message = "%r (formatting the message failed: %s)" % (record.msg, type(exc).__name__)
+        tb: Optional[str] = None
+        exc_info = record.exc_info
+        if exc_info and exc_info[0] is not None:
+            tb = record.exc_text or format_exc_info(exc_info)
+            tb = tb.rstrip("\n")
+        elif TRACEBACK_MARK in message:
+            message, tb = split_traceback(message)
+        elif record.exc_text:
+            tb = record.exc_text
+        message, cut = cut_head(message, limit)
+        if tb is not None:
+            tb, tb_cut = cut_traceback(tb, limit)
+            cut += tb_cut
+        if cut:
+            self.cut_records += 1
+
+        ident = record.thread or get_ident()
+        # The request in flight on this thread: the tracker's (as /v1/threads uses), else the
+        # thread's own cherrypy.serving (a record from before on_start_resource).
+        atoms: Optional[RequestAtoms] = None
+        source = "hook"
+        response = None
+        tracked = self.tracker.inflight.get(ident)
+        if tracked is not None:
+            request, response = tracked
+        else:
+            request, response, source = self._serving_request()
+        if request is not None:
+            try:
+                atoms = request_atoms(request, response)
+            except Exception:  # noqa: BLE001
+                atoms = None
+        name = record.name
+        access: Optional[Tuple[Optional[int], Optional[int], Optional[float]]] = None
+        if name.startswith("cherrypy.access"):
+            if response is not None:
+                access = _access_of(response, record.created)
+            else:
+                access = parse_access_line(message)
+        self.ring.append(
+            (
+                record.created,
+                record.levelno,
+                record.levelname,
+                name,
+                message,
+                cut,
+                tb,
+                ident,
+                record.threadName or "",
+                atoms,
+                source,
+                access,
+            )
+        )
+
+    def _serving_request(self) -> Tuple[Any, Any, str]:
+        serving = self._serving
+        if serving is None:
+            return None, None, ""
+        # Only while serving does the thread-local hold its own request (else the class default).
+        local = serving.__dict__
+        request = local.get("request")
+        if request is None or getattr(request, "app", None) is None:
+            return None, None, ""
+        return request, local.get("response"), "serving"
+
+
+def _access_of(
+    response: Any, created: float
+) -> Tuple[Optional[int], Optional[int], Optional[float]]:
+    """(status, body bytes, duration) of the response being finished on this thread."""
+    try:
+        status: Optional[int] = int(response.output_status[:3])  # b"404 Not Found"
+    except Exception:  # noqa: BLE001 - None, or not CherryPy's
+        status = _status_of(response)
+    try:
+        length: Any = dict.get(response.headers, "Content-Length")
+        size: Optional[int] = int(length)
+    except Exception:  # noqa: BLE001 - absent (a streamed body) or not a number
+        size = None
+    started = getattr(response, "time", None)
+    duration = max(0.0, created - started) if isinstance(started, float) else None
+    return status, size, duration
+
+
+def _peer_from_atoms(atoms: RequestAtoms) -> str:
+    ip, port = atoms[8], atoms[9]
+    if not ip:
+        return ""
+    return "%s:%s" % (ip, port) if port not in (None, "", -1) else str(ip)
+
+
+# --- Attaching to the loggers ---------------------------------------------------------------
+
+
+def _add_cow(logger: logging.Logger, handler: logging.Handler) -> None:
+    if handler in logger.handlers:
+        return
+    logger.handlers = [*logger.handlers, handler]
+
+
+def _remove_cow(logger: logging.Logger, handler: logging.Handler) -> None:
+    if handler in logger.handlers:
+        logger.handlers = [h for h in logger.handlers if h is not handler]
+
+
+def _describe_handler(logger_name: str, h: logging.Handler) -> str:
+    target = getattr(h, "baseFilename", None)
+    if target is None:
+        stream = getattr(h, "stream", None)
+        target = getattr(stream, "name", None)
+    kind = type(h).__name__
+    return "%s: %s(%s)" % (logger_name, kind, target) if target else "%s: %s" % (logger_name, kind)
+
+
+def _is_null(h: logging.Handler) -> bool:
+    """logging's NullHandler or CherryPy's own (``_cplogging.NullHandler``, not a subclass)."""
+    return isinstance(h, logging.NullHandler) or type(h).__name__ == "NullHandler"
+
+
+def _ancestors(logger: logging.Logger) -> List[logging.Logger]:
+    """The loggers a record from ``logger`` reaches (itself first), as ``callHandlers`` walks."""
+    out = []
+    c: Any = logger
+    while c is not None:
+        out.append(c)
+        if not c.propagate:
+            break
+        c = c.parent
+    return out
+
+
+def _suggested_error_file() -> str:
+    name = os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "") or "app"
+    name = re.sub(r"\.py[cw]?$", "", name)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "app"
+    if name in ("-c", "_c", "__main__"):
+        name = "app"
+    return "/var/log/%s/error.log" % name
+
+
+def _request_dict(atoms: Optional[RequestAtoms], source: str) -> Optional[Dict[str, Any]]:
+    if atoms is None:
+        return None
+    return request_from_atoms(atoms, _peer_from_atoms(atoms), source)
+
+
+def _access_dict(
+    access: Optional[Tuple[Optional[int], Optional[int], Optional[float]]],
+) -> Optional[Dict[str, Any]]:
+    if access is None:
+        return None
+    return {"status": access[0], "size": access[1], "duration": access[2]}
+
+
+class LogCapture:
+    """The handler, the ring and the loggers they are attached to."""
+
+    def __init__(self, tracker: RequestTracker, capacity: int, access: bool = True) -> None:
+        self.access = access
+        """Capture access records too (one per request: most of the capture's cost)."""
+        self.ring = LogRing(capacity)
+        self.handler = CaptureHandler(self.ring, tracker)
+        self._attached: List[logging.Logger] = []
+        self._apps: Dict[str, Optional[str]] = {}  # logger name -> script_name
+        self._lock = threading.Lock()
+        self.reattached = 0
+        """Times the handler was found removed from a logger it was attached to, and re-added."""
+
+    # Installation.
+
+    def attach(self) -> None:
+        with self._lock:
+            for name in (
+                ("cherrypy.error", "cherrypy.access") if self.access else ("cherrypy.error",)
+            ):
+                logger = logging.getLogger(name)
+                _add_cow(logger, self.handler)
+                if logger not in self._attached:
+                    self._attached.append(logger)
+        self.refresh()
+
+    def detach(self) -> None:
+        with self._lock:
+            for logger in self._attached:
+                _remove_cow(logger, self.handler)
+            self._attached = []
+
+    def refresh(self) -> None:
+        """Follow the apps mounted since: name their loggers, attach to those that do not
+        propagate (and leave those that propagate again, or records would arrive twice)."""
+        try:
+            import cherrypy
+
+            apps = list(cherrypy.tree.apps.items())
+        except Exception:  # noqa: BLE001
+            return
+        names: Dict[str, Optional[str]] = {"cherrypy.error": None, "cherrypy.access": None}
+        with self._lock:
+            if not self._attached:
+                return  # detached meanwhile
+            for attached in self._attached:
+                if self.handler not in attached.handlers:
+                    # The app replaced the handler list (logging.config.dictConfig does): come
+                    # back, last again, and count it (every answer's errors say so).
+                    _add_cow(attached, self.handler)
+                    self.reattached += 1
+            for script_name, app in apps:
+                log = getattr(app, "log", None)
+                app_loggers = [getattr(log, "error_log", None)]
+                if self.access:
+                    app_loggers.append(getattr(log, "access_log", None))
+                for logger in app_loggers:
+                    if not isinstance(logger, logging.Logger):
+                        continue
+                    names[logger.name] = script_name
+                    # Does a record from this logger reach our handler on an ancestor?
+                    reached = any(self.handler in a.handlers for a in _ancestors(logger)[1:])
+                    if logger in self._attached:
+                        if reached:
+                            _remove_cow(logger, self.handler)
+                            self._attached.remove(logger)
+                    elif not reached:
+                        _add_cow(logger, self.handler)
+                        self._attached.append(logger)
+            self._apps = names
+
+    def app_of(self, logger_name: str) -> Optional[str]:
+        return self._apps.get(logger_name)
+
+    # What the configuration does with errors.
+
+    def routing(self) -> Dict[str, Any]:
+        import cherrypy
+
+        log = cherrypy.log
+        screen: Optional[bool] = None
+        error_file: Optional[str] = None
+        access_file: Optional[str] = None
+        try:
+            screen = bool(log.screen)
+            error_file = log.error_file or None
+            access_file = log.access_file or None
+        except Exception:  # noqa: BLE001
+            pass
+        global_loggers = {"cherrypy.error", "cherrypy.access"}
+        error_loggers = [logging.getLogger("cherrypy.error")]
+        loggers = [logging.getLogger("cherrypy.error"), logging.getLogger("cherrypy.access")]
+        try:
+            for _sn, app in list(cherrypy.tree.apps.items()):
+                app_log = getattr(app, "log", None)
+                el = getattr(app_log, "error_log", None)
+                al = getattr(app_log, "access_log", None)
+                if isinstance(el, logging.Logger):
+                    error_loggers.append(el)
+                    loggers.append(el)
+                if isinstance(al, logging.Logger):
+                    loggers.append(al)
+        except Exception:  # noqa: BLE001
+            pass
+        other: List[str] = []
+        seen: Set[int] = set()
+        for logger in loggers:
+            for chain_logger in _ancestors(logger):
+                for h in list(chain_logger.handlers):
+                    if id(h) in seen or h is self.handler:
+                        continue
+                    seen.add(id(h))
+                    if _is_null(h):
+                        continue
+                    if chain_logger.name in global_loggers and getattr(h, "_cpbuiltin", None):
+                        continue  # shown as screen / error_file / access_file
+                    other.append(_describe_handler(chain_logger.name, h))
+        writes = False
+        for logger in error_loggers:
+            for chain_logger in _ancestors(logger):
+                for h in list(chain_logger.handlers):
+                    if h is self.handler or _is_null(h):
+                        continue
+                    if getattr(h, "level", 0) > logging.ERROR:
+                        continue
+                    writes = True
+        goes_nowhere = not writes
+        fix = None
+        if goes_nowhere:
+            fix = 'log.error_file = "%s"' % _suggested_error_file()
+        return {
+            "screen": screen,
+            "error_file": error_file,
+            "access_file": access_file,
+            "other_handlers": other,
+            "goes_nowhere": goes_nowhere,
+            "fix": fix,
+        }
+
+    # The cursor.
+
+    def read(self, after: int, limit: int, min_level: int) -> Dict[str, Any]:
+        self.refresh()
+        items, first, latest = self.ring.copy()
+        missed = first - after - 1 if items and after < first - 1 else 0
+        # Seqs are consecutive: the first record after ``after`` sits at a known index.
+        start = max(0, after - first + 1) if items else 0
+        records: List[Dict[str, Any]] = []
+        more = False
+        last = after
+        app_of = self._apps.get
+        for i in range(start, len(items)):
+            item = items[i]
+            seq = first + i
+            if item[1] < min_level:
+                continue
+            if len(records) >= limit:
+                more = True
+                break
+            records.append(
+                {
+                    "seq": seq,
+                    "time": item[0],
+                    "level": item[2],
+                    "levelno": item[1],
+                    "logger": item[3],
+                    "app": app_of(item[3]),
+                    "message": item[4],
+                    "cut": item[5],
+                    "traceback": item[6],
+                    "thread": {"ident": item[7], "name": item[8]},
+                    "request": _request_dict(item[9], item[10]),
+                    "access": _access_dict(item[11]),
+                }
+            )
+            last = seq
+        routing: Dict[str, Any]
+        errors: List[str] = []
+        try:
+            routing = self.routing()
+        except Exception as exc:  # noqa: BLE001
+            errors.append("routing: %s: %s" % (type(exc).__name__, exc))
+            routing = {
+                "screen": None,
+                "error_file": None,
+                "access_file": None,
+                "other_handlers": [],
+                "goes_nowhere": False,
+                "fix": None,
+            }
+        if self.handler.failed:
+            errors.append("%d records could not be captured" % self.handler.failed)
+        if self.reattached:
+            errors.append(
+                "the capture handler was removed from CherryPy's loggers %d time(s) (the app's"
+                " logging configuration?) and put back: records logged meanwhile are not here"
+                % self.reattached
+            )
+        return {
+            "taken_at": time.time(),
+            "buffer": self.ring.buffer_id,
+            "capacity": self.ring.capacity,
+            "captures_access": self.access,
+            "max_message": self.handler.max_message,
+            "first": first,
+            "latest": latest,
+            "missed": missed,
+            "more": more,
+            "next": last if more else latest,
+            "dropped": self.handler.failed,
+            "routing": routing,
+            "records": records,
+            "errors": errors,
+        }
