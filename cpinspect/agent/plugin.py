@@ -28,7 +28,13 @@ from .probes.routes import RoutesProbe
 from .probes.threads import ThreadsProbe
 from .server import AgentServer, Endpoint
 from .tracking import RequestTracker
-from .wire import ENDPOINT_INFO, ENDPOINT_RESOLVE, ENDPOINT_ROUTES, ENDPOINT_THREADS
+from .wire import (
+    ENDPOINT_INFO,
+    ENDPOINT_RESOLVE,
+    ENDPOINT_ROUTES,
+    ENDPOINT_THREADS,
+    MAX_CURSOR_LENGTH,
+)
 
 _lock = threading.Lock()
 _agent: Optional["Agent"] = None
@@ -68,9 +74,19 @@ class Agent:
         return 200, out
 
     def _threads(self, query: Dict[str, List[str]]) -> Tuple[int, Dict[str, Any]]:
-        # One snapshot at a time: they share the classifier cache and the connection ages.
+        since = (query.get("since") or [""])[0]
+        if len(since) > MAX_CURSOR_LENGTH:
+            return 400, {
+                "error": {
+                    "status": 400,
+                    "message": "?since= takes a cursor from a previous answer (at most %d "
+                    "characters)" % MAX_CURSOR_LENGTH,
+                }
+            }
+        # One snapshot at a time: they share the classifier cache, the connection ages, the
+        # stack cache and the cursors.
         with self._probe_lock:
-            return 200, self.threads_probe.snapshot()
+            return 200, self.threads_probe.snapshot(since or None)
 
     def _routes(self, query: Dict[str, List[str]]) -> Tuple[int, Dict[str, Any]]:
         return 200, self.routes_probe.snapshot()
