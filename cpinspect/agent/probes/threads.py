@@ -155,28 +155,35 @@ def phase_from_stack(stack: List[Dict[str, Any]]) -> Optional[str]:
     return None
 
 
-def stack_key(
-    frame: Optional[FrameType], limit: int = MAX_STACK_DEPTH
-) -> Tuple[Tuple[int, ...], List[Any]]:
+def stack_key(frame: Optional[FrameType], limit: int = MAX_STACK_DEPTH) -> List[int]:
     """What a thread's extracted stack depends on, cheap to build: (id(code), f_lasti) per frame.
 
-    Also returns the code objects themselves: the cache keeps them (never frames, which hold
-    locals) so that no id in a remembered key can be reused by another code object.
+    The cache keeps the code objects of a key alive (never frames, which hold locals), so that
+    no id in a remembered key can be reused by another code object.
     """
     key: List[int] = []
-    codes: List[Any] = []
+    append = key.append
     depth = 0
     f = frame
-    while f is not None:
-        if depth < limit:
-            code = f.f_code
-            codes.append(code)
-            key.append(id(code))
-            key.append(f.f_lasti)
+    while f is not None and depth < limit:
+        append(id(f.f_code))
+        append(f.f_lasti)
         depth += 1
         f = f.f_back
-    key.append(depth)
-    return tuple(key), codes
+    while f is not None:
+        depth += 1
+        f = f.f_back
+    append(depth)
+    return key
+
+
+def _codes(frame: Optional[FrameType], limit: int = MAX_STACK_DEPTH) -> List[Any]:
+    codes: List[Any] = []
+    f = frame
+    while f is not None and len(codes) < limit:
+        codes.append(f.f_code)
+        f = f.f_back
+    return codes
 
 
 class _CachedStack:
@@ -186,7 +193,7 @@ class _CachedStack:
 
     def __init__(
         self,
-        key: Tuple[int, ...],
+        key: List[int],
         codes: List[Any],
         stack: List[Dict[str, Any]],
         truncated: int,
@@ -240,6 +247,8 @@ class ThreadsProbe:
         # threads that are gone are dropped at each snapshot).
         self._stacks: Dict[int, _CachedStack] = {}
         self._stacks_apps_key: Any = None
+        # Per thread ident: its request's last description and what it depends on.
+        self._requests: Dict[int, Tuple[Any, Dict[str, Any]]] = {}
         # Cursors of the last few answers -> {ident: digest}; a random id per agent lifetime.
         self._lifetime = os.urandom(6).hex()
         self._counter = 0
@@ -304,6 +313,8 @@ class ThreadsProbe:
                 self._conn_seen.pop(key, None)
         for ident in [i for i in self._stacks if i not in digests]:
             del self._stacks[ident]
+        for ident in [i for i in self._requests if i not in digests]:
+            del self._requests[ident]
         del frames  # frames keep every local of every thread alive: drop them promptly
 
         base = self._cursors.get(since) if since else None
@@ -343,14 +354,46 @@ class ThreadsProbe:
 
         The shared list is sent as it is; nothing downstream mutates a stack.
         """
-        key, codes = stack_key(frame)
+        key = stack_key(frame)
         cached = self._stacks.get(ident)
         if cached is not None and cached.key == key:
             return cached
         stack, truncated = extract_stack(frame, self.classifier)
-        cached = _CachedStack(key, codes, stack, truncated)
+        cached = _CachedStack(key, _codes(frame), stack, truncated)
         self._stacks[ident] = cached
         return cached
+
+    def _describe(
+        self, ident: int, request: Any, response: Any, peer: str, source: str
+    ) -> Dict[str, Any]:
+        """``describe_request``, reused while the request visibly stays the same.
+
+        Keyed by what changes during a request (stage, handler, path and query after an
+        internal redirect) and by the request's identity with its start time, so that a new
+        request at a reused address is never taken for the old one. No object is kept.
+        """
+        try:
+            key: Any = (
+                id(request),
+                id(response),
+                getattr(response, "time", None) if response is not None else None,
+                getattr(request, "stage", None),
+                id(getattr(request, "handler", None)),
+                getattr(request, "path_info", None),
+                getattr(request, "query_string", None),
+                peer,
+                source,
+            )
+        except Exception:  # noqa: BLE001
+            key = None
+        cached = self._requests.get(ident)
+        if key is not None and cached is not None and cached[0] == key:
+            return dict(cached[1])
+        info = describe_request(request, response, peer, source)
+        if key is not None:
+            self._requests[ident] = (key, info)
+            return dict(info)
+        return info
 
     def _stack_phase(self, entry: Dict[str, Any]) -> Optional[str]:
         cached = self._stacks.get(entry["ident"])
@@ -380,7 +423,7 @@ class ThreadsProbe:
         stack: List[Dict[str, Any]],
         now: float,
     ) -> None:
-        info = describe_request(request, response, peer, source)
+        info = self._describe(entry["ident"], request, response, peer, source)
         entry["busy"] = True
         entry["request"] = info
         stage = info["stage"]
