@@ -146,3 +146,40 @@ def test_an_old_agent_without_cursors_gives_none():
     assert threads_cursor({"cursor": ""}) is None
     assert threads_cursor({"cursor": 7}) is None
     assert threads_cursor([]) is None
+
+
+def test_the_agent_probe_forgets_ended_threads_and_keeps_a_bounded_cursor_store():
+    # GIVEN the agent's threads probe in this process (no server: threads and stacks only),
+    # and a thread that runs while it answers once
+    import threading
+
+    from cpinspect.agent.probes.frames import FrameClassifier
+    from cpinspect.agent.probes.threads import ThreadsProbe
+    from cpinspect.agent.tracking import RequestTracker
+    from cpinspect.agent.wire import THREADS_CURSORS_KEPT
+
+    probe = ThreadsProbe(RequestTracker(), FrameClassifier())
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait, name="short-lived")
+    worker.start()
+    try:
+        during = probe.snapshot()
+        assert worker.ident in {t["ident"] for t in during["threads"]}
+        assert worker.ident in probe._stacks
+    finally:
+        stop.set()
+        worker.join(5)
+
+    # WHEN it has ended, and many more answers were given
+    after = probe.snapshot(during["cursor"])
+    for _ in range(3 * THREADS_CURSORS_KEPT):
+        probe.snapshot()
+
+    # THEN the delta listed it as gone, its cached stack is dropped, and the probe remembers
+    # no more cursors than the limit (each one a digest per thread, not entries)
+    assert after["delta"] is True and worker.ident in after["gone"]
+    assert worker.ident not in probe._stacks
+    assert len(probe._cursors) == THREADS_CURSORS_KEPT
+    assert all(isinstance(v, int) for d in probe._cursors.values() for v in d.values())
+    # ... and the cursor of that delta is forgotten: asking since it gives a full answer
+    assert probe.snapshot(after["cursor"])["delta"] is False
