@@ -23,6 +23,7 @@ JSON + model + delta applied), with the ratios against full and before.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -250,8 +251,13 @@ def main() -> int:
             return 2
     print(machine())
     results: List[Tuple[int, int, Dict[str, Any]]] = []
-    for threads, busy in shapes:
-        results.append((threads, busy, run_shape(threads, busy, args.rounds, args.polls, before)))
+    try:
+        for threads, busy in shapes:
+            ways = run_shape(threads, busy, args.rounds, args.polls, before)
+            results.append((threads, busy, ways))
+    finally:
+        if before is not None:
+            shutil.rmtree(before, ignore_errors=True)
     for threads, busy, ways in results:
         report(threads, busy, ways)
     return 0
