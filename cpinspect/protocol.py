@@ -196,13 +196,57 @@ def pool_from_json(d: Mapping[str, Any]) -> PoolInfo:
     )
 
 
-def threads_from_json(payload: Any) -> ThreadsSnapshot:
+def threads_cursor(payload: Any) -> Optional[str]:
+    """The cursor of a ``/v1/threads`` answer, to send back as ``?since=`` (None: an old agent)."""
+    cursor = payload.get("cursor") if isinstance(payload, dict) else None
+    return cursor if isinstance(cursor, str) and cursor else None
+
+
+def _carried(t: ThreadInfo, taken_at: float, dt: float) -> ThreadInfo:
+    """An unchanged thread of a delta: the previous object, with ``elapsed`` brought forward."""
+    if t.elapsed is None:
+        return t
+    started = t.request.started_at if t.request is not None else None
+    # The agent's own formula where the start is known (so equal to a full answer's value).
+    elapsed = max(0.0, taken_at - started) if started is not None else max(0.0, t.elapsed + dt)
+    return dataclasses.replace(t, elapsed=elapsed) if elapsed != t.elapsed else t
+
+
+def _apply_delta(
+    previous: ThreadsSnapshot, d: Mapping[str, Any], taken_at: float
+) -> Tuple[ThreadInfo, ...]:
+    gone = {i for i in _list(d, "gone") if isinstance(i, int)}
+    changed = {
+        t.ident: t
+        for t in (thread_from_json(e) for e in _list(d, "threads") if isinstance(e, dict))
+    }
+    dt = taken_at - previous.taken_at
+    merged: Dict[int, ThreadInfo] = {}
+    for t in previous.threads:
+        if t.ident not in gone and t.ident not in changed:
+            merged[t.ident] = _carried(t, taken_at, dt)
+    merged.update(changed)
+    return tuple(merged[i] for i in sorted(merged))  # the agent sends threads sorted by ident
+
+
+def threads_from_json(payload: Any, previous: Optional[ThreadsSnapshot] = None) -> ThreadsSnapshot:
+    """A snapshot from a full answer, or from a delta (``"delta": true``) applied to ``previous``.
+
+    ``previous`` must be the snapshot read from the answer whose cursor was sent as ``since``.
+    """
     d = _require_object(payload)
     if not isinstance(d.get("threads"), list):
         raise ProtocolError("threads payload without a 'threads' list")
+    taken_at = _opt_f(d, "taken_at") or 0.0
+    if d.get("delta") is True:
+        if previous is None:
+            raise ProtocolError("a delta threads answer, but no previous snapshot to apply it to")
+        threads = _apply_delta(previous, d, taken_at)
+    else:
+        threads = tuple(thread_from_json(t) for t in _list(d, "threads") if isinstance(t, dict))
     return ThreadsSnapshot(
-        taken_at=_opt_f(d, "taken_at") or 0.0,
-        threads=tuple(thread_from_json(t) for t in _list(d, "threads") if isinstance(t, dict)),
+        taken_at=taken_at,
+        threads=threads,
         pools=tuple(pool_from_json(p) for p in _list(d, "pools") if isinstance(p, dict)),
         pools_available=bool(d.get("pools_available", bool(d.get("pools")))),
         pools_note=_s(d, "pools_note"),

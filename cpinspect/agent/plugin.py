@@ -41,6 +41,7 @@ from .wire import (
     LOG_DEFAULT_LIMIT,
     LOG_LEVELS,
     LOG_MAX_LIMIT,
+    MAX_CURSOR_LENGTH,
 )
 
 _lock = threading.Lock()
@@ -89,9 +90,19 @@ class Agent:
         return 200, out
 
     def _threads(self, query: Dict[str, List[str]]) -> Tuple[int, Dict[str, Any]]:
-        # One snapshot at a time: they share the classifier cache and the connection ages.
+        since = (query.get("since") or [""])[0]
+        if len(since) > MAX_CURSOR_LENGTH:
+            return 400, {
+                "error": {
+                    "status": 400,
+                    "message": "?since= takes a cursor from a previous answer (at most %d "
+                    "characters)" % MAX_CURSOR_LENGTH,
+                }
+            }
+        # One snapshot at a time: they share the classifier cache, the connection ages, the
+        # stack cache and the cursors.
         with self._probe_lock:
-            return 200, self.threads_probe.snapshot()
+            return 200, self.threads_probe.snapshot(since or None)
 
     def _routes(self, query: Dict[str, List[str]]) -> Tuple[int, Dict[str, Any]]:
         return 200, self.routes_probe.snapshot()

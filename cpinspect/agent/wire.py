@@ -51,6 +51,10 @@ LOG_DEFAULT_LIMIT = 500
 LOG_MAX_LIMIT = 5000
 """The largest ``limit`` ``/v1/log`` accepts (more: 400)."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_CURSOR_LENGTH = 64
+"""Longest ``/v1/threads?since=`` value; a longer one is refused with 400."""
+THREADS_CURSORS_KEPT = 4
+"""``/v1/threads`` cursors the agent remembers (least recently issued or used go first)."""
 
 # The JSON the agent emits (all keys always present unless marked optional). Every payload has
 # "schema" (int) and "agent" (version string).
@@ -81,7 +85,23 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #                 "stack": [{"file": str, "line": int, "function": str, "qualname": str|null,
 #                            "app": bool}],          # innermost first
 #                 "stack_truncated": int}],
-#    "errors": [str]}
+#    "errors": [str],
+#    "cursor": str, "delta": bool, "gone": [int]}
+#
+#   GET /v1/threads?since=CURSOR   (a delta; additive: without ?since= the answer is the full one)
+#   Every answer carries "cursor": "<random id of this agent's lifetime>-<counter>" (opaque). The
+#   agent remembers THREADS_CURSORS_KEPT cursors, the most recently issued or used (per cursor one
+#   small digest per thread, never entries). With ?since= naming one of them, "delta": true and
+#     "threads" holds only the threads that are new or whose entry changed (full entries),
+#     "gone" lists the idents of threads present at that cursor and absent now,
+#     every other thread is unchanged since that cursor's answer, except "elapsed": it is left
+#     out of the comparison (the start time it is computed from is in). The reader recomputes it
+#     for an unchanged thread as taken_at - request.started_at when the request has a start
+#     (exactly what a full answer says), else previous elapsed + (taken_at - previous taken_at).
+#   The threads of an answer are always sorted by ident; "pools", "pools_available",
+#   "pools_note", "requests_served", "errors" and "taken_at" are always sent in full.
+#   An unknown cursor (expired, another agent lifetime, garbage) -> a full answer, "delta": false,
+#   "gone": []. A value longer than MAX_CURSOR_LENGTH -> 400. The empty value means no cursor.
 #
 # GET /v1/routes   (read with inspect.getattr_static: no user code runs)
 #   {"schema", "agent", "taken_at": float, "cap": int (max nodes over all apps),

@@ -44,6 +44,7 @@ from cpinspect.protocol import (
     routes_from_json,
     schema_warning,
     sessions_from_json,
+    threads_cursor,
     threads_from_json,
 )
 from cpinspect.sources import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT  # re-exported
@@ -82,6 +83,10 @@ class AgentSource:
         self.timeout = timeout
         self.warnings: List[str] = []
         self._ever_connected = False
+        # /v1/threads deltas: the last answer's cursor and the snapshot read from it. A reconnect
+        # makes a new AgentSource, so a new agent (restart) is always asked in full first.
+        self._threads_cursor: Optional[str] = None
+        self._last_threads: Optional[ThreadsSnapshot] = None
         self._client = httpx.Client(
             transport=httpx.HTTPTransport(uds=connect_path, retries=0),
             base_url="http://cpinspect",
@@ -159,10 +164,19 @@ class AgentSource:
             raise EndpointError("unreadable /v1/info from the agent: %s" % exc) from None
 
     def threads(self) -> ThreadsSnapshot:
+        """The threads now: asks only for what changed since the last answer when it can."""
+        previous = self._last_threads
+        since = self._threads_cursor if previous is not None else None
+        # Forget the cursor until this answer is read: a failed poll asks in full next time.
+        self._threads_cursor = self._last_threads = None
+        payload = self._get(ENDPOINT_THREADS, {"since": since} if since else None)
         try:
-            return threads_from_json(self._get(ENDPOINT_THREADS))
+            snapshot = threads_from_json(payload, previous if since else None)
         except ProtocolError as exc:
             raise EndpointError("unreadable /v1/threads from the agent: %s" % exc) from None
+        self._threads_cursor = threads_cursor(payload)
+        self._last_threads = snapshot if self._threads_cursor is not None else None
+        return snapshot
 
     def routes(self) -> RoutesSnapshot:
         try:

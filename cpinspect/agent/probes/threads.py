@@ -5,15 +5,18 @@ Everything here reads shared structures without taking the app's locks: ``list(.
 ``errors`` and the rest of the answer stands.
 """
 
+import os
 import sys
 import threading
 import time
+from collections import OrderedDict
 from types import FrameType
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..procfs import task_cpu_time
 from ..redact import redact_query
 from ..tracking import RequestTracker
+from ..wire import MAX_STACK_DEPTH, THREADS_CURSORS_KEPT
 from .frames import FrameClassifier, extract_stack
 from .servers import finite, format_bind, pool_of, running_servers
 
@@ -248,6 +251,85 @@ def phase_from_stack(stack: List[Dict[str, Any]]) -> Optional[str]:
     return None
 
 
+def stack_key(frame: Optional[FrameType], limit: int = MAX_STACK_DEPTH) -> List[int]:
+    """What a thread's extracted stack depends on, cheap to build: (id(code), f_lasti) per frame.
+
+    The cache keeps the code objects of a key alive (never frames, which hold locals), so that
+    no id in a remembered key can be reused by another code object.
+    """
+    key: List[int] = []
+    append = key.append
+    depth = 0
+    f = frame
+    while f is not None and depth < limit:
+        append(id(f.f_code))
+        append(f.f_lasti)
+        depth += 1
+        f = f.f_back
+    while f is not None:
+        depth += 1
+        f = f.f_back
+    append(depth)
+    return key
+
+
+def _codes(frame: Optional[FrameType], limit: int = MAX_STACK_DEPTH) -> List[Any]:
+    codes: List[Any] = []
+    f = frame
+    while f is not None and len(codes) < limit:
+        codes.append(f.f_code)
+        f = f.f_back
+    return codes
+
+
+class _CachedStack:
+    """One thread's last extracted stack and what depends only on it."""
+
+    __slots__ = ("codes", "digest", "key", "phase", "stack", "truncated")
+
+    def __init__(
+        self,
+        key: List[int],
+        codes: List[Any],
+        stack: List[Dict[str, Any]],
+        truncated: int,
+    ) -> None:
+        self.key = key
+        self.codes = codes
+        self.stack = stack
+        self.truncated = truncated
+        self.phase = phase_from_stack(stack)
+        # What the inspector sees of the stack: a move inside one line changes nothing.
+        self.digest = hash(
+            tuple((f["file"], f["line"], f["function"], f["qualname"], f["app"]) for f in stack)
+        )
+
+
+def _digest(entry: Dict[str, Any], stack_digest: int, started: Any) -> int:
+    """A thread entry's fingerprint for deltas: everything sent except ``elapsed``.
+
+    ``elapsed`` grows with every poll; what it is computed from (the start time) is in instead.
+    """
+    request = entry["request"]
+    return hash(
+        (
+            entry["native_id"],
+            entry["name"],
+            entry["role"],
+            entry["daemon"],
+            entry["busy"],
+            entry["phase"],
+            entry["elapsed"] is None,
+            started,
+            entry["cpu_time"],
+            entry["pool"],
+            tuple(request.values()) if request is not None else None,
+            stack_digest,
+            entry["stack_truncated"],
+        )
+    )
+
+
 class ThreadsProbe:
     """Builds the ``/v1/threads`` answer."""
 
@@ -257,8 +339,19 @@ class ThreadsProbe:
         # When we first saw a worker busy on a given connection: the age of requests still being
         # read, for which cheroot keeps no start time unless server.statistics is on.
         self._conn_seen: Dict[Tuple[int, int], float] = {}
+        # Per thread ident: the last extracted stack (bounded by the live threads: entries of
+        # threads that are gone are dropped at each snapshot).
+        self._stacks: Dict[int, _CachedStack] = {}
+        self._stacks_apps_key: Any = None
+        # Per thread ident: its request's last description and what it depends on.
+        self._requests: Dict[int, Tuple[Any, Dict[str, Any]]] = {}
+        # Cursors of the last few answers -> {ident: digest}; a random id per agent lifetime.
+        self._lifetime = os.urandom(6).hex()
+        self._counter = 0
+        self._cursors: OrderedDict[str, Dict[int, int]] = OrderedDict()
 
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self, since: Optional[str] = None) -> Dict[str, Any]:
+        """The answer; with ``since`` naming a remembered cursor, only what changed after it."""
         now = time.time()
         errors: List[str] = []
         try:
@@ -288,7 +381,11 @@ class ThreadsProbe:
         if not pools_raw:
             pools_note = self._why_no_pools()
 
+        if self.classifier._apps_key != self._stacks_apps_key:
+            self._stacks = {}  # app-vs-library marks may have changed with the mounted apps
+            self._stacks_apps_key = self.classifier._apps_key
         threads_out: List[Dict[str, Any]] = []
+        digests: Dict[int, int] = {}
         oldest: Dict[str, Optional[float]] = {}
         seen_keys = set()
         for ident in sorted(set(frames) | set(by_ident)):
@@ -305,11 +402,29 @@ class ThreadsProbe:
             key = entry.pop("_conn_key", None)
             if key is not None:
                 seen_keys.add(key)
+            digests[ident] = _digest(entry, entry.pop("_stack_digest"), entry.pop("_started", None))
         # Forget connections no worker holds any more (bounded by the pool size).
         for key in list(self._conn_seen):
             if key not in seen_keys:
                 self._conn_seen.pop(key, None)
+        for ident in [i for i in self._stacks if i not in digests]:
+            del self._stacks[ident]
+        for ident in [i for i in self._requests if i not in digests]:
+            del self._requests[ident]
         del frames  # frames keep every local of every thread alive: drop them promptly
+
+        base = self._cursors.get(since) if since else None
+        if since and base is not None:
+            self._cursors.move_to_end(since)  # a cursor in use stays: evict the least recent
+        self._counter += 1
+        cursor = "%s-%d" % (self._lifetime, self._counter)
+        self._cursors[cursor] = digests
+        while len(self._cursors) > THREADS_CURSORS_KEPT:
+            self._cursors.popitem(last=False)
+        gone: List[int] = []
+        if base is not None:
+            threads_out = [e for e in threads_out if base.get(e["ident"]) != digests[e["ident"]]]
+            gone = sorted(i for i in base if i not in digests)
 
         pools = []
         for bind, adapter, pool, threads in pools_raw:
@@ -325,7 +440,60 @@ class ThreadsProbe:
             "requests_served": self.tracker.requests_served() if self.tracker.attached else None,
             "threads": threads_out,
             "errors": errors,
+            "cursor": cursor,
+            "delta": base is not None,
+            "gone": gone,
         }
+
+    def _stack_of(self, ident: int, frame: Optional[FrameType]) -> _CachedStack:
+        """The thread's extracted stack, reused as it is while no frame moved.
+
+        The shared list is sent as it is; nothing downstream mutates a stack.
+        """
+        key = stack_key(frame)
+        cached = self._stacks.get(ident)
+        if cached is not None and cached.key == key:
+            return cached
+        stack, truncated = extract_stack(frame, self.classifier)
+        cached = _CachedStack(key, _codes(frame), stack, truncated)
+        self._stacks[ident] = cached
+        return cached
+
+    def _describe(
+        self, ident: int, request: Any, response: Any, peer: str, source: str
+    ) -> Dict[str, Any]:
+        """``describe_request``, reused while the request visibly stays the same.
+
+        Keyed by what changes during a request (stage, handler, path and query after an
+        internal redirect) and by the request's identity with its start time, so that a new
+        request at a reused address is never taken for the old one. No object is kept.
+        """
+        try:
+            key: Any = (
+                id(request),
+                id(response),
+                getattr(response, "time", None) if response is not None else None,
+                getattr(request, "stage", None),
+                id(getattr(request, "handler", None)),
+                getattr(request, "path_info", None),
+                getattr(request, "query_string", None),
+                peer,
+                source,
+            )
+        except Exception:  # noqa: BLE001
+            key = None
+        cached = self._requests.get(ident)
+        if key is not None and cached is not None and cached[0] == key:
+            return dict(cached[1])
+        info = describe_request(request, response, peer, source)
+        if key is not None:
+            self._requests[ident] = (key, info)
+            return dict(info)
+        return info
+
+    def _stack_phase(self, entry: Dict[str, Any]) -> Optional[str]:
+        cached = self._stacks.get(entry["ident"])
+        return cached.phase if cached is not None else phase_from_stack(entry["stack"])
 
     def _why_no_pools(self) -> str:
         try:
@@ -351,7 +519,7 @@ class ThreadsProbe:
         stack: List[Dict[str, Any]],
         now: float,
     ) -> None:
-        info = describe_request(request, response, peer, source)
+        info = self._describe(entry["ident"], request, response, peer, source)
         entry["busy"] = True
         entry["request"] = info
         stage = info["stage"]
@@ -361,10 +529,11 @@ class ThreadsProbe:
             phase = "writing"
         else:
             phase = "handler"
-        refined = phase_from_stack(stack)
+        refined = self._stack_phase(entry)
         entry["phase"] = refined if refined is not None else phase
         if info["started_at"] is not None:
             entry["elapsed"] = max(0.0, now - info["started_at"])
+            entry["_started"] = info["started_at"]
 
     def _pool_entry(
         self, bind: str, adapter: Any, pool: Any, threads: List[Any], oldest: Optional[float]
@@ -401,7 +570,8 @@ class ThreadsProbe:
     ) -> Dict[str, Any]:
         name = t.name if t is not None else "<thread %d>" % ident
         native_id = getattr(t, "native_id", None)
-        stack, truncated = extract_stack(frame, self.classifier)
+        cached = self._stack_of(ident, frame)
+        stack = cached.stack
         worker = workers.get(ident)
         role = _role(ident, t, worker is not None, main_ident)
         entry: Dict[str, Any] = {
@@ -417,7 +587,8 @@ class ThreadsProbe:
             "pool": worker[1] if worker else None,
             "request": None,
             "stack": stack,
-            "stack_truncated": truncated,
+            "stack_truncated": cached.truncated,
+            "_stack_digest": cached.digest,
         }
         tracked = self.tracker.get(ident)
         if worker is None:
@@ -462,7 +633,7 @@ class ThreadsProbe:
                 }
                 if getattr(creq, "ready", False):
                     phase = "handler"  # parsed, inside a non-CherryPy WSGI app
-            refined = phase_from_stack(stack)
+            refined = self._stack_phase(entry)
             entry["phase"] = refined if refined is not None else phase
         if entry["elapsed"] is None:
             key = (ident, id(conn))
@@ -471,6 +642,7 @@ class ThreadsProbe:
                 started = self._conn_seen.setdefault(key, now)
             entry["elapsed"] = max(0.0, now - started)
             entry["_conn_key"] = key
+            entry["_started"] = started
             if entry["request"] is not None:
                 entry["request"]["started_at"] = started
         return entry
