@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from .probes.threads import RequestAtoms, request_atoms, request_from_atoms
+from .redact import redact_text_queries
 from .tracking import RequestTracker
 from .wire import LOG_DEFAULT_CAPACITY, LOG_MAX_MESSAGE
 
@@ -682,7 +683,7 @@ class LogCapture:
                     "levelno": item[1],
                     "logger": item[3],
                     "app": app_of(item[3]),
-                    "message": item[4],
+                    "message": redact_text_queries(item[4]),
                     "cut": item[5],
                     "traceback": item[6],
                     "thread": {"ident": item[7], "name": item[8]},

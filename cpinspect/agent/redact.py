@@ -39,6 +39,18 @@ def redact_target(target: str) -> str:
     return path + sep + redact_query(query) if sep else path
 
 
+_QUERY_IN_TEXT = re.compile(r'\?([^\s"?#]+)')
+
+
+def redact_text_queries(text: str) -> str:
+    """Every ``?query`` inside free text — an access line's request line and its Referer, an
+    error message quoting a URL — with its sensitive values replaced. Log records are text the
+    app formatted itself, so the query redaction of the request fields must reach them too."""
+    if "?" not in text:
+        return text
+    return _QUERY_IN_TEXT.sub(lambda m: "?" + redact_query(m.group(1)), text)
+
+
 def _unquote_name(name: str) -> str:
     if "%" not in name and "+" not in name:
         return name  # nothing to unquote: the common case, on every logged request

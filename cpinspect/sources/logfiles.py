@@ -38,6 +38,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Deque, Dict, List, Optional, Tuple
 
+from cpinspect.agent.redact import redact_query, redact_text_queries
 from cpinspect.model import LogFileStatus, LogGap, LogOrigin, LogRecord, RequestInfo
 
 START_BACK = 256 * 1024
@@ -107,7 +108,8 @@ def error_record(lines: List[str]) -> LogRecord:
             break
     else:
         message_lines.extend(rest)
-    message, cut = _cut("\n".join(message_lines))
+    # The agent's ring redacts queries in messages the same way (and dedupe compares them).
+    message, cut = _cut(redact_text_queries("\n".join(message_lines)))
     if traceback is not None:
         traceback, cut_tb = _cut(traceback)
         cut += cut_tb
@@ -134,7 +136,7 @@ def access_record(line: str) -> LogRecord:
             time=0.0,
             level="INFO",
             logger="cherrypy.access",
-            message=line,
+            message=redact_text_queries(line),
             origin=LogOrigin.ACCESS_FILE,
             access=True,
         )
@@ -142,7 +144,9 @@ def access_record(line: str) -> LogRecord:
     request = None
     if len(request_line) >= 2:
         path, _, query = request_line[1].partition("?")
-        request = RequestInfo(method=request_line[0], path=path, query=query, client=m.group("h"))
+        request = RequestInfo(
+            method=request_line[0], path=path, query=redact_query(query), client=m.group("h")
+        )
     status = m.group("s")
     size = m.group("b")
     return LogRecord(
@@ -150,7 +154,7 @@ def access_record(line: str) -> LogRecord:
         time=parse_time(m.group("t")) or 0.0,
         level="INFO",
         logger="cherrypy.access",
-        message=line,
+        message=redact_text_queries(line),
         request=request,
         status=int(status) if status != "-" else None,
         size=int(size) if size != "-" else None,

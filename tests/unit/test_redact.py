@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from cpinspect.agent.redact import redact_query
+from cpinspect.agent.redact import redact_query, redact_text_queries
 
 
 @pytest.mark.parametrize(
@@ -24,3 +24,22 @@ def test_redact_query(query, expected):
 
 def test_very_long_query_is_capped():
     assert len(redact_query("a=" + "x" * 10000)) <= 2048
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("no query here", "no query here"),
+        (
+            '127.0.0.1 - - [01/Dec/2026:10:00:00] "GET /login?user=frank&secret=V-93x HTTP/1.1" '
+            '200 15 "http://shop/a?token=t0k&page=2" "curl/8"',
+            '127.0.0.1 - - [01/Dec/2026:10:00:00] "GET /login?user=frank&secret=*** HTTP/1.1" '
+            '200 15 "http://shop/a?token=***&page=2" "curl/8"',
+        ),
+        ("what? nothing to hide", "what? nothing to hide"),
+        ("redirected to /next?sid=abc#frag", "redirected to /next?sid=***#frag"),
+    ],
+)
+def test_queries_inside_log_text_are_redacted_like_request_queries(text, expected):
+    # Access lines carry the request line and the Referer as the app formatted them
+    assert redact_text_queries(text) == expected
