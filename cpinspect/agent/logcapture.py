@@ -685,7 +685,7 @@ class LogCapture:
                     "app": app_of(item[3]),
                     "message": redact_text_queries(item[4]),
                     "cut": item[5],
-                    "traceback": item[6],
+                    "traceback": None if item[6] is None else redact_text_queries(item[6]),
                     "thread": {"ident": item[7], "name": item[8]},
                     "request": _request_dict(item[9], item[10]),
                     "access": _access_dict(item[11]),

@@ -104,7 +104,7 @@ def error_record(lines: List[str]) -> LogRecord:
     for i, line in enumerate(rest):
         if line.startswith(TRACEBACK_HEAD):
             message_lines.extend(rest[:i])
-            traceback = "\n".join(rest[i:])
+            traceback = redact_text_queries("\n".join(rest[i:]))
             break
     else:
         message_lines.extend(rest)
