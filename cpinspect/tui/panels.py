@@ -124,8 +124,6 @@ def _read_series(poller: Poller) -> Any:
 PANELS: Tuple[PanelSpec, ...] = (
     PanelSpec("threads", "Threads", "1", _threads),
     PanelSpec("routes", "Routes", "2", _routes, part="routes", read=_read_routes),
-    # The log comes with every poll (Store.log), not as a part read on first view.
-    PanelSpec("log", "Log", "4", _log),
     PanelSpec(
         "sessions",
         "Sessions",
@@ -137,6 +135,8 @@ PANELS: Tuple[PanelSpec, ...] = (
         # a snapshot taken without sessions says so.
         every=2.0,
     ),
+    # The log comes with every poll (Store.log), not as a part read on first view.
+    PanelSpec("log", "Log", "4", _log),
     PanelSpec(
         "series",
         "Series",

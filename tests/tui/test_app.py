@@ -522,3 +522,16 @@ async def test_a_jump_to_a_thread_selects_it_even_when_the_view_hides_it() -> No
         app.post_message(ShowThread(12345))
         await pilot.pause()
         assert panel.selected_thread.ident == main.ident
+
+
+async def test_tabs_are_in_the_order_of_their_keys() -> None:
+    # GIVEN the app on a live session (every panel but the saved-series one)
+    app = make_app(FakePoller([mixed_update()]))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await first_data(pilot)
+        # THEN the tab bar reads 1, 2, 3, 4 from left to right
+        keys = [spec.key for spec in app.panel_specs]
+        assert keys == sorted(keys) == ["1", "2", "3", "4"]
+        tabs = app.query_one("#tabs", TabbedContent)
+        labels = [str(tabs.get_tab(spec.id).label) for spec in app.panel_specs]
+        assert [label.split()[0] for label in labels] == keys
