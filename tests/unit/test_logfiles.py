@@ -201,19 +201,34 @@ def test_records_in_buffer_and_file_are_shown_once() -> None:
 
 
 def test_log_files_of_a_process_are_found_among_its_fds(tmp_path: Path) -> None:
-    # GIVEN this process with an error and an access log open for appending, and a log read-only
+    # GIVEN a process with an error and an access log open for appending, and a log read-only
+    # (a child of its own: this test process's fds are the test runner's, its output may well
+    # be a .log file open for writing)
+    import subprocess
+    import sys
+
     (tmp_path / "aaa-other.log").write_text("")
     error, access, other = (
         tmp_path / n for n in ("site-error.log", "site-access.log", "aaa-other.log")
     )
-    with open(error, "a"), open(access, "a"), open(other):
-        # THEN both are found by their fds, the read-only one ignored (only this test's files
-        # are looked at: the test run's own output may be a .log file open for writing)
-        found = files_from_fds(os.getpid())
-        assert tuple(f for f in found if f.startswith(str(tmp_path))) == (
-            str(tmp_path / "site-error.log"),
-            str(tmp_path / "site-access.log"),
-        )
+    code = (
+        "import sys; files = [open(sys.argv[1], 'a'), open(sys.argv[2], 'a'), open(sys.argv[3])]"
+        "; print('ready', flush=True); sys.stdin.read()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(error), str(access), str(other)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        # THEN both are found by their fds, the read-only one ignored
+        assert files_from_fds(child.pid) == (str(error), str(access))
+    finally:
+        child.kill()
+        child.wait(10)
     # AND the target's paths are read through its root and cwd
     assert target_path(42, "/var/log/e.log") == "/proc/42/root/var/log/e.log"
     assert target_path(42, "logs/e.log") == "/proc/42/cwd/logs/e.log"
