@@ -237,8 +237,10 @@ class Index:
         errors: Optional[List[str]] = None,
         path_exists: Optional[bool] = None,
         path_writable: Optional[bool] = None,
+        orders: Optional[Tuple["array[int]", "array[int]"]] = None,
     ) -> None:
         n = len(sids)
+        self.n = n  # ``sids``/``tags``/``sizes`` may be shared with a later index and grow
         self.sids = sids
         self.tags = tags  # RAM: the stored expiration objects (unchanged = same saved version)
         self.datas = datas  # custom stores: the data each entry came with
@@ -250,12 +252,15 @@ class Index:
             if isinstance(sizes, array) and sizes.typecode == "i"
             else array("i", (min(x, _MAX_SIZE) for x in sizes))
         )
-        if self.exps is None:
+        if orders is not None:  # RAM, updated in place (``RamStore._updated``)
+            self.order_exp, self.order_size = orders
+        elif self.exps is None:
             assert tags is not None
             self.order_exp = _order(n, tags.__getitem__, False)
         else:
             self.order_exp = _order(n, self.exps.__getitem__, False)
-        self.order_size = _order_by_size(self.sizes)
+        if orders is None:
+            self.order_size = _order_by_size(self.sizes)
         self.as_of = as_of
         self.built_mono = time.monotonic()
         self.build_seconds = build_seconds
@@ -266,7 +271,7 @@ class Index:
         self.sizes_summary = self._size_summary()
 
     def __len__(self) -> int:
-        return len(self.sids)
+        return self.n
 
     def refreshed(self, as_of: float, build_seconds: float) -> "Index":
         """This index, confirmed unchanged at ``as_of``."""
@@ -311,7 +316,8 @@ class Index:
             "p50": sizes[order[n // 2]],
             "p90": sizes[order[(n * 10) // 100]],
             "max": sizes[order[0]],
-            "total": sum(sizes) + (len(sizes) - n),  # the -1s of unknown sizes taken back out
+            # the -1s of unknown sizes taken back out
+            "total": sum(sizes[: self.n]) + (self.n - n),
         }
 
 
@@ -382,6 +388,41 @@ def _order_by_size(sizes: "array[int]") -> "array[int]":
         out[rank] = pos
     del merged
     view.release()
+    return out
+
+
+UPDATE_MIN = 1000
+"""Sessions saved or added since the last build that are merged in place (or n/20 if more)."""
+
+
+def _insert_sorted(
+    base: "array[int]", drop: Dict[int, Any], extra: List[int], key: Callable[[int], Any]
+) -> "array[int]":
+    """``base`` (ascending by ``key``) without the positions in ``drop``, with ``extra``
+    (ascending by ``key``) inserted where they belong (bisection: no per-session objects)."""
+    if drop:
+        base = array("i", (p for p in base if p not in drop))
+    total = len(base) + len(extra)
+    out = array("i", bytes(4 * total))
+    lo = w = 0
+    hi_all = len(base)
+    for p in extra:
+        kp = key(p)
+        a, b = lo, hi_all
+        while a < b:
+            mid = (a + b) // 2
+            if kp < key(base[mid]):
+                b = mid
+            else:
+                a = mid + 1
+        if a > lo:
+            out[w : w + a - lo] = base[lo:a]
+            w += a - lo
+        out[w] = p
+        w += 1
+        lo = a
+    if lo < hi_all:
+        out[w:] = base[lo:]
     return out
 
 
@@ -551,19 +592,16 @@ class RamStore(Store):
             partial = "the index holds the first %d of %d sessions" % (MAX_ENTRIES, len(keys))
             del keys[MAX_ENTRIES:]
         n = len(keys)
-        if prev is not None and prev.tags is not None and keys == prev.sids:
-            # The same ids: if every expiration object is the same too, nothing was saved since
-            # and the index stands (one pass, nothing sorted again).
-            p_tags = prev.tags
-            get = cache.get
-            same = True
-            for k in range(n):
-                e = get(keys[k])
-                if type(e) is not tuple or len(e) != 2 or e[1] is not p_tags[k]:
-                    same = False
-                    break
-            if same:
-                return prev.refreshed(time.time(), time.monotonic() - started)
+        if (
+            prev is not None
+            and prev.tags is not None
+            and prev.exps is None
+            and prev.partial_reason is None
+            and partial is None
+        ):
+            updated = self._updated(prev, keys, started)
+            if updated is not None:
+                return updated
         # What the index keeps is allocated before the temporaries, so that freeing those leaves
         # the heap's top free (returned to the system) instead of holes under kept arrays.
         tags: List[Any] = [None] * n
@@ -607,6 +645,87 @@ class RamStore(Store):
             time.time(),
             time.monotonic() - started,
             partial,
+        )
+
+    def _updated(self, prev: Index, keys: List[str], started: float) -> Optional[Index]:
+        """The index updated in place of ``prev`` when the store changed a little, else None.
+
+        "A little": the same ids in the same order (a dict keeps a re-saved key in its place),
+        possibly followed by new ones, and at most ``max(UPDATE_MIN, n // 20)`` sessions saved
+        or added. Nothing is sorted again and no second index is built next to the one being
+        served: the new sessions' ids, expirations and sizes are appended to ``prev``'s own
+        lists (positions its orders never reach), the changed and new positions are inserted
+        into copies of the two orders by bisection, and the saved sessions' expirations and
+        sizes are written in place just before the new index replaces ``prev``. Extra memory:
+        the key list and two orders (12 bytes a session) instead of a whole index and the
+        sort's temporaries.
+        """
+        m, n = prev.n, len(keys)
+        p_sids, p_tags, p_sizes = prev.sids, prev.tags, prev.sizes
+        if p_tags is None:
+            return None
+        if len(p_sids) != m or len(p_tags) != m or len(p_sizes) != m:
+            # An earlier update failed half-way: drop what it appended (only it used them).
+            del p_sids[m:], p_tags[m:], p_sizes[m:]
+        if n < m:
+            return None
+        limit = max(UPDATE_MIN, n // 20)
+        get = self.cls.cache.get
+        dt = datetime.datetime
+        changed: Dict[int, Any] = {}  # position -> the entry saved since
+        for k in range(m):
+            sid = keys[k]
+            if sid is not p_sids[k] and sid != p_sids[k]:
+                return None  # sessions deleted (or reordered): sort again
+            e = get(sid)
+            if type(e) is not tuple or len(e) != 2 or type(e[1]) is not dt:
+                return None
+            if e[1] is not p_tags[k]:
+                changed[k] = e
+                if len(changed) > limit:
+                    return None
+        added = []
+        for k in range(m, n):
+            e = get(keys[k])
+            if type(e) is not tuple or len(e) != 2 or type(e[1]) is not dt:
+                return None
+            added.append(e)
+        if not changed and not added:
+            # Nothing saved since: the index stands (one pass, nothing sorted again).
+            return prev.refreshed(time.time(), time.monotonic() - started)
+        if len(changed) + len(added) > limit:
+            return None
+        new_tags = {k: e[1] for k, e in changed.items()}
+        new_sizes = {k: size_of(e[0]) for k, e in changed.items()}
+        # Appended positions are beyond every order of ``prev``: invisible to its pages.
+        p_tags.extend(e[1] for e in added)
+        p_sizes.extend(size_of(e[0]) for e in added)
+        del added
+        p_sids.extend(keys[m:])
+        del keys
+
+        def exp_key(p: int) -> Tuple[Any, int]:
+            t = new_tags.get(p)
+            return (p_tags[p] if t is None else t, p)  # the full sort is stable: ties by place
+
+        def size_key(p: int) -> int:
+            z = new_sizes.get(p)
+            return -((p_sizes[p] if z is None else z) + 1 << _POS_BITS | p)  # largest first
+
+        moved = sorted(changed) + list(range(m, n))
+        order_exp = _insert_sorted(prev.order_exp, changed, sorted(moved, key=exp_key), exp_key)
+        order_size = _insert_sorted(prev.order_size, changed, sorted(moved, key=size_key), size_key)
+        for k, t in new_tags.items():  # the saved sessions, just before the swap
+            p_tags[k] = t
+            p_sizes[k] = new_sizes[k]
+        return Index(
+            p_sids,
+            None,
+            p_sizes,
+            p_tags,
+            time.time(),
+            time.monotonic() - started,
+            orders=(order_exp, order_size),
         )
 
     def timeout_message(self, stuck: float) -> str:
