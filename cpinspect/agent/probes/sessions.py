@@ -37,6 +37,14 @@ as they are), the size and two sort positions (4 bytes each): 28 bytes, 2.8 MB a
 unchanged since the last build (same ids, same expiration objects) is confirmed in one pass
 without sorting again.
 
+Memory (the issue's goal: < 5 MB of growth at 100,000). Orders are sorted by chunks of
+``SORT_CHUNK`` positions and merged (``_order``), never as ``sorted(range(n))``, whose 100,000
+int objects left their pymalloc arenas pinned. A RAM store that only gained or re-saved a few
+sessions (the usual case between two clean-ups) is updated in place of the old index
+(``RamStore._updated``): no second index, no sort. After deletions (a clean-up, logouts) the
+index is built again next to the old one, which briefly holds both. After every build
+``release_free_memory`` hands the freed C-heap pages back (glibc ``malloc_trim``).
+
 **Sizes** are the pickled size of the session's data (what a FileSession writes; for RAM computed
 once per saved version of the session, from a shallow copy; a value pickle refuses counts as
 ``sys.getsizeof``). Memcached and file sizes are those of the stored bytes/file.
