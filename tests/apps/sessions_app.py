@@ -118,6 +118,13 @@ class Root:
     def fast(self, **params):
         return "fast"
 
+    @cherrypy.expose
+    def cleanup(self, **params):
+        """The store's clean-up now (what its thread does every clean_freq minutes): the
+        expired sessions are deleted (``bench/sessions_scale.py``: a rebuild after deletions)."""
+        cherrypy.session.clean_up()
+        return "cleaned"
+
 
 def prefill(count: int) -> None:
     rng = random.Random(10)

@@ -607,9 +607,12 @@ class RamStore(Store):
             and prev.partial_reason is None
             and partial is None
         ):
-            updated = self._updated(prev, keys, started)
+            box = [keys]  # handed over: an update frees the key list before its orders
+            del keys
+            updated = self._updated(prev, box, started)
             if updated is not None:
                 return updated
+            keys = box.pop()
         # What the index keeps is allocated before the temporaries, so that freeing those leaves
         # the heap's top free (returned to the system) instead of holes under kept arrays.
         tags: List[Any] = [None] * n
@@ -655,7 +658,7 @@ class RamStore(Store):
             partial,
         )
 
-    def _updated(self, prev: Index, keys: List[str], started: float) -> Optional[Index]:
+    def _updated(self, prev: Index, box: List[List[str]], started: float) -> Optional[Index]:
         """The index updated in place of ``prev`` when the store changed a little, else None.
 
         "A little": the same ids in the same order (a dict keeps a re-saved key in its place),
@@ -665,9 +668,11 @@ class RamStore(Store):
         lists (positions its orders never reach), the changed and new positions are inserted
         into copies of the two orders by bisection, and the saved sessions' expirations and
         sizes are written in place just before the new index replaces ``prev``. Extra memory:
-        the key list and two orders (12 bytes a session) instead of a whole index and the
-        sort's temporaries.
+        the key list, then two orders (8 bytes a session) instead of a whole index and the
+        sort's temporaries. ``box`` holds the store's key list; it is emptied (the list freed)
+        once the update goes ahead.
         """
+        keys = box[0]
         m, n = prev.n, len(keys)
         p_sids, p_tags, p_sizes = prev.sids, prev.tags, prev.sizes
         if p_tags is None:
@@ -710,6 +715,7 @@ class RamStore(Store):
         p_sizes.extend(size_of(e[0]) for e in added)
         del added
         p_sids.extend(keys[m:])
+        box.clear()
         del keys
 
         def exp_key(p: int) -> Tuple[Any, int]:
