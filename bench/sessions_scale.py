@@ -9,7 +9,8 @@ expiry, some already expired) is paged through its agent's Unix socket:
 3. the target's RSS (``/proc/PID/status`` VmRSS) before the first page and its peak while
    paging: the agent's growth (index + answers); paging again while 20 logins/s create
    sessions (the index is rebuilt), less the app's own growth from the same logins without
-   paging (a control run first);
+   paging (a control run first); then paging after the store's clean-up deleted the expired
+   sessions (the index is built again next to the old one: the worst case);
 4. the app's request rate on ``/fast`` (a client in its own process, keep-alive connections)
    in paired windows: no paging, paging at 2/s (the Sessions tab's poll and a user paging), and
    paging back to back; each window's rate divided by the no-paging one of its own round.
@@ -385,6 +386,25 @@ def main() -> int:
                 app_own,
                 growth_churn - app_own,
                 (end_rss - base_rss) / 1024,
+            )
+        )
+
+        # After a clean-up (the expired sessions deleted) the index cannot be updated in place:
+        # it is built again next to the one being served, the worst case for memory.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/cleanup")
+        conn.getresponse().read()
+        conn.close()
+        after_cleanup = rss_kib(pid)
+        _, peak_cleanup, end_cleanup = paging_phase(
+            sock, pid, total, args.pages // 2, base_rss, "the expired sessions just deleted"
+        )
+        print(
+            "after the clean-up (RSS +%.2f MB before paging): peak +%.2f MB, at the end +%.2f MB"
+            % (
+                (after_cleanup - base_rss) / 1024,
+                (peak_cleanup - base_rss) / 1024,
+                (end_cleanup - base_rss) / 1024,
             )
         )
 

@@ -470,3 +470,90 @@ def ram_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionsTarget
     log = tmp_path_factory.mktemp("ram") / "ram.log"
     with spawn_ready(["-m", "tests.apps.sessions_app", "ram"], log, "ram app") as m:
         yield SessionsTarget(int(m.group(1)), int(m.group(2)))
+
+
+def _ram_store_with(count: int, seed: int) -> Tuple[Any, Any, List[str]]:
+    """A RamSession subclass with its own cache of ``count`` sessions (ties in expiry on
+    purpose: whole seconds), and the agent's store for it. In-process: the index is pure logic
+    over the store's dict, the same code a target runs (no process needed to check orders)."""
+    import datetime
+    import random
+
+    from cherrypy.lib import sessions as cp_sessions
+
+    from cpinspect.agent.probes.sessions import RamStore
+
+    class Ram(cp_sessions.RamSession):
+        cache: Dict[str, Any] = {}
+        locks: Dict[str, Any] = {}
+
+    rng = random.Random(seed)
+    now = datetime.datetime(2026, 12, 1, 10, 0, 0)
+    for i in range(count):
+        data = {"user": "u%d" % i, "note": "x" * rng.randint(0, 300)}
+        Ram.cache["%040x" % rng.getrandbits(160)] = (
+            data,
+            now + datetime.timedelta(seconds=rng.randint(-600, 3600)),
+        )
+    return Ram, RamStore(Ram, {}), list(Ram.cache)
+
+
+def _reference_orders(cache: Dict[str, Any]) -> Tuple[List[int], List[int]]:
+    """Expiry order (stable) and size order (largest first, later place first) by full sorts."""
+    from cpinspect.agent.probes.sessions import size_of
+
+    entries = list(cache.values())
+    sizes = [size_of(e[0]) for e in entries]
+    by_exp = sorted(range(len(entries)), key=lambda p: entries[p][1])
+    by_size = sorted(range(len(entries)), key=lambda p: (sizes[p], p), reverse=True)
+    return by_exp, by_size
+
+
+def test_index_updated_in_place_matches_a_full_sort() -> None:
+    # GIVEN an index of 10,000 RAM sessions (more than one sort chunk: the merge runs)
+    import datetime
+
+    from cpinspect.agent.probes.sessions import SORT_CHUNK
+
+    Ram, store, keys = _ram_store_with(10000, 7)
+    assert len(keys) > 2 * SORT_CHUNK
+    first = store.build(None)
+    exp0, size0 = _reference_orders(Ram.cache)
+    assert list(first.order_exp) == exp0 and list(first.order_size) == size0
+    # WHEN 300 users log in and 100 existing sessions are saved again (some to equal expiries)
+    # and the index is rebuilt
+    when = datetime.datetime(2026, 12, 1, 10, 30, 0)
+    for i in range(300):
+        Ram.cache["%040x" % (i + 1)] = ({"new": "y" * (i % 50)}, when)
+    for k in keys[::100]:
+        Ram.cache[k] = ({"saved": "z" * 700}, when + datetime.timedelta(seconds=len(k) % 3))
+    updated = store.build(first)
+    # THEN it was updated in place of the old one (its lists grown, not copied) ...
+    assert updated.sids is first.sids and updated.tags is first.tags
+    assert len(updated) == 10300 and len(first) == 10000
+    # ... and its orders, sizes and summary are exactly those of sorting everything again
+    exp1, size1 = _reference_orders(Ram.cache)
+    assert list(updated.order_exp) == exp1
+    assert list(updated.order_size) == size1
+    full = store.build(None)
+    assert list(full.sizes) == list(updated.sizes)
+    assert full.sizes_summary == updated.sizes_summary
+    # AND the old index, possibly still serving a page, only ever names its own positions
+    assert max(first.order_exp) < 10000 and sorted(first.order_size) == list(range(10000))
+    # AND nothing saved since: the same index is confirmed, nothing sorted again
+    assert store.build(updated) is updated
+
+
+def test_index_after_deletions_is_sorted_again() -> None:
+    # GIVEN an index of 5,000 RAM sessions
+    Ram, store, keys = _ram_store_with(5000, 8)
+    first = store.build(None)
+    # WHEN sessions are deleted (the clean-up thread, a logout) and the index is rebuilt
+    for k in keys[::7]:
+        del Ram.cache[k]
+    again = store.build(first)
+    # THEN it is a new index (the old one's lists untouched) in the order of a full sort
+    assert again.sids is not first.sids and len(first.sids) == len(first) == 5000
+    exp, size = _reference_orders(Ram.cache)
+    assert len(again) == len(Ram.cache)
+    assert list(again.order_exp) == exp and list(again.order_size) == size

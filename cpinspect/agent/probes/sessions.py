@@ -37,6 +37,14 @@ as they are), the size and two sort positions (4 bytes each): 28 bytes, 2.8 MB a
 unchanged since the last build (same ids, same expiration objects) is confirmed in one pass
 without sorting again.
 
+Memory (the issue's goal: < 5 MB of growth at 100,000). Orders are sorted by chunks of
+``SORT_CHUNK`` positions and merged (``_order``), never as ``sorted(range(n))``, whose 100,000
+int objects left their pymalloc arenas pinned. A RAM store that only gained or re-saved a few
+sessions (the usual case between two clean-ups) is updated in place of the old index
+(``RamStore._updated``): no second index, no sort. After deletions (a clean-up, logouts) the
+index is built again next to the old one, which briefly holds both. After every build
+``release_free_memory`` hands the freed C-heap pages back (glibc ``malloc_trim``).
+
 **Sizes** are the pickled size of the session's data (what a FileSession writes; for RAM computed
 once per saved version of the session, from a shallow copy; a value pickle refuses counts as
 ``sys.getsizeof``). Memcached and file sizes are those of the stored bytes/file.
@@ -61,6 +69,7 @@ Values are sent only for the session named by ``reveal=FP``.
 
 import datetime
 import hashlib
+import heapq
 import hmac
 import os
 import pickle
@@ -236,8 +245,10 @@ class Index:
         errors: Optional[List[str]] = None,
         path_exists: Optional[bool] = None,
         path_writable: Optional[bool] = None,
+        orders: Optional[Tuple["array[int]", "array[int]"]] = None,
     ) -> None:
         n = len(sids)
+        self.n = n  # ``sids``/``tags``/``sizes`` may be shared with a later index and grow
         self.sids = sids
         self.tags = tags  # RAM: the stored expiration objects (unchanged = same saved version)
         self.datas = datas  # custom stores: the data each entry came with
@@ -249,12 +260,15 @@ class Index:
             if isinstance(sizes, array) and sizes.typecode == "i"
             else array("i", (min(x, _MAX_SIZE) for x in sizes))
         )
-        if self.exps is None:
+        if orders is not None:  # RAM, updated in place (``RamStore._updated``)
+            self.order_exp, self.order_size = orders
+        elif self.exps is None:
             assert tags is not None
             self.order_exp = _order(n, tags.__getitem__, False)
         else:
             self.order_exp = _order(n, self.exps.__getitem__, False)
-        self.order_size = _order_by_size(self.sizes)
+        if orders is None:
+            self.order_size = _order_by_size(self.sizes)
         self.as_of = as_of
         self.built_mono = time.monotonic()
         self.build_seconds = build_seconds
@@ -265,7 +279,7 @@ class Index:
         self.sizes_summary = self._size_summary()
 
     def __len__(self) -> int:
-        return len(self.sids)
+        return self.n
 
     def refreshed(self, as_of: float, build_seconds: float) -> "Index":
         """This index, confirmed unchanged at ``as_of``."""
@@ -310,18 +324,43 @@ class Index:
             "p50": sizes[order[n // 2]],
             "p90": sizes[order[(n * 10) // 100]],
             "max": sizes[order[0]],
-            "total": sum(sizes) + (len(sizes) - n),  # the -1s of unknown sizes taken back out
+            # the -1s of unknown sizes taken back out
+            "total": sum(sizes[: self.n]) + (self.n - n),
         }
 
 
+SORT_CHUNK = 4096
+"""Positions sorted at once; longer orders are merged from sorted chunks (see ``_order``)."""
+
+
 def _order(n: int, key: Callable[[int], Any], reverse: bool) -> "array[int]":
-    """Positions sorted by ``key``, as 4-byte ints; the array is allocated before the sort's
-    temporaries (see ``RamStore.build``)."""
+    """Positions sorted by ``key`` (stable), as 4-byte ints.
+
+    ``sorted(range(n), key=key)`` would make one int object per session (with its list, ~4 MB
+    at 100,000) whose pymalloc arenas stay mapped once other objects are allocated among them.
+    Instead chunks of ``SORT_CHUNK`` positions are sorted into one array, and the chunks are
+    merged (``heapq.merge``: stable, ties in chunk order, so the result equals the full sort)
+    into the output: at any time only a chunk's worth of int objects exists.
+    """
+    runs = array("i", bytes(4 * n))
+    for lo in range(0, n, SORT_CHUNK):
+        hi = min(n, lo + SORT_CHUNK)
+        chunk = sorted(range(lo, hi), key=key, reverse=reverse)
+        runs[lo:hi] = array("i", chunk)
+        del chunk
+    if n <= SORT_CHUNK:
+        return runs
+    view = memoryview(runs)
     out = array("i", bytes(4 * n))
-    ranked = sorted(range(n), key=key, reverse=reverse)
-    for rank in range(n):
-        out[rank] = ranked[rank]
-    del ranked
+    merged = heapq.merge(
+        *[view[lo : lo + SORT_CHUNK] for lo in range(0, n, SORT_CHUNK)],
+        key=key,
+        reverse=reverse,
+    )
+    for rank, pos in enumerate(merged):
+        out[rank] = pos
+    del merged
+    view.release()
     return out
 
 
@@ -329,16 +368,101 @@ _POS_BITS = 20  # positions fit (MAX_ENTRIES < 2**20)
 
 
 def _order_by_size(sizes: "array[int]") -> "array[int]":
-    """Positions largest first. Each size and its position are packed into one int, so the sort
-    makes one object per session, not two (a key list beside the positions)."""
+    """Positions largest first (ties: the later position first), sorted by chunks and merged
+    as in ``_order``. Within a chunk each size and its position are packed into one int (no
+    key function, one object per session of the chunk); the merge unpacks the key again."""
     n = len(sizes)
-    out = array("i", bytes(4 * n))
-    packed = sorted(((sizes[p] + 1) << _POS_BITS | p for p in range(n)), reverse=True)
     mask = (1 << _POS_BITS) - 1
-    for rank in range(n):
-        out[rank] = packed[rank] & mask
-    del packed
+    runs = array("i", bytes(4 * n))
+    for lo in range(0, n, SORT_CHUNK):
+        hi = min(n, lo + SORT_CHUNK)
+        chunk = sorted(((sizes[p] + 1) << _POS_BITS | p for p in range(lo, hi)), reverse=True)
+        runs[lo:hi] = array("i", (x & mask for x in chunk))
+        del chunk
+    if n <= SORT_CHUNK:
+        return runs
+
+    def packed(p: int) -> int:
+        return (sizes[p] + 1) << _POS_BITS | p
+
+    out = array("i", bytes(4 * n))
+    view = memoryview(runs)
+    merged = heapq.merge(
+        *[view[lo : lo + SORT_CHUNK] for lo in range(0, n, SORT_CHUNK)],
+        key=packed,
+        reverse=True,
+    )
+    for rank, pos in enumerate(merged):
+        out[rank] = pos
+    del merged
+    view.release()
     return out
+
+
+UPDATE_MIN = 1000
+"""Sessions saved or added since the last build that are merged in place (or n/20 if more)."""
+
+
+def _insert_sorted(
+    base: "array[int]", drop: Dict[int, Any], extra: List[int], key: Callable[[int], Any]
+) -> "array[int]":
+    """``base`` (ascending by ``key``) without the positions in ``drop``, with ``extra``
+    (ascending by ``key``) inserted where they belong (bisection: no per-session objects)."""
+    if drop:
+        base = array("i", (p for p in base if p not in drop))
+    total = len(base) + len(extra)
+    out = array("i", bytes(4 * total))
+    lo = w = 0
+    hi_all = len(base)
+    for p in extra:
+        kp = key(p)
+        a, b = lo, hi_all
+        while a < b:
+            mid = (a + b) // 2
+            if kp < key(base[mid]):
+                b = mid
+            else:
+                a = mid + 1
+        if a > lo:
+            out[w : w + a - lo] = base[lo:a]
+            w += a - lo
+        out[w] = p
+        w += 1
+        lo = a
+    if lo < hi_all:
+        out[w:] = base[lo:]
+    return out
+
+
+_malloc_trim: Optional[Callable[[int], int]] = None
+_malloc_trim_known = False
+
+
+def release_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc ``malloc_trim(0)``; nothing elsewhere).
+
+    An index is a few large arrays and lists (C heap blocks, 0.4-0.8 MB each at 100,000). Once
+    an old index is dropped its blocks are free but lie under live ones, so glibc keeps them
+    resident: RSS would stay at old + new (+3 MB at 100,000). ``malloc_trim`` madvises those
+    free pages away (about 0.3 ms in a 150 MB process; through ``ctypes.CDLL``, so the GIL is
+    released meanwhile). Called on the index thread only, after a build. Never raises.
+    """
+    global _malloc_trim, _malloc_trim_known
+    try:
+        if not _malloc_trim_known:
+            _malloc_trim_known = True
+            if sys.platform.startswith("linux"):
+                import ctypes
+
+                func = getattr(ctypes.CDLL(None), "malloc_trim", None)  # absent on musl
+                if func is not None:
+                    func.argtypes = (ctypes.c_size_t,)
+                    func.restype = ctypes.c_int
+                    _malloc_trim = func
+        if _malloc_trim is not None:
+            _malloc_trim(0)
+    except Exception:  # noqa: BLE001 - without ctypes/libc the memory is just kept longer
+        _malloc_trim = None
 
 
 # --- Stores ----------------------------------------------------------------------------------
@@ -421,6 +545,8 @@ class Store:
             self.index = Index(
                 [], [], [], [], time.time(), 0.0, errors=["%s: %s" % (type(exc).__name__, exc)]
             )
+        # The old index and the build's temporaries are free now; give their pages back.
+        release_free_memory()
 
     def run_reader(self, func: Callable[[], Any]) -> Tuple[bool, Any, Optional[str]]:
         """Page reads on a worker thread, one at a time per store, within ``IO_TIMEOUT``.
@@ -474,19 +600,19 @@ class RamStore(Store):
             partial = "the index holds the first %d of %d sessions" % (MAX_ENTRIES, len(keys))
             del keys[MAX_ENTRIES:]
         n = len(keys)
-        if prev is not None and prev.tags is not None and keys == prev.sids:
-            # The same ids: if every expiration object is the same too, nothing was saved since
-            # and the index stands (one pass, nothing sorted again).
-            p_tags = prev.tags
-            get = cache.get
-            same = True
-            for k in range(n):
-                e = get(keys[k])
-                if type(e) is not tuple or len(e) != 2 or e[1] is not p_tags[k]:
-                    same = False
-                    break
-            if same:
-                return prev.refreshed(time.time(), time.monotonic() - started)
+        if (
+            prev is not None
+            and prev.tags is not None
+            and prev.exps is None
+            and prev.partial_reason is None
+            and partial is None
+        ):
+            box = [keys]  # handed over: an update frees the key list before its orders
+            del keys
+            updated = self._updated(prev, box, started)
+            if updated is not None:
+                return updated
+            keys = box.pop()
         # What the index keeps is allocated before the temporaries, so that freeing those leaves
         # the heap's top free (returned to the system) instead of holes under kept arrays.
         tags: List[Any] = [None] * n
@@ -530,6 +656,90 @@ class RamStore(Store):
             time.time(),
             time.monotonic() - started,
             partial,
+        )
+
+    def _updated(self, prev: Index, box: List[List[str]], started: float) -> Optional[Index]:
+        """The index updated in place of ``prev`` when the store changed a little, else None.
+
+        "A little": the same ids in the same order (a dict keeps a re-saved key in its place),
+        possibly followed by new ones, and at most ``max(UPDATE_MIN, n // 20)`` sessions saved
+        or added. Nothing is sorted again and no second index is built next to the one being
+        served: the new sessions' ids, expirations and sizes are appended to ``prev``'s own
+        lists (positions its orders never reach), the changed and new positions are inserted
+        into copies of the two orders by bisection, and the saved sessions' expirations and
+        sizes are written in place just before the new index replaces ``prev``. Extra memory:
+        the key list, then two orders (8 bytes a session) instead of a whole index and the
+        sort's temporaries. ``box`` holds the store's key list; it is emptied (the list freed)
+        once the update goes ahead.
+        """
+        keys = box[0]
+        m, n = prev.n, len(keys)
+        p_sids, p_tags, p_sizes = prev.sids, prev.tags, prev.sizes
+        if p_tags is None:
+            return None
+        if len(p_sids) != m or len(p_tags) != m or len(p_sizes) != m:
+            # An earlier update failed half-way: drop what it appended (only it used them).
+            del p_sids[m:], p_tags[m:], p_sizes[m:]
+        if n < m:
+            return None
+        limit = max(UPDATE_MIN, n // 20)
+        get = self.cls.cache.get
+        dt = datetime.datetime
+        changed: Dict[int, Any] = {}  # position -> the entry saved since
+        for k in range(m):
+            sid = keys[k]
+            if sid is not p_sids[k] and sid != p_sids[k]:
+                return None  # sessions deleted (or reordered): sort again
+            e = get(sid)
+            if type(e) is not tuple or len(e) != 2 or type(e[1]) is not dt:
+                return None
+            if e[1] is not p_tags[k]:
+                changed[k] = e
+                if len(changed) > limit:
+                    return None
+        added = []
+        for k in range(m, n):
+            e = get(keys[k])
+            if type(e) is not tuple or len(e) != 2 or type(e[1]) is not dt:
+                return None
+            added.append(e)
+        if not changed and not added:
+            # Nothing saved since: the index stands (one pass, nothing sorted again).
+            return prev.refreshed(time.time(), time.monotonic() - started)
+        if len(changed) + len(added) > limit:
+            return None
+        new_tags = {k: e[1] for k, e in changed.items()}
+        new_sizes = {k: size_of(e[0]) for k, e in changed.items()}
+        # Appended positions are beyond every order of ``prev``: invisible to its pages.
+        p_tags.extend(e[1] for e in added)
+        p_sizes.extend(size_of(e[0]) for e in added)
+        del added
+        p_sids.extend(keys[m:])
+        box.clear()
+        del keys
+
+        def exp_key(p: int) -> Tuple[Any, int]:
+            t = new_tags.get(p)
+            return (p_tags[p] if t is None else t, p)  # the full sort is stable: ties by place
+
+        def size_key(p: int) -> int:
+            z = new_sizes.get(p)
+            return -((p_sizes[p] if z is None else z) + 1 << _POS_BITS | p)  # largest first
+
+        moved = sorted(changed) + list(range(m, n))
+        order_exp = _insert_sorted(prev.order_exp, changed, sorted(moved, key=exp_key), exp_key)
+        order_size = _insert_sorted(prev.order_size, changed, sorted(moved, key=size_key), size_key)
+        for k, t in new_tags.items():  # the saved sessions, just before the swap
+            p_tags[k] = t
+            p_sizes[k] = new_sizes[k]
+        return Index(
+            p_sids,
+            None,
+            p_sizes,
+            p_tags,
+            time.time(),
+            time.monotonic() - started,
+            orders=(order_exp, order_size),
         )
 
     def timeout_message(self, stuck: float) -> str:
