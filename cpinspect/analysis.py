@@ -651,8 +651,9 @@ def session_findings(sessions: SessionsSnapshot) -> Tuple[Finding, ...]:
     """What is wrong with the session stores, each with its numbers and the fix in words.
 
     Rests on the answer alone (``peers``, the other processes serving the same port or command
-    line, is found by the inspector and carried in it). Only the page shown is looked at for
-    locks; the store's sizes and counts come from the agent's summary of the whole store.
+    line, is found by the inspector and carried in it). Locks: the page's sessions and every
+    session locked or waited on now (``locks``, whatever the page); the store's sizes and counts
+    come from the agent's summary of the whole store.
     """
     out: List[Finding] = []
     for app in sessions.apps:
@@ -794,7 +795,9 @@ def lock_limit(sessions: SessionsSnapshot) -> Tuple[float, str]:
 def _lock_findings(app: AppSessions, sessions: SessionsSnapshot) -> List[Finding]:
     out: List[Finding] = []
     limit, basis = lock_limit(sessions)
-    for session in app.sessions:
+    # The page's sessions, and the locked ones on other pages (an older agent sends no "locks").
+    on_page = {s.fp for s in app.sessions}
+    for session in (*app.sessions, *(s for s in app.locks if s.fp not in on_page)):
         finding = _held_lock(app, session, limit, basis)
         if finding is not None:
             out.append(finding)

@@ -567,6 +567,8 @@ class AppSessions:
     summary: SessionsSummary = field(default_factory=SessionsSummary)
     page: SessionPage = field(default_factory=SessionPage)
     sessions: Tuple[SessionInfo, ...] = ()
+    locks: Tuple[SessionInfo, ...] = ()
+    """Every session locked or waited on now, whatever the page (fingerprint and lock only)."""
     error: Optional[str] = None
     """Why this app could not be read (the time limit on a hung storage path …)."""
 

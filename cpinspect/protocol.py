@@ -627,6 +627,7 @@ def app_sessions_from_json(a: Mapping[str, Any]) -> AppSessions:
             total=_i(page, "total"),
         ),
         sessions=tuple(session_from_json(x) for x in _list(a, "sessions") if isinstance(x, dict)),
+        locks=tuple(session_from_json(x) for x in _list(a, "locks") if isinstance(x, dict)),
         error=_opt_s(a, "error"),
     )
 

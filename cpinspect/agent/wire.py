@@ -201,6 +201,8 @@ THREADS_CURSORS_KEPT = 4
 #                                     "waiters": [{"ident": int, "name": str|null,
 #                                                  "request": REQ|null,
 #                                                  "waiting_for": float|null}]}}],
+#              "locks": [{"fp": str, "lock": {as in "sessions"}}],   # every session locked or
+#                       # waited on now, whatever the page (at most 50, most waiters first)
 #              "error": str|null}]}   # e.g. the time limit on a hung storage path
 #   Not listable: "count" null and "sessions" only the sessions locked or waited on now (fp and
 #   lock). lock.state "unknown": a store without per-session RLocks, or a file lock whose state

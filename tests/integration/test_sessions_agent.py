@@ -273,6 +273,11 @@ def test_lock_holder_and_two_waiters_named(
             assert by_ident[w["ident"]]["request"]["path"] == "/whoami"
         # (the other user's session is not locked)
         assert entry["sessions"][1]["lock"]["state"] == "free"
+        # AND a page that does not hold the locked session still lists its lock in "locks"
+        other_page = only_app(app.sessions("?sort=size&limit=1&offset=5"))
+        assert other_page["sessions"] == []
+        assert [x["fp"] for x in other_page["locks"]] == [top["fp"]]
+        assert len(other_page["locks"][0]["lock"]["waiters"]) == 2
     finally:
         httpx.get(app.url + "/release", timeout=10)
         for t in [slow, *waiters]:

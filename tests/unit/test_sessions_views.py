@@ -193,6 +193,18 @@ def test_a_lock_held_past_the_p95_with_waiters_is_critical_with_its_numbers() ->
     assert "release_lock()" in finding.fix and "'implicit'" in finding.fix
 
 
+def test_a_held_lock_on_another_page_is_diagnosed_from_the_locks_list() -> None:
+    # GIVEN a page of free sessions, the held one being on another page (sent in "locks")
+    held = session(HELD_FP, 200, held=12.0, waiters=2)
+    snapshot = read(sessions=[session(FREE_FP, 100)], locks=[{"fp": HELD_FP, "lock": held["lock"]}])
+    # THEN the held lock is diagnosed all the same, once
+    found = [f for f in session_findings(snapshot) if f.id.startswith("sessions-lock")]
+    assert [f.id for f in found] == ["sessions-lock::%s" % HELD_FP]
+    # AND once too when the page holds it as well
+    both = read(sessions=[held], locks=[{"fp": HELD_FP, "lock": held["lock"]}])
+    assert ids(both).count("sessions-lock") == 1
+
+
 def test_a_held_lock_without_waiters_or_within_normal_is_no_finding() -> None:
     no_waiters = read(sessions=[session(HELD_FP, 200, held=12.0, waiters=0)])
     assert "sessions-lock" not in ids(no_waiters)

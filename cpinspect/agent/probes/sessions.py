@@ -87,6 +87,8 @@ from .threads import _peer, describe_request, find_cherrypy_request
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = SESSIONS_MAX_LIMIT
+LOCKS_LISTED = 50
+"""Sessions locked or waited on now listed in every answer (``locks``), most waiters first."""
 SORTS = SESSION_SORTS
 EXPIRING_SOON = 300.0
 IO_TIMEOUT = 2.0
@@ -1305,11 +1307,15 @@ class SessionsProbe:
             "sessions": [],
             "error": None,
         }
+        # Every session locked or waited on now, whatever the page: a held lock is the thing to
+        # see during an incident, and it must not hide on page 2 of an expiry order.
+        held = [
+            self._session(sid, None, None, store, locks, now, False, {}, [])
+            for sid in locks.held_sids(cls)[:LOCKS_LISTED]
+        ]
+        out["locks"] = [{"fp": s["fp"], "lock": s["lock"]} for s in held]
         if not listable:
-            out["sessions"] = [
-                self._session(sid, None, None, store, locks, now, False, {}, [])
-                for sid in locks.held_sids(cls)[: params["limit"]]
-            ]
+            out["sessions"] = held[: params["limit"]]
             return out, False
         idx, error, timed_out = store.current_index(IO_TIMEOUT)
         if idx is None:
