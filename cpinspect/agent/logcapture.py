@@ -293,7 +293,10 @@ class LogRing:
         tb = fields[6]
         if tb is not None:
             size += len(tb)
-        with self._lock:
+        # acquire/release, not ``with``: half the instructions (this runs per record).
+        lock = self._lock
+        lock.acquire()
+        try:
             seq = self._seq + 1
             self._seq = seq
             items = self._items
@@ -304,11 +307,14 @@ class LogRing:
                 old = items[slot]
                 items[slot] = fields
                 if old is not None:  # full: the usual case, the oldest goes
-                    self._chars -= _chars_of(old)
+                    tb = old[6]
+                    size -= len(old[4]) if tb is None else len(old[4]) + len(tb)
                     self._first += 1
             self._chars += size
             if self._chars > self.max_total_chars:
                 self._trim()
+        finally:
+            lock.release()
 
     def _trim(self) -> None:
         """Let the oldest go while over the text budget (keeping the newest record)."""
@@ -375,6 +381,7 @@ class CaptureHandler(logging.Handler):
         super().__init__(logging.NOTSET)
         self.ring = ring
         self.tracker = tracker
+        self._inflight = tracker.inflight  # never rebound
         self.max_message = LOG_MAX_MESSAGE
         self.failed = 0
         self.cut_records = 0
@@ -424,7 +431,7 @@ class CaptureHandler(logging.Handler):
             ident = record.thread or get_ident()
             # The request in flight on this thread: the tracker's (as /v1/threads uses), else
             # the thread's own cherrypy.serving (a record from before on_start_resource).
-            tracked = self.tracker.inflight.get(ident)
+            tracked = self._inflight.get(ident)
             if tracked is not None:
                 request, response = tracked
                 source = "hook"
@@ -439,22 +446,15 @@ class CaptureHandler(logging.Handler):
                 method = script = path_info = query = ip = None
             else:
                 try:
-                    # Attributes every cherrypy Request has (class defaults): direct reads.
+                    # Attributes every cherrypy Request has (class defaults): direct reads,
+                    # kept raw (``_text`` makes them strings when the ring is read).
                     remote = request.remote
-                    ip = remote.ip or ""
-                    method = request.method or ""
-                    script = request.script_name or ""
-                    path_info = request.path_info or ""
-                    query = request.query_string or ""
-                    if (
-                        type(method) is not str
-                        or type(script) is not str
-                        or type(path_info) is not str
-                        or type(query) is not str
-                        or type(ip) is not str
-                    ):
-                        raise TypeError("not a CherryPy request as we know it")
+                    ip = remote.ip
                     port = remote.port
+                    method = request.method
+                    script = request.script_name
+                    path_info = request.path_info
+                    query = request.query_string
                     forwarded = dict.get(request.headers, "X-Forwarded-For")
                     if forwarded:  # rare: kept as its first address (bounded, as before)
                         forwarded = str(forwarded).split(",")[0].strip()
@@ -475,7 +475,6 @@ class CaptureHandler(logging.Handler):
                         handler,
                         stage,
                     ) = self._careful_request(request, response, source)
-            req_source = source if method is not None else ""
 
             name = record.name
             kind = ACCESS_NONE
@@ -506,7 +505,7 @@ class CaptureHandler(logging.Handler):
                     tb,
                     ident,
                     record.threadName or "",
-                    req_source,
+                    source,
                     method,
                     script,
                     path_info,
@@ -608,21 +607,27 @@ def _access_raw(response: Any) -> Tuple[int, Any, Any]:
     return kind, status, length
 
 
+def _text(value: Any) -> str:
+    """A request field as ``request_atoms`` gives it: the string, or ``str(value or "")``."""
+    return value if type(value) is str else str(value or "")
+
+
 def _request_of(item: Fields) -> Optional[Dict[str, Any]]:
     """A record's request wire dict, as ``/v1/threads`` builds it."""
     source = item[9]
     if not source:
         return None
+    ip = _text(item[14])
     atoms: RequestAtoms = (
-        item[10],
-        item[11],
-        item[12],
-        item[13],
-        item[16] or item[14],  # X-Forwarded-For's first address, else the remote ip
+        _text(item[10]),
+        _text(item[11]),
+        _text(item[12]),
+        _text(item[13]),
+        item[16] or ip,  # X-Forwarded-For's first address, else the remote ip
         item[17],
         item[18],
         item[19],
-        item[14],
+        ip,
         item[15],
     )
     return request_from_atoms(atoms, _peer_from_atoms(atoms), source)
