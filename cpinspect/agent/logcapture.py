@@ -7,9 +7,13 @@ handler list without a lock, and removing an entry in place could make a thread 
 moment skip the app's own next handler. It never changes a logger's level, never formats for
 anyone else, never raises, and never writes to stderr: failures are counted.
 
-What ``emit`` does runs in the app's thread, once per record (an access record per request):
-read the record's fields, find the request in flight on this thread (the tracker's table, else
-``cherrypy.serving``), build its wire dict the way ``/v1/threads`` does, cut long text, append.
+What ``handle`` does runs in the app's thread, once per record (an access record per
+request), so it does as little as it can: read the record's fields, find the request in flight
+on this thread (the tracker's table, else ``cherrypy.serving``), read that request's and
+response's fields with plain attribute reads, and store them as one flat tuple in a
+preallocated-as-it-fills list used as a ring. Everything derived (the request's wire dict as
+``/v1/threads`` builds it, the redacted query, status, size, duration) is built when the ring is
+read (``/v1/log``, about once a second). Long text is cut on arrival (memory bounds).
 A traceback from ``exc_info`` must be formatted now (its frames die with the request); it is
 formatted without reading any source file (linecache's cache only: no file I/O on the request
 path, invariant 2), unless one of the app's own handlers already formatted it (``exc_text``).
@@ -19,7 +23,6 @@ and per traceback, and ``MAX_TOTAL_CHARS`` characters over the whole ring; the o
 go first and the cursor's ``missed`` counts them.
 """
 
-import collections
 import logging
 import os
 import re
@@ -28,10 +31,10 @@ import threading
 import time
 import weakref
 from threading import get_ident
-from types import TracebackType
-from typing import Any, Deque, Dict, List, Optional, Set, Tuple
+from types import FunctionType, MethodType, TracebackType
+from typing import Any, Dict, List, Optional, Set, Tuple
 
-from .probes.threads import RequestAtoms, request_atoms, request_from_atoms
+from .probes.threads import RequestAtoms, handler_name, request_atoms, request_from_atoms
 from .redact import redact_text_queries
 from .tracking import RequestTracker
 from .wire import LOG_DEFAULT_CAPACITY, LOG_MAX_MESSAGE
@@ -52,24 +55,28 @@ _CAUSE = "\nThe above exception was the direct cause of the following exception:
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 _ACCESS_TAIL = re.compile(r'" (\d{3}|-) (\d+|-)(?: |$)')
 
-# One stored record, its fields: (created, levelno, levelname, logger,
-# message, cut, traceback, thread ident, thread name, request atoms or None, request source,
-# access (status, size, duration) or None). Plain atoms, no dicts: cheap to build in the app's
-# thread, and invisible to the cyclic GC; the wire dicts are built when the ring is read.
-Fields = Tuple[
-    float,
-    int,
-    str,
-    str,
-    str,
-    int,
-    Optional[str],
-    int,
-    str,
-    Optional[RequestAtoms],
-    str,
-    Optional[Tuple[Optional[int], Optional[int], Optional[float]]],
-]
+# One stored record: ONE flat tuple of raw values, built in the app's thread with attribute
+# reads only; everything derived (the request's client and peer, redaction, status, size,
+# duration) is computed when the ring is read (GET /v1/log: about once a second). Its slots:
+#   0 created  1 levelno  2 levelname  3 logger name  4 message  5 cut  6 traceback or None
+#   7 thread ident  8 thread name  9 request source ("hook", "serving"; "" = no request)
+#   10 method  11 script_name  12 path_info  13 query_string (raw: redacted when read)
+#   14 remote ip  15 remote port  16 X-Forwarded-For's first address (or the careful
+#      path's client; None: no such header)
+#   17 response.time  18 handler name  19 stage
+#   20 status raw  21 access kind (0 not an access record; 1 slot 20 is response.output_status;
+#      2 it is response.status; 3 no response: status and size parsed from the message)
+#   22 Content-Length raw
+# Plain atoms (str, int, float, bytes, None): no dicts, no per-record object but the tuple,
+# invisible to the cyclic GC once untracked. The ring reads only slots 0, 4 and 6.
+Fields = Tuple[Any, ...]
+_NO_REQUEST = ("", None, None, None, None, None, None, None, None, None, None)
+"""Slots 9-19 of a record logged outside any request."""
+
+ACCESS_NONE = 0
+ACCESS_OUTPUT_STATUS = 1
+ACCESS_STATUS = 2
+ACCESS_FROM_MESSAGE = 3
 
 
 def _chars_of(fields: Fields) -> int:
@@ -202,12 +209,9 @@ def cut_traceback(text: str, limit: int) -> Tuple[str, int]:
     return first + note + rest[-keep:], len(rest) - keep
 
 
-def _status_of(response: Any) -> Optional[int]:
-    status = getattr(response, "output_status", None)
+def _status_value(status: Any) -> Optional[int]:
     if isinstance(status, bytes):
         status = status.decode("latin-1", "replace")
-    if not status:
-        status = getattr(response, "status", None)
     if status is None:
         return None
     if isinstance(status, int):
@@ -216,15 +220,26 @@ def _status_of(response: Any) -> Optional[int]:
     return int(head) if head.isdigit() else None
 
 
-def _size_of(response: Any) -> Optional[int]:
-    headers = getattr(response, "headers", None)
-    if headers is None:
+def status_from(raw: Any, kind: int) -> Optional[int]:
+    """The status code from what ``handle`` kept: ``response.output_status`` (kind 1,
+    b"404 Not Found") or, when that was empty, ``response.status`` (kind 2)."""
+    if kind == ACCESS_OUTPUT_STATUS:
+        try:
+            return int(raw[:3])
+        except Exception:  # noqa: BLE001 - not CherryPy's bytes
+            pass
+    try:
+        return _status_value(raw)
+    except Exception:  # noqa: BLE001
         return None
-    value = dict.get(headers, "Content-Length") if isinstance(headers, dict) else None
-    if value is None:
+
+
+def size_from(raw: Any) -> Optional[int]:
+    """Body bytes from the kept Content-Length value (None: absent, a streamed body)."""
+    try:
+        return int(raw)
+    except Exception:  # noqa: BLE001
         return None
-    text = str(value).strip()
-    return int(text) if text.isdigit() else None
 
 
 def parse_access_line(message: str) -> Tuple[Optional[int], Optional[int], Optional[float]]:
@@ -252,60 +267,112 @@ if hasattr(os, "register_at_fork"):
 
 
 class LogRing:
-    """Records in arrival order with consecutive sequence numbers; the oldest drop out first."""
+    """Records in arrival order with consecutive sequence numbers; the oldest drop out first.
+
+    A list used as a ring: the record of seq ``s`` sits at slot ``(s - 1) % capacity`` and is
+    overwritten in place by seq ``s + capacity`` (no deque append/popleft, no reallocation
+    once full). The list grows to ``capacity`` as records arrive, so an idle ring costs
+    nothing. A slot holds a record exactly when that record is held (trimmed ones are None).
+    Seqs are not stored: a record's seq is ``first`` plus its index in ``copy()``.
+    """
 
     def __init__(self, capacity: int, max_total_chars: int = MAX_TOTAL_CHARS) -> None:
         self.capacity = capacity
         self.max_total_chars = max_total_chars
         self.buffer_id = os.urandom(8).hex()
-        self._items: Deque[Fields] = collections.deque()
+        self._items: List[Optional[Fields]] = []
         self._chars = 0
-        self._seq = 0
-        self._first = 1  # seq of _items[0]
+        self._seq = 0  # the newest seq
+        self._first = 1  # the oldest held seq (``_seq + 1`` when none is held)
         self._lock = threading.Lock()
         _RINGS.add(self)
 
     def append(self, fields: Fields) -> None:
-        """Store a record's fields under the next seq. Seqs are not stored: the deque holds
-        consecutive ones, so a record's seq is ``first`` plus its index (one object less to
-        make and free per record, on the app's thread)."""
-        size = _chars_of(fields)
-        with self._lock:
-            self._seq += 1
+        """Store a record's fields under the next seq (one slot write; the record it
+        overwrites, the oldest, is let go)."""
+        size = len(fields[4])
+        tb = fields[6]
+        if tb is not None:
+            size += len(tb)
+        # acquire/release, not ``with``: half the instructions (this runs per record).
+        lock = self._lock
+        lock.acquire()
+        try:
+            seq = self._seq + 1
+            self._seq = seq
             items = self._items
-            items.append(fields)
+            slot = (seq - 1) % self.capacity
+            if slot == len(items):  # still filling
+                items.append(fields)
+            else:
+                old = items[slot]
+                items[slot] = fields
+                if old is not None:  # full: the usual case, the oldest goes
+                    tb = old[6]
+                    size -= len(old[4]) if tb is None else len(old[4]) + len(tb)
+                    self._first += 1
             self._chars += size
-            if len(items) > self.capacity:  # full: the usual case, one out for one in
-                self._chars -= _chars_of(items.popleft())
-                self._first += 1
             if self._chars > self.max_total_chars:
                 self._trim()
+        finally:
+            lock.release()
 
     def _trim(self) -> None:
+        """Let the oldest go while over the text budget (keeping the newest record)."""
         items = self._items
-        while len(items) > 1 and (len(items) > self.capacity or self._chars > self.max_total_chars):
-            self._chars -= _chars_of(items.popleft())
+        capacity = self.capacity
+        while self._seq > self._first and self._chars > self.max_total_chars:
+            slot = (self._first - 1) % capacity
+            old = items[slot]
+            items[slot] = None
+            if old is not None:
+                self._chars -= _chars_of(old)
             self._first += 1
 
     def resize(self, capacity: int) -> None:
         with self._lock:
+            if capacity == self.capacity:
+                return
+            held = self._held()
+            if len(held) > capacity:
+                for old in held[: len(held) - capacity]:
+                    self._chars -= _chars_of(old)
+                held = held[len(held) - capacity :]
+            self._first = self._seq - len(held) + 1
+            items: List[Optional[Fields]] = [None] * min(capacity, self._seq)
+            for i, fields in enumerate(held):
+                items[(self._first + i - 1) % capacity] = fields
             self.capacity = capacity
+            self._items = items
             self._trim()
+
+    def _held(self) -> List[Fields]:
+        count = self._seq - self._first + 1
+        if count <= 0:
+            return []
+        items = self._items
+        start = (self._first - 1) % self.capacity
+        end = start + count
+        out = (
+            items[start:end] if end <= len(items) else items[start:] + items[: end - self.capacity]
+        )
+        return out  # type: ignore[return-value]  # held slots are never None
 
     def copy(self) -> Tuple[List[Fields], int, int]:
         """All held records, the seq of the first one, and the newest seq (0, 0 when none),
         copied under the lock (pointer copies only)."""
         with self._lock:
-            if not self._items:
+            held = self._held()
+            if not held:
                 return [], 0, self._seq
-            return list(self._items), self._first, self._seq
+            return held, self._first, self._seq
 
     @property
     def chars(self) -> int:
         return self._chars
 
     def __len__(self) -> int:
-        return len(self._items)
+        return max(0, self._seq - self._first + 1)
 
 
 class CaptureHandler(logging.Handler):
@@ -315,14 +382,23 @@ class CaptureHandler(logging.Handler):
         super().__init__(logging.NOTSET)
         self.ring = ring
         self.tracker = tracker
+        self._inflight = tracker.inflight  # never rebound
         self.max_message = LOG_MAX_MESSAGE
         self.failed = 0
         self.cut_records = 0
         self._serving: Any = None
+        # The handler types _handler_name reads directly (the rest go through handler_name).
+        self._encoder_type: Any = None
+        self._page_types: Tuple[Any, ...] = ()
         try:
             import cherrypy
 
             self._serving = cherrypy.serving
+            from cherrypy._cpdispatch import LateParamPageHandler, PageHandler
+            from cherrypy.lib.encoding import ResponseEncoder
+
+            self._encoder_type = ResponseEncoder
+            self._page_types = (PageHandler, LateParamPageHandler)
         except Exception:  # noqa: BLE001
             pass
 
@@ -336,10 +412,116 @@ class CaptureHandler(logging.Handler):
         pass
 
     def handle(self, record: logging.LogRecord) -> Any:
+        """Store the record: the app's thread runs this once per record, an access record per
+        request, so it only reads attributes and builds one tuple (module docstring)."""
         try:
             if self.filters and not self.filter(record):
                 return False
-            self.emit(record)
+            msg = record.msg
+            message = self._message_of(record) if record.args or type(msg) is not str else msg
+            cut = 0
+            tb: Optional[str] = None
+            if (
+                record.exc_info
+                or record.exc_text
+                or len(message) > self.max_message
+                or TRACEBACK_MARK in message
+            ):
+                message, cut, tb = self._text_of(record, message)
+
+            ident = record.thread or get_ident()
+            # The request in flight on this thread: the tracker's (as /v1/threads uses), else
+            # the thread's own cherrypy.serving (a record from before on_start_resource).
+            tracked = self._inflight.get(ident)
+            if tracked is not None:
+                request, response = tracked
+                source = "hook"
+            else:
+                request, response, source = self._serving_request()
+            port: Any = None
+            forwarded: Any = None
+            started: Any = None
+            handler: Optional[str] = None
+            stage: Any = None
+            if request is None:
+                method = script = path_info = query = ip = None
+            else:
+                try:
+                    # Attributes every cherrypy Request has (class defaults): direct reads,
+                    # kept raw (``_text`` makes them strings when the ring is read).
+                    remote = request.remote
+                    ip = remote.ip
+                    port = remote.port
+                    method = request.method
+                    script = request.script_name
+                    path_info = request.path_info
+                    query = request.query_string
+                    forwarded = dict.get(request.headers, "X-Forwarded-For")
+                    if forwarded:  # rare: kept as its first address (bounded, as before)
+                        forwarded = str(forwarded).split(",")[0].strip()
+                    started = response.time if response is not None else None
+                    handler = self._handler_name(request)
+                    stage = request.stage
+                except Exception:  # noqa: BLE001 - the careful path (getattr with defaults)
+                    (
+                        source,
+                        method,
+                        script,
+                        path_info,
+                        query,
+                        ip,
+                        port,
+                        forwarded,
+                        started,
+                        handler,
+                        stage,
+                    ) = self._careful_request(request, response, source)
+
+            name = record.name
+            kind = ACCESS_NONE
+            status: Any = None
+            length: Any = None
+            if response is not None and name.startswith("cherrypy.access"):
+                try:
+                    status = response.output_status  # b"404 Not Found"
+                    kind = ACCESS_OUTPUT_STATUS
+                    if not status:
+                        status = response.status
+                        kind = ACCESS_STATUS
+                    length = dict.get(response.headers, "Content-Length")
+                except Exception:  # noqa: BLE001 - not CherryPy's
+                    kind, status, length = _access_raw(response)
+                if started is None:  # the request's fields failed: the duration is still wanted
+                    started = getattr(response, "time", None)
+            elif name.startswith("cherrypy.access"):
+                kind = ACCESS_FROM_MESSAGE
+            self.ring.append(
+                (
+                    record.created,
+                    record.levelno,
+                    record.levelname,
+                    name,
+                    message,
+                    cut,
+                    tb,
+                    ident,
+                    record.threadName or "",
+                    source,
+                    method,
+                    script,
+                    path_info,
+                    query,
+                    ip,
+                    port,
+                    forwarded,
+                    started,
+                    handler,
+                    stage,
+                    status,
+                    kind,
+                    length,
+                )
+            )
         except Exception:  # noqa: BLE001 - never raise into the app's logging call
             self.failed += 1
         return True
@@ -348,17 +530,17 @@ class CaptureHandler(logging.Handler):
         self.failed += 1  # never print to the app's stderr
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._emit(record)
-        except Exception:  # noqa: BLE001
-            self.failed += 1
+        self.handle(record)
 
-    def _emit(self, record: logging.LogRecord) -> None:
-        limit = self.max_message
+    def _message_of(self, record: logging.LogRecord) -> str:
         try:
-            message = record.getMessage()
+            return record.getMessage()
         except Exception as exc:  # noqa: BLE001 - bad %-args: keep what there is
-            message = "%r (formatting the message failed: %s)" % (record.msg, type(exc).__name__)
+            return "%r (formatting the message failed: %s)" % (record.msg, type(exc).__name__)
+
+    def _text_of(self, record: logging.LogRecord, message: str) -> Tuple[str, int, Optional[str]]:
+        """(message, characters cut, traceback) of a record with a traceback or long text."""
+        limit = self.max_message
         tb: Optional[str] = None
         exc_info = record.exc_info
         if exc_info and exc_info[0] is not None:
@@ -374,46 +556,30 @@ class CaptureHandler(logging.Handler):
             cut += tb_cut
         if cut:
             self.cut_records += 1
+        return message, cut, tb
 
-        ident = record.thread or get_ident()
-        # The request in flight on this thread: the tracker's (as /v1/threads uses), else the
-        # thread's own cherrypy.serving (a record from before on_start_resource).
-        atoms: Optional[RequestAtoms] = None
-        source = "hook"
-        response = None
-        tracked = self.tracker.inflight.get(ident)
-        if tracked is not None:
-            request, response = tracked
-        else:
-            request, response, source = self._serving_request()
-        if request is not None:
-            try:
-                atoms = request_atoms(request, response)
-            except Exception:  # noqa: BLE001
-                atoms = None
-        name = record.name
-        access: Optional[Tuple[Optional[int], Optional[int], Optional[float]]] = None
-        if name.startswith("cherrypy.access"):
-            if response is not None:
-                access = _access_of(response, record.created)
-            else:
-                access = parse_access_line(message)
-        self.ring.append(
-            (
-                record.created,
-                record.levelno,
-                record.levelname,
-                name,
-                message,
-                cut,
-                tb,
-                ident,
-                record.threadName or "",
-                atoms,
-                source,
-                access,
-            )
-        )
+    def _handler_name(self, request: Any) -> Optional[str]:
+        """``handler_name(request)``, with the usual shape (a page handler, perhaps inside
+        the encode tool's wrapper, calling a method) read directly: same answer."""
+        handler = request.handler
+        if type(handler) is self._encoder_type:
+            handler = handler.oldhandler
+        if type(handler) in self._page_types and "_json_inner_handler" not in request.__dict__:
+            target = handler.callable
+            if type(target) is MethodType:
+                target = target.__func__
+            if type(target) is FunctionType and target.__qualname__:
+                return target.__qualname__
+        return handler_name(request)
+
+    def _careful_request(self, request: Any, response: Any, source: str) -> Tuple[Any, ...]:
+        try:
+            atoms = request_atoms(request, response)
+        except Exception:  # noqa: BLE001
+            return _NO_REQUEST
+        method, script, path_info, query, client, started, handler, stage, ip, port = atoms
+        # The client goes where the raw X-Forwarded-For would: reading splits it again (same).
+        return (source, method, script, path_info, query, ip, port, client, started, handler, stage)
 
     def _serving_request(self) -> Tuple[Any, Any, str]:
         serving = self._serving
@@ -427,22 +593,62 @@ class CaptureHandler(logging.Handler):
         return request, local.get("response"), "serving"
 
 
-def _access_of(
-    response: Any, created: float
-) -> Tuple[Optional[int], Optional[int], Optional[float]]:
-    """(status, body bytes, duration) of the response being finished on this thread."""
+def _access_raw(response: Any) -> Tuple[int, Any, Any]:
+    """(kind, status raw, Content-Length raw) of a response that is not CherryPy's as we know
+    it (``handle`` reads CherryPy's directly), parsed by ``status_from`` / ``size_from``."""
+    status = getattr(response, "output_status", None)
+    kind = ACCESS_OUTPUT_STATUS
+    if not status:
+        status = getattr(response, "status", None)
+        kind = ACCESS_STATUS
     try:
-        status: Optional[int] = int(response.output_status[:3])  # b"404 Not Found"
-    except Exception:  # noqa: BLE001 - None, or not CherryPy's
-        status = _status_of(response)
-    try:
-        length: Any = dict.get(response.headers, "Content-Length")
-        size: Optional[int] = int(length)
-    except Exception:  # noqa: BLE001 - absent (a streamed body) or not a number
-        size = None
-    started = getattr(response, "time", None)
-    duration = max(0.0, created - started) if isinstance(started, float) else None
-    return status, size, duration
+        length = dict.get(response.headers, "Content-Length")
+    except Exception:  # noqa: BLE001 - absent, or not a dict
+        length = None
+    return kind, status, length
+
+
+def _text(value: Any) -> str:
+    """A request field as ``request_atoms`` gives it: the string, or ``str(value or "")``."""
+    return value if type(value) is str else str(value or "")
+
+
+def _request_of(item: Fields) -> Optional[Dict[str, Any]]:
+    """A record's request wire dict, as ``/v1/threads`` builds it."""
+    source = item[9]
+    if not source:
+        return None
+    ip = _text(item[14])
+    atoms: RequestAtoms = (
+        _text(item[10]),
+        _text(item[11]),
+        _text(item[12]),
+        _text(item[13]),
+        item[16] or ip,  # X-Forwarded-For's first address, else the remote ip
+        item[17],
+        item[18],
+        item[19],
+        ip,
+        item[15],
+    )
+    return request_from_atoms(atoms, _peer_from_atoms(atoms), source)
+
+
+def _access_of(item: Fields) -> Optional[Dict[str, Any]]:
+    """A record's access dict (status, bytes, duration), or None for other records."""
+    kind = item[21]
+    if kind == ACCESS_NONE:
+        return None
+    if kind == ACCESS_FROM_MESSAGE:
+        status, size, duration = parse_access_line(item[4])
+        return {"status": status, "size": size, "duration": duration}
+    started = item[17]
+    duration = max(0.0, item[0] - started) if isinstance(started, float) else None
+    return {
+        "status": status_from(item[20], kind),
+        "size": size_from(item[22]),
+        "duration": duration,
+    }
 
 
 def _peer_from_atoms(atoms: RequestAtoms) -> str:
@@ -499,20 +705,6 @@ def _suggested_error_file() -> str:
     if name in ("-c", "_c", "__main__"):
         name = "app"
     return "/var/log/%s/error.log" % name
-
-
-def _request_dict(atoms: Optional[RequestAtoms], source: str) -> Optional[Dict[str, Any]]:
-    if atoms is None:
-        return None
-    return request_from_atoms(atoms, _peer_from_atoms(atoms), source)
-
-
-def _access_dict(
-    access: Optional[Tuple[Optional[int], Optional[int], Optional[float]]],
-) -> Optional[Dict[str, Any]]:
-    if access is None:
-        return None
-    return {"status": access[0], "size": access[1], "duration": access[2]}
 
 
 class LogCapture:
@@ -687,8 +879,8 @@ class LogCapture:
                     "cut": item[5],
                     "traceback": None if item[6] is None else redact_text_queries(item[6]),
                     "thread": {"ident": item[7], "name": item[8]},
-                    "request": _request_dict(item[9], item[10]),
-                    "access": _access_dict(item[11]),
+                    "request": _request_of(item),
+                    "access": _access_of(item),
                 }
             )
             last = seq

@@ -542,3 +542,40 @@ def test_access_records_can_be_left_out(tmp_path: Path) -> None:
         page = target.log("?limit=5000")
         assert page["captures_access"] is False
         assert not [r for r in page["records"] if r["logger"].startswith("cherrypy.access")]
+
+
+def test_the_ring_wraps_and_resizes_keeping_the_newest_with_consecutive_seqs() -> None:
+    # GIVEN a ring of 10 records (in this process: the ring's slot arithmetic is under test;
+    # resizing is what inspector.log_capacity does to a running agent)
+    from cpinspect.agent.logcapture import LogRing
+
+    ring = LogRing(10)
+
+    def add(n: int) -> None:
+        ring.append((float(n), 20, "INFO", "cherrypy.error", "m%d" % n, 0, None, 1, "t"))
+
+    def held() -> List[float]:
+        items, first, latest = ring.copy()
+        assert latest - first + 1 == len(items)  # consecutive seqs, the newest last
+        assert [it[0] for it in items] == [float(s) for s in range(first, latest + 1)]
+        return [it[0] for it in items]
+
+    # WHEN 25 records arrive (the ring wraps twice and a half)
+    for n in range(1, 26):
+        add(n)
+    # THEN the newest 10 are held, in order
+    assert held() == [float(n) for n in range(16, 26)]
+    # WHEN it shrinks to 4, then grows to 8 and 3 more arrive
+    ring.resize(4)
+    assert held() == [22.0, 23.0, 24.0, 25.0]
+    ring.resize(8)
+    for n in range(26, 29):
+        add(n)
+    # THEN nothing older than what was kept comes back, and the text count matches
+    assert held() == [float(n) for n in range(22, 29)]
+    assert ring.chars == sum(len("m%d" % n) for n in range(22, 29))
+    # WHEN 20 more arrive at capacity 8: the newest 8
+    for n in range(29, 49):
+        add(n)
+    assert held() == [float(n) for n in range(41, 49)]
+    assert len(ring) == 8
