@@ -53,6 +53,7 @@ bench: $(STAMP) ## Run the benchmarks in bench/ (prints ratios; record them in B
 	$(BIN)/python bench/snapshot_capture.py
 	$(BIN)/python bench/sessions_scale.py
 	$(BIN)/python bench/log_burst.py
+	$(BIN)/python bench/log_follow.py
 
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
