@@ -54,6 +54,8 @@ bench: $(STAMP) ## Run the benchmarks in bench/ (prints ratios; record them in B
 	$(BIN)/python bench/sessions_scale.py
 	$(BIN)/python bench/log_burst.py
 	$(BIN)/python bench/log_follow.py
+	$(BIN)/python bench/threads_delta.py
+	$(BIN)/python bench/scale.py
 
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
