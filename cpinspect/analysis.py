@@ -620,6 +620,8 @@ EXPIRED_PILE = 100
 EXPIRED_SHARE = 0.2
 """... and at least this share of the store: the clean-up is not keeping up."""
 LOCK_FLOOR = 1.0
+TYPICAL_FACTOR = 50
+"""A p95 beyond this many medians is the incident's slow requests, not a normal one's time."""
 """A lock held less than this many seconds is never called long, whatever the p95."""
 NO_DURATIONS_LIMIT = 10.0
 """What "longer than normal" means when the process has completed no request to compare with."""
@@ -784,11 +786,22 @@ def lock_limit(sessions: SessionsSnapshot) -> Tuple[float, str]:
     durations = sessions.request_durations
     if durations is None or durations.count == 0:
         return NO_DURATIONS_LIMIT, "no completed request to compare with"
-    limit = max(durations.p95, LOCK_FLOOR)
-    return limit, "95%% of the last %s requests took under %s, the slowest %s" % (
-        f"{durations.count:,}",
-        _seconds(durations.p95),
-        _seconds(durations.max),
+    # During the incident the slow requests are among the last ones completed (the lock's own
+    # holder and waiters, the pool's stuck work): past TYPICAL_FACTOR times the median, the p95
+    # no longer says what a normal request takes, and the median is the measure.
+    if durations.p95 <= TYPICAL_FACTOR * durations.p50:
+        limit = max(durations.p95, LOCK_FLOOR)
+        return limit, "95%% of the last %s requests took under %s, the slowest %s" % (
+            f"{durations.count:,}",
+            _seconds(durations.p95),
+            _seconds(durations.max),
+        )
+    limit = max(TYPICAL_FACTOR * durations.p50, LOCK_FLOOR)
+    return (
+        limit,
+        "half of the last %s requests took under %s; the slow ones, up to %s, are the "
+        "incident's own"
+        % (f"{durations.count:,}", _seconds(durations.p50), _seconds(durations.max)),
     )
 
 

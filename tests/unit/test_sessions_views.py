@@ -193,6 +193,18 @@ def test_a_lock_held_past_the_p95_with_waiters_is_critical_with_its_numbers() ->
     assert "release_lock()" in finding.fix and "'implicit'" in finding.fix
 
 
+def test_a_p95_made_of_the_incidents_own_slow_requests_is_not_taken_as_normal() -> None:
+    # GIVEN a saturated app: the last requests completed include the lock's earlier holders and
+    # waiters (20 s each), so the p95 is as long as the lock itself, while half took 6 ms
+    durations = {"count": 30, "p50": 0.006, "p95": 20.0, "max": 20.0}
+    snapshot = read(sessions=[session(HELD_FP, 200, held=12.0, waiters=2)])
+    polluted = sessions_from_json(dict(payload(), request_durations=durations))
+    polluted = replace(polluted, apps=snapshot.apps)
+    # THEN the held lock is still diagnosed, measured against the median
+    (finding,) = [f for f in session_findings(polluted) if f.id.startswith("sessions-lock")]
+    assert "half of the last 30 requests took under 6 ms" in finding.title
+
+
 def test_a_held_lock_on_another_page_is_diagnosed_from_the_locks_list() -> None:
     # GIVEN a page of free sessions, the held one being on another page (sent in "locks")
     held = session(HELD_FP, 200, held=12.0, waiters=2)
