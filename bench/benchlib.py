@@ -177,6 +177,37 @@ def open_requests(port: int, path: str, count: int, timeout: float = 120.0) -> L
     return socks
 
 
+def keep_alive_load(port: int, path: str, seconds: float, connections: int) -> Tuple[int, int]:
+    """``GET path`` back to back for ``seconds`` on ``connections`` keep-alive connections (one
+    thread each): (answered 200, failed)."""
+    end = time.monotonic() + seconds
+    done = [0] * connections
+    failed = [0] * connections
+
+    def worker(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while time.monotonic() < end:
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                response.read()
+                if response.status == 200:
+                    done[i] += 1
+                else:
+                    failed[i] += 1
+            except (OSError, http.client.HTTPException):
+                failed[i] += 1
+                conn.close()
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 30)
+    return sum(done), sum(failed)
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

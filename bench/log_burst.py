@@ -38,6 +38,7 @@ from benchlib import (
     agent_get,
     agent_get_raw,
     can_pin,
+    keep_alive_load,
     machine,
     median,
     pin,
@@ -341,34 +342,7 @@ def emit_costs(n: int = 20000) -> Dict[str, float]:
 
 def load_window(port: int, seconds: float, connections: int = 4) -> Tuple[int, int]:
     """``GET /`` back to back on ``connections`` keep-alive connections: (answered, failed)."""
-    import http.client
-
-    end = time.monotonic() + seconds
-    done = [0] * connections
-    failed = [0] * connections
-
-    def worker(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        while time.monotonic() < end:
-            try:
-                conn.request("GET", "/")
-                response = conn.getresponse()
-                response.read()
-                if response.status == 200:
-                    done[i] += 1
-                else:
-                    failed[i] += 1
-            except (OSError, http.client.HTTPException):
-                failed[i] += 1
-                conn.close()
-        conn.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(seconds + 30)
-    return sum(done), sum(failed)
+    return keep_alive_load(port, "/", seconds, connections)
 
 
 def request_rates(

@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from benchlib import keep_alive_load
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -128,32 +130,8 @@ def page_query(rng: random.Random, total: int, i: int) -> str:
 
 
 def client_main(port: int, seconds: float, connections: int) -> int:
-    end = time.monotonic() + seconds
-    counts = [0] * connections
-    errors = [0] * connections
-
-    def worker(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        while time.monotonic() < end:
-            try:
-                conn.request("GET", "/fast")
-                r = conn.getresponse()
-                r.read()
-                if r.status == 200:
-                    counts[i] += 1
-                else:
-                    errors[i] += 1
-            except (OSError, http.client.HTTPException):
-                errors[i] += 1
-                conn.close()
-        conn.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(seconds + 30)
-    print(json.dumps({"requests": sum(counts), "errors": sum(errors)}), flush=True)
+    answered, failed = keep_alive_load(port, "/fast", seconds, connections)
+    print(json.dumps({"requests": answered, "errors": failed}), flush=True)
     return 0
 
 
