@@ -350,6 +350,13 @@ def _order(n: int, key: Callable[[int], Any], reverse: bool) -> "array[int]":
         chunk = sorted(range(lo, hi), key=key, reverse=reverse)
         runs[lo:hi] = array("i", chunk)
         del chunk
+    return _merge_runs(runs, key, reverse)
+
+
+def _merge_runs(runs: "array[int]", key: Any, reverse: bool) -> "array[int]":
+    """The sorted chunks of ``runs`` (``SORT_CHUNK`` positions each) merged into one order,
+    without a Python int per session alive at once."""
+    n = len(runs)
     if n <= SORT_CHUNK:
         return runs
     view = memoryview(runs)
@@ -381,24 +388,11 @@ def _order_by_size(sizes: "array[int]") -> "array[int]":
         chunk = sorted(((sizes[p] + 1) << _POS_BITS | p for p in range(lo, hi)), reverse=True)
         runs[lo:hi] = array("i", (x & mask for x in chunk))
         del chunk
-    if n <= SORT_CHUNK:
-        return runs
 
     def packed(p: int) -> int:
         return (sizes[p] + 1) << _POS_BITS | p
 
-    out = array("i", bytes(4 * n))
-    view = memoryview(runs)
-    merged = heapq.merge(
-        *[view[lo : lo + SORT_CHUNK] for lo in range(0, n, SORT_CHUNK)],
-        key=packed,
-        reverse=True,
-    )
-    for rank, pos in enumerate(merged):
-        out[rank] = pos
-    del merged
-    view.release()
-    return out
+    return _merge_runs(runs, packed, True)
 
 
 UPDATE_MIN = 1000
