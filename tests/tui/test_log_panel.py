@@ -340,3 +340,19 @@ async def test_a_traceback_without_source_lines_gets_them_read_by_the_inspector(
         frame = shown.index('      File "/srv/shop/shop/cart.py", line 30, in add')
         assert shown[frame + 1] == "        with CART_LOCK:  (source read now)"
         assert shown[frame + 2] == "    KeyError: 3"
+
+
+async def test_a_silent_agent_is_said_as_such_not_as_no_log_source() -> None:
+    # GIVEN the agent not answering (py-spy standing in) and no log state from it yet
+    from dataclasses import replace
+
+    from cpinspect.model import LogState
+
+    from .fakes import fallback_update
+
+    app = make_app(FakePoller([replace(fallback_update(), log_state=LogState())]))
+    async with app.run_test(size=(120, 34)) as pilot:
+        panel = await open_log(pilot)
+        # THEN the caption says the agent is silent and its records will follow
+        assert "the agent does not answer: its records follow when it does" in panel.caption_text
+        assert "no agent" not in panel.caption_text

@@ -56,7 +56,7 @@ from cpinspect.formatting import (
     sparkline,
     traceback_frames_without_source,
 )
-from cpinspect.model import LogEntry, LogGap, LogRecord, RequestInfo
+from cpinspect.model import LogEntry, LogGap, LogRecord, RequestInfo, SourceKind
 from cpinspect.sources.source_lines import LineReader
 from cpinspect.tui.messages import ShowThread, SourceLinesLoaded
 from cpinspect.tui.store import Store
@@ -545,8 +545,20 @@ class LogPanel(Vertical):
             text.append(" │ " + " · ".join(words))
         text.append(" │ ")
         text.append(self._sparkline(SPARK_MINUTES), self._style("spark"))
-        if store is not None and store.log_state is not None:
-            text.append(" │ " + log_state_line(store.log_state), self._style("muted"))
+        if store is not None:
+            line = log_state_line(store.log_state) if store.log_state is not None else ""
+            update = store.update
+            if (
+                update is not None
+                and update.source_kind is SourceKind.AGENT
+                and update.effective_threads_source is SourceKind.PYSPY
+            ):
+                # The agent is there but silent (the interpreter stuck): say so, not "no agent".
+                line = "the agent does not answer: its records follow when it does" + (
+                    "" if not line or line.startswith("no log source") else " · " + line
+                )
+            if line:
+                text.append(" │ " + line, self._style("muted"))
         query = self.query_one("#log-caption", Static)
         query.update(text)
         caption = "following" if view.follow else "paused"
