@@ -25,7 +25,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import cpinspect
 from cpinspect.agent.redact import REDACTED
-from cpinspect.errors import SnapshotFileError, SnapshotWriteError
+from cpinspect.errors import CpinspectError, SnapshotFileError, SnapshotWriteError
 from cpinspect.model import (
     SNAPSHOT_LOG_RECORDS,
     Frame,
@@ -40,7 +40,7 @@ from cpinspect.model import (
     ThreadLocals,
 )
 from cpinspect.protocol import ProtocolError, snapshots_document, snapshots_from_document
-from cpinspect.sources.base import Update
+from cpinspect.sources.base import Capability, Poller, Update
 from cpinspect.sources.merge import with_gil_holder
 from cpinspect.sources.source_lines import LineReader
 
@@ -138,6 +138,18 @@ def redacted(snapshot: Snapshot, reveal: bool) -> Snapshot:
         sessions=redacted_sessions(snapshot.sessions),
         revealed=False,
     )
+
+
+def read_sessions(poller: Poller) -> Tuple[Optional[SessionsSnapshot], Optional[str]]:
+    """What a capture reads of the sessions: the first page of every app (no values: never
+    revealed here), or ``(None, note)`` saying why not; ``(None, None)`` for a session that
+    cannot read sessions at all (py-spy alone)."""
+    if Capability.SESSIONS not in poller.capabilities:
+        return None, None
+    try:
+        return poller.sessions(), None
+    except CpinspectError as exc:
+        return None, "sessions not captured: %s" % exc
 
 
 def redacted_sessions(sessions: Optional[SessionsSnapshot]) -> Optional[SessionsSnapshot]:

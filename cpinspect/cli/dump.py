@@ -16,14 +16,14 @@ import argparse
 import json
 import sys
 import time
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, List
 
 from cpinspect import __version__
 from cpinspect.cli.common import add_target_arguments, open_from_args
 from cpinspect.errors import AgentUnavailable, CpinspectError, PySpyMissing
 
 if TYPE_CHECKING:  # loaded when the command runs, not for --help
-    from cpinspect.model import SessionsSnapshot, ThreadLocals, ThreadsSnapshot
+    from cpinspect.model import ThreadLocals, ThreadsSnapshot
     from cpinspect.sources.base import Poller, Update
 
 HIDDEN = "*** (hidden: --show-secrets shows it)"
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from cpinspect.model import SNAPSHOT_LOG_RECORDS, LogRecord, Snapshot, SourceKind
     from cpinspect.protocol import snapshots_document
-    from cpinspect.snapshots import redacted_sessions, with_source_lines
+    from cpinspect.snapshots import read_sessions, redacted_sessions, with_source_lines
     from cpinspect.sources.base import Capability
 
     opened = open_from_args(args)
@@ -73,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
                 % ("; ".join(update.warnings) or "no reason given")
             )
         thread_locals = _locals(threads, session, notes) if args.locals else []
-        sessions = _sessions(session, notes) if args.json else None
+        sessions, note = read_sessions(session) if args.json else (None, None)
+        if note is not None:
+            notes.append(note)
     finally:
         session.close()
     if args.json:
@@ -123,19 +125,6 @@ def _threads_of(update: Update) -> ThreadsSnapshot:
         why = "; ".join(m for m in (update.message, *update.warnings) if m)
         raise AgentUnavailable("no threads could be read: %s" % (why or "no reason given"))
     return update.threads
-
-
-def _sessions(session: Poller, notes: List[str]) -> Optional[SessionsSnapshot]:
-    """The first page of every app's sessions (no values), when the session can read them."""
-    from cpinspect.sources.base import Capability
-
-    if Capability.SESSIONS not in session.capabilities:
-        return None
-    try:
-        return session.sessions()
-    except CpinspectError as exc:
-        notes.append("sessions not captured: %s" % exc)
-        return None
 
 
 def _locals(threads: ThreadsSnapshot, session: Poller, notes: List[str]) -> List[ThreadLocals]:

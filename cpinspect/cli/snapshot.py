@@ -19,8 +19,7 @@ from cpinspect.cli.common import add_target_arguments
 from cpinspect.errors import CpinspectError, PySpyMissing, TargetGone, UsageError
 
 if TYPE_CHECKING:  # loaded when the command runs, not for --help
-    from cpinspect.model import LogRecord, SessionsSnapshot, Snapshot, ThreadLocals
-    from cpinspect.sources.base import Poller
+    from cpinspect.model import LogRecord, Snapshot, ThreadLocals
 
 MAX_COUNT = 1000
 """Snapshots in one series at most (a bundle is kept in memory until it is written)."""
@@ -75,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from cpinspect.model import SNAPSHOT_LOG_RECORDS, LogRecord
     from cpinspect.snapshots import (
         check_directory,
+        read_sessions,
         snapshot_from_update,
         with_source_lines,
         write_snapshots,
@@ -114,9 +114,10 @@ def run(args: argparse.Namespace) -> int:
                 break
             records.extend(e for e in update.log if isinstance(e, LogRecord))
             del records[: max(0, len(records) - 10 * SNAPSHOT_LOG_RECORDS)]
-            snapshot = snapshot_from_update(
-                update, routes=routes, sessions=_sessions(session), log=records
-            )
+            sessions, unread = read_sessions(session)
+            if unread is not None:
+                print("note: %s" % unread, file=sys.stderr)
+            snapshot = snapshot_from_update(update, routes=routes, sessions=sessions, log=records)
             if args.locals:
                 snapshot = replace(snapshot, locals=_locals(session, snapshot))
             taken.append(with_source_lines(snapshot, opened.source_lines))
@@ -154,19 +155,6 @@ def run(args: argparse.Namespace) -> int:
         )
         return 130
     return 0
-
-
-def _sessions(session: Poller) -> Optional[SessionsSnapshot]:
-    """The first page of every app's sessions now (no values: never revealed here)."""
-    from cpinspect.sources.base import Capability
-
-    if Capability.SESSIONS not in session.capabilities:
-        return None
-    try:
-        return session.sessions()
-    except CpinspectError as exc:
-        print("note: sessions not captured: %s" % exc, file=sys.stderr)
-        return None
 
 
 def _sleep_until(deadline: float) -> None:

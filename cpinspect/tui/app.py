@@ -53,6 +53,7 @@ from cpinspect.tui.widgets.header_bar import HeaderBar, HeaderState
 from cpinspect.tui.widgets.log_panel import LogPanel, LogView
 from cpinspect.tui.widgets.pool_bar import PoolBar, PoolBarState
 from cpinspect.tui.widgets.routes_panel import RoutesPanel
+from cpinspect.tui.widgets.sessions_panel import SessionsPanel
 from cpinspect.tui.widgets.threads_panel import ThreadsPanel
 
 AGE_TICK = 0.5
@@ -454,9 +455,12 @@ class InspectorApp(App[None]):
 
     @on(ThreadsPanel.CaptionChanged)
     def _threads_caption(self, message: ThreadsPanel.CaptionChanged) -> None:
-        tab = self.tabs.get_tab("threads")
-        spec = next(s for s in self.panel_specs if s.id == "threads")
-        tab.label = f"{tab_label(spec)} · {message.panel.caption}"
+        self._caption_tab("threads", message.panel.caption)
+
+    def _caption_tab(self, tab_id: str, caption: str) -> None:
+        """A tab's label with what its panel says of itself: ``1 Threads · Busy workers (8)``."""
+        spec = next(s for s in self.panel_specs if s.id == tab_id)
+        self.tabs.get_tab(tab_id).label = f"{tab_label(spec)} · {caption}"
 
     # --- actions -------------------------------------------------------------------------------
 
@@ -500,9 +504,7 @@ class InspectorApp(App[None]):
 
     @on(LogPanel.CaptionChanged)
     def _log_caption(self, message: LogPanel.CaptionChanged) -> None:
-        tab = self.tabs.get_tab("log")
-        spec = next(s for s in self.panel_specs if s.id == "log")
-        tab.label = f"{tab_label(spec)} · {message.panel.caption}"
+        self._caption_tab("log", message.panel.caption)
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -710,7 +712,7 @@ class InspectorApp(App[None]):
                 *self.BINDINGS,
                 *ThreadsPanel.BINDINGS,
                 *RoutesPanel.BINDINGS,
-                *self._sessions_bindings(),
+                *SessionsPanel.BINDINGS,
                 *LogPanel.BINDINGS,
                 *LogView.BINDINGS,
             ]
@@ -728,13 +730,6 @@ class InspectorApp(App[None]):
         rows.append(("tab", "Move between the tabs and the table"))
         rows.append(("ctrl+p", "Command palette"))
         return rows
-
-    def _sessions_bindings(self) -> List[BindingType]:
-        if "sessions" not in self.panels:
-            return []
-        from cpinspect.tui.widgets.sessions_panel import SessionsPanel
-
-        return list(SessionsPanel.BINDINGS)
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """The command palette (ctrl+p) offers the inspector's actions next to Textual's."""
