@@ -227,7 +227,10 @@ def error_from_pyspy(
             "py-spy cannot find the Python version of pid %d: upgrade it with "
             "`pip install -U py-spy`, or load the agent, which works on any Python" % pid
         )
-    if "Failed to suspend process" in text and state == "T":
+    # py-spy's wording varies ("Failed to suspend process", or only "Failed to get stack
+    # traces" when the stop lands between its checks): a stopped target it had to pause is
+    # the cause either way.
+    if state == "T" and paused_for:
         if paused_for == "native frames":
             fix = "or turn native frames off"
         else:
@@ -752,7 +755,7 @@ class PySpySource:
                 python=runs_python(self.pid),
                 state=state,
                 ptrace_scope=_ptrace_scope(),
-                paused_for="native frames" if native else "blocking mode",
+                paused_for=("native frames" if native else "blocking mode") if may_pause else "",
             )
             # Without pausing, py-spy may read a stack while it changes and fail on it: one more
             # try. Errors that name a cause (permission, version, no process) will not change.

@@ -24,6 +24,7 @@ from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
@@ -190,7 +191,11 @@ class InspectorApp(App[None]):
         self.header_bar = HeaderBar(id="header")
         self.banner = Banner(id="banner")
         self.pool_bar = PoolBar(id="pool-bar")
-        self.tabs = TabbedContent(id="tabs", initial="threads")
+        # The first tab is chosen here, not switched to after mounting: a switch made later
+        # raced the TabbedContent's own first activation under load and lost (``open A B``
+        # landed on Threads instead of Series).
+        first = self.initial_tab if self.initial_tab in {s.id for s in self.panel_specs} else None
+        self.tabs = TabbedContent(id="tabs", initial=first or "threads")
         yield self.header_bar
         yield self.banner
         yield self.pool_bar
@@ -230,11 +235,10 @@ class InspectorApp(App[None]):
     def on_mount(self) -> None:
         for spec in self.panel_specs:
             self.bind(spec.key, f"show_tab('{spec.id}')", description=spec.title, show=False)
-        self.threads_panel.table.focus()
+        if self.tabs.active == "threads":
+            self.threads_panel.table.focus()
         self._render_all()
         self.poll_now()
-        if self.initial_tab is not None and self.initial_tab in self.panels:
-            self.call_after_refresh(self.action_show_tab, self.initial_tab)
         if self.live:
             self.set_interval(self.interval, self.poll_now, name="poll")
             for spec in self.panel_specs:
@@ -460,7 +464,13 @@ class InspectorApp(App[None]):
     def _caption_tab(self, tab_id: str, caption: str) -> None:
         """A tab's label with what its panel says of itself: ``1 Threads · Busy workers (8)``."""
         spec = next(s for s in self.panel_specs if s.id == tab_id)
-        self.tabs.get_tab(tab_id).label = f"{tab_label(spec)} · {caption}"
+        try:
+            tab = self.tabs.get_tab(tab_id)
+        except NoMatches:
+            # A caption posted while the app shuts down (the tabs already removed) or before
+            # the tabs are composed: there is no label to change.
+            return
+        tab.label = f"{tab_label(spec)} · {caption}"
 
     # --- actions -------------------------------------------------------------------------------
 

@@ -134,7 +134,10 @@ class ThreadsPanel(Vertical):
             self.show_snapshot(store.threads)
 
     def shown(self) -> None:
-        self.table.focus()
+        # Queried, not ``self.table``: a tab activation can still arrive while the app shuts
+        # down and the table is already gone.
+        for table in self.query(ThreadsTable):
+            table.focus()
 
     def show_snapshot(self, snapshot: Optional[ThreadsSnapshot]) -> None:
         """Show new data, keeping the cursor on the same thread (or stack)."""
