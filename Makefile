@@ -24,8 +24,12 @@ system-deps: ## Install system tools the tests need (gdb, memcached) when runnin
 demo: $(STAMP) ## Start the demo CherryPy app with a staged incident and open the inspector on it
 	$(BIN)/cpinspect demo
 
-test: $(STAMP) system-deps ## Run the whole test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# Three test files at once: most tests wait on real processes, not on a core. A file stays on
+# one worker (--dist loadfile), so its module-scoped targets are started once.
+TEST_JOBS ?= 3
+
+test: $(STAMP) system-deps ## Run the whole test suite (TEST_JOBS=0: in one process)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff, mypy (strict) and the import contracts
 	$(BIN)/ruff check cpinspect tests bench
