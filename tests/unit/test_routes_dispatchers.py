@@ -293,3 +293,54 @@ def test_the_verdict_names_who_decides_and_claims_no_status() -> None:
     # AND a status the resolver knows is still given
     known = Resolution("/n", "GET", "h", "not_found", status=404, reason="no exposed handler")
     assert resolution_lines(known)[0] == "GET /n (Host h) → 404 not_found: no exposed handler"
+
+
+class Hostile:
+    """A tool's callable whose attributes are user code: once armed (after ``cherrypy.Tool``
+    itself looked at it), reading one must never happen."""
+
+    armed = False
+
+    def __call__(self) -> None:
+        raise AssertionError("a tool is never run")
+
+    def __getattr__(self, name: str) -> Any:
+        if type(self).armed:
+            raise AssertionError("attribute %r read" % name)
+        raise AttributeError(name)
+
+
+def test_guarding_tools_are_read_from_the_toolboxes_without_running_them() -> None:
+    from cpinspect.agent.probes.resolve import guarding_tools
+
+    # GIVEN an app with its own toolbox: a hostile callable, and a tool named like a harmless
+    # CherryPy one that is not CherryPy's
+    box = cherrypy._cptools.Toolbox("mine")
+    box.trap = cherrypy.Tool("on_start_resource", Hostile())
+    Hostile.armed = True
+    box.encode = cherrypy.Tool("before_handler", lambda: None, priority=5)
+    box.late = cherrypy.Tool("before_finalize", lambda: None)
+    app = cherrypy.Application(WithDefault(), "")
+    app.toolboxes = {"tools": cherrypy.tools, "mine": box}
+    config = {
+        "tools.encode.on": True,  # CherryPy's own, harmless
+        "tools.sessions.on": True,
+        "tools.auth_basic.on": True,
+        "tools.nosuch.on": True,
+        "tools.gzip.on": False,
+        "mine.trap.on": True,
+        "mine.encode.on": True,
+        "mine.late.on": True,  # after the handler: cannot answer for it
+    }
+    steps: list = []
+    # WHEN the tools that may answer first are read
+    guards = guarding_tools(app, config, steps)
+    # THEN they come in the order CherryPy runs them, CherryPy's harmless ones left out
+    assert [(g["tool"], g["point"], g["priority"], g["custom"]) for g in guards] == [
+        ("nosuch", None, None, True),
+        ("mine.trap", "on_start_resource", 50, True),
+        ("auth_basic", "before_handler", 1, False),
+        ("mine.encode", "before_handler", 5, True),
+    ]
+    # AND a tool switched on but not registered is said to fail the request
+    assert steps == ["tools.nosuch.on but no such tool is registered: CherryPy answers 500 ✗"]

@@ -120,8 +120,8 @@ def guarding_tools(app: Any, config: Dict[str, Any], steps: List[str]) -> List[D
             )
             continue
         point = static_attr(tool, "_point")
-        func = static_attr(tool, "callable")
-        module = str(getattr(getattr(func, "__func__", func), "__module__", "") or "")
+        func = _plain_callable(static_attr(tool, "callable"))
+        module = _module_of(func)
         builtin = module == "cherrypy" or module.startswith("cherrypy.")
         if point not in EARLY_POINTS or (builtin and name in HARMLESS_TOOLS):
             continue
@@ -142,12 +142,26 @@ def guarding_tools(app: Any, config: Dict[str, Any], steps: List[str]) -> List[D
     return out
 
 
+def _plain_callable(func: Any) -> Any:
+    """A bound method's function; anything else as it is (no attribute of it is read)."""
+    return func.__func__ if type(func) is types.MethodType else func
+
+
+def _module_of(func: Any) -> str:
+    """The module a tool's callable comes from: a function's own, else its class's (no
+    ``getattr`` on the object: a ``__getattr__`` would be user code)."""
+    if isinstance(func, (types.FunctionType, types.BuiltinFunctionType)):
+        return str(func.__module__ or "")
+    klass = func if isinstance(func, type) else type(func)  # encode's callable is a class
+    return str(type.__getattribute__(klass, "__module__") or "")
+
+
 def _short_name(func: Any) -> str:
     """``Root.account`` for a handler (its ``__qualname__``; a callable object's class)."""
-    inner = getattr(func, "__func__", func)
+    inner = _plain_callable(func)
     if isinstance(inner, (types.FunctionType, types.BuiltinFunctionType)):
-        return str(getattr(inner, "__qualname__", "") or qualname_of(func))
-    return str(getattr(type(func), "__qualname__", "") or qualname_of(func))
+        return str(inner.__qualname__ or qualname_of(func))
+    return str(type.__getattribute__(type(inner), "__qualname__") or qualname_of(func))
 
 
 def decide(verdict: Dict[str, Any], guards: List[Dict[str, Any]], handler: Any) -> None:
