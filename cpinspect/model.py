@@ -298,7 +298,10 @@ class RouteNode:
     path: str
     name: str
     kind: str
-    """``object``, ``handler``, ``index``, ``default``, ``unexposed``, ``property``, ``static``."""
+    """``object``, ``handler``, ``index``, ``default``, ``unexposed``, ``internal``, ``property``,
+    ``static``. ``internal``: an unexposed method reached on purpose through an exposed
+    dispatching method or ``default`` (``reached_via``); ``unexposed``: no dispatcher reaches it
+    (a request for it ends 404: the ``forgotten-expose`` finding says so when one does)."""
     exposed: bool = False
     qualname: str = ""
     filename: Optional[str] = None
@@ -315,6 +318,8 @@ class RouteNode:
     config: Tuple[Tuple[str, str], ...] = ()
     """Its own ``_cp_config`` (key, repr of the value; sensitive values redacted)."""
     warnings: Tuple[str, ...] = ()
+    reached_via: Optional[str] = None
+    """For an ``internal`` method: the qualname of the exposed method that dispatches to it."""
 
 
 @dataclass(frozen=True)
@@ -411,6 +416,13 @@ class Resolution:
     tools: Tuple[str, ...] = ()
     """Tools switched on for this request by the merged config (sessions, auth_basic …)."""
     abandoned: bool = False
+    decided_by: Optional[str] = None
+    """Who decides the status when the resolver cannot: ``handler`` or ``tool:<name>`` (a tool
+    that runs before the answer and may answer itself); ``None`` when ``status`` is known."""
+    verdict: str = ""
+    """The verdict as a sentence: ``Root.account handles it; the handler decides the status``."""
+    guards: Tuple[str, ...] = ()
+    """Tools in effect that run before the answer and may answer themselves (auth-like)."""
 
 
 @dataclass(frozen=True)

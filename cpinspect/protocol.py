@@ -302,6 +302,12 @@ def _strs(d: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(str(v) for v in _list(d, key))
 
 
+LEGACY_NOT_EXPOSED = "would 404: not exposed"
+"""The warning agents before ``internal``/``reached_via`` put on every unexposed method (40 false
+alarms on an app with one dispatcher): dropped when read, the kind says "not exposed" and the
+forgotten-expose finding warns when a request hits one."""
+
+
 def route_node_from_json(d: Mapping[str, Any]) -> RouteNode:
     popargs = d.get("popargs")
     return RouteNode(
@@ -319,7 +325,8 @@ def route_node_from_json(d: Mapping[str, Any]) -> RouteNode:
         dynamic=bool(d.get("dynamic", False)),
         tools=_strs(d, "tools"),
         config=_settings(d, "config"),
-        warnings=_strs(d, "warnings"),
+        warnings=tuple(w for w in _strs(d, "warnings") if w != LEGACY_NOT_EXPOSED),
+        reached_via=_opt_s(d, "reached_via"),
     )
 
 
@@ -503,6 +510,9 @@ def resolution_from_json(payload: Any) -> Resolution:
         mime=_opt_s(st, "mime"),
         tools=_strs(v, "tools"),
         abandoned=bool(d.get("abandoned", False)),
+        decided_by=_opt_s(v, "decided_by"),
+        verdict=_s(v, "verdict"),
+        guards=_strs(v, "guards"),
     )
 
 

@@ -112,14 +112,21 @@ THREADS_CURSORS_KEPT = 4
 #              "dispatcher_detail": {} | {"domains": {host: prefix}, "next": str|null,
 #                                         "use_x_forwarded_host": bool},
 #              "nodes": [{"path": "/admin/users", "name": str,
-#                         "kind": "object"|"handler"|"index"|"default"|"unexposed"|"property"|
-#                                 "static",
+#                         "kind": "object"|"handler"|"index"|"default"|"unexposed"|"internal"|
+#                                 "property"|"static",
+#                         # internal: an unexposed method an exposed method of the same object
+#                         # dispatches to on purpose (it takes *args/**kwargs or a name, and
+#                         # uses getattr with a prefix of the method's name, or reads a
+#                         # dict/list of the object's methods), or that an exposed `default`
+#                         # receives; unexposed: nothing reaches it. Neither carries a warning
+#                         # (the forgotten-expose finding warns when a request hits one).
+#                         "reached_via": str|null,     # internal: the dispatcher's qualname
 #                         "exposed": bool, "qualname": str, "file": str|null, "line": int|null,
 #                         "signature": str|null, "alias_of": str|null,
 #                         "methods": [str],            # upper-case verbs (MethodDispatcher)
 #                         "popargs": [str]|null, "dynamic": bool (has _cp_dispatch),
 #                         "tools": [str], "config": {key: repr} (_cp_config, redacted),
-#                         "warnings": [str]}],         # e.g. "would 404: not exposed"
+#                         "warnings": [str]}],         # e.g. "_cp_dispatch is exposed: …"
 #              "routes": [{"name", "path", "controller", "action", "methods": [str],
 #                          "qualname", "file", "line", "signature"}],   # RoutesDispatcher
 #              "config": [{"path", "source": "app.config", "tools": [str],
@@ -141,6 +148,15 @@ THREADS_CURSORS_KEPT = 4
 #                        "abandoned",
 #                "status": int|null, "reason": str, "location": str|null (redirects),
 #                "tools": [str],
+#                "decided_by": null | "handler" | "tool:<name>",   # who decides the status
+#                                   # when the resolver cannot: status is null then (a handler
+#                                   # decides its own; a tool hooked before the handler that is
+#                                   # not one of CherryPy's harmless ones may answer itself)
+#                "verdict": str,    # the sentence: "Root.account handles it; the handler
+#                                   # decides the status", "tool myauth runs first
+#                                   # (before_handler, priority 50) and may answer itself (e.g.
+#                                   # 401/403); otherwise: …", "no exposed handler … (404)"
+#                "guards": [str],   # those tools, in the order they run
 #                "handler": null | {"qualname", "file", "line", "args": [repr],
 #                                   "kwargs": {name: repr (redacted)}},
 #                "static": null | {"tool", "file", "exists", "readable", "mime",

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def render(snapshot: RoutesSnapshot) -> str:
-    from cpinspect.formatting import app_label, static_mount_line
+    from cpinspect.formatting import app_counts, app_label, route_kind_text, static_mount_line
 
     lines = []
     for app in snapshot.apps:
@@ -40,13 +40,19 @@ def render(snapshot: RoutesSnapshot) -> str:
                 extra.append("alias of " + node.alias_of)
             if node.filename and node.lineno:
                 extra.append("%s:%d" % (node.filename, node.lineno))
-            lines.append("  %s %-30s %-9s %s" % (mark, node.path, node.kind, "  ".join(extra)))
+            kind = route_kind_text(node)
+            if node.kind == "internal":
+                # Reached through a dispatcher: its own line says so, the details would be noise.
+                lines.append("  %s %-30s %s  %s" % (mark, node.path, kind, "  ".join(extra)))
+                continue
+            lines.append("  %s %-30s %-11s %s" % (mark, node.path, kind, "  ".join(extra)))
             lines.extend("      ⚠ %s" % w for w in node.warnings)
         lines.extend("  route %-28s %s" % (r.path, r.qualname or "-") for r in app.routes)
         for mount in app.static:
             lines.append("  static " + static_mount_line(mount))
             lines.extend("      ⚠ %s" % w for w in mount.warnings)
         lines.extend("  error: %s" % e for e in app.errors)
+        lines.append("  " + app_counts(app))
     if snapshot.truncated:
         lines.append("(truncated at %d nodes)" % snapshot.cap)
     lines.extend("error: %s" % e for e in snapshot.errors)

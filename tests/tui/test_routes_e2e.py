@@ -1,8 +1,9 @@
 """End to end: the Routes tab of the real TUI on the real demo, through the real agent socket.
 
 The demo stages two routing mistakes (``Reports.summary`` without ``@expose``; a ``/static``
-staticdir with a relative dir and no root): the tree must flag them, the details must explain
-them, and the resolve box must give the answer CherryPy itself gives.
+staticdir with a relative dir and no root): the tree must flag the static dir and show summary as
+"not exposed" without a warning (the forgotten-expose finding warns once a request hits it), the
+details must explain them, and the resolve box must give the answer CherryPy itself gives.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from cpinspect.tui.widgets.routes_panel import RouteItem
 
 from .helpers import expand, find, labels, open_routes, real_app, resolve, wait_until
 
-NOT_EXPOSED = "would 404: not exposed"
 RELATIVE_STATIC = "relative path without root: CherryPy answers 500 (ValueError)"
 
 
@@ -57,14 +57,14 @@ async def test_the_tree_flags_the_demos_staged_mistakes(demo: DemoProcesses) -> 
         routes = await open_routes(pilot)
         tree = routes.routes_tree
 
-        # THEN the demo's app is there, open, with its two warnings counted and summed up
+        # THEN the demo's app is there, open, with its one warning (the static dir) counted
         assert routes.status_text.startswith("1 app · ")
-        assert "⚠ 2 warnings" in routes.status_text
+        assert "⚠ 1 warning" in routes.status_text
         shop = find(tree.root, "app '/'")
         assert "root cpinspect.demo.shop.Root" in str(shop.label)
-        assert str(shop.label).endswith("⚠ 2")
+        assert str(shop.label).endswith("⚠ 1")
         root = find(shop, "/  object")
-        assert str(root.label).endswith("⚠ 1 below")
+        assert "⚠" not in str(root.label)
         # AND the misconfigured static directory shows its warning at the top of the app
         static = find(shop, "staticdir /static → assets")
         assert str(static.label).endswith(f"⚠ {RELATIVE_STATIC}")
@@ -72,24 +72,25 @@ async def test_the_tree_flags_the_demos_staged_mistakes(demo: DemoProcesses) -> 
         # WHEN the user expands the root, then reports
         await open_node(pilot, root)
         reports = find(root, "reports")
-        assert str(reports.label).endswith("⚠ 1 below")
+        assert "⚠" not in str(reports.label)
         await open_node(pilot, reports)
 
-        # THEN the exposed export and the unexposed summary show, summary flagged
-        assert labels(reports) == ["export  handler ✓", f"summary  unexposed ✗  ⚠ {NOT_EXPOSED}"]
+        # THEN the exposed export and the unexposed summary show, summary said "not exposed"
+        # plainly, not warned about (no request asked for it)
+        assert labels(reports) == ["export  handler ✓", "summary  not exposed"]
 
         # WHEN the user moves down onto summary
         await pilot.press("down", "down")
         await wait_until(pilot, lambda: "summary" in routes.details_text, what="the details")
 
-        # THEN the details name the method, its signature and source, and the warning
+        # THEN the details name the method, its signature and source, and its kind
         details = routes.details_text
         assert "path       /reports/summary" in details
         assert "qualname   cpinspect.demo.shop.Reports.summary" in details
         assert "signature  (self, year: str = '2025') -> str" in details
         assert "cpinspect/demo/shop.py:" in details
-        assert "kind       unexposed  exposed ✗" in details
-        assert details.endswith(f"⚠ {NOT_EXPOSED}")
+        assert "kind       not exposed  exposed ✗" in details
+        assert "⚠" not in details
 
         # WHEN the user selects the static mount
         tree.move_cursor(static)
@@ -121,11 +122,12 @@ async def test_resolve_verdicts_match_what_cherrypy_answers(demo: DemoProcesses)
 
         # WHEN a real handler with query arguments (one of them a secret)
         text = await resolve(pilot, "/reports/export?year=2024&token=abc123")
-        # THEN the handler would be called with those arguments, the secret redacted everywhere
+        # THEN the handler would be called with those arguments, the secret redacted everywhere;
+        # the verdict says the handler decides the status (it claims none)
         lines = text.splitlines()
         assert lines[0] == (
             "GET /reports/export?year=2024&token=*** (Host localhost)"
-            " → 200 handler: the handler would be called"
+            " → handler: Reports.export handles it; the handler decides the status"
         )
         assert lines[1].startswith("  handler cpinspect.demo.shop.Reports.export ")
         assert "  args () kwargs {token=***, year='2024'}" in lines
@@ -146,8 +148,10 @@ async def test_resolve_verdicts_match_what_cherrypy_answers(demo: DemoProcesses)
 
         # WHEN a handler that answers
         text = await resolve(pilot, "/products/item?sku=TEA-001")
-        # THEN 200 with its keyword argument, as CherryPy really answers
-        assert text.startswith("GET /products/item?sku=TEA-001 (Host localhost) → 200 handler")
+        # THEN its handler decides, called with its keyword argument (CherryPy answers 200)
+        assert text.startswith(
+            "GET /products/item?sku=TEA-001 (Host localhost) → handler: Products.item handles it"
+        )
         assert "  args () kwargs {sku='TEA-001'}" in text.splitlines()
         assert http_status(demo, "/products/item?sku=TEA-001") == 200
         await pilot.press("escape", "q")

@@ -129,7 +129,7 @@ async def test_a_big_object_opens_one_page_at_a_time() -> None:
         shown = labels(flat)
         assert len(shown) == HANDLERS
         assert [label.split()[0] for label in shown] == ["handler%04d" % n for n in range(HANDLERS)]
-        assert shown[UNEXPOSED] == f"handler{UNEXPOSED}  unexposed ✗  ⚠ {NOT_EXPOSED}"
+        assert shown[UNEXPOSED] == f"handler{UNEXPOSED}  not exposed  ⚠ {NOT_EXPOSED}"
         assert tree.cursor_node is flat.children[2 * PAGE_SIZE]
         assert "qualname   big.Flat.handler%04d" % (2 * PAGE_SIZE) in panel.details_text
 

@@ -63,10 +63,11 @@ async def test_expand_a_node_and_see_its_children_and_warnings() -> None:
         await expand(pilot, root)
         admin = find(root, "admin")
         await expand(pilot, admin)
-        # THEN admin's methods show, the unexposed one flagged with its warning
+        # THEN admin's methods show, the unexposed one said so, with the warning the fake sends
+        # (as an older agent did; the protocol reader drops it: see tests/test_routes_verdicts)
         assert labels(admin) == [
             "index  index ✓",
-            f"users  unexposed ✗  ⚠ {NOT_EXPOSED}",
+            f"users  not exposed  ⚠ {NOT_EXPOSED}",
             "delete  handler ✓",
         ]
 
@@ -89,7 +90,7 @@ async def test_selecting_a_node_shows_its_details() -> None:
         assert "qualname   shop.admin.Admin.users" in details
         assert "signature  (self, id=None)" in details
         assert "source     /srv/shop/shop/admin.py:18" in details
-        assert "kind       unexposed  exposed ✗" in details
+        assert "kind       not exposed  exposed ✗" in details
         assert details.endswith(f"⚠ {NOT_EXPOSED}")
         await pilot.press("down")
         await pilot.pause()
@@ -124,9 +125,12 @@ async def test_resolve_box_verdicts() -> None:
         await open_routes(pilot)
         # WHEN the user resolves a handler with a method
         text = await resolve(pilot, "POST /admin/delete/7")
-        # THEN the verdict names the handler, its location and arguments, then the steps
+        # THEN the verdict names the handler, its location and arguments, then the steps; the
+        # fake answers like an agent older than "decided_by" (status 200 for every handler):
+        # no status is claimed, the handler decides
         assert text.splitlines() == [
-            "POST /admin/delete/7 (Host localhost) → 200 handler: the handler would be called",
+            "POST /admin/delete/7 (Host localhost) → handler: Admin.delete handles it; the handler"
+            " decides the status",
             "  handler shop.admin.Admin.delete /srv/shop/shop/admin.py:30",
             "  args ('7') kwargs {}",
             "  tools on auth_basic, encode, sessions (auth_basic: without credentials the answer"

@@ -128,7 +128,7 @@ def test_route_children_and_warnings_below():
 def test_node_details_include_the_static_mount_in_effect():
     rows = dict(route_node_details(APP, APP.nodes[2]))
     assert rows["path"] == "/shop/admin/users"
-    assert rows["kind"] == "unexposed  exposed ✗"
+    assert rows["kind"] == "not exposed  exposed ✗"
     assert rows["tools"] == "none switched on"
     assert rows["static"] == "staticdir /admin → /srv/x (not checked)"
     # AND a name with an underscore is also reached with punctuation in its place

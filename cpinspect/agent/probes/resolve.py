@@ -48,7 +48,159 @@ def _verdict(kind: str, status: Optional[int], reason: str) -> Dict[str, Any]:
         "location": None,
         "static": None,
         "tools": [],
+        "decided_by": None,
+        "verdict": reason if status is None else "%s (%d)" % (reason, status),
+        "guards": [],
     }
+
+
+EARLY_POINTS = ("on_start_resource", "before_request_body", "before_handler")
+"""Hook points that run before the handler: a tool there may answer the request itself."""
+HARMLESS_TOOLS = frozenset(
+    (
+        "autovary",
+        "caching",
+        "decode",
+        "encode",
+        "gzip",
+        "ignore_headers",
+        "json_in",
+        "json_out",
+        "params",
+        "proxy",
+        "response_headers",
+        "sessions",
+        "staticdir",
+        "staticfile",
+        "trailing_slash",
+    )
+)
+"""CherryPy's own tools (from ``cherrypy._cptools``' default toolbox) that run before the
+handler without deciding the status for it (the static tools and trailing_slash the resolver
+mirrors itself). A tool of the same name whose callable is not CherryPy's is not on this list."""
+KNOWN_ANSWERS = {
+    "auth_basic": "401 without credentials",
+    "auth_digest": "401 without credentials",
+    "session_auth": "a login form without a session login",
+    "allow": "405 for another method",
+    "accept": "406 for a media type it does not offer",
+    "referer": "403 for a refused Referer",
+    "redirect": "a redirect",
+}
+"""What CherryPy's own deciding tools answer."""
+_HOOK_ORDER = {point: index for index, point in enumerate(EARLY_POINTS)}
+_AFTER_ALL_HOOKS = 1e9
+"""The priority of a decision taken once every before_handler hook ran (the handler's)."""
+
+
+def guarding_tools(app: Any, config: Dict[str, Any], steps: List[str]) -> List[Dict[str, Any]]:
+    """The tools switched on in the merged ``config`` that hook a point before the handler and
+    may answer themselves: CherryPy's auth-like tools and every tool the app registered, read
+    from the toolboxes (``Tool._point``, ``_priority``, ``callable``) without running one."""
+    toolboxes = static_attr(app, "toolboxes")
+    if type(toolboxes) is not dict:
+        return []
+    out: List[Dict[str, Any]] = []
+    for key in sorted(str(k) for k in config):
+        parts = key.split(".")
+        if len(parts) != 3 or parts[2] != "on" or not config.get(key):
+            continue
+        namespace, name = parts[0], parts[1]
+        box = toolboxes.get(namespace)
+        if box is None:
+            continue
+        tool = static_attr(box, name)
+        if tool is None:
+            steps.append(
+                "%s.%s.on but no such tool is registered: CherryPy answers 500 ✗"
+                % (namespace, name)
+            )
+            out.append(
+                {"tool": name, "point": None, "priority": None, "custom": True, "missing": True}
+            )
+            continue
+        point = static_attr(tool, "_point")
+        func = _plain_callable(static_attr(tool, "callable"))
+        module = _module_of(func)
+        builtin = module == "cherrypy" or module.startswith("cherrypy.")
+        if point not in EARLY_POINTS or (builtin and name in HARMLESS_TOOLS):
+            continue
+        priority = config.get("%s.%s.priority" % (namespace, name))
+        if not isinstance(priority, (int, float)):
+            own = static_attr(func, "priority")
+            priority = own if isinstance(own, (int, float)) else static_attr(tool, "_priority")
+        out.append(
+            {
+                "tool": name if namespace == "tools" else "%s.%s" % (namespace, name),
+                "point": point,
+                "priority": priority if isinstance(priority, (int, float)) else 50,
+                "custom": not builtin,
+                "missing": False,
+            }
+        )
+    out.sort(key=lambda g: (_HOOK_ORDER.get(g["point"], -1), g["priority"] or 0))
+    return out
+
+
+def _plain_callable(func: Any) -> Any:
+    """A bound method's function; anything else as it is (no attribute of it is read)."""
+    return func.__func__ if type(func) is types.MethodType else func
+
+
+def _module_of(func: Any) -> str:
+    """The module a tool's callable comes from: a function's own, else its class's (no
+    ``getattr`` on the object: a ``__getattr__`` would be user code)."""
+    if isinstance(func, (types.FunctionType, types.BuiltinFunctionType)):
+        return str(func.__module__ or "")
+    klass = func if isinstance(func, type) else type(func)  # encode's callable is a class
+    return str(type.__getattribute__(klass, "__module__") or "")
+
+
+def _short_name(func: Any) -> str:
+    """``Root.account`` for a handler (its ``__qualname__``; a callable object's class)."""
+    inner = _plain_callable(func)
+    if isinstance(inner, (types.FunctionType, types.BuiltinFunctionType)):
+        return str(inner.__qualname__ or qualname_of(func))
+    return str(type.__getattribute__(type(inner), "__qualname__") or qualname_of(func))
+
+
+def decide(verdict: Dict[str, Any], guards: List[Dict[str, Any]], handler: Any) -> None:
+    """Fill ``decided_by``/``verdict`` (and clear ``status`` where nobody can know it): a
+    guarding tool that runs before the decision may answer itself; a handler decides its own
+    status. ``verdict["_at"]``: the before_handler priority the decision is taken at."""
+    at = verdict.pop("_at", _AFTER_ALL_HOOKS)
+    before = [
+        g
+        for g in guards
+        if g["missing"] or g["point"] != "before_handler" or (g["priority"] or 0) < at
+    ]
+    if verdict["kind"] == "handler":
+        name = _short_name(handler.callable)
+        verdict["decided_by"] = "handler"
+        verdict["status"] = None
+        verdict["verdict"] = "%s handles it; the handler decides the status" % name
+    if before:
+        first = before[0]
+        verdict["guards"] = [g["tool"] for g in before]
+        verdict["decided_by"] = "tool:%s" % first["tool"]
+        otherwise = verdict["verdict"]
+        verdict["status"] = None
+        if first["missing"]:
+            verdict["verdict"] = (
+                "tool %s is switched on but not registered: CherryPy fails the request (500)"
+                % first["tool"]
+            )
+            return
+        answer = KNOWN_ANSWERS.get(first["tool"], "e.g. 401/403")
+        later = first["point"] == "before_handler" and verdict["kind"] == "static"
+        verdict["verdict"] = "tool %s runs %s (%s%s) and may answer itself (%s); otherwise: %s" % (
+            first["tool"],
+            "before the answer is sent" if later and first["priority"] >= 50 else "first",
+            first["point"],
+            ", priority %s" % first["priority"] if first["point"] == "before_handler" else "",
+            answer,
+            otherwise,
+        )
 
 
 class ResolveProbe:
@@ -186,6 +338,8 @@ def resolve_here(raw: str, method: str, host: str) -> Dict[str, Any]:
         )
         verdict = _after_dispatch(req, handler, config, path_info, qs, sn, steps, query_keys)
         verdict["tools"] = tools
+        guards = guarding_tools(app, config, steps)
+        decide(verdict, guards, handler)
         if isinstance(handler, _cpdispatch.LateParamPageHandler) and verdict["handler"] is None:
             verdict["handler"] = _handler_info(handler)
         out["verdict"] = verdict
@@ -247,10 +401,14 @@ def _after_dispatch(
             static = _static(tool, config, req, path_info, steps)
         except ValueError as exc:
             steps.append("%s raised ValueError: %s ✗" % (tool, exc))
-            return _verdict("error", 500, "%s is misconfigured: %s" % (tool, exc))
+            v = _verdict("error", 500, "%s is misconfigured: %s" % (tool, exc))
+            v["_at"] = 50  # the static tools' priority at before_handler
+            return v
         except cherrypy.HTTPError as exc:
             steps.append("%s refused the path: HTTP %s ✗" % (tool, exc.status))
-            return _verdict("error", int(exc.status), "%s refused the path" % tool)
+            v = _verdict("error", int(exc.status), "%s refused the path" % tool)
+            v["_at"] = 50
+            return v
         if static is not None:
             break
     if config.get("tools.trailing_slash.on"):
@@ -267,6 +425,7 @@ def _after_dispatch(
         if location is not None:
             v = _verdict("redirect", status, "trailing slash")
             v["location"] = redact_target(location + ("?" + qs if qs else ""))
+            v["_at"] = 60  # tools.trailing_slash's priority at before_handler
             return v
     if static is not None:
         v = _verdict("static", 200, "served by tools.%s" % static["tool"])

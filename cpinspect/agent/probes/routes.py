@@ -350,6 +350,7 @@ def _node(path: str, name: str, kind: str, value: Any) -> Dict[str, Any]:
         "tools": [],
         "config": {},
         "warnings": [],
+        "reached_via": None,
     }
 
 
@@ -407,6 +408,7 @@ def walk_tree(root: Any, walk: _Walk, method_dispatch: Callable[[str], bool]) ->
             walk.truncated = True
             continue
         seen_funcs: Dict[int, str] = {}
+        funcs: List[Tuple[Dict[str, Any], Any]] = []
         children: List[Tuple[Any, str]] = []
         for name in names:
             if name.startswith("_") or (by_method and name in VERBS) or name == "exposed":
@@ -450,15 +452,137 @@ def walk_tree(root: Any, walk: _Walk, method_dispatch: Callable[[str], bool]) ->
                     fnode["config"] = redact_config(fcfg)
                     walk.cp_configs.append((child_path, fcfg))
                 if not fnode["exposed"]:
+                    # No warning here: a request for it ends 404, and that is what the
+                    # forgotten-expose finding reports (from the access records).
                     fnode["kind"] = "unexposed"
-                    fnode["warnings"].append("would 404: not exposed")
+                funcs.append((fnode, value))
                 walk.nodes.append(fnode)
             elif isinstance(value, _LEAF_TYPES):
                 continue
             else:
                 children.append((value, child_path))
+        mark_internal(obj, funcs, by_method)
         for value, child_path in reversed(children):
             stack.append((value, child_path, depth + 1))
+
+
+MAX_CODE_OBJECTS = 64
+"""Code objects read per dispatching method (its own and the nested ones: lambdas,
+comprehensions, inner functions)."""
+MAX_TABLE_ITEMS = 2000
+"""Entries read from one dispatch table (a dict or list of methods on the object)."""
+_NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+_NAME_CHARS = _NAME_START | frozenset("0123456789")
+
+
+def code_facts(code: Any) -> Tuple[Set[str], Set[str]]:
+    """The names (``co_names``: globals and attributes) and the string constants a function's
+    code uses, nested code objects included (bounded). Read from the code object: nothing runs."""
+    names: Set[str] = set()
+    consts: Set[str] = set()
+    stack = [code]
+    seen = 0
+    while stack and seen < MAX_CODE_OBJECTS:
+        current = stack.pop()
+        seen += 1
+        names.update(str(n) for n in getattr(current, "co_names", ()))
+        for const in getattr(current, "co_consts", ()):
+            if type(const) is str:
+                consts.add(const)
+            elif isinstance(const, types.CodeType):
+                stack.append(const)
+    return names, consts
+
+
+def name_prefix(const: str) -> Optional[str]:
+    """The identifier a string constant starts a method name with: ``'api_'`` from ``'api_'``,
+    ``'api_%s'`` or the ``'api_'`` of ``f'api_{action}'``; ``None`` for anything else (a
+    docstring, a message)."""
+    end = len(const)
+    for mark in ("%", "{"):
+        at = const.find(mark)
+        if at != -1:
+            end = min(end, at)
+    prefix = const[:end]
+    if len(prefix) < 2 or prefix[0] not in _NAME_START or any(c not in _NAME_CHARS for c in prefix):
+        return None
+    return prefix
+
+
+def takes_names(func: Any) -> bool:
+    """Whether a method can receive the name of what to call: ``*args``/``**kwargs`` or a
+    parameter besides ``self``."""
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return False
+    if code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS):
+        return True
+    return bool(code.co_argcount + code.co_kwonlyargcount >= 2)
+
+
+def table_functions(obj: Any, attr: str) -> Set[int]:
+    """Ids of the functions a dispatch table on ``obj`` holds: a plain dict (its values), list
+    or tuple of the object's bound methods or of functions. Builtin containers only (iterating
+    them runs no user code); other values give nothing."""
+    table = static_attr(obj, attr)
+    if type(table) is dict:
+        items: Any = list(dict.values(table))[:MAX_TABLE_ITEMS]
+    elif type(table) in (list, tuple):
+        items = list(table)[:MAX_TABLE_ITEMS]
+    else:
+        return set()
+    out: Set[int] = set()
+    for item in items:
+        if type(item) is types.MethodType:
+            if item.__self__ is obj:
+                out.add(id(item.__func__))
+        elif type(item) is types.FunctionType:
+            out.add(id(item))
+    return out
+
+
+def mark_internal(obj: Any, funcs: List[Tuple[Dict[str, Any], Any]], by_method: bool) -> None:
+    """Unexposed methods that one of the object's exposed methods reaches on purpose become
+    ``internal``, with ``reached_via`` the dispatcher's qualname. A dispatcher is an exposed
+    method that can take a name (``*args``, ``**kwargs`` or a parameter) and either calls
+    ``getattr`` with a string constant the method's name starts with (``getattr(self, 'api_' +
+    action)``), or reads an attribute of the object that is a table of its methods
+    (``self.handlers[action]``). Failing that, an exposed ``default`` receives the request for an
+    unexposed method (the default dispatcher falls back to it). Read from code objects and
+    builtin containers only: no app code runs."""
+    unexposed = [(node, func) for node, func in funcs if node["kind"] == "unexposed"]
+    if not unexposed:
+        return
+    dispatchers = []
+    for node, func in funcs:
+        if not node["exposed"] or not takes_names(func):
+            continue
+        names, consts = code_facts(func.__code__)
+        prefixes: List[str] = []
+        if "getattr" in names:
+            prefixes = sorted({p for p in map(name_prefix, consts) if p is not None})
+        tables: Set[int] = set()
+        for attr in sorted(names):
+            if not attr.startswith("__"):
+                tables |= table_functions(obj, attr)
+        if prefixes or tables:
+            dispatchers.append((node, prefixes, tables))
+    default = None
+    if not by_method:
+        default = next(
+            (node for node, _f in funcs if node["name"] == "default" and node["exposed"]), None
+        )
+    for node, func in unexposed:
+        via = None
+        for dnode, prefixes, tables in dispatchers:
+            if id(func) in tables or any(node["name"].startswith(p) for p in prefixes):
+                via = dnode
+                break
+        if via is None:
+            via = default
+        if via is not None:
+            node["kind"] = "internal"
+            node["reached_via"] = via["qualname"]
 
 
 def method_dispatch_at(app: Any, default: Any) -> Callable[[str], bool]:

@@ -33,6 +33,7 @@ from cpinspect.formatting import (
     parse_resolve_query,
     resolution_lines,
     route_children,
+    route_kind_text,
     route_node_details,
     static_mount_details,
     warnings_below,
@@ -354,11 +355,16 @@ class RoutesPanel(Vertical):
     def _node_label(self, item: RouteItem) -> Text:
         node = item.node
         assert node is not None
+        if node.kind == "internal":
+            # Reached on purpose through a dispatcher: listed, dimmed, never warned about.
+            text = Text(node.name or node.path, self._style("muted"))
+            text.append("  " + route_kind_text(node), self._style("muted"))
+            return text
         text = Text(node.name or node.path)
-        text.append("  " + node.kind, self._style("muted"))
+        text.append("  " + route_kind_text(node), self._style("muted"))
         if node.exposed:
             text.append(" ✓", self._style("good"))
-        elif node.kind != "object":
+        elif node.kind not in ("object", "unexposed"):
             # An object need not be exposed itself (its index is); a callable must be.
             text.append(" ✗", self._style("muted"))
         if node.methods:
@@ -550,7 +556,9 @@ class RoutesPanel(Vertical):
             )
             return
         lines = resolution_lines(res)
-        if res.kind in GOOD_VERDICTS:
+        if res.decided_by is not None and res.decided_by.startswith("tool:"):
+            verdict = "warning"  # a tool may answer before the app: not a sure success
+        elif res.kind in GOOD_VERDICTS:
             verdict = "good"
         elif res.kind in REDIRECT_VERDICTS:
             verdict = "warning"

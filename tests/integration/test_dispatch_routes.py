@@ -1,0 +1,168 @@
+"""Routes without noise and an honest resolver, on a real CherryPy process (dispatch_app).
+
+The case comes from a real application on PyPI: 40 ``api_<action>`` methods reached through one
+exposed ``api(self, *args, **kwargs)`` were 40 warnings in the Routes tab, hiding the one real
+forgotten ``@cherrypy.expose``; and the resolver said "→ 200" for a handler that answers 401 and
+for a static file a custom auth tool answers 403 for. Every verdict here is checked against what
+the app really answers over HTTP.
+"""
+
+from __future__ import annotations
+
+import http.client
+from typing import Any, Dict, Iterator, Optional, Tuple
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.helpers import agent_get, spawn_ready
+
+
+class DispatchTarget:
+    def __init__(self, port: int, pid: int) -> None:
+        self.port = port
+        self.pid = pid
+
+    def socket_path(self) -> str:
+        from cpinspect.attach.discovery import find_agent
+
+        return find_agent(self.pid).connect_path
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DispatchTarget]:
+    tmp = tmp_path_factory.mktemp("dispatch")
+    args = ["-m", "tests.apps.dispatch_app", str(tmp / "files")]
+    with spawn_ready(args, tmp / "target.log", "dispatch app", timeout=20) as m:
+        yield DispatchTarget(int(m.group(1)), int(m.group(2)))
+
+
+@pytest.fixture(scope="module")
+def nodes(target: DispatchTarget) -> Dict[str, Dict[str, Any]]:
+    status, body = agent_get(target.socket_path(), "/v1/routes")
+    assert status == 200 and body["errors"] == [], body
+    (app,) = body["apps"]
+    return {n["path"]: n for n in app["nodes"]}
+
+
+def verdict_of(target: DispatchTarget, path: str) -> Dict[str, Any]:
+    query = urlencode({"path": path, "method": "GET", "host": "127.0.0.1"})
+    status, body = agent_get(target.socket_path(), "/v1/resolve?" + query)
+    assert status == 200, body
+    return dict(body["verdict"])
+
+
+def real(target: DispatchTarget, path: str, login: bool = False) -> Tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=10)
+    try:
+        headers = {"X-Login": "yes"} if login else {}
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def test_forty_api_methods_behind_one_dispatcher_are_internal_and_not_warned_about(
+    nodes: Dict[str, Dict[str, Any]],
+) -> None:
+    # GIVEN the app's tree as the agent reads it
+    api = [n for path, n in nodes.items() if path.startswith("/api_")]
+    # THEN the 40 api_<action> methods are internal, reached through Root.api
+    assert len(api) == 40
+    assert {n["kind"] for n in api} == {"internal"}
+    assert {n["reached_via"] for n in api} == {"__main__.Root.api"}
+    # AND a table of bound methods and an exposed default reach theirs the same way
+    assert nodes["/table/do_ping"]["reached_via"] == "__main__.Table.call"
+    assert nodes["/pages/render"]["reached_via"] == "__main__.Pages.default"
+    # AND the real forgotten @cherrypy.expose is unexposed, reached by nothing
+    summary = nodes["/reports/summary"]
+    assert summary["kind"] == "unexposed" and summary["reached_via"] is None
+    # AND no node carries a warning (the forgotten-expose finding warns when a request hits it)
+    assert [(p, n["warnings"]) for p, n in nodes.items() if n["warnings"]] == []
+
+
+def test_what_the_internal_methods_really_answer(target: DispatchTarget) -> None:
+    # internal: reached through the dispatcher, not at their own URL (which 404s)
+    assert real(target, "/api/action07") == (200, "did action07")
+    assert real(target, "/table/call/ping") == (200, "pong")
+    assert real(target, "/pages/render") == (200, "page render")
+    assert real(target, "/reports/summary")[0] == 404
+
+
+# (path, decided_by, status the resolver claims, what the app answers without a login)
+VERDICTS = [
+    ("/account", "handler", None, 401),
+    ("/api/action03", "handler", None, 200),
+    ("/pages/render", "handler", None, 200),
+    ("/private", "tool:myauth", None, 403),
+    ("/files/song.txt", "tool:myauth", None, 403),
+    ("/files/nope.txt", "tool:myauth", None, 403),
+    ("/basic", "tool:auth_basic", None, 401),
+    ("/reports/summary", None, 404, 404),
+    ("/nowhere", None, 404, 404),
+]
+
+
+@pytest.mark.parametrize("path, decided_by, claimed, answered", VERDICTS)
+def test_the_resolver_names_who_decides_the_status(
+    target: DispatchTarget,
+    path: str,
+    decided_by: Optional[str],
+    claimed: Optional[int],
+    answered: int,
+) -> None:
+    # WHEN the path is resolved, and requested for real
+    verdict = verdict_of(target, path)
+    status, _body = real(target, path)
+    # THEN a status is claimed only where the resolver knows it, and then it is the real one
+    assert (verdict["decided_by"], verdict["status"]) == (decided_by, claimed), verdict
+    assert status == answered
+    if claimed is not None:
+        assert claimed == status
+
+
+def test_the_verdict_sentences(target: DispatchTarget) -> None:
+    account = verdict_of(target, "/account")
+    assert account["verdict"] == "Root.account handles it; the handler decides the status"
+    # a custom tool hooked before the handler, switched on by a decorator
+    private = verdict_of(target, "/private")
+    assert private["guards"] == ["myauth"]
+    assert private["verdict"].startswith(
+        "tool myauth runs first (before_handler, priority 50) and may answer itself (e.g. 401/403)"
+    )
+    assert private["verdict"].endswith(
+        "otherwise: Root.private handles it; the handler decides the status"
+    )
+    # the same tool on a static directory (app config)
+    static = verdict_of(target, "/files/song.txt")
+    assert static["kind"] == "static" and static["static"]["file"].endswith("song.txt")
+    assert (
+        "tool myauth" in static["verdict"]
+        and "served by tools.staticdir (200)" in static["verdict"]
+    )
+    # CherryPy's own auth_basic says what it answers
+    basic = verdict_of(target, "/basic")
+    assert "tool auth_basic runs first (before_handler, priority 1)" in basic["verdict"]
+    assert "(401 without credentials)" in basic["verdict"]
+    # a status the resolver knows
+    assert verdict_of(target, "/nowhere")["verdict"] == "no exposed handler on this path (404)"
+    # AND with the login the guarded paths answer (the tool was the one deciding)
+    assert real(target, "/private", login=True) == (200, "private")
+    assert real(target, "/files/song.txt", login=True) == (200, "la la la\n")
+
+
+def test_cli_routes_and_resolve_say_it(target: DispatchTarget) -> None:
+    from tests.helpers import run_cli
+
+    text = run_cli("routes", str(target.pid))
+    assert text.returncode == 0, text.stderr
+    assert "/api_action00                  internal (reached through Root.api)" in text.stdout
+    assert "/reports/summary               not exposed" in text.stdout
+    assert "9 exposed, 43 internal, 1 not exposed · 0 warnings" in text.stdout
+    assert "⚠" not in text.stdout
+    res = run_cli("resolve", str(target.pid), "/files/song.txt")
+    assert res.returncode == 0, res.stderr
+    first = res.stdout.splitlines()[0]
+    assert first.startswith("GET /files/song.txt (Host localhost) → static: tool myauth runs")
+    assert "→ 200" not in res.stdout
