@@ -754,17 +754,40 @@ class FindingSeverity(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """One thing a finding rests on, navigable: the UI jumps to it, reports print its label."""
+
+    kind: str
+    """``thread`` | ``route`` | ``session`` | ``log`` | ``static`` | ``config`` | ``process``."""
+    ref: str
+    """What to jump to. thread: ``str(ident)``; route: ``"<app>|<path>"`` (app ``''`` = root);
+    session: ``"<app>|<fp>"`` (fp ``''``: the app's store); log: ``"<seq>"`` for a buffer record,
+    ``"@<time>"`` (repr of the float) for a file record; static: ``"<app>|<mount path>"``;
+    config: the config key; process: ``str(pid)``."""
+    label: str
+    """One line shown in the findings list: ``CP Server Thread-7  GET /reports/export  48.2 s
+    db.py:80 fetch_all``."""
+
+
+@dataclass(frozen=True)
 class Finding:
-    """A diagnosis named from the data (filled by the findings engine)."""
+    """A diagnosis named from the data (filled by the findings engine, ``cpinspect.findings``)."""
 
     id: str
-    """Stable across polls and snapshots, e.g. ``pool-starvation:/reports/export``."""
+    """Stable across polls and snapshots: ``<kind>:<scope>``, e.g.
+    ``pool-starvation:127.0.0.1:8080``."""
     severity: FindingSeverity
     title: str
-    """One line with numbers: ``5 of 6 workers in GET /reports/export …``."""
-    evidence: Tuple[str, ...] = ()
-    """References to what it rests on: ``thread:<ident>``, ``route:<path>``, ``log:<seq>`` …"""
+    """One line with numbers: ``5 of 6 workers are in GET /reports/export …``."""
+    evidence: Tuple[Evidence, ...] = ()
+    """What it rests on (threads, routes, sessions, log records …), each navigable. Files
+    written before ``Evidence`` carry strings (``thread:7``): the reader turns them into
+    ``Evidence(kind, ref, label=the string)``."""
     fix: str = ""
+    kind: str = ""
+    """The id's prefix: ``pool-starvation``, ``lock-contention`` …"""
+    details: Tuple[str, ...] = ()
+    """Optional extra lines (numbers, the breakdown) for the findings list and reports."""
 
 
 @dataclass(frozen=True)
