@@ -1,0 +1,288 @@
+"""When to take a snapshot series with nobody watching, and the directory the series go to.
+
+One implementation for ``cpinspect watch`` and ``attach --auto-snapshot``: after every poll the
+caller hands ``CaptureTrigger.observe`` the time, the findings of that poll and its threads; it
+answers a ``Reason`` when a capture is due — a CRITICAL finding has held for ``after`` seconds,
+or a request has run longer than ``slow`` seconds — and never twice within ``cooldown``. Pure:
+no clock of its own (tests drive it with numbers), no I/O.
+
+The directory part (``prepare_directory``, ``capture_stem``, ``enforce_cap``) is what a capture
+writes beside the snapshot files: names that say when and why
+(``20261201-130501-pool-starvation.json``), and a size cap that removes the oldest captures —
+only files that are ours by name, regular files owned by this user, never the newest capture.
+
+Standard library and ``cpinspect.model`` only (no Textual, no CherryPy).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from cpinspect.model import Finding, FindingSeverity, ThreadInfo
+
+DEFAULT_AFTER = 10.0
+"""Seconds a critical finding must hold before it is captured."""
+DEFAULT_SLOW = 30.0
+"""A request running longer than this many seconds is captured."""
+DEFAULT_COOLDOWN = 300.0
+"""At most one capture per this many seconds."""
+DEFAULT_MAX_SIZE = 100 * 1024 * 1024
+"""Bytes the captures of a directory may take; the oldest are removed past it."""
+DEFAULT_DIR = "cpinspect-captures"
+SLOW_KIND = "slow-request"
+"""The ``Reason.kind`` of a capture taken for a slow request (not a finding)."""
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    after: float = DEFAULT_AFTER
+    slow: float = DEFAULT_SLOW
+    cooldown: float = DEFAULT_COOLDOWN
+
+    def problems(self) -> List[str]:
+        """What is wrong with these settings, one phrase each (empty: usable)."""
+        out = []
+        if self.after < 0:
+            out.append("the hold time (after) cannot be negative, not %s" % self.after)
+        if self.slow <= 0:
+            out.append("the slow-request threshold must be positive, not %s" % self.slow)
+        if self.cooldown < 0:
+            out.append("the cool-down cannot be negative, not %s" % self.cooldown)
+        return out
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a capture is taken now."""
+
+    kind: str
+    """The finding's kind (``pool-starvation``) or ``slow-request``; names the files."""
+    text: str
+    """``pool starvation held 10 s`` / ``GET /reports/export running 31 s``."""
+    held: float
+    """Seconds the finding has held, or the request has run."""
+    finding_id: Optional[str] = None
+    title: str = ""
+    """The finding's title, or the slow request's thread and request."""
+
+
+def _kind_of(finding: Finding) -> str:
+    return finding.kind or finding.id.split(":", 1)[0]
+
+
+def _seconds(value: float) -> str:
+    return "%d s" % int(value) if value < 600 else "%d min" % int(value // 60)
+
+
+class CaptureTrigger:
+    """Decides, poll after poll, when a capture is due. Feed it every poll with ``observe``."""
+
+    def __init__(self, config: TriggerConfig = TriggerConfig()) -> None:
+        self.config = config
+        self.since: Dict[str, float] = {}
+        """First time each critical finding now present was seen, by finding id."""
+        self.last_capture: Optional[float] = None
+        """When the last capture was decided (the cool-down runs from it)."""
+        self.captures = 0
+        """Captures decided so far."""
+        self.held_back = 0
+        """Times a capture was due during a cool-down (and not taken)."""
+
+    def cooling_until(self) -> Optional[float]:
+        """The end of the current cool-down, if a capture was taken."""
+        if self.last_capture is None:
+            return None
+        return self.last_capture + self.config.cooldown
+
+    def observe(
+        self, now: float, findings: Sequence[Finding], threads: Iterable[ThreadInfo] = ()
+    ) -> Optional[Reason]:
+        """The state after one poll at ``now``; a ``Reason`` when a capture is to be taken now.
+
+        A critical finding's hold time counts from the first poll that showed it; a poll
+        without it starts it over. ``threads``: the poll's threads (busy ones with their
+        request's ``elapsed``).
+        """
+        critical = [f for f in findings if f.severity is FindingSeverity.CRITICAL]
+        current = {f.id for f in critical}
+        for gone in [fid for fid in self.since if fid not in current]:
+            del self.since[gone]
+        for finding in critical:
+            self.since.setdefault(finding.id, now)
+        reason = self._due(now, critical, threads)
+        if reason is None:
+            return None
+        until = self.cooling_until()
+        if until is not None and now < until:
+            self.held_back += 1
+            return None
+        self.last_capture = now
+        self.captures += 1
+        return reason
+
+    def _due(
+        self, now: float, critical: Sequence[Finding], threads: Iterable[ThreadInfo]
+    ) -> Optional[Reason]:
+        held = [
+            (now - self.since[f.id], f)
+            for f in critical
+            if now - self.since[f.id] >= self.config.after
+        ]
+        if held:
+            # The one held longest (then the first: find_all lists the most severe first).
+            seconds, finding = max(held, key=lambda pair: pair[0])
+            kind = _kind_of(finding)
+            return Reason(
+                kind=kind,
+                text="%s held %s" % (kind.replace("-", " "), _seconds(seconds)),
+                held=seconds,
+                finding_id=finding.id,
+                title=finding.title,
+            )
+        slowest: Optional[Tuple[float, ThreadInfo]] = None
+        for thread in threads:
+            if not thread.busy or thread.request is None or thread.elapsed is None:
+                continue
+            if thread.elapsed > self.config.slow and (
+                slowest is None or thread.elapsed > slowest[0]
+            ):
+                slowest = (thread.elapsed, thread)
+        if slowest is None:
+            return None
+        elapsed, thread = slowest
+        request = thread.request
+        assert request is not None
+        line = "%s %s" % (request.method, request.path)
+        return Reason(
+            kind=SLOW_KIND,
+            text="%s running %s" % (line, _seconds(elapsed)),
+            held=elapsed,
+            title="%s  %s" % (thread.name, line),
+        )
+
+
+# --- the capture directory ------------------------------------------------------------------
+
+_SLUG = re.compile(r"[^a-z0-9]+")
+CAPTURE_NAME = re.compile(r"^(\d{8}-\d{6}-[a-z0-9][a-z0-9-]*?(?:-\d+)?)\.(json|txt)$")
+"""A capture's file: ``<YYYYmmdd-HHMMSS>-<kind>[-N].json`` and its ``.txt`` report."""
+DIR_MODE = 0o700
+
+
+def capture_stem(reason: Reason, when: float) -> str:
+    """``20261201-130501-pool-starvation``: local time of ``when``, then the reason's kind."""
+    slug = _SLUG.sub("-", reason.kind.lower()).strip("-") or "capture"
+    return "%s-%s" % (time.strftime("%Y%m%d-%H%M%S", time.localtime(when)), slug[:60])
+
+
+class CaptureDirError(Exception):
+    """The capture directory cannot be made or used: the message is one line for the user."""
+
+
+def prepare_directory(path: str) -> None:
+    """Create ``path`` (mode 0700) if it does not exist; an existing one is left as it is."""
+    try:
+        os.makedirs(path, mode=DIR_MODE, exist_ok=True)
+    except FileExistsError:
+        raise CaptureDirError("%s exists and is not a directory" % path) from None
+    except OSError as exc:
+        raise CaptureDirError("cannot create %s: %s" % (path, exc.strerror or exc)) from None
+    if not os.path.isdir(path):
+        raise CaptureDirError("%s exists and is not a directory" % path)
+
+
+@dataclass(frozen=True)
+class CaptureFiles:
+    """One capture in the directory: the files sharing a stem."""
+
+    stem: str
+    names: Tuple[str, ...]
+    sizes: Tuple[int, ...]
+    size: int
+    mtime: float
+
+
+def captures_in(path: str) -> List[CaptureFiles]:
+    """The captures in ``path``, oldest first: regular files named like a capture and owned by
+    this user (anything else, a symlink included, is not ours and never counted or removed)."""
+    groups: Dict[str, List[Tuple[str, os.stat_result]]] = {}
+    uid = os.geteuid()
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return []
+    for name in names:
+        match = CAPTURE_NAME.match(name)
+        if match is None:
+            continue
+        try:
+            info = os.lstat(os.path.join(path, name))
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != uid:
+            continue
+        groups.setdefault(match.group(1), []).append((name, info))
+    out = []
+    for stem, files in groups.items():
+        files.sort(key=lambda pair: pair[0])
+        out.append(
+            CaptureFiles(
+                stem=stem,
+                names=tuple(n for n, _ in files),
+                sizes=tuple(i.st_size for _, i in files),
+                size=sum(i.st_size for _, i in files),
+                mtime=max(i.st_mtime for _, i in files),
+            )
+        )
+    out.sort(key=lambda c: (c.mtime, c.stem))
+    return out
+
+
+def enforce_cap(path: str, max_size: int, keep: Sequence[str] = ()) -> List[str]:
+    """Remove the oldest captures in ``path`` until ours take at most ``max_size`` bytes.
+
+    The newest capture is always kept (and the stems in ``keep``), even alone over the cap.
+    Returns the names of the files removed.
+    """
+    captures = captures_in(path)
+    total = sum(c.size for c in captures)
+    removed: List[str] = []
+    protected = set(keep)
+    if captures:
+        protected.add(captures[-1].stem)
+    for capture in captures:
+        if total <= max_size:
+            break
+        if capture.stem in protected:
+            continue
+        left = 0
+        for name, size in zip(capture.names, capture.sizes):
+            try:
+                os.unlink(os.path.join(path, name))
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    left += size  # cannot be removed (read-only mount …): still counted
+                    continue
+            removed.append(name)
+        total -= capture.size - left
+    return removed
+
+
+__all__ = [
+    "CAPTURE_NAME",
+    "CaptureDirError",
+    "CaptureFiles",
+    "CaptureTrigger",
+    "Reason",
+    "TriggerConfig",
+    "capture_stem",
+    "captures_in",
+    "enforce_cap",
+    "prepare_directory",
+]
