@@ -24,6 +24,7 @@ SUBCOMMANDS = (
     "resolve",
     "sessions",
     "logs",
+    "watch",
 )
 
 INTERNAL_ERROR = 70
