@@ -41,11 +41,11 @@ MAX_SERIES = 20
 SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
-def parse_size(text: str) -> int:
-    """``100M``, ``512k``, ``2G`` or bytes; an ``argparse`` type."""
+def parse_size(text: str) -> Optional[int]:
+    """``100M``, ``512k``, ``2G`` or bytes; None when it is not a size."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*", text.lower())
     if match is None:
-        raise argparse.ArgumentTypeError("not a size: %r (say e.g. 100M, 512k, 2G)" % text)
+        return None
     return int(float(match.group(1)) * SIZE_UNITS[match.group(2)])
 
 
@@ -103,8 +103,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--max-size",
-        type=parse_size,
-        default=100 * 1024**2,
+        default="100M",
         metavar="SIZE",
         help="the captures' total size; the oldest are removed past it (default 100M)",
     )
@@ -124,8 +123,11 @@ def _check(args: argparse.Namespace) -> None:
         problems.append("--series takes 1 to %d snapshots, not %d" % (MAX_SERIES, args.series))
     if args.every < 0.1:
         problems.append("--every takes at least 0.1 seconds, not %s" % args.every)
-    if args.max_size < 1:
-        problems.append("--max-size must be positive")
+    size = parse_size(str(args.max_size))
+    if size is None or size < 1:
+        problems.append("--max-size takes a size such as 100M, 512k or 2G, not %r" % args.max_size)
+    else:
+        args.max_size = size
     if problems:
         raise UsageError(problems[0])
 
