@@ -181,6 +181,20 @@ class PoolInfo:
 
 
 @dataclass(frozen=True)
+class ListenQueue:
+    """The kernel's accept queue of one listening TCP socket of the target, read by the
+    inspector from ``/proc/<pid>/net/tcp{,6}`` (no agent needed)."""
+
+    bind: str
+    """``host:port`` as the kernel lists it (``0.0.0.0:8080``, ``[::]:8080``)."""
+    queued: int
+    """Connections the kernel accepted that the server has not ``accept()``-ed yet."""
+    backlog: Optional[int] = None
+    """The queue's length (``listen()``'s backlog, capped by ``net.core.somaxconn``): past it
+    the kernel drops new connections. ``/proc/net/tcp`` does not show it (``None``)."""
+
+
+@dataclass(frozen=True)
 class ThreadsSnapshot:
     """What ``/v1/threads`` (or py-spy, or a file) says at one instant."""
 
@@ -648,6 +662,8 @@ class LogRecord:
     """Access records: bytes sent."""
     duration: Optional[float] = None
     """Access records: seconds the request took."""
+    content_type: Optional[str] = None
+    """Access records from the agent: the response's ``Content-Type`` as sent."""
     levelno: int = 20
     cut: int = 0
     """Characters the agent cut from the message or traceback (its ``max_message``)."""
@@ -839,6 +855,11 @@ class Snapshot:
     """Captured with ``--reveal``: hidden values are in the file."""
     cpinspect: str = ""
     """Version of the cpinspect that captured it."""
+    agent_unresponsive: bool = False
+    """The target has an agent that did not answer this poll (the threads are py-spy's): the
+    interpreter may be stuck. Older files and builders leave it False; ``notes`` say it too."""
+    listen_queues: Tuple[ListenQueue, ...] = ()
+    """The accept queues of the target's listening sockets, when the inspector could read them."""
 
     @property
     def pid(self) -> Optional[int]:

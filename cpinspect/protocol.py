@@ -438,6 +438,7 @@ def log_record_from_json(d: Mapping[str, Any]) -> LogRecord:
         status=_opt_i(access_d, "status"),
         size=_opt_i(access_d, "size"),
         duration=_opt_f(access_d, "duration"),
+        content_type=_opt_s(access_d, "content_type"),
         origin=LogOrigin.BUFFER,
         access=isinstance(access, dict) or logger.startswith("cherrypy.access"),
     )

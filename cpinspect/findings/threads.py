@@ -1,18 +1,22 @@
-"""Findings from the threads and pools: pool starvation (more to come)."""
+"""Findings from the threads and pools: pool starvation, interpreter stuck, slow clients, a
+pool too small for its load (connections queued for seconds) and the kernel's accept queue."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from cpinspect import analysis
 from cpinspect.findings.common import (
     frame_words,
     plural,
+    request_words,
+    seconds,
     short_file,
     thread_evidence,
 )
 from cpinspect.model import (
+    Evidence,
     Finding,
     FindingSeverity,
     Frame,
@@ -30,7 +34,12 @@ is starved: cheroot does not always count the connections waiting for it."""
 
 def thread_findings(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Finding]:
     out: List[Finding] = []
-    out.extend(pool_starvation(snapshot, history))
+    starved = pool_starvation(snapshot, history)
+    out.extend(starved)
+    out.extend(interpreter_stuck(snapshot, history))
+    out.extend(slow_clients(snapshot, history))
+    out.extend(queue_wait(snapshot, history, {f.id.split(":", 1)[1] for f in starved}))
+    out.extend(socket_queue(snapshot, history))
     return out
 
 
@@ -267,6 +276,8 @@ def pool_starvation(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Fin
         reading = [t for t in busy if t.phase is Phase.READING]
         if busy and len(reading) * 2 >= len(busy):
             continue  # clients still sending hold them: the slow-clients finding says so
+        if turning_over(snapshot, history, pool, busy):
+            continue  # short requests, served one after another: the pool is too small
         out.append(_starved(snapshot, history, pool, busy, held))
     return out
 
@@ -355,3 +366,306 @@ def _starvation_fix(act: Activity, where: str) -> str:
         "bound it with a timeout; more threads (server.thread_pool) only buy time, and a "
         "request that can take long belongs in a background job" % where
     )
+
+
+def turning_over(
+    snapshot: Snapshot, history: Sequence[Snapshot], pool: PoolInfo, busy: Sequence[ThreadInfo]
+) -> bool:
+    """The workers are busy with short requests that keep completing (at least a pool's worth
+    since the oldest earlier poll, and half the busy ones younger than ``SHORT_REQUEST``): load
+    on a pool too small for it, not requests stuck in it."""
+    served = snapshot.threads.requests_served if snapshot.threads is not None else None
+    first = next(
+        (h for h in history if h.threads is not None and h.threads.requests_served is not None),
+        None,
+    )
+    if served is None or first is None or first.threads is None:
+        return False
+    done = served - (first.threads.requests_served or 0)
+    young = sum(1 for t in busy if t.elapsed is not None and t.elapsed < SHORT_REQUEST)
+    return done >= max(pool.size, 1) and young * 2 >= len(busy)
+
+
+SHORT_REQUEST = 1.0
+"""Seconds: a request younger than this is one of many, not a stuck one."""
+
+# --- interpreter stuck -----------------------------------------------------------------------
+
+UNRESPONSIVE_NOTE = "agent not answering"
+"""What the live session's banner says when the agent did not answer (``sources.live``)."""
+
+
+def agent_unresponsive(snapshot: Snapshot) -> bool:
+    """The target's agent did not answer this poll (the flag, or the banner in the notes of a
+    snapshot built before the flag existed); a stopped process (SIGSTOP, a debugger) is not."""
+    if snapshot.agent_unresponsive:
+        return True
+    return any(UNRESPONSIVE_NOTE in n and "may be stuck" in n for n in snapshot.notes)
+
+
+def _gil_holder(snapshot: Snapshot) -> Optional[ThreadInfo]:
+    threads = _threads(snapshot)
+    for thread in threads:
+        if thread.owns_gil:
+            return thread
+    if snapshot.gil_holder is not None:
+        return next((t for t in threads if t.ident == snapshot.gil_holder), None)
+    return None
+
+
+def _last_request(ident: int, history: Sequence[Snapshot]) -> Optional[ThreadInfo]:
+    """The thread ``ident`` as the most recent earlier snapshot saw it with a request."""
+    for snap in reversed(history):
+        for thread in _threads(snap):
+            if thread.ident == ident and thread.request is not None:
+                return thread
+    return None
+
+
+def _c_call(frame: Optional[Frame]) -> str:
+    """What the innermost frame's C call is, in words."""
+    if frame is None:
+        return "a C call"
+    name = short_file(frame.filename)
+    path = frame.filename.replace("\\", "/")
+    if name == "re.py" or path.endswith("re/__init__.py") or "sre_" in name or "_sre" in path:
+        return "a regular expression"
+    if frame.native:
+        return "native code"
+    return "a C call"
+
+
+def interpreter_stuck(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Finding]:
+    """The agent does not answer and py-spy sees one thread holding the GIL: a C call that
+    never lets go of it stops every other thread, the agent's included."""
+    if not agent_unresponsive(snapshot):
+        return []
+    holder = _gil_holder(snapshot)
+    if holder is None:
+        return []
+    known = holder if holder.request is not None else _last_request(holder.ident, history)
+    request = known.request if known is not None else None
+    inner = holder.stack[0] if holder.stack else None
+    app = holder.top_app_frame or (known.top_app_frame if known is not None else None)
+    handler = (request.handler if request is not None else None) or (
+        app.display_name if app is not None else None
+    )
+    what = _c_call(inner)
+    title = "the interpreter is stuck: %s holds the GIL in %s at %s" % (
+        holder.name or "thread %d" % holder.ident,
+        what,
+        frame_words(inner) or "an unknown frame",
+    )
+    if request is not None:
+        title += ", serving %s" % request_words(request)
+    if handler:
+        title += " (%s%s)" % (handler, " at " + frame_words(app) if app is not None else "")
+    title += "; no other thread runs and the agent cannot answer"
+    details = []
+    if known is not None and known is not holder:
+        details.append("the request is the last one the agent saw on this thread")
+    if holder.elapsed is not None:
+        details.append("running for %s" % seconds(holder.elapsed))
+    evidence = [thread_evidence(holder, inner)]
+    if snapshot.pid is not None:
+        evidence.append(Evidence("process", str(snapshot.pid), "pid %d" % snapshot.pid))
+    fix = (
+        "%s at %s holds the GIL for as long as it runs: bound its input (its size, its "
+        "pattern: nested quantifiers like (a+)+ backtrack exponentially), use a pattern that "
+        "cannot backtrack, or run it in a subprocess with a timeout"
+        % (what[0].upper() + what[1:], frame_words(app) if app is not None else "the handler")
+    )
+    return [
+        Finding(
+            id="interpreter-stuck",
+            severity=FindingSeverity.CRITICAL,
+            title=title,
+            evidence=tuple(evidence),
+            fix=fix,
+            kind="interpreter-stuck",
+            details=tuple(details),
+        )
+    ]
+
+
+# --- slow clients ----------------------------------------------------------------------------
+
+SLOW_READ = 2.0
+"""Seconds a worker may spend reading one request before its client counts as slow."""
+
+
+def slow_clients(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Finding]:
+    """Workers held for seconds reading a request their client is still sending (slowloris,
+    slow uploads, clients on bad links): each holds a worker the whole time."""
+    out: List[Finding] = []
+    for bind, size, workers in _pool_groups(snapshot):
+        slow = [
+            t
+            for t in workers
+            if t.busy
+            and t.phase is Phase.READING
+            and t.elapsed is not None
+            and t.elapsed >= SLOW_READ
+        ]
+        if not slow:
+            continue
+        slow.sort(key=analysis.thread_order)
+        ages = [t.elapsed or 0.0 for t in slow]
+        span = "%.0f s" % min(ages) if len(slow) == 1 else "%.0f–%.0f s" % (min(ages), max(ages))
+        critical = size > 0 and len(slow) * 2 >= size
+        title = "%d of %d workers held %s by clients still sending their request" % (
+            len(slow),
+            size,
+            span,
+        )
+        if critical:
+            title += " — half the pool or more"
+        clients = sorted({t.request.client for t in slow if t.request and t.request.client})
+        details = ["%s: %d workers, %d reading for ≥ %.0f s" % (bind, size, len(slow), SLOW_READ)]
+        if clients:
+            details.append("clients: " + ", ".join(clients[:10]))
+        out.append(
+            Finding(
+                id="slow-clients:%s" % bind,
+                severity=FindingSeverity.CRITICAL if critical else FindingSeverity.WARNING,
+                title=title,
+                evidence=tuple(thread_evidence(t) for t in slow),
+                fix="put a buffering reverse proxy in front (nginx buffers the whole request "
+                "before passing it on, so a worker only ever sees complete requests), and "
+                "lower server.socket_timeout (seconds a worker waits for the client's next "
+                "bytes; 10 by default)",
+                kind="slow-clients",
+                details=tuple(details),
+            )
+        )
+    return out
+
+
+def _pool_groups(snapshot: Snapshot) -> List[Tuple[str, int, List[ThreadInfo]]]:
+    """``(bind, size, workers)`` per pool; one group of every worker without pool numbers."""
+    pools = _pools(snapshot)
+    if pools:
+        return [(p.bind, p.size, pool_workers(snapshot, p)) for p in pools]
+    workers = [t for t in _threads(snapshot) if t.role is Role.WORKER]
+    if not workers:
+        return []
+    return [("workers", len(workers), workers)]
+
+
+# --- the queue: a pool too small, the kernel's accept queue ----------------------------------
+
+QUEUE_POLLS = 2
+"""Earlier polls that must have shown a queue too (so three in a row) before it is a finding."""
+QUEUE_CRITICAL = 5.0
+"""Seconds of a queue that make it critical."""
+
+
+def _queued_run(
+    bind: str, history: Sequence[Snapshot], queued: Callable[[Snapshot, str], int]
+) -> Tuple[int, Optional[float], int]:
+    """How many consecutive earlier polls (newest back) had a queue on ``bind``, the time of
+    the oldest of them, and the most queued in one."""
+    polls, since, most = 0, None, 0
+    for snap in reversed(history):
+        n = queued(snap, bind)
+        if n <= 0:
+            break
+        polls += 1
+        since = snap.threads.taken_at if snap.threads is not None else snap.taken_at
+        most = max(most, n)
+    return polls, since, most
+
+
+def _pool_queued(snap: Snapshot, bind: str) -> int:
+    return next((p.queued for p in _pools(snap) if p.bind == bind), 0)
+
+
+def queue_wait(snapshot: Snapshot, history: Sequence[Snapshot], starved: Set[str]) -> List[Finding]:
+    """Connections waiting in cheroot's queue poll after poll while the workers keep serving:
+    the pool is too small for the load (a starved pool is its own finding)."""
+    out: List[Finding] = []
+    now = snapshot.threads.taken_at if snapshot.threads is not None else snapshot.taken_at
+    for pool in _pools(snapshot):
+        if pool.queued <= 0 or pool.bind in starved:
+            continue
+        polls, since, most = _queued_run(pool.bind, history, _pool_queued)
+        if polls < QUEUE_POLLS or since is None:
+            continue
+        waited = now - since
+        busy = [t for t in pool_workers(snapshot, pool) if t.busy]
+        critical = waited >= QUEUE_CRITICAL or pool.queued >= pool.size
+        out.append(
+            Finding(
+                id="queue-wait:%s" % pool.bind,
+                severity=FindingSeverity.CRITICAL if critical else FindingSeverity.WARNING,
+                title="%s queued for ≥ %s (seen in %d polls) while all %d workers serve short "
+                "requests — the pool is too small for the load"
+                % (
+                    plural(pool.queued, "connection"),
+                    seconds(waited),
+                    polls + 1,
+                    pool.size,
+                ),
+                evidence=tuple(thread_evidence(t) for t in busy),
+                fix="raise server.thread_pool (%d now): every queued connection waits for a "
+                "worker to finish; if the machine's CPU is already busy, more processes behind "
+                "a load balancer rather than more threads" % pool.size,
+                kind="queue-wait",
+                details=(
+                    "%s: %d workers, %d busy, %d queued now, up to %d before"
+                    % (pool.bind, pool.size, pool.busy, pool.queued, most),
+                ),
+            )
+        )
+    return out
+
+
+def _listen_queued(snap: Snapshot, bind: str) -> int:
+    return next((q.queued for q in snap.listen_queues if q.bind == bind), 0)
+
+
+def socket_queue(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Finding]:
+    """Connections piling up in the kernel's accept queue of a listening socket: the server
+    does not even accept them (its acceptor is blocked, or the interpreter is stuck)."""
+    out: List[Finding] = []
+    now = snapshot.threads.taken_at if snapshot.threads is not None else snapshot.taken_at
+    for queue in snapshot.listen_queues:
+        if queue.queued <= 0:
+            continue
+        polls, since, _most = _queued_run(queue.bind, history, _listen_queued)
+        full = queue.backlog is not None and queue.queued >= queue.backlog
+        if polls < QUEUE_POLLS and not full:
+            continue
+        waited = now - since if since is not None else 0.0
+        of = " of %d" % queue.backlog if queue.backlog is not None else ""
+        title = "%s wait%s in the kernel's accept queue%s of %s for ≥ %s (seen in %d polls)" % (
+            plural(queue.queued, "connection"),
+            "s" if queue.queued == 1 else "",
+            of,
+            queue.bind,
+            seconds(waited),
+            polls + 1,
+        )
+        if full:
+            title += " — it is full: new connections are dropped"
+        out.append(
+            Finding(
+                id="socket-queue:%s" % queue.bind,
+                severity=FindingSeverity.CRITICAL
+                if full or waited >= QUEUE_CRITICAL
+                else FindingSeverity.WARNING,
+                title=title,
+                evidence=(
+                    (Evidence("process", str(snapshot.pid), "pid %d" % snapshot.pid),)
+                    if snapshot.pid is not None
+                    else ()
+                ),
+                fix="the server is not accepting connections as fast as they come: its "
+                "accepted-connection queue is full (server.accepted_queue_size) or the "
+                "interpreter is held; find what holds the workers, then raise "
+                "server.thread_pool and server.socket_queue_size (the listen backlog, capped "
+                "by net.core.somaxconn)",
+                kind="socket-queue",
+            )
+        )
+    return out
