@@ -635,6 +635,8 @@ class LogOrigin(str, enum.Enum):
     """A line (and its traceback lines) of ``log.error_file``, tailed by the inspector."""
     ACCESS_FILE = "access_file"
     """A line of ``log.access_file``, tailed by the inspector."""
+    INSPECTOR = "inspector"
+    """Said by the inspector itself, not the target (an automatic capture taken)."""
 
 
 @dataclass(frozen=True)
