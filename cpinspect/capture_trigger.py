@@ -11,7 +11,9 @@ writes beside the snapshot files: names that say when and why
 (``20261201-130501-pool-starvation.json``), and a size cap that removes the oldest captures —
 only files that are ours by name, regular files owned by this user, never the newest capture.
 
-Standard library and ``cpinspect.model`` only (no Textual, no CherryPy).
+``take_capture`` is the capture both run (``snapshots.capture_series`` and the writer), in a
+worker or ``watch``'s loop. No Textual, no CherryPy; the trigger and the directory part are
+standard library and ``cpinspect.model`` only.
 """
 
 from __future__ import annotations
@@ -22,9 +24,14 @@ import re
 import stat
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from cpinspect.model import Finding, FindingSeverity, ThreadInfo
+
+if TYPE_CHECKING:  # the capture itself loads these when it runs
+    from cpinspect.model import LogRecord, Snapshot
+    from cpinspect.sources.base import Poller, Update
+    from cpinspect.sources.source_lines import LineReader
 
 DEFAULT_AFTER = 10.0
 """Seconds a critical finding must hold before it is captured."""
@@ -274,15 +281,174 @@ def enforce_cap(path: str, max_size: int, keep: Sequence[str] = ()) -> List[str]
     return removed
 
 
+SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> Optional[int]:
+    """``100M``, ``512k``, ``2G`` or bytes; None when it is not a size."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*", text.lower())
+    if match is None:
+        return None
+    return int(float(match.group(1)) * SIZE_UNITS[match.group(2)])
+
+
+def size_text(size: int) -> str:
+    """``100 MB``, ``512 kB``: a cap as the user said it."""
+    if size >= 1024**2:
+        return "%g MB" % round(size / 1024**2, 1)
+    return "%g kB" % round(size / 1024, 1)
+
+
+# --- one capture ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """What a capture takes and where it goes (``watch``'s options, ``attach --auto-*``)."""
+
+    series: int = 3
+    every: float = 1.0
+    directory: str = DEFAULT_DIR
+    max_size: int = DEFAULT_MAX_SIZE
+
+
+@dataclass(frozen=True)
+class AutoSnapshot:
+    """``attach --auto-snapshot``: when to capture, and what."""
+
+    trigger: TriggerConfig = TriggerConfig()
+    settings: CaptureSettings = CaptureSettings()
+
+
+@dataclass(frozen=True)
+class CaptureResult:
+    """What one capture wrote (``json_path`` None: nothing), and the line that says so."""
+
+    text: str
+    """``captured 3 snapshots: pool starvation held 10 s → <path>``, or why nothing was."""
+    json_path: Optional[str] = None
+    report_path: Optional[str] = None
+    count: int = 0
+    removed: Tuple[str, ...] = ()
+    """Files of older captures removed for the size cap."""
+    lost: str = ""
+    error: Optional[str] = None
+
+
+def take_capture(
+    poller: Poller,
+    reason: Reason,
+    settings: CaptureSettings,
+    *,
+    source_lines: Optional[LineReader] = None,
+    log: Optional[List[LogRecord]] = None,
+    history: Sequence[Snapshot] = (),
+    when: Optional[float] = None,
+    poll: Optional[Callable[[], Update]] = None,
+    wait: Optional[Callable[[float], bool]] = None,
+    note: Optional[Callable[[str], None]] = None,
+) -> CaptureResult:
+    """Take the snapshot series (``snapshots.capture_series``, with routes and each snapshot's
+    findings), write it as ``<when>-<kind>.json`` + ``.txt`` in the directory, then hold the
+    size cap. Blocking (a worker's or ``watch``'s loop); never raises: a failure is the
+    result's ``error``."""
+    from dataclasses import replace
+
+    from cpinspect.errors import CpinspectError
+    from cpinspect.findings import find_all
+    from cpinspect.snapshots import capture_series, write_snapshots
+    from cpinspect.sources.base import Capability
+
+    when = time.time() if when is None else when
+    earlier = tuple(history)
+
+    def with_findings(snapshot: Snapshot) -> Snapshot:
+        if snapshot.findings:
+            return snapshot
+        try:
+            return replace(snapshot, findings=find_all(snapshot, earlier))
+        except Exception:  # noqa: BLE001 - the capture goes on without them
+            return snapshot
+
+    try:
+        routes = None
+        if Capability.ROUTES in poller.capabilities:
+            try:
+                routes = poller.routes()
+            except CpinspectError as exc:
+                if note is not None:
+                    note("routes not captured: %s" % exc)
+        series = capture_series(
+            poller,
+            settings.series,
+            settings.every,
+            routes=routes,
+            source_lines=source_lines,
+            log=log,
+            extra=with_findings,
+            note=note,
+            poll=poll,
+            wait=wait if wait is not None else _sleep,
+        )
+        if not series.taken:
+            why = series.lost or "stopped before the first snapshot"
+            return CaptureResult(
+                text="capture for %s: nothing taken (%s)" % (reason.text, why), lost=series.lost
+            )
+        prepare_directory(settings.directory)  # again: it may have been removed since
+        written = write_snapshots(series.taken, settings.directory, stem=capture_stem(reason, when))
+    except (CpinspectError, CaptureDirError, OSError) as exc:
+        return CaptureResult(
+            text="capture for %s not saved: %s" % (reason.text, exc), error=str(exc)
+        )
+    removed = enforce_cap(settings.directory, settings.max_size, keep=(written.json_path.stem,))
+    count = len(series.taken)
+    return CaptureResult(
+        text="captured %d snapshot%s: %s → %s"
+        % (count, "" if count == 1 else "s", reason.text, written.json_path),
+        json_path=str(written.json_path),
+        report_path=str(written.report_path) if written.report_path is not None else None,
+        count=count,
+        removed=tuple(removed),
+        lost=series.lost,
+    )
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
+def inspector_record(text: str, when: float) -> LogRecord:
+    """A log-view record the inspector itself says (``LogOrigin.INSPECTOR``)."""
+    from cpinspect.model import LogOrigin, LogRecord
+
+    return LogRecord(
+        seq=0,
+        time=when,
+        level="INFO",
+        logger="cpinspect",
+        message=text,
+        origin=LogOrigin.INSPECTOR,
+    )
+
+
 __all__ = [
     "CAPTURE_NAME",
+    "AutoSnapshot",
     "CaptureDirError",
     "CaptureFiles",
+    "CaptureResult",
+    "CaptureSettings",
     "CaptureTrigger",
     "Reason",
     "TriggerConfig",
     "capture_stem",
     "captures_in",
     "enforce_cap",
+    "inspector_record",
+    "parse_size",
     "prepare_directory",
+    "size_text",
+    "take_capture",
 ]

@@ -148,6 +148,7 @@ def capture_series(
     progress: Optional[Callable[[int, Snapshot], None]] = None,
     note: Optional[Callable[[str], None]] = None,
     wait: Callable[[float], bool] = _sleep,
+    poll: Optional[Callable[[], Update]] = None,
 ) -> Series:
     """``count`` snapshots of ``poller``, ``every`` seconds apart from the first (one poll each,
     with the sessions' first pages, the source line of every frame and the recent log records).
@@ -157,6 +158,7 @@ def capture_series(
     ``progress(index, snapshot)`` is told of each one taken, ``note`` of what could not be read.
     ``wait(seconds)`` sleeps between snapshots and returns True to stop the series there. A
     lost target or Ctrl-C ends the series early: what was taken is returned, never lost.
+    ``poll``: how to poll (``poller.poll`` by default; the TUI shares its poll lock and store).
     """
     records: List[LogRecord] = log if log is not None else []
     series = Series(taken=[])
@@ -168,7 +170,7 @@ def capture_series(
                 if delay > 0 and wait(delay):
                     series.interrupted = True
                     break
-            update = poller.poll()
+            update = poll() if poll is not None else poller.poll()
             if update.state is LinkState.LOST:
                 # The session would go on answering with the last data: that is not a reading.
                 series.lost = (update.message or "the target stopped answering").split(" — ")[0]

@@ -17,7 +17,6 @@ non-zero exit.
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import sys
 import threading
@@ -38,21 +37,6 @@ if TYPE_CHECKING:  # loaded when the command runs, not for --help
 HISTORY_SECONDS = 60.0
 """Earlier snapshots (threads only) handed to the findings, as the TUI's store keeps them."""
 MAX_SERIES = 20
-SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def parse_size(text: str) -> Optional[int]:
-    """``100M``, ``512k``, ``2G`` or bytes; None when it is not a size."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)i?b?\s*", text.lower())
-    if match is None:
-        return None
-    return int(float(match.group(1)) * SIZE_UNITS[match.group(2)])
-
-
-def _megabytes(size: int) -> str:
-    if size >= 1024**2:
-        return "%g MB" % round(size / 1024**2, 1)
-    return "%g kB" % round(size / 1024, 1)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -114,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _check(args: argparse.Namespace) -> None:
-    from cpinspect.capture_trigger import TriggerConfig
+    from cpinspect.capture_trigger import TriggerConfig, parse_size
 
     problems = TriggerConfig(args.after, args.slow, args.cooldown).problems()
     if args.interval < 0.1:
@@ -123,7 +107,7 @@ def _check(args: argparse.Namespace) -> None:
         problems.append("--series takes 1 to %d snapshots, not %d" % (MAX_SERIES, args.series))
     if args.every < 0.1:
         problems.append("--every takes at least 0.1 seconds, not %s" % args.every)
-    size = parse_size(str(args.max_size))
+    size = parse_size(str(args.max_size))  # (a string: argparse would print its usage)
     if size is None or size < 1:
         problems.append("--max-size takes a size such as 100M, 512k or 2G, not %r" % args.max_size)
     else:
@@ -213,7 +197,7 @@ class Watcher:
             text += ", %d old file%s removed for the %s cap" % (
                 len(self.removed),
                 "" if len(self.removed) == 1 else "s",
-                _megabytes(self.args.max_size),
+                _size(self.args.max_size),
             )
         if self.trigger.held_back:
             text += ", %d more held back by the cool-down" % self.trigger.held_back
@@ -237,7 +221,7 @@ class Watcher:
                 args.slow,
                 args.cooldown,
                 args.dir,
-                _megabytes(args.max_size),
+                _size(args.max_size),
             )
         )
         next_poll = time.monotonic()
@@ -337,72 +321,39 @@ class Watcher:
     # --- a capture ------------------------------------------------------------------------------
 
     def capture(self, reason: Reason) -> None:
-        from cpinspect.capture_trigger import capture_stem, enforce_cap, prepare_directory
-        from cpinspect.snapshots import capture_series, write_snapshots
-        from cpinspect.sources.base import Capability
+        from cpinspect.capture_trigger import CaptureSettings, take_capture
 
         args = self.args
-        when = time.time()
-        history = tuple(self.history)
-
-        def with_findings(snapshot: Snapshot) -> Snapshot:
-            if snapshot.findings:
-                return snapshot
-            return replace(snapshot, findings=self._find_with(snapshot, history))
-
-        routes = None
-        if Capability.ROUTES in self.session.capabilities:
-            try:
-                routes = self.session.routes()
-            except CpinspectError as exc:
-                self.say("routes not captured: %s" % exc)
-        series = capture_series(
+        result = take_capture(
             self.session,
-            args.series,
-            args.every,
-            routes=routes,
+            reason,
+            CaptureSettings(
+                series=args.series, every=args.every, directory=args.dir, max_size=args.max_size
+            ),
             source_lines=self.opened.source_lines,
             log=self.records,
-            extra=with_findings,
-            note=self.say,
+            history=tuple(self.history),
             wait=self.stop.wait,
+            note=self.say,
         )
-        if not series.taken:
-            self.say(
-                "capture for %s: nothing taken (%s)" % (reason.text, series.lost or "stopped"),
-                always=True,
-            )
+        self.say(result.text, always=True)
+        if result.json_path is None:
             return
-        try:
-            prepare_directory(args.dir)  # again: it may have been removed since
-            written = write_snapshots(series.taken, args.dir, stem=capture_stem(reason, when))
-        except Exception as exc:  # noqa: BLE001 - one line; the watch goes on
-            self.say("capture for %s not saved: %s" % (reason.text, exc), always=True)
-            return
-        self.captured.append(str(written.json_path))
-        self.snapshots_written += len(series.taken)
+        self.captured.append(result.json_path)
+        self.snapshots_written += result.count
         self.cooling_said = False
-        count = len(series.taken)
-        self.say(
-            "captured %d snapshot%s: %s → %s"
-            % (count, "" if count == 1 else "s", reason.text, written.json_path),
-            always=True,
-        )
-        removed = enforce_cap(args.dir, args.max_size)
-        if removed:
-            self.removed.extend(removed)
+        if result.removed:
+            self.removed.extend(result.removed)
             self.say(
                 "removed %s to keep the captures under %s"
-                % (", ".join(removed), _megabytes(args.max_size))
+                % (", ".join(result.removed), _size(args.max_size))
             )
 
-    def _find_with(self, snapshot: Snapshot, history: Sequence[Snapshot]) -> Tuple[Finding, ...]:
-        from cpinspect.findings import find_all
 
-        try:
-            return find_all(snapshot, history)
-        except Exception:  # noqa: BLE001 - the capture goes on without them
-            return ()
+def _size(size: int) -> str:
+    from cpinspect.capture_trigger import size_text
+
+    return size_text(size)
 
 
 def _duration(seconds: float) -> str:
@@ -444,4 +395,4 @@ def run(args: argparse.Namespace) -> int:
         stop.restore()
 
 
-__all__ = ["Watcher", "parse_size", "register", "run"]
+__all__ = ["Watcher", "register", "run"]

@@ -139,3 +139,14 @@ class ShowRecords(Message):
     def __init__(self, ident: int) -> None:
         super().__init__()
         self.ident = ident
+
+
+class AutoCaptured(Message):
+    """An automatic capture (``attach --auto-snapshot``) finished in a worker: ``text`` to
+    announce (``captured 3 snapshots: pool starvation held 10 s → <path>``), or ``error``."""
+
+    def __init__(self, text: str, paths: Tuple[str, ...] = (), error: Optional[str] = None) -> None:
+        super().__init__()
+        self.text = text
+        self.paths = paths
+        self.error = error

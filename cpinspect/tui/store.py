@@ -261,6 +261,13 @@ class Store:
             self.log_appended += len(update.log)
             self.version += 1
 
+    def add_log(self, entry: LogEntry) -> None:
+        """Append one entry the inspector itself says (an automatic capture taken), after the
+        target's records received so far."""
+        self.log.append(entry)
+        self.log_appended += 1
+        self.version += 1
+
     @property
     def log_first(self) -> int:
         """The entry number of ``log[0]``."""
