@@ -87,6 +87,8 @@ def snapshot_from_update(
         cpinspect=cpinspect.__version__,
         log=tuple(log)[-SNAPSHOT_LOG_RECORDS:],
         log_state=update.log_state,
+        agent_unresponsive=update.agent_unresponsive,
+        listen_queues=update.listen_queues,
     )
 
 
@@ -183,6 +185,8 @@ def capture_series(
             snapshot = snapshot_from_update(update, routes=routes, sessions=sessions, log=records)
             if extra is not None:
                 snapshot = extra(snapshot)
+            if not snapshot.findings:
+                snapshot = with_findings(snapshot, series.taken)
             if source_lines is not None:
                 snapshot = with_source_lines(snapshot, source_lines)
             series.taken.append(snapshot)
@@ -191,6 +195,20 @@ def capture_series(
     except KeyboardInterrupt:
         series.interrupted = True  # what was taken is still returned: nothing captured is lost
     return series
+
+
+FINDINGS_HISTORY_SECONDS = 60.0
+"""The earlier snapshots a capture's findings compare against (the TUI keeps as much)."""
+
+
+def with_findings(snapshot: Snapshot, earlier: Sequence[Snapshot] = ()) -> Snapshot:
+    """``snapshot`` with its findings (``find_all``) over the earlier snapshots of the same
+    target taken in the last ``FINDINGS_HISTORY_SECONDS``, oldest first."""
+    from cpinspect.findings import find_all
+
+    since = snapshot.taken_at - FINDINGS_HISTORY_SECONDS
+    history = [s for s in earlier if since <= s.taken_at < snapshot.taken_at]
+    return replace(snapshot, findings=find_all(snapshot, history))
 
 
 # --- redaction ---------------------------------------------------------------------------------
@@ -617,6 +635,7 @@ __all__: List[str] = [
     "redacted",
     "snapshot_from_update",
     "snapshot_stem",
+    "with_findings",
     "with_source_lines",
     "write_snapshots",
 ]

@@ -29,7 +29,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import Worker, get_current_worker
 
-from cpinspect.model import SourceKind
+from cpinspect.model import Evidence, SourceKind
 from cpinspect.sources.base import Capability, LinkState, Poller, Update
 from cpinspect.sources.source_lines import LineReader
 from cpinspect.tui.hangup import terminal_driver
@@ -45,10 +45,12 @@ from cpinspect.tui.messages import (
 )
 from cpinspect.tui.panels import PanelContext, PanelSpec, PanelView, panels_for
 from cpinspect.tui.screens.confirm import ConfirmScreen
+from cpinspect.tui.screens.findings import FindingsScreen
 from cpinspect.tui.screens.help import HelpScreen, KeyHelp
 from cpinspect.tui.screens.locals import LocalsScreen, describe_error
 from cpinspect.tui.store import Store
 from cpinspect.tui.widgets.banner import Banner, banner_lines
+from cpinspect.tui.widgets.findings_strip import FindingsStrip
 from cpinspect.tui.widgets.header_bar import HeaderBar, HeaderState
 from cpinspect.tui.widgets.log_panel import LogPanel, LogView
 from cpinspect.tui.widgets.pool_bar import PoolBar, PoolBarState
@@ -106,6 +108,12 @@ class InspectorApp(App[None]):
             "Load agent",
             show=False,
             tooltip="Load the cpinspect agent into a process read by py-spy only (asks first)",
+        ),
+        Binding(
+            "f",
+            "findings",
+            "Findings",
+            tooltip="Every finding with its evidence and fix; enter jumps to the evidence",
         ),
         Binding(
             "s",
@@ -190,10 +198,12 @@ class InspectorApp(App[None]):
         self.header_bar = HeaderBar(id="header")
         self.banner = Banner(id="banner")
         self.pool_bar = PoolBar(id="pool-bar")
+        self.findings_strip = FindingsStrip(id="findings-strip")
         self.tabs = TabbedContent(id="tabs", initial="threads")
         yield self.header_bar
         yield self.banner
         yield self.pool_bar
+        yield self.findings_strip
         context = PanelContext(self.poller, self.source_lines)
         with self.tabs:
             for spec in self.panel_specs:
@@ -373,6 +383,7 @@ class InspectorApp(App[None]):
     @on(PartLoaded)
     def _part_loaded(self, message: PartLoaded) -> None:
         self.store.set_part(message.name, message.value, message.error, at=self.clock())
+        self._render_findings()  # a part read (sessions, routes) may change them
         self._render_panels()
 
     # --- rendering (UI thread) -----------------------------------------------------------------
@@ -387,7 +398,18 @@ class InspectorApp(App[None]):
             return
         self._render_status()
         self._render_pool_bar()
+        self._render_findings()
         self._render_panels()
+
+    def _render_findings(self) -> None:
+        """The strip under the pool bar, and the findings list (f) when it is open."""
+        if not self._on_screen:
+            return
+        findings = self.store.findings
+        self.findings_strip.show(findings)
+        for screen in self.screen_stack:
+            if isinstance(screen, FindingsScreen) and screen.is_mounted:
+                screen.show(findings)
 
     def _render_panels(self) -> None:
         if not self._on_screen:
@@ -700,6 +722,58 @@ class InspectorApp(App[None]):
         self.notify(message.note, title="Agent loaded")
         self.poll_now(again=True)
 
+    # --- findings ------------------------------------------------------------------------------
+
+    def action_findings(self) -> None:
+        """The findings list; enter there jumps to the evidence chosen."""
+        if isinstance(self.screen, FindingsScreen):
+            return
+        self.push_screen(FindingsScreen(self.store.findings), self._jump_to_evidence)
+
+    def _jump_to_evidence(self, evidence: Optional[Evidence]) -> None:
+        """Show one piece of a finding's evidence in its tab (the list closed with it)."""
+        if evidence is not None:
+            # After the main screen is back: its focus, restored then, would pull the tab
+            # that had it back to the front.
+            self.call_after_refresh(self._show_evidence, evidence)
+
+    def _show_evidence(self, evidence: Evidence) -> None:
+        kind, ref = evidence.kind, evidence.ref
+        app, _, rest = ref.partition("|")
+        if kind == "thread":
+            try:
+                ident = int(ref)
+            except ValueError:
+                self.notify(f"not a thread: {ref}", severity="warning")
+                return
+            self._show_thread(ShowThread(ident))
+        elif kind in ("route", "static") and "routes" in self.panels:
+            self._bring_tab("routes")
+            self.routes_panel.reveal(app, rest or None)
+        elif kind == "config" and "routes" in self.panels:
+            self._bring_tab("routes")
+            self.routes_panel.reveal(app if "|" in ref else "", None)
+            self.notify(f"config: {evidence.label or ref}", title="Finding", timeout=8)
+        elif kind == "session" and "sessions" in self.panels:
+            self._bring_tab("sessions")
+            panel = self.panels["sessions"]
+            assert isinstance(panel, SessionsPanel)
+            panel.select_session(app, rest)
+        elif kind == "log" and "log" in self.panels:
+            self._bring_tab("log")
+            if not self.log_panel.show_record(ref):
+                self.notify("that log record is no longer held", severity="warning")
+        else:
+            self.notify(f"nothing on screen shows {kind} {ref}", severity="warning")
+
+    def _bring_tab(self, tab: str) -> None:
+        """Show ``tab``; its panel is told once, by ``TabActivated`` (telling it here too would
+        read a part twice on its first view)."""
+        if self.tabs.active != tab:
+            self.tabs.active = tab
+        else:
+            self._tab_shown(tab)
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.key_help()))
@@ -720,6 +794,7 @@ class InspectorApp(App[None]):
         ]
         rows.extend((spec.key, f"The {spec.title} tab") for spec in self.panel_specs)
         rows.append(("↑ ↓", "Select a thread: its stack shows beside or below"))
+        rows.append(("enter", "In the findings list (f): jump to the evidence selected"))
         if Capability.LOCALS in self.poller.capabilities:
             rows.append(
                 ("r, enter", "In the locals view: reveal or hide the selected frame's values")

@@ -42,6 +42,8 @@ FROM_THE_UPDATE = frozenset(
         "cpinspect",
         "log",
         "log_state",
+        "agent_unresponsive",
+        "listen_queues",
     )
 )
 SNAPSHOT_PARTS = frozenset(f.name for f in fields(Snapshot)) - FROM_THE_UPDATE
@@ -234,7 +236,6 @@ class Store:
         while history and history[0].taken_at < snapshot.taken_at - FINDINGS_HISTORY_SECONDS:
             history.popleft()
 
-    @property
     def findings_history(self) -> Tuple[Snapshot, ...]:
         """The earlier snapshots the findings compare against, oldest first."""
         return tuple(self._findings_history)
@@ -342,6 +343,8 @@ class Store:
             cpinspect=__version__,
             log=self.log_records(SNAPSHOT_LOG_RECORDS),
             log_state=self.log_state,
+            agent_unresponsive=update.agent_unresponsive,
+            listen_queues=update.listen_queues,
             **carried,
         )
 
