@@ -39,6 +39,8 @@ def config_findings(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Fin
 
 # --- log records as evidence -----------------------------------------------------------------
 
+ERROR = 40
+"""``logging.ERROR``."""
 MAX_RECORDS = 20
 """Log records listed as one finding's evidence at most (the most recent)."""
 
@@ -59,8 +61,11 @@ def record_evidence(record: LogRecord) -> Evidence:
         if record.content_type:
             text += " (%s)" % record.content_type
     else:
-        text = "%s %s" % (record.level, record.message.splitlines()[0] if record.message else "")
-    return Evidence("log", ref, text[:160])
+        first = record.message.splitlines()[0].strip() if record.message else ""
+        text = "%s %s" % (record.level, first)
+        if record.traceback:
+            text += "  %s" % record.traceback.rstrip().splitlines()[-1].strip()
+    return Evidence("log", ref, text[:200])
 
 
 # --- the Autoreloader ------------------------------------------------------------------------
@@ -103,7 +108,11 @@ def errors_nowhere(snapshot: Snapshot) -> List[Finding]:
     routing = state.routing if state is not None else None
     if routing is None or not routing.goes_nowhere:
         return []
-    errors = [r for r in snapshot.log if r.is_error and r.origin is LogOrigin.BUFFER]
+    errors = [
+        r
+        for r in snapshot.log
+        if not r.access and r.levelno >= ERROR and r.origin is LogOrigin.BUFFER
+    ]
     caught = (
         "the agent's buffer caught %s so far that nobody else saw" % plural(len(errors), "error")
         if errors
@@ -368,7 +377,7 @@ def forgotten_expose(app: AppRoutes, access: Sequence[LogRecord]) -> List[Findin
     out: List[Finding] = []
     for node_path, records in sorted(hits.items()):
         node = hidden[node_path]
-        name = node.qualname or node.name
+        name = ".".join((node.qualname or node.name).split(".")[-2:])  # Class.method
         methods = sorted({r.request.method for r in records if r.request is not None})
         shown = (app.script_name.rstrip("/") + node_path) if app.script_name else node_path
         ref = "%s|%s" % (app.script_name, node_path)

@@ -11,8 +11,8 @@ come about, with endpoints that stage the rest on demand:
   ``/gone`` (an absolute directory that does not exist);
 - ``Reports.summary`` not exposed (the forgotten ``@cherrypy.expose``): ``/reports/summary`` 404s;
 - ``/reports/export`` holds its worker in ``fetch_all``, reading a socket that never answers
-  (a database that hangs) until ``/release`` or its time limit: with more requests than workers
-  the pool starves;
+  (a database that hangs) until ``/release``, the ``--release-file`` exists, or its time limit:
+  with more requests than workers the pool starves;
 - slow clients need no endpoint: a test opens connections and sends half a request.
 
 ``--stage healthy``: a well-configured process (Autoreloader off, logging to the screen,
@@ -32,6 +32,9 @@ import time
 import cherrypy
 
 RELEASE = threading.Event()
+RELEASE_FILE = ""
+"""While this file exists, ``fetch_all`` returns at once (a test releases a starved pool with
+it: no request can get through to ``/release`` then)."""
 HANG = socket.socket()
 """A listening socket nobody accepts on: a connect succeeds, a read waits (the hung database)."""
 
@@ -41,7 +44,7 @@ def fetch_all(seconds: float) -> str:
     deadline = time.monotonic() + seconds
     conn = socket.create_connection(HANG.getsockname(), timeout=0.5)
     try:
-        while not RELEASE.is_set() and time.monotonic() < deadline:
+        while not released() and time.monotonic() < deadline:
             stream = conn.makefile("rb", buffering=0)  # reads in socket.py, like a driver
             try:
                 return stream.read(1).decode() or "closed"
@@ -52,6 +55,10 @@ def fetch_all(seconds: float) -> str:
     finally:
         conn.close()
     return "released"
+
+
+def released() -> bool:
+    return RELEASE.is_set() or bool(RELEASE_FILE and os.path.exists(RELEASE_FILE))
 
 
 class Reports:
@@ -116,7 +123,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--static-dir", required=True)
+    parser.add_argument("--release-file", default="")
     args = parser.parse_args()
+    global RELEASE_FILE
+    RELEASE_FILE = args.release_file
     HANG.bind(("127.0.0.1", 0))
     HANG.listen(64)
     write_static(args.static_dir)
