@@ -1809,6 +1809,7 @@ LOG_ORIGIN_MARKS = {
     LogOrigin.BUFFER: "",
     LogOrigin.ERROR_FILE: "file",
     LogOrigin.ACCESS_FILE: "file",
+    LogOrigin.INSPECTOR: "cpinspect",
 }
 TRACEBACK_CLOSED = "▸"
 TRACEBACK_OPEN = "▾"

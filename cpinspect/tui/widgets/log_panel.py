@@ -56,7 +56,7 @@ from cpinspect.formatting import (
     sparkline,
     traceback_frames_without_source,
 )
-from cpinspect.model import LogEntry, LogGap, LogRecord, RequestInfo, SourceKind
+from cpinspect.model import LogEntry, LogGap, LogOrigin, LogRecord, RequestInfo, SourceKind
 from cpinspect.sources.source_lines import LineReader
 from cpinspect.tui.messages import ShowThread, SourceLinesLoaded
 from cpinspect.tui.store import Store
@@ -93,6 +93,7 @@ class LogView(ScrollView, can_focus=True):
         "log-view--gap",
         "log-view--detail",
         "log-view--match",
+        "log-view--inspector",
     }
 
     class Moved(Message):
@@ -238,6 +239,8 @@ class LogView(ScrollView, can_focus=True):
                 text.stylize(self._style("error"))
             elif entry.levelno >= 30 or (entry.status is not None and entry.status >= 400):
                 text.stylize(self._style("warning"))
+            if entry.origin is LogOrigin.INSPECTOR:  # said by cpinspect, not the target
+                text.stylize(self._style("inspector"))
         else:
             details = self._details(entry)
             text = Text(details[line - 1] if line - 1 < len(details) else "")
