@@ -352,21 +352,17 @@ def take_capture(
     findings), write it as ``<when>-<kind>.json`` + ``.txt`` in the directory, then hold the
     size cap. Blocking (a worker's or ``watch``'s loop); never raises: a failure is the
     result's ``error``."""
-    from dataclasses import replace
-
     from cpinspect.errors import CpinspectError
-    from cpinspect.findings import find_all
-    from cpinspect.snapshots import capture_series, write_snapshots
+    from cpinspect.snapshots import capture_series, with_findings, write_snapshots
     from cpinspect.sources.base import Capability
 
     when = time.time() if when is None else when
     earlier = tuple(history)
 
-    def with_findings(snapshot: Snapshot) -> Snapshot:
-        if snapshot.findings:
-            return snapshot
+    def findings_over_the_watch(snapshot: Snapshot) -> Snapshot:
+        # Judged against the polls that led to the capture (the last minute of them).
         try:
-            return replace(snapshot, findings=find_all(snapshot, earlier))
+            return with_findings(snapshot, earlier)
         except Exception:  # noqa: BLE001 - the capture goes on without them
             return snapshot
 
@@ -385,7 +381,7 @@ def take_capture(
             routes=routes,
             source_lines=source_lines,
             log=log,
-            extra=with_findings,
+            extra=findings_over_the_watch,
             note=note,
             poll=poll,
             wait=wait if wait is not None else _sleep,

@@ -29,12 +29,15 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import Worker, get_current_worker
 
+from cpinspect.capture_trigger import AutoSnapshot, CaptureTrigger, inspector_record
 from cpinspect.model import Evidence, SourceKind
 from cpinspect.sources.base import Capability, LinkState, Poller, Update
 from cpinspect.sources.source_lines import LineReader
 from cpinspect.tui.hangup import terminal_driver
 from cpinspect.tui.messages import (
     AgentLoaded,
+    AutoCaptured,
+    AutoPolled,
     Captured,
     NativeChanged,
     PartLoaded,
@@ -145,6 +148,7 @@ class InspectorApp(App[None]):
         clock: Callable[[], float] = time.time,
         snapshot_dir: Optional[str] = None,
         initial_tab: Optional[str] = None,
+        auto_snapshot: Optional[AutoSnapshot] = None,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be positive, not {interval!r}")
@@ -191,6 +195,16 @@ class InspectorApp(App[None]):
         self._poll_again = False
         self._poll_lock = threading.Lock()
         self._closed = False
+        self.auto_snapshot = auto_snapshot
+        """``attach --auto-snapshot``: when to capture on its own, and what (None: never)."""
+        self.auto_trigger: Optional[CaptureTrigger] = (
+            CaptureTrigger(auto_snapshot.trigger) if auto_snapshot is not None else None
+        )
+        self.auto_capturing = False
+        """An automatic capture is running in a worker."""
+        self.auto_captures: List[str] = []
+        """Files written by automatic captures, oldest first."""
+        self._auto_stop = threading.Event()
 
     def compose(self) -> ComposeResult:
         # Kept as attributes rather than found with ``self.query_one``, which searches the
@@ -325,6 +339,7 @@ class InspectorApp(App[None]):
         self.updates_applied += 1
         with self.batch_update():
             self._render_all()
+        self._auto_check(update)
 
     # --- the other parts of the store (worker threads) ------------------------------------------
 
@@ -864,10 +879,97 @@ class InspectorApp(App[None]):
         self.footer.compact = compact
         self.footer.show_command_palette = not compact
 
+    # --- automatic snapshots (attach --auto-snapshot) -------------------------------------------
+
+    def _auto_check(self, update: Update) -> None:
+        """After each applied poll: a capture due (``capture_trigger``) starts in a worker."""
+        trigger, auto = self.auto_trigger, self.auto_snapshot
+        if trigger is None or auto is None or self.auto_capturing or self._closed:
+            return
+        if not self.live or update.state is LinkState.LOST:
+            return
+        threads = update.threads.threads if update.threads is not None else ()
+        reason = trigger.observe(self.clock(), self.store.findings, threads)
+        if reason is None:
+            return
+        self.auto_capturing = True
+        self.notify(
+            f"Capturing {auto.settings.series} snapshots: {reason.text}…",
+            title="Auto snapshot",
+            timeout=5,
+        )
+        self.run_worker(
+            partial(
+                self._auto_capture_blocking,
+                reason,
+                list(self.store.log_records()),
+                self.store.findings_history(),
+            ),
+            thread=True,
+            group="auto-capture",
+            exit_on_error=False,
+            description="Saving an automatic snapshot series",
+        )
+
+    def _auto_capture_blocking(self, reason: Any, log: List[Any], history: Any) -> None:
+        """Runs in a worker: the series polls under the App's poll lock (never two polls at
+        once) and each of its updates is applied like the App's own."""
+        from cpinspect.capture_trigger import take_capture
+        from cpinspect.errors import CpinspectError
+
+        auto = self.auto_snapshot
+        assert auto is not None
+
+        def poll() -> Update:
+            with self._poll_lock:
+                if self._closed:
+                    raise CpinspectError("the inspector is closing")
+                update = self.poller.poll()
+            self.post_message(AutoPolled(update))
+            return update
+
+        try:
+            result = take_capture(
+                self.poller,
+                reason,
+                auto.settings,
+                source_lines=self.source_lines,
+                log=log,
+                history=history,
+                poll=poll,
+                wait=self._auto_stop.wait,
+            )
+        except Exception as error:  # noqa: BLE001 - one line on screen; the inspector goes on
+            self.post_message(AutoCaptured("", error=_describe(error)))
+            return
+        paths = tuple(p for p in (result.json_path, result.report_path) if p)
+        self.post_message(AutoCaptured(result.text, paths, None if paths else result.text))
+
+    @on(AutoPolled)
+    def _auto_polled(self, message: AutoPolled) -> None:
+        self.store.take_log(message.update)
+        if self.paused:
+            self.pending = message.update
+        else:
+            self._apply(message.update)
+
+    @on(AutoCaptured)
+    def _auto_captured(self, message: AutoCaptured) -> None:
+        self.auto_capturing = False
+        text = message.text or f"automatic capture failed: {message.error}"
+        self.store.add_log(inspector_record(text, self.clock()))
+        if message.paths:
+            self.auto_captures.extend(message.paths)
+            self.notify(text, title="Auto snapshot saved", severity="information", timeout=15)
+        else:
+            self.notify(text, title="Auto snapshot not saved", severity="error", timeout=15)
+        self._render_panels()
+
     # --- shutdown ------------------------------------------------------------------------------
 
     def on_unmount(self) -> None:
         self._closed = True
+        self._auto_stop.set()
         # Wait (briefly) for an in-flight poll so close() does not race it; a poll stuck past
         # that is left to fail on the closed connection.
         acquired = self._poll_lock.acquire(timeout=CLOSE_WAIT)

@@ -150,3 +150,12 @@ class AutoCaptured(Message):
         self.text = text
         self.paths = paths
         self.error = error
+
+
+class AutoPolled(Message):
+    """A poll taken by an automatic capture's series (under the App's poll lock): applied like
+    any other, so the store misses none of its log records."""
+
+    def __init__(self, update: Update) -> None:
+        super().__init__()
+        self.update = update
