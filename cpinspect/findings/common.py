@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 from cpinspect.model import Evidence, Frame, RequestInfo, ThreadInfo
 
@@ -12,11 +12,21 @@ def short_file(filename: str) -> str:
     return filename.replace("\\", "/").rsplit("/", 1)[-1]
 
 
+_WORDS: Dict[Tuple[str, int, str], str] = {}
+"""``frame_words`` by location and name (a thousand workers share a few frames)."""
+
+
 def frame_words(frame: Optional[Frame]) -> str:
     """``db.py:80 fetch_all``; ``""`` for no frame."""
     if frame is None:
         return ""
-    return "%s:%d %s" % (short_file(frame.filename), frame.lineno, frame.display_name)
+    key = (frame.filename, frame.lineno, frame.display_name)
+    words = _WORDS.get(key)
+    if words is None:
+        if len(_WORDS) > 10_000:
+            _WORDS.clear()
+        words = _WORDS[key] = "%s:%d %s" % (short_file(key[0]), key[1], key[2])
+    return words
 
 
 def request_words(request: Optional[RequestInfo]) -> str:

@@ -5,6 +5,7 @@ served with the wrong MIME type), a forgotten ``@cherrypy.expose``, and the sess
 
 from __future__ import annotations
 
+import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from cpinspect import analysis
@@ -39,6 +40,7 @@ def config_findings(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Fin
 
 # --- log records as evidence -----------------------------------------------------------------
 
+_STAMP = re.compile(r"^\[[^\]]*\]\s*")
 ERROR = 40
 """``logging.ERROR``."""
 MAX_RECORDS = 20
@@ -62,6 +64,7 @@ def record_evidence(record: LogRecord) -> Evidence:
             text += " (%s)" % record.content_type
     else:
         first = record.message.splitlines()[0].strip() if record.message else ""
+        first = _STAMP.sub("", first)  # CherryPy's "[01/Dec/2026:12:38:42] " prefix
         text = "%s %s" % (record.level, first)
         if record.traceback:
             text += "  %s" % record.traceback.rstrip().splitlines()[-1].strip()

@@ -27,6 +27,8 @@ from cpinspect.model import (
     ThreadInfo,
 )
 
+MAX_THREAD_EVIDENCE = 200
+"""Threads listed as one finding's evidence at most (the most telling first)."""
 FULL_POLLS = 2
 """A pool at its size with every worker busy (no queue seen) for this many earlier polls too
 is starved: cheroot does not always count the connections waiting for it."""
@@ -333,7 +335,13 @@ def _starved(
             "CPU over %.1f s: median %.0f %% of a core (%d workers measured)"
             % (act.wall, (act.share or 0.0) * 100, act.measured)
         )
-    ordered = list(members) + [t for t in busy if t not in members]
+    first = {t.ident for t in members}
+    ordered = list(members) + [t for t in busy if t.ident not in first]
+    if len(ordered) > MAX_THREAD_EVIDENCE:
+        details.append(
+            "evidence: the first %d of %d busy workers" % (MAX_THREAD_EVIDENCE, len(ordered))
+        )
+        ordered = ordered[:MAX_THREAD_EVIDENCE]
     return Finding(
         id="pool-starvation:%s" % pool.bind,
         severity=FindingSeverity.CRITICAL,
@@ -447,9 +455,6 @@ def interpreter_stuck(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[F
     request = known.request if known is not None else None
     inner = holder.stack[0] if holder.stack else None
     app = holder.top_app_frame or (known.top_app_frame if known is not None else None)
-    handler = (request.handler if request is not None else None) or (
-        app.display_name if app is not None else None
-    )
     what = _c_call(inner)
     title = "the interpreter is stuck: %s holds the GIL in %s at %s" % (
         holder.name or "thread %d" % holder.ident,
@@ -458,8 +463,13 @@ def interpreter_stuck(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[F
     )
     if request is not None:
         title += ", serving %s" % request_words(request)
-    if handler:
-        title += " (%s%s)" % (handler, " at " + frame_words(app) if app is not None else "")
+    words = []
+    if request is not None and request.handler:
+        words.append("handler %s" % request.handler)
+    if app is not None:
+        words.append("at %s" % frame_words(app))
+    if words:
+        title += " (%s)" % ", ".join(words)
     title += "; no other thread runs and the agent cannot answer"
     details = []
     if known is not None and known is not holder:
@@ -529,7 +539,7 @@ def slow_clients(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Findin
                 id="slow-clients:%s" % bind,
                 severity=FindingSeverity.CRITICAL if critical else FindingSeverity.WARNING,
                 title=title,
-                evidence=tuple(thread_evidence(t) for t in slow),
+                evidence=tuple(thread_evidence(t) for t in slow[:MAX_THREAD_EVIDENCE]),
                 fix="put a buffering reverse proxy in front (nginx buffers the whole request "
                 "before passing it on, so a worker only ever sees complete requests), and "
                 "lower server.socket_timeout (seconds a worker waits for the client's next "
@@ -594,19 +604,20 @@ def queue_wait(snapshot: Snapshot, history: Sequence[Snapshot], starved: Set[str
         waited = now - since
         busy = [t for t in pool_workers(snapshot, pool) if t.busy]
         critical = waited >= QUEUE_CRITICAL or pool.queued >= pool.size
+        if turning_over(snapshot, history, pool, busy):
+            why = (
+                "while all %d workers serve short requests — the pool is too small for the "
+                "load" % pool.size
+            )
+        else:
+            why = "%d of %d workers busy" % (pool.busy, pool.size)
         out.append(
             Finding(
                 id="queue-wait:%s" % pool.bind,
                 severity=FindingSeverity.CRITICAL if critical else FindingSeverity.WARNING,
-                title="%s queued for ≥ %s (seen in %d polls) while all %d workers serve short "
-                "requests — the pool is too small for the load"
-                % (
-                    plural(pool.queued, "connection"),
-                    seconds(waited),
-                    polls + 1,
-                    pool.size,
-                ),
-                evidence=tuple(thread_evidence(t) for t in busy),
+                title="%s queued for ≥ %s (seen in %d polls) %s"
+                % (plural(pool.queued, "connection"), seconds(waited), polls + 1, why),
+                evidence=tuple(thread_evidence(t) for t in busy[:MAX_THREAD_EVIDENCE]),
                 fix="raise server.thread_pool (%d now): every queued connection waits for a "
                 "worker to finish; if the machine's CPU is already busy, more processes behind "
                 "a load balancer rather than more threads" % pool.size,
