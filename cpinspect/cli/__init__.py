@@ -25,6 +25,7 @@ SUBCOMMANDS = (
     "sessions",
     "logs",
     "watch",
+    "doctor",
 )
 
 INTERNAL_ERROR = 70
