@@ -231,6 +231,7 @@ class Store:
                 info=snapshot.info,
                 threads=snapshot.threads,
                 gil_holder=snapshot.gil_holder,
+                listen_queues=snapshot.listen_queues,  # the socket-queue finding's past polls
             )
         )
         while history and history[0].taken_at < snapshot.taken_at - FINDINGS_HISTORY_SECONDS:
