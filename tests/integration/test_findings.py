@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import socket
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -24,7 +24,6 @@ from cpinspect.errors import CpinspectError
 from cpinspect.findings import find_all
 from cpinspect.model import Finding, FindingSeverity, LogRecord, RoutesSnapshot, Snapshot
 from cpinspect.snapshots import read_sessions, snapshot_from_update
-from cpinspect.sources.base import Update
 from cpinspect.sources.open import open_session
 from cpinspect.sources.pyspy import PySpySource
 from tests.conftest import wait_for
@@ -67,17 +66,6 @@ def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     yield from _start(tmp_path_factory.mktemp("healthy"), "healthy", 8)
 
 
-def _carried(snapshot: Snapshot, update: Update) -> Snapshot:
-    """The two poll facts the findings read that ``snapshot_from_update`` may not copy yet."""
-    if snapshot.agent_unresponsive or snapshot.listen_queues:
-        return snapshot
-    return replace(
-        snapshot,
-        agent_unresponsive=update.agent_unresponsive,
-        listen_queues=update.listen_queues,
-    )
-
-
 def observe(pid: int, polls: int = 3, every: float = 0.4) -> Tuple[Snapshot, List[Snapshot]]:
     """``polls`` snapshots of ``pid`` through one live session: the last, and the earlier ones
     (the history the store keeps), oldest first."""
@@ -97,7 +85,7 @@ def observe(pid: int, polls: int = 3, every: float = 0.4) -> Tuple[Snapshot, Lis
             update = session.poll()
             records.extend(e for e in update.log if isinstance(e, LogRecord))
             snap = snapshot_from_update(update, routes=routes, sessions=sessions, log=records)
-            taken.append(_carried(snap, update))
+            taken.append(snap)
     finally:
         session.close()
     return taken[-1], taken[:-1]
