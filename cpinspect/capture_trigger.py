@@ -99,7 +99,8 @@ class CaptureTrigger:
         self.captures = 0
         """Captures decided so far."""
         self.held_back = 0
-        """Times a capture was due during a cool-down (and not taken)."""
+        """Cool-downs during which a capture was due (and not taken): counted once each."""
+        self._held_this_time = False
 
     def cooling_until(self) -> Optional[float]:
         """The end of the current cool-down, if a capture was taken."""
@@ -127,9 +128,12 @@ class CaptureTrigger:
             return None
         until = self.cooling_until()
         if until is not None and now < until:
-            self.held_back += 1
+            if not self._held_this_time:
+                self._held_this_time = True
+                self.held_back += 1
             return None
         self.last_capture = now
+        self._held_this_time = False
         self.captures += 1
         return reason
 

@@ -174,7 +174,8 @@ class Watcher:
         self.captured: List[str] = []
         self.snapshots_written = 0
         self.removed: List[str] = []
-        self.cooling_said = False
+        self.held_said = 0
+        """Cool-downs that held a capture back, said so far (once each)."""
         self.started = time.monotonic()
 
     # --- output ---------------------------------------------------------------------------------
@@ -200,7 +201,7 @@ class Watcher:
                 _size(self.args.max_size),
             )
         if self.trigger.held_back:
-            text += ", %d more held back by the cool-down" % self.trigger.held_back
+            text += ", %d held back by the cool-down" % self.trigger.held_back
         return text
 
     # --- the loop -------------------------------------------------------------------------------
@@ -267,8 +268,8 @@ class Watcher:
         self._remember(snapshot)
         if reason is not None:
             self.capture(reason)
-        elif self.trigger.held_back and not self.cooling_said:
-            self.cooling_said = True
+        elif self.trigger.held_back > self.held_said:
+            self.held_said = self.trigger.held_back
             until = self.trigger.cooling_until()
             left = (until - time.monotonic()) if until is not None else 0.0
             self.say("a capture is due; held back by the cool-down for %s more" % _duration(left))
@@ -341,7 +342,6 @@ class Watcher:
             return
         self.captured.append(result.json_path)
         self.snapshots_written += result.count
-        self.cooling_said = False
         if result.removed:
             self.removed.extend(result.removed)
             self.say(
