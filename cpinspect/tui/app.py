@@ -327,6 +327,7 @@ class InspectorApp(App[None]):
             self.store.take_log(message.update)
             if self.paused:
                 self.pending = message.update
+                self._auto_check(message.update, paused=True)
             else:
                 self._apply(message.update)
         self._render_status()
@@ -881,15 +882,18 @@ class InspectorApp(App[None]):
 
     # --- automatic snapshots (attach --auto-snapshot) -------------------------------------------
 
-    def _auto_check(self, update: Update) -> None:
-        """After each applied poll: a capture due (``capture_trigger``) starts in a worker."""
+    def _auto_check(self, update: Update, paused: bool = False) -> None:
+        """After each poll: a capture due (``capture_trigger``) starts in a worker. The
+        findings are the store's; while the screen is paused (the store keeps the frozen
+        data), the poll's own, so a paused inspector left alone still captures."""
         trigger, auto = self.auto_trigger, self.auto_snapshot
         if trigger is None or auto is None or self.auto_capturing or self._closed:
             return
         if not self.live or update.state is LinkState.LOST:
             return
         threads = update.threads.threads if update.threads is not None else ()
-        reason = trigger.observe(self.clock(), self.store.findings, threads)
+        findings = self._auto_findings(update) if paused else self.store.findings
+        reason = trigger.observe(self.clock(), findings, threads)
         if reason is None:
             return
         self.auto_capturing = True
@@ -910,6 +914,16 @@ class InspectorApp(App[None]):
             exit_on_error=False,
             description="Saving an automatic snapshot series",
         )
+
+    def _auto_findings(self, update: Update) -> Any:
+        from cpinspect.snapshots import snapshot_from_update, with_findings
+
+        try:
+            return with_findings(
+                snapshot_from_update(update), self.store.findings_history()
+            ).findings
+        except Exception:  # noqa: BLE001 - no findings this poll; the next one tries again
+            return ()
 
     def _auto_capture_blocking(self, reason: Any, log: List[Any], history: Any) -> None:
         """Runs in a worker: the series polls under the App's poll lock (never two polls at

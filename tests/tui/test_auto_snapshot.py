@@ -11,6 +11,7 @@ from pathlib import Path
 from cpinspect.capture_trigger import AutoSnapshot, CaptureSettings, TriggerConfig
 from cpinspect.model import LogOrigin
 from cpinspect.snapshots import read_snapshots
+from cpinspect.sources.base import Update
 
 from .fakes import FakePoller, incident_update, pool, snapshot, update, worker
 from .helpers import first_data, make_app, wait_until
@@ -21,6 +22,16 @@ def auto(tmp_path: Path) -> AutoSnapshot:
     return AutoSnapshot(
         TriggerConfig(after=0, slow=3600, cooldown=300),
         CaptureSettings(series=2, every=0.1, directory=str(tmp_path), max_size=10**8),
+    )
+
+
+def idle_update() -> Update:
+    """Four idle workers, nothing queued: no finding, no slow request."""
+    return update(
+        snapshot(
+            [worker(n, None) for n in range(1, 5)],
+            pools=[pool(busy=0, queued=0, oldest=None, size=4)],
+        )
     )
 
 
@@ -67,13 +78,7 @@ async def test_a_starved_pool_is_captured_and_announced_on_screen_and_in_the_log
 
 async def test_a_healthy_target_writes_nothing(tmp_path: Path) -> None:
     # GIVEN the inspector with --auto-snapshot on an idle pool (no finding, no slow request)
-    idle = update(
-        snapshot(
-            [worker(n, None) for n in range(1, 5)],
-            pools=[pool(busy=0, queued=0, oldest=None, size=4)],
-        )
-    )
-    poller = FakePoller([idle])
+    poller = FakePoller([idle_update()])
     app = make_app(poller, auto_snapshot=auto(tmp_path))
     async with app.run_test(size=(140, 40)) as pilot:
         await first_data(pilot)
@@ -87,3 +92,21 @@ async def test_a_healthy_target_writes_nothing(tmp_path: Path) -> None:
         assert app.auto_captures == [] and not app.auto_capturing
         assert list(tmp_path.iterdir()) == []
         assert [r for r in app.store.log_records() if r.origin is LogOrigin.INSPECTOR] == []
+
+
+async def test_a_paused_screen_still_captures(tmp_path: Path) -> None:
+    # GIVEN the inspector with --auto-snapshot on a healthy target, its screen paused
+    poller = FakePoller([idle_update()])
+    app = make_app(poller, auto_snapshot=auto(tmp_path))
+    async with app.run_test(size=(140, 40)) as pilot:
+        await first_data(pilot)
+        await pilot.press("space")
+        assert app.paused
+        # WHEN the pool starves while the screen stays frozen
+        poller.set(incident_update())
+        await pilot.press("r")
+        await wait_until(pilot, lambda: app.auto_captures, what="the automatic capture")
+        await pilot.pause()
+        # THEN the capture is taken all the same, and the screen is still paused
+        assert Path(app.auto_captures[0]).name.endswith("-pool-starvation.json")
+        assert app.paused
