@@ -52,15 +52,16 @@ class TriggerConfig:
     slow: float = DEFAULT_SLOW
     cooldown: float = DEFAULT_COOLDOWN
 
-    def problems(self) -> List[str]:
-        """What is wrong with these settings, one phrase each (empty: usable)."""
+    def problems(self, prefix: str = "--") -> List[str]:
+        """What is wrong with these settings, one line each naming the option (``--after``,
+        or ``--auto-after`` with ``prefix="--auto-"``); empty: usable."""
         out = []
         if self.after < 0:
-            out.append("the hold time (after) cannot be negative, not %s" % self.after)
+            out.append("%safter takes seconds (0 or more), not %s" % (prefix, self.after))
         if self.slow <= 0:
-            out.append("the slow-request threshold must be positive, not %s" % self.slow)
+            out.append("%sslow takes seconds (more than 0), not %s" % (prefix, self.slow))
         if self.cooldown < 0:
-            out.append("the cool-down cannot be negative, not %s" % self.cooldown)
+            out.append("%scooldown takes seconds (0 or more), not %s" % (prefix, self.cooldown))
         return out
 
 

@@ -89,7 +89,7 @@ def auto_snapshot(args: argparse.Namespace) -> Optional[AutoSnapshot]:
     from cpinspect.snapshots import check_directory
 
     trigger = TriggerConfig(after=args.auto_after, slow=args.auto_slow, cooldown=args.auto_cooldown)
-    problems = trigger.problems()
+    problems = trigger.problems(prefix="--auto-")
     size = parse_size(str(args.auto_max_size))
     if size is None or size < 1:
         problems.append(

@@ -214,6 +214,19 @@ def test_a_staged_starvation_is_captured_once_per_cooldown_under_the_cap(
     assert len(blocked) == WORKERS
 
 
+def test_attach_refuses_bad_auto_snapshot_options_before_the_screen(tmp_path: Path):
+    # GIVEN --auto-snapshot options that make no sense
+    for bad in (["--auto-max-size", "lots"], ["--auto-cooldown", "-5"]):
+        # WHEN attach is started with them
+        result = run_cli(
+            "attach", "1", "--auto-snapshot", *bad, "--auto-dir", str(tmp_path), timeout=30
+        )
+        # THEN one line and a non-zero exit, before any terminal UI or target is touched
+        assert result.returncode == 2, (bad, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("cpinspect: --auto-"), result.stderr
+
+
 def test_watch_says_the_target_is_gone_in_one_line_and_exits_non_zero(
     target: TargetProcess, tmp_path: Path
 ):
