@@ -3,7 +3,7 @@ pool too small for its load (connections queued for seconds) and the kernel's ac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from cpinspect import analysis
@@ -179,6 +179,12 @@ def _line_wait(line: Optional[str]) -> Optional[str]:
     return None
 
 
+SPIN_TOGETHER = 0.3
+"""Share of a core a route's workers using together (each at least ``SPIN_FLOOR``) is them
+spinning in turns on the GIL, not waiting (a waiting worker uses a few % at most)."""
+SPIN_FLOOR = 0.08
+
+
 @dataclass(frozen=True)
 class Activity:
     """Whether a set of threads waits or spins, and the numbers behind it."""
@@ -192,6 +198,8 @@ class Activity:
     wall: float
     """Seconds the CPU was measured over."""
     measured: int
+    total: Optional[float] = None
+    """The share of a core they used together."""
 
 
 def cpu_shares(
@@ -239,8 +247,13 @@ def activity(
     if shares and len(shares) * 2 >= len(threads):
         values = sorted(shares.values())
         median = values[len(values) // 2]
+        total = sum(values)
         spinning = sum(1 for v in values if v >= analysis.SPINNING_SHARE) * 2 > len(values)
-        return Activity(spinning, None if spinning else waits_on, median, wall, len(shares))
+        # Pure Python spinning shares one GIL: n threads get about 1/n of a core each, less
+        # on a busy machine; threads waiting on I/O or a lock use next to none.
+        together = total >= SPIN_TOGETHER and median >= SPIN_FLOOR
+        spinning = spinning or together
+        return Activity(spinning, None if spinning else waits_on, median, wall, len(shares), total)
     if kinds and sum(kinds.values()) * 2 > len(threads):
         return Activity(False, waits_on, None, 0.0, 0)
     return Activity(None, None, None, 0.0, 0)
@@ -249,7 +262,13 @@ def activity(
 def activity_words(act: Activity) -> str:
     """``waiting on I/O`` / ``spinning on the CPU (92 % of a core each)`` / ``""``."""
     if act.spinning:
-        share = " (%.0f %% of a core each)" % (act.share * 100) if act.share is not None else ""
+        share = ""
+        if act.share is not None and act.share >= analysis.SPINNING_SHARE:
+            share = " (%.0f %% of a core each)" % (act.share * 100)
+        elif act.total is not None:
+            share = " (%.0f %% of a core together: they take turns holding the GIL)" % (
+                act.total * 100
+            )
         return "spinning on the CPU" + share
     if act.spinning is False:
         what = "waiting on %s" % act.waits_on if act.waits_on else "waiting"
@@ -291,8 +310,9 @@ def _starved(
     busy: List[ThreadInfo],
     held: int,
 ) -> Finding:
-    groups = analysis.route_groups(busy)
+    groups = by_route(busy)
     size = pool.size
+    where = ""
     if groups and groups[0].method is not None:
         top = groups[0]
         route = "%s %s" % (top.method, top.path)
@@ -320,7 +340,7 @@ def _starved(
         tail = "every worker busy for %d polls — the pool is starved" % (held + 1)
     title = "%s; %s" % (head, tail)
     details = ["%s: %d workers, %d busy, %d queued" % (pool.bind, size, pool.busy, pool.queued)]
-    for group in groups[:5]:
+    for group in groups:
         route = "%s %s" % (group.method, group.path) if group.method else "(reading a request)"
         details.append(
             "%s  %s%s"
@@ -347,7 +367,7 @@ def _starved(
         severity=FindingSeverity.CRITICAL,
         title=title,
         evidence=tuple(thread_evidence(t) for t in ordered),
-        fix=_starvation_fix(act, where_of(members)),
+        fix=_starvation_fix(act, where or "the handler"),
         kind="pool-starvation",
         details=tuple(details),
     )
@@ -357,9 +377,64 @@ def _innermost(thread: ThreadInfo) -> Optional[Frame]:
     return thread.stack[0] if thread.stack else None
 
 
-def where_of(threads: Sequence[ThreadInfo]) -> str:
-    frame = threads[0].top_app_frame if threads else None
-    return frame_words(frame) or "the handler"
+@dataclass(frozen=True)
+class Route:
+    """Busy workers on one route (method and path), and the app frame most of them are in."""
+
+    method: Optional[str]
+    path: Optional[str]
+    frame: Optional[Frame]
+    threads: Tuple[ThreadInfo, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.threads)
+
+
+NAMED_ROUTES = 5
+"""Routes of a starved pool listed in its details (the first one names it)."""
+
+
+def by_route(busy: Sequence[ThreadInfo]) -> List[Route]:
+    """Busy workers grouped by method and path, the most workers first (ties: the oldest
+    request), each named by ``shared_frame``: the first ``NAMED_ROUTES`` of them."""
+    groups: Dict[Tuple[Optional[str], Optional[str]], List[ThreadInfo]] = {}
+    for thread in sorted(busy, key=analysis.thread_order):
+        request = thread.request
+        key = (request.method, request.path) if request is not None else (None, None)
+        groups.setdefault(key, []).append(thread)
+    routes = [Route(m, p, None, tuple(ts)) for (m, p), ts in groups.items()]
+    routes.sort(key=lambda r: (-r.count, -(r.threads[0].elapsed or 0.0)))
+    # Only the routes shown are named (a thousand workers may be on hundreds of routes).
+    return [replace(r, frame=shared_frame(r.threads)) for r in routes[:NAMED_ROUTES]]
+
+
+def shared_frame(threads: Sequence[ThreadInfo]) -> Optional[Frame]:
+    """The innermost application function that most of ``threads`` are in: where a route's
+    workers are, even when each was caught on another line or a few calls deeper (a spinning
+    loop). Its line is the one most of them are at."""
+    counts: Dict[Tuple[str, str], int] = {}
+    for thread in threads:
+        for key in {(f.filename, f.function) for f in thread.stack if f.is_app}:
+            counts[key] = counts.get(key, 0) + 1
+    for thread in threads:
+        for frame in thread.stack:
+            if frame.is_app and counts.get((frame.filename, frame.function), 0) * 2 > len(threads):
+                return _commonest_line(threads, frame)
+    return threads[0].top_app_frame if threads else None
+
+
+def _commonest_line(threads: Sequence[ThreadInfo], like: Frame) -> Frame:
+    lines: Dict[int, Frame] = {}
+    counts: Dict[int, int] = {}
+    for thread in threads:
+        for frame in thread.stack:
+            if frame.filename == like.filename and frame.function == like.function:
+                lines.setdefault(frame.lineno, frame)
+                counts[frame.lineno] = counts.get(frame.lineno, 0) + 1
+                break
+    best = max(sorted(counts), key=lambda n: counts[n])
+    return lines[best]
 
 
 def _starvation_fix(act: Activity, where: str) -> str:

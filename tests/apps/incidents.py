@@ -13,6 +13,7 @@ come about, with endpoints that stage the rest on demand:
 - ``/reports/export`` holds its worker in ``fetch_all``, reading a socket that never answers
   (a database that hangs) until ``/release``, the ``--release-file`` exists, or its time limit:
   with more requests than workers the pool starves;
+- ``/reports/totals`` spins in ``crunch`` (pure Python, CPU-bound) the same way;
 - slow clients need no endpoint: a test opens connections and sends half a request.
 
 ``--stage healthy``: a well-configured process (Autoreloader off, logging to the screen,
@@ -61,10 +62,26 @@ def released() -> bool:
     return RELEASE.is_set() or bool(RELEASE_FILE and os.path.exists(RELEASE_FILE))
 
 
+def crunch(seconds: float) -> int:
+    """Burn CPU in pure Python (a report computed row by row) until released or time's up."""
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        for i in range(200000):
+            n += i * i
+        if released():  # (a stat call: not in the loop, where it would be the hot spot)
+            break
+    return n
+
+
 class Reports:
     @cherrypy.expose
     def index(self):
         return "reports"
+
+    @cherrypy.expose
+    def totals(self, seconds="30"):
+        return str(crunch(min(float(seconds), 60.0)))
 
     @cherrypy.expose
     def export(self, seconds="30"):

@@ -219,6 +219,34 @@ def test_a_starved_pool_is_named_by_its_route_and_frame_and_said_to_wait(inciden
     assert any("CPU over" in d for d in starved.details)
 
 
+def test_a_pool_starved_by_cpu_bound_handlers_is_said_to_spin(incidents: App) -> None:
+    # GIVEN 6 requests to a report computed in pure Python, 4 workers
+    BackgroundRequests(incidents.port, "/reports/totals?seconds=40", 6, timeout=60)
+    try:
+        wait_for(
+            lambda: (lambda p: p["busy"] == 4 and p["queued"] == 2)(incidents.pool()),
+            timeout=20,
+            what="4 busy workers and 2 queued",
+        )
+        # WHEN the inspector polls it three times
+        snapshot, history = observe(incidents.pid, polls=3, every=0.7)
+        findings = find_all(snapshot, history)
+    finally:
+        incidents.release.touch()
+        wait_for(lambda: _idle(incidents), timeout=20, what="the pool idle again")
+        incidents.release.unlink()
+
+    # THEN the starvation says they spin (sharing the GIL), at crunch, and the fix says why
+    starved = one(findings, "pool-starvation:127.0.0.1:%d" % incidents.port)
+    assert re.match(
+        r"4 of 4 workers are in GET /reports/totals at incidents\.py:\d+ crunch, spinning on "
+        r"the CPU \(\d+ % of a core (each|together: they take turns holding the GIL)\); "
+        r"2 queued — the pool is starved$",
+        starved.title,
+    ), starved.title
+    assert "GIL" in starved.fix
+
+
 def test_slow_clients_holding_workers_while_reading(incidents: App) -> None:
     # GIVEN 3 clients that sent half a request and then nothing, on a pool of 4
     clients = []

@@ -140,6 +140,20 @@ def test_spinning_workers_are_said_to_spin_with_their_share_of_a_core() -> None:
     assert "GIL" in f.fix
 
 
+def test_pure_python_spinners_sharing_the_gil_are_spinning_together() -> None:
+    # GIVEN 4 workers using 24 % of a core each: one core between them (the GIL)
+    before = [worker(i, stack=(DB, HANDLER)) for i in range(4)]
+    now = cpu_later(before, 0.48, 2.0)
+    (f,) = find_all(snap(now, at=102.0, queued=1), [snap(before, at=100.0, queued=1)])
+    assert "spinning on the CPU (96 % of a core together: they take turns holding the GIL)" in (
+        f.title
+    )
+    # AND one busy thread among waiting ones is not the group spinning
+    mixed = cpu_later(before[:1], 1.9, 2.0) + cpu_later(before[1:], 0.01, 2.0)
+    (g,) = find_all(snap(mixed, at=102.0, queued=1), [snap(before, at=100.0, queued=1)])
+    assert "spinning" not in g.title
+
+
 def test_a_full_pool_without_a_queue_counts_only_after_two_earlier_polls() -> None:
     threads = [worker(i, cpu=None) for i in range(4)]
     one = snap(threads, at=100.0)
