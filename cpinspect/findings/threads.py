@@ -179,10 +179,11 @@ def _line_wait(line: Optional[str]) -> Optional[str]:
     return None
 
 
-SPIN_TOGETHER = 0.3
+SPIN_TOGETHER = 0.2
 """Share of a core a route's workers using together (each at least ``SPIN_FLOOR``) is them
-spinning in turns on the GIL, not waiting (a waiting worker uses a few % at most)."""
-SPIN_FLOOR = 0.08
+spinning in turns on the GIL, not waiting (a waiting worker uses 1-2 % at most; spinners on a
+machine busy with other work get far less than their 1/n of a core)."""
+SPIN_FLOOR = 0.05
 
 
 @dataclass(frozen=True)
