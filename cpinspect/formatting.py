@@ -523,8 +523,10 @@ def format_dump(
     snap: ThreadsSnapshot,
     source_line: SourceLine,
     now: float,
+    findings: Optional[Sequence[Finding]] = None,
 ) -> str:
-    """The text of ``cpinspect dump``: who the process is, its pools, then every thread.
+    """The text of ``cpinspect dump``: who the process is, its findings (when given: what is
+    wrong comes first), its pools, then every thread.
 
     Threads come in display order (``sort_threads(..., ALL)``: busy workers first, the
     longest-running first), each with its request and its stack innermost first. Threads with
@@ -546,6 +548,13 @@ def format_dump(
     taken = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(snap.taken_at))
     out.append(f"Threads taken {taken} ({format_age(now - snap.taken_at)})")
     out.append("")
+    if findings is not None:
+        out.append(section(f"Findings ({len(findings)})"))
+        out.extend(format_findings(findings)[1 if findings else 0 :])
+        if findings:
+            out.append("")
+        out.append(section("Threads"))
+        out.append("")
 
     if not snap.pools_available:
         note = snap.pools_note or "no cheroot server found"

@@ -138,3 +138,24 @@ def test_a_process_that_cannot_be_inspected_exits_3_in_one_line() -> None:
         assert "Traceback" not in result.stderr
     assert "no process with pid 999999" in gone.stderr
     assert "unrecognized arguments: --bogus" in bad.stderr
+
+
+def test_dump_puts_the_findings_first_and_json_carries_them(incidents: App) -> None:
+    # GIVEN the incidents process idle (warnings only)
+    # WHEN `cpinspect dump` and `dump --json` run
+    text = run_cli("dump", str(incidents.pid))
+    as_json = run_cli("dump", "--json", str(incidents.pid))
+    # THEN the text has the findings section before the threads, each with its fix
+    assert text.returncode == 0, text.stderr
+    findings, _, threads = text.stdout.partition("── Threads")
+    assert "── Findings (" in findings and threads
+    assert "⚠ WARNING   the Autoreloader is on" in findings
+    assert "fix: set engine.autoreload.on = False" in findings
+    # AND the JSON snapshot carries the same findings, readable back as model objects
+    from cpinspect.protocol import snapshots_from_document
+
+    [snapshot] = snapshots_from_document(json.loads(as_json.stdout))
+    ids = {f.id for f in snapshot.findings}
+    assert {"autoreload-on", "errors-nowhere", "static-missing:|/gone"} <= ids
+    # (the routes were read for the findings, not printed: dump is about the threads)
+    assert snapshot.routes is None
