@@ -87,6 +87,12 @@ class InspectorApp(App[None]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(
+            "f",
+            "findings",
+            "Findings",
+            tooltip="Every finding with its evidence and fix; enter jumps to the evidence",
+        ),
+        Binding(
             "space",
             "toggle_pause",
             "Pause",
@@ -111,12 +117,6 @@ class InspectorApp(App[None]):
             "Load agent",
             show=False,
             tooltip="Load the cpinspect agent into a process read by py-spy only (asks first)",
-        ),
-        Binding(
-            "f",
-            "findings",
-            "Findings",
-            tooltip="Every finding with its evidence and fix; enter jumps to the evidence",
         ),
         Binding(
             "s",
