@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
 
-from cpinspect.model import Evidence, Frame, RequestInfo, ThreadInfo
+from cpinspect.model import Evidence, Frame, Phase, RequestInfo, ThreadInfo
 
 
 def short_file(filename: str) -> str:
@@ -47,13 +47,19 @@ def plural(n: int, word: str, many: str = "") -> str:
     return "%d %s" % (n, word if n == 1 else (many or word + "s"))
 
 
-def thread_evidence(thread: ThreadInfo, frame: Optional[Frame] = None) -> Evidence:
-    """``CP Server Thread-7  GET /reports/export  48.2 s  db.py:80 fetch_all``."""
+def thread_evidence(
+    thread: ThreadInfo, frame: Optional[Frame] = None, request: Optional[RequestInfo] = None
+) -> Evidence:
+    """``CP Server Thread-7  GET /reports/export  48.2 s  db.py:80 fetch_all``; ``request``
+    stands in for the thread's own when the source could not read it (the last one known)."""
     parts = [thread.name or "thread %d" % thread.ident]
-    if thread.request is not None:
-        parts.append(thread.request.method + " " + thread.request.target)
-    elif thread.busy:
+    request = thread.request or request
+    if request is not None:
+        parts.append(request.method + " " + request.target)
+    elif thread.phase is Phase.READING:
         parts.append("(reading a request)")
+    elif thread.busy:
+        parts.append("(request unknown)")
     if thread.elapsed is not None:
         parts.append(seconds(thread.elapsed))
     where = frame_words(frame if frame is not None else thread.top_app_frame or _first(thread))

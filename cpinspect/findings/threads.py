@@ -141,6 +141,8 @@ NATIVE_WAITS = ("recv", "poll", "select", "wait", "sleep", "futex", "accept", "r
 def wait_kind(thread: ThreadInfo, snapshot: Optional[Snapshot] = None) -> Optional[str]:
     """What the thread waits on from its innermost frames (``I/O``, ``a lock``, ``sleep``,
     ``the database``), ``None`` when its frames do not say it waits."""
+    if getattr(thread, "wait", None) is not None:
+        return "a lock"  # the agent read the lock its innermost frame is acquiring
     for depth, frame in enumerate(thread.stack[:4]):
         if frame.native:
             if any(w in frame.function for w in NATIVE_WAITS):
@@ -552,7 +554,7 @@ def interpreter_stuck(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[F
         details.append("the request is the last one the agent saw on this thread")
     if holder.elapsed is not None:
         details.append("running for %s" % seconds(holder.elapsed))
-    evidence = [thread_evidence(holder, inner)]
+    evidence = [thread_evidence(holder, inner, request)]
     if snapshot.pid is not None:
         evidence.append(Evidence("process", str(snapshot.pid), "pid %d" % snapshot.pid))
     fix = (

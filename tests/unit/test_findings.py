@@ -255,7 +255,7 @@ def test_a_stuck_interpreter_names_the_holder_its_last_request_and_the_regex() -
         "runs and the agent cannot answer"
     )
     assert f.evidence[0] == Evidence(
-        "thread", "1002", "CP Server Thread-2  (reading a request)  __init__.py:166 match"
+        "thread", "1002", "CP Server Thread-2  GET /regex  __init__.py:166 match"
     )
     assert "the last one the agent saw" in f.details[0]
 
