@@ -237,9 +237,15 @@ def cpu_shares(
     return out, wall
 
 
+SAMPLE = 64
+"""Threads of one route looked at to say where they are and what they do (a thousand on one
+route say no more than their first 64, in display order)."""
+
+
 def activity(
     threads: Sequence[ThreadInfo], snapshot: Snapshot, history: Sequence[Snapshot]
 ) -> Activity:
+    threads = threads[:SAMPLE]
     shares, wall = cpu_shares(threads, snapshot, history)
     kinds: Dict[str, int] = {}
     for thread in threads:
@@ -416,6 +422,7 @@ def shared_frame(threads: Sequence[ThreadInfo]) -> Optional[Frame]:
     """The innermost application function that most of ``threads`` are in: where a route's
     workers are, even when each was caught on another line or a few calls deeper (a spinning
     loop). Its line is the one most of them are at."""
+    threads = threads[:SAMPLE]
     counts: Dict[Tuple[str, str], int] = {}
     for thread in threads:
         for key in {(f.filename, f.function) for f in thread.stack if f.is_app}:
