@@ -362,3 +362,23 @@ def test_a_healthy_busy_app_shows_no_finding(healthy: App) -> None:
     assert snapshot.threads is not None and snapshot.threads.requests_served
     assert snapshot.routes is not None and snapshot.log
     assert not [loop.failures for loop in loops if loop.failures]
+
+
+def test_the_idle_demo_shows_only_its_staged_static_mistake(tmp_path: Path) -> None:
+    # GIVEN the demo shop without its load generator, answering a few fast pages
+    with spawn_ready(
+        ["-m", "cpinspect.demo.app", "--port", "0", "--threads", "8"], tmp_path / "demo.log", "demo"
+    ) as m:
+        port, pid = int(m.group(1)), int(m.group(2))
+        for path in ("/", "/products", "/health"):
+            assert httpx.get("http://127.0.0.1:%d%s" % (port, path), timeout=10).status_code == 200
+        # WHEN the inspector looks
+        snapshot, history = observe(pid, polls=2)
+    # THEN the one finding is the mistake the demo stages on purpose (a relative staticdir and
+    # no root: see cpinspect/demo/app.py), a warning while nobody asked for a static file.
+    # (Left out: RAM sessions "not shared" when another helper's demo runs the same command
+    # line on this machine: the peers are real processes then.)
+    found = [f for f in find_all(snapshot, history) if f.id != "sessions-ram-not-shared:"]
+    assert [(f.id, f.severity) for f in found] == [
+        ("static-relative:|/static", FindingSeverity.WARNING)
+    ]
