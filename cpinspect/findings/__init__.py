@@ -33,12 +33,30 @@ def find_all(snapshot: Snapshot, history: Sequence[Snapshot] = ()) -> Tuple[Find
     out: List[Finding] = []
     seen = set()
     for family in FAMILIES:
-        for finding in family(snapshot, history):
+        try:
+            found = family(snapshot, history)
+        except Exception as error:  # noqa: BLE001 - one family's bug must not hide the others
+            found = [_failed(family, error)]
+        for finding in found:
             if finding.id not in seen:
                 seen.add(finding.id)
                 out.append(finding)
     out.sort(key=lambda f: (_RANK.get(f.severity, 3), f.id))
     return tuple(out)
+
+
+def _failed(family: Family, error: Exception) -> Finding:
+    """What is said in place of a family's findings when it fails (a bug: data it did not
+    expect), so that the other families' still show."""
+    where = getattr(family, "__module__", "?").rsplit(".", 1)[-1]
+    return Finding(
+        id="findings-error:%s" % where,
+        severity=FindingSeverity.INFO,
+        title="the %s findings could not be worked out: %s: %s"
+        % (where, type(error).__name__, str(error)[:200]),
+        fix="a bug in cpinspect: please report it with the snapshot (s) that shows it",
+        kind="findings-error",
+    )
 
 
 __all__ = ["FAMILIES", "find_all"]

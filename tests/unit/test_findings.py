@@ -528,3 +528,23 @@ def test_find_all_at_1000_threads_micro_measure() -> None:
     # THEN the starvation is found (the numbers are printed, not asserted) and healthy is quiet
     assert ids(found) == ["pool-starvation:" + BIND] and quiet == ()
     assert found[0].title.startswith("100 of 1000 workers are in GET /route")
+
+
+def test_a_family_that_fails_is_said_and_the_others_still_show(monkeypatch) -> None:
+    # GIVEN the config family broken (a bug meeting data it did not expect)
+    import cpinspect.findings as findings
+
+    def broken(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Finding]:
+        raise KeyError("surprise")
+
+    broken.__module__ = "cpinspect.findings.config"
+    families = (findings.FAMILIES[0], findings.FAMILIES[1], broken)
+    monkeypatch.setattr(findings, "FAMILIES", families)
+    before = [worker(i) for i in range(4)]
+    now = snap(cpu_later(before, 0.0, 1.0), at=101.0, queued=1)
+    # WHEN the findings are named
+    found = find_all(now, [snap(before, queued=1)])
+    # THEN the starvation still shows, and the failure is said in one line
+    assert ids(found) == ["pool-starvation:" + BIND, "findings-error:config"]
+    assert found[1].severity is FindingSeverity.INFO
+    assert found[1].title == "the config findings could not be worked out: KeyError: 'surprise'"
