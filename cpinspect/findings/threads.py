@@ -349,6 +349,13 @@ def _starved(
         tail = "every worker busy for %d polls — the pool is starved" % (held + 1)
     title = "%s; %s" % (head, tail)
     details = ["%s: %d workers, %d busy, %d queued" % (pool.bind, size, pool.busy, pool.queued)]
+    polls, since, most = _queued_run(pool.bind, history, _pool_queued)
+    if pool.queued > 0 and polls and since is not None:
+        now = snapshot.threads.taken_at if snapshot.threads is not None else snapshot.taken_at
+        details.append(
+            "connections queued for ≥ %s (seen in %d polls, up to %d)"
+            % (seconds(now - since), polls + 1, max(most, pool.queued))
+        )
     for group in groups:
         route = "%s %s" % (group.method, group.path) if group.method else "(reading a request)"
         details.append(

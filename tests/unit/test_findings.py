@@ -130,6 +130,7 @@ def test_a_saturated_pool_waiting_in_io_is_starved_and_named_by_route_and_frame(
         "CP Server Thread-4  GET /reports/export  16.0 s  db.py:80 fetch_all"
     )
     assert "timeout" in f.fix
+    assert "connections queued for ≥ 2.0 s (seen in 2 polls, up to 3)" in f.details
 
 
 def test_spinning_workers_are_said_to_spin_with_their_share_of_a_core() -> None:
