@@ -191,7 +191,8 @@ class ListenQueue:
     """Connections the kernel accepted that the server has not ``accept()``-ed yet."""
     backlog: Optional[int] = None
     """The queue's length (``listen()``'s backlog, capped by ``net.core.somaxconn``): past it
-    the kernel drops new connections. ``/proc/net/tcp`` does not show it (``None``)."""
+    the kernel drops new connections. ``None`` when read from ``/proc/net/tcp`` (a target in
+    another network namespace), which does not show it."""
 
 
 @dataclass(frozen=True)

@@ -740,14 +740,14 @@ def socket_queue(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Findin
         if polls < QUEUE_POLLS and not full:
             continue
         waited = now - since if since is not None else 0.0
-        of = " of %d" % queue.backlog if queue.backlog is not None else ""
-        title = "%s wait%s in the kernel's accept queue%s of %s for ≥ %s (seen in %d polls)" % (
+        of = " (room for %d)" % queue.backlog if queue.backlog is not None else ""
+        title = "%s wait%s in the kernel's accept queue of %s%s for ≥ %s (seen in %s)" % (
             plural(queue.queued, "connection"),
             "s" if queue.queued == 1 else "",
-            of,
             queue.bind,
+            of,
             seconds(waited),
-            polls + 1,
+            plural(polls + 1, "poll"),
         )
         if full:
             title += " — it is full: new connections are dropped"

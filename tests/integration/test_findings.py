@@ -333,8 +333,8 @@ def test_a_stuck_interpreter_names_the_gil_holder_its_request_and_the_regex(
     # AND the connections waiting in the kernel's accept queue are seen from outside
     queue = one(findings, "socket-queue:127.0.0.1:%d" % target.port)
     assert re.match(
-        r"3 connections wait in the kernel's accept queue of 127\.0\.0\.1:%d for ≥ [\d.]+ m?s "
-        r"\(seen in 3 polls\)$" % target.port,
+        r"3 connections wait in the kernel's accept queue of 127\.0\.0\.1:%d \(room for 64\) "
+        r"for ≥ [\d.]+ m?s \(seen in 3 polls\)$" % target.port,
         queue.title,
     ), queue.title
 

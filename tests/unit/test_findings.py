@@ -5,6 +5,8 @@ tests/integration/test_findings.py."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import replace
 from typing import List, Optional, Sequence, Tuple
@@ -39,7 +41,7 @@ from cpinspect.model import (
     ThreadsSnapshot,
 )
 from cpinspect.protocol import snapshots_document, snapshots_from_document
-from cpinspect.sources.listenq import parse_listeners
+from cpinspect.sources.listenq import listen_queues, parse_listeners
 
 BIND = "127.0.0.1:8080"
 DB = Frame("/srv/shop/db.py", 80, "fetch_all", is_app=True)
@@ -286,7 +288,10 @@ def test_the_accept_queue_filling_over_polls() -> None:
     assert find_all(at(103.0, 5), [at(102.0, 4)]) == ()
     full = snap([worker(0, None)], listen_queues=(ListenQueue(BIND, 6, backlog=6),))
     (g,) = find_all(full)
-    assert g.severity is FindingSeverity.CRITICAL and "new connections are dropped" in g.title
+    assert g.severity is FindingSeverity.CRITICAL and g.title == (
+        "6 connections wait in the kernel's accept queue of 127.0.0.1:8080 (room for 6) for "
+        "≥ 0 ms (seen in 1 poll) — it is full: new connections are dropped"
+    )
 
 
 def test_listeners_parsed_from_proc_net_tcp() -> None:
@@ -308,6 +313,26 @@ def test_listeners_parsed_from_proc_net_tcp() -> None:
         " 00000000:00000000 00:00000000 00000000  1000        0 77 1 0 100 0 0 10 0\n"
     )
     assert parse_listeners(v6, True) == [ListenQueue("[::]:8080", 0)]
+
+
+def test_listen_queues_of_this_process_with_their_backlog() -> None:
+    # GIVEN a listening socket of ours with a backlog of 7 and 2 connections not accepted
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(7)
+    port = server.getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    try:
+        # WHEN the queues are read as the inspector reads a target's (netlink: one namespace)
+        by_port = listen_queues(os.getpid(), [port])
+        by_fd = [q for q in listen_queues(os.getpid()) if q.bind.endswith(":%d" % port)]
+    finally:
+        for c in clients:
+            c.close()
+        server.close()
+    # THEN the queue and its room are known, found by port or among our open sockets alike
+    assert by_port == (ListenQueue("127.0.0.1:%d" % port, 2, 7),)
+    assert by_fd == list(by_port)
 
 
 # --- configuration --------------------------------------------------------------------------
