@@ -253,7 +253,6 @@ EXPECTED_TYPES: Dict[str, Tuple[str, ...]] = {
     ".html": ("text/html",),
     ".htm": ("text/html",),
     ".json": ("application/json",),
-    ".map": ("application/json",),
     ".svg": ("image/svg+xml",),
     ".png": ("image/png",),
     ".jpg": ("image/jpeg",),
