@@ -214,15 +214,21 @@ def cpu_shares(
     wanted = {t.ident: t for t in threads if t.cpu_time is not None}
     out: Dict[int, float] = {}
     wall = 0.0
+    # Snapshots from before every wanted request started cannot hold one of them: skipped
+    # without indexing their threads (60 s of history at 1,000 threads is 60,000 of them).
+    starts = [analysis.request_start(t, now) for t in wanted.values()]
+    earliest = min((s for s in starts if s is not None), default=None)
+    if earliest is None or len(starts) != len([s for s in starts if s is not None]):
+        earliest = None
     for snap in history:
         if not wanted:
             break
         if snap.threads is None:
             continue
         then = snap.threads.taken_at
-        if now - then <= 0:
+        if now - then <= 0 or (earliest is not None and then < earliest - 1.0):
             continue
-        index = snap.threads.by_ident()
+        index = {t.ident: t for t in snap.threads.threads if t.ident in wanted}
         for ident, thread in list(wanted.items()):
             before = index.get(ident)
             if before is None or before.cpu_time is None:
