@@ -30,6 +30,7 @@ from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import Worker, get_current_worker
 
 from cpinspect.capture_trigger import AutoSnapshot, CaptureTrigger, inspector_record
+from cpinspect.formatting import SESSION_SORTS
 from cpinspect.model import Evidence, SourceKind
 from cpinspect.sources.base import Capability, LinkState, Poller, Update
 from cpinspect.sources.source_lines import LineReader
@@ -58,6 +59,7 @@ from cpinspect.tui.widgets.header_bar import HeaderBar, HeaderState
 from cpinspect.tui.widgets.log_panel import LogPanel, LogView
 from cpinspect.tui.widgets.pool_bar import PoolBar, PoolBarState
 from cpinspect.tui.widgets.routes_panel import RoutesPanel
+from cpinspect.tui.widgets.sessions_panel import PAGE as SESSIONS_PAGE
 from cpinspect.tui.widgets.sessions_panel import SessionsPanel
 from cpinspect.tui.widgets.threads_panel import ThreadsPanel
 
@@ -66,6 +68,9 @@ AGE_TICK = 0.5
 CLOSE_WAIT = 2.0
 """On exit, how long to wait for an in-flight poll before closing the poller anyway."""
 COMPACT_FOOTER_BELOW = 100
+FINDINGS_SESSIONS_EVERY = 5.0
+"""Seconds between reads of the sessions (their first page and the locks held now) for the
+findings while the Sessions tab is not shown: a held session lock is named on the first screen."""
 """Terminal widths under which the footer drops its spacing (and the palette hint) to fit."""
 
 
@@ -213,7 +218,11 @@ class InspectorApp(App[None]):
         self.banner = Banner(id="banner")
         self.pool_bar = PoolBar(id="pool-bar")
         self.findings_strip = FindingsStrip(id="findings-strip")
-        self.tabs = TabbedContent(id="tabs", initial="threads")
+        # The first tab is TabbedContent's own initial one: switched to later, a slow first
+        # screen (the findings computed) let its own start-up win back the Threads tab.
+        ids = {spec.id for spec in self.panel_specs}
+        first_tab = self.initial_tab if self.initial_tab in ids else "threads"
+        self.tabs = TabbedContent(id="tabs", initial=first_tab or "threads")
         yield self.header_bar
         yield self.banner
         yield self.pool_bar
@@ -254,7 +263,9 @@ class InspectorApp(App[None]):
     def on_mount(self) -> None:
         for spec in self.panel_specs:
             self.bind(spec.key, f"show_tab('{spec.id}')", description=spec.title, show=False)
-        self.threads_panel.table.focus()
+        if self.tabs.active == "threads":
+            # (Focus in a hidden tab would bring that tab back when the screen is refreshed.)
+            self.threads_panel.table.focus()
         self._render_all()
         self.poll_now()
         if self.initial_tab is not None and self.initial_tab in self.panels:
@@ -269,6 +280,9 @@ class InspectorApp(App[None]):
                         every, partial(self.refresh_part, spec), name=f"part-{spec.id}"
                     )
         self.set_interval(AGE_TICK, self._tick, name="age")
+        if self.live:
+            every = max(FINDINGS_SESSIONS_EVERY, self.interval)
+            self.set_interval(every, self._read_sessions_for_findings, name="findings-sessions")
 
     # --- polling (worker thread) ---------------------------------------------------------------
 
@@ -340,9 +354,36 @@ class InspectorApp(App[None]):
         self.updates_applied += 1
         with self.batch_update():
             self._render_all()
+        if self.updates_applied == 1 and self.live:
+            self._read_parts_for_findings()
         self._auto_check(update)
 
     # --- the other parts of the store (worker threads) ------------------------------------------
+
+    def _read_parts_for_findings(self) -> None:
+        """After the first update of a live session: the routes (static mounts, a forgotten
+        expose) and the sessions (a held session lock) are read once, so the findings that rest
+        on them are on the first screen without opening their tabs; their tabs then show what
+        was read. (A saved file's are read when their tabs open, as before.)"""
+        if self._closed:
+            return
+        if self._spec("routes") is not None and self.store.part("routes").loads == 0:
+            self.read_part("routes")
+        self._read_sessions_for_findings(first=True)
+
+    def _read_sessions_for_findings(self, first: bool = False) -> None:
+        """The sessions again, with the page and order the Sessions tab last asked for (its
+        defaults before): not while that tab is shown (it re-reads itself), paused, or while a
+        read of them runs. For a live session only."""
+        if self._closed or self._spec("sessions") is None or not self.live:
+            return
+        if not first and (self.paused or self.tabs.active == "sessions"):
+            return
+        if self.store.part("sessions").reading:
+            return
+        defaults = {"offset": 0, "limit": SESSIONS_PAGE, "sort": SESSION_SORTS[0]}
+        args = self.part_args.setdefault("sessions", defaults)
+        self.read_part("sessions", args)
 
     def _spec(self, name: str) -> Optional[PanelSpec]:
         for spec in self.panel_specs:

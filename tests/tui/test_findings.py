@@ -14,6 +14,7 @@ from typing import Sequence, Tuple
 import pytest
 
 from cpinspect.model import Evidence, Finding, FindingSeverity, LogRecord, Snapshot
+from cpinspect.sources.base import Capability
 from cpinspect.tui.screens.findings import FindingsScreen
 from cpinspect.tui.store import Store
 from cpinspect.tui.widgets.findings_strip import FindingsStrip
@@ -128,8 +129,11 @@ async def test_strip_names_the_starvation_from_the_real_engine() -> None:
 
 
 async def test_strip_hidden_when_healthy_and_takes_no_line() -> None:
-    # GIVEN a healthy pool (two fast requests, six idle workers, nothing queued)
-    app = make_app(FakePoller([healthy_update()]))
+    # GIVEN a healthy pool (two fast requests, six idle workers, nothing queued), and a session
+    # that reads no routes or sessions (the fakes' have a relative static dir and a held lock)
+    poller = FakePoller([healthy_update()])
+    poller.capabilities -= {Capability.ROUTES, Capability.SESSIONS}
+    app = make_app(poller)
     async with app.run_test(size=(80, 24)) as pilot:
         await first_data(pilot)
         strip = app.query_one(FindingsStrip)
