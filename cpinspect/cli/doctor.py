@@ -99,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     notes: List[str] = list(opened.notes)
     try:
         first = _poll(session)
-        routes = _routes(session, notes)
+        routes = _routes(session, notes) if _answered(first) else None
         snapshot = with_findings(_snapshot(session, first, routes, notes, first.log))
         polls = 1
         if snapshot.findings and args.wait > 0:
@@ -137,6 +137,14 @@ def _alive(update: Update) -> bool:
     return update.state is not LinkState.LOST
 
 
+def _answered(update: Update) -> bool:
+    """The agent answered this poll: one that did not is not asked for the routes and the
+    sessions (each would wait its timeout; the interpreter is likely stuck)."""
+    from cpinspect.model import SourceKind
+
+    return not update.agent_unresponsive and update.effective_threads_source is not SourceKind.PYSPY
+
+
 def _poll(session: Poller) -> Update:
     """The first poll, or why nothing could be read as an error."""
     update = session.poll()
@@ -164,7 +172,7 @@ def _snapshot(
     from cpinspect.model import LogRecord
     from cpinspect.snapshots import read_sessions, redacted_sessions, snapshot_from_update
 
-    sessions, unread = read_sessions(session)
+    sessions, unread = read_sessions(session) if _answered(update) else (None, None)
     if unread is not None and unread not in notes:
         notes.append(unread)
     records = [e for e in log if isinstance(e, LogRecord)]
