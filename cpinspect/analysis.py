@@ -14,6 +14,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 from cpinspect.model import (
     AppRoutes,
     AppSessions,
+    Evidence,
     Finding,
     FindingSeverity,
     Frame,
@@ -649,6 +650,26 @@ def _request_words(req: Optional[RequestInfo]) -> str:
     return "%s %s" % (req.method, req.target)
 
 
+def _store_evidence(app: AppSessions) -> Evidence:
+    """The app's session store (a ``session`` reference with no fingerprint)."""
+    where = app.settings.storage_path if app.backend == "file" else None
+    label = "%s: %s sessions%s" % (_app_name(app), app.backend, " in %s" % where if where else "")
+    return Evidence("session", "%s|" % app.app, label)
+
+
+def _lock_thread_evidence(
+    what: str,
+    ident: int,
+    name: Optional[str],
+    request: Optional[RequestInfo],
+    seconds: Optional[float],
+) -> Evidence:
+    parts = [name or "thread %d" % ident, _request_words(request)]
+    if seconds is not None:
+        parts.append(_seconds(seconds))
+    return Evidence("thread", str(ident), "%s %s" % (what, "  ".join(parts)))
+
+
 def session_findings(sessions: SessionsSnapshot) -> Tuple[Finding, ...]:
     """What is wrong with the session stores, each with its numbers and the fix in words.
 
@@ -686,7 +707,11 @@ def _store_findings(app: AppSessions, sessions: SessionsSnapshot) -> List[Findin
                     pids,
                     "; ".join(whys),
                 ),
-                evidence=tuple("pid:%d" % p.pid for p in sessions.peers),
+                evidence=tuple(
+                    Evidence("process", str(p.pid), "pid %d: %s" % (p.pid, p.why))
+                    for p in sessions.peers
+                ),
+                kind="sessions-ram-not-shared",
                 fix="share one store between the processes: tools.sessions.storage_class = "
                 "cherrypy.lib.sessions.FileSession with a storage_path every process reads "
                 "(or MemcachedSession), or make the load balancer keep each user on one process "
@@ -702,7 +727,8 @@ def _store_findings(app: AppSessions, sessions: SessionsSnapshot) -> List[Findin
                     severity=FindingSeverity.CRITICAL,
                     title="%s stores sessions in files under %s, which does not exist: every "
                     "request that saves its session fails" % (name, path),
-                    evidence=("app:%s" % app.app,),
+                    evidence=(_store_evidence(app),),
+                    kind="sessions-path-missing",
                     fix="create the directory, owned by the server's user and mode 0700 "
                     "(mkdir -p %s), or point tools.sessions.storage_path at one that exists" % path,
                 )
@@ -714,7 +740,8 @@ def _store_findings(app: AppSessions, sessions: SessionsSnapshot) -> List[Findin
                     severity=FindingSeverity.CRITICAL,
                     title="%s stores sessions in files under %s, which the server cannot write: "
                     "sessions are not saved and logins do not stick" % (name, path),
-                    evidence=("app:%s" % app.app,),
+                    evidence=(_store_evidence(app),),
+                    kind="sessions-path-not-writable",
                     fix="give the server's user write access to %s (chown it to that user), or "
                     "use another storage_path" % path,
                 )
@@ -744,7 +771,8 @@ def _store_findings(app: AppSessions, sessions: SessionsSnapshot) -> List[Findin
                     severity=FindingSeverity.WARNING,
                     title="%s: %s — expired sessions are not being removed, so the store only "
                     "grows" % (name, "; ".join(what)),
-                    evidence=("app:%s" % app.app,),
+                    evidence=(_store_evidence(app),),
+                    kind="sessions-cleanup",
                     fix="the clean-up runs every tools.sessions.clean_freq minutes (%s here) on "
                     "a thread started with the first session; it stops with the engine (a "
                     "stopped thread means the engine was stopped or the thread died: see the "
@@ -772,7 +800,14 @@ def _store_findings(app: AppSessions, sessions: SessionsSnapshot) -> List[Findin
                     sizes.max // max(sizes.p50, 1),
                     _kib(sizes.p50),
                 ),
-                evidence=("session:%s" % largest,),
+                evidence=(
+                    Evidence(
+                        "session",
+                        "%s|%s" % (app.app, largest),
+                        "session %s  %s" % (_short_fp(largest), _kib(sizes.max)),
+                    ),
+                ),
+                kind="sessions-large",
                 fix="keep big data out of the session: it is pickled on every save (file "
                 "sessions read and write it whole on every request); store an id in the "
                 "session and the data in a database or cache",
@@ -846,7 +881,14 @@ def _held_lock(
             "s" if len(lock.waiters) == 1 else "",
             longest,
         ),
-        evidence=("thread:%d" % holder.ident, *("thread:%d" % w.ident for w in lock.waiters)),
+        evidence=(
+            _lock_thread_evidence("holder", holder.ident, holder.name, holder.request, held),
+            *(
+                _lock_thread_evidence("waiter", w.ident, w.name, w.request, w.waiting_for)
+                for w in lock.waiters
+            ),
+        ),
+        kind="sessions-lock",
         fix="with tools.sessions.locking = %r a session stays locked for its whole request, so "
         "one slow request holds up every other request of that user and they fill the worker "
         "pool: call cherrypy.session.release_lock() before the slow work (after the last "

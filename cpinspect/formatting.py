@@ -32,6 +32,7 @@ from cpinspect.model import (
     AppRoutes,
     AppSessions,
     Finding,
+    FindingSeverity,
     Frame,
     LocalVar,
     LogGap,
@@ -522,8 +523,10 @@ def format_dump(
     snap: ThreadsSnapshot,
     source_line: SourceLine,
     now: float,
+    findings: Optional[Sequence[Finding]] = None,
 ) -> str:
-    """The text of ``cpinspect dump``: who the process is, its pools, then every thread.
+    """The text of ``cpinspect dump``: who the process is, its findings (when given: what is
+    wrong comes first), its pools, then every thread.
 
     Threads come in display order (``sort_threads(..., ALL)``: busy workers first, the
     longest-running first), each with its request and its stack innermost first. Threads with
@@ -545,6 +548,13 @@ def format_dump(
     taken = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(snap.taken_at))
     out.append(f"Threads taken {taken} ({format_age(now - snap.taken_at)})")
     out.append("")
+    if findings is not None:
+        out.append(section(f"Findings ({len(findings)})"))
+        out.extend(format_findings(findings)[1 if findings else 0 :])
+        if findings:
+            out.append("")
+        out.append(section("Threads"))
+        out.append("")
 
     if not snap.pools_available:
         note = snap.pools_note or "no cheroot server found"
@@ -816,14 +826,13 @@ def _report_threads(snap: Snapshot) -> List[str]:
 
 
 def _report_findings(snap: Snapshot) -> List[str]:
+    """The report's first section: every finding with its details, evidence and fix."""
     if not snap.findings:
-        return []
+        return [section("Findings (0)"), "no findings: nothing the inspector knows looks wrong", ""]
     out = [section(f"Findings ({len(snap.findings)})")]
     for finding in snap.findings:
-        out.append(f"{finding.severity.value.upper():8}  {finding.title}")
-        if finding.fix:
-            out.append(f"          fix: {finding.fix}")
-    out.append("")
+        out.extend(finding_report_lines(finding))
+        out.append("")
     return out
 
 
@@ -1723,6 +1732,78 @@ def finding_lines(finding: Finding, indent: str = "") -> List[str]:
     return out
 
 
+FINDING_GLYPHS: Dict[FindingSeverity, str] = {
+    FindingSeverity.CRITICAL: "✖",
+    FindingSeverity.WARNING: "⚠",
+    FindingSeverity.INFO: "ℹ",
+}
+"""The glyph of each severity: it carries the meaning without colour (NO_COLOR)."""
+STRIP_LINES = 3
+_SEVERITY_RANK = {FindingSeverity.CRITICAL: 0, FindingSeverity.WARNING: 1, FindingSeverity.INFO: 2}
+"""Findings shown on the first screen; the rest are counted on one more line."""
+
+
+def finding_glyph(finding: Finding) -> str:
+    return FINDING_GLYPHS.get(finding.severity, "?")
+
+
+def finding_headline(finding: Finding) -> str:
+    """``✖ CRITICAL  title``: one line, the glyph first."""
+    return f"{finding_glyph(finding)} {finding.severity.value.upper():8}  {finding.title}"
+
+
+def strip_lines(
+    findings: Sequence[Finding], limit: int = STRIP_LINES
+) -> List[Tuple[Optional[FindingSeverity], str]]:
+    """The strip under the pool bar: ``(severity, text)`` per line, most severe first (then
+    in the order given: ``find_all``'s), at most ``limit`` findings then ``+N more — f lists them``;
+    no line at all when there is no finding."""
+    ordered = sorted(findings, key=lambda f: _SEVERITY_RANK.get(f.severity, 3))  # stable
+    out: List[Tuple[Optional[FindingSeverity], str]] = [
+        (f.severity, f"{finding_glyph(f)} {f.title}") for f in ordered[:limit]
+    ]
+    left = len(findings) - limit
+    if left > 0:
+        out.append((None, f"+{left} more — f lists them"))
+    return out
+
+
+def finding_report_lines(finding: Finding, indent: str = "") -> List[str]:
+    """A finding in full, for reports, ``dump`` and ``doctor``: the headline, its details,
+    the evidence labels, the fix."""
+    pad = indent + "    "
+    out = [indent + finding_headline(finding)]
+    out.extend(pad + line for line in finding.details)
+    if finding.evidence:
+        out.append(pad + "evidence:")
+        out.extend(f"{pad}  {_evidence_label(e)}" for e in finding.evidence)
+    if finding.fix:
+        out.append(f"{pad}fix: {finding.fix}")
+    return out
+
+
+def _evidence_label(evidence: object) -> str:
+    label = getattr(evidence, "label", None)
+    return str(label) if label else str(evidence)
+
+
+def format_findings(findings: Sequence[Finding]) -> List[str]:
+    """Every finding in full (``doctor``, the top of ``dump``); one line when there is none."""
+    if not findings:
+        return ["no findings: nothing the inspector knows looks wrong"]
+    counts = Counter(f.severity for f in findings)
+    words = [
+        f"{counts[s]} {s.value}"
+        for s in (FindingSeverity.CRITICAL, FindingSeverity.WARNING, FindingSeverity.INFO)
+        if counts[s]
+    ]
+    out = [f"{len(findings)} finding{'' if len(findings) == 1 else 's'} ({', '.join(words)})"]
+    for finding in findings:
+        out.append("")
+        out.extend(finding_report_lines(finding))
+    return out
+
+
 def format_sessions(
     sessions: SessionsSnapshot, findings: Sequence[Finding], details: bool = True
 ) -> List[str]:
@@ -1783,6 +1864,7 @@ LOG_ORIGIN_MARKS = {
     LogOrigin.BUFFER: "",
     LogOrigin.ERROR_FILE: "file",
     LogOrigin.ACCESS_FILE: "file",
+    LogOrigin.INSPECTOR: "cpinspect",
 }
 TRACEBACK_CLOSED = "▸"
 TRACEBACK_OPEN = "▾"

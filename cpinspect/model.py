@@ -181,6 +181,21 @@ class PoolInfo:
 
 
 @dataclass(frozen=True)
+class ListenQueue:
+    """The kernel's accept queue of one listening TCP socket of the target, read by the
+    inspector from ``/proc/<pid>/net/tcp{,6}`` (no agent needed)."""
+
+    bind: str
+    """``host:port`` as the kernel lists it (``0.0.0.0:8080``, ``[::]:8080``)."""
+    queued: int
+    """Connections the kernel accepted that the server has not ``accept()``-ed yet."""
+    backlog: Optional[int] = None
+    """The queue's length (``listen()``'s backlog, capped by ``net.core.somaxconn``): past it
+    the kernel drops new connections. ``None`` when read from ``/proc/net/tcp`` (a target in
+    another network namespace), which does not show it."""
+
+
+@dataclass(frozen=True)
 class ThreadsSnapshot:
     """What ``/v1/threads`` (or py-spy, or a file) says at one instant."""
 
@@ -633,6 +648,8 @@ class LogOrigin(str, enum.Enum):
     """A line (and its traceback lines) of ``log.error_file``, tailed by the inspector."""
     ACCESS_FILE = "access_file"
     """A line of ``log.access_file``, tailed by the inspector."""
+    INSPECTOR = "inspector"
+    """Said by the inspector itself, not the target (an automatic capture taken)."""
 
 
 @dataclass(frozen=True)
@@ -660,6 +677,8 @@ class LogRecord:
     """Access records: bytes sent."""
     duration: Optional[float] = None
     """Access records: seconds the request took."""
+    content_type: Optional[str] = None
+    """Access records from the agent: the response's ``Content-Type`` as sent."""
     levelno: int = 20
     cut: int = 0
     """Characters the agent cut from the message or traceback (its ``max_message``)."""
@@ -766,17 +785,40 @@ class FindingSeverity(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """One thing a finding rests on, navigable: the UI jumps to it, reports print its label."""
+
+    kind: str
+    """``thread`` | ``route`` | ``session`` | ``log`` | ``static`` | ``config`` | ``process``."""
+    ref: str
+    """What to jump to. thread: ``str(ident)``; route: ``"<app>|<path>"`` (app ``''`` = root);
+    session: ``"<app>|<fp>"`` (fp ``''``: the app's store); log: ``"<seq>"`` for a buffer record,
+    ``"@<time>"`` (repr of the float) for a file record; static: ``"<app>|<mount path>"``;
+    config: the config key; process: ``str(pid)``."""
+    label: str
+    """One line shown in the findings list: ``CP Server Thread-7  GET /reports/export  48.2 s
+    db.py:80 fetch_all``."""
+
+
+@dataclass(frozen=True)
 class Finding:
-    """A diagnosis named from the data (filled by the findings engine)."""
+    """A diagnosis named from the data (filled by the findings engine, ``cpinspect.findings``)."""
 
     id: str
-    """Stable across polls and snapshots, e.g. ``pool-starvation:/reports/export``."""
+    """Stable across polls and snapshots: ``<kind>:<scope>``, e.g.
+    ``pool-starvation:127.0.0.1:8080``."""
     severity: FindingSeverity
     title: str
-    """One line with numbers: ``5 of 6 workers in GET /reports/export …``."""
-    evidence: Tuple[str, ...] = ()
-    """References to what it rests on: ``thread:<ident>``, ``route:<path>``, ``log:<seq>`` …"""
+    """One line with numbers: ``5 of 6 workers are in GET /reports/export …``."""
+    evidence: Tuple[Evidence, ...] = ()
+    """What it rests on (threads, routes, sessions, log records …), each navigable. Files
+    written before ``Evidence`` carry strings (``thread:7``): the reader turns them into
+    ``Evidence(kind, ref, label=the string)``."""
     fix: str = ""
+    kind: str = ""
+    """The id's prefix: ``pool-starvation``, ``lock-contention`` …"""
+    details: Tuple[str, ...] = ()
+    """Optional extra lines (numbers, the breakdown) for the findings list and reports."""
 
 
 @dataclass(frozen=True)
@@ -828,6 +870,11 @@ class Snapshot:
     """Captured with ``--reveal``: hidden values are in the file."""
     cpinspect: str = ""
     """Version of the cpinspect that captured it."""
+    agent_unresponsive: bool = False
+    """The target has an agent that did not answer this poll (the threads are py-spy's): the
+    interpreter may be stuck. Older files and builders leave it False; ``notes`` say it too."""
+    listen_queues: Tuple[ListenQueue, ...] = ()
+    """The accept queues of the target's listening sockets, when the inspector could read them."""
 
     @property
     def pid(self) -> Optional[int]:

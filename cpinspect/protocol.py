@@ -18,6 +18,7 @@ from cpinspect.model import (
     AppRoutes,
     AppSessions,
     ConfigSection,
+    Evidence,
     Frame,
     LockFile,
     LockHolder,
@@ -444,6 +445,7 @@ def log_record_from_json(d: Mapping[str, Any]) -> LogRecord:
         status=_opt_i(access_d, "status"),
         size=_opt_i(access_d, "size"),
         duration=_opt_f(access_d, "duration"),
+        content_type=_opt_s(access_d, "content_type"),
         origin=LogOrigin.BUFFER,
         access=isinstance(access, dict) or logger.startswith("cherrypy.access"),
     )
@@ -802,6 +804,8 @@ def _make_reader(hint: Any) -> _Reader:
         return read_optional
     if origin is tuple:
         return _tuple_reader(typing.get_args(hint))
+    if hint is Evidence:
+        return _evidence_reader(_dataclass_reader(hint))
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _dataclass_reader(hint)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
@@ -898,6 +902,19 @@ def _dataclass_reader(cls: type) -> _Reader:
         return cls(**kwargs)
 
     return read_object
+
+
+def _evidence_reader(read_object: _Reader) -> _Reader:
+    """Files written before ``Evidence`` carry a finding's evidence as strings (``pid:123``,
+    ``thread:7``): the kind before the first ``:``, the ref after it, the string as its label."""
+
+    def read_evidence(data: Any) -> Any:
+        if isinstance(data, str):
+            kind, _, ref = data.partition(":")
+            return Evidence(kind=kind, ref=ref, label=data)
+        return read_object(data)
+
+    return read_evidence
 
 
 def _enum_reader(cls: Any) -> _Reader:

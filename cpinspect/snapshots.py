@@ -21,7 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import cpinspect
 from cpinspect.agent.redact import REDACTED
@@ -40,7 +40,7 @@ from cpinspect.model import (
     ThreadLocals,
 )
 from cpinspect.protocol import ProtocolError, snapshots_document, snapshots_from_document
-from cpinspect.sources.base import Capability, Poller, Update
+from cpinspect.sources.base import Capability, LinkState, Poller, Update
 from cpinspect.sources.merge import with_gil_holder
 from cpinspect.sources.source_lines import LineReader
 
@@ -87,6 +87,8 @@ def snapshot_from_update(
         cpinspect=cpinspect.__version__,
         log=tuple(log)[-SNAPSHOT_LOG_RECORDS:],
         log_state=update.log_state,
+        agent_unresponsive=update.agent_unresponsive,
+        listen_queues=update.listen_queues,
     )
 
 
@@ -118,6 +120,99 @@ def with_source_lines(snapshot: Snapshot, reader: LineReader) -> Snapshot:
         known.add(frame.location)
         lines.append(SourceLine(frame.filename, frame.lineno, reader.line(*frame.location)))
     return replace(snapshot, source_lines=tuple(lines))
+
+
+@dataclass
+class Series:
+    """What ``capture_series`` took: the snapshots, oldest first, and why it stopped early."""
+
+    taken: List[Snapshot]
+    lost: str = ""
+    """Why the target was lost before the series was complete (empty: it was not)."""
+    interrupted: bool = False
+    """Stopped by the user (Ctrl-C, or ``wait`` said to stop) before the series was complete."""
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
+def capture_series(
+    poller: Poller,
+    count: int,
+    every: float,
+    *,
+    routes: Optional[RoutesSnapshot] = None,
+    source_lines: Optional[LineReader] = None,
+    log: Optional[List[LogRecord]] = None,
+    extra: Optional[Callable[[Snapshot], Snapshot]] = None,
+    progress: Optional[Callable[[int, Snapshot], None]] = None,
+    note: Optional[Callable[[str], None]] = None,
+    wait: Callable[[float], bool] = _sleep,
+    poll: Optional[Callable[[], Update]] = None,
+) -> Series:
+    """``count`` snapshots of ``poller``, ``every`` seconds apart from the first (one poll each,
+    with the sessions' first pages, the source line of every frame and the recent log records).
+
+    ``log``: the records read so far, extended in place with those each poll brings (each
+    snapshot carries the recent ones). ``extra`` adds to each snapshot (locals, findings);
+    ``progress(index, snapshot)`` is told of each one taken, ``note`` of what could not be read.
+    ``wait(seconds)`` sleeps between snapshots and returns True to stop the series there. A
+    lost target or Ctrl-C ends the series early: what was taken is returned, never lost.
+    ``poll``: how to poll (``poller.poll`` by default; the TUI shares its poll lock and store).
+    """
+    records: List[LogRecord] = log if log is not None else []
+    series = Series(taken=[])
+    start = time.monotonic()
+    try:
+        for index in range(count):
+            if index:
+                delay = start + index * every - time.monotonic()
+                if delay > 0 and wait(delay):
+                    series.interrupted = True
+                    break
+            update = poll() if poll is not None else poller.poll()
+            if update.state is LinkState.LOST:
+                # The session would go on answering with the last data: that is not a reading.
+                series.lost = (update.message or "the target stopped answering").split(" — ")[0]
+                break
+            records.extend(e for e in update.log if isinstance(e, LogRecord))
+            del records[: max(0, len(records) - 10 * SNAPSHOT_LOG_RECORDS)]
+            sessions, unread = None, None
+            if not update.agent_unresponsive:  # else 5 s of waiting per snapshot for nothing
+                sessions, unread = read_sessions(poller)
+            elif note is not None and index == 0:
+                unread = "sessions not captured: the agent does not answer"
+            if unread is not None and note is not None:
+                note(unread)
+            snapshot = snapshot_from_update(update, routes=routes, sessions=sessions, log=records)
+            if extra is not None:
+                snapshot = extra(snapshot)
+            if not snapshot.findings:
+                snapshot = with_findings(snapshot, series.taken)
+            if source_lines is not None:
+                snapshot = with_source_lines(snapshot, source_lines)
+            series.taken.append(snapshot)
+            if progress is not None:
+                progress(index, snapshot)
+    except KeyboardInterrupt:
+        series.interrupted = True  # what was taken is still returned: nothing captured is lost
+    return series
+
+
+FINDINGS_HISTORY_SECONDS = 60.0
+"""The earlier snapshots a capture's findings compare against (the TUI keeps as much)."""
+
+
+def with_findings(snapshot: Snapshot, earlier: Sequence[Snapshot] = ()) -> Snapshot:
+    """``snapshot`` with its findings (``find_all``) over the earlier snapshots of the same
+    target taken in the last ``FINDINGS_HISTORY_SECONDS``, oldest first."""
+    from cpinspect.findings import find_all
+
+    since = snapshot.taken_at - FINDINGS_HISTORY_SECONDS
+    history = [s for s in earlier if since <= s.taken_at < snapshot.taken_at]
+    return replace(snapshot, findings=find_all(snapshot, history))
 
 
 # --- redaction ---------------------------------------------------------------------------------
@@ -220,8 +315,12 @@ def write_snapshots(
     *,
     reveal: bool = False,
     report: bool = True,
+    stem: Optional[str] = None,
 ) -> Written:
     """Save ``snapshots`` (one, or a series) in ``directory``; never overwrites anything.
+
+    ``stem``: the file name without its suffix (``snapshot_stem`` by default); a taken name
+    gets ``-2``, ``-3`` … as always.
 
     Raises ``SnapshotWriteError`` with one line when the directory is missing, not a directory
     or not writable, or the disk is full.
@@ -243,7 +342,7 @@ def write_snapshots(
             for suffix, data in payloads:
                 name, info = _write_temp(dir_fd, where, data)
                 temps.append((suffix, name, info))
-            stem = _place(dir_fd, where, snapshot_stem(safe), temps)
+            stem = _place(dir_fd, where, stem or snapshot_stem(safe), temps)
             _fsync_directory(dir_fd, where)
         finally:
             for _, name, _ in temps:
@@ -532,12 +631,15 @@ def _document_message(name: str, reason: str) -> str:
 
 
 __all__: List[str] = [
+    "Series",
     "Written",
+    "capture_series",
     "encode_snapshots",
     "read_snapshots",
     "redacted",
     "snapshot_from_update",
     "snapshot_stem",
+    "with_findings",
     "with_source_lines",
     "write_snapshots",
 ]

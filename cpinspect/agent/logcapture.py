@@ -66,7 +66,8 @@ _ACCESS_TAIL = re.compile(r'" (\d{3}|-) (\d+|-)(?: |$)')
 #   17 response.time  18 handler name  19 stage
 #   20 status raw  21 access kind (0 not an access record; 1 slot 20 is response.output_status;
 #      2 it is response.status; 3 no response: status and size parsed from the message)
-#   22 Content-Length raw
+#   22 Content-Length raw  23 Content-Type raw (access records; what the response said it
+#      served: the findings compare it with a static file's extension)
 # Plain atoms (str, int, float, bytes, None): no dicts, no per-record object but the tuple,
 # invisible to the cyclic GC once untracked. The ring reads only slots 0, 4 and 6.
 Fields = Tuple[Any, ...]
@@ -481,6 +482,7 @@ class CaptureHandler(logging.Handler):
             kind = ACCESS_NONE
             status: Any = None
             length: Any = None
+            ctype: Any = None
             if response is not None and name.startswith("cherrypy.access"):
                 try:
                     status = response.output_status  # b"404 Not Found"
@@ -488,7 +490,9 @@ class CaptureHandler(logging.Handler):
                     if not status:
                         status = response.status
                         kind = ACCESS_STATUS
-                    length = dict.get(response.headers, "Content-Length")
+                    headers = response.headers
+                    length = dict.get(headers, "Content-Length")
+                    ctype = dict.get(headers, "Content-Type")
                 except Exception:  # noqa: BLE001 - not CherryPy's
                     kind, status, length = _access_raw(response)
                 if started is None:  # the request's fields failed: the duration is still wanted
@@ -520,6 +524,7 @@ class CaptureHandler(logging.Handler):
                     status,
                     kind,
                     length,
+                    ctype,
                 )
             )
         except Exception:  # noqa: BLE001 - never raise into the app's logging call
@@ -644,10 +649,12 @@ def _access_of(item: Fields) -> Optional[Dict[str, Any]]:
         return {"status": status, "size": size, "duration": duration}
     started = item[17]
     duration = max(0.0, item[0] - started) if isinstance(started, float) else None
+    ctype = item[23]
     return {
         "status": status_from(item[20], kind),
         "size": size_from(item[22]),
         "duration": duration,
+        "content_type": ctype[:200] if type(ctype) is str else None,
     }
 
 

@@ -286,7 +286,10 @@ THREADS_CURSORS_KEPT = 4
 #                                        "stage" and "handler" as they were when logged),
 #                 "access": null | {"status": int|null, "size": int|null (body bytes),
 #                                   "duration": float|null (seconds from REQ.started_at,
-#                                                           response.time, to the access line)}}],
+#                                                           response.time, to the access line),
+#                                   "content_type": str|null (the response's Content-Type
+#                                       header as sent, cut to 200 chars; absent from older
+#                                       agents and from records parsed from the line)}}],
 #    "errors": [str] (e.g. the handler was found removed from CherryPy's loggers (a logging
 #                     reconfiguration) and put back: records logged meanwhile are missing)}
 #   Ordered by seq, ascending. Access records: "access" is set (from the finished request and

@@ -24,6 +24,8 @@ SUBCOMMANDS = (
     "resolve",
     "sessions",
     "logs",
+    "watch",
+    "doctor",
 )
 
 INTERNAL_ERROR = 70

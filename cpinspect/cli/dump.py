@@ -16,14 +16,20 @@ import argparse
 import json
 import sys
 import time
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from cpinspect import __version__
 from cpinspect.cli.common import add_target_arguments, open_from_args
 from cpinspect.errors import AgentUnavailable, CpinspectError, PySpyMissing
 
 if TYPE_CHECKING:  # loaded when the command runs, not for --help
-    from cpinspect.model import ThreadLocals, ThreadsSnapshot
+    from cpinspect.model import (
+        Finding,
+        RoutesSnapshot,
+        SessionsSnapshot,
+        ThreadLocals,
+        ThreadsSnapshot,
+    )
     from cpinspect.sources.base import Poller, Update
 
 HIDDEN = "*** (hidden: --show-secrets shows it)"
@@ -73,11 +79,16 @@ def run(args: argparse.Namespace) -> int:
                 % ("; ".join(update.warnings) or "no reason given")
             )
         thread_locals = _locals(threads, session, notes) if args.locals else []
-        sessions, note = read_sessions(session) if args.json else (None, None)
+        # The sessions and routes come from the agent: one that did not answer the poll is
+        # not asked again (each would wait its timeout), except for the sessions --json keeps.
+        answered = not update.agent_unresponsive and not standing_in
+        sessions, note = read_sessions(session) if args.json or answered else (None, None)
         if note is not None:
             notes.append(note)
+        routes = _routes(session, notes) if answered else None
     finally:
         session.close()
+    findings = _findings(update, routes, sessions)
     if args.json:
         source = update.effective_threads_source
         if update.pyspy_joined and source is SourceKind.AGENT:
@@ -96,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
             log_state=update.log_state,
             revealed=args.show_secrets,
             cpinspect=__version__,
+            findings=findings,
+            agent_unresponsive=update.agent_unresponsive,
+            listen_queues=update.listen_queues,
         )
         # The lines as they read now, like every capture: the file reads right after a deploy.
         snapshot = with_source_lines(snapshot, opened.source_lines)
@@ -106,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         from cpinspect.formatting import format_dump
 
         lines = opened.source_lines
-        sys.stdout.write(format_dump(update.info, threads, lines.line, now=time.time()))
+        text = format_dump(update.info, threads, lines.line, now=time.time(), findings=findings)
+        sys.stdout.write(text)
         for tl in thread_locals:
             sys.stdout.write(format_locals(tl, args.show_secrets))
     for note in notes:
@@ -114,6 +129,29 @@ def run(args: argparse.Namespace) -> int:
     for warning in update.warnings:
         print("warning: %s" % warning, file=sys.stderr)
     return 0
+
+
+def _routes(session: Poller, notes: List[str]) -> Optional[RoutesSnapshot]:
+    """The routes, for the findings that read them (static mounts, a forgotten expose); they
+    are not printed (``cpinspect routes`` does)."""
+    from cpinspect.sources.base import Capability
+
+    if Capability.ROUTES not in session.capabilities:
+        return None
+    try:
+        return session.routes()
+    except CpinspectError as exc:
+        notes.append("routes not read, the findings that need them are left out: %s" % exc)
+        return None
+
+
+def _findings(
+    update: Update, routes: Optional[RoutesSnapshot], sessions: Optional[SessionsSnapshot]
+) -> Tuple[Finding, ...]:
+    """The findings of this one poll (``doctor`` polls twice to tell a spin from a wait)."""
+    from cpinspect.snapshots import snapshot_from_update, with_findings
+
+    return with_findings(snapshot_from_update(update, routes=routes, sessions=sessions)).findings
 
 
 def _threads_of(update: Update) -> ThreadsSnapshot:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
@@ -19,7 +18,7 @@ from cpinspect.cli.common import add_target_arguments
 from cpinspect.errors import CpinspectError, PySpyMissing, TargetGone, UsageError
 
 if TYPE_CHECKING:  # loaded when the command runs, not for --help
-    from cpinspect.model import LogRecord, Snapshot, ThreadLocals
+    from cpinspect.model import Snapshot, ThreadLocals
 
 MAX_COUNT = 1000
 """Snapshots in one series at most (a bundle is kept in memory until it is written)."""
@@ -71,15 +70,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--count takes 1 to %d snapshots, not %d" % (MAX_COUNT, args.count))
     if args.every < 0.1:
         raise UsageError("--every takes at least 0.1 seconds, not %s" % args.every)
-    from cpinspect.model import SNAPSHOT_LOG_RECORDS, LogRecord
-    from cpinspect.snapshots import (
-        check_directory,
-        read_sessions,
-        snapshot_from_update,
-        with_source_lines,
-        write_snapshots,
-    )
-    from cpinspect.sources.base import Capability, LinkState
+    from cpinspect.snapshots import capture_series, check_directory, write_snapshots
+    from cpinspect.sources.base import Capability
     from cpinspect.sources.open import open_session
 
     check_directory(args.output)  # before minutes of capture, not after
@@ -87,9 +79,18 @@ def run(args: argparse.Namespace) -> int:
     session = opened.session
     for note in opened.notes:
         print("note: %s" % note, file=sys.stderr)
+
+    def with_locals(snapshot: Snapshot) -> Snapshot:
+        return replace(snapshot, locals=_locals(session, snapshot))
+
+    def progress(index: int, snapshot: Snapshot) -> None:
+        if args.count > 1:
+            print(
+                "snapshot %d/%d: %s" % (index + 1, args.count, _summary(snapshot)),
+                file=sys.stderr,
+            )
+
     taken: List[Snapshot] = []
-    records: List[LogRecord] = []
-    """Every record read so far: each snapshot of a series carries the recent ones."""
     interrupted = False
     lost = ""
     try:
@@ -103,31 +104,19 @@ def run(args: argparse.Namespace) -> int:
                 routes = session.routes()
             except CpinspectError as exc:
                 print("note: routes not captured: %s" % exc, file=sys.stderr)
-        start = time.monotonic()
-        for index in range(args.count):
-            if index:
-                _sleep_until(start + index * args.every)
-            update = session.poll()
-            if update.state is LinkState.LOST:
-                # The session would go on answering with the last data: that is not a reading.
-                lost = (update.message or "the target stopped answering").split(" — ")[0]
-                break
-            records.extend(e for e in update.log if isinstance(e, LogRecord))
-            del records[: max(0, len(records) - 10 * SNAPSHOT_LOG_RECORDS)]
-            sessions, unread = read_sessions(session)
-            if unread is not None:
-                print("note: %s" % unread, file=sys.stderr)
-            snapshot = snapshot_from_update(update, routes=routes, sessions=sessions, log=records)
-            if args.locals:
-                snapshot = replace(snapshot, locals=_locals(session, snapshot))
-            taken.append(with_source_lines(snapshot, opened.source_lines))
-            if args.count > 1:
-                print(
-                    "snapshot %d/%d: %s" % (index + 1, args.count, _summary(snapshot)),
-                    file=sys.stderr,
-                )
+        series = capture_series(
+            session,
+            args.count,
+            args.every,
+            routes=routes,
+            source_lines=opened.source_lines,
+            extra=with_locals if args.locals else None,
+            progress=progress,
+            note=lambda text: print("note: %s" % text, file=sys.stderr),
+        )
+        taken, lost, interrupted = series.taken, series.lost, series.interrupted
     except KeyboardInterrupt:
-        interrupted = True  # what was taken is still written: nothing captured is lost
+        interrupted = True  # before the series began (reading routes): nothing was taken
     finally:
         session.close()
     if not taken:
@@ -155,12 +144,6 @@ def run(args: argparse.Namespace) -> int:
         )
         return 130
     return 0
-
-
-def _sleep_until(deadline: float) -> None:
-    delay = deadline - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
 
 
 def _summary(snapshot: Snapshot) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import FrozenSet, Optional, Protocol, Tuple
 
 from cpinspect.model import (
+    ListenQueue,
     LogEntry,
     LogState,
     ProcessInfo,
@@ -94,6 +95,11 @@ class Update:
     """Cursor, missed counts, routing and files behind them (None: no log source)."""
     log_replace: bool = False
     """``log`` is the whole log, not what is new (a saved snapshot)."""
+    agent_unresponsive: bool = False
+    """The agent did not answer this poll and py-spy's threads stand in (the interpreter may
+    be stuck; not set for a process stopped by a signal or a debugger)."""
+    listen_queues: Tuple[ListenQueue, ...] = ()
+    """The kernel's accept queues of the target's listening sockets (``sources.listenq``)."""
 
     @property
     def effective_threads_source(self) -> SourceKind:

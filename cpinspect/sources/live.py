@@ -38,6 +38,7 @@ from cpinspect.errors import (
     TargetGone,
 )
 from cpinspect.model import (
+    ListenQueue,
     ProcessInfo,
     Resolution,
     RoutesSnapshot,
@@ -49,6 +50,7 @@ from cpinspect.model import (
 )
 from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
 from cpinspect.sources.base import Capability, LinkState, Update
+from cpinspect.sources.listenq import listen_queues
 from cpinspect.sources.logfeed import LogBatch, LogFeed
 from cpinspect.sources.merge import fallback_threads, gil_holder, merge_threads
 from cpinspect.sources.peers import PeerCache
@@ -386,7 +388,8 @@ class AgentSession:
         # Pool numbers only the agent knows: the last ones, if it ever answered.
         before = ", pool numbers from before" if self.threads is not None else ""
         # A stopped process is not stuck: py-spy --nonblocking reads it without resuming it.
-        head = stopped_reason(self.pid) or (
+        stopped = stopped_reason(self.pid)
+        head = stopped or (
             "agent not answering within %.1f s — the interpreter may be stuck%s"
             % (self.timeout, who)
         )
@@ -412,8 +415,20 @@ class AgentSession:
             threads_source=SourceKind.PYSPY,
             stale=stale,
             gil_holder=holder.ident if holder is not None else None,
+            agent_unresponsive=not stopped,
+            listen_queues=self._listen_queues(),
             **self._log_fields(),
         )
+
+    def _listen_queues(self) -> Tuple[ListenQueue, ...]:
+        """The accept queues of the target's listening sockets, read from /proc (not for a
+        socket of another pid namespace: its pid means another process here)."""
+        if self.pid is None or self.by_socket:
+            return ()
+        try:
+            return listen_queues(self.pid, self.info.ports if self.info is not None else ())
+        except Exception:  # noqa: BLE001 - a reading for the findings, never a failed poll
+            return ()
 
     def _info_from_outside(self) -> Optional[ProcessInfo]:
         """The header's process line while the agent has never answered: from /proc."""
@@ -549,6 +564,7 @@ class AgentSession:
             warnings=warnings,
             gil_holder=self._gil.ident if self._gil is not None else None,
             pyspy_joined=self._joined,
+            listen_queues=self._listen_queues() if state is not LinkState.LOST else (),
             **self._log_fields(),
         )
 

@@ -30,12 +30,16 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import Worker, get_current_worker
 
-from cpinspect.model import SourceKind
+from cpinspect.capture_trigger import AutoSnapshot, CaptureTrigger, inspector_record
+from cpinspect.formatting import SESSION_SORTS
+from cpinspect.model import Evidence, SourceKind
 from cpinspect.sources.base import Capability, LinkState, Poller, Update
 from cpinspect.sources.source_lines import LineReader
 from cpinspect.tui.hangup import terminal_driver
 from cpinspect.tui.messages import (
     AgentLoaded,
+    AutoCaptured,
+    AutoPolled,
     Captured,
     NativeChanged,
     PartLoaded,
@@ -46,14 +50,17 @@ from cpinspect.tui.messages import (
 )
 from cpinspect.tui.panels import PanelContext, PanelSpec, PanelView, panels_for
 from cpinspect.tui.screens.confirm import ConfirmScreen
+from cpinspect.tui.screens.findings import FindingsScreen
 from cpinspect.tui.screens.help import HelpScreen, KeyHelp
 from cpinspect.tui.screens.locals import LocalsScreen, describe_error
 from cpinspect.tui.store import Store
 from cpinspect.tui.widgets.banner import Banner, banner_lines
+from cpinspect.tui.widgets.findings_strip import FindingsStrip
 from cpinspect.tui.widgets.header_bar import HeaderBar, HeaderState
 from cpinspect.tui.widgets.log_panel import LogPanel, LogView
 from cpinspect.tui.widgets.pool_bar import PoolBar, PoolBarState
 from cpinspect.tui.widgets.routes_panel import RoutesPanel
+from cpinspect.tui.widgets.sessions_panel import PAGE as SESSIONS_PAGE
 from cpinspect.tui.widgets.sessions_panel import SessionsPanel
 from cpinspect.tui.widgets.threads_panel import ThreadsPanel
 
@@ -62,6 +69,9 @@ AGE_TICK = 0.5
 CLOSE_WAIT = 2.0
 """On exit, how long to wait for an in-flight poll before closing the poller anyway."""
 COMPACT_FOOTER_BELOW = 100
+FINDINGS_SESSIONS_EVERY = 5.0
+"""Seconds between reads of the sessions (their first page and the locks held now) for the
+findings while the Sessions tab is not shown: a held session lock is named on the first screen."""
 """Terminal widths under which the footer drops its spacing (and the palette hint) to fit."""
 
 
@@ -82,6 +92,12 @@ class InspectorApp(App[None]):
     TITLE = "cpinspect"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "f",
+            "findings",
+            "Findings",
+            tooltip="Every finding with its evidence and fix; enter jumps to the evidence",
+        ),
         Binding(
             "space",
             "toggle_pause",
@@ -138,6 +154,7 @@ class InspectorApp(App[None]):
         clock: Callable[[], float] = time.time,
         snapshot_dir: Optional[str] = None,
         initial_tab: Optional[str] = None,
+        auto_snapshot: Optional[AutoSnapshot] = None,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be positive, not {interval!r}")
@@ -184,6 +201,16 @@ class InspectorApp(App[None]):
         self._poll_again = False
         self._poll_lock = threading.Lock()
         self._closed = False
+        self.auto_snapshot = auto_snapshot
+        """``attach --auto-snapshot``: when to capture on its own, and what (None: never)."""
+        self.auto_trigger: Optional[CaptureTrigger] = (
+            CaptureTrigger(auto_snapshot.trigger) if auto_snapshot is not None else None
+        )
+        self.auto_capturing = False
+        """An automatic capture is running in a worker."""
+        self.auto_captures: List[str] = []
+        """Files written by automatic captures, oldest first."""
+        self._auto_stop = threading.Event()
 
     def compose(self) -> ComposeResult:
         # Kept as attributes rather than found with ``self.query_one``, which searches the
@@ -191,14 +218,16 @@ class InspectorApp(App[None]):
         self.header_bar = HeaderBar(id="header")
         self.banner = Banner(id="banner")
         self.pool_bar = PoolBar(id="pool-bar")
-        # The first tab is chosen here, not switched to after mounting: a switch made later
-        # raced the TabbedContent's own first activation under load and lost (``open A B``
-        # landed on Threads instead of Series).
-        first = self.initial_tab if self.initial_tab in {s.id for s in self.panel_specs} else None
-        self.tabs = TabbedContent(id="tabs", initial=first or "threads")
+        self.findings_strip = FindingsStrip(id="findings-strip")
+        # The first tab is TabbedContent's own initial one: switched to later, a slow first
+        # screen (the findings computed) let its own start-up win back the Threads tab.
+        ids = {spec.id for spec in self.panel_specs}
+        first_tab = self.initial_tab if self.initial_tab in ids else "threads"
+        self.tabs = TabbedContent(id="tabs", initial=first_tab or "threads")
         yield self.header_bar
         yield self.banner
         yield self.pool_bar
+        yield self.findings_strip
         context = PanelContext(self.poller, self.source_lines)
         with self.tabs:
             for spec in self.panel_specs:
@@ -236,6 +265,7 @@ class InspectorApp(App[None]):
         for spec in self.panel_specs:
             self.bind(spec.key, f"show_tab('{spec.id}')", description=spec.title, show=False)
         if self.tabs.active == "threads":
+            # (Focus in a hidden tab would bring that tab back when the screen is refreshed.)
             self.threads_panel.table.focus()
         self._render_all()
         self.poll_now()
@@ -249,6 +279,9 @@ class InspectorApp(App[None]):
                         every, partial(self.refresh_part, spec), name=f"part-{spec.id}"
                     )
         self.set_interval(AGE_TICK, self._tick, name="age")
+        if self.live:
+            every = max(FINDINGS_SESSIONS_EVERY, self.interval)
+            self.set_interval(every, self._read_sessions_for_findings, name="findings-sessions")
 
     # --- polling (worker thread) ---------------------------------------------------------------
 
@@ -307,6 +340,7 @@ class InspectorApp(App[None]):
             self.store.take_log(message.update)
             if self.paused:
                 self.pending = message.update
+                self._auto_check(message.update, paused=True)
             else:
                 self._apply(message.update)
         self._render_status()
@@ -319,8 +353,36 @@ class InspectorApp(App[None]):
         self.updates_applied += 1
         with self.batch_update():
             self._render_all()
+        if self.updates_applied == 1 and self.live:
+            self._read_parts_for_findings()
+        self._auto_check(update)
 
     # --- the other parts of the store (worker threads) ------------------------------------------
+
+    def _read_parts_for_findings(self) -> None:
+        """After the first update of a live session: the routes (static mounts, a forgotten
+        expose) and the sessions (a held session lock) are read once, so the findings that rest
+        on them are on the first screen without opening their tabs; their tabs then show what
+        was read. (A saved file's are read when their tabs open, as before.)"""
+        if self._closed:
+            return
+        if self._spec("routes") is not None and self.store.part("routes").loads == 0:
+            self.read_part("routes")
+        self._read_sessions_for_findings(first=True)
+
+    def _read_sessions_for_findings(self, first: bool = False) -> None:
+        """The sessions again, with the page and order the Sessions tab last asked for (its
+        defaults before): not while that tab is shown (it re-reads itself), paused, or while a
+        read of them runs. For a live session only."""
+        if self._closed or self._spec("sessions") is None or not self.live:
+            return
+        if not first and (self.paused or self.tabs.active == "sessions"):
+            return
+        if self.store.part("sessions").reading:
+            return
+        defaults = {"offset": 0, "limit": SESSIONS_PAGE, "sort": SESSION_SORTS[0]}
+        args = self.part_args.setdefault("sessions", defaults)
+        self.read_part("sessions", args)
 
     def _spec(self, name: str) -> Optional[PanelSpec]:
         for spec in self.panel_specs:
@@ -377,6 +439,7 @@ class InspectorApp(App[None]):
     @on(PartLoaded)
     def _part_loaded(self, message: PartLoaded) -> None:
         self.store.set_part(message.name, message.value, message.error, at=self.clock())
+        self._render_findings()  # a part read (sessions, routes) may change them
         self._render_panels()
 
     # --- rendering (UI thread) -----------------------------------------------------------------
@@ -391,7 +454,18 @@ class InspectorApp(App[None]):
             return
         self._render_status()
         self._render_pool_bar()
+        self._render_findings()
         self._render_panels()
+
+    def _render_findings(self) -> None:
+        """The strip under the pool bar, and the findings list (f) when it is open."""
+        if not self._on_screen:
+            return
+        findings = self.store.findings
+        self.findings_strip.show(findings)
+        for screen in self.screen_stack:
+            if isinstance(screen, FindingsScreen) and screen.is_mounted:
+                screen.show(findings)
 
     def _render_panels(self) -> None:
         if not self._on_screen:
@@ -710,6 +784,58 @@ class InspectorApp(App[None]):
         self.notify(message.note, title="Agent loaded")
         self.poll_now(again=True)
 
+    # --- findings ------------------------------------------------------------------------------
+
+    def action_findings(self) -> None:
+        """The findings list; enter there jumps to the evidence chosen."""
+        if isinstance(self.screen, FindingsScreen):
+            return
+        self.push_screen(FindingsScreen(self.store.findings), self._jump_to_evidence)
+
+    def _jump_to_evidence(self, evidence: Optional[Evidence]) -> None:
+        """Show one piece of a finding's evidence in its tab (the list closed with it)."""
+        if evidence is not None:
+            # After the main screen is back: its focus, restored then, would pull the tab
+            # that had it back to the front.
+            self.call_after_refresh(self._show_evidence, evidence)
+
+    def _show_evidence(self, evidence: Evidence) -> None:
+        kind, ref = evidence.kind, evidence.ref
+        app, _, rest = ref.partition("|")
+        if kind == "thread":
+            try:
+                ident = int(ref)
+            except ValueError:
+                self.notify(f"not a thread: {ref}", severity="warning")
+                return
+            self._show_thread(ShowThread(ident))
+        elif kind in ("route", "static") and "routes" in self.panels:
+            self._bring_tab("routes")
+            self.routes_panel.reveal(app, rest or None)
+        elif kind == "config" and "routes" in self.panels:
+            self._bring_tab("routes")
+            self.routes_panel.reveal(app if "|" in ref else "", None)
+            self.notify(f"config: {evidence.label or ref}", title="Finding", timeout=8)
+        elif kind == "session" and "sessions" in self.panels:
+            self._bring_tab("sessions")
+            panel = self.panels["sessions"]
+            assert isinstance(panel, SessionsPanel)
+            panel.select_session(app, rest)
+        elif kind == "log" and "log" in self.panels:
+            self._bring_tab("log")
+            if not self.log_panel.show_record(ref):
+                self.notify("that log record is no longer held", severity="warning")
+        else:
+            self.notify(f"nothing on screen shows {kind} {ref}", severity="warning")
+
+    def _bring_tab(self, tab: str) -> None:
+        """Show ``tab``; its panel is told once, by ``TabActivated`` (telling it here too would
+        read a part twice on its first view)."""
+        if self.tabs.active != tab:
+            self.tabs.active = tab
+        else:
+            self._tab_shown(tab)
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.key_help()))
@@ -730,6 +856,7 @@ class InspectorApp(App[None]):
         ]
         rows.extend((spec.key, f"The {spec.title} tab") for spec in self.panel_specs)
         rows.append(("↑ ↓", "Select a thread: its stack shows beside or below"))
+        rows.append(("enter", "In the findings list (f): jump to the evidence selected"))
         if Capability.LOCALS in self.poller.capabilities:
             rows.append(
                 ("r, enter", "In the locals view: reveal or hide the selected frame's values")
@@ -799,10 +926,110 @@ class InspectorApp(App[None]):
         self.footer.compact = compact
         self.footer.show_command_palette = not compact
 
+    # --- automatic snapshots (attach --auto-snapshot) -------------------------------------------
+
+    def _auto_check(self, update: Update, paused: bool = False) -> None:
+        """After each poll: a capture due (``capture_trigger``) starts in a worker. The
+        findings are the store's; while the screen is paused (the store keeps the frozen
+        data), the poll's own, so a paused inspector left alone still captures."""
+        trigger, auto = self.auto_trigger, self.auto_snapshot
+        if trigger is None or auto is None or self.auto_capturing or self._closed:
+            return
+        if not self.live or update.state is LinkState.LOST:
+            return
+        threads = update.threads.threads if update.threads is not None else ()
+        findings = self._auto_findings(update) if paused else self.store.findings
+        reason = trigger.observe(self.clock(), findings, threads)
+        if reason is None:
+            return
+        self.auto_capturing = True
+        self.notify(
+            f"Capturing {auto.settings.series} snapshots: {reason.text}…",
+            title="Auto snapshot",
+            timeout=5,
+        )
+        self.run_worker(
+            partial(
+                self._auto_capture_blocking,
+                reason,
+                list(self.store.log_records()),
+                self.store.findings_history(),
+            ),
+            thread=True,
+            group="auto-capture",
+            exit_on_error=False,
+            description="Saving an automatic snapshot series",
+        )
+
+    def _auto_findings(self, update: Update) -> Any:
+        from cpinspect.snapshots import snapshot_from_update, with_findings
+
+        try:
+            return with_findings(
+                snapshot_from_update(update), self.store.findings_history()
+            ).findings
+        except Exception:  # noqa: BLE001 - no findings this poll; the next one tries again
+            return ()
+
+    def _auto_capture_blocking(self, reason: Any, log: List[Any], history: Any) -> None:
+        """Runs in a worker: the series polls under the App's poll lock (never two polls at
+        once) and each of its updates is applied like the App's own."""
+        from cpinspect.capture_trigger import take_capture
+        from cpinspect.errors import CpinspectError
+
+        auto = self.auto_snapshot
+        assert auto is not None
+
+        def poll() -> Update:
+            with self._poll_lock:
+                if self._closed:
+                    raise CpinspectError("the inspector is closing")
+                update = self.poller.poll()
+            self.post_message(AutoPolled(update))
+            return update
+
+        try:
+            result = take_capture(
+                self.poller,
+                reason,
+                auto.settings,
+                source_lines=self.source_lines,
+                log=log,
+                history=history,
+                poll=poll,
+                wait=self._auto_stop.wait,
+            )
+        except Exception as error:  # noqa: BLE001 - one line on screen; the inspector goes on
+            self.post_message(AutoCaptured("", error=_describe(error)))
+            return
+        paths = tuple(p for p in (result.json_path, result.report_path) if p)
+        self.post_message(AutoCaptured(result.text, paths, None if paths else result.text))
+
+    @on(AutoPolled)
+    def _auto_polled(self, message: AutoPolled) -> None:
+        self.store.take_log(message.update)
+        if self.paused:
+            self.pending = message.update
+        else:
+            self._apply(message.update)
+
+    @on(AutoCaptured)
+    def _auto_captured(self, message: AutoCaptured) -> None:
+        self.auto_capturing = False
+        text = message.text or f"automatic capture failed: {message.error}"
+        self.store.add_log(inspector_record(text, self.clock()))
+        if message.paths:
+            self.auto_captures.extend(message.paths)
+            self.notify(text, title="Auto snapshot saved", severity="information", timeout=15)
+        else:
+            self.notify(text, title="Auto snapshot not saved", severity="error", timeout=15)
+        self._render_panels()
+
     # --- shutdown ------------------------------------------------------------------------------
 
     def on_unmount(self) -> None:
         self._closed = True
+        self._auto_stop.set()
         # Wait (briefly) for an in-flight poll so close() does not race it; a poll stuck past
         # that is left to fail on the closed connection.
         acquired = self._poll_lock.acquire(timeout=CLOSE_WAIT)

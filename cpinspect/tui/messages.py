@@ -139,3 +139,23 @@ class ShowRecords(Message):
     def __init__(self, ident: int) -> None:
         super().__init__()
         self.ident = ident
+
+
+class AutoCaptured(Message):
+    """An automatic capture (``attach --auto-snapshot``) finished in a worker: ``text`` to
+    announce (``captured 3 snapshots: pool starvation held 10 s → <path>``), or ``error``."""
+
+    def __init__(self, text: str, paths: Tuple[str, ...] = (), error: Optional[str] = None) -> None:
+        super().__init__()
+        self.text = text
+        self.paths = paths
+        self.error = error
+
+
+class AutoPolled(Message):
+    """A poll taken by an automatic capture's series (under the App's poll lock): applied like
+    any other, so the store misses none of its log records."""
+
+    def __init__(self, update: Update) -> None:
+        super().__init__()
+        self.update = update

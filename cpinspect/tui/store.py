@@ -10,13 +10,15 @@ snapshots are tested without a terminal.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, fields, replace
-from typing import Any, Deque, Dict, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Optional, Sequence, Tuple
 
 from cpinspect import __version__
 from cpinspect.model import (
     SNAPSHOT_LOG_RECORDS,
+    Finding,
     LogEntry,
     LogRecord,
     LogState,
@@ -40,6 +42,8 @@ FROM_THE_UPDATE = frozenset(
         "cpinspect",
         "log",
         "log_state",
+        "agent_unresponsive",
+        "listen_queues",
     )
 )
 SNAPSHOT_PARTS = frozenset(f.name for f in fields(Snapshot)) - FROM_THE_UPDATE
@@ -51,6 +55,18 @@ RATE_WINDOW = 10
 """Requests/s is measured over up to this many successive samples."""
 LOG_KEEP = 10_000
 """Log entries kept (records and gaps), the newest; older ones fall off the front."""
+FINDINGS_HISTORY_SECONDS = 60.0
+"""Earlier thread snapshots kept for the findings (spin vs wait, a finding that holds)."""
+FINDINGS_HISTORY_MAX = 120
+"""…and never more of them than this, whatever the interval."""
+
+FindAll = Callable[[Snapshot, Sequence[Snapshot]], Tuple[Finding, ...]]
+
+
+def _find_all(snapshot: Snapshot, history: Sequence[Snapshot]) -> Tuple[Finding, ...]:
+    from cpinspect.findings import find_all
+
+    return find_all(snapshot, history)
 
 
 @dataclass(frozen=True)
@@ -74,7 +90,12 @@ class Part:
 class Store:
     """The last applied update, the other parts, and what is derived across updates."""
 
-    def __init__(self, history: int = HISTORY_SAMPLES, log_keep: int = LOG_KEEP) -> None:
+    def __init__(
+        self,
+        history: int = HISTORY_SAMPLES,
+        log_keep: int = LOG_KEEP,
+        find: Optional[FindAll] = _find_all,
+    ) -> None:
         self.update: Optional[Update] = None
         """The update on screen (not the newest one received while paused)."""
         self.busy_history: Dict[str, Deque[int]] = {}
@@ -98,6 +119,15 @@ class Store:
         self.log_generation = 0
         """Bumped when the log is replaced rather than appended to (a file session stepped)."""
         self.log_state: Optional[LogState] = None
+        self._find = find
+        self.findings: Tuple[Finding, ...] = ()
+        """What ``find_all`` names in the data on screen, most severe first."""
+        self.findings_error: Optional[str] = None
+        """Why the findings could not be computed (a bug in one family): shown, never raised."""
+        self.findings_cost = 0.0
+        """Seconds the last ``find_all`` took (the strip's cost, measured)."""
+        self._since: Dict[str, float] = {}
+        self._findings_history: Deque[Snapshot] = deque(maxlen=FINDINGS_HISTORY_MAX)
 
     @property
     def threads(self) -> Optional[ThreadsSnapshot]:
@@ -120,7 +150,13 @@ class Store:
 
         A lost link repeats the last snapshot: it adds no sample, so history and rate stay honest.
         Stale pool numbers (kept while py-spy stands in for the agent) add none either.
+        The findings are computed again after it (``findings``, ``finding_since``).
         """
+        new = self._take(update)
+        self.refresh_findings(new)
+
+    def _take(self, update: Update) -> bool:
+        """``apply`` without the findings: True when the update brought new thread data."""
         self.update = update
         self.version += 1
         self._threads = with_gil_holder(update.threads, update.gil_holder)
@@ -132,10 +168,10 @@ class Store:
         if pid is not None:
             self._last_pid = pid
         if snap is None or snap.taken_at == self._last_taken_at:
-            return
+            return False
         self._last_taken_at = snap.taken_at
         if not pools_fresh:
-            return
+            return True
         self.pools_taken_at = snap.taken_at
         for pool in snap.pools:
             samples = self.busy_history.setdefault(pool.bind, deque(maxlen=self._history_len))
@@ -144,6 +180,71 @@ class Store:
             if self._served and snap.requests_served < self._served[-1][1]:
                 self._served.clear()
             self._served.append((snap.taken_at, snap.requests_served))
+        return True
+
+    # --- findings ----------------------------------------------------------------------------
+
+    def refresh_findings(self, new_threads: bool = False) -> None:
+        """Compute the findings of the data on screen again (after an update, or a part read).
+
+        ``new_threads``: the update brought new thread data, which joins the history the
+        findings compare against (spin vs wait, how long a finding has held): the last
+        ``FINDINGS_HISTORY_SECONDS`` of it, threads and pools only, oldest first.
+        """
+        if self._find is None:
+            return
+        snapshot = self.snapshot()
+        if snapshot is None:
+            return
+        history = tuple(self._findings_history)
+        started = time.perf_counter()
+        try:
+            found = tuple(self._find(snapshot, history))
+        except Exception as error:  # noqa: BLE001 - one family's bug must not stop the screen
+            self.findings_error = "%s: %s" % (type(error).__name__, error)
+            found = ()
+        else:
+            self.findings_error = None
+        self.findings_cost = time.perf_counter() - started
+        self.set_findings(found, snapshot.taken_at)
+        if new_threads and snapshot.threads is not None:
+            self._remember(snapshot)
+
+    def set_findings(self, found: Sequence[Finding], at: float) -> None:
+        """Take ``found`` as the findings now; a finding first seen now is dated ``at``."""
+        ids = {f.id for f in found}
+        self._since = {k: v for k, v in self._since.items() if k in ids}
+        for finding in found:
+            self._since.setdefault(finding.id, at)
+        if tuple(found) != self.findings:
+            self.findings = tuple(found)
+            self.version += 1
+
+    def _remember(self, snapshot: Snapshot) -> None:
+        history = self._findings_history
+        if history and history[-1].pid != snapshot.pid:
+            history.clear()  # another process (restarted): its past says nothing of this one
+        history.append(
+            Snapshot(
+                taken_at=snapshot.taken_at,
+                source=snapshot.source,
+                info=snapshot.info,
+                threads=snapshot.threads,
+                gil_holder=snapshot.gil_holder,
+                listen_queues=snapshot.listen_queues,  # the socket-queue finding's past polls
+            )
+        )
+        while history and history[0].taken_at < snapshot.taken_at - FINDINGS_HISTORY_SECONDS:
+            history.popleft()
+
+    def findings_history(self) -> Tuple[Snapshot, ...]:
+        """The earlier snapshots the findings compare against, oldest first."""
+        return tuple(self._findings_history)
+
+    def finding_since(self, finding_id: str) -> Optional[float]:
+        """When the finding ``finding_id`` was first seen in the run of polls that still shows
+        it (the time of that poll's data); ``None`` when it is not a finding now."""
+        return self._since.get(finding_id)
 
     def take_log(self, update: Update) -> None:
         """Keep the log records ``update`` brought (called for every update received, also
@@ -161,6 +262,13 @@ class Store:
             self.log.extend(update.log)
             self.log_appended += len(update.log)
             self.version += 1
+
+    def add_log(self, entry: LogEntry) -> None:
+        """Append one entry the inspector itself says (an automatic capture taken), after the
+        target's records received so far."""
+        self.log.append(entry)
+        self.log_appended += 1
+        self.version += 1
 
     @property
     def log_first(self) -> int:
@@ -194,6 +302,8 @@ class Store:
         else:
             self.parts[name] = Part(old.value, error, False, old.loads + 1, old.fetched_at)
         self.version += 1
+        if error is None and name in SNAPSHOT_PARTS:
+            self.refresh_findings()  # sessions, routes: some findings read them
 
     def reset_parts(self) -> None:
         """Forget every part (a file session stepped to another snapshot of its series)."""
@@ -222,6 +332,7 @@ class Store:
             for name, part in self.parts.items()
             if name in SNAPSHOT_PARTS and part.value is not None
         }
+        carried.setdefault("findings", self.findings)
         return Snapshot(
             taken_at=threads.taken_at if threads is not None else update.fetched_at,
             source=source,
@@ -233,6 +344,8 @@ class Store:
             cpinspect=__version__,
             log=self.log_records(SNAPSHOT_LOG_RECORDS),
             log_state=self.log_state,
+            agent_unresponsive=update.agent_unresponsive,
+            listen_queues=update.listen_queues,
             **carried,
         )
 

@@ -76,7 +76,9 @@ def test_dump_shows_the_blocked_requests(spawn_target):
 
     # THEN the text names every blocked request and the handler frame with its source line
     assert text.returncode == 0, text.stderr
-    assert text.stdout.count("GET /block") == WORKERS
+    # (counted under the threads: the findings at the top name the starved route too)
+    assert text.stdout.split("── Threads")[-1].count("GET /block") == WORKERS
+    assert "pool is starved" in text.stdout.split("── Threads")[0]
     assert "Root.block" in text.stdout
     assert "RELEASE.wait(" in text.stdout  # the source line under the app frame
     assert "token=***" in text.stdout

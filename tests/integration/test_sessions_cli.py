@@ -141,7 +141,9 @@ def test_json_names_them_too_and_carries_the_diagnoses(contended: Contended) -> 
     (finding,) = [f for f in doc["findings"] if f["id"].startswith("sessions-lock:")]
     assert finding["severity"] == "critical"
     idents = [lock["holder"]["ident"], *(w["ident"] for w in lock["waiters"])]
-    assert finding["evidence"] == ["thread:%d" % i for i in idents]
+    assert [(e["kind"], e["ref"]) for e in finding["evidence"]] == [
+        ("thread", str(i)) for i in idents
+    ]
     assert_nothing_secret(contended, result.stdout)
 
 

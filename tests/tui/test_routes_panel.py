@@ -17,8 +17,10 @@ async def test_routes_are_read_when_the_tab_is_first_shown_and_on_u_only() -> No
     app = make_app(poller)
     async with app.run_test(size=(140, 40)) as pilot:
         await first_data(pilot)
-        # THEN nothing asked for routes yet
-        assert poller.routes_calls == []
+        # THEN the routes are read once after the first poll (for the findings: static mounts,
+        # a forgotten expose), off the UI thread
+        await wait_until(pilot, lambda: app.store.part("routes").loads >= 1, what="the routes")
+        assert poller.routes_calls == [False]
         # WHEN the Routes tab opens (key 2)
         routes = await open_routes(pilot)
         # THEN the routes were read once, off the UI thread, and summed up above the tree

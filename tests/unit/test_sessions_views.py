@@ -189,7 +189,12 @@ def test_a_lock_held_past_the_p95_with_waiters_is_critical_with_its_numbers() ->
     assert "held 12.0 s by GET /slow?token=*** (CP Server Thread-4)" in finding.title
     assert "95% of the last 500 requests took under 0.2 s, the slowest 12.0 s" in finding.title
     assert "2 requests of the same user wait behind it (the longest for 2.0 s)" in finding.title
-    assert finding.evidence == ("thread:7001", "thread:7002", "thread:7003")
+    assert [(e.kind, e.ref) for e in finding.evidence] == [
+        ("thread", "7001"),
+        ("thread", "7002"),
+        ("thread", "7003"),
+    ]
+    assert finding.evidence[0].label.startswith("holder CP Server Thread-4  GET /slow")
     assert "release_lock()" in finding.fix and "'implicit'" in finding.fix
 
 

@@ -56,7 +56,7 @@ from cpinspect.formatting import (
     sparkline,
     traceback_frames_without_source,
 )
-from cpinspect.model import LogEntry, LogGap, LogRecord, RequestInfo, SourceKind
+from cpinspect.model import LogEntry, LogGap, LogOrigin, LogRecord, RequestInfo, SourceKind
 from cpinspect.sources.source_lines import LineReader
 from cpinspect.tui.messages import ShowThread, SourceLinesLoaded
 from cpinspect.tui.store import Store
@@ -93,6 +93,7 @@ class LogView(ScrollView, can_focus=True):
         "log-view--gap",
         "log-view--detail",
         "log-view--match",
+        "log-view--inspector",
     }
 
     class Moved(Message):
@@ -238,6 +239,8 @@ class LogView(ScrollView, can_focus=True):
                 text.stylize(self._style("error"))
             elif entry.levelno >= 30 or (entry.status is not None and entry.status >= 400):
                 text.stylize(self._style("warning"))
+            if entry.origin is LogOrigin.INSPECTOR:  # said by cpinspect, not the target
+                text.stylize(self._style("inspector"))
         else:
             details = self._details(entry)
             text = Text(details[line - 1] if line - 1 < len(details) else "")
@@ -606,6 +609,29 @@ class LogPanel(Vertical):
         self.view.follow = True
         self.set_filter(LogFilter(request=(ident, request.started_at)))
 
+    def show_record(self, ref: str) -> bool:
+        """Put the cursor on one record (a finding's evidence): ``"<seq>"`` for a record of
+        the agent's buffer, ``"@<time>"`` for one read from a file. Every filter is cleared
+        and following stops, so the record stays under the cursor. False when it is no longer
+        held (it fell off the front)."""
+        store = self._store
+        if store is None:
+            return False
+        number = None
+        for i in range(len(store.log) - 1, -1, -1):
+            entry = store.log[i]
+            if isinstance(entry, LogRecord) and _is_record(entry, ref):
+                number = store.log_first + i
+                break
+        if number is None:
+            return False
+        self.request_label = ""
+        self.filter = LogFilter()
+        self.view.follow = False
+        self._refilter(keep=number)
+        self._caption()
+        return True
+
     def action_follow(self) -> None:
         self.view.action_follow()
         self._caption()
@@ -750,3 +776,13 @@ def _logger_family(name: str) -> str:
         if name == family or name.startswith(family + "."):
             return family
     return name
+
+
+def _is_record(record: LogRecord, ref: str) -> bool:
+    """``record`` is the one a finding's log evidence names (see ``model.Evidence.ref``)."""
+    if ref.startswith("@"):
+        try:
+            return record.time == float(ref[1:])
+        except ValueError:
+            return False
+    return str(record.seq) == ref

@@ -149,6 +149,8 @@ class RoutesPanel(Vertical):
         self.resolves = 0
         """Answers received from ``resolve()`` (verdicts and errors)."""
         self._details_plain = ""
+        self._reveal_wanted: Optional[Tuple[str, Optional[str]]] = None
+        """``(app, path)`` a finding's evidence asked for (``reveal``), until shown."""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="routes-status")
@@ -226,6 +228,7 @@ class RoutesPanel(Vertical):
             part.value is not previous.value or answered
         ):
             self._build_tree(part.value)  # a reload (u) rebuilds even when nothing changed
+            self._reveal_now()  # a finding's evidence asked for a node before the routes came
         elif part.value is None and previous.value is not None:
             self.routes_tree.clear()
             self._show_details(None)
@@ -576,6 +579,60 @@ class RoutesPanel(Vertical):
 
     def _style(self, name: str) -> Style:
         return self.get_component_rich_style(f"routes-panel--{name}", partial=True)
+
+    # --- jumps from a finding's evidence (the findings list, f) ---------------------------------
+
+    def reveal(self, app: str, path: Optional[str] = None) -> bool:
+        """Put the cursor on ``path`` (a node or static mount) of the app mounted at ``app``
+        (``''``: the root), opening the branches on the way; on the app itself without a
+        path. Before the routes arrive the target is kept and revealed when they do. False
+        when it is not in the routes (the cursor then stays on the app, if that exists)."""
+        self._reveal_wanted = (app, path)
+        if self.routes is None:
+            return False
+        return self._reveal_now()
+
+    def _reveal_now(self) -> bool:
+        wanted = self._reveal_wanted
+        if wanted is None:
+            return False
+        self._reveal_wanted = None
+        app, path = wanted
+        tree = self.routes_tree
+        apps = [n for n in tree.root.children if n.data is not None and n.data.node is None]
+        node = next((n for n in apps if n.data is not None and n.data.app.script_name == app), None)
+        if node is None and len(apps) == 1:
+            node = apps[0]
+        if node is None:
+            return False
+        found = path is None
+        target = node
+        while path is not None and not found:
+            self._populate(target)
+            target.expand()
+            step, longest = None, -1
+            for child in target.children:
+                item = child.data
+                if item is None:
+                    continue
+                where = (
+                    item.node.path
+                    if item.node is not None
+                    else item.mount.path
+                    if item.mount is not None
+                    else None
+                )
+                if where == path:
+                    step, found = child, True
+                    break
+                if where and path.startswith(where.rstrip("/") + "/") and len(where) > longest:
+                    step, longest = child, len(where)  # the deepest branch that holds it
+            if step is None:
+                break
+            target = step
+        tree.move_cursor_now(target)
+        self._show_details(target.data)
+        return found
 
 
 def _plain(widget: Static) -> str:

@@ -118,6 +118,8 @@ class SessionsPanel(Vertical):
         self._to_top = False
         self._details_plain = ""
         self._status_plain = ""
+        self._select_wanted: Optional[Tuple[str, str]] = None
+        """``(app, fp)`` a finding's evidence asked for (``select_session``), until shown."""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="sessions-status")
@@ -210,6 +212,8 @@ class SessionsPanel(Vertical):
         if part.error is not None and self.revealing is not None and not part.reading:
             self.revealing = None
         self._redraw()
+        if self._select_wanted is not None and not part.reading:
+            self._select_now()
 
     def shown(self) -> None:
         if self.sessions is None and self._part.error is None and not self._part.reading:
@@ -439,6 +443,42 @@ class SessionsPanel(Vertical):
         ident = waiters[self._waiter % len(waiters)][0]
         self._waiter += 1
         self.post_message(ShowThread(ident))
+
+    # --- jumps from a finding's evidence (the findings list, f) ---------------------------------
+
+    def select_session(self, app: str, fp: str) -> bool:
+        """Put the cursor on session ``fp`` of ``app`` (``fp`` empty: the app's store). A
+        session not on the page shown is looked for with the locked ones first (the sessions
+        findings are about locks); the cursor goes there when that page comes."""
+        self._select_wanted = (app, fp)
+        if self.sessions is None:
+            return False
+        return self._select_now()
+
+    def _select_now(self) -> bool:
+        wanted, self._select_wanted = self._select_wanted, None
+        sessions = self.sessions
+        if wanted is None or sessions is None:
+            return False
+        app, fp = wanted
+        names = [a.app for a in sessions.apps]
+        if app in names and names.index(app) != self.app_index:
+            self.app_index = names.index(app)
+            self._to_top = False
+            self._redraw()
+        if not fp:
+            return True
+        if fp in self._rows:
+            self.table.move_cursor(row=self._rows.index(fp))
+            self._render_details()
+            return True
+        if self.sort != "lock" or self.page_offset:
+            self._select_wanted = wanted  # once more, on the page of the locked sessions
+            self.sort, self.page_offset, self.revealed = "lock", 0, None
+            self._ask()
+            return False
+        self.notify("that session is not in the store's answer now", severity="warning")
+        return False
 
 
 def _hidden(session: SessionInfo) -> SessionInfo:

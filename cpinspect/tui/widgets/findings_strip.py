@@ -1,0 +1,56 @@
+"""The findings strip under the pool bar: what is wrong, most severe first, one line each.
+
+At most ``STRIP_LINES`` findings, then ``+N more — f lists them``. Hidden when there is no
+finding: "no findings" never takes a line of the first screen. Every line starts with the
+severity's glyph (✖ ⚠ ℹ), so NO_COLOR loses nothing; colour repeats it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, List, Optional, Sequence, Tuple
+
+from rich.text import Text
+from textual.widgets import Static
+
+from cpinspect.formatting import strip_lines
+from cpinspect.model import Finding, FindingSeverity
+
+
+class FindingsStrip(Static):
+    """Zero to four lines; ``show`` takes the store's findings."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "findings-strip--critical",
+        "findings-strip--warning",
+        "findings-strip--info",
+        "findings-strip--more",
+    }
+
+    def __init__(self, *, id: Optional[str] = None) -> None:
+        super().__init__("", id=id)
+        self._lines: List[Tuple[Optional[FindingSeverity], str]] = []
+        self.findings: Tuple[Finding, ...] = ()
+
+    @property
+    def lines_text(self) -> List[str]:
+        """The lines shown, as plain text (tests, the time-to-finding bench)."""
+        return [text for _, text in self._lines]
+
+    def show(self, findings: Sequence[Finding]) -> None:
+        findings = tuple(findings)
+        if findings == self.findings and self._lines:
+            return
+        self.findings = findings
+        self._lines = strip_lines(findings)
+        text = Text(no_wrap=True, overflow="ellipsis")
+        for index, (severity, line) in enumerate(self._lines):
+            if index:
+                text.append("\n")
+            name = severity.value if severity is not None else "more"
+            style = self.get_component_rich_style(f"findings-strip--{name}", partial=True)
+            text.append(line, style)
+        self.update(text)
+        self.display = bool(self._lines)
+        worst = self._lines[0][0] if self._lines else None  # the lines are most severe first
+        for severity in FindingSeverity:
+            self.set_class(severity is worst, f"-{severity.value}")
