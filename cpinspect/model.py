@@ -126,6 +126,34 @@ class RequestInfo:
 
 
 @dataclass(frozen=True)
+class LockWait:
+    """The lock a thread is blocked on, named from its frame's current instruction (agent)."""
+
+    expr: str
+    """The lock expression as the code spells it: ``LEDGER_LOCK``, ``self.lock``."""
+    obj: str
+    """Opaque token of the lock object, equal for the same object within one agent lifetime."""
+    type: str
+    """``_thread.lock``, ``_thread.RLock``, ``threading.Condition``."""
+    filename: str
+    lineno: int
+    owner: Optional[int] = None
+    """Ident of the thread holding it, when the lock records one (an ``RLock``)."""
+
+
+@dataclass(frozen=True)
+class LockHeld:
+    """A ``with`` block on a lock some thread waits for, that this thread's frame is inside."""
+
+    expr: str
+    obj: str
+    """Same token as the waiters' ``LockWait.obj``."""
+    filename: str
+    lineno: int
+    """Line of the ``with`` statement."""
+
+
+@dataclass(frozen=True)
 class ThreadInfo:
     ident: int
     """``threading.get_ident()``: the key shared with py-spy's ``thread_id``."""
@@ -148,6 +176,10 @@ class ThreadInfo:
     """Bind address of the server whose pool this worker belongs to."""
     owns_gil: Optional[bool] = None
     """Known only from py-spy."""
+    wait: Optional[LockWait] = None
+    """The lock this thread is blocked on (agent only)."""
+    holds: Tuple[LockHeld, ...] = ()
+    """``with`` blocks it is inside on locks others wait for: it likely holds them (agent)."""
 
     @property
     def top_app_frame(self) -> Optional[Frame]:
@@ -754,17 +786,40 @@ class FindingSeverity(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """One thing a finding rests on, navigable: the UI jumps to it, reports print its label."""
+
+    kind: str
+    """``thread`` | ``route`` | ``session`` | ``log`` | ``static`` | ``config`` | ``process``."""
+    ref: str
+    """What to jump to. thread: ``str(ident)``; route: ``"<app>|<path>"`` (app ``''`` = root);
+    session: ``"<app>|<fp>"`` (fp ``''``: the app's store); log: ``"<seq>"`` for a buffer record,
+    ``"@<time>"`` (repr of the float) for a file record; static: ``"<app>|<mount path>"``;
+    config: the config key; process: ``str(pid)``."""
+    label: str
+    """One line shown in the findings list: ``CP Server Thread-7  GET /reports/export  48.2 s
+    db.py:80 fetch_all``."""
+
+
+@dataclass(frozen=True)
 class Finding:
-    """A diagnosis named from the data (filled by the findings engine)."""
+    """A diagnosis named from the data (filled by the findings engine, ``cpinspect.findings``)."""
 
     id: str
-    """Stable across polls and snapshots, e.g. ``pool-starvation:/reports/export``."""
+    """Stable across polls and snapshots: ``<kind>:<scope>``, e.g.
+    ``pool-starvation:127.0.0.1:8080``."""
     severity: FindingSeverity
     title: str
-    """One line with numbers: ``5 of 6 workers in GET /reports/export …``."""
-    evidence: Tuple[str, ...] = ()
-    """References to what it rests on: ``thread:<ident>``, ``route:<path>``, ``log:<seq>`` …"""
+    """One line with numbers: ``5 of 6 workers are in GET /reports/export …``."""
+    evidence: Tuple[Evidence, ...] = ()
+    """What it rests on (threads, routes, sessions, log records …), each navigable. Files
+    written before ``Evidence`` carry strings (``thread:7``): the reader turns them into
+    ``Evidence(kind, ref, label=the string)``."""
     fix: str = ""
+    kind: str = ""
+    """The id's prefix: ``pool-starvation``, ``lock-contention`` …"""
+    details: Tuple[str, ...] = ()
+    """Optional extra lines (numbers, the breakdown) for the findings list and reports."""
 
 
 @dataclass(frozen=True)
