@@ -1,0 +1,357 @@
+"""Lock contention: several threads blocked on the same lock, with its holder when it can be known.
+
+With the agent, a thread entry's ``wait`` names the lock (its expression and an object token)
+and ``holds`` marks a thread whose frame sits inside a ``with`` block on that same object: its
+likely holder (an ``RLock`` records its owner: then the holder is certain). Without the agent
+(py-spy's stacks), threads whose innermost Python frame stands on the same line, a line whose
+captured source is ``with …:`` or ``….acquire(``, are taken to wait on the same lock; the
+holder is not known then.
+
+The session-lock case (a session held by a slow request of the same user) is
+``analysis.session_findings``'s. Standard library and ``cpinspect.model`` only; linear in the
+threads (the history is read only while some lock has waiters).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from cpinspect.model import (
+    Evidence,
+    Finding,
+    FindingSeverity,
+    Frame,
+    PoolInfo,
+    Role,
+    Snapshot,
+    SourceKind,
+    ThreadInfo,
+)
+
+MIN_WAITERS = 2
+"""Threads that must wait on one lock for a finding: one waiter is an ordinary hand-over."""
+MIN_WAIT = 0.5
+"""Seconds the longest waiter must have waited (an estimate, see ``_waited``): locks taken for
+microseconds by a busy app meet two waiters at one instant now and then, and that is no
+incident."""
+LONG_WAIT = 5.0
+"""Seconds of waiting that make the contention critical whatever the share of the pool."""
+
+_WITH_LINE = re.compile(r"^\s*(?:async\s+)?with\s+(.+?)(?:\s+as\s+[^:]+)?\s*:")
+_ACQUIRE_CALL = re.compile(r"([A-Za-z_][\w.]*)\s*\.\s*(?:acquire|__enter__)\s*\(")
+
+
+@dataclass
+class _Group:
+    """The waiters of one lock (agent: one object; py-spy: one source line)."""
+
+    key: str
+    waiters: List[ThreadInfo] = field(default_factory=list)
+    sites: Dict[Tuple[str, int], int] = field(default_factory=dict)
+    exprs: Dict[str, int] = field(default_factory=dict)
+    owner: Optional[int] = None
+    kind: str = ""
+    """The lock's type name (agent), ``""`` when read from a line."""
+
+
+def lock_findings(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Finding]:
+    threads = snapshot.threads.threads if snapshot.threads is not None else ()
+    if not threads:
+        return []
+    groups = _agent_groups(threads)
+    from_agent = bool(groups) or snapshot.source in (SourceKind.AGENT, SourceKind.BOTH)
+    if not from_agent:
+        groups = _line_groups(snapshot, threads)
+    out: List[Finding] = []
+    for group in groups.values():
+        if len(group.waiters) < MIN_WAITERS:
+            continue
+        finding = _finding(snapshot, history, group, from_agent)
+        if finding is not None:
+            out.append(finding)
+    return out
+
+
+# --- who waits on what ---------------------------------------------------------------------------
+
+
+def _agent_groups(threads: Sequence[ThreadInfo]) -> Dict[str, _Group]:
+    groups: Dict[str, _Group] = {}
+    for t in threads:
+        wait = t.wait
+        if wait is None:
+            continue
+        group = groups.get(wait.obj)
+        if group is None:
+            group = groups[wait.obj] = _Group(key=wait.obj, kind=wait.type)
+        group.waiters.append(t)
+        site = (wait.filename, wait.lineno)
+        group.sites[site] = group.sites.get(site, 0) + 1
+        group.exprs[wait.expr] = group.exprs.get(wait.expr, 0) + 1
+        if wait.owner is not None:
+            group.owner = wait.owner
+    return groups
+
+
+def lock_frame(thread: ThreadInfo) -> Optional[Frame]:
+    """The innermost Python frame, or its caller when it is ``threading``'s ``__enter__`` (a
+    ``with`` on a Condition blocks one frame further in)."""
+    frames = [f for f in thread.stack if not f.native]
+    if not frames:
+        return None
+    first = frames[0]
+    if _short_file(first.filename) == "threading.py":
+        if first.function != "__enter__" or len(frames) < 2:
+            return None
+        return frames[1]
+    return first
+
+
+def lock_expr_of_line(text: Optional[str]) -> Optional[str]:
+    """``LEDGER_LOCK`` of ``with LEDGER_LOCK:``, ``x.lock`` of ``x.lock.acquire()``; None when the
+    line takes no lock that way."""
+    if not text:
+        return None
+    m = _WITH_LINE.match(text)
+    if m is not None:
+        return m.group(1).strip()
+    m = _ACQUIRE_CALL.search(text)
+    return m.group(1) if m is not None else None
+
+
+def _line_groups(snapshot: Snapshot, threads: Sequence[ThreadInfo]) -> Dict[str, _Group]:
+    groups: Dict[str, _Group] = {}
+    exprs: Dict[Tuple[str, int], Optional[str]] = {}
+    for t in threads:
+        frame = lock_frame(t)
+        if frame is None:
+            continue
+        site = frame.location
+        if site not in exprs:
+            exprs[site] = lock_expr_of_line(snapshot.line(frame.filename, frame.lineno))
+        expr = exprs[site]
+        if expr is None:
+            continue
+        key = "%s:%d" % site
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Group(key=key)
+        group.waiters.append(t)
+        group.sites[site] = group.sites.get(site, 0) + 1
+        group.exprs[expr] = group.exprs.get(expr, 0) + 1
+    return groups
+
+
+def _most(counts: Dict[str, int]) -> str:
+    return min(counts, key=lambda k: (-counts[k], k))
+
+
+def _site(group: _Group) -> Tuple[str, int]:
+    return min(group.sites, key=lambda s: (-group.sites[s], s))
+
+
+# --- how long ------------------------------------------------------------------------------------
+
+
+def _still_waits(thread: Optional[ThreadInfo], group: _Group, site: Tuple[str, int]) -> bool:
+    if thread is None:
+        return False
+    if thread.wait is not None:
+        return thread.wait.obj == group.key
+    frame = lock_frame(thread)
+    return frame is not None and frame.location == site
+
+
+def _waited(
+    snapshot: Snapshot, history: Sequence[Snapshot], group: _Group, site: Tuple[str, int]
+) -> Dict[int, Optional[float]]:
+    """Per waiter, seconds it has waited, estimated: since the first of the earlier snapshots in
+    an unbroken run that saw it waiting on the same lock; a waiter no earlier snapshot saw began
+    after the latest one (at most that long ago) and after its request started. None: no
+    earlier snapshot and no request age (py-spy alone, once)."""
+    out: Dict[int, Optional[float]] = {}
+    open_ = {t.ident: t for t in group.waiters}
+    since: Dict[int, float] = {}
+    newest: Optional[float] = None
+    for snap in reversed(history):
+        if not open_ or snap.threads is None:
+            break
+        if newest is None:
+            newest = snap.taken_at
+        present = {t.ident: t for t in snap.threads.threads if t.ident in open_}
+        for ident in list(open_):
+            if _still_waits(present.get(ident), group, site):
+                since[ident] = snap.taken_at
+            else:
+                del open_[ident]
+    for t in group.waiters:
+        if t.ident in since:
+            out[t.ident] = max(0.0, snapshot.taken_at - since[t.ident])
+            continue
+        bound = t.elapsed
+        if newest is not None:
+            gap = max(0.0, snapshot.taken_at - newest)
+            bound = gap if bound is None else min(bound, gap)
+        out[t.ident] = bound
+    return out
+
+
+# --- the finding ---------------------------------------------------------------------------------
+
+
+def _holder(
+    threads: Sequence[ThreadInfo], group: _Group
+) -> Tuple[Optional[ThreadInfo], List[ThreadInfo], bool]:
+    """(the holder, other candidates, certain?) of a group's lock."""
+    waiting = {t.ident for t in group.waiters}
+    if group.owner is not None:
+        owner = next((t for t in threads if t.ident == group.owner), None)
+        if owner is not None:
+            return owner, [], True
+    likely = [
+        t for t in threads if t.ident not in waiting and any(h.obj == group.key for h in t.holds)
+    ]
+    if likely:
+        return likely[0], likely[1:], False
+    return None, [], False
+
+
+def _pool_of(snapshot: Snapshot, waiters: Sequence[ThreadInfo]) -> Optional[PoolInfo]:
+    pools = snapshot.threads.pools if snapshot.threads is not None else ()
+    binds = {t.pool for t in waiters if t.pool is not None}
+    for pool in pools:
+        if pool.bind in binds:
+            return pool
+    return pools[0] if len(pools) == 1 else None
+
+
+def _finding(
+    snapshot: Snapshot, history: Sequence[Snapshot], group: _Group, from_agent: bool
+) -> Optional[Finding]:
+    threads = snapshot.threads.threads if snapshot.threads is not None else ()
+    site = _site(group)
+    waited = _waited(snapshot, history, group, site)
+    known = [w for w in waited.values() if w is not None]
+    longest = max(known) if known else None
+    if longest is not None and longest < MIN_WAIT:
+        return None
+    expr = _most(group.exprs)
+    holder, others, certain = _holder(threads, group)
+    waiters = sorted(group.waiters, key=lambda t: (-(waited.get(t.ident) or 0.0), t.ident))
+    n = len(waiters)
+    who = "workers" if all(t.role is Role.WORKER for t in waiters) else "threads"
+    where = "%s:%d" % (_short_file(site[0]), site[1])
+
+    pool = _pool_of(snapshot, waiters)
+    held_workers = n + (1 if holder is not None and holder.role is Role.WORKER else 0)
+    most_of_pool = pool is not None and pool.size > 0 and held_workers * 2 > pool.size
+    critical = most_of_pool or (longest is not None and longest >= LONG_WAIT)
+
+    if holder is not None:
+        holding = "%sheld by %s%s" % (
+            "" if certain else "likely ",
+            _thread_name(holder),
+            _in_request(holder),
+        )
+        if others:
+            holding += " or %s" % ", ".join(_thread_name(t) for t in others[:3])
+    elif from_agent and group.kind == "_thread.lock":
+        holding = "holder unknown: a Lock records no owner and no thread is inside a with on it"
+    else:
+        holding = "holder unknown"
+    title = "%d %s wait on %s at %s (%s)" % (n, who, expr, where, holding)
+
+    details = [
+        "longest wait %s (%s)" % (_seconds(longest), _waited_basis(history))
+        if longest is not None
+        else "how long they wait is not known (one look, no request ages)"
+    ]
+    if pool is not None:
+        details.append(
+            "%d of the %d workers of %s are held by this lock"
+            % (held_workers, pool.size, pool.bind)
+        )
+    if holder is not None and certain:
+        details.append("the holder is certain: the RLock records its owner")
+    elif holder is not None:
+        held = next((h for h in holder.holds if h.obj == group.key), None)
+        if held is not None:
+            details.append(
+                "likely: %s is inside `with %s:` at %s:%d (a Lock records no owner)"
+                % (_thread_name(holder), held.expr, _short_file(held.filename), held.lineno)
+            )
+    if not from_agent:
+        details.append(
+            "read from py-spy's stacks and the source lines: the same line, not "
+            "the same object (the agent would tell)"
+        )
+
+    evidence: List[Evidence] = []
+    if holder is not None:
+        evidence.append(_evidence(holder, "holds" if certain else "likely holds", expr))
+    evidence.extend(_evidence(t, "likely holds", expr) for t in others)
+    evidence.extend(_evidence(t, _waits_words(waited.get(t.ident)), expr) for t in waiters)
+    return Finding(
+        id="lock-contention:%s:%d" % site,
+        severity=FindingSeverity.CRITICAL if critical else FindingSeverity.WARNING,
+        title=title,
+        evidence=tuple(evidence),
+        fix="keep the slow work out of the lock: do the I/O, remote calls or long computations "
+        "of the code under `%s` before or after it, or make the waiters give up (acquire("
+        "timeout=...)); the holder's stack shows what it does while it holds the lock" % expr,
+        kind="lock-contention",
+        details=tuple(details),
+    )
+
+
+def _waits_words(waited: Optional[float]) -> str:
+    return "waits %s on" % _seconds(waited) if waited is not None else "waits on"
+
+
+def _waited_basis(history: Sequence[Snapshot]) -> str:
+    if history:
+        return "seen waiting in the earlier polls"
+    return "at most its request's age: no earlier poll"
+
+
+def _evidence(thread: ThreadInfo, what: str, expr: str) -> Evidence:
+    """``CP Server Thread-7  holds LEDGER_LOCK  POST /transfer  12.3 s  ledger.py:41``."""
+    parts = [_thread_name(thread), "%s %s" % (what, expr)]
+    if thread.request is not None:
+        parts.append("%s %s" % (thread.request.method, thread.request.target))
+    if thread.elapsed is not None:
+        parts.append(_seconds(thread.elapsed))
+    frame = lock_frame(thread) if thread.wait is None else None
+    if thread.wait is not None:
+        parts.append("%s:%d" % (_short_file(thread.wait.filename), thread.wait.lineno))
+    elif thread.holds:
+        h = thread.holds[0]
+        parts.append("%s:%d" % (_short_file(h.filename), h.lineno))
+    elif frame is not None:
+        parts.append("%s:%d" % (_short_file(frame.filename), frame.lineno))
+    return Evidence("thread", str(thread.ident), "  ".join(parts))
+
+
+def _thread_name(thread: ThreadInfo) -> str:
+    return thread.name or "thread %d" % thread.ident
+
+
+def _in_request(thread: ThreadInfo) -> str:
+    if thread.request is None:
+        return ""
+    text = " in %s %s" % (thread.request.method, thread.request.path)
+    if thread.elapsed is not None:
+        text += " for %s" % _seconds(thread.elapsed)
+    return text
+
+
+def _short_file(filename: str) -> str:
+    return filename.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _seconds(value: float) -> str:
+    if value >= 100:
+        return "%.0f s" % value
+    return "%.1f s" % value if value >= 0.1 else "%.0f ms" % (value * 1000)
