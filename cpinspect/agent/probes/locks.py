@@ -21,6 +21,7 @@ one attribute test per thread (the site is found once per stack change, see ``th
 import dis
 import hashlib
 import os
+import queue
 import re
 import sys
 import threading
@@ -55,6 +56,10 @@ no id in the cache can be reused by another code)."""
 _LOCK = type(threading.Lock())
 _RLOCK = type(threading.RLock())
 _THREADING_FILE = getattr(threading, "__file__", "") or ""
+_INTERNAL_FILES = frozenset((_THREADING_FILE, getattr(queue, "__file__", "") or ""))
+"""Their ``with`` blocks are on their own Conditions (every idle worker sits inside one, in
+``queue.get`` or ``Event.wait``): never a lock an app waits for, and resolving them per thread
+would make the holder search cost what the whole answer costs."""
 _SALT = os.urandom(16)
 
 Path = Tuple[str, str, Tuple[str, ...]]
@@ -391,7 +396,9 @@ def with_blocks(info: _Code) -> List[Tuple[int, int, Path, int]]:
         return info.blocks
     blocks: List[Tuple[int, int, Path, int]] = []
     code = info.code
-    if any(dis.opname[op] in _WITH_OPS for op in code.co_code[::2]):
+    if code.co_filename not in _INTERNAL_FILES and any(
+        dis.opname[op] in _WITH_OPS for op in code.co_code[::2]
+    ):
         ins = info.instructions()
         starts = _line_of(code)
         table = _exception_table(code) if sys.version_info >= (3, 11) else []
