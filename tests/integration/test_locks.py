@@ -274,29 +274,40 @@ def test_one_thread_in_a_with_block_and_nobody_waiting_is_no_alarm(app: LocksTar
 
 
 def test_threads_delta_sends_wait_changes(app: LocksTarget) -> None:
-    # GIVEN a cursor taken while nothing waits
+    # GIVEN a cursor taken while nothing waits (every poll below names it, which keeps it
+    # among the cursors the agent remembers)
     cursor = threads_cursor(app.threads())
     assert cursor is not None
     path = "/transfer?gate=g5"
     app.fire(path, 1)
     wait_for(lambda: app.on(path), what="the first transfer")
     app.fire(path, 2)
-    try:
-        waiting_and_holding(app, path, waiters=2, holders=1)
-        # WHEN a delta since that cursor is read
+
+    def staged() -> Optional[Dict[str, Any]]:
         delta = app.threads(cursor)
-        # THEN the waiters and the holder are in it, with their wait/holds
-        assert delta["delta"] is True
-        sent = {t["ident"]: t for t in delta["threads"]}
-        assert len([t for t in sent.values() if "wait" in t]) == 2
-        assert len([t for t in sent.values() if "holds" in t]) == 1
+        sent = delta["threads"]
+        waits = [t for t in sent if "wait" in t]
+        holds = [t for t in sent if "holds" in t]
+        return delta if len(waits) == 2 and len(holds) == 1 else None
+
+    try:
+        # WHEN deltas since that cursor are read
+        delta = wait_for(staged, timeout=20, what="a delta with 2 waiters and 1 holder")
+        # THEN the waiters and the holder are in one, with their wait/holds
+        assert isinstance(delta, dict) and delta["delta"] is True
         staged_cursor = delta["cursor"]
     finally:
         app.release("g5")
-    wait_for(lambda: not app.on(path), what="the transfers to finish")
-    # AND a delta after release sends them again, without wait/holds
-    after = app.threads(staged_cursor)
-    assert after["delta"] is True
+
+    def released() -> Optional[Dict[str, Any]]:
+        after = app.threads(staged_cursor)
+        sent = {t["ident"]: t for t in after["threads"]}
+        changed = [sent.get(t["ident"]) for t in delta["threads"] if "wait" in t or "holds" in t]
+        return after if all(c is not None and c["request"] is None for c in changed) else None
+
+    # AND deltas after the release send those threads again, without wait/holds
+    after = wait_for(released, timeout=20, what="a delta with the transfers finished")
+    assert isinstance(after, dict) and after["delta"] is True
     assert not [t for t in after["threads"] if "wait" in t or "holds" in t]
 
 
