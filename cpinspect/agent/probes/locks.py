@@ -218,19 +218,27 @@ def _class_lookup(cls: type, name: str) -> Any:
     return _MISSING
 
 
+def _has(cls: type, name: str) -> bool:
+    return _class_lookup(cls, name) is not _MISSING
+
+
 def static_attr(obj: Any, name: str) -> Any:
-    """``obj.name`` through the instance ``__dict__``, a slot or a plain class attribute."""
-    if type(obj) is types.ModuleType:
-        d = _TYPE_DICT.__get__(types.ModuleType, type)["__dict__"].__get__(obj, types.ModuleType)
+    """``obj.name`` through the instance ``__dict__``, a slot or a plain class attribute.
+
+    Only type dicts (mapping proxies) and C descriptors are read: no ``hasattr``/``isinstance``
+    on the object itself, which may reach a ``__getattr__`` or a ``__class__`` property.
+    """
+    cls = type(obj)
+    if cls is types.ModuleType:
+        d = _class_lookup(types.ModuleType, "__dict__").__get__(obj, types.ModuleType)
         return dict.get(d, name, _MISSING) if type(d) is dict else _MISSING
-    if isinstance(obj, type):
+    if issubclass(cls, type):
         for klass in _TYPE_MRO.__get__(obj, type):
             d = _TYPE_DICT.__get__(klass, type)
             if name in d:
                 value = d[name]
-                return _MISSING if hasattr(type(value), "__get__") else value
+                return _MISSING if _has(type(value), "__get__") else value
         return _MISSING
-    cls = type(obj)
     attr = _class_lookup(cls, name)
     if attr is not _MISSING:
         kind = type(attr)
@@ -239,7 +247,7 @@ def static_attr(obj: Any, name: str) -> Any:
                 return attr.__get__(obj, cls)
             except AttributeError:
                 return _MISSING
-        if hasattr(kind, "__set__") or hasattr(kind, "__delete__"):
+        if _has(kind, "__set__") or _has(kind, "__delete__"):
             return _MISSING  # a property or another data descriptor: user code
     descr = _class_lookup(cls, "__dict__")
     if type(descr) is types.GetSetDescriptorType:
@@ -251,7 +259,7 @@ def static_attr(obj: Any, name: str) -> Any:
             value = dict.get(d, name, _MISSING)
             if value is not _MISSING:
                 return value
-    if attr is not _MISSING and not hasattr(type(attr), "__get__"):
+    if attr is not _MISSING and not _has(type(attr), "__get__"):
         return attr  # a class attribute (``lock = threading.Lock()`` in the class body)
     return _MISSING
 
