@@ -170,7 +170,7 @@ def _waited(
     """Per waiter, seconds it has waited, estimated: since the first of the earlier snapshots in
     an unbroken run that saw it waiting on the same lock; a waiter no earlier snapshot saw began
     after the latest one (at most that long ago) and after its request started. None: no
-    earlier snapshot and no request age (py-spy alone, once)."""
+    earlier snapshot and no request start (py-spy alone, once)."""
     out: Dict[int, Optional[float]] = {}
     open_ = {t.ident: t for t in group.waiters}
     since: Dict[int, float] = {}
@@ -190,7 +190,11 @@ def _waited(
         if t.ident in since:
             out[t.ident] = max(0.0, snapshot.taken_at - since[t.ident])
             continue
-        bound = t.elapsed
+        # The agent's request age bounds the wait; py-spy's (since it first saw the thread
+        # busy, its request read from the frames' locals) bounds nothing.
+        request = t.request
+        agent_age = request is not None and request.source != "py-spy"
+        bound = t.elapsed if agent_age else None
         if newest is not None:
             gap = max(0.0, snapshot.taken_at - newest)
             bound = gap if bound is None else min(bound, gap)

@@ -23,6 +23,9 @@ import pytest
 from cpinspect.findings.locks import lock_findings
 from cpinspect.model import Finding, Snapshot, SourceKind
 from cpinspect.protocol import threads_cursor, threads_from_json
+from cpinspect.snapshots import with_source_lines
+from cpinspect.sources.pyspy import PySpySource
+from cpinspect.sources.source_lines import SourceLines
 from tests.conftest import ROOT, wait_for
 from tests.helpers import agent_get
 from tests.integration.test_inject_versions import target_python
@@ -309,6 +312,38 @@ def test_threads_delta_sends_wait_changes(app: LocksTarget) -> None:
     after = wait_for(released, timeout=20, what="a delta with the transfers finished")
     assert isinstance(after, dict) and after["delta"] is True
     assert not [t for t in after["threads"] if "wait" in t or "holds" in t]
+
+
+def test_without_the_agent_pyspy_stacks_and_the_source_line_name_the_lock(
+    app: LocksTarget,
+) -> None:
+    # GIVEN one transfer inside `with LEDGER_LOCK:` and three waiting at that line (the agent
+    # only tells the test when they are in place)
+    path = "/transfer?gate=g6"
+    app.fire(path, 1)
+    wait_for(lambda: app.on(path), what="the first transfer")
+    app.fire(path, 3)
+    try:
+        threads = waiting_and_holding(app, path, waiters=3, holders=1)
+        lineno = next(t["wait"]["lineno"] for t in threads if t.get("wait"))
+        # WHEN py-spy's stacks are read from outside, with the source lines of their frames
+        pyspy = PySpySource(app.pid).threads()
+        snap = with_source_lines(
+            Snapshot(taken_at=pyspy.taken_at, source=SourceKind.PYSPY, threads=pyspy),
+            SourceLines(app.pid),
+        )
+        found = lock_findings(snap, ())
+        # THEN the same `with LEDGER_LOCK:` line under three threads is named; no holder
+        (finding,) = found
+        assert finding.id == "lock-contention:%s:%d" % (APP_FILE, lineno)
+        assert finding.title == (
+            "3 workers wait on LEDGER_LOCK at locks_app.py:%d (holder unknown)" % lineno
+        )
+        waiting = {str(t["ident"]) for t in threads if t.get("wait")}
+        assert {e.ref for e in finding.evidence} == waiting
+    finally:
+        app.release("g6")
+    wait_for(lambda: not app.on(path), what="the transfers to finish")
 
 
 # --- other Pythons: the bytecode of 3.8 and 3.13 -------------------------------------------------
