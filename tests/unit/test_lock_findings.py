@@ -3,6 +3,7 @@ and the threads reader's ``wait``/``holds``."""
 
 from __future__ import annotations
 
+import json
 from typing import Optional, Sequence, Tuple
 
 from cpinspect.findings.locks import lock_expr_of_line, lock_findings
@@ -21,7 +22,12 @@ from cpinspect.model import (
     ThreadInfo,
     ThreadsSnapshot,
 )
-from cpinspect.protocol import thread_from_json, threads_from_json
+from cpinspect.protocol import (
+    snapshots_document,
+    snapshots_from_document,
+    thread_from_json,
+    threads_from_json,
+)
 
 LEDGER = "/srv/app/ledger.py"
 NOW = 1000.0
@@ -238,3 +244,15 @@ def test_reader_reads_wait_and_holds_and_a_delta_carries_them():
     )
     assert [t.wait for t in delta.threads] == [None, None]
     assert delta.threads[1].holds == t2.holds
+
+
+def test_a_snapshot_file_keeps_wait_and_holds():
+    # GIVEN a snapshot whose threads wait on / hold a lock
+    holder = worker(7, holds=(LockHeld("LEDGER_LOCK", "tok1", LEDGER, 41),))
+    waiters = [worker(i, wait=ledger_wait(owner=7)) for i in (3, 4)]
+    snap = snapshot([holder, *waiters])
+    # WHEN written as a snapshot document (JSON) and read back
+    (back,) = snapshots_from_document(json.loads(json.dumps(snapshots_document([snap]))))
+    # THEN the lock data is intact, and so is the finding computed from it
+    assert back.threads == snap.threads
+    assert lock_findings(back, ()) == lock_findings(snap, ()) != []
