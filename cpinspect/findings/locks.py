@@ -98,15 +98,18 @@ def _agent_groups(threads: Sequence[ThreadInfo]) -> Dict[str, _Group]:
 def lock_frame(thread: ThreadInfo) -> Optional[Frame]:
     """The innermost Python frame, or its caller when it is ``threading``'s ``__enter__`` (a
     ``with`` on a Condition blocks one frame further in)."""
-    frames = [f for f in thread.stack if not f.native]
-    if not frames:
-        return None
-    first = frames[0]
-    if _short_file(first.filename) == "threading.py":
-        if first.function != "__enter__" or len(frames) < 2:
+    first: Optional[Frame] = None
+    for frame in thread.stack:
+        if frame.native:
+            continue
+        if first is not None:
+            return frame  # the caller of threading's __enter__
+        if not frame.filename.endswith("threading.py"):
+            return frame
+        if frame.function != "__enter__" or _short_file(frame.filename) != "threading.py":
             return None
-        return frames[1]
-    return first
+        first = frame
+    return None
 
 
 def lock_expr_of_line(text: Optional[str]) -> Optional[str]:
@@ -124,13 +127,14 @@ def lock_expr_of_line(text: Optional[str]) -> Optional[str]:
 def _line_groups(snapshot: Snapshot, threads: Sequence[ThreadInfo]) -> Dict[str, _Group]:
     groups: Dict[str, _Group] = {}
     exprs: Dict[Tuple[str, int], Optional[str]] = {}
+    texts = {(s.filename, s.lineno): s.text for s in snapshot.source_lines}
     for t in threads:
         frame = lock_frame(t)
         if frame is None:
             continue
         site = frame.location
         if site not in exprs:
-            exprs[site] = lock_expr_of_line(snapshot.line(frame.filename, frame.lineno))
+            exprs[site] = lock_expr_of_line(texts.get(site))
         expr = exprs[site]
         if expr is None:
             continue
@@ -155,45 +159,58 @@ def _site(group: _Group) -> Tuple[str, int]:
 # --- how long ------------------------------------------------------------------------------------
 
 
-def _still_waits(thread: Optional[ThreadInfo], group: _Group, site: Tuple[str, int]) -> bool:
-    if thread is None:
-        return False
-    if thread.wait is not None:
-        return thread.wait.obj == group.key
-    frame = lock_frame(thread)
-    return frame is not None and frame.location == site
+def _request_key(thread: ThreadInfo) -> Optional[float]:
+    return thread.request.started_at if thread.request is not None else None
+
+
+def _waiting_in(snap: Snapshot, group: _Group, site: Tuple[str, int]) -> Dict[int, Optional[float]]:
+    """The threads of an earlier snapshot waiting on ``group``'s lock -> their request start."""
+    out: Dict[int, Optional[float]] = {}
+    for t in snap.threads.threads if snap.threads is not None else ():
+        if t.wait is not None:
+            if t.wait.obj == group.key:
+                out[t.ident] = _request_key(t)
+        elif not group.kind:  # read from lines (py-spy): the same innermost line
+            frame = lock_frame(t)
+            if frame is not None and frame.location == site:
+                out[t.ident] = _request_key(t)
+    return out
 
 
 def _waited(
     snapshot: Snapshot, history: Sequence[Snapshot], group: _Group, site: Tuple[str, int]
 ) -> Dict[int, Optional[float]]:
-    """Per waiter, seconds it has waited, estimated: since the first of the earlier snapshots in
-    an unbroken run that saw it waiting on the same lock; a waiter no earlier snapshot saw began
-    after the latest one (at most that long ago) and after its request started. None: no
-    earlier snapshot and no request start (py-spy alone, once)."""
+    """Per waiter, seconds it has waited, estimated: since the earliest of the earlier snapshots
+    that saw it waiting on the same lock in the same request, the run taken as unbroken (a
+    binary search: a few snapshots read, not all 60); a waiter the latest earlier snapshot did
+    not see waiting began after it (at most that long ago) and after its request started.
+    None: no earlier snapshot and no request start (py-spy alone, once)."""
     out: Dict[int, Optional[float]] = {}
-    open_ = {t.ident: t for t in group.waiters}
-    since: Dict[int, float] = {}
-    newest: Optional[float] = None
-    for snap in reversed(history):
-        if not open_ or snap.threads is None:
-            break
-        if newest is None:
-            newest = snap.taken_at
-        present = {t.ident: t for t in snap.threads.threads if t.ident in open_}
-        for ident in list(open_):
-            if _still_waits(present.get(ident), group, site):
-                since[ident] = snap.taken_at
-            else:
-                del open_[ident]
+    memo: Dict[int, Dict[int, Optional[float]]] = {}
+
+    def waits_at(i: int, ident: int, request: Optional[float]) -> bool:
+        seen = memo.get(i)
+        if seen is None:
+            seen = memo[i] = _waiting_in(history[i], group, site)
+        return ident in seen and seen[ident] == request
+
+    last = len(history) - 1
+    newest = history[last].taken_at if history else None
     for t in group.waiters:
-        if t.ident in since:
-            out[t.ident] = max(0.0, snapshot.taken_at - since[t.ident])
+        request = _request_key(t)
+        if last >= 0 and waits_at(last, t.ident, request):
+            lo, hi = 0, last  # it waits at hi; find the earliest such index
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if waits_at(mid, t.ident, request):
+                    hi = mid
+                else:
+                    lo = mid + 1
+            out[t.ident] = max(0.0, snapshot.taken_at - history[hi].taken_at)
             continue
         # The agent's request age bounds the wait; py-spy's (since it first saw the thread
         # busy, its request read from the frames' locals) bounds nothing.
-        request = t.request
-        agent_age = request is not None and request.source != "py-spy"
+        agent_age = t.request is not None and t.request.source != "py-spy"
         bound = t.elapsed if agent_age else None
         if newest is not None:
             gap = max(0.0, snapshot.taken_at - newest)
