@@ -178,14 +178,21 @@ def _waiting_in(snap: Snapshot, group: _Group, site: Tuple[str, int]) -> Dict[in
 
 
 def _waited(
-    snapshot: Snapshot, history: Sequence[Snapshot], group: _Group, site: Tuple[str, int]
+    snapshot: Snapshot,
+    history: Sequence[Snapshot],
+    group: _Group,
+    site: Tuple[str, int],
+    how: Dict[int, str],
 ) -> Dict[int, Optional[float]]:
     """Per waiter, seconds it has waited, estimated: since the earliest of the earlier snapshots
     that saw it waiting on the same lock in the same request, the run taken as unbroken (a
     binary search: a few snapshots read, not all 60); a waiter the latest earlier snapshot did
     not see waiting began after it (at most that long ago) and after its request started.
-    None: no earlier snapshot and no request start (py-spy alone, once)."""
+    None: no earlier snapshot and no request start (py-spy alone, once). ``how`` gets, per
+    waiter, "" (about that long: seen starting between two snapshots), "≥" (it already waited
+    in the oldest snapshot kept) or "≤" (an upper bound: the request's age, the poll gap)."""
     out: Dict[int, Optional[float]] = {}
+    how.clear()
     memo: Dict[int, Dict[int, Optional[float]]] = {}
 
     def waits_at(i: int, ident: int, request: Optional[float]) -> bool:
@@ -207,6 +214,7 @@ def _waited(
                 else:
                     lo = mid + 1
             out[t.ident] = max(0.0, snapshot.taken_at - history[hi].taken_at)
+            how[t.ident] = "≥" if hi == 0 else ""
             continue
         # The agent's request age bounds the wait; py-spy's (since it first saw the thread
         # busy, its request read from the frames' locals) bounds nothing.
@@ -216,6 +224,7 @@ def _waited(
             gap = max(0.0, snapshot.taken_at - newest)
             bound = gap if bound is None else min(bound, gap)
         out[t.ident] = bound
+        how[t.ident] = "≤"
     return out
 
 
@@ -253,9 +262,11 @@ def _finding(
 ) -> Optional[Finding]:
     threads = snapshot.threads.threads if snapshot.threads is not None else ()
     site = _site(group)
-    waited = _waited(snapshot, history, group, site)
+    how: Dict[int, str] = {}
+    waited = _waited(snapshot, history, group, site, how)
     known = [w for w in waited.values() if w is not None]
     longest = max(known) if known else None
+    longest_how = next((how[i] for i, w in waited.items() if w == longest), "")
     if longest is not None and longest < MIN_WAIT:
         return None
     expr = _most(group.exprs)
@@ -285,7 +296,7 @@ def _finding(
     title = "%d %s wait on %s at %s (%s)" % (n, who, expr, where, holding)
 
     details = [
-        "longest wait %s (%s)" % (_seconds(longest), _waited_basis(history))
+        "longest wait %s%s (%s)" % (longest_how, _seconds(longest), _waited_basis(longest_how))
         if longest is not None
         else "how long they wait is not known (one look, no request ages)"
     ]
@@ -313,7 +324,9 @@ def _finding(
     if holder is not None:
         evidence.append(_evidence(holder, "holds" if certain else "likely holds", expr))
     evidence.extend(_evidence(t, "likely holds", expr) for t in others)
-    evidence.extend(_evidence(t, _waits_words(waited.get(t.ident)), expr) for t in waiters)
+    evidence.extend(
+        _evidence(t, _waits_words(waited.get(t.ident), how.get(t.ident, "")), expr) for t in waiters
+    )
     return Finding(
         id="lock-contention:%s:%d" % site,
         severity=FindingSeverity.CRITICAL if critical else FindingSeverity.WARNING,
@@ -327,14 +340,16 @@ def _finding(
     )
 
 
-def _waits_words(waited: Optional[float]) -> str:
-    return "waits %s on" % _seconds(waited) if waited is not None else "waits on"
+def _waits_words(waited: Optional[float], how: str) -> str:
+    return "waits %s%s on" % (how, _seconds(waited)) if waited is not None else "waits on"
 
 
-def _waited_basis(history: Sequence[Snapshot]) -> str:
-    if history:
-        return "seen waiting in the earlier polls"
-    return "at most its request's age: no earlier poll"
+def _waited_basis(how: str) -> str:
+    if how == "≥":
+        return "already waiting in the oldest earlier poll kept"
+    if how == "≤":
+        return "at most: its request's age or the time since the last poll"
+    return "seen starting to wait between two polls"
 
 
 def _evidence(thread: ThreadInfo, what: str, expr: str) -> Evidence:

@@ -137,15 +137,25 @@ def test_history_tells_how_long_they_waited():
     before_free = snapshot([worker(i, elapsed=29.0) for i in (1, 2)], size=50, taken_at=NOW - 1)
     # WHEN computed with a history in which they did not wait
     (fresh,) = lock_findings(snapshot(now, size=50), [before_free])
-    # THEN the wait is bounded by the poll gap: a warning, 1.0 s
+    # THEN the wait is bounded by the poll gap: a warning, at most 1.0 s
     assert fresh.severity is FindingSeverity.WARNING
-    assert fresh.details[0].startswith("longest wait 1.0 s")
+    assert fresh.details[0].startswith("longest wait ≤1.0 s (at most")
+    assert "waits ≤1.0 s on LEDGER_LOCK" in fresh.evidence[0].label
     # WHEN the earlier polls saw them waiting on the same lock for 7 s
     history = [snapshot(now, size=50, taken_at=NOW - k) for k in range(7, 0, -1)]
     (long_,) = lock_findings(snapshot(now, size=50), history)
-    # THEN it is critical: they have waited 7 s
+    # THEN it is critical: they have waited 7 s at least (already in the oldest poll kept)
     assert long_.severity is FindingSeverity.CRITICAL
-    assert long_.details[0].startswith("longest wait 7.0 s")
+    assert long_.details[0].startswith("longest wait ≥7.0 s (already waiting")
+    # WHEN the earlier polls saw them free, then waiting for the last 4 s
+    free = [
+        snapshot([worker(i, elapsed=30.0) for i in (1, 2)], taken_at=NOW - k) for k in (7, 6, 5)
+    ]
+    waiting = [snapshot(now, size=50, taken_at=NOW - k) for k in (4, 3, 2, 1)]
+    (started,) = lock_findings(snapshot(now, size=50), free + waiting)
+    # THEN the wait is about 4 s (seen starting between two polls): a warning
+    assert started.severity is FindingSeverity.WARNING
+    assert started.details[0].startswith("longest wait 4.0 s (seen starting")
 
 
 def test_a_plain_lock_without_a_with_holder_says_holder_unknown():
