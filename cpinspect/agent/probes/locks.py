@@ -77,24 +77,26 @@ def token(obj: Any) -> str:
     return hashlib.blake2b(str(id(obj)).encode("ascii"), key=_SALT, digest_size=6).hexdigest()
 
 
-class _Code:
-    """One code object's instructions, read once: what the probe needs of them."""
+Instructions = List[Tuple[int, str, Any, Any]]
+"""(offset, opname, arg, argval) of each instruction."""
 
-    __slots__ = ("blocks", "code", "index", "ins", "sites")
+
+class _Code:
+    """What the probe learnt of one code object: its lock sites by offset and its with blocks.
+
+    The instructions themselves are not kept (a few KiB per code object, times CODES_MAX):
+    they are read again for a site not seen before, which is rare once the stacks settle.
+    """
+
+    __slots__ = ("blocks", "code", "sites")
 
     def __init__(self, code: Any) -> None:
         self.code = code
-        self.ins: Optional[List[Tuple[int, str, Any, Any]]] = None
-        self.index: Dict[int, int] = {}
         self.sites: Dict[int, Optional[Tuple[Path, str]]] = {}
         self.blocks: Optional[List[Tuple[int, int, Path, int]]] = None
 
-    def instructions(self) -> List[Tuple[int, str, Any, Any]]:
-        if self.ins is None:
-            ins = [(i.offset, i.opname, i.arg, i.argval) for i in dis.get_instructions(self.code)]
-            self.index = {offset: n for n, (offset, _o, _a, _v) in enumerate(ins)}
-            self.ins = ins
-        return self.ins
+    def instructions(self) -> Instructions:
+        return [(i.offset, i.opname, i.arg, i.argval) for i in dis.get_instructions(self.code)]
 
 
 _CODES: Dict[int, _Code] = {}
@@ -110,7 +112,7 @@ def _code_info(code: Any) -> _Code:
     return info
 
 
-def _path_before(ins: List[Tuple[int, str, Any, Any]], end: int) -> Optional[Path]:
+def _path_before(ins: Instructions, end: int) -> Optional[Path]:
     """The ``NAME.attr.attr`` loaded by the instructions just before index ``end``."""
     attrs: List[str] = []
     n = end - 1
@@ -139,7 +141,7 @@ def _parse_site(info: _Code, lasti: int) -> Optional[Tuple[Path, str]]:
     if opname not in _WITH_OPS and opname not in _CALL_OPS:
         return None  # the common case, decided without disassembling
     ins = info.instructions()
-    n = info.index.get(lasti)
+    n = next((k for k, item in enumerate(ins) if item[0] == lasti), None)
     if n is None:
         return None
     if opname in _WITH_OPS:
