@@ -26,6 +26,7 @@ import re
 import sys
 import threading
 import types
+from collections import OrderedDict
 from types import FrameType
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -84,8 +85,8 @@ Instructions = List[Tuple[int, str, Any, Any]]
 class _Code:
     """What the probe learnt of one code object: its lock sites by offset and its with blocks.
 
-    The instructions themselves are not kept (a few KiB per code object, times CODES_MAX):
-    they are read again for a site not seen before, which is rare once the stacks settle.
+    The instructions themselves are kept only for the last INSTRUCTIONS_KEPT code objects (a
+    few KiB each): a spinning thread stops at a new offset of the same code every poll.
     """
 
     __slots__ = ("blocks", "code", "sites")
@@ -96,7 +97,20 @@ class _Code:
         self.blocks: Optional[List[Tuple[int, int, Path, int]]] = None
 
     def instructions(self) -> Instructions:
-        return [(i.offset, i.opname, i.arg, i.argval) for i in dis.get_instructions(self.code)]
+        key = id(self.code)
+        kept = _INSTRUCTIONS.get(key)
+        if kept is not None and kept[0] is self.code:
+            _INSTRUCTIONS.move_to_end(key)
+            return kept[1]
+        ins = [(i.offset, i.opname, i.arg, i.argval) for i in dis.get_instructions(self.code)]
+        _INSTRUCTIONS[key] = (self.code, ins)
+        while len(_INSTRUCTIONS) > INSTRUCTIONS_KEPT:
+            _INSTRUCTIONS.popitem(last=False)
+        return ins
+
+
+INSTRUCTIONS_KEPT = 64
+_INSTRUCTIONS: "OrderedDict[int, Tuple[Any, Instructions]]" = OrderedDict()
 
 
 _CODES: Dict[int, _Code] = {}
@@ -179,8 +193,9 @@ def site_at(code: Any, lasti: int) -> Optional[Tuple[Path, str]]:
         site = _parse_site(info, lasti)
     except Exception:  # noqa: BLE001 - bytecode we do not know: no site
         site = None
-    if len(info.sites) < 256:
-        info.sites[lasti] = site
+    if len(info.sites) >= 256:
+        info.sites.clear()  # a spinning thread: a new offset every poll
+    info.sites[lasti] = site
     return site
 
 
