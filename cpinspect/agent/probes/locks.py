@@ -51,8 +51,8 @@ _BASES = {
 }
 _MAX_ATTRS = 6
 CODES_MAX = 4096
-"""Code objects whose instructions are kept (each entry keeps its code object alive, so that
-no id in the cache can be reused by another code)."""
+"""Code objects the probe remembers (their lock sites and with blocks; each entry keeps its
+code object alive, so that no id in the cache can be reused by another code)."""
 
 _LOCK = type(threading.Lock())
 _RLOCK = type(threading.RLock())
