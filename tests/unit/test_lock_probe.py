@@ -231,3 +231,37 @@ def test_a_free_lock_or_a_thread_elsewhere_is_no_wait(started: Any) -> None:
     entries = [{"ident": t.ident}]
     locks.annotate(entries, {}, sys._current_frames(), [])
     assert entries == [{"ident": t.ident}]
+
+
+def test_only_a_frame_inside_the_with_body_holds_it(started: Any) -> None:
+    # GIVEN a thread inside two nested with blocks, and one past the end of a with block
+    # (both now waiting on an Event, the second later in the same function)
+    stop = started.stop
+    outer, inner, done = threading.Lock(), threading.RLock(), threading.Lock()
+    ready = threading.Barrier(3)
+
+    def nested() -> None:
+        with outer:  # noqa: SIM117 - two with statements on purpose: two lines, two blocks
+            with inner:
+                ready.wait(5)
+                stop.wait(30)
+
+    def after() -> None:
+        with done:
+            pass
+        ready.wait(5)
+        stop.wait(30)
+
+    a, b = started(nested), started(after)
+    ready.wait(5)
+    time.sleep(0.05)
+    waited = {id(outer): "o", id(inner): "i", id(done): "d"}
+    frames = sys._current_frames()
+    # WHEN their frames are searched for with blocks on those objects
+    in_both = locks.holds_of(frames[a.ident], waited)  # type: ignore[index]
+    past = locks.holds_of(frames[b.ident], waited)  # type: ignore[index]
+    del frames
+    # THEN the nested thread holds both (outer first in the with order of its frame), the
+    # other none: its frame is past the with body
+    assert sorted((h["expr"], h["obj"]) for h in in_both) == [("inner", "i"), ("outer", "o")]
+    assert past == []
