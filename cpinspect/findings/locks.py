@@ -40,6 +40,7 @@ LONG_WAIT = 5.0
 """Seconds of waiting that make the contention critical whatever the share of the pool."""
 
 _WITH_LINE = re.compile(r"^\s*(?:async\s+)?with\s+(.+?)(?:\s+as\s+[^:]+)?\s*:")
+_PLAIN_EXPR = re.compile(r"^[A-Za-z_][\w.]*(?:\[[^\[\]()]*\])?$")
 _ACQUIRE_CALL = re.compile(r"([A-Za-z_][\w.]*)\s*\.\s*(?:acquire|__enter__)\s*\(")
 
 
@@ -114,12 +115,15 @@ def lock_frame(thread: ThreadInfo) -> Optional[Frame]:
 
 def lock_expr_of_line(text: Optional[str]) -> Optional[str]:
     """``LEDGER_LOCK`` of ``with LEDGER_LOCK:``, ``x.lock`` of ``x.lock.acquire()``; None when the
-    line takes no lock that way."""
+    line takes no lock that way. Only names, attributes and subscripts count as a lock: ``with
+    open(path) as f:`` blocked in C is I/O, not a lock (a call's result cannot be told apart
+    from the line alone)."""
     if not text:
         return None
     m = _WITH_LINE.match(text)
     if m is not None:
-        return m.group(1).strip()
+        expr = m.group(1).strip()
+        return expr if _PLAIN_EXPR.match(expr) else None
     m = _ACQUIRE_CALL.search(text)
     return m.group(1) if m is not None else None
 

@@ -217,7 +217,11 @@ def test_lock_expressions_read_from_a_source_line():
     assert lock_expr_of_line("with self.lock as held:  # x") == "self.lock"
     assert lock_expr_of_line("    x.lock.acquire()") == "x.lock"
     assert lock_expr_of_line("    ok = self._cache_lock.acquire(timeout=5)") == "self._cache_lock"
+    assert lock_expr_of_line("    with LOCKS[key]:") == "LOCKS[key]"
     assert lock_expr_of_line("    rows = fetch()") is None
+    # a with on a call's result (a file, a connection) or on two things is no lock claim
+    assert lock_expr_of_line("    with open(path) as f:") is None
+    assert lock_expr_of_line("    with a, b:") is None
     assert lock_expr_of_line(None) is None
 
 
