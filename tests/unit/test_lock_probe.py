@@ -265,3 +265,34 @@ def test_only_a_frame_inside_the_with_body_holds_it(started: Any) -> None:
     # other none: its frame is past the with body
     assert sorted((h["expr"], h["obj"]) for h in in_both) == [("inner", "i"), ("outer", "o")]
     assert past == []
+
+
+KEYED = {"alice": threading.Lock()}
+
+
+def test_a_lock_in_a_dict_by_key_is_named_and_its_holder_found(started: Any) -> None:
+    # GIVEN per-user locks in a module dict: one thread inside `with KEYED[user]:`, another
+    # blocked entering it (the key a local, the dict read with dict.get, never __getitem__)
+    stop = started.stop
+    held = threading.Event()
+
+    def holder() -> None:
+        user = "alice"
+        with KEYED[user]:
+            held.set()
+            stop.wait(30)
+
+    def waiter() -> None:
+        user = "alice"
+        with KEYED[user]:
+            pass
+
+    h = started(holder)
+    assert held.wait(5)
+    w = started(waiter)
+    # WHEN read
+    wait = blocked(w)
+    # THEN the expression keeps the subscript; the holder is in a with block on that lock
+    assert wait["expr"] == "KEYED[user]"
+    holds = locks.holds_of(sys._current_frames()[h.ident], {id(KEYED["alice"]): wait["obj"]})  # type: ignore[index]
+    assert [x["expr"] for x in holds] == ["KEYED[user]"]

@@ -63,14 +63,31 @@ _INTERNAL_FILES = frozenset((_THREADING_FILE, getattr(queue, "__file__", "") or 
 would make the holder search cost what the whole answer costs."""
 _SALT = os.urandom(16)
 
-Path = Tuple[str, str, Tuple[str, ...]]
-"""(base kind: local|global|name, base name, attribute names)."""
+
+def _locals_type() -> type:
+    return type(sys._getframe().f_locals)
+
+
+_LOCALS_PROXY = _locals_type()
+"""``FrameLocalsProxy`` on 3.13+ (PEP 667); ``dict`` before, where f_locals is a plain dict."""
+
+Path = Tuple[str, str, Tuple[Any, ...]]
+"""(base kind: local|global|name, base name, steps): a step is an attribute name, or
+``("[]", kind, key)`` for a subscript whose key is a name of that kind or a ``const``."""
 Site = Tuple[int, Path, str]
 """(frame depth from the innermost, the lock expression's path, "with" | "call")."""
 
 
 def expr_of(path: Path) -> str:
-    return ".".join((path[1],) + path[2])
+    """``LEDGER_LOCK``, ``self.lock``, ``self._locks[key]``: the expression as the code reads."""
+    parts = [path[1]]
+    for step in path[2]:
+        if isinstance(step, str):
+            parts.append("." + step)
+        else:
+            _sub, kind, key = step
+            parts.append("[%s]" % (repr(key) if kind == "const" else key))
+    return "".join(parts)
 
 
 def token(obj: Any) -> str:
@@ -127,21 +144,39 @@ def _code_info(code: Any) -> _Code:
 
 
 def _path_before(ins: Instructions, end: int) -> Optional[Path]:
-    """The ``NAME.attr.attr`` loaded by the instructions just before index ``end``."""
-    attrs: List[str] = []
+    """The ``NAME.attr[key].attr`` loaded by the instructions just before index ``end``."""
+    steps: List[Any] = []  # innermost last, read backwards
     n = end - 1
-    while n >= 0 and len(attrs) <= _MAX_ATTRS:
+    while n >= 0 and len(steps) <= _MAX_ATTRS:
         _off, op, _arg, val = ins[n]
         if op in _SKIP:
             n -= 1
             continue
         if op == "LOAD_ATTR" and isinstance(val, str):
-            attrs.append(val)
+            steps.append(val)
             n -= 1
+            continue
+        if op == "BINARY_SUBSCR":
+            m = n - 1
+            while m >= 0 and ins[m][1] in _SKIP:
+                m -= 1
+            if m < 0:
+                return None
+            kop, kval = ins[m][1], ins[m][3]
+            if kop == "LOAD_FAST_LOAD_FAST" and isinstance(kval, tuple) and len(kval) == 2:
+                steps.append(("[]", "local", kval[1]))  # 3.13: d[key] with both local
+                return ("local", kval[0], tuple(reversed(steps)))
+            if kop == "LOAD_CONST" and type(kval) in (str, int):
+                steps.append(("[]", "const", kval))
+            elif _BASES.get(kop) is not None and isinstance(kval, str):
+                steps.append(("[]", _BASES[kop], kval))
+            else:
+                return None
+            n = m - 1
             continue
         base = _BASES.get(op)
         if base is not None and isinstance(val, str):
-            return (base, val, tuple(reversed(attrs)))
+            return (base, val, tuple(reversed(steps)))
         return None
     return None
 
@@ -281,15 +316,16 @@ def static_attr(obj: Any, name: str) -> Any:
     return _MISSING
 
 
-def resolve(frame: FrameType, path: Path) -> Any:
-    """The object ``path`` names in ``frame``; ``_MISSING`` when it cannot be read safely."""
-    kind, name, attrs = path
+def _lookup(frame: FrameType, kind: str, name: str) -> Any:
+    """``name`` in the frame's locals (``local``), globals then builtins (``global``) or all
+    three (``name``): plain dict reads, or the 3.13 locals proxy (reads the frame's slots)."""
     obj: Any = _MISSING
     if kind in ("local", "name"):
         local = frame.f_locals
-        obj = local.get(name, _MISSING) if isinstance(local, dict) else _MISSING
-        if obj is _MISSING and type(local) is not dict:
-            try:  # 3.13: a FrameLocalsProxy (reads the frame's slots, runs no user code)
+        if type(local) is dict:
+            obj = dict.get(local, name, _MISSING)
+        elif type(local) is _LOCALS_PROXY:
+            try:
                 obj = local.get(name, _MISSING)
             except Exception:  # noqa: BLE001
                 obj = _MISSING
@@ -299,10 +335,38 @@ def resolve(frame: FrameType, path: Path) -> Any:
         if obj is _MISSING:
             b = frame.f_builtins
             obj = dict.get(b, name, _MISSING) if type(b) is dict else _MISSING
-    for attr in attrs:
+    return obj
+
+
+def _item(container: Any, key: Any) -> Any:
+    """``container[key]`` for a plain dict (str/int key) or a list/tuple (int index) only."""
+    if type(container) is dict and type(key) in (str, int):
+        return dict.get(container, key, _MISSING)
+    if (
+        type(container) in (list, tuple)
+        and type(key) is int
+        and -len(container) <= key < len(container)
+    ):
+        return container[key]
+    return _MISSING
+
+
+def resolve(frame: FrameType, path: Path) -> Any:
+    """The object ``path`` names in ``frame``; ``_MISSING`` when it cannot be read safely."""
+    kind, name, steps = path
+    obj = _lookup(frame, kind, name)
+    for step in steps:
         if obj is _MISSING:
             break
-        obj = static_attr(obj, attr)
+        if isinstance(step, str):
+            obj = static_attr(obj, step)
+            continue
+        _sub, key_kind, key = step
+        if key_kind != "const":
+            key = _lookup(frame, key_kind, key)
+            if key is _MISSING:
+                return _MISSING
+        obj = _item(obj, key)
     return obj
 
 
