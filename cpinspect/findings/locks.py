@@ -293,6 +293,8 @@ def _finding(
         )
         if others:
             holding += " or %s" % ", ".join(_thread_name(t) for t in others[:3])
+    elif group.owner is not None:
+        holding = "held by thread %d, not in this snapshot" % group.owner
     elif from_agent and group.kind == "_thread.lock":
         holding = "holder unknown: a Lock records no owner and no thread is inside a with on it"
     else:
@@ -308,6 +310,11 @@ def _finding(
         details.append(
             "%d of the %d workers of %s are held by this lock"
             % (held_workers, pool.size, pool.bind)
+        )
+    if holder is not None and holder.elapsed is not None and holder.request is not None:
+        details.append(
+            "%s: how long the holder's request has run (it took the lock during it)"
+            % _seconds(holder.elapsed)
         )
     if holder is not None and certain:
         details.append("the holder is certain: the RLock records its owner")
@@ -325,11 +332,13 @@ def _finding(
         )
 
     evidence: List[Evidence] = []
+    key = group.key
     if holder is not None:
-        evidence.append(_evidence(holder, "holds" if certain else "likely holds", expr))
-    evidence.extend(_evidence(t, "likely holds", expr) for t in others)
+        evidence.append(_evidence(holder, "holds" if certain else "likely holds", expr, key))
+    evidence.extend(_evidence(t, "likely holds", expr, key) for t in others)
     evidence.extend(
-        _evidence(t, _waits_words(waited.get(t.ident), how.get(t.ident, "")), expr) for t in waiters
+        _evidence(t, _waits_words(waited.get(t.ident), how.get(t.ident, "")), expr, key)
+        for t in waiters
     )
     return Finding(
         id="lock-contention:%s:%d" % site,
@@ -356,21 +365,24 @@ def _waited_basis(how: str) -> str:
     return "seen starting to wait between two polls"
 
 
-def _evidence(thread: ThreadInfo, what: str, expr: str) -> Evidence:
-    """``CP Server Thread-7  holds LEDGER_LOCK  POST /transfer  12.3 s  ledger.py:41``."""
+def _evidence(thread: ThreadInfo, what: str, expr: str, key: str) -> Evidence:
+    """``CP Server Thread-7  likely holds LEDGER_LOCK  POST /transfer  12.3 s  ledger.py:41``:
+    the place is where it waits, where its with block on the lock starts, else its top app
+    frame (an RLock's owner may hold it anywhere)."""
     parts = [_thread_name(thread), "%s %s" % (what, expr)]
     if thread.request is not None:
         parts.append("%s %s" % (thread.request.method, thread.request.target))
     if thread.elapsed is not None:
         parts.append(_seconds(thread.elapsed))
-    frame = lock_frame(thread) if thread.wait is None else None
+    held = next((h for h in thread.holds if h.obj == key), None)
     if thread.wait is not None:
         parts.append("%s:%d" % (_short_file(thread.wait.filename), thread.wait.lineno))
-    elif thread.holds:
-        h = thread.holds[0]
-        parts.append("%s:%d" % (_short_file(h.filename), h.lineno))
-    elif frame is not None:
-        parts.append("%s:%d" % (_short_file(frame.filename), frame.lineno))
+    elif held is not None:
+        parts.append("%s:%d" % (_short_file(held.filename), held.lineno))
+    else:
+        frame = lock_frame(thread) if "wait" in what else thread.top_app_frame
+        if frame is not None:
+            parts.append("%s:%d" % (_short_file(frame.filename), frame.lineno))
     return Evidence("thread", str(thread.ident), "  ".join(parts))
 
 

@@ -270,3 +270,22 @@ def test_a_snapshot_file_keeps_wait_and_holds():
     # THEN the lock data is intact, and so is the finding computed from it
     assert back.threads == snap.threads
     assert lock_findings(back, ()) == lock_findings(snap, ()) != []
+
+
+def test_the_holder_evidence_points_at_its_with_on_this_lock_and_a_gone_owner_is_said():
+    # GIVEN a holder inside with blocks on two locks, with waiters on the second only
+    holds = (
+        LockHeld("OTHER", "tok0", LEDGER, 30),
+        LockHeld("LEDGER_LOCK", "tok1", LEDGER, 40),
+    )
+    holder = worker(7, holds=holds)
+    waiters = [worker(i, wait=ledger_wait()) for i in (1, 2)]
+    # WHEN computed
+    (finding,) = lock_findings(snapshot([holder, *waiters]), ())
+    # THEN the holder's line is its with on LEDGER_LOCK, and its request's age is explained
+    assert finding.evidence[0].label.endswith("ledger.py:40")
+    assert any("how long the holder's request has run" in d for d in finding.details)
+    # AND an RLock whose owner is not among the threads is said so, by ident
+    gone = [worker(i, wait=ledger_wait("r", 4242, "_thread.RLock")) for i in (1, 2)]
+    (finding,) = lock_findings(snapshot(gone), ())
+    assert finding.title.endswith("(held by thread 4242, not in this snapshot)")
