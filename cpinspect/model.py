@@ -126,6 +126,34 @@ class RequestInfo:
 
 
 @dataclass(frozen=True)
+class LockWait:
+    """The lock a thread is blocked on, named from its frame's current instruction (agent)."""
+
+    expr: str
+    """The lock expression as the code spells it: ``LEDGER_LOCK``, ``self.lock``."""
+    obj: str
+    """Opaque token of the lock object, equal for the same object within one agent lifetime."""
+    type: str
+    """``_thread.lock``, ``_thread.RLock``, ``threading.Condition``."""
+    filename: str
+    lineno: int
+    owner: Optional[int] = None
+    """Ident of the thread holding it, when the lock records one (an ``RLock``)."""
+
+
+@dataclass(frozen=True)
+class LockHeld:
+    """A ``with`` block on a lock some thread waits for, that this thread's frame is inside."""
+
+    expr: str
+    obj: str
+    """Same token as the waiters' ``LockWait.obj``."""
+    filename: str
+    lineno: int
+    """Line of the ``with`` statement."""
+
+
+@dataclass(frozen=True)
 class ThreadInfo:
     ident: int
     """``threading.get_ident()``: the key shared with py-spy's ``thread_id``."""
@@ -148,6 +176,10 @@ class ThreadInfo:
     """Bind address of the server whose pool this worker belongs to."""
     owns_gil: Optional[bool] = None
     """Known only from py-spy."""
+    wait: Optional[LockWait] = None
+    """The lock this thread is blocked on (agent only)."""
+    holds: Tuple[LockHeld, ...] = ()
+    """``with`` blocks it is inside on locks others wait for: it likely holds them (agent)."""
 
     @property
     def top_app_frame(self) -> Optional[Frame]:

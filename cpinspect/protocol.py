@@ -21,7 +21,9 @@ from cpinspect.model import (
     Evidence,
     Frame,
     LockFile,
+    LockHeld,
     LockHolder,
+    LockWait,
     LockWaiter,
     LoggingInfo,
     LogOrigin,
@@ -162,6 +164,29 @@ def request_from_json(d: Mapping[str, Any]) -> RequestInfo:
     )
 
 
+def lock_wait_from_json(d: Any) -> Optional[LockWait]:
+    """A thread's ``wait`` (None when absent or not an object)."""
+    if not isinstance(d, dict):
+        return None
+    return LockWait(
+        expr=_s(d, "expr", "?"),
+        obj=_s(d, "obj"),
+        type=_s(d, "type"),
+        filename=_s(d, "filename", "?"),
+        lineno=_i(d, "lineno"),
+        owner=_opt_i(d, "owner"),
+    )
+
+
+def lock_held_from_json(d: Mapping[str, Any]) -> LockHeld:
+    return LockHeld(
+        expr=_s(d, "expr", "?"),
+        obj=_s(d, "obj"),
+        filename=_s(d, "filename", "?"),
+        lineno=_i(d, "lineno"),
+    )
+
+
 def thread_from_json(d: Mapping[str, Any]) -> ThreadInfo:
     request = d.get("request")
     return ThreadInfo(
@@ -179,6 +204,8 @@ def thread_from_json(d: Mapping[str, Any]) -> ThreadInfo:
         stack_truncated=_i(d, "stack_truncated"),
         pool=_opt_s(d, "pool"),
         owns_gil=_opt_b(d, "owns_gil"),
+        wait=lock_wait_from_json(d.get("wait")),
+        holds=tuple(lock_held_from_json(h) for h in _list(d, "holds") if isinstance(h, dict)),
     )
 
 

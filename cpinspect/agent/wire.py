@@ -84,9 +84,37 @@ THREADS_CURSORS_KEPT = 4
 #                                    "stage": str|null, "app": str|null, "source": str},
 #                 "stack": [{"file": str, "line": int, "function": str, "qualname": str|null,
 #                            "app": bool}],          # innermost first
-#                 "stack_truncated": int}],
+#                 "stack_truncated": int,
+#                 "wait"?: {"expr": str, "obj": str, "type": str, "filename": str,
+#                           "lineno": int, "owner": int|null},      # optional, see below
+#                 "holds"?: [{"expr": str, "obj": str, "filename": str, "lineno": int}]}],
 #    "errors": [str],
 #    "cursor": str, "delta": bool, "gone": [int]}
+#
+#   "wait" (optional: absent unless the thread is blocked on a lock): the thread's innermost
+#   Python frame is at a lock acquisition — ``with X:`` (SETUP_WITH 3.8-3.10, BEFORE_WITH 3.11+)
+#   or a call ``X.acquire(...)`` / ``X.__enter__()`` (plain loads as arguments only) — and X,
+#   read from the code object (the loads before that instruction) and looked up without running
+#   code (the frame's locals/globals/builtins, then attributes only through an instance
+#   ``__dict__``, a slot or a plain class attribute: never a property or ``__getattr__``;
+#   subscripts ``LOCKS[key]`` only of a plain dict by str/int key or a list/tuple), is a
+#   threading.Lock, RLock or Condition that is locked now (an RLock not owned by this thread).
+#   "expr": X as the code spells it ("LEDGER_LOCK", "self.lock", "self._locks[user]");
+#   "obj": an opaque token of the object, equal for the same object within one agent lifetime
+#   (not an address);
+#   "type": "_thread.lock" | "_thread.RLock" | "threading.Condition"; "filename"/"lineno": the
+#   waiting frame (for ``with cond:`` on a Condition, the caller of Condition.__enter__);
+#   "owner": the holder's ident, known for an RLock only (from its C repr: never acquired),
+#   else null. Not reported as waits: Condition.wait / Event.wait / queue.get (waiting for a
+#   notification, as idle workers do), Semaphore.acquire, locks of other types.
+#   "holds" (optional: absent unless non-empty; computed only when some thread of the same
+#   answer has a "wait"): the ``with`` blocks of this thread's frames on an object some thread
+#   waits for, whose body holds the frame's current instruction (3.11+: the exception table;
+#   3.8-3.10: the SETUP_WITH target): this thread LIKELY holds it. "lineno" is the ``with``
+#   statement's. A lock taken by ``acquire()`` without ``with`` leaves no such trace: its holder
+#   is not found (only an RLock's "owner" names it). Frames of threading.py and queue.py are not
+#   searched (their with blocks are on their own Conditions).
+#   Both are part of a thread's entry for deltas: a change of either sends the entry again.
 #
 #   GET /v1/threads?since=CURSOR   (a delta; additive: without ?since= the answer is the full one)
 #   Every answer carries "cursor": "<random id of this agent's lifetime>-<counter>" (opaque). The

@@ -17,6 +17,7 @@ from ..procfs import task_cpu_time
 from ..redact import redact_query
 from ..tracking import RequestTracker
 from ..wire import MAX_STACK_DEPTH, THREADS_CURSORS_KEPT
+from . import locks
 from .frames import FrameClassifier, extract_stack
 from .servers import finite, format_bind, pool_of, running_servers
 
@@ -285,7 +286,7 @@ def _codes(frame: Optional[FrameType], limit: int = MAX_STACK_DEPTH) -> List[Any
 class _CachedStack:
     """One thread's last extracted stack and what depends only on it."""
 
-    __slots__ = ("codes", "digest", "key", "phase", "stack", "truncated")
+    __slots__ = ("codes", "digest", "key", "phase", "site", "stack", "truncated")
 
     def __init__(
         self,
@@ -299,6 +300,11 @@ class _CachedStack:
         self.stack = stack
         self.truncated = truncated
         self.phase = phase_from_stack(stack)
+        # Where the innermost frame would take a lock (found once per stack change; usually None).
+        try:
+            self.site = locks.lock_site(codes, key)
+        except Exception:  # noqa: BLE001
+            self.site = None
         # What the inspector sees of the stack: a move inside one line changes nothing.
         self.digest = hash(
             tuple((f["file"], f["line"], f["function"], f["qualname"], f["app"]) for f in stack)
@@ -326,7 +332,20 @@ def _digest(entry: Dict[str, Any], stack_digest: int, started: Any) -> int:
             tuple(request.values()) if request is not None else None,
             stack_digest,
             entry["stack_truncated"],
+            _lock_digest(entry),
         )
+    )
+
+
+def _lock_digest(entry: Dict[str, Any]) -> Any:
+    """``wait`` and ``holds`` as a hashable value (None for the usual thread with neither)."""
+    wait = entry.get("wait")
+    holds = entry.get("holds")
+    if wait is None and holds is None:
+        return None
+    return (
+        tuple(wait.values()) if wait is not None else None,
+        tuple(tuple(h.values()) for h in holds) if holds else None,
     )
 
 
@@ -388,6 +407,8 @@ class ThreadsProbe:
         digests: Dict[int, int] = {}
         oldest: Dict[str, Optional[float]] = {}
         seen_keys = set()
+        pending: List[Tuple[Dict[str, Any], int, Any]] = []  # (entry, stack digest, start)
+        sites: Dict[int, locks.Site] = {}
         for ident in sorted(set(frames) | set(by_ident)):
             t = by_ident.get(ident)
             try:
@@ -402,7 +423,17 @@ class ThreadsProbe:
             key = entry.pop("_conn_key", None)
             if key is not None:
                 seen_keys.add(key)
-            digests[ident] = _digest(entry, entry.pop("_stack_digest"), entry.pop("_started", None))
+            site = entry.pop("_site", None)
+            if site is not None:
+                sites[ident] = site
+            pending.append((entry, entry.pop("_stack_digest"), entry.pop("_started", None)))
+        # Lock waits, and their likely holders only when some thread waits (usually: nothing).
+        try:
+            locks.annotate(threads_out, sites, frames, errors)
+        except Exception as exc:  # noqa: BLE001
+            errors.append("lock probe: %s: %s" % (type(exc).__name__, exc))
+        for entry, stack_digest, started in pending:
+            digests[entry["ident"]] = _digest(entry, stack_digest, started)
         # Forget connections no worker holds any more (bounded by the pool size).
         for key in list(self._conn_seen):
             if key not in seen_keys:
@@ -589,6 +620,7 @@ class ThreadsProbe:
             "stack": stack,
             "stack_truncated": cached.truncated,
             "_stack_digest": cached.digest,
+            "_site": cached.site,
         }
         tracked = self.tracker.get(ident)
         if worker is None:
