@@ -10,7 +10,7 @@ expiry, some already expired) is paged through its agent's Unix socket:
    paging: the agent's growth (index + answers); paging again while 20 logins/s create
    sessions (the index is rebuilt), less the app's own growth from the same logins without
    paging (a control run first); then paging after the store's clean-up deleted the expired
-   sessions (the index is built again next to the old one: the worst case);
+   sessions (the index is compacted in place; before, it was built again next to the old one);
 4. the app's request rate on ``/fast`` (a client in its own process, keep-alive connections)
    in paired windows: no paging, paging at 2/s (the Sessions tab's poll and a user paging), and
    paging back to back; each window's rate divided by the no-paging one of its own round.
@@ -367,8 +367,8 @@ def main() -> int:
             )
         )
 
-        # After a clean-up (the expired sessions deleted) the index cannot be updated in place:
-        # it is built again next to the one being served, the worst case for memory.
+        # After a clean-up (the expired sessions deleted) the index is compacted in place (it
+        # was built again next to the one being served before: the worst case for memory).
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("GET", "/cleanup")
         conn.getresponse().read()
@@ -385,6 +385,7 @@ def main() -> int:
                 (end_cleanup - base_rss) / 1024,
             )
         )
+        growth_cleanup = (peak_cleanup - base_rss) / 1024
 
         cpu_ms = paging_cpu(sock, pid, total, 3.0)
         print(
@@ -422,13 +423,14 @@ def main() -> int:
             )
         )
         print(
-            "goals: page p95 < 50 ms: %s (%.1f); growth < 5 MB: %s (%.2f); "
-            "ratio >= 0.98 at 2/s: %s (%.3f)"
+            "goals: page p95 < 50 ms: %s (%.1f); growth < 5 MB: %s (%.2f, after the clean-up "
+            "%.2f); ratio >= 0.98 at 2/s: %s (%.3f)"
             % (
                 "met" if p95 < 50 else "NOT met",
                 p95,
-                "met" if max(growth, growth_churn - app_own) < 5 else "NOT met",
+                "met" if max(growth, growth_churn - app_own, growth_cleanup) < 5 else "NOT met",
                 max(growth, growth_churn - app_own),
+                growth_cleanup,
                 "met" if ratio >= 0.98 else "NOT met",
                 ratio,
             )
