@@ -485,6 +485,81 @@ def _compact(idx: Index, gone: bytearray) -> None:
     idx.sizes_summary = idx._size_summary()
 
 
+def _merge_in_place(
+    idx: Index,
+    changed: Dict[int, Any],
+    changed_sizes: Dict[int, int],
+    added: List[Any],
+    added_sizes: List[int],
+    new_sids: List[str],
+) -> None:
+    """Sessions saved since (``changed``: position -> entry) and created since (``added``,
+    ids ``new_sids``) merged into ``idx`` itself: new values written, new entries appended,
+    both orders fixed up in their own arrays (``_merge_into``). The caller holds the store's
+    ``index_lock``. Same result as a full sort (ties by place)."""
+    m = idx.n
+    tags, sizes, sids = idx.tags, idx.sizes, idx.sids
+    assert tags is not None
+    for k, e in changed.items():
+        tags[k] = e[1]
+        sizes[k] = min(changed_sizes[k], _MAX_SIZE)
+    tags.extend(e[1] for e in added)
+    sizes.extend(min(z, _MAX_SIZE) for z in added_sizes)
+    sids.extend(new_sids)
+    n = len(sids)
+
+    def exp_key(p: int) -> Tuple[Any, int]:
+        return (tags[p], p)  # the full sort is stable: ties by place
+
+    def size_key(p: int) -> int:
+        return -((sizes[p] + 1) << _POS_BITS | p)  # largest first, the later place first
+
+    moved = sorted(changed) + list(range(m, n))
+    _merge_into(idx.order_exp, changed, sorted(moved, key=exp_key), exp_key)
+    _merge_into(idx.order_size, changed, sorted(moved, key=size_key), size_key)
+    idx.n = n
+    idx.sizes_summary = idx._size_summary()
+
+
+def _merge_into(
+    order: "array[int]", drop: Dict[int, Any], extra: List[int], key: Callable[[int], Any]
+) -> None:
+    """``order`` (ascending by ``key``) without the positions in ``drop``, with ``extra``
+    (ascending by ``key``) inserted where they belong, in place: the kept entries closed up,
+    the array lengthened by ``len(extra)`` (room its over-allocation usually has), then the
+    extras placed from the largest down, each after a bisection over what is left, the
+    entries above it moved up at once (memmove through a memoryview)."""
+    if drop:
+        w = 0
+        for r in range(len(order)):
+            p = order[r]
+            if p in drop:
+                continue
+            order[w] = p
+            w += 1
+        del order[w:]
+    hi = len(order)
+    order.extend(extra)  # room; every slot is written below
+    view = memoryview(order)
+    try:
+        for j in range(len(extra) - 1, -1, -1):
+            p = extra[j]
+            kp = key(p)
+            a, b = 0, hi
+            while a < b:
+                mid = (a + b) // 2
+                if kp < key(order[mid]):
+                    b = mid
+                else:
+                    a = mid + 1
+            if a < hi:
+                view[a + j + 1 : hi + j + 1] = view[a:hi]
+            order[a + j] = p
+            hi = a
+    finally:
+        view.release()
+
+
 def _renumbered(positions: Dict[int, Any], gone: bytearray) -> Dict[int, Any]:
     """``positions`` (surviving ones) keyed by their numbers after ``_compact``."""
     out: Dict[int, Any] = {}
@@ -661,25 +736,22 @@ class RamStore(Store):
     def build(self, prev: Optional[Index]) -> Index:
         started = time.monotonic()
         cache = self.cls.cache
+        if (
+            prev is not None
+            and prev.tags is not None
+            and prev.exps is None
+            and prev.partial_reason is None
+            and len(cache) <= MAX_ENTRIES
+        ):
+            updated = self._updated(prev, started)
+            if updated is not None:
+                return updated
         keys = list(cache)  # the keys only (references): no entry is copied
         partial = None
         if len(keys) > MAX_ENTRIES:
             partial = "the index holds the first %d of %d sessions" % (MAX_ENTRIES, len(keys))
             del keys[MAX_ENTRIES:]
         n = len(keys)
-        if (
-            prev is not None
-            and prev.tags is not None
-            and prev.exps is None
-            and prev.partial_reason is None
-            and partial is None
-        ):
-            box = [keys]  # handed over: an update frees the key list before its orders
-            del keys
-            updated = self._updated(prev, box, started)
-            if updated is not None:
-                return updated
-            keys = box.pop()
         # What the index keeps is allocated before the temporaries, so that freeing those leaves
         # the heap's top free (returned to the system) instead of holes under kept arrays.
         tags: List[Any] = [None] * n
@@ -725,85 +797,103 @@ class RamStore(Store):
             partial,
         )
 
-    def _updated(self, prev: Index, box: List[List[str]], started: float) -> Optional[Index]:
+    def _updated(self, prev: Index, started: float) -> Optional[Index]:
         """The index updated in place of ``prev`` when the store changed a little, else None.
 
-        "A little": the surviving ids in their order (a dict keeps a re-saved key in its place
-        and appends new keys after all others), followed by new ones, with at most
-        ``max(UPDATE_MIN, n // 20)`` sessions saved or added; any number deleted. Nothing is
-        sorted again and no second index is built next to the one being served. Deleted
-        sessions (the clean-up thread, logouts) are dropped from ``prev`` itself by
+        "A little": at most ``max(UPDATE_MIN, n // 20)`` sessions saved or added, any number
+        deleted. The store is a dict: a re-saved key keeps its place and new keys come after
+        all others, so the store is ``prev``'s ids less the deleted ones, in their order, then
+        the new ones. That is checked without listing the store's keys (no key list: 8 bytes
+        a session): one ``get`` per indexed id (None: deleted; another expiration object:
+        saved since), then the new ids read from the dict's end (``reversed``) up to the last
+        surviving one, which must come next (else, e.g. an id deleted and created again, or
+        the dict changed meanwhile: None, and the caller builds anew).
+
+        Nothing is sorted again and no second index is built next to the one being served.
+        Deleted sessions (the clean-up thread, logouts) are dropped from ``prev`` itself by
         ``_compact``, under ``index_lock`` (a page being described waits for it); then the
         new sessions' ids, expirations and sizes are appended to ``prev``'s own lists
         (positions its orders never reach), the changed and new positions are inserted into
         copies of the two orders by bisection, and the saved sessions' expirations and sizes
-        are written in place just before the new index replaces ``prev``. Extra memory: the
-        key list and one byte a session when some were deleted, then two orders (8 bytes a
-        session) when some were saved or added, instead of a whole index and the sort's
-        temporaries. ``box`` holds the store's key list; it is emptied (the list freed) once
-        the update goes ahead.
+        are written in place just before the new index replaces ``prev``. Extra memory: one
+        byte a session when some were deleted, then two orders (8 bytes a session) when some
+        were saved or added, instead of a whole index and the sort's temporaries.
         """
-        keys = box[0]
-        m, n = prev.n, len(keys)
+        m = prev.n
         p_sids, p_tags, p_sizes = prev.sids, prev.tags, prev.sizes
         if p_tags is None:
             return None
         if len(p_sids) != m or len(p_tags) != m or len(p_sizes) != m:
             # An earlier update failed half-way: drop what it appended (only it used them).
             del p_sids[m:], p_tags[m:], p_sizes[m:]
-        limit = max(UPDATE_MIN, n // 20)
-        get = self.cls.cache.get
+        cache = self.cls.cache
+        limit = max(UPDATE_MIN, len(cache) // 20)
+        get = cache.get
         dt = datetime.datetime
         changed: Dict[int, Any] = {}  # position -> the entry saved since
         gone: Optional[bytearray] = None  # one byte a position once a deletion is seen
-        k = 0
+        deleted = 0
+        last = -1  # the last surviving position
         for i in range(m):
-            sid = p_sids[i]
-            if k < n and (keys[k] is sid or keys[k] == sid):
-                k += 1
-                e = get(sid)
-                if e is not None:
-                    if type(e) is not tuple or len(e) != 2 or type(e[1]) is not dt:
-                        return None
-                    if e[1] is not p_tags[i]:
-                        changed[i] = e
-                        if len(changed) > limit:
-                            return None
-                    continue
-            # Not the next key listed: deleted (survivors keep their order, so it cannot come
-            # later), or deleted between the listing and the get.
-            if gone is None:
-                gone = bytearray(m)
-            gone[i] = 1
-        added = []
-        new_sids = []
-        for j in range(k, n):
-            sid = keys[j]
-            e = get(sid)
-            if e is None:
-                continue  # created and deleted again since the listing
+            e = get(p_sids[i])
+            if e is None:  # deleted
+                if gone is None:
+                    gone = bytearray(m)
+                gone[i] = 1
+                deleted += 1
+                continue
             if type(e) is not tuple or len(e) != 2 or type(e[1]) is not dt:
                 return None
-            added.append(e)
-            new_sids.append(sid)
-            if len(added) > limit:
+            if e[1] is not p_tags[i]:
+                changed[i] = e
+                if len(changed) > limit:
+                    return None
+            last = i
+        # The sessions created since: the dict's last keys, after the last surviving one.
+        tail = len(cache) - (m - deleted)
+        if tail < 0 or tail > limit:
+            return None
+        end = object()
+        try:
+            newest_first = reversed(cache)
+            new_sids: List[str] = list(itertools.islice(newest_first, tail))
+            before = next(newest_first, end)
+        except RuntimeError:  # the dict changed size meanwhile
+            return None
+        if len(new_sids) != tail:
+            return None
+        if last < 0:
+            if before is not end:
                 return None
+        elif before is end or (before is not p_sids[last] and before != p_sids[last]):
+            return None  # not "survivors, then new ones": build anew
+        del newest_first, before
+        new_sids.reverse()
+        added = []
+        for sid in new_sids:
+            e = get(sid)
+            if type(e) is not tuple or len(e) != 2 or type(e[1]) is not dt:
+                return None  # deleted again meanwhile, or not a (data, datetime) pair
+            added.append(e)
         if gone is None and not changed and not added:
             # Nothing saved since: the index stands (one pass, nothing sorted again).
             return prev.refreshed(time.time(), time.monotonic() - started)
         if len(changed) + len(added) > limit:
             return None
-        box.clear()
-        del keys
         if gone is not None:
+            # Sessions were deleted: the served index is changed in place, under the lock,
+            # the deletions first, then the saved and new sessions merged into its own orders
+            # (the room the deletions left: nothing copied). Sizes are computed before (the
+            # pickling may take a while; pages are not kept waiting for it).
+            changed_sizes = {k: size_of(e[0]) for k, e in changed.items()}
+            added_sizes = [size_of(e[0]) for e in added]
             with self.index_lock:
                 _compact(prev, gone)
-            if changed:
-                changed = _renumbered(changed, gone)
-            del gone
-            m = prev.n
-            if not changed and not added:
-                return prev.refreshed(time.time(), time.monotonic() - started)
+                if changed or added:
+                    changed = _renumbered(changed, gone)
+                    changed_sizes = _renumbered(changed_sizes, gone)
+                    _merge_in_place(prev, changed, changed_sizes, added, added_sizes, new_sids)
+            return prev.refreshed(time.time(), time.monotonic() - started)
         n = m + len(added)
         new_tags = {k: e[1] for k, e in changed.items()}
         new_sizes = {k: size_of(e[0]) for k, e in changed.items()}
