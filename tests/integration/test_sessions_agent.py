@@ -642,3 +642,53 @@ def test_index_compacted_in_place_after_deletions(share: int) -> None:
     assert fourth.sids[: len(fourth)] == list(Ram.cache)
     exp, size = _reference_orders(Ram.cache)
     assert list(fourth.order_exp) == exp and list(fourth.order_size) == size
+
+
+def test_answer_waits_for_a_compaction_only_within_the_time_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN an app with RAM sessions mounted in this process (its own storage class and
+    # cache) and the agent's sessions probe over it, its index built
+    import datetime
+
+    import cherrypy
+    from cherrypy.lib import sessions as cp_sessions
+
+    from cpinspect.agent.probes import sessions as probe_mod
+    from cpinspect.agent.tracking import RequestTracker
+
+    class Ram(cp_sessions.RamSession):
+        cache: Dict[str, Any] = {}
+        locks: Dict[str, Any] = {}
+
+    class Root:
+        @cherrypy.expose
+        def index(self) -> str:
+            return "ok"
+
+    Ram.cache["a" * 40] = ({"user": "u"}, datetime.datetime(2030, 1, 1))
+    script = "/compaction-wait-test"
+    cherrypy.tree.mount(
+        Root(), script, {"/": {"tools.sessions.on": True, "tools.sessions.storage_class": Ram}}
+    )
+    try:
+        probe = probe_mod.SessionsProbe(RequestTracker())
+        status, answer = probe.snapshot({"app": [script]})
+        assert status == 200 and only_app(answer)["count"] == 1
+        store = next(s for s in probe._stores.values() if s.cls is Ram)
+        # WHEN an update holds the index (as a compaction does) past the time limit
+        monkeypatch.setattr(probe_mod, "IO_TIMEOUT", 0.2)
+        store.index_lock.acquire()
+        try:
+            status, answer = probe.snapshot({"app": [script]})
+        finally:
+            store.index_lock.release()
+        # THEN the answer comes within the limit and says why it has no page, in one line
+        entry = only_app(answer)
+        assert status == 200 and entry["count"] is None and entry["sessions"] == []
+        assert "being updated in place" in entry["error"] and "ask again" in entry["error"]
+        # AND once the update is done the next answer is whole again
+        status, answer = probe.snapshot({"app": [script]})
+        assert only_app(answer)["count"] == 1
+    finally:
+        del cherrypy.tree.apps[script]

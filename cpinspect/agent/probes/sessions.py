@@ -1577,7 +1577,15 @@ class SessionsProbe:
             return out, timed_out
         if error:
             out["error"] = error
-        with store.index_lock:
+        if not store.index_lock.acquire(timeout=IO_TIMEOUT):
+            # An update is changing the index in place (a compaction after a clean-up: pure
+            # CPU, a fraction of a second at 100,000; longer only on a starved machine).
+            out["error"] = (
+                "the index is being updated in place after deletions (for over %.1f s): "
+                "ask again" % IO_TIMEOUT
+            )
+            return out, False
+        try:
             # The index served now (an update may have compacted or replaced it since):
             # what the answer takes from it is copied out before the lock is let go.
             idx = store.index or idx
@@ -1614,6 +1622,8 @@ class SessionsProbe:
             sids = [idx.sids[p] for p in positions]
             revealed_sid = idx.sids[reveal_pos] if reveal_pos is not None else None
             values = [(idx.exp_of(p), idx.sizes[p]) for p in positions]
+        finally:
+            store.index_lock.release()
 
         def read_and_describe() -> Dict[str, Any]:
             raw = store.read_page(sids, positions)
