@@ -106,6 +106,17 @@ def serve_main(capture: bool, cpu: int) -> int:
         def produced(self) -> str:
             return json.dumps({"produced": produced[0], "running": running.is_set()})
 
+        @cherrypy.expose
+        def capture(self, on: str = "1") -> str:
+            """Attach (on=1) or detach (on=0) the agent's log handler (``--same-process``)."""
+            agent = installed()
+            assert agent is not None
+            if on == "1":
+                agent.log_capture.attach()
+            else:
+                agent.log_capture.detach()
+            return on
+
     cherrypy.config.update(
         {
             "server.socket_host": "127.0.0.1",
@@ -377,6 +388,67 @@ def request_rates(
             srv.stop()
 
 
+def request_rates_toggled(
+    pairs: int, window: float, cpus: Tuple[int, int]
+) -> List[Tuple[bool, float, float, float, float]]:
+    """One server, its capture switched on and off between windows (``/capture?on=``): the
+    same process on both sides of every pair, so nothing about one process (its memory
+    layout, hash seed, where its threads land) can pass for the capture's cost. Order flips
+    each pair. Per pair as ``request_rates``."""
+    srv = start(True, cpus[0])
+    try:
+        proc = psutil.Process(srv.pid)
+        load_window(srv.port, 0.5)
+        out = []
+        for r in range(pairs):
+            order = (True, False) if r % 2 == 0 else (False, True)
+            rps: Dict[bool, float] = {}
+            cpu: Dict[bool, float] = {}
+            for c in order:
+                assert http_get(srv.port, "/capture?on=%d" % int(c)) == str(int(c))
+                cpu0 = sum(proc.cpu_times()[:2])
+                t0 = time.monotonic()
+                done, _failed = load_window(srv.port, window)
+                elapsed = time.monotonic() - t0
+                cpu1 = sum(proc.cpu_times()[:2])
+                rps[c] = done / elapsed
+                cpu[c] = (cpu1 - cpu0) / max(1, done) * 1e6
+            out.append((order[0], rps[True], rps[False], cpu[True], cpu[False]))
+        return out
+    finally:
+        srv.stop()
+
+
+def request_rates_aa(
+    pairs: int, window: float, cpus: Tuple[int, int]
+) -> List[Tuple[bool, float, float, float, float]]:
+    """The two-server method with capture off in both ("A/A"): what it reads when there is
+    no difference at all (its bias and spread). Per pair: server 1 as "on", server 2 as "off"."""
+    servers = {True: start(False, cpus[0]), False: start(False, cpus[0])}
+    try:
+        procs = {c: psutil.Process(srv.pid) for c, srv in servers.items()}
+        for c in servers:
+            load_window(servers[c].port, 0.5)
+        out = []
+        for r in range(pairs):
+            order = (True, False) if r % 2 == 0 else (False, True)
+            rps: Dict[bool, float] = {}
+            cpu: Dict[bool, float] = {}
+            for c in order:
+                cpu0 = sum(procs[c].cpu_times()[:2])
+                t0 = time.monotonic()
+                done, _failed = load_window(servers[c].port, window)
+                elapsed = time.monotonic() - t0
+                cpu1 = sum(procs[c].cpu_times()[:2])
+                rps[c] = done / elapsed
+                cpu[c] = (cpu1 - cpu0) / max(1, done) * 1e6
+            out.append((order[0], rps[True], rps[False], cpu[True], cpu[False]))
+        return out
+    finally:
+        for srv in servers.values():
+            srv.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="10 s burst, 2 short rounds")
@@ -387,6 +459,15 @@ def main() -> int:
     parser.add_argument("--rate-seconds", type=float, default=None, help="s per window (1.25)")
     parser.add_argument("--skip-burst", action="store_true")
     parser.add_argument("--skip-rate", action="store_true")
+    parser.add_argument("--skip-costs", action="store_true", help="not the in-process part")
+    parser.add_argument(
+        "--same-process",
+        action="store_true",
+        help="rate: one server, capture switched on/off between windows (not two servers)",
+    )
+    parser.add_argument(
+        "--aa", action="store_true", help="rate: two servers, both with capture off (A/A check)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-capture", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, default=-1, help=argparse.SUPPRESS)
@@ -400,10 +481,11 @@ def main() -> int:
         parser.error("--rate, --seconds, --rounds and --interval must be positive")
 
     print(f"log_burst: {machine()}")
-    costs = emit_costs()
-    print("\ncapture handler CPU per record (in-process, best of 5 x 20,000):")
-    for kind, us in costs.items():
-        print(f"  {kind:<44} {us:5.1f} us")
+    if not args.skip_costs:
+        costs = emit_costs()
+        print("\ncapture handler CPU per record (in-process, best of 5 x 20,000):")
+        for kind, us in costs.items():
+            print(f"  {kind:<44} {us:5.1f} us")
     if not args.skip_burst:
         print(
             f"\nburst: {args.rate} records/s for {seconds:g} s (1 in 100 with a traceback), "
@@ -446,12 +528,26 @@ def main() -> int:
             first, second = sorted(os.sched_getaffinity(0))[:2]
             cpus = (first, second)
             pin(second)
+        method = (
+            "one server, capture switched on/off between windows"
+            if args.same_process
+            else "A/A: two servers, capture off in both"
+            if args.aa
+            else "two servers, capture on in one, off in the other"
+        )
         print(
-            f"\nrate: {rounds} pairs of {rate_seconds:g} s windows, capture on vs off, "
+            f"\nrate: {rounds} pairs of {rate_seconds:g} s windows, capture on vs off ({method}), "
             f"4 keep-alive connections, pool 8, "
             + (f"servers on CPU {cpus[0]}, client on CPU {cpus[1]}" if pinned else "not pinned")
         )
-        pairs = request_rates(rounds, rate_seconds, cpus)
+        runner = (
+            request_rates_toggled
+            if args.same_process
+            else request_rates_aa
+            if args.aa
+            else request_rates
+        )
+        pairs = runner(rounds, rate_seconds, cpus)
         ratios = [on / off for _first, on, off, _c1, _c2 in pairs]
         cpu_ratios = [c_on / c_off for _first, _on, _off, c_on, c_off in pairs]
         for i, (on_first, on, off, c_on, c_off) in enumerate(pairs):

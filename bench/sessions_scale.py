@@ -10,7 +10,7 @@ expiry, some already expired) is paged through its agent's Unix socket:
    paging: the agent's growth (index + answers); paging again while 20 logins/s create
    sessions (the index is rebuilt), less the app's own growth from the same logins without
    paging (a control run first); then paging after the store's clean-up deleted the expired
-   sessions (the index is built again next to the old one: the worst case);
+   sessions (the index is compacted in place; before, it was built again next to the old one);
 4. the app's request rate on ``/fast`` (a client in its own process, keep-alive connections)
    in paired windows: no paging, paging at 2/s (the Sessions tab's poll and a user paging), and
    paging back to back; each window's rate divided by the no-paging one of its own round.
@@ -74,6 +74,25 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS for pid %d" % pid)
+
+
+def hwm_kib(pid: int) -> Optional[int]:
+    """The process's peak RSS (VmHWM) since it started or since ``reset_hwm``."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return None
+
+
+def reset_hwm(pid: int) -> bool:
+    """Start VmHWM again from the current RSS (``clear_refs`` 5; False when not allowed)."""
+    try:
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def percentile(values: List[float], pct: float) -> float:
@@ -367,24 +386,45 @@ def main() -> int:
             )
         )
 
-        # After a clean-up (the expired sessions deleted) the index cannot be updated in place:
-        # it is built again next to the one being served, the worst case for memory.
+        # After a clean-up (the expired sessions deleted) the index is compacted in place (it
+        # was built again next to the one being served before: the worst case for memory).
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("GET", "/cleanup")
         conn.getresponse().read()
         conn.close()
         after_cleanup = rss_kib(pid)
+        # The clean-up's own peak (CherryPy copies the whole dict) is the app's, not the
+        # agent's: the true peak (VmHWM) is counted from here, over the paging that follows.
+        hwm_reset = reset_hwm(pid)
         _, peak_cleanup, end_cleanup = paging_phase(
             sock, pid, total, args.pages // 2, base_rss, "the expired sessions just deleted"
         )
+        status, body = agent_get(sock, "/v1/sessions?limit=1")
+        left = json.loads(body)["apps"][0]["count"] if status == 200 else None
+        extra = 0
+        while left is not None and left >= total and extra < 8:
+            # The index was not rebuilt yet (a busy machine stretches the rebuild interval):
+            # page on until it is, so that the figures include the update after the deletions.
+            _, more_peak, end_cleanup = paging_phase(sock, pid, total, 50, base_rss, None)
+            peak_cleanup = max(peak_cleanup, more_peak)
+            extra += 1
+            status, body = agent_get(sock, "/v1/sessions?limit=1")
+            left = json.loads(body)["apps"][0]["count"] if status == 200 else None
+        if extra:
+            print("(%d more pages until the index held the clean-up)" % (50 * extra))
+        hwm = hwm_kib(pid) if hwm_reset else None
         print(
-            "after the clean-up (RSS +%.2f MB before paging): peak +%.2f MB, at the end +%.2f MB"
+            "after the clean-up (RSS +%.2f MB before paging; the index now holds %s sessions): "
+            "peak +%.2f MB, at the end +%.2f MB; true peak (VmHWM while paging) %s"
             % (
                 (after_cleanup - base_rss) / 1024,
+                left,
                 (peak_cleanup - base_rss) / 1024,
                 (end_cleanup - base_rss) / 1024,
+                "+%.2f MB" % ((hwm - base_rss) / 1024) if hwm is not None else "not readable",
             )
         )
+        growth_cleanup = (max(peak_cleanup, hwm or 0) - base_rss) / 1024
 
         cpu_ms = paging_cpu(sock, pid, total, 3.0)
         print(
@@ -422,13 +462,14 @@ def main() -> int:
             )
         )
         print(
-            "goals: page p95 < 50 ms: %s (%.1f); growth < 5 MB: %s (%.2f); "
-            "ratio >= 0.98 at 2/s: %s (%.3f)"
+            "goals: page p95 < 50 ms: %s (%.1f); growth < 5 MB: %s (%.2f, after the clean-up "
+            "%.2f); ratio >= 0.98 at 2/s: %s (%.3f)"
             % (
                 "met" if p95 < 50 else "NOT met",
                 p95,
-                "met" if max(growth, growth_churn - app_own) < 5 else "NOT met",
+                "met" if max(growth, growth_churn - app_own, growth_cleanup) < 5 else "NOT met",
                 max(growth, growth_churn - app_own),
+                growth_cleanup,
                 "met" if ratio >= 0.98 else "NOT met",
                 ratio,
             )

@@ -682,7 +682,64 @@ def session_findings(sessions: SessionsSnapshot) -> Tuple[Finding, ...]:
     for app in sessions.apps:
         out.extend(_store_findings(app, sessions))
         out.extend(_lock_findings(app, sessions))
+        out.extend(_stale_lock_file_findings(app))
     return tuple(out)
+
+
+def _stale_lock_file_findings(app: AppSessions) -> List[Finding]:
+    """File sessions' ``.lock`` files left by a process that is gone (CherryPy never deletes
+    them): one finding per app, naming the pid(s) seen on the page and the store's count."""
+    if app.backend != "file":
+        return []
+    stale = [
+        s
+        for s in (*app.sessions, *app.locks)
+        if s.lock.file is not None and s.lock.file.stale and s.lock.state != "held"
+    ]
+    count = app.summary.stale_locks or 0
+    if not stale and not count:
+        return []
+    count = max(count, len({s.fp for s in stale}))
+    pids = sorted({s.lock.file.pid for s in stale if s.lock.file and s.lock.file.pid})
+    path = app.settings.storage_path or "the storage path"
+    if count == 1 and len(pids) == 1:
+        what = "stale lock file of session %s in %s: pid %d is gone" % (
+            _short_fp(stale[0].fp),
+            path,
+            pids[0],
+        )
+    else:
+        what = "%d stale lock files in %s: %s gone" % (
+            count,
+            path,
+            "pid %s is" % ", ".join(str(p) for p in pids)
+            if len(pids) == 1
+            else (
+                "pids %s are" % ", ".join(str(p) for p in pids[:5]) if pids else "their pids are"
+            ),
+        )
+    orphans = app.summary.orphan_locks or 0
+    return [
+        Finding(
+            id="sessions-stale-lock:%s" % app.app,
+            severity=FindingSeverity.INFO,
+            title="%s: %s — delete %s%s"
+            % (
+                _app_name(app),
+                what,
+                "it" if count == 1 else "them",
+                " (%d more .lock file%s have no session file beside them)"
+                % (orphans, "" if orphans == 1 else "s")
+                if orphans
+                else "",
+            ),
+            evidence=tuple("session:%s" % s.fp for s in stale[:10]),
+            fix="CherryPy never deletes a session's .lock file, and every restart leaves its "
+            "own; a stale one is no longer locked (its process is gone), so deleting it is "
+            "safe: rm the session-*.lock files in %s whose pid (their content) is not running"
+            % path,
+        )
+    ]
 
 
 def _store_findings(app: AppSessions, sessions: SessionsSnapshot) -> List[Finding]:

@@ -527,6 +527,11 @@ class SessionsSummary:
     """Up to three, largest first."""
     as_of: Optional[float] = None
     """When the agent built the index these numbers come from."""
+    stale_locks: Optional[int] = None
+    """File sessions: ``.lock`` files whose writer's pid is gone (``None``: not a file store,
+    or not counted)."""
+    orphan_locks: Optional[int] = None
+    """File sessions: ``.lock`` files with no session file beside them."""
 
 
 @dataclass(frozen=True)
@@ -576,6 +581,8 @@ class LockFile:
 
     age: Optional[float] = None
     pid: Optional[int] = None
+    stale: bool = False
+    """The pid written in it is gone (and the lock is not held): a leftover to delete."""
 
 
 @dataclass(frozen=True)

@@ -564,7 +564,11 @@ def _session_lock_from_json(d: Mapping[str, Any]) -> SessionLock:
         )
         if holder
         else None,
-        file=LockFile(age=_opt_f(file_, "age"), pid=_opt_i(file_, "pid"))
+        file=LockFile(
+            age=_opt_f(file_, "age"),
+            pid=_opt_i(file_, "pid"),
+            stale=bool(file_.get("stale", False)),
+        )
         if isinstance(file_, dict)
         else None,
         waiters=tuple(
@@ -641,6 +645,8 @@ def _sessions_summary_from_json(d: Mapping[str, Any]) -> SessionsSummary:
             if isinstance(x, dict)
         ),
         as_of=_opt_f(d, "as_of"),
+        stale_locks=_opt_i(d, "stale_locks"),
+        orphan_locks=_opt_i(d, "orphan_locks"),
     )
 
 

@@ -227,7 +227,13 @@ THREADS_CURSORS_KEPT = 4
 #                          # locked/waiters: locks held by in-flight requests or waited on now
 #                          "sizes": null | {"min", "p50", "p90", "max", "total": int},
 #                          "largest": [{"fp": str, "size": int}] (up to 3, largest first),
-#                          "as_of": float (when the index these numbers come from was built)},
+#                          "as_of": float (when the index these numbers come from was built),
+#                          "stale_locks": int|null (file: .lock files whose pid is gone; null
+#                                                   for other backends or when the build's time
+#                                                   limit cut the count),
+#                          "orphan_locks": int|null (file: .lock files with no session file
+#                                                    beside them; not sessions, not counted in
+#                                                    "count")},   # both additive
 #              "page": {"offset": int, "limit": int, "sort": str, "total": int},
 #              "sessions": [{"fp": str, "expires_at": float|null (epoch s),
 #                            "time_left": float|null (s, <0 = expired),
@@ -241,7 +247,10 @@ THREADS_CURSORS_KEPT = 4
 #                                                       "request": REQ|null,
 #                                                       "held_for": float|null,
 #                                                       "held_for_basis": str},
-#                                     "file": null | {"age": float|null, "pid": int|null},
+#                                     "file": null | {"age": float|null, "pid": int|null,
+#                                                     "stale": bool (additive: that pid is
+#                                                                    gone and the lock is not
+#                                                                    held: a leftover)},
 #                                     "waiters": [{"ident": int, "name": str|null,
 #                                                  "request": REQ|null,
 #                                                  "waiting_for": float|null}]}}],

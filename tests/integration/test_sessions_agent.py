@@ -142,6 +142,47 @@ def test_file_backend_both_spellings(
         assert lock["file"]["pid"] == app.pid and lock["file"]["age"] >= 0
 
 
+def test_file_backend_stale_and_orphan_lock_files(
+    start_app: Callable[..., SessionsTarget], tmp_path: Path
+) -> None:
+    # GIVEN file sessions with two users logged in (each leaves a .lock file with the app's pid)
+    import subprocess
+
+    from cpinspect.analysis import session_findings
+    from cpinspect.protocol import sessions_from_json
+
+    store = tmp_path / "store"
+    store.mkdir()
+    app = start_app("file", "--path", str(store))
+    ids = [app.login("user%d" % i, "secret-%d" % i) for i in range(2)]
+    # AND one lock file last written by a process that is gone (as after a restart) ...
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (store / ("session-%s.lock" % ids[0])).write_text("%d\n" % gone.pid)
+    # ... and an orphan lock file: its session file was deleted (expired) and the lock stayed
+    (store / ("session-%s.lock" % ("ab" * 20))).write_text("%d\n" % app.pid)
+    # WHEN the agent is asked
+    answer = app.sessions()
+    entry = only_app(answer)
+    # THEN the stale lock file is flagged with its dead pid, the live one is not
+    by_pid = {s["lock"]["file"]["pid"]: s["lock"]["file"] for s in entry["sessions"]}
+    assert set(by_pid) == {gone.pid, app.pid}
+    assert by_pid[gone.pid]["stale"] is True and by_pid[app.pid]["stale"] is False
+    # AND the store's answer counts the stale and the orphan lock files (orphans are no sessions)
+    assert entry["count"] == 2
+    assert entry["summary"]["stale_locks"] == 1 and entry["summary"]["orphan_locks"] == 1
+    # AND the inspector names it as a finding that says the pid is gone and to delete the file
+    snapshot = sessions_from_json(answer)
+    (finding,) = [f for f in session_findings(snapshot) if f.id.startswith("sessions-stale-lock")]
+    assert "pid %d is gone" % gone.pid in finding.title and "delete it" in finding.title
+    assert "1 more .lock file" in finding.title and str(store) in finding.title
+    stale_fp = next(s["fp"] for s in entry["sessions"] if s["lock"]["file"]["stale"])
+    assert finding.evidence == ("session:%s" % stale_fp,)
+    # AND no raw id is in the answer (the lock file names carry them)
+    raw = app.raw("/v1/sessions")[1]
+    assert not any(sid.encode() in raw for sid in ids)
+
+
 def test_file_backend_missing_storage_path(
     start_app: Callable[..., SessionsTarget], tmp_path: Path
 ) -> None:
@@ -549,16 +590,105 @@ def test_index_updated_in_place_matches_a_full_sort() -> None:
     assert store.build(updated) is updated
 
 
-def test_index_after_deletions_is_sorted_again() -> None:
-    # GIVEN an index of 5,000 RAM sessions
-    Ram, store, keys = _ram_store_with(5000, 8)
+@pytest.mark.parametrize("share", [10, 50, 100])
+def test_index_compacted_in_place_after_deletions(share: int) -> None:
+    # GIVEN an index of 10,000 RAM sessions (several sort chunks, many deletion blocks)
+    import datetime
+    import random
+
+    Ram, store, keys = _ram_store_with(10000, 8 + share)
     first = store.build(None)
-    # WHEN sessions are deleted (the clean-up thread, a logout) and the index is rebuilt
-    for k in keys[::7]:
+    sids_list = first.sids
+    # WHEN a clean-up deletes `share` % of the sessions, spread over the store
+    rng = random.Random(share)
+    doomed = rng.sample(keys, len(keys) * share // 100)
+    for k in doomed:
         del Ram.cache[k]
     again = store.build(first)
-    # THEN it is a new index (the old one's lists untouched) in the order of a full sort
-    assert again.sids is not first.sids and len(first.sids) == len(first) == 5000
+    # THEN the index was compacted in place (the same lists, no second index) ...
+    assert again is first and again.sids is sids_list
+    assert len(again) == len(Ram.cache) == 10000 - len(doomed)
+    assert again.sids == list(Ram.cache)
+    # ... and its orders, sizes and summary are exactly those of sorting everything again
     exp, size = _reference_orders(Ram.cache)
-    assert len(again) == len(Ram.cache)
     assert list(again.order_exp) == exp and list(again.order_size) == size
+    full = store.build(None)
+    assert list(full.sizes) == list(again.sizes)
+    assert full.sizes_summary == again.sizes_summary
+    later = datetime.datetime(2030, 1, 1).timestamp()
+    assert again.count_before(later) == len(Ram.cache)
+    # WHEN then more are deleted, some saved again and new ones log in (one update)
+    left = list(Ram.cache)
+    when = datetime.datetime(2026, 12, 1, 10, 30, 0)
+    for k in left[::3]:
+        del Ram.cache[k]
+    for k in left[1::3][::17]:  # saved again: survivors only (a deleted id came back last)
+        Ram.cache[k] = ({"saved": "z" * 500}, when)
+    for i in range(200):
+        Ram.cache["%040x" % (i + 1)] = ({"new": "y" * (i % 40)}, when)
+    third = store.build(again)
+    # THEN the update shares the compacted lists and still equals a full sort
+    assert third.sids is sids_list and third.sids[: len(third)] == list(Ram.cache)
+    exp, size = _reference_orders(Ram.cache)
+    assert list(third.order_exp) == exp and list(third.order_size) == size
+    assert store.build(None).sizes_summary == third.sizes_summary
+    # WHEN a deleted id comes back (it is created again: last in the store's order)
+    if len(Ram.cache) > 1:
+        back = next(iter(Ram.cache))
+        entry = Ram.cache.pop(back)
+        Ram.cache[back] = entry
+    fourth = store.build(third)
+    # THEN the index still follows the store's order (here built anew) and a full sort
+    assert fourth.sids[: len(fourth)] == list(Ram.cache)
+    exp, size = _reference_orders(Ram.cache)
+    assert list(fourth.order_exp) == exp and list(fourth.order_size) == size
+
+
+def test_answer_waits_for_a_compaction_only_within_the_time_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN an app with RAM sessions mounted in this process (its own storage class and
+    # cache) and the agent's sessions probe over it, its index built
+    import datetime
+
+    import cherrypy
+    from cherrypy.lib import sessions as cp_sessions
+
+    from cpinspect.agent.probes import sessions as probe_mod
+    from cpinspect.agent.tracking import RequestTracker
+
+    class Ram(cp_sessions.RamSession):
+        cache: Dict[str, Any] = {}
+        locks: Dict[str, Any] = {}
+
+    class Root:
+        @cherrypy.expose
+        def index(self) -> str:
+            return "ok"
+
+    Ram.cache["a" * 40] = ({"user": "u"}, datetime.datetime(2030, 1, 1))
+    script = "/compaction-wait-test"
+    cherrypy.tree.mount(
+        Root(), script, {"/": {"tools.sessions.on": True, "tools.sessions.storage_class": Ram}}
+    )
+    try:
+        probe = probe_mod.SessionsProbe(RequestTracker())
+        status, answer = probe.snapshot({"app": [script]})
+        assert status == 200 and only_app(answer)["count"] == 1
+        store = next(s for s in probe._stores.values() if s.cls is Ram)
+        # WHEN an update holds the index (as a compaction does) past the time limit
+        monkeypatch.setattr(probe_mod, "IO_TIMEOUT", 0.2)
+        store.index_lock.acquire()
+        try:
+            status, answer = probe.snapshot({"app": [script]})
+        finally:
+            store.index_lock.release()
+        # THEN the answer comes within the limit and says why it has no page, in one line
+        entry = only_app(answer)
+        assert status == 200 and entry["count"] is None and entry["sessions"] == []
+        assert "being updated in place" in entry["error"] and "ask again" in entry["error"]
+        # AND once the update is done the next answer is whole again
+        status, answer = probe.snapshot({"app": [script]})
+        assert only_app(answer)["count"] == 1
+    finally:
+        del cherrypy.tree.apps[script]

@@ -41,9 +41,10 @@ Memory (the issue's goal: < 5 MB of growth at 100,000). Orders are sorted by chu
 ``SORT_CHUNK`` positions and merged (``_order``), never as ``sorted(range(n))``, whose 100,000
 int objects left their pymalloc arenas pinned. A RAM store that only gained or re-saved a few
 sessions (the usual case between two clean-ups) is updated in place of the old index
-(``RamStore._updated``): no second index, no sort. After deletions (a clean-up, logouts) the
-index is built again next to the old one, which briefly holds both. After every build
-``release_free_memory`` hands the freed C-heap pages back (glibc ``malloc_trim``).
+(``RamStore._updated``): no second index, no sort. Deleted sessions (a clean-up, logouts) are
+dropped from the served index in place (``_compact``, under the store's ``index_lock``, which
+answers hold while they read the index). After every build ``release_free_memory`` hands the
+freed C-heap pages back (glibc ``malloc_trim``).
 
 **Sizes** are the pickled size of the session's data (what a FileSession writes; for RAM computed
 once per saved version of the session, from a shallow copy; a value pickle refuses counts as
@@ -71,6 +72,7 @@ import datetime
 import hashlib
 import heapq
 import hmac
+import itertools
 import os
 import pickle
 import re
@@ -278,6 +280,9 @@ class Index:
         self.errors = errors or []
         self.path_exists = path_exists
         self.path_writable = path_writable
+        # File stores: .lock files whose writer's pid is gone, and those with no session file.
+        self.stale_locks: Optional[int] = None
+        self.orphan_locks: Optional[int] = None
         self.sizes_summary = self._size_summary()
 
     def __len__(self) -> int:
@@ -327,7 +332,7 @@ class Index:
             "p90": sizes[order[(n * 10) // 100]],
             "max": sizes[order[0]],
             # the -1s of unknown sizes taken back out
-            "total": sum(sizes[: self.n]) + (self.n - n),
+            "total": sum(itertools.islice(sizes, self.n)) + (self.n - n),  # no copy
         }
 
 
@@ -430,6 +435,143 @@ def _insert_sorted(
     return out
 
 
+_BLOCK_BITS = 8  # deletions counted per block of 256 positions (see ``_compact``)
+
+
+def _compact(idx: Index, gone: bytearray) -> None:
+    """Drop the positions marked in ``gone`` (one byte a position, 1 = deleted) from ``idx`` in
+    place: its ids, tags and sizes closed up, its two orders filtered and renumbered.
+
+    No second copy of anything: the lists and arrays are rewritten front to back and cut at the
+    end. A surviving position ``p`` becomes ``p`` minus the deletions before it, counted from a
+    small table of deletions per block of 256 positions plus a ``bytearray.count`` within the
+    block (no 4-byte-a-session map). Dropping entries and renumbering keeps both orders exactly
+    as a full sort of what is left (stable, ties by place), so nothing is sorted again. The
+    caller holds the store's ``index_lock``: page readers never see it half-done.
+    """
+    m = idx.n
+    blocks = (m >> _BLOCK_BITS) + 1
+    before = array("i", bytes(4 * blocks))  # deletions before each block
+    run = 0
+    count = gone.count
+    for b in range(blocks):
+        before[b] = run
+        run += count(1, b << _BLOCK_BITS, (b + 1) << _BLOCK_BITS)
+    for order in (idx.order_exp, idx.order_size):
+        w = 0
+        for r in range(len(order)):
+            p = order[r]
+            if gone[p]:
+                continue
+            b = p >> _BLOCK_BITS
+            order[w] = p - before[b] - count(1, b << _BLOCK_BITS, p)
+            w += 1
+        del order[w:]
+    sids, tags, sizes = idx.sids, idx.tags, idx.sizes
+    w = 0
+    for i in range(m):
+        if gone[i]:
+            continue
+        if w != i:
+            sids[w] = sids[i]
+            sizes[w] = sizes[i]
+            if tags is not None:
+                tags[w] = tags[i]
+        w += 1
+    del sids[w:], sizes[w:]
+    if tags is not None:
+        del tags[w:]
+    idx.n = w
+    idx.sizes_summary = idx._size_summary()
+
+
+def _merge_in_place(
+    idx: Index,
+    changed: Dict[int, Any],
+    changed_sizes: Dict[int, int],
+    added: List[Any],
+    added_sizes: List[int],
+    new_sids: List[str],
+) -> None:
+    """Sessions saved since (``changed``: position -> entry) and created since (``added``,
+    ids ``new_sids``) merged into ``idx`` itself: new values written, new entries appended,
+    both orders fixed up in their own arrays (``_merge_into``). The caller holds the store's
+    ``index_lock``. Same result as a full sort (ties by place)."""
+    m = idx.n
+    tags, sizes, sids = idx.tags, idx.sizes, idx.sids
+    assert tags is not None
+    for k, e in changed.items():
+        tags[k] = e[1]
+        sizes[k] = min(changed_sizes[k], _MAX_SIZE)
+    tags.extend(e[1] for e in added)
+    sizes.extend(min(z, _MAX_SIZE) for z in added_sizes)
+    sids.extend(new_sids)
+    n = len(sids)
+
+    def exp_key(p: int) -> Tuple[Any, int]:
+        return (tags[p], p)  # the full sort is stable: ties by place
+
+    def size_key(p: int) -> int:
+        return -((sizes[p] + 1) << _POS_BITS | p)  # largest first, the later place first
+
+    moved = sorted(changed) + list(range(m, n))
+    _merge_into(idx.order_exp, changed, sorted(moved, key=exp_key), exp_key)
+    _merge_into(idx.order_size, changed, sorted(moved, key=size_key), size_key)
+    idx.n = n
+    idx.sizes_summary = idx._size_summary()
+
+
+def _merge_into(
+    order: "array[int]", drop: Dict[int, Any], extra: List[int], key: Callable[[int], Any]
+) -> None:
+    """``order`` (ascending by ``key``) without the positions in ``drop``, with ``extra``
+    (ascending by ``key``) inserted where they belong, in place: the kept entries closed up,
+    the array lengthened by ``len(extra)`` (room its over-allocation usually has), then the
+    extras placed from the largest down, each after a bisection over what is left, the
+    entries above it moved up at once (memmove through a memoryview)."""
+    if drop:
+        w = 0
+        for r in range(len(order)):
+            p = order[r]
+            if p in drop:
+                continue
+            order[w] = p
+            w += 1
+        del order[w:]
+    hi = len(order)
+    order.extend(extra)  # room; every slot is written below
+    view = memoryview(order)
+    try:
+        for j in range(len(extra) - 1, -1, -1):
+            p = extra[j]
+            kp = key(p)
+            a, b = 0, hi
+            while a < b:
+                mid = (a + b) // 2
+                if kp < key(order[mid]):
+                    b = mid
+                else:
+                    a = mid + 1
+            if a < hi:
+                view[a + j + 1 : hi + j + 1] = view[a:hi]
+            order[a + j] = p
+            hi = a
+    finally:
+        view.release()
+
+
+def _renumbered(positions: Dict[int, Any], gone: bytearray) -> Dict[int, Any]:
+    """``positions`` (surviving ones) keyed by their numbers after ``_compact``."""
+    out: Dict[int, Any] = {}
+    dropped = 0
+    last = 0
+    for p in sorted(positions):
+        dropped += gone.count(1, last, p)
+        last = p
+        out[p - dropped] = positions[p]
+    return out
+
+
 _malloc_trim: Optional[Callable[[int], int]] = None
 _malloc_trim_known = False
 
@@ -478,6 +620,10 @@ class Store:
         self._reader_busy_since: Optional[float] = None
         self._reader_lock = threading.Lock()
         self._lock = threading.Lock()
+        # Held while an answer reads the index (counts, a page's positions, ids, expiries and
+        # sizes: about a millisecond) and while a RAM update changes the served index in place
+        # (``_compact`` after deletions): a page never sees an index half-compacted.
+        self.index_lock = threading.Lock()
 
     # What a subclass supplies.
     def listable(self) -> Tuple[bool, Optional[str]]:
@@ -590,25 +736,22 @@ class RamStore(Store):
     def build(self, prev: Optional[Index]) -> Index:
         started = time.monotonic()
         cache = self.cls.cache
+        if (
+            prev is not None
+            and prev.tags is not None
+            and prev.exps is None
+            and prev.partial_reason is None
+            and len(cache) <= MAX_ENTRIES
+        ):
+            updated = self._updated(prev, started)
+            if updated is not None:
+                return updated
         keys = list(cache)  # the keys only (references): no entry is copied
         partial = None
         if len(keys) > MAX_ENTRIES:
             partial = "the index holds the first %d of %d sessions" % (MAX_ENTRIES, len(keys))
             del keys[MAX_ENTRIES:]
         n = len(keys)
-        if (
-            prev is not None
-            and prev.tags is not None
-            and prev.exps is None
-            and prev.partial_reason is None
-            and partial is None
-        ):
-            box = [keys]  # handed over: an update frees the key list before its orders
-            del keys
-            updated = self._updated(prev, box, started)
-            if updated is not None:
-                return updated
-            keys = box.pop()
         # What the index keeps is allocated before the temporaries, so that freeing those leaves
         # the heap's top free (returned to the system) instead of holes under kept arrays.
         tags: List[Any] = [None] * n
@@ -654,65 +797,112 @@ class RamStore(Store):
             partial,
         )
 
-    def _updated(self, prev: Index, box: List[List[str]], started: float) -> Optional[Index]:
+    def _updated(self, prev: Index, started: float) -> Optional[Index]:
         """The index updated in place of ``prev`` when the store changed a little, else None.
 
-        "A little": the same ids in the same order (a dict keeps a re-saved key in its place),
-        possibly followed by new ones, and at most ``max(UPDATE_MIN, n // 20)`` sessions saved
-        or added. Nothing is sorted again and no second index is built next to the one being
-        served: the new sessions' ids, expirations and sizes are appended to ``prev``'s own
-        lists (positions its orders never reach), the changed and new positions are inserted
-        into copies of the two orders by bisection, and the saved sessions' expirations and
-        sizes are written in place just before the new index replaces ``prev``. Extra memory:
-        the key list, then two orders (8 bytes a session) instead of a whole index and the
-        sort's temporaries. ``box`` holds the store's key list; it is emptied (the list freed)
-        once the update goes ahead.
+        "A little": at most ``max(UPDATE_MIN, n // 20)`` sessions saved or added, any number
+        deleted. The store is a dict: a re-saved key keeps its place and new keys come after
+        all others, so the store is ``prev``'s ids less the deleted ones, in their order, then
+        the new ones. That is checked without listing the store's keys (no key list: 8 bytes
+        a session): one ``get`` per indexed id (None: deleted; another expiration object:
+        saved since), then the new ids read from the dict's end (``reversed``) up to the last
+        surviving one, which must come next (else, e.g. an id deleted and created again, or
+        the dict changed meanwhile: None, and the caller builds anew).
+
+        Nothing is sorted again and no second index is built next to the one being served.
+        Deleted sessions (the clean-up thread, logouts) are dropped from ``prev`` itself by
+        ``_compact``, under ``index_lock`` (a page being described waits for it); then the
+        new sessions' ids, expirations and sizes are appended to ``prev``'s own lists
+        (positions its orders never reach), the changed and new positions are inserted into
+        copies of the two orders by bisection, and the saved sessions' expirations and sizes
+        are written in place just before the new index replaces ``prev``. Extra memory: one
+        byte a session when some were deleted, then two orders (8 bytes a session) when some
+        were saved or added, instead of a whole index and the sort's temporaries.
         """
-        keys = box[0]
-        m, n = prev.n, len(keys)
+        m = prev.n
         p_sids, p_tags, p_sizes = prev.sids, prev.tags, prev.sizes
         if p_tags is None:
             return None
         if len(p_sids) != m or len(p_tags) != m or len(p_sizes) != m:
             # An earlier update failed half-way: drop what it appended (only it used them).
             del p_sids[m:], p_tags[m:], p_sizes[m:]
-        if n < m:
-            return None
-        limit = max(UPDATE_MIN, n // 20)
-        get = self.cls.cache.get
+        cache = self.cls.cache
+        limit = max(UPDATE_MIN, len(cache) // 20)
+        get = cache.get
         dt = datetime.datetime
         changed: Dict[int, Any] = {}  # position -> the entry saved since
-        for k in range(m):
-            sid = keys[k]
-            if sid is not p_sids[k] and sid != p_sids[k]:
-                return None  # sessions deleted (or reordered): sort again
-            e = get(sid)
+        gone: Optional[bytearray] = None  # one byte a position once a deletion is seen
+        deleted = 0
+        last = -1  # the last surviving position
+        for i in range(m):
+            e = get(p_sids[i])
+            if e is None:  # deleted
+                if gone is None:
+                    gone = bytearray(m)
+                gone[i] = 1
+                deleted += 1
+                continue
             if type(e) is not tuple or len(e) != 2 or type(e[1]) is not dt:
                 return None
-            if e[1] is not p_tags[k]:
-                changed[k] = e
+            if e[1] is not p_tags[i]:
+                changed[i] = e
                 if len(changed) > limit:
                     return None
-        added = []
-        for k in range(m, n):
-            e = get(keys[k])
-            if type(e) is not tuple or len(e) != 2 or type(e[1]) is not dt:
+            last = i
+        # The sessions created since: the dict's last keys, after the last surviving one.
+        tail = len(cache) - (m - deleted)
+        if tail < 0 or tail > limit:
+            return None
+        end = object()
+        try:
+            newest_first = reversed(cache)
+            new_sids: List[str] = list(itertools.islice(newest_first, tail))
+            before = next(newest_first, end)
+        except RuntimeError:  # the dict changed size meanwhile
+            return None
+        if len(new_sids) != tail:
+            return None
+        if last < 0:
+            if before is not end:
                 return None
+        elif before is end or (before is not p_sids[last] and before != p_sids[last]):
+            return None  # not "survivors, then new ones": build anew
+        del newest_first, before
+        new_sids.reverse()
+        added = []
+        for sid in new_sids:
+            e = get(sid)
+            if type(e) is not tuple or len(e) != 2 or type(e[1]) is not dt:
+                return None  # deleted again meanwhile, or not a (data, datetime) pair
             added.append(e)
-        if not changed and not added:
+        if gone is None and not changed and not added:
             # Nothing saved since: the index stands (one pass, nothing sorted again).
             return prev.refreshed(time.time(), time.monotonic() - started)
         if len(changed) + len(added) > limit:
             return None
+        if gone is not None:
+            # Sessions were deleted: the served index is changed in place, under the lock,
+            # the deletions first, then the saved and new sessions merged into its own orders
+            # (the room the deletions left: nothing copied). Sizes are computed before (the
+            # pickling may take a while; pages are not kept waiting for it).
+            changed_sizes = {k: size_of(e[0]) for k, e in changed.items()}
+            added_sizes = [size_of(e[0]) for e in added]
+            with self.index_lock:
+                _compact(prev, gone)
+                if changed or added:
+                    changed = _renumbered(changed, gone)
+                    changed_sizes = _renumbered(changed_sizes, gone)
+                    _merge_in_place(prev, changed, changed_sizes, added, added_sizes, new_sids)
+            return prev.refreshed(time.time(), time.monotonic() - started)
+        n = m + len(added)
         new_tags = {k: e[1] for k, e in changed.items()}
         new_sizes = {k: size_of(e[0]) for k, e in changed.items()}
         # Appended positions are beyond every order of ``prev``: invisible to its pages.
         p_tags.extend(e[1] for e in added)
         p_sizes.extend(size_of(e[0]) for e in added)
         del added
-        p_sids.extend(keys[m:])
-        box.clear()
-        del keys
+        p_sids.extend(new_sids)
+        del new_sids
 
         def exp_key(p: int) -> Tuple[Any, int]:
             t = new_tags.get(p)
@@ -725,9 +915,10 @@ class RamStore(Store):
         moved = sorted(changed) + list(range(m, n))
         order_exp = _insert_sorted(prev.order_exp, changed, sorted(moved, key=exp_key), exp_key)
         order_size = _insert_sorted(prev.order_size, changed, sorted(moved, key=size_key), size_key)
-        for k, t in new_tags.items():  # the saved sessions, just before the swap
-            p_tags[k] = t
-            p_sizes[k] = new_sizes[k]
+        with self.index_lock:
+            for k, t in new_tags.items():  # the saved sessions, just before the swap
+                p_tags[k] = t
+                p_sizes[k] = new_sizes[k]
         return Index(
             p_sids,
             None,
@@ -764,6 +955,9 @@ class FileStore(Store):
         # name -> (mtime_ns, size, expiry epoch): files unchanged since the last build are not
         # read again. Bounded by the files listed (MAX_ENTRIES).
         self._files: Dict[str, Tuple[int, int, float]] = {}
+        # lock file name -> (mtime_ns, pid written in it): a lock file is read again only when
+        # it changed (zc.lockfile rewrites it at each acquire). Bounded like ``_files``.
+        self._lock_pids: Dict[str, Tuple[int, Optional[int]]] = {}
 
     def listable(self) -> Tuple[bool, Optional[str]]:
         if not self.path:
@@ -793,8 +987,10 @@ class FileStore(Store):
                 path_exists=False,
                 path_writable=None,
             )
-        names = [n for n in os.listdir(path) if n.startswith(self.prefix)]
-        names = [n for n in names if not n.endswith(self.suffix)]
+        listed = [n for n in os.listdir(path) if n.startswith(self.prefix)]
+        names = [n for n in listed if not n.endswith(self.suffix)]
+        lock_names = [n for n in listed if n.endswith(self.suffix)]
+        del listed
         partial = None
         if len(names) > MAX_ENTRIES:
             partial = "the index holds %d of %d session files" % (MAX_ENTRIES, len(names))
@@ -840,7 +1036,8 @@ class FileStore(Store):
             errors.append(
                 "%d session file(s) unreadable after %d tries" % (torn, TORN_READ_RETRIES)
             )
-        return Index(
+        stale, orphans = self._lock_files(path, names, lock_names, deadline)
+        idx = Index(
             sids,
             exps,
             sizes,
@@ -852,6 +1049,46 @@ class FileStore(Store):
             path_exists=True,
             path_writable=writable,
         )
+        idx.stale_locks, idx.orphan_locks = stale, orphans
+        return idx
+
+    def _lock_files(
+        self, path: str, names: List[str], lock_names: List[str], deadline: float
+    ) -> Tuple[Optional[int], Optional[int]]:
+        """(stale, orphans) over the store's ``.lock`` files: stale = the pid written in it is
+        gone (CherryPy never deletes lock files: every restart leaves its own); orphans = no
+        session file beside it (the session expired or was deleted). Lock files changed since
+        the last build are read again (64 bytes each); None when the build's time limit cut
+        the count (the session files come first)."""
+        if len(lock_names) > MAX_ENTRIES:
+            return None, None
+        sessions = set(names)
+        cut = len(self.suffix)
+        orphans = sum(1 for n in lock_names if n[:-cut] not in sessions)
+        del sessions
+        known = self._lock_pids
+        pids: Dict[str, Tuple[int, Optional[int]]] = {}
+        alive: Dict[int, bool] = {}
+        stale = 0
+        for name in lock_names:
+            if time.monotonic() > deadline:
+                self._lock_pids = pids
+                return None, orphans
+            full = os.path.join(path, name)
+            try:
+                mtime = os.stat(full).st_mtime_ns
+            except OSError:
+                continue  # deleted meanwhile
+            seen = known.get(name)
+            pid = seen[1] if seen is not None and seen[0] == mtime else read_lock_pid(full)
+            pids[name] = (mtime, pid)
+            if pid is not None:
+                if pid not in alive:
+                    alive[pid] = pid_alive(pid)
+                if not alive[pid]:
+                    stale += 1
+        self._lock_pids = pids
+        return stale, orphans
 
     def read_page(self, sids: List[str], positions: List[int]) -> Dict[str, Any]:
         path = str(self.path)
@@ -912,22 +1149,43 @@ def flock_holders() -> Optional[Dict[Tuple[int, int, int], int]]:
 def lock_file_info(
     lock_path: str, now: float, held: Optional[Dict[Tuple[int, int, int], int]]
 ) -> Dict[str, Any]:
-    info: Dict[str, Any] = {"age": None, "pid": None, "held": None}
+    info: Dict[str, Any] = {"age": None, "pid": None, "held": None, "stale": False}
     try:
         st = os.stat(lock_path)
     except OSError:
         info["held"] = False  # never locked: no lock file yet
         return info
     info["age"] = max(0.0, now - st.st_mtime)
+    info["pid"] = read_lock_pid(lock_path)
+    if held is not None:
+        info["held"] = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in held
+    # Stale: written by a process that is gone, and not held now (a forked child may hold it).
+    info["stale"] = (
+        info["pid"] is not None and info["held"] is not True and not pid_alive(info["pid"])
+    )
+    return info
+
+
+def read_lock_pid(lock_path: str) -> Optional[int]:
+    """The pid zc.lockfile wrote into a ``.lock`` file (its first word), None if unreadable."""
     try:
         with open(lock_path, "rb") as f:
             text = f.read(64).decode("ascii", "replace").strip()
-        info["pid"] = int(text.split()[0]) if text else None
+        pid = int(text.split()[0]) if text else None
     except (OSError, ValueError, IndexError):
-        pass
-    if held is not None:
-        info["held"] = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in held
-    return info
+        return None
+    return pid if pid is not None and pid > 0 else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (signal 0: nothing is sent); True when unsure."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, another user's
+        return True
+    return True
 
 
 class MemcachedStore(Store):
@@ -1291,6 +1549,8 @@ class SessionsProbe:
                 "sizes": None,
                 "largest": [],
                 "as_of": now,
+                "stale_locks": None,
+                "orphan_locks": None,
             },
             "page": {
                 "offset": params["offset"],
@@ -1317,36 +1577,53 @@ class SessionsProbe:
             return out, timed_out
         if error:
             out["error"] = error
-        if backend == "file":
-            settings["path_exists"] = idx.path_exists
-            settings["path_writable"] = idx.path_writable
-        if idx.errors and out["error"] is None:
-            out["error"] = "; ".join(idx.errors)
-        n = len(idx)
-        expired = idx.count_before(now)
-        soon = idx.count_before(now + EXPIRING_SOON) - expired
-        out["count"] = n
-        out["expired"] = expired
-        out["partial"] = idx.partial_reason is not None
-        out["partial_reason"] = idx.partial_reason
-        summary = out["summary"]
-        summary["expiring_soon"] = soon
-        summary["sizes"] = idx.sizes_summary
-        summary["largest"] = [
-            {"fp": self.fp(idx.sids[p]), "size": idx.sizes[p]}
-            for p in list(idx.order_size[:3])
-            if idx.sizes[p] >= 0
-        ]
-        summary["as_of"] = idx.as_of
-        out["page"]["total"] = n
-        positions = self._page_positions(idx, params, locks, cls)
-        reveal_pos = None
-        if params["reveal"] is not None:
-            reveal_pos = self._find(idx, params["reveal"], positions)
-            if reveal_pos is not None and reveal_pos not in positions:
-                positions.append(reveal_pos)
-        sids = [idx.sids[p] for p in positions]
-        revealed_sid = idx.sids[reveal_pos] if reveal_pos is not None else None
+        if not store.index_lock.acquire(timeout=IO_TIMEOUT):
+            # An update is changing the index in place (a compaction after a clean-up: pure
+            # CPU, a fraction of a second at 100,000; longer only on a starved machine).
+            out["error"] = (
+                "the index is being updated in place after deletions (for over %.1f s): "
+                "ask again" % IO_TIMEOUT
+            )
+            return out, False
+        try:
+            # The index served now (an update may have compacted or replaced it since):
+            # what the answer takes from it is copied out before the lock is let go.
+            idx = store.index or idx
+            if backend == "file":
+                settings["path_exists"] = idx.path_exists
+                settings["path_writable"] = idx.path_writable
+            if idx.errors and out["error"] is None:
+                out["error"] = "; ".join(idx.errors)
+            n = len(idx)
+            expired = idx.count_before(now)
+            soon = idx.count_before(now + EXPIRING_SOON) - expired
+            out["count"] = n
+            out["expired"] = expired
+            out["partial"] = idx.partial_reason is not None
+            out["partial_reason"] = idx.partial_reason
+            summary = out["summary"]
+            summary["expiring_soon"] = soon
+            summary["sizes"] = idx.sizes_summary
+            summary["largest"] = [
+                {"fp": self.fp(idx.sids[p]), "size": idx.sizes[p]}
+                for p in list(idx.order_size[:3])
+                if idx.sizes[p] >= 0
+            ]
+            summary["as_of"] = idx.as_of
+            summary["stale_locks"] = idx.stale_locks
+            summary["orphan_locks"] = idx.orphan_locks
+            out["page"]["total"] = n
+            positions = self._page_positions(idx, params, locks, cls)
+            reveal_pos = None
+            if params["reveal"] is not None:
+                reveal_pos = self._find(idx, params["reveal"], positions)
+                if reveal_pos is not None and reveal_pos not in positions:
+                    positions.append(reveal_pos)
+            sids = [idx.sids[p] for p in positions]
+            revealed_sid = idx.sids[reveal_pos] if reveal_pos is not None else None
+            values = [(idx.exp_of(p), idx.sizes[p]) for p in positions]
+        finally:
+            store.index_lock.release()
 
         def read_and_describe() -> Dict[str, Any]:
             raw = store.read_page(sids, positions)
@@ -1366,10 +1643,8 @@ class SessionsProbe:
             page = {}
             out["error"] = "reading this page: %s" % read_error
         sessions = []
-        for pos, sid in zip(positions, sids):
+        for pos, sid, (exp, size) in zip(positions, sids, values):
             keys, extra = (page or {}).get(sid, ([], {}))
-            exp = idx.exp_of(pos)
-            size = idx.sizes[pos]
             sessions.append(
                 self._session(
                     sid,
@@ -1627,7 +1902,13 @@ class LockTable:
                 holder["held_for"] = file_info["age"]
                 holder["held_for_basis"] = "since the .lock file was written (at acquire)"
             file_out = (
-                {"age": file_info.get("age"), "pid": file_info.get("pid")} if file_info else None
+                {
+                    "age": file_info.get("age"),
+                    "pid": file_info.get("pid"),
+                    "stale": bool(file_info.get("stale")),
+                }
+                if file_info
+                else None
             )
         else:
             file_out = None
