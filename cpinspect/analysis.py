@@ -733,7 +733,16 @@ def _stale_lock_file_findings(app: AppSessions) -> List[Finding]:
                 if orphans
                 else "",
             ),
-            evidence=tuple("session:%s" % s.fp for s in stale[:10]),
+            evidence=tuple(
+                Evidence(
+                    "session",
+                    "%s|%s" % (app.app, s.fp),
+                    "session %s  lock file of pid %s"
+                    % (_short_fp(s.fp), s.lock.file.pid if s.lock.file else "?"),
+                )
+                for s in stale[:10]
+            ),
+            kind="sessions-stale-lock",
             fix="CherryPy never deletes a session's .lock file, and every restart leaves its "
             "own; a stale one is no longer locked (its process is gone), so deleting it is "
             "safe: rm the session-*.lock files in %s whose pid (their content) is not running"

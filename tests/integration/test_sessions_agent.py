@@ -177,7 +177,7 @@ def test_file_backend_stale_and_orphan_lock_files(
     assert "pid %d is gone" % gone.pid in finding.title and "delete it" in finding.title
     assert "1 more .lock file" in finding.title and str(store) in finding.title
     stale_fp = next(s["fp"] for s in entry["sessions"] if s["lock"]["file"]["stale"])
-    assert finding.evidence == ("session:%s" % stale_fp,)
+    assert [(e.kind, e.ref) for e in finding.evidence] == [("session", "%s|%s" % ("", stale_fp))]
     # AND no raw id is in the answer (the lock file names carry them)
     raw = app.raw("/v1/sessions")[1]
     assert not any(sid.encode() in raw for sid in ids)
