@@ -518,6 +518,29 @@ def _shared_header(threads: Sequence[ThreadInfo]) -> str:
     return f"{len(threads)} threads share this stack: {names} ({', '.join(states)})"
 
 
+def lock_lines(thread: ThreadInfo) -> List[str]:
+    """What the agent saw of the thread and locks: the lock it waits on, the ones it holds that
+    others wait for (``[]`` when neither)."""
+    out: List[str] = []
+    wait = thread.wait
+    if wait is not None:
+        line = "waits on %s (%s) at %s:%d" % (
+            wait.expr,
+            wait.type,
+            short_filename(wait.filename),
+            wait.lineno,
+        )
+        if wait.owner is not None:
+            line += "  owner ident %d" % wait.owner
+        out.append(line)
+    out.extend(
+        "holds %s (with-block at %s:%d) — other threads wait for it"
+        % (held.expr, short_filename(held.filename), held.lineno)
+        for held in thread.holds
+    )
+    return out
+
+
 def format_dump(
     info: Optional[ProcessInfo],
     snap: ThreadsSnapshot,
@@ -578,6 +601,7 @@ def format_dump(
                 out.append("    " + _request_dump_line(thread.request))
             elif thread.phase is Phase.READING:
                 out.append("    (reading the request)")
+            out.extend("    " + line for line in lock_lines(thread))
         else:
             out.append(_shared_header(entry))
         if thread.stack:

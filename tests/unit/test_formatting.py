@@ -782,3 +782,30 @@ def test_the_report_shows_captured_locals_as_they_were_saved():
     part = text.split("Local variables (1 thread)", 1)[1]
     assert "Search.find (search.py:12)" in part
     assert "api_token = ***" in part and "limit = 50" in part
+
+
+def test_lock_lines_say_what_a_thread_waits_on_and_holds() -> None:
+    from cpinspect.formatting import lock_lines
+    from cpinspect.model import LockHeld, LockWait, Role, ThreadInfo
+
+    # GIVEN a thread the agent saw waiting on an RLock, and one inside a with-block on a lock
+    waiter = ThreadInfo(
+        1,
+        "CP Server Thread-4",
+        Role.WORKER,
+        wait=LockWait("self.lock", "L1", "_thread.RLock", "/srv/app/ledger.py", 41, owner=7),
+    )
+    holder = ThreadInfo(
+        7,
+        "CP Server Thread-7",
+        Role.WORKER,
+        holds=(LockHeld("self.lock", "L1", "/srv/app/ledger.py", 37),),
+    )
+    # THEN each says it in one line, the file shortened; a thread with neither says nothing
+    assert lock_lines(waiter) == [
+        "waits on self.lock (_thread.RLock) at ledger.py:41  owner ident 7"
+    ]
+    assert lock_lines(holder) == [
+        "holds self.lock (with-block at ledger.py:37) — other threads wait for it"
+    ]
+    assert lock_lines(ThreadInfo(2, "idle", Role.WORKER)) == []

@@ -25,6 +25,7 @@ from cpinspect.formatting import (
     format_duration,
     frame_kind,
     frame_location,
+    lock_lines,
     most_common_requests,
     request_line,
     thread_row,
@@ -178,6 +179,8 @@ class StackView(Static):
             self._field(text, "handler", handler)
             if request.app:
                 self._field(text, "app", request.app)
+        for line in lock_lines(thread):
+            self._field(text, "lock", line, "bold")
         ids = f"{thread.role.value}  ident {thread.ident}"
         if thread.native_id is not None:
             ids += f"  native {thread.native_id}"
