@@ -62,6 +62,9 @@ AGE_TICK = 0.5
 """Seconds between refreshes of the data's age in the header."""
 CLOSE_WAIT = 2.0
 """On exit, how long to wait for an in-flight poll before closing the poller anyway."""
+PYSPY_WAIT = 0.25
+"""Seconds a poll waits for py-spy once the agent has answered (``AgentSession.pyspy_wait``):
+a slower py-spy read joins the next poll instead of ageing this one."""
 COMPACT_FOOTER_BELOW = 100
 """Terminal widths under which the footer drops its spacing (and the palette hint) to fit."""
 
@@ -190,6 +193,7 @@ class InspectorApp(App[None]):
         self._poll_started = 0.0
         self._poll_duration = 0.0
         self._poll_timer: Optional[Timer] = None
+        self._banner_lines: Optional[tuple[Any, ...]] = None
         self._closed = False
 
     def compose(self) -> ComposeResult:
@@ -244,6 +248,8 @@ class InspectorApp(App[None]):
         if self.initial_tab is not None and self.initial_tab in self.panels:
             self.call_after_refresh(self.action_show_tab, self.initial_tab)
         if self.live:
+            if hasattr(self.poller, "pyspy_wait"):  # an agent session with py-spy beside it
+                self.poller.pyspy_wait = PYSPY_WAIT
             self._schedule_poll()
             for spec in self.panel_specs:
                 if spec.every is not None and spec.part is not None:
@@ -437,7 +443,10 @@ class InspectorApp(App[None]):
         )
         self.threads_panel.set_class(lost, "-stale")
         self.pool_bar.set_class(lost or self.store.pools_stale, "-stale")
-        self.banner.show(banner_lines(newest, self.poll_error))
+        lines = tuple(banner_lines(newest, self.poll_error))
+        if lines != self._banner_lines:  # the same lines: no new layout of the whole screen
+            self._banner_lines = lines
+            self.banner.show(lines)
         self._render_header()
 
     def _render_pool_bar(self) -> None:

@@ -12,7 +12,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from cpinspect.formatting import (
     StackGroup,
@@ -184,7 +184,7 @@ class ThreadsPanel(Vertical):
             self.post_message(self.CaptionChanged(self))
         if self._snapshot is None:
             text.append("waiting for data…")
-            summary.update(text)
+            self._set_summary(summary, text)
             return
         if self.paused:
             text.append("⏸ paused", self._style("paused"))
@@ -201,7 +201,12 @@ class ThreadsPanel(Vertical):
             text.append("no two busy threads share a stack")
         else:
             text.append("no busy threads")
-        summary.update(text)
+        self._set_summary(summary, text)
+
+    def _set_summary(self, summary: Static, text: Text) -> None:
+        # One line high (app.tcss): a new text needs no layout; the same text no refresh.
+        if summary.content != text:
+            summary.update(text, layout=False)
 
     def _style(self, name: str) -> Style:
         return self.get_component_rich_style(f"threads-panel--{name}", partial=True)
@@ -216,8 +221,8 @@ class ThreadsPanel(Vertical):
             self._selected_ident = selected.ident
         self.stack_view.show(selected)
 
-    @on(DataTable.RowHighlighted)
-    def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+    @on(ThreadsTable.RowHighlighted)
+    def _row_highlighted(self, event: ThreadsTable.RowHighlighted) -> None:
         event.stop()
         # _sync_selection reads the cursor as it is now rather than the event's row: a refresh
         # may have rebuilt the rows since the event was posted.
@@ -231,7 +236,7 @@ class ThreadsPanel(Vertical):
         if self._snapshot is None or all(t.ident != ident for t in self._snapshot.threads):
             return False
         self._selected_ident = ident
-        with self.prevent(DataTable.RowHighlighted):
+        with self.prevent(ThreadsTable.RowHighlighted):
             if self.grouped:
                 self.set_reactive(ThreadsPanel.grouped, False)
             if all(t.ident != ident for t in self._threads()):
