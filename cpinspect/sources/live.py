@@ -21,6 +21,7 @@ import stat
 import struct
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
@@ -197,6 +198,15 @@ class AgentSession:
         # py-spy runs beside the agent request, not after it: when the agent does not answer,
         # its data is ready the moment the timeout says so.
         self._spy_runner: Optional[ThreadPoolExecutor] = None
+        self.pyspy_wait: Optional[float] = None
+        """How long a poll waits for py-spy once the agent has answered; None: until py-spy
+        answers (``dump``, ``snapshot``: one reading, complete). The TUI sets a budget: at
+        1,000 threads py-spy takes 0.5-2 s, and the screen must not wait for it every second
+        (the poll then joins the newest reading py-spy finished, at most one read older)."""
+        self._spy_pending: Optional[Future[Optional[ThreadsSnapshot]]] = None
+        """A py-spy read still running when the last poll ended (never two at once)."""
+        self._spy_last: Optional[ThreadsSnapshot] = None
+        """The newest py-spy reading joined (joined again while a newer one runs)."""
         self.on_new_pid = on_new_pid
         """Called (from the polling thread) when reconnection lands on another pid."""
         self.timeout = timeout
@@ -314,7 +324,7 @@ class AgentSession:
             if fallback is not None:
                 return fallback
             return self._update(now, LinkState.LOST, self._lost_message())
-        self._merge_pyspy(self._spy_result(spy_future))
+        self._merge_pyspy(self._spy_in_time(spy_future))
         self._read_log(agent=True)
         self._polls += 1
         state = LinkState.LIVE
@@ -353,9 +363,36 @@ class AgentSession:
     def _start_spy(self) -> Optional[Future[Optional[ThreadsSnapshot]]]:
         if self.pyspy is None:
             return None
+        pending, self._spy_pending = self._spy_pending, None
+        if pending is not None and not pending.done():
+            return pending  # still reading: this poll gets that reading, no second py-spy
+        if pending is not None:
+            self._spy_last = self._spy_result(pending)  # finished after the last poll ended
         if self._spy_runner is None:
             self._spy_runner = ThreadPoolExecutor(1, thread_name_prefix="cpinspect-pyspy")
         return self._spy_runner.submit(self._spy)
+
+    def _spy_in_time(
+        self, future: Optional[Future[Optional[ThreadsSnapshot]]]
+    ) -> Optional[ThreadsSnapshot]:
+        """py-spy's reading for this poll: the one running if it ends within ``pyspy_wait``,
+        otherwise the last one it finished (the running one is kept for the next poll)."""
+        if future is None or self.pyspy_wait is None:
+            return self._spy_result(future)
+        try:
+            future.result(timeout=self.pyspy_wait)
+        except FutureTimeout:
+            self._spy_pending = future
+            last = self._spy_last
+            if last is None or self.threads is None:
+                return None
+            # An older reading: only what it says of threads the agent still has.
+            idents = {t.ident for t in self.threads.threads}
+            return replace(last, threads=tuple(t for t in last.threads if t.ident in idents))
+        except Exception:  # noqa: BLE001 - _spy_result says what it was
+            pass
+        self._spy_last = self._spy_result(future)
+        return self._spy_last
 
     def _spy_result(
         self, future: Optional[Future[Optional[ThreadsSnapshot]]]

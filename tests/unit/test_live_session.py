@@ -167,3 +167,59 @@ def test_an_agent_silent_at_open_gives_py_spy_at_the_first_poll_then_takes_over(
     assert back.info is not None and back.info.schema == 1
     assert session.pid == os.getpid()  # the pid given stays, whatever the agent reports
     session.close()
+
+
+class GatedSpy(FakeSpy):
+    """``FakeSpy`` whose reads wait for ``gate``: py-spy slow at 1,000 threads on a busy box."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(pid)
+        self.gate = threading.Event()
+        self.finished = threading.Event()
+        self.started = 0
+
+    def threads(self):
+        self.started += 1
+        self.gate.wait(10)
+        try:
+            return super().threads()
+        finally:
+            self.finished.set()
+
+
+def test_a_slow_py_spy_joins_the_next_poll_instead_of_holding_this_one(serve):
+    # GIVEN an agent that answers at once, and py-spy that has not finished its read
+    path = serve(
+        {
+            "/v1/info": lambda q: (200, payload("agent_info_v1.json")),
+            "/v1/threads": lambda q: (200, payload("agent_threads_v1.json")),
+        }
+    )
+    spy = GatedSpy(os.getpid())
+    session = AgentSession(
+        AgentSource(path),
+        None,
+        pid=os.getpid(),
+        pyspy=spy,  # type: ignore[arg-type]
+    )
+    session.pyspy_wait = 0.05  # as the TUI sets it
+    try:
+        # WHEN it polls while py-spy reads
+        first = session.poll()
+        # THEN the agent's threads show without py-spy's reading
+        assert first.state is LinkState.LIVE and first.threads is not None
+        assert not first.pyspy_joined
+        # WHEN it polls again, py-spy still reading
+        second = session.poll()
+        # THEN no second py-spy was started beside the first
+        assert spy.started == 1 and not second.pyspy_joined
+        # WHEN py-spy finishes, and the next poll comes
+        spy.gate.set()
+        assert spy.finished.wait(10)
+        third = session.poll()
+        # THEN that reading is joined, and a new read has started for later polls
+        assert third.pyspy_joined
+        assert spy.started == 2
+    finally:
+        spy.gate.set()
+        session.close()

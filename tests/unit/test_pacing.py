@@ -23,12 +23,12 @@ def test_a_slow_poll_stretches_the_interval_at_once() -> None:
     # THEN the next one starts STRETCH times that after it, and the note says so
     assert pace.interval == pytest.approx(STRETCH * 1.2)
     assert pace.stretched
-    assert pace.note == "polling every 2.4 s: the target answers slowly"
+    assert pace.note == "polling every 1.8 s: the target answers slowly"
 
 
 def test_the_interval_comes_back_down_step_by_step_when_polls_get_fast() -> None:
     # GIVEN an interval stretched to 4 s
-    pace = Pace(1.0).after(2.0)
+    pace = Pace(1.0).after(4.0 / STRETCH)
     assert pace.interval == 4.0
     # WHEN polls get fast again
     intervals = []
@@ -45,7 +45,7 @@ def test_the_interval_comes_back_down_step_by_step_when_polls_get_fast() -> None
 def test_a_slower_poll_while_coming_down_stretches_again() -> None:
     # GIVEN an interval coming down WHEN a poll is slow again THEN it follows that poll
     pace = Pace(1.0).after(2.0).after(0.0)
-    assert pace.after(3.0).interval == 6.0
+    assert pace.after(3.0).interval == STRETCH * 3.0
 
 
 def test_the_stretch_has_a_ceiling() -> None:
