@@ -108,9 +108,14 @@ class FakeSpy:
     def threads(self):
         from cpinspect.sources.pyspy import threads_from_dump
 
-        self.calls.append(self.requests)
-        dump = json.loads((FIXTURES / "pyspy_cherrypy_311.json").read_text())
-        return threads_from_dump(dump, time.time(), pid=self.pid)
+        return threads_from_dump(self.raw_dump(self.requests), time.time(), pid=self.pid)
+
+    def raw_dump(self, locals: bool = False):
+        self.calls.append(locals)
+        return json.loads((FIXTURES / "pyspy_cherrypy_311.json").read_text())
+
+    def clock(self) -> float:
+        return time.time()
 
     def close(self) -> None:
         pass
@@ -178,11 +183,11 @@ class GatedSpy(FakeSpy):
         self.finished = threading.Event()
         self.started = 0
 
-    def threads(self):
+    def raw_dump(self, locals: bool = False):
         self.started += 1
         self.gate.wait(10)
         try:
-            return super().threads()
+            return super().raw_dump(locals)
         finally:
             self.finished.set()
 
@@ -217,9 +222,42 @@ def test_a_slow_py_spy_joins_the_next_poll_instead_of_holding_this_one(serve):
         spy.gate.set()
         assert spy.finished.wait(10)
         third = session.poll()
-        # THEN that reading is joined, and a new read has started for later polls
+        # THEN that reading is joined
         assert third.pyspy_joined
-        assert spy.started == 2
+        # AND the next poll reads again (at the latest: the third may still have waited for
+        # the first read to hand its result over)
+        fourth = session.poll()
+        assert fourth.pyspy_joined
+        deadline = time.monotonic() + 10
+        while spy.started < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert spy.started >= 2
     finally:
         spy.gate.set()
+        session.close()
+
+
+def test_beside_an_answering_agent_only_the_gil_holder_is_read_from_py_spy(serve):
+    # GIVEN an agent that answers, and py-spy reading the process (a GIL holder among 20)
+    path = serve(
+        {
+            "/v1/info": lambda q: (200, payload("agent_info_v1.json")),
+            "/v1/threads": lambda q: (200, payload("agent_threads_v1.json")),
+        }
+    )
+    spy = FakeSpy(os.getpid())
+    session = AgentSession(AgentSource(path), None, pid=os.getpid(), pyspy=spy)  # type: ignore[arg-type]
+    try:
+        # WHEN it polls
+        update = session.poll()
+        # THEN py-spy was read without locals and joined, its GIL holder named
+        assert spy.calls == [False] and update.pyspy_joined
+        whole = spy.threads()
+        holder = next(t for t in whole.threads if t.owns_gil)
+        assert update.gil_holder == holder.ident
+        # ... and no thread of py-spy's other than the holder was added to the agent's
+        agent_idents = {t["ident"] for t in payload("agent_threads_v1.json")["threads"]}
+        extra = {t.ident for t in update.threads.threads} - agent_idents
+        assert extra <= {holder.ident}
+    finally:
         session.close()
