@@ -21,6 +21,7 @@ import stat
 import struct
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
@@ -54,7 +55,7 @@ from cpinspect.sources.listenq import listen_queues
 from cpinspect.sources.logfeed import LogBatch, LogFeed
 from cpinspect.sources.merge import fallback_threads, gil_holder, merge_threads
 from cpinspect.sources.peers import PeerCache
-from cpinspect.sources.pyspy import PySpySource, process_state
+from cpinspect.sources.pyspy import PySpySource, process_state, threads_from_dump
 
 INFO_EVERY = 5
 """Re-read /v1/info every N polls: engine state changes, the rest rarely does."""
@@ -199,6 +200,17 @@ class AgentSession:
         # py-spy runs beside the agent request, not after it: when the agent does not answer,
         # its data is ready the moment the timeout says so.
         self._spy_runner: Optional[ThreadPoolExecutor] = None
+        self.pyspy_wait: Optional[float] = None
+        """How long a poll waits for py-spy once the agent has answered; None: until py-spy
+        answers (``dump``, ``snapshot``: one reading, complete). The TUI sets a budget: at
+        1,000 threads py-spy takes 0.5-2 s, and the screen must not wait for it every second
+        (the poll then joins the newest reading py-spy finished, at most one read older)."""
+        self._spy_pending: Optional[Future[Optional[ThreadsSnapshot]]] = None
+        """A py-spy read still running when the last poll ended (never two at once)."""
+        self._spy_last: Optional[ThreadsSnapshot] = None
+        self._spy_whole: Optional[Tuple[ThreadsSnapshot, List[Dict[str, Any]], float]] = None
+        """The last GIL-holder reading, the whole dump it was cut from, and when it was read."""
+        """The newest py-spy reading joined (joined again while a newer one runs)."""
         self.on_new_pid = on_new_pid
         """Called (from the polling thread) when reconnection lands on another pid."""
         self.timeout = timeout
@@ -316,7 +328,7 @@ class AgentSession:
             if fallback is not None:
                 return fallback
             return self._update(now, LinkState.LOST, self._lost_message())
-        self._merge_pyspy(self._spy_result(spy_future))
+        self._merge_pyspy(self._spy_in_time(spy_future))
         self._read_log(agent=True)
         self._polls += 1
         state = LinkState.LIVE
@@ -341,7 +353,9 @@ class AgentSession:
         # for an agent that does not answer; otherwise the agent has them.
         self.pyspy.requests = self._lost_since is not None
         try:
-            return self.pyspy.threads()
+            if self.pyspy.requests or self.native:
+                return self.pyspy.threads()
+            return self._gil_reading(self.pyspy)
         except (PySpyMissing, PermissionDenied) as exc:
             # Will not get better by retrying: stop running it, say so once.
             self.pyspy = None
@@ -352,12 +366,57 @@ class AgentSession:
             self.pyspy_note = "py-spy failed this time: %s" % exc
         return None
 
+    def _gil_reading(self, pyspy: PySpySource) -> ThreadsSnapshot:
+        """py-spy's reading beside an answering agent: only its GIL holder is joined, so only
+        that thread becomes a model object (at 1,000 threads all of them cost the inspector
+        ~40 ms of CPU a read). The whole reading is kept for a fall-back in the same poll."""
+        dump = pyspy.raw_dump(locals=False)
+        taken_at = pyspy.clock()
+        holders = [t for t in dump if isinstance(t, dict) and t.get("owns_gil")]
+        snapshot = threads_from_dump(holders, taken_at, pid=pyspy.pid)
+        self._spy_whole = (snapshot, dump, taken_at)
+        return snapshot
+
+    def _whole_reading(self, spy: Optional[ThreadsSnapshot]) -> Optional[ThreadsSnapshot]:
+        """Every thread of a py-spy reading that ``_gil_reading`` cut to its GIL holder."""
+        whole = self._spy_whole
+        if spy is None or whole is None or whole[0] is not spy or self.pyspy is None:
+            return spy
+        return threads_from_dump(whole[1], whole[2], pid=self.pyspy.pid)
+
     def _start_spy(self) -> Optional[Future[Optional[ThreadsSnapshot]]]:
         if self.pyspy is None:
             return None
+        pending, self._spy_pending = self._spy_pending, None
+        if pending is not None and not pending.done():
+            return pending  # still reading: this poll gets that reading, no second py-spy
+        if pending is not None:
+            self._spy_last = self._spy_result(pending)  # finished after the last poll ended
         if self._spy_runner is None:
             self._spy_runner = ThreadPoolExecutor(1, thread_name_prefix="cpinspect-pyspy")
         return self._spy_runner.submit(self._spy)
+
+    def _spy_in_time(
+        self, future: Optional[Future[Optional[ThreadsSnapshot]]]
+    ) -> Optional[ThreadsSnapshot]:
+        """py-spy's reading for this poll: the one running if it ends within ``pyspy_wait``,
+        otherwise the last one it finished (the running one is kept for the next poll)."""
+        if future is None or self.pyspy_wait is None:
+            return self._spy_result(future)
+        try:
+            future.result(timeout=self.pyspy_wait)
+        except FutureTimeout:
+            self._spy_pending = future
+            last = self._spy_last
+            if last is None or self.threads is None:
+                return None
+            # An older reading: only what it says of threads the agent still has.
+            idents = {t.ident for t in self.threads.threads}
+            return replace(last, threads=tuple(t for t in last.threads if t.ident in idents))
+        except Exception:  # noqa: BLE001 - _spy_result says what it was
+            pass
+        self._spy_last = self._spy_result(future)
+        return self._spy_last
 
     def _spy_result(
         self, future: Optional[Future[Optional[ThreadsSnapshot]]]
@@ -383,6 +442,8 @@ class AgentSession:
         """The agent does not answer: show py-spy's threads instead, if it could read them."""
         if spy is None or (self.pid is not None and not psutil.pid_exists(self.pid)):
             return None
+        spy = self._whole_reading(spy)
+        assert spy is not None
         holder = gil_holder(spy)
         who = " (GIL held by thread %s)" % holder.name if holder is not None else ""
         # Pool numbers only the agent knows: the last ones, if it ever answered.

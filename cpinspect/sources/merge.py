@@ -46,6 +46,11 @@ def merge_threads(
         if native and any(f.native for f in other.stack):
             changes["stack"] = _restack(thread, other)
             changes["stack_truncated"] = 0
+        elif other.owns_gil == thread.owns_gil:
+            # Nothing to change: the same object (the table formats only the threads that
+            # changed since the last poll, by identity).
+            merged.append(thread)
+            continue
         merged.append(replace(thread, **changes))  # type: ignore[arg-type]
     # Threads py-spy saw and the agent did not (started between the two reads) still count.
     merged.extend(spy_threads.values())

@@ -691,6 +691,7 @@ class PySpySource:
         self._first_seen = FirstSeen()
         self._lock = threading.Lock()
         self._proc: Optional[subprocess.Popen[bytes]] = None
+        self._adopted: Optional[Tuple[List[str], subprocess.Popen[bytes]]] = None
         self._closed = False
 
     # -- public API ---------------------------------------------------------------------------
@@ -714,8 +715,17 @@ class PySpySource:
         """py-spy's parsed JSON as is (unredacted: for ``dump --json`` passthrough)."""
         return self._dump(with_locals=locals, native=self.native)
 
+    def adopt(self, command: List[str], proc: subprocess.Popen[bytes]) -> None:
+        """A py-spy run of ``command`` started before this source was made (``dump`` starts
+        one before its imports): the next dump with the same command reads its output instead
+        of starting another; a dump with another command stops it first."""
+        self._adopted = (list(command), proc)
+
     def close(self) -> None:
         self._closed = True
+        adopted, self._adopted = self._adopted, None
+        if adopted is not None and adopted[1].poll() is None:
+            self._stop(adopted[1])
         proc = self._proc
         if proc is not None and proc.poll() is None:
             self._stop(proc)
@@ -768,16 +778,24 @@ class PySpySource:
         # One error message, no Rust backtrace (RUST_BACKTRACE=1 makes anyhow print one).
         env["RUST_BACKTRACE"] = "0"
         env["RUST_LIB_BACKTRACE"] = "0"
+        adopted, self._adopted = self._adopted, None
+        if adopted is not None and adopted[0] != args:
+            self._stop(adopted[1])
+            adopted = None
         try:
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                # Its own session: a Ctrl-C in the terminal must not reach py-spy mid-pause
-                # (py-spy#587); we stop it ourselves, then check the target.
-                start_new_session=True,
+            proc = (
+                adopted[1]
+                if adopted is not None
+                else subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    # Its own session: a Ctrl-C in the terminal must not reach py-spy mid-pause
+                    # (py-spy#587); we stop it ourselves, then check the target.
+                    start_new_session=True,
+                )
             )
         except FileNotFoundError:
             raise PySpyMissing(

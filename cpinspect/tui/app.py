@@ -27,6 +27,7 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.events import Resize
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import Worker, get_current_worker
 
@@ -34,6 +35,7 @@ from cpinspect.capture_trigger import AutoSnapshot, CaptureTrigger, inspector_re
 from cpinspect.formatting import SESSION_SORTS
 from cpinspect.model import Evidence, SourceKind
 from cpinspect.sources.base import Capability, LinkState, Poller, Update
+from cpinspect.sources.pacing import Pace
 from cpinspect.sources.source_lines import LineReader
 from cpinspect.tui.hangup import terminal_driver
 from cpinspect.tui.messages import (
@@ -68,6 +70,9 @@ AGE_TICK = 0.5
 """Seconds between refreshes of the data's age in the header."""
 CLOSE_WAIT = 2.0
 """On exit, how long to wait for an in-flight poll before closing the poller anyway."""
+PYSPY_WAIT = 0.25
+"""Seconds a poll waits for py-spy once the agent has answered (``AgentSession.pyspy_wait``):
+a slower py-spy read joins the next poll instead of ageing this one."""
 COMPACT_FOOTER_BELOW = 100
 FINDINGS_SESSIONS_EVERY = 5.0
 """Seconds between reads of the sessions (their first page and the locks held now) for the
@@ -200,6 +205,13 @@ class InspectorApp(App[None]):
         self._poll_in_flight = False
         self._poll_again = False
         self._poll_lock = threading.Lock()
+        self.pace = Pace(interval)
+        """The polling interval in force: ``interval``, or stretched while polls are slow (the
+        header says so)."""
+        self._poll_started = 0.0
+        self._poll_duration = 0.0
+        self._poll_timer: Optional[Timer] = None
+        self._banner_lines: Optional[tuple[Any, ...]] = None
         self._closed = False
         self.auto_snapshot = auto_snapshot
         """``attach --auto-snapshot``: when to capture on its own, and what (None: never)."""
@@ -270,7 +282,9 @@ class InspectorApp(App[None]):
         self._render_all()
         self.poll_now()
         if self.live:
-            self.set_interval(self.interval, self.poll_now, name="poll")
+            if hasattr(self.poller, "pyspy_wait"):  # an agent session with py-spy beside it
+                self.poller.pyspy_wait = PYSPY_WAIT
+            self._schedule_poll()
             for spec in self.panel_specs:
                 if spec.every is not None and spec.part is not None:
                     # Never more often than the target is polled (``--interval``).
@@ -302,6 +316,7 @@ class InspectorApp(App[None]):
             self._poll_again = self._poll_again or again
             return
         self._poll_in_flight = True
+        self._poll_started = time.monotonic()
         self._poll_worker = self.run_worker(
             self._poll_blocking,
             thread=True,
@@ -315,12 +330,14 @@ class InspectorApp(App[None]):
         with self._poll_lock:
             if self._closed:
                 return
+            started = time.monotonic()
             try:
                 update = self.poller.poll()
             except Exception as error:  # noqa: BLE001 - shown in the banner; the app goes on
                 message = Polled(None, _describe(error))
             else:
                 message = Polled(update)
+            self._poll_duration = time.monotonic() - started
         if not get_current_worker().is_cancelled:
             self.post_message(message)
 
@@ -328,11 +345,32 @@ class InspectorApp(App[None]):
     def _worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker is self._poll_worker and event.worker.is_finished:
             self._poll_in_flight = False
+            if self._poll_timer is None:  # it ended without a result (cancelled): poll on
+                self._schedule_poll()
+
+    def _schedule_poll(self) -> None:
+        """The next timed poll: ``pace.interval`` after the last poll started (never while one
+        runs: the timer is set again when a poll ends)."""
+        if self._closed or not self.live:
+            return
+        if self._poll_timer is not None:
+            self._poll_timer.stop()
+        delay = self.pace.delay(time.monotonic() - self._poll_started)
+        self._poll_timer = self.set_timer(max(delay, 0.001), self._timed_poll, name="poll")
+
+    def _timed_poll(self) -> None:
+        self._poll_timer = None
+        self.poll_now()
+        if not self._poll_in_flight:  # closed, or nothing started: try again later
+            self._schedule_poll()
 
     @on(Polled)
     def _polled(self, message: Polled) -> None:
         self._poll_in_flight = False
         self.polls_received += 1
+        # Slow polls stretch the interval (and the header says so); fast ones bring it back.
+        self.pace = self.pace.after(self._poll_duration)
+        self._schedule_poll()
         if message.update is None:
             self.poll_error = message.error
         else:
@@ -483,7 +521,10 @@ class InspectorApp(App[None]):
         )
         self.threads_panel.set_class(lost, "-stale")
         self.pool_bar.set_class(lost or self.store.pools_stale, "-stale")
-        self.banner.show(banner_lines(newest, self.poll_error))
+        lines = tuple(banner_lines(newest, self.poll_error))
+        if lines != self._banner_lines:  # the same lines: no new layout of the whole screen
+            self._banner_lines = lines
+            self.banner.show(lines)
         self._render_header()
 
     def _render_pool_bar(self) -> None:
@@ -511,7 +552,7 @@ class InspectorApp(App[None]):
         age = None
         if update is not None:
             age = round(max(0.0, self.clock() - update.fetched_at), 1)
-        stale_after = max(3 * self.interval, 3.0)
+        stale_after = max(3 * self.pace.interval, 3.0)
         self.header_bar.state = HeaderState(
             info=update.info if update is not None else None,
             update=update,
@@ -521,6 +562,7 @@ class InspectorApp(App[None]):
             stale=age is not None and age > stale_after,
             native=self.native,
             position=self._series_position(),
+            pacing=self.pace.note if self.live else None,
         )
 
     def _series_position(self) -> Optional[tuple[int, int]]:

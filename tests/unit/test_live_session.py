@@ -108,9 +108,14 @@ class FakeSpy:
     def threads(self):
         from cpinspect.sources.pyspy import threads_from_dump
 
-        self.calls.append(self.requests)
-        dump = json.loads((FIXTURES / "pyspy_cherrypy_311.json").read_text())
-        return threads_from_dump(dump, time.time(), pid=self.pid)
+        return threads_from_dump(self.raw_dump(self.requests), time.time(), pid=self.pid)
+
+    def raw_dump(self, locals: bool = False):
+        self.calls.append(locals)
+        return json.loads((FIXTURES / "pyspy_cherrypy_311.json").read_text())
+
+    def clock(self) -> float:
+        return time.time()
 
     def close(self) -> None:
         pass
@@ -167,3 +172,92 @@ def test_an_agent_silent_at_open_gives_py_spy_at_the_first_poll_then_takes_over(
     assert back.info is not None and back.info.schema == 1
     assert session.pid == os.getpid()  # the pid given stays, whatever the agent reports
     session.close()
+
+
+class GatedSpy(FakeSpy):
+    """``FakeSpy`` whose reads wait for ``gate``: py-spy slow at 1,000 threads on a busy box."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(pid)
+        self.gate = threading.Event()
+        self.finished = threading.Event()
+        self.started = 0
+
+    def raw_dump(self, locals: bool = False):
+        self.started += 1
+        self.gate.wait(10)
+        try:
+            return super().raw_dump(locals)
+        finally:
+            self.finished.set()
+
+
+def test_a_slow_py_spy_joins_the_next_poll_instead_of_holding_this_one(serve):
+    # GIVEN an agent that answers at once, and py-spy that has not finished its read
+    path = serve(
+        {
+            "/v1/info": lambda q: (200, payload("agent_info_v1.json")),
+            "/v1/threads": lambda q: (200, payload("agent_threads_v1.json")),
+        }
+    )
+    spy = GatedSpy(os.getpid())
+    session = AgentSession(
+        AgentSource(path),
+        None,
+        pid=os.getpid(),
+        pyspy=spy,  # type: ignore[arg-type]
+    )
+    session.pyspy_wait = 0.05  # as the TUI sets it
+    try:
+        # WHEN it polls while py-spy reads
+        first = session.poll()
+        # THEN the agent's threads show without py-spy's reading
+        assert first.state is LinkState.LIVE and first.threads is not None
+        assert not first.pyspy_joined
+        # WHEN it polls again, py-spy still reading
+        second = session.poll()
+        # THEN no second py-spy was started beside the first
+        assert spy.started == 1 and not second.pyspy_joined
+        # WHEN py-spy finishes, and the next poll comes
+        spy.gate.set()
+        assert spy.finished.wait(10)
+        third = session.poll()
+        # THEN that reading is joined
+        assert third.pyspy_joined
+        # AND the next poll reads again (at the latest: the third may still have waited for
+        # the first read to hand its result over)
+        fourth = session.poll()
+        assert fourth.pyspy_joined
+        deadline = time.monotonic() + 10
+        while spy.started < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert spy.started >= 2
+    finally:
+        spy.gate.set()
+        session.close()
+
+
+def test_beside_an_answering_agent_only_the_gil_holder_is_read_from_py_spy(serve):
+    # GIVEN an agent that answers, and py-spy reading the process (a GIL holder among 20)
+    path = serve(
+        {
+            "/v1/info": lambda q: (200, payload("agent_info_v1.json")),
+            "/v1/threads": lambda q: (200, payload("agent_threads_v1.json")),
+        }
+    )
+    spy = FakeSpy(os.getpid())
+    session = AgentSession(AgentSource(path), None, pid=os.getpid(), pyspy=spy)  # type: ignore[arg-type]
+    try:
+        # WHEN it polls
+        update = session.poll()
+        # THEN py-spy was read without locals and joined, its GIL holder named
+        assert spy.calls == [False] and update.pyspy_joined
+        whole = spy.threads()
+        holder = next(t for t in whole.threads if t.owns_gil)
+        assert update.gil_holder == holder.ident
+        # ... and no thread of py-spy's other than the holder was added to the agent's
+        agent_idents = {t["ident"] for t in payload("agent_threads_v1.json")["threads"]}
+        extra = {t.ident for t in update.threads.threads} - agent_idents
+        assert extra <= {holder.ident}
+    finally:
+        session.close()

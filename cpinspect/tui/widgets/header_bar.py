@@ -34,6 +34,8 @@ class HeaderState:
     """Stacks include native (C) frames (``n``)."""
     position: Optional[Tuple[int, int]] = None
     """``(index, count)`` of the snapshot shown from a saved series."""
+    pacing: Optional[str] = None
+    """Polls come less often than asked: ``polling every 2.4 s: the target answers slowly``."""
 
     @property
     def from_file(self) -> bool:
@@ -102,6 +104,8 @@ class HeaderBar(Widget):
             fallback = threads_kind is not update.source_kind
             source = source_description(update.source_kind, threads_kind)
             parts.append((9, Text(source, self._style("fallback" if fallback else "title"))))
+        if state is not None and state.pacing:
+            parts.append((7, Text(state.pacing, self._style("warning"))))
         return parts
 
     def _label(self) -> Optional[Text]:

@@ -139,7 +139,12 @@ class StackView(Static):
             self._thread_title(text, subject)
             self._stack(text, subject.stack, subject.stack_truncated)
             self._thread_details(text, subject)
-        self.update(text)
+        shown = self.content
+        if isinstance(shown, Text) and shown == text:
+            return  # the same text (a poll with nothing new for this thread): no repaint
+        # Its height is its line count: only a new count needs a layout of the screen.
+        same_height = isinstance(shown, Text) and shown.plain.count("\n") == text.plain.count("\n")
+        self.update(text, layout=not same_height)
 
     def _field(self, text: Text, label: str, value: str, style: Union[Style, str] = "") -> None:
         text.append(f"\n{label:<8} ", self._style("label"))

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import ClassVar, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
+from rich.cells import cell_len
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
-from textual.events import Resize
-from textual.widgets import DataTable
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from cpinspect.formatting import (
     StackGroup,
@@ -28,7 +34,7 @@ from cpinspect.formatting import (
 from cpinspect.model import Role, ThreadInfo
 
 CELL_PADDING = 2
-"""DataTable pads every cell with one space on each side."""
+"""Every cell is padded with one space on each side."""
 
 
 @dataclass(frozen=True)
@@ -105,12 +111,40 @@ def group_key(group: StackGroup) -> str:
 
 
 Selection = Union[ThreadInfo, StackGroup]
+RowData = Union[Tuple[ThreadRow, bool], Dict[str, Text]]
+"""A thread row's text and whether the thread is busy; a group row's cells."""
+FIXED_TEXT: Dict[str, Callable[[ThreadRow], str]] = {
+    "state": lambda r: r.state_cell,
+    "elapsed": lambda r: r.elapsed,
+    "role": lambda r: r.role,
+    "name": lambda r: r.name,
+    "client": lambda r: r.client,
+    "handler": lambda r: r.handler,
+}
+"""The text of a thread row's fixed-width columns (their widths follow the widest)."""
 
 
-class ThreadsTable(DataTable[Text]):
-    """Threads or stack groups, one per row; the cursor stays on the same key across refreshes."""
+class ThreadsTable(ScrollView, can_focus=True):
+    """Threads or stack groups, one per row; the cursor stays on the same key across refreshes.
+
+    A line-API table: a refresh computes each row's text (the cells' words, cached by thread),
+    and only the rows on screen are turned into styled lines, each cached until its text, the
+    columns or the cursor on it change. With 1,000 workers ticking every second a poll costs
+    the sort and a few dozen lines, not a thousand rows of widgets' cells.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "cursor(-1)", "Up", show=False),
+        Binding("down", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "home", "First", show=False),
+        Binding("end", "end", "Last", show=False),
+    ]
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "threads-table--header",
+        "threads-table--cursor",
         "threads-table--busy",
         "threads-table--reading",
         "threads-table--writing",
@@ -120,21 +154,69 @@ class ThreadsTable(DataTable[Text]):
         "threads-table--muted",
     }
 
+    DEFAULT_CSS = """
+    ThreadsTable {
+        background: $surface;
+        color: $foreground;
+        &:focus {
+            background-tint: $foreground 5%;
+            & > .threads-table--cursor {
+                background: $block-cursor-background;
+                color: $block-cursor-foreground;
+                text-style: $block-cursor-text-style;
+            }
+            & > .threads-table--header {
+                background-tint: $foreground 5%;
+            }
+        }
+        & > .threads-table--header {
+            text-style: bold;
+            background: $panel;
+            color: $foreground;
+        }
+        &:ansi > .threads-table--header {
+            background: ansi_bright_blue;
+            color: ansi_default;
+        }
+        & > .threads-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+    }
+    """
+
+    class RowHighlighted(Message):
+        """The cursor moved to another row (by a key, a click or ``move_cursor``)."""
+
+        def __init__(self, table: ThreadsTable, cursor_row: int, row_key: str) -> None:
+            super().__init__()
+            self.table = table
+            self.cursor_row = cursor_row
+            self.row_key = row_key
+
+        @property
+        def control(self) -> ThreadsTable:
+            return self.table
+
     def __init__(self, *, id: Optional[str] = None) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        super().__init__(id=id)
         self._mode: Tuple[str, ThreadView] = ("threads", ThreadView.WORKERS)
         self._threads: List[ThreadInfo] = []
         self._groups: List[StackGroup] = []
         self._objects: Dict[str, Selection] = {}
         self._specs: List[ColumnSpec] = []
         self._row_keys: List[str] = []
-        self._latest: Dict[str, Dict[str, Text]] = {}
-        """Every row's newest cells, by row key (what the rows say, shown or not yet)."""
-        self._shown: Dict[str, Dict[str, Text]] = {}
-        """The cells the DataTable holds, by row key."""
-        self._pending: Set[str] = set()
-        """Rows off screen whose newer cells wait until they scroll into view: a refresh costs
-        what is visible, not the number of threads (1,000 workers tick every second)."""
+        self._data: Dict[str, RowData] = {}
+        """Each row's text, by row key."""
+        self._thread_rows: Dict[int, Tuple[ThreadInfo, ThreadRow]] = {}
+        """``thread_row()`` of each thread object shown, by ``id()``: a thread the source did
+        not change since the last poll is not formatted again."""
+        self._lines: Dict[str, Tuple[object, Strip]] = {}
+        """Each rendered row's line and what it was rendered from, by row key."""
+        self._header: Optional[Tuple[object, Strip]] = None
+        self.cursor_row = 0
+        """The row under the cursor (0 when the table is empty)."""
 
     # --- reading the table ---------------------------------------------------------------------
 
@@ -142,6 +224,11 @@ class ThreadsTable(DataTable[Text]):
     def row_keys(self) -> List[str]:
         """Row keys in display order."""
         return list(self._row_keys)
+
+    @property
+    def column_keys(self) -> List[str]:
+        """The keys of the columns shown, left to right (``state``, ``elapsed``, …)."""
+        return [spec.key for spec in self._specs]
 
     def selected_key(self) -> Optional[str]:
         if not self._row_keys:
@@ -161,7 +248,7 @@ class ThreadsTable(DataTable[Text]):
     def cell_text(self, row: int, column: str) -> str:
         """The plain text of one cell (``column`` is a column key such as ``"request"``), as the
         row shows it once on screen."""
-        return self._latest[self._row_keys[row]][column].plain
+        return self._cells(self._row_keys[row])[column].plain
 
     # --- filling the table ---------------------------------------------------------------------
 
@@ -192,95 +279,83 @@ class ThreadsTable(DataTable[Text]):
         # The vertical scrollbar's gutter is reserved in the stylesheet so this stays stable.
         return self.scrollable_content_region.width or self.size.width or 80
 
-    def _layout(self, rows: List[Tuple[str, Dict[str, Text]]]) -> List[ColumnSpec]:
+    def _layout(self) -> List[ColumnSpec]:
         content: Dict[str, int] = {}
-        for _, cells in rows:
-            for key, cell in cells.items():
-                content[key] = max(content.get(key, 0), cell.cell_len)
-        return layout_columns(self._column_specs(), self._available_width(), content)
+        specs = self._column_specs()
+        if self._mode[0] == "groups":
+            for key in self._row_keys:
+                for column, cell in self._cells(key).items():
+                    content[column] = max(content.get(column, 0), cell.cell_len)
+        else:
+            for spec in specs:
+                text = FIXED_TEXT.get(spec.key)
+                if text is None or spec.flexible:
+                    continue
+                widest = 0
+                for data in self._data.values():
+                    if not isinstance(data, dict):
+                        widest = max(widest, cell_len(text(data[0])))
+                content[spec.key] = widest
+        return layout_columns(specs, self._available_width(), content)
 
     def _fill(self, select: Optional[str]) -> None:
-        rows = self._rows()
-        specs = self._layout(rows)
-        keys = [key for key, _ in rows]
         previous_row = self.cursor_row
-        self._latest = dict(rows)
-        if specs == self._specs and keys == self._row_keys:
-            # Same rows in the same order: update the cells that changed in place (no jump, no
-            # flicker), now for the rows on screen and once they scroll into view for the others.
-            first, last = self._visible_rows()
-            for index, (key, cells) in enumerate(rows):
-                if _same_cells(self._shown.get(key), cells, specs):
-                    self._pending.discard(key)
-                elif first <= index < last:
-                    self._show_cells(key, cells)
-                else:
-                    self._pending.add(key)
-            if select in keys and keys.index(select) != previous_row:
-                # Asked for another row of the same table (a jump from another panel).
-                self.move_cursor(row=keys.index(select), animate=False)
-            return
-        self._shown = dict(rows)
-        self._pending = set()
-        scroll_y = self.scroll_y
-        self.clear(columns=specs != self._specs)
-        if specs != self._specs:
-            for spec in specs:
-                self.add_column(spec.label, width=spec.width, key=spec.key)
-            self._specs = specs
-        for key, cells in rows:
-            self.add_row(*(cells[spec.key] for spec in specs), key=key)
-        self._row_keys = keys
+        previous_key = self.selected_key()
+        self._read_rows()
+        self._specs = self._layout()
+        keys = self._row_keys
+        # Lines of rows that left, and of every row if the columns changed, are dropped.
+        self._lines = {k: v for k, v in self._lines.items() if k in self._data}
+        self.virtual_size = Size(self._available_width(), len(keys) + 1)
         if not keys:
-            return
-        target = keys.index(select) if select in keys else min(previous_row, len(keys) - 1)
-        self.scroll_y = min(scroll_y, self.max_scroll_y)
-        self.move_cursor(row=max(0, target), animate=False)
+            self.cursor_row = 0
+        elif select in self._data:
+            self.cursor_row = keys.index(select)
+        elif previous_key in self._data:
+            self.cursor_row = keys.index(previous_key)
+        else:
+            self.cursor_row = min(previous_row, len(keys) - 1)
+        if self.cursor_row != previous_row or select not in (None, previous_key):
+            self._keep_cursor_visible()
+        self.refresh()
 
-    def _visible_rows(self) -> Tuple[int, int]:
-        """Row indexes on screen, with one screen of margin each side (rows are one line)."""
-        height = max(self.scrollable_content_region.height, 1)
-        top = int(self.scroll_y)
-        return max(0, top - height), top + 2 * height
-
-    def _show_cells(self, key: str, cells: Dict[str, Text]) -> None:
-        shown = self._shown.get(key)
-        for spec in self._specs:
-            cell = cells[spec.key]
-            if shown is None or not _same_cell(shown[spec.key], cell):
-                self.update_cell(key, spec.key, cell)
-        self._shown[key] = cells
-        self._pending.discard(key)
-
-    def _show_pending(self) -> None:
-        """Bring the rows that came into view up to date."""
-        if not self._pending:
-            return
-        first, last = self._visible_rows()
-        for key in self._row_keys[first:last]:
-            if key in self._pending:
-                self._show_cells(key, self._latest[key])
-
-    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
-        super().watch_scroll_y(old_value, new_value)
-        self._show_pending()
-
-    def _rows(self) -> List[Tuple[str, Dict[str, Text]]]:
-        self._objects = {}
-        rows = []
+    def _read_rows(self) -> None:
+        objects: Dict[str, Selection] = {}
+        data: Dict[str, RowData] = {}
+        keys: List[str] = []
         if self._mode[0] == "groups":
             for group in self._groups:
                 key = group_key(group)
-                self._objects[key] = group
-                rows.append((key, self._group_cells(group)))
+                objects[key] = group
+                data[key] = self._group_cells(group)
+                keys.append(key)
         else:
+            known = self._thread_rows
+            rows: Dict[int, Tuple[ThreadInfo, ThreadRow]] = {}
             for thread in self._threads:
                 key = thread_key(thread.ident)
-                if key in self._objects:  # a source repeating an ident must not break the table
-                    key = f"{key}#{len(self._objects)}"
-                self._objects[key] = thread
-                rows.append((key, self._thread_cells(thread)))
-        return rows
+                if key in objects:  # a source repeating an ident must not break the table
+                    key = f"{key}#{len(objects)}"
+                objects[key] = thread
+                cached = known.get(id(thread))
+                if cached is not None and cached[0] is thread:
+                    row = cached[1]
+                else:
+                    row = thread_row(thread)
+                rows[id(thread)] = (thread, row)
+                data[key] = (row, thread.busy)
+                keys.append(key)
+            self._thread_rows = rows
+        self._objects, self._data, self._row_keys = objects, data, keys
+
+    # --- cells and lines -----------------------------------------------------------------------
+
+    def _cells(self, key: str) -> Dict[str, Text]:
+        data = self._data[key]
+        if isinstance(data, dict):
+            return data
+        row, busy = data
+        return self._thread_cells(row, busy)
 
     def _style(self, name: str) -> Style:
         return self.get_component_rich_style(f"threads-table--{name}", partial=True)
@@ -294,11 +369,10 @@ class ThreadsTable(DataTable[Text]):
             style += self._style("gil")
         return style
 
-    def _thread_cells(self, thread: ThreadInfo) -> Dict[str, Text]:
-        row = thread_row(thread)
+    def _thread_cells(self, row: ThreadRow, busy: bool) -> Dict[str, Text]:
         state_style = self._state_style(row)
         muted = self._style("muted")
-        elapsed_style = self._state_style(replace(row, gil=False)) if thread.busy else Style()
+        elapsed_style = self._state_style(replace(row, gil=False)) if busy else Style()
         return {
             "state": _cell(row.state_cell, state_style),
             "elapsed": _cell(row.elapsed, elapsed_style, right=True),
@@ -327,25 +401,111 @@ class ThreadsTable(DataTable[Text]):
             "requests": _cell(most_common_requests(group.threads)),
         }
 
-    def on_resize(self, event: Resize) -> None:
-        if self._layout(self._rows()) != self._specs:
+    def _line(self, cells: Sequence[Text], over: Optional[Style], width: int) -> Strip:
+        """One line of padded cells, ``over`` laid over every cell's own style (the cursor)."""
+        line = Text(no_wrap=True, end="")
+        for spec, cell in zip(self._specs, cells):
+            text = cell.copy()
+            text.align(cell.justify or "left", spec.width)  # type: ignore[arg-type]
+            line.append(" " * (CELL_PADDING // 2))
+            line.append_text(text)
+            line.append(" " * (CELL_PADDING - CELL_PADDING // 2))
+        segments = list(line.render(self.app.console))
+        if over is not None:
+            segments = [Segment(t, (s or Style()) + over, c) for t, s, c in segments]
+        strip = Strip(segments).extend_cell_length(width, over or Style()).crop(0, width)
+        return strip.apply_style(self.rich_style)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        if y == 0:
+            return self._header_line(width)
+        index = int(self.scroll_offset.y) + y - 1
+        if index >= len(self._row_keys):
+            return Strip.blank(width, self.rich_style)
+        key = self._row_keys[index]
+        cursor = index == self.cursor_row
+        made_of = (self._data[key], cursor, self.has_focus, width, tuple(self._specs))
+        cached = self._lines.get(key)
+        if cached is not None and cached[0] == made_of:
+            return cached[1]
+        over = self._style("cursor") if cursor else None
+        cells = self._cells(key)
+        strip = self._line([cells[spec.key] for spec in self._specs], over, width)
+        self._lines[key] = (made_of, strip)
+        return strip
+
+    def _header_line(self, width: int) -> Strip:
+        made_of = (tuple(self._specs), width, self.has_focus)
+        if self._header is not None and self._header[0] == made_of:
+            return self._header[1]
+        header = self._style("header")
+        labels = [Text(spec.label, no_wrap=True, overflow="ellipsis") for spec in self._specs]
+        strip = self._line(labels, header, width)
+        self._header = (made_of, strip)
+        return strip
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._lines = {}
+        self._header = None
+
+    def _on_focus(self, event: events.Focus) -> None:
+        self.refresh()
+
+    def _on_blur(self, event: events.Blur) -> None:
+        self.refresh()
+
+    # --- the cursor ----------------------------------------------------------------------------
+
+    def move_cursor(self, *, row: int, animate: bool = False) -> None:
+        """Put the cursor on ``row`` (clamped), bring it into view and say so."""
+        if not self._row_keys:
+            return
+        row = max(0, min(len(self._row_keys) - 1, row))
+        moved = row != self.cursor_row
+        self.cursor_row = row
+        self._keep_cursor_visible()
+        self.refresh()
+        if moved:
+            self.post_message(self.RowHighlighted(self, row, self._row_keys[row]))
+
+    def _keep_cursor_visible(self) -> None:
+        height = max(1, self.scrollable_content_region.height - 1)  # under the header
+        top = int(self.scroll_offset.y)
+        row = self.cursor_row
+        if row < top:
+            self.scroll_to(y=row, animate=False, immediate=True)
+        elif row >= top + height:
+            self.scroll_to(y=row - height + 1, animate=False, immediate=True)
+
+    def action_cursor(self, delta: int) -> None:
+        self.move_cursor(row=self.cursor_row + delta)
+
+    def action_page(self, delta: int) -> None:
+        self.move_cursor(row=self.cursor_row + delta * max(1, self.size.height - 2))
+
+    def action_home(self) -> None:
+        self.move_cursor(row=0)
+
+    def action_end(self) -> None:
+        self.move_cursor(row=len(self._row_keys) - 1)
+
+    def on_click(self, event: events.Click) -> None:
+        if event.y >= 1:
+            index = int(self.scroll_offset.y) + event.y - 1
+            if 0 <= index < len(self._row_keys):
+                self.move_cursor(row=index)
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._layout() != self._specs:
             self._fill(self.selected_key())
         else:
-            self._show_pending()
-
-
-def _same_cell(a: Text, b: Text) -> bool:
-    return a.plain == b.plain and a.style == b.style and a.justify == b.justify
-
-
-def _same_cells(
-    shown: Optional[Dict[str, Text]], cells: Dict[str, Text], specs: Sequence[ColumnSpec]
-) -> bool:
-    return shown is not None and all(_same_cell(shown[s.key], cells[s.key]) for s in specs)
+            self.virtual_size = Size(self._available_width(), len(self._row_keys) + 1)
 
 
 def _cell(text: str, style: Union[Style, str] = "", right: bool = False) -> Text:
-    # Never pass plain strings to DataTable: it would parse request paths as Rich markup.
+    # Never parse plain strings as markup: request paths may hold square brackets.
     return Text(
         text,
         style=style,
