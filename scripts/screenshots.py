@@ -98,7 +98,7 @@ async def routes_on_summary(pilot: Pilot[Any], app: InspectorApp) -> None:
     await pilot.press("enter")
     await pilot.pause()
     tree.move_cursor(child(reports, "summary"))
-    await until(pilot, lambda: "would 404" in panel.details_text, 5, "the summary's details")
+    await until(pilot, lambda: "not exposed" in panel.details_text, 5, "the summary's details")
 
 
 async def resolve_summary(pilot: Pilot[Any], app: InspectorApp) -> None:

@@ -98,12 +98,6 @@ class InspectorApp(App[None]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(
-            "f",
-            "findings",
-            "Findings",
-            tooltip="Every finding with its evidence and fix; enter jumps to the evidence",
-        ),
-        Binding(
             "space",
             "toggle_pause",
             "Pause",
@@ -121,6 +115,12 @@ class InspectorApp(App[None]):
             "toggle_native",
             "Native",
             tooltip="Native (C) frames in the stacks on/off (py-spy --native)",
+        ),
+        Binding(
+            "f",
+            "findings",
+            "Findings",
+            tooltip="Every finding with its evidence and fix; enter jumps to the evidence",
         ),
         Binding(
             "i",
@@ -404,7 +404,8 @@ class InspectorApp(App[None]):
         was read. (A saved file's are read when their tabs open, as before.)"""
         if self._closed:
             return
-        if self._spec("routes") is not None and self.store.part("routes").loads == 0:
+        routes = self._spec("routes") is not None and self.store.part("routes").loads == 0
+        if routes and Capability.ROUTES in self.poller.capabilities:
             self.read_part("routes")
         self._read_sessions_for_findings(first=True)
 
@@ -413,6 +414,8 @@ class InspectorApp(App[None]):
         defaults before): not while that tab is shown (it re-reads itself), paused, or while a
         read of them runs. For a live session only."""
         if self._closed or self._spec("sessions") is None or not self.live:
+            return
+        if Capability.SESSIONS not in self.poller.capabilities:
             return
         if not first and (self.paused or self.tabs.active == "sessions"):
             return

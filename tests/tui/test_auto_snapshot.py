@@ -11,7 +11,7 @@ from pathlib import Path
 from cpinspect.capture_trigger import AutoSnapshot, CaptureSettings, TriggerConfig
 from cpinspect.model import LogOrigin
 from cpinspect.snapshots import read_snapshots
-from cpinspect.sources.base import Update
+from cpinspect.sources.base import Capability, Update
 
 from .fakes import FakePoller, incident_update, pool, snapshot, update, worker
 from .helpers import first_data, make_app, wait_until
@@ -79,6 +79,8 @@ async def test_a_starved_pool_is_captured_and_announced_on_screen_and_in_the_log
 async def test_a_healthy_target_writes_nothing(tmp_path: Path) -> None:
     # GIVEN the inspector with --auto-snapshot on an idle pool (no finding, no slow request)
     poller = FakePoller([idle_update()])
+    # (no routes or sessions read: the fakes' sessions hold a lock, a critical finding)
+    poller.capabilities -= {Capability.ROUTES, Capability.SESSIONS}
     app = make_app(poller, auto_snapshot=auto(tmp_path))
     async with app.run_test(size=(140, 40)) as pilot:
         await first_data(pilot)
