@@ -236,17 +236,26 @@ def _decode(value: Any) -> str:
 
 def phase_from_stack(stack: List[Dict[str, Any]]) -> Optional[str]:
     """Refine the phase from where the thread actually is (internals 1.5 stack signatures)."""
-    for frame in stack[:40]:
+    for index, frame in enumerate(stack[:40]):
         filename = frame["file"]
         if filename.endswith("_cpreqbody.py"):
             return "reading"
         if frame["function"] in ("read_request_headers", "read_request_line"):
             return "reading"
-        if filename.endswith(("cheroot/wsgi.py", "cheroot\\wsgi.py")) and frame["function"] in (
-            "write",
-            "respond",
-        ):
-            return "writing"
+        if filename.endswith(("cherrypy/_cprequest.py", "cherrypy\\_cprequest.py")):
+            # Still inside Request.run (hooks and tools, e.g. waiting for a session lock,
+            # before any app frame): not writing, whatever cheroot frame lies further out.
+            return None
+        if filename.endswith(("cheroot/wsgi.py", "cheroot\\wsgi.py")):
+            if frame["function"] == "write":
+                return "writing"
+            if frame["function"] == "respond":
+                # Gateway.respond both calls the app and iterates the body it returned; the
+                # iteration shows as __next__/close frames inside it.
+                inner = stack[:index]
+                if any(f["function"] in ("__next__", "close") for f in inner):
+                    return "writing"
+                return None
         if frame["app"]:
             return None
     return None
