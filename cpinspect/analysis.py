@@ -679,10 +679,16 @@ def session_findings(sessions: SessionsSnapshot) -> Tuple[Finding, ...]:
     come from the agent's summary of the whole store.
     """
     out: List[Finding] = []
+    stale_paths = set()
     for app in sessions.apps:
         out.extend(_store_findings(app, sessions))
         out.extend(_lock_findings(app, sessions))
-        out.extend(_stale_lock_file_findings(app))
+        # Apps that share one storage path share its lock files: said once, for the first.
+        path = app.settings.storage_path if app.backend == "file" else None
+        if path is None or path not in stale_paths:
+            out.extend(_stale_lock_file_findings(app))
+            if path is not None:
+                stale_paths.add(path)
     return tuple(out)
 
 

@@ -444,3 +444,24 @@ def test_peers_are_looked_up_at_most_once_per_ttl() -> None:
     cache.get(1, (8080,), ("a",))
     cache.get(2, (8080,), ("a",))
     assert calls == [1, 1, 2]
+
+
+def test_stale_lock_files_of_a_path_two_apps_share_are_one_finding() -> None:
+    from cpinspect.analysis import session_findings
+    from cpinspect.model import AppSessions, SessionSettings, SessionsSnapshot, SessionsSummary
+
+    # GIVEN two apps whose file sessions live in the same directory (CherryMusic mounts '/' and
+    # '/api/v1' on one store), with stale lock files in it
+    def app(name: str) -> AppSessions:
+        return AppSessions(
+            app=name,
+            backend="file",
+            settings=SessionSettings(storage_path="/var/sessions"),
+            summary=SessionsSummary(stale_locks=20),
+            count=40,
+        )
+
+    found = session_findings(SessionsSnapshot(taken_at=0.0, apps=(app(""), app("/api/v1"))))
+    # THEN the stale lock files are said once, not once per app
+    stale = [f for f in found if f.kind == "sessions-stale-lock"]
+    assert len(stale) == 1 and "20 stale lock files in /var/sessions" in stale[0].title
