@@ -22,10 +22,15 @@ def test_gil_held_in_c_falls_back_to_pyspy_and_back(spawn_target):
     # GIVEN a live session (agent + py-spy) on an app with 4 workers
     target = spawn_target("--threads", "4")
     session = session_on(target)
-    normal = session.poll()
+    # (a poll waits at most 0.25 s for py-spy beside the agent: a slower reading joins the next)
+    normal = wait_for(
+        lambda: (lambda u: u if u.pyspy_joined else None)(session.poll()),
+        timeout=15,
+        interval=0.2,
+        what="py-spy joined beside the agent",
+    )
     assert normal.state is LinkState.LIVE and normal.effective_threads_source is SourceKind.AGENT
     assert normal.threads is not None
-    assert any(t.owns_gil is not None for t in normal.threads.threads)  # py-spy merged in
 
     # WHEN a handler starts a catastrophic regex (GIL held in C for ~8 s)
     BackgroundRequests(target.port, "/regex?n=28", 1)

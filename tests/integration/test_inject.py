@@ -306,7 +306,7 @@ def test_attach_with_inject_opens_the_inspector_on_the_injected_agent(spawn_targ
     target = spawn_target("--agent", "none")
     seen = []
 
-    def fake_tui(opened, interval):
+    def fake_tui(opened, interval, **options):
         seen.append(opened)
         opened.session.close()
         return 0
