@@ -10,6 +10,7 @@ whose interpreter a regular expression holds.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import time
@@ -340,6 +341,41 @@ def test_a_stuck_interpreter_names_the_gil_holder_its_request_and_the_regex(
 
 
 # --- no false alarm -------------------------------------------------------------------------
+
+
+def test_a_pool_too_small_for_its_load_is_named_by_its_queue(tmp_path: Path) -> None:
+    # GIVEN 2 workers and 8 clients asking, one request after another, for a page that takes
+    # about half a second: the workers keep finishing requests, and connections keep waiting
+    with contextlib.contextmanager(_start)(tmp_path, "healthy", 2) as app:
+        loops = [
+            RequestLoop(app.port, "/reports/export?seconds=0.3", max_seconds=30) for _ in range(8)
+        ]
+        try:
+            wait_for(
+                lambda: (
+                    (sum(loop.served for loop in loops) > 8 and app.pool()["queued"] > 0) or None
+                ),
+                timeout=20,
+                what="requests served and connections queued",
+            )
+            # WHEN the inspector polls it for a few seconds
+            snapshot, history = observe(app.pid, polls=6, every=0.5)
+            served = sum(loop.served for loop in loops)
+        finally:
+            for loop in loops:
+                loop.stop()
+        findings = find_all(snapshot, history)
+    # THEN the queue is named, with how long it has lasted, and the pool said to be too small;
+    # it is not called starved (the workers turn over), and requests were really served
+    waiting = one(findings, "queue-wait:127.0.0.1:%d" % app.port)
+    assert re.match(
+        r"\d+ connections? queued for ≥ [\d.]+ m?s \(seen in \d+ polls\) while all 2 workers "
+        r"serve short requests — the pool is too small for the load$",
+        waiting.title,
+    ), waiting.title
+    assert "server.thread_pool (2 now)" in waiting.fix
+    assert not [f for f in findings if f.kind == "pool-starvation"], [f.id for f in findings]
+    assert served > 8
 
 
 def test_a_healthy_busy_app_shows_no_finding(healthy: App) -> None:
