@@ -145,8 +145,21 @@ async def log_with_traceback(pilot: Pilot[Any], app: InspectorApp) -> None:
     await pilot.pause()
 
 
+async def findings_listed(pilot: Pilot[Any], app: InspectorApp) -> None:
+    """The findings list (``f``): the starved pool and dana's held session lock, with evidence."""
+
+    def both() -> bool:
+        kinds = {f.kind for f in app.store.findings}
+        return "pool-starvation" in kinds and "sessions-lock" in kinds
+
+    await until(pilot, both, 60, "the starvation and the session lock findings")
+    await pilot.press("f")
+    await pilot.pause(0.5)
+
+
 VIEWS: Tuple[Tuple[str, Tuple[int, int], Prepare], ...] = (
     ("threads.svg", (120, 34), keys()),
+    ("findings.svg", (120, 34), findings_listed),
     ("threads-grouped.svg", (120, 34), keys("g")),
     ("threads-all.svg", (120, 34), keys("a")),
     ("threads-80x24.svg", (80, 24), keys()),
