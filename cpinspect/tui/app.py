@@ -391,17 +391,17 @@ class InspectorApp(App[None]):
         self.updates_applied += 1
         with self.batch_update():
             self._render_all()
-        if self.updates_applied == 1 and self.live:
+        if self.updates_applied == 1:
             self._read_parts_for_findings()
         self._auto_check(update)
 
     # --- the other parts of the store (worker threads) ------------------------------------------
 
     def _read_parts_for_findings(self) -> None:
-        """After the first update of a live session: the routes (static mounts, a forgotten
-        expose) and the sessions (a held session lock) are read once, so the findings that rest
-        on them are on the first screen without opening their tabs; their tabs then show what
-        was read. (A saved file's are read when their tabs open, as before.)"""
+        """After the first update: the routes (static mounts, a forgotten expose) and the
+        sessions (a held session lock) are read once, so the findings that rest on them are on
+        the first screen without opening their tabs; their tabs then show what was read. A
+        saved file's come from the file, so its first screen names what the live one did."""
         if self._closed:
             return
         routes = self._spec("routes") is not None and self.store.part("routes").loads == 0
@@ -412,8 +412,8 @@ class InspectorApp(App[None]):
     def _read_sessions_for_findings(self, first: bool = False) -> None:
         """The sessions again, with the page and order the Sessions tab last asked for (its
         defaults before): not while that tab is shown (it re-reads itself), paused, or while a
-        read of them runs. For a live session only."""
-        if self._closed or self._spec("sessions") is None or not self.live:
+        read of them runs. Again and again for a live session only (a file's are read once)."""
+        if self._closed or self._spec("sessions") is None or (not self.live and not first):
             return
         if Capability.SESSIONS not in self.poller.capabilities:
             return

@@ -238,3 +238,30 @@ async def test_s_into_a_directory_that_does_not_exist_says_so(tmp_path: Path) ->
         assert any("missing" in m for m in messages)
         assert app.captures == []
         assert not (tmp_path / "missing").exists()
+
+
+async def test_a_saved_file_names_on_its_first_screen_what_rests_on_its_routes_and_sessions(
+    tmp_path: Path,
+) -> None:
+    from .fakes import shop_sessions
+
+    # GIVEN a saved snapshot carrying the routes (a relative staticdir) and the sessions (a
+    # session lock held with two waiters)
+    snap = replace(
+        snapshot_from_update(incident_update(), routes=shop_routes(), sessions=shop_sessions()),
+        source_lines=(),
+    )
+    session = saved(tmp_path, [snap])
+    # WHEN it is opened, and neither the Routes nor the Sessions tab is shown
+    app = InspectorApp(session, source_lines=session, clock=lambda: NOW)
+    async with app.run_test(size=(140, 40)) as pilot:
+
+        def strip() -> str:
+            return "\n".join(app.findings_strip.lines_text)
+
+        await wait_until(pilot, lambda: "its lock has been held" in strip(), what="the lock")
+        # THEN the strip names the held session lock and the static mount, as the live screen did
+        assert app.tabs.active == "threads"
+        kinds = {f.kind for f in app.store.findings}
+        assert {"sessions-lock", "pool-starvation"} <= kinds, kinds
+        assert any(k.startswith("static") for k in kinds), kinds
