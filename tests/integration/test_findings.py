@@ -378,6 +378,25 @@ def test_a_pool_too_small_for_its_load_is_named_by_its_queue(tmp_path: Path) -> 
     assert served > 8
 
 
+def test_ram_sessions_while_another_process_serves_the_same_app(tmp_path: Path) -> None:
+    # GIVEN two processes of the same app, each keeping its sessions in RAM (what two workers
+    # behind a load balancer, or a second copy started by mistake, look like)
+    args = ["-m", "tests.apps.sessions_app", "ram"]
+    with spawn_ready(args, tmp_path / "a.log", "sessions app A") as a, spawn_ready(
+        args, tmp_path / "b.log", "sessions app B"
+    ) as b:
+        pid_a, pid_b = int(a.group(2)), int(b.group(2))
+        # WHEN the inspector looks at the first
+        snapshot, history = observe(pid_a, polls=1)
+    # THEN the sessions are said to be lost between them, naming the other process and why
+    ram = one(find_all(snapshot, history), "sessions-ram-not-shared:")
+    assert ram.severity is FindingSeverity.CRITICAL
+    assert "keeps sessions in RAM while" in ram.title and str(pid_b) in ram.title
+    assert "runs the same command line" in ram.title
+    assert ("process", str(pid_b)) in [(e.kind, e.ref) for e in ram.evidence]
+    assert "storage_class" in ram.fix
+
+
 def test_a_healthy_busy_app_shows_no_finding(healthy: App) -> None:
     # GIVEN a well-configured app under load: fast pages and static files, one after another
     for path in ("/static/app.js", "/static/site.css", "/reports/", "/fast"):
