@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=SECOND_POLL_AFTER,
         metavar="SECONDS",
         help="when the first poll names a finding, poll again this many seconds later and "
-        "compare (spinning or waiting); 0 takes one poll only (default %(default)s)",
+        "compare (spinning or waiting; twice more when py-spy alone sees every worker "
+        "busy); 0 takes one poll only (default %(default)s)",
     )
 
     def usage_error(message: str) -> NoReturn:
@@ -102,18 +103,24 @@ def _run(args: argparse.Namespace) -> int:
         routes = _routes(session, notes) if _answered(first) else None
         snapshot = with_findings(_snapshot(session, first, routes, notes, first.log))
         polls = 1
-        if snapshot.findings and args.wait > 0:
+        # One more poll when the first names a finding (spinning or waiting needs two); two
+        # more when every worker is busy and no source has pool numbers (py-spy alone: only
+        # the same requests seen poll after poll say the pool is starved).
+        extra = 0
+        if args.wait > 0:
+            extra = 2 if _uncounted_and_full(snapshot) else (1 if snapshot.findings else 0)
+        history: List[Snapshot] = []
+        records = list(first.log)
+        for _ in range(extra):
             time.sleep(args.wait)
-            second = session.poll()
-            if second.threads is not None and _alive(second):
-                earlier = snapshot
-                records = (*first.log, *second.log)
-                snapshot = with_findings(
-                    _snapshot(session, second, routes, notes, records), [earlier]
-                )
-                polls = 2
-            else:
-                notes.append("the second poll read nothing: the findings are the first's")
+            later = session.poll()
+            if later.threads is None or not _alive(later):
+                notes.append("a later poll read nothing: the findings are the earlier poll's")
+                break
+            history.append(snapshot)
+            records.extend(later.log)
+            snapshot = with_findings(_snapshot(session, later, routes, notes, records), history)
+            polls += 1
     finally:
         session.close()
     notes.extend(n for n in snapshot.notes if n not in notes)
@@ -143,6 +150,15 @@ def _answered(update: Update) -> bool:
     from cpinspect.model import SourceKind
 
     return not update.agent_unresponsive and update.effective_threads_source is not SourceKind.PYSPY
+
+
+def _uncounted_and_full(snapshot: Snapshot) -> bool:
+    """Every worker busy, and no pool numbers to say whether connections queue."""
+    threads = snapshot.threads
+    if threads is None or threads.pools:
+        return False
+    workers = threads.workers
+    return bool(workers) and all(t.busy for t in workers)
 
 
 def _poll(session: Poller) -> Update:

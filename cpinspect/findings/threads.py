@@ -56,14 +56,60 @@ def _pools(snapshot: Snapshot) -> Tuple[PoolInfo, ...]:
     return snapshot.threads.pools if snapshot.threads is not None else ()
 
 
+UNCOUNTED_POOL = "workers"
+"""The bind given to the pool counted from the worker threads when no source has pool numbers
+(py-spy alone, no agent): its size is the number of workers, its queue unknown."""
+
+
 def pool_workers(snapshot: Snapshot, pool: PoolInfo) -> List[ThreadInfo]:
     """The worker threads of ``pool``: those the source tied to its bind address, or every
     worker when there is one pool and no thread says which it belongs to."""
     workers = [t for t in _threads(snapshot) if t.role is Role.WORKER]
+    if pool.bind == UNCOUNTED_POOL and not _pools(snapshot):
+        return workers
     mine = [t for t in workers if t.pool == pool.bind]
     if not mine and len(_pools(snapshot)) == 1:
         mine = [t for t in workers if t.pool is None]
     return mine
+
+
+def _held_throughout(busy: Sequence[ThreadInfo], history: Sequence[Snapshot], polls: int) -> bool:
+    """Most busy workers held the same request (method and target) in each of the last
+    ``polls`` earlier snapshots: without a served count from the agent, that is what tells
+    requests stuck in the pool from short ones turning over."""
+    if len(history) < polls:
+        return False
+    for snap in history[-polls:]:
+        before = {t.ident: t for t in _threads(snap)}
+        same = 0
+        for thread in busy:
+            then = before.get(thread.ident)
+            if (
+                then is not None
+                and then.busy
+                and then.request is not None
+                and thread.request is not None
+                and then.request.method == thread.request.method
+                and then.request.target == thread.request.target
+            ):
+                same += 1
+        if same * 2 <= len(busy):
+            return False
+    return True
+
+
+def _counted_pools(snapshot: Snapshot) -> Tuple[PoolInfo, ...]:
+    """The pools; without pool numbers (py-spy alone), one counted from the worker threads,
+    so that every worker busy poll after poll is still seen without the agent."""
+    pools = _pools(snapshot)
+    if pools or snapshot.threads is None:
+        return pools
+    workers = [t for t in _threads(snapshot) if t.role is Role.WORKER]
+    if not workers:
+        return ()
+    busy = sum(1 for t in workers if t.busy)
+    size = len(workers)
+    return (PoolInfo(UNCOUNTED_POOL, size, busy, size - busy, 0, size),)
 
 
 def _full(pool: PoolInfo) -> bool:
@@ -74,7 +120,7 @@ def _full_before(pool: PoolInfo, history: Sequence[Snapshot], polls: int) -> int
     """How many of the last ``polls`` earlier snapshots had ``pool`` full (stops at a gap)."""
     count = 0
     for snap in reversed(history[-polls:]):
-        before = next((p for p in _pools(snap) if p.bind == pool.bind), None)
+        before = next((p for p in _counted_pools(snap) if p.bind == pool.bind), None)
         if before is None or not _full(before):
             break
         count += 1
@@ -302,7 +348,7 @@ def pool_starvation(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Fin
     """A pool with every worker busy and connections queued (or full for ``FULL_POLLS``
     earlier polls), named by the route holding most of its workers."""
     out: List[Finding] = []
-    for pool in _pools(snapshot):
+    for pool in _counted_pools(snapshot):
         if not _full(pool):
             continue
         held = _full_before(pool, history, FULL_POLLS)
@@ -314,6 +360,8 @@ def pool_starvation(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Fin
             continue  # clients still sending hold them: the slow-clients finding says so
         if turning_over(snapshot, history, pool, busy):
             continue  # short requests, served one after another: the pool is too small
+        if pool.bind == UNCOUNTED_POOL and not _held_throughout(busy, history, FULL_POLLS):
+            continue  # py-spy alone: only requests seen in every poll say they are stuck
         out.append(_starved(snapshot, history, pool, busy, held))
     return out
 
@@ -354,7 +402,14 @@ def _starved(
     else:
         tail = "every worker busy for %d polls — the pool is starved" % (held + 1)
     title = "%s; %s" % (head, tail)
-    details = ["%s: %d workers, %d busy, %d queued" % (pool.bind, size, pool.busy, pool.queued)]
+    if pool.bind == UNCOUNTED_POOL:
+        details = [
+            "%d workers, %d busy (counted from py-spy's stacks: without the agent there are no "
+            "pool numbers, and the connections waiting for a worker are not known)"
+            % (size, pool.busy)
+        ]
+    else:
+        details = ["%s: %d workers, %d busy, %d queued" % (pool.bind, size, pool.busy, pool.queued)]
     polls, since, most = _queued_run(pool.bind, history, _pool_queued)
     if pool.queued > 0 and polls and since is not None:
         now = snapshot.threads.taken_at if snapshot.threads is not None else snapshot.taken_at

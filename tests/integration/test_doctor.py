@@ -159,3 +159,32 @@ def test_dump_puts_the_findings_first_and_json_carries_them(incidents: App) -> N
     assert {"autoreload-on", "errors-nowhere", "static-missing:|/gone"} <= ids
     # (the routes were read for the findings, not printed: dump is about the threads)
     assert snapshot.routes is None
+
+
+def test_without_the_agent_every_worker_held_exits_2_from_py_spys_stacks(spawn_target) -> None:
+    from tests.helpers import wait_for_frame
+
+    # GIVEN a CherryPy process without the agent, its 4 workers held and 2 more requests waiting
+    target = spawn_target("--agent", "none", "--threads", "4")
+    BackgroundRequests(target.port, "/block?seconds=30", 6, timeout=60)
+    counts = []
+
+    def held() -> Optional[bool]:
+        counts.append(len(wait_for_frame(target.pid, "block")))
+        return counts[-1] >= 4 or None
+
+    try:
+        wait_for(held, timeout=40, what="4 workers held")
+    except AssertionError:
+        raise AssertionError("py-spy saw %s threads in block()" % counts) from None
+    # WHEN doctor looks at it (py-spy alone: no pool numbers)
+    result = run_cli("doctor", "--json", str(target.pid))
+    # THEN it is not "healthy": three polls of the same requests name the starved workers
+    assert result.returncode == 2, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["polls"] == 3
+    (starved,) = [f for f in doc["findings"] if f["kind"] == "pool-starvation"]
+    m = re.match(r"(\d+) of \1 workers are in GET /block at target\.py:", starved["title"])
+    assert m is not None and int(m.group(1)) >= 4, starved["title"]
+    assert "counted from py-spy's stacks" in starved["details"][0]
+    assert len([e for e in starved["evidence"] if e["kind"] == "thread"]) == int(m.group(1))

@@ -574,3 +574,31 @@ def test_a_family_that_fails_is_said_and_the_others_still_show(monkeypatch) -> N
     assert ids(found) == ["pool-starvation:" + BIND, "findings-error:config"]
     assert found[1].severity is FindingSeverity.INFO
     assert found[1].title == "the config findings could not be worked out: KeyError: 'surprise'"
+
+
+def test_py_spy_alone_every_worker_on_the_same_requests_poll_after_poll_is_starved() -> None:
+    # GIVEN no pool numbers (py-spy alone, no agent): 4 of 4 workers on the export in three
+    # polls running, the same requests each time
+    def spied(threads: Sequence[ThreadInfo], at: float) -> Snapshot:
+        return replace(
+            snap([replace(t, pool=None) for t in threads], at=at, pools=False),
+            source=SourceKind.PYSPY,
+        )
+
+    polls = [[worker(i, elapsed=10.0 + i + k) for i in range(4)] for k in range(3)]
+    history = [spied(polls[0], 100.0), spied(polls[1], 101.0)]
+    found = find_all(spied(polls[2], 102.0), history)
+    # THEN the pool counted from the workers is starved, said to be counted so
+    (f,) = [f for f in found if f.kind == "pool-starvation"]
+    assert f.id == "pool-starvation:workers" and f.severity is FindingSeverity.CRITICAL
+    assert f.title.startswith("4 of 4 workers are in GET /reports/export at db.py:80 fetch_all")
+    assert f.title.endswith("every worker busy for 3 polls — the pool is starved")
+    assert "counted from py-spy's stacks" in f.details[0]
+    # AND busy workers on other requests in each poll (short ones turning over) are not
+    turning = [[worker(i, path="/fast?n=%d" % (k * 4 + i)) for i in range(4)] for k in range(3)]
+    history = [spied(turning[0], 100.0), spied(turning[1], 101.0)]
+    assert not [
+        f for f in find_all(spied(turning[2], 102.0), history) if f.kind == "pool-starvation"
+    ]
+    # AND one poll alone says nothing
+    assert not find_all(spied(polls[2], 102.0), [])
