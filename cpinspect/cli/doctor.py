@@ -93,6 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CpinspectError("--wait takes 0 to 60 seconds, not %s" % args.wait)
     if args.timeout <= 0:
         raise CpinspectError("--timeout must be positive, not %s" % args.timeout)
+    from cpinspect.findings.threads import uncounted_and_full
     from cpinspect.snapshots import with_findings
 
     opened = open_from_args(args)
@@ -108,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         # the same requests seen poll after poll say the pool is starved).
         extra = 0
         if args.wait > 0:
-            extra = 2 if _uncounted_and_full(snapshot) else (1 if snapshot.findings else 0)
+            extra = 2 if uncounted_and_full(snapshot) else (1 if snapshot.findings else 0)
         history: List[Snapshot] = []
         records = list(first.log)
         for _ in range(extra):
@@ -150,15 +151,6 @@ def _answered(update: Update) -> bool:
     from cpinspect.model import SourceKind
 
     return not update.agent_unresponsive and update.effective_threads_source is not SourceKind.PYSPY
-
-
-def _uncounted_and_full(snapshot: Snapshot) -> bool:
-    """Every worker busy, and no pool numbers to say whether connections queue."""
-    threads = snapshot.threads
-    if threads is None or threads.pools:
-        return False
-    workers = threads.workers
-    return bool(workers) and all(t.busy for t in workers)
 
 
 def _poll(session: Poller) -> Update:

@@ -98,6 +98,13 @@ def _held_throughout(busy: Sequence[ThreadInfo], history: Sequence[Snapshot], po
     return True
 
 
+def uncounted_and_full(snapshot: Snapshot) -> bool:
+    """No source has pool numbers (py-spy alone) and every worker is busy: only more polls
+    of the same requests can tell a starved pool from a busy one."""
+    pools = _counted_pools(snapshot)
+    return len(pools) == 1 and pools[0].bind == UNCOUNTED_POOL and _full(pools[0])
+
+
 def _counted_pools(snapshot: Snapshot) -> Tuple[PoolInfo, ...]:
     """The pools; without pool numbers (py-spy alone), one counted from the worker threads,
     so that every worker busy poll after poll is still seen without the agent."""
@@ -706,13 +713,7 @@ def slow_clients(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Findin
 
 def _pool_groups(snapshot: Snapshot) -> List[Tuple[str, int, List[ThreadInfo]]]:
     """``(bind, size, workers)`` per pool; one group of every worker without pool numbers."""
-    pools = _pools(snapshot)
-    if pools:
-        return [(p.bind, p.size, pool_workers(snapshot, p)) for p in pools]
-    workers = [t for t in _threads(snapshot) if t.role is Role.WORKER]
-    if not workers:
-        return []
-    return [("workers", len(workers), workers)]
+    return [(p.bind, p.size, pool_workers(snapshot, p)) for p in _counted_pools(snapshot)]
 
 
 # --- the queue: a pool too small, the kernel's accept queue ----------------------------------

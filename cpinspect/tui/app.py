@@ -235,7 +235,7 @@ class InspectorApp(App[None]):
         # screen (the findings computed) let its own start-up win back the Threads tab.
         ids = {spec.id for spec in self.panel_specs}
         first_tab = self.initial_tab if self.initial_tab in ids else "threads"
-        self.tabs = TabbedContent(id="tabs", initial=first_tab or "threads")
+        self.tabs = TabbedContent(id="tabs", initial=first_tab)
         yield self.header_bar
         yield self.banner
         yield self.pool_bar
