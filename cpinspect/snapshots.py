@@ -201,18 +201,13 @@ def capture_series(
     return series
 
 
-FINDINGS_HISTORY_SECONDS = 60.0
-"""The earlier snapshots a capture's findings compare against (the TUI keeps as much)."""
-
-
 def with_findings(snapshot: Snapshot, earlier: Sequence[Snapshot] = ()) -> Snapshot:
     """``snapshot`` with its findings (``find_all``) over the earlier snapshots of the same
-    target taken in the last ``FINDINGS_HISTORY_SECONDS``, oldest first."""
+    target in the findings' history window, oldest first."""
     from cpinspect.findings import find_all
+    from cpinspect.findings.history import window
 
-    since = snapshot.taken_at - FINDINGS_HISTORY_SECONDS
-    history = [s for s in earlier if since <= s.taken_at < snapshot.taken_at]
-    return replace(snapshot, findings=find_all(snapshot, history))
+    return replace(snapshot, findings=find_all(snapshot, window(snapshot, earlier)))
 
 
 # --- redaction ---------------------------------------------------------------------------------

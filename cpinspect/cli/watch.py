@@ -21,9 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from cpinspect.cli.common import add_target_arguments
 from cpinspect.errors import CpinspectError, TargetGone, UsageError
@@ -34,8 +32,6 @@ if TYPE_CHECKING:  # loaded when the command runs, not for --help
     from cpinspect.sources.base import Poller, Update
     from cpinspect.sources.open import OpenedSession
 
-HISTORY_SECONDS = 60.0
-"""Earlier snapshots (threads only) handed to the findings, as the TUI's store keeps them."""
 MAX_SERIES = 20
 
 
@@ -158,6 +154,7 @@ class Watcher:
         stop: _Stop,
     ) -> None:
         from cpinspect.capture_trigger import CaptureTrigger, TriggerConfig
+        from cpinspect.findings.history import History
 
         self.opened = opened
         self.session: Poller = opened.session
@@ -167,7 +164,7 @@ class Watcher:
         self.trigger: CaptureTrigger = CaptureTrigger(
             TriggerConfig(after=args.after, slow=args.slow, cooldown=args.cooldown)
         )
-        self.history: Deque[Snapshot] = deque()
+        self.history = History()
         self.records: List[LogRecord] = []
         self.findings: Dict[str, Finding] = {}
         self.link_message = ""
@@ -265,7 +262,7 @@ class Watcher:
         self._report_findings(findings)
         threads = snapshot.threads.threads if snapshot.threads is not None else ()
         reason = self.trigger.observe(time.monotonic(), findings, threads)
-        self._remember(snapshot)
+        self.history.remember(snapshot)
         if reason is not None:
             self.capture(reason)
         elif self.trigger.held_back > self.held_said:
@@ -298,16 +295,10 @@ class Watcher:
         from cpinspect.findings import find_all
 
         try:
-            return find_all(snapshot, tuple(self.history))
+            return find_all(snapshot, self.history.snapshots())
         except Exception as exc:  # noqa: BLE001 - a bug in one diagnosis never stops the watch
             self._link("findings failed: %s: %s" % (type(exc).__name__, exc))
             return ()
-
-    def _remember(self, snapshot: Snapshot) -> None:
-        # Only threads and pools are read from the history: the rest is not kept.
-        self.history.append(replace(snapshot, log=(), routes=None, sessions=None))
-        while self.history and self.history[0].taken_at < snapshot.taken_at - HISTORY_SECONDS:
-            self.history.popleft()
 
     def _report_findings(self, findings: Sequence[Finding]) -> None:
         now = {f.id: f for f in findings}
@@ -333,7 +324,7 @@ class Watcher:
             ),
             source_lines=self.opened.source_lines,
             log=self.records,
-            history=tuple(self.history),
+            history=self.history.snapshots(),
             wait=self.stop.wait,
             note=self.say,
         )

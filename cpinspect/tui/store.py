@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Deque, Dict, Optional, Sequence, Tuple
 
 from cpinspect import __version__
+from cpinspect.findings.history import HISTORY_MAX, History
 from cpinspect.model import (
     SNAPSHOT_LOG_RECORDS,
     Finding,
@@ -55,10 +56,8 @@ RATE_WINDOW = 10
 """Requests/s is measured over up to this many successive samples."""
 LOG_KEEP = 10_000
 """Log entries kept (records and gaps), the newest; older ones fall off the front."""
-FINDINGS_HISTORY_SECONDS = 60.0
-"""Earlier thread snapshots kept for the findings (spin vs wait, a finding that holds)."""
-FINDINGS_HISTORY_MAX = 120
-"""…and never more of them than this, whatever the interval."""
+FINDINGS_HISTORY_MAX = HISTORY_MAX
+"""Earlier snapshots kept for the findings (``cpinspect.findings.history``)."""
 
 FindAll = Callable[[Snapshot, Sequence[Snapshot]], Tuple[Finding, ...]]
 
@@ -127,7 +126,7 @@ class Store:
         self.findings_cost = 0.0
         """Seconds the last ``find_all`` took (the strip's cost, measured)."""
         self._since: Dict[str, float] = {}
-        self._findings_history: Deque[Snapshot] = deque(maxlen=FINDINGS_HISTORY_MAX)
+        self._findings_history = History()
 
     @property
     def threads(self) -> Optional[ThreadsSnapshot]:
@@ -189,14 +188,14 @@ class Store:
 
         ``new_threads``: the update brought new thread data, which joins the history the
         findings compare against (spin vs wait, how long a finding has held): the last
-        ``FINDINGS_HISTORY_SECONDS`` of it, threads and pools only, oldest first.
+        ``findings.history.HISTORY_SECONDS`` of it, threads and pools only, oldest first.
         """
         if self._find is None:
             return
         snapshot = self.snapshot()
         if snapshot is None:
             return
-        history = tuple(self._findings_history)
+        history = self._findings_history.snapshots()
         started = time.perf_counter()
         try:
             found = tuple(self._find(snapshot, history))
@@ -208,7 +207,7 @@ class Store:
         self.findings_cost = time.perf_counter() - started
         self.set_findings(found, snapshot.taken_at)
         if new_threads and snapshot.threads is not None:
-            self._remember(snapshot)
+            self._findings_history.remember(snapshot)
 
     def set_findings(self, found: Sequence[Finding], at: float) -> None:
         """Take ``found`` as the findings now; a finding first seen now is dated ``at``."""
@@ -220,26 +219,9 @@ class Store:
             self.findings = tuple(found)
             self.version += 1
 
-    def _remember(self, snapshot: Snapshot) -> None:
-        history = self._findings_history
-        if history and history[-1].pid != snapshot.pid:
-            history.clear()  # another process (restarted): its past says nothing of this one
-        history.append(
-            Snapshot(
-                taken_at=snapshot.taken_at,
-                source=snapshot.source,
-                info=snapshot.info,
-                threads=snapshot.threads,
-                gil_holder=snapshot.gil_holder,
-                listen_queues=snapshot.listen_queues,  # the socket-queue finding's past polls
-            )
-        )
-        while history and history[0].taken_at < snapshot.taken_at - FINDINGS_HISTORY_SECONDS:
-            history.popleft()
-
     def findings_history(self) -> Tuple[Snapshot, ...]:
         """The earlier snapshots the findings compare against, oldest first."""
-        return tuple(self._findings_history)
+        return self._findings_history.snapshots()
 
     def finding_since(self, finding_id: str) -> Optional[float]:
         """When the finding ``finding_id`` was first seen in the run of polls that still shows
