@@ -309,3 +309,26 @@ def assert_first_restart_is_the_touch(target: Any, watched: Path, timeout: float
     wait_for(restarted, timeout=timeout, what="the Autoreloader to restart for %s" % watched)
     assert restart_reasons(target.output()) == [str(watched)], target.output()
     assert target.proc.poll() is None
+
+
+class CliProcess:
+    """``cpinspect ARGS`` running in the background, its stdout lines collected by a thread as
+    they come (``lines``)."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cpinspect", *args],
+            cwd=str(ROOT),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: List[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))

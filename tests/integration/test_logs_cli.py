@@ -10,7 +10,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
@@ -20,7 +19,7 @@ import pytest
 
 from cpinspect.errors import NoSuchProcess, TargetGone, UsageError
 from tests.conftest import ROOT, wait_for
-from tests.helpers import run_cli, spawn_ready
+from tests.helpers import CliProcess, run_cli, spawn_ready
 
 
 class App:
@@ -39,26 +38,11 @@ def log_app(tmp: Path, *args: str) -> Iterator[App]:
         yield App(int(m.group(1)), int(m.group(2)), tmp)
 
 
-class Follower:
+class Follower(CliProcess):
     """``cpinspect logs ARGS`` running, its stdout lines collected by a thread."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cpinspect", "logs", *args],
-            cwd=str(ROOT),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: List[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
+        super().__init__("logs", *args)
 
     def records(self) -> List[Dict[str, Any]]:
         return [json.loads(line) for line in list(self.lines)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -15,8 +14,8 @@ from typing import Iterator, List
 import pytest
 
 from cpinspect.snapshots import read_snapshots
-from tests.conftest import ROOT, TargetProcess, start_target, wait_for
-from tests.helpers import BackgroundRequests, RequestLoop, agent_get, run_cli
+from tests.conftest import TargetProcess, start_target, wait_for
+from tests.helpers import BackgroundRequests, CliProcess, RequestLoop, agent_get, run_cli
 
 WORKERS = 2
 
@@ -31,25 +30,11 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TargetProcess]:
         proc.stop()
 
 
-class Watch:
+class Watch(CliProcess):
     """``cpinspect watch`` running in the background; its stdout lines collected as they come."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cpinspect", "watch", *args],
-            cwd=str(ROOT),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: List[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
+        super().__init__("watch", *args)
 
     def said(self, word: str) -> List[str]:
         return [line for line in list(self.lines) if word in line]
