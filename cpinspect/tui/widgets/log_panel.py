@@ -517,7 +517,9 @@ class LogPanel(Vertical):
         widget = self.query_one("#log-routing", Static)
         widget.display = warning is not None
         if warning is not None:
-            widget.update(Text(warning, self._style("warning")))
+            text = Text(warning, self._style("warning"))
+            if widget.content != text:  # the same words: no layout of the whole screen
+                widget.update(text)
 
     def _sparkline(self, width: int) -> str:
         store = self._store
@@ -563,7 +565,9 @@ class LogPanel(Vertical):
             if line:
                 text.append(" │ " + line, self._style("muted"))
         query = self.query_one("#log-caption", Static)
-        query.update(text)
+        # One line high (app.tcss): a new text needs no layout; the same text no refresh.
+        if query.content != text:
+            query.update(text, layout=False)
         caption = "following" if view.follow else "paused"
         if self.new_errors:
             caption += f", {self.new_errors} new errors"

@@ -80,17 +80,20 @@ class PoolBar(Widget):
         "pool-bar--stale",
     }
 
-    state: reactive[Optional[PoolBarState]] = reactive(None, layout=True)
-    """The snapshot, history and rate to show."""
+    state: reactive[Optional[PoolBarState]] = reactive(None)
+    """The snapshot, history and rate to show. A new state repaints the bar alone; the screen
+    is laid out again only when the bar's height (its number of pools) changes — a layout
+    re-renders every widget on screen, and the state changes at every poll."""
+
+    def watch_state(self, old: Optional[PoolBarState], new: Optional[PoolBarState]) -> None:
+        if _height(old) != _height(new):
+            self.refresh(layout=True)
 
     def _style(self, name: str) -> Style:
         return self.get_component_rich_style(f"pool-bar--{name}", partial=True)
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        snap = self.state.snapshot if self.state else None
-        if snap is None or not snap.pools_available or not snap.pools:
-            return 1
-        return len(snap.pools)
+        return _height(self.state)
 
     def render(self) -> Text:
         width = self.size.width
@@ -188,3 +191,11 @@ class PoolBar(Widget):
             if size and value >= size:
                 text.stylize(self._style("saturated"), offset + index, offset + index + 1)
         return text
+
+
+def _height(state: Optional[PoolBarState]) -> int:
+    """The bar's lines: one per pool, or one that says there is none."""
+    snap = state.snapshot if state else None
+    if snap is None or not snap.pools_available or not snap.pools:
+        return 1
+    return len(snap.pools)

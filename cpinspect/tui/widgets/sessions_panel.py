@@ -273,7 +273,7 @@ class SessionsPanel(Vertical):
             if part.error:
                 text.append("\nlast read failed: %s" % part.error, self._style("error"))
         self._status_plain = text.plain
-        self.query_one("#sessions-status", Static).update(text)
+        _update(self.query_one("#sessions-status", Static), text)
 
     def _render_table(self) -> None:
         table = self.table
@@ -339,7 +339,7 @@ class SessionsPanel(Vertical):
         self._details_plain = "\n".join(
             ("%-13s %s" % row).rstrip() if any(row) else "" for row in rows
         )
-        self.query_one("#session-details", Static).update(text)
+        _update(self.query_one("#session-details", Static), text)
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -499,3 +499,10 @@ def _app_of(finding: Finding) -> Optional[str]:
     """The app a sessions finding is about (its id is ``kind:app[:more]``)."""
     parts = finding.id.split(":", 2)
     return parts[1] if len(parts) > 1 else None
+
+
+def _update(widget: Static, text: Text) -> None:
+    """``widget.update(text)`` unless it shows that text already: an update lays out the whole
+    screen again, and the sessions are re-read every few seconds for the findings."""
+    if widget.content != text:
+        widget.update(text)

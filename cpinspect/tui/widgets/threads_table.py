@@ -209,9 +209,17 @@ class ThreadsTable(ScrollView, can_focus=True):
         self._row_keys: List[str] = []
         self._data: Dict[str, RowData] = {}
         """Each row's text, by row key."""
-        self._thread_rows: Dict[int, Tuple[ThreadInfo, ThreadRow]] = {}
-        """``thread_row()`` of each thread object shown, by ``id()``: a thread the source did
-        not change since the last poll is not formatted again."""
+        self._thread_rows: Dict[int, Tuple[ThreadInfo, ThreadRow, Tuple[int, ...]]] = {}
+        """``thread_row()`` of each thread object shown and the cell widths of its fixed
+        columns (``FIXED_TEXT``), by ``id()``: a thread the source did not change since the
+        last poll is not formatted or measured again."""
+        self._widths: Dict[str, Tuple[int, ...]] = {}
+        """Each thread row's fixed-column widths, by row key."""
+        self._base_style: Optional[Style] = None
+        """``rich_style`` (which walks every ancestor's styles) for the lines of one refresh."""
+        self.lines_rendered = 0
+        """Lines made (not taken from the cache) since the table was created: what a poll
+        that changed nothing must leave alone."""
         self._lines: Dict[str, Tuple[object, Strip]] = {}
         """Each rendered row's line and what it was rendered from, by row key."""
         self._header: Optional[Tuple[object, Strip]] = None
@@ -287,15 +295,9 @@ class ThreadsTable(ScrollView, can_focus=True):
                 for column, cell in self._cells(key).items():
                     content[column] = max(content.get(column, 0), cell.cell_len)
         else:
-            for spec in specs:
-                text = FIXED_TEXT.get(spec.key)
-                if text is None or spec.flexible:
-                    continue
-                widest = 0
-                for data in self._data.values():
-                    if not isinstance(data, dict):
-                        widest = max(widest, cell_len(text(data[0])))
-                content[spec.key] = widest
+            widths = self._widths.values()
+            for index, key in enumerate(FIXED_TEXT):
+                content[key] = max((w[index] for w in widths), default=0)
         return layout_columns(specs, self._available_width(), content)
 
     def _fill(self, select: Optional[str]) -> None:
@@ -317,7 +319,7 @@ class ThreadsTable(ScrollView, can_focus=True):
             self.cursor_row = min(previous_row, len(keys) - 1)
         if self.cursor_row != previous_row or select not in (None, previous_key):
             self._keep_cursor_visible()
-        self.refresh()
+        self._repaint()
 
     def _read_rows(self) -> None:
         objects: Dict[str, Selection] = {}
@@ -331,21 +333,26 @@ class ThreadsTable(ScrollView, can_focus=True):
                 keys.append(key)
         else:
             known = self._thread_rows
-            rows: Dict[int, Tuple[ThreadInfo, ThreadRow]] = {}
+            rows: Dict[int, Tuple[ThreadInfo, ThreadRow, Tuple[int, ...]]] = {}
+            widths: Dict[str, Tuple[int, ...]] = {}
             for thread in self._threads:
                 key = thread_key(thread.ident)
                 if key in objects:  # a source repeating an ident must not break the table
                     key = f"{key}#{len(objects)}"
                 objects[key] = thread
                 cached = known.get(id(thread))
-                if cached is not None and cached[0] is thread:
-                    row = cached[1]
-                else:
+                if cached is None or cached[0] is not thread:
                     row = thread_row(thread)
-                rows[id(thread)] = (thread, row)
-                data[key] = (row, thread.busy)
+                    width = tuple(cell_len(text(row)) for text in FIXED_TEXT.values())
+                    cached = (thread, row, width)
+                rows[id(thread)] = cached
+                data[key] = (cached[1], thread.busy)
+                widths[key] = cached[2]
                 keys.append(key)
             self._thread_rows = rows
+            self._widths = widths
+        if self._mode[0] == "groups":
+            self._widths = {}
         self._objects, self._data, self._row_keys = objects, data, keys
 
     # --- cells and lines -----------------------------------------------------------------------
@@ -414,7 +421,19 @@ class ThreadsTable(ScrollView, can_focus=True):
         if over is not None:
             segments = [Segment(t, (s or Style()) + over, c) for t, s, c in segments]
         strip = Strip(segments).extend_cell_length(width, over or Style()).crop(0, width)
-        return strip.apply_style(self.rich_style)
+        return strip.apply_style(self._rich_base())
+
+    def _rich_base(self) -> Style:
+        """``rich_style``, worked out once per refresh of the table rather than once a line."""
+        if self._base_style is None:
+            self._base_style = self.rich_style
+        return self._base_style
+
+    def _repaint(self) -> None:
+        """Every line again: new rows, the cursor moved, the focus came or went (which may
+        change the base style too: it is read again, once, for them)."""
+        self._base_style = None
+        self.refresh()
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
@@ -422,7 +441,7 @@ class ThreadsTable(ScrollView, can_focus=True):
             return self._header_line(width)
         index = int(self.scroll_offset.y) + y - 1
         if index >= len(self._row_keys):
-            return Strip.blank(width, self.rich_style)
+            return Strip.blank(width, self._rich_base())
         key = self._row_keys[index]
         cursor = index == self.cursor_row
         made_of = (self._data[key], cursor, self.has_focus, width, tuple(self._specs))
@@ -431,6 +450,7 @@ class ThreadsTable(ScrollView, can_focus=True):
             return cached[1]
         over = self._style("cursor") if cursor else None
         cells = self._cells(key)
+        self.lines_rendered += 1
         strip = self._line([cells[spec.key] for spec in self._specs], over, width)
         self._lines[key] = (made_of, strip)
         return strip
@@ -449,12 +469,13 @@ class ThreadsTable(ScrollView, can_focus=True):
         super().notify_style_update()
         self._lines = {}
         self._header = None
+        self._base_style = None
 
     def _on_focus(self, event: events.Focus) -> None:
-        self.refresh()
+        self._repaint()
 
     def _on_blur(self, event: events.Blur) -> None:
-        self.refresh()
+        self._repaint()
 
     # --- the cursor ----------------------------------------------------------------------------
 
@@ -466,7 +487,7 @@ class ThreadsTable(ScrollView, can_focus=True):
         moved = row != self.cursor_row
         self.cursor_row = row
         self._keep_cursor_visible()
-        self.refresh()
+        self._repaint()
         if moved:
             self.post_message(self.RowHighlighted(self, row, self._row_keys[row]))
 

@@ -1,0 +1,118 @@
+"""A poll costs what it changed (issue 13): no layout of the whole screen at every poll, and
+no table line made again when its row did not change. Real Textual (``run_test`` + Pilot) on a
+scripted poller; asserted through counters, never timings."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, List
+
+import pytest
+from textual.widget import Widget
+
+from cpinspect.sources.base import Update
+
+from .fakes import T0, FakePoller, other_threads, pool, snapshot, update, worker
+from .helpers import first_data, make_app, poll, table
+
+
+def busy_update(taken_at: float, busy: int = 4) -> Update:
+    """Ten workers, ``busy`` of them busy (fixed elapsed times), and the other threads; every
+    call builds new objects, as every poll of a real session does."""
+    threads = [
+        *(worker(n, 10.0 + n, f"/slow/{n}", handler="Reports.export") for n in range(busy)),
+        *(worker(n, None) for n in range(busy, 10)),
+        *other_threads(),
+    ]
+    return update(snapshot(threads, taken_at=taken_at, pools=[pool(busy=busy, queued=0)]))
+
+
+@pytest.fixture
+def layouts(monkeypatch: pytest.MonkeyPatch) -> List[str]:
+    """The widgets that ask for a layout of the screen (``refresh(layout=True)``), by class."""
+    asked: List[str] = []
+    original = Widget.refresh
+
+    def refresh(self: Widget, *regions: Any, **kwargs: Any) -> Any:
+        if kwargs.get("layout"):
+            asked.append(type(self).__name__)
+        return original(self, *regions, **kwargs)
+
+    monkeypatch.setattr(Widget, "refresh", refresh)
+    return asked
+
+
+async def test_polls_that_bring_the_same_rows_make_no_line_and_no_layout(
+    layouts: List[str],
+) -> None:
+    # GIVEN a target whose polls bring new objects with the same threads in them (only the
+    # time of the reading and the pool's sparkline move)
+    poller = FakePoller([busy_update(T0)])
+    app = make_app(poller)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await first_data(pilot)
+        await pilot.pause()
+        made = table(app).lines_rendered
+        assert made > 0  # the first screen made its lines
+        layouts.clear()
+        # WHEN three more polls arrive
+        for n in range(1, 4):
+            poller.set(busy_update(T0 + n))
+            await poll(pilot)
+        await pilot.pause()
+        # THEN they reached the store and the pool bar's history
+        assert app.store.threads is not None and app.store.threads.taken_at == T0 + 3
+        assert len(app.store.busy_history[pool().bind]) == 4
+        # AND no table line was made again, and nothing asked to lay out the screen (a
+        # layout re-renders every widget on it: ~40 % of the TUI's CPU at 1,000 threads)
+        assert table(app).lines_rendered == made
+        assert layouts == []
+
+
+async def test_a_row_that_changes_is_the_line_made_again_and_the_pool_bar_needs_no_layout(
+    layouts: List[str],
+) -> None:
+    # GIVEN four busy workers on screen
+    poller = FakePoller([busy_update(T0)])
+    app = make_app(poller)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await first_data(pilot)
+        await pilot.pause()
+        made = table(app).lines_rendered
+        layouts.clear()
+        # WHEN one more worker becomes busy (one row changes, the pool's numbers too)
+        poller.set(busy_update(T0 + 1, busy=5))
+        await poll(pilot)
+        await pilot.pause()
+        # THEN the screen shows it
+        assert app.pool_bar.state is not None and app.pool_bar.state.snapshot is not None
+        assert app.pool_bar.state.snapshot.pools[0].busy == 5
+        assert table(app).cell_text(0, "request") == "GET /slow/4"
+        # AND only the lines whose rows changed were made (the rows below the new one moved
+        # down by one: each of them shows another thread now), not every line on screen
+        shown = len(table(app).row_keys)
+        assert 0 < table(app).lines_rendered - made <= shown
+        # AND the pool bar, still one line high, asked for no layout
+        assert "PoolBar" not in layouts
+
+
+async def test_a_second_pool_lays_the_screen_out_again_for_the_pool_bar() -> None:
+    # GIVEN one pool on screen
+    first = busy_update(T0)
+    poller = FakePoller([first])
+    app = make_app(poller)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await first_data(pilot)
+        assert app.pool_bar.size.height == 1
+        # WHEN the target starts a second server (the bar needs two lines)
+        assert first.threads is not None
+        two = replace(
+            first.threads,
+            taken_at=T0 + 1,
+            pools=(pool(busy=4, queued=0), replace(pool(busy=0), bind="127.0.0.1:9090")),
+        )
+        poller.set(replace(first, threads=two))
+        await poll(pilot)
+        await pilot.pause()
+        # THEN the bar grew to two lines (its height still follows its pools)
+        assert app.pool_bar.size.height == 2
