@@ -55,7 +55,7 @@ from cpinspect.sources.listenq import listen_queues
 from cpinspect.sources.logfeed import LogBatch, LogFeed
 from cpinspect.sources.merge import fallback_threads, gil_holder, merge_threads
 from cpinspect.sources.peers import PeerCache
-from cpinspect.sources.pyspy import PySpySource, process_state, threads_from_dump
+from cpinspect.sources.pyspy import GilDump, PySpySource, process_state, threads_from_dump
 
 INFO_EVERY = 5
 """Re-read /v1/info every N polls: engine state changes, the rest rarely does."""
@@ -208,7 +208,7 @@ class AgentSession:
         self._spy_pending: Optional[Future[Optional[ThreadsSnapshot]]] = None
         """A py-spy read still running when the last poll ended (never two at once)."""
         self._spy_last: Optional[ThreadsSnapshot] = None
-        self._spy_whole: Optional[Tuple[ThreadsSnapshot, List[Dict[str, Any]], float]] = None
+        self._spy_whole: Optional[Tuple[ThreadsSnapshot, GilDump, float]] = None
         """The last GIL-holder reading, the whole dump it was cut from, and when it was read."""
         """The newest py-spy reading joined (joined again while a newer one runs)."""
         self.on_new_pid = on_new_pid
@@ -370,10 +370,9 @@ class AgentSession:
         """py-spy's reading beside an answering agent: only its GIL holder is joined, so only
         that thread becomes a model object (at 1,000 threads all of them cost the inspector
         ~40 ms of CPU a read). The whole reading is kept for a fall-back in the same poll."""
-        dump = pyspy.raw_dump(locals=False)
+        dump = pyspy.gil_dump()  # only the holder's part of py-spy's JSON is parsed now
         taken_at = pyspy.clock()
-        holders = [t for t in dump if isinstance(t, dict) and t.get("owns_gil")]
-        snapshot = threads_from_dump(holders, taken_at, pid=pyspy.pid)
+        snapshot = threads_from_dump(dump.holders, taken_at, pid=pyspy.pid)
         self._spy_whole = (snapshot, dump, taken_at)
         return snapshot
 
@@ -382,7 +381,7 @@ class AgentSession:
         whole = self._spy_whole
         if spy is None or whole is None or whole[0] is not spy or self.pyspy is None:
             return spy
-        return threads_from_dump(whole[1], whole[2], pid=self.pyspy.pid)
+        return threads_from_dump(whole[1].threads(), whole[2], pid=self.pyspy.pid)
 
     def _start_spy(self) -> Optional[Future[Optional[ThreadsSnapshot]]]:
         if self.pyspy is None:

@@ -114,6 +114,11 @@ class FakeSpy:
         self.calls.append(locals)
         return json.loads((FIXTURES / "pyspy_cherrypy_311.json").read_text())
 
+    def gil_dump(self):
+        from cpinspect.sources.pyspy import GilDump
+
+        return GilDump(json.dumps(self.raw_dump(False)).encode())
+
     def clock(self) -> float:
         return time.time()
 

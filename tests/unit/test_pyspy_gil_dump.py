@@ -1,0 +1,103 @@
+"""``GilDump``: py-spy's GIL holder read from its JSON text without parsing the rest (issue 13).
+
+The fixtures are real ``py-spy dump --json`` outputs (CPython 3.8 and 3.11, with and without
+locals and native frames); the holders read from the text must be exactly the threads the whole
+parse says own the GIL, in every layout py-spy or a future version may print.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from cpinspect.errors import PySpyFailed
+from cpinspect.sources.pyspy import GilDump, _holders_in, _parse_json, threads_from_dump
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+DUMPS = sorted(FIXTURES.glob("pyspy_*.json"))
+
+
+def holders_by_parsing(raw: bytes) -> List[Dict[str, Any]]:
+    return [t for t in _parse_json(raw) if t.get("owns_gil")]
+
+
+def layouts(raw: bytes) -> Dict[str, bytes]:
+    """The same reading as py-spy prints it, compact, and with Python's own spacing."""
+    data = json.loads(raw)
+    return {
+        "as printed": raw,
+        "compact": json.dumps(data, separators=(",", ":")).encode(),
+        "spaced": json.dumps(data).encode(),
+        "indented 4": json.dumps(data, indent=4).encode(),
+    }
+
+
+@pytest.mark.parametrize("path", DUMPS, ids=[p.name for p in DUMPS])
+def test_the_holders_read_from_the_text_are_those_of_the_whole_parse(path: Path) -> None:
+    # GIVEN a real py-spy reading, in each layout its JSON may come in
+    for layout, raw in layouts(path.read_bytes()).items():
+        # WHEN only its GIL holders are read
+        dump = GilDump(raw)
+        # THEN they are the threads the whole parse says own the GIL, dict for dict
+        assert dump.holders == holders_by_parsing(raw), layout
+        # AND they were read from the text: the whole was not parsed for them
+        assert _holders_in(raw) is not None, layout
+        assert dump._threads is None, layout
+        # AND every thread is there when asked for (py-spy standing in for the agent)
+        assert dump.threads() == _parse_json(raw)
+
+
+def test_the_reading_with_a_holder_gives_the_same_model_thread() -> None:
+    # GIVEN the 3.11 reading, whose holder is a worker spinning in a handler
+    raw = (FIXTURES / "pyspy_cherrypy_311.json").read_bytes()
+    # WHEN the holder becomes a model thread, from the text and from the whole parse
+    fast = threads_from_dump(GilDump(raw).holders, 100.0)
+    slow = threads_from_dump(holders_by_parsing(raw), 100.0)
+    # THEN both are the same one thread, marked as the GIL holder
+    assert fast == slow
+    assert [t.owns_gil for t in fast.threads] == [True]
+
+
+def test_a_layout_it_does_not_read_is_parsed_whole_with_the_same_answer() -> None:
+    # GIVEN a reading whose key and value are split over two lines (no py-spy prints that)
+    raw = (FIXTURES / "pyspy_cherrypy_311.json").read_bytes()
+    odd = raw.replace(b'"owns_gil": ', b'"owns_gil":\n        ')
+    assert _holders_in(odd) is None
+    # WHEN its holders are read
+    # THEN the whole is parsed, and the answer is still the holder
+    assert GilDump(odd).holders == holders_by_parsing(raw)
+
+
+def test_a_holder_whose_name_looks_like_the_key_is_still_read_right() -> None:
+    # GIVEN threads whose names hold the key's text (escaped inside a JSON string) and a
+    # holder deep in a long reading
+    threads = [
+        {
+            "pid": 7,
+            "thread_id": n,
+            "thread_name": '"owns_gil": true {"pid": 1}',
+            "os_thread_id": 100 + n,
+            "active": True,
+            "owns_gil": n == 41,
+            "frames": [{"name": "f", "filename": "/app/x.py", "line": n, "module": None}] * 50,
+        }
+        for n in range(60)
+    ]
+    raw = json.dumps(threads, indent=2).encode()
+    # WHEN the holders are read from the text
+    # THEN only thread 41 is one
+    assert [t["thread_id"] for t in GilDump(raw).holders] == [41]
+    assert _holders_in(raw) is not None
+
+
+def test_output_that_is_not_a_thread_list_fails_in_one_line() -> None:
+    # GIVEN py-spy output that is not JSON (a py-spy that printed an error on stdout)
+    # WHEN it is read for its holder
+    # THEN it fails as the whole parse does: one line naming what was printed
+    with pytest.raises(PySpyFailed, match="not a JSON thread list: failed to find python"):
+        GilDump(b"Error: failed to find python interpreter\n")
+    with pytest.raises(PySpyFailed, match="not a JSON thread list"):
+        GilDump(b'[{"pid": 1, "thread_id": 2, "owns_gil": true, "frames": [')
