@@ -341,16 +341,21 @@ def thread_request_text(thread: ThreadInfo) -> str:
     return request_line(request)
 
 
+def thread_elapsed_text(thread: ThreadInfo) -> str:
+    """The elapsed cell: how long the request has run, for a thread serving one."""
+    show_elapsed = thread.busy or thread.phase in (Phase.READING, Phase.WRITING)
+    return format_duration(thread.elapsed) if show_elapsed else ""
+
+
 def thread_row(thread: ThreadInfo) -> ThreadRow:
     glyph, state = thread_state(thread)
     request = thread.request
-    show_elapsed = thread.busy or thread.phase in (Phase.READING, Phase.WRITING)
     return ThreadRow(
         ident=thread.ident,
         glyph=glyph,
         state=state,
         gil=bool(thread.owns_gil),
-        elapsed=format_duration(thread.elapsed) if show_elapsed else "",
+        elapsed=thread_elapsed_text(thread),
         request=thread_request_text(thread),
         client=(request.client or NONE_MARK) if request else "",
         handler=(request.handler or NONE_MARK) if request else "",

@@ -116,3 +116,49 @@ async def test_a_second_pool_lays_the_screen_out_again_for_the_pool_bar() -> Non
         await pilot.pause()
         # THEN the bar grew to two lines (its height still follows its pools)
         assert app.pool_bar.size.height == 2
+
+
+async def test_threads_that_only_moved_on_in_time_show_their_new_elapsed_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN four busy workers on screen, and the rows the table formats counted
+    from cpinspect.tui.widgets import threads_table
+
+    formatted: List[int] = []
+    original = threads_table.thread_row
+
+    def counted(thread: Any) -> Any:
+        formatted.append(thread.ident)
+        return original(thread)
+
+    monkeypatch.setattr(threads_table, "thread_row", counted)
+    first = busy_update(T0)
+    assert first.threads is not None
+    poller = FakePoller([first])
+    app = make_app(poller)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await first_data(pilot)
+        formatted.clear()
+        # WHEN the next poll carries them over as an agent's delta does (the same request and
+        # stack objects, 1.5 s later) and one of them starts another request
+        moved = [
+            replace(t, elapsed=t.elapsed + 1.5) if t.busy and t.elapsed is not None else t
+            for t in first.threads.threads
+        ]
+        other = worker(2, 0.3, "/cart/add", method="POST", handler="Cart.add")
+        moved = [other if t.ident == other.ident else t for t in moved]
+        poller.set(update(snapshot(moved, taken_at=T0 + 1.5, pools=[pool(busy=4, queued=0)])))
+        await poll(pilot)
+        await pilot.pause()
+        # THEN every elapsed time on screen moved on, the rest of each row as it was
+        rows = {
+            table(app).cell_text(i, "request"): table(app).cell_text(i, "elapsed") for i in range(4)
+        }
+        assert rows == {
+            "GET /slow/3": "14.5 s",
+            "GET /slow/1": "12.5 s",
+            "GET /slow/0": "11.5 s",
+            "POST /cart/add": "0.3 s",
+        }
+        # AND only the thread with a new request was formatted again from scratch
+        assert formatted == [other.ident]
