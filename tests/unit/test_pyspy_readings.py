@@ -1,4 +1,5 @@
-"""``GilDump``: py-spy's GIL holder read from its JSON text without parsing the rest (issue 13).
+"""py-spy readings made cheap (issue 13): ``GilDump`` reads the GIL holder from the JSON text
+without parsing the rest; ``DumpCache`` reuses what the last reading built.
 
 The fixtures are real ``py-spy dump --json`` outputs (CPython 3.8 and 3.11, with and without
 locals and native frames); the holders read from the text must be exactly the threads the whole
@@ -14,7 +15,14 @@ from typing import Any, Dict, List
 import pytest
 
 from cpinspect.errors import PySpyFailed
-from cpinspect.sources.pyspy import GilDump, _holders_in, _parse_json, threads_from_dump
+from cpinspect.sources.pyspy import (
+    DumpCache,
+    FirstSeen,
+    GilDump,
+    _holders_in,
+    _parse_json,
+    threads_from_dump,
+)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 DUMPS = sorted(FIXTURES.glob("pyspy_*.json"))
@@ -101,3 +109,45 @@ def test_output_that_is_not_a_thread_list_fails_in_one_line() -> None:
         GilDump(b"Error: failed to find python interpreter\n")
     with pytest.raises(PySpyFailed, match="not a JSON thread list"):
         GilDump(b'[{"pid": 1, "thread_id": 2, "owns_gil": true, "frames": [')
+
+
+# --- building every thread: what the last reading built is reused, the result is the same ---
+
+
+@pytest.mark.parametrize(
+    "name", ["pyspy_cherrypy_311_locals.json", "pyspy_cherrypy_38_locals.json"]
+)
+def test_a_reading_built_with_the_cache_equals_one_built_without(name: str) -> None:
+    # GIVEN a real reading with locals (requests known), read three times as py-spy would
+    # while the process does not move, then once with one thread's stack moved on
+    dump = json.loads((FIXTURES / name).read_bytes())
+    moved = json.loads((FIXTURES / name).read_bytes())
+    moved[0]["frames"][0]["line"] += 1
+    readings = [dump, json.loads(json.dumps(dump)), json.loads(json.dumps(dump)), moved]
+    cache = DumpCache()
+    cached_seen, plain_seen = FirstSeen(), FirstSeen()
+    before = None
+    for n, reading in enumerate(readings):
+        at = 100.0 + n
+        # WHEN each is built with the cache and, from an equal copy, without it
+        fast = threads_from_dump(reading, at, cached_seen, cache=cache)
+        slow = threads_from_dump(json.loads(json.dumps(reading)), at, plain_seen)
+        # THEN the snapshots are equal, thread for thread
+        assert fast == slow
+        if before is not None:
+            # AND a thread with no request that py-spy saw unchanged is the same object
+            # (the table formats nothing for it); one whose stack moved is new
+            kept = {t.ident: t for t in before.threads}
+            for thread in fast.threads:
+                unchanged = n < 3 or thread.ident != reading[0]["thread_id"]
+                if thread.elapsed is None and unchanged:
+                    assert thread is kept[thread.ident]
+            if n == 3:
+                assert (
+                    next(t for t in fast.threads if t.ident == reading[0]["thread_id"])
+                    is not kept[reading[0]["thread_id"]]
+                )
+        before = fast
+    # AND busy threads' elapsed times still move on with the readings
+    busy = [t for t in before.threads if t.request is not None] if before else []
+    assert busy and all(t.elapsed == 3.0 for t in busy)
