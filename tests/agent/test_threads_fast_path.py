@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from typing import Any, Dict, Iterator, List
 
 import pytest
@@ -47,6 +48,22 @@ def innermost_line(t: threading.Thread) -> int:
     return frame.f_lineno if frame is not None else -1
 
 
+def settled(probe: ThreadsProbe, *threads: threading.Thread) -> Dict[str, Any]:
+    """An answer after which ``threads`` are parked: their entries were reused once (their
+    CPU clock stopped moving; a thread just started may still be on its way to its wait)."""
+    answer = probe.snapshot()
+
+    def reused() -> bool:
+        nonlocal answer
+        before = {t.ident: probe._seen.get(t.ident or 0) for t in threads}
+        time.sleep(0.05)  # the GIL released: a thread on its way to its wait gets there
+        answer = probe.snapshot()
+        return all(probe._seen.get(i or 0) is r and r is not None for i, r in before.items())
+
+    wait_for(reused, what="the threads parked")
+    return answer
+
+
 def two_steps(first: threading.Event, second: threading.Event) -> None:
     first.wait(30)  # step one
     second.wait(30)  # step two
@@ -57,8 +74,7 @@ def test_a_thread_that_moved_is_sent_and_one_that_stood_still_is_not(probe):
     first, second = threading.Event(), threading.Event()
     mover = start(two_steps, first, second)
     still = start(STOP.wait)
-    wait_for(lambda: innermost_line(mover) > 0 and innermost_line(still) != 0, what="threads")
-    before = probe.snapshot()
+    before = settled(probe, mover, still)
     step_one = innermost_line(mover)
     record = probe._seen[still.ident]
 
@@ -101,8 +117,7 @@ def test_a_lock_holder_that_did_not_run_is_sent_when_someone_waits_on_it(probe):
     holding = threading.Event()
     holder = start(hold_lock, holding)
     holding.wait(5)
-    wait_for(lambda: innermost_line(holder) > 0, what="the holder parked")
-    first = probe.snapshot()
+    first = settled(probe, holder)
     assert "holds" not in by_ident(first)[holder.ident]
     holder_record = probe._seen[holder.ident]
 
@@ -133,3 +148,31 @@ def test_a_lock_holder_that_did_not_run_is_sent_when_someone_waits_on_it(probe):
 
     # THEN both are gone from the answer
     assert {holder.ident, waiter.ident} <= set(after["gone"])
+
+
+def test_the_answer_sent_is_the_answer_built(probe):
+    # GIVEN real threads: one standing still, one holding a lock another waits for
+    import json
+
+    from cpinspect.agent.jsonparts import JsonArray, encode
+
+    holding = threading.Event()
+    holder = start(hold_lock, holding)
+    holding.wait(5)
+    start(STOP.wait)
+    waiter = start(take_lock)
+    wait_for(lambda: "wait" in by_ident(probe.snapshot()).get(waiter.ident, {}), what="a wait")
+
+    # WHEN answers are built (a first and a reused one) and encoded as the server sends them
+    first = probe.snapshot()
+    again = probe.snapshot()
+
+    # THEN the text decodes to exactly the answer built, pre-encoded entries and all
+    for answer in (first, again):
+        assert isinstance(answer["threads"], JsonArray)
+        assert json.loads(encode(answer)) == json.loads(json.dumps(answer, default=str))
+    assert by_ident(json.loads(encode(again)))[holder.ident]["holds"]
+    # ... and a plain list appended to (no texts kept) is encoded in full
+    odd = JsonArray()
+    odd.append({"a": 1})
+    assert json.loads(encode({"x": odd, "y": 2})) == {"x": [{"a": 1}], "y": 2}

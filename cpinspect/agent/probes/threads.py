@@ -13,6 +13,7 @@ from collections import OrderedDict
 from types import FrameType
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..jsonparts import JsonArray, dumps
 from ..procfs import task_cpu_time
 from ..redact import redact_query
 from ..tracking import RequestTracker
@@ -363,6 +364,12 @@ def _digest(entry: Dict[str, Any], stack_digest: int, started: Any) -> int:
     )
 
 
+def _text_without_elapsed(entry: Dict[str, Any]) -> str:
+    """The entry's JSON with ``"elapsed":`` last and its value left off (added per answer)."""
+    rest = {k: v for k, v in entry.items() if k != "elapsed"}
+    return dumps(rest)[:-1] + ',"elapsed":'
+
+
 def _lock_digest(entry: Dict[str, Any]) -> Any:
     """``wait`` and ``holds`` as a hashable value (None for the usual thread with neither)."""
     wait = entry.get("wait")
@@ -396,6 +403,7 @@ class _Seen:
         "site",
         "stack_digest",
         "started",
+        "text",
         "thread",
     )
 
@@ -424,6 +432,7 @@ class _Seen:
         self.site = site
         self.stack_digest = stack_digest
         self.digest = digest
+        self.text: Optional[str] = None  # the entry's JSON but elapsed, made when first sent
 
 
 class ThreadsProbe:
@@ -580,16 +589,27 @@ class ThreadsProbe:
             gone = sorted(i for i in base if i not in digests)
         # What is sent: a copy of each entry, with the lock probe's additions and ``elapsed``
         # brought up to now (the only field that moves while a thread stands still).
-        threads_out: List[Dict[str, Any]] = []
+        # Each with its JSON text, made once per entry built (the lock probe's copies aside).
+        threads_out = JsonArray()
         for entry in built:
             ident = entry["ident"]
+            record = fresh[ident]
             out = locked.get(ident)
-            out = dict(entry) if out is None else out
-            started = fresh[ident].started
+            text: Optional[str] = None
+            if out is None:
+                out = dict(entry)
+                if record.text is None:
+                    record.text = _text_without_elapsed(entry)
+                text = record.text
+            started = record.started
             if started is not None:
                 elapsed = now - started
-                out["elapsed"] = elapsed if elapsed > 0.0 else 0.0
-            threads_out.append(out)
+                out["elapsed"] = elapsed = elapsed if elapsed > 0.0 else 0.0
+                if text is not None:
+                    text += float.__repr__(elapsed) + "}"
+            elif text is not None:
+                text += "null}"
+            threads_out.add(out, text)
 
         pools = []
         for bind, adapter, pool, threads in pools_raw:
