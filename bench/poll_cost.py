@@ -35,6 +35,7 @@ from threads_delta import cpu_of, export, start
 
 sys.path.insert(0, str(ROOT))
 
+from cpinspect.errors import CpinspectError
 from cpinspect.sources.agent import AgentSource
 
 BEFORE_REV = "3536e2c"
@@ -51,6 +52,7 @@ class Target:
     polled: List[float] = field(default_factory=list)
     unpolled: List[float] = field(default_factory=list)
     answer_ms: List[float] = field(default_factory=list)
+    failures: int = 0
     log_next: int = 0
 
 
@@ -60,13 +62,16 @@ def poll_window(target: Target, other: Target, seconds: float) -> None:
     tick = 0
     while time.monotonic() - w0 < seconds:
         t = time.monotonic()
-        target.source.threads()
-        target.answer_ms.append((time.monotonic() - t) * 1000)
-        page = target.source.log(after=target.log_next)
-        target.log_next = page.next
-        if tick % 5 == 0:
-            target.source.info()
-            target.source.sessions()
+        try:
+            target.source.threads()
+            target.answer_ms.append((time.monotonic() - t) * 1000)
+            page = target.source.log(after=target.log_next)
+            target.log_next = page.next
+            if tick % 5 == 0:
+                target.source.info()
+                target.source.sessions()
+        except CpinspectError:  # e.g. no answer within the timeout (GIL-starved agent)
+            target.failures += 1
         tick += 1
         time.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
     w1, c1, o1 = time.monotonic(), cpu_of(target.proc), cpu_of(other.proc)
@@ -74,13 +79,19 @@ def poll_window(target: Target, other: Target, seconds: float) -> None:
     other.unpolled.append((o1 - o0) / (w1 - w0))
 
 
-def launch(name: str, tree: Path, threads: int, busy: int, spin: int) -> Target:
+def launch(name: str, tree: Path, threads: int, busy: int, spin: int, timeout: float) -> Target:
     server, held = start(tree, threads, busy)
-    if spin:
-        held += open_requests(server.port, "/spin?s=900", spin)
-    assert server.socket is not None
-    source = AgentSource(server.socket)
-    source.threads()  # the first, full answer: from here on deltas
+    try:
+        if spin:
+            held += open_requests(server.port, "/spin?s=900", spin)
+        assert server.socket is not None
+        source = AgentSource(server.socket, timeout=timeout)
+        source.threads()  # the first, full answer: from here on deltas
+    except BaseException:
+        for sock in held:
+            sock.close()
+        server.stop()  # never leave a target (spinning workers) behind
+        raise
     return Target(name, server, held, psutil.Process(server.pid), source)
 
 
@@ -103,7 +114,12 @@ def report(threads: int, busy: int, spin: int, targets: Tuple[Target, Target]) -
             f"{med(t.polled) * 100:5.2f} %  extra {extra * 100:5.2f} % of a core "
             f"(windows: polled {min(t.polled) * 100:.2f}-{max(t.polled) * 100:.2f}, unpolled "
             f"{min(t.unpolled) * 100:.2f}-{max(t.unpolled) * 100:.2f})   threads answer "
-            f"p50 {med(t.answer_ms):.1f} ms max {max(t.answer_ms):.1f} ms"
+            + (
+                f"p50 {med(t.answer_ms):.1f} ms max {max(t.answer_ms):.1f} ms ({len(t.answer_ms)})"
+                if t.answer_ms
+                else "none"
+            )
+            + (f", {t.failures} polls failed" if t.failures else "")
         )
     old, new = extras["old"], extras["new"]
     ratio = f"{new / old:.2f}x" if old > 0 else "n/a"
@@ -118,6 +134,7 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=6, help="per target (default 6)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--spin", type=int, default=0, help="workers spinning in /spin")
+    parser.add_argument("--timeout", type=float, default=10.0, help="per answer (s)")
     args = parser.parse_args()
     try:
         shapes = [tuple(int(x) for x in s.split(":")) for s in args.shapes.split(",")]
@@ -139,8 +156,8 @@ def main() -> int:
             old: Optional[Target] = None
             new: Optional[Target] = None
             try:
-                old = launch("old", before, threads, busy, args.spin)
-                new = launch("new", ROOT, threads, busy, args.spin)
+                old = launch("old", before, threads, busy, args.spin, args.timeout)
+                new = launch("new", ROOT, threads, busy, args.spin, args.timeout)
                 for i in range(args.windows):
                     first, second = (old, new) if i % 2 == 0 else (new, old)
                     poll_window(first, second, args.seconds)
