@@ -13,7 +13,6 @@ File modes (0700 directory, 0600 socket) already stop other users; this is the s
 
 import collections
 import errno
-import json
 import os
 import select
 import socket
@@ -23,6 +22,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
+from .jsonparts import encode
 from .paths import bind_private, file_identity, unlink_if_ours
 from .wire import (
     AGENT_VERSION,
@@ -789,7 +789,7 @@ def _wants_keep_alive(version: str, headers: Dict[str, str]) -> bool:
 def _response(
     status: int, body: Dict[str, Any], keep_alive: bool, head_only: bool = False
 ) -> bytes:
-    data = json.dumps(body, separators=(",", ":"), default=str).encode()
+    data = encode(body).encode()
     lines = [
         "HTTP/1.1 %d %s" % (status, REASONS.get(status, "Error")),
         "Content-Type: application/json",

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from types import FrameType
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..jsonparts import JsonArray, dumps
 from ..procfs import task_cpu_time
 from ..redact import redact_query
 from ..tracking import RequestTracker
@@ -47,6 +48,23 @@ def cpu_time(native_id: Optional[int]) -> Optional[float]:
     except (OSError, AttributeError, OverflowError):
         pass
     return task_cpu_time("self", native_id)
+
+
+_clock_gettime_ns = getattr(time, "clock_gettime_ns", None)
+
+
+def _cpu_clock(t: Optional[threading.Thread]) -> Optional[int]:
+    """The CPU-time clock id of a Thread's OS thread, or None (not started, not Linux).
+
+    Read with ``clock_gettime_ns`` it gives the thread's exact CPU time: unlike /proc's 10 ms
+    ticks it moves whenever the thread ran at all, so a value equal to the last answer's means
+    the thread executed nothing since (its frames, request, stage and connection are as they
+    were), which the threads probe's fast path relies on.
+    """
+    native_id = getattr(t, "native_id", None)
+    if not native_id or not sys.platform.startswith("linux"):
+        return None
+    return _thread_clock(native_id)
 
 
 def qualified_name(obj: Any) -> Optional[str]:
@@ -346,6 +364,12 @@ def _digest(entry: Dict[str, Any], stack_digest: int, started: Any) -> int:
     )
 
 
+def _text_without_elapsed(entry: Dict[str, Any]) -> str:
+    """The entry's JSON with ``"elapsed":`` last and its value left off (added per answer)."""
+    rest = {k: v for k, v in entry.items() if k != "elapsed"}
+    return dumps(rest)[:-1] + ',"elapsed":'
+
+
 def _lock_digest(entry: Dict[str, Any]) -> Any:
     """``wait`` and ``holds`` as a hashable value (None for the usual thread with neither)."""
     wait = entry.get("wait")
@@ -356,6 +380,59 @@ def _lock_digest(entry: Dict[str, Any]) -> Any:
         tuple(wait.values()) if wait is not None else None,
         tuple(tuple(h.values()) for h in holds) if holds else None,
     )
+
+
+class _Seen:
+    """One thread's entry as last built, reused while the thread has not run since.
+
+    A thread that did not get the CPU between two answers (its exact CPU clock did not move:
+    blocked in a lock, a sleep, a socket read) cannot have changed its own frames, request,
+    stage or connection, so its entry is what it was; only ``elapsed`` is brought up to date,
+    and the lock probe runs again (``holds`` depends on other threads). Holds the Thread object
+    (never a frame or a request) so that another thread at a reused ident is not taken for it.
+    """
+
+    __slots__ = (
+        "bind",
+        "clock",
+        "conn_key",
+        "cpu_ns",
+        "digest",
+        "entry",
+        "name",
+        "site",
+        "stack_digest",
+        "started",
+        "text",
+        "thread",
+    )
+
+    def __init__(
+        self,
+        thread: Optional[threading.Thread],
+        name: Optional[str],
+        bind: Optional[str],
+        clock: Optional[int],
+        cpu_ns: Optional[int],
+        entry: Dict[str, Any],
+        started: Any,
+        conn_key: Any,
+        site: Any,
+        stack_digest: int,
+        digest: int,
+    ) -> None:
+        self.thread = thread
+        self.name = name
+        self.bind = bind
+        self.clock = clock
+        self.cpu_ns = cpu_ns
+        self.entry = entry
+        self.started = started
+        self.conn_key = conn_key
+        self.site = site
+        self.stack_digest = stack_digest
+        self.digest = digest
+        self.text: Optional[str] = None  # the entry's JSON but elapsed, made when first sent
 
 
 class ThreadsProbe:
@@ -373,6 +450,9 @@ class ThreadsProbe:
         self._stacks_apps_key: Any = None
         # Per thread ident: its request's last description and what it depends on.
         self._requests: Dict[int, Tuple[Any, Dict[str, Any]]] = {}
+        # Per thread ident: its last entry, reused while the thread did not run (bounded by the
+        # live threads like the caches above).
+        self._seen: Dict[int, _Seen] = {}
         # Cursors of the last few answers -> {ident: digest}; a random id per agent lifetime.
         self._lifetime = os.urandom(6).hex()
         self._counter = 0
@@ -411,38 +491,80 @@ class ThreadsProbe:
 
         if self.classifier._apps_key != self._stacks_apps_key:
             self._stacks = {}  # app-vs-library marks may have changed with the mounted apps
+            self._seen = {}
             self._stacks_apps_key = self.classifier._apps_key
-        threads_out: List[Dict[str, Any]] = []
-        digests: Dict[int, int] = {}
+        # Each thread's entry as built (or reused), never changed after: what is sent is a copy.
+        built: List[Dict[str, Any]] = []
         oldest: Dict[str, Optional[float]] = {}
         seen_keys = set()
-        pending: List[Tuple[Dict[str, Any], int, Any]] = []  # (entry, stack digest, start)
         sites: Dict[int, locks.Site] = {}
+        seen = self._seen
+        fresh: Dict[int, _Seen] = {}
+        clock_ns = _clock_gettime_ns
         for ident in sorted(set(frames) | set(by_ident)):
             t = by_ident.get(ident)
+            worker = workers.get(ident)
+            pool_bind = worker[1] if worker is not None else None
             try:
-                entry = self._thread_entry(ident, t, frames.get(ident), workers, main_ident, now)
+                name = t.name if t is not None else None
+                last = seen.get(ident)
+                cpu_ns: Optional[int] = None
+                if last is not None and last.thread is t and last.clock is not None:
+                    clock: Optional[int] = last.clock
+                else:
+                    clock = _cpu_clock(t)
+                if clock is not None and clock_ns is not None:
+                    try:
+                        cpu_ns = clock_ns(clock)
+                    except (OSError, OverflowError):
+                        cpu_ns = clock = None
+                if (
+                    cpu_ns is not None
+                    and last is not None
+                    and last.cpu_ns == cpu_ns
+                    and last.thread is t
+                    and last.name == name
+                    and last.bind == pool_bind
+                ):
+                    record = last  # the fast path: the thread has not run since
+                else:
+                    native_id = getattr(t, "native_id", None)
+                    cpu = cpu_ns / 1e9 if cpu_ns is not None else cpu_time(native_id)
+                    record = self._record(
+                        ident, t, frames.get(ident), worker, main_ident, now, cpu, cpu_ns, clock
+                    )
             except Exception as exc:  # noqa: BLE001
                 errors.append("thread %s: %s: %s" % (ident, type(exc).__name__, exc))
                 continue
-            threads_out.append(entry)
-            if entry["busy"] and entry["pool"] is not None and entry["elapsed"] is not None:
-                prev = oldest.get(entry["pool"])
-                oldest[entry["pool"]] = max(prev or 0.0, entry["elapsed"])
-            key = entry.pop("_conn_key", None)
-            if key is not None:
-                seen_keys.add(key)
-            site = entry.pop("_site", None)
-            if site is not None:
-                sites[ident] = site
-            pending.append((entry, entry.pop("_stack_digest"), entry.pop("_started", None)))
+            fresh[ident] = record
+            entry = record.entry
+            built.append(entry)
+            if record.started is not None and entry["busy"] and pool_bind is not None:
+                elapsed = now - record.started
+                prev = oldest.get(pool_bind)
+                if prev is None or elapsed > prev:
+                    oldest[pool_bind] = elapsed if elapsed > 0.0 else 0.0
+            if record.conn_key is not None:
+                seen_keys.add(record.conn_key)
+            if record.site is not None:
+                sites[ident] = record.site
+        self._seen = fresh
         # Lock waits, and their likely holders only when some thread waits (usually: nothing).
-        try:
-            locks.annotate(threads_out, sites, frames, errors)
-        except Exception as exc:  # noqa: BLE001
-            errors.append("lock probe: %s: %s" % (type(exc).__name__, exc))
-        for entry, stack_digest, started in pending:
-            digests[entry["ident"]] = _digest(entry, stack_digest, started)
+        locked: Dict[int, Dict[str, Any]] = {}
+        if sites:
+            copies = [dict(e) for e in built]
+            try:
+                locks.annotate(copies, sites, frames, errors)
+            except Exception as exc:  # noqa: BLE001
+                errors.append("lock probe: %s: %s" % (type(exc).__name__, exc))
+            locked = {e["ident"]: e for e in copies if "wait" in e or "holds" in e}
+        digests: Dict[int, int] = {}
+        for ident, record in fresh.items():
+            annotated = locked.get(ident)
+            if annotated is not None:
+                digests[ident] = _digest(annotated, record.stack_digest, record.started)
+            else:
+                digests[ident] = record.digest
         # Forget connections no worker holds any more (bounded by the pool size).
         for key in list(self._conn_seen):
             if key not in seen_keys:
@@ -463,8 +585,31 @@ class ThreadsProbe:
             self._cursors.popitem(last=False)
         gone: List[int] = []
         if base is not None:
-            threads_out = [e for e in threads_out if base.get(e["ident"]) != digests[e["ident"]]]
+            built = [e for e in built if base.get(e["ident"]) != digests[e["ident"]]]
             gone = sorted(i for i in base if i not in digests)
+        # What is sent: a copy of each entry, with the lock probe's additions and ``elapsed``
+        # brought up to now (the only field that moves while a thread stands still).
+        # Each with its JSON text, made once per entry built (the lock probe's copies aside).
+        threads_out = JsonArray()
+        for entry in built:
+            ident = entry["ident"]
+            record = fresh[ident]
+            out = locked.get(ident)
+            text: Optional[str] = None
+            if out is None:
+                out = dict(entry)
+                if record.text is None:
+                    record.text = _text_without_elapsed(entry)
+                text = record.text
+            started = record.started
+            if started is not None:
+                elapsed = now - started
+                out["elapsed"] = elapsed = elapsed if elapsed > 0.0 else 0.0
+                if text is not None:
+                    text += float.__repr__(elapsed) + "}"
+            elif text is not None:
+                text += "null}"
+            threads_out.add(out, text)
 
         pools = []
         for bind, adapter, pool, threads in pools_raw:
@@ -484,6 +629,39 @@ class ThreadsProbe:
             "delta": base is not None,
             "gone": gone,
         }
+
+    def _record(
+        self,
+        ident: int,
+        t: Optional[threading.Thread],
+        frame: Optional[FrameType],
+        worker: Optional[Tuple[Any, str]],
+        main_ident: Optional[int],
+        now: float,
+        cpu: Optional[float],
+        cpu_ns: Optional[int],
+        clock: Optional[int],
+    ) -> _Seen:
+        """A thread's entry built from its frames and request, with what the next answer
+        needs to reuse it."""
+        entry = self._thread_entry(ident, t, frame, worker, main_ident, now, cpu)
+        started = entry.pop("_started", None)
+        conn_key = entry.pop("_conn_key", None)
+        site = entry.pop("_site", None)
+        stack_digest = entry.pop("_stack_digest")
+        return _Seen(
+            t,
+            t.name if t is not None else None,
+            worker[1] if worker is not None else None,
+            clock,
+            cpu_ns,
+            entry,
+            started,
+            conn_key,
+            site,
+            stack_digest,
+            _digest(entry, stack_digest, started),
+        )
 
     def _stack_of(self, ident: int, frame: Optional[FrameType]) -> _CachedStack:
         """The thread's extracted stack, reused as it is while no frame moved.
@@ -604,15 +782,15 @@ class ThreadsProbe:
         ident: int,
         t: Optional[threading.Thread],
         frame: Optional[FrameType],
-        workers: Dict[int, Tuple[Any, str]],
+        worker: Optional[Tuple[Any, str]],
         main_ident: Optional[int],
         now: float,
+        cpu: Optional[float],
     ) -> Dict[str, Any]:
         name = t.name if t is not None else "<thread %d>" % ident
         native_id = getattr(t, "native_id", None)
         cached = self._stack_of(ident, frame)
         stack = cached.stack
-        worker = workers.get(ident)
         role = _role(ident, t, worker is not None, main_ident)
         entry: Dict[str, Any] = {
             "ident": ident,
@@ -623,7 +801,7 @@ class ThreadsProbe:
             "busy": False,
             "phase": "unknown",
             "elapsed": None,
-            "cpu_time": cpu_time(native_id),
+            "cpu_time": cpu,
             "pool": worker[1] if worker else None,
             "request": None,
             "stack": stack,
