@@ -59,9 +59,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def early_pyspy_command(args: argparse.Namespace) -> Optional[List[str]]:
-    """``py-spy dump --pid PID --json --nonblocking`` for a dump by pid without ``--native``
-    or ``--locals``; None otherwise (or without py-spy). Found the way ``find_pyspy`` finds it,
-    without importing the py-spy reader (and the model) first."""
+    """``py-spy dump --pid PID --json --nonblocking`` for a dump or snapshot by pid without
+    ``--native`` or ``--locals``; None otherwise (or without py-spy). Found the way
+    ``find_pyspy`` finds it, without importing the py-spy reader (and the model) first."""
     if args.native or args.locals or args.socket or not (args.pid or "").isdigit():
         return None
     import os
@@ -150,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
                 "--native needs py-spy, which could not read the process: %s"
                 % ("; ".join(update.warnings) or "no reason given")
             )
+        if standing_in and update.message and not opened.notes:
+            # The agent answered at open but not this poll: say what py-spy's threads lack.
+            notes.append(update.message)
         thread_locals = _locals(threads, session, notes) if args.locals else []
         # The sessions and routes come from the agent: one that did not answer the poll is
         # not asked again (each would wait its timeout), except for the sessions --json keeps.

@@ -19,9 +19,11 @@ import os
 import socket
 import stat
 import struct
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
@@ -61,6 +63,62 @@ INFO_EVERY = 5
 """Re-read /v1/info every N polls: engine state changes, the rest rarely does."""
 NOTICE_SECONDS = 10.0
 """How long "reconnected to pid N" stays in the updates after a reconnection."""
+AGENT_GRACE = 0.5
+"""With py-spy's reading in hand, how long a poll still waits for the agent (from the poll's
+start; never past the agent's ``timeout``). The agent answers 1,000 threads in 0.1-0.4 s, before
+py-spy's 0.6-2 s read; with 100 workers spinning in pure Python it queues for the GIL behind them
+and ``/v1/threads`` took 12-19 s (measured 2026-12-01): past this grace py-spy's fresh reading is
+shown with the agent's last requests and pools, and the agent's answer is awaited in the
+background. ``CPINSPECT_AGENT_GRACE`` (seconds) sets another."""
+BACKGROUND_TIMEOUT = 30.0
+"""How long the agent's answer is awaited in the background (no poll waits on it): a slow agent
+still brings its requests and pools now and then; one call at most is in flight."""
+LOCALS_MAX_THREADS = 100
+"""While py-spy stands in for a silent agent, requests come from its ``--locals`` read only for
+a process of at most this many threads: the locals read took 3.9-7.4 s at 1,006 threads (100
+spinning) against 1.0-1.2 s without them, past py-spy's own 5 s limit at times. Above it, the
+agent's last requests are kept on the threads still in the same handler."""
+REQUESTS_FRESH = 5.0
+"""The agent's requests younger than this many seconds are kept rather than read from py-spy's
+locals while it stands in."""
+
+
+def _agent_grace() -> float:
+    """``AGENT_GRACE``, or ``CPINSPECT_AGENT_GRACE`` when it is a number of seconds."""
+    try:
+        return max(0.0, float(os.environ.get("CPINSPECT_AGENT_GRACE", AGENT_GRACE)))
+    except ValueError:
+        return AGENT_GRACE
+
+
+def _in_background(job: Callable[[], Any], name: str) -> Future[Any]:
+    """``job()`` in a daemon thread of its own, its result (or exception) in the future: a
+    one-shot command exits without waiting for an agent call nobody needs any more."""
+    future: Future[Any] = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(job())
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One background call to the agent: ``/v1/info`` (when asked) and ``/v1/threads``."""
+
+    info: Optional[ProcessInfo]
+    threads: Optional[ThreadsSnapshot]
+    errors: Tuple[str, ...]
+    asked_info: bool
+    started: float
+    """``time.monotonic()`` when the call began, and when it ended."""
+    ended: float
 
 
 RELOAD_HINT = "reload the agent: `cpinspect inject %d` binds its socket again (or restart the app)"
@@ -245,6 +303,16 @@ class AgentSession:
         """The log records: one cursor read of the agent's ring per poll, and the files."""
         self.logs.configure(info)
         self._log: Optional[LogBatch] = None
+        self.agent_grace = _agent_grace()
+        """With py-spy's reading in hand, how long a poll waits for the agent (``AGENT_GRACE``)."""
+        self._agent_pending: Optional[Future[_Answer]] = None
+        """The agent call in flight (one at most), awaited across polls."""
+        self._agent_started = 0.0
+        self._slow_for = 0.0
+        """How long the agent had not answered when this poll gave up on it (0: it answered,
+        or it has not answered for longer than ``timeout``: silent, not slow)."""
+        self._spy_threads_seen: Optional[int] = None
+        """Threads in py-spy's last reading (whether a ``--locals`` read is cheap)."""
 
     def _read_log(self, agent: bool) -> None:
         """Fold the log into this poll; a failure is a warning, never a failed poll."""
@@ -283,6 +351,7 @@ class AgentSession:
         assert self.source is not None
         self._endpoint_errors = []
         self._joined = False
+        self._slow_for = 0.0
         spy_future = self._start_spy()
         if self._skip_agent_once:
             # The agent was asked a moment ago and did not answer: show py-spy's threads now
@@ -292,21 +361,129 @@ class AgentSession:
             if fallback is not None:
                 return fallback
             spy_future = None  # py-spy could not read it: give the agent its chance
-        try:
-            if self.info is None or self._polls % INFO_EVERY == 0:
+        began = time.monotonic()
+        call, ended = self._agent_call(now)
+        if ended is not None:
+            return ended  # a late answer said the target is gone
+        if not self._await_agent(call, spy_future, began):
+            # No answer in time: py-spy's fresh reading carries this poll, with the agent's
+            # last requests and pools; its answer is still awaited in the background.
+            waited = time.monotonic() - (self._agent_started if call is not None else began)
+            spy = self._spy_result(spy_future) if spy_future is not None else None
+            if waited >= self.timeout:
+                if self._lost_since is None:
+                    self._lost_since = now
+                self._lost_reason = stopped_reason(self.pid) or (
+                    "agent did not answer within %.1f s — the interpreter may be stuck"
+                    % self.timeout
+                )
+                fallback = self._fallback(now, spy)
+            else:
+                self._slow_for = max(waited, self.agent_grace)
+                fallback = self._fallback(now, spy)
+            if fallback is not None:
+                return fallback
+            return self._update(now, LinkState.LOST, self._lost_message())
+        assert call is not None
+        self._agent_pending = None
+        ended = self._settle(call, now, spy_future)
+        if ended is not None:
+            return ended
+        self._merge_pyspy(self._spy_in_time(spy_future))
+        self._read_log(agent=True)
+        state = LinkState.LIVE
+        message = ""
+        if self._lost_since is not None or self._pending_message:
+            state = LinkState.RECONNECTED
+            message = self._pending_message or "agent answering again"
+            self._lost_since = None
+            self._pending_message = ""
+            self._notice, self._notice_until = message, now + NOTICE_SECONDS
+        elif now < self._notice_until:
+            message = self._notice  # long enough for a person to notice
+        return self._update(now, state, message)
+
+    # -- the agent, asked in the background ------------------------------------------------------
+
+    def _agent_call(self, now: float) -> Tuple[Optional[Future[_Answer]], Optional[Update]]:
+        """The agent call this poll waits on: the one in flight, or a new one (one at a time:
+        a slow agent is never asked twice at once). A call that ended since the last poll is
+        taken in first (its requests and pools become the last known); an Update when it
+        says the target is lost."""
+        pending = self._agent_pending
+        if pending is not None and not pending.done():
+            return pending, None
+        if pending is not None:
+            self._agent_pending = None
+            ended = self._settle(pending, now, None, late=True)
+            if ended is not None:
+                return None, ended
+        source = self.source
+        assert source is not None
+        asked_info = self.info is None or self._polls % INFO_EVERY == 0
+
+        def ask() -> _Answer:
+            started = time.monotonic()
+            errors: List[str] = []
+            info = None
+            if asked_info:
                 try:
-                    self.info = self.source.info()
+                    info = source.info(timeout=BACKGROUND_TIMEOUT)
                 except EndpointError as exc:
-                    self._endpoint_errors.append(str(exc))  # keep the last info, say why
-                self.logs.configure(self.info)
-                if self.identity is None and self.info is not None:
-                    self.identity = ServiceIdentity.of(self.info)
-                    if self.pid is None:  # a pid given is the one seen from here: keep it
-                        self.pid = self.info.pid
+                    errors.append(str(exc))  # the last info is kept; say why
+            threads = None
             try:
-                self.threads = self.source.threads()
+                threads = source.threads(timeout=BACKGROUND_TIMEOUT)
             except EndpointError as exc:
-                self._endpoint_errors.append(str(exc))
+                errors.append(str(exc))
+            return _Answer(info, threads, tuple(errors), asked_info, started, time.monotonic())
+
+        self._agent_started = time.monotonic()
+        self._agent_pending = _in_background(ask, "cpinspect-agent")
+        return self._agent_pending, None
+
+    def _await_agent(
+        self,
+        call: Optional[Future[_Answer]],
+        spy: Optional[Future[Optional[ThreadsSnapshot]]],
+        began: float,
+    ) -> bool:
+        """Wait for the agent's answer; False to give up on it: py-spy's reading is in and
+        ``agent_grace`` has passed, or the agent's ``timeout`` has passed
+        with no py-spy reading to show (py-spy missing, or failed)."""
+        grace = min(self.agent_grace, self.timeout)
+        while True:
+            if call is not None and call.done():
+                return True
+            elapsed = time.monotonic() - began
+            spy_done = spy is not None and spy.done()
+            spy_in = spy_done and self._spy_result(spy) is not None
+            if spy_in and (call is None or elapsed >= grace):
+                return False
+            if elapsed >= self.timeout and (spy is None or spy_done):
+                return False
+            waiting: List[Future[Any]] = [f for f in (call, spy) if f is not None and not f.done()]
+            if not waiting:
+                return False
+            limit = grace if spy_in or elapsed < grace else self.timeout
+            wait_futures(
+                waiting, timeout=max(0.0, limit - elapsed) or None, return_when=FIRST_COMPLETED
+            )
+
+    def _settle(
+        self,
+        call: Future[_Answer],
+        now: float,
+        spy_future: Optional[Future[Optional[ThreadsSnapshot]]],
+        late: bool = False,
+    ) -> Optional[Update]:
+        """Take in an ended agent call: its info and threads become the session's; an Update
+        when it says the target is lost (or the agent silent, with py-spy's threads). A
+        ``late`` call (ended after the poll that started it) that found the agent silent only
+        says so: the poll goes on with a new call."""
+        assert self.source is not None
+        try:
+            answer = call.result()
         except (TargetGone, StaleSocket, NoSuchProcess) as exc:
             # (The last two: an agent that never answered, whose process then exited.)
             self._lose(now, socket_problem(self.pid, self.socket_path) or str(exc))
@@ -324,24 +501,25 @@ class AgentSession:
             if self._lost_since is None:
                 self._lost_since = now
             self._lost_reason = stopped_reason(self.pid) or str(exc)
+            if late:
+                return None
             fallback = self._fallback(now, self._spy_result(spy_future))
             if fallback is not None:
                 return fallback
             return self._update(now, LinkState.LOST, self._lost_message())
-        self._merge_pyspy(self._spy_in_time(spy_future))
-        self._read_log(agent=True)
+        self._endpoint_errors.extend(answer.errors)
+        if answer.asked_info:
+            if answer.info is not None:
+                self.info = answer.info
+            self.logs.configure(self.info)
+            if self.identity is None and self.info is not None:
+                self.identity = ServiceIdentity.of(self.info)
+                if self.pid is None:  # a pid given is the one seen from here: keep it
+                    self.pid = self.info.pid
+        if answer.threads is not None:
+            self.threads = answer.threads
         self._polls += 1
-        state = LinkState.LIVE
-        message = ""
-        if self._lost_since is not None or self._pending_message:
-            state = LinkState.RECONNECTED
-            message = self._pending_message or "agent answering again"
-            self._lost_since = None
-            self._pending_message = ""
-            self._notice, self._notice_until = message, now + NOTICE_SECONDS
-        elif now < self._notice_until:
-            message = self._notice  # long enough for a person to notice
-        return self._update(now, state, message)
+        return None
 
     # -- py-spy beside the agent ---------------------------------------------------------------
 
@@ -349,13 +527,27 @@ class AgentSession:
         """py-spy's threads, or None (saying why once) when it cannot read the process."""
         if self.pyspy is None:
             return None
-        # Requests need py-spy's --locals (~3x slower): only worth it while py-spy stands in
-        # for an agent that does not answer; otherwise the agent has them.
-        self.pyspy.requests = self._lost_since is not None
+        # Requests need py-spy's --locals (3-6x slower): only worth it while py-spy stands in
+        # for an agent that does not answer, whose own requests are missing or old, and in a
+        # process small enough for the locals read to stay cheap (LOCALS_MAX_THREADS).
+        last = self.threads
+        want = self._lost_since is not None and (
+            last is None or self.clock() - last.taken_at > REQUESTS_FRESH
+        )
+        seen = self._spy_threads_seen
         try:
-            if self.pyspy.requests or self.native:
-                return self.pyspy.threads()
-            return self._gil_reading(self.pyspy)
+            if self.native or (want and seen is not None and seen <= LOCALS_MAX_THREADS):
+                self.pyspy.requests = want
+                return self._counted(self.pyspy.threads())
+            self.pyspy.requests = False
+            reading = self._gil_reading(self.pyspy)
+            whole = self._spy_whole
+            self._spy_threads_seen = len(whole[1]) if whole is not None else None
+            count = self._spy_threads_seen
+            if want and count is not None and count <= LOCALS_MAX_THREADS:  # small: cheap
+                self.pyspy.requests = True
+                return self._counted(self.pyspy.threads())
+            return reading
         except (PySpyMissing, PermissionDenied) as exc:
             # Will not get better by retrying: stop running it, say so once.
             self.pyspy = None
@@ -365,6 +557,10 @@ class AgentSession:
         except CpinspectError as exc:
             self.pyspy_note = "py-spy failed this time: %s" % exc
         return None
+
+    def _counted(self, reading: ThreadsSnapshot) -> ThreadsSnapshot:
+        self._spy_threads_seen = len(reading.threads)
+        return reading
 
     def _gil_reading(self, pyspy: PySpySource) -> ThreadsSnapshot:
         """py-spy's reading beside an answering agent: only its GIL holder is joined, so only
@@ -450,10 +646,29 @@ class AgentSession:
         before = ", pool numbers from before" if self.threads is not None else ""
         # A stopped process is not stuck: py-spy --nonblocking reads it without resuming it.
         stopped = stopped_reason(self.pid)
-        head = stopped or (
-            "agent not answering within %.1f s — the interpreter may be stuck%s"
-            % (self.timeout, who)
-        )
+        slow = self._slow_for > 0 and not stopped
+        if slow:
+            # Not answering yet, not for long: busy (workers spinning in Python hold the GIL
+            # queue) or stuck; py-spy's fresh reading now beats the agent's late one.
+            last = self.threads
+            head = (
+                "agent slow: no answer within %.1f s — the interpreter may be stuck or busy%s"
+                % (
+                    self._slow_for,
+                    who,
+                )
+            )
+            before = (
+                "; requests and pool numbers from %s"
+                % time.strftime("%H:%M:%S", time.localtime(last.taken_at))
+                if last is not None
+                else "; no requests or pool numbers (the agent has not answered yet)"
+            )
+        else:
+            head = stopped or (
+                "agent not answering within %.1f s — the interpreter may be stuck%s"
+                % (self.timeout, who)
+            )
         message = "%s; threads from py-spy%s" % (head, before)
         threads = fallback_threads(spy, self.threads)
         self._read_log(agent=False)
@@ -476,7 +691,7 @@ class AgentSession:
             threads_source=SourceKind.PYSPY,
             stale=stale,
             gil_holder=holder.ident if holder is not None else None,
-            agent_unresponsive=not stopped,
+            agent_unresponsive=not stopped and not slow,
             listen_queues=self._listen_queues(),
             **self._log_fields(),
         )
