@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from cpinspect.protocol import snapshots_document
     from cpinspect.snapshots import read_sessions, redacted_sessions, with_source_lines
     from cpinspect.sources.base import Capability
+    from cpinspect.sources.live import NO_REQUESTS
 
     session = opened.session
     try:
@@ -150,9 +151,9 @@ def run(args: argparse.Namespace) -> int:
                 "--native needs py-spy, which could not read the process: %s"
                 % ("; ".join(update.warnings) or "no reason given")
             )
-        if standing_in and update.message and not opened.notes:
-            # The agent answered at open but not this poll: say what py-spy's threads lack.
-            notes.append(update.message)
+        if standing_in and update.message and (not opened.notes or NO_REQUESTS in update.message):
+            # Said in one line: why py-spy's threads stand in, and what they lack.
+            notes = [update.message] + [n for n in notes if n not in opened.notes]
         thread_locals = _locals(threads, session, notes) if args.locals else []
         # The sessions and routes come from the agent: one that did not answer the poll is
         # not asked again (each would wait its timeout), except for the sessions --json keeps.

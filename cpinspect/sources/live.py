@@ -78,6 +78,9 @@ LOCALS_MAX_THREADS = 100
 a process of at most this many threads: the locals read took 3.9-7.4 s at 1,006 threads (100
 spinning) against 1.0-1.2 s without them, past py-spy's own 5 s limit at times. Above it, the
 agent's last requests are kept on the threads still in the same handler."""
+NO_REQUESTS = "no requests or pool numbers (the agent has not answered yet)"
+"""What py-spy's threads lack when they stand in for an agent that never answered, read
+without ``--locals``."""
 REQUESTS_FRESH = 5.0
 """The agent's requests younger than this many seconds are kept rather than read from py-spy's
 locals while it stands in."""
@@ -644,6 +647,8 @@ class AgentSession:
         who = " (GIL held by thread %s)" % holder.name if holder is not None else ""
         # Pool numbers only the agent knows: the last ones, if it ever answered.
         before = ", pool numbers from before" if self.threads is not None else ""
+        if self.threads is None and not any(t.request is not None for t in spy.threads):
+            before = "; " + NO_REQUESTS  # read without --locals (a large process)
         # A stopped process is not stuck: py-spy --nonblocking reads it without resuming it.
         stopped = stopped_reason(self.pid)
         slow = self._slow_for > 0 and not stopped
@@ -651,19 +656,12 @@ class AgentSession:
             # Not answering yet, not for long: busy (workers spinning in Python hold the GIL
             # queue) or stuck; py-spy's fresh reading now beats the agent's late one.
             last = self.threads
-            head = (
-                "agent slow: no answer within %.1f s — the interpreter may be stuck or busy%s"
-                % (
-                    self._slow_for,
-                    who,
+            head = "agent slow: no answer within %.1f s — the interpreter may be stuck or busy%s"
+            head %= (self._slow_for, who)
+            if last is not None:
+                before = "; requests and pool numbers from %s" % time.strftime(
+                    "%H:%M:%S", time.localtime(last.taken_at)
                 )
-            )
-            before = (
-                "; requests and pool numbers from %s"
-                % time.strftime("%H:%M:%S", time.localtime(last.taken_at))
-                if last is not None
-                else "; no requests or pool numbers (the agent has not answered yet)"
-            )
         else:
             head = stopped or (
                 "agent not answering within %.1f s — the interpreter may be stuck%s"
@@ -734,10 +732,14 @@ class AgentSession:
         reveal: Optional[str] = None,
     ) -> SessionsSnapshot:
         """One page of sessions, with the other processes serving the same port or command
-        line (RAM sessions are not shared between them)."""
+        line when an app keeps its sessions in RAM (not shared between them)."""
         answer = self._agent_source("sessions need").sessions(app, offset, limit, sort, reveal)
         info = self.info
         if info is None or self.pid is None:
+            return answer
+        if not any(a.backend == "ram" for a in answer.apps):
+            # Only RAM stores are split between processes; the look at the machine (every
+            # process's sockets: 0.6 s of a snapshot on a busy box) is not needed otherwise.
             return answer
         return replace(answer, peers=self._peers.get(self.pid, info.ports, info.cmdline))
 
