@@ -156,9 +156,9 @@ def run(args: argparse.Namespace) -> int:
             notes = [update.message] + [n for n in notes if n not in opened.notes]
         thread_locals = _locals(threads, session, notes) if args.locals else []
         # The sessions and routes come from the agent: one that did not answer the poll is
-        # not asked again (each would wait its timeout), except for the sessions --json keeps.
+        # not asked again (each would wait its timeout: 5 s for the sessions).
         answered = not update.agent_unresponsive and not standing_in
-        sessions, note = read_sessions(session) if args.json or answered else (None, None)
+        sessions, note = read_sessions(session) if answered else (None, None)
         if note is not None:
             notes.append(note)
         routes = _routes(session, notes) if answered else None

@@ -81,6 +81,13 @@ agent's last requests are kept on the threads still in the same handler."""
 NO_REQUESTS = "no requests or pool numbers (the agent has not answered yet)"
 """What py-spy's threads lack when they stand in for an agent that never answered, read
 without ``--locals``."""
+CARRY_WAIT = 0.6
+"""While py-spy carries the TUI's polls, how long a poll waits for py-spy's fresh reading
+before showing the last one: under two thirds of the 1 s interval, so that the pacing
+(``sources.pacing.STRETCH``) keeps polling every second."""
+SLOW_FACTOR = 2.0
+"""An agent whose last answer took longer than its timeout is slow, not silent, until twice
+that long without an answer."""
 REQUESTS_FRESH = 5.0
 """The agent's requests younger than this many seconds are kept rather than read from py-spy's
 locals while it stands in."""
@@ -311,6 +318,8 @@ class AgentSession:
         self._agent_pending: Optional[Future[_Answer]] = None
         """The agent call in flight (one at most), awaited across polls."""
         self._agent_started = 0.0
+        self._answer_took = 0.0
+        """How long the agent's last answer took (seconds)."""
         self._slow_for = 0.0
         """How long the agent had not answered when this poll gave up on it (0: it answered,
         or it has not answered for longer than ``timeout``: silent, not slow)."""
@@ -368,12 +377,27 @@ class AgentSession:
         call, ended = self._agent_call(now)
         if ended is not None:
             return ended  # a late answer said the target is gone
-        if not self._await_agent(call, spy_future, began):
+        answered = self._await_agent(call, spy_future, began)
+        if answered and call is not None and self._agent_started < began and self.pyspy:
+            # The answer to an earlier poll's call, landing while this one waited: its data
+            # is as old as it was slow, py-spy's reading is fresher. It becomes the last known
+            # requests and pools, and the next poll asks again.
+            self._agent_pending = None
+            ended = self._settle(call, now, None, late=True)
+            if ended is not None:
+                return ended
+            call = None
+            answered = self._await_agent(None, spy_future, began)
+        if not answered:
             # No answer in time: py-spy's fresh reading carries this poll, with the agent's
             # last requests and pools; its answer is still awaited in the background.
             waited = time.monotonic() - (self._agent_started if call is not None else began)
-            spy = self._spy_result(spy_future) if spy_future is not None else None
-            if waited >= self.timeout:
+            spy = self._carried_reading(spy_future)
+            # Silent (the interpreter may be stuck) past the agent's timeout, or past twice
+            # its last answer's duration when that was longer: 100 workers spinning make
+            # every answer slow, and a slow answer is not a stuck interpreter (the findings
+            # would say it is).
+            if waited >= max(self.timeout, SLOW_FACTOR * self._answer_took):
                 if self._lost_since is None:
                     self._lost_since = now
                 self._lost_reason = stopped_reason(self.pid) or (
@@ -455,6 +479,12 @@ class AgentSession:
         ``agent_grace`` has passed, or the agent's ``timeout`` has passed
         with no py-spy reading to show (py-spy missing, or failed)."""
         grace = min(self.agent_grace, self.timeout)
+        if call is not None and began - self._agent_started >= self.timeout:
+            grace = 0.0  # asked by an earlier poll, unanswered for a while: no grace again
+        # The TUI (``pyspy_wait`` set) waits for a fresh py-spy reading at most CARRY_WAIT,
+        # then shows the last one: the screen is refreshed every second even when py-spy
+        # itself takes longer than that.
+        bound = None if self.pyspy_wait is None else max(grace, CARRY_WAIT)
         while True:
             if call is not None and call.done():
                 return True
@@ -463,15 +493,30 @@ class AgentSession:
             spy_in = spy_done and self._spy_result(spy) is not None
             if spy_in and (call is None or elapsed >= grace):
                 return False
+            if bound is not None and elapsed >= bound and not spy_done and self._spy_whole:
+                return False  # the last reading carries the poll
             if elapsed >= self.timeout and (spy is None or spy_done):
                 return False
             waiting: List[Future[Any]] = [f for f in (call, spy) if f is not None and not f.done()]
             if not waiting:
                 return False
-            limit = grace if spy_in or elapsed < grace else self.timeout
-            wait_futures(
-                waiting, timeout=max(0.0, limit - elapsed) or None, return_when=FIRST_COMPLETED
-            )
+            # Until the next of the thresholds above, or until something ends.
+            ahead = [d for d in (grace, bound, self.timeout) if d is not None and d > elapsed]
+            until = min(ahead) - elapsed if ahead else None
+            wait_futures(waiting, timeout=until, return_when=FIRST_COMPLETED)
+
+    def _carried_reading(
+        self, future: Optional[Future[Optional[ThreadsSnapshot]]]
+    ) -> Optional[ThreadsSnapshot]:
+        """py-spy's reading for a poll the agent did not answer in time: the one this poll
+        waited for, or (still running: kept for the next poll) the last one py-spy finished."""
+        if future is None:
+            return None
+        whole = self._spy_whole
+        if future.done() or whole is None or self.pyspy is None:
+            return self._spy_result(future)
+        self._spy_pending = future
+        return threads_from_dump(whole[1], whole[2], pid=self.pyspy.pid)
 
     def _settle(
         self,
@@ -521,6 +566,7 @@ class AgentSession:
                     self.pid = self.info.pid
         if answer.threads is not None:
             self.threads = answer.threads
+        self._answer_took = answer.ended - answer.started
         self._polls += 1
         return None
 
@@ -656,8 +702,13 @@ class AgentSession:
             # Not answering yet, not for long: busy (workers spinning in Python hold the GIL
             # queue) or stuck; py-spy's fresh reading now beats the agent's late one.
             last = self.threads
-            head = "agent slow: no answer within %.1f s — the interpreter may be stuck or busy%s"
-            head %= (self._slow_for, who)
+            took = (
+                " (its last answer took %.1f s)" % self._answer_took
+                if self._answer_took > self.timeout
+                else ""
+            )
+            head = "agent slow: no answer within %.1f s%s — the interpreter may be stuck or busy%s"
+            head %= (self._slow_for, took, who)
             if last is not None:
                 before = "; requests and pool numbers from %s" % time.strftime(
                     "%H:%M:%S", time.localtime(last.taken_at)

@@ -343,3 +343,53 @@ def test_a_slow_agent_leaves_the_poll_to_py_spy_then_takes_over_when_it_answers(
     finally:
         gate.set()
         session.close()
+
+
+def test_an_agent_whose_answers_are_slow_is_said_slow_not_stuck_until_twice_its_last(serve):
+    # GIVEN an agent whose /v1/threads answers take 0.3 s (timeout 0.2 s), then never come
+    delay = {"seconds": 0.3}
+    gate = threading.Event()
+
+    def threads(query):
+        if delay["seconds"] is None:
+            gate.wait(10)
+        else:
+            time.sleep(delay["seconds"])
+        return 200, payload("agent_threads_v1.json")
+
+    path = serve(
+        {"/v1/info": lambda q: (200, payload("agent_info_v1.json")), "/v1/threads": threads}
+    )
+    spy = FakeSpy(os.getpid())
+    session = AgentSession(
+        AgentSource(path, timeout=0.2),
+        None,
+        pid=os.getpid(),
+        timeout=0.2,
+        pyspy=spy,  # type: ignore[arg-type]
+    )
+    session.agent_grace = 0.05
+    try:
+        # WHEN it polls: py-spy carries the poll, and the slow answer comes in afterwards
+        first = session.poll()
+        assert first.effective_threads_source is SourceKind.PYSPY
+        assert first.message.startswith("agent slow") and not first.agent_unresponsive
+        time.sleep(0.5)  # (the 0.3 s answer ends meanwhile: it becomes the last known)
+        delay["seconds"] = None  # the next answers do not come
+        # WHEN it polls again, soon after asking again
+        second = session.poll()
+        # THEN the agent is slow, not silent: its last answer took longer than its timeout
+        assert second.effective_threads_source is SourceKind.PYSPY
+        assert second.message.startswith("agent slow: no answer within 0.1 s (its last answer")
+        assert not second.agent_unresponsive
+        assert second.threads is not None and second.threads.pools  # the late answer's pools
+        # WHEN twice that last answer's duration has passed without an answer
+        time.sleep(0.7)
+        third = session.poll()
+        # THEN the interpreter may be stuck (the findings may say it is)
+        assert third.effective_threads_source is SourceKind.PYSPY
+        assert third.message.startswith("agent not answering within 0.2 s")
+        assert third.agent_unresponsive
+    finally:
+        gate.set()
+        session.close()
