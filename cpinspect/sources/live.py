@@ -1,9 +1,15 @@
 """A live session on one target: polls its sources, keeps the last good data, and reconnects.
 
 ``AgentSession`` asks the agent; when py-spy can read the process too, each poll also runs it
-and joins the two thread by thread (GIL holder, native frames). When the agent does not answer
-within about a second, py-spy's threads stand in for it, with a banner saying the interpreter may
-be stuck, and the agent takes over again as soon as it answers. A session may start that way: opened
+and joins the two thread by thread (GIL holder, native frames). The agent is asked in the
+background, one call at a time: a poll waits for its answer until py-spy's reading is in and
+``AGENT_GRACE`` has passed. Past that, py-spy carries the poll — its fresh threads with the
+agent's last requests and pools, marked older, the banner saying ``agent slow`` — and the
+agent's answer, when it comes, becomes the last known (workers spinning in pure Python make the
+agent queue for the GIL behind them). When the agent does not answer within about a second (or
+twice its last answer's duration, when that was longer), py-spy's threads stand in for it with a
+banner saying the interpreter may be stuck; the agent takes over again as soon as it answers in
+time. A session may start that way: opened
 on an agent that was already silent (``silent=``), its first poll shows py-spy's threads at once
 instead of waiting for the agent a second time. ``PySpySession`` is the inspector on a process
 without the agent: py-spy only.
