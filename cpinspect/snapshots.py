@@ -180,10 +180,13 @@ def capture_series(
             records.extend(e for e in update.log if isinstance(e, LogRecord))
             del records[: max(0, len(records) - 10 * SNAPSHOT_LOG_RECORDS)]
             sessions, unread = None, None
-            if not update.agent_unresponsive:  # else 5 s of waiting per snapshot for nothing
+            standing_in = update.threads_source is SourceKind.PYSPY  # the agent silent or slow
+            if not update.agent_unresponsive and not standing_in:  # else 5 s of waiting for nothing
                 sessions, unread = read_sessions(poller)
             elif note is not None and index == 0:
-                unread = "sessions not captured: the agent does not answer"
+                unread = "sessions not captured: the agent does not answer" + (
+                    "" if update.agent_unresponsive else " in time"
+                )
             if unread is not None and note is not None:
                 note(unread)
             snapshot = snapshot_from_update(update, routes=routes, sessions=sessions, log=records)

@@ -59,9 +59,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def early_pyspy_command(args: argparse.Namespace) -> Optional[List[str]]:
-    """``py-spy dump --pid PID --json --nonblocking`` for a dump by pid without ``--native``
-    or ``--locals``; None otherwise (or without py-spy). Found the way ``find_pyspy`` finds it,
-    without importing the py-spy reader (and the model) first."""
+    """``py-spy dump --pid PID --json --nonblocking`` for a dump or snapshot by pid without
+    ``--native`` or ``--locals``; None otherwise (or without py-spy). Found the way
+    ``find_pyspy`` finds it, without importing the py-spy reader (and the model) first."""
     if args.native or args.locals or args.socket or not (args.pid or "").isdigit():
         return None
     import os
@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from cpinspect.protocol import snapshots_document
     from cpinspect.snapshots import read_sessions, redacted_sessions, with_source_lines
     from cpinspect.sources.base import Capability
+    from cpinspect.sources.live import NO_REQUESTS
 
     session = opened.session
     try:
@@ -150,11 +151,14 @@ def run(args: argparse.Namespace) -> int:
                 "--native needs py-spy, which could not read the process: %s"
                 % ("; ".join(update.warnings) or "no reason given")
             )
+        if standing_in and update.message and (not opened.notes or NO_REQUESTS in update.message):
+            # Said in one line: why py-spy's threads stand in, and what they lack.
+            notes = [update.message] + [n for n in notes if n not in opened.notes]
         thread_locals = _locals(threads, session, notes) if args.locals else []
         # The sessions and routes come from the agent: one that did not answer the poll is
-        # not asked again (each would wait its timeout), except for the sessions --json keeps.
+        # not asked again (each would wait its timeout: 5 s for the sessions).
         answered = not update.agent_unresponsive and not standing_in
-        sessions, note = read_sessions(session) if args.json or answered else (None, None)
+        sessions, note = read_sessions(session) if answered else (None, None)
         if note is not None:
             notes.append(note)
         routes = _routes(session, notes) if answered else None

@@ -70,12 +70,21 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--count takes 1 to %d snapshots, not %d" % (MAX_COUNT, args.count))
     if args.every < 0.1:
         raise UsageError("--every takes at least 0.1 seconds, not %s" % args.every)
-    from cpinspect.snapshots import capture_series, check_directory, write_snapshots
-    from cpinspect.sources.base import Capability
-    from cpinspect.sources.open import open_session
+    from cpinspect.cli.dump import hand_over_pyspy, start_pyspy_early
 
-    check_directory(args.output)  # before minutes of capture, not after
-    opened = open_session(args.pid, socket=args.socket, timeout=args.timeout)
+    early = start_pyspy_early(args)  # py-spy's read beside the imports and the agent call
+    try:
+        from cpinspect.snapshots import capture_series, check_directory, write_snapshots
+        from cpinspect.sources.open import open_session
+
+        check_directory(args.output)  # before minutes of capture, not after
+        opened = open_session(args.pid, socket=args.socket, timeout=args.timeout)
+    except BaseException:
+        hand_over_pyspy(early, None)
+        raise
+    hand_over_pyspy(early, opened.session)
+    from cpinspect.sources.base import Capability
+
     session = opened.session
     for note in opened.notes:
         print("note: %s" % note, file=sys.stderr)

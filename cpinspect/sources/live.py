@@ -1,9 +1,15 @@
 """A live session on one target: polls its sources, keeps the last good data, and reconnects.
 
 ``AgentSession`` asks the agent; when py-spy can read the process too, each poll also runs it
-and joins the two thread by thread (GIL holder, native frames). When the agent does not answer
-within about a second, py-spy's threads stand in for it, with a banner saying the interpreter may
-be stuck, and the agent takes over again as soon as it answers. A session may start that way: opened
+and joins the two thread by thread (GIL holder, native frames). The agent is asked in the
+background, one call at a time: a poll waits for its answer until py-spy's reading is in and
+``AGENT_GRACE`` has passed. Past that, py-spy carries the poll — its fresh threads with the
+agent's last requests and pools, marked older, the banner saying ``agent slow`` — and the
+agent's answer, when it comes, becomes the last known (workers spinning in pure Python make the
+agent queue for the GIL behind them). When the agent does not answer within about a second (or
+twice its last answer's duration, when that was longer), py-spy's threads stand in for it with a
+banner saying the interpreter may be stuck; the agent takes over again as soon as it answers in
+time. A session may start that way: opened
 on an agent that was already silent (``silent=``), its first poll shows py-spy's threads at once
 instead of waiting for the agent a second time. ``PySpySession`` is the inspector on a process
 without the agent: py-spy only.
@@ -19,9 +25,11 @@ import os
 import socket
 import stat
 import struct
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
@@ -61,6 +69,72 @@ INFO_EVERY = 5
 """Re-read /v1/info every N polls: engine state changes, the rest rarely does."""
 NOTICE_SECONDS = 10.0
 """How long "reconnected to pid N" stays in the updates after a reconnection."""
+AGENT_GRACE = 0.5
+"""With py-spy's reading in hand, how long a poll still waits for the agent (from the poll's
+start; never past the agent's ``timeout``). The agent answers 1,000 threads in 0.1-0.4 s, before
+py-spy's 0.6-2 s read; with 100 workers spinning in pure Python it queues for the GIL behind them
+and ``/v1/threads`` took 12-19 s (measured 2026-12-01): past this grace py-spy's fresh reading is
+shown with the agent's last requests and pools, and the agent's answer is awaited in the
+background. ``CPINSPECT_AGENT_GRACE`` (seconds) sets another."""
+BACKGROUND_TIMEOUT = 30.0
+"""How long the agent's answer is awaited in the background (no poll waits on it): a slow agent
+still brings its requests and pools now and then; one call at most is in flight."""
+LOCALS_MAX_THREADS = 100
+"""While py-spy stands in for a silent agent, requests come from its ``--locals`` read only for
+a process of at most this many threads: the locals read took 3.9-7.4 s at 1,006 threads (100
+spinning) against 1.0-1.2 s without them, past py-spy's own 5 s limit at times. Above it, the
+agent's last requests are kept on the threads still in the same handler."""
+NO_REQUESTS = "no requests or pool numbers (the agent has not answered yet)"
+"""What py-spy's threads lack when they stand in for an agent that never answered, read
+without ``--locals``."""
+CARRY_WAIT = 0.6
+"""While py-spy carries the TUI's polls, how long a poll waits for py-spy's fresh reading
+before showing the last one: under two thirds of the 1 s interval, so that the pacing
+(``sources.pacing.STRETCH``) keeps polling every second."""
+SLOW_FACTOR = 2.0
+"""An agent whose last answer took longer than its timeout is slow, not silent, until twice
+that long without an answer."""
+REQUESTS_FRESH = 5.0
+"""The agent's requests younger than this many seconds are kept rather than read from py-spy's
+locals while it stands in."""
+
+
+def _agent_grace() -> float:
+    """``AGENT_GRACE``, or ``CPINSPECT_AGENT_GRACE`` when it is a number of seconds."""
+    try:
+        return max(0.0, float(os.environ.get("CPINSPECT_AGENT_GRACE", AGENT_GRACE)))
+    except ValueError:
+        return AGENT_GRACE
+
+
+def _in_background(job: Callable[[], Any], name: str) -> Future[Any]:
+    """``job()`` in a daemon thread of its own, its result (or exception) in the future: a
+    one-shot command exits without waiting for an agent call nobody needs any more."""
+    future: Future[Any] = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(job())
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One background call to the agent: ``/v1/info`` (when asked) and ``/v1/threads``."""
+
+    info: Optional[ProcessInfo]
+    threads: Optional[ThreadsSnapshot]
+    errors: Tuple[str, ...]
+    asked_info: bool
+    started: float
+    """``time.monotonic()`` when the call began, and when it ended."""
+    ended: float
 
 
 RELOAD_HINT = "reload the agent: `cpinspect inject %d` binds its socket again (or restart the app)"
@@ -245,6 +319,18 @@ class AgentSession:
         """The log records: one cursor read of the agent's ring per poll, and the files."""
         self.logs.configure(info)
         self._log: Optional[LogBatch] = None
+        self.agent_grace = _agent_grace()
+        """With py-spy's reading in hand, how long a poll waits for the agent (``AGENT_GRACE``)."""
+        self._agent_pending: Optional[Future[_Answer]] = None
+        """The agent call in flight (one at most), awaited across polls."""
+        self._agent_started = 0.0
+        self._answer_took = 0.0
+        """How long the agent's last answer took (seconds)."""
+        self._slow_for = 0.0
+        """How long the agent had not answered when this poll gave up on it (0: it answered,
+        or it has not answered for longer than ``timeout``: silent, not slow)."""
+        self._spy_threads_seen: Optional[int] = None
+        """Threads in py-spy's last reading (whether a ``--locals`` read is cheap)."""
 
     def _read_log(self, agent: bool) -> None:
         """Fold the log into this poll; a failure is a warning, never a failed poll."""
@@ -283,6 +369,7 @@ class AgentSession:
         assert self.source is not None
         self._endpoint_errors = []
         self._joined = False
+        self._slow_for = 0.0
         spy_future = self._start_spy()
         if self._skip_agent_once:
             # The agent was asked a moment ago and did not answer: show py-spy's threads now
@@ -292,21 +379,165 @@ class AgentSession:
             if fallback is not None:
                 return fallback
             spy_future = None  # py-spy could not read it: give the agent its chance
-        try:
-            if self.info is None or self._polls % INFO_EVERY == 0:
+        began = time.monotonic()
+        call, ended = self._agent_call(now)
+        if ended is not None:
+            return ended  # a late answer said the target is gone
+        answered = self._await_agent(call, spy_future, began)
+        if answered and call is not None and self._agent_started < began and self.pyspy:
+            # The answer to an earlier poll's call, landing while this one waited: its data
+            # is as old as it was slow, py-spy's reading is fresher. It becomes the last known
+            # requests and pools, and the next poll asks again.
+            self._agent_pending = None
+            ended = self._settle(call, now, None, late=True)
+            if ended is not None:
+                return ended
+            call = None
+            answered = self._await_agent(None, spy_future, began)
+        if not answered:
+            # No answer in time: py-spy's fresh reading carries this poll, with the agent's
+            # last requests and pools; its answer is still awaited in the background.
+            waited = time.monotonic() - (self._agent_started if call is not None else began)
+            spy = self._carried_reading(spy_future)
+            # Silent (the interpreter may be stuck) past the agent's timeout, or past twice
+            # its last answer's duration when that was longer: 100 workers spinning make
+            # every answer slow, and a slow answer is not a stuck interpreter (the findings
+            # would say it is).
+            if waited >= max(self.timeout, SLOW_FACTOR * self._answer_took):
+                if self._lost_since is None:
+                    self._lost_since = now
+                self._lost_reason = stopped_reason(self.pid) or (
+                    "agent did not answer within %.1f s — the interpreter may be stuck"
+                    % self.timeout
+                )
+                fallback = self._fallback(now, spy)
+            else:
+                self._slow_for = max(waited, self.agent_grace)
+                fallback = self._fallback(now, spy)
+            if fallback is not None:
+                return fallback
+            return self._update(now, LinkState.LOST, self._lost_message())
+        assert call is not None
+        self._agent_pending = None
+        ended = self._settle(call, now, spy_future)
+        if ended is not None:
+            return ended
+        self._merge_pyspy(self._spy_in_time(spy_future))
+        self._read_log(agent=True)
+        state = LinkState.LIVE
+        message = ""
+        if self._lost_since is not None or self._pending_message:
+            state = LinkState.RECONNECTED
+            message = self._pending_message or "agent answering again"
+            self._lost_since = None
+            self._pending_message = ""
+            self._notice, self._notice_until = message, now + NOTICE_SECONDS
+        elif now < self._notice_until:
+            message = self._notice  # long enough for a person to notice
+        return self._update(now, state, message)
+
+    # -- the agent, asked in the background ------------------------------------------------------
+
+    def _agent_call(self, now: float) -> Tuple[Optional[Future[_Answer]], Optional[Update]]:
+        """The agent call this poll waits on: the one in flight, or a new one (one at a time:
+        a slow agent is never asked twice at once). A call that ended since the last poll is
+        taken in first (its requests and pools become the last known); an Update when it
+        says the target is lost."""
+        pending = self._agent_pending
+        if pending is not None and not pending.done():
+            return pending, None
+        if pending is not None:
+            self._agent_pending = None
+            ended = self._settle(pending, now, None, late=True)
+            if ended is not None:
+                return None, ended
+        source = self.source
+        assert source is not None
+        asked_info = self.info is None or self._polls % INFO_EVERY == 0
+
+        def ask() -> _Answer:
+            started = time.monotonic()
+            errors: List[str] = []
+            info = None
+            if asked_info:
                 try:
-                    self.info = self.source.info()
+                    info = source.info(timeout=BACKGROUND_TIMEOUT)
                 except EndpointError as exc:
-                    self._endpoint_errors.append(str(exc))  # keep the last info, say why
-                self.logs.configure(self.info)
-                if self.identity is None and self.info is not None:
-                    self.identity = ServiceIdentity.of(self.info)
-                    if self.pid is None:  # a pid given is the one seen from here: keep it
-                        self.pid = self.info.pid
+                    errors.append(str(exc))  # the last info is kept; say why
+            threads = None
             try:
-                self.threads = self.source.threads()
+                threads = source.threads(timeout=BACKGROUND_TIMEOUT)
             except EndpointError as exc:
-                self._endpoint_errors.append(str(exc))
+                errors.append(str(exc))
+            return _Answer(info, threads, tuple(errors), asked_info, started, time.monotonic())
+
+        self._agent_started = time.monotonic()
+        self._agent_pending = _in_background(ask, "cpinspect-agent")
+        return self._agent_pending, None
+
+    def _await_agent(
+        self,
+        call: Optional[Future[_Answer]],
+        spy: Optional[Future[Optional[ThreadsSnapshot]]],
+        began: float,
+    ) -> bool:
+        """Wait for the agent's answer; False to give up on it: py-spy's reading is in and
+        ``agent_grace`` has passed, or the agent's ``timeout`` has passed
+        with no py-spy reading to show (py-spy missing, or failed)."""
+        grace = min(self.agent_grace, self.timeout)
+        if call is not None and began - self._agent_started >= self.timeout:
+            grace = 0.0  # asked by an earlier poll, unanswered for a while: no grace again
+        # The TUI (``pyspy_wait`` set) waits for a fresh py-spy reading at most CARRY_WAIT,
+        # then shows the last one: the screen is refreshed every second even when py-spy
+        # itself takes longer than that.
+        bound = None if self.pyspy_wait is None else max(grace, CARRY_WAIT)
+        while True:
+            if call is not None and call.done():
+                return True
+            elapsed = time.monotonic() - began
+            spy_done = spy is not None and spy.done()
+            spy_in = spy_done and self._spy_result(spy) is not None
+            if spy_in and (call is None or elapsed >= grace):
+                return False
+            if bound is not None and elapsed >= bound and not spy_done and self._spy_whole:
+                return False  # the last reading carries the poll
+            if elapsed >= self.timeout and (spy is None or spy_done):
+                return False
+            waiting: List[Future[Any]] = [f for f in (call, spy) if f is not None and not f.done()]
+            if not waiting:
+                return False
+            # Until the next of the thresholds above, or until something ends.
+            ahead = [d for d in (grace, bound, self.timeout) if d is not None and d > elapsed]
+            until = min(ahead) - elapsed if ahead else None
+            wait_futures(waiting, timeout=until, return_when=FIRST_COMPLETED)
+
+    def _carried_reading(
+        self, future: Optional[Future[Optional[ThreadsSnapshot]]]
+    ) -> Optional[ThreadsSnapshot]:
+        """py-spy's reading for a poll the agent did not answer in time: the one this poll
+        waited for, or (still running: kept for the next poll) the last one py-spy finished."""
+        if future is None:
+            return None
+        whole = self._spy_whole
+        if future.done() or whole is None or self.pyspy is None:
+            return self._spy_result(future)
+        self._spy_pending = future
+        return threads_from_dump(whole[1], whole[2], pid=self.pyspy.pid)
+
+    def _settle(
+        self,
+        call: Future[_Answer],
+        now: float,
+        spy_future: Optional[Future[Optional[ThreadsSnapshot]]],
+        late: bool = False,
+    ) -> Optional[Update]:
+        """Take in an ended agent call: its info and threads become the session's; an Update
+        when it says the target is lost (or the agent silent, with py-spy's threads). A
+        ``late`` call (ended after the poll that started it) that found the agent silent only
+        says so: the poll goes on with a new call."""
+        assert self.source is not None
+        try:
+            answer = call.result()
         except (TargetGone, StaleSocket, NoSuchProcess) as exc:
             # (The last two: an agent that never answered, whose process then exited.)
             self._lose(now, socket_problem(self.pid, self.socket_path) or str(exc))
@@ -324,24 +555,26 @@ class AgentSession:
             if self._lost_since is None:
                 self._lost_since = now
             self._lost_reason = stopped_reason(self.pid) or str(exc)
+            if late:
+                return None
             fallback = self._fallback(now, self._spy_result(spy_future))
             if fallback is not None:
                 return fallback
             return self._update(now, LinkState.LOST, self._lost_message())
-        self._merge_pyspy(self._spy_in_time(spy_future))
-        self._read_log(agent=True)
+        self._endpoint_errors.extend(answer.errors)
+        if answer.asked_info:
+            if answer.info is not None:
+                self.info = answer.info
+            self.logs.configure(self.info)
+            if self.identity is None and self.info is not None:
+                self.identity = ServiceIdentity.of(self.info)
+                if self.pid is None:  # a pid given is the one seen from here: keep it
+                    self.pid = self.info.pid
+        if answer.threads is not None:
+            self.threads = answer.threads
+        self._answer_took = answer.ended - answer.started
         self._polls += 1
-        state = LinkState.LIVE
-        message = ""
-        if self._lost_since is not None or self._pending_message:
-            state = LinkState.RECONNECTED
-            message = self._pending_message or "agent answering again"
-            self._lost_since = None
-            self._pending_message = ""
-            self._notice, self._notice_until = message, now + NOTICE_SECONDS
-        elif now < self._notice_until:
-            message = self._notice  # long enough for a person to notice
-        return self._update(now, state, message)
+        return None
 
     # -- py-spy beside the agent ---------------------------------------------------------------
 
@@ -349,13 +582,27 @@ class AgentSession:
         """py-spy's threads, or None (saying why once) when it cannot read the process."""
         if self.pyspy is None:
             return None
-        # Requests need py-spy's --locals (~3x slower): only worth it while py-spy stands in
-        # for an agent that does not answer; otherwise the agent has them.
-        self.pyspy.requests = self._lost_since is not None
+        # Requests need py-spy's --locals (3-6x slower): only worth it while py-spy stands in
+        # for an agent that does not answer, whose own requests are missing or old, and in a
+        # process small enough for the locals read to stay cheap (LOCALS_MAX_THREADS).
+        last = self.threads
+        want = self._lost_since is not None and (
+            last is None or self.clock() - last.taken_at > REQUESTS_FRESH
+        )
+        seen = self._spy_threads_seen
         try:
-            if self.pyspy.requests or self.native:
-                return self.pyspy.threads()
-            return self._gil_reading(self.pyspy)
+            if self.native or (want and seen is not None and seen <= LOCALS_MAX_THREADS):
+                self.pyspy.requests = want
+                return self._counted(self.pyspy.threads())
+            self.pyspy.requests = False
+            reading = self._gil_reading(self.pyspy)
+            whole = self._spy_whole
+            self._spy_threads_seen = len(whole[1]) if whole is not None else None
+            count = self._spy_threads_seen
+            if want and count is not None and count <= LOCALS_MAX_THREADS:  # small: cheap
+                self.pyspy.requests = True
+                return self._counted(self.pyspy.threads())
+            return reading
         except (PySpyMissing, PermissionDenied) as exc:
             # Will not get better by retrying: stop running it, say so once.
             self.pyspy = None
@@ -365,6 +612,10 @@ class AgentSession:
         except CpinspectError as exc:
             self.pyspy_note = "py-spy failed this time: %s" % exc
         return None
+
+    def _counted(self, reading: ThreadsSnapshot) -> ThreadsSnapshot:
+        self._spy_threads_seen = len(reading.threads)
+        return reading
 
     def _gil_reading(self, pyspy: PySpySource) -> ThreadsSnapshot:
         """py-spy's reading beside an answering agent: only its GIL holder is joined, so only
@@ -447,12 +698,31 @@ class AgentSession:
         who = " (GIL held by thread %s)" % holder.name if holder is not None else ""
         # Pool numbers only the agent knows: the last ones, if it ever answered.
         before = ", pool numbers from before" if self.threads is not None else ""
+        if self.threads is None and not any(t.request is not None for t in spy.threads):
+            before = "; " + NO_REQUESTS  # read without --locals (a large process)
         # A stopped process is not stuck: py-spy --nonblocking reads it without resuming it.
         stopped = stopped_reason(self.pid)
-        head = stopped or (
-            "agent not answering within %.1f s — the interpreter may be stuck%s"
-            % (self.timeout, who)
-        )
+        slow = self._slow_for > 0 and not stopped
+        if slow:
+            # Not answering yet, not for long: busy (workers spinning in Python hold the GIL
+            # queue) or stuck; py-spy's fresh reading now beats the agent's late one.
+            last = self.threads
+            took = (
+                " (its last answer took %.1f s)" % self._answer_took
+                if self._answer_took > self.timeout
+                else ""
+            )
+            head = "agent slow: no answer within %.1f s%s — the interpreter may be stuck or busy%s"
+            head %= (self._slow_for, took, who)
+            if last is not None:
+                before = "; requests and pool numbers from %s" % time.strftime(
+                    "%H:%M:%S", time.localtime(last.taken_at)
+                )
+        else:
+            head = stopped or (
+                "agent not answering within %.1f s — the interpreter may be stuck%s"
+                % (self.timeout, who)
+            )
         message = "%s; threads from py-spy%s" % (head, before)
         threads = fallback_threads(spy, self.threads)
         self._read_log(agent=False)
@@ -475,7 +745,7 @@ class AgentSession:
             threads_source=SourceKind.PYSPY,
             stale=stale,
             gil_holder=holder.ident if holder is not None else None,
-            agent_unresponsive=not stopped,
+            agent_unresponsive=not stopped and not slow,
             listen_queues=self._listen_queues(),
             **self._log_fields(),
         )
@@ -518,10 +788,14 @@ class AgentSession:
         reveal: Optional[str] = None,
     ) -> SessionsSnapshot:
         """One page of sessions, with the other processes serving the same port or command
-        line (RAM sessions are not shared between them)."""
+        line when an app keeps its sessions in RAM (not shared between them)."""
         answer = self._agent_source("sessions need").sessions(app, offset, limit, sort, reveal)
         info = self.info
         if info is None or self.pid is None:
+            return answer
+        if not any(a.backend == "ram" for a in answer.apps):
+            # Only RAM stores are split between processes; the look at the machine (every
+            # process's sockets: 0.6 s of a snapshot on a busy box) is not needed otherwise.
             return answer
         return replace(answer, peers=self._peers.get(self.pid, info.ports, info.cmdline))
 

@@ -101,6 +101,12 @@ class Root:
         return "ok"
 
     @cherrypy.expose
+    def rearm(self):
+        """Undo ``release``: ``/block`` and ``/spin`` hold again (a target shared by tests)."""
+        RELEASE.clear()
+        return "ok"
+
+    @cherrypy.expose
     @cherrypy.tools.json_out()
     def debug_state(self):
         """What the agent left behind: its threads, our hooks, the bus listeners."""

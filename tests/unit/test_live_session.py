@@ -158,20 +158,28 @@ def test_an_agent_silent_at_open_gives_py_spy_at_the_first_poll_then_takes_over(
     # THEN py-spy's threads stand in at once, without asking the silent agent again
     assert asked == []
     assert first.effective_threads_source is SourceKind.PYSPY
-    assert spy.calls == [True]  # with --locals: requests come from py-spy while it stands in
+    # a plain read first, then --locals (20 threads: cheap): requests come from py-spy
+    assert spy.calls == [False, True]
     assert "(GIL held by thread CP Server Thread-7); threads from py-spy" in first.message
     assert "pool numbers from before" not in first.message and first.stale == ()
     # AND the header has the process, read from outside
     assert first.info is not None and first.info.pid == os.getpid()
     assert first.info.engine_state == "? (agent not answering)"
-    # WHEN it polls again, the agent still silent: one timeout, py-spy again
+    # WHEN it polls again, the agent still silent: py-spy again, the agent asked once only
     second = session.poll()
     assert second.effective_threads_source is SourceKind.PYSPY
-    assert asked == ["agent_info_v1.json"]  # info timed out: threads were not asked too
+    assert asked == ["agent_info_v1.json"]  # info still unanswered: threads not asked yet
+    third = session.poll()
+    assert third.effective_threads_source is SourceKind.PYSPY
+    assert asked == ["agent_info_v1.json"]  # no second call queued behind the first
     # WHEN the agent answers
     silent.clear()
+    # THEN it takes over (at the latest once the call still in flight has ended), says so,
+    # and py-spy's reading is joined to its threads
+    deadline = time.monotonic() + 10
     back = session.poll()
-    # THEN it takes over, says so, and py-spy's reading is joined to its threads
+    while back.effective_threads_source is not SourceKind.AGENT and time.monotonic() < deadline:
+        back = session.poll()
     assert back.state is LinkState.RECONNECTED and back.message == "agent answering again"
     assert back.effective_threads_source is SourceKind.AGENT and back.pyspy_joined
     assert back.info is not None and back.info.schema == 1
@@ -265,4 +273,128 @@ def test_beside_an_answering_agent_only_the_gil_holder_is_read_from_py_spy(serve
         extra = {t.ident for t in update.threads.threads} - agent_idents
         assert extra <= {holder.ident}
     finally:
+        session.close()
+
+
+class ClockedSpy(FakeSpy):
+    """``FakeSpy`` whose readings are stamped by its own clock (py-spy's read time)."""
+
+    def __init__(self, pid: int, read_at: float) -> None:
+        super().__init__(pid)
+        self.read_at = read_at
+
+    def clock(self) -> float:
+        return self.read_at
+
+
+def test_a_slow_agent_leaves_the_poll_to_py_spy_then_takes_over_when_it_answers(serve):
+    # GIVEN an agent that answers, then is slow (its /v1/threads waits for a gate), and
+    # py-spy whose readings are stamped 20 s after the agent's last answer
+    gate = threading.Event()
+    gate.set()
+    asked = []
+
+    def threads(query):
+        asked.append(query)
+        gate.wait(10)
+        return 200, payload("agent_threads_v1.json")
+
+    path = serve(
+        {"/v1/info": lambda q: (200, payload("agent_info_v1.json")), "/v1/threads": threads}
+    )
+    first_answer = payload("agent_threads_v1.json")["taken_at"]
+    spy = ClockedSpy(os.getpid(), read_at=first_answer + 20.0)
+    session = AgentSession(
+        AgentSource(path),
+        None,
+        pid=os.getpid(),
+        pyspy=spy,  # type: ignore[arg-type]
+        clock=lambda: first_answer + 21.0,  # the session's clock: when the polls run
+    )
+    session.agent_grace = 0.05
+    try:
+        answered = session.poll()
+        assert answered.effective_threads_source is SourceKind.AGENT
+        # WHEN the agent becomes slow and the session polls
+        gate.clear()
+        carried = session.poll()
+        # THEN py-spy's reading carries the poll, stamped with the time py-spy read it (not
+        # the time the poll ended), with the agent's last pools kept and said to be older
+        assert carried.state is LinkState.LIVE
+        assert carried.effective_threads_source is SourceKind.PYSPY
+        assert carried.threads is not None and carried.threads.taken_at == first_answer + 20.0
+        assert carried.threads.pools == answered.threads.pools
+        assert set(carried.stale) == {"info", "pools"}
+        when = time.strftime("%H:%M:%S", time.localtime(first_answer))
+        assert carried.message.startswith("agent slow: no answer within 0.1 s")
+        assert carried.message.endswith(
+            "; threads from py-spy; requests and pool numbers from %s" % when
+        )
+        assert carried.gil_holder is not None and not carried.agent_unresponsive
+        # WHEN it polls again, the agent still slow
+        again = session.poll()
+        # THEN py-spy carries it again, and the agent was not asked a second time meanwhile
+        assert again.effective_threads_source is SourceKind.PYSPY
+        assert len(asked) == 2
+        # WHEN the agent answers again
+        gate.set()
+        deadline = time.monotonic() + 10
+        back = session.poll()
+        while back.effective_threads_source is not SourceKind.AGENT and time.monotonic() < deadline:
+            back = session.poll()
+        # THEN it takes over: its threads, nothing marked older
+        assert back.effective_threads_source is SourceKind.AGENT and back.stale == ()
+        assert not back.message.startswith("agent slow")
+    finally:
+        gate.set()
+        session.close()
+
+
+def test_an_agent_whose_answers_are_slow_is_said_slow_not_stuck_until_twice_its_last(serve):
+    # GIVEN an agent whose /v1/threads answers take 0.3 s (timeout 0.2 s), then never come
+    delay = {"seconds": 0.3}
+    gate = threading.Event()
+
+    def threads(query):
+        if delay["seconds"] is None:
+            gate.wait(10)
+        else:
+            time.sleep(delay["seconds"])
+        return 200, payload("agent_threads_v1.json")
+
+    path = serve(
+        {"/v1/info": lambda q: (200, payload("agent_info_v1.json")), "/v1/threads": threads}
+    )
+    spy = FakeSpy(os.getpid())
+    session = AgentSession(
+        AgentSource(path, timeout=0.2),
+        None,
+        pid=os.getpid(),
+        timeout=0.2,
+        pyspy=spy,  # type: ignore[arg-type]
+    )
+    session.agent_grace = 0.05
+    try:
+        # WHEN it polls: py-spy carries the poll, and the slow answer comes in afterwards
+        first = session.poll()
+        assert first.effective_threads_source is SourceKind.PYSPY
+        assert first.message.startswith("agent slow") and not first.agent_unresponsive
+        time.sleep(0.5)  # (the 0.3 s answer ends meanwhile: it becomes the last known)
+        delay["seconds"] = None  # the next answers do not come
+        # WHEN it polls again, soon after asking again
+        second = session.poll()
+        # THEN the agent is slow, not silent: its last answer took longer than its timeout
+        assert second.effective_threads_source is SourceKind.PYSPY
+        assert second.message.startswith("agent slow: no answer within 0.1 s (its last answer")
+        assert not second.agent_unresponsive
+        assert second.threads is not None and second.threads.pools  # the late answer's pools
+        # WHEN twice that last answer's duration has passed without an answer
+        time.sleep(0.7)
+        third = session.poll()
+        # THEN the interpreter may be stuck (the findings may say it is)
+        assert third.effective_threads_source is SourceKind.PYSPY
+        assert third.message.startswith("agent not answering within 0.2 s")
+        assert third.agent_unresponsive
+    finally:
+        gate.set()
         session.close()

@@ -1,0 +1,229 @@
+"""Workers spinning in pure Python: the agent queues for the GIL behind them and answers late,
+while py-spy, reading the process from outside, still has every thread at once (issue 13).
+
+One target for the module (24 workers, the agent loaded); each test sets 16 of them spinning
+in ``/spin`` and releases them at the end. The session's grace for the agent is set to 0 here
+so that py-spy's reading carries a poll whenever the agent has not answered by the time py-spy
+has (how long the agent takes depends on this box; nothing here asserts a duration).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Iterator, Optional
+
+import httpx
+import pytest
+
+from cpinspect.attach.discovery import find_agent
+from cpinspect.model import SourceKind
+from cpinspect.protocol import snapshots_from_document
+from cpinspect.sources.agent import AgentSource
+from cpinspect.sources.base import LinkState, Update
+from cpinspect.sources.live import AgentSession
+from cpinspect.sources.open import open_session
+from cpinspect.tui.app import InspectorApp
+from cpinspect.tui.widgets.banner import Banner
+from tests.conftest import TargetProcess, start_target, wait_for
+from tests.helpers import BackgroundRequests, run_cli
+from tests.tui.helpers import wait_until
+
+WORKERS = 24
+SPINNING = 16
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TargetProcess]:
+    proc = start_target(["--threads", str(WORKERS)], tmp_path_factory.mktemp("slow-agent"))
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def spinning(target: TargetProcess) -> Iterator[TargetProcess]:
+    """``SPINNING`` workers in ``/spin`` until the test ends (or ``release``)."""
+    httpx.get("http://127.0.0.1:%d/rearm" % target.port, timeout=30)
+    BackgroundRequests(target.port, "/spin?seconds=60", SPINNING)
+    agent = AgentSource(find_agent(target.pid).connect_path)
+
+    def all_spinning() -> bool:
+        threads = agent.threads(timeout=30).threads
+        return sum(1 for t in threads if t.request and t.request.path == "/spin") >= SPINNING
+
+    try:
+        wait_for(all_spinning, timeout=60, interval=0.1, what="the workers spinning")
+    finally:
+        agent.close()
+    try:
+        yield target
+    finally:
+        release(target)
+
+
+def release(target: TargetProcess) -> None:
+    """End every ``/spin`` (the app's RELEASE event)."""
+    httpx.get("http://127.0.0.1:%d/release" % target.port, timeout=30)
+
+
+def spinning_seen(update: Update) -> int:
+    threads = update.threads
+    if threads is None:
+        return 0
+    return sum(
+        1
+        for t in threads.threads
+        if t.top_app_frame is not None and t.top_app_frame.function == "spin"
+    )
+
+
+def test_py_spy_carries_the_polls_while_the_agent_is_slow_then_the_agent_takes_over(spinning):
+    # GIVEN a live session (agent + py-spy) on an app with 16 of its 24 workers spinning
+    opened = open_session(str(spinning.pid))
+    session = opened.session
+    assert isinstance(session, AgentSession)
+    session.agent_grace = 0.0
+    session.pyspy_wait = 0.25  # as the TUI sets it
+    try:
+        # (one answer from the agent first, with the spinning requests in it)
+        def agent_with_spinners() -> Optional[Update]:
+            u = session.poll()
+            ok = u.effective_threads_source is SourceKind.AGENT and spinning_seen(u) >= SPINNING
+            return u if ok else None
+
+        answered = wait_for(agent_with_spinners, timeout=60, interval=0.1, what="the agent")
+        assert isinstance(answered, Update)
+
+        # WHEN the session polls on while the agent is slow to answer
+        def carried() -> Optional[Update]:
+            before = time.time()
+            u = session.poll()
+            if u.effective_threads_source is not SourceKind.PYSPY:
+                return None
+            # THEN the threads shown were read by py-spy during this very poll
+            assert u.threads is not None and u.threads.taken_at >= before
+            return u
+
+        update = wait_for(carried, timeout=60, interval=0.1, what="py-spy carrying a poll")
+        assert isinstance(update, Update)
+        # AND the banner says the agent is slow, and where requests and pools come from
+        assert update.state is LinkState.LIVE
+        assert update.message.startswith("agent slow: no answer within ")
+        assert "; threads from py-spy; requests and pool numbers from " in update.message
+        assert set(update.stale) == {"info", "pools"}
+        assert update.threads is not None
+        # the agent's last pool numbers, kept (a late answer may have brought newer ones)
+        assert session.threads is not None and update.threads.pools == session.threads.pools
+        assert update.threads.pools[0].busy >= SPINNING
+        # AND the spinning workers keep the requests the agent last saw them serve
+        spinners = [
+            t
+            for t in update.threads.threads
+            if t.top_app_frame is not None and t.top_app_frame.function == "spin"
+        ]
+        assert len(spinners) == SPINNING
+        assert all(t.request is not None and t.request.path == "/spin" for t in spinners)
+        # AND a slow agent is not a stuck interpreter (the findings would say so)
+        assert not update.agent_unresponsive
+
+        # WHEN the spinning ends
+        release(spinning)
+
+        # THEN the agent answers in time again and takes over
+        def agent_again() -> Optional[Update]:
+            u = session.poll()
+            return u if u.effective_threads_source is SourceKind.AGENT else None
+
+        back = wait_for(agent_again, timeout=60, interval=0.1, what="the agent taking over")
+        assert isinstance(back, Update)
+        assert back.state in (LinkState.LIVE, LinkState.RECONNECTED)
+        assert not back.message.startswith("agent slow")
+        assert back.stale == ()
+    finally:
+        session.close()
+
+
+async def test_the_tui_shows_py_spy_threads_while_the_agent_is_slow_then_the_agents(spinning):
+    # GIVEN the TUI on a session whose agent is slow (16 workers spinning)
+    opened = open_session(str(spinning.pid))
+    session = opened.session
+    assert isinstance(session, AgentSession)
+    session.agent_grace = 0.0
+    app = InspectorApp(session, interval=0.5, source_lines=opened.source_lines)
+    async with app.run_test(size=(140, 40)) as pilot:
+        banner = app.query_one(Banner)
+        # WHEN a poll is carried by py-spy
+        await wait_until(
+            pilot,
+            lambda: (
+                app.store.update is not None
+                and app.store.update.effective_threads_source is SourceKind.PYSPY
+            ),
+            timeout=60,
+            what="a poll carried by py-spy",
+        )
+        # THEN the banner says the agent is slow and the threads are py-spy's
+        await wait_until(
+            pilot,
+            lambda: "agent slow" in banner.plain,
+            timeout=30,
+            what="the banner saying the agent is slow",
+        )
+        assert "threads from py-spy" in banner.plain
+        # AND the threads on screen are py-spy's reading
+        threads = app.store.threads
+        assert threads is not None and len(threads.threads) >= WORKERS
+
+        # WHEN the spinning ends
+        release(spinning)
+        # THEN the agent's data comes back and the banner no longer says it is slow
+        await wait_until(
+            pilot,
+            lambda: (
+                app.store.update is not None
+                and app.store.update.effective_threads_source is SourceKind.AGENT
+                and "agent slow" not in banner.plain
+            ),
+            timeout=60,
+            what="the agent's data back on screen",
+        )
+    session.close()
+
+
+def test_dump_on_a_slow_agent_prints_py_spy_threads_and_says_what_it_left_out(spinning):
+    # GIVEN an app whose agent answers slowly (16 workers spinning), and the agent's grace
+    # set to 0 so that the dump gives up on it as soon as py-spy has read the process
+    def dump_carried() -> Optional[dict]:
+        done = run_cli("dump", "--json", str(spinning.pid), env=_env(grace="0"))
+        assert done.returncode == 0, done.stderr
+        doc = json.loads(done.stdout)
+        [snapshot] = snapshots_from_document(doc)
+        if snapshot.source is not SourceKind.PYSPY:
+            return None
+        return {"snapshot": snapshot, "stderr": done.stderr}
+
+    # WHEN `cpinspect dump --json PID` runs (until one run finds the agent slower than py-spy)
+    found = wait_for(dump_carried, timeout=90, interval=0.1, what="a dump carried by py-spy")
+    assert isinstance(found, dict)
+    snapshot, stderr = found["snapshot"], found["stderr"]
+    # THEN it exits 0 with py-spy's threads, the spinning workers among them
+    assert snapshot.threads is not None
+    spinners = [
+        t
+        for t in snapshot.threads.threads
+        if t.top_app_frame is not None and t.top_app_frame.function == "spin"
+    ]
+    assert len(spinners) == SPINNING
+    # AND one line on stderr says the agent was slow and that requests and pools are missing
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("note: agent slow: no answer within ")
+    assert "no requests or pool numbers (the agent has not answered yet)" in lines[0]
+    assert any(note.startswith("agent slow") for note in snapshot.notes)
+
+
+def _env(grace: str) -> dict:
+    return dict(os.environ, CPINSPECT_AGENT_GRACE=grace)
