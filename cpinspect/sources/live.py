@@ -384,10 +384,18 @@ class AgentSession:
         if ended is not None:
             return ended  # a late answer said the target is gone
         answered = self._await_agent(call, spy_future, began)
-        if answered and call is not None and self._agent_started < began and self.pyspy:
-            # The answer to an earlier poll's call, landing while this one waited: its data
-            # is as old as it was slow, py-spy's reading is fresher. It becomes the last known
-            # requests and pools, and the next poll asks again.
+        if (
+            answered
+            and call is not None
+            and self._agent_started < began
+            and self.pyspy
+            and not self._fresh(call)
+        ):
+            # The answer to an earlier poll's call, landing while this one waited, built a
+            # while ago (the agent queued for the GIL): py-spy's reading is fresher. It becomes
+            # the last known requests and pools, and the next poll asks again. (One built just
+            # now — a process continued after SIGSTOP answers the call it froze on — is this
+            # poll's answer.)
             self._agent_pending = None
             ended = self._settle(call, now, None, late=True)
             if ended is not None:
@@ -403,10 +411,12 @@ class AgentSession:
             # its last answer's duration when that was longer: 100 workers spinning make
             # every answer slow, and a slow answer is not a stuck interpreter (the findings
             # would say it is).
-            if waited >= max(self.timeout, SLOW_FACTOR * self._answer_took):
+            # A stopped process (SIGSTOP) is not slow either: it answers once continued.
+            stopped = stopped_reason(self.pid)
+            if stopped or waited >= max(self.timeout, SLOW_FACTOR * self._answer_took):
                 if self._lost_since is None:
                     self._lost_since = now
-                self._lost_reason = stopped_reason(self.pid) or (
+                self._lost_reason = stopped or (
                     "agent did not answer within %.1f s — the interpreter may be stuck"
                     % self.timeout
                 )
@@ -437,6 +447,15 @@ class AgentSession:
         return self._update(now, state, message)
 
     # -- the agent, asked in the background ------------------------------------------------------
+
+    def _fresh(self, call: Future[_Answer]) -> bool:
+        """Whether an ended call's threads were read by the agent within ``agent_grace`` of
+        now (the agent's own ``taken_at``: the time it read them, not the time it was asked)."""
+        try:
+            threads = call.result().threads
+        except Exception:  # noqa: BLE001 - _settle says what it was
+            return False
+        return threads is not None and self.clock() - threads.taken_at <= self.agent_grace
 
     def _agent_call(self, now: float) -> Tuple[Optional[Future[_Answer]], Optional[Update]]:
         """The agent call this poll waits on: the one in flight, or a new one (one at a time:
@@ -522,7 +541,7 @@ class AgentSession:
         if future.done() or whole is None or self.pyspy is None:
             return self._spy_result(future)
         self._spy_pending = future
-        return threads_from_dump(whole[1], whole[2], pid=self.pyspy.pid)
+        return threads_from_dump(whole[1].threads(), whole[2], pid=self.pyspy.pid)
 
     def _settle(
         self,
@@ -597,7 +616,7 @@ class AgentSession:
             self.pyspy.requests = False
             reading = self._gil_reading(self.pyspy)
             whole = self._spy_whole
-            self._spy_threads_seen = len(whole[1]) if whole is not None else None
+            self._spy_threads_seen = whole[1].count() if whole is not None else None
             count = self._spy_threads_seen
             if want and count is not None and count <= LOCALS_MAX_THREADS:  # small: cheap
                 self.pyspy.requests = True

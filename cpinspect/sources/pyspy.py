@@ -990,9 +990,20 @@ class GilDump:
         self._stdout = stdout
         self._threads: Optional[List[Dict[str, Any]]] = None
         found = _holders_in(stdout)
+        self._counted: Optional[int] = None
         if found is None:
             found = [t for t in self.threads() if t.get("owns_gil")]
+        else:
+            self._counted = stdout.count(b'"thread_id"')
         self.holders: List[Dict[str, Any]] = found
+
+    def count(self) -> int:
+        """How many threads the reading holds, without parsing it when the text is the layout
+        ``_holders_in`` reads (each thread object has one ``"thread_id"`` key; a JSON string
+        cannot hold that text with its quotes unescaped)."""
+        if self._threads is None and self._counted is not None:
+            return self._counted
+        return len(self.threads())
 
     def threads(self) -> List[Dict[str, Any]]:
         """Every thread of the reading (the whole JSON parsed, once)."""

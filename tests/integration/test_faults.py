@@ -267,8 +267,10 @@ def test_dump_of_a_stopped_target_says_it_is_stopped_and_leaves_it_so(stoppable)
     wait_for(lambda: process_state(target.pid) == "T", what="state T")
     result = run_cli("dump", str(target.pid), stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
+    # (and says what py-spy's threads lack: the agent never answered this dump)
     assert result.stderr.splitlines() == [
-        "note: %s; threads from py-spy" % stopped_line(target.pid)
+        "note: %s; threads from py-spy; no requests or pool numbers (the agent has not "
+        "answered yet)" % stopped_line(target.pid)
     ]
     assert "CP Server Thread-" in result.stdout
     assert process_state(target.pid) == "T"
