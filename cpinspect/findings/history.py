@@ -25,6 +25,7 @@ def lean(snapshot: Snapshot) -> Snapshot:
         info=snapshot.info,
         threads=snapshot.threads,
         gil_holder=snapshot.gil_holder,
+        agent_unresponsive=snapshot.agent_unresponsive,  # whether the GIL holder changed
         listen_queues=snapshot.listen_queues,  # the socket-queue finding's past polls
     )
 

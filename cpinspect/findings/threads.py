@@ -603,6 +603,51 @@ def _c_call(frame: Optional[Frame]) -> str:
     return "a C call"
 
 
+def _earlier_holder(history: Sequence[Snapshot]) -> Optional[ThreadInfo]:
+    """The GIL holder of the last earlier poll the agent did not answer either (None when the
+    poll before answered, or py-spy named no holder)."""
+    if not history or not agent_unresponsive(history[-1]):
+        return None
+    return _gil_holder(history[-1])
+
+
+def _gil_passing(snapshot: Snapshot, holder: ThreadInfo, before: ThreadInfo) -> Finding:
+    """The agent does not answer, and the GIL is held by another thread than a poll ago: not
+    one call holding it, but threads running Python and taking turns — the agent waits its
+    turn behind them (100 spinning workers make every answer take seconds)."""
+    running = [
+        t
+        for t in _threads(snapshot)
+        if t.busy
+        and t.top_app_frame is not None
+        and holder.top_app_frame is not None
+        and frame_words(t.top_app_frame) == frame_words(holder.top_app_frame)
+    ]
+    where = frame_words(holder.top_app_frame or (holder.stack[0] if holder.stack else None))
+    title = (
+        "the agent waits for the GIL: it passes between threads running Python "
+        "(%s now, %s a poll ago)" % (holder.name or holder.ident, before.name or before.ident)
+    )
+    if where:
+        title += ", %d busy in %s" % (len(running), where) if running else ", at %s" % where
+    details = (
+        "py-spy's threads stand in; requests and pool numbers are the agent's last",
+        "one thread holding the GIL in a C call would hold it poll after poll",
+    )
+    return Finding(
+        id="gil-contention",
+        severity=FindingSeverity.WARNING,
+        title=title,
+        evidence=(thread_evidence(holder, holder.stack[0] if holder.stack else None, None),),
+        fix=(
+            "CPU-bound work in request handlers starves every other thread, the agent's too: "
+            "move it out of the request (a task queue, a process pool) or bound its input"
+        ),
+        kind="gil-contention",
+        details=details,
+    )
+
+
 def interpreter_stuck(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Finding]:
     """The agent does not answer and py-spy sees one thread holding the GIL: a C call that
     never lets go of it stops every other thread, the agent's included."""
@@ -611,6 +656,9 @@ def interpreter_stuck(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[F
     holder = _gil_holder(snapshot)
     if holder is None:
         return []
+    before = _earlier_holder(history)
+    if before is not None and before.ident != holder.ident:
+        return [_gil_passing(snapshot, holder, before)]
     known = holder if holder.request is not None else _last_request(holder.ident, history)
     request = known.request if known is not None else None
     inner = holder.stack[0] if holder.stack else None

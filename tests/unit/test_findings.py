@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import List, Optional, Sequence, Tuple
 
 from cpinspect.findings import find_all
+from cpinspect.findings.history import lean
 from cpinspect.findings.threads import wait_kind
 from cpinspect.model import (
     AppRoutes,
@@ -270,6 +271,39 @@ def test_stuck_read_from_an_old_files_notes_but_never_for_a_stopped_process() ->
     assert find_all(stuck(notes=(stopped,))) == ()
     # the agent answering (py-spy merged in) is not stuck, GIL holder or not
     assert find_all(stuck()) == ()
+
+
+def test_the_gil_passing_between_spinning_threads_is_contention_not_a_stuck_interpreter() -> None:
+    # GIVEN two polls the agent did not answer (100 workers spinning in pure Python make it
+    # queue for the GIL), py-spy naming another holder in each
+    spin = Frame("/srv/app.py", 40, "spin", is_app=True)
+
+    def spinning(ident: int, at: float) -> Snapshot:
+        holder = ThreadInfo(
+            ident=ident,
+            name="CP Server Thread-%d" % ident,
+            role=Role.WORKER,
+            busy=True,
+            stack=(spin,),
+            pool=BIND,
+            owns_gil=True,
+        )
+        other = replace(holder, ident=ident + 1, name="x", owns_gil=False)
+        base = snap([worker(0, None), holder, other], pools=False, at=at)
+        return replace(base, source=SourceKind.PYSPY, gil_holder=ident, agent_unresponsive=True)
+
+    earlier = lean(spinning(7, 99.0))
+    # WHEN the findings read the second
+    (f,) = find_all(spinning(9, 100.0), [earlier])
+    # THEN they say the agent waits its turn, not that one call holds the GIL
+    assert f.id == "gil-contention" and f.severity is FindingSeverity.WARNING
+    assert f.title == (
+        "the agent waits for the GIL: it passes between threads running Python "
+        "(CP Server Thread-9 now, CP Server Thread-7 a poll ago), 2 busy in app.py:40 spin"
+    )
+    # AND the same holder poll after poll is still a stuck interpreter
+    (g,) = find_all(spinning(9, 100.0), [lean(spinning(9, 99.0))])
+    assert g.id == "interpreter-stuck"
 
 
 # --- the kernel's accept queue --------------------------------------------------------------
