@@ -14,6 +14,12 @@ answering thread too) per request. Modes, interleaved and rotated per round:
   +poll         as hooks+access, polled at 1 Hz over the socket by this process (the TUI's
                 threads delta, log page, and every fifth second info + sessions)
 
+**Known problem (2026-12-01 16:44 UTC, quiet machine):** the child's WSGI loop never releases
+the GIL, so the agent's socket thread hardly runs: its polls failed ("0 polls in 3.8 s", "agent
+did not answer within 1.0 s"), and "hooks" read 17 us per request, ten times what the hooks
+cost in isolation. Until the loop gives the other threads their turn the way a served request
+does (socket I/O), read its figures as GIL contention, not as the agent's cost.
+
 cheroot's own per-request work (socket, parsing; ~40 % of a trivial request) is left out, so
 the ratios printed are upper bounds of what a served request sees; the difference in us is the
 agent's cost itself. Printed: per round, each mode's CPU us per request; then per mode the
