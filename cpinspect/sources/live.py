@@ -200,6 +200,16 @@ def socket_problem(pid: Optional[int], path: str) -> str:
     )
 
 
+def spy_wait(wait: float, took: Optional[float], began: float, now: float) -> float:
+    """How long a poll waits for the py-spy read that began at ``began``: ``wait``, or nothing
+    when the last read took so long (``took``) that this one will not end within it — at
+    1,000 threads a read takes 0.6 s and more, and the last reading joins at once instead of
+    after a wait that ends without a new one (the data on screen is that much fresher)."""
+    if took is not None and began + took - now > wait:
+        return 0.0
+    return wait
+
+
 @dataclass(frozen=True)
 class ServiceIdentity:
     """What makes a restarted process 'the same service'."""
@@ -329,6 +339,9 @@ class AgentSession:
         self._slow_for = 0.0
         """How long the agent had not answered when this poll gave up on it (0: it answered,
         or it has not answered for longer than ``timeout``: silent, not slow)."""
+        self._spy_began = 0.0
+        self._spy_took: Optional[float] = None
+        """When the running py-spy read began and how long the last one took (monotonic s)."""
         self._spy_threads_seen: Optional[int] = None
         """Threads in py-spy's last reading (whether a ``--locals`` read is cheap)."""
 
@@ -663,7 +676,15 @@ class AgentSession:
             self._spy_last = self._spy_result(pending)  # finished after the last poll ended
         if self._spy_runner is None:
             self._spy_runner = ThreadPoolExecutor(1, thread_name_prefix="cpinspect-pyspy")
-        return self._spy_runner.submit(self._spy)
+        began = time.monotonic()
+        future = self._spy_runner.submit(self._spy)
+        self._spy_began = began
+
+        def took(_: object) -> None:
+            self._spy_took = time.monotonic() - began
+
+        future.add_done_callback(took)
+        return future
 
     def _spy_in_time(
         self, future: Optional[Future[Optional[ThreadsSnapshot]]]
@@ -672,8 +693,13 @@ class AgentSession:
         otherwise the last one it finished (the running one is kept for the next poll)."""
         if future is None or self.pyspy_wait is None:
             return self._spy_result(future)
+        wait = (
+            0.0
+            if future.done()
+            else spy_wait(self.pyspy_wait, self._spy_took, self._spy_began, time.monotonic())
+        )
         try:
-            future.result(timeout=self.pyspy_wait)
+            future.result(timeout=wait)
         except FutureTimeout:
             self._spy_pending = future
             last = self._spy_last

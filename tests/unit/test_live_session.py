@@ -19,7 +19,7 @@ from cpinspect.errors import NoSuchProcess
 from cpinspect.model import SourceKind
 from cpinspect.sources.agent import AgentSource
 from cpinspect.sources.base import LinkState
-from cpinspect.sources.live import AgentSession
+from cpinspect.sources.live import AgentSession, spy_wait
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -168,6 +168,10 @@ def test_an_agent_silent_at_open_gives_py_spy_at_the_first_poll_then_takes_over(
     # WHEN it polls again, the agent still silent: py-spy again, the agent asked once only
     second = session.poll()
     assert second.effective_threads_source is SourceKind.PYSPY
+    # (the call runs in a background thread: on a loaded box it may not have asked yet)
+    deadline = time.monotonic() + 10
+    while not asked and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert asked == ["agent_info_v1.json"]  # info still unanswered: threads not asked yet
     third = session.poll()
     assert third.effective_threads_source is SourceKind.PYSPY
@@ -398,3 +402,16 @@ def test_an_agent_whose_answers_are_slow_is_said_slow_not_stuck_until_twice_its_
     finally:
         gate.set()
         session.close()
+
+
+def test_a_poll_waits_for_py_spy_only_when_its_read_can_end_within_the_wait() -> None:
+    # GIVEN the TUI's wait of 0.25 s for py-spy beside an answering agent
+    # WHEN the last read took 0.1 s (200 threads) and this one began 0.05 s ago
+    # THEN the poll waits for it
+    assert spy_wait(0.25, 0.1, began=10.0, now=10.05) == 0.25
+    # WHEN the last read took 0.8 s (1,000 threads): it cannot end within the wait
+    # THEN the poll does not wait (the last reading joins), until the read is due to end
+    assert spy_wait(0.25, 0.8, began=10.0, now=10.05) == 0.0
+    assert spy_wait(0.25, 0.8, began=10.0, now=10.6) == 0.25
+    # AND before any read has ended it waits as before
+    assert spy_wait(0.25, None, began=10.0, now=10.0) == 0.25
