@@ -570,7 +570,8 @@ class LogPanel(Vertical):
             query.update(text, layout=False)
         caption = "following" if view.follow else "paused"
         if self.new_errors:
-            caption += f", {self.new_errors} new errors"
+            n = self.new_errors
+            caption += f", {n} new error{'' if n == 1 else 's'}"
         if caption != self.caption:
             self.caption = caption
             self.post_message(self.CaptionChanged(self))
