@@ -37,9 +37,11 @@ READY_WITHIN = 25.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # A process spinning on a dead terminal burns a whole core: CLK_TCK ticks a second, twice that
 # over GONE_WITHIN. Leaving cleanly costs a few ticks (Textual's teardown, closing the session,
-# the interpreter's exit: 16 to 24 at 100 Hz here). A quarter of a core over the window — 50 ticks
-# at 100 Hz — tells the two apart with room for a loaded machine.
-MAX_TICKS = int(0.25 * CLK_TCK * GONE_WITHIN)
+# the interpreter's exit: 16 to 24 at 100 Hz when this was written; 13 to 45 on 2026-12-01 on a
+# quiet machine, the same for that day's code and the code of the stop before, and 52 once under
+# the suite's three workers). Two fifths of a core over the window — 80 ticks at 100 Hz, against
+# the 200 of a spinning process — tells the two apart with room for a loaded machine.
+MAX_TICKS = int(0.4 * CLK_TCK * GONE_WITHIN)
 
 HANGUP, TERM, INT = 128 + signal.SIGHUP, 128 + signal.SIGTERM, 128 + signal.SIGINT
 CPINSPECT = [sys.executable, "-m", "cpinspect"]
