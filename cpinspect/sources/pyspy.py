@@ -846,6 +846,10 @@ class PySpySource:
             if code == 0:
                 return stdout
             state = process_state(self.pid)
+            if before == "T" and state not in (None, "Z"):
+                # Stopped when py-spy began: the stop is the cause, whatever /proc reads the
+                # moment py-spy's ptrace let go of it (once under load: not "T").
+                state = "T"
             err = error_from_pyspy(
                 self.pid,
                 stderr.decode("utf-8", "replace"),
