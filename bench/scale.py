@@ -112,11 +112,15 @@ def cpu_of(proc: psutil.Process) -> float:
 class PtyTui:
     """``cpinspect attach PID`` in a pseudo-terminal whose output is read and dropped."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, root: Optional[str] = None) -> None:
+        """``root``: another source tree to run (on ``PYTHONPATH`` and the working directory,
+        which ``python -m`` puts first on ``sys.path``); this checkout by default."""
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: the inspector, as a user runs it
             os.environ["TERM"] = "xterm-256color"
-            os.chdir(str(ROOT))
+            if root is not None:
+                os.environ["PYTHONPATH"] = root
+            os.chdir(root or str(ROOT))
             os.execv(sys.executable, [*CPINSPECT, "attach", str(pid)])
         cols, rows = TUI_SIZE
         fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))

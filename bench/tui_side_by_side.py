@@ -18,38 +18,13 @@ seconds, to profile them (``py-spy record --pid TUI``).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
-import pty
-import struct
 import sys
-import termios
-import threading
 import time
 from typing import Optional
 
-import psutil
 from benchlib import ROOT, machine
-from scale import CPINSPECT, TUI_SIZE, PtyTui, Shape, cpu_of, start_target
-
-
-class TreeTui(PtyTui):
-    """``cpinspect attach PID`` of the tree ``root`` in a pseudo-terminal: the child runs in
-    ``root``, which ``python -m`` puts first on ``sys.path``, with ``root`` on ``PYTHONPATH``."""
-
-    def __init__(self, pid: int, root: str) -> None:
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:
-            os.environ["TERM"] = "xterm-256color"
-            os.environ["PYTHONPATH"] = root
-            os.chdir(root)
-            os.execv(sys.executable, [*CPINSPECT, "attach", str(pid)])
-        cols, rows = TUI_SIZE
-        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self.proc = psutil.Process(self.pid)
-        self._stop = threading.Event()
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
+from scale import PtyTui, Shape, cpu_of, start_target
 
 
 def main() -> int:
@@ -70,15 +45,15 @@ def main() -> int:
     print(machine(), flush=True)
     shape = Shape(args.threads, args.busy, args.spin)
     server, held = start_target(shape)
-    old: Optional[TreeTui] = None
-    new: Optional[TreeTui] = None
+    old: Optional[PtyTui] = None
+    new: Optional[PtyTui] = None
     try:
-        new = TreeTui(server.pid, str(ROOT))
+        new = PtyTui(server.pid, str(ROOT))
         if args.hold:
             print(f"target pid {server.pid}  tui pid {new.pid}", flush=True)
             time.sleep(args.hold)
             return 0
-        old = TreeTui(server.pid, args.old)
+        old = PtyTui(server.pid, args.old)
         time.sleep(5.0)
         t0 = time.monotonic()
         c_old, c_new = cpu_of(old.proc), cpu_of(new.proc)
