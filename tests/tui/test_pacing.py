@@ -86,5 +86,7 @@ async def test_a_key_poll_does_not_add_a_second_timer() -> None:
         # THEN there is still one poll timer, and the pace is the configured one
         timers = [t for t in app._timers if t.name == "poll" and t._active.is_set()]
         assert len(timers) <= 1
-        assert not app.pace.stretched
+        # a poll slowed by a loaded machine may stretch the pace for a while; the fast polls
+        # that follow bring it back to the configured one (the presses never stretch it)
+        await wait_until(pilot, lambda: not app.pace.stretched, what="the configured pace")
         assert poller.most_at_once == 1
