@@ -20,6 +20,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -39,7 +40,12 @@ from cpinspect.model import (
     SourceLine,
     ThreadLocals,
 )
-from cpinspect.protocol import ProtocolError, snapshots_document, snapshots_from_document
+from cpinspect.protocol import (
+    DocumentEncoder,
+    ProtocolError,
+    snapshots_document,
+    snapshots_from_document,
+)
 from cpinspect.sources.base import Capability, LinkState, Poller, Update
 from cpinspect.sources.merge import with_gil_holder
 from cpinspect.sources.source_lines import LineReader
@@ -151,6 +157,8 @@ def capture_series(
     note: Optional[Callable[[str], None]] = None,
     wait: Callable[[float], bool] = _sleep,
     poll: Optional[Callable[[], Update]] = None,
+    join: Optional[Callable[[Update, Callable[[], object]], Update]] = None,
+    meanwhile: Optional[Callable[[Snapshot], object]] = None,
 ) -> Series:
     """``count`` snapshots of ``poller``, ``every`` seconds apart from the first (one poll each,
     with the sessions' first pages, the source line of every frame and the recent log records).
@@ -161,6 +169,9 @@ def capture_series(
     ``wait(seconds)`` sleeps between snapshots and returns True to stop the series there. A
     lost target or Ctrl-C ends the series early: what was taken is returned, never lost.
     ``poll``: how to poll (``poller.poll`` by default; the TUI shares its poll lock and store).
+    ``join(update, prepare)``: for a poll that left py-spy's read running (``AgentSession.
+    join_pyspy``), the update with it joined; ``prepare`` builds the snapshot without it and
+    hands it to ``meanwhile`` (``snapshot`` warms its encoder) while py-spy still reads.
     """
     records: List[LogRecord] = log if log is not None else []
     series = Series(taken=[])
@@ -189,19 +200,56 @@ def capture_series(
                 )
             if unread is not None and note is not None:
                 note(unread)
-            snapshot = snapshot_from_update(update, routes=routes, sessions=sessions, log=records)
-            if extra is not None:
-                snapshot = extra(snapshot)
-            if not snapshot.findings:
-                snapshot = with_findings(snapshot, series.taken)
-            if source_lines is not None:
-                snapshot = with_source_lines(snapshot, source_lines)
+            build = partial(
+                _built,
+                routes=routes,
+                sessions=sessions,
+                log=records,
+                extra=extra,
+                earlier=series.taken,
+                source_lines=source_lines,
+            )
+            if join is not None:
+                update = join(update, partial(_prepare, build, update, meanwhile))
+            snapshot = build(update)
             series.taken.append(snapshot)
             if progress is not None:
                 progress(index, snapshot)
     except KeyboardInterrupt:
         series.interrupted = True  # what was taken is still returned: nothing captured is lost
     return series
+
+
+def _built(
+    update: Update,
+    *,
+    routes: Optional[RoutesSnapshot],
+    sessions: Optional[SessionsSnapshot],
+    log: Sequence[LogRecord],
+    extra: Optional[Callable[[Snapshot], Snapshot]],
+    earlier: Sequence[Snapshot],
+    source_lines: Optional[LineReader],
+) -> Snapshot:
+    """One poll's snapshot as ``capture_series`` takes it."""
+    snapshot = snapshot_from_update(update, routes=routes, sessions=sessions, log=log)
+    if extra is not None:
+        snapshot = extra(snapshot)
+    if not snapshot.findings:
+        snapshot = with_findings(snapshot, earlier)
+    if source_lines is not None:
+        snapshot = with_source_lines(snapshot, source_lines)
+    return snapshot
+
+
+def _prepare(
+    build: Callable[[Update], Snapshot],
+    update: Update,
+    meanwhile: Optional[Callable[[Snapshot], object]],
+) -> None:
+    """The snapshot without py-spy's reading, built while it reads (``capture_series``)."""
+    snapshot = build(update)
+    if meanwhile is not None:
+        meanwhile(snapshot)
 
 
 def with_findings(snapshot: Snapshot, earlier: Sequence[Snapshot] = ()) -> Snapshot:
@@ -302,8 +350,13 @@ def snapshot_stem(snapshots: Sequence[Snapshot]) -> str:
     return stem
 
 
-def encode_snapshots(snapshots: Sequence[Snapshot]) -> bytes:
-    """The bytes of a snapshot file (compact JSON: a 1,000-thread capture must be quick)."""
+def encode_snapshots(
+    snapshots: Sequence[Snapshot], encoder: Optional[DocumentEncoder] = None
+) -> bytes:
+    """The bytes of a snapshot file (compact JSON: a 1,000-thread capture must be quick).
+    ``encoder``: one that encoded nearly the same snapshots before (the threads it kept)."""
+    if encoder is not None:
+        return encoder.encode(snapshots).encode("utf-8")
     return json.dumps(snapshots_document(snapshots), separators=(",", ":")).encode("utf-8")
 
 
@@ -314,11 +367,12 @@ def write_snapshots(
     reveal: bool = False,
     report: bool = True,
     stem: Optional[str] = None,
+    encoder: Optional[DocumentEncoder] = None,
 ) -> Written:
     """Save ``snapshots`` (one, or a series) in ``directory``; never overwrites anything.
 
     ``stem``: the file name without its suffix (``snapshot_stem`` by default); a taken name
-    gets ``-2``, ``-3`` … as always.
+    gets ``-2``, ``-3`` … as always. ``encoder``: see ``encode_snapshots``.
 
     Raises ``SnapshotWriteError`` with one line when the directory is missing, not a directory
     or not writable, or the disk is full.
@@ -327,7 +381,7 @@ def write_snapshots(
         raise ValueError("write_snapshots needs at least one snapshot")
     safe = [redacted(s, reveal) for s in snapshots]
     where = os.fspath(directory)
-    payloads: List[Tuple[str, bytes]] = [(".json", encode_snapshots(safe))]
+    payloads: List[Tuple[str, bytes]] = [(".json", encode_snapshots(safe, encoder))]
     if report:
         # Lazy: formatting is a large module and only the text report needs it.
         from cpinspect.formatting import format_report

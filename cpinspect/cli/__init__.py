@@ -46,6 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] and words[0] in ("dump", "snapshot"):
+        # py-spy's read before the parser imports every subcommand: it is a dump's longest part.
+        from cpinspect.cli import early
+
+        early.spawn_for_words(words)
+        try:
+            return _main(argv)
+        finally:
+            early.take(None)  # stopped if the command did not take it (a usage error...)
+    return _main(argv)
+
+
+def _main(argv: Optional[List[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

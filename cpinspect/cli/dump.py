@@ -13,7 +13,6 @@ The session is the TUI's (``open_session``); what is printed is its first poll.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import TYPE_CHECKING, List, Optional, Tuple
@@ -33,6 +32,7 @@ if TYPE_CHECKING:  # loaded when the command runs, not for --help
         ThreadsSnapshot,
     )
     from cpinspect.sources.base import Poller, Update
+    from cpinspect.sources.open import OpenedSession
 
 HIDDEN = "*** (hidden: --show-secrets shows it)"
 
@@ -64,45 +64,31 @@ def early_pyspy_command(args: argparse.Namespace) -> Optional[List[str]]:
     ``find_pyspy`` finds it, without importing the py-spy reader (and the model) first."""
     if args.native or args.locals or args.socket or not (args.pid or "").isdigit():
         return None
-    import os
-    import shutil
+    from cpinspect.cli import early
 
-    executable = os.path.join(os.path.dirname(sys.executable), "py-spy")
-    if not os.access(executable, os.X_OK):
-        found = shutil.which("py-spy")
-        if found is None:
-            return None
-        executable = found
-    return [executable, "dump", "--pid", str(int(args.pid)), "--json", "--nonblocking"]
+    executable = early.find_executable()
+    if executable is None:
+        return None
+    return early.pyspy_command(executable, int(args.pid))
 
 
 def start_pyspy_early(args: argparse.Namespace) -> Optional[Tuple[List[str], Popen[bytes]]]:
     """py-spy's read of the GIL holder, started before the imports and the agent call: it is
     the slowest part of a dump at 1,000 threads (0.5 s and more), so it runs beside them.
 
-    The command is the one the session's py-spy reader would run (``PySpySource.command``:
-    nonblocking, no locals); the reader adopts it (``PySpySource.adopt``). None when the
-    target is not a pid, when the options need another command, or without py-spy.
+    The one ``main`` started from the raw command line (``cli.early``) when it is this
+    command, else a new one. The command is the one the session's py-spy reader would run
+    (``PySpySource.command``: nonblocking, no locals); the reader adopts it
+    (``PySpySource.adopt``). None when the target is not a pid, when the options need another
+    command, or without py-spy.
     """
-    command = early_pyspy_command(args)
-    if command is None:
-        return None
-    import os
-    import subprocess
+    from cpinspect.cli import early
 
-    env = dict(os.environ, RUST_BACKTRACE="0", RUST_LIB_BACKTRACE="0")
-    try:
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
-    except OSError:
-        return None
-    return command, proc
+    command = early_pyspy_command(args)
+    started = early.take(command)
+    if started is not None or command is None:
+        return started
+    return early.spawn(command)
 
 
 def hand_over_pyspy(early: Optional[Tuple[List[str], Popen[bytes]]], session: object) -> None:
@@ -116,9 +102,9 @@ def hand_over_pyspy(early: Optional[Tuple[List[str], Popen[bytes]]], session: ob
     if isinstance(spy, PySpySource) and command[:1] == [spy.executable]:
         spy.adopt(command, proc)
         return
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
+    from cpinspect.cli.early import stop
+
+    stop(proc)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,21 +116,29 @@ def run(args: argparse.Namespace) -> int:
         raise
     hand_over_pyspy(early, opened.session)
 
-    from cpinspect.model import SNAPSHOT_LOG_RECORDS, LogRecord, Snapshot, SourceKind
-    from cpinspect.protocol import snapshots_document
-    from cpinspect.snapshots import read_sessions, redacted_sessions, with_source_lines
+    from cpinspect.model import SourceKind
+    from cpinspect.snapshots import read_sessions
     from cpinspect.sources.base import Capability
     from cpinspect.sources.live import NO_REQUESTS
 
     session = opened.session
+    # The poll returns with the agent's answer; py-spy's GIL holder is joined after the rest
+    # is ready (``join_pyspy``): at 1,000 threads py-spy's read is the longest part, and what
+    # follows its end is only the holder's thread (not with --native or --locals: py-spy's
+    # reading is all of the answer then).
+    join = getattr(session, "join_pyspy", None) if not (args.native or args.locals) else None
+    render = _Render(args, opened, notes=[])
     try:
         if (args.native or args.locals) and Capability.LOCALS not in session.capabilities:
             raise PySpyMissing("--native and --locals need py-spy: `pip install py-spy`")
         if args.native:
             session.set_native(True)
+        if join is not None:
+            session.pyspy_wait = 0.0  # type: ignore[attr-defined]
         update = session.poll()
         threads = _threads_of(update)
-        notes = list(opened.notes)
+        notes = render.notes
+        notes.extend(opened.notes)
         standing_in = update.effective_threads_source is SourceKind.PYSPY
         if args.native and not (standing_in or update.pyspy_joined):
             raise PySpyMissing(
@@ -153,19 +147,59 @@ def run(args: argparse.Namespace) -> int:
             )
         if standing_in and update.message and (not opened.notes or NO_REQUESTS in update.message):
             # Said in one line: why py-spy's threads stand in, and what they lack.
-            notes = [update.message] + [n for n in notes if n not in opened.notes]
-        thread_locals = _locals(threads, session, notes) if args.locals else []
+            notes[:] = [update.message] + [n for n in notes if n not in opened.notes]
+        render.thread_locals = _locals(threads, session, notes) if args.locals else []
         # The sessions and routes come from the agent: one that did not answer the poll is
         # not asked again (each would wait its timeout: 5 s for the sessions).
         answered = not update.agent_unresponsive and not standing_in
         sessions, note = read_sessions(session) if answered else (None, None)
         if note is not None:
             notes.append(note)
-        routes = _routes(session, notes) if answered else None
+        render.routes = _routes(session, notes) if answered else None
+        render.sessions = sessions
+        if join is not None:
+            # While py-spy reads: the output without its GIL holder, whose encoded threads,
+            # source lines and findings' imports the final one reuses.
+            first = update
+            update = join(update, meanwhile=lambda: render(first) if args.json else None)
+            threads = _threads_of(update)
     finally:
         session.close()
-    findings = _findings(update, routes, sessions)
-    if args.json:
+    sys.stdout.write(render(update))
+    for note in notes:
+        print("note: %s" % note, file=sys.stderr)
+    for warning in update.warnings:
+        print("warning: %s" % warning, file=sys.stderr)
+    return 0
+
+
+class _Render:
+    """What ``dump`` prints for one poll: JSON (``snapshots_document``) or text."""
+
+    def __init__(self, args: argparse.Namespace, opened: OpenedSession, notes: List[str]) -> None:
+        from cpinspect.protocol import DocumentEncoder
+
+        self.args = args
+        self.opened = opened
+        self.notes = notes
+        self.thread_locals: List[ThreadLocals] = []
+        self.routes: Optional[RoutesSnapshot] = None
+        self.sessions: Optional[SessionsSnapshot] = None
+        self.encoder = DocumentEncoder()
+
+    def __call__(self, update: Update) -> str:
+        from cpinspect.model import SNAPSHOT_LOG_RECORDS, LogRecord, Snapshot, SourceKind
+        from cpinspect.snapshots import redacted_sessions, with_source_lines
+
+        args = self.args
+        threads = _threads_of(update)
+        findings = _findings(update, self.routes, self.sessions)
+        if not args.json:
+            from cpinspect.formatting import format_dump
+
+            lines = self.opened.source_lines
+            text = format_dump(update.info, threads, lines.line, now=time.time(), findings=findings)
+            return text + "".join(format_locals(tl, args.show_secrets) for tl in self.thread_locals)
         source = update.effective_threads_source
         if update.pyspy_joined and source is SourceKind.AGENT:
             source = SourceKind.BOTH
@@ -174,9 +208,9 @@ def run(args: argparse.Namespace) -> int:
             source=source,
             info=update.info,
             threads=threads,
-            sessions=redacted_sessions(sessions),
-            locals=tuple(_hide(tl, args.show_secrets) for tl in thread_locals),
-            notes=tuple(notes) + update.warnings,
+            sessions=redacted_sessions(self.sessions),
+            locals=tuple(_hide(tl, args.show_secrets) for tl in self.thread_locals),
+            notes=tuple(self.notes) + update.warnings,
             stale=update.stale,
             gil_holder=update.gil_holder,
             log=tuple(e for e in update.log if isinstance(e, LogRecord))[-SNAPSHOT_LOG_RECORDS:],
@@ -188,23 +222,9 @@ def run(args: argparse.Namespace) -> int:
             listen_queues=update.listen_queues,
         )
         # The lines as they read now, like every capture: the file reads right after a deploy.
-        snapshot = with_source_lines(snapshot, opened.source_lines)
-        # json.dumps, not json.dump: only the one-shot encoder is C (1,000 threads: 1.1 s -> 0.1 s)
-        sys.stdout.write(json.dumps(snapshots_document([snapshot]), separators=(",", ":")))
-        sys.stdout.write("\n")
-    else:
-        from cpinspect.formatting import format_dump
-
-        lines = opened.source_lines
-        text = format_dump(update.info, threads, lines.line, now=time.time(), findings=findings)
-        sys.stdout.write(text)
-        for tl in thread_locals:
-            sys.stdout.write(format_locals(tl, args.show_secrets))
-    for note in notes:
-        print("note: %s" % note, file=sys.stderr)
-    for warning in update.warnings:
-        print("warning: %s" % warning, file=sys.stderr)
-    return 0
+        snapshot = with_source_lines(snapshot, self.opened.source_lines)
+        # Compact, by the C encoder (1,000 threads: 1.1 s -> 0.1 s), threads kept encoded.
+        return self.encoder.encode([snapshot]) + "\n"
 
 
 def _routes(session: Poller, notes: List[str]) -> Optional[RoutesSnapshot]:

@@ -99,6 +99,22 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
+    from cpinspect.protocol import DocumentEncoder
+    from cpinspect.snapshots import redacted
+
+    encoder = DocumentEncoder()
+    # One snapshot: the poll returns with the agent's answer and the snapshot is built and
+    # encoded while py-spy still reads; once its GIL holder is joined only what changed is
+    # built again (at 1,000 threads py-spy's read is the longest part of the capture).
+    join = getattr(session, "join_pyspy", None)
+    if args.count != 1 or args.native or args.locals:
+        join = None
+
+    def warm(snapshot: Snapshot) -> None:
+        import cpinspect.formatting  # noqa: F401 - the report's, imported while py-spy reads
+
+        encoder.encode([redacted(snapshot, args.reveal)])
+
     taken: List[Snapshot] = []
     interrupted = False
     lost = ""
@@ -107,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
             if Capability.NATIVE not in session.capabilities:
                 raise PySpyMissing("--native needs py-spy, which cannot read this process")
             session.set_native(True)
+        if join is not None:
+            session.pyspy_wait = 0.0  # type: ignore[attr-defined]
         routes = None
         if not args.no_routes and Capability.ROUTES in session.capabilities:
             try:
@@ -122,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
             extra=with_locals if args.locals else None,
             progress=progress,
             note=lambda text: print("note: %s" % text, file=sys.stderr),
+            join=join,
+            meanwhile=warm,
         )
         taken, lost, interrupted = series.taken, series.lost, series.interrupted
     except KeyboardInterrupt:
@@ -132,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         why = "the target was lost (%s)" % lost if lost else "interrupted"
         print("cpinspect: %s before the first snapshot; nothing written" % why, file=sys.stderr)
         return TargetGone.exit_code if lost else 130
-    written = write_snapshots(taken, args.output, reveal=args.reveal)
+    written = write_snapshots(taken, args.output, reveal=args.reveal, encoder=encoder)
     print(written.json_path)
     if written.report_path is not None:
         print(written.report_path)

@@ -947,6 +947,32 @@ class AgentSession:
             **self._log_fields(),
         )
 
+    def join_pyspy(
+        self, update: Update, meanwhile: Optional[Callable[[], object]] = None
+    ) -> Update:
+        """``update`` (this session's last poll) with the py-spy read it left running joined.
+
+        For one-shot commands that poll with ``pyspy_wait`` 0: the poll returns with the
+        agent's answer, the command runs ``meanwhile`` (what it can prepare without the GIL
+        holder) while py-spy still reads, then this waits for py-spy and joins its reading as
+        the poll would have. ``update`` itself when the poll left no read running."""
+        future, self._spy_pending = self._spy_pending, None
+        if future is None or update.threads is None or update.threads is not self.threads:
+            return update
+        if meanwhile is not None and not future.done():
+            meanwhile()
+        self._merge_pyspy(self._spy_result(future))
+        warnings = update.warnings
+        if self.pyspy_note and self.pyspy_note not in warnings:
+            warnings += (self.pyspy_note,)
+        return replace(
+            update,
+            threads=self.threads,
+            gil_holder=self._gil.ident if self._gil is not None else None,
+            pyspy_joined=self._joined,
+            warnings=warnings,
+        )
+
     def close(self) -> None:
         self.logs.close()
         if self.source is not None:

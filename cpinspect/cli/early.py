@@ -1,0 +1,131 @@
+"""py-spy's read of a ``dump`` or ``snapshot`` target, started before anything else is imported.
+
+At 1,000 threads py-spy's read (0.5 s and more) is the longest part of a one-shot command: the
+sooner it starts, the sooner the command ends. ``main`` calls ``spawn_for_words`` with the raw
+command line before building the parser (every subcommand's module is imported for that, ~0.1 s);
+the command then takes the process with ``take``, which hands it over only if it is the command
+the parsed arguments ask for (``dump.early_pyspy_command``) and stops it otherwise. The guess
+from the raw words is never trusted: it only saves time when it is right.
+
+Only ``os``, ``sys`` and ``subprocess`` are imported here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    from subprocess import Popen
+
+    Early = Tuple[List[str], "Popen[bytes]"]
+
+COMMANDS = ("dump", "snapshot")
+"""The subcommands whose py-spy read is started early."""
+_WITH_VALUE = ("--timeout", "--socket", "-o", "--output", "--count", "--every")
+"""Options of those commands that take a value (the word after them is not the pid)."""
+_OTHER_COMMAND = ("--native", "--locals", "--socket", "--help")
+"""Options (or any prefix argparse would take for them) after which py-spy runs otherwise, or
+not at all."""
+
+_started: Optional[Early] = None
+
+
+def find_executable() -> Optional[str]:
+    """py-spy beside this interpreter, else on PATH (as ``sources.pyspy.find_pyspy`` finds it,
+    without importing it)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if os.access(beside, os.X_OK):
+        return beside
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(folder or ".", "py-spy")
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def pyspy_command(executable: str, pid: int) -> List[str]:
+    """The command the session's py-spy reader runs beside an agent (``PySpySource.command``:
+    no locals, no native frames, never pausing the target)."""
+    return [executable, "dump", "--pid", str(pid), "--json", "--nonblocking"]
+
+
+def guess_pid(words: Sequence[str]) -> Optional[int]:
+    """The pid of ``dump PID ...`` / ``snapshot PID ...`` when nothing else on the line asks
+    for another py-spy command; None when unsure."""
+    if not words or words[0] not in COMMANDS:
+        return None
+    pid: Optional[int] = None
+    skip = False
+    for word in words[1:]:
+        if skip:
+            skip = False
+            continue
+        if word == "--":
+            return None
+        if word.startswith("-"):
+            name = word.split("=", 1)[0]
+            if name == "-h" or (
+                name.startswith("--") and any(o.startswith(name) for o in _OTHER_COMMAND)
+            ):
+                return None
+            skip = "=" not in word and name in _WITH_VALUE
+            continue
+        if pid is not None or not word.isdigit():
+            return None
+        pid = int(word)
+    return pid
+
+
+def spawn(command: List[str]) -> Optional[Early]:
+    """``command`` started with its output piped (py-spy's Rust backtraces off), or None."""
+    import subprocess
+
+    env = dict(os.environ, RUST_BACKTRACE="0", RUST_LIB_BACKTRACE="0")
+    try:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError:
+        return None
+    return command, proc
+
+
+def spawn_for_words(words: Sequence[str]) -> None:
+    """Start py-spy for the command line ``words`` (without the program name) if it is a
+    ``dump``/``snapshot`` by pid that reads py-spy's plain GIL-holder dump. Never raises."""
+    global _started
+    try:
+        pid = guess_pid(words)
+        if pid is None or _started is not None:
+            return
+        executable = find_executable()
+        if executable is not None:
+            _started = spawn(pyspy_command(executable, pid))
+    except Exception:  # noqa: BLE001 - a guess: the command starts py-spy itself if need be
+        _started = None
+
+
+def take(command: Optional[List[str]]) -> Optional[Early]:
+    """The early py-spy process if it runs ``command``; it is stopped otherwise (and None)."""
+    global _started
+    early, _started = _started, None
+    if early is None:
+        return None
+    if command is not None and early[0] == command:
+        return early
+    stop(early[1])
+    return None
+
+
+def stop(proc: Popen[bytes]) -> None:
+    """Kill a py-spy run nobody reads, and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate()
