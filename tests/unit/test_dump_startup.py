@@ -8,6 +8,7 @@ import argparse
 import pytest
 
 from cpinspect.cli.dump import early_pyspy_command
+from cpinspect.cli.early import guess_pid
 from cpinspect.errors import PySpyMissing
 from cpinspect.sources.pyspy import PySpySource, find_pyspy
 
@@ -39,3 +40,31 @@ def test_the_early_command_is_the_readers_command() -> None:
 def test_no_early_py_spy_when_the_command_would_differ(changes: dict) -> None:
     # GIVEN options that need another py-spy command, or no pid yet THEN nothing starts early
     assert early_pyspy_command(args(**changes)) is None
+
+
+@pytest.mark.parametrize(
+    ("words", "pid"),
+    [
+        (["dump", "4121", "--json"], 4121),
+        (["dump", "--json", "4121"], 4121),
+        (["dump", "--timeout", "5", "4121"], 4121),
+        (["dump", "--timeout=5", "4121"], 4121),
+        (["snapshot", "-o", "/tmp/77", "4121", "--count", "1"], 4121),
+        (["snapshot", "4121", "--no-routes", "--reveal"], 4121),
+        (["dump", "4121", "--native"], None),
+        (["dump", "4121", "--nat"], None),  # argparse takes a prefix for the option
+        (["dump", "4121", "--locals"], None),
+        (["dump", "--socket", "/tmp/a.sock"], None),
+        (["dump", "4121", "-h"], None),
+        (["dump", ":8080"], None),
+        (["dump", "4121", "4122"], None),
+        (["dump"], None),
+        (["ps", "4121"], None),
+        (["attach", "4121"], None),
+    ],
+)
+def test_the_early_guess_reads_only_a_plain_dump_or_snapshot_by_pid(words, pid) -> None:
+    # GIVEN a raw command line WHEN main guesses py-spy's target before parsing it
+    # THEN only a dump or snapshot of one pid, without options that change py-spy's command,
+    # starts py-spy early (anything else waits for the parsed arguments)
+    assert guess_pid(words) == pid

@@ -1,0 +1,204 @@
+"""``dump --json`` and ``snapshot`` build their output while py-spy still reads (issue 13).
+
+The poll returns with the agent's answer; the output is built and encoded meanwhile; then
+py-spy's GIL holder is joined and only what changed is built again. These tests make py-spy's
+read end after the agent's answer for sure — the real py-spy, started by a wrapper that waits
+a second first (at 1,000 threads py-spy's own read takes that long) — and check that the
+holder still reaches the output, on a real target where one worker spins in pure Python (the
+only runnable thread: it holds the GIL while py-spy reads).
+
+One target for the module; the CLI runs in-process (``cli.main``) so that the session's py-spy
+can be the wrapper.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Iterator, List
+
+import httpx
+import pytest
+
+import cpinspect.sources.open as open_module
+from cpinspect.cli import early, main
+from cpinspect.errors import PySpyMissing
+from cpinspect.model import SourceKind, ThreadInfo
+from cpinspect.protocol import DocumentEncoder, snapshots_from_document
+from cpinspect.snapshots import read_snapshots
+from cpinspect.sources.open import open_session
+from cpinspect.sources.pyspy import PySpySource, find_pyspy
+from tests.conftest import TargetProcess, start_target, wait_for
+from tests.helpers import BackgroundRequests, agent_get
+
+DELAY = 1.0
+"""Seconds the wrapper waits before py-spy starts reading."""
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TargetProcess]:
+    """4 workers: one spinning in ``/spin``, one held in ``/block``."""
+    try:
+        find_pyspy()
+    except PySpyMissing:
+        pytest.skip("py-spy is not installed here")
+    proc = start_target(["--threads", "4"], tmp_path_factory.mktemp("oneshot"))
+    try:
+        BackgroundRequests(proc.port, "/spin?seconds=90", 1)
+        BackgroundRequests(proc.port, "/block?seconds=90", 1)
+
+        def both_busy() -> bool:
+            _, body = agent_get(proc.socket_path(), "/v1/threads")
+            paths = {(t.get("request") or {}).get("path") for t in body["threads"]}
+            return {"/spin", "/block"} <= paths
+
+        wait_for(both_busy, timeout=30, what="one worker spinning and one blocked")
+        yield proc
+    finally:
+        try:
+            httpx.get("http://127.0.0.1:%d/release" % proc.port, timeout=10)
+        finally:
+            proc.stop()
+
+
+@pytest.fixture
+def slow_pyspy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The session's py-spy: the real one, started ``DELAY`` seconds late. The agent's grace is
+    long, so every poll waits for the agent's answer (what is tested is the join after it)."""
+    wrapper = tmp_path / "py-spy"
+    wrapper.write_text('#!/bin/sh\nsleep %s\nexec "%s" "$@"\n' % (DELAY, find_pyspy()))
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(open_module, "find_pyspy", lambda: str(wrapper))
+    monkeypatch.setenv("CPINSPECT_AGENT_GRACE", "30")
+    return str(wrapper)
+
+
+@pytest.fixture
+def encodings(monkeypatch: pytest.MonkeyPatch) -> List[int]:
+    """How many threads each ``DocumentEncoder.encode`` call was given, in order."""
+    calls: List[int] = []
+    real = DocumentEncoder.encode
+
+    def counted(self: DocumentEncoder, snapshots):  # type: ignore[no-untyped-def]
+        calls.append(sum(len(s.threads.threads) for s in snapshots if s.threads is not None))
+        return real(self, snapshots)
+
+    monkeypatch.setattr(DocumentEncoder, "encode", counted)
+    return calls
+
+
+def spinner_of(threads: List[ThreadInfo]) -> ThreadInfo:
+    [spinner] = [t for t in threads if t.request is not None and t.request.path == "/spin"]
+    return spinner
+
+
+def test_the_session_returns_at_the_agents_answer_and_joins_py_spy_after(target, slow_pyspy):
+    # GIVEN a session whose py-spy reads after the agent has answered
+    opened = open_session(str(target.pid))
+    session = opened.session
+    try:
+        session.pyspy_wait = 0.0  # as dump and snapshot set it
+        # WHEN it polls
+        update = session.poll()
+        # THEN the poll brings the agent's threads without py-spy's reading yet
+        assert update.threads is not None and not update.pyspy_joined
+        assert update.threads_source is not SourceKind.PYSPY
+        ran: List[bool] = []
+        # WHEN py-spy's reading is joined, with work to do meanwhile
+        joined = session.join_pyspy(update, meanwhile=lambda: ran.append(True))
+        # THEN that work ran while py-spy still read, and the update now names the spinning
+        # worker as the GIL holder, marked on its thread, the agent's requests kept
+        assert ran == [True]
+        assert joined.pyspy_joined and joined.threads is not None
+        spinner = spinner_of(list(joined.threads.threads))
+        assert joined.gil_holder == spinner.ident and spinner.owns_gil
+        assert any(t.request and t.request.path == "/block" for t in joined.threads.threads)
+        # AND a second join has nothing left to join
+        assert session.join_pyspy(joined) is joined
+    finally:
+        session.close()
+
+
+def test_dump_json_is_encoded_while_py_spy_reads_and_carries_its_gil_holder(
+    target, slow_pyspy, encodings, capsys
+):
+    # GIVEN py-spy's read ending after the agent's answer
+    # WHEN `cpinspect dump PID --json` runs
+    code = main(["dump", str(target.pid), "--json"])
+    out = capsys.readouterr()
+    # THEN it exits 0 after encoding twice: once while py-spy read, once with its holder
+    assert code == 0, out.err
+    assert len(encodings) == 2 and encodings[0] == encodings[1] > 0
+    # AND the document is the agent's threads joined with py-spy's GIL holder
+    [snapshot] = snapshots_from_document(json.loads(out.out))
+    assert snapshot.source is SourceKind.BOTH and snapshot.threads is not None
+    spinner = spinner_of(list(snapshot.threads.threads))
+    assert snapshot.gil_holder == spinner.ident and spinner.owns_gil
+    assert [t.ident for t in snapshot.threads.threads if t.owns_gil] == [spinner.ident]
+    # AND what the agent alone knows is there: the blocked worker's request and the pool
+    assert any(t.request and t.request.path == "/block" for t in snapshot.threads.threads)
+    assert snapshot.threads.pools
+
+
+def test_snapshot_is_encoded_while_py_spy_reads_and_saves_its_gil_holder(
+    target, slow_pyspy, encodings, tmp_path, capsys
+):
+    # GIVEN py-spy's read ending after the agent's answer
+    # WHEN `cpinspect snapshot PID -o DIR` runs
+    code = main(["snapshot", str(target.pid), "-o", str(tmp_path)])
+    out = capsys.readouterr()
+    # THEN it writes the file after encoding twice (while py-spy read, and with its holder)
+    assert code == 0, out.err
+    assert len(encodings) == 2 and encodings[0] == encodings[1] > 0
+    json_path = Path(out.out.splitlines()[0])
+    # AND the saved snapshot carries py-spy's GIL holder on the agent's threads
+    [snapshot] = read_snapshots(json_path)
+    assert snapshot.source is SourceKind.BOTH and snapshot.threads is not None
+    spinner = spinner_of(list(snapshot.threads.threads))
+    assert snapshot.gil_holder == spinner.ident and spinner.owns_gil
+    assert any(t.request and t.request.path == "/block" for t in snapshot.threads.threads)
+    # AND the report beside it says who holds the GIL
+    report = Path(out.out.splitlines()[1]).read_text(encoding="utf-8")
+    assert "holds the GIL" in report
+
+
+def test_an_early_py_spy_no_command_took_is_stopped(monkeypatch, tmp_path, capsys):
+    # GIVEN the early py-spy of `dump PID` started from the raw command line (a process that
+    # would run for a minute stands in for it)
+    monkeypatch.setattr(early, "pyspy_command", lambda executable, pid: ["sleep", "60"])
+    started: List[early.Early] = []
+    real_spawn = early.spawn
+
+    def spawn(command: List[str]):  # type: ignore[no-untyped-def]
+        result = real_spawn(command)
+        if result is not None:
+            started.append(result)
+        return result
+
+    monkeypatch.setattr(early, "spawn", spawn)
+    monkeypatch.setattr(early, "find_executable", lambda: "/bin/true")
+    # WHEN the command line turns out to be a usage error
+    with pytest.raises(SystemExit) as exc:
+        main(["dump", str(os.getpid()), "--no-such-option"])
+    # THEN the command fails as argparse says, and the early process was stopped and reaped
+    assert exc.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+    assert len(started) == 1 and started[0][1].returncode is not None
+    assert early.take(None) is None  # nothing left behind for the next command
+
+
+def test_the_readers_py_spy_is_the_one_started_early(target, monkeypatch):
+    # GIVEN `dump PID --json` by pid, py-spy installed beside the inspector
+    # WHEN main starts py-spy from the raw command line
+    early.spawn_for_words(["dump", str(target.pid), "--json"])
+    started = early.take(early.pyspy_command(find_pyspy(), target.pid))
+    # THEN it is the command the session's reader runs beside the agent, so it is adopted
+    try:
+        assert started is not None
+        reader = PySpySource(target.pid, executable=find_pyspy())
+        assert started[0] == reader.command(with_locals=False, native=False)
+    finally:
+        if started is not None:
+            early.stop(started[1])
