@@ -1,7 +1,7 @@
 """The inspector at scale: a pool of 1,000 workers (500 busy) and of 200 (100 busy) — issue 13.
 
     python bench/scale.py [--seconds 30] [--rss-minutes 1] [--shapes 1000:500,200:100]
-                          [--spin 100] [--rounds 5]
+                          [--spin 100] [--rounds 5] [--dumps-only]
 
 For each shape, on a real CherryPy process (``bench_server.py`` with the agent, ``busy`` workers
 held in ``/sleep``, or ``--spin`` of them spinning in pure Python in ``/spin``), measured side by
@@ -21,7 +21,8 @@ side in one run and printed as ratios against each goal:
   the second half of that time (goal <= 150 MB, no growth).
 - **dump and snapshot**: ``cpinspect dump PID --json`` and ``cpinspect snapshot PID`` against
   ``py-spy dump --pid PID`` (no locals), interleaved ``--rounds`` times, medians (goal <= 1.0x
-  at 1,000 threads, <= 0.5 s at 200).
+  at 1,000 threads, <= 0.5 s at 200); also ``py-spy dump --json --nonblocking``, the read they
+  run beside the agent (their floor). ``--dumps-only`` measures only these.
 - ``cpinspect --help`` wall time (goal well under 0.5 s).
 
 Every ``cpinspect`` started here runs on bytecode compiled once into a temporary
@@ -85,6 +86,8 @@ class Result:
     dump: List[float] = field(default_factory=list)
     capture: List[float] = field(default_factory=list)
     pyspy: List[float] = field(default_factory=list)
+    pyspy_nonblocking: List[float] = field(default_factory=list)
+    """``py-spy dump --json --nonblocking``: the read dump and snapshot run beside the agent."""
     failures: List[str] = field(default_factory=list)
 
 
@@ -278,6 +281,9 @@ def measure_dumps(server: Server, result: Result, rounds: int) -> None:
     try:
         for _ in range(rounds):
             result.pyspy.append(timed([pyspy, "dump", "--pid", str(server.pid)]))
+            result.pyspy_nonblocking.append(
+                timed([pyspy, "dump", "--pid", str(server.pid), "--json", "--nonblocking"])
+            )
             result.dump.append(
                 timed([*CPINSPECT, "dump", str(server.pid), "--json"], result.failures)
             )
@@ -298,9 +304,15 @@ def verdict(value: float, goal: float) -> str:
     )
 
 
-def report(r: Result) -> None:
+def report(r: Result, tui: bool = True) -> None:
     s = r.shape
     print(f"\n== {s.label}")
+    if tui:
+        report_tui(r)
+    report_dumps(r)
+
+
+def report_tui(r: Result) -> None:
     print(f"  TUI CPU attached at 1 Hz   {r.tui_cpu:6.1f} % of a core   {verdict(r.tui_cpu, 5.0)}")
     extra = r.target_polled_cpu - r.target_idle_cpu
     print(
@@ -323,12 +335,22 @@ def report(r: Result) -> None:
         f"  TUI RSS {r.rss_mb:.0f} MB, growth over the second half {r.rss_growth_mb:+.1f} MB   "
         f"{verdict(r.rss_mb, 150.0)}"
     )
+
+
+def report_dumps(r: Result) -> None:
+    s = r.shape
     if r.pyspy:
         spy, dump, cap = (statistics.median(x) for x in (r.pyspy, r.dump, r.capture))
         print(
             f"  py-spy dump {spy:.2f} s   dump --json {dump:.2f} s ({dump / spy:.2f}x)   "
             f"snapshot {cap:.2f} s ({cap / spy:.2f}x)   medians of {len(r.pyspy)}"
         )
+        if r.pyspy_nonblocking:
+            ours = statistics.median(r.pyspy_nonblocking)
+            print(
+                f"    py-spy dump --json --nonblocking (the read ours run) {ours:.2f} s "
+                f"({ours / spy:.2f}x)"
+            )
         if s.threads <= 200:
             print(
                 f"    at {s.threads} threads: dump {verdict(dump, 0.5)}, "
@@ -366,6 +388,11 @@ def main() -> int:
         help="also each shape with this many of its busy workers spinning (0: skip)",
     )
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--dumps-only",
+        action="store_true",
+        help="only `dump --json` and `snapshot` against py-spy (no TUI, Pilot or RSS measures)",
+    )
     args = parser.parse_args()
     with_bytecode()
     print(machine())
@@ -384,14 +411,15 @@ def main() -> int:
         server, held = start_target(shape)
         result = Result(shape)
         try:
-            measure_tui(server, result, args.seconds, args.rss_minutes * 60)
-            measure_pilot(server, result, args.seconds)
+            if not args.dumps_only:
+                measure_tui(server, result, args.seconds, args.rss_minutes * 60)
+                measure_pilot(server, result, args.seconds)
             measure_dumps(server, result, args.rounds)
         finally:
             for sock in held:
                 sock.close()
             server.stop()
-        report(result)
+        report(result, tui=not args.dumps_only)
     return 0
 
 
