@@ -6,6 +6,7 @@ The logic lives in ``cpinspect.sources.open``; this is its command-line face.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -23,10 +24,22 @@ __all__ = [
     "Connection",
     "add_target_arguments",
     "connect",
+    "hurry_slow_agent",
+    "one_shot_grace",
     "open_from_args",
     "parse_pid",
     "pyspy_for",
 ]
+
+SLOW_INFO = 0.2
+"""An agent whose ``/v1/info`` (a few hundred bytes) took longer than this while opening queues
+for the GIL: with 100 workers spinning in pure Python it took 0.35-0.8 s, and ``/v1/threads``
+then takes seconds more (measured 2026-12-01); an agent not behind spinners answers it in a
+few milliseconds even on a loaded machine."""
+SLOW_AGENT_GRACE = 0.1
+"""How long a one-shot command's poll then waits for the agent once py-spy's reading is in
+(``AgentSession.agent_grace``, 0.5 s otherwise): its answer would come seconds later, and
+py-spy already has every thread."""
 
 
 def parse_pid(text: Optional[str]) -> Optional[int]:
@@ -70,6 +83,23 @@ def open_from_args(
         inject=bool(getattr(args, "inject", False)),
         on_new_pid=on_new_pid,
     )
+
+
+def one_shot_grace(grace: float, info_took: Optional[float]) -> float:
+    """The agent's grace for a one-shot command (``dump``, ``snapshot``): ``SLOW_AGENT_GRACE``
+    when the agent's info took longer than ``SLOW_INFO``; ``grace`` otherwise, and whenever
+    ``CPINSPECT_AGENT_GRACE`` sets one."""
+    if info_took is None or info_took <= SLOW_INFO or "CPINSPECT_AGENT_GRACE" in os.environ:
+        return grace
+    return min(grace, SLOW_AGENT_GRACE)
+
+
+def hurry_slow_agent(opened: OpenedSession) -> None:
+    """Set the session's grace for the agent as ``one_shot_grace`` says."""
+    session = opened.session
+    grace = getattr(session, "agent_grace", None)
+    if isinstance(grace, float):
+        session.agent_grace = one_shot_grace(grace, opened.info_took)  # type: ignore[attr-defined]
 
 
 @dataclass

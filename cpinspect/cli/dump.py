@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from cpinspect import __version__
-from cpinspect.cli.common import add_target_arguments, open_from_args
+from cpinspect.cli.common import add_target_arguments, hurry_slow_agent, open_from_args
 from cpinspect.errors import AgentUnavailable, CpinspectError, PySpyMissing
 
 if TYPE_CHECKING:  # loaded when the command runs, not for --help
@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from cpinspect.sources.live import NO_REQUESTS
 
     session = opened.session
+    hurry_slow_agent(opened)
     # The poll returns with the agent's answer; py-spy's GIL holder is joined after the rest
     # is ready (``join_pyspy``): at 1,000 threads py-spy's read is the longest part, and what
     # follows its end is only the holder's thread (not with --native or --locals: py-spy's

@@ -14,7 +14,7 @@ import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
-from cpinspect.cli.common import add_target_arguments
+from cpinspect.cli.common import add_target_arguments, hurry_slow_agent
 from cpinspect.errors import CpinspectError, PySpyMissing, TargetGone, UsageError
 
 if TYPE_CHECKING:  # loaded when the command runs, not for --help
@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from cpinspect.sources.base import Capability
 
     session = opened.session
+    hurry_slow_agent(opened)
     for note in opened.notes:
         print("note: %s" % note, file=sys.stderr)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
@@ -83,6 +84,9 @@ class OpenedSession:
     notes: Tuple[str, ...] = ()
     """One line each, for headless commands to print on stderr (no agent: threads read by
     py-spy; the agent silent at connect...). The TUI shows the session's own banner instead."""
+    info_took: Optional[float] = None
+    """Seconds the agent took to answer ``/v1/info`` while opening (None: no agent, or no
+    answer). A tiny answer that took long means the agent queues for the GIL."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,8 @@ class AgentLink:
     error: Optional[AgentUnavailable] = None
     """Why ``info`` is missing: the agent silent (``AgentUnavailable``), or an agent that
     answered without a readable ``/v1/info`` (``EndpointError``)."""
+    info_took: Optional[float] = None
+    """Seconds ``info`` took to come (None without it)."""
 
     @property
     def silent(self) -> bool:
@@ -217,6 +223,7 @@ def connect_agent(
         source = AgentSource(path, timeout=timeout)
     info: Optional[ProcessInfo] = None
     error: Optional[AgentUnavailable] = None
+    asked = time.monotonic()
     try:
         info = source.info()
     except AgentUnavailable as exc:
@@ -225,13 +232,21 @@ def connect_agent(
     except CpinspectError:
         source.close()
         raise
+    took = time.monotonic() - asked if info is not None else None
     if socket is not None:
         if info is not None:
             guess = pid_from_socket_path(socket)
             pid = info.pid if guess is None or guess == info.pid else None
         else:
             pid = _pid_of_socket(socket)
-    return AgentLink(source=source, pid=pid, info=info, by_socket=socket is not None, error=error)
+    return AgentLink(
+        source=source,
+        pid=pid,
+        info=info,
+        by_socket=socket is not None,
+        error=error,
+        info_took=took,
+    )
 
 
 def _silent_note(link: AgentLink, pyspy: Optional[PySpySource]) -> str:
@@ -333,6 +348,7 @@ def _open_agent(link: AgentLink, on_new_pid: Optional[Callable[[int], None]]) ->
         kind=SourceKind.AGENT,
         label=session.label,
         notes=notes,
+        info_took=link.info_took,
     )
 
 

@@ -7,6 +7,7 @@ import argparse
 
 import pytest
 
+from cpinspect.cli.common import one_shot_grace
 from cpinspect.cli.dump import early_pyspy_command
 from cpinspect.cli.early import guess_pid
 from cpinspect.errors import PySpyMissing
@@ -68,3 +69,24 @@ def test_the_early_guess_reads_only_a_plain_dump_or_snapshot_by_pid(words, pid) 
     # THEN only a dump or snapshot of one pid, without options that change py-spy's command,
     # starts py-spy early (anything else waits for the parsed arguments)
     assert guess_pid(words) == pid
+
+
+@pytest.mark.parametrize(
+    ("info_took", "grace"),
+    [(None, 0.5), (0.004, 0.5), (0.2, 0.5), (0.35, 0.1), (0.8, 0.1)],
+)
+def test_a_one_shot_waits_less_for_an_agent_whose_info_came_slowly(
+    info_took, grace, monkeypatch
+) -> None:
+    # GIVEN the session's usual grace for the agent (0.5 s), no CPINSPECT_AGENT_GRACE
+    monkeypatch.delenv("CPINSPECT_AGENT_GRACE", raising=False)
+    # WHEN the agent's /v1/info took this long while opening
+    # THEN a one-shot command waits the usual grace, or 0.1 s past py-spy's reading when a
+    # tiny answer already took long (the agent queues for the GIL behind spinning workers)
+    assert one_shot_grace(0.5, info_took) == grace
+
+
+def test_a_grace_set_by_the_environment_is_kept(monkeypatch) -> None:
+    # GIVEN CPINSPECT_AGENT_GRACE set WHEN the agent's info came slowly THEN it is kept
+    monkeypatch.setenv("CPINSPECT_AGENT_GRACE", "2")
+    assert one_shot_grace(2.0, 0.8) == 2.0
