@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import ssl
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -54,6 +55,19 @@ from cpinspect.sources import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT  # re-exported
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx  # noqa: E402
 
+_NO_TLS: Optional[ssl.SSLContext] = None
+
+
+def _no_tls() -> ssl.SSLContext:
+    """The TLS context httpx wants for a transport: the agent speaks plain HTTP on a Unix
+    socket, so this one trusts no certificate at all (any TLS would fail). httpx's default
+    loads certifi's CA bundle for every client: 65 ms per connect (measured 2026-12-01)."""
+    global _NO_TLS
+    if _NO_TLS is None:
+        _NO_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return _NO_TLS
+
+
 NO_ENDPOINT = "no such endpoint"
 """A 404 saying so (or saying nothing) means the agent lacks the endpoint (it may be older);
 any other 404 is the endpoint's own answer (an unknown app …) and is said as it is."""
@@ -93,7 +107,7 @@ class AgentSource:
         self._threads_cursor: Optional[str] = None
         self._last_threads: Optional[ThreadsSnapshot] = None
         self._client = httpx.Client(
-            transport=httpx.HTTPTransport(uds=connect_path, retries=0),
+            transport=httpx.HTTPTransport(uds=connect_path, retries=0, verify=_no_tls()),
             base_url="http://cpinspect",
             timeout=httpx.Timeout(timeout, connect=timeout),
         )
