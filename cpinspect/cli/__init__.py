@@ -53,10 +53,28 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         early.spawn_for_words(words)
         try:
-            return _main(argv)
+            code = _main(argv)
         finally:
             early.take(None)  # stopped if the command did not take it (a usage error...)
+        if argv is None:
+            _exit_now(code)
+        return code
     return _main(argv)
+
+
+def _exit_now(code: int) -> None:
+    """End a one-shot command's own process at once, its output flushed: the interpreter's
+    teardown (freeing a 1,000-thread reading's objects, joining idle worker threads) took
+    0.4-0.5 s more on a loaded machine (measured 2026-12-01), after everything was written.
+    Nothing else is left to do: the session is closed, py-spy stopped, files fsync'd."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            _stdout_gone()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _main(argv: Optional[List[str]]) -> int:
