@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from typing import TYPE_CHECKING, List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from cpinspect.cli.common import add_target_arguments, hurry_slow_agent
 from cpinspect.errors import CpinspectError, PySpyMissing, TargetGone, UsageError
 
 if TYPE_CHECKING:  # loaded when the command runs, not for --help
+    from subprocess import Popen
+
     from cpinspect.model import Snapshot, ThreadLocals
 
 MAX_COUNT = 1000
@@ -70,9 +72,24 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--count takes 1 to %d snapshots, not %d" % (MAX_COUNT, args.count))
     if args.every < 0.1:
         raise UsageError("--every takes at least 0.1 seconds, not %s" % args.every)
-    from cpinspect.cli.dump import hand_over_pyspy, start_pyspy_early
+    from cpinspect.cli.dump import start_pyspy_early
 
     early = start_pyspy_early(args)  # py-spy's read beside the imports and the agent call
+    import gc
+
+    collecting = gc.isenabled()
+    if args.count == 1:
+        gc.disable()  # one poll's objects, freed by their counts (as in ``dump``)
+    try:
+        return _run(args, early)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]]]) -> int:
+    from cpinspect.cli.dump import hand_over_pyspy
+
     try:
         from cpinspect.snapshots import capture_series, check_directory, write_snapshots
         from cpinspect.sources.open import open_session

@@ -13,6 +13,7 @@ can be the wrapper.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import stat
@@ -129,7 +130,9 @@ def test_dump_json_is_encoded_while_py_spy_reads_and_carries_its_gil_holder(
     code = main(["dump", str(target.pid), "--json"])
     out = capsys.readouterr()
     # THEN it exits 0 after encoding twice: once while py-spy read, once with its holder
+    # (the cycle collector, off during the command, on again after it)
     assert code == 0, out.err
+    assert gc.isenabled()
     assert len(encodings) == 2 and encodings[0] == encodings[1] > 0
     # AND the document is the agent's threads joined with py-spy's GIL holder
     [snapshot] = snapshots_from_document(json.loads(out.out))
@@ -151,6 +154,7 @@ def test_snapshot_is_encoded_while_py_spy_reads_and_saves_its_gil_holder(
     out = capsys.readouterr()
     # THEN it writes the file after encoding twice (while py-spy read, and with its holder)
     assert code == 0, out.err
+    assert gc.isenabled()
     assert len(encodings) == 2 and encodings[0] == encodings[1] > 0
     json_path = Path(out.out.splitlines()[0])
     # AND the saved snapshot carries py-spy's GIL holder on the agent's threads
