@@ -55,7 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             code = _main(argv)
         finally:
-            early.take(None)  # stopped if the command did not take it (a usage error...)
+            early.finish()  # what the command did not take (a usage error...) is stopped
         if argv is None:
             _exit_now(code)
         return code

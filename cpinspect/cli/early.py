@@ -7,6 +7,8 @@ the command then takes the process with ``take``, which hands it over only if it
 the parsed arguments ask for (``dump.early_pyspy_command``) and stops it otherwise. The guess
 from the raw words is never trusted: it only saves time when it is right.
 
+The agent's ``/v1/info`` is asked for at the same moment (``sources.early_info``).
+
 Only ``os``, ``sys`` and ``subprocess`` are imported here.
 """
 
@@ -108,8 +110,11 @@ def spawn_for_words(words: Sequence[str]) -> None:
         executable = find_executable()
         if executable is not None:
             _started = spawn(pyspy_command(executable, pid))
+        from cpinspect.sources import early_info
+
+        early_info.start(pid)  # the agent's info, asked beside py-spy's read and the imports
     except Exception:  # noqa: BLE001 - a guess: the command starts py-spy itself if need be
-        _started = None
+        pass
 
 
 def take(command: Optional[List[str]]) -> Optional[Early]:
@@ -122,6 +127,14 @@ def take(command: Optional[List[str]]) -> Optional[Early]:
         return early
     stop(early[1])
     return None
+
+
+def finish() -> None:
+    """After the command: stop an early py-spy it did not take, forget an info it did not."""
+    take(None)
+    from cpinspect.sources import early_info
+
+    early_info.clear()
 
 
 def stop(proc: Popen[bytes]) -> None:

@@ -183,6 +183,25 @@ class AgentSource:
         except ProtocolError as exc:
             raise EndpointError("unreadable /v1/info from the agent: %s" % exc) from None
 
+    def info_answered(self, body: bytes) -> ProcessInfo:
+        """``/v1/info`` from a 200 answer to a request sent on this source's socket without it
+        (``sources.early_info``), read as ``info`` reads its own."""
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise EndpointError(
+                "agent at %s answered 200 with something that is not JSON" % self.connect_path
+            ) from None
+        self._ever_connected = True
+        if isinstance(payload, dict):
+            warning = schema_warning(payload)
+            if warning and warning not in self.warnings:
+                self.warnings.append(warning)
+        try:
+            return info_from_json(payload)
+        except ProtocolError as exc:
+            raise EndpointError("unreadable /v1/info from the agent: %s" % exc) from None
+
     def threads(self, timeout: Optional[float] = None) -> ThreadsSnapshot:
         """The threads now: asks only for what changed since the last answer when it can.
         ``timeout``: wait longer than the source's own limit (a call nobody waits on)."""

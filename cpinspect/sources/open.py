@@ -42,6 +42,7 @@ from cpinspect.errors import (
     UsageError,
 )
 from cpinspect.model import ProcessInfo, SourceKind, ThreadsSnapshot
+from cpinspect.sources import early_info
 from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
 from cpinspect.sources.base import Poller
 from cpinspect.sources.live import (
@@ -224,15 +225,29 @@ def connect_agent(
     info: Optional[ProcessInfo] = None
     error: Optional[AgentUnavailable] = None
     asked = time.monotonic()
+    early = early_info.take(pid, source.connect_path) if socket is None and pid else None
+    took: Optional[float] = None
     try:
-        info = source.info()
+        if early is not None and early.wait(timeout):
+            # Asked at the command's start (``dump``, ``snapshot``): the same question, sooner.
+            info = source.info_answered(early.body)
+            took = early.took()
+        elif early is not None and not early.done.is_set():
+            raise AgentUnavailable(
+                "agent did not answer within %.1f s — the interpreter may be stuck" % timeout
+            )
+        else:
+            info = source.info()
     except AgentUnavailable as exc:
         # Timed out (or answered badly): not a reason to stop, the session copes with both.
         error = exc
     except CpinspectError:
         source.close()
         raise
-    took = time.monotonic() - asked if info is not None else None
+    if info is None:
+        took = None
+    elif took is None:
+        took = time.monotonic() - asked
     if socket is not None:
         if info is not None:
             guess = pid_from_socket_path(socket)

@@ -29,6 +29,7 @@ from cpinspect.errors import PySpyMissing
 from cpinspect.model import SourceKind, ThreadInfo
 from cpinspect.protocol import DocumentEncoder, snapshots_from_document
 from cpinspect.snapshots import read_snapshots
+from cpinspect.sources.agent import AgentSource
 from cpinspect.sources.open import open_session
 from cpinspect.sources.pyspy import PySpySource, find_pyspy
 from tests.conftest import TargetProcess, start_target, wait_for
@@ -206,3 +207,25 @@ def test_the_readers_py_spy_is_the_one_started_early(target, monkeypatch):
     finally:
         if started is not None:
             early.stop(started[1])
+
+
+def test_the_agents_info_asked_at_the_start_is_the_one_used(target, monkeypatch, capsys):
+    # GIVEN `dump PID --json` by pid (its info is asked for beside py-spy's early read)
+    asked: List[str] = []
+    for name in ("info", "info_answered"):
+        real = getattr(AgentSource, name)
+
+        def counted(self, *args, _real=real, _name=name, **kwargs):  # type: ignore[no-untyped-def]
+            asked.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(AgentSource, name, counted)
+    # WHEN it runs
+    code = main(["dump", str(target.pid), "--json"])
+    out = capsys.readouterr()
+    # THEN the info came from the early request, not from a second one after the imports
+    assert code == 0, out.err
+    assert asked == ["info_answered"]
+    # AND it is the target's
+    [snapshot] = snapshots_from_document(json.loads(out.out))
+    assert snapshot.info is not None and snapshot.info.pid == target.pid
