@@ -87,6 +87,9 @@ class Result:
     capture: List[float] = field(default_factory=list)
     pyspy: List[float] = field(default_factory=list)
     pyspy_nonblocking: List[float] = field(default_factory=list)
+    other_dump: List[float] = field(default_factory=list)
+    """``--compare ROOT``: the same commands run from another checkout, in the same rounds."""
+    other_capture: List[float] = field(default_factory=list)
     """``py-spy dump --json --nonblocking``: the read dump and snapshot run beside the agent."""
     failures: List[str] = field(default_factory=list)
 
@@ -260,12 +263,14 @@ def measure_pilot(server: Server, result: Result, seconds: float) -> None:
     result.ages, result.keys = data["ages"], data["keys"]
 
 
-def timed(argv: Sequence[str], failures: Optional[List[str]] = None) -> float:
+def timed(
+    argv: Sequence[str], failures: Optional[List[str]] = None, cwd: Optional[Path] = None
+) -> float:
     """Wall seconds of one command; a failure exits, or is kept in ``failures`` (the last
     line it printed) when given: with 100 workers spinning a command may fail, and that is
     a result too."""
     t0 = time.perf_counter()
-    done = subprocess.run(list(argv), capture_output=True, cwd=str(ROOT), timeout=120)
+    done = subprocess.run(list(argv), capture_output=True, cwd=str(cwd or ROOT), timeout=120)
     elapsed = time.perf_counter() - t0
     if done.returncode != 0:
         why = (done.stderr.decode().strip().splitlines() or ["(no message)"])[-1]
@@ -275,7 +280,9 @@ def timed(argv: Sequence[str], failures: Optional[List[str]] = None) -> float:
     return elapsed
 
 
-def measure_dumps(server: Server, result: Result, rounds: int) -> None:
+def measure_dumps(
+    server: Server, result: Result, rounds: int, other: Optional[Path] = None
+) -> None:
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out = tempfile.mkdtemp(prefix="cpinspect-scale-")
     try:
@@ -293,6 +300,17 @@ def measure_dumps(server: Server, result: Result, rounds: int) -> None:
                     result.failures,
                 )
             )
+            if other is not None:
+                result.other_dump.append(
+                    timed([*CPINSPECT, "dump", str(server.pid), "--json"], result.failures, other)
+                )
+                result.other_capture.append(
+                    timed(
+                        [*CPINSPECT, "snapshot", str(server.pid), "-o", out, "--no-routes"],
+                        result.failures,
+                        other,
+                    )
+                )
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -351,6 +369,12 @@ def report_dumps(r: Result) -> None:
                 f"    py-spy dump --json --nonblocking (the read ours run) {ours:.2f} s "
                 f"({ours / spy:.2f}x)"
             )
+        if r.other_dump:
+            od, oc = statistics.median(r.other_dump), statistics.median(r.other_capture)
+            print(
+                f"    --compare checkout: dump --json {od:.2f} s ({od / spy:.2f}x)   "
+                f"snapshot {oc:.2f} s ({oc / spy:.2f}x)"
+            )
         if s.threads <= 200:
             print(
                 f"    at {s.threads} threads: dump {verdict(dump, 0.5)}, "
@@ -362,7 +386,7 @@ def report_dumps(r: Result) -> None:
         print(f"    FAILED {failure}")
 
 
-def with_bytecode() -> None:
+def with_bytecode(other: Optional[Path] = None) -> None:
     """The inspector's modules compiled once, as an installed package has them: this
     environment sets PYTHONDONTWRITEBYTECODE, and every ``cpinspect`` started here compiled
     ~55 modules from source (0.15 s a start under cProfile), which no user pays after ``pip
@@ -370,7 +394,8 @@ def with_bytecode() -> None:
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="cpinspect-scale-pyc-")
     subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(ROOT / "cpinspect")],
+        [sys.executable, "-m", "compileall", "-q", str(ROOT / "cpinspect")]
+        + ([str(other / "cpinspect")] if other is not None else []),
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -389,12 +414,18 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
+        "--compare",
+        metavar="ROOT",
+        type=Path,
+        help="also run dump and snapshot from this checkout in the same rounds (before/after)",
+    )
+    parser.add_argument(
         "--dumps-only",
         action="store_true",
         help="only `dump --json` and `snapshot` against py-spy (no TUI, Pilot or RSS measures)",
     )
     args = parser.parse_args()
-    with_bytecode()
+    with_bytecode(args.compare)
     print(machine())
     help_times = [timed([*CPINSPECT, "--help"]) for _ in range(5)]
     print(
@@ -414,7 +445,7 @@ def main() -> int:
             if not args.dumps_only:
                 measure_tui(server, result, args.seconds, args.rss_minutes * 60)
                 measure_pilot(server, result, args.seconds)
-            measure_dumps(server, result, args.rounds)
+            measure_dumps(server, result, args.rounds, args.compare)
         finally:
             for sock in held:
                 sock.close()
