@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # loaded when the command runs, not for --help
     from cpinspect.sources.open import OpenedSession
 
 HIDDEN = "*** (hidden: --show-secrets shows it)"
+FORMAT = ("cpinspect.formatting",)
+"""What the text output needs beside the findings."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -150,6 +152,11 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
             session.set_native(True)
         if join is not None:
             session.pyspy_wait = 0.0  # type: ignore[attr-defined]
+        from cpinspect.cli.early import import_meanwhile
+
+        import_meanwhile(
+            "cpinspect.findings", "cpinspect.findings.history", *(() if args.json else FORMAT)
+        )
         update = session.poll()
         threads = _threads_of(update)
         notes = render.notes

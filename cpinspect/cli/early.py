@@ -129,6 +129,23 @@ def take(command: Optional[List[str]]) -> Optional[Early]:
     return None
 
 
+def import_meanwhile(*modules: str) -> None:
+    """Import ``modules`` in a daemon thread: what a command needs after its poll, imported
+    while the poll waits (with the agent behind spinning workers it waits for py-spy and the
+    agent's grace; the findings' modules then cost nothing after it)."""
+    import importlib
+    import threading
+
+    def run() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - imported again where needed, and said there
+                return
+
+    threading.Thread(target=run, name="cpinspect-imports", daemon=True).start()
+
+
 def finish() -> None:
     """After the command: stop an early py-spy it did not take, forget an info it did not."""
     take(None)

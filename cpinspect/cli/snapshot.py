@@ -149,6 +149,9 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
                 routes = session.routes()
             except CpinspectError as exc:
                 print("note: routes not captured: %s" % exc, file=sys.stderr)
+        from cpinspect.cli.early import import_meanwhile
+
+        import_meanwhile("cpinspect.findings", "cpinspect.findings.history", "cpinspect.formatting")
         series = capture_series(
             session,
             args.count,
