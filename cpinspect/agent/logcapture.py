@@ -702,6 +702,17 @@ class _NoMemo(dict):  # type: ignore[type-arg]
         pass
 
 
+def _f(value: Any) -> str:
+    """A float as JSON that reads back as exactly the same float: 17 significant digits
+    (always enough for a double), cheaper to make than its shortest repr (~6k instructions
+    against ~8.7k; three per record); an integral value keeps its ".0" through ``_j``."""
+    if type(value) is float and value - value == 0.0:
+        text = "%.17g" % value
+        if "." in text:
+            return text
+    return _j(value)
+
+
 def _request_fixed(item: Fields) -> str:
     """The members of a record's request dict that repeat from request to request (all but
     path, query and started_at), as JSON text without braces."""
@@ -737,7 +748,7 @@ def _request_json(item: Fields, memo: Dict[Any, str]) -> str:
         fixed,
         _esc((_text(item[11]) + _text(item[12]))[:2048]),
         _esc(redact_query(_text(item[13]))),
-        _j(started) if isinstance(started, float) else "null",
+        _f(started) if isinstance(started, float) else "null",
     )
 
 
@@ -759,7 +770,7 @@ def _access_json(item: Fields, memo: Dict[Any, str]) -> str:
         )
     started = item[17]
     duration = max(0.0, item[0] - started) if isinstance(started, float) else None
-    return '{%s,"duration":%s}' % (fixed, _j(duration))
+    return '{%s,"duration":%s}' % (fixed, _f(duration))
 
 
 def record_json(seq: int, item: Fields, app: Optional[str], memo: Dict[Any, str]) -> str:
@@ -778,7 +789,7 @@ def record_json(seq: int, item: Fields, app: Optional[str], memo: Dict[Any, str]
         '{"seq":%d,"time":%s,%s,"message":%s,"cut":%s,"traceback":%s,"request":%s,"access":%s}'
         % (
             seq,
-            _j(item[0]),
+            _f(item[0]),
             fixed,
             _esc(redact_text_queries(item[4])),
             _j(item[5]),
