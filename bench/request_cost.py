@@ -27,8 +27,9 @@ In ``agent`` rounds the server with the agent is polled as the TUI polls it, onc
 it (the first full answer is taken before the window starts, as a TUI attached for a while
 would have).
 
-Saturation: the two servers' CPU shares over a window must add up to about one CPU (printed);
-the client's own CPU share of its CPU is printed beside it (well under 1: not the bottleneck).
+Saturation: the two servers' CPU shares over a window add up to about one CPU when nothing
+else runs there (printed; less when other processes take CPU 0, which slows both alike); the
+client's own share of its CPU is printed beside it (well under 1: not the bottleneck).
 
 **Cachegrind** (``--cachegrind``): instructions per request under ``valgrind --tool=cachegrind``,
 which the machine's load does not disturb. A child serves in-process requests (``GET /`` through
@@ -529,6 +530,68 @@ def cg_run(
     return int(m.group(1)), took, records
 
 
+def cg_served(mode: str, warmup: int, requests: int) -> int:
+    """Instructions of a whole served run under valgrind: the ``--serve`` server, ``/_ctl`` set
+    to ``mode``, then ``warmup + requests`` sequential ``GET /`` on one keep-alive connection
+    (cheroot's parsing and the socket calls' user-space side included; the kernel's not)."""
+    fd, out_name = tempfile.mkstemp(prefix="cg-request-cost-", suffix=".out")
+    os.close(fd)
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    cmd = [
+        "valgrind",
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        f"--cachegrind-out-file={out_name}",
+        sys.executable,
+        str(Path(__file__)),
+        "--serve",
+        *(["--agent-root", AGENT_ROOT[0]] if AGENT_ROOT[0] else []),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        m = re.match(r"READY port=(\d+)", line)
+        if m is None:
+            raise RuntimeError(f"the valgrind server ({mode}) did not start: {line!r}")
+        port = int(m.group(1))
+        if mode != "none":
+            ctl(port, "agent=1&capture=%d" % (mode == "agent"))
+        sock = socket.create_connection(("127.0.0.1", port), timeout=120)
+        buf = b""
+        for _ in range(warmup + requests):
+            sock.sendall(REQUEST)
+            while True:
+                end = buf.find(b"\r\n\r\n")
+                if end >= 0:
+                    lm = _LENGTH.search(buf, 0, end + 2)
+                    need = end + 4 + (int(lm.group(1)) if lm else 0)
+                    if len(buf) >= need:
+                        buf = buf[need:]
+                        break
+                data = sock.recv(65536)
+                if not data:
+                    raise RuntimeError("the valgrind server closed the connection")
+                buf += data
+        sock.close()
+        proc.terminate()  # the engine exits on SIGTERM; valgrind writes its counts
+        proc.wait(300)
+        with open(out_name) as f:
+            text = f.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.unlink(out_name)
+    sm = re.search(r"^summary:\s+(\d+)", text, re.MULTILINE)
+    if sm is None:
+        raise RuntimeError("no summary line in the cachegrind output")
+    return int(sm.group(1))
+
+
 def native_rate(cpus: Tuple[int, int], connections: int, seconds: float = 3.0) -> float:
     """Requests per second of one saturated server (no agent) on its own CPU."""
     srv = start(cpus[0])
@@ -553,6 +616,16 @@ def cachegrind(
         b, _, _ = cg_run(mode, warmup, n2)
         per[mode] = (b - a) / (n2 - n1)
         print(f"  {mode:10} {per[mode] / 1e3:8.1f}k instructions per request", flush=True)
+    served: Dict[str, float] = {}
+    s1, s2 = n1 // 2, n2 // 2
+    for mode in CG_MODES:
+        a = cg_served(mode, warmup, s1)
+        b = cg_served(mode, warmup, s2)
+        served[mode] = (b - a) / (s2 - s1)
+        print(
+            f"  {mode:10} {served[mode] / 1e3:8.1f}k per served request (cheroot, socket)",
+            flush=True,
+        )
     with_polls, took, _ = cg_run("agent", warmup, n1, "polls:%d" % polls)
     idle, _, _ = cg_run("agent", warmup, n1, idle=took)
     per_poll = (with_polls - idle) / polls
@@ -590,6 +663,13 @@ def cachegrind(
         f"  agent polled at 1 Hz / none (issue 13): {(per['agent'] + added) / base:.4f}"
         f" (+{(per['agent'] + added - base) / 1e3:.1f}k; in-process requests: cheroot's share"
         " left out, an upper bound)"
+    )
+    sb = served["none"]
+    print(
+        f"  served requests: capture on / off {served['agent'] / served['nocapture']:.4f};"
+        f" agent not polled / none {served['agent'] / sb:.4f}; agent polled at 1 Hz / none"
+        f" {(served['agent'] + added) / sb:.4f} (user-space instructions; the kernel's share"
+        " of a served request is not counted, so these too are upper bounds)"
     )
 
 
