@@ -1,6 +1,7 @@
 """What the agent costs one request: two servers measured at the same time, and instructions.
 
-    python bench/request_cost.py [--compare agent|capture|aa|all] [--rounds 40] [--window 2]
+    python bench/request_cost.py [--compare agent|capture|idle|agent-noaccess|aa|all]
+                                 [--rounds 40] [--window 2] [--agent-root CHECKOUT]
     python bench/request_cost.py --cachegrind [--requests 2000]
     python bench/request_cost.py --quick          # 8 rounds of each comparison, no cachegrind
 
@@ -275,12 +276,14 @@ COMPARES = {
     "agent": ("agent=1&capture=1", "agent=0"),
     "capture": ("agent=1&capture=1", "agent=1&capture=0"),
     "idle": ("agent=1&capture=1", "agent=0"),
+    "agent-noaccess": ("agent=1&capture=0", "agent=0"),
     "aa": ("agent=0", "agent=0"),
 }
 LABELS = {
     "agent": "agent installed and polled at 1 Hz vs no agent",
     "capture": "agent with log capture vs agent with capture detached",
     "idle": "agent installed, nobody polling, vs no agent",
+    "agent-noaccess": "agent polled at 1 Hz, its log capture detached, vs no agent",
     "aa": "A/A: no agent in either (the method's own bias and spread)",
 }
 
@@ -305,7 +308,7 @@ def simultaneous(
             t = r % 2  # the server under test this round; the other runs the baseline
             paths = [ctl(servers[i].port, test_q if i == t else base_q) for i in range(2)]
             poll: Optional[Poll] = None
-            if compare == "agent":
+            if compare in ("agent", "agent-noaccess"):
                 poll = Poll(paths[t])
                 poll.once()  # the first, full answer, and one delta: before the window
                 poll.once()
