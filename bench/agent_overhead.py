@@ -13,6 +13,10 @@ modes and rotate their order, so drift on a shared machine hits every mode alike
 ratio is taken against the baseline of its own round. Printed: per-round figures, then per mode
 the median ratio and its spread (min-max over rounds). Server CPU per request is printed beside
 requests/s: on a noisy machine it is the steadier of the two. Goal: ratio >= 0.99.
+
+Modes measured one after another cannot resolve 1 % on this VM (its speed moves by +-20 %
+between windows seconds apart): for issue 13's per-request goal use ``bench/request_cost.py``,
+which measures both configurations in the same windows on one CPU and swaps their roles.
 """
 
 from __future__ import annotations

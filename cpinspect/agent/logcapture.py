@@ -13,7 +13,10 @@ on this thread (the tracker's table, else ``cherrypy.serving``), read that reque
 response's fields with plain attribute reads, and store them as one flat tuple in a
 preallocated-as-it-fills list used as a ring. Everything derived (the request's wire dict as
 ``/v1/threads`` builds it, the redacted query, status, size, duration) is built when the ring is
-read (``/v1/log``, about once a second). Long text is cut on arrival (memory bounds).
+read (``/v1/log``, about once a second); for the socket each record is written as JSON text
+straight from its tuple (``record_json``: no dicts, the members that repeat between records
+written once per read), since a follower reads every access record the app logs and that read
+cost the target more per request than capturing it. Long text is cut on arrival (memory bounds).
 A traceback from ``exc_info`` must be formatted now (its frames die with the request); it is
 formatted without reading any source file (linecache's cache only: no file I/O on the request
 path, invariant 2), unless one of the app's own handlers already formatted it (``exc_text``).
@@ -30,12 +33,14 @@ import sys
 import threading
 import time
 import weakref
+from json.encoder import encode_basestring_ascii as _esc
 from threading import get_ident
 from types import FunctionType, MethodType, TracebackType
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from .jsonparts import JsonArray, dumps
 from .probes.threads import RequestAtoms, handler_name, request_atoms, request_from_atoms
-from .redact import redact_text_queries
+from .redact import redact_query, redact_text_queries
 from .tracking import RequestTracker
 from .wire import LOG_DEFAULT_CAPACITY, LOG_MAX_MESSAGE
 
@@ -665,6 +670,154 @@ def _peer_from_atoms(atoms: RequestAtoms) -> str:
     return "%s:%s" % (ip, port) if port not in (None, "", -1) else str(ip)
 
 
+# --- A record's JSON text, made without its dict (``/v1/log`` over the socket) -----------------
+# ``read(encoded=True)`` answers a follower reading every access record the app logs: building
+# each record's dicts and then encoding them cost the target ~9 us per record, more than the
+# capture's own ~2 us per request (BENCHMARKS.md). These functions write the same JSON text
+# (what ``jsonparts.dumps`` of ``record_dict`` gives, key order aside) straight from the ring's
+# tuple; any value of an unusual type goes through ``dumps`` itself.
+
+
+def _j(value: Any) -> str:
+    """``dumps(value)``, with the common atoms written directly."""
+    t = type(value)
+    if t is str:
+        return _esc(value)
+    if value is None:
+        return "null"
+    if t is int:
+        return int.__repr__(value)
+    if t is float and value - value == 0.0:  # finite
+        return float.__repr__(value)
+    return dumps(value)
+
+
+class _NoMemo(dict):  # type: ignore[type-arg]
+    """A memo that keeps nothing (for a record with an unhashable value in a slot)."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+
+def _f(value: Any) -> str:
+    """A float as JSON that reads back as exactly the same float: 17 significant digits
+    (always enough for a double), cheaper to make than its shortest repr (~6k instructions
+    against ~8.7k; three per record); an integral value keeps its ".0" through ``_j``."""
+    if type(value) is float and value - value == 0.0:
+        text = "%.17g" % value
+        if "." in text:
+            return text
+    return _j(value)
+
+
+def _request_fixed(item: Fields) -> str:
+    """The members of a record's request dict that repeat from request to request (all but
+    path, query and started_at), as JSON text without braces."""
+    ip = _text(item[14])
+    port = item[15]
+    if not ip:
+        peer = ""
+    elif port not in (None, "", -1):
+        peer = "%s:%s" % (ip, port)
+    else:
+        peer = str(ip)
+    return '"method":%s,"client":%s,"peer":%s,"handler":%s,"stage":%s,"app":%s,"source":%s' % (
+        _esc(_text(item[10])),
+        _j((item[16] or ip)[:256]),
+        _esc(peer),
+        _j(item[18]),
+        _j(item[19]),
+        _esc(_text(item[11])),
+        _j(item[9]),
+    )
+
+
+def _request_json(item: Fields, memo: Dict[Any, str]) -> str:
+    source = item[9]
+    if not source:
+        return "null"
+    key = (1, source, item[10], item[11], item[14], item[15], item[16], item[18], item[19])
+    fixed = memo.get(key)
+    if fixed is None:
+        fixed = memo[key] = _request_fixed(item)
+    started = item[17]
+    return '{%s,"path":%s,"query":%s,"started_at":%s}' % (
+        fixed,
+        _esc((_text(item[11]) + _text(item[12]))[:2048]),
+        _esc(redact_query(_text(item[13]))),
+        _f(started) if isinstance(started, float) else "null",
+    )
+
+
+def _access_json(item: Fields, memo: Dict[Any, str]) -> str:
+    kind = item[21]
+    if kind == ACCESS_NONE:
+        return "null"
+    if kind == ACCESS_FROM_MESSAGE:
+        status, size, _duration = parse_access_line(item[4])
+        return '{"status":%s,"size":%s,"duration":null}' % (_j(status), _j(size))
+    key = (2, kind, item[20], item[22], item[23])
+    fixed = memo.get(key)
+    if fixed is None:
+        ctype = item[23]
+        fixed = memo[key] = '"status":%s,"size":%s,"content_type":%s' % (
+            _j(status_from(item[20], kind)),
+            _j(size_from(item[22])),
+            _esc(ctype[:200]) if type(ctype) is str else "null",
+        )
+    started = item[17]
+    duration = max(0.0, item[0] - started) if isinstance(started, float) else None
+    return '{%s,"duration":%s}' % (fixed, _f(duration))
+
+
+def record_json(seq: int, item: Fields, app: Optional[str], memo: Dict[Any, str]) -> str:
+    """The JSON text of ``record_dict(seq, item, app)``. ``memo``: the texts of the members
+    that repeat between records (a read's own dict, dropped with it; its keys are the raw
+    values, so it holds at most three entries per record read)."""
+    key = (0, item[1], item[2], item[3], app, item[7], item[8])
+    fixed = memo.get(key)
+    if fixed is None:
+        fixed = memo[key] = (
+            '"level":%s,"levelno":%s,"logger":%s,"app":%s,"thread":{"ident":%s,"name":%s}'
+            % (_j(item[2]), _j(item[1]), _j(item[3]), _j(app), _j(item[7]), _j(item[8]))
+        )
+    tb = item[6]
+    return (
+        '{"seq":%d,"time":%s,%s,"message":%s,"cut":%s,"traceback":%s,"request":%s,"access":%s}'
+        % (
+            seq,
+            _f(item[0]),
+            fixed,
+            _esc(redact_text_queries(item[4])),
+            _j(item[5]),
+            "null" if tb is None else _esc(redact_text_queries(tb)),
+            _request_json(item, memo),
+            _access_json(item, memo),
+        )
+    )
+
+
+def record_dict(seq: int, item: Fields, app: Optional[str]) -> Dict[str, Any]:
+    """A stored record as the wire dict ``/v1/log`` answers (wire.py)."""
+    return {
+        "seq": seq,
+        "time": item[0],
+        "level": item[2],
+        "levelno": item[1],
+        "logger": item[3],
+        "app": app,
+        "message": redact_text_queries(item[4]),
+        "cut": item[5],
+        "traceback": None if item[6] is None else redact_text_queries(item[6]),
+        "thread": {"ident": item[7], "name": item[8]},
+        "request": _request_of(item),
+        "access": _access_of(item),
+    }
+
+
 # --- Attaching to the loggers ---------------------------------------------------------------
 
 
@@ -856,40 +1009,38 @@ class LogCapture:
 
     # The cursor.
 
-    def read(self, after: int, limit: int, min_level: int) -> Dict[str, Any]:
+    def read(self, after: int, limit: int, min_level: int, encoded: bool = False) -> Dict[str, Any]:
+        """The cursor's answer (wire.py). ``encoded``: ``records`` is a ``JsonArray`` carrying
+        each record's JSON text (``record_json``) for the socket server to splice in, and its
+        items are the ring's raw tuples, not dicts (no in-process reader takes this form)."""
         self.refresh()
         items, first, latest = self.ring.copy()
         missed = first - after - 1 if items and after < first - 1 else 0
         # Seqs are consecutive: the first record after ``after`` sits at a known index.
         start = max(0, after - first + 1) if items else 0
-        records: List[Dict[str, Any]] = []
+        records: Any = JsonArray() if encoded else []
         more = False
         last = after
         app_of = self._apps.get
+        count = 0
+        memo: Dict[Any, str] = {}
         for i in range(start, len(items)):
             item = items[i]
-            seq = first + i
             if item[1] < min_level:
                 continue
-            if len(records) >= limit:
+            if count >= limit:
                 more = True
                 break
-            records.append(
-                {
-                    "seq": seq,
-                    "time": item[0],
-                    "level": item[2],
-                    "levelno": item[1],
-                    "logger": item[3],
-                    "app": app_of(item[3]),
-                    "message": redact_text_queries(item[4]),
-                    "cut": item[5],
-                    "traceback": None if item[6] is None else redact_text_queries(item[6]),
-                    "thread": {"ident": item[7], "name": item[8]},
-                    "request": _request_of(item),
-                    "access": _access_of(item),
-                }
-            )
+            seq = first + i
+            if encoded:
+                try:
+                    text = record_json(seq, item, app_of(item[3]), memo)
+                except TypeError:  # an unhashable value in a slot: no memo for this one
+                    text = record_json(seq, item, app_of(item[3]), _NoMemo())
+                records.add(item, text)
+            else:
+                records.append(record_dict(seq, item, app_of(item[3])))
+            count += 1
             last = seq
         routing: Dict[str, Any]
         errors: List[str] = []

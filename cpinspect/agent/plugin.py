@@ -142,7 +142,7 @@ class Agent:
                 }
             }
         min_level = logging.getLevelName(level) if level else 0
-        return 200, self.log_capture.read(after, limit, int(min_level))
+        return 200, self.log_capture.read(after, limit, int(min_level), encoded=True)
 
     def start_server(self) -> str:
         path = self.requested_path
