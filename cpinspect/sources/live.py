@@ -61,9 +61,16 @@ from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
 from cpinspect.sources.base import Capability, LinkState, Update
 from cpinspect.sources.listenq import listen_queues
 from cpinspect.sources.logfeed import LogBatch, LogFeed
-from cpinspect.sources.merge import fallback_threads, gil_holder, merge_threads
+from cpinspect.sources.merge import Carried, fallback_threads, gil_holder, merge_threads
 from cpinspect.sources.peers import PeerCache
-from cpinspect.sources.pyspy import GilDump, PySpySource, process_state, threads_from_dump
+from cpinspect.sources.pyspy import (
+    DumpCache,
+    GilDump,
+    PySpySource,
+    process_state,
+    threads_from_dump,
+    threads_from_reading,
+)
 
 INFO_EVERY = 5
 """Re-read /v1/info every N polls: engine state changes, the rest rarely does."""
@@ -294,7 +301,11 @@ class AgentSession:
         self._spy_last: Optional[ThreadsSnapshot] = None
         self._spy_whole: Optional[Tuple[ThreadsSnapshot, GilDump, float]] = None
         """The last GIL-holder reading, the whole dump it was cut from, and when it was read."""
-        """The newest py-spy reading joined (joined again while a newer one runs)."""
+        self._spy_cache = DumpCache()
+        """What the whole readings built (``threads_from_reading``): while py-spy carries the
+        polls, only the threads whose text moved since the last reading are parsed again."""
+        self._carried: Carried = {}
+        """The joined threads of the last carried poll (``fallback_threads``' memo)."""
         self.on_new_pid = on_new_pid
         """Called (from the polling thread) when reconnection lands on another pid."""
         self.timeout = timeout
@@ -554,7 +565,7 @@ class AgentSession:
         if future.done() or whole is None or self.pyspy is None:
             return self._spy_result(future)
         self._spy_pending = future
-        return threads_from_dump(whole[1].threads(), whole[2], pid=self.pyspy.pid)
+        return threads_from_reading(whole[1], whole[2], pid=self.pyspy.pid, cache=self._spy_cache)
 
     def _settle(
         self,
@@ -664,7 +675,7 @@ class AgentSession:
         whole = self._spy_whole
         if spy is None or whole is None or whole[0] is not spy or self.pyspy is None:
             return spy
-        return threads_from_dump(whole[1].threads(), whole[2], pid=self.pyspy.pid)
+        return threads_from_reading(whole[1], whole[2], pid=self.pyspy.pid, cache=self._spy_cache)
 
     def _start_spy(self) -> Optional[Future[Optional[ThreadsSnapshot]]]:
         if self.pyspy is None:
@@ -769,7 +780,7 @@ class AgentSession:
                 % (self.timeout, who)
             )
         message = "%s; threads from py-spy%s" % (head, before)
-        threads = fallback_threads(spy, self.threads)
+        threads = fallback_threads(spy, self.threads, self._carried)
         self._read_log(agent=False)
         warnings = tuple(self.source.warnings) if self.source is not None else ()
         warnings += self._log_warnings()

@@ -57,19 +57,37 @@ def merge_threads(
     return replace(agent, threads=tuple(merged))
 
 
-def fallback_threads(spy: ThreadsSnapshot, last: Optional[ThreadsSnapshot]) -> ThreadsSnapshot:
+Carried = Dict[int, Tuple[ThreadInfo, ThreadInfo, ThreadInfo]]
+"""``fallback_threads``' memo: by ident, (py-spy's thread, the agent's, the joined one)."""
+
+
+def fallback_threads(
+    spy: ThreadsSnapshot, last: Optional[ThreadsSnapshot], memo: Optional[Carried] = None
+) -> ThreadsSnapshot:
     """py-spy's threads standing in for an agent that does not answer.
 
     Pool numbers come only from the agent: the last ones are kept (the UI marks them stale).
     Requests the agent last saw are kept on threads still inside the same handler frame, where
     py-spy could not read them itself.
+
+    ``memo`` (kept by the caller across polls, replaced in place) reuses the joined thread of
+    the last call when py-spy's thread and the agent's are the same objects as then: py-spy's
+    readings reuse the objects of threads that did not move (``DumpCache``), so at 1,000
+    threads a poll joins only the ~100 that did, and the table formats only those.
     """
     if last is None:
         return spy
     previous = last.by_ident()
     threads = []
+    joined: Carried = {}
     for thread in spy.threads:
         before = previous.get(thread.ident)
+        was = memo.get(thread.ident) if memo is not None else None
+        if was is not None and was[0] is thread and was[1] is before:
+            joined[thread.ident] = was
+            threads.append(was[2])
+            continue
+        spied = thread
         if before is not None:
             # The agent's app/library verdict first: py-spy can only guess from paths.
             thread = replace(thread, stack=_restack(before, thread))
@@ -81,7 +99,11 @@ def fallback_threads(spy: ThreadsSnapshot, last: Optional[ThreadsSnapshot]) -> T
                 and before.top_app_frame.function == thread.top_app_frame.function
             ):
                 thread = replace(thread, request=before.request)
+            joined[spied.ident] = (spied, before, thread)
         threads.append(thread)
+    if memo is not None:
+        memo.clear()
+        memo.update(joined)
     return replace(
         spy,
         threads=tuple(threads),
