@@ -67,6 +67,7 @@ from cpinspect.sources.pyspy import (
     DumpCache,
     GilDump,
     PySpySource,
+    cpu_times,
     process_state,
     threads_from_dump,
     threads_from_reading,
@@ -101,6 +102,14 @@ before showing the last one: under two thirds of the 1 s interval, so that the p
 SLOW_FACTOR = 2.0
 """An agent whose last answer took longer than its timeout is slow, not silent, until twice
 that long without an answer."""
+RAN_PYTHON = 0.001
+"""CPU seconds a thread must have run during py-spy's read to count as running: a thread
+waiting for the GIL wakes every 5 ms for a few microseconds (well under this over a 1-2 s
+read); one of 100 spinners gets ~1 % of the read's time."""
+GIL_MOVING = "the GIL passes between threads running Python"
+"""Said in the banner when, during py-spy's read, more than one thread of a target whose agent
+does not answer ran (the same words as ``findings.threads.GIL_MOVING_NOTE``): busy, not stuck —
+one C call holding the GIL lets no other thread run."""
 REQUESTS_FRESH = 5.0
 """The agent's requests younger than this many seconds are kept rather than read from py-spy's
 locals while it stands in."""
@@ -305,6 +314,9 @@ class AgentSession:
         """What the whole readings built (``threads_from_reading``): while py-spy carries the
         polls, only the threads whose text moved since the last reading are parsed again."""
         self._carried: Carried = {}
+        self._cpu_before: Optional[Tuple[GilDump, Dict[int, float]]] = None
+        """Each thread's CPU time just before py-spy's last reading (only while the agent is
+        not answering): with the reading's own, which threads ran while py-spy read."""
         """The joined threads of the last carried poll (``fallback_threads``' memo)."""
         self.on_new_pid = on_new_pid
         """Called (from the polling thread) when reconnection lands on another pid."""
@@ -638,7 +650,13 @@ class AgentSession:
                 self.pyspy.requests = want
                 return self._counted(self.pyspy.threads())
             self.pyspy.requests = False
+            # The agent has not answered (yet, or lately): which threads run during the read
+            # tells a moving GIL from a held one at the first poll already.
+            unanswered = self.threads is None or self._lost_since is not None
+            cpu = self._cpu_now() if unanswered else None
             reading = self._gil_reading(self.pyspy)
+            if cpu is not None and self._spy_whole is not None:
+                self._cpu_before = (self._spy_whole[1], cpu)
             whole = self._spy_whole
             self._spy_threads_seen = whole[1].count() if whole is not None else None
             count = self._spy_threads_seen
@@ -655,6 +673,32 @@ class AgentSession:
         except CpinspectError as exc:
             self.pyspy_note = "py-spy failed this time: %s" % exc
         return None
+
+    def _cpu_now(self) -> Optional[Dict[int, float]]:
+        """Every thread's CPU time now (``/proc``), None when it cannot be read from here."""
+        pid = self.pyspy.pid if self.pyspy is not None else None
+        if pid is None or self.by_socket:
+            return None
+        try:
+            tids = [int(name) for name in os.listdir("/proc/%d/task" % pid)]
+        except (OSError, ValueError):
+            return None
+        return cpu_times(pid, tids)
+
+    def _ran(self, spy: ThreadsSnapshot) -> Optional[int]:
+        """How many threads ran (``RAN_PYTHON``) between the CPU times taken before py-spy's
+        last reading and the reading's own; None when there is no such pair."""
+        before = self._cpu_before
+        whole = self._spy_whole
+        if before is None or whole is None or before[0] is not whole[1]:
+            return None
+        cpu = before[1]
+        ran = 0
+        for thread in spy.threads:
+            then = cpu.get(thread.native_id) if thread.native_id else None
+            if then is not None and thread.cpu_time is not None:
+                ran += thread.cpu_time - then >= RAN_PYTHON
+        return ran
 
     def _counted(self, reading: ThreadsSnapshot) -> ThreadsSnapshot:
         self._spy_threads_seen = len(reading.threads)
@@ -775,10 +819,18 @@ class AgentSession:
                     "%H:%M:%S", time.localtime(last.taken_at)
                 )
         else:
-            head = stopped or (
-                "agent not answering within %.1f s — the interpreter may be stuck%s"
-                % (self.timeout, who)
-            )
+            ran = self._ran(spy) if not stopped else None
+            if ran is not None and ran > 1:
+                # Many threads ran while py-spy read: the GIL moves, the agent waits its turn.
+                head = (
+                    "agent not answering within %.1f s — busy, not stuck: %s (%d ran during "
+                    "py-spy's read)%s" % (self.timeout, GIL_MOVING, ran, who)
+                )
+            else:
+                head = stopped or (
+                    "agent not answering within %.1f s — the interpreter may be stuck%s"
+                    % (self.timeout, who)
+                )
         message = "%s; threads from py-spy%s" % (head, before)
         threads = fallback_threads(spy, self.threads, self._carried)
         self._read_log(agent=False)
