@@ -307,6 +307,8 @@ class AgentSession:
         (the poll then joins the newest reading py-spy finished, at most one read older)."""
         self._spy_pending: Optional[Future[Optional[ThreadsSnapshot]]] = None
         """A py-spy read still running when the last poll ended (never two at once)."""
+        self._spy_ahead = False
+        """``_spy_pending`` was started as the last poll ended (``_read_ahead``)."""
         self._spy_last: Optional[ThreadsSnapshot] = None
         self._spy_whole: Optional[Tuple[ThreadsSnapshot, GilDump, float]] = None
         """The last GIL-holder reading, the whole dump it was cut from, and when it was read."""
@@ -397,6 +399,24 @@ class AgentSession:
         return frozenset(caps)
 
     def poll(self) -> Update:
+        update = self._poll()
+        if update.threads_source is SourceKind.PYSPY and update.state is LinkState.LIVE:
+            self._read_ahead()
+        return update
+
+    def _read_ahead(self) -> None:
+        """While py-spy carries the TUI's polls, its next read starts as this poll ends, not
+        when the next poll begins: at 1,000 threads with workers spinning a read takes
+        1.3-2.8 s, longer than the interval, and a read begun only by every other poll (the
+        one that found none running) left the screen's data up to two reads old. The next
+        poll takes the reading this one started (``_start_spy``). One-shot commands
+        (``pyspy_wait`` None) and an answering agent start no read ahead."""
+        if self.pyspy is None or self.pyspy_wait is None or self._spy_pending is not None:
+            return
+        self._spy_pending = self._start_spy()
+        self._spy_ahead = True
+
+    def _poll(self) -> Update:
         now = self.clock()
         if self.source is None and not self._reconnect():
             # What stands at the socket's path may have changed since (removed, replaced).
@@ -725,8 +745,11 @@ class AgentSession:
         if self.pyspy is None:
             return None
         pending, self._spy_pending = self._spy_pending, None
-        if pending is not None and not pending.done():
-            return pending  # still reading: this poll gets that reading, no second py-spy
+        ahead, self._spy_ahead = self._spy_ahead, False
+        if pending is not None and (ahead or not pending.done()):
+            # Still reading, or read ahead for this poll: this poll gets that reading, no
+            # second py-spy.
+            return pending
         if pending is not None:
             self._spy_last = self._spy_result(pending)  # finished after the last poll ended
         if self._spy_runner is None:
