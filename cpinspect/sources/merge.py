@@ -23,11 +23,13 @@ def _restack(agent: ThreadInfo, spy: ThreadInfo) -> Tuple[Frame, ...]:
     by_file = {f.filename: f.is_app for f in agent.stack}
     out = []
     for frame in spy.stack:
-        if frame.native:
-            out.append(replace(frame, is_app=False))
-            continue
-        is_app = verdict.get(frame.location, by_file.get(frame.filename, frame.is_app))
-        out.append(replace(frame, is_app=is_app))
+        is_app = (
+            False
+            if frame.native
+            else verdict.get(frame.location, by_file.get(frame.filename, frame.is_app))
+        )
+        # The same frame object when the verdict is py-spy's own (most frames): no copy.
+        out.append(frame if is_app == frame.is_app else replace(frame, is_app=is_app))
     return tuple(out)
 
 

@@ -881,6 +881,9 @@ class PySpySource:
     # -- public API ---------------------------------------------------------------------------
 
     def threads(self) -> ThreadsSnapshot:
+        """Every thread, stamped (``taken_at``) with the end of py-spy's read: py-spy reads
+        the threads one after another over the whole read, so the oldest was read up to the
+        read's length earlier (0.03 s at 8 threads, 0.6-2.8 s at 1,000)."""
         dump = self._dump(with_locals=self.requests, native=self.native)
         return threads_from_dump(
             dump, self.clock(), self._first_seen, pid=self.pid, cache=self._built
