@@ -103,9 +103,11 @@ SLOW_FACTOR = 2.0
 """An agent whose last answer took longer than its timeout is slow, not silent, until twice
 that long without an answer."""
 RAN_PYTHON = 0.001
-"""CPU seconds a thread must have run during py-spy's read to count as running: a thread
-waiting for the GIL wakes every 5 ms for a few microseconds (well under this over a 1-2 s
-read); one of 100 spinners gets ~1 % of the read's time."""
+"""CPU seconds a thread must have run during py-spy's read to count as running…"""
+RAN_SHARE = 0.1
+"""…and at least this share of what the thread that ran most ran: a thread waiting for the GIL
+wakes every 5 ms for a few microseconds, ~1 ms over a 1-2 s read (against the whole read for
+one C call holding the GIL), while 100 spinners share the GIL about evenly."""
 GIL_MOVING = "the GIL passes between threads running Python"
 """Said in the banner when, during py-spy's read, more than one thread of a target whose agent
 does not answer ran (the same words as ``findings.threads.GIL_MOVING_NOTE``): busy, not stuck —
@@ -706,19 +708,22 @@ class AgentSession:
         return cpu_times(pid, tids)
 
     def _ran(self, spy: ThreadsSnapshot) -> Optional[int]:
-        """How many threads ran (``RAN_PYTHON``) between the CPU times taken before py-spy's
-        last reading and the reading's own; None when there is no such pair."""
+        """How many threads ran (``RAN_PYTHON``, ``RAN_SHARE``) between the CPU times taken
+        before py-spy's last reading and the reading's own; None when there is no such pair."""
         before = self._cpu_before
         whole = self._spy_whole
         if before is None or whole is None or before[0] is not whole[1]:
             return None
         cpu = before[1]
-        ran = 0
+        deltas = []
         for thread in spy.threads:
             then = cpu.get(thread.native_id) if thread.native_id else None
             if then is not None and thread.cpu_time is not None:
-                ran += thread.cpu_time - then >= RAN_PYTHON
-        return ran
+                deltas.append(thread.cpu_time - then)
+        if not deltas:
+            return None
+        least = max(RAN_PYTHON, RAN_SHARE * max(deltas))
+        return sum(1 for d in deltas if d >= least)
 
     def _counted(self, reading: ThreadsSnapshot) -> ThreadsSnapshot:
         self._spy_threads_seen = len(reading.threads)
