@@ -312,15 +312,21 @@ class AgentSession:
         self._spy_ahead = False
         """``_spy_pending`` was started as the last poll ended (``_read_ahead``)."""
         self._spy_last: Optional[ThreadsSnapshot] = None
-        self._spy_whole: Optional[Tuple[ThreadsSnapshot, GilDump, float]] = None
-        """The last GIL-holder reading, the whole dump it was cut from, and when it was read."""
+        """The newest py-spy reading joined (joined again while a newer one runs)."""
+        self._spy_whole: Optional[
+            Tuple[ThreadsSnapshot, GilDump, float, Optional[Dict[int, float]]]
+        ] = None
+        """The last GIL-holder reading, the whole dump it was cut from, when it was read, and
+        each thread's CPU time just before the read (only while the agent is not answering:
+        with the reading's own, which threads ran while py-spy read)."""
+        self._whole_cpu: Optional[Dict[int, float]] = None
+        self._spy_cpu: Optional[Tuple[ThreadsSnapshot, Dict[int, float]]] = None
+        """A whole reading read with ``--locals`` and the CPU times taken before it."""
+        """The CPU times before the read whose whole reading this poll built (``_ran``)."""
         self._spy_cache = DumpCache()
         """What the whole readings built (``threads_from_reading``): while py-spy carries the
         polls, only the threads whose text moved since the last reading are parsed again."""
         self._carried: Carried = {}
-        self._cpu_before: Optional[Tuple[GilDump, Dict[int, float]]] = None
-        """Each thread's CPU time just before py-spy's last reading (only while the agent is
-        not answering): with the reading's own, which threads ran while py-spy read."""
         """The joined threads of the last carried poll (``fallback_threads``' memo)."""
         self.on_new_pid = on_new_pid
         """Called (from the polling thread) when reconnection lands on another pid."""
@@ -420,6 +426,7 @@ class AgentSession:
 
     def _poll(self) -> Update:
         now = self.clock()
+        self._whole_cpu = None
         if self.source is None and not self._reconnect():
             # What stands at the socket's path may have changed since (removed, replaced).
             self._lost_reason = socket_problem(self.pid, self.socket_path) or self._lost_reason
@@ -599,6 +606,7 @@ class AgentSession:
         if future.done() or whole is None or self.pyspy is None:
             return self._spy_result(future)
         self._spy_pending = future
+        self._whole_cpu = whole[3]
         return threads_from_reading(whole[1], whole[2], pid=self.pyspy.pid, cache=self._spy_cache)
 
     def _settle(
@@ -667,24 +675,22 @@ class AgentSession:
             last is None or self.clock() - last.taken_at > REQUESTS_FRESH
         )
         seen = self._spy_threads_seen
+        # The agent has not answered (yet, or lately): which threads run during the read tells
+        # a moving GIL from a held one at the first poll already.
+        unanswered = self.threads is None or self._lost_since is not None
+        cpu = self._cpu_now() if unanswered else None
         try:
             if self.native or (want and seen is not None and seen <= LOCALS_MAX_THREADS):
                 self.pyspy.requests = want
-                return self._counted(self.pyspy.threads())
+                return self._with_cpu(self._counted(self.pyspy.threads()), cpu)
             self.pyspy.requests = False
-            # The agent has not answered (yet, or lately): which threads run during the read
-            # tells a moving GIL from a held one at the first poll already.
-            unanswered = self.threads is None or self._lost_since is not None
-            cpu = self._cpu_now() if unanswered else None
-            reading = self._gil_reading(self.pyspy)
-            if cpu is not None and self._spy_whole is not None:
-                self._cpu_before = (self._spy_whole[1], cpu)
+            reading = self._gil_reading(self.pyspy, cpu)
             whole = self._spy_whole
             self._spy_threads_seen = whole[1].count() if whole is not None else None
             count = self._spy_threads_seen
             if want and count is not None and count <= LOCALS_MAX_THREADS:  # small: cheap
                 self.pyspy.requests = True
-                return self._counted(self.pyspy.threads())
+                return self._with_cpu(self._counted(self.pyspy.threads()), cpu)
             return reading
         except (PySpyMissing, PermissionDenied) as exc:
             # Will not get better by retrying: stop running it, say so once.
@@ -695,6 +701,13 @@ class AgentSession:
         except CpinspectError as exc:
             self.pyspy_note = "py-spy failed this time: %s" % exc
         return None
+
+    def _with_cpu(
+        self, reading: ThreadsSnapshot, cpu: Optional[Dict[int, float]]
+    ) -> ThreadsSnapshot:
+        """``reading``, remembered with the CPU times taken before it (``_ran``)."""
+        self._spy_cpu = (reading, cpu) if cpu is not None else None
+        return reading
 
     def _cpu_now(self) -> Optional[Dict[int, float]]:
         """Every thread's CPU time now (``/proc``), None when it cannot be read from here."""
@@ -710,11 +723,11 @@ class AgentSession:
     def _ran(self, spy: ThreadsSnapshot) -> Optional[int]:
         """How many threads ran (``RAN_PYTHON``, ``RAN_SHARE``) between the CPU times taken
         before py-spy's last reading and the reading's own; None when there is no such pair."""
-        before = self._cpu_before
-        whole = self._spy_whole
-        if before is None or whole is None or before[0] is not whole[1]:
+        cpu = self._whole_cpu
+        if cpu is None and self._spy_cpu is not None and self._spy_cpu[0] is spy:
+            cpu = self._spy_cpu[1]  # a whole reading with --locals (a small process)
+        if cpu is None:
             return None
-        cpu = before[1]
         deltas = []
         for thread in spy.threads:
             then = cpu.get(thread.native_id) if thread.native_id else None
@@ -729,7 +742,9 @@ class AgentSession:
         self._spy_threads_seen = len(reading.threads)
         return reading
 
-    def _gil_reading(self, pyspy: PySpySource) -> ThreadsSnapshot:
+    def _gil_reading(
+        self, pyspy: PySpySource, cpu: Optional[Dict[int, float]] = None
+    ) -> ThreadsSnapshot:
         """py-spy's reading beside an answering agent: only its GIL holder is joined, so only
         that thread becomes a model object (at 1,000 threads all of them cost the inspector
         ~40 ms of CPU a read). The whole reading is kept for a fall-back in the same poll.
@@ -742,7 +757,7 @@ class AgentSession:
         dump = pyspy.gil_dump()  # only the holder's part of py-spy's JSON is parsed now
         taken_at = pyspy.clock()  # the end of the read: see above
         snapshot = threads_from_dump(dump.holders, taken_at, pid=pyspy.pid)
-        self._spy_whole = (snapshot, dump, taken_at)
+        self._spy_whole = (snapshot, dump, taken_at, cpu)
         return snapshot
 
     def _whole_reading(self, spy: Optional[ThreadsSnapshot]) -> Optional[ThreadsSnapshot]:
@@ -750,6 +765,7 @@ class AgentSession:
         whole = self._spy_whole
         if spy is None or whole is None or whole[0] is not spy or self.pyspy is None:
             return spy
+        self._whole_cpu = whole[3]
         return threads_from_reading(whole[1], whole[2], pid=self.pyspy.pid, cache=self._spy_cache)
 
     def _start_spy(self) -> Optional[Future[Optional[ThreadsSnapshot]]]:
