@@ -418,8 +418,13 @@ class AgentSession:
         1.3-2.8 s, longer than the interval, and a read begun only by every other poll (the
         one that found none running) left the screen's data up to two reads old. The next
         poll takes the reading this one started (``_start_spy``). One-shot commands
-        (``pyspy_wait`` None) and an answering agent start no read ahead."""
+        (``pyspy_wait`` None) and an answering agent start no read ahead, nor does an agent
+        whose call has ended by now: it may be answering in time again, and the next poll's
+        read, begun with its call, gives it the read's length to show that."""
         if self.pyspy is None or self.pyspy_wait is None or self._spy_pending is not None:
+            return
+        call = self._agent_pending
+        if call is None or call.done():
             return
         self._spy_pending = self._start_spy()
         self._spy_ahead = True
