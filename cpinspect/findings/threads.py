@@ -563,6 +563,17 @@ UNRESPONSIVE_NOTE = "agent not answering"
 """What the live session's banner says when the agent did not answer (``sources.live``)."""
 
 
+GIL_MOVING_NOTE = "the GIL passes between threads running Python"
+"""What the live session's banner adds when several threads ran during py-spy's read while the
+agent did not answer (``sources.live.GIL_MOVING``): the GIL moves, nothing holds it — said at
+the first poll already, before any earlier poll's holder can be compared."""
+
+
+def gil_moving(snapshot: Snapshot) -> bool:
+    """The link's notes say the GIL moved between threads during py-spy's read."""
+    return any(GIL_MOVING_NOTE in n for n in snapshot.notes)
+
+
 def agent_unresponsive(snapshot: Snapshot) -> bool:
     """The target's agent did not answer this poll (the flag, or the banner in the notes of a
     snapshot built before the flag existed); a stopped process (SIGSTOP, a debugger) is not."""
@@ -611,10 +622,11 @@ def _earlier_holder(history: Sequence[Snapshot]) -> Optional[ThreadInfo]:
     return _gil_holder(history[-1])
 
 
-def _gil_passing(snapshot: Snapshot, holder: ThreadInfo, before: ThreadInfo) -> Finding:
-    """The agent does not answer, and the GIL is held by another thread than a poll ago: not
-    one call holding it, but threads running Python and taking turns — the agent waits its
-    turn behind them (100 spinning workers make every answer take seconds)."""
+def _gil_passing(snapshot: Snapshot, holder: ThreadInfo, before: Optional[ThreadInfo]) -> Finding:
+    """The agent does not answer, and the GIL is held by another thread than a poll ago (or
+    ``before`` None: several threads ran during py-spy's read, ``gil_moving``): not one call
+    holding it, but threads running Python and taking turns — the agent waits its turn behind
+    them (100 spinning workers make every answer take seconds)."""
     running = [
         t
         for t in _threads(snapshot)
@@ -624,10 +636,11 @@ def _gil_passing(snapshot: Snapshot, holder: ThreadInfo, before: ThreadInfo) -> 
         and frame_words(t.top_app_frame) == frame_words(holder.top_app_frame)
     ]
     where = frame_words(holder.top_app_frame or (holder.stack[0] if holder.stack else None))
-    title = (
-        "the agent waits for the GIL: it passes between threads running Python "
-        "(%s now, %s a poll ago)" % (holder.name or holder.ident, before.name or before.ident)
-    )
+    if before is not None:
+        turns = "%s now, %s a poll ago" % (holder.name or holder.ident, before.name or before.ident)
+    else:
+        turns = "%s now, others while py-spy read" % (holder.name or holder.ident)
+    title = "the agent waits for the GIL: it passes between threads running Python (%s)" % turns
     if where:
         title += ", %d busy in %s" % (len(running), where) if running else ", at %s" % where
     details = (
@@ -659,6 +672,8 @@ def interpreter_stuck(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[F
     before = _earlier_holder(history)
     if before is not None and before.ident != holder.ident:
         return [_gil_passing(snapshot, holder, before)]
+    if gil_moving(snapshot):
+        return [_gil_passing(snapshot, holder, None)]
     known = holder if holder.request is not None else _last_request(holder.ident, history)
     request = known.request if known is not None else None
     inner = holder.stack[0] if holder.stack else None

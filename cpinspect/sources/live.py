@@ -61,9 +61,17 @@ from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
 from cpinspect.sources.base import Capability, LinkState, Update
 from cpinspect.sources.listenq import listen_queues
 from cpinspect.sources.logfeed import LogBatch, LogFeed
-from cpinspect.sources.merge import fallback_threads, gil_holder, merge_threads
+from cpinspect.sources.merge import Carried, fallback_threads, gil_holder, merge_threads
 from cpinspect.sources.peers import PeerCache
-from cpinspect.sources.pyspy import GilDump, PySpySource, process_state, threads_from_dump
+from cpinspect.sources.pyspy import (
+    DumpCache,
+    GilDump,
+    PySpySource,
+    cpu_times,
+    process_state,
+    threads_from_dump,
+    threads_from_reading,
+)
 
 INFO_EVERY = 5
 """Re-read /v1/info every N polls: engine state changes, the rest rarely does."""
@@ -94,6 +102,16 @@ before showing the last one: under two thirds of the 1 s interval, so that the p
 SLOW_FACTOR = 2.0
 """An agent whose last answer took longer than its timeout is slow, not silent, until twice
 that long without an answer."""
+RAN_PYTHON = 0.001
+"""CPU seconds a thread must have run during py-spy's read to count as running…"""
+RAN_SHARE = 0.1
+"""…and at least this share of what the thread that ran most ran: a thread waiting for the GIL
+wakes every 5 ms for a few microseconds, ~1 ms over a 1-2 s read (against the whole read for
+one C call holding the GIL), while 100 spinners share the GIL about evenly."""
+GIL_MOVING = "the GIL passes between threads running Python"
+"""Said in the banner when, during py-spy's read, more than one thread of a target whose agent
+does not answer ran (the same words as ``findings.threads.GIL_MOVING_NOTE``): busy, not stuck —
+one C call holding the GIL lets no other thread run."""
 REQUESTS_FRESH = 5.0
 """The agent's requests younger than this many seconds are kept rather than read from py-spy's
 locals while it stands in."""
@@ -291,10 +309,25 @@ class AgentSession:
         (the poll then joins the newest reading py-spy finished, at most one read older)."""
         self._spy_pending: Optional[Future[Optional[ThreadsSnapshot]]] = None
         """A py-spy read still running when the last poll ended (never two at once)."""
+        self._spy_ahead = False
+        """``_spy_pending`` was started as the last poll ended (``_read_ahead``)."""
         self._spy_last: Optional[ThreadsSnapshot] = None
-        self._spy_whole: Optional[Tuple[ThreadsSnapshot, GilDump, float]] = None
-        """The last GIL-holder reading, the whole dump it was cut from, and when it was read."""
         """The newest py-spy reading joined (joined again while a newer one runs)."""
+        self._spy_whole: Optional[
+            Tuple[ThreadsSnapshot, GilDump, float, Optional[Dict[int, float]]]
+        ] = None
+        """The last GIL-holder reading, the whole dump it was cut from, when it was read, and
+        each thread's CPU time just before the read (only while the agent is not answering:
+        with the reading's own, which threads ran while py-spy read)."""
+        self._whole_cpu: Optional[Dict[int, float]] = None
+        self._spy_cpu: Optional[Tuple[ThreadsSnapshot, Dict[int, float]]] = None
+        """A whole reading read with ``--locals`` and the CPU times taken before it."""
+        """The CPU times before the read whose whole reading this poll built (``_ran``)."""
+        self._spy_cache = DumpCache()
+        """What the whole readings built (``threads_from_reading``): while py-spy carries the
+        polls, only the threads whose text moved since the last reading are parsed again."""
+        self._carried: Carried = {}
+        """The joined threads of the last carried poll (``fallback_threads``' memo)."""
         self.on_new_pid = on_new_pid
         """Called (from the polling thread) when reconnection lands on another pid."""
         self.timeout = timeout
@@ -374,7 +407,31 @@ class AgentSession:
         return frozenset(caps)
 
     def poll(self) -> Update:
+        update = self._poll()
+        if update.threads_source is SourceKind.PYSPY and update.state is LinkState.LIVE:
+            self._read_ahead()
+        return update
+
+    def _read_ahead(self) -> None:
+        """While py-spy carries the TUI's polls, its next read starts as this poll ends, not
+        when the next poll begins: at 1,000 threads with workers spinning a read takes
+        1.3-2.8 s, longer than the interval, and a read begun only by every other poll (the
+        one that found none running) left the screen's data up to two reads old. The next
+        poll takes the reading this one started (``_start_spy``). One-shot commands
+        (``pyspy_wait`` None) and an answering agent start no read ahead, nor does an agent
+        whose call has ended by now: it may be answering in time again, and the next poll's
+        read, begun with its call, gives it the read's length to show that."""
+        if self.pyspy is None or self.pyspy_wait is None or self._spy_pending is not None:
+            return
+        call = self._agent_pending
+        if call is None or call.done():
+            return
+        self._spy_pending = self._start_spy()
+        self._spy_ahead = True
+
+    def _poll(self) -> Update:
         now = self.clock()
+        self._whole_cpu = None
         if self.source is None and not self._reconnect():
             # What stands at the socket's path may have changed since (removed, replaced).
             self._lost_reason = socket_problem(self.pid, self.socket_path) or self._lost_reason
@@ -554,7 +611,8 @@ class AgentSession:
         if future.done() or whole is None or self.pyspy is None:
             return self._spy_result(future)
         self._spy_pending = future
-        return threads_from_dump(whole[1].threads(), whole[2], pid=self.pyspy.pid)
+        self._whole_cpu = whole[3]
+        return threads_from_reading(whole[1], whole[2], pid=self.pyspy.pid, cache=self._spy_cache)
 
     def _settle(
         self,
@@ -622,18 +680,22 @@ class AgentSession:
             last is None or self.clock() - last.taken_at > REQUESTS_FRESH
         )
         seen = self._spy_threads_seen
+        # The agent has not answered (yet, or lately): which threads run during the read tells
+        # a moving GIL from a held one at the first poll already.
+        unanswered = self.threads is None or self._lost_since is not None
+        cpu = self._cpu_now() if unanswered else None
         try:
             if self.native or (want and seen is not None and seen <= LOCALS_MAX_THREADS):
                 self.pyspy.requests = want
-                return self._counted(self.pyspy.threads())
+                return self._with_cpu(self._counted(self.pyspy.threads()), cpu)
             self.pyspy.requests = False
-            reading = self._gil_reading(self.pyspy)
+            reading = self._gil_reading(self.pyspy, cpu)
             whole = self._spy_whole
             self._spy_threads_seen = whole[1].count() if whole is not None else None
             count = self._spy_threads_seen
             if want and count is not None and count <= LOCALS_MAX_THREADS:  # small: cheap
                 self.pyspy.requests = True
-                return self._counted(self.pyspy.threads())
+                return self._with_cpu(self._counted(self.pyspy.threads()), cpu)
             return reading
         except (PySpyMissing, PermissionDenied) as exc:
             # Will not get better by retrying: stop running it, say so once.
@@ -645,18 +707,62 @@ class AgentSession:
             self.pyspy_note = "py-spy failed this time: %s" % exc
         return None
 
+    def _with_cpu(
+        self, reading: ThreadsSnapshot, cpu: Optional[Dict[int, float]]
+    ) -> ThreadsSnapshot:
+        """``reading``, remembered with the CPU times taken before it (``_ran``)."""
+        self._spy_cpu = (reading, cpu) if cpu is not None else None
+        return reading
+
+    def _cpu_now(self) -> Optional[Dict[int, float]]:
+        """Every thread's CPU time now (``/proc``), None when it cannot be read from here."""
+        pid = self.pyspy.pid if self.pyspy is not None else None
+        if pid is None or self.by_socket:
+            return None
+        try:
+            tids = [int(name) for name in os.listdir("/proc/%d/task" % pid)]
+        except (OSError, ValueError):
+            return None
+        return cpu_times(pid, tids)
+
+    def _ran(self, spy: ThreadsSnapshot) -> Optional[int]:
+        """How many threads ran (``RAN_PYTHON``, ``RAN_SHARE``) between the CPU times taken
+        before py-spy's last reading and the reading's own; None when there is no such pair."""
+        cpu = self._whole_cpu
+        if cpu is None and self._spy_cpu is not None and self._spy_cpu[0] is spy:
+            cpu = self._spy_cpu[1]  # a whole reading with --locals (a small process)
+        if cpu is None:
+            return None
+        deltas = []
+        for thread in spy.threads:
+            then = cpu.get(thread.native_id) if thread.native_id else None
+            if then is not None and thread.cpu_time is not None:
+                deltas.append(thread.cpu_time - then)
+        if not deltas:
+            return None
+        least = max(RAN_PYTHON, RAN_SHARE * max(deltas))
+        return sum(1 for d in deltas if d >= least)
+
     def _counted(self, reading: ThreadsSnapshot) -> ThreadsSnapshot:
         self._spy_threads_seen = len(reading.threads)
         return reading
 
-    def _gil_reading(self, pyspy: PySpySource) -> ThreadsSnapshot:
+    def _gil_reading(
+        self, pyspy: PySpySource, cpu: Optional[Dict[int, float]] = None
+    ) -> ThreadsSnapshot:
         """py-spy's reading beside an answering agent: only its GIL holder is joined, so only
         that thread becomes a model object (at 1,000 threads all of them cost the inspector
-        ~40 ms of CPU a read). The whole reading is kept for a fall-back in the same poll."""
+        ~40 ms of CPU a read). The whole reading is kept for a fall-back in the same poll.
+
+        Its ``taken_at`` is when py-spy's read ended (``PySpySource.threads``' too): py-spy
+        reads the threads one after another over the whole read (strace at 1,006 threads, 100
+        spinning: its ~280,000 ``process_vm_readv`` calls spread evenly from start to end), so
+        the newest thread shown is that old, the oldest older by the read's length (1.3-2.8 s
+        there; ``_spy_took`` has it)."""
         dump = pyspy.gil_dump()  # only the holder's part of py-spy's JSON is parsed now
-        taken_at = pyspy.clock()
+        taken_at = pyspy.clock()  # the end of the read: see above
         snapshot = threads_from_dump(dump.holders, taken_at, pid=pyspy.pid)
-        self._spy_whole = (snapshot, dump, taken_at)
+        self._spy_whole = (snapshot, dump, taken_at, cpu)
         return snapshot
 
     def _whole_reading(self, spy: Optional[ThreadsSnapshot]) -> Optional[ThreadsSnapshot]:
@@ -664,14 +770,18 @@ class AgentSession:
         whole = self._spy_whole
         if spy is None or whole is None or whole[0] is not spy or self.pyspy is None:
             return spy
-        return threads_from_dump(whole[1].threads(), whole[2], pid=self.pyspy.pid)
+        self._whole_cpu = whole[3]
+        return threads_from_reading(whole[1], whole[2], pid=self.pyspy.pid, cache=self._spy_cache)
 
     def _start_spy(self) -> Optional[Future[Optional[ThreadsSnapshot]]]:
         if self.pyspy is None:
             return None
         pending, self._spy_pending = self._spy_pending, None
-        if pending is not None and not pending.done():
-            return pending  # still reading: this poll gets that reading, no second py-spy
+        ahead, self._spy_ahead = self._spy_ahead, False
+        if pending is not None and (ahead or not pending.done()):
+            # Still reading, or read ahead for this poll: this poll gets that reading, no
+            # second py-spy.
+            return pending
         if pending is not None:
             self._spy_last = self._spy_result(pending)  # finished after the last poll ended
         if self._spy_runner is None:
@@ -764,12 +874,20 @@ class AgentSession:
                     "%H:%M:%S", time.localtime(last.taken_at)
                 )
         else:
-            head = stopped or (
-                "agent not answering within %.1f s — the interpreter may be stuck%s"
-                % (self.timeout, who)
-            )
+            ran = self._ran(spy) if not stopped else None
+            if ran is not None and ran > 1:
+                # Many threads ran while py-spy read: the GIL moves, the agent waits its turn.
+                head = (
+                    "agent not answering within %.1f s — busy, not stuck: %s (%d ran during "
+                    "py-spy's read)%s" % (self.timeout, GIL_MOVING, ran, who)
+                )
+            else:
+                head = stopped or (
+                    "agent not answering within %.1f s — the interpreter may be stuck%s"
+                    % (self.timeout, who)
+                )
         message = "%s; threads from py-spy%s" % (head, before)
-        threads = fallback_threads(spy, self.threads)
+        threads = fallback_threads(spy, self.threads, self._carried)
         self._read_log(agent=False)
         warnings = tuple(self.source.warnings) if self.source is not None else ()
         warnings += self._log_warnings()

@@ -23,11 +23,13 @@ def _restack(agent: ThreadInfo, spy: ThreadInfo) -> Tuple[Frame, ...]:
     by_file = {f.filename: f.is_app for f in agent.stack}
     out = []
     for frame in spy.stack:
-        if frame.native:
-            out.append(replace(frame, is_app=False))
-            continue
-        is_app = verdict.get(frame.location, by_file.get(frame.filename, frame.is_app))
-        out.append(replace(frame, is_app=is_app))
+        is_app = (
+            False
+            if frame.native
+            else verdict.get(frame.location, by_file.get(frame.filename, frame.is_app))
+        )
+        # The same frame object when the verdict is py-spy's own (most frames): no copy.
+        out.append(frame if is_app == frame.is_app else replace(frame, is_app=is_app))
     return tuple(out)
 
 
@@ -57,19 +59,37 @@ def merge_threads(
     return replace(agent, threads=tuple(merged))
 
 
-def fallback_threads(spy: ThreadsSnapshot, last: Optional[ThreadsSnapshot]) -> ThreadsSnapshot:
+Carried = Dict[int, Tuple[ThreadInfo, ThreadInfo, ThreadInfo]]
+"""``fallback_threads``' memo: by ident, (py-spy's thread, the agent's, the joined one)."""
+
+
+def fallback_threads(
+    spy: ThreadsSnapshot, last: Optional[ThreadsSnapshot], memo: Optional[Carried] = None
+) -> ThreadsSnapshot:
     """py-spy's threads standing in for an agent that does not answer.
 
     Pool numbers come only from the agent: the last ones are kept (the UI marks them stale).
     Requests the agent last saw are kept on threads still inside the same handler frame, where
     py-spy could not read them itself.
+
+    ``memo`` (kept by the caller across polls, replaced in place) reuses the joined thread of
+    the last call when py-spy's thread and the agent's are the same objects as then: py-spy's
+    readings reuse the objects of threads that did not move (``DumpCache``), so at 1,000
+    threads a poll joins only the ~100 that did, and the table formats only those.
     """
     if last is None:
         return spy
     previous = last.by_ident()
     threads = []
+    joined: Carried = {}
     for thread in spy.threads:
         before = previous.get(thread.ident)
+        was = memo.get(thread.ident) if memo is not None else None
+        if was is not None and was[0] is thread and was[1] is before:
+            joined[thread.ident] = was
+            threads.append(was[2])
+            continue
+        spied = thread
         if before is not None:
             # The agent's app/library verdict first: py-spy can only guess from paths.
             thread = replace(thread, stack=_restack(before, thread))
@@ -81,7 +101,11 @@ def fallback_threads(spy: ThreadsSnapshot, last: Optional[ThreadsSnapshot]) -> T
                 and before.top_app_frame.function == thread.top_app_frame.function
             ):
                 thread = replace(thread, request=before.request)
+            joined[spied.ident] = (spied, before, thread)
         threads.append(thread)
+    if memo is not None:
+        memo.clear()
+        memo.update(joined)
     return replace(
         spy,
         threads=tuple(threads),

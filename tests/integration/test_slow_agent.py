@@ -225,5 +225,37 @@ def test_dump_on_a_slow_agent_prints_py_spy_threads_and_says_what_it_left_out(sp
     assert any(note.startswith("agent slow") for note in snapshot.notes)
 
 
+def test_the_first_poll_on_an_agent_that_never_answered_tells_busy_from_stuck(spinning):
+    # GIVEN 16 of 24 workers spinning, and a session opened on an agent that did not answer
+    # (as open_session opens it when the agent was silent: its first poll shows py-spy's
+    # threads without waiting for the agent again; no earlier poll to compare a holder with)
+    from cpinspect.findings import find_all
+    from cpinspect.findings.threads import GIL_MOVING_NOTE
+    from cpinspect.snapshots import snapshot_from_update
+    from cpinspect.sources.pyspy import PySpySource
+
+    def first_poll() -> Update:
+        source = AgentSource(find_agent(spinning.pid).connect_path)
+        session = AgentSession(
+            source, pid=spinning.pid, pyspy=PySpySource(spinning.pid), silent="no answer"
+        )
+        try:
+            return session.poll()
+        finally:
+            session.close()
+
+    # WHEN it polls once
+    update = first_poll()
+    # THEN py-spy's threads stand in for the agent, and the banner says the GIL moves
+    # between threads running Python: busy, not stuck
+    assert update.effective_threads_source is SourceKind.PYSPY
+    assert update.agent_unresponsive
+    assert "busy, not stuck: " + GIL_MOVING_NOTE in update.message, update.message
+    assert "the interpreter may be stuck" not in update.message
+    # AND the findings of that first screen say contention, never a stuck interpreter
+    found = [f.id for f in find_all(snapshot_from_update(update))]
+    assert "gil-contention" in found and "interpreter-stuck" not in found, found
+
+
 def _env(grace: str) -> dict:
     return dict(os.environ, CPINSPECT_AGENT_GRACE=grace)

@@ -306,6 +306,29 @@ def test_the_gil_passing_between_spinning_threads_is_contention_not_a_stuck_inte
     assert g.id == "interpreter-stuck"
 
 
+def test_at_the_first_poll_threads_that_ran_during_py_spys_read_say_contention() -> None:
+    # GIVEN the first poll of an agent that never answered, py-spy naming one holder, and the
+    # session's banner saying several threads ran during py-spy's read (no earlier poll)
+    from cpinspect.findings.threads import GIL_MOVING_NOTE
+    from cpinspect.sources.live import GIL_MOVING
+
+    assert GIL_MOVING == GIL_MOVING_NOTE  # the session's words are the ones read here
+    note = (
+        "agent not answering within 1.0 s — busy, not stuck: %s (37 ran during py-spy's "
+        "read) (GIL held by thread CP Server Thread-2); threads from py-spy" % GIL_MOVING
+    )
+    # WHEN the findings read it
+    (f,) = find_all(stuck(agent_unresponsive=True, notes=(note,)))
+    # THEN they say the agent waits its turn, not that the interpreter is stuck
+    assert f.id == "gil-contention" and f.severity is FindingSeverity.WARNING
+    assert f.title.startswith(
+        "the agent waits for the GIL: it passes between threads running Python "
+        "(CP Server Thread-2 now, others while py-spy read)"
+    )
+    # AND without that note the same first poll is a stuck interpreter
+    assert ids(find_all(stuck(agent_unresponsive=True))) == ["interpreter-stuck"]
+
+
 # --- the kernel's accept queue --------------------------------------------------------------
 
 

@@ -415,3 +415,54 @@ def test_a_poll_waits_for_py_spy_only_when_its_read_can_end_within_the_wait() ->
     assert spy_wait(0.25, 0.8, began=10.0, now=10.6) == 0.25
     # AND before any read has ended it waits as before
     assert spy_wait(0.25, None, began=10.0, now=10.0) == 0.25
+
+
+def test_while_py_spy_carries_the_polls_its_next_read_starts_as_a_poll_ends(serve):
+    # GIVEN an agent that never answers in time, and py-spy reading the process for the TUI
+    # (``pyspy_wait`` set), each read counted
+    gate = threading.Event()
+
+    def threads(query):
+        gate.wait(10)
+        return 200, payload("agent_threads_v1.json")
+
+    path = serve(
+        {"/v1/info": lambda q: (200, payload("agent_info_v1.json")), "/v1/threads": threads}
+    )
+    spy = FakeSpy(os.getpid())
+    session = AgentSession(
+        AgentSource(path),
+        None,
+        pid=os.getpid(),
+        timeout=0.2,
+        pyspy=spy,  # type: ignore[arg-type]
+    )
+    session.pyspy_wait = 0.05  # as the TUI sets it
+    session.agent_grace = 0.0
+    try:
+        # WHEN a poll is carried by py-spy
+        first = session.poll()
+        assert first.effective_threads_source is SourceKind.PYSPY
+        # THEN the next read has started as it ended, before any other poll
+        deadline = time.monotonic() + 10
+        while len(spy.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(spy.calls) == 2
+        # WHEN the next poll comes
+        second = session.poll()
+        # THEN it shows that reading (no third read started for it), and starts the next
+        assert second.effective_threads_source is SourceKind.PYSPY
+        assert second.threads is not None and first.threads is not None
+        assert second.threads.taken_at >= first.threads.taken_at
+        deadline = time.monotonic() + 10
+        while len(spy.calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(spy.calls) == 3
+        # AND a one-shot reader (``pyspy_wait`` None, as dump sets it) starts none ahead
+        session.pyspy_wait = None
+        session.poll()
+        time.sleep(0.2)
+        assert len(spy.calls) == 3
+    finally:
+        gate.set()
+        session.close()

@@ -77,3 +77,24 @@ def test_fallback_without_agent_history_is_pyspys_snapshot():
     spy = snap(thread(1, [LIB], owns_gil=False))
     assert fallback_threads(spy, None) is spy
     assert gil_holder(spy) is None
+
+
+def test_fallback_with_a_memo_joins_again_only_the_threads_that_changed():
+    # GIVEN the agent's last snapshot and py-spy's reading of the same threads, joined once
+    # with a memo
+    agent = snap(thread(1, [APP, LIB], request=REQ), thread(2, [LIB]))
+    spy = snap(thread(1, [APP, LIB]), thread(2, [LIB]))
+    memo: dict = {}
+    first = fallback_threads(spy, agent, memo)
+    # WHEN py-spy's next reading has thread 1 unchanged (the same object) and thread 2 moved
+    moved_frame = Frame(LIB.filename, 99, LIB.function, LIB.qualname)
+    moved = snap(spy.threads[0], thread(2, [moved_frame]))
+    second = fallback_threads(moved, agent, memo)
+    # THEN the joined thread 1 is the one of the first call, thread 2 is joined again
+    assert second.threads[0] is first.threads[0]
+    assert second.threads[0].request == REQ
+    assert second.threads[1] is not first.threads[1]
+    assert second.threads[1].stack[0].lineno == 99
+    # AND it is what a join without the memo gives
+    assert second == fallback_threads(moved, agent)
+    assert set(memo) == {1, 2}

@@ -1,5 +1,6 @@
 """py-spy readings made cheap (issue 13): ``GilDump`` reads the GIL holder from the JSON text
-without parsing the rest; ``DumpCache`` reuses what the last reading built.
+without parsing the rest; ``DumpCache`` reuses what the last reading built; ``threads_from_reading``
+parses only the threads whose JSON text moved since the last reading.
 
 The fixtures are real ``py-spy dump --json`` outputs (CPython 3.8 and 3.11, with and without
 locals and native frames); the holders read from the text must be exactly the threads the whole
@@ -22,6 +23,7 @@ from cpinspect.sources.pyspy import (
     _holders_in,
     _parse_json,
     threads_from_dump,
+    threads_from_reading,
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -151,3 +153,68 @@ def test_a_reading_built_with_the_cache_equals_one_built_without(name: str) -> N
     # AND busy threads' elapsed times still move on with the readings
     busy = [t for t in before.threads if t.request is not None] if before else []
     assert busy and all(t.elapsed == 3.0 for t in busy)
+
+
+# --- a whole reading parsed thread by thread: only the threads whose text moved ----------------
+
+
+@pytest.mark.parametrize("path", DUMPS, ids=[p.name for p in DUMPS])
+def test_a_reading_parsed_thread_by_thread_equals_the_whole_parse(path: Path) -> None:
+    # GIVEN a real py-spy reading, in each layout its JSON may come in
+    for layout, raw in layouts(path.read_bytes()).items():
+        # WHEN every thread is built from the text, piece by piece where it can be cut
+        fast = threads_from_reading(GilDump(raw), 100.0, cache=DumpCache())
+        # THEN it is the snapshot the whole parse builds, thread for thread
+        assert fast == threads_from_dump(_parse_json(raw), 100.0), layout
+    # AND py-spy's own layout (and an indented one) is cut into one piece per thread
+    raw = path.read_bytes()
+    assert len(GilDump(raw).pieces() or ()) == len(_parse_json(raw))
+    assert len(GilDump(layouts(raw)["indented 4"]).pieces() or ()) == len(_parse_json(raw))
+    # AND a compact one is not cut (it is parsed whole)
+    assert GilDump(layouts(raw)["compact"]).pieces() is None
+
+
+def test_only_the_threads_whose_text_moved_are_new_objects() -> None:
+    # GIVEN a real reading, then the same process read again with one thread moved on a line
+    data = json.loads((FIXTURES / "pyspy_cherrypy_311.json").read_bytes())
+    raw = json.dumps(data, indent=2).encode()  # both printed alike: only one thread differs
+    data[3]["frames"][0]["line"] += 1
+    again = json.dumps(data, indent=2).encode()
+    cache = DumpCache()
+    first = threads_from_reading(GilDump(raw), 100.0, cache=cache)
+    # WHEN the second reading is built with the first one's cache
+    second = threads_from_reading(GilDump(again), 101.0, cache=cache)
+    # THEN it equals the whole parse of the second reading
+    assert second == threads_from_dump(json.loads(again), 101.0)
+    # AND every thread but the moved one is the first reading's object (not parsed again,
+    # nothing for the table to format), the moved one is new
+    before = first.by_ident()
+    moved = data[3]["thread_id"]
+    for thread in second.threads:
+        assert (thread is before[thread.ident]) is (thread.ident != moved), thread.name
+    # AND the cache holds only the second reading's threads (bounded by one reading)
+    assert len(cache.texts) == len(data) and len(cache.kept) == len(data)
+
+
+def test_text_that_looks_like_a_cut_inside_a_string_does_not_cut_there() -> None:
+    # GIVEN threads whose name holds the text a cut is made at (its newlines escaped, as JSON
+    # strings hold them) and one thread whose name is not a string
+    threads: List[Dict[str, Any]] = [
+        {
+            "pid": 7,
+            "thread_id": n,
+            "thread_name": 'x\n  },\n  {\n    "pid": 1 }',
+            "os_thread_id": 100 + n,
+            "owns_gil": n == 2,
+            "frames": [{"name": "f", "filename": "/app/x.py", "line": n, "module": None}],
+        }
+        for n in range(5)
+    ]
+    threads.append({"pid": 7, "thread_id": "not an int", "frames": []})
+    raw = json.dumps(threads, indent=2).encode()
+    # WHEN it is read thread by thread
+    dump = GilDump(raw)
+    # THEN it is cut into one piece per thread, and reads as the whole parse does
+    assert len(dump.pieces() or ()) == 6
+    assert threads_from_reading(dump, 1.0) == threads_from_dump(_parse_json(raw), 1.0)
+    assert [t.ident for t in threads_from_reading(dump, 1.0).threads] == [0, 1, 2, 3, 4]

@@ -1,0 +1,165 @@
+"""py-spy carrying the polls of a live session while workers spin in pure Python (issue 13).
+
+    python bench/spin_carry.py [--threads 1000] [--busy 500] [--spin 100] [--seconds 60]
+                               [--pid PID] [--tracemalloc] [--no-ahead]
+
+The session the TUI polls (``open_session`` + ``AgentSession`` with the TUI's py-spy wait), run
+without a terminal at the TUI's pace (``sources.pacing.Pace``, 1 s) on a real CherryPy process
+(``bench_server.py``: ``--busy`` workers in ``/sleep``, ``--spin`` in ``/spin``), or on ``--pid``.
+Printed: this process's CPU over the run (the session's own work: parsing, joining, /proc; not
+py-spy's, which is another process), the data age of every update as the screen would show it
+sampled every 100 ms (``now - threads.taken_at``, taken_at being the end of py-spy's read) and
+from the start of the read that produced it, py-spy's read times, RSS at each tenth of the run
+and its growth over the second half, and what the first update said (banner, carried or not).
+``--tracemalloc`` prints the top allocation sites still alive at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import threading
+import time
+import tracemalloc
+from typing import List, Optional, Tuple
+
+import psutil
+from benchlib import machine, open_requests, percentile, start_server
+
+from cpinspect.model import SourceKind
+from cpinspect.sources.live import AgentSession
+from cpinspect.sources.open import open_session
+from cpinspect.sources.pacing import Pace
+
+PYSPY_WAIT = 0.25  # tui/app.py's PYSPY_WAIT
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=1000)
+    parser.add_argument("--busy", type=int, default=500)
+    parser.add_argument("--spin", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--pid", type=int, default=0, help="an existing target instead")
+    parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument(
+        "--no-ahead", action="store_true", help="no py-spy read started as a poll ends (A/B)"
+    )
+    args = parser.parse_args()
+    if args.no_ahead:
+        AgentSession._read_ahead = lambda self: None  # type: ignore[method-assign]
+    print(machine(), f"load avg {os.getloadavg()[0]:.2f}", flush=True)
+    server = None
+    socks = []
+    if args.pid:
+        pid = args.pid
+    else:
+        server = start_server(agent=True, threads=args.threads)
+        socks = open_requests(server.port, "/sleep?s=900", args.busy)
+        socks += open_requests(server.port, "/spin?s=900", args.spin)
+        pid = server.pid
+        time.sleep(3.0)  # the requests reach their handlers
+    if args.tracemalloc:
+        tracemalloc.start(8)
+    try:
+        run(pid, args.seconds, args.tracemalloc)
+    finally:
+        for s in socks:
+            s.close()
+        if server is not None:
+            server.stop()
+    return 0
+
+
+def run(pid: int, seconds: float, trace: bool) -> None:
+    me = psutil.Process()
+    cpu0 = time.process_time()
+    opened = open_session(str(pid))
+    session = opened.session
+    if isinstance(session, AgentSession):
+        session.pyspy_wait = PYSPY_WAIT
+    latest: List[Optional[Tuple[float, float]]] = [None]  # (taken_at, read began) on screen
+    ages: List[float] = []
+    ages_from_start: List[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.1):
+            shown = latest[0]
+            if shown is not None:
+                now = time.time()
+                ages.append(now - shown[0])
+                ages_from_start.append(now - shown[1])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    pace = Pace(1.0)
+    began = time.monotonic()
+    rss: List[Tuple[float, float]] = []
+    carried = polls = 0
+    first = None
+    reads: List[float] = []
+    try:
+        while time.monotonic() - began < seconds:
+            started = time.monotonic()
+            update = session.poll()
+            polls += 1
+            if first is None:
+                first = (time.monotonic() - started, update)
+            if update.effective_threads_source is SourceKind.PYSPY:
+                carried += 1
+            took = getattr(session, "_spy_took", None)
+            if took is not None and (not reads or took != reads[-1]):
+                reads.append(took)
+            if update.threads is not None:
+                t = update.threads.taken_at
+                latest[0] = (t, t - (took or 0.0))
+            rss.append((time.monotonic() - began, me.memory_info().rss / 1e6))
+            pace = pace.after(time.monotonic() - started)
+            time.sleep(pace.delay(time.monotonic() - started))
+    finally:
+        stop.set()
+        session.close()
+    wall = time.monotonic() - began
+    cpu = time.process_time() - cpu0
+    assert first is not None
+    print(f"first update after {first[0]:.2f} s: source {first[1].effective_threads_source.value}")
+    print(f"  banner: {first[1].message[:160]}")
+    print(f"{polls} polls in {wall:.0f} s, {carried} carried by py-spy")
+    print(f"session CPU {100 * cpu / wall:.1f} % of a core (goal for the whole TUI: 5 %)")
+    if reads:
+        print(
+            f"py-spy read  p50 {percentile(reads, 50):.2f} s  max {max(reads):.2f} s"
+            f"  ({len(reads)} reads)"
+        )
+    if ages:
+        print(
+            f"data age (end of read)    p50 {percentile(ages, 50):.2f} s  "
+            f"p95 {percentile(ages, 95):.2f} s  max {max(ages):.2f} s  ({len(ages)} samples)"
+            f"   {percentile(ages, 95) / 1.2:.2f}x of goal 1.2 s"
+        )
+        print(
+            f"data age (start of read)  p50 {percentile(ages_from_start, 50):.2f} s  "
+            f"p95 {percentile(ages_from_start, 95):.2f} s"
+        )
+    tenth = [r for r in rss if r[0] >= 0.1 * wall]
+    half = [r for r in rss if r[0] >= 0.5 * wall]
+    if tenth and half:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+        print(
+            f"RSS {rss[-1][1]:.0f} MB (peak {peak:.0f} MB), second half "
+            f"{half[0][1]:.1f} -> {half[-1][1]:.1f} MB "
+            f"({half[-1][1] - half[0][1]:+.1f})"
+        )
+    if trace:
+        snap = tracemalloc.take_snapshot()
+        current, peak = tracemalloc.get_traced_memory()
+        print(f"tracemalloc: {current / 1e6:.1f} MB alive, peak {peak / 1e6:.1f} MB")
+        for stat in snap.statistics("lineno")[:8]:
+            print("  ", stat)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
