@@ -665,7 +665,10 @@ def interpreter_stuck(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[F
     """The agent does not answer and py-spy sees one thread holding the GIL: a C call that
     never lets go of it stops every other thread, the agent's included."""
     if not agent_unresponsive(snapshot):
-        return []
+        # An agent only slow so far (not yet past its timeout) with threads seen taking turns
+        # during py-spy's read: the contention is already known, say it at once.
+        holder = _gil_holder(snapshot) if gil_moving(snapshot) else None
+        return [_gil_passing(snapshot, holder, None)] if holder is not None else []
     holder = _gil_holder(snapshot)
     if holder is None:
         return []

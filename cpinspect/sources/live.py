@@ -867,8 +867,18 @@ class AgentSession:
                 if self._answer_took > self.timeout
                 else ""
             )
-            head = "agent slow: no answer within %.1f s%s — the interpreter may be stuck or busy%s"
-            head %= (self._slow_for, took, who)
+            ran = self._ran(spy)
+            if ran is not None and ran > 1:
+                # Many threads ran while py-spy read: busy, not stuck (the same words as below).
+                head = (
+                    "agent slow: no answer within %.1f s%s — busy, not stuck: %s (%d ran "
+                    "during py-spy's read)%s" % (self._slow_for, took, GIL_MOVING, ran, who)
+                )
+            else:
+                head = (
+                    "agent slow: no answer within %.1f s%s — the interpreter may be stuck "
+                    "or busy%s" % (self._slow_for, took, who)
+                )
             if last is not None:
                 before = "; requests and pool numbers from %s" % time.strftime(
                     "%H:%M:%S", time.localtime(last.taken_at)

@@ -327,6 +327,14 @@ def test_at_the_first_poll_threads_that_ran_during_py_spys_read_say_contention()
     )
     # AND without that note the same first poll is a stuck interpreter
     assert ids(find_all(stuck(agent_unresponsive=True))) == ["interpreter-stuck"]
+    # AND an agent only slow so far (not past its timeout) with the same note is contention too
+    slow = (
+        "agent slow: no answer within 0.5 s — busy, not stuck: %s (9 ran during py-spy's "
+        "read); threads from py-spy" % GIL_MOVING
+    )
+    assert ids(find_all(stuck(agent_unresponsive=False, notes=(slow,)))) == ["gil-contention"]
+    # AND a slow agent without it is no finding yet
+    assert find_all(stuck(agent_unresponsive=False)) == ()
 
 
 # --- the kernel's accept queue --------------------------------------------------------------
