@@ -300,3 +300,48 @@ async def test_findings_that_say_the_same_lines_repaint_nothing_and_lay_nothing_
         strip.show([])
         await pilot.pause()
         assert not strip.display
+
+
+async def test_a_ticking_selected_thread_repaints_only_the_changed_lines_of_its_stack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a busy worker selected: its stack view shows its elapsed time in the title and in
+    # "started … (… ago)", and the regions the view asks Textual to repaint are recorded
+    from textual.geometry import Region
+
+    from cpinspect.tui.widgets.stack_view import StackView
+
+    asked: List[Any] = []
+    original = StackView.refresh
+
+    def refresh(self: StackView, *regions: Any, **kwargs: Any) -> Any:
+        asked.append((regions, kwargs))
+        return original(self, *regions, **kwargs)
+
+    first = busy_update(T0)
+    poller = FakePoller([first])
+    app = make_app(poller)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await first_data(pilot)
+        await pilot.pause()
+        view = app.threads_panel.stack_view
+        assert "busy 13.0 s" in view.plain
+        monkeypatch.setattr(StackView, "refresh", refresh)
+        partial = view.partial_repaints
+        # WHEN the next poll carries the thread over, 2 s later
+        poller.set(ticked(first, 2.0))
+        await poll(pilot)
+        await pilot.pause()
+        # THEN the view shows the new time
+        assert "busy 15.0 s" in view.plain and "(15.0 s ago)" in view.plain
+        # AND it repainted the two lines that hold it, each from where its words changed,
+        # with no layout and no repaint of the whole view
+        assert view.partial_repaints == partial + 1
+        assert len(asked) == 1 and not asked[0][1]
+        regions = asked[0][0]
+        assert len(regions) == 2 and all(r.height == 1 and r.x > 0 for r in regions)
+        # AND what is on screen is what a repaint of the whole view makes
+        whole = Region(0, 0, view.size.width, view.size.height)
+        shown = view.render_lines(whole)
+        original(view)
+        assert shown == view.render_lines(whole)

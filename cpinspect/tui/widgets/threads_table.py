@@ -232,6 +232,8 @@ class ThreadsTable(ScrollView, can_focus=True):
         columns (``FIXED_TEXT``), by ``id()``: a thread the source did not change since the
         last poll is not formatted or measured again."""
         self._widths: Dict[str, Tuple[int, ...]] = {}
+        self._keys: Dict[int, str] = {}
+        """Each thread's row key, by ident (made once, not at every poll)."""
         """Each thread row's fixed-column widths, by row key."""
         self._base_style: Optional[Style] = None
         """``rich_style`` (which walks every ancestor's styles) for the lines of one refresh."""
@@ -323,10 +325,9 @@ class ThreadsTable(ScrollView, can_focus=True):
             for key in self._row_keys:
                 for column, cell in self._cells(key).items():
                     content[column] = max(content.get(column, 0), cell.cell_len)
-        else:
-            widths = self._widths.values()
-            for index, key in enumerate(FIXED_TEXT):
-                content[key] = max((w[index] for w in widths), default=0)
+        elif self._widths:
+            # The widest cell of each fixed column: one pass over the rows' widths, in C.
+            content = dict(zip(FIXED_TEXT, map(max, zip(*self._widths.values()))))
         return layout_columns(specs, self._available_width(), content)
 
     def _fill(self, select: Optional[str]) -> None:
@@ -363,22 +364,29 @@ class ThreadsTable(ScrollView, can_focus=True):
                 keys.append(key)
         else:
             known = self._thread_rows
+            known_keys = self._keys
+            previous = self._objects
             rows: Dict[int, Tuple[ThreadInfo, ThreadRow, Tuple[int, ...]]] = {}
             widths: Dict[str, Tuple[int, ...]] = {}
+            idents: Dict[int, str] = {}
+            row_of = self._row_of
             for thread in self._threads:
-                key = thread_key(thread.ident)
+                ident = thread.ident
+                key = known_keys.get(ident) or thread_key(ident)
+                idents[ident] = key
                 if key in objects:  # a source repeating an ident must not break the table
                     key = f"{key}#{len(objects)}"
                 objects[key] = thread
                 cached = known.get(id(thread))
                 if cached is None or cached[0] is not thread:
-                    cached = self._row_of(thread, known.get(id(self._objects.get(key))))
+                    cached = row_of(thread, known.get(id(previous.get(key))))
                 rows[id(thread)] = cached
                 data[key] = (cached[1], thread.busy)
                 widths[key] = cached[2]
                 keys.append(key)
             self._thread_rows = rows
             self._widths = widths
+            self._keys = idents
         if self._mode[0] == "groups":
             self._widths = {}
         self._objects, self._data, self._row_keys = objects, data, keys
@@ -405,7 +413,7 @@ class ThreadsTable(ScrollView, can_focus=True):
             ):
                 elapsed = thread_elapsed_text(thread)
                 if elapsed != row.elapsed:
-                    row = replace(row, elapsed=elapsed)
+                    row = _with_elapsed(row, elapsed)
                     widths = (*widths[:_ELAPSED], _width(elapsed), *widths[_ELAPSED + 1 :])
                 return thread, row, widths
         row = thread_row(thread)
@@ -715,6 +723,15 @@ def _patchable(before: Optional[LineKey], now: LineKey) -> Optional[FrozenSet[st
     if (a.glyph, a.state, a.gil) != (b.glyph, b.state, b.gil):
         return None
     return frozenset(key for key, text in COLUMN_TEXT.items() if text(a) != text(b))
+
+
+def _with_elapsed(row: ThreadRow, elapsed: str) -> ThreadRow:
+    """``replace(row, elapsed=elapsed)`` without running the dataclass's ``__init__`` (500
+    busy rows at every poll)."""
+    new = object.__new__(ThreadRow)
+    new.__dict__.update(row.__dict__)
+    new.__dict__["elapsed"] = elapsed
+    return new
 
 
 def _cell(text: str, style: Union[Style, str] = "", right: bool = False) -> Text:
