@@ -345,3 +345,20 @@ async def test_a_ticking_selected_thread_repaints_only_the_changed_lines_of_its_
         shown = view.render_lines(whole)
         original(view)
         assert shown == view.render_lines(whole)
+
+
+async def test_start_up_objects_are_frozen_out_of_the_collector_while_the_app_runs() -> None:
+    # GIVEN nothing frozen before the app starts
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    app = make_app(FakePoller([busy_update(T0)]))
+    async with app.run_test(size=(120, 40)) as pilot:
+        # WHEN the first data is on screen
+        await first_data(pilot)
+        await pilot.pause()
+        # THEN what start-up made is frozen (full collections no longer scan it)
+        assert gc.get_freeze_count() > 0
+    # AND once the app is gone it is collectable again (a process running many apps, as the
+    # tests do, does not keep each one's objects for ever)
+    assert gc.get_freeze_count() == 0
