@@ -347,18 +347,24 @@ async def test_a_ticking_selected_thread_repaints_only_the_changed_lines_of_its_
         assert shown == view.render_lines(whole)
 
 
-async def test_start_up_objects_are_frozen_out_of_the_collector_while_the_app_runs() -> None:
+async def test_start_up_objects_are_frozen_out_of_the_collector_and_thawed_after() -> None:
     # GIVEN nothing frozen before the app starts
     import gc
 
+    from cpinspect.tui.app import GC_YOUNG
+
     assert gc.get_freeze_count() == 0
+    before = gc.get_threshold()
     app = make_app(FakePoller([busy_update(T0)]))
     async with app.run_test(size=(120, 40)) as pilot:
         # WHEN the first data is on screen
         await first_data(pilot)
         await pilot.pause()
-        # THEN what start-up made is frozen (full collections no longer scan it)
+        # THEN what start-up made is frozen (full collections no longer scan it), and the
+        # youngest generation is collected less often
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (GC_YOUNG, *before[1:])
     # AND once the app is gone it is collectable again (a process running many apps, as the
-    # tests do, does not keep each one's objects for ever)
+    # tests do, does not keep each one's objects for ever) and the thresholds are as they were
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == before
