@@ -30,6 +30,8 @@ class FindingsStrip(Static):
         super().__init__("", id=id)
         self._lines: List[Tuple[Optional[FindingSeverity], str]] = []
         self.findings: Tuple[Finding, ...] = ()
+        self._drawn = False
+        """``show`` has set the text and the display once."""
 
     @property
     def lines_text(self) -> List[str]:
@@ -41,7 +43,14 @@ class FindingsStrip(Static):
         if findings == self.findings and self._lines:
             return
         self.findings = findings
-        self._lines = strip_lines(findings)
+        lines = strip_lines(findings)
+        if lines == self._lines and self._drawn:
+            # New findings (a duration in their evidence moved on) saying the same lines: no
+            # repaint, and never a layout of the screen (it re-renders every widget on it).
+            return
+        same_height = self._drawn and len(lines) == len(self._lines) and bool(lines)
+        self._drawn = True
+        self._lines = lines
         text = Text(no_wrap=True, overflow="ellipsis")
         for index, (severity, line) in enumerate(self._lines):
             if index:
@@ -49,7 +58,9 @@ class FindingsStrip(Static):
             name = severity.value if severity is not None else "more"
             style = self.get_component_rich_style(f"findings-strip--{name}", partial=True)
             text.append(line, style)
-        self.update(text)
+        # A line that changed in place (a count, a duration) needs no layout; another number
+        # of lines (or the strip appearing) does.
+        self.update(text, layout=not same_height)
         self.display = bool(self._lines)
         worst = self._lines[0][0] if self._lines else None  # the lines are most severe first
         for severity in FindingSeverity:

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import ClassVar, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
+from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 from textual import on
+from textual.geometry import Region
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
@@ -62,6 +64,12 @@ class StackView(Static):
         self._subject: Union[ThreadInfo, StackGroup, None] = None
         self.show_library = False
         """Show every library frame instead of folding runs of them."""
+        self._text = Text("")
+        """What the view shows (``render`` returns it)."""
+        self._plain_lines: List[str] = [""]
+        self.partial_repaints = 0
+        """Updates that repainted only the lines (and in them the cells) that changed: a busy
+        thread's elapsed time in the title and in ``started`` ticks at every poll."""
 
     # --- what to show --------------------------------------------------------------------------
 
@@ -78,8 +86,10 @@ class StackView(Static):
     @property
     def plain(self) -> str:
         """The text on show, without styles."""
-        content = self.content
-        return content.plain if isinstance(content, Text) else str(content)
+        return self._text.plain
+
+    def render(self) -> Text:
+        return self._text
 
     # --- source lines --------------------------------------------------------------------------
 
@@ -139,12 +149,39 @@ class StackView(Static):
             self._thread_title(text, subject)
             self._stack(text, subject.stack, subject.stack_truncated)
             self._thread_details(text, subject)
-        shown = self.content
-        if isinstance(shown, Text) and shown == text:
+        self._show_text(text)
+
+    def _show_text(self, text: Text) -> None:
+        """Show ``text``: nothing when it is the text on show, a layout only when the number
+        of lines changed (its height is its line count), and otherwise a repaint of the lines
+        that changed, each from its first changed cell."""
+        shown = self._text
+        if shown == text:
             return  # the same text (a poll with nothing new for this thread): no repaint
-        # Its height is its line count: only a new count needs a layout of the screen.
-        same_height = isinstance(shown, Text) and shown.plain.count("\n") == text.plain.count("\n")
-        self.update(text, layout=not same_height)
+        lines = text.plain.split("\n")
+        before = self._plain_lines
+        self._text, self._plain_lines = text, lines
+        if len(lines) != len(before) or not self.is_mounted:
+            self.refresh(layout=True)
+            return
+        # The lines whose words are the same may still have new styles: compared as Text.
+        old_lines = shown.split("\n", allow_blank=True)
+        new_lines = text.split("\n", allow_blank=True)
+        width = self.size.width
+        regions = []
+        for y, (old, new) in enumerate(zip(old_lines, new_lines)):
+            if old == new:
+                continue
+            x = 0
+            if old.plain != new.plain and _same_styles_before(old, new):
+                x = cell_len(_common_prefix(old.plain, new.plain))
+            if x < width:
+                regions.append(Region(x, y, width - x, 1))
+        self.partial_repaints += 1
+        if regions:
+            self.refresh(*regions)
+        else:
+            self.refresh()
 
     def _field(self, text: Text, label: str, value: str, style: Union[Style, str] = "") -> None:
         text.append(f"\n{label:<8} ", self._style("label"))
@@ -234,6 +271,25 @@ class StackView(Static):
                     text.append(f"\n       {line.strip()}", self._style("source"))
         if truncated:
             text.append(f"\n… {truncated} outer frames not reported", self._style("muted"))
+
+
+def _common_prefix(a: str, b: str) -> str:
+    """The longest start ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
+def _same_styles_before(old: Text, new: Text) -> bool:
+    """The two lines' spans are the same up to where their words part: the cells before that
+    look the same, only the rest needs a repaint."""
+    cut = len(_common_prefix(old.plain, new.plain))
+    head_old = [(s.start, min(s.end, cut), s.style) for s in old.spans if s.start < cut]
+    head_new = [(s.start, min(s.end, cut), s.style) for s in new.spans if s.start < cut]
+    return head_old == head_new
 
 
 @dataclass(frozen=True)

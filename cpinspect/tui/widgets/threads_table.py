@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Callable,
+    ClassVar,
+    Dict,
+    FrozenSet,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
@@ -17,7 +27,7 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -124,6 +134,12 @@ FIXED_TEXT: Dict[str, Callable[[ThreadRow], str]] = {
 }
 """The text of a thread row's fixed-width columns (their widths follow the widest)."""
 _ELAPSED = list(FIXED_TEXT).index("elapsed")
+COLUMN_TEXT: Dict[str, Callable[[ThreadRow], str]] = {**FIXED_TEXT, "request": lambda r: r.request}
+"""The text of every thread column: a line whose row changed only in some of them (the
+elapsed time of a busy worker) is patched and repainted in those cells alone."""
+LineKey = Tuple[object, ...]
+"""What a screen line was made from: ``("row", key, data, cursor, focus, width, specs)``,
+``("header", specs, width, focus)`` or ``("blank", width)``."""
 
 
 class ThreadsTable(ScrollView, can_focus=True):
@@ -216,15 +232,28 @@ class ThreadsTable(ScrollView, can_focus=True):
         columns (``FIXED_TEXT``), by ``id()``: a thread the source did not change since the
         last poll is not formatted or measured again."""
         self._widths: Dict[str, Tuple[int, ...]] = {}
+        self._keys: Dict[int, str] = {}
+        """Each thread's row key, by ident (made once, not at every poll)."""
         """Each thread row's fixed-column widths, by row key."""
         self._base_style: Optional[Style] = None
         """``rich_style`` (which walks every ancestor's styles) for the lines of one refresh."""
         self.lines_rendered = 0
         """Lines made (not taken from the cache) since the table was created: what a poll
         that changed nothing must leave alone."""
-        self._lines: Dict[str, Tuple[object, Strip]] = {}
-        """Each rendered row's line and what it was rendered from, by row key."""
+        self._lines: Dict[str, Tuple[LineKey, Strip, Optional[List[Segment]]]] = {}
+        """Each rendered row's line, what it was rendered from and, for a line of one segment
+        per cell (``_plain_line``), its segments: patched when only some cells' text moved."""
         self._header: Optional[Tuple[object, Strip]] = None
+        self._painted: Dict[int, LineKey] = {}
+        """What each line of the widget (``y``, the header's 0 included) was last rendered
+        from: a refresh repaints only the lines, and in them the cells, that differ now."""
+        self._specs_key: Tuple[ColumnSpec, ...] = ()
+        self.lines_patched = 0
+        """Lines made by patching some cells of the line the row had (counted in
+        ``lines_rendered`` too)."""
+        self.full_repaints = 0
+        """Refreshes of every line (new rows or order, the cursor moved, a scroll, the focus);
+        a poll that only moves busy workers' elapsed times repaints their cells alone."""
         self.cursor_row = 0
         """The row under the cursor (0 when the table is empty)."""
 
@@ -296,10 +325,9 @@ class ThreadsTable(ScrollView, can_focus=True):
             for key in self._row_keys:
                 for column, cell in self._cells(key).items():
                     content[column] = max(content.get(column, 0), cell.cell_len)
-        else:
-            widths = self._widths.values()
-            for index, key in enumerate(FIXED_TEXT):
-                content[key] = max((w[index] for w in widths), default=0)
+        elif self._widths:
+            # The widest cell of each fixed column: one pass over the rows' widths, in C.
+            content = dict(zip(FIXED_TEXT, map(max, zip(*self._widths.values()))))
         return layout_columns(specs, self._available_width(), content)
 
     def _fill(self, select: Optional[str]) -> None:
@@ -307,6 +335,7 @@ class ThreadsTable(ScrollView, can_focus=True):
         previous_key = self.selected_key()
         self._read_rows()
         self._specs = self._layout()
+        self._specs_key = tuple(self._specs)
         keys = self._row_keys
         # Lines of rows that left, and of every row if the columns changed, are dropped.
         self._lines = {k: v for k, v in self._lines.items() if k in self._data}
@@ -321,7 +350,7 @@ class ThreadsTable(ScrollView, can_focus=True):
             self.cursor_row = min(previous_row, len(keys) - 1)
         if self.cursor_row != previous_row or select not in (None, previous_key):
             self._keep_cursor_visible()
-        self._repaint()
+        self._refresh_changed()
 
     def _read_rows(self) -> None:
         objects: Dict[str, Selection] = {}
@@ -335,22 +364,29 @@ class ThreadsTable(ScrollView, can_focus=True):
                 keys.append(key)
         else:
             known = self._thread_rows
+            known_keys = self._keys
+            previous = self._objects
             rows: Dict[int, Tuple[ThreadInfo, ThreadRow, Tuple[int, ...]]] = {}
             widths: Dict[str, Tuple[int, ...]] = {}
+            idents: Dict[int, str] = {}
+            row_of = self._row_of
             for thread in self._threads:
-                key = thread_key(thread.ident)
+                ident = thread.ident
+                key = known_keys.get(ident) or thread_key(ident)
+                idents[ident] = key
                 if key in objects:  # a source repeating an ident must not break the table
                     key = f"{key}#{len(objects)}"
                 objects[key] = thread
                 cached = known.get(id(thread))
                 if cached is None or cached[0] is not thread:
-                    cached = self._row_of(thread, known.get(id(self._objects.get(key))))
+                    cached = row_of(thread, known.get(id(previous.get(key))))
                 rows[id(thread)] = cached
                 data[key] = (cached[1], thread.busy)
                 widths[key] = cached[2]
                 keys.append(key)
             self._thread_rows = rows
             self._widths = widths
+            self._keys = idents
         if self._mode[0] == "groups":
             self._widths = {}
         self._objects, self._data, self._row_keys = objects, data, keys
@@ -377,7 +413,7 @@ class ThreadsTable(ScrollView, can_focus=True):
             ):
                 elapsed = thread_elapsed_text(thread)
                 if elapsed != row.elapsed:
-                    row = replace(row, elapsed=elapsed)
+                    row = _with_elapsed(row, elapsed)
                     widths = (*widths[:_ELAPSED], _width(elapsed), *widths[_ELAPSED + 1 :])
                 return thread, row, widths
         row = thread_row(thread)
@@ -436,7 +472,9 @@ class ThreadsTable(ScrollView, can_focus=True):
             "requests": _cell(most_common_requests(group.threads)),
         }
 
-    def _line(self, cells: Sequence[Text], over: Optional[Style], width: int) -> Strip:
+    def _line(
+        self, cells: Sequence[Text], over: Optional[Style], width: int
+    ) -> Tuple[Strip, Optional[List[Segment]]]:
         """One line of padded cells, ``over`` laid over every cell's own style (the cursor).
 
         Cells of one style each (all of ours) become three segments apiece, fitted as
@@ -456,9 +494,13 @@ class ThreadsTable(ScrollView, can_focus=True):
         if over is not None:
             segments = [Segment(t, (s or Style()) + over, c) for t, s, c in segments]
         strip = Strip(segments).extend_cell_length(width, over or Style()).crop(0, width)
-        return strip.apply_style(self._rich_base())
+        return strip.apply_style(self._rich_base()), None
 
-    def _plain_line(self, cells: Sequence[Text], over: Optional[Style], width: int) -> Strip:
+    def _plain_line(
+        self, cells: Sequence[Text], over: Optional[Style], width: int
+    ) -> Tuple[Strip, Optional[List[Segment]]]:
+        """The line and, when it is not cut at ``width``, its segments (three a cell: the
+        padding, the text fitted to its column, the padding), which a patch may replace."""
         # One Strip (each holds seven caches) with the base style already in every segment,
         # rather than four: made, extended, cropped and styled.
         base = self._rich_base()
@@ -480,8 +522,8 @@ class ThreadsTable(ScrollView, can_focus=True):
         if length < width:
             segments.append(Segment(" " * (width - length), blank))
         elif length > width:
-            return Strip(segments, length).crop(0, width)
-        return Strip(segments, width)
+            return Strip(segments, length).crop(0, width), None
+        return Strip(segments, width), segments
 
     def _rich_base(self) -> Style:
         """``rich_style``, worked out once per refresh of the table rather than once a line."""
@@ -493,27 +535,107 @@ class ThreadsTable(ScrollView, can_focus=True):
         """Every line again: new rows, the cursor moved, the focus came or went (which may
         change the base style too: it is read again, once, for them)."""
         self._base_style = None
+        self.full_repaints += 1
         self.refresh()
+
+    def _line_key(self, y: int, top: int, width: int) -> LineKey:
+        """What line ``y`` of the widget shows now (see ``LineKey``)."""
+        if y == 0:
+            return ("header", self._specs_key, width, self.has_focus)
+        index = top + y - 1
+        if index >= len(self._row_keys):
+            return ("blank", width)
+        key = self._row_keys[index]
+        cursor = index == self.cursor_row
+        return ("row", key, self._data[key], cursor, self.has_focus, width, self._specs_key)
+
+    def _refresh_changed(self) -> None:
+        """Repaint what differs from the lines on screen: the changed cells of a row whose
+        state and style stayed (an elapsed time ticking), the whole of any other changed
+        line; nothing when nothing changed. With 500 busy workers every visible row's elapsed
+        cell moves at every poll: a repaint of that column, not of the table."""
+        height = self.size.height
+        if not self._painted or not height:
+            self._repaint()
+            return
+        top = int(self.scroll_offset.y)
+        width = self.size.width
+        changed: List[Tuple[int, int, int]] = []
+        for y in range(height):
+            now = self._line_key(y, top, width)
+            before = self._painted.get(y)
+            if before == now:
+                continue
+            span = self._changed_span(before, now, width)
+            if span is not None:
+                changed.append((y, *span))
+        regions: List[Region] = []
+        for y, x0, x1 in changed:
+            last = regions[-1] if regions else None
+            if last is not None and last.bottom == y and (last.x, last.right) == (x0, x1):
+                regions[-1] = Region(x0, last.y, x1 - x0, last.height + 1)
+            else:
+                regions.append(Region(x0, y, x1 - x0, 1))
+        if regions:
+            self.refresh(*regions)
+
+    def _changed_span(
+        self, before: Optional[LineKey], now: LineKey, width: int
+    ) -> Optional[Tuple[int, int]]:
+        """The columns ``[x0, x1)`` of a line to repaint (``None``: nothing shows different)."""
+        columns = _patchable(before, now)
+        if columns is None:
+            return (0, width)
+        x = 0
+        x0, x1 = width, 0
+        for spec in self._specs:
+            if spec.key in columns:
+                x0, x1 = min(x0, x), max(x1, x + spec.width + CELL_PADDING)
+            x += spec.width + CELL_PADDING
+        if x1 <= x0:
+            return None
+        return (min(x0, width), min(x1, width))
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        if y == 0:
+        line_key = self._line_key(y, int(self.scroll_offset.y), width)
+        self._painted[y] = line_key
+        if line_key[0] == "header":
             return self._header_line(width)
-        index = int(self.scroll_offset.y) + y - 1
-        if index >= len(self._row_keys):
+        if line_key[0] == "blank":
             return Strip.blank(width, self._rich_base())
-        key = self._row_keys[index]
-        cursor = index == self.cursor_row
-        made_of = (self._data[key], cursor, self.has_focus, width, tuple(self._specs))
+        key = self._row_keys[int(self.scroll_offset.y) + y - 1]
         cached = self._lines.get(key)
-        if cached is not None and cached[0] == made_of:
+        if cached is not None and cached[0] == line_key:
             return cached[1]
+        self.lines_rendered += 1
+        data = self._data[key]
+        if cached is not None and cached[2] is not None and isinstance(data, tuple):
+            columns = _patchable(cached[0], line_key)
+            if columns is not None:
+                strip, segments = self._patch(cached[2], data[0], columns, width)
+                self.lines_patched += 1
+                self._lines[key] = (line_key, strip, segments)
+                return strip
+        cursor = bool(line_key[3])
         over = self._style("cursor") if cursor else None
         cells = self._cells(key)
-        self.lines_rendered += 1
-        strip = self._line([cells[spec.key] for spec in self._specs], over, width)
-        self._lines[key] = (made_of, strip)
+        strip, patchable = self._line([cells[spec.key] for spec in self._specs], over, width)
+        self._lines[key] = (line_key, strip, patchable)
         return strip
+
+    def _patch(
+        self, segments: List[Segment], row: ThreadRow, columns: FrozenSet[str], width: int
+    ) -> Tuple[Strip, List[Segment]]:
+        """A line of ``_plain_line`` with the text of ``columns`` replaced by ``row``'s (each
+        cell's style, and the line's length, stay)."""
+        patched = list(segments)
+        for index, spec in enumerate(self._specs):
+            if spec.key in columns:
+                old = patched[3 * index + 1]
+                text = _fit(COLUMN_TEXT[spec.key](row), spec.width, spec.key == "elapsed")
+                patched[3 * index + 1] = Segment(text, old.style)
+        return Strip(patched, width), patched
 
     def _header_line(self, width: int) -> Strip:
         made_of = (tuple(self._specs), width, self.has_focus)
@@ -521,7 +643,7 @@ class ThreadsTable(ScrollView, can_focus=True):
             return self._header[1]
         header = self._style("header")
         labels = [Text(spec.label, no_wrap=True, overflow="ellipsis") for spec in self._specs]
-        strip = self._line(labels, header, width)
+        strip, _ = self._line(labels, header, width)
         self._header = (made_of, strip)
         return strip
 
@@ -530,6 +652,7 @@ class ThreadsTable(ScrollView, can_focus=True):
         self._lines = {}
         self._header = None
         self._base_style = None
+        self._painted = {}
 
     def _on_focus(self, event: events.Focus) -> None:
         self._repaint()
@@ -583,6 +706,32 @@ class ThreadsTable(ScrollView, can_focus=True):
             self._fill(self.selected_key())
         else:
             self.virtual_size = Size(self._available_width(), len(self._row_keys) + 1)
+
+
+def _patchable(before: Optional[LineKey], now: LineKey) -> Optional[FrozenSet[str]]:
+    """The columns whose text alone differs between two row lines of one thread that keep
+    their styles (the same state, GIL, busy, cursor, focus, width and columns); ``None`` when
+    the line must be made again whole."""
+    if before is None or before[0] != "row" or now[0] != "row" or before[1] != now[1]:
+        return None
+    if before[3:] != now[3:]:
+        return None
+    old, new = before[2], now[2]
+    if not isinstance(old, tuple) or not isinstance(new, tuple) or old[1] != new[1]:
+        return None
+    a, b = old[0], new[0]
+    if (a.glyph, a.state, a.gil) != (b.glyph, b.state, b.gil):
+        return None
+    return frozenset(key for key, text in COLUMN_TEXT.items() if text(a) != text(b))
+
+
+def _with_elapsed(row: ThreadRow, elapsed: str) -> ThreadRow:
+    """``replace(row, elapsed=elapsed)`` without running the dataclass's ``__init__`` (500
+    busy rows at every poll)."""
+    new = object.__new__(ThreadRow)
+    new.__dict__.update(row.__dict__)
+    new.__dict__["elapsed"] = elapsed
+    return new
 
 
 def _cell(text: str, style: Union[Style, str] = "", right: bool = False) -> Text:
