@@ -74,9 +74,15 @@ def served() -> Iterator[Served]:
     tracker.attach()
     capture = LogCapture(tracker, 1000)
     capture.attach()
+    # The handler's line holds a lone surrogate: kept from the root logger, where pytest's own
+    # capture would put it in the test's report, which pytest-xdist cannot send between
+    # processes (UnicodeEncodeError: the whole run stopped with an internal error).
+    error_log = logging.getLogger("cherrypy.error")
+    propagate, error_log.propagate = error_log.propagate, False
     try:
         yield Served(capture, app)
     finally:
+        error_log.propagate = propagate
         capture.detach()
         tracker.detach()
         cherrypy.tree.apps.pop(SCRIPT, None)
