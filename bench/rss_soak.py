@@ -1,0 +1,71 @@
+"""The TUI's memory over a long attach (issue 13: <= 150 MB at 1,000 threads after 10 minutes,
+no growth with time).
+
+    python bench/rss_soak.py [--minutes 10] [--shape 1000:500] [--spin 100] [--every 30]
+
+Starts the same real target as ``bench/scale.py`` (a pool of ``--shape`` workers, the busy ones
+held in ``/sleep``, ``--spin`` of them spinning in pure Python instead), attaches
+``cpinspect attach PID`` in a pseudo-terminal at 1 Hz and prints its RSS every ``--every``
+seconds, then the growth over the second half of the run and per minute over it (a leak grows
+steadily; a warm-up levels off). The TUI's CPU over the whole run is printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from benchlib import machine
+from scale import PtyTui, Shape, cpu_of, start_target, with_bytecode
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--shape", default="1000:500", help="pool:busy")
+    parser.add_argument("--spin", type=int, default=100, help="busy workers spinning instead")
+    parser.add_argument("--every", type=float, default=30.0, help="seconds between samples")
+    args = parser.parse_args()
+    threads, busy = (int(x) for x in args.shape.split(":"))
+    shape = Shape(threads, busy, min(args.spin, busy))
+    with_bytecode()
+    print(machine())
+    print(f"{shape.label}: the TUI attached for {args.minutes:g} min, RSS every {args.every:g} s")
+    server, held = start_target(shape)
+    try:
+        tui = PtyTui(server.pid)
+        try:
+            start = time.monotonic()
+            cpu0 = cpu_of(tui.proc)
+            samples = []
+            end = start + args.minutes * 60
+            while True:
+                now = time.monotonic()
+                rss = tui.proc.memory_info().rss / 2**20
+                samples.append((now - start, rss))
+                print(f"  {now - start:6.0f} s  RSS {rss:6.1f} MB", flush=True)
+                if now >= end:
+                    break
+                time.sleep(min(args.every, max(0.0, end - now)))
+            cpu = 100 * (cpu_of(tui.proc) - cpu0) / (time.monotonic() - start)
+        finally:
+            tui.stop()
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
+    half = [s for s in samples if s[0] >= samples[-1][0] / 2]
+    growth = half[-1][1] - half[0][1]
+    span = (half[-1][0] - half[0][0]) / 60 or 1.0
+    last = samples[-1][1]
+    print(
+        f"RSS at the end {last:.1f} MB (goal <= 150 MB: {last / 150:.2f}x), peak "
+        f"{max(r for _, r in samples):.1f} MB; over the second half {growth:+.1f} MB "
+        f"({growth / span:+.2f} MB/min); TUI CPU over the run {cpu:.1f} % of a core"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
