@@ -463,6 +463,14 @@ def test_while_py_spy_carries_the_polls_its_next_read_starts_as_a_poll_ends(serv
         session.poll()
         time.sleep(0.2)
         assert len(spy.calls) == 3
+        # AND neither does the TUI when py-spy's reads end within the agent's grace: the read
+        # begun with the next poll is in before that poll shows it, and younger
+        session.pyspy_wait = 0.05
+        session.agent_grace = 5.0
+        calls = len(spy.calls)
+        session.poll()
+        time.sleep(0.2)
+        assert len(spy.calls) == calls + 1  # the poll's own read, none ahead
     finally:
         gate.set()
         session.close()
