@@ -86,8 +86,15 @@ def fallback_threads(
         before = previous.get(thread.ident)
         was = memo.get(thread.ident) if memo is not None else None
         if was is not None and was[0] is thread and was[1] is before:
+            kept = was[2]
+            if before is not None and kept.request is not None and thread.request is None:
+                # A carried request runs on: only its elapsed time moves.
+                elapsed = _carried_elapsed(before, last, spy)
+                if elapsed != kept.elapsed:
+                    kept = replace(kept, elapsed=elapsed)
+                    was = (thread, before, kept)
             joined[thread.ident] = was
-            threads.append(was[2])
+            threads.append(kept)
             continue
         spied = thread
         if before is not None:
@@ -100,7 +107,9 @@ def fallback_threads(
                 and thread.top_app_frame is not None
                 and before.top_app_frame.function == thread.top_app_frame.function
             ):
-                thread = replace(thread, request=before.request)
+                thread = replace(
+                    thread, request=before.request, elapsed=_carried_elapsed(before, last, spy)
+                )
             joined[spied.ident] = (spied, before, thread)
         threads.append(thread)
     if memo is not None:
@@ -114,6 +123,22 @@ def fallback_threads(
         pools_note=last.pools_note,
         requests_served=last.requests_served,
     )
+
+
+def _carried_elapsed(
+    before: ThreadInfo, last: ThreadsSnapshot, spy: ThreadsSnapshot
+) -> Optional[float]:
+    """How long the request the agent last saw on a thread has run at py-spy's reading: from
+    its start (the target's wall clock, the one ``taken_at`` reads), else the agent's elapsed
+    carried forward. py-spy's thread has none of its own without ``--locals`` (a large
+    process): the table said "busy 0.0 s" for workers spinning for minutes."""
+    request = before.request
+    started = request.started_at if request is not None else None
+    if started is not None:
+        return max(0.0, spy.taken_at - started)
+    if before.elapsed is not None:
+        return before.elapsed + max(0.0, spy.taken_at - last.taken_at)
+    return None
 
 
 def with_gil_holder(

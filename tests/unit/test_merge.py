@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from cpinspect.model import Frame, Phase, PoolInfo, RequestInfo, Role, ThreadInfo, ThreadsSnapshot
 from cpinspect.sources.merge import fallback_threads, gil_holder, merge_threads
 
@@ -98,3 +100,27 @@ def test_fallback_with_a_memo_joins_again_only_the_threads_that_changed():
     # AND it is what a join without the memo gives
     assert second == fallback_threads(moved, agent)
     assert set(memo) == {1, 2}
+
+
+def test_a_carried_request_runs_on_from_its_start_not_from_zero():
+    # GIVEN the agent's last answer: a request started at 100.0, seen 20 s in at 120.0, and one
+    # whose start is unknown but 5 s in then
+    started = RequestInfo(method="GET", path="/spin", handler="Root.spin", started_at=100.0)
+    agent = ThreadsSnapshot(
+        taken_at=120.0,
+        threads=(
+            replace(thread(1, [APP], request=started), elapsed=20.0),
+            replace(thread(2, [APP], request=REQ), elapsed=5.0),
+        ),
+    )
+    # WHEN py-spy reads both threads 10 s later, without locals (no request, no elapsed)
+    spy = ThreadsSnapshot(taken_at=130.0, threads=(thread(1, [APP]), thread(2, [APP])))
+    out = fallback_threads(spy, agent).by_ident()
+    # THEN each carried request has run on: from its start, else from the agent's elapsed
+    assert out[1].request == started and out[1].elapsed == 30.0
+    assert out[2].request == REQ and out[2].elapsed == 15.0
+    # AND with the memo, a reading of the same thread objects a second later runs them on too
+    memo: dict = {}
+    fallback_threads(spy, agent, memo)
+    later = fallback_threads(replace(spy, taken_at=131.0), agent, memo).by_ident()
+    assert later[1].elapsed == 31.0 and later[2].elapsed == 16.0
