@@ -3,6 +3,7 @@ pool too small for its load (connections queued for seconds) and the kernel's ac
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -622,11 +623,28 @@ def _earlier_holder(history: Sequence[Snapshot]) -> Optional[ThreadInfo]:
     return _gil_holder(history[-1])
 
 
-def _gil_passing(snapshot: Snapshot, holder: ThreadInfo, before: Optional[ThreadInfo]) -> Finding:
+def _gil_passing(
+    snapshot: Snapshot, holder: Optional[ThreadInfo], before: Optional[ThreadInfo]
+) -> Finding:
     """The agent does not answer, and the GIL is held by another thread than a poll ago (or
     ``before`` None: several threads ran during py-spy's read, ``gil_moving``): not one call
     holding it, but threads running Python and taking turns — the agent waits its turn behind
     them (100 spinning workers make every answer take seconds)."""
+    if holder is None:
+        # py-spy read between two turns: nobody held the GIL at that instant.
+        title = (
+            "the agent waits for the GIL: it passes between threads running Python "
+            "(%s; none held it at py-spy's read)" % _ran_words(snapshot)
+        )
+        return Finding(
+            id="gil-contention",
+            severity=FindingSeverity.WARNING,
+            title=title,
+            evidence=(),
+            fix=GIL_PASSING_FIX,
+            kind="gil-contention",
+            details=GIL_PASSING_DETAILS,
+        )
     running = [
         t
         for t in _threads(snapshot)
@@ -643,22 +661,34 @@ def _gil_passing(snapshot: Snapshot, holder: ThreadInfo, before: Optional[Thread
     title = "the agent waits for the GIL: it passes between threads running Python (%s)" % turns
     if where:
         title += ", %d busy in %s" % (len(running), where) if running else ", at %s" % where
-    details = (
-        "py-spy's threads stand in; requests and pool numbers are the agent's last",
-        "one thread holding the GIL in a C call would hold it poll after poll",
-    )
     return Finding(
         id="gil-contention",
         severity=FindingSeverity.WARNING,
         title=title,
         evidence=(thread_evidence(holder, holder.stack[0] if holder.stack else None, None),),
-        fix=(
-            "CPU-bound work in request handlers starves every other thread, the agent's too: "
-            "move it out of the request (a task queue, a process pool) or bound its input"
-        ),
+        fix=GIL_PASSING_FIX,
         kind="gil-contention",
-        details=details,
+        details=GIL_PASSING_DETAILS,
     )
+
+
+GIL_PASSING_FIX = (
+    "CPU-bound work in request handlers starves every other thread, the agent's too: "
+    "move it out of the request (a task queue, a process pool) or bound its input"
+)
+GIL_PASSING_DETAILS = (
+    "py-spy's threads stand in; requests and pool numbers are the agent's last",
+    "one thread holding the GIL in a C call would hold it poll after poll",
+)
+
+
+def _ran_words(snapshot: Snapshot) -> str:
+    """``37 ran during py-spy's read``, as the session's banner counted them."""
+    for note in snapshot.notes:
+        found = re.search(r"\((\d+) ran during py-spy's read\)", note)
+        if found:
+            return "%s ran during py-spy's read" % found.group(1)
+    return "several ran during py-spy's read"
 
 
 def interpreter_stuck(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Finding]:
@@ -667,11 +697,13 @@ def interpreter_stuck(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[F
     if not agent_unresponsive(snapshot):
         # An agent only slow so far (not yet past its timeout) with threads seen taking turns
         # during py-spy's read: the contention is already known, say it at once.
-        holder = _gil_holder(snapshot) if gil_moving(snapshot) else None
-        return [_gil_passing(snapshot, holder, None)] if holder is not None else []
+        if not gil_moving(snapshot):
+            return []
+        return [_gil_passing(snapshot, _gil_holder(snapshot), None)]
     holder = _gil_holder(snapshot)
     if holder is None:
-        return []
+        # Several threads ran during the read: the GIL moves even if py-spy caught no holder.
+        return [_gil_passing(snapshot, None, None)] if gil_moving(snapshot) else []
     before = _earlier_holder(history)
     if before is not None and before.ident != holder.ident:
         return [_gil_passing(snapshot, holder, before)]

@@ -726,7 +726,9 @@ def _times(
         same = before is not None and before.parsed is p
         elapsed: Optional[float] = None
         since: Optional[float] = None
-        if p.key is not None:
+        if p.key is not None and first_seen is not None:
+            # Without first sightings (a session's py-spy beside its agent) how long a request
+            # has run is unknown, not 0.0 s: the carried join takes the agent's (merge.py).
             since = started.get(p.key, taken_at)
             elapsed = max(0.0, taken_at - since)
         request: Optional[RequestInfo] = None

@@ -335,6 +335,21 @@ def test_at_the_first_poll_threads_that_ran_during_py_spys_read_say_contention()
     assert ids(find_all(stuck(agent_unresponsive=False, notes=(slow,)))) == ["gil-contention"]
     # AND a slow agent without it is no finding yet
     assert find_all(stuck(agent_unresponsive=False)) == ()
+    # AND when py-spy's read fell between two turns (no holder named), the note alone says it
+    base = stuck(agent_unresponsive=True, notes=(note,))
+    nobody = replace(
+        base,
+        gil_holder=None,
+        threads=replace(
+            base.threads,
+            threads=tuple(replace(t, owns_gil=False) for t in base.threads.threads),
+        ),
+    )
+    (g,) = find_all(nobody)
+    assert g.id == "gil-contention" and g.title == (
+        "the agent waits for the GIL: it passes between threads running Python "
+        "(37 ran during py-spy's read; none held it at py-spy's read)"
+    )
 
 
 # --- the kernel's accept queue --------------------------------------------------------------
