@@ -36,6 +36,7 @@ def main() -> int:
     try:
         tui = PtyTui(server.pid)
         try:
+            time.sleep(5.0)  # start-up and first screens (as scale.py waits)
             start = time.monotonic()
             cpu0 = cpu_of(tui.proc)
             samples = []
