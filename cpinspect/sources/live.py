@@ -372,6 +372,9 @@ class AgentSession:
         self._slow_for = 0.0
         """How long the agent had not answered when this poll gave up on it (0: it answered,
         or it has not answered for longer than ``timeout``: silent, not slow)."""
+        self._carrying = False
+        """The last poll was carried by py-spy (the agent did not answer it in time): the next
+        read takes every thread's CPU time first, to tell busy from stuck (``_ran``)."""
         self._spy_began = 0.0
         self._spy_took: Optional[float] = None
         """When the running py-spy read began and how long the last one took (monotonic s)."""
@@ -477,6 +480,7 @@ class AgentSession:
                 return ended
             call = None
             answered = self._await_agent(None, spy_future, began)
+        self._carrying = not answered
         if not answered:
             # No answer in time: py-spy's fresh reading carries this poll, with the agent's
             # last requests and pools; its answer is still awaited in the background.
@@ -687,7 +691,7 @@ class AgentSession:
         seen = self._spy_threads_seen
         # The agent has not answered (yet, or lately): which threads run during the read tells
         # a moving GIL from a held one at the first poll already.
-        unanswered = self.threads is None or self._lost_since is not None
+        unanswered = self.threads is None or self._lost_since is not None or self._carrying
         cpu = self._cpu_now() if unanswered else None
         try:
             if self.native or (want and seen is not None and seen <= LOCALS_MAX_THREADS):

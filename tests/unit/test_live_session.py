@@ -336,7 +336,13 @@ def test_a_slow_agent_leaves_the_poll_to_py_spy_then_takes_over_when_it_answers(
         )
         assert carried.gil_holder is not None and not carried.agent_unresponsive
         # WHEN it polls again, the agent still slow
+        cpu_reads = []
+        cpu_now = session._cpu_now
+        session._cpu_now = lambda: cpu_reads.append(1) or cpu_now()  # type: ignore[method-assign]
         again = session.poll()
+        # THEN the threads' CPU times were read before py-spy's read, to tell busy from stuck
+        # (the first slow poll could not know it would be slow)
+        assert cpu_reads
         # THEN py-spy carries it again, and the agent was not asked a second time meanwhile
         assert again.effective_threads_source is SourceKind.PYSPY
         assert len(asked) == 2
