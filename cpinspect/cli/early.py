@@ -9,14 +9,15 @@ from the raw words is never trusted: it only saves time when it is right.
 
 The agent's ``/v1/info`` is asked for at the same moment (``sources.early_info``).
 
-Only ``os``, ``sys`` and ``subprocess`` are imported here.
+Only ``os``, ``sys`` and ``sources.pyspy_exec`` (standard library: ``subprocess``, ``shutil``,
+``sysconfig``) are imported here.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+
+from cpinspect.sources import pyspy_exec
 
 if TYPE_CHECKING:
     from subprocess import Popen
@@ -35,22 +36,14 @@ _started: Optional[Early] = None
 
 
 def find_executable() -> Optional[str]:
-    """py-spy beside this interpreter, else on PATH (as ``sources.pyspy.find_pyspy`` finds it,
-    without importing it)."""
-    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
-    if os.access(beside, os.X_OK):
-        return beside
-    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        candidate = os.path.join(folder or ".", "py-spy")
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    """py-spy's executable, found as the session's reader finds it (``sources.pyspy_exec``)."""
+    return pyspy_exec.locate_pyspy()
 
 
 def pyspy_command(executable: str, pid: int) -> List[str]:
     """The command the session's py-spy reader runs beside an agent (``PySpySource.command``:
     no locals, no native frames, never pausing the target)."""
-    return [executable, "dump", "--pid", str(pid), "--json", "--nonblocking"]
+    return pyspy_exec.dump_command(executable, pid)
 
 
 def guess_pid(words: Sequence[str]) -> Optional[int]:
@@ -81,22 +74,11 @@ def guess_pid(words: Sequence[str]) -> Optional[int]:
 
 
 def spawn(command: List[str]) -> Optional[Early]:
-    """``command`` started with its output piped (py-spy's Rust backtraces off), or None."""
-    import subprocess
-
-    env = dict(os.environ, RUST_BACKTRACE="0", RUST_LIB_BACKTRACE="0")
+    """``command`` started as the session's reader starts py-spy, or None."""
     try:
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
+        return command, pyspy_exec.spawn(command)
     except OSError:
         return None
-    return command, proc
 
 
 def spawn_for_words(words: Sequence[str]) -> None:

@@ -25,15 +25,11 @@ import functools
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
-import sysconfig
 import threading
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from cpinspect.agent.procfs import CLK_TCK, task_cpu_time
@@ -59,6 +55,7 @@ from cpinspect.model import (
     ThreadLocals,
     ThreadsSnapshot,
 )
+from cpinspect.sources.pyspy_exec import dump_command, locate_pyspy, spawn
 
 MISSING_MESSAGE = (
     "py-spy not found: `pip install py-spy` into the inspector's environment "
@@ -76,27 +73,11 @@ LONG_VALUE = 200
 
 
 def find_pyspy() -> str:
-    """The py-spy executable: next to the running interpreter first, then on PATH.
-
-    Next to the interpreter comes first because py-spy is a dependency of cpinspect, so the copy
-    installed with it is the version we were tested with; ``sys.executable`` is not resolved, so
-    a virtualenv's ``bin/`` is searched rather than the base interpreter's.
-    """
-    candidates = [Path(sys.executable).parent / "py-spy"]
-    scripts = sysconfig.get_path("scripts")
-    if scripts:
-        candidates.append(Path(scripts) / "py-spy")
-    for candidate in candidates:
-        try:
-            usable = candidate.is_file() and os.access(str(candidate), os.X_OK)
-        except OSError:  # a directory we may not look into (another user's venv): try PATH
-            usable = False
-        if usable:
-            return str(candidate)
-    found = shutil.which("py-spy")
-    if found:
-        return found
-    raise PySpyMissing(MISSING_MESSAGE)
+    """The py-spy executable (``pyspy_exec.locate_pyspy``); ``PySpyMissing`` when none."""
+    found = locate_pyspy()
+    if found is None:
+        raise PySpyMissing(MISSING_MESSAGE)
+    return found
 
 
 def process_state(pid: int) -> Optional[str]:
@@ -931,14 +912,7 @@ class PySpySource:
     # -- running py-spy -----------------------------------------------------------------------
 
     def command(self, with_locals: bool, native: bool) -> List[str]:
-        args = [self.executable, "dump", "--pid", str(self.pid), "--json"]
-        if native:
-            args.append("--native")  # py-spy refuses --native with --nonblocking
-        elif self.nonblocking:
-            args.append("--nonblocking")
-        if with_locals:
-            args.append("--locals")
-        return args
+        return dump_command(self.executable, self.pid, with_locals, native, self.nonblocking)
 
     def _dump(self, with_locals: bool, native: bool) -> List[Dict[str, Any]]:
         return _parse_json(self._dump_bytes(with_locals, native))
@@ -980,10 +954,6 @@ class PySpySource:
             raise err
 
     def _run(self, args: List[str], before: str, may_pause: bool) -> Tuple[bytes, bytes, int]:
-        env = dict(os.environ)
-        # One error message, no Rust backtrace (RUST_BACKTRACE=1 makes anyhow print one).
-        env["RUST_BACKTRACE"] = "0"
-        env["RUST_LIB_BACKTRACE"] = "0"
         adopted, self._adopted = self._adopted, None
         if adopted is not None and adopted[0] != args:
             self._stop(adopted[1])
@@ -992,16 +962,7 @@ class PySpySource:
             proc = (
                 adopted[1]
                 if adopted is not None
-                else subprocess.Popen(
-                    args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    env=env,
-                    # Its own session: a Ctrl-C in the terminal must not reach py-spy mid-pause
-                    # (py-spy#587); we stop it ourselves, then check the target.
-                    start_new_session=True,
-                )
+                else spawn(args)  # its own session: we stop it ourselves, then check the target
             )
         except FileNotFoundError:
             raise PySpyMissing(
