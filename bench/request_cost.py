@@ -408,6 +408,35 @@ def summary(compare: str, res: Dict[str, Any]) -> str:
 CG_MODES = ("none", "nocapture", "agent")
 
 
+def _under_cachegrind(args: List[str]) -> Tuple[List[str], Dict[str, str], str]:
+    """The command running this script with ``args`` under cachegrind (instruction counts
+    only), its environment, and the file the counts go to (the caller removes it)."""
+    fd, out_name = tempfile.mkstemp(prefix="cg-request-cost-", suffix=".out")
+    os.close(fd)
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    cmd = [
+        "valgrind",
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        f"--cachegrind-out-file={out_name}",
+        sys.executable,
+        str(Path(__file__)),
+        *args,
+        *(["--agent-root", AGENT_ROOT[0]] if AGENT_ROOT[0] else []),
+    ]
+    return cmd, env, out_name
+
+
+def _instructions(out_name: str) -> int:
+    """The instructions counted in a cachegrind output file."""
+    with open(out_name) as f:
+        m = re.search(r"^summary:\s+(\d+)", f.read(), re.MULTILINE)
+    if m is None:
+        raise RuntimeError("no summary line in the cachegrind output")
+    return int(m.group(1))
+
+
 def cg_child(mode: str, warmup: int, requests: int, agent_root: str) -> int:
     """Under valgrind: serve in-process requests; then wait for the parent's polls."""
     import io
@@ -468,25 +497,9 @@ def cg_run(
     ``action``: "" (exit after the requests, or after idling ``idle`` s), "polls:P" (P polls
     with the log cursor at the newest record: the poll's fixed cost), "read" (every record of
     the ring read through ``/v1/log`` pages, the threads not asked: the cost per record)."""
-    fd, out_name = tempfile.mkstemp(prefix="cg-request-cost-", suffix=".out")
-    os.close(fd)
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    cmd = [
-        "valgrind",
-        "--tool=cachegrind",
-        "--cache-sim=no",
-        f"--cachegrind-out-file={out_name}",
-        sys.executable,
-        str(Path(__file__)),
-        "--cg-child",
-        mode,
-        "--warmup",
-        str(warmup),
-        "--requests",
-        str(requests),
-        *(["--agent-root", AGENT_ROOT[0]] if AGENT_ROOT[0] else []),
-    ]
+    cmd, env, out_name = _under_cachegrind(
+        ["--cg-child", mode, "--warmup", str(warmup), "--requests", str(requests)]
+    )
     proc = subprocess.Popen(
         cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
@@ -520,37 +533,20 @@ def cg_run(
         proc.stdin.write(b"done\n")
         proc.stdin.flush()
         proc.wait(600)
-        with open(out_name) as f:
-            text = f.read()
+        count = _instructions(out_name)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         os.unlink(out_name)
-    m = re.search(r"^summary:\s+(\d+)", text, re.MULTILINE)
-    if m is None:
-        raise RuntimeError("no summary line in the cachegrind output")
-    return int(m.group(1)), took, records
+    return count, took, records
 
 
 def cg_served(mode: str, warmup: int, requests: int) -> int:
     """Instructions of a whole served run under valgrind: the ``--serve`` server, ``/_ctl`` set
     to ``mode``, then ``warmup + requests`` sequential ``GET /`` on one keep-alive connection
     (cheroot's parsing and the socket calls' user-space side included; the kernel's not)."""
-    fd, out_name = tempfile.mkstemp(prefix="cg-request-cost-", suffix=".out")
-    os.close(fd)
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    cmd = [
-        "valgrind",
-        "--tool=cachegrind",
-        "--cache-sim=no",
-        f"--cachegrind-out-file={out_name}",
-        sys.executable,
-        str(Path(__file__)),
-        "--serve",
-        *(["--agent-root", AGENT_ROOT[0]] if AGENT_ROOT[0] else []),
-    ]
+    cmd, env, out_name = _under_cachegrind(["--serve"])
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
     )
@@ -582,17 +578,13 @@ def cg_served(mode: str, warmup: int, requests: int) -> int:
         sock.close()
         proc.terminate()  # the engine exits on SIGTERM; valgrind writes its counts
         proc.wait(300)
-        with open(out_name) as f:
-            text = f.read()
+        count = _instructions(out_name)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         os.unlink(out_name)
-    sm = re.search(r"^summary:\s+(\d+)", text, re.MULTILINE)
-    if sm is None:
-        raise RuntimeError("no summary line in the cachegrind output")
-    return int(sm.group(1))
+    return count
 
 
 def native_rate(cpus: Tuple[int, int], connections: int, seconds: float = 3.0) -> float:
