@@ -663,6 +663,25 @@ def _access_of(item: Fields) -> Optional[Dict[str, Any]]:
     }
 
 
+def access_status(item: Fields) -> Optional[int]:
+    """A stored record's status code: None for a record that is not an access record, or whose
+    status is unknown."""
+    kind = item[21]
+    if kind == ACCESS_NONE:
+        return None
+    if kind == ACCESS_FROM_MESSAGE:
+        return parse_access_line(item[4])[0]
+    return status_from(item[20], kind)
+
+
+def record_path(item: Fields) -> str:
+    """A stored record's request path (script_name + path_info), "" when logged outside a
+    request."""
+    if not item[9]:
+        return ""
+    return _text(item[11]) + _text(item[12])
+
+
 def _peer_from_atoms(atoms: RequestAtoms) -> str:
     ip, port = atoms[8], atoms[9]
     if not ip:

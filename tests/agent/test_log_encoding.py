@@ -209,3 +209,25 @@ def test_a_page_is_the_same_records_either_way(served: Served) -> None:
         assert plain == text
         assert text["more"] is True and text["next"] == after + 50
         assert [r["seq"] for r in text["records"]] == list(range(after + 1, after + 51))
+
+
+def test_a_stored_records_status_and_path_read_as_its_wire_answer_says(served: Served) -> None:
+    # GIVEN a 200, a 404 and a line logged outside any request
+    import cherrypy
+
+    from cpinspect.agent.logcapture import access_status, record_path
+
+    first = served.capture.ring.copy()[2]
+    assert served.request("/") == 200
+    assert served.request("/missing") == 404
+    cherrypy.log("outside any request", "TEST", severity=logging.WARNING)
+    # WHEN each stored tuple is read through the accessors and through the wire answer
+    items, held_first, _latest = served.capture.ring.copy()
+    stored = items[first - held_first + 1 :]
+    records = served.capture.read(first, 5000, 0)["records"]
+    # THEN both say the same status and path, record for record
+    assert len(stored) == len(records) >= 3
+    for item, record in zip(stored, records):
+        assert access_status(item) == (record["access"] or {}).get("status")
+        assert record_path(item) == (record["request"] or {}).get("path", "")
+    assert {access_status(i) for i in stored} >= {200, 404, None}
