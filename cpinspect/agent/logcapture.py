@@ -682,6 +682,29 @@ def record_path(item: Fields) -> str:
     return _text(item[11]) + _text(item[12])
 
 
+NOTABLE_LEVEL = logging.WARNING
+
+
+def is_notable(item: Fields, paths: Tuple[str, ...]) -> bool:
+    """``/v1/log?only=notable`` (wire.py): a record at WARNING or above, an access record whose
+    status is 400 or more (or unknown), or an access record whose path starts with one of
+    ``paths``. Cheap for the usual skipped one (an access record of a 200): a few slot reads,
+    ``status_from`` and one ``startswith``."""
+    if item[1] >= NOTABLE_LEVEL:
+        return True
+    if item[21] == ACCESS_NONE:
+        return False
+    status = access_status(item)
+    if status is None or status >= 400:
+        return True
+    if not paths:
+        return False
+    try:
+        return record_path(item).startswith(paths)
+    except Exception:  # noqa: BLE001 - a path of an odd type: keep the record
+        return True
+
+
 def _peer_from_atoms(atoms: RequestAtoms) -> str:
     ip, port = atoms[8], atoms[9]
     if not ip:
@@ -1028,10 +1051,20 @@ class LogCapture:
 
     # The cursor.
 
-    def read(self, after: int, limit: int, min_level: int, encoded: bool = False) -> Dict[str, Any]:
+    def read(
+        self,
+        after: int,
+        limit: int,
+        min_level: int,
+        encoded: bool = False,
+        notable: bool = False,
+        paths: Tuple[str, ...] = (),
+    ) -> Dict[str, Any]:
         """The cursor's answer (wire.py). ``encoded``: ``records`` is a ``JsonArray`` carrying
         each record's JSON text (``record_json``) for the socket server to splice in, and its
-        items are the ring's raw tuples, not dicts (no in-process reader takes this form)."""
+        items are the ring's raw tuples, not dicts (no in-process reader takes this form).
+        ``notable``: only the records ``is_notable`` keeps (``only=notable``), ``paths`` the
+        access-path prefixes it keeps beside the warnings and failures."""
         self.refresh()
         items, first, latest = self.ring.copy()
         missed = first - after - 1 if items and after < first - 1 else 0
@@ -1046,6 +1079,8 @@ class LogCapture:
         for i in range(start, len(items)):
             item = items[i]
             if item[1] < min_level:
+                continue
+            if notable and not is_notable(item, paths):
                 continue
             if count >= limit:
                 more = True

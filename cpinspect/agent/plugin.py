@@ -41,6 +41,9 @@ from .wire import (
     LOG_DEFAULT_LIMIT,
     LOG_LEVELS,
     LOG_MAX_LIMIT,
+    LOG_MAX_PATHS,
+    LOG_MAX_PATHS_CHARS,
+    LOG_ONLY,
     MAX_CURSOR_LENGTH,
 )
 
@@ -142,7 +145,13 @@ class Agent:
                 }
             }
         min_level = logging.getLevelName(level) if level else 0
-        return 200, self.log_capture.read(after, limit, int(min_level), encoded=True)
+        try:
+            notable, paths = _log_only(query)
+        except ValueError as exc:
+            return 400, {"error": {"status": 400, "message": str(exc)}}
+        return 200, self.log_capture.read(
+            after, limit, int(min_level), encoded=True, notable=notable, paths=paths
+        )
 
     def start_server(self) -> str:
         path = self.requested_path
@@ -182,6 +191,28 @@ class Agent:
         self.log_capture.detach()
         self.tracker.detach()
         self.stop_server()
+
+
+def _log_only(query: Dict[str, List[str]]) -> Tuple[bool, Tuple[str, ...]]:
+    """``/v1/log``'s ``only`` and ``paths`` (wire.py): (notable, path prefixes); ValueError with
+    one line when bad."""
+    only = (query.get("only") or [""])[0].strip().lower()
+    if only and only not in LOG_ONLY:
+        raise ValueError("only must be %s, not %r" % ("/".join(LOG_ONLY), only[:20]))
+    raw = (query.get("paths") or [""])[0]
+    if not raw:
+        return bool(only), ()
+    if not only:
+        raise ValueError("paths needs only=notable")
+    if len(raw) > LOG_MAX_PATHS_CHARS:
+        raise ValueError("paths must be at most %d characters" % LOG_MAX_PATHS_CHARS)
+    paths = tuple(p for p in (item.strip() for item in raw.split(",")) if p)
+    if len(paths) > LOG_MAX_PATHS:
+        raise ValueError("paths takes at most %d prefixes, not %d" % (LOG_MAX_PATHS, len(paths)))
+    for path in paths:
+        if not path.startswith("/"):
+            raise ValueError("each of paths must start with /, not %r" % path[:40])
+    return True, paths
 
 
 def _int_param(

@@ -51,6 +51,12 @@ LOG_DEFAULT_LIMIT = 500
 LOG_MAX_LIMIT = 5000
 """The largest ``limit`` ``/v1/log`` accepts (more: 400)."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_ONLY = ("notable",)
+"""Values of ``/v1/log?only=``."""
+LOG_MAX_PATHS = 32
+"""Path prefixes ``/v1/log?paths=`` takes at most (more: 400)."""
+LOG_MAX_PATHS_CHARS = 2048
+"""Characters ``/v1/log?paths=`` may carry in all (more: 400)."""
 MAX_CURSOR_LENGTH = 64
 """Longest ``/v1/threads?since=`` value; a longer one is refused with 400."""
 THREADS_CURSORS_KEPT = 4
@@ -262,10 +268,24 @@ THREADS_CURSORS_KEPT = 4
 #   /proc/locks could not tell. Error texts never carry an id (scrubbed).
 #   REQ is exactly the "request" object of /v1/threads (query redacted the same way). When every
 #   requested app failed on the time limit: 504 with the error body naming the path and limit.
-# GET /v1/log?after=SEQ&limit=N&level=NAME   (a cursor over the agent's ring of log records)
+# GET /v1/log?after=SEQ&limit=N&level=NAME&only=notable&paths=P1,P2   (a cursor over the agent's
+#                                                                     ring of log records)
 #   after: default 0 (= from the oldest held); limit: default LOG_DEFAULT_LIMIT, 1..LOG_MAX_LIMIT;
 #   level: optional minimum level name (one of LOG_LEVELS, case-insensitive). Anything else: 400.
-#   The cursor arithmetic ("first", "latest", "missed", "more") ignores the level filter.
+#   only: optional, "notable" (the only value; case-insensitive): the records an inspector needs
+#     while nobody looks at the full log — a record is returned when its levelno >= WARNING,
+#     or it is an access record ("access" not null) whose status is >= 400 or unknown, or an
+#     access record whose request path (script_name + path_info, no query) starts with one of
+#     "paths". Everything else (200s elsewhere, INFO messages) is skipped like a level filter
+#     skips records: it stays in the ring for a later full read.
+#   paths: optional, only with only=notable: comma-separated path prefixes, each starting with
+#     "/", at most LOG_MAX_PATHS of them and LOG_MAX_PATHS_CHARS characters in all (empty
+#     items ignored); e.g. "/static/,/media/,/favicon.ico". Bad values: 400 with one line.
+#   "level" and "only" together: a record must pass both.
+#   The cursor arithmetic ("first", "latest", "missed", "more", "next") ignores the level and
+#   only filters: "missed" counts every record that wrapped out, matching or not.
+#   An agent older than "only" ignores unknown parameters and answers every record (a superset:
+#   the inspector keeps what it needs and the cursor arithmetic is the same).
 #   Records come from a handler on cherrypy.error and cherrypy.access (and on each app's
 #   error/access loggers that do not propagate: checked at install, on engine start and on
 #   every /v1/log read, so records of such an app mounted later are caught from the next read
@@ -283,7 +303,8 @@ THREADS_CURSORS_KEPT = 4
 #    "missed": int (records with seq > after that wrapped out before this read:
 #                   max(0, first - after - 1) when after < first - 1, else 0),
 #    "more": bool (records after the last one returned exist: ask again with after=<last seq>;
-#                  with a level filter, "more" is true only when matching records were left),
+#                  with a level or only filter, "more" is true only when matching records
+#                  were left),
 #    "next": int (the "after" to send next: the last seq returned when "more", else "latest"),
 #    "dropped": int (records the handler failed to capture since the agent started; normally 0),
 #    "routing": {"screen": bool|null, "error_file": str|null, "access_file": str|null,

@@ -6,7 +6,7 @@ import errno
 import json
 import ssl
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from cpinspect.agent.wire import (
     ENDPOINT_INFO,
@@ -252,10 +252,23 @@ class AgentSource:
         except ProtocolError as exc:
             raise EndpointError("unreadable /v1/sessions from the agent: %s" % exc) from None
 
-    def log(self, after: int = 0, limit: int = LOG_PAGE, level: Optional[str] = None) -> LogPage:
+    def log(
+        self,
+        after: int = 0,
+        limit: int = LOG_PAGE,
+        level: Optional[str] = None,
+        only: Optional[str] = None,
+        paths: Sequence[str] = (),
+    ) -> LogPage:
         """Records of the agent's ring with a sequence number above ``after`` (a cursor: ask
-        again with the last one returned). ``level``: a minimum level name."""
+        again with the last one returned). ``level``: a minimum level name. ``only``:
+        ``"notable"`` with ``paths`` (wire.py; an older agent ignores both and answers every
+        record)."""
         params = {"after": str(max(0, int(after))), "limit": str(int(limit))}
+        if only is not None:
+            params["only"] = only
+            if paths:
+                params["paths"] = ",".join(paths)
         if level is not None:
             name = level.upper()
             if name not in LOG_LEVELS:
