@@ -238,10 +238,25 @@ def cpu_ns(pid: int) -> int:
 # --- the poller: what the TUI asks once a second -----------------------------------------------
 
 
+LOG_POLL_ENV = "CPINSPECT_BENCH_LOG_POLL"
+"""``notable`` (default: what the TUI asks while its Log tab is hidden, branch logpoll) or
+``full`` (every record: the Log tab shown, and every TUI before it). An environment variable so
+the cachegrind children poll the same way (``--log-poll`` sets it)."""
+
+
+def _log_filter() -> Dict[str, Any]:
+    """The ``/v1/log`` filter of the simulated poll (the trivial app has no static mounts: no
+    ``paths``)."""
+    if os.environ.get(LOG_POLL_ENV, "notable") == "full":
+        return {}
+    return {"only": "notable"}
+
+
 class Poll:
     """The TUI's poll (``sources/live.py``, ``sources/logfeed.py``): the threads (a delta after
     the first answer), the log after its cursor in pages of 500 while ``more`` (at most 5), and
-    every fifth poll ``/v1/info`` and ``/v1/sessions`` too."""
+    every fifth poll ``/v1/info`` and ``/v1/sessions`` too. The log read is filtered
+    (``only=notable``) as the TUI's is while its Log tab is hidden, unless ``--log-poll full``."""
 
     def __init__(self, socket_path: str, from_latest: bool = False) -> None:
         from cpinspect.sources.agent import AgentSource
@@ -255,7 +270,7 @@ class Poll:
         if threads:
             self.source.threads()
         for _ in range(5):
-            page = self.source.log(after=self.after, limit=500)
+            page = self.source.log(after=self.after, limit=500, **_log_filter())
             self.records += len(page.records)
             self.after = page.next if page.next is not None else self.after
             if not page.more:
@@ -688,11 +703,19 @@ def main() -> int:
         default=0.0,
         help="cachegrind: requests/s of one saturated server (default: measured now)",
     )
+    parser.add_argument(
+        "--log-poll",
+        choices=("notable", "full"),
+        default=None,
+        help="the simulated poll's log read: notable (the TUI, Log tab hidden; default) or full",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=8, help=argparse.SUPPRESS)
     parser.add_argument("--cg-child", choices=CG_MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.log_poll is not None:
+        os.environ[LOG_POLL_ENV] = args.log_poll
     if args.serve:
         return serve_main(args.cpu, args.threads, args.agent_root)
     if args.cg_child:
@@ -708,6 +731,9 @@ def main() -> int:
     if cpus[1] >= 0:
         pin(cpus[1])
     print(f"request_cost: {machine()}")
+    print(
+        f"the simulated poll reads the log {os.environ.get(LOG_POLL_ENV, 'notable')} (--log-poll)"
+    )
     if args.cachegrind:
         n1 = 500 if args.quick else 1000
         n2 = args.requests or (1500 if args.quick else 3000)
