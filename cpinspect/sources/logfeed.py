@@ -12,22 +12,35 @@ never breaks the threads poll.
 - An agent without ``/v1/log`` (older than the inspector) is said once and not asked again.
 - Files are read before the ring, so a record written to both is already in the ring when its
   file line is compared (``Deduper``) and is shown once.
+- Filtered while nobody looks (``set_full(False)``: the TUI with its Log tab hidden): the ring
+  is asked only for the notable records (``/v1/log?only=notable&paths=``, wire.py: warnings
+  and up, failed requests, the access records under the static mounts the findings read), so
+  the target no longer pays for the 200s nobody reads. The cursor still moves to ``latest``.
+  ``set_full(True)`` (the tab shown): the next read first fetches, once, every record after
+  the cursor filtering began at up to the cursor (``missed`` then counts only the records that
+  wrapped out of the ring meanwhile) and then follows everything; those older records come in
+  the same batch, and ``merge_backfill`` puts them in their place by seq (the store does).
+  An older agent ignores ``only`` and answers everything: nothing is lost, the fetch brings
+  records already held, and the merge leaves out the seqs already there.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from cpinspect.errors import CpinspectError, EndpointError
 from cpinspect.model import (
     LogEntry,
     LogGap,
+    LogOrigin,
     LogPage,
     LogRecord,
     LogRouting,
     LogState,
     ProcessInfo,
+    RoutesSnapshot,
 )
 from cpinspect.sources.agent import AgentSource
 from cpinspect.sources.logfiles import Deduper, LogFiles
@@ -40,6 +53,16 @@ MAX_PAGES = 5
 """Requests per read at most (10,000 records): past that, the next poll goes on."""
 DISCOVER_EVERY = 10
 """Without the agent, look for the process's log files every N reads (an fd walk)."""
+BACKFILL_PAGES = 50
+"""Requests one fetch of the records skipped while filtered makes at most (100,000 records:
+more than the largest default ring; a bigger ring's older part is left, said as missed)."""
+MAX_PATHS = 32
+MAX_PATHS_CHARS = 2048
+"""``/v1/log?paths=`` limits (wire.py ``LOG_MAX_PATHS``, ``LOG_MAX_PATHS_CHARS``): past them
+the feed asks for every path ("/")."""
+NOTABLE = "notable"
+MAX_DELIVERED = 100_000
+"""Seqs of the records read while filtered kept at most (to count the missed ones right)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,25 @@ class LogFeed:
         self._dedupe = Deduper()
         self._reads = 0
         self._info_files: Tuple[Optional[str], Optional[str]] = (None, None)
+        self.full = True
+        """Every record is read (False: only the notable ones, ``set_full``)."""
+        self.paths: Tuple[str, ...] = ()
+        """Access-path prefixes read while filtered (the static mounts, ``static_prefixes``)."""
+        self._filtered_after: Optional[int] = None
+        """While filtered: every record up to this seq was read in full (the cursor when
+        filtering began)."""
+        self._backfill_from: Optional[int] = None
+        """A fetch of every record after this seq up to the cursor is due at the next read."""
+        self._file_shown = Deduper()
+        """File records shown while filtered: the ring's copies fetched later are not shown
+        twice."""
+        self._paths_from: Optional[int] = None
+        """A fetch of the records under ``paths`` after this seq up to the cursor is due."""
+        self._delivered: List[int] = []
+        """Seqs read while filtered (the notable ones): not missed if they wrapped out later."""
+        self._mode_lock = threading.Lock()
+        self.backfilled = 0
+        """Records fetched by the catch-ups so far (for tests and the bench)."""
 
     def set_source(self, source: Optional[AgentSource], pid: Optional[int] = None) -> None:
         """The session reconnected (perhaps to a restarted process): ask the new agent; its
@@ -105,6 +147,148 @@ class LogFeed:
         if info is not None:
             self._info_files = (info.logging.error_file, info.logging.access_file)
 
+    # --- full or filtered ------------------------------------------------------------------------
+
+    def set_full(self, full: bool) -> None:
+        """Read every record (someone looks at the log) or only the notable ones. Called from
+        any thread; the next read acts on it. Back to full, the records skipped meanwhile are
+        fetched once by the next read."""
+        with self._mode_lock:
+            if full == self.full:
+                return
+            self.full = full
+            if full:
+                self._backfill_from = self._filtered_after
+                self._filtered_after = None
+                self._paths_from = None  # the full catch-up brings those too
+            else:
+                # A catch-up still due (shown and hidden again before a read) starts there.
+                pending = self._backfill_from
+                self._backfill_from = None
+                if pending is None:
+                    self._delivered = []
+                self._filtered_after = pending if pending is not None else self.cursor
+
+    def set_paths(self, paths: Sequence[str]) -> None:
+        """The access-path prefixes read while filtered (past the wire's limits: every path).
+        New ones while filtered: the next read fetches, once, the records under them that the
+        filter skipped so far (the routes arrive after the first reads)."""
+        clean = tuple(dict.fromkeys(p for p in paths if p.startswith("/")))
+        if len(clean) > MAX_PATHS or len(",".join(clean)) > MAX_PATHS_CHARS:
+            clean = ("/",)
+        with self._mode_lock:
+            if clean == self.paths:
+                return
+            added = set(clean) - set(self.paths)
+            self.paths = clean
+            start = self._filtered_after
+            if added and start is not None and self._paths_from is None:
+                self._paths_from = start
+
+    @property
+    def filtered(self) -> bool:
+        """Records were skipped since the last full read (a catch-up is due or would be)."""
+        return self._filtered_after is not None or self._backfill_from is not None
+
+    def skipped_records(self, newest: int = 0) -> List[LogEntry]:
+        """The records the filter skipped (every record after the cursor filtering began at, up
+        to the cursor), fetched from the ring now without moving anything (a snapshot's recent
+        records must be complete). ``newest``: only the last ``newest`` seqs. Call it where
+        ``read`` cannot run at the same time (the TUI: under its poll lock). [] when nothing
+        was skipped; raises nothing (a failure is an empty list)."""
+        with self._mode_lock:
+            lo = self._backfill_from if self._backfill_from is not None else self._filtered_after
+            hi = self.cursor
+        if lo is None or hi is None or self.source is None or self.no_endpoint:
+            return []
+        if newest > 0:
+            lo = max(lo, hi - newest)
+        try:
+            entries, _ = self._fetch_range(lo, hi, [])
+        except Exception:  # noqa: BLE001 - the snapshot goes on with what is held
+            return []
+        return entries
+
+    def _fetch_range(
+        self, after: int, upto: int, warnings: List[str], notable: bool = False
+    ) -> Tuple[List[LogEntry], int]:
+        """Every record with ``after < seq <= upto`` still in the ring (a ``LogGap`` first for
+        the ones that wrapped out), and how many wrapped out; ``notable``: only the notable
+        ones (under ``paths``), no gap. The same ring (buffer id) only."""
+        assert self.source is not None
+        out: List[LogEntry] = []
+        missed = 0
+        cursor = after
+        for page_number in range(BACKFILL_PAGES):
+            if cursor >= upto:
+                break
+            if notable:
+                page = self.source.log(after=cursor, limit=PAGE, only=NOTABLE, paths=self.paths)
+            else:
+                page = self.source.log(after=cursor, limit=PAGE)
+            if self.buffer and page.buffer != self.buffer:
+                return [], 0  # the agent restarted: what was skipped is gone with it
+            if page_number == 0 and page.missed and not notable:
+                # Those read while filtered were not missed (they are held, or were shown).
+                read = sum(1 for seq in self._delivered if after < seq < page.first)
+                missed = max(0, min(page.missed, upto - after) - read)
+                if missed:
+                    when = page.records[0].time if page.records else page.taken_at
+                    out.append(LogGap(missed, when))
+            for record in page.records:
+                if record.seq > upto:
+                    return out, missed
+                out.append(record)
+                cursor = record.seq
+            if not page.more or not page.records:
+                break
+        else:
+            warnings.append(
+                "log: the records skipped while the Log tab was hidden were not all read"
+            )
+        return out, missed
+
+    def _paths_catch_up(self, warnings: List[str]) -> List[LogEntry]:
+        """The due fetch of the records under paths added while filtered (``set_paths``)."""
+        with self._mode_lock:
+            start, self._paths_from = self._paths_from, None
+        if start is None or self.cursor is None or start >= self.cursor or self.full:
+            return []
+        entries, _ = self._fetch_range(start, self.cursor, warnings, notable=True)
+        read = set(self._delivered)
+        out: List[LogEntry] = []
+        for entry in entries:
+            if not isinstance(entry, LogRecord) or entry.seq in read:
+                continue
+            if self._file_shown.duplicate(entry):
+                continue
+            self._dedupe.seen(entry)
+            self._delivered.append(entry.seq)
+            self.backfilled += 1
+            out.append(entry)
+        return out
+
+    def _catch_up(self, warnings: List[str]) -> List[LogEntry]:
+        """The due fetch of the records skipped while filtered (``set_full(True)``)."""
+        with self._mode_lock:
+            start, self._backfill_from = self._backfill_from, None
+        if start is None or self.cursor is None or start >= self.cursor:
+            self._file_shown = Deduper()
+            return []
+        entries, missed = self._fetch_range(start, self.cursor, warnings)
+        self.missed += missed
+        out: List[LogEntry] = []
+        for entry in entries:
+            if isinstance(entry, LogRecord):
+                if self._file_shown.duplicate(entry):
+                    continue  # shown from its file while the ring was filtered
+                self._dedupe.seen(entry)
+                self.backfilled += 1
+            out.append(entry)
+        self._file_shown = Deduper()
+        self._delivered = []
+        return out
+
     # --- reading -------------------------------------------------------------------------------
 
     def read(self, agent: bool = True) -> LogBatch:
@@ -116,7 +300,11 @@ class LogFeed:
         entries: List[LogEntry] = list(gaps)
         if agent and self.source is not None and not self.no_endpoint:
             entries.extend(self._read_ring(warnings))
-        entries.extend(r for r in file_records if not self._dedupe.duplicate(r))
+        shown = [r for r in file_records if not self._dedupe.duplicate(r)]
+        if self.filtered:
+            for record in shown:
+                self._file_shown.seen(record)
+        entries.extend(shown)
         entries.sort(key=_entry_time)
         self.total += sum(1 for e in entries if isinstance(e, LogRecord))
         if self.no_endpoint:
@@ -170,13 +358,37 @@ class LogFeed:
                 self._take_page_facts(probe)
                 start = probe.latest - self.history
                 self.cursor = max(0, start, probe.first - 1)
+                with self._mode_lock:
+                    if not self.full:
+                        self._filtered_after = self.cursor
+            elif self._backfill_from is not None:
+                out.extend(self._catch_up(warnings))
+            elif self._paths_from is not None:
+                out.extend(self._paths_catch_up(warnings))
             for _ in range(MAX_PAGES):
-                page = self.source.log(after=self.cursor, limit=PAGE, level=self.level)
+                full = self.full
+                if full:
+                    page = self.source.log(after=self.cursor, limit=PAGE, level=self.level)
+                else:
+                    page = self.source.log(
+                        after=self.cursor,
+                        limit=PAGE,
+                        level=self.level,
+                        only=NOTABLE,
+                        paths=self.paths,
+                    )
                 if page.buffer != self.buffer and self.buffer:
                     # The agent restarted: its sequence numbers start over.
                     warnings.append("the agent restarted: its log buffer starts over")
                     self.buffer = page.buffer
                     self.cursor = 0
+                    with self._mode_lock:
+                        # What was skipped went with the old ring; the new one from its start.
+                        self._backfill_from = None
+                        self._paths_from = None
+                        self._delivered = []
+                        if self._filtered_after is not None:
+                            self._filtered_after = 0
                     continue
                 self._take_page_facts(page)
                 warnings.extend("log: %s" % e for e in page.errors)
@@ -188,6 +400,10 @@ class LogFeed:
                     self.cursor = max(self.cursor, record.seq)
                     self._dedupe.seen(record)
                     out.append(record)
+                if not full and page.records:
+                    self._delivered.extend(r.seq for r in page.records)
+                    if len(self._delivered) > MAX_DELIVERED:
+                        del self._delivered[: len(self._delivered) - MAX_DELIVERED]
                 if page.next is not None and page.next >= self.cursor:
                     # Past the records a level filter left out, too.
                     self.cursor = page.next
@@ -230,3 +446,77 @@ class LogFeed:
 
 def _entry_time(entry: LogEntry) -> float:
     return entry.time
+
+
+# --- what the filter keeps, and putting the skipped records back in their place ---------------
+
+
+def static_prefixes(routes: Optional[RoutesSnapshot]) -> Tuple[str, ...]:
+    """The request paths of every app's static mounts (``script_name`` + mount path): the
+    access records of these the MIME finding reads (``findings/config.py``), 200s included."""
+    if routes is None:
+        return ()
+    out: Dict[str, None] = {}
+    for app in routes.apps:
+        base = app.script_name.rstrip("/")
+        for mount in app.static:
+            path = mount.path if mount.path.startswith("/") else "/" + mount.path
+            out[(base + path) or "/"] = None
+    return tuple(out)
+
+
+def _ring_seq(entry: LogEntry) -> int:
+    """The seq of a record read from the agent's ring; 0 for anything else."""
+    if isinstance(entry, LogRecord) and entry.origin is LogOrigin.BUFFER:
+        return entry.seq
+    return 0
+
+
+def split_backfill(entries: Iterable[LogEntry], top: int) -> Tuple[List[LogEntry], List[LogEntry]]:
+    """``(older, newer)``: the ring records with a seq at or below ``top`` (a catch-up of
+    records skipped while filtered; a gap just before one goes with it), and the rest."""
+    older: List[LogEntry] = []
+    newer: List[LogEntry] = []
+    gap: List[LogEntry] = []
+    for entry in entries:
+        if isinstance(entry, LogGap):
+            gap.append(entry)
+            continue
+        seq = _ring_seq(entry)
+        if 0 < seq <= top:
+            older.extend(gap)
+            older.append(entry)
+        else:
+            newer.extend(gap)
+            newer.append(entry)
+        gap = []
+    newer.extend(gap)
+    return older, newer
+
+
+def merge_backfill(held: Sequence[LogEntry], older: Sequence[LogEntry]) -> List[LogEntry]:
+    """``held`` with the ring records of ``older`` put in their place by seq: each before the
+    first held ring record with a greater seq (held entries keep their order; file records
+    and gaps stay where they were). Records already held (same seq) are left out, so an older
+    agent that answered everything adds nothing twice."""
+    have = {seq for seq in map(_ring_seq, held) if seq}
+    pending = [e for e in older if not (_ring_seq(e) and _ring_seq(e) in have)]
+    # A gap sorts with the record after it.
+    keys: List[float] = [0.0] * len(pending)
+    following = float("inf")
+    for i in range(len(pending) - 1, -1, -1):
+        seq = _ring_seq(pending[i])
+        if seq:
+            following = float(seq)
+        keys[i] = following
+    out: List[LogEntry] = []
+    j = 0
+    for entry in held:
+        seq = _ring_seq(entry)
+        if seq:
+            while j < len(pending) and keys[j] < seq:
+                out.append(pending[j])
+                j += 1
+        out.append(entry)
+    out.extend(pending[j:])
+    return out

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from functools import partial
-from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Optional, Sequence
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
@@ -34,8 +34,9 @@ from textual.worker import Worker, get_current_worker
 
 from cpinspect.capture_trigger import AutoSnapshot, CaptureTrigger, inspector_record
 from cpinspect.formatting import SESSION_SORTS
-from cpinspect.model import Evidence, SourceKind
+from cpinspect.model import SNAPSHOT_LOG_RECORDS, Evidence, LogRecord, SourceKind
 from cpinspect.sources.base import Capability, LinkState, Poller, Update
+from cpinspect.sources.logfeed import LogFeed, merge_backfill, static_prefixes
 from cpinspect.sources.pacing import Pace
 from cpinspect.sources.source_lines import LineReader
 from cpinspect.tui.hangup import terminal_driver
@@ -230,6 +231,8 @@ class InspectorApp(App[None]):
         self.auto_captures: List[str] = []
         """Files written by automatic captures, oldest first."""
         self._auto_stop = threading.Event()
+        self._log_routes: Optional[Any] = None
+        """The routes the log feed's paths were last taken from (``_sync_log_feed``)."""
 
     def compose(self) -> ComposeResult:
         # Kept as attributes rather than found with ``self.query_one``, which searches the
@@ -322,6 +325,7 @@ class InspectorApp(App[None]):
         if self._poll_in_flight:
             self._poll_again = self._poll_again or again
             return
+        self._sync_log_feed()
         self._poll_in_flight = True
         self._poll_started = time.monotonic()
         self._poll_worker = self.run_worker(
@@ -667,9 +671,50 @@ class InspectorApp(App[None]):
     def _tab_shown(self, tab: str) -> None:
         """Focus moves into the tab shown, so its keys (and only its keys) are live; a panel
         whose part is read on first view asks for it then (routes: never on a timer)."""
+        self._sync_log_feed(tab)
         panel = self.panels.get(tab)
         if panel is not None:
             panel.shown()
+
+    # --- the log feed: every record only while the Log tab is shown (issue 13) -----------------
+
+    def _log_feed(self) -> Optional[LogFeed]:
+        """The live session's log feed (``AgentSession.logs``, ``PySpySession.logs``); None for
+        a saved file or a fake poller."""
+        feed = getattr(self.poller, "logs", None)
+        return feed if isinstance(feed, LogFeed) else None
+
+    def _sync_log_feed(self, tab: Optional[str] = None) -> None:
+        """While the Log tab is hidden, the agent is asked only for the records the rest of the
+        screen needs (warnings and up, failed requests, the access records under the static
+        mounts the findings read: the routes give those); reading every access record cost
+        the target ~4 % of a trivial request's CPU. Shown, the next poll fetches what was
+        skipped and follows everything. Cheap: called before every poll and on tab changes."""
+        feed = self._log_feed()
+        if feed is None:
+            return
+        routes = self.store.routes
+        if routes is not self._log_routes:
+            self._log_routes = routes
+            feed.set_paths(static_prefixes(routes))
+        if tab is None:
+            tabs = getattr(self, "tabs", None)  # None before compose
+            tab = tabs.active if tabs is not None else self.initial_tab
+        feed.set_full(tab == "log")
+
+    def _complete_log(self, records: Sequence[LogRecord], limit: int) -> List[LogRecord]:
+        """``records`` (the store's, at capture time) with the records the filtered feed left in
+        the ring put back in place: a snapshot's recent records as they were. Runs in a worker,
+        under the poll lock (the feed's source is not shared by two threads at once)."""
+        feed = self._log_feed()
+        if feed is None or not feed.filtered:
+            return list(records)
+        with self._poll_lock:
+            skipped = feed.skipped_records(newest=limit)
+        if not skipped:
+            return list(records)
+        merged = merge_backfill(list(records), skipped)
+        return [e for e in merged if isinstance(e, LogRecord)][-limit:]
 
     THREAD_ACTIONS = frozenset(("locals", "toggle_native", "toggle_pause"))
     """Keys about the threads screen: hidden from the footer (and inert) on other tabs."""
@@ -761,6 +806,10 @@ class InspectorApp(App[None]):
         from cpinspect.snapshots import with_source_lines, write_snapshots
 
         try:
+            # The Log tab hidden, the store holds the notable records only: the rest from the ring.
+            snapshot = replace(
+                snapshot, log=tuple(self._complete_log(snapshot.log, SNAPSHOT_LOG_RECORDS))
+            )
             if snapshot.sessions is None and Capability.SESSIONS in self.poller.capabilities:
                 try:
                     snapshot = replace(snapshot, sessions=self.poller.sessions())
@@ -1047,6 +1096,7 @@ class InspectorApp(App[None]):
 
         auto = self.auto_snapshot
         assert auto is not None
+        log = self._complete_log(log, SNAPSHOT_LOG_RECORDS)
 
         def poll() -> Update:
             with self._poll_lock:

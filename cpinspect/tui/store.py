@@ -21,6 +21,7 @@ from cpinspect.model import (
     SNAPSHOT_LOG_RECORDS,
     Finding,
     LogEntry,
+    LogOrigin,
     LogRecord,
     LogState,
     RoutesSnapshot,
@@ -29,6 +30,7 @@ from cpinspect.model import (
     ThreadsSnapshot,
 )
 from cpinspect.sources.base import Update
+from cpinspect.sources.logfeed import merge_backfill, split_backfill
 from cpinspect.sources.merge import with_gil_holder
 
 FROM_THE_UPDATE = frozenset(
@@ -118,6 +120,9 @@ class Store:
         self.log_generation = 0
         """Bumped when the log is replaced rather than appended to (a file session stepped)."""
         self.log_state: Optional[LogState] = None
+        self._log_top = 0
+        """The highest seq of the agent's ring records held (of ``log_state.buffer``): a record
+        at or below it is one of a catch-up (``LogFeed.set_full``), merged in its place."""
         self._find = find
         self.findings: Tuple[Finding, ...] = ()
         """What ``find_all`` names in the data on screen, most severe first."""
@@ -231,18 +236,35 @@ class Store:
     def take_log(self, update: Update) -> None:
         """Keep the log records ``update`` brought (called for every update received, also
         while the screen is paused: records are never skipped like stale thread data)."""
+        before = self.log_state.buffer if self.log_state is not None else ""
         if update.log_state is not None or update.log_replace:
             self.log_state = update.log_state
+        now = self.log_state.buffer if self.log_state is not None else ""
+        if update.log_replace or now != before:
+            self._log_top = 0  # a new ring (the agent restarted): its seqs start over
         if update.log_replace:
             self.log.clear()
             self.log_appended = 0
             self.log_generation += 1
             self.log.extend(update.log)
             self.log_appended = len(update.log)
+            self._log_top = _top_seq(update.log, 0)
             self.version += 1
         elif update.log:
-            self.log.extend(update.log)
-            self.log_appended += len(update.log)
+            older, newer = split_backfill(update.log, self._log_top) if self._log_top else ((), ())
+            if older:
+                # Records the Log tab missed while hidden, fetched when it opened: in their
+                # place by seq (the panel lists the whole log again: a new generation).
+                merged = merge_backfill(list(self.log), older)
+                merged.extend(newer)
+                added = len(merged) - len(self.log)
+                self.log = deque(merged, maxlen=self.log.maxlen)
+                self.log_appended += added
+                self.log_generation += 1
+            else:
+                self.log.extend(update.log)
+                self.log_appended += len(update.log)
+            self._log_top = _top_seq(update.log, self._log_top)
             self.version += 1
 
     def add_log(self, entry: LogEntry) -> None:
@@ -339,3 +361,11 @@ class Store:
         if t1 <= t0:
             return None
         return (n1 - n0) / (t1 - t0)
+
+
+def _top_seq(entries: Sequence[LogEntry], top: int) -> int:
+    """``top`` or the highest seq of the ring records among ``entries``."""
+    for entry in entries:
+        if isinstance(entry, LogRecord) and entry.origin is LogOrigin.BUFFER and entry.seq > top:
+            top = entry.seq
+    return top
