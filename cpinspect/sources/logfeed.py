@@ -123,6 +123,8 @@ class LogFeed:
         self._paths_from: Optional[int] = None
         """A fetch of the records under ``paths`` after this seq up to the cursor is due."""
         self._delivered: List[int] = []
+        self._missed_filtered = 0
+        """Records the filtered reads already counted as missed (wrapped out before them)."""
         """Seqs read while filtered (the notable ones): not missed if they wrapped out later."""
         self._mode_lock = threading.Lock()
         self.backfilled = 0
@@ -167,6 +169,7 @@ class LogFeed:
                 self._backfill_from = None
                 if pending is None:
                     self._delivered = []
+                    self._missed_filtered = 0
                 self._filtered_after = pending if pending is not None else self.cursor
 
     def set_paths(self, paths: Sequence[str]) -> None:
@@ -230,7 +233,9 @@ class LogFeed:
                 return [], 0  # the agent restarted: what was skipped is gone with it
             if page_number == 0 and page.missed and not notable:
                 # Those read while filtered were not missed (they are held, or were shown).
+                # Nor those the filtered reads already said were missed.
                 read = sum(1 for seq in self._delivered if after < seq < page.first)
+                read += self._missed_filtered
                 missed = max(0, min(page.missed, upto - after) - read)
                 if missed:
                     when = page.records[0].time if page.records else page.taken_at
@@ -269,24 +274,27 @@ class LogFeed:
         return out
 
     def _catch_up(self, warnings: List[str]) -> List[LogEntry]:
-        """The due fetch of the records skipped while filtered (``set_full(True)``)."""
+        """The due fetch of the records skipped while filtered (``set_full(True)``): the ones
+        read while filtered are not brought again (the store's merge would drop them too)."""
         with self._mode_lock:
             start, self._backfill_from = self._backfill_from, None
-        if start is None or self.cursor is None or start >= self.cursor:
-            self._file_shown = Deduper()
-            return []
-        entries, missed = self._fetch_range(start, self.cursor, warnings)
-        self.missed += missed
         out: List[LogEntry] = []
-        for entry in entries:
-            if isinstance(entry, LogRecord):
-                if self._file_shown.duplicate(entry):
-                    continue  # shown from its file while the ring was filtered
-                self._dedupe.seen(entry)
-                self.backfilled += 1
-            out.append(entry)
+        if start is not None and self.cursor is not None and start < self.cursor:
+            entries, missed = self._fetch_range(start, self.cursor, warnings)
+            self.missed += missed
+            read = set(self._delivered)
+            for entry in entries:
+                if isinstance(entry, LogRecord):
+                    if entry.seq in read:
+                        continue
+                    if self._file_shown.duplicate(entry):
+                        continue  # shown from its file while the ring was filtered
+                    self._dedupe.seen(entry)
+                    self.backfilled += 1
+                out.append(entry)
         self._file_shown = Deduper()
         self._delivered = []
+        self._missed_filtered = 0
         return out
 
     # --- reading -------------------------------------------------------------------------------
@@ -387,6 +395,7 @@ class LogFeed:
                         self._backfill_from = None
                         self._paths_from = None
                         self._delivered = []
+                        self._missed_filtered = 0
                         if self._filtered_after is not None:
                             self._filtered_after = 0
                     continue
@@ -394,6 +403,8 @@ class LogFeed:
                 warnings.extend("log: %s" % e for e in page.errors)
                 if page.missed:
                     self.missed += page.missed
+                    if not full:
+                        self._missed_filtered += page.missed
                     when = page.records[0].time if page.records else page.taken_at
                     out.append(LogGap(page.missed, when))
                 for record in page.records:
