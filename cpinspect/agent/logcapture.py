@@ -683,6 +683,8 @@ def record_path(item: Fields) -> str:
 
 
 NOTABLE_LEVEL = logging.WARNING
+_LOW_STATUS = (b"1", b"2", b"3")
+"""First bytes of an ``output_status`` below 400."""
 
 
 def is_notable(item: Fields, paths: Tuple[str, ...]) -> bool:
@@ -1080,8 +1082,20 @@ class LogCapture:
             item = items[i]
             if item[1] < min_level:
                 continue
-            if notable and not is_notable(item, paths):
-                continue
+            if notable and item[1] < NOTABLE_LEVEL:
+                kind = item[21]
+                if kind == ACCESS_NONE:
+                    continue
+                raw = item[20]
+                if (
+                    not paths
+                    and kind == ACCESS_OUTPUT_STATUS
+                    and type(raw) is bytes
+                    and raw[:1] in _LOW_STATUS
+                ):
+                    continue  # the usual one skipped, a 2xx/3xx access line: no call
+                if not is_notable(item, paths):
+                    continue
             if count >= limit:
                 more = True
                 break
