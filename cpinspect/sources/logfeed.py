@@ -151,18 +151,19 @@ class LogFeed:
 
     # --- full or filtered ------------------------------------------------------------------------
 
-    def set_full(self, full: bool) -> None:
+    def set_full(self, full: bool) -> bool:
         """Read every record (someone looks at the log) or only the notable ones. Called from
         any thread; the next read acts on it. Back to full, the records skipped meanwhile are
-        fetched once by the next read."""
+        fetched once by the next read. True when a catch-up became due."""
         with self._mode_lock:
             if full == self.full:
-                return
+                return False
             self.full = full
             if full:
                 self._backfill_from = self._filtered_after
                 self._filtered_after = None
                 self._paths_from = None  # the full catch-up brings those too
+                return self._backfill_from is not None
             else:
                 # A catch-up still due (shown and hidden again before a read) starts there.
                 pending = self._backfill_from
@@ -171,6 +172,7 @@ class LogFeed:
                     self._delivered = []
                     self._missed_filtered = 0
                 self._filtered_after = pending if pending is not None else self.cursor
+                return False
 
     def set_paths(self, paths: Sequence[str]) -> None:
         """The access-path prefixes read while filtered (past the wire's limits: every path).

@@ -689,7 +689,8 @@ class InspectorApp(App[None]):
         screen needs (warnings and up, failed requests, the access records under the static
         mounts the findings read: the routes give those); reading every access record cost
         the target ~4 % of a trivial request's CPU. Shown, the next poll fetches what was
-        skipped and follows everything. Cheap: called before every poll and on tab changes."""
+        skipped (a poll at once) and follows everything. Cheap: called before every poll and on
+        tab changes."""
         feed = self._log_feed()
         if feed is None:
             return
@@ -700,7 +701,8 @@ class InspectorApp(App[None]):
         if tab is None:
             tabs = getattr(self, "tabs", None)  # None before compose
             tab = tabs.active if tabs is not None else self.initial_tab
-        feed.set_full(tab == "log")
+        if feed.set_full(tab == "log"):
+            self.poll_now(again=True)  # the skipped records now, not at the next tick
 
     def _complete_log(self, records: Sequence[LogRecord], limit: int) -> List[LogRecord]:
         """``records`` (the store's, at capture time) with the records the filtered feed left in
