@@ -252,18 +252,21 @@ class Store:
             self.version += 1
         elif update.log:
             older, newer = split_backfill(update.log, self._log_top) if self._log_top else ((), ())
-            if older:
+            merged = merge_backfill(list(self.log), older) if older else []
+            if len(merged) > len(self.log):
                 # Records the Log tab missed while hidden, fetched when it opened: in their
                 # place by seq (the panel lists the whole log again: a new generation).
-                merged = merge_backfill(list(self.log), older)
                 merged.extend(newer)
                 added = len(merged) - len(self.log)
                 self.log = deque(merged, maxlen=self.log.maxlen)
                 self.log_appended += added
                 self.log_generation += 1
             else:
-                self.log.extend(update.log)
-                self.log_appended += len(update.log)
+                # (Ring records held already, e.g. an older agent's full answer to a catch-up,
+                # are not appended twice.)
+                entries = newer if older else update.log
+                self.log.extend(entries)
+                self.log_appended += len(entries)
             self._log_top = _top_seq(update.log, self._log_top)
             self.version += 1
 
