@@ -20,8 +20,10 @@ never breaks the threads poll.
   the cursor filtering began at up to the cursor (``missed`` then counts only the records that
   wrapped out of the ring meanwhile) and then follows everything; those older records come in
   the same batch, and ``merge_backfill`` puts them in their place by seq (the store does).
-  An older agent ignores ``only`` and answers everything: nothing is lost, the fetch brings
-  records already held, and the merge leaves out the seqs already there.
+  An older agent ignores ``only`` and answers everything (its ``_log`` reads only ``after``,
+  ``limit`` and ``level``): nothing is lost, and the catch-up's records already held are left
+  out (here by the seqs read while filtered, in the store by ``merge_backfill``). The catch-up
+  reads at most what the ring holds (10,000 records by default) once per opening of the tab.
 """
 
 from __future__ import annotations
@@ -123,9 +125,9 @@ class LogFeed:
         self._paths_from: Optional[int] = None
         """A fetch of the records under ``paths`` after this seq up to the cursor is due."""
         self._delivered: List[int] = []
+        """Seqs read while filtered (the notable ones): not missed if they wrapped out later."""
         self._missed_filtered = 0
         """Records the filtered reads already counted as missed (wrapped out before them)."""
-        """Seqs read while filtered (the notable ones): not missed if they wrapped out later."""
         self._mode_lock = threading.Lock()
         self.backfilled = 0
         """Records fetched by the catch-ups so far (for tests and the bench)."""
