@@ -18,11 +18,14 @@ import json
 import os
 import re
 import secrets
+import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import cpinspect
 from cpinspect.agent.redact import REDACTED
@@ -57,6 +60,7 @@ MAX_NAME_TRIES = 1000
 """``-2`` … ``-1000`` suffixes before giving up on a directory full of clashing names."""
 
 PathLike = Union[str, "os.PathLike[str]"]
+T = TypeVar("T")
 
 
 # --- capture -----------------------------------------------------------------------------------
@@ -139,6 +143,23 @@ class Series:
     """Stopped by the user (Ctrl-C, or ``wait`` said to stop) before the series was complete."""
 
 
+def beside(job: Callable[[], T]) -> Future[T]:
+    """``job()`` started in a daemon thread of its own, its result (or exception) in the
+    future: asked beside something else, and never holding up the interpreter's exit."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(job())
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for it
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="cpinspect-beside", daemon=True).start()
+    return future
+
+
 def _sleep(seconds: float) -> bool:
     time.sleep(seconds)
     return False
@@ -159,6 +180,8 @@ def capture_series(
     poll: Optional[Callable[[], Update]] = None,
     join: Optional[Callable[[Update, Callable[[], object]], Update]] = None,
     meanwhile: Optional[Callable[[Snapshot], object]] = None,
+    ask_beside: bool = False,
+    routes_beside: Optional[Future[Read[RoutesSnapshot]]] = None,
 ) -> Series:
     """``count`` snapshots of ``poller``, ``every`` seconds apart from the first (one poll each,
     with the sessions' first pages, the source line of every frame and the recent log records).
@@ -172,6 +195,10 @@ def capture_series(
     ``join(update, prepare)``: for a poll that left py-spy's read running (``AgentSession.
     join_pyspy``), the update with it joined; ``prepare`` builds the snapshot without it and
     hands it to ``meanwhile`` (``snapshot`` warms its encoder) while py-spy still reads.
+    ``ask_beside``: the sessions asked at the same moment as each poll, not after it (``Asked``:
+    a one-shot command waits for the agent once, not once per endpoint). ``routes_beside``:
+    the routes asked before the series began, joined after the first poll as ``Asked`` says
+    (the routes are ``routes`` then).
     """
     records: List[LogRecord] = log if log is not None else []
     series = Series(taken=[])
@@ -183,6 +210,11 @@ def capture_series(
                 if delay > 0 and wait(delay):
                     series.interrupted = True
                     break
+            asked = (
+                beside(partial(read_sessions, poller))
+                if ask_beside and Capability.SESSIONS in poller.capabilities
+                else None
+            )
             update = poll() if poll is not None else poller.poll()
             if update.state is LinkState.LOST:
                 # The session would go on answering with the last data: that is not a reading.
@@ -190,9 +222,18 @@ def capture_series(
                 break
             records.extend(e for e in update.log if isinstance(e, LogRecord))
             del records[: max(0, len(records) - 10 * SNAPSHOT_LOG_RECORDS)]
+            if routes_beside is not None:
+                routes, unread, _ = joined(update, routes_beside, "routes")
+                routes_beside = None
+                if unread is not None and note is not None:
+                    note(unread)
             sessions, unread = None, None
             standing_in = update.threads_source is SourceKind.PYSPY  # the agent silent or slow
-            if not update.agent_unresponsive and not standing_in:  # else 5 s of waiting for nothing
+            if asked is not None:
+                sessions, unread, late = joined(update, asked, "sessions")
+                if late and index:
+                    unread = None  # said at the first snapshot
+            elif not update.agent_unresponsive and not standing_in:  # else 5 s of waiting
                 sessions, unread = read_sessions(poller)
             elif note is not None and index == 0:
                 unread = "sessions not captured: the agent does not answer" + (
@@ -218,6 +259,49 @@ def capture_series(
     except KeyboardInterrupt:
         series.interrupted = True  # what was taken is still returned: nothing captured is lost
     return series
+
+
+LATE_WAIT = 0.25
+"""Seconds a one-shot command still waits for an agent call asked beside a poll that the agent
+did not answer in time (slow: py-spy's threads stand in) before leaving that call's data out.
+A small answer (sessions, routes) asked with the threads is often in by then: an agent behind
+100 spinning workers answered ``/v1/info`` in 0.35-0.8 s and ``/v1/threads`` seconds later."""
+
+Read = Tuple[Optional[T], Optional[str]]
+"""What was read (None if nothing), and why not, in one line (None if it was)."""
+
+
+def joined(
+    update: Update, asked: Future[Read[T]], what: str
+) -> Tuple[Optional[T], Optional[str], bool]:
+    """The answer of an agent call asked beside the poll ``update`` (``what``: its name in the
+    note), and whether it was left out for an agent that did not answer the poll.
+
+    The agent answered the poll: waited for until it ends (the source's own time limit bounds
+    it), so nothing it answers is dropped. py-spy stands in for a slow agent: ``LATE_WAIT``
+    more at most. The agent silent: not waited for (it would be a timeout for nothing)."""
+    silent = update.agent_unresponsive
+    slow = not silent and update.threads_source is SourceKind.PYSPY
+    wait = 0.0 if silent else LATE_WAIT if slow else None
+    try:
+        value, unread = asked.result(timeout=wait)
+    except FutureTimeout:
+        why = "%s not captured: the agent does not answer%s" % (what, " in time" if slow else "")
+        return None, why, True
+    except CpinspectError as exc:
+        return None, "%s not captured: %s" % (what, exc), False
+    return value, unread, False
+
+
+def read_routes(poller: Poller) -> Read[RoutesSnapshot]:
+    """The routes for a capture (the findings read them too), or ``(None, note)`` saying why
+    not; ``(None, None)`` for a session that cannot read routes (py-spy alone)."""
+    if Capability.ROUTES not in poller.capabilities:
+        return None, None
+    try:
+        return poller.routes(), None
+    except CpinspectError as exc:
+        return None, "routes not captured: %s" % exc
 
 
 def _built(
@@ -281,7 +365,7 @@ def redacted(snapshot: Snapshot, reveal: bool) -> Snapshot:
     )
 
 
-def read_sessions(poller: Poller) -> Tuple[Optional[SessionsSnapshot], Optional[str]]:
+def read_sessions(poller: Poller) -> Read[SessionsSnapshot]:
     """What a capture reads of the sessions: the first page of every app (no values: never
     revealed here), or ``(None, note)`` saying why not; ``(None, None)`` for a session that
     cannot read sessions at all (py-spy alone)."""
@@ -381,19 +465,29 @@ def write_snapshots(
         raise ValueError("write_snapshots needs at least one snapshot")
     safe = [redacted(s, reveal) for s in snapshots]
     where = os.fspath(directory)
-    payloads: List[Tuple[str, bytes]] = [(".json", encode_snapshots(safe, encoder))]
-    if report:
-        # Lazy: formatting is a large module and only the text report needs it.
-        from cpinspect.formatting import format_report
-
-        payloads.append((".txt", format_report(safe, time.time()).encode("utf-8")))
     dir_fd = _open_directory(where)
     try:
         temps: List[Tuple[str, str, os.stat_result]] = []
         try:
-            for suffix, data in payloads:
-                name, info = _write_temp(dir_fd, where, data)
-                temps.append((suffix, name, info))
+            # The JSON encoded, written and fsync'd in a thread while the report is formatted
+            # and written here: each fsync waits for the disk without the GIL (1,000 threads:
+            # ~10 ms for the JSON's, ~10 ms of formatting beside it).
+            written = beside(lambda: _write_temp(dir_fd, where, encode_snapshots(safe, encoder)))
+            try:
+                if report:
+                    # Lazy: formatting is a large module and only the text report needs it.
+                    from cpinspect.formatting import format_report
+
+                    text = format_report(safe, time.time()).encode("utf-8")
+                    name, info = _write_temp(dir_fd, where, text)
+                    temps.append((".txt", name, info))
+            finally:
+                # Waited for whatever happened here: its file is removed below on an error.
+                error = written.exception()
+                if error is None:
+                    temps.insert(0, (".json", *written.result()))
+            if error is not None:
+                raise error
             stem = _place(dir_fd, where, stem or snapshot_stem(safe), temps)
             _fsync_directory(dir_fd, where)
         finally:

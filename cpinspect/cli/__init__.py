@@ -52,6 +52,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from cpinspect.cli import early
 
         early.spawn_for_words(words)
+        early.exit_follows(argv is None)
         try:
             code = _main(argv)
         finally:
