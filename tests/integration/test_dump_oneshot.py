@@ -17,6 +17,7 @@ import gc
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Iterator, List
 
@@ -24,7 +25,7 @@ import httpx
 import pytest
 
 import cpinspect.sources.open as open_module
-from cpinspect.cli import early, main
+from cpinspect.cli import build_parser, early, main
 from cpinspect.errors import PySpyMissing
 from cpinspect.model import SourceKind, ThreadInfo
 from cpinspect.protocol import DocumentEncoder, snapshots_from_document
@@ -229,3 +230,83 @@ def test_the_agents_info_asked_at_the_start_is_the_one_used(target, monkeypatch,
     # AND it is the target's
     [snapshot] = snapshots_from_document(json.loads(out.out))
     assert snapshot.info is not None and snapshot.info.pid == target.pid
+
+
+@pytest.fixture
+def asked_in_flight(monkeypatch: pytest.MonkeyPatch) -> List[bool]:
+    """The agent's ``/v1/threads`` call held until ``/v1/sessions`` and ``/v1/routes`` have
+    been asked (10 s at most): one entry per threads call, whether both were asked while it
+    was still in flight. Asked one after another, they would never be (the entry is False)."""
+    seen = {path: threading.Event() for path in ("/v1/sessions", "/v1/routes")}
+    real_get = AgentSource._get
+
+    def get(self, path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if path in seen:
+            seen[path].set()
+        return real_get(self, path, *args, **kwargs)
+
+    real_threads = AgentSource.threads
+    overlapped: List[bool] = []
+
+    def threads(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        overlapped.append(all(event.wait(10) for event in seen.values()))
+        return real_threads(self, *args, **kwargs)
+
+    monkeypatch.setattr(AgentSource, "_get", get)
+    monkeypatch.setattr(AgentSource, "threads", threads)
+    monkeypatch.setenv("CPINSPECT_AGENT_GRACE", "30")  # the held threads call is waited for
+    return overlapped
+
+
+def test_dump_asks_the_sessions_and_routes_while_the_threads_are_read(
+    target, asked_in_flight, capsys
+):
+    # GIVEN the agent's threads answer held until the sessions and routes are asked
+    # WHEN `cpinspect dump PID --json` runs
+    code = main(["dump", str(target.pid), "--json"])
+    out = capsys.readouterr()
+    # THEN both were asked while the threads call was in flight, not after the poll
+    assert code == 0, out.err
+    assert asked_in_flight == [True]
+    # AND their answers were joined: the sessions are in the document (no note about them)
+    [snapshot] = snapshots_from_document(json.loads(out.out))
+    assert snapshot.sessions is not None
+    assert "not captured" not in out.err and "routes not read" not in out.err
+
+
+def test_snapshot_asks_the_sessions_and_routes_while_the_threads_are_read(
+    target, asked_in_flight, tmp_path, capsys
+):
+    # GIVEN the agent's threads answer held until the sessions and routes are asked
+    # WHEN `cpinspect snapshot PID -o DIR` runs
+    code = main(["snapshot", str(target.pid), "-o", str(tmp_path)])
+    out = capsys.readouterr()
+    # THEN both were asked while the threads call was in flight
+    assert code == 0, out.err
+    assert asked_in_flight == [True]
+    # AND the file has the agent's routes and sessions, and the threads with their requests
+    [snapshot] = read_snapshots(Path(out.out.splitlines()[0]))
+    assert snapshot.routes is not None and snapshot.routes.apps
+    assert snapshot.sessions is not None
+    assert snapshot.threads is not None
+    assert any(t.request and t.request.path == "/block" for t in snapshot.threads.threads)
+    assert "not captured" not in out.err
+
+
+def test_the_collector_stays_off_when_the_process_ends_right_after(target, capsys):
+    # GIVEN `dump PID --json` run as the program is (os._exit follows the command)
+    args = build_parser().parse_args(["dump", str(target.pid), "--json"])
+    early.exit_follows(True)
+    try:
+        # WHEN it runs
+        code = args.func(args)
+        # THEN the cycle collector is left off: turned on, it would walk every object of the
+        # 1,000-thread poll once more before the exit
+        assert code == 0, capsys.readouterr().err
+        assert not gc.isenabled()
+    finally:
+        early.exit_follows(False)
+        gc.enable()
+    # AND called as a function (no exit after it), the command turns it back on
+    assert main(["dump", str(target.pid), "--json"]) == 0
+    assert gc.isenabled()
