@@ -9,18 +9,18 @@ from the raw words is never trusted: it only saves time when it is right.
 
 The agent's ``/v1/info`` is asked for at the same moment (``sources.early_info``).
 
-Only ``os``, ``sys`` and ``sources.pyspy_exec`` (standard library: ``subprocess``, ``shutil``,
-``sysconfig``) are imported here.
+Only ``sources.pyspy_exec`` (standard library: ``subprocess``, ``shutil``, ``sysconfig``) is
+imported here; not even ``typing``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
-
 from cpinspect.sources import pyspy_exec
 
+TYPE_CHECKING = False  # typing itself is imported after py-spy has started
 if TYPE_CHECKING:
     from subprocess import Popen
+    from typing import List, Optional, Sequence, Tuple
 
     Early = Tuple[List[str], "Popen[bytes]"]
 
