@@ -29,7 +29,12 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Typ
 
 import cpinspect
 from cpinspect.agent.redact import REDACTED
-from cpinspect.errors import CpinspectError, SnapshotFileError, SnapshotWriteError
+from cpinspect.errors import (
+    AgentUnavailable,
+    CpinspectError,
+    SnapshotFileError,
+    SnapshotWriteError,
+)
 from cpinspect.model import (
     SNAPSHOT_LOG_RECORDS,
     Frame,
@@ -211,7 +216,7 @@ def capture_series(
                     series.interrupted = True
                     break
             asked = (
-                beside(partial(read_sessions, poller))
+                beside(partial(ask_sessions, poller))
                 if ask_beside and Capability.SESSIONS in poller.capabilities
                 else None
             )
@@ -283,25 +288,31 @@ def joined(
     silent = update.agent_unresponsive
     slow = not silent and update.threads_source is SourceKind.PYSPY
     wait = 0.0 if silent else LATE_WAIT if slow else None
+    late = "%s not captured: the agent does not answer%s" % (what, " in time" if slow else "")
     try:
         value, unread = asked.result(timeout=wait)
     except FutureTimeout:
-        why = "%s not captured: the agent does not answer%s" % (what, " in time" if slow else "")
-        return None, why, True
+        return None, late, True
     except CpinspectError as exc:
+        if (silent or slow) and isinstance(exc, AgentUnavailable):
+            return None, late, True  # its own time limit: the poll's note says why already
         return None, "%s not captured: %s" % (what, exc), False
     return value, unread, False
 
 
-def read_routes(poller: Poller) -> Read[RoutesSnapshot]:
-    """The routes for a capture (the findings read them too), or ``(None, note)`` saying why
-    not; ``(None, None)`` for a session that cannot read routes (py-spy alone)."""
+def ask_routes(poller: Poller) -> Read[RoutesSnapshot]:
+    """The routes, to be asked ``beside`` a poll and ``joined`` after it (which turns an error
+    into a note); ``(None, None)`` for a session that cannot read routes (py-spy alone)."""
     if Capability.ROUTES not in poller.capabilities:
         return None, None
-    try:
-        return poller.routes(), None
-    except CpinspectError as exc:
-        return None, "routes not captured: %s" % exc
+    return poller.routes(), None
+
+
+def ask_sessions(poller: Poller) -> Read[SessionsSnapshot]:
+    """``read_sessions`` to be asked ``beside`` a poll: an error is ``joined``'s to say."""
+    if Capability.SESSIONS not in poller.capabilities:
+        return None, None
+    return poller.sessions(), None
 
 
 def _built(

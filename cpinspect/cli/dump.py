@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
     hand_over_pyspy(early, opened.session)
 
     from cpinspect.model import SourceKind
-    from cpinspect.snapshots import beside, joined, read_routes, read_sessions
+    from cpinspect.snapshots import ask_routes, ask_sessions, beside, joined
     from cpinspect.sources.base import Capability
     from cpinspect.sources.live import NO_REQUESTS
 
@@ -163,8 +163,8 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
         )
         # The sessions and routes (for the findings) asked at the same time as the poll and
         # each other, joined once it is in: one wait for the agent, not one per endpoint.
-        sessions_asked = beside(partial(read_sessions, session))
-        routes_asked = beside(partial(read_routes, session))
+        sessions_asked = beside(partial(ask_sessions, session))
+        routes_asked = beside(partial(ask_routes, session))
         update = session.poll()
         threads = _threads_of(update)
         notes = render.notes

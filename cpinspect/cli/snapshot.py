@@ -95,10 +95,10 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
 
     try:
         from cpinspect.snapshots import (
+            ask_routes,
             beside,
             capture_series,
             check_directory,
-            read_routes,
             write_snapshots,
         )
         from cpinspect.sources.open import open_session
@@ -156,7 +156,7 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
         # other), joined once it is in: one wait for the agent, not one per endpoint.
         routes = None
         if not args.no_routes and Capability.ROUTES in session.capabilities:
-            routes = beside(partial(read_routes, session))
+            routes = beside(partial(ask_routes, session))
         from cpinspect.cli.early import import_meanwhile
 
         import_meanwhile("cpinspect.findings", "cpinspect.findings.history", "cpinspect.formatting")

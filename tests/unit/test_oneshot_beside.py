@@ -97,6 +97,18 @@ def test_a_call_that_failed_says_why_in_one_line() -> None:
     )
 
 
+def test_a_call_that_timed_out_behind_a_slow_agent_is_said_as_the_agents_slowness() -> None:
+    # GIVEN py-spy standing in for a slow agent, and the call beside the poll timed out
+    future: Future[Read] = Future()
+    future.set_exception(AgentUnavailable("agent did not answer within 1.0 s"))
+    # WHEN it is joined THEN it is left out as late (not "the interpreter may be stuck")
+    assert joined(fallback_update(), future, "routes") == (
+        None,
+        "routes not captured: the agent does not answer in time",
+        True,
+    )
+
+
 def test_beside_runs_the_job_in_a_daemon_thread_and_hands_over_its_error() -> None:
     # GIVEN a job that names its thread, and one that fails
     ran = beside(lambda: (threading.current_thread().daemon, threading.current_thread().name))
