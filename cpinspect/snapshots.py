@@ -480,10 +480,12 @@ def write_snapshots(
     try:
         temps: List[Tuple[str, str, os.stat_result]] = []
         try:
-            # The JSON encoded, written and fsync'd in a thread while the report is formatted
-            # and written here: each fsync waits for the disk without the GIL (1,000 threads:
-            # ~10 ms for the JSON's, ~10 ms of formatting beside it).
-            written = beside(lambda: _write_temp(dir_fd, where, encode_snapshots(safe, encoder)))
+            # The JSON written and fsync'd in a thread while the report is formatted here: the
+            # fsync waits for the disk without the GIL (1,000 threads: ~10 ms, and ~10 ms of
+            # formatting beside it). Encoded here first: two threads converting at once only
+            # pass the GIL back and forth.
+            data = encode_snapshots(safe, encoder)
+            written = beside(lambda: _write_temp(dir_fd, where, data))
             try:
                 if report:
                     # Lazy: formatting is a large module and only the text report needs it.

@@ -30,6 +30,7 @@ from cpinspect.errors import PySpyMissing
 from cpinspect.model import SourceKind, ThreadInfo
 from cpinspect.protocol import DocumentEncoder, snapshots_from_document
 from cpinspect.snapshots import read_snapshots
+from cpinspect.sources import early_info
 from cpinspect.sources.agent import AgentSource
 from cpinspect.sources.open import open_session
 from cpinspect.sources.pyspy import PySpySource, find_pyspy
@@ -310,3 +311,43 @@ def test_the_collector_stays_off_when_the_process_ends_right_after(target, capsy
     # AND called as a function (no exit after it), the command turns it back on
     assert main(["dump", str(target.pid), "--json"]) == 0
     assert gc.isenabled()
+
+
+def test_the_threads_asked_at_the_start_are_the_ones_the_poll_reads(target, monkeypatch, capsys):
+    # GIVEN `dump PID --json` by pid (its threads are asked beside the info, at the start)
+    asked: List[str] = []
+    real_get = AgentSource._get
+
+    def get(self, path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        asked.append(path)
+        return real_get(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(AgentSource, "_get", get)
+    # WHEN it runs
+    code = main(["dump", str(target.pid), "--json"])
+    out = capsys.readouterr()
+    # THEN the poll read the early answer: no second /v1/threads request after the imports
+    assert code == 0, out.err
+    assert "/v1/threads" not in asked
+    # AND it is the target's whole answer: the blocked worker's request and the pool are there
+    [snapshot] = snapshots_from_document(json.loads(out.out))
+    assert snapshot.threads is not None and snapshot.threads.pools
+    assert any(t.request and t.request.path == "/block" for t in snapshot.threads.threads)
+
+
+def test_an_early_threads_answer_that_is_not_readable_is_asked_again(target):
+    # GIVEN the agent's source handed an early /v1/threads answer that came back broken
+    # (a 500 cut short: anything but a readable 200)
+    source = AgentSource(target.socket_path())
+    broken = early_info.Prefetch(target.pid, early_info.THREADS)
+    broken.path, broken.sent, broken.status = source.connect_path, 0.0, None
+    broken.asked.set()
+    broken.done.set()
+    try:
+        source.prefetch_threads(broken)
+        # WHEN the session reads the threads
+        threads = source.threads()
+        # THEN it asked the agent itself, and has its answer
+        assert any(t.request and t.request.path == "/block" for t in threads.threads)
+    finally:
+        source.close()

@@ -137,13 +137,17 @@ def test_a_report_that_fails_leaves_no_file_and_says_why(tmp_path: Path, monkeyp
 
 
 def test_a_json_that_fails_leaves_no_file_and_says_why(tmp_path: Path, monkeypatch) -> None:
-    # GIVEN encoding the JSON fails in its thread while the report is written
-    def broken(*args: object, **kwargs: object) -> bytes:
-        raise SnapshotWriteError("cannot save the snapshot: the encoder broke")
+    # GIVEN writing the JSON fails in its thread (a full disk) while the report is written
+    real_write = snapshots_module._write_temp
 
-    monkeypatch.setattr(snapshots_module, "encode_snapshots", broken)
+    def write(dir_fd: int, where: str, data: bytes):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "cpinspect-beside":
+            raise SnapshotWriteError("cannot save the snapshot in %s: disk full" % where)
+        return real_write(dir_fd, where, data)
+
+    monkeypatch.setattr(snapshots_module, "_write_temp", write)
     # WHEN a capture is written THEN the JSON's error is raised in the caller
-    with pytest.raises(SnapshotWriteError, match="the encoder broke"):
+    with pytest.raises(SnapshotWriteError, match="disk full"):
         write_snapshots([snapshot_from_update(incident_update())], tmp_path)
     # AND the report written meanwhile was removed too
     assert leftovers(tmp_path) == []
