@@ -25,7 +25,18 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 import cpinspect
 from cpinspect.agent.redact import REDACTED
@@ -46,6 +57,7 @@ from cpinspect.model import (
     Snapshot,
     SourceKind,
     SourceLine,
+    ThreadInfo,
     ThreadLocals,
 )
 from cpinspect.protocol import (
@@ -111,25 +123,38 @@ def _unique(items: Iterable[str]) -> Tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def _frames(snapshot: Snapshot) -> Iterable[Frame]:
+def _frames(snapshot: Snapshot, walked: Optional[Dict[int, ThreadInfo]] = None) -> Iterable[Frame]:
     if snapshot.threads is not None:
         for thread in snapshot.threads.threads:
-            yield from thread.stack
+            if walked is None or walked.get(id(thread)) is not thread:
+                yield from thread.stack
     for thread_locals in snapshot.locals:
         for frame_locals in thread_locals.frames:
             yield frame_locals.frame
 
 
-def with_source_lines(snapshot: Snapshot, reader: LineReader) -> Snapshot:
+def with_source_lines(
+    snapshot: Snapshot, reader: LineReader, like: Optional[Snapshot] = None
+) -> Snapshot:
     """``snapshot`` with the line of every Python frame, read now, once per location.
 
     The code on disk may change with the next deploy; the file keeps the lines as they were.
     Lines already in the snapshot are kept and not read again; an unreadable one is kept as
-    ``None`` so a reader of the file knows it was tried.
+    ``None`` so a reader of the file knows it was tried. ``like``: a snapshot of the same poll
+    given its lines before (built while py-spy read): its lines are kept too, and the threads
+    it holds as the very same objects are not walked again (1,000 threads: all but one).
     """
     known = {(s.filename, s.lineno) for s in snapshot.source_lines}
     lines: List[SourceLine] = list(snapshot.source_lines)
-    for frame in _frames(snapshot):
+    walked: Optional[Dict[int, ThreadInfo]] = None
+    if like is not None:
+        for line in like.source_lines:
+            if (line.filename, line.lineno) not in known:
+                known.add((line.filename, line.lineno))
+                lines.append(line)
+        if like.threads is not None:
+            walked = {id(t): t for t in like.threads.threads}
+    for frame in _frames(snapshot, walked):
         if frame.native or frame.location in known:
             continue
         known.add(frame.location)
@@ -255,9 +280,10 @@ def capture_series(
                 earlier=series.taken,
                 source_lines=source_lines,
             )
+            prepared: List[Snapshot] = []
             if join is not None:
-                update = join(update, partial(_prepare, build, update, meanwhile))
-            snapshot = build(update)
+                update = join(update, partial(_prepare, build, update, meanwhile, prepared))
+            snapshot = build(update, like=prepared[0] if prepared else None)
             series.taken.append(snapshot)
             if progress is not None:
                 progress(index, snapshot)
@@ -324,15 +350,16 @@ def _built(
     extra: Optional[Callable[[Snapshot], Snapshot]],
     earlier: Sequence[Snapshot],
     source_lines: Optional[LineReader],
+    like: Optional[Snapshot] = None,
 ) -> Snapshot:
-    """One poll's snapshot as ``capture_series`` takes it."""
+    """One poll's snapshot as ``capture_series`` takes it (``like``: see ``with_source_lines``)."""
     snapshot = snapshot_from_update(update, routes=routes, sessions=sessions, log=log)
     if extra is not None:
         snapshot = extra(snapshot)
     if not snapshot.findings:
         snapshot = with_findings(snapshot, earlier)
     if source_lines is not None:
-        snapshot = with_source_lines(snapshot, source_lines)
+        snapshot = with_source_lines(snapshot, source_lines, like)
     return snapshot
 
 
@@ -340,9 +367,12 @@ def _prepare(
     build: Callable[[Update], Snapshot],
     update: Update,
     meanwhile: Optional[Callable[[Snapshot], object]],
+    prepared: List[Snapshot],
 ) -> None:
-    """The snapshot without py-spy's reading, built while it reads (``capture_series``)."""
+    """The snapshot without py-spy's reading, built while it reads (``capture_series``), kept
+    in ``prepared`` for the final one to reuse its lines."""
     snapshot = build(update)
+    prepared.append(snapshot)
     if meanwhile is not None:
         meanwhile(snapshot)
 
