@@ -7,7 +7,9 @@ the command then takes the process with ``take``, which hands it over only if it
 the parsed arguments ask for (``dump.early_pyspy_command``) and stops it otherwise. The guess
 from the raw words is never trusted: it only saves time when it is right.
 
-The agent's ``/v1/info`` is asked for at the same moment (``sources.early_info``).
+The agent's ``/v1/info`` and ``/v1/threads`` are asked for at the same moment, on two
+connections (``sources.early_info``); the sessions and routes beside the poll
+(``snapshots.beside``).
 
 Only ``sources.pyspy_exec`` (standard library: ``subprocess``, ``shutil``, ``sysconfig``) is
 imported here; not even ``typing``.
@@ -106,7 +108,7 @@ def spawn_for_words(words: Sequence[str]) -> None:
             _started = spawn(pyspy_command(executable, pid))
         from cpinspect.sources import early_info
 
-        early_info.start(pid)  # the agent's info, asked beside py-spy's read and the imports
+        early_info.start(pid)  # the agent's info and threads, beside py-spy's read and imports
     except Exception:  # noqa: BLE001 - a guess: the command starts py-spy itself if need be
         pass
 
