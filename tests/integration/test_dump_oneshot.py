@@ -351,3 +351,39 @@ def test_an_early_threads_answer_that_is_not_readable_is_asked_again(target):
         assert any(t.request and t.request.path == "/block" for t in threads.threads)
     finally:
         source.close()
+
+
+def test_the_early_threads_are_asked_only_once_the_info_is_in(target):
+    # GIVEN the early requests of `dump PID` started
+    early_info.start(target.pid)
+    with early_info._lock:
+        info = early_info._pending[target.pid, early_info.INFO]
+        threads = early_info._pending[target.pid, early_info.THREADS]
+    try:
+        # WHEN both are answered
+        assert threads.done.wait(30) and info.done.is_set()
+        # THEN the threads were sent after the info's answer came (never both at once: the
+        # tiny info decides whether the agent is silent), and both are whole answers
+        assert info.answered is not None and threads.sent is not None
+        assert threads.sent >= info.answered
+        assert info.status == threads.status == 200
+    finally:
+        early_info.clear()
+
+
+def test_an_early_request_nobody_took_in_time_is_called_off(target):
+    # GIVEN an early threads request whose info has not come yet (held until the take)
+    held = early_info.Prefetch(target.pid)
+    fetch = early_info.Prefetch(target.pid, early_info.THREADS)
+    with early_info._lock:
+        early_info._pending[target.pid, early_info.THREADS] = fetch
+    runner = threading.Thread(target=early_info._run, args=(fetch, held), daemon=True)
+    runner.start()
+    # WHEN the command takes it before it was sent
+    taken = early_info.take(target.pid, "/any/path", early_info.THREADS)
+    # THEN it is not handed over, and called off: once the info comes it is never sent
+    assert taken is None and fetch.cancelled
+    held.status, held.body = 200, b"{}"
+    held.done.set()
+    runner.join(30)
+    assert fetch.done.is_set() and fetch.sent is None
