@@ -18,15 +18,34 @@ import json
 import os
 import re
 import secrets
+import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 import cpinspect
 from cpinspect.agent.redact import REDACTED
-from cpinspect.errors import CpinspectError, SnapshotFileError, SnapshotWriteError
+from cpinspect.errors import (
+    AgentUnavailable,
+    CpinspectError,
+    SnapshotFileError,
+    SnapshotWriteError,
+)
 from cpinspect.model import (
     SNAPSHOT_LOG_RECORDS,
     Frame,
@@ -38,6 +57,7 @@ from cpinspect.model import (
     Snapshot,
     SourceKind,
     SourceLine,
+    ThreadInfo,
     ThreadLocals,
 )
 from cpinspect.protocol import (
@@ -57,6 +77,7 @@ MAX_NAME_TRIES = 1000
 """``-2`` … ``-1000`` suffixes before giving up on a directory full of clashing names."""
 
 PathLike = Union[str, "os.PathLike[str]"]
+T = TypeVar("T")
 
 
 # --- capture -----------------------------------------------------------------------------------
@@ -102,25 +123,38 @@ def _unique(items: Iterable[str]) -> Tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def _frames(snapshot: Snapshot) -> Iterable[Frame]:
+def _frames(snapshot: Snapshot, walked: Optional[Dict[int, ThreadInfo]] = None) -> Iterable[Frame]:
     if snapshot.threads is not None:
         for thread in snapshot.threads.threads:
-            yield from thread.stack
+            if walked is None or walked.get(id(thread)) is not thread:
+                yield from thread.stack
     for thread_locals in snapshot.locals:
         for frame_locals in thread_locals.frames:
             yield frame_locals.frame
 
 
-def with_source_lines(snapshot: Snapshot, reader: LineReader) -> Snapshot:
+def with_source_lines(
+    snapshot: Snapshot, reader: LineReader, like: Optional[Snapshot] = None
+) -> Snapshot:
     """``snapshot`` with the line of every Python frame, read now, once per location.
 
     The code on disk may change with the next deploy; the file keeps the lines as they were.
     Lines already in the snapshot are kept and not read again; an unreadable one is kept as
-    ``None`` so a reader of the file knows it was tried.
+    ``None`` so a reader of the file knows it was tried. ``like``: a snapshot of the same poll
+    given its lines before (built while py-spy read): its lines are kept too, and the threads
+    it holds as the very same objects are not walked again (1,000 threads: all but one).
     """
     known = {(s.filename, s.lineno) for s in snapshot.source_lines}
     lines: List[SourceLine] = list(snapshot.source_lines)
-    for frame in _frames(snapshot):
+    walked: Optional[Dict[int, ThreadInfo]] = None
+    if like is not None:
+        for line in like.source_lines:
+            if (line.filename, line.lineno) not in known:
+                known.add((line.filename, line.lineno))
+                lines.append(line)
+        if like.threads is not None:
+            walked = {id(t): t for t in like.threads.threads}
+    for frame in _frames(snapshot, walked):
         if frame.native or frame.location in known:
             continue
         known.add(frame.location)
@@ -137,6 +171,23 @@ class Series:
     """Why the target was lost before the series was complete (empty: it was not)."""
     interrupted: bool = False
     """Stopped by the user (Ctrl-C, or ``wait`` said to stop) before the series was complete."""
+
+
+def beside(job: Callable[[], T]) -> Future[T]:
+    """``job()`` started in a daemon thread of its own, its result (or exception) in the
+    future: asked beside something else, and never holding up the interpreter's exit."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(job())
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for it
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="cpinspect-beside", daemon=True).start()
+    return future
 
 
 def _sleep(seconds: float) -> bool:
@@ -159,6 +210,8 @@ def capture_series(
     poll: Optional[Callable[[], Update]] = None,
     join: Optional[Callable[[Update, Callable[[], object]], Update]] = None,
     meanwhile: Optional[Callable[[Snapshot], object]] = None,
+    ask_beside: bool = False,
+    routes_beside: Optional[Future[Read[RoutesSnapshot]]] = None,
 ) -> Series:
     """``count`` snapshots of ``poller``, ``every`` seconds apart from the first (one poll each,
     with the sessions' first pages, the source line of every frame and the recent log records).
@@ -172,6 +225,10 @@ def capture_series(
     ``join(update, prepare)``: for a poll that left py-spy's read running (``AgentSession.
     join_pyspy``), the update with it joined; ``prepare`` builds the snapshot without it and
     hands it to ``meanwhile`` (``snapshot`` warms its encoder) while py-spy still reads.
+    ``ask_beside``: the sessions asked at the same moment as each poll, not after it (``Asked``:
+    a one-shot command waits for the agent once, not once per endpoint). ``routes_beside``:
+    the routes asked before the series began, joined after the first poll as ``Asked`` says
+    (the routes are ``routes`` then).
     """
     records: List[LogRecord] = log if log is not None else []
     series = Series(taken=[])
@@ -183,6 +240,11 @@ def capture_series(
                 if delay > 0 and wait(delay):
                     series.interrupted = True
                     break
+            asked = (
+                beside(partial(ask_sessions, poller))
+                if ask_beside and Capability.SESSIONS in poller.capabilities
+                else None
+            )
             update = poll() if poll is not None else poller.poll()
             if update.state is LinkState.LOST:
                 # The session would go on answering with the last data: that is not a reading.
@@ -190,9 +252,18 @@ def capture_series(
                 break
             records.extend(e for e in update.log if isinstance(e, LogRecord))
             del records[: max(0, len(records) - 10 * SNAPSHOT_LOG_RECORDS)]
+            if routes_beside is not None:
+                routes, unread, _ = joined(update, routes_beside, "routes")
+                routes_beside = None
+                if unread is not None and note is not None:
+                    note(unread)
             sessions, unread = None, None
             standing_in = update.threads_source is SourceKind.PYSPY  # the agent silent or slow
-            if not update.agent_unresponsive and not standing_in:  # else 5 s of waiting for nothing
+            if asked is not None:
+                sessions, unread, late = joined(update, asked, "sessions")
+                if late and index:
+                    unread = None  # said at the first snapshot
+            elif not update.agent_unresponsive and not standing_in:  # else 5 s of waiting
                 sessions, unread = read_sessions(poller)
             elif note is not None and index == 0:
                 unread = "sessions not captured: the agent does not answer" + (
@@ -209,15 +280,65 @@ def capture_series(
                 earlier=series.taken,
                 source_lines=source_lines,
             )
+            prepared: List[Snapshot] = []
             if join is not None:
-                update = join(update, partial(_prepare, build, update, meanwhile))
-            snapshot = build(update)
+                update = join(update, partial(_prepare, build, update, meanwhile, prepared))
+            snapshot = build(update, like=prepared[0] if prepared else None)
             series.taken.append(snapshot)
             if progress is not None:
                 progress(index, snapshot)
     except KeyboardInterrupt:
         series.interrupted = True  # what was taken is still returned: nothing captured is lost
     return series
+
+
+LATE_WAIT = 0.25
+"""Seconds a one-shot command still waits for an agent call asked beside a poll that the agent
+did not answer in time (slow: py-spy's threads stand in) before leaving that call's data out.
+A small answer (sessions, routes) asked with the threads is often in by then: an agent behind
+100 spinning workers answered ``/v1/info`` in 0.35-0.8 s and ``/v1/threads`` seconds later."""
+
+Read = Tuple[Optional[T], Optional[str]]
+"""What was read (None if nothing), and why not, in one line (None if it was)."""
+
+
+def joined(
+    update: Update, asked: Future[Read[T]], what: str
+) -> Tuple[Optional[T], Optional[str], bool]:
+    """The answer of an agent call asked beside the poll ``update`` (``what``: its name in the
+    note), and whether it was left out for an agent that did not answer the poll.
+
+    The agent answered the poll: waited for until it ends (the source's own time limit bounds
+    it), so nothing it answers is dropped. py-spy stands in for a slow agent: ``LATE_WAIT``
+    more at most. The agent silent: not waited for (it would be a timeout for nothing)."""
+    silent = update.agent_unresponsive
+    slow = not silent and update.threads_source is SourceKind.PYSPY
+    wait = 0.0 if silent else LATE_WAIT if slow else None
+    late = "%s not captured: the agent does not answer%s" % (what, " in time" if slow else "")
+    try:
+        value, unread = asked.result(timeout=wait)
+    except FutureTimeout:
+        return None, late, True
+    except CpinspectError as exc:
+        if (silent or slow) and isinstance(exc, AgentUnavailable):
+            return None, late, True  # its own time limit: the poll's note says why already
+        return None, "%s not captured: %s" % (what, exc), False
+    return value, unread, False
+
+
+def ask_routes(poller: Poller) -> Read[RoutesSnapshot]:
+    """The routes, to be asked ``beside`` a poll and ``joined`` after it (which turns an error
+    into a note); ``(None, None)`` for a session that cannot read routes (py-spy alone)."""
+    if Capability.ROUTES not in poller.capabilities:
+        return None, None
+    return poller.routes(), None
+
+
+def ask_sessions(poller: Poller) -> Read[SessionsSnapshot]:
+    """``read_sessions`` to be asked ``beside`` a poll: an error is ``joined``'s to say."""
+    if Capability.SESSIONS not in poller.capabilities:
+        return None, None
+    return poller.sessions(), None
 
 
 def _built(
@@ -229,15 +350,16 @@ def _built(
     extra: Optional[Callable[[Snapshot], Snapshot]],
     earlier: Sequence[Snapshot],
     source_lines: Optional[LineReader],
+    like: Optional[Snapshot] = None,
 ) -> Snapshot:
-    """One poll's snapshot as ``capture_series`` takes it."""
+    """One poll's snapshot as ``capture_series`` takes it (``like``: see ``with_source_lines``)."""
     snapshot = snapshot_from_update(update, routes=routes, sessions=sessions, log=log)
     if extra is not None:
         snapshot = extra(snapshot)
     if not snapshot.findings:
         snapshot = with_findings(snapshot, earlier)
     if source_lines is not None:
-        snapshot = with_source_lines(snapshot, source_lines)
+        snapshot = with_source_lines(snapshot, source_lines, like)
     return snapshot
 
 
@@ -245,9 +367,12 @@ def _prepare(
     build: Callable[[Update], Snapshot],
     update: Update,
     meanwhile: Optional[Callable[[Snapshot], object]],
+    prepared: List[Snapshot],
 ) -> None:
-    """The snapshot without py-spy's reading, built while it reads (``capture_series``)."""
+    """The snapshot without py-spy's reading, built while it reads (``capture_series``), kept
+    in ``prepared`` for the final one to reuse its lines."""
     snapshot = build(update)
+    prepared.append(snapshot)
     if meanwhile is not None:
         meanwhile(snapshot)
 
@@ -281,7 +406,7 @@ def redacted(snapshot: Snapshot, reveal: bool) -> Snapshot:
     )
 
 
-def read_sessions(poller: Poller) -> Tuple[Optional[SessionsSnapshot], Optional[str]]:
+def read_sessions(poller: Poller) -> Read[SessionsSnapshot]:
     """What a capture reads of the sessions: the first page of every app (no values: never
     revealed here), or ``(None, note)`` saying why not; ``(None, None)`` for a session that
     cannot read sessions at all (py-spy alone)."""
@@ -381,19 +506,31 @@ def write_snapshots(
         raise ValueError("write_snapshots needs at least one snapshot")
     safe = [redacted(s, reveal) for s in snapshots]
     where = os.fspath(directory)
-    payloads: List[Tuple[str, bytes]] = [(".json", encode_snapshots(safe, encoder))]
-    if report:
-        # Lazy: formatting is a large module and only the text report needs it.
-        from cpinspect.formatting import format_report
-
-        payloads.append((".txt", format_report(safe, time.time()).encode("utf-8")))
     dir_fd = _open_directory(where)
     try:
         temps: List[Tuple[str, str, os.stat_result]] = []
         try:
-            for suffix, data in payloads:
-                name, info = _write_temp(dir_fd, where, data)
-                temps.append((suffix, name, info))
+            # The JSON written and fsync'd in a thread while the report is formatted here: the
+            # fsync waits for the disk without the GIL (1,000 threads: ~10 ms, and ~10 ms of
+            # formatting beside it). Encoded here first: two threads converting at once only
+            # pass the GIL back and forth.
+            data = encode_snapshots(safe, encoder)
+            written = beside(lambda: _write_temp(dir_fd, where, data))
+            try:
+                if report:
+                    # Lazy: formatting is a large module and only the text report needs it.
+                    from cpinspect.formatting import format_report
+
+                    text = format_report(safe, time.time()).encode("utf-8")
+                    name, info = _write_temp(dir_fd, where, text)
+                    temps.append((".txt", name, info))
+            finally:
+                # Waited for whatever happened here: its file is removed below on an error.
+                error = written.exception()
+                if error is None:
+                    temps.insert(0, (".json", *written.result()))
+            if error is not None:
+                raise error
             stem = _place(dir_fd, where, stem or snapshot_stem(safe), temps)
             _fsync_directory(dir_fd, where)
         finally:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
-from typing import List, Optional
 
 from cpinspect import __version__
 from cpinspect.errors import CpinspectError
+
+# Neither argparse nor typing before ``dump``/``snapshot`` have started py-spy (``main``): a
+# console script imports this module first, and those two were most of its import (~4 ms).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import List, Optional
 
 SUBCOMMANDS = (
     "attach",
@@ -32,6 +37,8 @@ INTERNAL_ERROR = 70
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="cpinspect",
         description="Live inspector for running CherryPy servers: busy workers, their requests "
@@ -52,6 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from cpinspect.cli import early
 
         early.spawn_for_words(words)
+        early.exit_follows(argv is None)
         try:
             code = _main(argv)
         finally:

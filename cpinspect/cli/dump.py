@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from cpinspect import __version__
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # loaded when the command runs, not for --help
         Finding,
         RoutesSnapshot,
         SessionsSnapshot,
+        Snapshot,
         ThreadLocals,
         ThreadsSnapshot,
     )
@@ -35,6 +37,7 @@ if TYPE_CHECKING:  # loaded when the command runs, not for --help
     from cpinspect.sources.open import OpenedSession
 
 HIDDEN = "*** (hidden: --show-secrets shows it)"
+_ROUTES_LEFT_OUT = " not read, the findings that need them are left out:"
 FORMAT = ("cpinspect.formatting",)
 """What the text output needs beside the findings."""
 
@@ -120,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args, early)
     finally:
-        if collecting:
+        from cpinspect.cli.early import exit_follows
+
+        if collecting and not exit_follows():
             gc.enable()
 
 
@@ -133,7 +138,7 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
     hand_over_pyspy(early, opened.session)
 
     from cpinspect.model import SourceKind
-    from cpinspect.snapshots import read_sessions
+    from cpinspect.snapshots import ask_routes, ask_sessions, beside, joined
     from cpinspect.sources.base import Capability
     from cpinspect.sources.live import NO_REQUESTS
 
@@ -157,6 +162,10 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
         import_meanwhile(
             "cpinspect.findings", "cpinspect.findings.history", *(() if args.json else FORMAT)
         )
+        # The sessions and routes (for the findings) asked at the same time as the poll and
+        # each other, joined once it is in: one wait for the agent, not one per endpoint.
+        sessions_asked = beside(partial(ask_sessions, session))
+        routes_asked = beside(partial(ask_routes, session))
         update = session.poll()
         threads = _threads_of(update)
         notes = render.notes
@@ -171,13 +180,16 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
             # Said in one line: why py-spy's threads stand in, and what they lack.
             notes[:] = [update.message] + [n for n in notes if n not in opened.notes]
         render.thread_locals = _locals(threads, session, notes) if args.locals else []
-        # The sessions and routes come from the agent: one that did not answer the poll is
-        # not asked again (each would wait its timeout: 5 s for the sessions).
-        answered = not update.agent_unresponsive and not standing_in
-        sessions, note = read_sessions(session) if answered else (None, None)
-        if note is not None:
-            notes.append(note)
-        render.routes = _routes(session, notes) if answered else None
+        # Joined as ``snapshots.joined`` says: waited for when the agent answered the poll,
+        # a moment more when it was slow, not at all when it is silent (then not said: the
+        # note on the agent says it).
+        sessions, why, late = joined(update, sessions_asked, "sessions")
+        if why is not None and not late:
+            notes.append(why)
+        routes, why, late = joined(update, routes_asked, "routes")
+        if why is not None and not late:
+            notes.append(why.replace(" not captured:", _ROUTES_LEFT_OUT, 1))
+        render.routes = routes
         render.sessions = sessions
         if join is not None:
             # While py-spy reads: the output without its GIL holder, whose encoded threads,
@@ -208,6 +220,8 @@ class _Render:
         self.routes: Optional[RoutesSnapshot] = None
         self.sessions: Optional[SessionsSnapshot] = None
         self.encoder = DocumentEncoder()
+        self.built: Optional[Snapshot] = None
+        """The last document's snapshot (``with_source_lines`` reuses its lines)."""
 
     def __call__(self, update: Update) -> str:
         from cpinspect.model import SNAPSHOT_LOG_RECORDS, LogRecord, Snapshot, SourceKind
@@ -244,23 +258,10 @@ class _Render:
             listen_queues=update.listen_queues,
         )
         # The lines as they read now, like every capture: the file reads right after a deploy.
-        snapshot = with_source_lines(snapshot, self.opened.source_lines)
+        snapshot = with_source_lines(snapshot, self.opened.source_lines, self.built)
+        self.built = snapshot
         # Compact, by the C encoder (1,000 threads: 1.1 s -> 0.1 s), threads kept encoded.
         return self.encoder.encode([snapshot]) + "\n"
-
-
-def _routes(session: Poller, notes: List[str]) -> Optional[RoutesSnapshot]:
-    """The routes, for the findings that read them (static mounts, a forgotten expose); they
-    are not printed (``cpinspect routes`` does)."""
-    from cpinspect.sources.base import Capability
-
-    if Capability.ROUTES not in session.capabilities:
-        return None
-    try:
-        return session.routes()
-    except CpinspectError as exc:
-        notes.append("routes not read, the findings that need them are left out: %s" % exc)
-        return None
 
 
 def _findings(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from cpinspect.cli.common import add_target_arguments, hurry_slow_agent
@@ -83,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args, early)
     finally:
-        if collecting:
+        from cpinspect.cli.early import exit_follows
+
+        if collecting and not exit_follows():
             gc.enable()
 
 
@@ -91,7 +94,13 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
     from cpinspect.cli.dump import hand_over_pyspy
 
     try:
-        from cpinspect.snapshots import capture_series, check_directory, write_snapshots
+        from cpinspect.snapshots import (
+            ask_routes,
+            beside,
+            capture_series,
+            check_directory,
+            write_snapshots,
+        )
         from cpinspect.sources.open import open_session
 
         check_directory(args.output)  # before minutes of capture, not after
@@ -143,12 +152,11 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
             session.set_native(True)
         if join is not None:
             session.pyspy_wait = 0.0  # type: ignore[attr-defined]
+        # The routes and each poll's sessions asked at the same time as the poll (and each
+        # other), joined once it is in: one wait for the agent, not one per endpoint.
         routes = None
         if not args.no_routes and Capability.ROUTES in session.capabilities:
-            try:
-                routes = session.routes()
-            except CpinspectError as exc:
-                print("note: routes not captured: %s" % exc, file=sys.stderr)
+            routes = beside(partial(ask_routes, session))
         from cpinspect.cli.early import import_meanwhile
 
         import_meanwhile("cpinspect.findings", "cpinspect.findings.history", "cpinspect.formatting")
@@ -156,7 +164,8 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
             session,
             args.count,
             args.every,
-            routes=routes,
+            routes_beside=routes,
+            ask_beside=True,
             source_lines=opened.source_lines,
             extra=with_locals if args.locals else None,
             progress=progress,

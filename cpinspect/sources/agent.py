@@ -48,6 +48,7 @@ from cpinspect.protocol import (
     threads_from_json,
 )
 from cpinspect.sources import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT  # re-exported
+from cpinspect.sources.early_info import Prefetch
 
 # httpx's own command-line client (click, pygments, rich: installed here for the TUI) is never
 # used, and importing it was half of httpx's import (~100 -> ~50 ms, measured 2026-12-01): a
@@ -106,6 +107,7 @@ class AgentSource:
         # makes a new AgentSource, so a new agent (restart) is always asked in full first.
         self._threads_cursor: Optional[str] = None
         self._last_threads: Optional[ThreadsSnapshot] = None
+        self._prefetch: Optional[Prefetch] = None
         self._client = httpx.Client(
             transport=httpx.HTTPTransport(uds=connect_path, retries=0, verify=_no_tls()),
             base_url="http://cpinspect",
@@ -209,7 +211,10 @@ class AgentSource:
         since = self._threads_cursor if previous is not None else None
         # Forget the cursor until this answer is read: a failed poll asks in full next time.
         self._threads_cursor = self._last_threads = None
-        payload = self._get(ENDPOINT_THREADS, {"since": since} if since else None, timeout)
+        prefetch, self._prefetch = self._prefetch, None
+        payload = self._prefetched(prefetch, timeout) if prefetch and not since else None
+        if payload is None:
+            payload = self._get(ENDPOINT_THREADS, {"since": since} if since else None, timeout)
         try:
             snapshot = threads_from_json(payload, previous if since else None)
         except ProtocolError as exc:
@@ -217,6 +222,34 @@ class AgentSource:
         self._threads_cursor = threads_cursor(payload)
         self._last_threads = snapshot if self._threads_cursor is not None else None
         return snapshot
+
+    def prefetch_threads(self, prefetch: Prefetch) -> None:
+        """The next full ``threads()`` reads ``prefetch``: a ``/v1/threads`` request already
+        sent on this source's socket (``sources.early_info``, at a one-shot command's start)."""
+        self._prefetch = prefetch
+
+    def _prefetched(self, prefetch: Prefetch, timeout: Optional[float]) -> Optional[Any]:
+        """The answer of ``prefetch`` as ``_get`` returns it, waited for as long as ``_get``
+        would wait; None when it is anything but a readable 200 (the source then asks again,
+        and says what is wrong as always)."""
+        wait = self.timeout if timeout is None else max(timeout, self.timeout)
+        if not prefetch.wait(wait):
+            if not prefetch.done.is_set():
+                raise AgentUnavailable(
+                    "agent did not answer within %.1f s — the interpreter may be stuck" % wait
+                )
+            return None
+        try:
+            payload = json.loads(prefetch.body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(payload, dict):
+            return None
+        self._ever_connected = True
+        warning = schema_warning(payload)
+        if warning and warning not in self.warnings:
+            self.warnings.append(warning)
+        return payload
 
     def routes(self) -> RoutesSnapshot:
         try:

@@ -226,6 +226,11 @@ def connect_agent(
     error: Optional[AgentUnavailable] = None
     asked = time.monotonic()
     early = early_info.take(pid, source.connect_path) if socket is None and pid else None
+    if early is not None and early.wait(timeout):
+        # Asked once the info was in (a moment ago): not for an agent that did not answer it.
+        threads = early_info.take(early.pid, source.connect_path, early_info.THREADS)
+        if threads is not None:
+            source.prefetch_threads(threads)  # the session's first poll reads it
     took: Optional[float] = None
     try:
         if early is not None and early.wait(timeout):

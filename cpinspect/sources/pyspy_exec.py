@@ -13,7 +13,10 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from typing import Dict, List, Optional
+
+TYPE_CHECKING = False  # not even typing before a one-shot command has started py-spy
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional
 
 EXECUTABLE = "py-spy"
 

@@ -17,6 +17,7 @@ import gc
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Iterator, List
 
@@ -24,11 +25,12 @@ import httpx
 import pytest
 
 import cpinspect.sources.open as open_module
-from cpinspect.cli import early, main
+from cpinspect.cli import build_parser, early, main
 from cpinspect.errors import PySpyMissing
 from cpinspect.model import SourceKind, ThreadInfo
 from cpinspect.protocol import DocumentEncoder, snapshots_from_document
 from cpinspect.snapshots import read_snapshots
+from cpinspect.sources import early_info
 from cpinspect.sources.agent import AgentSource
 from cpinspect.sources.open import open_session
 from cpinspect.sources.pyspy import PySpySource, find_pyspy
@@ -229,3 +231,159 @@ def test_the_agents_info_asked_at_the_start_is_the_one_used(target, monkeypatch,
     # AND it is the target's
     [snapshot] = snapshots_from_document(json.loads(out.out))
     assert snapshot.info is not None and snapshot.info.pid == target.pid
+
+
+@pytest.fixture
+def asked_in_flight(monkeypatch: pytest.MonkeyPatch) -> List[bool]:
+    """The agent's ``/v1/threads`` call held until ``/v1/sessions`` and ``/v1/routes`` have
+    been asked (10 s at most): one entry per threads call, whether both were asked while it
+    was still in flight. Asked one after another, they would never be (the entry is False)."""
+    seen = {path: threading.Event() for path in ("/v1/sessions", "/v1/routes")}
+    real_get = AgentSource._get
+
+    def get(self, path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if path in seen:
+            seen[path].set()
+        return real_get(self, path, *args, **kwargs)
+
+    real_threads = AgentSource.threads
+    overlapped: List[bool] = []
+
+    def threads(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        overlapped.append(all(event.wait(10) for event in seen.values()))
+        return real_threads(self, *args, **kwargs)
+
+    monkeypatch.setattr(AgentSource, "_get", get)
+    monkeypatch.setattr(AgentSource, "threads", threads)
+    monkeypatch.setenv("CPINSPECT_AGENT_GRACE", "30")  # the held threads call is waited for
+    return overlapped
+
+
+def test_dump_asks_the_sessions_and_routes_while_the_threads_are_read(
+    target, asked_in_flight, capsys
+):
+    # GIVEN the agent's threads answer held until the sessions and routes are asked
+    # WHEN `cpinspect dump PID --json` runs
+    code = main(["dump", str(target.pid), "--json"])
+    out = capsys.readouterr()
+    # THEN both were asked while the threads call was in flight, not after the poll
+    assert code == 0, out.err
+    assert asked_in_flight == [True]
+    # AND their answers were joined: the sessions are in the document (no note about them)
+    [snapshot] = snapshots_from_document(json.loads(out.out))
+    assert snapshot.sessions is not None
+    assert "not captured" not in out.err and "routes not read" not in out.err
+
+
+def test_snapshot_asks_the_sessions_and_routes_while_the_threads_are_read(
+    target, asked_in_flight, tmp_path, capsys
+):
+    # GIVEN the agent's threads answer held until the sessions and routes are asked
+    # WHEN `cpinspect snapshot PID -o DIR` runs
+    code = main(["snapshot", str(target.pid), "-o", str(tmp_path)])
+    out = capsys.readouterr()
+    # THEN both were asked while the threads call was in flight
+    assert code == 0, out.err
+    assert asked_in_flight == [True]
+    # AND the file has the agent's routes and sessions, and the threads with their requests
+    [snapshot] = read_snapshots(Path(out.out.splitlines()[0]))
+    assert snapshot.routes is not None and snapshot.routes.apps
+    assert snapshot.sessions is not None
+    assert snapshot.threads is not None
+    assert any(t.request and t.request.path == "/block" for t in snapshot.threads.threads)
+    assert "not captured" not in out.err
+
+
+def test_the_collector_stays_off_when_the_process_ends_right_after(target, capsys):
+    # GIVEN `dump PID --json` run as the program is (os._exit follows the command)
+    args = build_parser().parse_args(["dump", str(target.pid), "--json"])
+    early.exit_follows(True)
+    try:
+        # WHEN it runs
+        code = args.func(args)
+        # THEN the cycle collector is left off: turned on, it would walk every object of the
+        # 1,000-thread poll once more before the exit
+        assert code == 0, capsys.readouterr().err
+        assert not gc.isenabled()
+    finally:
+        early.exit_follows(False)
+        gc.enable()
+    # AND called as a function (no exit after it), the command turns it back on
+    assert main(["dump", str(target.pid), "--json"]) == 0
+    assert gc.isenabled()
+
+
+def test_the_threads_asked_at_the_start_are_the_ones_the_poll_reads(target, monkeypatch, capsys):
+    # GIVEN `dump PID --json` by pid (its threads are asked beside the info, at the start)
+    asked: List[str] = []
+    real_get = AgentSource._get
+
+    def get(self, path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        asked.append(path)
+        return real_get(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(AgentSource, "_get", get)
+    # WHEN it runs
+    code = main(["dump", str(target.pid), "--json"])
+    out = capsys.readouterr()
+    # THEN the poll read the early answer: no second /v1/threads request after the imports
+    assert code == 0, out.err
+    assert "/v1/threads" not in asked
+    # AND it is the target's whole answer: the blocked worker's request and the pool are there
+    [snapshot] = snapshots_from_document(json.loads(out.out))
+    assert snapshot.threads is not None and snapshot.threads.pools
+    assert any(t.request and t.request.path == "/block" for t in snapshot.threads.threads)
+
+
+def test_an_early_threads_answer_that_is_not_readable_is_asked_again(target):
+    # GIVEN the agent's source handed an early /v1/threads answer that came back broken
+    # (a 500 cut short: anything but a readable 200)
+    source = AgentSource(target.socket_path())
+    broken = early_info.Prefetch(target.pid, early_info.THREADS)
+    broken.path, broken.sent, broken.status = source.connect_path, 0.0, None
+    broken.asked.set()
+    broken.done.set()
+    try:
+        source.prefetch_threads(broken)
+        # WHEN the session reads the threads
+        threads = source.threads()
+        # THEN it asked the agent itself, and has its answer
+        assert any(t.request and t.request.path == "/block" for t in threads.threads)
+    finally:
+        source.close()
+
+
+def test_the_early_threads_are_asked_only_once_the_info_is_in(target):
+    # GIVEN the early requests of `dump PID` started
+    early_info.start(target.pid)
+    with early_info._lock:
+        info = early_info._pending[target.pid, early_info.INFO]
+        threads = early_info._pending[target.pid, early_info.THREADS]
+    try:
+        # WHEN both are answered
+        assert threads.done.wait(30) and info.done.is_set()
+        # THEN the threads were sent after the info's answer came (never both at once: the
+        # tiny info decides whether the agent is silent), and both are whole answers
+        assert info.answered is not None and threads.sent is not None
+        assert threads.sent >= info.answered
+        assert info.status == threads.status == 200
+    finally:
+        early_info.clear()
+
+
+def test_an_early_request_nobody_took_in_time_is_called_off(target):
+    # GIVEN an early threads request whose info has not come yet (held until the take)
+    held = early_info.Prefetch(target.pid)
+    fetch = early_info.Prefetch(target.pid, early_info.THREADS)
+    with early_info._lock:
+        early_info._pending[target.pid, early_info.THREADS] = fetch
+    runner = threading.Thread(target=early_info._run, args=(fetch, held), daemon=True)
+    runner.start()
+    # WHEN the command takes it before it was sent
+    taken = early_info.take(target.pid, "/any/path", early_info.THREADS)
+    # THEN it is not handed over, and called off: once the info comes it is never sent
+    assert taken is None and fetch.cancelled
+    held.status, held.body = 200, b"{}"
+    held.done.set()
+    runner.join(30)
+    assert fetch.done.is_set() and fetch.sent is None

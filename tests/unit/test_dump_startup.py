@@ -4,6 +4,9 @@ the one the session's py-spy reader runs, or the reader would not adopt it."""
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +15,8 @@ from cpinspect.cli.dump import early_pyspy_command
 from cpinspect.cli.early import guess_pid
 from cpinspect.errors import PySpyMissing
 from cpinspect.sources.pyspy import PySpySource, find_pyspy
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def args(pid: str = "4121", **changes: object) -> argparse.Namespace:
@@ -90,3 +95,28 @@ def test_a_grace_set_by_the_environment_is_kept(monkeypatch) -> None:
     # GIVEN CPINSPECT_AGENT_GRACE set WHEN the agent's info came slowly THEN it is kept
     monkeypatch.setenv("CPINSPECT_AGENT_GRACE", "2")
     assert one_shot_grace(2.0, 0.8) == 2.0
+
+
+def test_py_spy_is_started_before_argparse_and_typing_are_imported() -> None:
+    # GIVEN a fresh interpreter, as the console script or `python -m cpinspect` starts one
+    # WHEN it imports what `main` runs before it spawns a dump's py-spy (the command line's
+    # package and the early starter), and records what is loaded when py-spy would start
+    code = (
+        "import sys\n"
+        "import cpinspect.cli\n"
+        "from cpinspect.cli import early\n"
+        "from cpinspect.sources import pyspy_exec\n"
+        "seen = []\n"
+        "pyspy_exec.spawn = lambda command: seen.extend(sys.modules) or 1 / 0\n"
+        "early.find_executable = lambda: '/bin/true'\n"
+        "early.spawn_for_words(['dump', '4121', '--json'])\n"
+        "late = ('argparse', 'typing', 'httpx', 'cpinspect.model')\n"
+        "print(sorted(m for m in late if m in seen))\n"
+        "print(bool(seen))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=60
+    )
+    # THEN py-spy's spawn was reached with none of argparse, typing, httpx or the model loaded
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[]", "True"]

@@ -646,6 +646,29 @@ def test_with_source_lines_keeps_lines_already_captured() -> None:
     assert reader.asked == {} and out.source_lines == snap.source_lines
 
 
+def test_with_source_lines_walks_only_the_threads_that_changed_since_like() -> None:
+    # GIVEN a snapshot given its lines while py-spy read, and the same poll's final snapshot:
+    # the same thread objects but one, whose stack gained a new frame (py-spy's GIL holder)
+    before = with_source_lines(incident_snapshot(source_lines=()), DictReader(SOURCE))
+    assert before.threads is not None
+    first, *rest = before.threads.threads
+    moved = replace(first, stack=(Frame("/srv/shop/shop/new.py", 7, "fresh"), *first.stack))
+    after = replace(
+        before, source_lines=(), threads=replace(before.threads, threads=(moved, *rest))
+    )
+    reader = DictReader(SOURCE)
+    # WHEN the final one's lines are read like the first
+    out = with_source_lines(after, reader, like=before)
+    # THEN only the new location was read (the unchanged threads were not walked again)
+    assert set(reader.asked) == {("/srv/shop/shop/new.py", 7)}
+    # AND every frame of the final snapshot has its line, as a full walk would give
+    full = with_source_lines(after, DictReader(SOURCE))
+    assert {(s.filename, s.lineno) for s in full.source_lines} <= {
+        (s.filename, s.lineno) for s in out.source_lines
+    }
+    assert out.line("/srv/shop/shop/db.py", 41) == "        return cur.fetchall()"
+
+
 @pytest.mark.parametrize(
     ("changes", "source"),
     [
