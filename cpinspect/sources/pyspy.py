@@ -589,8 +589,12 @@ class DumpCache:
 
     def __init__(self) -> None:
         self.kept: Dict[int, _Built] = {}
-        self.texts: Dict[bytes, _Parsed] = {}
-        """The last text reading's threads by their JSON text (``threads_from_reading``)."""
+        self.order: List[Tuple[bytes, Optional[_Parsed]]] = []
+        """The last text reading's pieces in order, each with what was parsed from it (None:
+        not a thread with an id): ``threads_from_reading`` compares each piece with the one
+        at the same place first (py-spy lists the threads in the same order each time), so
+        the ~5 MB of unchanged text is compared, not hashed, and looked up by text only when
+        the places shift (a thread started or ended)."""
         self.lock = threading.Lock()
         """Held while a build reads and replaces ``kept``."""
         self.last: Optional[Tuple[GilDump, float, Optional[int], ThreadsSnapshot]] = None
@@ -661,24 +665,32 @@ def _from_reading(
     if pieces is None:
         return threads_from_dump(dump.threads(), taken_at, pid=pid, cache=cache)
     with cache.lock:
-        texts = cache.texts
+        before = cache.order
+        by_text: Optional[Dict[bytes, _Parsed]] = None
         raws: List[object] = []
         parsed: List[_Parsed] = []
-        fresh: Dict[bytes, _Parsed] = {}
-        for piece in pieces:
-            p = texts.get(piece)
+        order: List[Tuple[bytes, Optional[_Parsed]]] = []
+        for at, piece in enumerate(pieces):
+            p: Optional[_Parsed] = None
+            if at < len(before) and before[at][0] == piece:
+                p = before[at][1]
+            else:
+                if by_text is None:
+                    by_text = {text: q for text, q in before if q is not None}
+                p = by_text.get(piece)
             if p is None:
                 raw = _thread_text(piece)
                 if raw is None:  # not one thread object: the whole text says what it is
                     return threads_from_dump(dump.threads(), taken_at, pid=pid, cache=cache)
-                if not isinstance(raw.get("thread_id"), int):
-                    continue  # as ``_build`` skips it
-                p = _parse_thread(raw)
-            fresh[piece] = p
+                if isinstance(raw.get("thread_id"), int):
+                    p = _parse_thread(raw)
+            order.append((piece, p))
+            if p is None:
+                continue  # no thread id: as ``_build`` skips it
             raws.append(piece)
             parsed.append(p)
         snapshot, cache.kept = _times(raws, parsed, taken_at, None, pid, cache.kept)
-        cache.texts = fresh
+        cache.order = order
     return snapshot
 
 
