@@ -174,6 +174,10 @@ def test_a_reading_parsed_thread_by_thread_equals_the_whole_parse(path: Path) ->
     assert len(GilDump(layouts(raw)["indented 4"]).pieces() or ()) == len(_parse_json(raw))
     # AND a compact one is not cut (it is parsed whole)
     assert GilDump(layouts(raw)["compact"]).pieces() is None
+    # AND once cut, the text is not kept beside its pieces, and the whole list is still there
+    cut = GilDump(raw)
+    assert cut.pieces() and cut._stdout == b""
+    assert cut.threads() == _parse_json(raw) and cut.count() == len(_parse_json(raw))
 
 
 def test_only_the_threads_whose_text_moved_are_new_objects() -> None:
