@@ -111,6 +111,20 @@ def run(pid: int, seconds: float, trace: bool) -> None:
                 ages.append(now - shown[0])
                 ages_from_start.append(now - shown[1])
 
+    spans: List[Tuple[float, float]] = []  # every py-spy read: (start, end), wall clock
+    spy = getattr(session, "pyspy", None)
+    if spy is not None:
+        read = spy._dump_bytes
+
+        def timed(with_locals: bool, native: bool) -> bytes:
+            start = time.time()
+            try:
+                return read(with_locals, native)
+            finally:
+                spans.append((start, time.time()))
+
+        spy._dump_bytes = timed
+    shown_after: List[float] = []  # a new reading on screen: how long after its read ended
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     pace = Pace(1.0)
@@ -133,6 +147,10 @@ def run(pid: int, seconds: float, trace: bool) -> None:
                 reads.append(took)
             if update.threads is not None:
                 t = update.threads.taken_at
+                if update.effective_threads_source is SourceKind.PYSPY and (
+                    latest[0] is None or latest[0][0] != t
+                ):
+                    shown_after.append(time.time() - t)
                 latest[0] = (t, t - (took or 0.0))
             rss.append((time.monotonic() - began, me.memory_info().rss / 1e6))
             pace = pace.after(time.monotonic() - started)
@@ -151,6 +169,20 @@ def run(pid: int, seconds: float, trace: bool) -> None:
         print(
             f"py-spy read  p50 {percentile(reads, 50):.2f} s  max {max(reads):.2f} s"
             f"  ({len(reads)} reads)"
+        )
+    if len(spans) > 1:
+        lengths = [end - start for start, end in spans]
+        gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:])]
+        print(
+            f"py-spy reads (every one) p50 {percentile(lengths, 50):.2f} s  p95 "
+            f"{percentile(lengths, 95):.2f} s  max {max(lengths):.2f} s ({len(spans)} reads);"
+            f" idle between two reads p50 {percentile(gaps, 50):.2f} s  p95 "
+            f"{percentile(gaps, 95):.2f} s"
+        )
+    if shown_after:
+        print(
+            f"a carried reading reached the screen after its read ended: p50 "
+            f"{percentile(shown_after, 50):.2f} s  p95 {percentile(shown_after, 95):.2f} s"
         )
     if ages:
         print(
