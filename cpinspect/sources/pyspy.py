@@ -62,6 +62,11 @@ MISSING_MESSAGE = (
     "(it is a cpinspect dependency)"
 )
 POOLS_NOTE = "py-spy reads stacks only; the agent has them"
+LONGEST_TIMEOUT = 20.0
+"""A nonblocking read that ran out of time is given twice as long next time, up to this many
+seconds: it never pauses the target, and on a loaded box a read of 1,006 threads with 100 of
+them spinning took over 5 s every time (load average 50-120, 2026-12-01), so a fixed 5 s limit
+stopped each read before its end and nothing was ever shown."""
 STOP_GRACE = 1.0
 """Seconds py-spy gets to exit after SIGINT before it is killed."""
 LONG_VALUE = 200
@@ -888,6 +893,9 @@ class PySpySource:
         self.pid = pid
         self.executable = executable if executable is not None else find_pyspy()
         self.timeout = timeout
+        self.stretch = True
+        """A nonblocking read stopped at ``timeout`` doubles it for the next (up to
+        ``LONGEST_TIMEOUT``); a read that may pause the target never does."""
         self.nonblocking = nonblocking
         self.native = native
         """Include C frames. py-spy needs blocking mode for them, so they pause the target."""
@@ -1021,10 +1029,14 @@ class PySpySource:
         except subprocess.TimeoutExpired:
             self._stop(proc)
             resumed = self._resume_if_we_stopped(before)
+            limit = self.timeout
+            if not may_pause and self.stretch and limit < LONGEST_TIMEOUT:
+                # Nothing paused: the next read may take longer (LONGEST_TIMEOUT).
+                self.timeout = min(LONGEST_TIMEOUT, 2 * limit)
             raise PySpyFailed(
                 "py-spy did not answer within %g s on pid %d and was stopped%s; try again "
                 "(a busy machine or a huge process can slow it)"
-                % (self.timeout, self.pid, self._resume_note(before, resumed))
+                % (limit, self.pid, self._resume_note(before, resumed))
             ) from None
         except BaseException:
             # KeyboardInterrupt or close() from another thread: never leave the target paused.
