@@ -17,12 +17,10 @@ everything else (bench scripts print it).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import sys
 import time
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -43,12 +41,15 @@ DISABLE = "CPINSPECT_MALLOC"
 HEAP_ALIGN = 64 * 1024 * 1024
 """A thread arena's heap is a mapping aligned to 64 MiB (glibc's HEAP_MAX_SIZE on 64 bits)."""
 
-_libc: Optional[ctypes.CDLL] = None
+_libc: Optional[Any] = None
 _looked = False
 
 
-def _glibc() -> Optional[ctypes.CDLL]:
-    """The C library when it is glibc (``mallopt`` and ``malloc_trim`` exist), else None."""
+def _glibc() -> Optional[Any]:
+    """The C library when it is glibc (``mallopt`` and ``malloc_trim`` exist), else None.
+    Looked up in the symbols the interpreter is linked with (``CDLL(None)``), not with
+    ``ctypes.util.find_library``, which runs ``ldconfig`` or a compiler; ctypes is imported
+    only here, when asked (a one-shot command's start-up does not pay for it)."""
     global _libc, _looked
     if _looked:
         return _libc
@@ -56,12 +57,14 @@ def _glibc() -> Optional[ctypes.CDLL]:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         libc.mallopt.restype = ctypes.c_int
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
         libc.malloc_trim.restype = ctypes.c_int
-    except (OSError, AttributeError):  # musl, or no C library by that name
+    except (ImportError, OSError, AttributeError):  # musl, or no ctypes
         return None
     _libc = libc
     return libc
