@@ -1,7 +1,7 @@
 """py-spy carrying the polls of a live session while workers spin in pure Python (issue 13).
 
     python bench/spin_carry.py [--threads 1000] [--busy 500] [--spin 100] [--seconds 60]
-                               [--pid PID] [--tracemalloc] [--no-ahead]
+                               [--pid PID] [--tracemalloc] [--no-ahead] [--parts N]
 
 The session the TUI polls (``open_session`` + ``AgentSession`` with the TUI's py-spy wait), run
 without a terminal at the TUI's pace (``sources.pacing.Pace``, 1 s) on a real CherryPy process
@@ -11,7 +11,12 @@ py-spy's, which is another process), the data age of every update as the screen 
 sampled every 100 ms (``now - threads.taken_at``, taken_at being the end of py-spy's read) and
 from the start of the read that produced it, py-spy's read times, RSS at each tenth of the run
 and its growth over the second half, and what the first update said (banner, carried or not).
-``--tracemalloc`` prints the top allocation sites still alive at the end.
+``--tracemalloc`` prints the top allocation sites still alive at the end. ``--parts N`` then
+reads the target N more times back to back and prints what each step of a carried poll costs
+this process's CPU (``time.thread_time``, medians): py-spy's read (the pipe), the holder's cut
+(``GilDump``), the build (``threads_from_reading``, with its ``/proc`` CPU times shown apart),
+and the carried join (``fallback_threads`` against the first reading, standing in for the
+agent's last answer), with how many threads' text moved between two readings.
 """
 
 from __future__ import annotations
@@ -23,15 +28,23 @@ import sys
 import threading
 import time
 import tracemalloc
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import psutil
 from benchlib import machine, open_requests, percentile, start_server
 
 from cpinspect.model import SourceKind
 from cpinspect.sources.live import AgentSession
+from cpinspect.sources.merge import Carried, fallback_threads
 from cpinspect.sources.open import open_session
 from cpinspect.sources.pacing import Pace
+from cpinspect.sources.pyspy import (
+    DumpCache,
+    GilDump,
+    PySpySource,
+    cpu_times,
+    threads_from_reading,
+)
 
 PYSPY_WAIT = 0.25  # tui/app.py's PYSPY_WAIT
 
@@ -47,6 +60,7 @@ def main() -> int:
     parser.add_argument(
         "--no-ahead", action="store_true", help="no py-spy read started as a poll ends (A/B)"
     )
+    parser.add_argument("--parts", type=int, default=0, help="then time N reads step by step")
     args = parser.parse_args()
     if args.no_ahead:
         AgentSession._read_ahead = lambda self: None  # type: ignore[method-assign]
@@ -57,14 +71,18 @@ def main() -> int:
         pid = args.pid
     else:
         server = start_server(agent=True, threads=args.threads)
-        socks = open_requests(server.port, "/sleep?s=900", args.busy)
+        # As scale.py: --busy counts the spinners too.
+        socks = open_requests(server.port, "/sleep?s=900", max(0, args.busy - args.spin))
         socks += open_requests(server.port, "/spin?s=900", args.spin)
         pid = server.pid
         time.sleep(3.0)  # the requests reach their handlers
     if args.tracemalloc:
         tracemalloc.start(8)
     try:
-        run(pid, args.seconds, args.tracemalloc)
+        if args.seconds > 0:
+            run(pid, args.seconds, args.tracemalloc)
+        if args.parts:
+            parts(pid, args.parts)
     finally:
         for s in socks:
             s.close()
@@ -93,6 +111,20 @@ def run(pid: int, seconds: float, trace: bool) -> None:
                 ages.append(now - shown[0])
                 ages_from_start.append(now - shown[1])
 
+    spans: List[Tuple[float, float]] = []  # every py-spy read: (start, end), wall clock
+    spy = getattr(session, "pyspy", None)
+    if spy is not None:
+        read = spy._dump_bytes
+
+        def timed(with_locals: bool, native: bool) -> bytes:
+            start = time.time()
+            try:
+                return read(with_locals, native)
+            finally:
+                spans.append((start, time.time()))
+
+        spy._dump_bytes = timed
+    shown_after: List[float] = []  # a new reading on screen: how long after its read ended
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     pace = Pace(1.0)
@@ -115,6 +147,10 @@ def run(pid: int, seconds: float, trace: bool) -> None:
                 reads.append(took)
             if update.threads is not None:
                 t = update.threads.taken_at
+                if update.effective_threads_source is SourceKind.PYSPY and (
+                    latest[0] is None or latest[0][0] != t
+                ):
+                    shown_after.append(time.time() - t)
                 latest[0] = (t, t - (took or 0.0))
             rss.append((time.monotonic() - began, me.memory_info().rss / 1e6))
             pace = pace.after(time.monotonic() - started)
@@ -133,6 +169,20 @@ def run(pid: int, seconds: float, trace: bool) -> None:
         print(
             f"py-spy read  p50 {percentile(reads, 50):.2f} s  max {max(reads):.2f} s"
             f"  ({len(reads)} reads)"
+        )
+    if len(spans) > 1:
+        lengths = [end - start for start, end in spans]
+        gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:])]
+        print(
+            f"py-spy reads (every one) p50 {percentile(lengths, 50):.2f} s  p95 "
+            f"{percentile(lengths, 95):.2f} s  max {max(lengths):.2f} s ({len(spans)} reads);"
+            f" idle between two reads p50 {percentile(gaps, 50):.2f} s  p95 "
+            f"{percentile(gaps, 95):.2f} s"
+        )
+    if shown_after:
+        print(
+            f"a carried reading reached the screen after its read ended: p50 "
+            f"{percentile(shown_after, 50):.2f} s  p95 {percentile(shown_after, 95):.2f} s"
         )
     if ages:
         print(
@@ -159,6 +209,61 @@ def run(pid: int, seconds: float, trace: bool) -> None:
         print(f"tracemalloc: {current / 1e6:.1f} MB alive, peak {peak / 1e6:.1f} MB")
         for stat in snap.statistics("lineno")[:8]:
             print("  ", stat)
+
+
+def parts(pid: int, n: int) -> None:
+    """What each step of a carried poll costs, reading ``pid`` ``n`` times back to back."""
+    spy = PySpySource(pid, requests=False, timeout=30.0)  # a loaded box: slow, not failed
+    cache = DumpCache()
+    memo: Carried = {}
+    steps: Dict[str, List[float]] = {k: [] for k in ("read", "cut", "build", "proc", "join")}
+    walls: List[float] = []
+    moved: List[int] = []
+    sizes: List[int] = []
+    last = None
+    texts: set = set()
+    try:
+        for _ in range(n + 1):
+            wall, cpu = time.monotonic(), time.thread_time()
+            out = spy._dump_bytes(with_locals=False, native=False)
+            read = (time.monotonic() - wall, time.thread_time() - cpu)
+            cpu = time.thread_time()
+            dump = GilDump(out)
+            cut = time.thread_time() - cpu
+            cpu = time.thread_time()
+            snap = threads_from_reading(dump, time.time(), pid=pid, cache=cache)
+            build = time.thread_time() - cpu
+            cpu = time.thread_time()
+            cpu_times(pid, [t.native_id for t in snap.threads if t.native_id])
+            proc = time.thread_time() - cpu
+            cpu = time.thread_time()
+            fallback_threads(snap, last if last is not None else snap, memo)
+            join = time.thread_time() - cpu
+            pieces = dump.pieces() or []
+            if last is None:
+                last = snap  # the first reading stands for the agent's last answer
+            else:
+                walls.append(read[0])
+                for key, value in zip(steps, (read[1], cut, build, proc, join)):
+                    steps[key].append(value)
+                moved.append(sum(1 for p in pieces if p not in texts))
+                sizes.append(len(out))
+            texts = set(pieces)
+    finally:
+        spy.close()
+    print(
+        f"parts: {n} readings of {len(last.threads) if last else 0} threads, "
+        f"{percentile(sizes, 50) / 1e6:.1f} MB each, {percentile(moved, 50)} threads' text moved"
+        f" (median); py-spy's read p50 {percentile(walls, 50):.2f} s p95 "
+        f"{percentile(walls, 95):.2f} s max {max(walls):.2f} s"
+    )
+    ms = {k: 1000 * percentile(v, 50) for k, v in steps.items()}
+    print(
+        "  CPU ms per reading (medians): pipe {read:.1f}  cut {cut:.1f}  build {build:.1f}"
+        " (of which /proc CPU times ~{proc:.1f})  join {join:.1f}".format(**ms)
+    )
+    total = ms["read"] + ms["cut"] + ms["build"] + ms["join"]
+    print(f"  total {total:.1f} ms a reading: {total / 10:.1f} % of a core at one reading a second")
 
 
 if __name__ == "__main__":

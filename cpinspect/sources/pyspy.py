@@ -62,6 +62,11 @@ MISSING_MESSAGE = (
     "(it is a cpinspect dependency)"
 )
 POOLS_NOTE = "py-spy reads stacks only; the agent has them"
+LONGEST_TIMEOUT = 20.0
+"""A nonblocking read that ran out of time is given twice as long next time, up to this many
+seconds: it never pauses the target, and on a loaded box a read of 1,006 threads with 100 of
+them spinning took over 5 s every time (load average 50-120, 2026-12-01), so a fixed 5 s limit
+stopped each read before its end and nothing was ever shown."""
 STOP_GRACE = 1.0
 """Seconds py-spy gets to exit after SIGINT before it is killed."""
 LONG_VALUE = 200
@@ -589,10 +594,21 @@ class DumpCache:
 
     def __init__(self) -> None:
         self.kept: Dict[int, _Built] = {}
-        self.texts: Dict[bytes, _Parsed] = {}
-        """The last text reading's threads by their JSON text (``threads_from_reading``)."""
+        self.order: List[Tuple[bytes, Optional[_Parsed]]] = []
+        """The last text reading's pieces in order, each with what was parsed from it (None:
+        not a thread with an id): ``threads_from_reading`` compares each piece with the one
+        at the same place first (py-spy lists the threads in the same order each time), so
+        the ~5 MB of unchanged text is compared, not hashed, and looked up by text only when
+        the places shift (a thread started or ended)."""
         self.lock = threading.Lock()
         """Held while a build reads and replaces ``kept``."""
+        self.last: Optional[Tuple[GilDump, float, Optional[int], ThreadsSnapshot]] = None
+        """The last ``threads_from_reading`` build: its reading (the object), ``taken_at``,
+        pid and snapshot. The same reading built again (a poll that shows the last reading
+        while py-spy reads the next) is that snapshot: no ``/proc`` read, no new objects."""
+        self.cpus: Optional[Tuple[float, Dict[int, float]]] = None
+        """The CPU times the last build read from ``/proc`` (``time.monotonic()`` when, and by
+        native id): the start of the next read's window when it begins right after."""
 
 
 def threads_from_dump(
@@ -625,31 +641,61 @@ def threads_from_reading(
     thread whose text is byte for byte the last reading's (a worker waiting, a sleeping
     request: most of them) is not decoded or parsed again, only the threads that moved (the
     ~100 spinners of 1,006). Equal to ``threads_from_dump(dump.threads(), ...)``; another
-    layout of the text than ``GilDump.pieces`` reads is parsed whole."""
-    pieces = dump.pieces()
+    layout of the text than ``GilDump.pieces`` reads is parsed whole. The same reading built
+    again with the same cache is the last build's snapshot (its CPU times those read when it
+    was first built, next to the reading's end)."""
     if cache is None:
         cache = DumpCache()
+    last = cache.last
+    if last is not None and last[0] is dump and last[1] == taken_at and last[2] == pid:
+        return last[3]
+    snapshot = _from_reading(dump, taken_at, pid, cache)
+    cache.last = (dump, taken_at, pid, snapshot)
+    if pid is not None:
+        cache.cpus = (
+            time.monotonic(),
+            {
+                t.native_id: t.cpu_time
+                for t in snapshot.threads
+                if t.native_id and t.cpu_time is not None
+            },
+        )
+    return snapshot
+
+
+def _from_reading(
+    dump: GilDump, taken_at: float, pid: Optional[int], cache: DumpCache
+) -> ThreadsSnapshot:
+    pieces = dump.pieces()
     if pieces is None:
         return threads_from_dump(dump.threads(), taken_at, pid=pid, cache=cache)
     with cache.lock:
-        texts = cache.texts
+        before = cache.order
+        by_text: Optional[Dict[bytes, _Parsed]] = None
         raws: List[object] = []
         parsed: List[_Parsed] = []
-        fresh: Dict[bytes, _Parsed] = {}
-        for piece in pieces:
-            p = texts.get(piece)
+        order: List[Tuple[bytes, Optional[_Parsed]]] = []
+        for at, piece in enumerate(pieces):
+            p: Optional[_Parsed] = None
+            if at < len(before) and before[at][0] == piece:
+                p = before[at][1]
+            else:
+                if by_text is None:
+                    by_text = {text: q for text, q in before if q is not None}
+                p = by_text.get(piece)
             if p is None:
                 raw = _thread_text(piece)
                 if raw is None:  # not one thread object: the whole text says what it is
                     return threads_from_dump(dump.threads(), taken_at, pid=pid, cache=cache)
-                if not isinstance(raw.get("thread_id"), int):
-                    continue  # as ``_build`` skips it
-                p = _parse_thread(raw)
-            fresh[piece] = p
+                if isinstance(raw.get("thread_id"), int):
+                    p = _parse_thread(raw)
+            order.append((piece, p))
+            if p is None:
+                continue  # no thread id: as ``_build`` skips it
             raws.append(piece)
             parsed.append(p)
         snapshot, cache.kept = _times(raws, parsed, taken_at, None, pid, cache.kept)
-        cache.texts = fresh
+        cache.order = order
     return snapshot
 
 
@@ -847,6 +893,9 @@ class PySpySource:
         self.pid = pid
         self.executable = executable if executable is not None else find_pyspy()
         self.timeout = timeout
+        self.stretch = True
+        """A nonblocking read stopped at ``timeout`` doubles it for the next (up to
+        ``LONGEST_TIMEOUT``); a read that may pause the target never does."""
         self.nonblocking = nonblocking
         self.native = native
         """Include C frames. py-spy needs blocking mode for them, so they pause the target."""
@@ -980,10 +1029,14 @@ class PySpySource:
         except subprocess.TimeoutExpired:
             self._stop(proc)
             resumed = self._resume_if_we_stopped(before)
+            limit = self.timeout
+            if not may_pause and self.stretch and limit < LONGEST_TIMEOUT:
+                # Nothing paused: the next read may take longer (LONGEST_TIMEOUT).
+                self.timeout = min(LONGEST_TIMEOUT, 2 * limit)
             raise PySpyFailed(
                 "py-spy did not answer within %g s on pid %d and was stopped%s; try again "
                 "(a busy machine or a huge process can slow it)"
-                % (self.timeout, self.pid, self._resume_note(before, resumed))
+                % (limit, self.pid, self._resume_note(before, resumed))
             ) from None
         except BaseException:
             # KeyboardInterrupt or close() from another thread: never leave the target paused.
@@ -1089,7 +1142,11 @@ class GilDump:
     def threads(self) -> List[Dict[str, Any]]:
         """Every thread of the reading (the whole JSON parsed, once)."""
         if self._threads is None:
-            self._threads = _parse_json(self._stdout)
+            if self._pieces:  # the text was let go once cut: the same list from its pieces
+                text = b"[{" + b"},{".join(self._pieces) + b"}]"
+                self._threads = _parse_json(text)
+            else:
+                self._threads = _parse_json(self._stdout)
         return self._threads
 
     def pieces(self) -> Optional[List[bytes]]:
@@ -1100,6 +1157,10 @@ class GilDump:
         is cut there without being decoded. ``threads_from_reading`` parses the pieces."""
         if self._pieces is None:
             self._pieces = _split_threads(self._stdout)
+            if self._pieces:
+                # The pieces hold all of it: the text (~5 MB at 1,000 threads, a block of
+                # its own that goes back to the system) is not kept beside them.
+                self._stdout = b""
         return self._pieces or None
 
 
@@ -1161,9 +1222,20 @@ def _split_threads(stdout: bytes) -> List[bytes]:
     end = len(stdout.rstrip()) if stdout[-1:].isspace() else len(stdout)
     if not stdout.endswith(close + newline + b"]", 0, end):
         return []
-    # From just inside the first object's "{" to just before the last one's closing brace.
-    body = stdout[head.end(2) + 1 : end - len(newline) - 1 - len(close)]
-    return body.split(close + b"," + newline + indent + b"{")
+    # From just inside the first object's "{" to just before the last one's closing brace,
+    # each piece sliced from the text itself: no copy of the whole body first (~5 MB at
+    # 1,000 threads, once a read, in whichever thread builds it).
+    at = head.end(2) + 1
+    last = end - len(newline) - 1 - len(close)
+    sep = close + b"," + newline + indent + b"{"
+    pieces: List[bytes] = []
+    cut = stdout.find(sep, at, last)
+    while cut >= 0:
+        pieces.append(stdout[at:cut])
+        at = cut + len(sep)
+        cut = stdout.find(sep, at, last)
+    pieces.append(stdout[at:last])
+    return pieces
 
 
 def _all(text: bytes, word: bytes) -> List[int]:

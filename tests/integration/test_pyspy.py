@@ -28,6 +28,7 @@ from cpinspect.errors import (
     UnsupportedPython,
 )
 from cpinspect.model import Phase, Role, ThreadsSnapshot
+from cpinspect.sources import pyspy
 from cpinspect.sources.pyspy import (
     MISSING_MESSAGE,
     PySpySource,
@@ -458,3 +459,32 @@ def test_unsupported_python(spawn_target, tmp_path):
         "this py-spy cannot read Python 3.16.0a1 (pid %d): upgrade it with "
         "`pip install -U py-spy`, or load the agent, which works on any Python" % target.pid
     )
+
+
+def test_a_nonblocking_read_out_of_time_gets_longer_next_time_a_pausing_one_does_not(
+    tmp_path, monkeypatch
+):
+    # GIVEN a stand-in py-spy that never answers (it touches nothing: the "target" is this
+    # test's own process, which it does not read), read without pausing, and with native
+    # frames (blocking: it may pause the target); the longest limit made short here
+    monkeypatch.setattr(pyspy, "LONGEST_TIMEOUT", 0.5)
+    script = stand_in(tmp_path, "while True:\n    time.sleep(0.05)\n")
+    quiet = PySpySource(os.getpid(), executable=script, timeout=0.2, requests=False)
+    native = PySpySource(os.getpid(), executable=script, timeout=0.2, native=True)
+    # WHEN each runs out of time, again and again
+    limits = []
+    messages = []
+    for _ in range(3):
+        with pytest.raises(PySpyFailed) as err:
+            quiet.threads()
+        limits.append(quiet.timeout)
+        messages.append(str(err.value))
+    # THEN each failure says the limit it ran under, and the nonblocking read's limit doubled
+    # each time up to the longest (a read that cannot pause the target may take longer on a
+    # loaded box)
+    assert [m.split(" s on pid")[0].rsplit(" ", 1)[1] for m in messages] == ["0.2", "0.4", "0.5"]
+    assert limits == [0.4, 0.5, 0.5]
+    # AND the blocking read keeps its limit: it may pause the target for that long
+    with pytest.raises(PySpyFailed):
+        native.threads()
+    assert native.timeout == 0.2

@@ -19,7 +19,7 @@ from cpinspect.errors import NoSuchProcess
 from cpinspect.model import SourceKind
 from cpinspect.sources.agent import AgentSource
 from cpinspect.sources.base import LinkState
-from cpinspect.sources.live import AgentSession, spy_wait
+from cpinspect.sources.live import CPU_REUSE, AgentSession, spy_wait
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -479,4 +479,29 @@ def test_while_py_spy_carries_the_polls_its_next_read_starts_as_a_poll_ends(serv
         assert len(spy.calls) == calls + 1  # the poll's own read, none ahead
     finally:
         gate.set()
+        session.close()
+
+
+def test_the_cpu_times_of_the_last_build_start_the_next_reads_window(short_tmp):
+    # GIVEN a session whose last whole py-spy reading was built a moment ago, with the CPU
+    # times that build read from /proc
+    session = AgentSession(
+        AgentSource(str(short_tmp / "none.sock")),
+        None,
+        pid=os.getpid(),
+        pyspy=FakeSpy(os.getpid()),  # type: ignore[arg-type]
+    )
+    built = {threading.get_native_id(): 1.5}
+    try:
+        session._spy_cache.cpus = (time.monotonic(), built)
+        # WHEN a read begins now (read ahead, as that poll ended) and wants CPU times first
+        # THEN those of the build are taken: no second pass over /proc
+        assert session._cpu_now() is built
+        # WHEN the build is older than CPU_REUSE (a read begun by the next poll)
+        session._spy_cache.cpus = (time.monotonic() - 2 * CPU_REUSE, built)
+        fresh = session._cpu_now()
+        # THEN /proc is read again: every thread of this process, this one's own time
+        assert fresh is not None and fresh is not built
+        assert threading.get_native_id() in fresh and os.getpid() in fresh
+    finally:
         session.close()

@@ -10,12 +10,14 @@ parse says own the GIL, in every layout py-spy or a future version may print.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
 
 from cpinspect.errors import PySpyFailed
+from cpinspect.sources import pyspy
 from cpinspect.sources.pyspy import (
     DumpCache,
     FirstSeen,
@@ -172,6 +174,10 @@ def test_a_reading_parsed_thread_by_thread_equals_the_whole_parse(path: Path) ->
     assert len(GilDump(layouts(raw)["indented 4"]).pieces() or ()) == len(_parse_json(raw))
     # AND a compact one is not cut (it is parsed whole)
     assert GilDump(layouts(raw)["compact"]).pieces() is None
+    # AND once cut, the text is not kept beside its pieces, and the whole list is still there
+    cut = GilDump(raw)
+    assert cut.pieces() and cut._stdout == b""
+    assert cut.threads() == _parse_json(raw) and cut.count() == len(_parse_json(raw))
 
 
 def test_only_the_threads_whose_text_moved_are_new_objects() -> None:
@@ -193,7 +199,7 @@ def test_only_the_threads_whose_text_moved_are_new_objects() -> None:
     for thread in second.threads:
         assert (thread is before[thread.ident]) is (thread.ident != moved), thread.name
     # AND the cache holds only the second reading's threads (bounded by one reading)
-    assert len(cache.texts) == len(data) and len(cache.kept) == len(data)
+    assert len(cache.order) == len(data) and len(cache.kept) == len(data)
 
 
 def test_text_that_looks_like_a_cut_inside_a_string_does_not_cut_there() -> None:
@@ -218,3 +224,60 @@ def test_text_that_looks_like_a_cut_inside_a_string_does_not_cut_there() -> None
     assert len(dump.pieces() or ()) == 6
     assert threads_from_reading(dump, 1.0) == threads_from_dump(_parse_json(raw), 1.0)
     assert [t.ident for t in threads_from_reading(dump, 1.0).threads] == [0, 1, 2, 3, 4]
+
+
+def test_threads_that_shift_place_are_still_reused() -> None:
+    # GIVEN a real reading, then the process read again with a new thread listed first (every
+    # other thread one place later) and one thread moved on a line
+    data = json.loads((FIXTURES / "pyspy_cherrypy_311.json").read_bytes())
+    raw = json.dumps(data, indent=2).encode()
+    newcomer = json.loads(json.dumps(data[0]))
+    newcomer["thread_id"], newcomer["os_thread_id"] = 424242, 4242
+    moved = data[2]["thread_id"]
+    data[2]["frames"][0]["line"] += 1
+    again = json.dumps([newcomer, *data], indent=2).encode()
+    cache = DumpCache()
+    first = threads_from_reading(GilDump(raw), 100.0, cache=cache)
+    # WHEN the second reading is built with the first one's cache
+    second = threads_from_reading(GilDump(again), 101.0, cache=cache)
+    # THEN it equals the whole parse of the second reading
+    assert second == threads_from_dump(json.loads(again), 101.0)
+    # AND the threads that only changed place are the first reading's objects; the moved one
+    # and the newcomer are new
+    before = first.by_ident()
+    for thread in second.threads:
+        unchanged = thread.ident not in (moved, 424242)
+        assert (thread is before.get(thread.ident)) is unchanged, thread.name
+
+
+def test_the_same_reading_built_again_is_the_last_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a reading built once with a pid, its CPU times read from /proc (counted here)
+    reads: List[int] = []
+    real = pyspy.cpu_times
+
+    def counted(pid: int, ids: Any) -> Dict[int, float]:
+        reads.append(pid)
+        return real(pid, ids)
+
+    monkeypatch.setattr(pyspy, "cpu_times", counted)
+    data = json.loads((FIXTURES / "pyspy_cherrypy_311.json").read_bytes())
+    for n, thread in enumerate(data):  # this process's own task ids: /proc has CPU times
+        thread["os_thread_id"] = os.getpid() if n == 0 else None
+    dump = GilDump(json.dumps(data, indent=2).encode())
+    cache = DumpCache()
+    first = threads_from_reading(dump, 100.0, pid=os.getpid(), cache=cache)
+    # WHEN the same reading is built again (a poll showing it while py-spy reads the next)
+    again = threads_from_reading(dump, 100.0, pid=os.getpid(), cache=cache)
+    # THEN it is the same snapshot, and /proc was read once, for the first build only
+    assert again is first
+    assert reads == [os.getpid()]
+    # AND the CPU times that build read are kept for the next read's window
+    assert cache.cpus is not None and os.getpid() in cache.cpus[1]
+    # AND another reading object (py-spy read again) is built anew
+    assert (
+        threads_from_reading(
+            GilDump(json.dumps(data, indent=2).encode()), 101.0, pid=os.getpid(), cache=cache
+        )
+        is not first
+    )
+    assert len(reads) == 2
