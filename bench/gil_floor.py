@@ -20,7 +20,8 @@ each timed from the request's first byte to the answer's last, one after the oth
 one keep-alive connection (as the TUI polls). Beside each: the CPU its handler threads spent
 (``/proc/PID/task/TID/schedstat``, nanoseconds), the forced switches that CPU implies (one per
 ``sys.getswitchinterval()`` of 5 ms while others wait), and the acquisitions the wall time means
-(wall / the floor's median socket wait). ``--dump`` also times ``cpinspect dump PID --json``.
+(wall / the floor's median wait, socket and sleep samples pooled). ``--dump`` also times
+``cpinspect dump PID --json``.
 
 ``--root DIR``: the target imports ``cpinspect`` (its agent) from DIR instead, e.g. an archive of
 an older commit, for before/after numbers from the same script.
@@ -276,9 +277,11 @@ def run_shape(threads: int, args: argparse.Namespace) -> None:
         time.sleep(2.0)  # the spinners reach their handlers
         print(f"== pool {threads}, {threads // 2} busy, {args.spin} spinning")
         f = floor(prober, args.floor_samples, args.floor_every)
-        wait = statistics.median(f["socket"]) if f["socket"] else SWITCH_INTERVAL
+        pooled = f["socket"] + f["sleep"]
+        wait = statistics.median(pooled) if pooled else SWITCH_INTERVAL
         print(f"  GIL wait after a socket wake  {dist(f['socket'])}  ({f['late']} late, dropped)")
         print(f"  GIL wait after a 2 ms sleep   {dist(f['sleep'])}")
+        print(f"  one acquisition (both pooled) median {ms(wait)}: the unit of ~acquisitions below")
         path = srv.socket
         results = [
             measure(
