@@ -5,7 +5,6 @@ Everything here reads shared structures without taking the app's locks: ``list(.
 ``errors`` and the rest of the answer stands.
 """
 
-import operator
 import os
 import sys
 import threading
@@ -28,7 +27,6 @@ _READING_STAGES = {"before_request_body"}
 _WRITING_STAGES = {"on_end_resource", "on_end_request", "close"}
 
 _ACCEPTOR_TARGETS = {"_start_http_thread", "_serve_unservicable"}
-_get_conn = operator.attrgetter("conn")
 
 
 def _thread_clock(native_id: int) -> int:
@@ -469,7 +467,7 @@ class ThreadsProbe:
         except Exception as exc:  # noqa: BLE001
             errors.append("app detection: %s" % exc)
         frames = sys._current_frames()
-        by_ident = _threads_by_ident()
+        by_ident = {t.ident: t for t in threading.enumerate() if t.ident is not None}
         main_ident = threading.main_thread().ident
 
         workers: Dict[int, Tuple[Any, str]] = {}  # ident -> (WorkerThread, pool bind)
@@ -484,9 +482,8 @@ class ThreadsProbe:
                 threads = list(pool._threads)
                 pools_raw.append((bind, adapter, pool, threads))
                 for w in threads:
-                    w_ident = w.ident
-                    if w_ident is not None:
-                        workers[w_ident] = (w, bind)
+                    if w.ident is not None:
+                        workers[w.ident] = (w, bind)
         except Exception as exc:  # noqa: BLE001
             errors.append("pool probe: %s: %s" % (type(exc).__name__, exc))
         if not pools_raw:
@@ -561,10 +558,13 @@ class ThreadsProbe:
             except Exception as exc:  # noqa: BLE001
                 errors.append("lock probe: %s: %s" % (type(exc).__name__, exc))
             locked = {e["ident"]: e for e in copies if "wait" in e or "holds" in e}
-        digests = {ident: record.digest for ident, record in fresh.items()}
-        for ident, annotated in locked.items():
-            record = fresh[ident]
-            digests[ident] = _digest(annotated, record.stack_digest, record.started)
+        digests: Dict[int, int] = {}
+        for ident, record in fresh.items():
+            annotated = locked.get(ident)
+            if annotated is not None:
+                digests[ident] = _digest(annotated, record.stack_digest, record.started)
+            else:
+                digests[ident] = record.digest
         # Forget connections no worker holds any more (bounded by the pool size).
         for key in list(self._conn_seen):
             if key not in seen_keys:
@@ -756,10 +756,7 @@ class ThreadsProbe:
     def _pool_entry(
         self, bind: str, adapter: Any, pool: Any, threads: List[Any], oldest: Optional[float]
     ) -> Dict[str, Any]:
-        try:  # at C speed: every cheroot WorkerThread has .conn (None while idle)
-            busy = len(threads) - list(map(_get_conn, threads)).count(None)
-        except AttributeError:
-            busy = sum(1 for w in threads if getattr(w, "conn", None) is not None)
+        busy = sum(1 for w in threads if getattr(w, "conn", None) is not None)
         queued = _guard(lambda: int(pool.qsize), 0)
         idle = max(0, len(threads) - busy)
         queue_limit = _guard(lambda: finite(pool._queue.maxsize), None)
@@ -868,23 +865,6 @@ class ThreadsProbe:
             if entry["request"] is not None:
                 entry["request"]["started_at"] = started
         return entry
-
-
-def _threads_by_ident() -> Dict[int, threading.Thread]:
-    """``{t.ident: t for t in threading.enumerate()}``, the started threads, at C speed.
-
-    ``threading._active`` is that mapping already (ident -> Thread, started and not yet ended);
-    copying it is one C call where the comprehension ran two Python property reads per thread
-    (at 1,000 threads a millisecond, of the few an answer has before it must give the GIL up).
-    Any other shape of it (another Python, a patched threading) takes the documented way.
-    """
-    active = getattr(threading, "_active", None)
-    if type(active) is dict:
-        try:
-            return dict(active)
-        except Exception:  # noqa: BLE001 - changed under us: the documented way
-            pass
-    return {t.ident: t for t in threading.enumerate() if t.ident is not None}
 
 
 def _role(
