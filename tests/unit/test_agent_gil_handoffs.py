@@ -183,3 +183,27 @@ def test_a_three_megabyte_answer_goes_out_in_one_send_with_no_wait_for_room(watc
     assert head.startswith(b"HTTP/1.1 200 ")
     assert watch.releasing() == []
     assert watch.waits() == 1
+
+
+def test_without_libc_through_ctypes_the_python_methods_serve_the_same(short_tmp):
+    # GIVEN a server whose system calls fall back to the socket and epoll methods (as where
+    # ctypes, libffi or a libc symbol is missing: a fake of that absence, set by hand)
+    srv = AgentServer(str(short_tmp / "f.sock"), {"/v1/echo": lambda q: (200, {"query": q})})
+    calls = srv._sys
+    calls._recv = calls._accept4 = calls._send = calls._close = calls._ctl = None
+    srv.start()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    try:
+        # WHEN a client connects and asks twice on one connection, then once more and closes
+        sock.connect(srv.path)
+        first = exchange(sock, b"GET /v1/echo?n=1 HTTP/1.1\r\n\r\n")
+        second = exchange(sock, b"GET /v1/echo?n=2 HTTP/1.1\r\n\r\n")
+        sock.sendall(b"GET /v1/echo HTTP/1.1\r\nConnection: close\r\n\r\n")
+        last = read_until_close(sock)
+    finally:
+        sock.close()
+        srv.stop()
+    # THEN every answer came, and the last one ended with the connection
+    assert first.startswith(b"HTTP/1.1 200 ") and second.startswith(b"HTTP/1.1 200 ")
+    assert last.startswith(b"HTTP/1.1 200 ") and b"Connection: close" in last
