@@ -65,6 +65,9 @@ _SEND_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
 _RECV_SIZE = 65536
 _ACCEPTS_PER_TURN = 16
 _SOCK_CLOEXEC = getattr(socket, "SOCK_CLOEXEC", 0o2000000)
+_SNDBUF_ASK_ABOVE = 128 * 1024
+"""Answers longer than this ask for a send buffer that holds them whole (``_grow_sndbuf``)."""
+_SNDBUF_ASK_MAX = 16 * 1024 * 1024
 _REQUESTS_PER_TURN = 8
 """Pipelined requests answered on one connection before it goes back in line."""
 _OUT_OF_RESOURCES = frozenset(
@@ -98,22 +101,36 @@ def peer_uid(conn: socket.socket) -> Optional[int]:
     return int(uid)
 
 
-class _Reader:
-    """Non-blocking reads and accepts for one handler thread, made *without* releasing the GIL.
+_CTL_ADD, _CTL_DEL, _CTL_MOD = 1, 2, 3  # EPOLL_CTL_* (linux/eventpoll.h)
 
-    Every socket method of Python releases the GIL around its system call, and under CPU load
-    taking it back means a wait in line behind the app's threads (BENCHMARKS.md). A ``recv``
-    with ``MSG_DONTWAIT`` on a socket that epoll just reported readable cannot block, so holding
-    the GIL through it costs nothing and keeps a request at one wait for the GIL: the epoll
-    wake-up. libc's ``recv`` through ``ctypes.PyDLL`` does that (PyDLL functions keep the GIL).
-    Without ctypes (or libffi, or the symbol) it falls back to ``socket.recv``: correct, with
-    one more hand-off of the GIL per read.
+
+class _Syscalls:
+    """The system calls of serving a request, made *without* releasing the GIL.
+
+    Every socket and epoll method of Python releases the GIL around its system call. Under CPU
+    load the thread that releases it may find it taken when the call returns, and then waits in
+    line behind the app's threads (BENCHMARKS.md: up to ~5 ms per spinning thread), and the
+    longer the call (a send of megabytes copies them), the likelier. None of the calls made
+    here can block: ``recv``/``send`` with ``MSG_DONTWAIT``, ``accept4`` on a non-blocking
+    listener that epoll reported ready, ``epoll_ctl``, ``close`` of a socket without
+    ``SO_LINGER``. So holding the GIL through them costs the app nothing and keeps a request at
+    one wait for the GIL: the epoll wake-up. libc's functions through ``ctypes.PyDLL`` do that
+    (PyDLL functions keep the GIL). Without ctypes (or libffi, or a symbol), or if the
+    ``epoll_event`` layout does not check out, each falls back to the socket or epoll method:
+    correct, with a chance of one more wait per call.
+
+    One instance serves every handler thread: ``recv`` reads into a buffer of the calling
+    thread's own (``errno`` is per thread in ctypes too).
     """
 
     def __init__(self) -> None:
         self._recv: Any = None
         self._accept4: Any = None
-        self._buf: Any = None
+        self._send: Any = None
+        self._close: Any = None
+        self._ctl: Any = None
+        self._make_buf: Callable[[], Any] = lambda: None
+        self._local = threading.local()
         self._errno: Callable[[], int] = lambda: 0
         try:
             import ctypes
@@ -125,11 +142,21 @@ class _Reader:
             accept4 = libc.accept4
             accept4.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
             accept4.restype = ctypes.c_int
-            self._buf = ctypes.create_string_buffer(_RECV_SIZE)
+            send = libc.send
+            send.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
+            send.restype = ctypes.c_ssize_t
+            close = libc.close
+            close.argtypes = (ctypes.c_int,)
+            close.restype = ctypes.c_int
             self._errno = ctypes.get_errno
-            self._recv, self._accept4 = recv, accept4
+            self._make_buf = lambda: ctypes.create_string_buffer(_RECV_SIZE)
+            self._recv, self._accept4, self._send, self._close = recv, accept4, send, close
         except Exception:  # noqa: BLE001 - fall back to the socket module
-            self._recv = self._accept4 = None
+            self._recv = self._accept4 = self._send = self._close = None
+        try:
+            self._ctl = _epoll_ctl()
+        except Exception:  # noqa: BLE001 - fall back to the epoll object's methods
+            self._ctl = None
 
     def _fail(self) -> OSError:
         err = self._errno()
@@ -156,11 +183,97 @@ class _Reader:
         """Like ``sock.recv(_RECV_SIZE, MSG_DONTWAIT)`` (BlockingIOError when nothing is there)."""
         if self._recv is None:
             return sock.recv(_RECV_SIZE, _DONTWAIT)
-        n = self._recv(sock.fileno(), self._buf, _RECV_SIZE, _DONTWAIT)
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = self._make_buf()
+        n = self._recv(sock.fileno(), buf, _RECV_SIZE, _DONTWAIT)
         if n < 0:
             raise self._fail()
-        data: bytes = self._buf[:n]
+        data: bytes = buf[:n]
         return data
+
+    def send(self, sock: socket.socket, data: bytes) -> int:
+        """Like ``sock.send(data, MSG_DONTWAIT | MSG_NOSIGNAL)``: bytes sent, 0 when full."""
+        if self._send is None:
+            try:
+                return sock.send(data, _SEND_FLAGS)
+            except BlockingIOError:
+                return 0
+        n = self._send(sock.fileno(), data, len(data), _SEND_FLAGS)
+        if n < 0:
+            err = self._fail()
+            if isinstance(err, BlockingIOError):
+                return 0
+            raise err
+        return int(n)
+
+    def close(self, sock: socket.socket) -> None:
+        """Like ``sock.close()``."""
+        if self._close is None:
+            sock.close()
+            return
+        fd = sock.detach()
+        if fd >= 0:
+            self._close(fd)
+
+    def ctl(self, ep: Any, op: int, fd: int, mask: int) -> None:
+        """``ep.register`` (``_CTL_ADD``), ``ep.modify`` (``_CTL_MOD``) or ``ep.unregister``
+        (``_CTL_DEL``) of ``fd``; OSError or ValueError (closed) like them."""
+        if self._ctl is None:
+            if op == _CTL_ADD:
+                ep.register(fd, mask)
+            elif op == _CTL_MOD:
+                ep.modify(fd, mask)
+            else:
+                ep.unregister(fd)
+            return
+        if self._ctl(ep.fileno(), op, fd, mask) < 0:  # fileno(): ValueError once closed
+            raise self._fail()
+
+
+def _epoll_ctl() -> Callable[[int, int, int, int], int]:
+    """libc's ``epoll_ctl`` through PyDLL, as ``ctl(epfd, op, fd, mask) -> 0 or -1``, checked.
+
+    ``struct epoll_event`` is packed on x86-64 (12 bytes), naturally aligned elsewhere. Python's
+    epoll reads ``data.fd`` back: an event armed here on a pipe must come back from ``poll()``
+    with that fd and mask, or this raises and the caller keeps the epoll object's methods.
+    """
+    import ctypes
+    import platform
+
+    class _Data(ctypes.Union):
+        _fields_ = [("fd", ctypes.c_int), ("u64", ctypes.c_uint64)]
+
+    fields = [("events", ctypes.c_uint32), ("data", _Data)]
+    attrs: Dict[str, Any] = {"_fields_": fields}
+    if platform.machine().lower() in ("x86_64", "amd64") and ctypes.sizeof(ctypes.c_void_p) == 8:
+        attrs = {"_pack_": 1, "_fields_": fields}  # (_pack_ must come before _fields_)
+    event_type: Any = type("_EpollEvent", (ctypes.Structure,), attrs)
+    libc = ctypes.PyDLL(None, use_errno=True)
+    epoll_ctl = libc.epoll_ctl
+    epoll_ctl.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+    epoll_ctl.restype = ctypes.c_int
+    byref = ctypes.byref
+
+    def ctl(epfd: int, op: int, fd: int, mask: int) -> int:
+        event = event_type()
+        event.events = mask
+        event.data.fd = fd
+        return int(epoll_ctl(epfd, op, fd, byref(event)))
+
+    ep = select.epoll()
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x")
+        if ctl(ep.fileno(), _CTL_ADD, r, _IN) < 0:
+            raise OSError(ctypes.get_errno(), "epoll_ctl")
+        if ep.poll(0) != [(r, _IN)]:
+            raise OSError(errno.EINVAL, "struct epoll_event layout")
+    finally:
+        ep.close()
+        os.close(r)
+        os.close(w)
+    return ctl
 
 
 class _Conn:
@@ -184,6 +297,7 @@ class _Conn:
         "out_at",
         "owned",
         "registered",
+        "sndbuf",
         "sock",
     )
 
@@ -202,6 +316,8 @@ class _Conn:
         """An event came while the owner was re-arming it: the owner serves again."""
         self.closed = False
         self.registered = False
+        self.sndbuf = 0
+        """The SO_SNDBUF asked for (0: the system's default)."""
         self.active_at = now
         """Accepted, or last request answered: the idle deadline and the shedding order."""
         self.head_at = 0.0
@@ -230,10 +346,12 @@ class AgentServer:
     **One wait for the GIL per keep-alive request.** Under CPU load each time an agent thread
     gives up the GIL it queues behind the busy app threads for it again (BENCHMARKS.md). The
     thread that takes a request's event serves it itself: the epoll wake-up is the one wait; the
-    ``recv`` after it keeps the GIL (``_Reader``), then the endpoint, and a ``send`` that hands
-    the answer to the kernel (re-arming comes after). No selector-to-worker hand-off, no
-    per-call timeouts, no system call made while holding the table's lock. A new connection
-    adds one hand-off: re-arming the listener before serving, so other clients can connect.
+    ``recv`` after it keeps the GIL, then the endpoint, and a ``send`` that hands
+    the answer to the kernel (re-arming comes after). Every one of those calls keeps the GIL
+    (``_Syscalls``), and a send buffer sized to the answer (``_grow_sndbuf``) takes even
+    megabytes in one ``send``. No selector-to-worker hand-off, no per-call timeouts, no system
+    call made while holding the table's lock. A new connection is served in the wake-up that
+    accepted it when its request is already there (clients send it with the connect).
 
     **Bounded.** At most ``max_connections`` connections are kept. A new one past that sheds the
     connection that has gone longest without an answered request (``503 too many connections:
@@ -283,6 +401,7 @@ class AgentServer:
         self._accept_paused_until = 0.0
         self._next_sweep = 0.0
         self._threads: List[threading.Thread] = []
+        self._sys = _Syscalls()
         self.pid = os.getpid()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -385,7 +504,6 @@ class AgentServer:
         """Wait for one event, serve it, repeat. The first thread also runs the sweep."""
         ep = self._ep
         assert ep is not None
-        reader = _Reader()
         timeout = self.sweep_interval if sweeper else -1.0
         while not self._stopping.is_set():
             try:
@@ -402,9 +520,9 @@ class AgentServer:
                             return
                         self._drain_wake()
                     elif fd == self._listen_fd:
-                        self._accept_some(reader)
+                        self._accept_some()
                     else:
-                        self._on_ready(fd, reader)
+                        self._on_ready(fd)
                 if sweeper and time.monotonic() >= self._next_sweep:
                     self._sweep()
             except Exception:  # noqa: BLE001 - a handler thread must survive anything
@@ -416,12 +534,12 @@ class AgentServer:
         except OSError:
             pass
 
-    def _accept_some(self, reader: "_Reader") -> None:
+    def _accept_some(self) -> None:
         """Accept the clients waiting (a few at most), take them in, re-arm, serve each.
 
         Taking them in comes before re-arming, so that the table's order is the order of arrival
         (the shedding order), whichever thread accepts next. Accepting is cheap (the GIL is
-        held through it, see ``_Reader``): a burst of connections empties the backlog at once,
+        held through it, see ``_Syscalls``): a burst of connections empties the backlog at once,
         so clients that connect without waiting (httpx with a timeout) are not refused.
         A lone new client is served at once; a burst goes into epoll, for any free thread.
         """
@@ -432,7 +550,7 @@ class AgentServer:
         rearm = True
         for _ in range(_ACCEPTS_PER_TURN):
             try:
-                conn = reader.accept(self._sock)
+                conn = self._sys.accept(self._sock)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -457,23 +575,23 @@ class AgentServer:
         for victim in shed:  # (never one of this batch: they are ours, owned, until served)
             self._close_unowned(victim, 503, SHED_MESSAGE)
         for conn, status, message in refused:
-            _reply_nowait(conn, status, message)
+            self._reply_nowait(conn, status, message)
         if len(admitted) == 1:
             # Clients like curl send the request with the connect: try it now, before any wait.
-            self._serve_guarded(admitted[0], reader)
+            self._serve_guarded(admitted[0])
             return
         # A burst: into epoll, all of them, in order. Serving them one by one here would keep
         # the later ones owned by this thread (not sheddable, not served by the free threads).
         for c in admitted:
             if self._release(c, _IN):
-                self._serve_guarded(c, reader)
+                self._serve_guarded(c)
 
     def _arm_listener(self) -> None:
         ep = self._ep
         if ep is None or self._stopping.is_set():
             return
         try:
-            ep.modify(self._listen_fd, _IN | _ONESHOT)
+            self._sys.ctl(ep, _CTL_MOD, self._listen_fd, _IN | _ONESHOT)
         except (OSError, ValueError):
             pass
 
@@ -507,7 +625,7 @@ class AgentServer:
             self._conns[c.fd] = c
         return c, (0, ""), shed
 
-    def _on_ready(self, fd: int, reader: "_Reader") -> None:
+    def _on_ready(self, fd: int) -> None:
         with self._lock:
             c = self._conns.get(fd)
             if c is None:
@@ -516,15 +634,15 @@ class AgentServer:
                 c.missed = True  # its owner is re-arming it: it serves again instead
                 return
             c.owned = True
-        self._serve_guarded(c, reader)
+        self._serve_guarded(c)
 
-    def _serve_guarded(self, c: _Conn, reader: "_Reader") -> None:
+    def _serve_guarded(self, c: _Conn) -> None:
         try:
-            self._serve(c, reader)
+            self._serve(c)
         except Exception:  # noqa: BLE001 - one connection's trouble ends that connection only
             self._discard(c)
 
-    def _serve(self, c: _Conn, reader: "_Reader") -> None:
+    def _serve(self, c: _Conn) -> None:
         """Advance ``c`` as far as it goes without waiting; then re-arm it or close it.
 
         Reads at most once per event: a client trickling bytes gets one ``recv`` per wake-up.
@@ -537,9 +655,7 @@ class AgentServer:
                 return
             if c.out:
                 try:
-                    sent = c.sock.send(c.out, _SEND_FLAGS)
-                except BlockingIOError:
-                    sent = 0
+                    sent = self._sys.send(c.sock, c.out)
                 except OSError:
                     self._discard(c)
                     return
@@ -580,7 +696,7 @@ class AgentServer:
                 return
             did_read = True
             try:
-                chunk = reader.recv(c.sock)
+                chunk = self._sys.recv(c.sock)
             except BlockingIOError:
                 if self._release(c, _IN):
                     did_read = False
@@ -624,6 +740,8 @@ class AgentServer:
                 keep_alive,
                 head_only=(method == "HEAD"),
             )
+        if len(payload) > _SNDBUF_ASK_ABOVE and len(payload) > c.sndbuf:
+            self._grow_sndbuf(c, len(payload))
         now = time.monotonic()
         c.buf = rest
         c.head_at = now if rest else 0.0
@@ -634,6 +752,23 @@ class AgentServer:
             c.active_at = now
             if not c.closed:
                 self._conns.move_to_end(c.fd)  # answered: the last in line to be shed
+
+    def _grow_sndbuf(self, c: _Conn, size: int) -> None:
+        """Room in the socket for the whole answer, so that one ``send`` hands it over.
+
+        Each time a send fills the buffer the rest waits for EPOLLOUT: a wake-up, and under
+        CPU load a wait in line for the GIL (a 2.9 MB answer at 1,000 threads took 7 of them in
+        the default 416 KB). The kernel doubles what is asked for and caps it at
+        ``net.core.wmem_max`` (4 MB here; 208 KB on a stock kernel, where this helps less). It
+        is a limit, not an allocation: the kernel holds only what is in flight, the answer we
+        hold anyway. ``setsockopt`` keeps the GIL.
+        """
+        ask = min(size + 65536, _SNDBUF_ASK_MAX)
+        try:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ask)
+        except OSError:
+            pass
+        c.sndbuf = ask
 
     def _bad(self, c: _Conn, status: int, message: str) -> None:
         with self._lock:
@@ -657,9 +792,9 @@ class AgentServer:
             if ep is None or self._stopping.is_set():
                 raise ValueError("stopping")
             if c.registered:
-                ep.modify(c.fd, mask | _ONESHOT)
+                self._sys.ctl(ep, _CTL_MOD, c.fd, mask | _ONESHOT)
             else:
-                ep.register(c.fd, mask | _ONESHOT)
+                self._sys.ctl(ep, _CTL_ADD, c.fd, mask | _ONESHOT)
                 c.registered = True
         except (OSError, ValueError):
             self._discard(c)
@@ -678,7 +813,7 @@ class AgentServer:
                 del self._conns[c.fd]
             c.closed = True
         self._unregister(c)
-        c.sock.close()
+        self._sys.close(c.sock)
 
     def _close_unowned(self, c: _Conn, status: int, message: str) -> None:
         """Close ``c``, already taken out of ``_conns`` under the lock while nobody owned it.
@@ -688,19 +823,28 @@ class AgentServer:
         """
         self._unregister(c)
         if status and not c.out:
-            _reply_nowait(c.sock, status, message)
+            self._reply_nowait(c.sock, status, message)
         else:
-            c.sock.close()
+            self._sys.close(c.sock)
 
     def _unregister(self, c: _Conn) -> None:
         # Explicitly: a descriptor a forked child still holds stays in our epoll after close.
         ep = self._ep
         if c.registered and ep is not None and self.pid == os.getpid():
             try:
-                ep.unregister(c.fd)
+                self._sys.ctl(ep, _CTL_DEL, c.fd, 0)
             except (OSError, ValueError):
                 pass
             c.registered = False
+
+    def _reply_nowait(self, conn: socket.socket, status: int, message: str) -> None:
+        """Write a short error answer if the socket takes it at once, then close."""
+        try:
+            self._sys.send(conn, _error_response(status, message))
+        except OSError:
+            pass
+        finally:
+            self._sys.close(conn)
 
     def _sweep(self) -> None:
         now = time.monotonic()
@@ -806,13 +950,3 @@ def _response(
 
 def _error_response(status: int, message: str) -> bytes:
     return _response(status, error_body(status, message), keep_alive=False)
-
-
-def _reply_nowait(conn: socket.socket, status: int, message: str) -> None:
-    """Write a short error answer if the socket takes it at once, then close."""
-    try:
-        conn.send(_error_response(status, message), _SEND_FLAGS)
-    except OSError:
-        pass
-    finally:
-        conn.close()
