@@ -38,6 +38,7 @@ from cpinspect.model import Evidence, SourceKind
 from cpinspect.sources.base import Capability, LinkState, Poller, Update
 from cpinspect.sources.pacing import Pace
 from cpinspect.sources.source_lines import LineReader
+from cpinspect.tui.compositing import InspectorScreen
 from cpinspect.tui.hangup import terminal_driver
 from cpinspect.tui.messages import (
     AgentLoaded,
@@ -230,6 +231,10 @@ class InspectorApp(App[None]):
         self.auto_captures: List[str] = []
         """Files written by automatic captures, oldest first."""
         self._auto_stop = threading.Event()
+
+    def get_default_screen(self) -> Screen[Any]:
+        # Partial repaints render only the dirty lines of the widgets they cross (issue 13).
+        return InspectorScreen(id="_default")
 
     def compose(self) -> ComposeResult:
         # Kept as attributes rather than found with ``self.query_one``, which searches the
