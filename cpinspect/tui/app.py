@@ -219,6 +219,8 @@ class InspectorApp(App[None]):
         self._poll_started = 0.0
         self._poll_duration = 0.0
         self._poll_timer: Optional[Timer] = None
+        self._age_timer: Optional[Timer] = None
+        """Moves the ages on screen between polls (``_tick``)."""
         self._banner_lines: Optional[tuple[Any, ...]] = None
         self._closed = False
         self.auto_snapshot = auto_snapshot
@@ -304,7 +306,7 @@ class InspectorApp(App[None]):
                     self.set_interval(
                         every, partial(self.refresh_part, spec), name=f"part-{spec.id}"
                     )
-        self.set_interval(AGE_TICK, self._tick, name="age")
+        self._age_timer = self.set_interval(AGE_TICK, self._tick, name="age")
         if self.live:
             every = max(FINDINGS_SESSIONS_EVERY, self.interval)
             self.set_interval(every, self._read_sessions_for_findings, name="findings-sessions")
@@ -394,6 +396,11 @@ class InspectorApp(App[None]):
             else:
                 self._apply(message.update)
         self._render_status()
+        if self._age_timer is not None:
+            # The header was just drawn with this poll's age: the tick due next is skipped and
+            # the ticks start again from it (at 1 Hz one repaint of the age between two polls,
+            # not two; without polls the age still moves twice a second).
+            self._age_timer.reset()
         if self._poll_again:
             self._poll_again = False
             self.poll_now()
