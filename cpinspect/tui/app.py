@@ -39,6 +39,7 @@ from cpinspect.sources.base import Capability, LinkState, Poller, Update
 from cpinspect.sources.logfeed import LogFeed, merge_backfill, static_prefixes
 from cpinspect.sources.pacing import Pace
 from cpinspect.sources.source_lines import LineReader
+from cpinspect.tui.compositing import InspectorScreen
 from cpinspect.tui.hangup import terminal_driver
 from cpinspect.tui.messages import (
     AgentLoaded,
@@ -219,6 +220,8 @@ class InspectorApp(App[None]):
         self._poll_started = 0.0
         self._poll_duration = 0.0
         self._poll_timer: Optional[Timer] = None
+        self._age_timer: Optional[Timer] = None
+        """Moves the ages on screen between polls (``_tick``)."""
         self._banner_lines: Optional[tuple[Any, ...]] = None
         self._closed = False
         self.auto_snapshot = auto_snapshot
@@ -233,6 +236,10 @@ class InspectorApp(App[None]):
         self._auto_stop = threading.Event()
         self._log_routes: Optional[Any] = None
         """The routes the log feed's paths were last taken from (``_sync_log_feed``)."""
+
+    def get_default_screen(self) -> Screen[Any]:
+        # Partial repaints render only the dirty lines of the widgets they cross (issue 13).
+        return InspectorScreen(id="_default")
 
     def compose(self) -> ComposeResult:
         # Kept as attributes rather than found with ``self.query_one``, which searches the
@@ -302,7 +309,7 @@ class InspectorApp(App[None]):
                     self.set_interval(
                         every, partial(self.refresh_part, spec), name=f"part-{spec.id}"
                     )
-        self.set_interval(AGE_TICK, self._tick, name="age")
+        self._age_timer = self.set_interval(AGE_TICK, self._tick, name="age")
         if self.live:
             every = max(FINDINGS_SESSIONS_EVERY, self.interval)
             self.set_interval(every, self._read_sessions_for_findings, name="findings-sessions")
@@ -393,6 +400,11 @@ class InspectorApp(App[None]):
             else:
                 self._apply(message.update)
         self._render_status()
+        if self._age_timer is not None:
+            # The header was just drawn with this poll's age: the tick due next is skipped and
+            # the ticks start again from it (at 1 Hz one repaint of the age between two polls,
+            # not two; without polls the age still moves twice a second).
+            self._age_timer.reset()
         if self._poll_again:
             self._poll_again = False
             self.poll_now()

@@ -18,6 +18,7 @@ from rich.style import Style
 from rich.text import Text
 from textual import on
 from textual.geometry import Region
+from textual.strip import Strip
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
@@ -67,6 +68,16 @@ class StackView(Static):
         self._text = Text("")
         """What the view shows (``render`` returns it)."""
         self._plain_lines: List[str] = [""]
+        self._lines_version = 0
+        """Moves on when source lines arrive (the stack's text made before lacks them)."""
+        self._stack_text: Optional[Tuple[Sequence[Frame], Tuple[bool, int, int], Text]] = None
+        """The last stack's lines, the stack and what else they were made from."""
+        self._text_lines: List[Text] = [Text("")]
+        """``_text`` line by line (what ``render_line`` draws)."""
+        self._strips: Dict[int, Tuple[Text, Strip]] = {}
+        """Each line drawn and the line of text it was drawn from."""
+        self._strips_for: Optional[Tuple[int, Style]] = None
+        """The width and base style ``_strips`` were drawn with."""
         self.partial_repaints = 0
         """Updates that repainted only the lines (and in them the cells) that changed: a busy
         thread's elapsed time in the title and in ``started`` ticks at every poll."""
@@ -90,6 +101,33 @@ class StackView(Static):
 
     def render(self) -> Text:
         return self._text
+
+    def render_line(self, y: int) -> Strip:
+        """Line ``y`` of the text, drawn alone and kept until that line changes: a busy
+        thread's elapsed time moves its title and ``started`` lines at every poll, and a
+        ``Static`` draws all of its lines again (through Textual's content) for either."""
+        width = self.size.width
+        base = self.rich_style
+        if self._strips_for != (width, base):
+            self._strips, self._strips_for = {}, (width, base)
+        if y >= len(self._text_lines):
+            return Strip.blank(width, base)
+        line = self._text_lines[y]
+        cached = self._strips.get(y)
+        if cached is not None and cached[0] == line:
+            return cached[1]
+        text = line.copy()
+        text.truncate(width, overflow="ellipsis")
+        segments = list(text.render(self.app.console))
+        # Not padded: the styles cache pads the line with the background alone, as a Static's.
+        strip = Strip(segments).apply_style(base)
+        self._strips[y] = (line, strip)
+        return strip
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips, self._strips_for = {}, None
+        self._stack_text = None
 
     # --- source lines --------------------------------------------------------------------------
 
@@ -128,6 +166,7 @@ class StackView(Static):
         if len(self._lines) > MAX_REMEMBERED_LINES:
             self._lines.clear()
         self._lines.update(message.lines)
+        self._lines_version += 1
         self._requested.difference_update(message.lines)
         self._render_subject()
 
@@ -160,13 +199,13 @@ class StackView(Static):
             return  # the same text (a poll with nothing new for this thread): no repaint
         lines = text.plain.split("\n")
         before = self._plain_lines
-        self._text, self._plain_lines = text, lines
+        old_lines = self._text_lines
+        new_lines = list(text.split("\n", allow_blank=True))
+        self._text, self._plain_lines, self._text_lines = text, lines, new_lines
         if len(lines) != len(before) or not self.is_mounted:
             self.refresh(layout=True)
             return
         # The lines whose words are the same may still have new styles: compared as Text.
-        old_lines = shown.split("\n", allow_blank=True)
-        new_lines = text.split("\n", allow_blank=True)
         width = self.size.width
         regions = []
         for y, (old, new) in enumerate(zip(old_lines, new_lines)):
@@ -250,6 +289,17 @@ class StackView(Static):
         self._field(text, "threads", ", ".join(names) + more)
 
     def _stack(self, text: Text, stack: Sequence[Frame], truncated: int) -> None:
+        """The stack's lines; made once for a stack object (a busy thread keeps its stack's
+        object from poll to poll while it does not move) until its source lines come."""
+        made_of = (self.show_library, truncated, self._lines_version)
+        cached = self._stack_text
+        if cached is None or cached[0] is not stack or cached[1] != made_of:
+            part = Text(end="")
+            self._stack_lines(part, stack, truncated)
+            cached = self._stack_text = (stack, made_of, part)
+        text.append_text(cached[2])
+
+    def _stack_lines(self, text: Text, stack: Sequence[Frame], truncated: int) -> None:
         text.append("\n")
         if not stack:
             text.append("\n(no Python stack)", self._style("muted"))
