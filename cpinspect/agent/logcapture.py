@@ -58,7 +58,6 @@ MAX_FRAMES = 200
 TRACEBACK_MARK = "Traceback (most recent call last):"
 _CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
-_dict_get = dict.get  # bound once: CherryPy's HeaderMap is a dict (keys title-cased)
 _ACCESS_TAIL = re.compile(r'" (\d{3}|-) (\d+|-)(?: |$)')
 
 # One stored record: ONE flat tuple of raw values, built in the app's thread with attribute
@@ -397,21 +396,15 @@ class CaptureHandler(logging.Handler):
         # The handler types _handler_name reads directly (the rest go through handler_name).
         self._encoder_type: Any = None
         self._page_types: Tuple[Any, ...] = ()
-        # CherryPy's request and response types, read through their instance dicts.
-        self._request_type: Any = None
-        self._response_type: Any = None
         try:
             import cherrypy
 
             self._serving = cherrypy.serving
             from cherrypy._cpdispatch import LateParamPageHandler, PageHandler
-            from cherrypy._cprequest import Request, Response
             from cherrypy.lib.encoding import ResponseEncoder
 
             self._encoder_type = ResponseEncoder
             self._page_types = (PageHandler, LateParamPageHandler)
-            self._request_type = Request
-            self._response_type = Response
         except Exception:  # noqa: BLE001
             pass
 
@@ -426,15 +419,7 @@ class CaptureHandler(logging.Handler):
 
     def handle(self, record: logging.LogRecord) -> Any:
         """Store the record: the app's thread runs this once per record, an access record per
-        request, so it only reads attributes and builds one tuple (module docstring).
-
-        CherryPy's own request and response (their exact types) are read through their
-        instance dicts: their fields shadow class-level defaults, which the interpreter cannot
-        specialise an attribute read for (a generic lookup each), while a dict subscript is
-        cheap. A field missing there (a record logged before ``Request.run`` set it) raises
-        KeyError and the careful path reads it as before, so the values are the same. The
-        handler's name and the ring's append are inlined (``_handler_name``,
-        ``LogRing.append``: same code, no call per record)."""
+        request, so it only reads attributes and builds one tuple (module docstring)."""
         try:
             if self.filters and not self.filter(record):
                 return False
@@ -462,45 +447,27 @@ class CaptureHandler(logging.Handler):
             port: Any = None
             forwarded: Any = None
             started: Any = None
-            handler: Any = None
+            handler: Optional[str] = None
             stage: Any = None
             if request is None:
                 method = script = path_info = query = ip = None
             else:
                 try:
-                    if type(request) is not self._request_type:
-                        raise KeyError  # another request class: the careful path
-                    rd = request.__dict__
-                    remote = rd["remote"]
+                    # Attributes every cherrypy Request has (class defaults): direct reads,
+                    # kept raw (``_text`` makes them strings when the ring is read).
+                    remote = request.remote
                     ip = remote.ip
                     port = remote.port
-                    method = rd["method"]
-                    script = rd["script_name"]
-                    path_info = rd["path_info"]
-                    query = rd["query_string"]
-                    forwarded = _dict_get(rd["headers"], "X-Forwarded-For")
+                    method = request.method
+                    script = request.script_name
+                    path_info = request.path_info
+                    query = request.query_string
+                    forwarded = dict.get(request.headers, "X-Forwarded-For")
                     if forwarded:  # rare: kept as its first address (bounded, as before)
                         forwarded = str(forwarded).split(",")[0].strip()
-                    if response is not None:
-                        started = (
-                            response.__dict__["time"]
-                            if type(response) is self._response_type
-                            else response.time
-                        )
-                    # _handler_name, inlined (same reads, same answer).
-                    handler = rd["handler"]
-                    if type(handler) is self._encoder_type:
-                        handler = handler.oldhandler
-                    if type(handler) in self._page_types and "_json_inner_handler" not in rd:
-                        target = handler.callable
-                        if type(target) is MethodType:
-                            target = target.__func__
-                        handler = target.__qualname__ if type(target) is FunctionType else None
-                        if not handler:
-                            handler = handler_name(request)
-                    else:
-                        handler = handler_name(request)
-                    stage = rd["stage"]
+                    started = response.time if response is not None else None
+                    handler = self._handler_name(request)
+                    stage = request.stage
                 except Exception:  # noqa: BLE001 - the careful path (getattr with defaults)
                     (
                         source,
@@ -523,19 +490,16 @@ class CaptureHandler(logging.Handler):
             ctype: Any = None
             if response is not None and name.startswith("cherrypy.access"):
                 try:
-                    if type(response) is not self._response_type:
-                        raise KeyError  # another response class: read as attributes
-                    sd = response.__dict__
-                    status = sd["output_status"]  # b"404 Not Found"
+                    status = response.output_status  # b"404 Not Found"
                     kind = ACCESS_OUTPUT_STATUS
                     if not status:
-                        status = sd.get("status", "")  # the class default is ""
+                        status = response.status
                         kind = ACCESS_STATUS
-                    headers = sd["headers"]
-                    length = _dict_get(headers, "Content-Length")
-                    ctype = _dict_get(headers, "Content-Type")
-                except Exception:  # noqa: BLE001 - not CherryPy's, or no output_status
-                    kind, status, length, ctype = _access_fields(response)
+                    headers = response.headers
+                    length = dict.get(headers, "Content-Length")
+                    ctype = dict.get(headers, "Content-Type")
+                except Exception:  # noqa: BLE001 - not CherryPy's
+                    kind, status, length = _access_raw(response)
                 if started is None:  # the request's fields failed: the duration is still wanted
                     started = getattr(response, "time", None)
             elif name.startswith("cherrypy.access"):
@@ -566,7 +530,7 @@ class CaptureHandler(logging.Handler):
                 length,
                 ctype,
             )
-            # LogRing.append, inlined.
+            # LogRing.append, inlined (one Python call less per record; keep the two alike).
             ring = self.ring
             size = len(message) if tb is None else len(message) + len(tb)
             lock = ring._lock
@@ -576,12 +540,12 @@ class CaptureHandler(logging.Handler):
                 ring._seq = seq
                 items = ring._items
                 slot = (seq - 1) % ring.capacity
-                if slot == len(items):  # still filling
+                if slot == len(items):
                     items.append(fields)
                 else:
                     old = items[slot]
                     items[slot] = fields
-                    if old is not None:  # full: the usual case, the oldest goes
+                    if old is not None:
                         tb = old[6]
                         size -= len(old[4]) if tb is None else len(old[4]) + len(tb)
                         ring._first += 1
@@ -661,21 +625,19 @@ class CaptureHandler(logging.Handler):
         return request, local.get("response"), "serving"
 
 
-def _access_fields(response: Any) -> Tuple[int, Any, Any, Any]:
-    """(kind, status raw, Content-Length raw, Content-Type raw) of a response ``handle`` could
-    not read directly (not CherryPy's type, or no ``output_status`` yet), parsed by
-    ``status_from`` / ``size_from``. Content-Type is None here, as it always was on this path;
-    only the direct read takes it."""
+def _access_raw(response: Any) -> Tuple[int, Any, Any]:
+    """(kind, status raw, Content-Length raw) of a response that is not CherryPy's as we know
+    it (``handle`` reads CherryPy's directly), parsed by ``status_from`` / ``size_from``."""
     status = getattr(response, "output_status", None)
     kind = ACCESS_OUTPUT_STATUS
     if not status:
         status = getattr(response, "status", None)
         kind = ACCESS_STATUS
     try:
-        length = _dict_get(response.headers, "Content-Length")
+        length = dict.get(response.headers, "Content-Length")
     except Exception:  # noqa: BLE001 - absent, or not a dict
         length = None
-    return kind, status, length, None
+    return kind, status, length
 
 
 def _text(value: Any) -> str:
