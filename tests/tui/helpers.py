@@ -74,6 +74,15 @@ async def first_data(pilot: Pilot[Any]) -> InspectorApp:
     assert isinstance(app, InspectorApp)
     await wait_until(pilot, lambda: app.polls_received >= 1, what="the first poll")
     await pilot.pause()
+    # The first update starts the reads for the findings (routes, sessions) in workers: the
+    # first screen is the one with their findings (a loaded machine answered a snapshot test's
+    # next poll before them, and its screen had no findings strip).
+    await wait_until(
+        pilot,
+        lambda: app.updates_applied == 0 or not any(p.reading for p in app.store.parts.values()),
+        what="the reads at start",
+    )
+    await pilot.pause()
     return app
 
 
