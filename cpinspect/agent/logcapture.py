@@ -548,30 +548,7 @@ class CaptureHandler(logging.Handler):
                 length,
                 ctype,
             )
-            # LogRing.append, inlined (one Python call less per record; keep the two alike).
-            ring = self.ring
-            size = len(message) if tb is None else len(message) + len(tb)
-            lock = ring._lock
-            lock.acquire()
-            try:
-                seq = ring._seq + 1
-                ring._seq = seq
-                items = ring._items
-                slot = (seq - 1) % ring.capacity
-                if slot == len(items):
-                    items.append(fields)
-                else:
-                    old = items[slot]
-                    items[slot] = fields
-                    if old is not None:
-                        tb = old[6]
-                        size -= len(old[4]) if tb is None else len(old[4]) + len(tb)
-                        ring._first += 1
-                ring._chars += size
-                if ring._chars > ring.max_total_chars:
-                    ring._trim()
-            finally:
-                lock.release()
+            self.ring.append(fields)
         except Exception:  # noqa: BLE001 - never raise into the app's logging call
             self.failed += 1
         return True
