@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 from cpinspect.cli.common import add_target_arguments, open_from_args
 from cpinspect.errors import SnapshotWriteError, UsageError
+from cpinspect.memory import tune_malloc
 from cpinspect.sources import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ def auto_snapshot(args: argparse.Namespace) -> Optional[AutoSnapshot]:
 
 
 def run(args: argparse.Namespace) -> int:
+    tune_malloc()
     auto = auto_snapshot(args)
     return run_tui(open_from_args(args), interval=args.interval, auto=auto)
 
@@ -138,5 +140,6 @@ def open_inspector(
     """Attach to a pid (or a socket) and run the TUI until the user quits. For ``demo``."""
     from cpinspect.sources.open import open_session
 
+    tune_malloc()
     target = str(pid) if pid is not None else None
     return run_tui(open_session(target, socket=socket, timeout=timeout), interval=interval)

@@ -362,6 +362,9 @@ def _print_line(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
+    from cpinspect.memory import tune_malloc
+
+    tune_malloc()  # a long watch parses py-spy's readings in threads too (memory.py)
     from cpinspect.capture_trigger import CaptureDirError, prepare_directory
     from cpinspect.cli.common import open_from_args
     from cpinspect.errors import SnapshotWriteError

@@ -46,7 +46,7 @@ from cpinspect.errors import (
     StaleSocket,
     TargetGone,
 )
-from cpinspect.memory import Trimmer, tune_malloc
+from cpinspect.memory import Trimmer
 from cpinspect.model import (
     ListenQueue,
     ProcessInfo,
@@ -297,9 +297,9 @@ class AgentSession:
     ) -> None:
         """``silent``: why the agent did not answer just before (``info()`` timed out while
         opening); the first poll then shows py-spy's threads without asking it again."""
-        tune_malloc()  # the inspector's allocator, before its polling threads allocate
         self._trimmer = Trimmer()
-        """Freed arena pages back to the system after the polls that parse big readings."""
+        """Freed arena pages back to the system after the polls that parse big readings (only
+        where the command tuned the allocator: ``memory.tune_malloc``, the long-running ones)."""
         self.source: Optional[AgentSource] = source
         self.pyspy = pyspy
         """Reads the same process from outside; None when py-spy is missing or not allowed."""
@@ -1180,7 +1180,6 @@ class PySpySession:
         inject: Optional[Callable[[int], object]] = None,
         on_new_pid: Optional[Callable[[int], None]] = None,
     ) -> None:
-        tune_malloc()
         self._trimmer = Trimmer()
         self.pyspy = pyspy
         self.on_new_pid = on_new_pid
