@@ -82,8 +82,26 @@ async def first_data(pilot: Pilot[Any]) -> InspectorApp:
         lambda: app.updates_applied == 0 or not any(p.reading for p in app.store.parts.values()),
         what="the reads at start",
     )
-    await pilot.pause()
+    await settled(pilot)
     return app
+
+
+def _layout_pending(app: InspectorApp) -> bool:
+    screen = app.screen
+    if screen._layout_required:
+        return True
+    return any(w._layout_required for w in screen.walk_children())
+
+
+async def settled(pilot: Pilot[Any]) -> None:
+    """Let the app lay out what its last messages changed (a findings strip that grew a line
+    asks for a layout, which Textual runs on its update timer: on a loaded machine a screenshot
+    taken right after ``pause()`` once showed the strip at its old height)."""
+    app = pilot.app
+    assert isinstance(app, InspectorApp)
+    await pilot.pause()
+    await wait_until(pilot, lambda: not _layout_pending(app), timeout=5.0, what="the layout")
+    await pilot.pause()
 
 
 async def poll(pilot: Pilot[Any], times: int = 1, key: bool = True) -> None:
@@ -102,7 +120,7 @@ async def poll(pilot: Pilot[Any], times: int = 1, key: bool = True) -> None:
         else:
             app.poll_now()
         await wait_until(pilot, _more_than(app, received), what="a poll")
-    await pilot.pause()
+    await settled(pilot)
 
 
 def _more_than(app: InspectorApp, received: int) -> Callable[[], bool]:
