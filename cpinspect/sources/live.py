@@ -194,11 +194,16 @@ def _listener_pid(path: str) -> Optional[int]:
     return pid or None
 
 
+def _exited(pid: Optional[int]) -> bool:
+    """The process ``pid`` is gone (or a zombie); False when there is no pid to check."""
+    return pid is not None and (not psutil.pid_exists(pid) or process_state(pid) in (None, "Z"))
+
+
 def socket_problem(pid: Optional[int], path: str) -> str:
     """Why ``path`` no longer leads to the agent of ``pid`` although that process still runs:
     the socket file removed, or replaced by something else (a file, another process's socket).
     "" when it does lead there, or the process is gone, or it cannot be told."""
-    if pid is None or not psutil.pid_exists(pid) or process_state(pid) in (None, "Z"):
+    if pid is None or _exited(pid):
         return ""
     try:
         mode = os.lstat(path).st_mode
@@ -488,6 +493,11 @@ class AgentSession:
                 return ended
             call = None
             answered = self._await_agent(None, spy_future, began)
+        if not answered and call is not None and _exited(self.pid):
+            # The target died while its agent was awaited (a stopped process killed): the call
+            # ends at once, its peer gone, and says so; py-spy's last reading is not "live".
+            wait_futures([call], timeout=1.0)
+            answered = call.done()
         self._carrying = not answered
         if not answered:
             # No answer in time: py-spy's fresh reading carries this poll, with the agent's
