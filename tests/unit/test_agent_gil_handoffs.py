@@ -105,23 +105,31 @@ def settle() -> None:
     time.sleep(0.3)  # the serving thread re-arms the connection and goes back to its wait
 
 
-def test_a_keep_alive_request_releases_the_gil_only_in_the_epoll_wait(watched):
-    srv, watch = watched
-    # GIVEN a kept-alive connection, answered once already
+def answer_watched(srv, watch, request: bytes, timeout: float) -> bytes:
+    """``request``'s answer head on a kept-alive connection answered once already (a small
+    request first), with the server's calls recorded from just before it was sent until the
+    connection was re-armed."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(5)
+    sock.settimeout(timeout)
     sock.connect(srv.path)
     try:
         assert exchange(sock, b"GET /v1/echo HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 200 ")
         settle()
-        # WHEN the next request is read, answered and the connection re-armed
         watch.calls.clear()
         watch.on = True
-        head = exchange(sock, b"GET /v1/echo?x=1 HTTP/1.1\r\n\r\n")
+        head = exchange(sock, request)
         settle()
         watch.on = False
     finally:
         sock.close()
+    return head
+
+
+def test_a_keep_alive_request_releases_the_gil_only_in_the_epoll_wait(watched):
+    srv, watch = watched
+    # GIVEN a kept-alive connection, answered once already
+    # WHEN the next request is read, answered and the connection re-armed
+    head = answer_watched(srv, watch, b"GET /v1/echo?x=1 HTTP/1.1\r\n\r\n", timeout=5)
     # THEN it was answered, and the only GIL-releasing call was the wait for the next event
     assert head.startswith(b"HTTP/1.1 200 ")
     assert watch.releasing() == []
@@ -164,20 +172,8 @@ def test_a_three_megabyte_answer_goes_out_in_one_send_with_no_wait_for_room(watc
         pytest.skip("net.core.wmem_max too small here for a 3 MB send buffer")
     settle()
     # GIVEN a kept-alive connection (its first answer small)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(10)
-    sock.connect(srv.path)
-    try:
-        exchange(sock, b"GET /v1/echo HTTP/1.1\r\n\r\n")
-        settle()
-        watch.calls.clear()
-        watch.on = True
-        # WHEN a big answer is asked for
-        head = exchange(sock, b"GET /v1/big HTTP/1.1\r\n\r\n")
-        settle()
-        watch.on = False
-    finally:
-        sock.close()
+    # WHEN a big answer is asked for
+    head = answer_watched(srv, watch, b"GET /v1/big HTTP/1.1\r\n\r\n", timeout=10)
     # THEN it came whole, and the server went back to wait once: for the next request, never
     # for room in the socket (each such wait is one more turn in line for the GIL)
     assert head.startswith(b"HTTP/1.1 200 ")
