@@ -246,6 +246,20 @@ def python_as(pw: Any, runtime: Any, code: str, *args: str, timeout: float = 60.
     return result.stdout
 
 
+def assert_left_stopped(pid: int) -> None:
+    """Assert a stopped process is stopped after py-spy's ptrace let go of it, and stays so.
+
+    The kernel wakes each thread py-spy detaches from, and it re-enters the group stop at once;
+    under load ``/proc`` was seen reading "R" in that moment (2 of 150 runs beside 4
+    spinners), then "T" again. A process someone resumed would stay "R".
+    """
+    from cpinspect.sources.pyspy import process_state
+
+    wait_for(lambda: process_state(pid) == "T", timeout=5, what="pid %d stopped again" % pid)
+    time.sleep(0.2)
+    assert process_state(pid) == "T"
+
+
 def wait_for_frame(pid: int, function: str, timeout: float = 20.0) -> List[Any]:
     """Wait until py-spy sees a thread of ``pid`` running ``function``; return those threads.
 

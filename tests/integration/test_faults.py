@@ -41,7 +41,7 @@ from cpinspect.tui.app import InspectorApp
 from cpinspect.tui.widgets.banner import Banner
 from cpinspect.tui.widgets.threads_table import ThreadsTable
 from tests.conftest import IN_CI, ROOT, TargetProcess, wait_for
-from tests.helpers import BackgroundRequests, agent_get, run_cli
+from tests.helpers import BackgroundRequests, agent_get, assert_left_stopped, run_cli
 from tests.integration.test_reconnect import free_port
 from tests.tui.helpers import wait_until
 
@@ -251,7 +251,7 @@ def test_native_frames_on_a_stopped_target_say_why_and_never_resume_it(stoppable
             "for native frames: resume it (`kill -CONT %d`) or turn native frames off"
             % (target.pid, target.pid)
         ], update.warnings
-        assert process_state(target.pid) == "T"
+        assert_left_stopped(target.pid)
         # WHEN it is continued, the next poll has py-spy's native frames again
         os.kill(target.pid, signal.SIGCONT)
         back = session.poll()

@@ -36,7 +36,13 @@ from cpinspect.sources.pyspy import (
     process_state,
 )
 from tests.conftest import ROOT, TargetProcess, wait_for
-from tests.helpers import BackgroundRequests, agent_get, http_answers, python_as
+from tests.helpers import (
+    BackgroundRequests,
+    agent_get,
+    assert_left_stopped,
+    http_answers,
+    python_as,
+)
 
 THREADS = 4
 
@@ -335,7 +341,7 @@ def test_a_stopped_target_is_read_and_left_stopped(spawn_target):
             "it (`kill -CONT %d`) or turn native frames off" % (target.pid, target.pid)
         )
         # AND we did not resume a process someone else stopped
-        assert process_state(target.pid) == "T"
+        assert_left_stopped(target.pid)
     finally:
         os.kill(target.pid, signal.SIGCONT)
     wait_for(lambda: process_state(target.pid) != "T", timeout=5, what="the target to run again")
