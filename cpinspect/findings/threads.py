@@ -21,6 +21,7 @@ from cpinspect.model import (
     Finding,
     FindingSeverity,
     Frame,
+    ListenQueue,
     Phase,
     PoolInfo,
     Role,
@@ -883,8 +884,25 @@ def queue_wait(snapshot: Snapshot, history: Sequence[Snapshot], starved: Set[str
     return out
 
 
-def _listen_queued(snap: Snapshot, bind: str) -> int:
-    return next((q.queued for q in snap.listen_queues if q.bind == bind), 0)
+def _waiting_run(queue: ListenQueue, history: Sequence[Snapshot]) -> Tuple[int, Optional[float]]:
+    """How many consecutive earlier polls (newest back) one of the connections in ``queue``
+    was already waiting in, and the time of the oldest of them. Where a poll did not read
+    the peers, its count stands in (``_queued_run``'s rule)."""
+    still = queue.waiting
+    polls, since = 0, None
+    for snap in reversed(history):
+        earlier = next((q for q in snap.listen_queues if q.bind == queue.bind), None)
+        if earlier is None or earlier.queued <= 0:
+            break
+        if still is not None and earlier.waiting is not None:
+            still = still & earlier.waiting
+            if not still:
+                break  # others each time: a busy server accepting as they come
+        else:
+            still = None
+        polls += 1
+        since = snap.threads.taken_at if snap.threads is not None else snap.taken_at
+    return polls, since
 
 
 def socket_queue(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Finding]:
@@ -895,7 +913,7 @@ def socket_queue(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[Findin
     for queue in snapshot.listen_queues:
         if queue.queued <= 0:
             continue
-        polls, since, _most = _queued_run(queue.bind, history, _listen_queued)
+        polls, since = _waiting_run(queue, history)
         full = queue.backlog is not None and queue.queued >= queue.backlog
         if polls < QUEUE_POLLS and not full:
             continue

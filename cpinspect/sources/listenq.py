@@ -7,6 +7,11 @@ netlink (``sock_diag``, what ``ss -lt`` shows as Recv-Q / Send-Q) when the targe
 network namespace, else from ``/proc/<pid>/net/tcp{,6}`` (the queue only: ``rx_queue``; the
 length is not there). It works when the agent does not answer and costs the target nothing.
 Linux only; elsewhere, or without permission, nothing is returned.
+
+When a queue holds connections, their peers are read too: a connection the server has not
+accepted is a connected socket on the listener's port with no inode yet (no file is made for it
+before ``accept()``). Only by its peer is a connection known to be the same one poll after poll:
+a busy, healthy server has one or two in its queue at most instants, each time others.
 """
 
 from __future__ import annotations
@@ -14,12 +19,17 @@ from __future__ import annotations
 import os
 import socket
 import struct
-from typing import Iterable, List, Optional, Set, Tuple
+from dataclasses import replace
+from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
 
 from cpinspect.model import ListenQueue
 
 LISTEN = "0A"
 TCP_LISTEN = 10
+TCP_ESTABLISHED = 1
+TCP_CLOSE_WAIT = 8
+QUEUED_STATES = {"01", "08"}
+"""States of a connection in an accept queue: established, or its client gone (close-wait)."""
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST = 0x1
@@ -68,14 +78,14 @@ def parse_listeners(
     return out
 
 
-def diag_listeners(family: int) -> List[Tuple[ListenQueue, str]]:
-    """Every listening TCP socket of ``family`` in this network namespace, with its inode,
-    from netlink ``sock_diag`` (queue and backlog). Raises ``OSError`` when refused."""
-    request = _REQUEST.pack(family, socket.IPPROTO_TCP, 0, 1 << TCP_LISTEN) + bytes(48)
+def _diag(family: int, states: int) -> Iterator[bytes]:
+    """The ``inet_diag_msg`` of every TCP socket of ``family`` in one of ``states`` (a bit
+    mask) in this network namespace, from netlink ``sock_diag``. Raises ``OSError`` when
+    refused."""
+    request = _REQUEST.pack(family, socket.IPPROTO_TCP, 0, states) + bytes(48)
     header = _HEADER.pack(
         _HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0
     )
-    out: List[Tuple[ListenQueue, str]] = []
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
         nl.settimeout(1.0)
         nl.sendto(header + request, (0, 0))
@@ -85,17 +95,81 @@ def diag_listeners(family: int) -> List[Tuple[ListenQueue, str]]:
             while offset + _HEADER.size <= len(data):
                 length, kind = _HEADER.unpack_from(data, offset)[:2]
                 if kind in (NLMSG_DONE, NLMSG_ERROR) or length < _HEADER.size:
-                    return out
+                    return
                 msg = data[offset + _HEADER.size : offset + length]
-                if len(msg) >= 52 + _COUNTS.size and msg[1] == TCP_LISTEN:
-                    port = struct.unpack(">H", msg[4:6])[0]
-                    queued, backlog, _uid, inode = _COUNTS.unpack_from(msg, 52)[1:]
-                    bind = _bind(msg[0], msg[8:24], port)
-                    out.append((ListenQueue(bind, queued, backlog), str(inode)))
+                if len(msg) >= 52 + _COUNTS.size:
+                    yield msg
                 offset += (length + 3) & ~3
             if not data:
                 break
+
+
+def diag_listeners(family: int) -> List[Tuple[ListenQueue, str]]:
+    """Every listening TCP socket of ``family`` in this network namespace, with its inode,
+    from netlink ``sock_diag`` (queue and backlog). Raises ``OSError`` when refused."""
+    out: List[Tuple[ListenQueue, str]] = []
+    for msg in _diag(family, 1 << TCP_LISTEN):
+        if msg[1] != TCP_LISTEN:
+            continue
+        port = struct.unpack(">H", msg[4:6])[0]
+        queued, backlog, _uid, inode = _COUNTS.unpack_from(msg, 52)[1:]
+        out.append((ListenQueue(_bind(msg[0], msg[8:24], port), queued, backlog), str(inode)))
     return out
+
+
+Waiting = Tuple[str, int, str]
+"""A connection not accepted yet: the local address, the local port, the peer (``host:port``)."""
+
+
+def diag_waiting(family: int) -> List[Waiting]:
+    """The connections of ``family`` no process has accepted yet (no inode), from netlink."""
+    out: List[Waiting] = []
+    for msg in _diag(family, (1 << TCP_ESTABLISHED) | (1 << TCP_CLOSE_WAIT)):
+        if _COUNTS.unpack_from(msg, 52)[4] != 0:
+            continue
+        sport, dport = struct.unpack(">HH", msg[4:8])
+        local = _bind(msg[0], msg[8:24], sport).rpartition(":")[0]
+        out.append((local, sport, _bind(msg[0], msg[24:40], dport)))
+    return out
+
+
+def parse_waiting(text: str, v6: bool) -> List[Waiting]:
+    """The connections not accepted yet (state established or close-wait, inode 0) of one
+    ``/proc/net/tcp``-format text."""
+    out: List[Waiting] = []
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] not in QUEUED_STATES or fields[9] != "0":
+            continue
+        raw, port = _proc_address(fields[1], v6)
+        peer_raw, peer_port = _proc_address(fields[2], v6)
+        local = _bind(family, raw, port).rpartition(":")[0]
+        out.append((local, port, _bind(family, peer_raw, peer_port)))
+    return out
+
+
+_WILDCARDS = {"0.0.0.0", "[::]"}
+
+
+def with_waiting(
+    queues: Tuple[ListenQueue, ...], waiting: Iterable[Waiting]
+) -> Tuple[ListenQueue, ...]:
+    """``queues`` with the peers waiting in each (on its port, and its address unless it
+    listens on every address)."""
+    by_port: Dict[int, List[Tuple[str, str]]] = {}
+    for local, port, peer in waiting:
+        by_port.setdefault(port, []).append((local, peer))
+    out = []
+    for q in queues:
+        host, _, listening = q.bind.rpartition(":")
+        peers: FrozenSet[str] = frozenset(
+            peer
+            for local, peer in by_port.get(int(listening), ())
+            if host in _WILDCARDS or local == host
+        )
+        out.append(replace(q, waiting=peers))
+    return tuple(out)
 
 
 def _socket_inodes(pid: int) -> Set[str]:
@@ -120,7 +194,8 @@ def _same_network(pid: int) -> bool:
 
 def listen_queues(pid: int, ports: Iterable[int] = ()) -> Tuple[ListenQueue, ...]:
     """The accept queues of ``pid``'s listening TCP sockets: on ``ports`` when given (the
-    servers the agent named), else the sockets among its open files. ``()`` when unreadable."""
+    servers the agent named), else the sockets among its open files. ``()`` when unreadable.
+    A queue that holds connections comes with their peers when they can be read."""
     wanted = set(ports)
     try:
         inodes = None if wanted else _socket_inodes(pid)
@@ -132,18 +207,29 @@ def listen_queues(pid: int, ports: Iterable[int] = ()) -> Tuple[ListenQueue, ...
         except OSError:
             pass  # netlink refused (a sandbox): the queue without the backlog, from /proc
         else:
-            return tuple(
+            queues = tuple(
                 q
                 for q, inode in found
                 if (not wanted or int(q.bind.rpartition(":")[2]) in wanted)
                 and (inodes is None or inode in inodes)
             )
+            if not any(q.queued for q in queues):
+                return queues
+            try:
+                waiting = diag_waiting(socket.AF_INET) + diag_waiting(socket.AF_INET6)
+            except OSError:
+                return queues
+            return with_waiting(queues, waiting)
     out: List[ListenQueue] = []
+    texts: List[Tuple[str, bool]] = []
     for name, v6 in (("tcp", False), ("tcp6", True)):
         try:
             with open("/proc/%d/net/%s" % (pid, name)) as f:
                 text = f.read()
         except OSError:
             continue
+        texts.append((text, v6))
         out.extend(parse_listeners(text, v6, wanted or None, inodes))
-    return tuple(out)
+    if not any(q.queued for q in out):
+        return tuple(out)
+    return with_waiting(tuple(out), [w for text, v6 in texts for w in parse_waiting(text, v6)])

@@ -42,7 +42,12 @@ from cpinspect.model import (
     ThreadsSnapshot,
 )
 from cpinspect.protocol import snapshots_document, snapshots_from_document
-from cpinspect.sources.listenq import listen_queues, parse_listeners
+from cpinspect.sources.listenq import (
+    listen_queues,
+    parse_listeners,
+    parse_waiting,
+    with_waiting,
+)
 
 BIND = "127.0.0.1:8080"
 DB = Frame("/srv/shop/db.py", 80, "fetch_all", is_app=True)
@@ -374,6 +379,62 @@ def test_the_accept_queue_filling_over_polls() -> None:
     )
 
 
+def test_a_busy_server_accepting_as_they_come_is_no_finding() -> None:
+    # GIVEN one connection in the accept queue at every poll, each time another one (what a
+    # busy, healthy server shows between two accept() calls)
+    def at(t: float, *peers: str) -> Snapshot:
+        queue = ListenQueue(BIND, len(peers), 64, waiting=frozenset(peers))
+        return snap([worker(0, None)], at=t, listen_queues=(queue,))
+
+    history = [at(100.0, "10.0.0.1:50000"), at(101.0, "10.0.0.2:50001")]
+    # THEN it is no finding
+    assert find_all(at(102.0, "10.0.0.3:50002"), history) == ()
+    # WHEN one of them is still there three polls on, beside others
+    history = [
+        at(100.0, "10.0.0.1:50000", "10.0.0.9:50009"),
+        at(101.0, "10.0.0.2:50001", "10.0.0.9:50009"),
+    ]
+    (f,) = find_all(at(102.0, "10.0.0.9:50009", "10.0.0.3:50002"), history)
+    # THEN it waited that long: a finding, timed from the poll it was first seen in
+    assert f.title == (
+        "2 connections wait in the kernel's accept queue of 127.0.0.1:8080 (room for 64) for "
+        "≥ 2.0 s (seen in 3 polls)"
+    )
+    # AND a poll that could not read the peers counts by its number, as before
+    unknown = snap([worker(0, None)], at=101.0, listen_queues=(ListenQueue(BIND, 1, 64),))
+    (g,) = find_all(at(102.0, "10.0.0.3:50002"), [at(100.0, "10.0.0.1:50000"), unknown])
+    assert g.id == "socket-queue:" + BIND
+
+
+def test_waiting_connections_parsed_from_proc_net_tcp() -> None:
+    # GIVEN /proc/net/tcp lines: a listener, an accepted connection (it has an inode), one not
+    # accepted yet (inode 0) and one not accepted whose client left (close-wait, inode 0)
+    v4 = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid"
+        "  timeout inode\n"
+        "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000002 00:00000000 00000000  1000"
+        "        0 4242 1 0000000000000000 100 0 0 10 0\n"
+        "   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000"
+        "        0 4243 1 0000000000000000 20 4 30 10 -1\n"
+        "   2: 0100007F:1F90 0100007F:D432 01 00000000:00000000 00:00000000 00000000     0"
+        "        0 0 1 0000000000000000 20 4 30 10 -1\n"
+        "   3: 0100007F:1F90 0100007F:D433 08 00000000:00000000 00:00000000 00000000     0"
+        "        0 0 1 0000000000000000 20 4 30 10 -1\n"
+    )
+    # WHEN they are read
+    waiting = parse_waiting(v4, False)
+    # THEN the two not accepted are the ones waiting in the listener's queue
+    assert waiting == [
+        ("127.0.0.1", 8080, "127.0.0.1:54322"),
+        ("127.0.0.1", 8080, "127.0.0.1:54323"),
+    ]
+    (queue,) = with_waiting(tuple(parse_listeners(v4, False)), waiting)
+    assert queue.queued == 2 and queue.waiting == {"127.0.0.1:54322", "127.0.0.1:54323"}
+    # AND a listener on another address of that port does not take them
+    (other,) = with_waiting((ListenQueue("10.0.0.1:8080", 0),), waiting)
+    assert other.waiting == frozenset()
+
+
 def test_listeners_parsed_from_proc_net_tcp() -> None:
     v4 = (
         "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid"
@@ -402,6 +463,7 @@ def test_listen_queues_of_this_process_with_their_backlog() -> None:
     server.listen(7)
     port = server.getsockname()[1]
     clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    peers = frozenset("127.0.0.1:%d" % c.getsockname()[1] for c in clients)
     try:
         # WHEN the queues are read as the inspector reads a target's (netlink: one namespace)
         by_port = listen_queues(os.getpid(), [port])
@@ -410,9 +472,34 @@ def test_listen_queues_of_this_process_with_their_backlog() -> None:
         for c in clients:
             c.close()
         server.close()
-    # THEN the queue and its room are known, found by port or among our open sockets alike
-    assert by_port == (ListenQueue("127.0.0.1:%d" % port, 2, 7),)
+    # THEN the queue and its room are known, found by port or among our open sockets alike,
+    # with the two connections that wait in it, by their peers
+    assert by_port == (ListenQueue("127.0.0.1:%d" % port, 2, 7, waiting=peers),)
     assert by_fd == list(by_port)
+
+
+def test_a_connection_accepted_leaves_the_waiting_peers() -> None:
+    # GIVEN a listening socket with two connections in its queue
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(7)
+    port = server.getsockname()[1]
+    first, second = (socket.create_connection(("127.0.0.1", port)) for _ in range(2))
+    ports = {s.getsockname(): "127.0.0.1:%d" % s.getsockname()[1] for s in (first, second)}
+    try:
+        # WHEN the server accepts one
+        accepted, peer = server.accept()
+        (queue,) = listen_queues(os.getpid(), [port])
+        # AND then the other
+        other, _ = server.accept()
+        (empty,) = listen_queues(os.getpid(), [port])
+    finally:
+        for s in (first, second, accepted, other, server):
+            s.close()
+    # THEN only the one not accepted yet waits, and nothing once both are
+    left = {name for address, name in ports.items() if address != peer}
+    assert queue.queued == 1 and queue.waiting == left
+    assert empty.queued == 0 and empty.waiting is None
 
 
 # --- configuration --------------------------------------------------------------------------
