@@ -1083,6 +1083,14 @@ def errors_per_minute(records: Iterable[LogRecord], now: float, minutes: int = 3
     return counts
 
 
+def errors_in_last(records: Iterable[LogRecord], now: float, seconds: float = 60.0) -> int:
+    """Errors (ERROR and worse, and 5xx answers) in the ``seconds`` before ``now``: the rate a
+    caption shows, which the minute running now (``errors_per_minute``'s last bucket) is not
+    a few seconds into it."""
+    since = now - seconds
+    return sum(1 for record in records if record.is_error and since < record.time <= now)
+
+
 def running_thread(record: LogRecord, threads: Optional[ThreadsSnapshot]) -> Optional[ThreadInfo]:
     """The thread still serving the request ``record`` was logged during, or None. Matched by
     thread ident AND request start, so a worker that moved on to another request is not it."""

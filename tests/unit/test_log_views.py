@@ -11,6 +11,7 @@ import pytest
 
 from cpinspect.analysis import (
     LogFilter,
+    errors_in_last,
     errors_per_minute,
     log_matches,
     running_thread,
@@ -136,6 +137,10 @@ def test_errors_per_minute() -> None:
     ]
     counts = errors_per_minute(records, now, minutes=5)
     assert counts == [0, 0, 0, 1, 2]
+    # AND the caption's rate counts the last 60 s, not the minute running (30 s of it here)
+    assert errors_in_last(records, now) == 2
+    assert errors_in_last(records, now, seconds=70) == 3  # and the 500 of 65 s ago
+    assert errors_in_last(records, now + 40) == 1
 
 
 def test_a_record_joins_its_thread_only_while_that_request_runs() -> None:

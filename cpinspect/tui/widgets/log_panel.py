@@ -40,6 +40,7 @@ from cpinspect.analysis import (
     LEVEL_STEPS,
     STATUS_FILTERS,
     LogFilter,
+    errors_in_last,
     errors_per_minute,
     log_matches,
     running_thread,
@@ -526,11 +527,14 @@ class LogPanel(Vertical):
         if store is None:
             return ""
         now = store.update.fetched_at if store.update is not None else 0.0
-        key = hash((store.log_appended, store.log_generation, int(now) // 60, width))
+        # Per second (the last minute's count moves with the clock), per record appended.
+        key = hash((store.log_appended, store.log_generation, int(now), width))
         cached = self._spark_cache.get(key)
         if cached is None:
-            counts = errors_per_minute(store.log_records(), now, SPARK_MINUTES)
-            cached = sparkline(counts, min(width, SPARK_MINUTES)) + f" {counts[-1]} errors/min"
+            records = store.log_records()
+            counts = errors_per_minute(records, now, SPARK_MINUTES)
+            last = errors_in_last(records, now)
+            cached = sparkline(counts, min(width, SPARK_MINUTES)) + f" {last} errors/min"
             self._spark_cache = {key: cached}
         return cached
 
