@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import FrozenSet, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 
 class Role(str, enum.Enum):
@@ -225,10 +225,11 @@ class ListenQueue:
     """The queue's length (``listen()``'s backlog, capped by ``net.core.somaxconn``): past it
     the kernel drops new connections. ``None`` when read from ``/proc/net/tcp`` (a target in
     another network namespace), which does not show it."""
-    waiting: Optional[FrozenSet[str]] = None
-    """The peers (``host:port``) of the connections in the queue, when they were read (``None``:
-    not read). A connection is the same one poll after poll only by its peer: a count above
-    zero in every poll is also what a busy, healthy server shows, each time another one."""
+    waiting: Optional[Tuple[str, ...]] = None
+    """The peers (``host:port``, sorted) of the connections in the queue, when they were read
+    (``None``: not read). A connection is the same one poll after poll only by its peer: a
+    count above zero in every poll is also what a busy, healthy server shows, each time
+    another one."""
 
 
 @dataclass(frozen=True)

@@ -888,14 +888,14 @@ def _waiting_run(queue: ListenQueue, history: Sequence[Snapshot]) -> Tuple[int, 
     """How many consecutive earlier polls (newest back) one of the connections in ``queue``
     was already waiting in, and the time of the oldest of them. Where a poll did not read
     the peers, its count stands in (``_queued_run``'s rule)."""
-    still = queue.waiting
+    still = frozenset(queue.waiting) if queue.waiting is not None else None
     polls, since = 0, None
     for snap in reversed(history):
         earlier = next((q for q in snap.listen_queues if q.bind == queue.bind), None)
         if earlier is None or earlier.queued <= 0:
             break
         if still is not None and earlier.waiting is not None:
-            still = still & earlier.waiting
+            still = still.intersection(earlier.waiting)
             if not still:
                 break  # others each time: a busy server accepting as they come
         else:

@@ -20,7 +20,7 @@ import os
 import socket
 import struct
 from dataclasses import replace
-from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from cpinspect.model import ListenQueue
 
@@ -163,12 +163,12 @@ def with_waiting(
     out = []
     for q in queues:
         host, _, listening = q.bind.rpartition(":")
-        peers: FrozenSet[str] = frozenset(
+        peers = sorted(
             peer
             for local, peer in by_port.get(int(listening), ())
             if host in _WILDCARDS or local == host
         )
-        out.append(replace(q, waiting=peers))
+        out.append(replace(q, waiting=tuple(peers)))
     return tuple(out)
 
 

@@ -383,7 +383,7 @@ def test_a_busy_server_accepting_as_they_come_is_no_finding() -> None:
     # GIVEN one connection in the accept queue at every poll, each time another one (what a
     # busy, healthy server shows between two accept() calls)
     def at(t: float, *peers: str) -> Snapshot:
-        queue = ListenQueue(BIND, len(peers), 64, waiting=frozenset(peers))
+        queue = ListenQueue(BIND, len(peers), 64, waiting=tuple(sorted(peers)))
         return snap([worker(0, None)], at=t, listen_queues=(queue,))
 
     history = [at(100.0, "10.0.0.1:50000"), at(101.0, "10.0.0.2:50001")]
@@ -429,10 +429,10 @@ def test_waiting_connections_parsed_from_proc_net_tcp() -> None:
         ("127.0.0.1", 8080, "127.0.0.1:54323"),
     ]
     (queue,) = with_waiting(tuple(parse_listeners(v4, False)), waiting)
-    assert queue.queued == 2 and queue.waiting == {"127.0.0.1:54322", "127.0.0.1:54323"}
+    assert queue.queued == 2 and queue.waiting == ("127.0.0.1:54322", "127.0.0.1:54323")
     # AND a listener on another address of that port does not take them
     (other,) = with_waiting((ListenQueue("10.0.0.1:8080", 0),), waiting)
-    assert other.waiting == frozenset()
+    assert other.waiting == ()
 
 
 def test_listeners_parsed_from_proc_net_tcp() -> None:
@@ -463,7 +463,7 @@ def test_listen_queues_of_this_process_with_their_backlog() -> None:
     server.listen(7)
     port = server.getsockname()[1]
     clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
-    peers = frozenset("127.0.0.1:%d" % c.getsockname()[1] for c in clients)
+    peers = tuple(sorted("127.0.0.1:%d" % c.getsockname()[1] for c in clients))
     try:
         # WHEN the queues are read as the inspector reads a target's (netlink: one namespace)
         by_port = listen_queues(os.getpid(), [port])
@@ -498,7 +498,7 @@ def test_a_connection_accepted_leaves_the_waiting_peers() -> None:
             s.close()
     # THEN only the one not accepted yet waits, and nothing once both are
     left = {name for address, name in ports.items() if address != peer}
-    assert queue.queued == 1 and queue.waiting == left
+    assert queue.queued == 1 and queue.waiting == tuple(left)
     assert empty.queued == 0 and empty.waiting is None
 
 
