@@ -19,6 +19,7 @@ from cpinspect.model import Frame, RequestInfo, ThreadInfo
 from cpinspect.sources.base import Update
 from cpinspect.tui.widgets import threads_table
 from cpinspect.tui.widgets.banner import Banner
+from cpinspect.tui.widgets.stack_view import StackView
 
 from .fakes import (
     CART_STACK,
@@ -243,3 +244,38 @@ def test_same_cells_compares_what_a_row_shows() -> None:
     assert not threads_table._same_cells(a, None)
     for change in ({"path": "/y"}, {"query": "q=2"}, {"client": "x"}, {"handler": None}):
         assert not threads_table._same_cells(a, dataclasses.replace(a, **change))  # type: ignore[arg-type]
+
+
+async def test_a_spinning_thread_selected_keeps_its_stack_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a spinning worker selected, its stack on screen
+    spinner = worker(1, 30.0, "/spin", stack=SPIN_STACK, handler="Root.spin")
+    poller = FakePoller([as_update([spinner], T0)])
+    app = make_app(poller)
+    made: List[int] = []
+    original = StackView._stack_lines
+
+    def counting(self: StackView, *args: Any) -> Any:
+        made.append(1)
+        return original(self, *args)
+
+    async with app.run_test(size=(140, 40)) as pilot:
+        await first_data(pilot)
+        view = app.query_one(StackView)
+        assert "hot.py:12" in view.plain
+        monkeypatch.setattr(StackView, "_stack_lines", counting)
+        # WHEN a reading brings its stack as new frames at the same lines
+        poller.set(as_update([rebuilt(spinner, 1.0)], T0 + 1))
+        await poll(pilot)
+        # THEN the lines are not made again, and the new elapsed time shows
+        assert made == []
+        assert "31.0 s" in view.plain and "hot.py:12" in view.plain
+        # WHEN the next one finds it at another line
+        moved = dataclasses.replace(spinner, elapsed=32.0, stack=CART_STACK)
+        poller.set(as_update([moved], T0 + 2))
+        await poll(pilot)
+        # THEN they are made again (and once more when its source line comes), and say where
+        # it is now
+        assert made
+        assert "cart.py:30" in view.plain and "hot.py:12" not in view.plain
