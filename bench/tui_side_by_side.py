@@ -37,7 +37,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import List, Optional
 
 from benchlib import ROOT, machine
 from scale import PtyTui, Shape, cpu_of, start_target
@@ -127,6 +127,22 @@ from tests.tui.fakes import FakePoller
 from cpinspect.tui.app import InspectorApp
 
 path, rounds, idle = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "idle"
+# What a poll makes again, counted (the same in any load): rows formatted, screen layouts and
+# stack views' lines.
+from textual._compositor import Compositor
+from cpinspect.tui.widgets import stack_view, threads_table
+counts = {"rows": 0, "layouts": 0, "stacks": 0}
+
+def counted(owner, name, key):
+    original = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        counts[key] += 1
+        return original(*args, **kwargs)
+    setattr(owner, name, wrapper)
+
+counted(threads_table, "thread_row", "rows")
+counted(Compositor, "reflow", "layouts")
+counted(stack_view.StackView, "_stack_lines", "stacks")
 with open(path, "rb") as f:
     updates = [u for u in pickle.load(f) if u.threads is not None]
 now = {"t": updates[0].fetched_at + 0.3}
@@ -139,6 +155,8 @@ async def main():
             await pilot.pause(0.05)
         await pilot.pause(0.5)
         n = 0
+        for key in counts:
+            counts[key] = 0
         start = time.thread_time()
         for _ in range(rounds):
             for update in updates[1:]:
@@ -152,7 +170,8 @@ async def main():
                 await pilot.pause()
                 await asyncio.sleep(0.03)
                 n += 1
-        print(f"RESULT {1000 * (time.thread_time() - start) / n:.2f}")
+        cpu = 1000 * (time.thread_time() - start) / n
+        print("RESULT", cpu, *(counts[k] / n for k in ("rows", "layouts", "stacks")))
 
 asyncio.run(main())
 """
@@ -175,7 +194,9 @@ def record(args: argparse.Namespace) -> int:
         server.stop()
 
 
-def replay_one(root: str, path: str, rounds: int, idle: bool) -> float:
+def replay_one(root: str, path: str, rounds: int, idle: bool) -> List[float]:
+    """The UI thread's ms of CPU per poll, then per poll: rows formatted, layouts of the
+    screen, stack views' stacks made."""
     env = dict(os.environ, PYTHONPATH=root)
     done = subprocess.run(
         [sys.executable, "-c", REPLAY, os.path.abspath(path), str(rounds), "idle" if idle else ""],
@@ -188,7 +209,7 @@ def replay_one(root: str, path: str, rounds: int, idle: bool) -> float:
     line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
         raise SystemExit(f"the replay in {root} failed:\n" + done.stderr[-2000:])
-    return float(line.split()[1])
+    return [float(x) for x in line.split()[1:]]
 
 
 def replay(args: argparse.Namespace) -> int:
@@ -201,15 +222,20 @@ def replay(args: argparse.Namespace) -> int:
         print(f"error: no such file: {args.replay}", file=sys.stderr)
         return 2
     print(machine(), flush=True)
-    idle = replay_one(str(ROOT), args.replay, args.rounds, idle=True)
+    idle = replay_one(str(ROOT), args.replay, args.rounds, idle=True)[0]
     old = replay_one(args.old, args.replay, args.rounds, idle=False)
     new = replay_one(str(ROOT), args.replay, args.rounds, idle=False)
     print(f"replay of {args.replay}, {args.rounds} rounds, load avg {os.getloadavg()[0]:.2f}")
-    print(f"UI thread CPU per poll: old {old:.1f} ms  new {new:.1f} ms  {new / old:.2f}x")
     print(
-        f"  (the same waiting with no poll: {idle:.1f} ms; without it old {old - idle:.1f} ms, "
-        f"new {new - idle:.1f} ms, {(new - idle) / (old - idle):.2f}x)"
+        f"UI thread CPU per poll: old {old[0]:.1f} ms  new {new[0]:.1f} ms  {new[0] / old[0]:.2f}x"
     )
+    print(
+        f"  (the same waiting with no poll: {idle:.1f} ms; without it old {old[0] - idle:.1f} ms, "
+        f"new {new[0] - idle:.1f} ms, {(new[0] - idle) / (old[0] - idle):.2f}x)"
+    )
+    names = ("rows formatted", "layouts of the screen", "stack views' stacks made")
+    for name, a, b in zip(names, old[1:], new[1:]):
+        print(f"  per poll, {name}: old {a:.1f}  new {b:.1f}")
     return 0
 
 
