@@ -13,15 +13,31 @@ then ``cpinspect attach PID`` twice in 160x50 pseudo-terminals: the tree at ``--
 
 ``--hold N`` only starts the target and one TUI of this checkout and prints their pids, for N
 seconds, to profile them (``py-spy record --pid TUI``).
+
+The UI thread alone, the same data for both trees (what a poll costs the screen, apart from
+the session's reads and the machine's load):
+
+    python bench/tui_side_by_side.py --record FILE [--threads 1000 --busy 500 --spin 100]
+                                     [--polls 24]
+    python bench/tui_side_by_side.py --replay FILE --old /tmp/old-tui [--rounds 3]
+
+``--record`` polls a fresh target with the live session ``cpinspect attach`` opens (agent, py-spy
+standing in while it is slow) once a second and pickles the ``Update``s together (the objects
+they share stay shared, as a delta and a carried reading share them). ``--replay`` feeds them in
+turn (``--rounds`` times) to the real App under Textual's headless Pilot (160x45) in one process
+per tree, each through a scripted poller, and prints the UI thread's CPU per poll
+(``time.thread_time``, the compositor's repaints included) and, once with no poll at all, what
+the same waiting costs, for the old tree and this one.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
-from typing import Optional
+from typing import List, Optional
 
 from benchlib import ROOT, machine
 from scale import PtyTui, Shape, cpu_of, start_target
@@ -35,7 +51,15 @@ def main() -> int:
     parser.add_argument("--spin", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--hold", type=float, default=0.0)
+    parser.add_argument("--record", metavar="FILE", help="pickle --polls live updates to FILE")
+    parser.add_argument("--polls", type=int, default=24)
+    parser.add_argument("--replay", metavar="FILE", help="replay FILE into both trees' App")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.record:
+        return record(args)
+    if args.replay:
+        return replay(args)
     if not args.hold and not args.old:
         print("error: --old TREE is needed (or --hold SECONDS)", file=sys.stderr)
         return 2
@@ -75,6 +99,144 @@ def main() -> int:
         for sock in held:
             sock.close()
         server.stop()
+
+
+RECORD = r"""
+import pickle, sys, time
+from cpinspect.memory import tune_malloc
+from cpinspect.sources.open import open_session
+tune_malloc()
+pid, polls, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+session = open_session(pid).session
+updates = []
+for n in range(polls):
+    start = time.monotonic()
+    updates.append(session.poll())
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - start)))
+session.close()
+with open(out, "wb") as f:
+    pickle.dump(updates, f)
+carried = sum(1 for u in updates if u.threads_source is not None)
+print(f"{len(updates)} updates, {carried} with py-spy's threads standing in")
+"""
+
+REPLAY = r"""
+import asyncio, pickle, sys, time
+sys.path.insert(0, ".")
+from tests.tui.fakes import FakePoller
+from cpinspect.tui.app import InspectorApp
+
+path, rounds, idle = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "idle"
+# What a poll makes again, counted (the same in any load): rows formatted, screen layouts and
+# stack views' lines.
+from textual._compositor import Compositor
+from cpinspect.tui.widgets import stack_view, threads_table
+counts = {"rows": 0, "layouts": 0, "stacks": 0}
+
+def counted(owner, name, key):
+    original = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        counts[key] += 1
+        return original(*args, **kwargs)
+    setattr(owner, name, wrapper)
+
+counted(threads_table, "thread_row", "rows")
+counted(Compositor, "reflow", "layouts")
+counted(stack_view.StackView, "_stack_lines", "stacks")
+with open(path, "rb") as f:
+    updates = [u for u in pickle.load(f) if u.threads is not None]
+now = {"t": updates[0].fetched_at + 0.3}
+
+async def main():
+    poller = FakePoller([updates[0]])
+    app = InspectorApp(poller, interval=3600.0, clock=lambda: now["t"])
+    async with app.run_test(size=(160, 45)) as pilot:
+        while app.polls_received < 1:
+            await pilot.pause(0.05)
+        await pilot.pause(0.5)
+        n = 0
+        for key in counts:
+            counts[key] = 0
+        start = time.thread_time()
+        for _ in range(rounds):
+            for update in updates[1:]:
+                now["t"] = update.fetched_at + 0.3
+                if not idle:
+                    poller.set(update)
+                    before = app.polls_received
+                    app.poll_now()
+                    while app.polls_received == before:
+                        await asyncio.sleep(0.001)
+                await pilot.pause()
+                await asyncio.sleep(0.03)
+                n += 1
+        cpu = 1000 * (time.thread_time() - start) / n
+        print("RESULT", cpu, *(counts[k] / n for k in ("rows", "layouts", "stacks")))
+
+asyncio.run(main())
+"""
+
+
+def record(args: argparse.Namespace) -> int:
+    print(machine(), flush=True)
+    shape = Shape(args.threads, args.busy, args.spin)
+    server, held = start_target(shape)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", RECORD, str(server.pid), str(args.polls), args.record],
+            cwd=str(ROOT),
+            timeout=args.polls * 15 + 60,
+        )
+        return done.returncode
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
+
+
+def replay_one(root: str, path: str, rounds: int, idle: bool) -> List[float]:
+    """The UI thread's ms of CPU per poll, then per poll: rows formatted, layouts of the
+    screen, stack views' stacks made."""
+    env = dict(os.environ, PYTHONPATH=root)
+    done = subprocess.run(
+        [sys.executable, "-c", REPLAY, os.path.abspath(path), str(rounds), "idle" if idle else ""],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"the replay in {root} failed:\n" + done.stderr[-2000:])
+    return [float(x) for x in line.split()[1:]]
+
+
+def replay(args: argparse.Namespace) -> int:
+    if not args.old or not os.path.isdir(os.path.join(args.old, "cpinspect")):
+        print(
+            "error: --replay needs --old TREE (a tree with a cpinspect/ directory)", file=sys.stderr
+        )
+        return 2
+    if not os.path.isfile(args.replay):
+        print(f"error: no such file: {args.replay}", file=sys.stderr)
+        return 2
+    print(machine(), flush=True)
+    idle = replay_one(str(ROOT), args.replay, args.rounds, idle=True)[0]
+    old = replay_one(args.old, args.replay, args.rounds, idle=False)
+    new = replay_one(str(ROOT), args.replay, args.rounds, idle=False)
+    print(f"replay of {args.replay}, {args.rounds} rounds, load avg {os.getloadavg()[0]:.2f}")
+    print(
+        f"UI thread CPU per poll: old {old[0]:.1f} ms  new {new[0]:.1f} ms  {new[0] / old[0]:.2f}x"
+    )
+    print(
+        f"  (the same waiting with no poll: {idle:.1f} ms; without it old {old[0] - idle:.1f} ms, "
+        f"new {new[0] - idle:.1f} ms, {(new[0] - idle) / (old[0] - idle):.2f}x)"
+    )
+    names = ("rows formatted", "layouts of the screen", "stack views' stacks made")
+    for name, a, b in zip(names, old[1:], new[1:]):
+        print(f"  per poll, {name}: old {a:.1f}  new {b:.1f}")
+    return 0
 
 
 if __name__ == "__main__":

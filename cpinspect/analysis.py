@@ -9,7 +9,8 @@ engine, the TUI and every text renderer (``formatting.py``) share one answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from operator import attrgetter
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from cpinspect.model import (
     AppRoutes,
@@ -92,15 +93,27 @@ class StackGroup:
         return None
 
 
-def group_stacks(threads: Iterable[ThreadInfo]) -> List[StackGroup]:
+StackKey = Tuple[Tuple[str, int], ...]
+"""``ThreadInfo.stack_key``: the file and line of every frame, innermost first."""
+
+
+def group_stacks(
+    threads: Iterable[ThreadInfo], key: Optional[Callable[[ThreadInfo], StackKey]] = None
+) -> List[StackGroup]:
     """Group threads by ``stack_key`` (file and line of every frame), the largest group first.
 
     The group holding the GIL comes before all others (as its thread does in ``thread_order``);
     ties go to the group holding the longest-running request, then to the first thread's name.
+    ``key``: where the caller keeps each thread's ``stack_key`` (``StackKeys``), so stacks it
+    has seen are not walked again.
     """
-    by_key: Dict[Tuple[Tuple[str, int], ...], List[ThreadInfo]] = {}
-    for thread in threads:
-        by_key.setdefault(thread.stack_key, []).append(thread)
+    by_key: Dict[StackKey, List[ThreadInfo]] = {}
+    if key is None:
+        for thread in threads:
+            by_key.setdefault(thread.stack_key, []).append(thread)
+    else:
+        for thread in threads:
+            by_key.setdefault(key(thread), []).append(thread)
     groups = []
     for members in by_key.values():
         ordered = tuple(sorted(members, key=thread_order))
@@ -116,11 +129,45 @@ def group_stacks(threads: Iterable[ThreadInfo]) -> List[StackGroup]:
     return groups
 
 
-def largest_shared_stack(threads: Iterable[ThreadInfo]) -> Optional[StackGroup]:
+def largest_shared_stack(
+    threads: Iterable[ThreadInfo], key: Optional[Callable[[ThreadInfo], StackKey]] = None
+) -> Optional[StackGroup]:
     """The biggest group of two or more threads with the same non-empty stack, if any."""
-    groups = [g for g in group_stacks(threads) if g.stack and g.count >= 2]
+    groups = [g for g in group_stacks(threads, key) if g.stack and g.count >= 2]
     # Not simply the first group: the one holding the GIL comes first, whatever its size.
     return max(groups, key=lambda g: g.count, default=None)
+
+
+_LOCATION = attrgetter("filename", "lineno")
+"""``Frame.location``, read in C."""
+
+
+class StackKeys:
+    """``stack_key`` of each stack seen in the last two rounds, by stack object: a view that
+    groups the same threads at every poll walks only the stacks that are new objects (100
+    spinning workers' at each reading), not the 500 busy workers' ~25 frames each.
+
+    ``key(thread)`` is the thread's key; ``next_round()`` forgets the stacks not asked for
+    since the round before (the memory stays that of the stacks on show).
+    """
+
+    def __init__(self) -> None:
+        self._now: Dict[int, Tuple[Tuple[Frame, ...], StackKey]] = {}
+        self._before: Dict[int, Tuple[Tuple[Frame, ...], StackKey]] = {}
+
+    def key(self, thread: ThreadInfo) -> StackKey:
+        stack = thread.stack
+        found = self._now.get(id(stack))
+        if found is None or found[0] is not stack:
+            found = self._before.get(id(stack))
+            if found is None or found[0] is not stack:
+                found = (stack, tuple(map(_LOCATION, stack)))
+            # The stack is held beside its key: its id cannot be reused while remembered.
+            self._now[id(stack)] = found
+        return found[1]
+
+    def next_round(self) -> None:
+        self._before, self._now = self._now, {}
 
 
 # --- busy requests by route --------------------------------------------------------------------

@@ -278,14 +278,20 @@ def _with_summary(group: analysis.StackGroup) -> StackGroup:
     return StackGroup(group.threads, group.stack)
 
 
-def group_stacks(threads: Iterable[ThreadInfo]) -> List[StackGroup]:
+def group_stacks(
+    threads: Iterable[ThreadInfo],
+    key: Optional[Callable[[ThreadInfo], analysis.StackKey]] = None,
+) -> List[StackGroup]:
     """``analysis.group_stacks``, each group with its ``summary``."""
-    return [_with_summary(g) for g in analysis.group_stacks(threads)]
+    return [_with_summary(g) for g in analysis.group_stacks(threads, key)]
 
 
-def largest_shared_stack(threads: Iterable[ThreadInfo]) -> Optional[StackGroup]:
+def largest_shared_stack(
+    threads: Iterable[ThreadInfo],
+    key: Optional[Callable[[ThreadInfo], analysis.StackKey]] = None,
+) -> Optional[StackGroup]:
     """``analysis.largest_shared_stack``, with its ``summary``."""
-    group = analysis.largest_shared_stack(threads)
+    group = analysis.largest_shared_stack(threads, key)
     return _with_summary(group) if group is not None else None
 
 

@@ -85,6 +85,10 @@ class Banner(Static):
         """The lines on show."""
 
     def show(self, lines: Sequence[BannerLine]) -> None:
+        # One banner line a row (no wrapping): the same number of lines keeps the height, so
+        # new words need no layout of the whole screen (behind spinning workers the "agent
+        # slow" line's seconds change at every poll).
+        same_height = len(lines) == len(self.lines)
         self.lines = tuple(lines)
         text = Text(no_wrap=True, overflow="ellipsis")
         for index, line in enumerate(self.lines):
@@ -92,7 +96,7 @@ class Banner(Static):
                 text.append("\n")
             style = self.get_component_rich_style(f"banner--{line.severity.value}", partial=True)
             text.append(f"{_GLYPHS[line.severity]} {line.text}", style)
-        self.update(text)
+        self.update(text, layout=not same_height)
         self.display = bool(self.lines)
         worst = min((line.severity for line in self.lines), key=_rank, default=None)
         for severity in Severity:

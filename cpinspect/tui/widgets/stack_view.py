@@ -289,11 +289,16 @@ class StackView(Static):
         self._field(text, "threads", ", ".join(names) + more)
 
     def _stack(self, text: Text, stack: Sequence[Frame], truncated: int) -> None:
-        """The stack's lines; made once for a stack object (a busy thread keeps its stack's
-        object from poll to poll while it does not move) until its source lines come."""
+        """The stack's lines; made once for a stack (a busy thread keeps its stack's object
+        from poll to poll while it does not move; a spinning one's comes as new frames at the
+        same lines at every reading, equal to the last) until its source lines come."""
         made_of = (self.show_library, truncated, self._lines_version)
         cached = self._stack_text
-        if cached is None or cached[0] is not stack or cached[1] != made_of:
+        if (
+            cached is None
+            or (cached[0] is not stack and tuple(cached[0]) != tuple(stack))
+            or cached[1] != made_of
+        ):
             part = Text(end="")
             self._stack_lines(part, stack, truncated)
             cached = self._stack_text = (stack, made_of, part)

@@ -42,7 +42,7 @@ from cpinspect.formatting import (
     thread_elapsed_text,
     thread_row,
 )
-from cpinspect.model import Role, ThreadInfo
+from cpinspect.model import RequestInfo, Role, ThreadInfo
 
 CELL_PADDING = 2
 """Every cell is padded with one space on each side."""
@@ -397,17 +397,20 @@ class ThreadsTable(ScrollView, can_focus=True):
         before: Optional[Tuple[ThreadInfo, ThreadRow, Tuple[int, ...]]],
     ) -> Tuple[ThreadInfo, ThreadRow, Tuple[int, ...]]:
         """``thread_row(thread)`` and its widths. A thread that only moved on in time since the
-        last poll (a delta carries a busy thread's request and stack objects over, with a new
-        ``elapsed``) keeps its row but for the elapsed cell: 500 of them at every poll."""
+        last poll (a delta carries a busy thread's request object over, with a new ``elapsed``)
+        keeps its row but for the elapsed cell: 500 of them at every poll. The stack is not in
+        the row, and a request rebuilt with the same cells is the same request, an unknown GIL
+        (the agent's ``None``) the same as py-spy's ``False``: behind 100 spinning workers every
+        reading brings their stacks and requests (and py-spy's carried threads, or the agent's
+        answer after py-spy's, every thread) as new objects of the same text."""
         if before is not None:
             old, row, widths = before
             if (
-                old.request is thread.request
-                and old.stack is thread.stack
+                _same_cells(old.request, thread.request)
                 and old.busy == thread.busy
                 and old.phase is thread.phase
                 and old.role is thread.role
-                and old.owns_gil == thread.owns_gil
+                and bool(old.owns_gil) == bool(thread.owns_gil)
                 and old.name == thread.name
                 and old.ident == thread.ident
             ):
@@ -723,6 +726,22 @@ def _patchable(before: Optional[LineKey], now: LineKey) -> Optional[FrozenSet[st
     if (a.glyph, a.state, a.gil) != (b.glyph, b.state, b.gil):
         return None
     return frozenset(key for key, text in COLUMN_TEXT.items() if text(a) != text(b))
+
+
+def _same_cells(a: Optional[RequestInfo], b: Optional[RequestInfo]) -> bool:
+    """Whether two requests give a thread row the same cells (``thread_row``: the method and
+    target, the client, the handler), whatever else differs (when each source saw it start)."""
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    return (a.method, a.path, a.query, a.client, a.handler) == (
+        b.method,
+        b.path,
+        b.query,
+        b.client,
+        b.handler,
+    )
 
 
 def _with_elapsed(row: ThreadRow, elapsed: str) -> ThreadRow:
