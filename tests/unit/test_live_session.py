@@ -469,17 +469,87 @@ def test_while_py_spy_carries_the_polls_its_next_read_starts_as_a_poll_ends(serv
         session.poll()
         time.sleep(0.2)
         assert len(spy.calls) == 3
-        # AND neither does the TUI when py-spy's reads end within the agent's grace: the read
-        # begun with the next poll is in before that poll shows it, and younger
+        # AND with the TUI's interval set (``read_every``) the read ahead waits for its start,
+        # that long after the last read began: one reading per interval, not back to back
         session.pyspy_wait = 0.05
-        session.agent_grace = 5.0
-        calls = len(spy.calls)
+        session.read_every = 60.0
         session.poll()
+        deadline = time.monotonic() + 10
+        while not (session._spy_took is not None and session._spy_pending) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.01)
+        calls = len(spy.calls)
         time.sleep(0.2)
-        assert len(spy.calls) == calls + 1  # the poll's own read, none ahead
+        waiting = session._spy_pending
+        assert waiting is not None and not waiting.done() and len(spy.calls) == calls
+        # WHEN the next poll comes before that start
+        session.poll()
+        # THEN that read begins at once for it (still one at a time)
+        assert waiting.result(timeout=10) is not None and len(spy.calls) > calls
     finally:
         gate.set()
         session.close()
+
+
+def test_a_reading_that_lands_while_py_spy_carries_is_handed_over_then_shown(serve):
+    # GIVEN an agent that never answers in time, py-spy read for the TUI, and a listener for
+    # readings that land with no poll waiting (the TUI's ``on_landed``)
+    gate = threading.Event()
+
+    def threads(query):
+        gate.wait(10)
+        return 200, payload("agent_threads_v1.json")
+
+    path = serve(
+        {"/v1/info": lambda q: (200, payload("agent_info_v1.json")), "/v1/threads": threads}
+    )
+    spy = GatedSpy(os.getpid())
+    spy.gate.set()
+    session = AgentSession(
+        AgentSource(path),
+        None,
+        pid=os.getpid(),
+        timeout=5.0,
+        pyspy=spy,  # type: ignore[arg-type]
+    )
+    session.pyspy_wait = 0.05
+    session.agent_grace = 0.0
+    session.read_every = 0.0
+    landed = threading.Event()
+    session.on_landed = landed.set
+    try:
+        # WHEN a poll is carried by py-spy, and the read it started ahead lands
+        first = session.poll()
+        assert first.effective_threads_source is SourceKind.PYSPY
+        assert landed.wait(10)
+        # THEN the session says it holds a reading no poll has shown
+        assert session.landed()
+        reading = session._spy_pending
+        assert reading is not None and reading.done()
+        # WHEN the TUI polls for it (the next read, begun ahead as that poll ends, held)
+        spy.gate.clear()
+        spy.finished.clear()
+        second = session.poll()
+        # THEN that very reading is shown, carried by py-spy, the banner still saying the
+        # agent is slow
+        assert second.effective_threads_source is SourceKind.PYSPY
+        assert second.message.startswith("agent slow")
+        assert second.threads is not None
+        assert second.threads.taken_at == reading.result().taken_at
+        # AND the read begun ahead is the only one running: nothing landed unseen yet
+        ahead = session._spy_pending
+        assert ahead is not None and not ahead.done() and not session.landed()
+        # WHEN the session closes while that read runs (or before it began), and it ends after
+        landed.clear()
+    finally:
+        session.close()
+        gate.set()
+    spy.gate.set()
+    ahead.result(timeout=10)  # (None when close() came before it began: nothing read)
+    # THEN nothing is handed over after close()
+    assert not landed.wait(0.3)
+    assert not session.landed()
 
 
 def test_the_cpu_times_of_the_last_build_start_the_next_reads_window(short_tmp):
