@@ -405,6 +405,9 @@ class AgentSession:
         last one began (at once when that one took longer; for a read that may pause the
         target, not before ``STRETCH`` times its length): the TUI sets its polling interval.
         None: a read ahead begins as the poll ends."""
+        self._for_landed = False
+        """This poll shows a reading that landed unseen (``_start_spy``): no grace for the
+        agent — an answer within its grace is handed over when it ends (``_on_agent_done``)."""
         self._spy_go = threading.Event()
         """Wakes a read ahead still waiting for its start (a poll wants it now, or close())."""
         self._closed = False
@@ -472,17 +475,55 @@ class AgentSession:
         self._spy_ahead = True
 
     def landed(self) -> bool:
-        """A py-spy reading has landed that no poll has shown yet while py-spy carries the
-        polls: the next poll shows it at once (the TUI polls now rather than at its tick)."""
+        """While py-spy carries the polls, a py-spy reading has landed that no poll has shown
+        yet, or the agent's answer came within its grace: the next poll shows it at once (the
+        TUI polls now rather than at its tick)."""
+        if self._closed or not self._carrying:
+            return False
         pending = self._spy_pending
-        return not self._closed and self._carrying and pending is not None and pending.done()
+        if pending is not None and pending.done():
+            return True
+        call = self._agent_pending
+        return call is not None and self._in_time(call)
+
+    def _in_time(self, call: Future[_Answer]) -> bool:
+        """An ended call answered within the agent's grace of being asked, with threads read
+        within that grace of now: this poll's answer, not a late one (asked by a poll that
+        showed a landed reading without waiting for it)."""
+        if not call.done():
+            return False
+        try:
+            answer = call.result()
+        except Exception:  # noqa: BLE001 - _settle says what it was
+            return False
+        return answer.ended - answer.started <= self.agent_grace and self._fresh(call)
+
+    def reading_due(self) -> bool:
+        """While py-spy carries the polls, its next read is running (or waiting for its start)
+        and will be handed over as it lands (``on_landed``): a timed poll now would only show
+        the last reading again, and hold up the one about to land while it builds that."""
+        pending = self._spy_pending
+        return (
+            not self._closed
+            and self._carrying
+            and self.on_landed is not None
+            and pending is not None
+            and not pending.done()
+        )
+
+    def _on_agent_done(self, call: Future[_Answer]) -> None:
+        """The agent's call ended (in its thread): while py-spy carries the polls, an answer in
+        time is handed over at once (``on_landed``): the agent takes over."""
+        notify = self.on_landed
+        if notify is not None and self._agent_pending is call and self.landed():
+            notify()
 
     def _on_spy_done(self, future: Future[Optional[ThreadsSnapshot]]) -> None:
         """A read ended (in py-spy's thread): tell the TUI when no poll is waiting for it (a
         poll holds the read it waits for, not ``_spy_pending``), the polls are carried, and it
         brought a reading. One that lands after ``close()`` is dropped."""
         notify = self.on_landed
-        if notify is None or not self.landed() or self._spy_pending is not future:
+        if notify is None or self._closed or not self._carrying or self._spy_pending is not future:
             return
         try:
             if future.result() is None:
@@ -502,6 +543,7 @@ class AgentSession:
         self._endpoint_errors = []
         self._joined = False
         self._slow_for = 0.0
+        self._for_landed = False
         spy_future = self._start_spy()
         if self._skip_agent_once:
             # The agent was asked a moment ago and did not answer: show py-spy's threads now
@@ -603,6 +645,8 @@ class AgentSession:
         pending = self._agent_pending
         if pending is not None and not pending.done():
             return pending, None
+        if pending is not None and self._in_time(pending):
+            return pending, None  # answered in time since the last poll: this poll's answer
         if pending is not None:
             self._agent_pending = None
             ended = self._settle(pending, now, None, late=True)
@@ -629,8 +673,9 @@ class AgentSession:
             return _Answer(info, threads, tuple(errors), asked_info, started, time.monotonic())
 
         self._agent_started = time.monotonic()
-        self._agent_pending = _in_background(ask, "cpinspect-agent")
-        return self._agent_pending, None
+        call = self._agent_pending = _in_background(ask, "cpinspect-agent")
+        call.add_done_callback(self._on_agent_done)
+        return call, None
 
     def _await_agent(
         self,
@@ -646,6 +691,8 @@ class AgentSession:
             # Asked by an earlier poll: the grace runs from when it was asked, not again from
             # this poll's start (a poll begun for a reading that landed shows it at once).
             grace = max(0.0, grace - (began - self._agent_started))
+        if self._for_landed:
+            grace = 0.0  # the reading in hand is shown now; an answer in time comes after it
         # The TUI (``pyspy_wait`` set) waits for a fresh py-spy reading at most CARRY_WAIT,
         # then shows the last one: the screen is refreshed every second even when py-spy
         # itself takes longer than that.
@@ -862,6 +909,7 @@ class AgentSession:
         if pending is not None and (ahead or not pending.done() or self._carrying):
             # Still reading, read ahead for this poll, or landed unseen: this poll gets that
             # reading, no second py-spy. A read ahead still waiting for its start begins now.
+            self._for_landed = self._carrying and pending.done()
             self._spy_go.set()
             return pending
         if pending is not None:

@@ -310,9 +310,11 @@ class InspectorApp(App[None]):
             if hasattr(self.poller, "pyspy_wait"):  # an agent session with py-spy beside it
                 self.poller.pyspy_wait = PYSPY_WAIT
             # While py-spy carries the polls, its readings come once an interval and each is
-            # shown as it lands (``AgentSession.on_landed``), not at the next tick.
+            # shown as it lands (``AgentSession.on_landed``), not at the next tick. The
+            # interval asked for, not the one stretched by slow polls: a nonblocking read
+            # costs the target nothing (one that pauses it is paced by its own length).
             if hasattr(self.poller, "read_every"):
-                self.poller.read_every = self.pace.interval
+                self.poller.read_every = self.interval
             if hasattr(self.poller, "on_landed"):
                 self.poller.on_landed = self._reading_landed
             self._schedule_poll()
@@ -392,6 +394,13 @@ class InspectorApp(App[None]):
 
     def _timed_poll(self) -> None:
         self._poll_timer = None
+        due = getattr(self.poller, "reading_due", None)
+        if not self._poll_in_flight and callable(due) and due():
+            # py-spy carries the polls and its next reading is on its way: it brings a poll
+            # as it lands (``_show_landed``); this tick would show the last one again. Looked
+            # at again an interval on (a read that fails brings no poll of its own).
+            self._poll_timer = self.set_timer(self.pace.interval, self._timed_poll, name="poll")
+            return
         self.poll_now()
         if not self._poll_in_flight:  # closed, or nothing started: try again later
             self._schedule_poll()
@@ -413,10 +422,7 @@ class InspectorApp(App[None]):
         self._poll_in_flight = False
         self.polls_received += 1
         # Slow polls stretch the interval (and the header says so); fast ones bring it back.
-        interval = self.pace.interval
         self.pace = self.pace.after(self._poll_duration)
-        if self.pace.interval != interval and hasattr(self.poller, "read_every"):
-            self.poller.read_every = self.pace.interval  # py-spy's reads ahead follow the pace
         self._schedule_poll()
         if message.update is None:
             self.poll_error = message.error

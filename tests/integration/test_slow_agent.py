@@ -386,6 +386,9 @@ async def test_the_tui_shows_py_spys_readings_as_they_land_not_at_its_next_poll(
     async with app.run_test(size=(140, 40)) as pilot:
         await wait_until(pilot, lambda: app.polls_received > 0, timeout=30, what="a poll")
         session.read_every = 0.3  # (the app set its 30 s: faster here, to see several)
+        received = app.polls_received
+        app.poll_now()  # (takes the read ahead the first poll left waiting for its 30 s)
+        await wait_until(pilot, lambda: app.polls_received > received, timeout=30, what="a poll")
         seen = {"last": None, "by_hand": False}
         followed: List[Tuple[Update, Update]] = []
 
