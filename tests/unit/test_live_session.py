@@ -483,6 +483,12 @@ def test_while_py_spy_carries_the_polls_its_next_read_starts_as_a_poll_ends(serv
         time.sleep(0.2)
         waiting = session._spy_pending
         assert waiting is not None and not waiting.done() and len(spy.calls) == calls
+        # (the TUI's tick skips a poll while that reading is due: ``reading_due``, with a
+        # listener to hand it over)
+        session.on_landed = lambda: None
+        assert session.reading_due()
+        session.on_landed = None
+        assert not session.reading_due()
         # WHEN the next poll comes before that start
         session.poll()
         # THEN that read begins at once for it (still one at a time)
@@ -550,6 +556,63 @@ def test_a_reading_that_lands_while_py_spy_carries_is_handed_over_then_shown(ser
     # THEN nothing is handed over after close()
     assert not landed.wait(0.3)
     assert not session.landed()
+
+
+def test_an_agent_answering_in_time_after_a_landed_reading_takes_over_at_once(serve):
+    # GIVEN an agent whose first /v1/threads is held (slow), and whose next ones answer at
+    # once; py-spy read for the TUI, and a listener for what lands with no poll waiting
+    gate = threading.Event()
+    asked = []
+
+    def threads(query):
+        asked.append(query)
+        if len(asked) == 1:
+            gate.wait(10)
+        return 200, payload("agent_threads_v1.json", taken_at=time.time())  # read now
+
+    path = serve(
+        {"/v1/info": lambda q: (200, payload("agent_info_v1.json")), "/v1/threads": threads}
+    )
+    session = AgentSession(
+        AgentSource(path),
+        None,
+        pid=os.getpid(),
+        timeout=5.0,
+        pyspy=FakeSpy(os.getpid()),  # type: ignore[arg-type]
+    )
+    session.pyspy_wait = 0.05
+    session.agent_grace = 0.5
+    session.read_every = 0.0
+    landed = threading.Event()
+    session.on_landed = landed.set
+    try:
+        # WHEN a poll is carried by py-spy (the agent held), its read ahead lands, and the
+        # held call ends (late: it took longer than the grace)
+        first = session.poll()
+        assert first.effective_threads_source is SourceKind.PYSPY
+        assert landed.wait(10)
+        gate.set()
+        deadline = time.monotonic() + 10
+        while not session._agent_pending.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        landed.clear()
+        session.read_every = 60.0  # (no further reading lands during the test)
+        # WHEN the TUI polls for the landed reading
+        second = session.poll()
+        # THEN it is shown at once, without waiting the agent's grace for its new call
+        # (unless that call had already answered, when the agent takes over right here)
+        if second.effective_threads_source is SourceKind.PYSPY:
+            assert second.threads is not None
+            # AND the new call, answering within its grace, is handed over as it ends
+            assert landed.wait(10) and session.landed()
+            second = session.poll()
+        # THEN the agent's answer is this poll's: it takes over, nothing marked older
+        assert second.effective_threads_source is SourceKind.AGENT
+        assert second.stale == () and not second.message.startswith("agent slow")
+        assert len(asked) == 2  # the late call and the one in time, no third
+    finally:
+        gate.set()
+        session.close()
 
 
 def test_the_cpu_times_of_the_last_build_start_the_next_reads_window(short_tmp):
