@@ -159,13 +159,15 @@ class PtyTui:
         os.close(self.fd)
 
 
-def measure_tui(server: Server, result: Result, seconds: float, rss_seconds: float) -> None:
+def measure_tui(
+    server: Server, result: Result, seconds: float, rss_seconds: float, root: Optional[Path] = None
+) -> None:
     target = psutil.Process(server.pid)
     # The target alone, unpolled, over the same length of time.
     c0 = cpu_of(target)
     time.sleep(seconds)
     result.target_idle_cpu = 100 * (cpu_of(target) - c0) / seconds
-    tui = PtyTui(server.pid)
+    tui = PtyTui(server.pid, str(root) if root is not None else None)
     try:
         time.sleep(5.0)  # start-up and first screens
         c0, t0, tui0 = cpu_of(target), time.monotonic(), cpu_of(tui.proc)
@@ -248,12 +250,16 @@ asyncio.run(main(int(sys.argv[1]), float(sys.argv[2])))
 """
 
 
-def measure_pilot(server: Server, result: Result, seconds: float) -> None:
+def measure_pilot(
+    server: Server, result: Result, seconds: float, root: Optional[Path] = None
+) -> None:
+    env = dict(os.environ, PYTHONPATH=str(root)) if root is not None else None
     done = subprocess.run(
         [sys.executable, "-c", PILOT, str(server.pid), str(seconds)],
         capture_output=True,
         text=True,
-        cwd=str(ROOT),
+        cwd=str(root or ROOT),
+        env=env,
         timeout=seconds + 120,
     )
     line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
@@ -417,7 +423,13 @@ def main() -> int:
         "--compare",
         metavar="ROOT",
         type=Path,
-        help="also run dump and snapshot from this checkout in the same rounds (before/after)",
+        help="also run dump and snapshot from this checkout in the same rounds (before/after),"
+        " and the TUI and Pilot measures on the same target, that checkout's first",
+    )
+    parser.add_argument(
+        "--spin-only",
+        action="store_true",
+        help="only the shapes with workers spinning (--spin), not the same shapes without",
     )
     parser.add_argument(
         "--dumps-only",
@@ -435,14 +447,19 @@ def main() -> int:
     shapes: List[Shape] = []
     for item in args.shapes.split(","):
         threads, busy = (int(x) for x in item.split(":"))
-        shapes.append(Shape(threads, busy))
+        if not (args.spin_only and args.spin):
+            shapes.append(Shape(threads, busy))
         if args.spin:
             shapes.append(Shape(threads, busy, min(args.spin, busy)))
     for shape in shapes:
         server, held = start_target(shape)
         result = Result(shape)
+        other = Result(shape) if args.compare is not None and not args.dumps_only else None
         try:
             if not args.dumps_only:
+                if other is not None:  # the other checkout first, then this one: same target
+                    measure_tui(server, other, args.seconds, args.rss_minutes * 60, args.compare)
+                    measure_pilot(server, other, args.seconds, args.compare)
                 measure_tui(server, result, args.seconds, args.rss_minutes * 60)
                 measure_pilot(server, result, args.seconds)
             measure_dumps(server, result, args.rounds, args.compare)
@@ -450,6 +467,9 @@ def main() -> int:
             for sock in held:
                 sock.close()
             server.stop()
+        if other is not None:
+            print(f"\n== {shape.label}: the --compare checkout ({args.compare}), measured first")
+            report_tui(other)
         report(result, tui=not args.dumps_only)
     return 0
 

@@ -9,7 +9,10 @@ agent's answer, when it comes, becomes the last known (workers spinning in pure 
 agent queue for the GIL behind them). When the agent does not answer within about a second (or
 twice its last answer's duration, when that was longer), py-spy's threads stand in for it with a
 banner saying the interpreter may be stuck; the agent takes over again as soon as it answers in
-time. A session may start that way: opened
+time. While py-spy carries the TUI's polls, its next read starts as a poll ends (paced at the
+TUI's interval, ``read_every``) and a reading that lands with no poll waiting is handed to the
+TUI at once (``on_landed``), which polls and shows it rather than at its next tick. A session
+may start that way: opened
 on an agent that was already silent (``silent=``), its first poll shows py-spy's threads at once
 instead of waiting for the agent a second time. ``PySpySession`` is the inspector on a process
 without the agent: py-spy only.
@@ -63,6 +66,7 @@ from cpinspect.sources.base import Capability, LinkState, Update
 from cpinspect.sources.listenq import listen_queues
 from cpinspect.sources.logfeed import LogBatch, LogFeed
 from cpinspect.sources.merge import Carried, fallback_threads, gil_holder, merge_threads
+from cpinspect.sources.pacing import STRETCH
 from cpinspect.sources.peers import PeerCache
 from cpinspect.sources.pyspy import (
     DumpCache,
@@ -392,6 +396,21 @@ class AgentSession:
         """When the running py-spy read began and how long the last one took (monotonic s)."""
         self._spy_threads_seen: Optional[int] = None
         """Threads in py-spy's last reading (whether a ``--locals`` read is cheap)."""
+        self.on_landed: Optional[Callable[[], None]] = None
+        """Called (from py-spy's thread) when a reading lands that no poll is waiting for while
+        py-spy carries the polls: the TUI polls at once and shows it (``landed``) instead of at
+        its next tick. Set by the TUI; nothing calls it after ``close()``."""
+        self.read_every: Optional[float] = None
+        """While py-spy carries the polls, its next read begins this many seconds after the
+        last one began (at once when that one took longer; for a read that may pause the
+        target, not before ``STRETCH`` times its length): the TUI sets its polling interval.
+        None: a read ahead begins as the poll ends."""
+        self._for_landed = False
+        """This poll shows a reading that landed unseen (``_start_spy``): no grace for the
+        agent — an answer within its grace is handed over when it ends (``_on_agent_done``)."""
+        self._spy_go = threading.Event()
+        """Wakes a read ahead still waiting for its start (a poll wants it now, or close())."""
+        self._closed = False
 
     def _read_log(self, agent: bool) -> None:
         """Fold the log into this poll; a failure is a warning, never a failed poll."""
@@ -429,26 +448,89 @@ class AgentSession:
         return update
 
     def _read_ahead(self) -> None:
-        """While py-spy carries the TUI's polls, its next read starts as this poll ends, not
-        when the next poll begins: at 1,000 threads with workers spinning a read takes
+        """While py-spy carries the TUI's polls, its next read is started as this poll ends,
+        not when the next poll begins: at 1,000 threads with workers spinning a read takes
         1.3-2.8 s, longer than the interval, and a read begun only by every other poll (the
-        one that found none running) left the screen's data up to two reads old. The next
-        poll takes the reading this one started (``_start_spy``). One-shot commands
-        (``pyspy_wait`` None) and an answering agent start no read ahead, nor does an agent
-        whose call has ended by now: it may be answering in time again, and the next poll's
-        read, begun with its call, gives it the read's length to show that. Nor does a read
-        that ends within the agent's grace (200 threads: 0.2 s): begun with the next poll, it is
-        in before that poll shows it, so its data is a poll's length younger (read ahead, the
-        data age on screen at 200 threads with 100 spinning went from p95 1.30 to 2.09 s)."""
+        one that found none running) left the screen's data up to two reads old. The read
+        begins ``read_every`` after the last one began (at once when that is past), so that
+        readings come once an interval, and each one, landing, is handed to the TUI at once
+        (``on_landed``): the data on screen is as old as one interval at most, plus the read
+        itself where it takes longer than that. One-shot commands (``pyspy_wait`` None) and an
+        answering agent start no read ahead, nor does an agent whose call has ended by now: it
+        may be answering in time again, and the next poll's read, begun with its call, gives it
+        the read's length to show that."""
         if self.pyspy is None or self.pyspy_wait is None or self._spy_pending is not None:
             return
-        if self._spy_took is not None and self._spy_took <= self.agent_grace:
-            return
         call = self._agent_pending
-        if call is None or call.done():
+        if call is None or call.done() or self._closed:
             return
-        self._spy_pending = self._start_spy()
+        delay = 0.0
+        if self.read_every is not None and self._spy_took is not None:
+            gap = self.read_every
+            if self.native or not getattr(self.pyspy, "nonblocking", True):
+                # A read that pauses the target: never more than the polls' own pacing.
+                gap = max(gap, STRETCH * self._spy_took)
+            delay = max(0.0, gap - (time.monotonic() - self._spy_began))
+        self._spy_pending = self._start_spy(delay)
         self._spy_ahead = True
+
+    def landed(self) -> bool:
+        """While py-spy carries the polls, a py-spy reading has landed that no poll has shown
+        yet, or the agent's answer came within its grace: the next poll shows it at once (the
+        TUI polls now rather than at its tick)."""
+        if self._closed or not self._carrying:
+            return False
+        pending = self._spy_pending
+        if pending is not None and pending.done():
+            return True
+        call = self._agent_pending
+        return call is not None and self._in_time(call)
+
+    def _in_time(self, call: Future[_Answer]) -> bool:
+        """An ended call answered within the agent's grace of being asked, with threads read
+        within that grace of now: this poll's answer, not a late one (asked by a poll that
+        showed a landed reading without waiting for it)."""
+        if not call.done():
+            return False
+        try:
+            answer = call.result()
+        except Exception:  # noqa: BLE001 - _settle says what it was
+            return False
+        return answer.ended - answer.started <= self.agent_grace and self._fresh(call)
+
+    def reading_due(self) -> bool:
+        """While py-spy carries the polls, its next read is running (or waiting for its start)
+        and will be handed over as it lands (``on_landed``): a timed poll now would only show
+        the last reading again, and hold up the one about to land while it builds that."""
+        pending = self._spy_pending
+        return (
+            not self._closed
+            and self._carrying
+            and self.on_landed is not None
+            and pending is not None
+            and not pending.done()
+        )
+
+    def _on_agent_done(self, call: Future[_Answer]) -> None:
+        """The agent's call ended (in its thread): while py-spy carries the polls, an answer in
+        time is handed over at once (``on_landed``): the agent takes over."""
+        notify = self.on_landed
+        if notify is not None and self._agent_pending is call and self.landed():
+            notify()
+
+    def _on_spy_done(self, future: Future[Optional[ThreadsSnapshot]]) -> None:
+        """A read ended (in py-spy's thread): tell the TUI when no poll is waiting for it (a
+        poll holds the read it waits for, not ``_spy_pending``), the polls are carried, and it
+        brought a reading. One that lands after ``close()`` is dropped."""
+        notify = self.on_landed
+        if notify is None or self._closed or not self._carrying or self._spy_pending is not future:
+            return
+        try:
+            if future.result() is None:
+                return
+        except Exception:  # noqa: BLE001 - the poll that takes it says what it was
+            return
+        notify()
 
     def _poll(self) -> Update:
         now = self.clock()
@@ -461,6 +543,7 @@ class AgentSession:
         self._endpoint_errors = []
         self._joined = False
         self._slow_for = 0.0
+        self._for_landed = False
         spy_future = self._start_spy()
         if self._skip_agent_once:
             # The agent was asked a moment ago and did not answer: show py-spy's threads now
@@ -562,6 +645,8 @@ class AgentSession:
         pending = self._agent_pending
         if pending is not None and not pending.done():
             return pending, None
+        if pending is not None and self._in_time(pending):
+            return pending, None  # answered in time since the last poll: this poll's answer
         if pending is not None:
             self._agent_pending = None
             ended = self._settle(pending, now, None, late=True)
@@ -588,8 +673,9 @@ class AgentSession:
             return _Answer(info, threads, tuple(errors), asked_info, started, time.monotonic())
 
         self._agent_started = time.monotonic()
-        self._agent_pending = _in_background(ask, "cpinspect-agent")
-        return self._agent_pending, None
+        call = self._agent_pending = _in_background(ask, "cpinspect-agent")
+        call.add_done_callback(self._on_agent_done)
+        return call, None
 
     def _await_agent(
         self,
@@ -601,8 +687,12 @@ class AgentSession:
         ``agent_grace`` has passed, or the agent's ``timeout`` has passed
         with no py-spy reading to show (py-spy missing, or failed)."""
         grace = min(self.agent_grace, self.timeout)
-        if call is not None and began - self._agent_started >= self.timeout:
-            grace = 0.0  # asked by an earlier poll, unanswered for a while: no grace again
+        if call is not None and self._agent_started < began:
+            # Asked by an earlier poll: the grace runs from when it was asked, not again from
+            # this poll's start (a poll begun for a reading that landed shows it at once).
+            grace = max(0.0, grace - (began - self._agent_started))
+        if self._for_landed:
+            grace = 0.0  # the reading in hand is shown now; an answer in time comes after it
         # The TUI (``pyspy_wait`` set) waits for a fresh py-spy reading at most CARRY_WAIT,
         # then shows the last one: the screen is refreshed every second even when py-spy
         # itself takes longer than that.
@@ -807,27 +897,42 @@ class AgentSession:
         self._whole_cpu = whole[3]
         return threads_from_reading(whole[1], whole[2], pid=self.pyspy.pid, cache=self._spy_cache)
 
-    def _start_spy(self) -> Optional[Future[Optional[ThreadsSnapshot]]]:
-        if self.pyspy is None:
+    def _start_spy(self, delay: float = 0.0) -> Optional[Future[Optional[ThreadsSnapshot]]]:
+        """py-spy's read for this poll: the one still running or read ahead for it, or a
+        reading that landed since the last poll while py-spy carries the polls (no poll has
+        shown it yet), otherwise a new read, begun after ``delay`` seconds (a read ahead:
+        ``_read_ahead``) or at once. Never two at once: one runner thread, one read pending."""
+        if self.pyspy is None or self._closed:
             return None
         pending, self._spy_pending = self._spy_pending, None
         ahead, self._spy_ahead = self._spy_ahead, False
-        if pending is not None and (ahead or not pending.done()):
-            # Still reading, or read ahead for this poll: this poll gets that reading, no
-            # second py-spy.
+        if pending is not None and (ahead or not pending.done() or self._carrying):
+            # Still reading, read ahead for this poll, or landed unseen: this poll gets that
+            # reading, no second py-spy. A read ahead still waiting for its start begins now.
+            self._for_landed = self._carrying and pending.done()
+            self._spy_go.set()
             return pending
         if pending is not None:
             self._spy_last = self._spy_result(pending)  # finished after the last poll ended
         if self._spy_runner is None:
             self._spy_runner = ThreadPoolExecutor(1, thread_name_prefix="cpinspect-pyspy")
-        began = time.monotonic()
-        future = self._spy_runner.submit(self._spy)
-        self._spy_began = began
+        go = self._spy_go = threading.Event()
+        if delay <= 0:
+            go.set()
 
-        def took(_: object) -> None:
-            self._spy_took = time.monotonic() - began
+        def read() -> Optional[ThreadsSnapshot]:
+            go.wait(delay)  # set early by a poll that wants it now, or by close()
+            if self._closed:
+                return None
+            began = time.monotonic()
+            self._spy_began = began
+            try:
+                return self._spy()
+            finally:
+                self._spy_took = time.monotonic() - began
 
-        future.add_done_callback(took)
+        future = self._spy_runner.submit(read)
+        future.add_done_callback(self._on_spy_done)
         return future
 
     def _spy_in_time(
@@ -1136,6 +1241,9 @@ class AgentSession:
         )
 
     def close(self) -> None:
+        self._closed = True
+        self.on_landed = None
+        self._spy_go.set()  # a read ahead waiting for its start ends without reading
         self.logs.close()
         if self.source is not None:
             self.source.close()

@@ -1024,6 +1024,9 @@ class PySpySource:
                 "`pip install --force-reinstall py-spy`" % self.executable
             ) from None
         self._proc = proc
+        if self._closed:
+            # close() came while it started (and found no process to stop): stop it here.
+            self._stop(proc)
         try:
             stdout, stderr = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:

@@ -27,6 +27,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.events import Resize
+from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, TabbedContent, TabPane
@@ -84,6 +85,11 @@ FINDINGS_SESSIONS_EVERY = 5.0
 """Seconds between reads of the sessions (their first page and the locks held now) for the
 findings while the Sessions tab is not shown: a held session lock is named on the first screen."""
 """Terminal widths under which the footer drops its spacing (and the palette hint) to fit."""
+
+
+class ReadingLanded(Message):
+    """py-spy's reading landed while it carries the polls (``AgentSession.on_landed``, posted
+    from py-spy's thread): a poll now shows it, not the next tick."""
 
 
 def tab_label(spec: PanelSpec) -> str:
@@ -213,6 +219,8 @@ class InspectorApp(App[None]):
         self._poll_worker: Optional[Worker[None]] = None
         self._poll_in_flight = False
         self._poll_again = False
+        self._landed_waiting = False
+        """A reading landed while a poll ran: when it ends, a poll follows if none showed it."""
         self._poll_lock = threading.Lock()
         self.pace = Pace(interval)
         """The polling interval in force: ``interval``, or stretched while polls are slow (the
@@ -301,6 +309,14 @@ class InspectorApp(App[None]):
         if self.live:
             if hasattr(self.poller, "pyspy_wait"):  # an agent session with py-spy beside it
                 self.poller.pyspy_wait = PYSPY_WAIT
+            # While py-spy carries the polls, its readings come once an interval and each is
+            # shown as it lands (``AgentSession.on_landed``), not at the next tick. The
+            # interval asked for, not the one stretched by slow polls: a nonblocking read
+            # costs the target nothing (one that pauses it is paced by its own length).
+            if hasattr(self.poller, "read_every"):
+                self.poller.read_every = self.interval
+            if hasattr(self.poller, "on_landed"):
+                self.poller.on_landed = self._reading_landed
             self._schedule_poll()
             for spec in self.panel_specs:
                 if spec.every is not None and spec.part is not None:
@@ -378,9 +394,28 @@ class InspectorApp(App[None]):
 
     def _timed_poll(self) -> None:
         self._poll_timer = None
+        due = getattr(self.poller, "reading_due", None)
+        if not self._poll_in_flight and callable(due) and due():
+            # py-spy carries the polls and its next reading is on its way: it brings a poll
+            # as it lands (``_show_landed``); this tick would show the last one again. Looked
+            # at again an interval on (a read that fails brings no poll of its own).
+            self._poll_timer = self.set_timer(self.pace.interval, self._timed_poll, name="poll")
+            return
         self.poll_now()
         if not self._poll_in_flight:  # closed, or nothing started: try again later
             self._schedule_poll()
+
+    def _reading_landed(self) -> None:
+        """From py-spy's thread: a reading landed that no poll is waiting for."""
+        if not self._closed:
+            self.post_message(ReadingLanded())
+
+    @on(ReadingLanded)
+    def _show_landed(self, message: ReadingLanded) -> None:
+        if self._poll_in_flight:
+            self._landed_waiting = True  # that poll may show it: looked at when it ends
+        else:
+            self.poll_now()
 
     @on(Polled)
     def _polled(self, message: Polled) -> None:
@@ -405,9 +440,15 @@ class InspectorApp(App[None]):
             # the ticks start again from it (at 1 Hz one repaint of the age between two polls,
             # not two; without polls the age still moves twice a second).
             self._age_timer.reset()
-        if self._poll_again:
+        landed, self._landed_waiting = self._landed_waiting, False
+        if self._poll_again or (landed and self._unshown_reading()):
             self._poll_again = False
             self.poll_now()
+
+    def _unshown_reading(self) -> bool:
+        """The session holds a py-spy reading that landed and no poll has shown yet."""
+        landed = getattr(self.poller, "landed", None)
+        return bool(landed()) if callable(landed) else False
 
     def _apply(self, update: Update) -> None:
         self.store.apply(update)

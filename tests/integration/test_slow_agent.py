@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
-from typing import Iterator, Optional
+from concurrent.futures import Future
+from typing import Iterator, List, Optional, Tuple
 
 import httpx
+import psutil
 import pytest
 
 from cpinspect.attach.discovery import find_agent
@@ -259,3 +262,164 @@ def test_the_first_poll_on_an_agent_that_never_answered_tells_busy_from_stuck(sp
 
 def _env(grace: str) -> dict:
     return dict(os.environ, CPINSPECT_AGENT_GRACE=grace)
+
+
+def _py_spies() -> list:
+    """This process's py-spy children still running."""
+    children = psutil.Process().children(recursive=True)
+    return [c for c in children if c.is_running() and c.name() == "py-spy"]
+
+
+def _carried_session(target: TargetProcess, landed: threading.Event) -> AgentSession:
+    """A live session as the TUI sets it, reads ahead paced at 0.2 s, ``landed`` set for each
+    reading handed over, polled until py-spy carries a poll (the agent behind the spinners
+    not answering by the time py-spy has)."""
+    session = open_session(str(target.pid)).session
+    assert isinstance(session, AgentSession)
+    session.agent_grace = 0.0
+    session.pyspy_wait = 0.25  # as the TUI sets it
+    session.read_every = 0.2
+    session.on_landed = landed.set
+
+    def carried() -> Optional[Update]:
+        u = session.poll()
+        return u if u.effective_threads_source is SourceKind.PYSPY else None
+
+    try:
+        wait_for(carried, timeout=60, interval=0.1, what="py-spy carrying a poll")
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+def test_py_spy_readings_are_handed_over_as_they_land_then_the_agent_takes_over(spinning):
+    # GIVEN a live session whose polls py-spy carries (16 of 24 workers spinning), and a
+    # listener for readings that land while no poll waits (the TUI's ``on_landed``)
+    landed = threading.Event()
+    session = _carried_session(spinning, landed)
+    try:
+        # WHEN the read begun as the last poll ended lands
+        def shown_as_landed() -> Optional[Update]:
+            if not landed.wait(30) or not session.landed():
+                landed.clear()
+                session.poll()  # (the agent's late answer ended the carry: carry again)
+                return None
+            landed.clear()
+            # THEN the session holds that reading, and the next poll shows it as it is
+            pending = session._spy_pending
+            assert pending is not None and pending.done()
+            reading = pending.result()
+            u = session.poll()
+            if u.effective_threads_source is not SourceKind.PYSPY:
+                return None  # the agent answered in time just then
+            assert reading is not None and u.threads is not None
+            assert u.threads.taken_at == reading.taken_at
+            return u
+
+        update = wait_for(shown_as_landed, timeout=90, interval=0.0, what="a landed reading")
+        assert isinstance(update, Update)
+        # AND the header still says py-spy carries: the agent slow, requests from before
+        assert update.state is LinkState.LIVE
+        assert update.message.startswith("agent slow: no answer within ")
+        assert "; threads from py-spy; requests and pool numbers from " in update.message
+        assert spinning_seen(update) == SPINNING
+
+        # WHEN the spinning ends
+        release(spinning)
+
+        # THEN the agent answers in time again and takes over, and from then on no reading
+        # is handed over on its own (py-spy only joins the agent's answers)
+        def agent_again() -> Optional[Update]:
+            u = session.poll()
+            return u if u.effective_threads_source is SourceKind.AGENT else None
+
+        back = wait_for(agent_again, timeout=60, interval=0.1, what="the agent taking over")
+        assert isinstance(back, Update)
+        assert not back.message.startswith("agent slow") and back.stale == ()
+        landed.clear()
+        following = session.poll()
+        assert following.effective_threads_source is SourceKind.AGENT
+        assert not session.landed() and not landed.is_set()
+    finally:
+        session.close()
+
+
+def test_closing_while_py_spy_reads_ahead_leaves_no_py_spy_and_drops_the_reading(spinning):
+    # GIVEN a live session whose polls py-spy carries, its next read started as a poll ended
+    session = _carried_session(spinning, threading.Event())
+    session.read_every = 0.0
+    handed: List[bool] = []
+    session.on_landed = lambda: handed.append(session._closed)
+
+    def read_ahead() -> Optional[Future]:
+        u = session.poll()
+        ahead = session._spy_pending
+        carried = u.effective_threads_source is SourceKind.PYSPY
+        return ahead if carried and ahead is not None and not ahead.done() else None
+
+    try:
+        ahead = wait_for(read_ahead, timeout=60, interval=0.0, what="a read ahead running")
+        assert isinstance(ahead, Future)
+        runners = [t for t in threading.enumerate() if t.name.startswith("cpinspect-pyspy")]
+    finally:
+        # WHEN the session closes while py-spy reads ahead (or is about to)
+        session.close()
+    # THEN that read ends without a reading handed over after close(), no py-spy process is
+    # left, and the thread that ran py-spy ends
+    ahead.exception(timeout=30)  # (ended, whichever way)
+    assert True not in handed and not session.landed()
+    wait_for(lambda: not _py_spies(), timeout=10, what="no py-spy left")
+    wait_for(
+        lambda: not any(t.is_alive() for t in runners), timeout=10, what="py-spy's thread ended"
+    )
+
+
+async def test_the_tui_shows_py_spys_readings_as_they_land_not_at_its_next_poll(spinning):
+    # GIVEN the TUI polling every 30 s on a session whose agent is slow (16 workers
+    # spinning), py-spy's reads ahead paced at 0.3 s
+    opened = open_session(str(spinning.pid))
+    session = opened.session
+    assert isinstance(session, AgentSession)
+    session.agent_grace = 0.0
+    app = InspectorApp(session, interval=30.0, source_lines=opened.source_lines)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_until(pilot, lambda: app.polls_received > 0, timeout=30, what="a poll")
+        session.read_every = 0.3  # (the app set its 30 s: faster here, to see several)
+        received = app.polls_received
+        app.poll_now()  # (takes the read ahead the first poll left waiting for its 30 s)
+        await wait_until(pilot, lambda: app.polls_received > received, timeout=30, what="a poll")
+        seen = {"last": None, "by_hand": False}
+        followed: List[Tuple[Update, Update]] = []
+
+        def watch() -> bool:
+            # Polled by hand only while the agent's data is shown (py-spy not carrying: no
+            # read ahead then); a carried update followed by another with no poll by hand
+            # between came from a reading that landed (the 30 s tick is not due).
+            u = app.store.update
+            if u is not None and u is not seen["last"]:
+                before, seen["last"] = seen["last"], u
+                if (
+                    isinstance(before, Update)
+                    and not seen["by_hand"]
+                    and before.effective_threads_source is SourceKind.PYSPY
+                    and u.effective_threads_source is SourceKind.PYSPY
+                ):
+                    followed.append((before, u))
+                seen["by_hand"] = False
+            carrying = u is not None and u.effective_threads_source is SourceKind.PYSPY
+            if not carrying and not app.poll_in_flight:
+                app.poll_now()
+                seen["by_hand"] = True
+            return len(followed) >= 2
+
+        # WHEN py-spy carries the polls
+        # THEN its readings reach the screen as they land, well before the next 30 s tick:
+        # each carried by py-spy and newer than the one before, the banner saying so
+        await wait_until(pilot, watch, timeout=25, what="readings shown as they land")
+        for before, after in followed:
+            assert before.threads is not None and after.threads is not None
+            assert after.threads.taken_at > before.threads.taken_at
+            assert after.message.startswith("agent slow")
+            assert "threads from py-spy" in after.message
+    session.close()

@@ -469,14 +469,147 @@ def test_while_py_spy_carries_the_polls_its_next_read_starts_as_a_poll_ends(serv
         session.poll()
         time.sleep(0.2)
         assert len(spy.calls) == 3
-        # AND neither does the TUI when py-spy's reads end within the agent's grace: the read
-        # begun with the next poll is in before that poll shows it, and younger
+        # AND with the TUI's interval set (``read_every``) the read ahead waits for its start,
+        # that long after the last read began: one reading per interval, not back to back
         session.pyspy_wait = 0.05
-        session.agent_grace = 5.0
-        calls = len(spy.calls)
+        session.read_every = 60.0
         session.poll()
+        deadline = time.monotonic() + 10
+        while not (session._spy_took is not None and session._spy_pending) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.01)
+        calls = len(spy.calls)
         time.sleep(0.2)
-        assert len(spy.calls) == calls + 1  # the poll's own read, none ahead
+        waiting = session._spy_pending
+        assert waiting is not None and not waiting.done() and len(spy.calls) == calls
+        # (the TUI's tick skips a poll while that reading is due: ``reading_due``, with a
+        # listener to hand it over)
+        session.on_landed = lambda: None
+        assert session.reading_due()
+        session.on_landed = None
+        assert not session.reading_due()
+        # WHEN the next poll comes before that start
+        session.poll()
+        # THEN that read begins at once for it (still one at a time)
+        assert waiting.result(timeout=10) is not None and len(spy.calls) > calls
+    finally:
+        gate.set()
+        session.close()
+
+
+def test_a_reading_that_lands_while_py_spy_carries_is_handed_over_then_shown(serve):
+    # GIVEN an agent that never answers in time, py-spy read for the TUI, and a listener for
+    # readings that land with no poll waiting (the TUI's ``on_landed``)
+    gate = threading.Event()
+
+    def threads(query):
+        gate.wait(10)
+        return 200, payload("agent_threads_v1.json")
+
+    path = serve(
+        {"/v1/info": lambda q: (200, payload("agent_info_v1.json")), "/v1/threads": threads}
+    )
+    spy = GatedSpy(os.getpid())
+    spy.gate.set()
+    session = AgentSession(
+        AgentSource(path),
+        None,
+        pid=os.getpid(),
+        timeout=5.0,
+        pyspy=spy,  # type: ignore[arg-type]
+    )
+    session.pyspy_wait = 0.05
+    session.agent_grace = 0.0
+    session.read_every = 0.0
+    landed = threading.Event()
+    session.on_landed = landed.set
+    try:
+        # WHEN a poll is carried by py-spy, and the read it started ahead lands
+        first = session.poll()
+        assert first.effective_threads_source is SourceKind.PYSPY
+        assert landed.wait(10)
+        # THEN the session says it holds a reading no poll has shown
+        assert session.landed()
+        reading = session._spy_pending
+        assert reading is not None and reading.done()
+        # WHEN the TUI polls for it (the next read, begun ahead as that poll ends, held)
+        spy.gate.clear()
+        spy.finished.clear()
+        second = session.poll()
+        # THEN that very reading is shown, carried by py-spy, the banner still saying the
+        # agent is slow
+        assert second.effective_threads_source is SourceKind.PYSPY
+        assert second.message.startswith("agent slow")
+        assert second.threads is not None
+        assert second.threads.taken_at == reading.result().taken_at
+        # AND the read begun ahead is the only one running: nothing landed unseen yet
+        ahead = session._spy_pending
+        assert ahead is not None and not ahead.done() and not session.landed()
+        # WHEN the session closes while that read runs (or before it began), and it ends after
+        landed.clear()
+    finally:
+        session.close()
+        gate.set()
+    spy.gate.set()
+    ahead.result(timeout=10)  # (None when close() came before it began: nothing read)
+    # THEN nothing is handed over after close()
+    assert not landed.wait(0.3)
+    assert not session.landed()
+
+
+def test_an_agent_answering_in_time_after_a_landed_reading_takes_over_at_once(serve):
+    # GIVEN an agent whose first /v1/threads is held (slow), and whose next ones answer at
+    # once; py-spy read for the TUI, and a listener for what lands with no poll waiting
+    gate = threading.Event()
+    asked = []
+
+    def threads(query):
+        asked.append(query)
+        if len(asked) == 1:
+            gate.wait(10)
+        return 200, payload("agent_threads_v1.json", taken_at=time.time())  # read now
+
+    path = serve(
+        {"/v1/info": lambda q: (200, payload("agent_info_v1.json")), "/v1/threads": threads}
+    )
+    session = AgentSession(
+        AgentSource(path),
+        None,
+        pid=os.getpid(),
+        timeout=5.0,
+        pyspy=FakeSpy(os.getpid()),  # type: ignore[arg-type]
+    )
+    session.pyspy_wait = 0.05
+    session.agent_grace = 0.5
+    session.read_every = 0.0
+    landed = threading.Event()
+    session.on_landed = landed.set
+    try:
+        # WHEN a poll is carried by py-spy (the agent held), its read ahead lands, and the
+        # held call ends (late: it took longer than the grace)
+        first = session.poll()
+        assert first.effective_threads_source is SourceKind.PYSPY
+        assert landed.wait(10)
+        gate.set()
+        deadline = time.monotonic() + 10
+        while not session._agent_pending.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        landed.clear()
+        session.read_every = 60.0  # (no further reading lands during the test)
+        # WHEN the TUI polls for the landed reading
+        second = session.poll()
+        # THEN it is shown at once, without waiting the agent's grace for its new call
+        # (unless that call had already answered, when the agent takes over right here)
+        if second.effective_threads_source is SourceKind.PYSPY:
+            assert second.threads is not None
+            # AND the new call, answering within its grace, is handed over as it ends
+            assert landed.wait(10) and session.landed()
+            second = session.poll()
+        # THEN the agent's answer is this poll's: it takes over, nothing marked older
+        assert second.effective_threads_source is SourceKind.AGENT
+        assert second.stale == () and not second.message.startswith("agent slow")
+        assert len(asked) == 2  # the late call and the one in time, no third
     finally:
         gate.set()
         session.close()
