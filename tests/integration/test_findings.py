@@ -312,8 +312,10 @@ def test_a_stuck_interpreter_names_the_gil_holder_its_request_and_the_regex(
     # AND 3 connections the server cannot accept (its acceptor waits for the GIL too)
     waiting = [socket.create_connection(("127.0.0.1", target.port), timeout=5) for _ in range(3)]
     try:
-        # WHEN the inspector attaches and polls three times
-        snapshot, history = observe(target.pid, polls=3, every=0.2)
+        # WHEN the inspector attaches and polls three times, until the agent has been silent
+        # for its timeout (1 s; polls shown from py-spy's readings come back without waiting
+        # for the agent, so three at 0.2 s would end before it counts as stuck, not slow)
+        snapshot, history = observe(target.pid, polls=3, every=0.7)
         findings = find_all(snapshot, history)
     finally:
         for s in waiting:
