@@ -325,7 +325,7 @@ class InspectorApp(App[None]):
                     self.set_interval(
                         every, partial(self.refresh_part, spec), name=f"part-{spec.id}"
                     )
-        self._age_timer = self.set_interval(AGE_TICK, self._tick, name="age")
+        self._age_timer = self.set_timer(AGE_TICK, self._age_tick, name="age")
         if self.live:
             every = max(FINDINGS_SESSIONS_EVERY, self.interval)
             self.set_interval(every, self._read_sessions_for_findings, name="findings-sessions")
@@ -436,10 +436,13 @@ class InspectorApp(App[None]):
                 self._apply(message.update)
         self._render_status()
         if self._age_timer is not None:
-            # The header was just drawn with this poll's age: the tick due next is skipped and
-            # the ticks start again from it (at 1 Hz one repaint of the age between two polls,
-            # not two; without polls the age still moves twice a second).
-            self._age_timer.reset()
+            # The header was just drawn with this poll's age: the next tick comes AGE_TICK after
+            # it (at 1 Hz one repaint of the age, half-way between two polls; without polls the
+            # age still moves twice a second). Not Timer.reset(): that skips the tick due next
+            # and counts from it, which put the one repaint just before the next poll, so the
+            # header read "0.0 s ago" nearly all the time.
+            self._age_timer.stop()
+            self._age_timer = self.set_timer(AGE_TICK, self._age_tick, name="age")
         landed, self._landed_waiting = self._landed_waiting, False
         if self._poll_again or (landed and self._unshown_reading()):
             self._poll_again = False
@@ -619,6 +622,11 @@ class InspectorApp(App[None]):
             stale=state.pools_stale,
             stale_age=state.pools_age(self.clock()),
         )
+
+    def _age_tick(self) -> None:
+        self._tick()
+        if not self._closed:
+            self._age_timer = self.set_timer(AGE_TICK, self._age_tick, name="age")
 
     def _tick(self) -> None:
         """Twice a second: the ages on screen follow the clock between polls."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict
@@ -354,6 +355,30 @@ async def test_the_header_names_the_target_and_the_age_of_the_data() -> None:
         # WHEN five seconds pass without new data THEN the age follows within a second
         now[0] = T0 + 5.0
         await wait_until(pilot, lambda: "5.0 s ago" in header.render().plain, timeout=3)
+
+
+class _StampedPoller(FakePoller):
+    """Each poll's update fetched now (the real clock), as a live session's is."""
+
+    def poll(self) -> Update:
+        return replace(super().poll(), fetched_at=time.time())
+
+
+async def test_the_age_moves_between_polls_at_one_hertz() -> None:
+    # GIVEN the app polling once a second on the real clock
+    app = make_app(_StampedPoller([incident_update()]), interval=1.0, clock=time.time)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await first_data(pilot)
+        header = app.query_one(HeaderBar)
+        seen = set()
+        # WHEN three seconds of polls pass
+        for _ in range(30):
+            await pilot.pause(0.1)
+            seen.add(header.render().plain.rstrip().rpartition("live  ")[2])
+        # THEN the header also showed the age half-way between two polls, not only the fresh
+        # "0.0 s ago" of each poll (Textual's Timer.reset() had put its one repaint just
+        # before the next poll)
+        assert any(a in seen for a in ("0.4 s ago", "0.5 s ago", "0.6 s ago", "0.7 s ago")), seen
 
 
 async def test_the_pool_bar_shows_saturation_history_and_rate() -> None:
