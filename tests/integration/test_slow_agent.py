@@ -83,6 +83,18 @@ def spinning_seen(update: Update) -> int:
     )
 
 
+def agent_takes_over(session: AgentSession) -> Update:
+    """Poll until the agent's threads are shown again (the spinning released): that update."""
+
+    def agent_again() -> Optional[Update]:
+        u = session.poll()
+        return u if u.effective_threads_source is SourceKind.AGENT else None
+
+    back = wait_for(agent_again, timeout=60, interval=0.1, what="the agent taking over")
+    assert isinstance(back, Update)
+    return back
+
+
 def test_py_spy_carries_the_polls_while_the_agent_is_slow_then_the_agent_takes_over(spinning):
     # GIVEN a live session (agent + py-spy) on an app with 16 of its 24 workers spinning
     opened = open_session(str(spinning.pid))
@@ -136,12 +148,7 @@ def test_py_spy_carries_the_polls_while_the_agent_is_slow_then_the_agent_takes_o
         release(spinning)
 
         # THEN the agent answers in time again and takes over
-        def agent_again() -> Optional[Update]:
-            u = session.poll()
-            return u if u.effective_threads_source is SourceKind.AGENT else None
-
-        back = wait_for(agent_again, timeout=60, interval=0.1, what="the agent taking over")
-        assert isinstance(back, Update)
+        back = agent_takes_over(session)
         assert back.state in (LinkState.LIVE, LinkState.RECONNECTED)
         assert not back.message.startswith("agent slow")
         assert back.stale == ()
@@ -330,12 +337,7 @@ def test_py_spy_readings_are_handed_over_as_they_land_then_the_agent_takes_over(
 
         # THEN the agent answers in time again and takes over, and from then on no reading
         # is handed over on its own (py-spy only joins the agent's answers)
-        def agent_again() -> Optional[Update]:
-            u = session.poll()
-            return u if u.effective_threads_source is SourceKind.AGENT else None
-
-        back = wait_for(agent_again, timeout=60, interval=0.1, what="the agent taking over")
-        assert isinstance(back, Update)
+        back = agent_takes_over(session)
         assert not back.message.startswith("agent slow") and back.stale == ()
         landed.clear()
         following = session.poll()

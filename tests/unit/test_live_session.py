@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any, Tuple
 
 import pytest
 
@@ -423,18 +424,25 @@ def test_a_poll_waits_for_py_spy_only_when_its_read_can_end_within_the_wait() ->
     assert spy_wait(0.25, None, began=10.0, now=10.0) == 0.25
 
 
-def test_while_py_spy_carries_the_polls_its_next_read_starts_as_a_poll_ends(serve):
-    # GIVEN an agent that never answers in time, and py-spy reading the process for the TUI
-    # (``pyspy_wait`` set), each read counted
+def agent_held(serve: Any) -> Tuple[threading.Event, str]:
+    """An agent whose /v1/threads waits for the gate returned (set it to let it answer), and
+    the path it serves on."""
     gate = threading.Event()
 
-    def threads(query):
+    def threads(query: Any) -> Tuple[int, Any]:
         gate.wait(10)
         return 200, payload("agent_threads_v1.json")
 
     path = serve(
         {"/v1/info": lambda q: (200, payload("agent_info_v1.json")), "/v1/threads": threads}
     )
+    return gate, path
+
+
+def test_while_py_spy_carries_the_polls_its_next_read_starts_as_a_poll_ends(serve):
+    # GIVEN an agent that never answers in time, and py-spy reading the process for the TUI
+    # (``pyspy_wait`` set), each read counted
+    gate, path = agent_held(serve)
     spy = FakeSpy(os.getpid())
     session = AgentSession(
         AgentSource(path),
@@ -501,15 +509,7 @@ def test_while_py_spy_carries_the_polls_its_next_read_starts_as_a_poll_ends(serv
 def test_a_reading_that_lands_while_py_spy_carries_is_handed_over_then_shown(serve):
     # GIVEN an agent that never answers in time, py-spy read for the TUI, and a listener for
     # readings that land with no poll waiting (the TUI's ``on_landed``)
-    gate = threading.Event()
-
-    def threads(query):
-        gate.wait(10)
-        return 200, payload("agent_threads_v1.json")
-
-    path = serve(
-        {"/v1/info": lambda q: (200, payload("agent_info_v1.json")), "/v1/threads": threads}
-    )
+    gate, path = agent_held(serve)
     spy = GatedSpy(os.getpid())
     spy.gate.set()
     session = AgentSession(
