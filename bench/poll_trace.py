@@ -208,6 +208,26 @@ def show(data: Dict[str, Any], slowest: int, label: str) -> None:
         "log read",
         "fallback built",
     )
+    answered = [p for p in polls if p["source"] == "agent"]
+    if answered:
+        # What stands between the agent's answer in hand and the Update: the requests made
+        # on the poll's own thread (each one more wait for the GIL behind spinners), and the
+        # time from the answer awaited to the poll's end.
+        on_path = [
+            sum(1 for _n, th, _s, _e in p["requests"] if not th.startswith(("cpinspect", "py")))
+            for p in answered
+        ]
+        after = [
+            p["ms"] - next(t for n, t in p["marks"] if n == "agent awaited >")
+            for p in answered
+            if any(n == "agent awaited >" for n, _t in p["marks"])
+        ]
+        print(
+            f"   answered polls: agent requests on the poll's thread {sum(on_path)} in "
+            f"{len(answered)} polls (max {max(on_path)} in one); from the answer in hand to "
+            f"the poll's end p50 {percentile(after, 50)} ms  p95 {percentile(after, 95)} ms  "
+            f"max {max(after)} ms"
+        )
     for source in ("agent", "py-spy"):
         some = [p for p in polls if p["source"] == source]
         if not some:
