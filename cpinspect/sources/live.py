@@ -12,10 +12,11 @@ banner saying the interpreter may be stuck; the agent takes over again as soon a
 time. While py-spy carries the TUI's polls, its next read starts as a poll ends (paced at the
 TUI's interval, ``read_every``) and a reading that lands with no poll waiting is handed to the
 TUI at once (``on_landed``), which polls and shows it rather than at its next tick. A session
-may start that way: opened
-on an agent that was already silent (``silent=``), its first poll shows py-spy's threads at once
-instead of waiting for the agent a second time. ``PySpySession`` is the inspector on a process
-without the agent: py-spy only.
+may start that way: opened on an agent that was already silent (``silent=``), its first poll
+shows py-spy's threads at once instead of waiting for the agent a second time. For the TUI the
+log is read in the background, asked beside the agent's threads and folded into the first poll
+that finds it read (``log_wait``): a poll the agent answered is not held behind one more wait
+for the GIL. ``PySpySession`` is the inspector on a process without the agent: py-spy only.
 
 When the target exits or restarts, the session keeps the last data, says so, and looks for the
 same service: first the same pid (CherryPy's Autoreloader re-executes in place), then any process
@@ -378,6 +379,16 @@ class AgentSession:
         """The log records: one cursor read of the agent's ring per poll, and the files."""
         self.logs.configure(info)
         self._log: Optional[LogBatch] = None
+        self._log_pending: Optional[Future[LogBatch]] = None
+        """The log read running in the background (one at most, and never beside another read
+        of the feed: a carried poll reads no files while it runs, it brings them)."""
+        self._log_runner: Optional[ThreadPoolExecutor] = None
+        self.log_wait: Optional[float] = None
+        """How an answered poll reads the log: None, after the threads, waited for (one-shot
+        commands: their one poll is complete); 0, in the background, asked with the threads
+        and folded into the first poll that finds it ended (never waited for: behind workers
+        spinning in pure Python each log request is one more wait for the GIL, 0.1-0.7 s).
+        A session the TUI polls (``read_every`` set) reads it in the background unless told."""
         self.agent_grace = _agent_grace()
         """With py-spy's reading in hand, how long a poll waits for the agent (``AGENT_GRACE``)."""
         self._agent_pending: Optional[Future[_Answer]] = None
@@ -413,12 +424,58 @@ class AgentSession:
         self._closed = False
 
     def _read_log(self, agent: bool) -> None:
-        """Fold the log into this poll; a failure is a warning, never a failed poll."""
+        """Fold the log into this poll; a failure is a warning, never a failed poll. In the
+        background (``_log_behind``) an answered poll (``agent``) takes the read asked with its
+        threads if it has ended and otherwise leaves it to the next poll, starting one for
+        the next poll when none runs; a carried poll reads the files only, and not while a
+        background read runs (it brings the files too, and two reads never run at once)."""
+        if self._log_pending is not None or (agent and self._log_behind()):
+            self._take_log()
+            if agent and self._log_pending is None and self._log is None:
+                self._start_log()  # none was asked with the threads: for the next poll
+            return
         try:
-            self._log = self.logs.read(agent=agent)
+            self._fold(self.logs.read(agent=agent))
         except Exception as exc:  # noqa: BLE001 - the threads poll goes on whatever happens
-            self._log = None
             self._endpoint_errors.append("log not read: %s" % exc)
+
+    def _log_behind(self) -> bool:
+        """The log is read in the background, not waited for (``log_wait``)."""
+        wait = self.log_wait
+        if wait is None:
+            return self.read_every is not None
+        return wait <= 0
+
+    def _start_log(self) -> None:
+        """Ask for the log in the background (the ring and the files), unless a read runs."""
+        if self._log_pending is not None or self._closed or self.source is None:
+            return
+        if self._log_runner is None:
+            # One thread kept for the reads: starting a thread waits until it runs, and
+            # behind spinning workers that is one more wait for the GIL (63 ms in a trace).
+            self._log_runner = ThreadPoolExecutor(1, thread_name_prefix="cpinspect-log")
+        self._log_pending = self._log_runner.submit(self.logs.read, True)
+
+    def _take_log(self) -> None:
+        """The background read's batch into this poll, if it has ended (taken once)."""
+        pending = self._log_pending
+        if pending is None or not pending.done():
+            return
+        self._log_pending = None
+        try:
+            self._fold(pending.result())
+        except Exception as exc:  # noqa: BLE001 - the threads poll goes on whatever happens
+            self._endpoint_errors.append("log not read: %s" % exc)
+
+    def _fold(self, batch: LogBatch) -> None:
+        """``batch`` into this poll's log, after what it holds already (a reconnect's wait)."""
+        held = self._log
+        if held is None:
+            self._log = batch
+        else:
+            self._log = LogBatch(
+                held.entries + batch.entries, batch.state, held.warnings + batch.warnings
+            )
 
     def _log_fields(self) -> Dict[str, Any]:
         batch, self._log = self._log, None
@@ -557,6 +614,13 @@ class AgentSession:
         call, ended = self._agent_call(now)
         if ended is not None:
             return ended  # a late answer said the target is gone
+        # The agent's answer was complete before this poll began (handed over as it came in
+        # time, ``on_landed``): it is shown without waiting for the py-spy read begun now.
+        ready = call is not None and call.done()
+        if self._log_behind() and not self._carrying and self._lost_since is None:
+            # The agent answered the last poll in time: the log is asked beside its threads,
+            # the two requests served together rather than one after the other.
+            self._start_log()
         answered = self._await_agent(call, spy_future, began)
         if (
             answered
@@ -575,6 +639,7 @@ class AgentSession:
             if ended is not None:
                 return ended
             call = None
+            ready = False
             answered = self._await_agent(None, spy_future, began)
         if not answered and call is not None and _exited(self.pid):
             # The target died while its agent was awaited (a stopped process killed): the call
@@ -612,7 +677,7 @@ class AgentSession:
         ended = self._settle(call, now, spy_future)
         if ended is not None:
             return ended
-        self._merge_pyspy(self._spy_in_time(spy_future))
+        self._merge_pyspy(self._spy_in_time(spy_future, at_once=ready and not self.native))
         self._read_log(agent=True)
         state = LinkState.LIVE
         message = ""
@@ -936,15 +1001,18 @@ class AgentSession:
         return future
 
     def _spy_in_time(
-        self, future: Optional[Future[Optional[ThreadsSnapshot]]]
+        self, future: Optional[Future[Optional[ThreadsSnapshot]]], at_once: bool = False
     ) -> Optional[ThreadsSnapshot]:
         """py-spy's reading for this poll: the one running if it ends within ``pyspy_wait``,
-        otherwise the last one it finished (the running one is kept for the next poll)."""
+        otherwise the last one it finished (the running one is kept for the next poll).
+        ``at_once``: not waited for at all (the agent's answer was complete before this poll:
+        behind spinning workers a poll begun for it waited the whole 0.25 s for a read begun
+        with it, 1.0-1.3 s long, and showed the last reading anyway)."""
         if future is None or self.pyspy_wait is None:
             return self._spy_result(future)
         wait = (
             0.0
-            if future.done()
+            if future.done() or at_once
             else spy_wait(self.pyspy_wait, self._spy_took, self._spy_began, time.monotonic())
         )
         try:
@@ -1251,6 +1319,9 @@ class AgentSession:
         if self._spy_runner is not None:
             self._spy_runner.shutdown(wait=False)
             self._spy_runner = None
+        if self._log_runner is not None:
+            self._log_runner.shutdown(wait=False)
+            self._log_runner = None
         if self.pyspy is not None:
             self.pyspy.close()
 

@@ -129,12 +129,22 @@ class LogFeed:
         self._missed_filtered = 0
         """Records the filtered reads already counted as missed (wrapped out before them)."""
         self._mode_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        """Held through every read of the ring and the files (``read``, ``skipped_records``):
+        a live session reads in the background (``AgentSession``), never two at once."""
+        self._closed = False
+        self._files_closed = False
         self.backfilled = 0
         """Records fetched by the catch-ups so far (for tests and the bench)."""
 
     def set_source(self, source: Optional[AgentSource], pid: Optional[int] = None) -> None:
         """The session reconnected (perhaps to a restarted process): ask the new agent; its
-        ring's id says whether the cursor still holds."""
+        ring's id says whether the cursor still holds. Waits for a read still running (its
+        source was lost: it ends at once)."""
+        with self._read_lock:
+            self._set_source(source, pid)
+
+    def _set_source(self, source: Optional[AgentSource], pid: Optional[int]) -> None:
         if source is not self.source:
             self.source = source
             self.no_endpoint = ""
@@ -211,7 +221,8 @@ class LogFeed:
         if newest > 0:
             lo = max(lo, hi - newest)
         try:
-            entries, _ = self._fetch_range(lo, hi, [])
+            with self._read_lock:  # a background read of a live session ends first
+                entries, _ = self._fetch_range(lo, hi, [])
         except Exception:  # noqa: BLE001 - the snapshot goes on with what is held
             return []
         return entries
@@ -305,7 +316,15 @@ class LogFeed:
 
     def read(self, agent: bool = True) -> LogBatch:
         """New entries since the last read; ``agent=False``: the files only (the agent is not
-        answering, and must not be waited for again)."""
+        answering, and must not be waited for again). Callable from any thread, one read at a
+        time (a second waits for the first); after ``close()`` an empty batch."""
+        with self._read_lock:
+            batch = self._read(agent) if not self._closed else None
+        if self._closed:
+            self._close_files()  # closed while this read ran: its files are closed now
+        return batch if batch is not None else LogBatch((), self.state)
+
+    def _read(self, agent: bool) -> LogBatch:
         warnings: List[str] = []
         self._reads += 1
         file_records, gaps = self._read_files(warnings)
@@ -455,8 +474,20 @@ class LogFeed:
             self.routing = page.routing
 
     def close(self) -> None:
-        if self.files is not None:
-            self.files.close()
+        """Close the files followed; a read running in another thread closes them as it ends
+        (``close`` never waits for it: it may be waiting for a slow agent)."""
+        self._closed = True
+        self._close_files()
+
+    def _close_files(self) -> None:
+        if not self._read_lock.acquire(blocking=False):
+            return  # a read runs: it closes them as it ends (``read``)
+        try:
+            if self.files is not None and not self._files_closed:
+                self._files_closed = True
+                self.files.close()
+        finally:
+            self._read_lock.release()
 
 
 def _entry_time(entry: LogEntry) -> float:

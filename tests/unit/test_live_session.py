@@ -17,7 +17,7 @@ import pytest
 
 from cpinspect.agent.server import AgentServer
 from cpinspect.errors import NoSuchProcess
-from cpinspect.model import SourceKind
+from cpinspect.model import LogOrigin, LogRecord, SourceKind
 from cpinspect.sources.agent import AgentSource
 from cpinspect.sources.base import LinkState
 from cpinspect.sources.live import CPU_REUSE, AgentSession, spy_wait
@@ -637,4 +637,187 @@ def test_the_cpu_times_of_the_last_build_start_the_next_reads_window(short_tmp):
         assert fresh is not None and fresh is not built
         assert threading.get_native_id() in fresh and os.getpid() in fresh
     finally:
+        session.close()
+
+
+class Ring:
+    """A ring of log records served as the agent's ``/v1/log`` serves them (``after``,
+    ``limit``, ``latest``, ``more``), each request counted; ``gate`` holds the answers while
+    clear (a log request queued for the GIL behind spinning workers)."""
+
+    def __init__(self) -> None:
+        self.records: list = []
+        self.asked = 0
+        self.answered = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.lock = threading.Lock()
+
+    def add(self, count: int) -> None:
+        with self.lock:
+            for _ in range(count):
+                seq = len(self.records) + 1
+                self.records.append(
+                    {
+                        "seq": seq,
+                        "time": time.time(),
+                        "level": "INFO",
+                        "logger": "app",
+                        "message": "record %d" % seq,
+                    }
+                )
+
+    def __call__(self, query: Any) -> Tuple[int, Any]:
+        self.asked += 1
+        self.gate.wait(10)
+        after = int(query.get("after", ["0"])[0])
+        limit = int(query.get("limit", ["1000"])[0])
+        with self.lock:
+            newer = [r for r in self.records if r["seq"] > after]
+            latest = len(self.records)
+        self.answered += 1
+        return 200, {
+            "taken_at": time.time(),
+            "buffer": "b1",
+            "capacity": 10_000,
+            "first": 1,
+            "latest": latest,
+            "missed": 0,
+            "more": len(newer) > limit,
+            "records": newer[:limit],
+        }
+
+
+def test_an_answered_poll_is_not_held_behind_the_log_read(serve):
+    # GIVEN an agent whose threads answer at once and whose /v1/log answers are held (queued
+    # for the GIL), polled as the TUI polls it (the log read in the background)
+    ring = Ring()
+    ring.add(5)
+    path = serve(
+        {
+            "/v1/info": lambda q: (200, payload("agent_info_v1.json")),
+            "/v1/threads": lambda q: (200, payload("agent_threads_v1.json")),
+            "/v1/log": ring,
+        }
+    )
+    session = AgentSession(AgentSource(path, timeout=5.0), None, pid=None, timeout=5.0)
+    session.log_wait = 0.0
+    ring.gate.clear()
+    try:
+        # WHEN it polls while the log request is held
+        first = session.poll()
+        # THEN the agent's threads are shown without waiting for it: the log request was
+        # asked and has not been answered
+        assert first.state is LinkState.LIVE and first.threads is not None
+        assert len(first.threads.workers) == 3
+        assert first.log == () and ring.answered == 0
+        deadline = time.monotonic() + 10
+        while ring.asked == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ring.asked == 1
+        # WHEN it polls again, the log still held
+        second = session.poll()
+        # THEN the threads come again, and no second log read was asked beside the first
+        assert second.threads is not None and second.log == ()
+        assert ring.asked == 1
+        # WHEN the log answers
+        ring.gate.set()
+        # THEN a later poll brings its records, each once
+        seen: list = []
+        deadline = time.monotonic() + 10
+        while len(seen) < 5 and time.monotonic() < deadline:
+            seen.extend(e.seq for e in session.poll().log if isinstance(e, LogRecord))
+            time.sleep(0.02)
+        assert seen == [1, 2, 3, 4, 5]
+        # AND a one-shot reader (``log_wait`` None, no interval set) waits for its log
+        ring.add(2)
+        session.log_wait = None
+        deadline = time.monotonic() + 10
+        while session._log_pending is not None and time.monotonic() < deadline:
+            session.poll()  # (a read begun by the last poll is taken first)
+            time.sleep(0.02)
+        ring.add(1)
+        update = session.poll()
+        assert [e.seq for e in update.log if isinstance(e, LogRecord)][-1] == 8
+    finally:
+        ring.gate.set()
+        session.close()
+
+
+def test_no_record_is_lost_or_doubled_when_the_agent_and_py_spy_alternate(serve, tmp_path):
+    # GIVEN an agent whose threads answer in time at some polls and not at others (py-spy
+    # carries those), whose log answers are sometimes held past a poll, a ring that grows
+    # between polls, and an error file it names that grows too (read by the carried polls
+    # and by the background reads alike). (The real agent's ring and GIL waits cannot be
+    # made to alternate on cue: the real agent server serves a ring shaped like its own.)
+    error_file = tmp_path / "error.log"
+    error_file.write_text("")
+    info = payload("agent_info_v1.json")
+    info["logging"] = dict(info["logging"], error_file=str(error_file))
+    ring = Ring()
+    threads_gate = threading.Event()
+    threads_gate.set()
+
+    def threads(query):
+        threads_gate.wait(10)
+        return 200, payload("agent_threads_v1.json", taken_at=time.time())
+
+    path = serve(
+        {
+            "/v1/info": lambda q: (200, info),
+            "/v1/threads": threads,
+            "/v1/log": ring,
+        }
+    )
+    session = AgentSession(
+        AgentSource(path, timeout=5.0),
+        None,
+        pid=os.getpid(),
+        timeout=5.0,
+        pyspy=FakeSpy(os.getpid()),  # type: ignore[arg-type]
+    )
+    session.pyspy_wait = 0.05
+    session.agent_grace = 0.05
+    session.log_wait = 0.0
+    seen: list = []
+    lines: list = []
+    sources = set()
+
+    def take(update):
+        for entry in update.log:
+            if isinstance(entry, LogRecord) and entry.origin is LogOrigin.BUFFER:
+                seen.append(entry.seq)
+            elif isinstance(entry, LogRecord):
+                lines.append(entry.message)
+
+    try:
+        # WHEN the polls alternate between the agent and py-spy, the log held at some
+        for n in range(24):
+            ring.add(3)
+            with error_file.open("a") as f:
+                f.write(time.strftime("[%d/%b/%Y:%H:%M:%S] ") + "file line %d\n" % n)
+            if n % 3 == 1:
+                threads_gate.clear()  # this poll is carried by py-spy
+            if n % 4 == 2:
+                ring.gate.clear()  # the log read asked now ends after this poll
+            update = session.poll()
+            sources.add(update.effective_threads_source)
+            take(update)
+            threads_gate.set()
+            ring.gate.set()
+            time.sleep(0.02)
+        # THEN, the agent answering again, the last records come
+        deadline = time.monotonic() + 15
+        while (not seen or seen[-1] < len(ring.records) or len(lines) < 24) and (
+            time.monotonic() < deadline
+        ):
+            take(session.poll())
+            time.sleep(0.02)
+        # AND every record came once, in order: none lost, none doubled
+        assert SourceKind.PYSPY in sources and SourceKind.AGENT in sources
+        assert seen == list(range(1, len(ring.records) + 1))
+        assert [line.rsplit(" ", 1)[-1] for line in lines] == [str(n) for n in range(24)]
+    finally:
+        threads_gate.set()
+        ring.gate.set()
         session.close()
