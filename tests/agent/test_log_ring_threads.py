@@ -104,7 +104,7 @@ def test_eight_writers_and_a_follower_lose_nothing_silently(capacity: int) -> No
         follower.follow(ring)
         time.sleep(0.0005)
     for t in threads:
-        t.join(30)
+        t.join(120)
     follower.follow(ring)
     # THEN all 40,000 were seqs, the newest `capacity` held, the rest counted
     _check(follower, per_writer)
@@ -134,7 +134,7 @@ def test_the_text_budget_and_resizes_under_concurrent_appends_stay_exact() -> No
         i += 1
         time.sleep(0.0005)
     for t in threads:
-        t.join(30)
+        t.join(120)
     follower.follow(ring)
     # THEN nothing went silently, and the text count is that of the records held
     _check(follower, per_writer)
@@ -178,7 +178,7 @@ def test_threads_logging_through_the_handler_and_the_cursor_agree_exactly() -> N
             read_all()
             time.sleep(0.001)
         for t in threads:
-            t.join(30)
+            t.join(120)
         read_all()
     finally:
         capture.detach()
