@@ -2,23 +2,31 @@
 
     python bench/capture_pieces.py [--calls 20000] [--agent-root CHECKOUT] [PIECE ...]
 
-Inside one real in-process CherryPy request (``app.get_serving`` + ``Request.run``, agent
-installed), a child calls one piece ``calls`` times under ``valgrind --tool=cachegrind``; the
-piece's cost is (that run's instructions - those of a run calling nothing as often) / calls.
+Inside one real in-process CherryPy request (``app.get_serving`` + ``Request.run``, with the
+agent's tracker hooks and log capture attached as ``install()`` attaches them, but not its socket
+server: an idle server thread's instructions grow with the run's wall-clock time, which the load
+stretches, and made runs of the same code differ by up to 6k per call at load 50), a child calls
+one piece ``calls`` times under ``valgrind --tool=cachegrind``; the piece's cost is (that run's
+instructions - those of a run calling nothing as often) / calls. The access record is handled
+as CherryPy logs it, after finalize (``response.output_status`` and Content-Length set: without
+them ``handle()`` took its careful path, ~9k more, which the figures before 2026-12-02 03:00
+UTC included).
+
 The pieces (each run as its own child, in parallel):
 
+    nothing       a run calling nothing (as the baseline: reads 0.00k; the counts' own noise)
     hooks_empty   CherryPy's ``hooks.run`` of a point with no hook (what every point costs anyway)
     hook_start    ``hooks.run("on_start_resource")``: the tracker's start hook with it
     hooks_both    ``hooks.run("on_end_request")`` + ``hooks.run("on_start_resource")``
-    handle        ``CaptureHandler.handle`` of an access record (the ring of 10,000 filling)
+    handle        ``CaptureHandler.handle`` of an access record (the ring of 10,000 filling,
+                  then wrapping)
     handle_noring the same with the ring's append a Python no-op
     handle_cring  the same with a C-level ``deque(maxlen).append`` as the ring (no lock, no seq:
                   what a lock-free ring's append could cost at best)
 
 Subtract ``hooks_empty`` from ``hook_start`` for the start hook's own cost, and ``hook_start``
-and ``hooks_empty`` from ``hooks_both`` for the end hook's. The machine's load does not change
-the counts, but a whole run's instructions vary by a few million between runs (startup): at
-20,000 calls that is about +-0.1k per call, at 2,000 +-1k (too coarse to see a 1-2k change).
+and ``hooks_empty`` from ``hooks_both`` for the end hook's. With no thread but the main one the
+counts repeat: ``nothing`` against the baseline run read 0.00k at loads 10 and 50.
 """
 
 from __future__ import annotations
@@ -35,7 +43,15 @@ from typing import Any, Callable, Dict, List
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PIECES = ("hooks_empty", "hook_start", "hooks_both", "handle", "handle_noring", "handle_cring")
+PIECES = (
+    "nothing",
+    "hooks_empty",
+    "hook_start",
+    "hooks_both",
+    "handle",
+    "handle_noring",
+    "handle_cring",
+)
 
 
 def child(piece: str, calls: int) -> int:
@@ -47,7 +63,8 @@ def child(piece: str, calls: int) -> int:
     import cherrypy
     from cherrypy.lib import httputil
 
-    from cpinspect.agent import install, installed
+    from cpinspect.agent.logcapture import LogCapture
+    from cpinspect.agent.tracking import RequestTracker
 
     cherrypy.config.update(
         {
@@ -63,24 +80,34 @@ def child(piece: str, calls: int) -> int:
         def append(self, fields: Any) -> None:
             pass
 
+        pending_append = append
+        pending_count = ().__len__  # always 0: never drains
+
     class CRing:
         def __init__(self) -> None:
-            self.append = collections.deque(maxlen=10000).append
+            self.append = self.pending_append = collections.deque(maxlen=10000).append
+            self.pending_count = ().__len__
 
     def copy_of(handler: Any, ring: Any) -> Any:
         other = type(handler).__new__(type(handler))
         other.__dict__.update(handler.__dict__)
         other.ring = ring
+        if "_append" in other.__dict__:  # the lock-free ring's handler calls these inline
+            other._append = ring.pending_append
+            other._pending_count = ring.pending_count
         return other
 
     class Root:
         @cherrypy.expose
         def index(self) -> str:
-            agent = installed()
-            assert agent is not None
-            handler = agent.log_capture.handler
+            handler = capture.handler
             line = '127.0.0.1 - - [01/Dec/2026:23:00:00] "GET / HTTP/1.1" 200 2 "" ""'
             rec = logging.LogRecord("cherrypy.access.1", 20, __file__, 1, line, None, None)
+            # As after finalize, when CherryPy logs the access line (without output_status,
+            # handle() takes its careful path: ~9k more, not what a request pays).
+            response = cherrypy.serving.response
+            response.output_status = b"200 OK"
+            response.headers["Content-Length"] = "2"
             hooks = cherrypy.serving.request.hooks
             hooks["cpinspect_bench_empty"] = []
             noring = copy_of(handler, NoRing())
@@ -100,7 +127,13 @@ def child(piece: str, calls: int) -> int:
             return "ok"
 
     app = cherrypy.tree.mount(Root(), "")
-    install()
+    # The agent's tracker and capture as install() builds them, but not its socket server: an
+    # idle server thread's work grows with the run's wall-clock time, which the load stretches
+    # (at load 50, runs of the same code differed by up to 6k per call).
+    tracker = RequestTracker()
+    tracker.attach()
+    capture = LogCapture(tracker, 10000)
+    capture.attach()
     local = httputil.Host("127.0.0.1", 8080, "")
     remote = httputil.Host("127.0.0.1", 5555, "")
     _req, resp = app.get_serving(local, remote, "http", "HTTP/1.1")
