@@ -107,7 +107,9 @@ class Target:
         self.held: List[socket.socket] = []
 
     def app(self, path: str, timeout: float = 60.0) -> bytes:
-        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path), timeout=timeout) as r:
+        with urllib.request.urlopen(
+            "http://127.0.0.1:%d%s" % (self.port, path), timeout=timeout
+        ) as r:
             data: bytes = r.read()
         return data
 
