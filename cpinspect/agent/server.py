@@ -17,7 +17,6 @@ import os
 import select
 import socket
 import struct
-import sys
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -277,143 +276,6 @@ def _epoll_ctl() -> Callable[[int, int, int, int], int]:
     return ctl
 
 
-_SWITCH_MIN = 0.02
-"""The least a contended answer raises ``sys.setswitchinterval`` to (seconds)."""
-_SWITCH_MAX = 0.1
-"""The cap: no app thread waits longer than this for one hand-off because of us."""
-_SWITCH_NOTE_CPU = 0.002
-"""Events with less CPU than this say nothing about how long an answer holds the GIL."""
-
-
-def _thread_rusage() -> Optional[Callable[[], int]]:
-    """This thread's voluntary context switches so far (``getrusage(RUSAGE_THREAD)``), or None.
-
-    A handler thread makes no blocking call with the GIL released but the epoll wait
-    (``_Syscalls``): every other voluntary switch is a wait for the GIL (or, rarely, for our
-    own lock). ``resource.getrusage`` keeps the GIL.
-    """
-    try:
-        import resource
-
-        who = resource.RUSAGE_THREAD  # Linux
-        getrusage = resource.getrusage
-        getrusage(who)
-    except Exception:  # noqa: BLE001 - no such counter here: never raise the interval
-        return None
-    return lambda: int(getrusage(who).ru_nvcsw)
-
-
-class _SwitchInterval:
-    """While a handler thread answers behind busy app threads, one hold of the GIL, not many.
-
-    Behind threads that run pure Python, CPython takes the GIL from whoever holds it each
-    ``sys.getswitchinterval()`` (5 ms) somebody else has waited, and gives it to one waiter
-    of many: an answer of 20 ms of CPU is cut into four slices, each after a wait in line
-    behind every spinner (0.1-0.7 s each behind 100 of them, BENCHMARKS.md). So right after an
-    epoll wake-up (``lift``), if the last events of this server showed such waits, the interval
-    is raised to about twice the CPU our recent answers took (``_SWITCH_MIN``-``_SWITCH_MAX``),
-    and put back when the event is handled (``drop``), before the next epoll wait: never across
-    it, never for longer than one event. What the app's threads pay: one that wants the GIL
-    during an answer waits for the rest of the answer (bounded by the cap) instead of getting
-    5 ms slices between ours.
-
-    **Only when contended.** The interval changes nothing for threads that do not wait for the
-    GIL. A wait shows as a voluntary context switch of the handler thread
-    (``_thread_rusage``): between its epoll wake-up and its first bytecode (more than the epoll
-    wait's own switch), or during the event. An app that never makes us wait never sees the
-    interval change. Without the counter, it is never changed.
-
-    **Why right after the wake-up.** A waiter reads the interval when it starts waiting: the
-    thread we took the GIL from starts its wait just after we took it, and if that wait is
-    still the old 5 ms it asks for the GIL back after 5 ms whatever we set later. The first
-    bytecode after ``epoll.poll`` returns is the earliest a thread can set it. When that race
-    is lost we are switched out once with the interval raised, and our wait is then longer
-    than one at 5 ms: counted in ``stats["lost"]``.
-
-    **Restoring.** The handler threads share one saved value: the first to raise saves it, the
-    last to finish puts it back, under a lock. If the interval is no longer what we set, the
-    app changed it while we held it raised (it ran while we waited): its value is kept, not
-    overwritten with the one it replaced.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._holders = 0
-        self._saved = 0.0
-        self._set = 0.0
-        self._switches = _thread_rusage()
-        self.target = 0.0
-        """What the next wake-up raises the interval to; 0.0: leave it."""
-        self._cpu = 0.0
-        """A slowly decaying maximum of the CPU of recent events (seconds)."""
-        self.stats = {"raised": 0, "lost": 0, "kept_app_value": 0}
-
-    def lift(self) -> float:
-        """Raise the interval if the last events were contended; the value set, or 0.0."""
-        target = self.target
-        if not target:
-            return 0.0
-        try:
-            with self._lock:
-                if self._holders == 0:
-                    self._saved = sys.getswitchinterval()
-                    if self._saved >= target:
-                        return 0.0  # the app's own is longer already: nothing to do
-                    sys.setswitchinterval(target)
-                    self._set = sys.getswitchinterval()  # (kept in whole microseconds)
-                self._holders += 1
-                self.stats["raised"] += 1
-        except Exception:  # noqa: BLE001 - never raise into the serving loop
-            return 0.0
-        return target
-
-    def drop(self, lifted: float) -> None:
-        """Put back what ``lift`` changed (``lifted`` its answer)."""
-        if not lifted:
-            return
-        try:
-            with self._lock:
-                self._holders -= 1
-                if self._holders == 0:
-                    if sys.getswitchinterval() == self._set:
-                        sys.setswitchinterval(self._saved)
-                    else:
-                        self.stats["kept_app_value"] += 1
-        except Exception:  # noqa: BLE001 - never raise into the serving loop
-            pass
-
-    def count(self) -> int:
-        """This thread's voluntary context switches (-1 when unknown)."""
-        switches = self._switches
-        if switches is None:
-            return -1
-        try:
-            return switches()
-        except Exception:  # noqa: BLE001
-            return -1
-
-    def note(self, lifted: float, before_wait: int, woke: int, cpu: float) -> None:
-        """After an event: did it wait for the GIL, and so should the next one raise?
-
-        ``before_wait``, ``woke``: ``count()`` before the epoll wait and right after it (and
-        ``lift``); ``cpu``: the event's CPU.
-        """
-        if woke < 0 or before_wait < 0:
-            self.target = 0.0
-            return
-        done = self.count()
-        waited_at_wake = woke - before_wait >= 2  # (1: the epoll wait itself)
-        waited_in_event = done - woke > 0
-        if lifted and waited_in_event:
-            self.stats["lost"] += 1
-        if cpu >= _SWITCH_NOTE_CPU or self._cpu == 0.0:
-            self._cpu = max(cpu, self._cpu * 0.8)
-        if waited_at_wake or waited_in_event:
-            self.target = min(_SWITCH_MAX, max(_SWITCH_MIN, 2.0 * self._cpu))
-        else:
-            self.target = 0.0
-
-
 class _Conn:
     """One client connection and what has been read from or is still to be written to it.
 
@@ -540,7 +402,6 @@ class AgentServer:
         self._next_sweep = 0.0
         self._threads: List[threading.Thread] = []
         self._sys = _Syscalls()
-        self._switch = _SwitchInterval()
         self.pid = os.getpid()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -644,10 +505,7 @@ class AgentServer:
         ep = self._ep
         assert ep is not None
         timeout = self.sweep_interval if sweeper else -1.0
-        switch = self._switch
-        thread_time = time.thread_time
         while not self._stopping.is_set():
-            before_wait = switch.count()
             try:
                 events = ep.poll(timeout, 1)
             except (OSError, ValueError):  # closed under us by stop()
@@ -655,25 +513,18 @@ class AgentServer:
                     return
                 time.sleep(0.05)
                 continue
-            lifted = switch.lift()  # first: see _SwitchInterval
             try:
-                try:
-                    woke = switch.count()
-                    cpu0 = thread_time()
-                    for fd, _mask in events:
-                        if fd == self._wake_r:
-                            if self._stopping.is_set():
-                                return
-                            self._drain_wake()
-                        elif fd == self._listen_fd:
-                            self._accept_some()
-                        else:
-                            self._on_ready(fd)
-                    if sweeper and time.monotonic() >= self._next_sweep:
-                        self._sweep()
-                    switch.note(lifted, before_wait, woke, thread_time() - cpu0)
-                finally:
-                    switch.drop(lifted)  # never left raised across the epoll wait
+                for fd, _mask in events:
+                    if fd == self._wake_r:
+                        if self._stopping.is_set():
+                            return
+                        self._drain_wake()
+                    elif fd == self._listen_fd:
+                        self._accept_some()
+                    else:
+                        self._on_ready(fd)
+                if sweeper and time.monotonic() >= self._next_sweep:
+                    self._sweep()
             except Exception:  # noqa: BLE001 - a handler thread must survive anything
                 time.sleep(0.01)
 
