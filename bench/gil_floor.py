@@ -72,6 +72,7 @@ def _prober(path: str) -> None:
             continue
         if lines[-1] == b"DONE":
             answer = {"socket": socket_waits, "sleep": sleep_waits, "late": late}
+            answer["answers"], _ANSWERS[:] = list(_ANSWERS), []
             sock.sendall(json.dumps(answer).encode() + b"\n")
             socket_waits, sleep_waits, late = [], [], 0
             continue
@@ -84,12 +85,43 @@ def _prober(path: str) -> None:
         sleep_waits.append(time.monotonic() - t0 - 0.002)
 
 
+_ANSWERS: List[Dict[str, float]] = []
+"""Each answer composed in the target: its wall and CPU from the request's parse to the
+response in hand (``AgentServer._answer``) and the switch interval it ran under."""
+
+
+def _watch_answers() -> None:
+    """Wrap the agent server's ``_answer`` once it runs (bench only): ``_ANSWERS``."""
+    from cpinspect.agent import installed
+
+    while True:
+        agent = installed()
+        server = getattr(agent, "server", None)
+        if server is not None:
+            break
+        time.sleep(0.1)
+    inner = server._answer
+
+    def answer(c: Any) -> None:
+        interval = sys.getswitchinterval()
+        w0, c0 = time.monotonic(), time.thread_time()
+        try:
+            inner(c)
+        finally:
+            cpu, wall = time.thread_time() - c0, time.monotonic() - w0
+            _ANSWERS.append({"cpu": cpu, "wall": wall, "interval": interval})
+            del _ANSWERS[:-1000]
+
+    server._answer = answer
+
+
 def serve(argv: List[str]) -> None:
     root = os.environ.get("GIL_FLOOR_ROOT")
     if root:
         sys.path.insert(0, root)
     path = os.environ["GIL_FLOOR_SOCK"]
     threading.Thread(target=_prober, args=(path,), name="gil-floor-prober", daemon=True).start()
+    threading.Thread(target=_watch_answers, name="gil-floor-answers", daemon=True).start()
     import bench_server
 
     sys.argv = [str(HERE / "bench_server.py"), *argv]
@@ -194,12 +226,21 @@ class Timed:
         self.walls: List[float] = []
         self.cpus: List[float] = []
         self.sizes: List[int] = []
+        self.answers: List[Dict[str, float]] = []
 
 
 def measure(
-    srv: Server, tids: List[int], name: str, count: int, call: Any, gap: float = 0.3
+    srv: Server,
+    tids: List[int],
+    name: str,
+    count: int,
+    call: Any,
+    gap: float = 0.3,
+    prober: Optional[socket.socket] = None,
 ) -> Timed:
     out = Timed(name)
+    if prober is not None:
+        floor(prober, 0, 0.0)  # (the answers composed before these: dropped)
     for _ in range(count):
         time.sleep(gap)
         c0 = task_cpu_ns(srv.pid, tids)
@@ -208,6 +249,8 @@ def measure(
         out.cpus.append((task_cpu_ns(srv.pid, tids) - c0) / 1e9)
         out.walls.append(wall)
         out.sizes.append(size)
+    if prober is not None:
+        out.answers = floor(prober, 0, 0.0)["answers"]
     return out
 
 
@@ -265,6 +308,17 @@ def report(t: Timed, wait: float) -> None:
         f"  agent CPU {cpu * 1000:5.1f} ms (>= {forced} forced switches)"
         f"  ~{wall / wait:4.1f} acquisitions  {size / 1e6:.2f} MB  n={len(t.walls)}"
     )
+    if t.answers:
+        # Composing, inside the target: the wall beyond the CPU is waits for the GIL.
+        big = [a for a in t.answers if a["cpu"] >= SWITCH_INTERVAL]
+        lost = sorted(a["wall"] - a["cpu"] for a in t.answers)
+        raised = sum(1 for a in t.answers if a["interval"] > SWITCH_INTERVAL)
+        clean = sum(1 for a in big if a["wall"] - a["cpu"] < 0.003)
+        print(
+            f"  {'':<22} composing: lost to waits median {ms(statistics.median(lost))}"
+            f" max {ms(lost[-1])}; {clean}/{len(big)} answers over 5 ms of CPU in one hold;"
+            f" {raised}/{len(t.answers)} under a raised switch interval"
+        )
 
 
 def run_shape(threads: int, args: argparse.Namespace) -> None:
@@ -285,11 +339,20 @@ def run_shape(threads: int, args: argparse.Namespace) -> None:
         path = srv.socket
         results = [
             measure(
-                srv, tids, "/v1/info (fresh conn)", args.info, lambda: raw_get(path, "/v1/info", 60)
+                srv,
+                tids,
+                "/v1/info (fresh conn)",
+                args.info,
+                lambda: raw_get(path, "/v1/info", 60),
+                prober=prober,
             ),
         ]
         if args.delta:
-            results.append(measure(srv, tids, "/v1/threads delta", args.delta, delta_caller(path)))
+            results.append(
+                measure(
+                    srv, tids, "/v1/threads delta", args.delta, delta_caller(path), prober=prober
+                )
+            )
         if args.full:
             results.append(
                 measure(
@@ -298,12 +361,15 @@ def run_shape(threads: int, args: argparse.Namespace) -> None:
                     "/v1/threads full",
                     args.full,
                     lambda: raw_get(path, "/v1/threads", 120),
+                    prober=prober,
                 )
             )
         for t in results:
             report(t, wait)
         if args.dump:
-            d = measure(srv, tids, "dump --json", args.dump, lambda: timed_dump(srv.pid), gap=0.5)
+            d = measure(
+                srv, tids, "dump --json", args.dump, lambda: timed_dump(srv.pid), 0.5, prober
+            )
             report(d, wait)
     finally:
         for s in held:

@@ -94,12 +94,16 @@ class Result:
     failures: List[str] = field(default_factory=list)
 
 
-def start_target(shape: Shape) -> Tuple[Server, list]:
-    server = start_ready(
-        [str(ROOT / "bench" / "bench_server.py"), "--threads", str(shape.threads), "--agent"],
-        "bench server",
-        timeout=60,
-    )
+def start_target(shape: Shape, agent_root: Optional[Path] = None) -> Tuple[Server, list]:
+    """``agent_root``: the target imports ``cpinspect`` (its agent) from that checkout."""
+    argv = [str(ROOT / "bench" / "bench_server.py"), "--threads", str(shape.threads), "--agent"]
+    if agent_root is not None:
+        code = (
+            "import runpy, sys; sys.path.insert(0, %r); sys.argv = sys.argv[1:]; " % str(agent_root)
+            + "runpy.run_path(sys.argv[0], run_name='__main__')"
+        )
+        argv = ["-c", code, *argv]
+    server = start_ready(argv, "bench server", timeout=60)
     held = open_requests(server.port, "/sleep?s=900", shape.busy - shape.spin)
     held += open_requests(server.port, "/spin?s=900", shape.spin)
     deadline = time.monotonic() + 60
@@ -436,6 +440,13 @@ def main() -> int:
         action="store_true",
         help="only `dump --json` and `snapshot` against py-spy (no TUI, Pilot or RSS measures)",
     )
+    parser.add_argument(
+        "--agent-root",
+        metavar="ROOT",
+        type=Path,
+        help="each shape also on a target whose agent comes from this checkout, measured"
+        " first (the inspector from this one for both): an agent change side by side",
+    )
     args = parser.parse_args()
     with_bytecode(args.compare)
     print(machine())
@@ -451,8 +462,15 @@ def main() -> int:
             shapes.append(Shape(threads, busy))
         if args.spin:
             shapes.append(Shape(threads, busy, min(args.spin, busy)))
+    runs: List[Tuple[Shape, Optional[Path]]] = []
     for shape in shapes:
-        server, held = start_target(shape)
+        if args.agent_root is not None:
+            runs.append((shape, args.agent_root))
+        runs.append((shape, None))
+    for shape, agent_root in runs:
+        if args.agent_root is not None:
+            print(f"\n== target's agent from {agent_root or ROOT}")
+        server, held = start_target(shape, agent_root)
         result = Result(shape)
         other = Result(shape) if args.compare is not None and not args.dumps_only else None
         try:
