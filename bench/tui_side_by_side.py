@@ -254,8 +254,10 @@ def session_cpu(args: argparse.Namespace) -> int:
             if line is None:
                 raise SystemExit(f"the {name} session failed:\n" + err[-2000:])
             results[name] = [float(x) for x in line.split()[1:]]
-        print(f"== {shape.label}, sessions alone, {args.seconds:.0f} s, load avg "
-              f"{os.getloadavg()[0]:.2f}")
+        print(
+            f"== {shape.label}, sessions alone, {args.seconds:.0f} s, load avg "
+            f"{os.getloadavg()[0]:.2f}"
+        )
         for name in ("old", "new"):
             pct, per, n, json_, restack, parsed = results[name]
             print(

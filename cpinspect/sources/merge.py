@@ -86,7 +86,7 @@ def fallback_threads(
         before = previous.get(thread.ident)
         was = memo.get(thread.ident) if memo is not None else None
         if was is not None and was[0] is thread and _same_join(was[1], before):
-            if was[1] is not before:
+            if before is not None and was[1] is not before:
                 was = (thread, before, was[2])
             kept = was[2]
             if before is not None and kept.request is not None and thread.request is None:

@@ -17,8 +17,8 @@ from cpinspect.analysis import StackKeys
 from cpinspect.formatting import largest_shared_stack
 from cpinspect.model import Frame, RequestInfo, ThreadInfo
 from cpinspect.sources.base import Update
-from cpinspect.tui.widgets import threads_table
 from cpinspect.tui.widgets import banner as banner_module
+from cpinspect.tui.widgets import threads_table
 from cpinspect.tui.widgets.banner import Banner
 from cpinspect.tui.widgets.stack_view import StackView
 
@@ -241,9 +241,7 @@ async def test_a_banner_that_comes_and_goes_with_the_agent_keeps_its_height(
     # GIVEN polls where the slow agent's line comes and goes (it answers every few polls
     # behind spinning workers), the hold shortened to 2 s
     monkeypatch.setattr(banner_module, "FLAP_HOLD", 2.0)
-    slow = update(
-        snapshot(busy_workers(3), taken_at=T0 + 1.0), warnings=("agent slow: no answer",)
-    )
+    slow = update(snapshot(busy_workers(3), taken_at=T0 + 1.0), warnings=("agent slow: no answer",))
     answered = update(snapshot(busy_workers(3), taken_at=T0 + 2.0))
     poller = FakePoller([answered])
     app = make_app(poller)
