@@ -11,6 +11,12 @@ then ``cpinspect attach PID`` twice in 160x50 pseudo-terminals: the tree at ``--
 1 Hz. After a 5 s warm-up it prints each one's CPU in % of one core over ``--seconds`` (psutil
 ``cpu_times``: user + system of the process, every thread) and its RSS, and new/old.
 
+``--session`` runs no UI: the live session ``cpinspect attach`` opens, polled once a second in a
+child process per tree, both on the same target over the same seconds; it prints each one's
+process CPU (% of a core and ms per poll) and, per poll, what was made again: threads read
+from the agent's JSON, stacks joined (``merge._restack``), py-spy threads parsed. What the
+poll threads cost apart from Textual.
+
 ``--hold N`` only starts the target and one TUI of this checkout and prints their pids, for N
 seconds, to profile them (``py-spy record --pid TUI``).
 
@@ -55,11 +61,16 @@ def main() -> int:
     parser.add_argument("--polls", type=int, default=24)
     parser.add_argument("--replay", metavar="FILE", help="replay FILE into both trees' App")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--session", action="store_true", help="the live session alone (no UI), both trees"
+    )
     args = parser.parse_args()
     if args.record:
         return record(args)
     if args.replay:
         return replay(args)
+    if args.session:
+        return session_cpu(args)
     if not args.hold and not args.old:
         print("error: --old TREE is needed (or --hold SECONDS)", file=sys.stderr)
         return 2
@@ -175,6 +186,90 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+SESSION = r"""
+import sys, time
+from cpinspect.memory import tune_malloc
+from cpinspect import protocol
+from cpinspect.sources import merge, pyspy
+from cpinspect.sources.open import open_session
+
+counts = {"json": 0, "restack": 0, "parsed": 0}
+
+def counted(owner, name, key):
+    original = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        counts[key] += 1
+        return original(*args, **kwargs)
+    setattr(owner, name, wrapper)
+
+counted(protocol, "thread_from_json", "json")
+counted(merge, "_restack", "restack")
+counted(pyspy, "_parse_thread", "parsed")
+tune_malloc()
+pid, seconds = sys.argv[1], float(sys.argv[2])
+session = open_session(pid).session
+def poll_for(length):
+    n, end = 0, time.monotonic() + length
+    while time.monotonic() < end:
+        start = time.monotonic()
+        session.poll()
+        n += 1
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - start)))
+    return n
+poll_for(5.0)  # the first full answers and readings
+for key in counts:
+    counts[key] = 0
+c0, t0 = time.process_time(), time.monotonic()
+n = poll_for(seconds)
+cpu, wall = time.process_time() - c0, time.monotonic() - t0
+session.close()
+print("RESULT", 100 * cpu / wall, 1000 * cpu / n, n, *(counts[k] / n for k in counts))
+"""
+
+
+def session_cpu(args: argparse.Namespace) -> int:
+    if not args.old or not os.path.isdir(os.path.join(args.old, "cpinspect")):
+        print("error: --session needs --old TREE", file=sys.stderr)
+        return 2
+    print(machine(), flush=True)
+    shape = Shape(args.threads, args.busy, args.spin)
+    server, held = start_target(shape)
+    try:
+        procs = {}
+        for name, root in (("old", args.old), ("new", str(ROOT))):
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-c", SESSION, str(server.pid), str(args.seconds)],
+                cwd=root,
+                env=dict(os.environ, PYTHONPATH=root),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        results = {}
+        for name, proc in procs.items():
+            out, err = proc.communicate(timeout=args.seconds + 180)
+            line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
+            if line is None:
+                raise SystemExit(f"the {name} session failed:\n" + err[-2000:])
+            results[name] = [float(x) for x in line.split()[1:]]
+        print(
+            f"== {shape.label}, sessions alone, {args.seconds:.0f} s, load avg "
+            f"{os.getloadavg()[0]:.2f}"
+        )
+        for name in ("old", "new"):
+            pct, per, n, json_, restack, parsed = results[name]
+            print(
+                f"{name}: {pct:5.1f} % of a core, {per:5.1f} ms per poll ({n:.0f} polls); per poll"
+                f" threads from JSON {json_:.0f}, stacks joined {restack:.0f},"
+                f" py-spy threads parsed {parsed:.0f}"
+            )
+        return 0
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
 
 
 def record(args: argparse.Namespace) -> int:

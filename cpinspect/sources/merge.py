@@ -85,7 +85,9 @@ def fallback_threads(
     for thread in spy.threads:
         before = previous.get(thread.ident)
         was = memo.get(thread.ident) if memo is not None else None
-        if was is not None and was[0] is thread and was[1] is before:
+        if was is not None and was[0] is thread and _same_join(was[1], before):
+            if before is not None and was[1] is not before:
+                was = (thread, before, was[2])
             kept = was[2]
             if before is not None and kept.request is not None and thread.request is None:
                 # A carried request runs on: only its elapsed time moves.
@@ -122,6 +124,22 @@ def fallback_threads(
         pools_available=last.pools_available,
         pools_note=last.pools_note,
         requests_served=last.requests_served,
+    )
+
+
+def _same_join(was: Optional[ThreadInfo], now: Optional[ThreadInfo]) -> bool:
+    """Whether the agent's thread ``now`` joins py-spy's as ``was`` did: the join reads only
+    its stack (the app/library verdicts, the top app frame) and its request; its elapsed time
+    is brought forward apart. Each agent answer brings the busy workers as new objects (a
+    delta moves their ``elapsed`` on, the GIL merge sets ``owns_gil``) with the same stack and
+    request objects: at 1,000 threads, 500 stacks were joined again at every answer."""
+    if was is now:
+        return True
+    return (
+        was is not None
+        and now is not None
+        and was.stack is now.stack
+        and was.request is now.request
     )
 
 

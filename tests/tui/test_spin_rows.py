@@ -17,6 +17,7 @@ from cpinspect.analysis import StackKeys
 from cpinspect.formatting import largest_shared_stack
 from cpinspect.model import Frame, RequestInfo, ThreadInfo
 from cpinspect.sources.base import Update
+from cpinspect.tui.widgets import banner as banner_module
 from cpinspect.tui.widgets import threads_table
 from cpinspect.tui.widgets.banner import Banner
 from cpinspect.tui.widgets.stack_view import StackView
@@ -32,7 +33,7 @@ from .fakes import (
     update,
     worker,
 )
-from .helpers import column, first_data, make_app, poll, settled
+from .helpers import column, first_data, make_app, poll, settled, wait_until
 
 SPIN_STACK = (
     Frame("/srv/shop/shop/hot.py", 12, "spin", is_app=True),
@@ -232,6 +233,48 @@ async def test_a_banner_line_whose_words_change_is_not_a_layout(
         # THEN that one is laid out, and the banner is two lines high
         assert layouts
         assert banner.size.height == 2
+
+
+async def test_a_banner_that_comes_and_goes_with_the_agent_keeps_its_height(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN polls where the slow agent's line comes and goes (it answers every few polls
+    # behind spinning workers), the hold shortened to 2 s
+    monkeypatch.setattr(banner_module, "FLAP_HOLD", 2.0)
+    slow = update(snapshot(busy_workers(3), taken_at=T0 + 1.0), warnings=("agent slow: no answer",))
+    answered = update(snapshot(busy_workers(3), taken_at=T0 + 2.0))
+    poller = FakePoller([answered])
+    app = make_app(poller)
+    layouts: List[str] = []
+    original = Banner.refresh
+
+    def counting(self: Banner, *regions: Any, **kwargs: Any) -> Any:
+        if kwargs.get("layout"):
+            layouts.append(self.plain)
+        return original(self, *regions, **kwargs)
+
+    async with app.run_test(size=(140, 40)) as pilot:
+        await first_data(pilot)
+        banner = app.query_one(Banner)
+        assert not banner.display
+        poller.set(slow)
+        await poll(pilot)
+        await settled(pilot)
+        assert banner.plain.startswith("⚠ agent slow") and banner.size.height == 1
+        monkeypatch.setattr(Banner, "refresh", counting)
+        # WHEN the agent answers, then is slow again, then answers, within the hold
+        for now in (answered, slow, answered):
+            poller.set(now)
+            await poll(pilot)
+            await settled(pilot)
+            # THEN the banner keeps its one row (blank while the agent answers): no layout
+            assert banner.display and banner.size.height == 1
+            assert banner.plain == ("" if now is answered else "⚠ agent slow: no answer")
+            assert banner.has_class("-warning") is (now is slow)
+        assert layouts == []
+        # AND once no line came back for the hold, the row goes (laid out then, blank)
+        await wait_until(pilot, lambda: not banner.display, timeout=10.0)
+        assert layouts and set(layouts) == {""}
 
 
 def test_same_cells_compares_what_a_row_shows() -> None:

@@ -124,3 +124,69 @@ def test_a_carried_request_runs_on_from_its_start_not_from_zero():
     fallback_threads(spy, agent, memo)
     later = fallback_threads(replace(spy, taken_at=131.0), agent, memo).by_ident()
     assert later[1].elapsed == 31.0 and later[2].elapsed == 16.0
+
+
+def test_fallback_memo_reuses_the_join_when_the_agents_thread_only_moved_on_in_time():
+    # GIVEN the agent's answer (a busy worker with a known start, one with an unknown start,
+    # an idle one) and py-spy's reading without locals, joined once with a memo
+    started = RequestInfo(method="GET", path="/sleep", handler="Root.sleep", started_at=100.0)
+    agent = ThreadsSnapshot(
+        taken_at=120.0,
+        threads=(
+            replace(thread(1, [APP, LIB], request=started), elapsed=20.0),
+            replace(thread(2, [APP, LIB], request=REQ), elapsed=5.0),
+            thread(3, [LIB]),
+        ),
+    )
+    spy = ThreadsSnapshot(
+        taken_at=121.0,
+        threads=(thread(1, [APP, LIB]), thread(2, [APP, LIB]), thread(3, [LIB])),
+    )
+    memo: dict = {}
+    first = fallback_threads(spy, agent, memo).by_ident()
+    # WHEN the agent's next answer brings each thread as a new object with the same stack and
+    # request objects (a delta moved the elapsed times on, the GIL merge set owns_gil), and
+    # py-spy's next reading is the same thread objects a second later
+    answer = ThreadsSnapshot(
+        taken_at=122.0,
+        threads=(
+            replace(agent.threads[0], elapsed=22.0),
+            replace(agent.threads[1], elapsed=7.0, owns_gil=False),
+            replace(agent.threads[2], owns_gil=False),
+        ),
+    )
+    later = replace(spy, taken_at=123.0)
+    second = fallback_threads(later, answer, memo)
+    by = second.by_ident()
+    # THEN every field is what a join without the memo gives, the elapsed times run on from the
+    # new answer, and the stacks are the joined stacks of the first call (not joined again)
+    assert second == fallback_threads(later, answer)
+    assert by[1].elapsed == 23.0 and by[1].request is started
+    assert by[2].elapsed == 8.0 and by[2].request is REQ
+    assert all(by[i].stack is first[i].stack for i in (1, 2, 3))
+    assert by[3] is first[3]
+    # AND the memo now holds the new answer's threads
+    assert all(memo[t.ident][1] is t for t in answer.threads)
+
+
+def test_fallback_memo_joins_again_when_the_agents_stack_or_request_changed():
+    # GIVEN a join with a memo
+    agent = snap(thread(1, [APP, LIB], request=REQ), thread(2, [APP, LIB], request=REQ))
+    spy = snap(thread(1, [Frame(APP.filename, 80, "export"), LIB]), thread(2, [APP, LIB]))
+    memo: dict = {}
+    fallback_threads(spy, agent, memo)
+    # WHEN the agent's next answer has thread 1 in another request and thread 2 on a stack
+    # whose app frame py-spy's path rule calls library code (an equal stack, a new object)
+    other = RequestInfo(method="POST", path="/reports/export", handler="Reports.export")
+    lib_app = Frame("/usr/lib/python3.11/site-packages/shop/export.py", 12, "run", is_app=True)
+    answer = snap(
+        replace(agent.threads[0], request=other),
+        replace(agent.threads[1], stack=(lib_app, LIB)),
+    )
+    spy2 = snap(spy.threads[0], thread(2, [Frame(lib_app.filename, 12, "run"), LIB]))
+    out = fallback_threads(spy2, answer, memo)
+    # THEN both are joined again: the new request is carried, the agent's verdict applies
+    assert out == fallback_threads(spy2, answer)
+    by = out.by_ident()
+    assert by[1].request is other
+    assert by[2].stack[0].is_app

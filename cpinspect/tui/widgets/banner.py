@@ -12,8 +12,9 @@ survives NO_COLOR; colour repeats it.
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
-from typing import ClassVar, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, ClassVar, Iterable, List, Optional, Sequence, Tuple
 
 from rich.text import Text
 from textual.widgets import Static
@@ -70,8 +71,17 @@ def _warnings(update: Update) -> Iterable[str]:
                 yield f"probe failed: {error}"
 
 
+FLAP_HOLD = 10.0
+"""Seconds a banner that grew keeps its height when its lines go again: behind spinning workers
+the agent answers every few polls, and its "agent slow" line came and went with them, each
+time a layout of the whole screen (every widget rendered again, ~0.6 a poll at 1,000 threads
+with 100 spinning, the largest part of the UI thread's work). The rows stay, blank, until no
+line has come back for this long."""
+
+
 class Banner(Static):
-    """Zero or more lines of trouble; the widget hides itself when there are none."""
+    """Zero or more lines of trouble; the widget hides itself when there are none (a banner
+    that just grew keeps its height blank for ``FLAP_HOLD`` seconds first)."""
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "banner--error",
@@ -79,25 +89,66 @@ class Banner(Static):
         "banner--info",
     }
 
-    def __init__(self, *, id: Optional[str] = None) -> None:
+    def __init__(
+        self, *, id: Optional[str] = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         super().__init__("", id=id)
         self.lines: Tuple[BannerLine, ...] = ()
         """The lines on show."""
+        self.rows = 0
+        """The banner's height in lines: those on show, or more while a shrink is held."""
+        self._clock = clock
+        self._grew_at: Optional[float] = None
+        """When the banner last grew (``clock``): a shrink soon after is held (``FLAP_HOLD``)."""
+        self._release: Optional[object] = None
+        """The timer that ends a held shrink."""
 
     def show(self, lines: Sequence[BannerLine]) -> None:
         # One banner line a row (no wrapping): the same number of lines keeps the height, so
         # new words need no layout of the whole screen (behind spinning workers the "agent
         # slow" line's seconds change at every poll).
-        same_height = len(lines) == len(self.lines)
-        self.lines = tuple(lines)
+        now = self._clock()
+        rows = len(lines)
+        if rows > self.rows:
+            self._grew_at = now
+        elif (
+            rows < self.rows
+            and self._grew_at is not None
+            and now - self._grew_at < FLAP_HOLD
+            and self.is_mounted
+        ):
+            rows = self.rows  # held: the lines may come back at the next poll
+            self._hold(FLAP_HOLD - (now - self._grew_at))
+        self._paint(tuple(lines), rows)
+
+    def _hold(self, seconds: float) -> None:
+        if self._release is not None:
+            self._release.stop()  # type: ignore[attr-defined]
+        self._release = self.set_timer(max(seconds, 0.01), self._end_hold, name="banner-hold")
+
+    def _end_hold(self) -> None:
+        self._release = None
+        if self.rows > len(self.lines):
+            self._grew_at = None
+            self._paint(self.lines, len(self.lines))
+
+    def _paint(self, lines: Tuple[BannerLine, ...], rows: int) -> None:
+        same_height = rows == self.rows
+        self.lines, self.rows = lines, rows
         text = Text(no_wrap=True, overflow="ellipsis")
-        for index, line in enumerate(self.lines):
+        for index in range(rows):
             if index:
                 text.append("\n")
-            style = self.get_component_rich_style(f"banner--{line.severity.value}", partial=True)
-            text.append(f"{_GLYPHS[line.severity]} {line.text}", style)
+            if index < len(lines):
+                line = lines[index]
+                style = self.get_component_rich_style(
+                    f"banner--{line.severity.value}", partial=True
+                )
+                text.append(f"{_GLYPHS[line.severity]} {line.text}", style)
+            else:
+                text.append(" ")  # a held row: blank, one row high
         self.update(text, layout=not same_height)
-        self.display = bool(self.lines)
+        self.display = bool(rows)
         worst = min((line.severity for line in self.lines), key=_rank, default=None)
         for severity in Severity:
             self.set_class(severity is worst, f"-{severity.value}")
