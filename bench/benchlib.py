@@ -143,6 +143,28 @@ def server(agent: bool, threads: int = 8, cpu: int = -1) -> Iterator[Server]:
         srv.stop()
 
 
+def run_json_child(
+    script: str, args: Sequence[str], timeout: float, what: str, root: Optional[Path] = None
+) -> Dict[str, Any]:
+    """Run ``script`` in a child interpreter (from ``root``, another checkout, when given: on
+    ``PYTHONPATH`` and as the working directory) and return the JSON of its ``RESULT `` line;
+    exit saying ``what`` failed, with the end of its stderr, when there is none."""
+    env = dict(os.environ, PYTHONPATH=str(root)) if root is not None else None
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        cwd=str(root or ROOT),
+        env=env,
+        timeout=timeout,
+    )
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit("%s failed:\n%s" % (what, done.stderr[-3000:]))
+    result: Dict[str, Any] = json.loads(line[len("RESULT ") :])
+    return result
+
+
 def percentile(values: Sequence[float], pct: float) -> float:
     """Nearest-rank percentile (no interpolation: p99 of 300 samples is the 297th)."""
     ordered = sorted(values)

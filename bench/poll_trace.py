@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from benchlib import ROOT, machine, percentile
+from benchlib import machine, percentile, run_json_child
 from scale import Shape, start_target
 
 CHILD = r"""
@@ -159,19 +158,7 @@ asyncio.run(main(int(sys.argv[1]), float(sys.argv[2])))
 
 
 def run_child(pid: int, seconds: float, root: Optional[Path]) -> Dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=str(root)) if root is not None else None
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(pid), str(seconds)],
-        capture_output=True,
-        text=True,
-        cwd=str(root or ROOT),
-        env=env,
-        timeout=seconds + 120,
-    )
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        raise SystemExit("the traced run failed:\n" + done.stderr[-3000:])
-    return json.loads(line[len("RESULT ") :])
+    return run_json_child(CHILD, [str(pid), str(seconds)], seconds + 120, "the traced run", root)
 
 
 def phase_ms(poll: Dict[str, Any], name: str) -> Optional[int]:

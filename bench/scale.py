@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
 import pty
 import select
@@ -55,7 +54,15 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import psutil
-from benchlib import ROOT, Server, machine, open_requests, percentile, start_ready
+from benchlib import (
+    ROOT,
+    Server,
+    machine,
+    open_requests,
+    percentile,
+    run_json_child,
+    start_ready,
+)
 
 CPINSPECT = [sys.executable, "-m", "cpinspect"]
 TUI_SIZE = (160, 50)
@@ -257,19 +264,9 @@ asyncio.run(main(int(sys.argv[1]), float(sys.argv[2])))
 def measure_pilot(
     server: Server, result: Result, seconds: float, root: Optional[Path] = None
 ) -> None:
-    env = dict(os.environ, PYTHONPATH=str(root)) if root is not None else None
-    done = subprocess.run(
-        [sys.executable, "-c", PILOT, str(server.pid), str(seconds)],
-        capture_output=True,
-        text=True,
-        cwd=str(root or ROOT),
-        env=env,
-        timeout=seconds + 120,
+    data = run_json_child(
+        PILOT, [str(server.pid), str(seconds)], seconds + 120, "the Pilot run", root
     )
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if line is None:
-        raise SystemExit("the Pilot run failed:\n" + done.stderr[-2000:])
-    data = json.loads(line[len("RESULT ") :])
     result.ages, result.keys = data["ages"], data["keys"]
 
 

@@ -131,7 +131,21 @@ carried = sum(1 for u in updates if u.threads_source is not None)
 print(f"{len(updates)} updates, {carried} with py-spy's threads standing in")
 """
 
-REPLAY = r"""
+COUNTED = r"""
+def counted(owner, name, key):
+    # ``owner.name`` counted in ``counts[key]`` at each call (``counts``: the script's own)
+    original = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        counts[key] += 1
+        return original(*args, **kwargs)
+    setattr(owner, name, wrapper)
+"""
+"""A helper both child scripts start with."""
+
+
+REPLAY = (
+    COUNTED
+    + r"""
 import asyncio, pickle, sys, time
 sys.path.insert(0, ".")
 from tests.tui.fakes import FakePoller
@@ -143,13 +157,6 @@ path, rounds, idle = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "idle"
 from textual._compositor import Compositor
 from cpinspect.tui.widgets import stack_view, threads_table
 counts = {"rows": 0, "layouts": 0, "stacks": 0}
-
-def counted(owner, name, key):
-    original = getattr(owner, name)
-    def wrapper(*args, **kwargs):
-        counts[key] += 1
-        return original(*args, **kwargs)
-    setattr(owner, name, wrapper)
 
 counted(threads_table, "thread_row", "rows")
 counted(Compositor, "reflow", "layouts")
@@ -186,9 +193,12 @@ async def main():
 
 asyncio.run(main())
 """
+)
 
 
-SESSION = r"""
+SESSION = (
+    COUNTED
+    + r"""
 import sys, time
 from cpinspect.memory import tune_malloc
 from cpinspect import protocol
@@ -196,13 +206,6 @@ from cpinspect.sources import merge, pyspy
 from cpinspect.sources.open import open_session
 
 counts = {"json": 0, "restack": 0, "parsed": 0}
-
-def counted(owner, name, key):
-    original = getattr(owner, name)
-    def wrapper(*args, **kwargs):
-        counts[key] += 1
-        return original(*args, **kwargs)
-    setattr(owner, name, wrapper)
 
 counted(protocol, "thread_from_json", "json")
 counted(merge, "_restack", "restack")
@@ -227,6 +230,7 @@ cpu, wall = time.process_time() - c0, time.monotonic() - t0
 session.close()
 print("RESULT", 100 * cpu / wall, 1000 * cpu / n, n, *(counts[k] / n for k in counts))
 """
+)
 
 
 def session_cpu(args: argparse.Namespace) -> int:

@@ -195,6 +195,20 @@ def test_stack_keys_are_the_stack_key_and_remember_two_rounds_only() -> None:
     assert all(entry[0] is not a.stack for entry in keys._before.values())
 
 
+def count_banner_layouts(monkeypatch: pytest.MonkeyPatch) -> List[str]:
+    """From now on, the banner's text at each refresh of it that asks for a layout."""
+    layouts: List[str] = []
+    original = Banner.refresh
+
+    def counting(self: Banner, *regions: Any, **kwargs: Any) -> Any:
+        if kwargs.get("layout"):
+            layouts.append(self.plain)
+        return original(self, *regions, **kwargs)
+
+    monkeypatch.setattr(Banner, "refresh", counting)
+    return layouts
+
+
 async def test_a_banner_line_whose_words_change_is_not_a_layout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -205,19 +219,11 @@ async def test_a_banner_line_whose_words_change_is_not_a_layout(
 
     poller = FakePoller([slow(1.0)])
     app = make_app(poller)
-    layouts: List[str] = []
-    original = Banner.refresh
-
-    def counting(self: Banner, *regions: Any, **kwargs: Any) -> Any:
-        if kwargs.get("layout"):
-            layouts.append(self.plain)
-        return original(self, *regions, **kwargs)
-
     async with app.run_test(size=(140, 40)) as pilot:
         await first_data(pilot)
         banner = app.query_one(Banner)
         assert "within 1.0 s" in banner.plain
-        monkeypatch.setattr(Banner, "refresh", counting)
+        layouts = count_banner_layouts(monkeypatch)
         # WHEN the next poll says other seconds in the same one line
         poller.set(slow(2.5))
         await poll(pilot)
@@ -245,14 +251,6 @@ async def test_a_banner_that_comes_and_goes_with_the_agent_keeps_its_height(
     answered = update(snapshot(busy_workers(3), taken_at=T0 + 2.0))
     poller = FakePoller([answered])
     app = make_app(poller)
-    layouts: List[str] = []
-    original = Banner.refresh
-
-    def counting(self: Banner, *regions: Any, **kwargs: Any) -> Any:
-        if kwargs.get("layout"):
-            layouts.append(self.plain)
-        return original(self, *regions, **kwargs)
-
     async with app.run_test(size=(140, 40)) as pilot:
         await first_data(pilot)
         banner = app.query_one(Banner)
@@ -261,7 +259,7 @@ async def test_a_banner_that_comes_and_goes_with_the_agent_keeps_its_height(
         await poll(pilot)
         await settled(pilot)
         assert banner.plain.startswith("⚠ agent slow") and banner.size.height == 1
-        monkeypatch.setattr(Banner, "refresh", counting)
+        layouts = count_banner_layouts(monkeypatch)
         # WHEN the agent answers, then is slow again, then answers, within the hold
         for now in (answered, slow, answered):
             poller.set(now)
