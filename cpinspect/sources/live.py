@@ -341,6 +341,7 @@ class AgentSession:
         """A whole reading read with ``--locals`` and the CPU times taken before it."""
         """The CPU times before the read whose whole reading this poll built (``_ran``)."""
         self._spy_cache = DumpCache()
+        self._spy_cache.times = pyspy.task_times if pyspy is not None else None
         """What the whole readings built (``threads_from_reading``): while py-spy carries the
         polls, only the threads whose text moved since the last reading are parsed again."""
         self._carried: Carried = {}
@@ -881,6 +882,7 @@ class AgentSession:
             return reading
         except (PySpyMissing, PermissionDenied) as exc:
             # Will not get better by retrying: stop running it, say so once.
+            self.pyspy.task_times.close()
             self.pyspy = None
             self.pyspy_note = (
                 "py-spy unavailable (%s): no GIL holder, locals or native frames" % exc
@@ -912,6 +914,8 @@ class AgentSession:
             tids = [int(name) for name in os.listdir("/proc/%d/task" % pid)]
         except (OSError, ValueError):
             return None
+        if self.pyspy is not None:
+            return self.pyspy.task_times.read(pid, tids)
         return cpu_times(pid, tids)
 
     def _ran(self, spy: ThreadsSnapshot) -> Optional[int]:

@@ -21,6 +21,7 @@ from cpinspect.model import LogOrigin, LogRecord, SourceKind
 from cpinspect.sources.agent import AgentSource
 from cpinspect.sources.base import LinkState
 from cpinspect.sources.live import CPU_REUSE, AgentSession, spy_wait
+from cpinspect.sources.pyspy import KEEP_FLOOR
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -105,6 +106,9 @@ class FakeSpy:
         self.requests = False
         self.native = False
         self.calls: list = []
+        from cpinspect.sources.pyspy import TaskTimes
+
+        self.task_times = TaskTimes()  # real: the CPU times of ``pid``'s threads
 
     def threads(self):
         from cpinspect.sources.pyspy import threads_from_dump
@@ -124,7 +128,7 @@ class FakeSpy:
         return time.time()
 
     def close(self) -> None:
-        pass
+        self.task_times.close()  # as PySpySource.close
 
 
 def test_an_agent_silent_at_open_gives_py_spy_at_the_first_poll_then_takes_over(serve):
@@ -641,6 +645,31 @@ def test_the_cpu_times_of_the_last_build_start_the_next_reads_window(short_tmp):
         assert threading.get_native_id() in fresh and os.getpid() in fresh
     finally:
         session.close()
+
+
+def test_the_sessions_cpu_times_come_from_kept_files_closed_with_the_session(short_tmp):
+    # GIVEN a session beside py-spy on this process, no recent build's CPU times
+    spy = FakeSpy(os.getpid())
+    session = AgentSession(
+        AgentSource(str(short_tmp / "none.sock")),
+        None,
+        pid=os.getpid(),
+        pyspy=spy,  # type: ignore[arg-type]
+    )
+    try:
+        # WHEN it reads every thread's CPU time before a read
+        cpus = session._cpu_now()
+        # THEN they were read through py-spy's source's TaskTimes, each thread's file kept
+        # open above select()'s 1,024, and the session's builds read there too
+        assert cpus is not None and threading.get_native_id() in cpus
+        assert set(spy.task_times._fds) == set(cpus)
+        assert all(fd >= KEEP_FLOOR for fd in spy.task_times._fds.values())
+        assert session._spy_cache.times is spy.task_times
+    finally:
+        session.close()
+    # AND closing the session closed them all
+    assert len(spy.task_times) == 0
+    assert [n for n in os.listdir("/proc/self/fd") if int(n) >= KEEP_FLOOR] == []
 
 
 class Ring:
