@@ -151,6 +151,82 @@ def frame_from_json(d: Mapping[str, Any]) -> Frame:
     )
 
 
+_FrameKey = Tuple[str, int, str, Optional[str], bool]
+_StackKey = Tuple[_FrameKey, ...]
+
+STACKS_KEPT = 20_000
+"""Stacks remembered by ``Stacks`` in each of its two generations."""
+
+
+class Stacks:
+    """The agent's stacks made once: a stack whose frames' JSON is the same as one made in the
+    last two generations is the same tuple of the same ``Frame`` objects, and its frames are
+    made once too. Each full answer of 1,000 threads brings ~14,500 frames, nearly all of them
+    those of the last answer; equal either way, but made again they cost the inspector the
+    ``Frame``s and the TUI keys and joins for stacks that are new objects (``StackKeys``,
+    ``merge.fallback_threads`` reuse what is the same object).
+
+    Only frames whose values have the types the agent sends are remembered (``line`` an
+    ``int``, not ``True``, which equals 1 as a key); others are made as before. Each
+    generation holds up to ``STACKS_KEPT`` stacks and as many frames; a full one becomes the
+    older and the oldest is dropped. Not locked: a lost entry is only made again."""
+
+    def __init__(self) -> None:
+        self._stacks: Dict[_StackKey, Tuple[Frame, ...]] = {}
+        self._older: Dict[_StackKey, Tuple[Frame, ...]] = {}
+        self._frames: Dict[_FrameKey, Frame] = {}
+        self._older_frames: Dict[_FrameKey, Frame] = {}
+
+    def stack(self, frames: Sequence[Any]) -> Tuple[Frame, ...]:
+        keys = []
+        for f in frames:
+            if not isinstance(f, dict):
+                continue
+            line = f.get("line")
+            file = f.get("file")
+            function = f.get("function")
+            qualname = f.get("qualname")
+            app = f.get("app", False)
+            if not (
+                type(line) is int
+                and type(file) is str
+                and type(function) is str
+                and (qualname is None or type(qualname) is str)
+                and type(app) is bool
+            ):
+                return tuple(frame_from_json(f) for f in frames if isinstance(f, dict))
+            keys.append((file, line, function, qualname, app))
+        key = tuple(keys)
+        found = self._stacks.get(key)
+        if found is None:
+            found = self._older.get(key)
+            if found is None:
+                found = tuple(map(self._frame, keys))
+            if len(self._stacks) >= STACKS_KEPT:
+                self._older, self._stacks = self._stacks, {}
+                self._older_frames, self._frames = self._frames, {}
+            self._stacks[key] = found
+        return found
+
+    def _frame(self, key: _FrameKey) -> Frame:
+        frame = self._frames.get(key)
+        if frame is None:
+            frame = self._older_frames.get(key)
+            if frame is None:
+                frame = Frame(
+                    filename=key[0],
+                    lineno=key[1],
+                    function=key[2],
+                    qualname=key[3],
+                    is_app=key[4],
+                )
+            self._frames[key] = frame
+        return frame
+
+
+_STACKS = Stacks()
+
+
 def request_from_json(d: Mapping[str, Any]) -> RequestInfo:
     return RequestInfo(
         method=_s(d, "method"),
@@ -202,7 +278,7 @@ def thread_from_json(d: Mapping[str, Any]) -> ThreadInfo:
         elapsed=_opt_f(d, "elapsed"),
         cpu_time=_opt_f(d, "cpu_time"),
         daemon=_opt_b(d, "daemon"),
-        stack=tuple(frame_from_json(f) for f in _list(d, "stack") if isinstance(f, dict)),
+        stack=_STACKS.stack(_list(d, "stack")),
         stack_truncated=_i(d, "stack_truncated"),
         pool=_opt_s(d, "pool"),
         owns_gil=_opt_b(d, "owns_gil"),
