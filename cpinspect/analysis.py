@@ -143,31 +143,44 @@ _LOCATION = attrgetter("filename", "lineno")
 
 
 class StackKeys:
-    """``stack_key`` of each stack seen in the last two rounds, by stack object: a view that
-    groups the same threads at every poll walks only the stacks that are new objects (100
-    spinning workers' at each reading), not the 500 busy workers' ~25 frames each.
+    """``stack_key`` of each stack seen in the last ``KEY_ROUNDS`` rounds, by stack object: a
+    view that groups the same threads at every poll walks only the stacks that are new objects
+    (100 spinning workers' at each reading), not the 500 busy workers' ~25 frames each. More
+    than two rounds: when py-spy carries a poll or two while the agent is slow, the agent's
+    stacks come back as the objects they were (``protocol.Stacks``), keyed before the switch.
 
-    ``key(thread)`` is the thread's key; ``next_round()`` forgets the stacks not asked for
-    since the round before (the memory stays that of the stacks on show).
+    ``key(thread)`` is the thread's key; ``next_round()`` forgets the stacks not asked for in
+    the last ``KEY_ROUNDS`` rounds (the memory stays that of the stacks on show lately).
     """
 
     def __init__(self) -> None:
         self._now: Dict[int, Tuple[Tuple[Frame, ...], StackKey]] = {}
-        self._before: Dict[int, Tuple[Tuple[Frame, ...], StackKey]] = {}
+        self._before: List[Dict[int, Tuple[Tuple[Frame, ...], StackKey]]] = []
+        """The rounds before this one, the latest first."""
 
     def key(self, thread: ThreadInfo) -> StackKey:
         stack = thread.stack
         found = self._now.get(id(stack))
         if found is None or found[0] is not stack:
-            found = self._before.get(id(stack))
-            if found is None or found[0] is not stack:
+            found = None
+            for before in self._before:
+                found = before.get(id(stack))
+                if found is not None and found[0] is stack:
+                    break
+                found = None
+            if found is None:
                 found = (stack, tuple(map(_LOCATION, stack)))
             # The stack is held beside its key: its id cannot be reused while remembered.
             self._now[id(stack)] = found
         return found[1]
 
     def next_round(self) -> None:
-        self._before, self._now = self._now, {}
+        self._before = [self._now, *self._before[: KEY_ROUNDS - 2]]
+        self._now = {}
+
+
+KEY_ROUNDS = 4
+"""Rounds of stacks ``StackKeys`` remembers, this one included."""
 
 
 # --- busy requests by route --------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any, List, Sequence
 
 import pytest
 
-from cpinspect.analysis import StackKeys
+from cpinspect.analysis import KEY_ROUNDS, StackKeys
 from cpinspect.formatting import largest_shared_stack
 from cpinspect.model import Frame, RequestInfo, ThreadInfo
 from cpinspect.sources.base import Update
@@ -178,7 +178,7 @@ async def test_the_shared_stack_line_is_the_one_worked_out_from_scratch() -> Non
             assert shared.summary in panel.summary_text, f"poll {n}"
 
 
-def test_stack_keys_are_the_stack_key_and_remember_two_rounds_only() -> None:
+def test_stack_keys_are_the_stack_key_and_remember_a_few_rounds_only() -> None:
     # GIVEN the keys of two threads' stacks
     keys = StackKeys()
     a = worker(1, 3.0, "/a", stack=EXPORT_STACK)
@@ -189,10 +189,29 @@ def test_stack_keys_are_the_stack_key_and_remember_two_rounds_only() -> None:
     keys.next_round()
     # THEN its key is its own, never the old object's
     assert keys.key(moved) == moved.stack_key != b.stack_key
-    # AND a stack not asked for in two rounds is forgotten (the memory is the stacks on show)
+    # AND a stack not asked for in KEY_ROUNDS rounds is forgotten (the memory is the stacks
+    # on show lately)
+    for _ in range(KEY_ROUNDS):
+        keys.next_round()
+    assert all(entry[0] is not a.stack for r in keys._before for entry in r.values())
+    assert len(keys._before) == KEY_ROUNDS - 1
+
+
+def test_stack_keys_outlast_a_poll_or_two_of_another_source() -> None:
+    # GIVEN the agent's stacks keyed at one poll
+    keys = StackKeys()
+    agent = [worker(n, 3.0, "/a", stack=tuple(EXPORT_STACK)) for n in range(3)]
+    first = [keys.key(t) for t in agent]
+    # WHEN py-spy carries the next two polls (its stacks other objects), then the agent's
+    # answer brings the same stack objects back (protocol.Stacks)
+    for _ in range(2):
+        keys.next_round()
+        for n in range(3):
+            keys.key(worker(n, 3.0, "/a", stack=EXPORT_STACK[:-1] + EXPORT_STACK[-1:]))
     keys.next_round()
-    keys.next_round()
-    assert all(entry[0] is not a.stack for entry in keys._before.values())
+    again = [keys.key(t) for t in agent]
+    # THEN their keys are those made before the switch, not made again
+    assert all(x is y for x, y in zip(again, first))
 
 
 def count_banner_layouts(monkeypatch: pytest.MonkeyPatch) -> List[str]:
