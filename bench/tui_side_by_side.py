@@ -1,7 +1,7 @@
 """Two TUIs attached to ONE target in the same window: their CPU side by side (issue 13).
 
     python bench/tui_side_by_side.py --old /tmp/old-tui [--threads 1000] [--busy 500]
-                                     [--spin 0] [--seconds 30] [--hold 0]
+                                     [--spin 0] [--seconds 30] [--hold 0] [--rounds 3]
 
 The machine is shared and noisy, so a TUI's CPU is only comparable with another TUI's measured
 over the same seconds on the same target. This starts ``bench_server.py`` with the agent (pool
@@ -9,7 +9,9 @@ over the same seconds on the same target. This starts ``bench_server.py`` with t
 then ``cpinspect attach PID`` twice in 160x50 pseudo-terminals: the tree at ``--old`` (e.g.
 ``git -C /work/main archive COMMIT | tar -x -C /tmp/old-tui``) and this checkout, both polling at
 1 Hz. After a 5 s warm-up it prints each one's CPU in % of one core over ``--seconds`` (psutil
-``cpu_times``: user + system of the process, every thread) and its RSS, and new/old.
+``cpu_times``: user + system of the process, every thread) and its RSS, and new/old, for
+``--rounds`` windows in a row, then the medians; and each window's CPU by thread of each TUI
+(``/proc/<tui>/task/*/stat``, named by one ``py-spy dump`` of the TUI at the window's end).
 
 ``--session`` runs no UI: the live session ``cpinspect attach`` opens, polled once a second in a
 child process per tree, both on the same target over the same seconds; it prints each one's
@@ -39,14 +41,19 @@ the same waiting costs, for the old tree and this one.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from benchlib import ROOT, machine
 from scale import PtyTui, Shape, cpu_of, start_target
+
+from cpinspect.sources.pyspy import find_pyspy
 
 
 def main() -> int:
@@ -90,18 +97,39 @@ def main() -> int:
             return 0
         old = PtyTui(server.pid, args.old)
         time.sleep(5.0)
-        t0 = time.monotonic()
-        c_old, c_new = cpu_of(old.proc), cpu_of(new.proc)
-        time.sleep(args.seconds)
-        elapsed = time.monotonic() - t0
-        p_old = 100 * (cpu_of(old.proc) - c_old) / elapsed
-        p_new = 100 * (cpu_of(new.proc) - c_new) / elapsed
-        rss_old = old.proc.memory_info().rss / 2**20
-        rss_new = new.proc.memory_info().rss / 2**20
-        print(f"== {shape.label}, {elapsed:.0f} s window, load avg {os.getloadavg()[0]:.2f}")
-        print(f"old TUI ({args.old}): {p_old:5.1f} % of a core, RSS {rss_old:.0f} MB")
-        ratio = p_new / p_old if p_old else float("nan")
-        print(f"new TUI ({ROOT}): {p_new:5.1f} % of a core, RSS {rss_new:.0f} MB   {ratio:.2f}x")
+        runs: List[Tuple[float, float]] = []
+        for n in range(args.rounds):
+            t0 = time.monotonic()
+            c_old, c_new = cpu_of(old.proc), cpu_of(new.proc)
+            k_old, k_new = task_ticks(old.pid), task_ticks(new.pid)
+            time.sleep(args.seconds)
+            elapsed = time.monotonic() - t0
+            p_old = 100 * (cpu_of(old.proc) - c_old) / elapsed
+            p_new = 100 * (cpu_of(new.proc) - c_new) / elapsed
+            runs.append((p_old, p_new))
+            rss_old = old.proc.memory_info().rss / 2**20
+            rss_new = new.proc.memory_info().rss / 2**20
+            load = os.getloadavg()[0]
+            print(f"== {shape.label}, round {n + 1}, {elapsed:.0f} s window, load avg {load:.2f}")
+            print(f"old TUI ({args.old}): {p_old:5.1f} % of a core, RSS {rss_old:.0f} MB")
+            ratio = p_new / p_old if p_old else float("nan")
+            print(
+                f"new TUI ({ROOT}): {p_new:5.1f} % of a core, RSS {rss_new:.0f} MB   {ratio:.2f}x"
+            )
+            for label, tui, before, total in (
+                ("old", old, k_old, p_old),
+                ("new", new, k_new, p_new),
+            ):
+                print(f"   {label} by thread: " + by_thread(tui.pid, before, elapsed, total))
+        if len(runs) > 1:
+            olds = [r[0] for r in runs]
+            news = [r[1] for r in runs]
+            print(
+                f"== medians of {len(runs)}: old {statistics.median(olds):.1f} % "
+                f"({min(olds):.1f}-{max(olds):.1f}), new {statistics.median(news):.1f} % "
+                f"({min(news):.1f}-{max(news):.1f}), "
+                f"{statistics.median(news) / statistics.median(olds):.2f}x"
+            )
         return 0
     finally:
         for tui in (old, new):
@@ -110,6 +138,62 @@ def main() -> int:
         for sock in held:
             sock.close()
         server.stop()
+
+
+def task_ticks(pid: int) -> Dict[int, int]:
+    """utime + stime (clock ticks) of each thread of ``pid``, by native id."""
+    out: Dict[int, int] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        fields = data[data.rfind(b")") + 2 :].split()
+        out[int(tid)] = int(fields[11]) + int(fields[12])
+    return out
+
+
+def thread_names(pid: int) -> Dict[int, str]:
+    """Each thread's Python name (one ``py-spy dump``, nonblocking), numbers of pools' threads
+    dropped (``ThreadPoolExecutor-3_1`` -> ``ThreadPoolExecutor``): Python 3.11 leaves the
+    kernel's names alone."""
+    try:
+        out = subprocess.run(
+            [find_pyspy(), "dump", "--json", "--nonblocking", "--pid", str(pid)],
+            capture_output=True,
+            timeout=20,
+        ).stdout
+        threads = json.loads(out)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return {}
+    names: Dict[int, str] = {}
+    for t in threads:
+        tid = t.get("os_thread_id")
+        name = t.get("thread_name") or "?"
+        if isinstance(tid, int):
+            names[tid] = "UI (main)" if tid == pid else re.sub(r"[-_]?[0-9_-]+$", "", name)
+    return names
+
+
+def by_thread(pid: int, before: Dict[int, int], elapsed: float, total: float) -> str:
+    """The process's CPU over the window by thread name, % of a core; threads that ended
+    within it (their ticks are no longer listed) as the rest of ``total`` (% of a core)."""
+    after = task_ticks(pid)
+    names = thread_names(pid)
+    groups: Dict[str, int] = {}
+    for tid, ticks in after.items():
+        name = names.get(tid, "UI (main)" if tid == pid else "not Python")
+        groups[name] = groups.get(name, 0) + ticks - before.get(tid, 0)
+    tck = os.sysconf("SC_CLK_TCK")
+    parts = sorted(groups.items(), key=lambda kv: -kv[1])
+    shown = [(k, 100 * v / tck / elapsed) for k, v in parts if v]
+    rest = total - sum(v for _, v in shown)
+    return ", ".join(f"{k} {v:.1f} %" for k, v in shown) + f", threads that ended {rest:.1f} %"
 
 
 RECORD = r"""
