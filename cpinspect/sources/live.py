@@ -341,9 +341,9 @@ class AgentSession:
         """A whole reading read with ``--locals`` and the CPU times taken before it."""
         """The CPU times before the read whose whole reading this poll built (``_ran``)."""
         self._spy_cache = DumpCache()
-        self._spy_cache.times = pyspy.task_times if pyspy is not None else None
         """What the whole readings built (``threads_from_reading``): while py-spy carries the
         polls, only the threads whose text moved since the last reading are parsed again."""
+        self._spy_cache.times = pyspy.task_times if pyspy is not None else None
         self._carried: Carried = {}
         """The joined threads of the last carried poll (``fallback_threads``' memo)."""
         self.on_new_pid = on_new_pid
