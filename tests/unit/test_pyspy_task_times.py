@@ -18,12 +18,15 @@ import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest
 
 from cpinspect.sources import pyspy
 from cpinspect.sources.pyspy import KEEP_FLOOR, KEEP_IDLE, KEEP_SPARE, TaskTimes, cpu_times
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 TARGET = textwrap.dedent(
     """
@@ -299,7 +302,7 @@ def budget(pid: int, soft: int, hard: int) -> Dict[str, object]:
         capture_output=True,
         text=True,
         check=True,
-        env=dict(os.environ, PYTHONPATH=os.getcwd()),
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     result: Dict[str, object] = json.loads(out.stdout)
     return result
