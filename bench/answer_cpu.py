@@ -1,26 +1,35 @@
 """The CPU one agent answer costs the thread that makes it, with workers spinning beside it.
 
     python bench/answer_cpu.py [--threads 1000] [--spin 100] [--rounds 10] [--root DIR]
+                               [--profile full|delta|info] [--top 25]
 
 In this process: a CherryPy app (``bench/bench_server.py``'s handlers) with a pool of
 ``--threads``, half of it busy (``--spin`` in ``/spin``, the rest in ``/sleep``) and the agent
 installed; then ``--rounds`` times each of: the full ``/v1/threads`` answer, a delta
-(``?since=`` the previous one) and ``/v1/info``, built and encoded as the server does, timed with
+(``?since=`` the previous one) and ``/v1/info``, built and made into the HTTP response's bytes as
+the server does (``server._response``), timed with
 ``time.thread_time()`` (this thread's CPU only: the waits for the GIL behind the spinners do not
 count). Behind spinners every ``sys.getswitchinterval()`` (5 ms) of it is one forced hand-off of
 the GIL, and one more wait in line (``bench/gil_floor.py``). ``--root DIR``: the agent from DIR.
+``--profile KIND``: that answer kind's rounds also run under cProfile (enabled in the thread that
+builds the answers, the only one it sees; timed by that thread's CPU clock, so the GIL waits do
+not count) and the top ``--top`` functions by own time are printed; that kind's CPU figures then
+include the profiler's overhead.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import os
+import pstats
 import socket
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,6 +40,10 @@ def main() -> int:
     parser.add_argument("--spin", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--root", default=None, help="import the agent from this directory")
+    parser.add_argument(
+        "--profile", choices=("full", "delta", "info"), default=None, help="cProfile this kind"
+    )
+    parser.add_argument("--top", type=int, default=25, help="functions printed with --profile")
     args = parser.parse_args()
     if args.threads < 2 or not 0 <= args.spin <= args.threads // 2 or args.rounds < 1:
         print("answer_cpu: need --threads >= 2, 0 <= --spin <= threads/2, --rounds >= 1")
@@ -40,7 +53,7 @@ def main() -> int:
     from bench_server import Root
 
     from cpinspect.agent import install, installed
-    from cpinspect.agent.jsonparts import encode
+    from cpinspect.agent.server import _response
 
     cherrypy.config.update(
         {
@@ -73,22 +86,29 @@ def main() -> int:
     probe = agent.threads_probe
     cpu: Dict[str, List[float]] = {"/v1/threads full": [], "/v1/threads delta": [], "/v1/info": []}
     sizes: Dict[str, int] = {}
+    profiler: Optional[cProfile.Profile] = (
+        cProfile.Profile(time.thread_time) if args.profile else None
+    )
     cursor = probe.snapshot(None)["cursor"]
+
+    def timed(kind: str, name: str, answer: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+        on = profiler is not None and args.profile == kind
+        t0 = time.thread_time()
+        if on:
+            profiler.enable()
+        body = answer()
+        text = _response(200, body, True)
+        if on:
+            profiler.disable()
+        cpu[name].append(time.thread_time() - t0)
+        sizes[name] = len(text)
+        return body
+
     for _ in range(args.rounds):
-        t0 = time.thread_time()
-        text = encode(probe.snapshot(None)).encode()
-        cpu["/v1/threads full"].append(time.thread_time() - t0)
-        sizes["/v1/threads full"] = len(text)
-        t0 = time.thread_time()
-        body = probe.snapshot(cursor)
-        text = encode(body).encode()
-        cpu["/v1/threads delta"].append(time.thread_time() - t0)
-        sizes["/v1/threads delta"] = len(text)
+        timed("full", "/v1/threads full", lambda: probe.snapshot(None))
+        body = timed("delta", "/v1/threads delta", lambda c=cursor: probe.snapshot(c))
         cursor = body["cursor"]
-        t0 = time.thread_time()
-        text = encode(agent._info({})[1]).encode()
-        cpu["/v1/info"].append(time.thread_time() - t0)
-        sizes["/v1/info"] = len(text)
+        timed("info", "/v1/info", lambda: agent._info({})[1])
         time.sleep(0.05)
     print(
         f"answer_cpu: agent from {args.root or HERE.parent}; pool {args.threads}, "
@@ -100,6 +120,12 @@ def main() -> int:
             f"  {name:<18} CPU min {low * 1000:6.2f} ms  median {mid * 1000:6.2f} ms  "
             f"({low / 0.005:.1f} switch intervals at the min)  {sizes[name] / 1e6:.2f} MB"
         )
+    if profiler is not None:
+        out = io.StringIO()
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("tottime").print_stats(args.top)
+        print(f"cProfile of {args.profile} ({args.rounds} answers), by own time:")
+        print(out.getvalue())
     os._exit(0)  # workers stuck in /sleep or /spin would keep the interpreter alive
 
 

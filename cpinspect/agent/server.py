@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-from .jsonparts import encode
+from .jsonparts import encode_parts
 from .paths import bind_private, file_identity, unlink_if_ours
 from .wire import (
     AGENT_VERSION,
@@ -933,11 +933,12 @@ def _wants_keep_alive(version: str, headers: Dict[str, str]) -> bool:
 def _response(
     status: int, body: Dict[str, Any], keep_alive: bool, head_only: bool = False
 ) -> bytes:
-    data = encode(body).encode()
+    # The body's pieces as bytes, joined once with the head (not text, bytes, head + bytes).
+    chunks = [part.encode() for part in encode_parts(body)]
     lines = [
         "HTTP/1.1 %d %s" % (status, REASONS.get(status, "Error")),
         "Content-Type: application/json",
-        "Content-Length: %d" % len(data),
+        "Content-Length: %d" % sum(map(len, chunks)),
         "Cache-Control: no-store",
         "X-Cpinspect-Schema: %d" % SCHEMA_VERSION,
         "Connection: %s" % ("keep-alive" if keep_alive else "close"),
@@ -945,7 +946,10 @@ def _response(
     if status == 405:
         lines.append("Allow: GET, HEAD")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode()
-    return head if head_only else head + data
+    if head_only:
+        return head
+    chunks.insert(0, head)
+    return b"".join(chunks)
 
 
 def _error_response(status: int, message: str) -> bytes:

@@ -137,3 +137,89 @@ def extract_stack(
             )
         f = f.f_back
     return out, truncated
+
+
+class FrameLine:
+    """One frame's wire dict as sent, its JSON text and a hash of it: shared by every frame of
+    one code object stopped on one line (at whatever instruction of it).
+
+    Holds the code object (never a frame: frames hold locals), so the ``id(code)`` it is found
+    under cannot be given to another code object while it is remembered.
+    """
+
+    __slots__ = ("code", "hash", "text", "wire")
+
+    def __init__(self, code: Any, wire: Dict[str, Any], text: str) -> None:
+        self.code = code
+        self.wire = wire
+        self.text = text
+        self.hash = hash(text)
+
+
+class FrameTable:
+    """Frames already extracted, found again by (id(code), f_lasti): a thread that moved
+    re-extracts only its frames that stopped somewhere new (usually the innermost one or two).
+
+    Bounded: both maps are emptied together when either reaches ``MAX`` (a thread spinning
+    through a big function brings a new instruction offset per poll). Emptied too when the
+    classifier's app marks change (``clear``). ``encode``: the answer's JSON encoding of a dict.
+    """
+
+    MAX = 8192
+
+    def __init__(self, classifier: FrameClassifier, encode: Any) -> None:
+        self.classifier = classifier
+        self._encode = encode
+        self._at: Dict[Tuple[int, int], FrameLine] = {}  # (id(code), f_lasti) -> line
+        self._lines: Dict[Tuple[int, Any], FrameLine] = {}  # (id(code), f_lineno) -> line
+
+    def __len__(self) -> int:
+        return len(self._at) + len(self._lines)
+
+    def clear(self) -> None:
+        self._at = {}
+        self._lines = {}
+
+    def line(self, frame: FrameType) -> FrameLine:
+        code = frame.f_code
+        key = (id(code), frame.f_lasti)
+        found = self._at.get(key)
+        if found is not None:
+            return found
+        lineno = frame.f_lineno
+        found = self._lines.get((key[0], lineno))
+        if found is None:
+            filename = code.co_filename
+            wire = {
+                "file": filename,
+                "line": lineno,
+                "function": code.co_name,
+                "qualname": getattr(code, "co_qualname", None),
+                "app": self.classifier.is_app(filename),
+            }
+            found = FrameLine(code, wire, self._encode(wire))
+            if len(self._lines) >= self.MAX:
+                self.clear()
+            self._lines[(key[0], lineno)] = found
+        if len(self._at) >= self.MAX:
+            self.clear()
+            self._lines[(key[0], lineno)] = found
+        self._at[key] = found
+        return found
+
+    def lines(
+        self, frame: Optional[FrameType], limit: int = MAX_STACK_DEPTH
+    ) -> Tuple[List[FrameLine], int]:
+        """``extract_stack`` through the table: innermost-first lines, and the outer frames
+        the cap left out."""
+        out: List[FrameLine] = []
+        line = self.line
+        f = frame
+        while f is not None and len(out) < limit:
+            out.append(line(f))
+            f = f.f_back
+        truncated = 0
+        while f is not None:
+            truncated += 1
+            f = f.f_back
+        return out, truncated

@@ -19,7 +19,7 @@ from ..redact import redact_query
 from ..tracking import RequestTracker
 from ..wire import MAX_STACK_DEPTH, THREADS_CURSORS_KEPT
 from . import locks
-from .frames import FrameClassifier, extract_stack
+from .frames import FrameClassifier, FrameLine, FrameTable
 from .servers import finite, format_bind, pool_of, running_servers
 
 # Request.stage values and the phase they mean (cherrypy-internals.md 1.7).
@@ -311,31 +311,49 @@ def _codes(frame: Optional[FrameType], limit: int = MAX_STACK_DEPTH) -> List[Any
 
 
 class _CachedStack:
-    """One thread's last extracted stack and what depends only on it."""
+    """One thread's last extracted stack and what depends only on it.
 
-    __slots__ = ("codes", "digest", "key", "phase", "site", "stack", "truncated")
+    ``lines``: its frames as the shared ``FrameLine`` objects of the probe's frame table. A
+    stack that moved only inside its lines (``like``: the last one, with the same lines) keeps
+    the wire list, JSON text, phase and digest of that one: a move inside one line changes
+    nothing the inspector sees. The lock site depends on the instruction: found again.
+    """
+
+    __slots__ = ("codes", "digest", "key", "lines", "phase", "site", "stack", "text", "truncated")
 
     def __init__(
         self,
         key: List[int],
-        codes: List[Any],
-        stack: List[Dict[str, Any]],
+        lines: List[FrameLine],
         truncated: int,
+        like: "Optional[_CachedStack]" = None,
     ) -> None:
         self.key = key
-        self.codes = codes
-        self.stack = stack
+        self.lines = lines
         self.truncated = truncated
-        self.phase = phase_from_stack(stack)
+        # The code objects of the key's ids, kept so that none of them is reused meanwhile.
+        self.codes = codes = [line.code for line in lines]
+        self.stack: List[Dict[str, Any]]
+        self.text: str
+        self.phase: Optional[str]
+        self.digest: int
+        if like is not None:
+            self.stack = like.stack
+            self.text = like.text
+            self.phase = like.phase
+            self.digest = like.digest
+        else:
+            stack = [line.wire for line in lines]
+            self.stack = stack
+            self.text = "[" + ",".join([line.text for line in lines]) + "]"  # dumps(stack)
+            self.phase = phase_from_stack(stack)
+            # What the inspector sees of the stack (every frame's text: file, line, names, app).
+            self.digest = hash(tuple([line.hash for line in lines]))
         # Where the innermost frame would take a lock (found once per stack change; usually None).
         try:
             self.site = locks.lock_site(codes, key)
         except Exception:  # noqa: BLE001
             self.site = None
-        # What the inspector sees of the stack: a move inside one line changes nothing.
-        self.digest = hash(
-            tuple((f["file"], f["line"], f["function"], f["qualname"], f["app"]) for f in stack)
-        )
 
 
 def _digest(entry: Dict[str, Any], stack_digest: int, started: Any) -> int:
@@ -364,10 +382,25 @@ def _digest(entry: Dict[str, Any], stack_digest: int, started: Any) -> int:
     )
 
 
-def _text_without_elapsed(entry: Dict[str, Any]) -> str:
-    """The entry's JSON with ``"elapsed":`` last and its value left off (added per answer)."""
-    rest = {k: v for k, v in entry.items() if k != "elapsed"}
-    return dumps(rest)[:-1] + ',"elapsed":'
+def _text_without_elapsed(entry: Dict[str, Any], stack_text: Optional[str]) -> Tuple[str, ...]:
+    """The entry's JSON with ``"elapsed":`` last and its value left off (added per answer), in
+    pieces: ``stack_text`` (``dumps`` of ``entry["stack"]``, made once per stack) is spliced in
+    as it is rather than encoded again. The same text, key for key, as ``dumps`` of the entry
+    with ``elapsed`` moved last."""
+    if stack_text is None or "stack" not in entry:
+        rest = {k: v for k, v in entry.items() if k != "elapsed"}
+        return (dumps(rest)[:-1] + ',"elapsed":',)
+    head: Dict[str, Any] = {}
+    tail: Dict[str, Any] = {}
+    part = head
+    for k, v in entry.items():
+        if k == "stack":
+            part = tail
+        elif k != "elapsed":
+            part[k] = v
+    before = dumps(head)[:-1] + ',"stack":' if head else '{"stack":'
+    after = "," + dumps(tail)[1:-1] if tail else ""
+    return (before, stack_text, after + ',"elapsed":')
 
 
 def _lock_digest(entry: Dict[str, Any]) -> Any:
@@ -402,6 +435,7 @@ class _Seen:
         "name",
         "site",
         "stack_digest",
+        "stack_text",
         "started",
         "text",
         "thread",
@@ -420,6 +454,7 @@ class _Seen:
         site: Any,
         stack_digest: int,
         digest: int,
+        stack_text: Optional[str] = None,
     ) -> None:
         self.thread = thread
         self.name = name
@@ -432,7 +467,9 @@ class _Seen:
         self.site = site
         self.stack_digest = stack_digest
         self.digest = digest
-        self.text: Optional[str] = None  # the entry's JSON but elapsed, made when first sent
+        self.stack_text = stack_text  # dumps(entry["stack"])
+        # The entry's JSON but elapsed's value, in pieces, made when first sent.
+        self.text: Optional[Tuple[str, ...]] = None
 
 
 class ThreadsProbe:
@@ -447,12 +484,16 @@ class ThreadsProbe:
         # Per thread ident: the last extracted stack (bounded by the live threads: entries of
         # threads that are gone are dropped at each snapshot).
         self._stacks: Dict[int, _CachedStack] = {}
+        # The frames of those stacks, by (code, instruction) and by line (bounded: FrameTable.MAX).
+        self._frames = FrameTable(classifier, dumps)
         self._stacks_apps_key: Any = None
         # Per thread ident: its request's last description and what it depends on.
         self._requests: Dict[int, Tuple[Any, Dict[str, Any]]] = {}
         # Per thread ident: its last entry, reused while the thread did not run (bounded by the
         # live threads like the caches above).
         self._seen: Dict[int, _Seen] = {}
+        # The idents of the last answer and their sorted list (usually the same set again).
+        self._order: Tuple[Any, List[int]] = (None, [])
         # Cursors of the last few answers -> {ident: digest}; a random id per agent lifetime.
         self._lifetime = os.urandom(6).hex()
         self._counter = 0
@@ -467,7 +508,7 @@ class ThreadsProbe:
         except Exception as exc:  # noqa: BLE001
             errors.append("app detection: %s" % exc)
         frames = sys._current_frames()
-        by_ident = {t.ident: t for t in threading.enumerate() if t.ident is not None}
+        by_ident = _threads_by_ident()
         main_ident = threading.main_thread().ident
 
         workers: Dict[int, Tuple[Any, str]] = {}  # ident -> (WorkerThread, pool bind)
@@ -482,8 +523,9 @@ class ThreadsProbe:
                 threads = list(pool._threads)
                 pools_raw.append((bind, adapter, pool, threads))
                 for w in threads:
-                    if w.ident is not None:
-                        workers[w.ident] = (w, bind)
+                    w_ident = w.ident
+                    if w_ident is not None:
+                        workers[w_ident] = (w, bind)
         except Exception as exc:  # noqa: BLE001
             errors.append("pool probe: %s: %s" % (type(exc).__name__, exc))
         if not pools_raw:
@@ -491,23 +533,30 @@ class ThreadsProbe:
 
         if self.classifier._apps_key != self._stacks_apps_key:
             self._stacks = {}  # app-vs-library marks may have changed with the mounted apps
+            self._frames.clear()
             self._seen = {}
             self._stacks_apps_key = self.classifier._apps_key
-        # Each thread's entry as built (or reused), never changed after: what is sent is a copy.
+        # Each thread's entry as built (or reused), never changed after: what is sent is a copy
+        # (or the entry itself when it has no ``elapsed`` to bring up to date).
         built: List[Dict[str, Any]] = []
         oldest: Dict[str, Optional[float]] = {}
         seen_keys = set()
         sites: Dict[int, locks.Site] = {}
-        seen = self._seen
+        seen_get = self._seen.get
         fresh: Dict[int, _Seen] = {}
+        digests: Dict[int, int] = {}
         clock_ns = _clock_gettime_ns
-        for ident in sorted(set(frames) | set(by_ident)):
-            t = by_ident.get(ident)
-            worker = workers.get(ident)
+        workers_get = workers.get
+        threads_get = by_ident.get
+        idents = frames.keys() | by_ident.keys()
+        if idents != self._order[0]:
+            self._order = (idents, sorted(idents))
+        for ident in self._order[1]:
+            t = threads_get(ident)
+            worker = workers_get(ident)
             pool_bind = worker[1] if worker is not None else None
             try:
-                name = t.name if t is not None else None
-                last = seen.get(ident)
+                last = seen_get(ident)
                 cpu_ns: Optional[int] = None
                 if last is not None and last.thread is t and last.clock is not None:
                     clock: Optional[int] = last.clock
@@ -523,8 +572,8 @@ class ThreadsProbe:
                     and last is not None
                     and last.cpu_ns == cpu_ns
                     and last.thread is t
-                    and last.name == name
                     and last.bind == pool_bind
+                    and last.name == (t.name if t is not None else None)
                 ):
                     record = last  # the fast path: the thread has not run since
                 else:
@@ -537,10 +586,12 @@ class ThreadsProbe:
                 errors.append("thread %s: %s: %s" % (ident, type(exc).__name__, exc))
                 continue
             fresh[ident] = record
+            digests[ident] = record.digest
             entry = record.entry
             built.append(entry)
-            if record.started is not None and entry["busy"] and pool_bind is not None:
-                elapsed = now - record.started
+            started = record.started
+            if started is not None and pool_bind is not None and entry["busy"]:
+                elapsed = now - started
                 prev = oldest.get(pool_bind)
                 if prev is None or elapsed > prev:
                     oldest[pool_bind] = elapsed if elapsed > 0.0 else 0.0
@@ -558,20 +609,16 @@ class ThreadsProbe:
             except Exception as exc:  # noqa: BLE001
                 errors.append("lock probe: %s: %s" % (type(exc).__name__, exc))
             locked = {e["ident"]: e for e in copies if "wait" in e or "holds" in e}
-        digests: Dict[int, int] = {}
-        for ident, record in fresh.items():
-            annotated = locked.get(ident)
-            if annotated is not None:
+            for ident, annotated in locked.items():
+                record = fresh[ident]
                 digests[ident] = _digest(annotated, record.stack_digest, record.started)
-            else:
-                digests[ident] = record.digest
-        # Forget connections no worker holds any more (bounded by the pool size).
-        for key in list(self._conn_seen):
-            if key not in seen_keys:
-                self._conn_seen.pop(key, None)
-        for ident in [i for i in self._stacks if i not in digests]:
+        # Forget connections no worker holds any more (bounded by the pool size), and the
+        # caches of threads that are gone.
+        for key in self._conn_seen.keys() - seen_keys:
+            self._conn_seen.pop(key, None)
+        for ident in self._stacks.keys() - digests.keys():
             del self._stacks[ident]
-        for ident in [i for i in self._requests if i not in digests]:
+        for ident in self._requests.keys() - digests.keys():
             del self._requests[ident]
         del frames  # frames keep every local of every thread alive: drop them promptly
 
@@ -585,31 +632,39 @@ class ThreadsProbe:
             self._cursors.popitem(last=False)
         gone: List[int] = []
         if base is not None:
-            built = [e for e in built if base.get(e["ident"]) != digests[e["ident"]]]
+            base_get = base.get
+            built = [e for e in built if base_get(e["ident"]) != digests[e["ident"]]]
             gone = sorted(i for i in base if i not in digests)
-        # What is sent: a copy of each entry, with the lock probe's additions and ``elapsed``
-        # brought up to now (the only field that moves while a thread stands still).
-        # Each with its JSON text, made once per entry built (the lock probe's copies aside).
+        # What is sent: a copy of each entry (itself when it has no start time), with the lock
+        # probe's additions and ``elapsed`` brought up to now (the only field that moves while
+        # a thread stands still). Each with its JSON text in pieces, made once per entry built
+        # (the lock probe's copies aside), and ``elapsed`` the only piece made per answer.
         threads_out = JsonArray()
+        add = threads_out.add
+        repr_float = float.__repr__
         for entry in built:
             ident = entry["ident"]
             record = fresh[ident]
             out = locked.get(ident)
-            text: Optional[str] = None
             if out is None:
-                out = dict(entry)
-                if record.text is None:
-                    record.text = _text_without_elapsed(entry)
                 text = record.text
+                if text is None:
+                    text = record.text = _text_without_elapsed(entry, record.stack_text)
+                started = record.started
+                if started is not None:
+                    out = dict(entry)
+                    elapsed = now - started
+                    out["elapsed"] = elapsed = elapsed if elapsed > 0.0 else 0.0
+                    add(out, (*text, repr_float(elapsed) + "}"))
+                else:
+                    # Nothing to bring up to date: the entry itself (no reader changes one).
+                    add(entry, (*text, "null}"))
+                continue
             started = record.started
             if started is not None:
                 elapsed = now - started
-                out["elapsed"] = elapsed = elapsed if elapsed > 0.0 else 0.0
-                if text is not None:
-                    text += float.__repr__(elapsed) + "}"
-            elif text is not None:
-                text += "null}"
-            threads_out.add(out, text)
+                out["elapsed"] = elapsed if elapsed > 0.0 else 0.0
+            add(out)
 
         pools = []
         for bind, adapter, pool, threads in pools_raw:
@@ -647,8 +702,8 @@ class ThreadsProbe:
         entry = self._thread_entry(ident, t, frame, worker, main_ident, now, cpu)
         started = entry.pop("_started", None)
         conn_key = entry.pop("_conn_key", None)
-        site = entry.pop("_site", None)
-        stack_digest = entry.pop("_stack_digest")
+        cached: _CachedStack = entry.pop("_cached")
+        stack_digest = cached.digest
         return _Seen(
             t,
             t.name if t is not None else None,
@@ -658,9 +713,10 @@ class ThreadsProbe:
             entry,
             started,
             conn_key,
-            site,
+            cached.site,
             stack_digest,
             _digest(entry, stack_digest, started),
+            cached.text if entry["stack"] is cached.stack else None,
         )
 
     def _stack_of(self, ident: int, frame: Optional[FrameType]) -> _CachedStack:
@@ -672,8 +728,11 @@ class ThreadsProbe:
         cached = self._stacks.get(ident)
         if cached is not None and cached.key == key:
             return cached
-        stack, truncated = extract_stack(frame, self.classifier)
-        cached = _CachedStack(key, _codes(frame), stack, truncated)
+        lines, truncated = self._frames.lines(frame)
+        like = None
+        if cached is not None and cached.truncated == truncated and cached.lines == lines:
+            like = cached  # the same FrameLine objects (compared by identity): the same lines
+        cached = _CachedStack(key, lines, truncated, like)
         self._stacks[ident] = cached
         return cached
 
@@ -806,8 +865,7 @@ class ThreadsProbe:
             "request": None,
             "stack": stack,
             "stack_truncated": cached.truncated,
-            "_stack_digest": cached.digest,
-            "_site": cached.site,
+            "_cached": cached,
         }
         tracked = self.tracker.get(ident)
         if worker is None:
@@ -865,6 +923,23 @@ class ThreadsProbe:
             if entry["request"] is not None:
                 entry["request"]["started_at"] = started
         return entry
+
+
+def _threads_by_ident() -> Dict[int, threading.Thread]:
+    """``{t.ident: t for t in threading.enumerate()}`` (started threads), read off threading's
+    own maps (one C-level copy, no per-thread property calls) where they are as we know them."""
+    active = getattr(threading, "_active", None)
+    limbo = getattr(threading, "_limbo", None)
+    if type(active) is dict and type(limbo) is dict:
+        try:
+            found = dict(active)
+            for t in list(limbo):
+                if t.ident is not None:
+                    found[t.ident] = t
+            return found
+        except Exception:  # noqa: BLE001
+            pass
+    return {t.ident: t for t in threading.enumerate() if t.ident is not None}
 
 
 def _role(
