@@ -15,34 +15,13 @@ import json
 import sys
 import threading
 import weakref
-from typing import Any, Dict, Iterator, List
-
-import pytest
+from typing import Any, Dict, List
 
 from cpinspect.agent.jsonparts import JsonArray, dumps, encode
 from cpinspect.agent.probes.frames import FrameClassifier, FrameTable, extract_stack
 from cpinspect.agent.probes.threads import ThreadsProbe
-from cpinspect.agent.tracking import RequestTracker
+from tests.agent.probe_threads import STOP, by_ident, start
 from tests.conftest import wait_for
-
-STOP = threading.Event()
-
-
-@pytest.fixture
-def probe() -> Iterator[ThreadsProbe]:
-    STOP.clear()
-    yield ThreadsProbe(RequestTracker(), FrameClassifier())
-    STOP.set()
-
-
-def start(fn: Any, *args: Any) -> threading.Thread:
-    t = threading.Thread(target=fn, args=args, daemon=True)
-    t.start()
-    return t
-
-
-def by_ident(answer: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
-    return {t["ident"]: t for t in answer["threads"]}
 
 
 def uncached_stack(t: threading.Thread) -> List[Dict[str, Any]]:

@@ -11,33 +11,11 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
-import pytest
-
-from cpinspect.agent.probes.frames import FrameClassifier
 from cpinspect.agent.probes.threads import ThreadsProbe
-from cpinspect.agent.tracking import RequestTracker
+from tests.agent.probe_threads import STOP, by_ident, start
 from tests.conftest import wait_for
-
-STOP = threading.Event()
-
-
-@pytest.fixture
-def probe() -> Iterator[ThreadsProbe]:
-    STOP.clear()
-    yield ThreadsProbe(RequestTracker(), FrameClassifier())
-    STOP.set()
-
-
-def start(fn: Any, *args: Any) -> threading.Thread:
-    t = threading.Thread(target=fn, args=args, daemon=True)
-    t.start()
-    return t
-
-
-def by_ident(answer: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
-    return {t["ident"]: t for t in answer["threads"]}
 
 
 def innermost_line(t: threading.Thread) -> int:
