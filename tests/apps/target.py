@@ -101,6 +101,14 @@ class Root:
         return "ok"
 
     @cherrypy.expose
+    def switch(self, seconds="0.005"):
+        """Set the interpreter's switch interval (how long a thread running Python keeps the GIL
+        while others wait for it): longer makes every other thread, the agent's among them,
+        wait longer behind ``/spin``. 5 ms is CPython's default."""
+        sys.setswitchinterval(min(max(float(seconds), 0.001), 0.5))
+        return "%.3f" % sys.getswitchinterval()
+
+    @cherrypy.expose
     def rearm(self):
         """Undo ``release``: ``/block`` and ``/spin`` hold again (a target shared by tests)."""
         RELEASE.clear()

@@ -2,7 +2,8 @@
 while py-spy, reading the process from outside, still has every thread at once (issue 13).
 
 One target for the module (24 workers, the agent loaded); each test sets 16 of them spinning
-in ``/spin`` and releases them at the end. The session's grace for the agent is set to 0 here
+in ``/spin``, each keeping the GIL 20 ms at a time (``SLOW_SWITCH``), and releases them at the
+end. The session's grace for the agent is set to 0 here
 so that py-spy's reading carries a poll whenever the agent has not answered by the time py-spy
 has (how long the agent takes depends on this box; nothing here asserts a duration).
 """
@@ -35,6 +36,13 @@ from tests.tui.helpers import wait_until
 
 WORKERS = 24
 SPINNING = 16
+SLOW_SWITCH = 0.02
+"""The target's switch interval while its workers spin: each thread running Python keeps the
+GIL 20 ms (CPython's default is 5 ms) before the next waiter, the agent's or a spinner's, may
+take it. The agent waits that long at each of the few times it takes the GIL again to answer
+(measured here: 88-907 ms for an answer, against 19-34 ms for py-spy's read), so py-spy's
+reading is in first whatever the box's load; at 5 ms the two raced (3-351 ms against 17-36 ms)
+and a test could wait in vain for either outcome."""
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +58,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TargetProcess]:
 def spinning(target: TargetProcess) -> Iterator[TargetProcess]:
     """``SPINNING`` workers in ``/spin`` until the test ends (or ``release``)."""
     httpx.get("http://127.0.0.1:%d/rearm" % target.port, timeout=30)
+    httpx.get("http://127.0.0.1:%d/switch?seconds=%s" % (target.port, SLOW_SWITCH), timeout=30)
     BackgroundRequests(target.port, "/spin?seconds=60", SPINNING)
     agent = AgentSource(find_agent(target.pid).connect_path)
 
@@ -68,8 +77,9 @@ def spinning(target: TargetProcess) -> Iterator[TargetProcess]:
 
 
 def release(target: TargetProcess) -> None:
-    """End every ``/spin`` (the app's RELEASE event)."""
+    """End every ``/spin`` (the app's RELEASE event), the switch interval back at 5 ms."""
     httpx.get("http://127.0.0.1:%d/release" % target.port, timeout=30)
+    httpx.get("http://127.0.0.1:%d/switch?seconds=0.005" % target.port, timeout=30)
 
 
 def spinning_seen(update: Update) -> int:
@@ -100,10 +110,12 @@ def test_py_spy_carries_the_polls_while_the_agent_is_slow_then_the_agent_takes_o
     opened = open_session(str(spinning.pid))
     session = opened.session
     assert isinstance(session, AgentSession)
-    session.agent_grace = 0.0
     session.pyspy_wait = 0.25  # as the TUI sets it
     try:
-        # (one answer from the agent first, with the spinning requests in it)
+        # (one answer from the agent first, with the spinning requests in it: the session
+        # waits for it as long as it takes)
+        session.agent_grace = 30.0
+
         def agent_with_spinners() -> Optional[Update]:
             u = session.poll()
             ok = u.effective_threads_source is SourceKind.AGENT and spinning_seen(u) >= SPINNING
@@ -111,6 +123,7 @@ def test_py_spy_carries_the_polls_while_the_agent_is_slow_then_the_agent_takes_o
 
         answered = wait_for(agent_with_spinners, timeout=60, interval=0.1, what="the agent")
         assert isinstance(answered, Update)
+        session.agent_grace = 0.0
 
         # WHEN the session polls on while the agent is slow to answer
         def carried() -> Optional[Update]:
@@ -238,7 +251,9 @@ def test_dump_on_a_slow_agent_prints_py_spy_threads_and_says_what_it_left_out(sp
 def test_the_first_poll_on_an_agent_that_never_answered_tells_busy_from_stuck(spinning):
     # GIVEN 16 of 24 workers spinning, and a session opened on an agent that did not answer
     # (as open_session opens it when the agent was silent: its first poll shows py-spy's
-    # threads without waiting for the agent again; no earlier poll to compare a holder with)
+    # threads without waiting for the agent again; no earlier poll to compare a holder with),
+    # the GIL passed on every 5 ms as by default (py-spy's short read sees several threads run)
+    httpx.get("http://127.0.0.1:%d/switch?seconds=0.005" % spinning.port, timeout=30)
     from cpinspect.findings import find_all
     from cpinspect.findings.threads import GIL_MOVING_NOTE
     from cpinspect.snapshots import snapshot_from_update

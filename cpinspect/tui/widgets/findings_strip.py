@@ -62,6 +62,22 @@ class FindingsStrip(Static):
         # of lines (or the strip appearing) does.
         self.update(text, layout=not same_height)
         self.display = bool(self._lines)
+        self.call_after_refresh(self._check_height)
         worst = self._lines[0][0] if self._lines else None  # the lines are most severe first
         for severity in FindingSeverity:
             self.set_class(severity is worst, f"-{severity.value}")
+
+    def _check_height(self) -> None:
+        """Lay the strip out again when its height is not its number of lines.
+
+        Textual (8.2) sometimes lays out a strip that grew at its old height, with no layout
+        left pending: a screenshot under load caught the strip at two of its four lines, 2
+        runs in 10 with 4 busy loops beside it. A strip whose lines later change in place asks
+        for no layout, so without this it could stay cut short until its number of lines
+        changed again."""
+        if self.display and self._lines and self.size.height != len(self._lines):
+            self.refresh(layout=True)
+
+    def on_resize(self) -> None:
+        self._check_height()
+
