@@ -140,7 +140,6 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
     from cpinspect.model import SourceKind
     from cpinspect.snapshots import ask_routes, ask_sessions, beside, joined
     from cpinspect.sources.base import Capability
-    from cpinspect.sources.live import NO_REQUESTS
 
     session = opened.session
     hurry_slow_agent(opened)
@@ -176,8 +175,11 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
                 "--native needs py-spy, which could not read the process: %s"
                 % ("; ".join(update.warnings) or "no reason given")
             )
-        if standing_in and update.message and (not opened.notes or NO_REQUESTS in update.message):
-            # Said in one line: why py-spy's threads stand in, and what they lack.
+        if standing_in and update.message:
+            # Said in one line: why py-spy's threads stand in, and what they lack. The poll's
+            # words replace those of the opening: they were read later, and they tell a busy
+            # interpreter (threads ran during py-spy's read) from a stuck one, which the
+            # opening, having only the agent's silence, could not.
             notes[:] = [update.message] + [n for n in notes if n not in opened.notes]
         render.thread_locals = _locals(threads, session, notes) if args.locals else []
         # Joined as ``snapshots.joined`` says: waited for when the agent answered the poll,

@@ -101,6 +101,9 @@ agent's last requests are kept on the threads still in the same handler."""
 NO_REQUESTS = "no requests or pool numbers (the agent has not answered yet)"
 """What py-spy's threads lack when they stand in for an agent that never answered, read
 without ``--locals``."""
+NO_POOLS = "requests from py-spy's locals; no pool numbers (the agent has not answered yet)"
+"""What they lack when read with ``--locals`` (a small process): the requests come from the
+workers' locals, the pool numbers only the agent knows."""
 CARRY_WAIT = 0.6
 """While py-spy carries the TUI's polls, how long a poll waits for py-spy's fresh reading
 before showing the last one: under two thirds of the 1 s interval, so that the pacing
@@ -1064,8 +1067,11 @@ class AgentSession:
         who = " (GIL held by thread %s)" % holder.name if holder is not None else ""
         # Pool numbers only the agent knows: the last ones, if it ever answered.
         before = ", pool numbers from before" if self.threads is not None else ""
-        if self.threads is None and not any(t.request is not None for t in spy.threads):
-            before = "; " + NO_REQUESTS  # read without --locals (a large process)
+        if self.threads is None:
+            if any(t.request is not None for t in spy.threads):
+                before = "; " + NO_POOLS
+            else:
+                before = "; " + NO_REQUESTS  # read without --locals (a large process)
         # A stopped process is not stuck: py-spy --nonblocking reads it without resuming it.
         stopped = stopped_reason(self.pid)
         slow = self._slow_for > 0 and not stopped

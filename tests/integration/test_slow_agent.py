@@ -26,7 +26,7 @@ from cpinspect.model import SourceKind
 from cpinspect.protocol import snapshots_from_document
 from cpinspect.sources.agent import AgentSource
 from cpinspect.sources.base import LinkState, Update
-from cpinspect.sources.live import AgentSession
+from cpinspect.sources.live import NO_POOLS, NO_REQUESTS, AgentSession
 from cpinspect.sources.open import open_session
 from cpinspect.tui.app import InspectorApp
 from cpinspect.tui.widgets.banner import Banner
@@ -240,12 +240,18 @@ def test_dump_on_a_slow_agent_prints_py_spy_threads_and_says_what_it_left_out(sp
         if t.top_app_frame is not None and t.top_app_frame.function == "spin"
     ]
     assert len(spinners) == SPINNING
-    # AND one line on stderr says the agent was slow and that requests and pools are missing
+    # AND one line on stderr says the agent was slow (or, on a loaded box, that it did not
+    # answer the dump's first question in time either: the session opened on its silence) and
+    # that requests and pools are missing
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr
-    assert lines[0].startswith("note: agent slow: no answer within ")
-    assert "no requests or pool numbers (the agent has not answered yet)" in lines[0]
-    assert any(note.startswith("agent slow") for note in snapshot.notes)
+    heads = ("note: agent slow: no answer within ", "note: agent not answering within ")
+    assert lines[0].startswith(heads), lines[0]
+    # (py-spy reads the locals of a process this small: the requests are its, when it found them)
+    has_requests = any(t.request is not None for t in spinners)
+    missing = NO_POOLS if has_requests else NO_REQUESTS
+    assert lines[0].endswith("; threads from py-spy; " + missing), lines[0]
+    assert any(note.startswith(("agent slow", "agent not answering")) for note in snapshot.notes)
 
 
 def test_the_first_poll_on_an_agent_that_never_answered_tells_busy_from_stuck(spinning):
@@ -348,8 +354,7 @@ def test_py_spy_readings_are_handed_over_as_they_land_then_the_agent_takes_over(
         # the spinners may never have had its answer)
         assert (
             "; threads from py-spy; requests and pool numbers from " in update.message
-            or "; threads from py-spy; no requests or pool numbers (the agent has not answered yet)"
-            in update.message
+            or update.message.endswith(("; threads from py-spy; " + NO_REQUESTS, NO_POOLS))
         ), update.message
         assert spinning_seen(update) == SPINNING
 
