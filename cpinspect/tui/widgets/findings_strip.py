@@ -80,4 +80,3 @@ class FindingsStrip(Static):
 
     def on_resize(self) -> None:
         self._check_height()
-
