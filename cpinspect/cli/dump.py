@@ -175,7 +175,7 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
                 "--native needs py-spy, which could not read the process: %s"
                 % ("; ".join(update.warnings) or "no reason given")
             )
-        if standing_in and update.message:
+        if standing_in and update.message and opened.kind is SourceKind.AGENT:
             # Said in one line: why py-spy's threads stand in, and what they lack. The poll's
             # words replace those of the opening: they were read later, and they tell a busy
             # interpreter (threads ran during py-spy's read) from a stuck one, which the
