@@ -31,6 +31,7 @@ import signal
 import subprocess
 import threading
 import time
+import weakref
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -551,6 +552,9 @@ class TaskTimes:
         self._room: Optional[int] = None
         """How many more may be kept (None: not worked out since the last change)."""
         self._closed = False
+        # A reader dropped without close() (a caller's bug) must not leave up to thousands of
+        # descriptors open for the rest of the process: they are closed when it is collected.
+        weakref.finalize(self, _close_fds, self._fds)
 
     def __len__(self) -> int:
         return len(self._fds)
@@ -684,6 +688,16 @@ class TaskTimes:
     def _close_all(self) -> None:
         for tid in list(self._fds):
             self._drop(tid)
+
+
+def _close_fds(fds: Dict[int, int]) -> None:
+    """Close the kept descriptors of a ``TaskTimes`` that was collected unclosed."""
+    for fd in list(fds.values()):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fds.clear()
 
 
 def _thread_name(raw: Dict[str, Any], ident: int, is_main: bool) -> str:
