@@ -76,6 +76,11 @@ def spinning(target: TargetProcess) -> Iterator[TargetProcess]:
         release(target)
 
 
+CARRIED = ("agent slow: no answer within ", "agent not answering within ")
+"""How the banner begins while py-spy carries the polls: the agent slow, or silent since the
+session opened (under load, 8 busy loops beside, its first question outlasted the 1 s timeout)."""
+
+
 def release(target: TargetProcess) -> None:
     """End every ``/spin`` (the app's RELEASE event), the switch interval back at 5 ms."""
     httpx.get("http://127.0.0.1:%d/release" % target.port, timeout=30)
@@ -349,7 +354,9 @@ def test_py_spy_readings_are_handed_over_as_they_land_then_the_agent_takes_over(
         assert isinstance(update, Update)
         # AND the header still says py-spy carries: the agent slow, requests from before
         assert update.state is LinkState.LIVE
-        assert update.message.startswith("agent slow: no answer within ")
+        # (a session opened behind the spinners when the agent did not answer its first
+        # question within the timeout says "not answering", as a loaded box showed)
+        assert update.message.startswith(CARRIED), update.message
         # (what the agent last said, or that it has not answered yet: a session opened behind
         # the spinners may never have had its answer)
         assert (
@@ -448,6 +455,6 @@ async def test_the_tui_shows_py_spys_readings_as_they_land_not_at_its_next_poll(
         for before, after in followed:
             assert before.threads is not None and after.threads is not None
             assert after.threads.taken_at > before.threads.taken_at
-            assert after.message.startswith("agent slow")
+            assert after.message.startswith(CARRIED), after.message
             assert "threads from py-spy" in after.message
     session.close()
