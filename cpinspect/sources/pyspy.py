@@ -686,12 +686,14 @@ class TaskTimes:
                 pass
 
     def _close_all(self) -> None:
-        for tid in list(self._fds):
-            self._drop(tid)
+        _close_fds(self._fds)
+        self._asked.clear()
+        self._room = None
 
 
 def _close_fds(fds: Dict[int, int]) -> None:
-    """Close the kept descriptors of a ``TaskTimes`` that was collected unclosed."""
+    """Close every kept descriptor of a ``TaskTimes`` (on close, a pid change, or when it was
+    collected unclosed) and forget them."""
     for fd in list(fds.values()):
         try:
             os.close(fd)

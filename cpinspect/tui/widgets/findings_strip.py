@@ -48,7 +48,7 @@ class FindingsStrip(Static):
             # New findings (a duration in their evidence moved on) saying the same lines: no
             # repaint, and never a layout of the screen (it re-renders every widget on it).
             return
-        same_height = self._drawn and len(lines) == len(self._lines) and bool(lines)
+        same_height = self._drawn and bool(lines) and self.size.height == len(lines)
         self._drawn = True
         self._lines = lines
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -58,8 +58,8 @@ class FindingsStrip(Static):
             name = severity.value if severity is not None else "more"
             style = self.get_component_rich_style(f"findings-strip--{name}", partial=True)
             text.append(line, style)
-        # A line that changed in place (a count, a duration) needs no layout; another number
-        # of lines (or the strip appearing) does.
+        # A line that changed in place (a count, a duration) needs no layout; a number of
+        # lines other than the height it is laid out at (or the strip appearing) does.
         self.update(text, layout=not same_height)
         self.display = bool(self._lines)
         self.call_after_refresh(self._check_height)
