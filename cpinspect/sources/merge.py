@@ -7,10 +7,9 @@ the app's; py-spy knows who holds the GIL and the native frames.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Dict, Optional, Tuple
 
-from cpinspect.model import Frame, ThreadInfo, ThreadsSnapshot
+from cpinspect.model import Frame, ThreadInfo, ThreadsSnapshot, evolve
 
 
 def _app_locations(thread: ThreadInfo) -> Dict[Tuple[str, int], bool]:
@@ -29,7 +28,7 @@ def _restack(agent: ThreadInfo, spy: ThreadInfo) -> Tuple[Frame, ...]:
             else verdict.get(frame.location, by_file.get(frame.filename, frame.is_app))
         )
         # The same frame object when the verdict is py-spy's own (most frames): no copy.
-        out.append(frame if is_app == frame.is_app else replace(frame, is_app=is_app))
+        out.append(frame if is_app == frame.is_app else evolve(frame, is_app=is_app))
     return tuple(out)
 
 
@@ -53,10 +52,10 @@ def merge_threads(
             # changed since the last poll, by identity).
             merged.append(thread)
             continue
-        merged.append(replace(thread, **changes))  # type: ignore[arg-type]
+        merged.append(evolve(thread, **changes))
     # Threads py-spy saw and the agent did not (started between the two reads) still count.
     merged.extend(spy_threads.values())
-    return replace(agent, threads=tuple(merged))
+    return evolve(agent, threads=tuple(merged))
 
 
 Carried = Dict[int, Tuple[ThreadInfo, ThreadInfo, ThreadInfo]]
@@ -93,7 +92,7 @@ def fallback_threads(
                 # A carried request runs on: only its elapsed time moves.
                 elapsed = _carried_elapsed(before, last, spy)
                 if elapsed != kept.elapsed:
-                    kept = replace(kept, elapsed=elapsed)
+                    kept = evolve(kept, elapsed=elapsed)
                     was = (thread, before, kept)
             joined[thread.ident] = was
             threads.append(kept)
@@ -101,7 +100,7 @@ def fallback_threads(
         spied = thread
         if before is not None:
             # The agent's app/library verdict first: py-spy can only guess from paths.
-            thread = replace(thread, stack=_restack(before, thread))
+            thread = evolve(thread, stack=_restack(before, thread))
             if (
                 thread.request is None
                 and before.request is not None
@@ -109,7 +108,7 @@ def fallback_threads(
                 and thread.top_app_frame is not None
                 and before.top_app_frame.function == thread.top_app_frame.function
             ):
-                thread = replace(
+                thread = evolve(
                     thread, request=before.request, elapsed=_carried_elapsed(before, last, spy)
                 )
             joined[spied.ident] = (spied, before, thread)
@@ -117,7 +116,7 @@ def fallback_threads(
     if memo is not None:
         memo.clear()
         memo.update(joined)
-    return replace(
+    return evolve(
         spy,
         threads=tuple(threads),
         pools=last.pools,
@@ -167,8 +166,8 @@ def with_gil_holder(
         return snap
     if any(t.ident == ident and t.owns_gil for t in snap.threads):
         return snap
-    threads = tuple(replace(t, owns_gil=True) if t.ident == ident else t for t in snap.threads)
-    return replace(snap, threads=threads)
+    threads = tuple(evolve(t, owns_gil=True) if t.ident == ident else t for t in snap.threads)
+    return evolve(snap, threads=threads)
 
 
 def gil_holder(snapshot: Optional[ThreadsSnapshot]) -> Optional[ThreadInfo]:

@@ -32,7 +32,7 @@ import subprocess
 import threading
 import time
 import weakref
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from cpinspect.agent.procfs import CLK_TCK, task_cpu_time
@@ -57,6 +57,7 @@ from cpinspect.model import (
     ThreadInfo,
     ThreadLocals,
     ThreadsSnapshot,
+    evolve,
 )
 from cpinspect.sources.pyspy_exec import dump_command, locate_pyspy, spawn
 
@@ -981,7 +982,7 @@ def _times(
         ):
             thread = before.thread
         else:
-            thread = replace(thread, request=request, elapsed=elapsed, cpu_time=cpu)
+            thread = evolve(thread, request=request, elapsed=elapsed, cpu_time=cpu)
         built[thread.ident] = _Built(raw, p, since, request, thread)
         threads.append(thread)
     threads.sort(key=lambda t: t.ident)
@@ -1278,6 +1279,9 @@ class PySpySource:
                 proc.wait(STOP_GRACE)
             except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not wait long
                 pass
+        release = getattr(proc, "release", None)  # PySpyProcess: its output files
+        if release is not None:
+            release()
 
     def _resume_if_we_stopped(self, before: str) -> bool:
         """SIGCONT the target if it is stopped now and was not before we ran py-spy."""
