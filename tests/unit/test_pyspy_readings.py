@@ -320,6 +320,20 @@ def test_a_thread_without_the_key_or_with_another_value_is_read_the_slower_way()
         assert_reads_as_the_whole_parse(raw, cut=True)
 
 
+def test_an_empty_object_between_threads_is_read_the_slower_way() -> None:
+    # GIVEN py-spy's layout with an empty object between two threads, the second a holder
+    # (the cut before "{}" leaves a piece that is not one object)
+    data: List[Dict[str, Any]] = reading([4])
+    data.insert(3, {})
+    raw = json.dumps(data, indent=2).encode()
+    # WHEN read, THEN not piece by piece, and with the whole parse's answers
+    assert not one_pass(raw)
+    dump = GilDump(raw)
+    assert dump.holders == [data[5]]
+    assert dump.count() == 8  # the threads with an id, as before
+    assert dump.threads() == data
+
+
 def test_a_thread_without_an_id_is_not_counted_as_the_model_leaves_it_out() -> None:
     # GIVEN a reading in py-spy's layout with one thread object that has no thread_id
     data = reading([1])
