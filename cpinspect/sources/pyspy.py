@@ -1316,18 +1316,26 @@ def _parse_json(stdout: bytes) -> List[Dict[str, Any]]:
 
 
 _OWNS_GIL = b'"owns_gil"'
+_THREAD_ID = b'"thread_id"'
 _OBJECT_START = re.compile(rb"\{\s*\"pid\"")
+_KEY_LEAD = re.compile(rb"\r?\n +")
+"""How a key of a thread object opens in py-spy's layout: a line of its own, indented."""
+_VALUE_END = (b",", b"\n", b"\r", b"")
 
 
 class GilDump:
     """One py-spy reading (its JSON output) parsed only as far as it is read.
 
-    ``holders`` are the threads that own the GIL, found in the text: a JSON string cannot hold
-    ``"owns_gil": true`` with its quotes unescaped, so only a thread's own key matches, and
-    each match is parsed as the one thread object around it (checked: an object with a
-    ``thread_id`` whose ``owns_gil`` is true, spanning the match). Anything else — another
-    layout of py-spy's JSON, output that is not a list — parses the whole text instead, with
-    ``_parse_json``'s error for bad output.
+    ``holders`` are the threads that own the GIL. py-spy's own layout (an indented list of
+    objects, each opening on a line of its own) is cut into one piece per thread once, and
+    each piece's ``"owns_gil"`` key read where py-spy prints it (its sixth key): only a holder's
+    piece is parsed (checked: an object whose ``owns_gil`` is true, with an int ``thread_id``),
+    so a reading costs about one pass over its text (~5 MB at 1,000 threads). Any other text is
+    read as before: a JSON string cannot hold ``"owns_gil": true`` with its quotes unescaped, so
+    only a thread's own key matches, and each match is parsed as the one thread object around it
+    (checked: an object with a ``thread_id`` whose ``owns_gil`` is true, spanning the match).
+    Anything else — another layout of py-spy's JSON, output that is not a list — parses the
+    whole text instead, with ``_parse_json``'s error for bad output.
     """
 
     def __init__(self, stdout: bytes) -> None:
@@ -1335,18 +1343,31 @@ class GilDump:
         self._threads: Optional[List[Dict[str, Any]]] = None
         self._pieces: Optional[List[bytes]] = None
         """Cut once (``[]``: the text is not cut, or holds no thread)."""
-        found = _holders_in(stdout)
         self._counted: Optional[int] = None
-        if found is None:
-            found = [t for t in self.threads() if t.get("owns_gil")]
+        pieces = _split_threads(stdout)
+        found = _holders_of(pieces) if pieces else None
+        if found is not None:
+            self._counted = len(pieces)  # each one has its "thread_id" key (_holders_of)
         else:
-            self._counted = stdout.count(b'"thread_id"')
+            # Not the layout read piece by piece: from the whole text (not from the pieces, so
+            # that bad output fails naming its own first line).
+            found = _holders_in(stdout)
+            if found is None:
+                found = [t for t in self.threads() if t.get("owns_gil")]
+            else:
+                self._counted = stdout.count(_THREAD_ID)
+        self._pieces = pieces
+        if pieces:
+            # The pieces hold all of it: the text (~5 MB at 1,000 threads, a block of its own
+            # that goes back to the system) is not kept beside them.
+            self._stdout = b""
         self.holders: List[Dict[str, Any]] = found
 
     def count(self) -> int:
-        """How many threads the reading holds, without parsing it when the text is the layout
-        ``_holders_in`` reads (each thread object has one ``"thread_id"`` key; a JSON string
-        cannot hold that text with its quotes unescaped)."""
+        """How many threads the reading holds, without parsing it when the text is a layout
+        read without parsing it: one per ``"thread_id"`` key (a JSON string cannot hold that
+        text with its quotes unescaped), in py-spy's layout one per piece (each piece has one,
+        or it is not read that way). Otherwise every object of the parsed list."""
         if self._threads is None and self._counted is not None:
             return self._counted
         return len(self.threads())
@@ -1366,14 +1387,66 @@ class GilDump:
         is not laid out as py-spy prints it (an indented list of objects, each opening on a
         line of its own). A JSON string holds no raw newline, so a line break followed by the
         list's own indentation and ``},`` can only be the end of one thread object: the text
-        is cut there without being decoded. ``threads_from_reading`` parses the pieces."""
-        if self._pieces is None:
-            self._pieces = _split_threads(self._stdout)
-            if self._pieces:
-                # The pieces hold all of it: the text (~5 MB at 1,000 threads, a block of
-                # its own that goes back to the system) is not kept beside them.
-                self._stdout = b""
+        is cut there without being decoded (once, when the reading is made).
+        ``threads_from_reading`` parses the pieces."""
         return self._pieces or None
+
+
+def _holders_of(pieces: List[bytes]) -> Optional[List[Dict[str, Any]]]:
+    """The GIL holders of py-spy's layout read from its pieces (``_split_threads``), or None
+    when a piece is not what this reads safely (the caller reads the whole text then).
+
+    A thread object's keys open each on a line of its own at one indentation (the first
+    piece's first line tells which), deeper values further in, and a JSON string holds no raw
+    newline: so a line break, that indentation and ``"owns_gil"`` can only be the object's own
+    key, and py-spy prints it near the start (pid, thread_id, thread_name, os_thread_id, active,
+    owns_gil, frames): ``find`` stops there instead of going through the frames. Each piece must
+    open with a key at that indentation (a piece that does not is not one object: the cut
+    before an empty ``{}``), have its ``"thread_id"`` key before ``"owns_gil"`` (``count``
+    counts the pieces) and ``true`` or ``false`` after it; a holder's piece is parsed and
+    checked. (py-spy prints each key once; a piece with a key twice would be read by its
+    first.)"""
+    first = pieces[0]
+    quote = first.find(b'"')
+    lead = first[:quote]
+    if quote < 0 or _KEY_LEAD.fullmatch(lead) is None:
+        return None
+    gil_key, id_key = lead + _OWNS_GIL, lead + _THREAD_ID
+    not_held = gil_key + b": false,"  # py-spy's line for a thread that does not hold it
+    holders: List[Dict[str, Any]] = []
+    for piece in pieces:
+        at = piece.find(gil_key)
+        if at < 0 or not piece.startswith(lead) or piece.find(id_key, 0, at) < 0:
+            return None  # not one thread object in this layout, or without those keys
+        if piece.startswith(not_held, at):
+            continue  # most of them: nothing more to look at
+        at += len(gil_key)
+        if piece[at : at + 1] != b":":
+            return None
+        at += 2 if piece[at + 1 : at + 2] == b" " else 1
+        if piece.startswith(b"false", at):
+            holder, at = False, at + 5
+        elif piece.startswith(b"true", at):
+            holder, at = True, at + 4
+        else:
+            return None
+        if piece[at : at + 1] not in _VALUE_END:
+            return None  # "falsely", "true1": not JSON; the whole parse says what it is
+        if not holder:
+            continue
+        try:
+            # As _parse_json decodes the whole; the piece is the inside of the object.
+            thread = json.loads("{%s}" % piece.decode("utf-8", "replace"))
+        except ValueError:
+            return None
+        if (
+            not isinstance(thread, dict)
+            or thread.get("owns_gil") is not True
+            or not isinstance(thread.get("thread_id"), int)
+        ):
+            return None
+        holders.append(thread)
+    return holders
 
 
 def _holders_in(stdout: bytes) -> Optional[List[Dict[str, Any]]]:
@@ -1419,34 +1492,41 @@ def _holders_in(stdout: bytes) -> Optional[List[Dict[str, Any]]]:
     return holders
 
 
-_LIST_HEAD = re.compile(rb"\[(\r?\n)( +)\{\r?\n")
+_LIST_HEAD = re.compile(rb"[ \t\n\r]*\[(\r?\n)( +)\{\r?\n")
+"""The start of py-spy's layout, after any JSON whitespace (as ``json.loads`` skips it)."""
+_JSON_SPACE = b" \t\n\r"
 
 
 def _split_threads(stdout: bytes) -> List[bytes]:
     """``GilDump.pieces``: the inside of each thread object (between its braces), or ``[]``
-    (not a layout cut here). Offsets rather than ``strip()``: no copy of the whole text."""
-    first = len(stdout) - len(stdout.lstrip()[:1]) if stdout[:1].isspace() else 0
-    head = _LIST_HEAD.match(stdout, first)
+    (not a layout cut here). Offsets rather than ``strip()``: no copy of the whole text (py-spy
+    ends it with a newline)."""
+    head = _LIST_HEAD.match(stdout)
     if head is None:
         return []
     newline, indent = head.group(1), head.group(2)
     close = newline + indent + b"}"
-    end = len(stdout.rstrip()) if stdout[-1:].isspace() else len(stdout)
+    end = len(stdout)
+    while end and stdout[end - 1] in _JSON_SPACE:
+        end -= 1
     if not stdout.endswith(close + newline + b"]", 0, end):
         return []
     # From just inside the first object's "{" to just before the last one's closing brace,
     # each piece sliced from the text itself: no copy of the whole body first (~5 MB at
-    # 1,000 threads, once a read, in whichever thread builds it).
-    at = head.end(2) + 1
+    # 1,000 threads, once a read, in whichever thread builds it). One split of the whole text
+    # (in C: the loop of find and slice it replaces cost 15-30 % more at 1,000 threads; the
+    # search itself is most of it, ~1.2 ns a byte: the indentation's spaces are the text's
+    # commonest byte, so bytes.find can seldom skip ahead), then the first piece cut after
+    # the list's head and the last before its end: the separator cannot begin before the
+    # first "{" (nothing but whitespace, "[" and the head is there) nor reach past the last
+    # "}" (no "{" after it), so the cuts are those between the two.
+    start = head.end(2) + 1
     last = end - len(newline) - 1 - len(close)
-    sep = close + b"," + newline + indent + b"{"
-    pieces: List[bytes] = []
-    cut = stdout.find(sep, at, last)
-    while cut >= 0:
-        pieces.append(stdout[at:cut])
-        at = cut + len(sep)
-        cut = stdout.find(sep, at, last)
-    pieces.append(stdout[at:last])
+    pieces = stdout.split(close + b"," + newline + indent + b"{")
+    if len(pieces) == 1:
+        return [stdout[start:last]]
+    pieces[0] = pieces[0][start:]
+    pieces[-1] = pieces[-1][: last - len(stdout)]
     return pieces
 
 

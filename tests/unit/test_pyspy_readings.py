@@ -3,16 +3,21 @@ without parsing the rest; ``DumpCache`` reuses what the last reading built; ``th
 parses only the threads whose JSON text moved since the last reading.
 
 The fixtures are real ``py-spy dump --json`` outputs (CPython 3.8 and 3.11, with and without
-locals and native frames); the holders read from the text must be exactly the threads the whole
-parse says own the GIL, in every layout py-spy or a future version may print.
+locals and native frames), and one test reads a real process with this checkout's py-spy; the
+holders read from the text must be exactly the threads the whole parse says own the GIL, in
+every layout py-spy or a future version may print. py-spy's own layout is read in one pass, cut
+into one piece per thread (``_holders_of``); anything else by the slower readings of the text.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
@@ -23,10 +28,13 @@ from cpinspect.sources.pyspy import (
     FirstSeen,
     GilDump,
     _holders_in,
+    _holders_of,
     _parse_json,
+    _split_threads,
     threads_from_dump,
     threads_from_reading,
 )
+from cpinspect.sources.pyspy_exec import dump_command, locate_pyspy
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 DUMPS = sorted(FIXTURES.glob("pyspy_*.json"))
@@ -113,6 +121,248 @@ def test_output_that_is_not_a_thread_list_fails_in_one_line() -> None:
         GilDump(b"Error: failed to find python interpreter\n")
     with pytest.raises(PySpyFailed, match="not a JSON thread list"):
         GilDump(b'[{"pid": 1, "thread_id": 2, "owns_gil": true, "frames": [')
+
+
+# --- py-spy's layout read in one pass: the same answers as the whole parse ---------------------
+
+
+def one_pass(raw: bytes) -> bool:
+    """Whether ``GilDump`` reads ``raw`` piece by piece (py-spy's layout), not the slower ways."""
+    pieces = _split_threads(raw)
+    return bool(pieces) and _holders_of(pieces) is not None
+
+
+def assert_reads_as_the_whole_parse(raw: bytes, cut: bool) -> GilDump:
+    """Every answer of a reading of ``raw`` against ``json.loads`` of all of it: the holders
+    (``owns_gil`` truthy), the count (one per ``thread_id`` key, as the model counts threads),
+    the threads, and, when the text is ``cut``, its pieces, one per thread object."""
+    whole = json.loads(raw.decode("utf-8"))
+    dump = GilDump(raw)
+    assert dump.holders == [t for t in whole if t.get("owns_gil")]
+    assert dump.count() == sum(1 for t in whole if "thread_id" in t)
+    pieces = dump.pieces()
+    if cut:
+        assert pieces is not None and dump._stdout == b""  # the text let go
+        assert [json.loads(b"{" + piece + b"}") for piece in pieces] == whole
+    else:
+        assert pieces is None
+    assert dump.threads() == whole
+    assert dump.count() == len(whole)  # once parsed: every object of the list
+    return dump
+
+
+SPINNING = textwrap.dedent(
+    """
+    import queue, threading, time
+    q = queue.Queue()
+    def spin():
+        x = 0
+        while True:
+            x += 1
+    def sleep():
+        while True:
+            time.sleep(1)
+    for f in (sleep, q.get, q.get, spin):
+        threading.Thread(target=f, name="t-" + f.__name__, daemon=True).start()
+    print("ready", flush=True)
+    time.sleep(300)
+    """
+)
+
+
+@pytest.fixture
+def spinning() -> Iterator[int]:
+    """A real Python process: a thread sleeping, two waiting on a queue, one spinning."""
+    proc = subprocess.Popen([sys.executable, "-c", SPINNING], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.mark.parametrize("with_locals", [False, True], ids=["plain", "locals"])
+def test_pyspys_own_output_is_read_in_one_pass_with_the_whole_parses_answers(
+    spinning: int, with_locals: bool
+) -> None:
+    # GIVEN this checkout's py-spy reading a real process with one thread spinning
+    executable = locate_pyspy()
+    assert executable is not None, "py-spy is a dependency: `make venv` installs it"
+    command = dump_command(executable, spinning, with_locals=with_locals)
+    held = []
+    for _ in range(10):  # the spinner holds the GIL nearly always: a read or two finds it
+        raw = subprocess.run(command, capture_output=True, check=True, timeout=60).stdout
+        # WHEN it is read for its GIL holder
+        # THEN it is read piece by piece, and every answer is the whole parse's
+        assert one_pass(raw)
+        dump = assert_reads_as_the_whole_parse(raw, cut=True)
+        assert dump.count() == 5
+        held = [t["thread_name"] for t in dump.holders]
+        if held:
+            break
+    # AND the holder was read that way too
+    assert held == ["t-spin"]
+
+
+def test_the_fixtures_in_py_spys_layout_are_read_in_one_pass() -> None:
+    # GIVEN every real py-spy reading kept (one-space indents), and each as json indents it
+    for path in DUMPS:
+        for layout in ("as printed", "indented 4"):
+            raw = layouts(path.read_bytes())[layout]
+            # WHEN read, THEN piece by piece, with the whole parse's answers
+            assert one_pass(raw), (path.name, layout)
+            assert_reads_as_the_whole_parse(raw, cut=True)
+
+
+def reading(owners: List[int], n: int = 8, **fields: Any) -> List[Dict[str, Any]]:
+    """``n`` threads shaped as py-spy prints them, those in ``owners`` owning the GIL."""
+    return [
+        {
+            "pid": 7,
+            "thread_id": 1000 + i,
+            "thread_name": "worker-%d" % i,
+            "os_thread_id": 100 + i,
+            "active": i in owners,
+            "owns_gil": i in owners,
+            "frames": [
+                {"name": "f", "filename": "/app/x.py", "module": None, "line": i, "locals": None}
+            ],
+            "process_info": None,
+            **fields,
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("owners", [[], [3], [0, 7]], ids=["no holder", "one", "two"])
+def test_no_holder_one_or_two_read_in_one_pass(owners: List[int]) -> None:
+    # GIVEN readings in py-spy's layout with no GIL holder (it was released), one and two
+    raw = json.dumps(reading(owners), indent=2).encode()
+    # WHEN read, THEN piece by piece, with the whole parse's answers
+    assert one_pass(raw)
+    dump = assert_reads_as_the_whole_parse(raw, cut=True)
+    assert [t["thread_id"] - 1000 for t in dump.holders] == owners
+
+
+def test_compact_json_is_read_the_slower_way_with_the_same_answers() -> None:
+    # GIVEN the same reading as compact JSON, spaced on one line, and py-spy's layout with
+    # no space after the colons
+    data = reading([2, 5])
+    for raw, cut in (
+        (json.dumps(data, separators=(",", ":")).encode(), False),
+        (json.dumps(data).encode(), False),
+        (json.dumps(data, indent=2, separators=(",", ":")).encode(), True),
+    ):
+        # WHEN read, THEN with the whole parse's answers (the last one cut into pieces)
+        assert one_pass(raw) is cut
+        assert_reads_as_the_whole_parse(raw, cut)
+
+
+def test_the_keys_text_escaped_in_a_holders_strings_is_not_its_key() -> None:
+    # GIVEN a holder, and threads before and after it, whose name (printed before the key),
+    # locals and file names hold the key's text, with and without the newline and the
+    # indentation it is looked for with (inside a JSON string: escaped)
+    looks_like = '\n    "owns_gil": true,\n    "thread_id": 1'
+    data = reading([4], thread_name=looks_like)
+    for thread in data:
+        thread["frames"][0]["filename"] = '/app/"owns_gil": true.py'
+        thread["frames"][0]["locals"] = [
+            {"name": "s", "addr": 1, "arg": False, "repr": looks_like},
+            {"name": "t", "addr": 2, "arg": False, "repr": '"owns_gil": false'},
+        ]
+    raw = json.dumps(data, indent=2).encode()
+    assert b'\\n    \\"owns_gil\\": true' in raw  # escaped, as JSON holds it
+    # WHEN read, THEN piece by piece, and only thread 4 holds the GIL
+    assert one_pass(raw)
+    dump = assert_reads_as_the_whole_parse(raw, cut=True)
+    assert [t["thread_id"] for t in dump.holders] == [1004]
+
+
+def test_a_key_of_that_name_deeper_in_the_object_is_not_the_threads() -> None:
+    # GIVEN holders in py-spy's layout with an object before their own key that has an
+    # owns_gil key of its own, false (no py-spy prints one: a future field could)
+    data = reading([])
+    for thread in data:
+        thread.pop("owns_gil")
+        thread.pop("frames")
+        thread["gil"] = {"owns_gil": False}
+        thread["owns_gil"] = thread["thread_id"] % 3 == 0
+        thread["frames"] = []
+    raw = json.dumps(data, indent=2).encode()
+    # WHEN read, THEN piece by piece (each thread's own key is where a key of the thread is),
+    # with the whole parse's answers
+    assert one_pass(raw)
+    dump = assert_reads_as_the_whole_parse(raw, cut=True)
+    assert [t["thread_id"] for t in dump.holders] == [1002, 1005]
+
+
+def test_a_thread_without_the_key_or_with_another_value_is_read_the_slower_way() -> None:
+    # GIVEN readings in py-spy's layout where one thread has no owns_gil key, or a value that
+    # is not true or false (truthy or not), or a holder with no thread id
+    data = reading([1])
+    del data[5]["owns_gil"]
+    odd: List[List[Dict[str, Any]]] = [data]
+    for value in (None, 1, 0, "yes"):
+        data = reading([1])
+        data[6]["owns_gil"] = value
+        odd.append(data)
+    data = reading([1])
+    data[1]["thread_id"] = "one"
+    odd.append(data)
+    for data in odd:
+        raw = json.dumps(data, indent=2).encode()
+        # WHEN read, THEN not piece by piece, and with the whole parse's answers (a truthy
+        # value owns the GIL there too)
+        assert not one_pass(raw)
+        assert_reads_as_the_whole_parse(raw, cut=True)
+
+
+def test_an_empty_object_between_threads_is_read_the_slower_way() -> None:
+    # GIVEN py-spy's layout with an empty object between two threads, the second a holder
+    # (the cut before "{}" leaves a piece that is not one object)
+    data: List[Dict[str, Any]] = reading([4])
+    data.insert(3, {})
+    raw = json.dumps(data, indent=2).encode()
+    # WHEN read, THEN not piece by piece, and with the whole parse's answers
+    assert not one_pass(raw)
+    dump = GilDump(raw)
+    assert dump.holders == [data[5]]
+    assert dump.count() == 8  # the threads with an id, as before
+    assert dump.threads() == data
+
+
+def test_a_thread_without_an_id_is_not_counted_as_the_model_leaves_it_out() -> None:
+    # GIVEN a reading in py-spy's layout with one thread object that has no thread_id
+    data = reading([1])
+    del data[3]["thread_id"]
+    raw = json.dumps(data, indent=2).encode()
+    # WHEN read, THEN not piece by piece (a piece must have its id), the slower way instead
+    assert not one_pass(raw)
+    dump = GilDump(raw)
+    assert dump.holders == [data[1]] and dump.pieces() is not None
+    # AND it counts the threads with an id, as before (the model has no row for the other)
+    assert dump.count() == 7 and dump.threads() == data
+
+
+def test_whitespace_around_the_list_is_read_in_one_pass() -> None:
+    # GIVEN py-spy's layout with more whitespace after it (py-spy ends it with one newline)
+    # and before it
+    text = json.dumps(reading([2]), indent=2)
+    for raw in (text + "\n", text + "\n \t\r\n  ", "\n  " + text + "\n", text):
+        # WHEN read, THEN piece by piece, with the whole parse's answers
+        assert one_pass(raw.encode()), repr(raw[-6:])
+        assert_reads_as_the_whole_parse(raw.encode(), cut=True)
+
+
+@pytest.mark.parametrize("raw", [b"[]", b"[]\n", b"[\n]\n", b"  [ ]  "])
+def test_an_empty_list_has_no_thread(raw: bytes) -> None:
+    # GIVEN a reading of no thread (py-spy between a process's last thread and its exit)
+    # WHEN read, THEN no holder, no thread, no piece
+    assert_reads_as_the_whole_parse(raw, cut=False)
+    assert GilDump(raw).count() == 0
 
 
 # --- building every thread: what the last reading built is reused, the result is the same ---
