@@ -40,7 +40,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .jsonparts import JsonArray, dumps
 from .probes.threads import RequestAtoms, handler_name, request_atoms, request_from_atoms
-from .redact import redact_query, redact_text_queries
+from .redact import redact_log_text, redact_query
 from .tracking import RequestTracker
 from .wire import LOG_DEFAULT_CAPACITY, LOG_MAX_MESSAGE
 
@@ -838,9 +838,9 @@ def record_json(seq: int, item: Fields, app: Optional[str], memo: Dict[Any, str]
             seq,
             _f(item[0]),
             fixed,
-            _esc(redact_text_queries(item[4])),
+            _esc(redact_log_text(item[4])),
             _j(item[5]),
-            "null" if tb is None else _esc(redact_text_queries(tb)),
+            "null" if tb is None else _esc(redact_log_text(tb)),
             _request_json(item, memo),
             _access_json(item, memo),
         )
@@ -856,9 +856,9 @@ def record_dict(seq: int, item: Fields, app: Optional[str]) -> Dict[str, Any]:
         "levelno": item[1],
         "logger": item[3],
         "app": app,
-        "message": redact_text_queries(item[4]),
+        "message": redact_log_text(item[4]),
         "cut": item[5],
-        "traceback": None if item[6] is None else redact_text_queries(item[6]),
+        "traceback": None if item[6] is None else redact_log_text(item[6]),
         "thread": {"ident": item[7], "name": item[8]},
         "request": _request_of(item),
         "access": _access_of(item),
