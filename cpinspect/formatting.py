@@ -1323,6 +1323,8 @@ def route_kind_text(node: RouteNode) -> str:
         return "internal"
     if node.kind == "unexposed":
         return "not exposed"
+    if node.kind == "property":
+        return "property (user code: not evaluated, what it returns is not known)"
     return node.kind
 
 
