@@ -1957,6 +1957,15 @@ def log_record_line(record: LogRecord) -> str:
     """One line for a record: time, level (or status), request, message's first line, and a
     mark for a traceback (``▸ traceback 9 lines``) — ``09:40:02 ERROR GET /boom  HTTP``."""
     first, _, rest = log_message_text(record).partition("\n")
+    head = first.strip()
+    if rest and not record.access and (not head or (" " not in head and head.isupper())):
+        # Nothing but CherryPy's context (``HTTP ``), the text on the next lines (its
+        # tools.log_headers writes ``\nRequest Headers:\n  ...``): its first line is the title.
+        lines = rest.split("\n")
+        at = next((i for i, line in enumerate(lines) if line.strip()), None)
+        if at is not None:
+            first = (first.strip() + " " + lines[at].strip()).strip()
+            rest = "\n".join(lines[at + 1 :])
     parts = [format_clock(record.time), log_level_word(record).ljust(7)]
     if record.access:
         parts.append(first if record.request is None else request_line(record.request))
