@@ -827,8 +827,8 @@ def _stale_lock_file_findings(app: AppSessions) -> List[Finding]:
                 _app_name(app),
                 what,
                 "it" if count == 1 else "them",
-                " (%d more .lock file%s have no session file beside them)"
-                % (orphans, "" if orphans == 1 else "s")
+                " (%d more .lock file%s no session file beside %s)"
+                % (orphans, " has" if orphans == 1 else "s have", "it" if orphans == 1 else "them")
                 if orphans
                 else "",
             ),
