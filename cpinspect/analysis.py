@@ -8,6 +8,7 @@ engine, the TUI and every text renderer (``formatting.py``) share one answer.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -730,6 +731,38 @@ def _lock_thread_evidence(
     return Evidence("thread", str(ident), "%s %s" % (what, "  ".join(parts)))
 
 
+def store_identity(app: AppSessions) -> Optional[Tuple[str, ...]]:
+    """What names one app's session store among the apps of one process, or None when two
+    apps' stores cannot be told to be one: a file store is its class and directory; RAM keeps
+    its sessions in the class (``RamSession.cache``), so every app with that class shares them;
+    memcached, its class and servers. A custom class may keep them anywhere."""
+    st = app.settings
+    if app.backend == "file" and st.storage_path:
+        return ("file", app.storage_class, posixpath.normpath(st.storage_path))
+    if app.backend == "ram":
+        return ("ram", app.storage_class)
+    if app.backend == "memcached" and st.servers is not None:
+        return ("memcached", app.storage_class, *sorted(st.servers))
+    return None
+
+
+def shared_stores(sessions: SessionsSnapshot) -> Dict[str, str]:
+    """``{app: the first app listed whose store it is}`` for every app whose session store is
+    an earlier app's: two apps with FileSession on one storage path list the same sessions,
+    which are not twice as many."""
+    first: Dict[Tuple[str, ...], str] = {}
+    out: Dict[str, str] = {}
+    for app in sessions.apps:
+        key = store_identity(app)
+        if key is None:
+            continue
+        if key in first:
+            out[app.app] = first[key]
+        else:
+            first[key] = app.app
+    return out
+
+
 def session_findings(sessions: SessionsSnapshot) -> Tuple[Finding, ...]:
     """What is wrong with the session stores, each with its numbers and the fix in words.
 
@@ -794,8 +827,8 @@ def _stale_lock_file_findings(app: AppSessions) -> List[Finding]:
                 _app_name(app),
                 what,
                 "it" if count == 1 else "them",
-                " (%d more .lock file%s have no session file beside them)"
-                % (orphans, "" if orphans == 1 else "s")
+                " (%d more .lock file%s no session file beside %s)"
+                % (orphans, " has" if orphans == 1 else "s have", "it" if orphans == 1 else "them")
                 if orphans
                 else "",
             ),

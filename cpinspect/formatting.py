@@ -1323,6 +1323,8 @@ def route_kind_text(node: RouteNode) -> str:
         return "internal"
     if node.kind == "unexposed":
         return "not exposed"
+    if node.kind == "property":
+        return "property (user code: not evaluated, what it returns is not known)"
     return node.kind
 
 
@@ -1562,8 +1564,9 @@ def short_fp(fp: str) -> str:
     return fp[:8]
 
 
-def session_app_label(app: AppSessions) -> str:
-    """``app '/' · RAM · 1,204 sessions``."""
+def session_app_label(app: AppSessions, same_as: Optional[str] = None) -> str:
+    """``app '/' · RAM · 1,204 sessions``; ``same_as`` names the app listed earlier whose store
+    this is (``analysis.shared_stores``): `` · the same store as app '/'``."""
     name = app.app or "/"
     backend = BACKEND_NAMES.get(app.backend, app.backend)
     if app.backend == "custom" and app.storage_class:
@@ -1577,7 +1580,22 @@ def session_app_label(app: AppSessions) -> str:
             "" if app.count == 1 else "s",
         )
     )
-    return "app %r · %s%s" % (name, backend, count)
+    shared = "" if same_as is None else " · the same store as app %r" % (same_as or "/")
+    return "app %r · %s%s%s" % (name, backend, count, shared)
+
+
+def where_text(where: Sequence[str]) -> str:
+    """The config sections that switch sessions on, as a user names them: ``global config``,
+    ``the root's _cp_config``, ``config '/'``."""
+    words = []
+    for w in where:
+        if w == "global":
+            words.append("global config")
+        elif w == "_cp_config /":
+            words.append("the root's _cp_config")
+        else:
+            words.append("config %r" % w)
+    return ", ".join(words) or NONE_MARK
 
 
 def _minutes(value: Optional[float]) -> str:
@@ -1589,7 +1607,7 @@ def session_settings_rows(app: AppSessions) -> List[Tuple[str, str]]:
     st = app.settings
     rows = [
         ("backend", "%s (%s)" % (BACKEND_NAMES.get(app.backend, app.backend), app.storage_class)),
-        ("switched on in", ", ".join(app.where) or NONE_MARK),
+        ("switched on in", where_text(app.where)),
         ("timeout", _minutes(st.timeout)),
         ("clean-up", "every %s, thread %s" % (_minutes(st.clean_freq), st.clean_thread)),
         ("locking", st.locking),
@@ -1848,9 +1866,18 @@ def format_sessions(
     out: List[str] = []
     if not sessions.apps:
         out.append("no mounted app has tools.sessions.on")
+    shared = analysis.shared_stores(sessions)
     for app in sessions.apps:
-        out.append(session_app_label(app))
+        same_as = shared.get(app.app)
+        out.append(session_app_label(app, same_as))
         out.extend("  %-15s %s" % row for row in session_settings_rows(app))
+        if same_as is not None:
+            out.append(
+                "  its sessions are those listed under app %r (one store, not two)"
+                % (same_as or "/")
+            )
+            out.append("")
+            continue
         out.extend("  " + line for line in sessions_summary_lines(app))
         mine = [f for f in findings if f.id.split(":", 2)[1:2] == [app.app]]
         for finding in mine:
@@ -1930,6 +1957,15 @@ def log_record_line(record: LogRecord) -> str:
     """One line for a record: time, level (or status), request, message's first line, and a
     mark for a traceback (``▸ traceback 9 lines``) — ``09:40:02 ERROR GET /boom  HTTP``."""
     first, _, rest = log_message_text(record).partition("\n")
+    head = first.strip()
+    if rest and not record.access and (not head or (" " not in head and head.isupper())):
+        # Nothing but CherryPy's context (``HTTP ``), the text on the next lines (its
+        # tools.log_headers writes ``\nRequest Headers:\n  ...``): its first line is the title.
+        lines = rest.split("\n")
+        at = next((i for i, line in enumerate(lines) if line.strip()), None)
+        if at is not None:
+            first = (first.strip() + " " + lines[at].strip()).strip()
+            rest = "\n".join(lines[at + 1 :])
     parts = [format_clock(record.time), log_level_word(record).ljust(7)]
     if record.access:
         parts.append(first if record.request is None else request_line(record.request))

@@ -40,7 +40,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .jsonparts import JsonArray, dumps
 from .probes.threads import RequestAtoms, handler_name, request_atoms, request_from_atoms
-from .redact import redact_query, redact_text_queries
+from .redact import redact_log_text, redact_query
 from .tracking import RequestTracker
 from .wire import LOG_DEFAULT_CAPACITY, LOG_MAX_MESSAGE
 
@@ -647,7 +647,40 @@ def _request_of(item: Fields) -> Optional[Dict[str, Any]]:
     return request_from_atoms(atoms, _peer_from_atoms(atoms), source)
 
 
-def _access_of(item: Fields) -> Optional[Dict[str, Any]]:
+class Timing:
+    """What the tracker knew of request ends when a read began: an access record is logged
+    before its body is sent, so its request's end (``ends``) gives its duration; a request still
+    in flight (``sending``: its body still going out) has none yet. A request the tracker never
+    saw end (begun before the agent came) keeps the time to its access line."""
+
+    __slots__ = ("ends", "sending")
+
+    def __init__(
+        self, ends: Dict[Tuple[int, float], float], sending: Set[Tuple[int, float]]
+    ) -> None:
+        self.ends = ends
+        self.sending = sending
+
+
+def _access_duration(item: Fields, timing: Optional[Timing]) -> Optional[float]:
+    started = item[17]
+    if not isinstance(started, float):
+        return None
+    if timing is not None:
+        key = (item[7], started)
+        try:
+            end = timing.ends.get(key)
+            if end is not None:
+                return max(0.0, end - started)
+            if key in timing.sending:
+                return None
+        except TypeError:  # an unhashable thread slot: the time to the access line
+            pass
+    took: float = max(0.0, item[0] - started)
+    return took
+
+
+def _access_of(item: Fields, timing: Optional[Timing] = None) -> Optional[Dict[str, Any]]:
     """A record's access dict (status, bytes, duration), or None for other records."""
     kind = item[21]
     if kind == ACCESS_NONE:
@@ -655,13 +688,11 @@ def _access_of(item: Fields) -> Optional[Dict[str, Any]]:
     if kind == ACCESS_FROM_MESSAGE:
         status, size, duration = parse_access_line(item[4])
         return {"status": status, "size": size, "duration": duration}
-    started = item[17]
-    duration = max(0.0, item[0] - started) if isinstance(started, float) else None
     ctype = item[23]
     return {
         "status": status_from(item[20], kind),
         "size": size_from(item[22]),
-        "duration": duration,
+        "duration": _access_duration(item, timing),
         "content_type": ctype[:200] if type(ctype) is str else None,
     }
 
@@ -799,7 +830,7 @@ def _request_json(item: Fields, memo: Dict[Any, str]) -> str:
     )
 
 
-def _access_json(item: Fields, memo: Dict[Any, str]) -> str:
+def _access_json(item: Fields, memo: Dict[Any, str], timing: Optional[Timing] = None) -> str:
     kind = item[21]
     if kind == ACCESS_NONE:
         return "null"
@@ -815,15 +846,19 @@ def _access_json(item: Fields, memo: Dict[Any, str]) -> str:
             _j(size_from(item[22])),
             _esc(ctype[:200]) if type(ctype) is str else "null",
         )
-    started = item[17]
-    duration = max(0.0, item[0] - started) if isinstance(started, float) else None
-    return '{%s,"duration":%s}' % (fixed, _f(duration))
+    return '{%s,"duration":%s}' % (fixed, _f(_access_duration(item, timing)))
 
 
-def record_json(seq: int, item: Fields, app: Optional[str], memo: Dict[Any, str]) -> str:
-    """The JSON text of ``record_dict(seq, item, app)``. ``memo``: the texts of the members
-    that repeat between records (a read's own dict, dropped with it; its keys are the raw
-    values, so it holds at most three entries per record read)."""
+def record_json(
+    seq: int,
+    item: Fields,
+    app: Optional[str],
+    memo: Dict[Any, str],
+    timing: Optional[Timing] = None,
+) -> str:
+    """The JSON text of ``record_dict(seq, item, app, timing)``. ``memo``: the texts of the
+    members that repeat between records (a read's own dict, dropped with it; its keys are the
+    raw values, so it holds at most three entries per record read)."""
     key = (0, item[1], item[2], item[3], app, item[7], item[8])
     fixed = memo.get(key)
     if fixed is None:
@@ -838,16 +873,18 @@ def record_json(seq: int, item: Fields, app: Optional[str], memo: Dict[Any, str]
             seq,
             _f(item[0]),
             fixed,
-            _esc(redact_text_queries(item[4])),
+            _esc(redact_log_text(item[4])),
             _j(item[5]),
-            "null" if tb is None else _esc(redact_text_queries(tb)),
+            "null" if tb is None else _esc(redact_log_text(tb)),
             _request_json(item, memo),
-            _access_json(item, memo),
+            _access_json(item, memo, timing),
         )
     )
 
 
-def record_dict(seq: int, item: Fields, app: Optional[str]) -> Dict[str, Any]:
+def record_dict(
+    seq: int, item: Fields, app: Optional[str], timing: Optional[Timing] = None
+) -> Dict[str, Any]:
     """A stored record as the wire dict ``/v1/log`` answers (wire.py)."""
     return {
         "seq": seq,
@@ -856,12 +893,12 @@ def record_dict(seq: int, item: Fields, app: Optional[str]) -> Dict[str, Any]:
         "levelno": item[1],
         "logger": item[3],
         "app": app,
-        "message": redact_text_queries(item[4]),
+        "message": redact_log_text(item[4]),
         "cut": item[5],
-        "traceback": None if item[6] is None else redact_text_queries(item[6]),
+        "traceback": None if item[6] is None else redact_log_text(item[6]),
         "thread": {"ident": item[7], "name": item[8]},
         "request": _request_of(item),
-        "access": _access_of(item),
+        "access": _access_of(item, timing),
     }
 
 
@@ -1081,6 +1118,8 @@ class LogCapture:
         app_of = self._apps.get
         count = 0
         memo: Dict[Any, str] = {}
+        tracker = self.handler.tracker
+        timing = Timing(tracker.ends_by_start(), tracker.sending())
         for i in range(start, len(items)):
             item = items[i]
             if item[1] < min_level:
@@ -1105,12 +1144,12 @@ class LogCapture:
             seq = first + i
             if encoded:
                 try:
-                    text = record_json(seq, item, app_of(item[3]), memo)
+                    text = record_json(seq, item, app_of(item[3]), memo, timing)
                 except TypeError:  # an unhashable value in a slot: no memo for this one
-                    text = record_json(seq, item, app_of(item[3]), _NoMemo())
+                    text = record_json(seq, item, app_of(item[3]), _NoMemo(), timing)
                 records.add(item, text)
             else:
-                records.append(record_dict(seq, item, app_of(item[3])))
+                records.append(record_dict(seq, item, app_of(item[3]), timing))
             count += 1
             last = seq
         routing: Dict[str, Any]

@@ -51,6 +51,40 @@ def redact_text_queries(text: str) -> str:
     return _QUERY_IN_TEXT.sub(lambda m: "?" + redact_query(m.group(1)), text)
 
 
+_SECRET_HEADERS = ("cookie", "set-cookie", "authorization", "proxy-authorization")
+_HEADER_LINE = re.compile(r"^([ \t]*)([A-Za-z][A-Za-z0-9_-]*)([ \t]*:[ \t]*)(\S.*?)[ \t]*$", re.M)
+_HEADER_HINT = re.compile(r"cookie|authoriz|x-", re.IGNORECASE)
+
+
+def is_secret_header(name: str) -> bool:
+    """Cookie, Set-Cookie, (Proxy-)Authorization, and ``X-`` headers with a secret-looking name
+    (``X-Api-Key``, ``X-Auth-Token``); ``X-Forwarded-For`` is not one."""
+    lower = name.lower()
+    return lower in _SECRET_HEADERS or (lower.startswith("x-") and is_sensitive(lower[2:]))
+
+
+def redact_text_headers(text: str) -> str:
+    """Lines of free text shaped like a request header (``  COOKIE: session_id=...``, what
+    CherryPy's ``tools.log_headers`` writes to the error log after a 500) with the value of a
+    secret header replaced: ``  COOKIE: ***``. Other lines, ``KeyError: 'x'`` among them, stay."""
+    if ":" not in text or _HEADER_HINT.search(text) is None:
+        return text
+
+    def one(m: "re.Match[str]") -> str:
+        if not is_secret_header(m.group(2)):
+            return m.group(0)
+        return m.group(1) + m.group(2) + m.group(3) + REDACTED
+
+    return _HEADER_LINE.sub(one, text)
+
+
+def redact_log_text(text: str) -> str:
+    """A log record's message or traceback as it may leave the process: the sensitive values of
+    every query in it and of every secret header line replaced (the ring and the log files'
+    reader both call this, so a record read from either has the same text)."""
+    return redact_text_headers(redact_text_queries(text))
+
+
 def _unquote_name(name: str) -> str:
     if "%" not in name and "+" not in name:
         return name  # nothing to unquote: the common case, on every logged request

@@ -13,12 +13,14 @@ exception in a hook would turn the user's request into a 500.
 import time as _time_module
 from collections import OrderedDict, deque
 from threading import get_ident
-from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 START_POINT = "on_start_resource"
 END_POINT = "on_end_request"
 DURATIONS_KEPT = 1000
 """Completed requests whose durations ``duration_stats`` summarises (a ring)."""
+ENDS_KEPT = 1024
+"""Completed requests whose end the log's access records are given (``ends_by_start``)."""
 
 
 class RequestTracker:
@@ -32,6 +34,10 @@ class RequestTracker:
         self._serving: Any = None
         # Durations (s) of the last completed requests; deque.append is atomic, maxlen bounds it.
         self.durations: Deque[float] = deque(maxlen=DURATIONS_KEPT)
+        # (thread ident, response.time, end) of the last completed requests: CherryPy logs the
+        # access line before the WSGI server sends the body (a served file, a stream), so the
+        # log's duration is taken from here, at on_end_request, when the body has gone.
+        self.ended: Deque[Tuple[int, float, float]] = deque(maxlen=ENDS_KEPT)
         # Session ids of requests served by these storage classes (memcached, which cannot list
         # its keys): most recent last, at most _seen_cap. Empty tuple = not recording (no cost).
         self._sid_classes: Tuple[Any, ...] = ()
@@ -58,7 +64,9 @@ class RequestTracker:
                 served[ident] = served.get(ident, 0) + 1
                 started = entry[1].time
                 if started:
-                    self.durations.append(self._clock() - started)
+                    now = self._clock()
+                    self.durations.append(now - started)
+                    self.ended.append((ident, started, now))
             if self._sid_classes:
                 self._note_session()
         except Exception:  # noqa: BLE001
@@ -103,6 +111,19 @@ class RequestTracker:
     @property
     def attached(self) -> bool:
         return bool(self._attached)
+
+    def ends_by_start(self) -> Dict[Tuple[int, float], float]:
+        """``{(thread ident, response.time): end}`` of the last completed requests."""
+        return {(ident, started): end for ident, started, end in list(self.ended)}
+
+    def sending(self) -> Set[Tuple[int, float]]:
+        """``(thread ident, response.time)`` of the requests in flight now."""
+        out = set()
+        for ident, entry in list(self.inflight.items()):
+            started = getattr(entry[1], "time", None)
+            if isinstance(started, float):
+                out.add((ident, started))
+        return out
 
     def requests_served(self) -> int:
         return sum(list(self._served.values()))

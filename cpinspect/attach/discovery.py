@@ -166,7 +166,8 @@ def find_agent(pid: int) -> AgentEndpoint:
                 agent_paths.append(bound)
     if not agent_paths:
         raise AgentNotFound(
-            "pid %d runs Python but has no cpinspect agent loaded; %s" % (pid, ENABLE_HINT)
+            "pid %d runs Python but has no cpinspect agent loaded; load it now, without a "
+            "restart, with `cpinspect inject %d`, or %s" % (pid, pid, ENABLE_HINT)
         )
     path = sorted(agent_paths)[0]
     return AgentEndpoint(pid=pid, socket_path=path, connect_path=connect_path_for(pid, path))

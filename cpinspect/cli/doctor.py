@@ -94,6 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise CpinspectError("--timeout must be positive, not %s" % args.timeout)
     from cpinspect.findings.threads import uncounted_and_full
+    from cpinspect.model import SourceKind
     from cpinspect.snapshots import with_findings
 
     opened = open_from_args(args)
@@ -124,7 +125,10 @@ def _run(args: argparse.Namespace) -> int:
             polls += 1
     finally:
         session.close()
-    notes.extend(n for n in snapshot.notes if n not in notes)
+    # Without the agent the opening's note says so and how to load it; the session's own line
+    # (the TUI's banner, with its key) would say it a second time, naming a key doctor has not.
+    banner = first.message if opened.kind is SourceKind.PYSPY and opened.notes else None
+    notes.extend(n for n in snapshot.notes if n not in notes and n != banner)
     code = exit_code(snapshot.findings)
     if args.json:
         print(json.dumps(doctor_document(snapshot, code, polls, notes), indent=2))

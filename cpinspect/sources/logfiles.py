@@ -38,7 +38,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Deque, Dict, List, Optional, Tuple
 
-from cpinspect.agent.redact import redact_query, redact_text_queries
+from cpinspect.agent.redact import redact_log_text, redact_query
 from cpinspect.model import LogFileStatus, LogGap, LogOrigin, LogRecord, RequestInfo
 
 START_BACK = 256 * 1024
@@ -104,12 +104,12 @@ def error_record(lines: List[str]) -> LogRecord:
     for i, line in enumerate(rest):
         if line.startswith(TRACEBACK_HEAD):
             message_lines.extend(rest[:i])
-            traceback = redact_text_queries("\n".join(rest[i:]))
+            traceback = redact_log_text("\n".join(rest[i:]))
             break
     else:
         message_lines.extend(rest)
     # The agent's ring redacts queries in messages the same way (and dedupe compares them).
-    message, cut = _cut(redact_text_queries("\n".join(message_lines)))
+    message, cut = _cut(redact_log_text("\n".join(message_lines)))
     if traceback is not None:
         traceback, cut_tb = _cut(traceback)
         cut += cut_tb
@@ -136,7 +136,7 @@ def access_record(line: str) -> LogRecord:
             time=0.0,
             level="INFO",
             logger="cherrypy.access",
-            message=redact_text_queries(line),
+            message=redact_log_text(line),
             origin=LogOrigin.ACCESS_FILE,
             access=True,
         )
@@ -154,7 +154,7 @@ def access_record(line: str) -> LogRecord:
         time=parse_time(m.group("t")) or 0.0,
         level="INFO",
         logger="cherrypy.access",
-        message=redact_text_queries(line),
+        message=redact_log_text(line),
         request=request,
         status=int(status) if status != "-" else None,
         size=int(size) if size != "-" else None,

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+import time
 
 import cherrypy
 
@@ -112,6 +113,21 @@ class Root:
         RELEASE.clear()
         cherrypy.log("held: %s" % marker)
         return "released"
+
+    @cherrypy.expose
+    def stream(self, seconds="1", marker="stream"):
+        """A body sent after the access line: CherryPy logs the access record when the handler
+        returns, and the server then sends the chunks (a served file, a music stream)."""
+        cherrypy.response.stream = True
+        chunks = 10
+        pause = min(float(seconds), 30.0) / chunks
+
+        def body():
+            for i in range(chunks):
+                time.sleep(pause)
+                yield ("%s %d\n" % (marker, i)).encode()
+
+        return body()
 
     @cherrypy.expose
     def release(self):

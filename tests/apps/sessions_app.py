@@ -147,6 +147,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=10)
     parser.add_argument("--prefill", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=60, help="session timeout, minutes")
+    parser.add_argument(
+        "--second-app",
+        default=None,
+        help="also mount the root here with the same session config (one store for two apps, "
+        "as CherryMusic mounts '/' and '/api/v1')",
+    )
     args = parser.parse_args()
 
     conf = {"tools.sessions.on": True, "tools.sessions.timeout": args.timeout}
@@ -174,6 +180,8 @@ def main() -> None:
         }
     )
     cherrypy.tree.mount(Root(), "", {"/": conf, "/fast": {"tools.sessions.on": False}})
+    if args.second_app:
+        cherrypy.tree.mount(Root(), args.second_app, {"/": dict(conf)})
     if args.prefill:
         prefill(args.prefill)
     import cpinspect.agent

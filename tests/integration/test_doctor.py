@@ -188,3 +188,24 @@ def test_without_the_agent_every_worker_held_exits_2_from_py_spys_stacks(spawn_t
     assert m is not None and int(m.group(1)) >= 4, starved["title"]
     assert "counted from py-spy's stacks" in starved["details"][0]
     assert len([e for e in starved["evidence"] if e["kind"] == "thread"]) == int(m.group(1))
+
+
+def test_without_the_agent_doctor_and_routes_say_once_how_to_load_it_without_a_restart(
+    spawn_target,
+) -> None:
+    # GIVEN a CherryPy process started without the agent (an app nobody prepared)
+    target = spawn_target("--agent", "none")
+    # WHEN doctor and routes look at it
+    doctor = run_cli("doctor", str(target.pid))
+    routes = run_cli("routes", str(target.pid))
+    # THEN doctor says in one note that the agent is missing and names the command that loads
+    # it without a restart, not a key of the TUI
+    notes = [line for line in doctor.stderr.splitlines() if line.startswith("note: ")]
+    about = [n for n in notes if "agent" in n]
+    assert len(about) == 1, doctor.stderr
+    assert "`cpinspect inject %d`" % target.pid in about[0]
+    assert "i here" not in doctor.stderr
+    # AND routes, which needs the agent, fails in one line that offers the same command
+    assert routes.returncode == 6, routes
+    (line,) = routes.stderr.strip().splitlines()
+    assert "without a restart, with `cpinspect inject %d`" % target.pid in line

@@ -579,3 +579,37 @@ def test_the_ring_wraps_and_resizes_keeping_the_newest_with_consecutive_seqs() -
         add(n)
     assert held() == [float(n) for n in range(41, 49)]
     assert len(ring) == 8
+
+
+def test_an_access_record_s_duration_counts_the_body_sent_after_the_access_line(
+    app: LogApp,
+) -> None:
+    # GIVEN a handler whose body goes out over ~1 s after it returned: CherryPy writes the
+    # access line when the handler returns, before the server sends the body (a file
+    # served by staticdir, cherrymusic's 8 s download, showed 0.0 s)
+    marker = _marker()
+    r = app.get("/stream?seconds=1&marker=" + marker, timeout=30)
+    assert r.status_code == 200 and r.text.count(marker) == 10
+    # WHEN its access record is read, after the answer ended
+    rec = _access_for(app, "/stream?seconds=1&marker=" + marker)
+    # THEN its duration is the request's whole time, the body included
+    assert rec["access"]["duration"] >= 0.9, rec["access"]
+
+
+def test_an_access_record_read_while_its_body_still_goes_out_has_no_duration_yet(
+    app: LogApp,
+) -> None:
+    from tests.helpers import BackgroundRequests
+
+    # GIVEN a response whose body takes ~8 s to go out, its access line already logged
+    marker = _marker()
+    path = "/stream?seconds=8&marker=" + marker
+    pending = BackgroundRequests(app.port, path, 1, timeout=60)
+    # WHEN its access record is read while the body is still being sent
+    rec = _access_for(app, path)
+    # THEN it says no duration (not the 0.0 s to the access line), and the status it has
+    assert pending.results == [], "the body was sent before the record was read"
+    assert rec["access"]["duration"] is None, rec["access"]
+    assert rec["access"]["status"] == 200
+    for t in pending.threads:
+        t.join(30)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -274,3 +275,69 @@ def test_logs_never_loads_textual(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "RC 0 []"
     assert "ENGINE" in done.stdout
+
+
+SECRET_COOKIE = "session_id=c00c1e5ec4e7a1f0b1e2"
+SECRET_AUTH = "Basic YWRtaW46czNjcmV0cHc="
+
+
+def fail_with_secret_headers(app: App, tag: str) -> None:
+    """A 500 whose request carried a session cookie and credentials: CherryPy's
+    ``tools.log_headers`` (on by default) writes every request header to the error log."""
+    r = httpx.get(
+        "http://127.0.0.1:%d/boom?marker=%s" % (app.port, tag),
+        headers={"Cookie": SECRET_COOKIE, "Authorization": SECRET_AUTH},
+        timeout=10,
+    )
+    assert r.status_code == 500
+
+
+def test_the_request_headers_cherrypy_logs_after_a_500_keep_no_cookie_or_credentials(
+    tmp_path: Path,
+) -> None:
+    # GIVEN an app with the agent, writing an error file, whose handler failed on a request
+    # that carried a session cookie and an Authorization header (seen on CherryPy's own
+    # tutorials: the log_headers record holds them as sent)
+    error_file = tmp_path / "error.log"
+    with log_app(tmp_path, "--error-file", str(error_file)) as app:
+        tag = marker()
+        fail_with_secret_headers(app, tag)
+        wait_for(lambda: "Request Headers" in error_file.read_text(), what="the headers record")
+        assert SECRET_COOKIE in error_file.read_text()  # the app wrote them: not ours to change
+        # WHEN a snapshot is taken (the agent's ring and the error file both read)
+        shot = run_cli("snapshot", str(app.pid), "-o", str(tmp_path), "--no-routes")
+        printed = run_cli("logs", str(app.pid), "-n", "50", "--no-follow")
+    assert shot.returncode == 0, shot.stderr
+    json_path, txt_path = (Path(p) for p in shot.stdout.splitlines())
+    # THEN neither the file nor its report nor `logs` holds the cookie or the credentials
+    for text in (json_path.read_text(), txt_path.read_text(), printed.stdout):
+        assert "c00c1e5ec4e7a1f0b1e2" not in text
+        assert "YWRtaW46czNjcmV0cHc" not in text
+    # AND the headers record is still there, the values replaced
+    from cpinspect.snapshots import read_snapshots
+
+    (snap,) = read_snapshots(json_path)
+    headers = [r for r in snap.log if "Request Headers:" in r.message]
+    assert headers, [r.message for r in snap.log]
+    assert all(
+        re.search(r"(?im)^\s*cookie: \*\*\*$", r.message)
+        and re.search(r"(?im)^\s*authorization: \*\*\*$", r.message)
+        for r in headers
+    ), [r.message for r in headers]
+
+
+def test_without_the_agent_the_error_file_s_request_headers_keep_no_cookie(
+    tmp_path: Path,
+) -> None:
+    # GIVEN an app with no agent whose error file got a log_headers record with secrets
+    error_file = tmp_path / "error.log"
+    with log_app(tmp_path, "--agent", "none", "--error-file", str(error_file)) as app:
+        fail_with_secret_headers(app, marker())
+        wait_for(lambda: "Request Headers" in error_file.read_text(), what="the headers record")
+        # WHEN `logs` prints the file's records
+        result = run_cli("logs", str(app.pid), "-n", "50", "--no-follow")
+    # THEN the record is there with the values replaced
+    assert result.returncode == 0, result.stderr
+    assert "c00c1e5ec4e7a1f0b1e2" not in result.stdout
+    assert "YWRtaW46czNjcmV0cHc" not in result.stdout
+    assert re.search(r"(?im)^\s*cookie: \*\*\*$", result.stdout), result.stdout

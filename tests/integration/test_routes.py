@@ -206,6 +206,7 @@ def test_routes_tree(routing: RoutingTarget) -> None:
     assert nodes["/blog"]["popargs"] == ["year", "month"]
     assert nodes["/items"]["dynamic"] is True
     assert nodes["/trap/boom"]["kind"] == "property"  # listed, never evaluated
+    assert nodes["/trap/boom"]["warnings"] == []  # nothing wrong with having one (CherryMusic)
     assert nodes["/page"]["signature"] == "(self, name, size='10')"
     assert "/me" not in nodes  # the cycle back to the root is walked once
     users = nodes["/admin/users"]  # a class without __init__ is located by its methods

@@ -692,3 +692,28 @@ def test_answer_waits_for_a_compaction_only_within_the_time_limit(
         assert only_app(answer)["count"] == 1
     finally:
         del cherrypy.tree.apps[script]
+
+
+def test_two_apps_on_one_file_store_are_listed_once_with_where_they_are_switched_on(
+    start_app: Callable[..., SessionsTarget], tmp_path: Path
+) -> None:
+    from tests.helpers import run_cli
+
+    # GIVEN two apps whose FileSession config names one storage path (CherryMusic's shape, and
+    # the tutorials mounted together), with three sessions in it
+    store = tmp_path / "store"
+    store.mkdir()
+    app = start_app("file", "--path", str(store), "--second-app", "/api")
+    for i in range(3):
+        app.login("user%d" % i, "secret-%d" % i)
+    # WHEN `cpinspect sessions` prints them
+    result = run_cli("sessions", str(app.pid))
+    # THEN the root app lists the three; the other says it is the same store, not three more
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "app '/' · files · 3 sessions\n" in text
+    assert "app '/api' · files · 3 sessions · the same store as app '/'" in text
+    assert "its sessions are those listed under app '/' (one store, not two)" in text
+    assert text.count("sessions 1-3 of 3") == 1
+    # AND where sessions are switched on is said in the words of the config
+    assert "switched on in  config '/'" in text

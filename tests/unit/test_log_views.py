@@ -203,3 +203,22 @@ def test_source_lines_are_filled_only_where_the_traceback_lacks_them() -> None:
     filled = traceback_lines(tb, lambda f, n: "raise ValueError('x')" if f == "/b.py" else None)
     assert filled[-2:] == ["    raise ValueError('x')  (source read now)", "ValueError: x"]
     assert traceback_lines(tb, lambda f, n: None) == tb.split("\n")
+
+
+def test_a_record_whose_text_starts_on_its_second_line_is_titled_by_it() -> None:
+    from cpinspect.formatting import log_record_line
+
+    # GIVEN the record CherryPy's tools.log_headers writes after a 500 (context, then a newline)
+    headers = LogRecord(
+        1,
+        0.0,
+        "INFO",
+        "cherrypy.error",
+        "[03/Dec/2026:09:03:51] HTTP \nRequest Headers:\n  Remote-Addr: 127.0.0.1\n  HOST: x",
+    )
+    # THEN its line reads 'HTTP Request Headers:' and counts the headers under it
+    line = log_record_line(headers)
+    assert "HTTP Request Headers:" in line and "2 more lines" in line, line
+    # AND a message with words on its first line keeps it as its title
+    plain = replace(headers, message="[03/Dec/2026:09:03:51] ENGINE Bus STOPPING\nmore")
+    assert "ENGINE Bus STOPPING" in log_record_line(plain)

@@ -240,3 +240,17 @@ def test_global_tools_the_app_switches_off_at_its_root_are_marked():
     # THEN only what stays off at "/" is marked
     text = global_tools_text(app, ("encode", "log_headers", "trailing_slash"))
     assert text == "encode, log_headers, trailing_slash (off in this app)"
+
+
+def test_a_property_on_a_handler_class_is_said_as_such_not_warned_about():
+    from cpinspect.formatting import app_counts, route_kind_text
+    from cpinspect.model import AppRoutes, RouteNode
+
+    # GIVEN a handler class with a property (CherryMusic's handlers look services up that way)
+    node = RouteNode(path="/userdb", name="userdb", kind="property", qualname="H.userdb")
+    app = AppRoutes(script_name="", nodes=(node,))
+    # THEN its kind says why nothing is known below it, and the app counts no warning for it
+    assert route_kind_text(node) == (
+        "property (user code: not evaluated, what it returns is not known)"
+    )
+    assert app_counts(app).endswith("· 0 warnings")

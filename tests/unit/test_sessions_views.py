@@ -465,3 +465,28 @@ def test_stale_lock_files_of_a_path_two_apps_share_are_one_finding() -> None:
     # THEN the stale lock files are said once, not once per app
     stale = [f for f in found if f.kind == "sessions-stale-lock"]
     assert len(stale) == 1 and "20 stale lock files in /var/sessions" in stale[0].title
+
+
+def test_one_orphan_lock_file_is_said_in_the_singular() -> None:
+    from cpinspect.analysis import session_findings
+    from cpinspect.model import AppSessions, SessionSettings, SessionsSnapshot, SessionsSummary
+
+    # GIVEN a file store with stale lock files and one .lock with no session beside it (seen
+    # on cherrymusic after a restart)
+    def app(orphans: int) -> AppSessions:
+        return AppSessions(
+            app="",
+            backend="file",
+            settings=SessionSettings(storage_path="/var/sessions"),
+            summary=SessionsSummary(stale_locks=6, orphan_locks=orphans),
+            count=6,
+        )
+
+    def title(orphans: int) -> str:
+        snap = SessionsSnapshot(taken_at=0.0, apps=(app(orphans),))
+        (found,) = [f for f in session_findings(snap) if f.kind == "sessions-stale-lock"]
+        return found.title
+
+    # THEN one is 'has ... beside it', two are 'have ... beside them'
+    assert title(1).endswith("(1 more .lock file has no session file beside it)")
+    assert title(2).endswith("(2 more .lock files have no session file beside them)")

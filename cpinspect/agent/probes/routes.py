@@ -426,7 +426,8 @@ def walk_tree(root: Any, walk: _Walk, method_dispatch: Callable[[str], bool]) ->
                     return
                 pnode = _node(child_path, name, "property", raw)
                 pnode["qualname"] = qualname_of(obj) + "." + name
-                pnode["warnings"].append("a property or descriptor: not evaluated (user code)")
+                # Not a warning: a property is user code, so it is listed and never evaluated,
+                # as CherryMusic's handlers carry theirs (services looked up on access).
                 walk.nodes.append(pnode)
                 continue
             value = unwrap_descriptor(raw)

@@ -22,7 +22,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
-from cpinspect.analysis import session_findings
+from cpinspect.analysis import session_findings, shared_stores
 from cpinspect.formatting import (
     SESSION_COLUMNS,
     SESSION_SORTS,
@@ -257,7 +257,8 @@ class SessionsPanel(Vertical):
             else:
                 count = len(sessions.apps)
                 which = " (app %d of %d: a shows the next)" % (self.app_index + 1, count)
-                text.append(session_app_label(app), self._style("title"))
+                same_as = shared_stores(sessions).get(app.app)
+                text.append(session_app_label(app, same_as), self._style("title"))
                 text.append(which if count > 1 else "")
                 for line in sessions_summary_lines(app):
                     bad = line.startswith(("error:", "this backend cannot"))
@@ -327,7 +328,8 @@ class SessionsPanel(Vertical):
                 rows.append(("values", "revealing…"))
         if app is not None:
             rows.append(("", ""))
-            rows.append(("store", session_app_label(app)))
+            same_as = None if self.sessions is None else shared_stores(self.sessions).get(app.app)
+            rows.append(("store", session_app_label(app, same_as)))
             rows.extend(session_settings_rows(app))
         text = Text()
         for label, value in rows:
