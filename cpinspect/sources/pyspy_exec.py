@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import threading
 
 TYPE_CHECKING = False  # not even typing before a one-shot command has started py-spy
 if TYPE_CHECKING:
@@ -84,6 +85,9 @@ class PySpyProcess(subprocess.Popen):  # type: ignore[type-arg]  # bytes; subscr
     def __init__(self, command: List[str]) -> None:
         self._files: Optional[List[int]] = _memory_files()
         self._in_memory = self._files is not None
+        # A stop from another thread (close()) releases the files while this one may read
+        # them: never a closed descriptor read, nor one whose number was given out again.
+        self._files_lock = threading.Lock()
         out: Any = self._files[0] if self._files is not None else subprocess.PIPE
         err: Any = self._files[1] if self._files is not None else subprocess.PIPE
         try:
@@ -103,16 +107,21 @@ class PySpyProcess(subprocess.Popen):  # type: ignore[type-arg]  # bytes; subscr
         if not self._in_memory:
             return super().communicate(input, timeout)
         self.wait(timeout)  # TimeoutExpired: the caller stops it (and releases the files)
-        if self._files is None:  # released (stopped): nothing is read any more
-            return b"", b""
-        out, err = self._files
-        try:
-            return _read_all(out), _read_all(err)
-        finally:
-            self.release()
+        with self._files_lock:
+            if self._files is None:  # released (stopped): nothing is read any more
+                return b"", b""
+            out, err = self._files
+            try:
+                return _read_all(out), _read_all(err)
+            finally:
+                self._close_files()
 
     def release(self) -> None:
         """Close the output files (an answer read, or none wanted). Idempotent."""
+        with self._files_lock:
+            self._close_files()
+
+    def _close_files(self) -> None:
         files, self._files = self._files, None
         for fd in files or ():
             try:
