@@ -64,6 +64,8 @@ _DONTWAIT = socket.MSG_DONTWAIT
 _SEND_FLAGS = socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0)
 _RECV_SIZE = 65536
 _ACCEPTS_PER_TURN = 16
+STALL_GRACE = 1.0
+"""A sweep this late (seconds) means the agent's threads could not run: see ``_sweep``."""
 _SOCK_CLOEXEC = getattr(socket, "SOCK_CLOEXEC", 0o2000000)
 _SNDBUF_ASK_ABOVE = 128 * 1024
 """Answers longer than this ask for a send buffer that holds them whole (``_grow_sndbuf``)."""
@@ -400,6 +402,8 @@ class AgentServer:
         self._wake_r = self._wake_w = -1
         self._accept_paused_until = 0.0
         self._next_sweep = 0.0
+        self._resumed_at = 0.0
+        """When the agent's threads last ran again after a stall (``_sweep``)."""
         self._threads: List[threading.Thread] = []
         self._sys = _Syscalls()
         self.pid = os.getpid()
@@ -848,7 +852,15 @@ class AgentServer:
 
     def _sweep(self) -> None:
         now = time.monotonic()
+        if self._next_sweep and now - self._next_sweep > STALL_GRACE:
+            # This sweep runs late: the agent's threads could not run (a handler holding the
+            # GIL in C, the process stopped). That time is nobody's silence: a request sent on a
+            # kept-alive connection meanwhile waits in its buffer, unread, and closing that
+            # connection as idle now would drop it (the inspector saw "lost the agent" after a
+            # 40 s regex and reconnected). The timeouts count from the end of the stall.
+            self._resumed_at = now
         self._next_sweep = now + self.sweep_interval
+        resumed = self._resumed_at
         expired: List[Tuple[_Conn, int]] = []
         rearm = False
         with self._lock:
@@ -859,12 +871,12 @@ class AgentServer:
                 if c.owned:
                     continue
                 if c.out:
-                    if now - c.out_at > self.read_timeout:
+                    if now - max(c.out_at, resumed) > self.read_timeout:
                         expired.append((c, 0))  # not reading its answer: just close
                 elif c.buf:
-                    if now - c.head_at > self.read_timeout:
+                    if now - max(c.head_at, resumed) > self.read_timeout:
                         expired.append((c, 408))
-                elif now - c.active_at > self.idle_timeout:
+                elif now - max(c.active_at, resumed) > self.idle_timeout:
                     expired.append((c, 0))
             for c, _status in expired:
                 del self._conns[c.fd]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 
 import httpx
 import pytest
@@ -210,6 +213,46 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout(make_server):
         assert read_all(s) == b""  # then silence, and the agent closes (no answer to give)
     finally:
         s.close()
+
+
+def _hold_the_gil(seconds: float) -> None:
+    """Keep this process's GIL for about ``seconds`` inside one C call (``sum`` over a range
+    of small ints never lets it go), as a handler stuck in a C extension does."""
+    began = time.perf_counter()
+    sum(range(2_000_000))
+    per_item = (time.perf_counter() - began) / 2_000_000
+    sum(range(int(seconds / per_item)))
+
+
+def test_a_request_sent_while_the_agent_could_not_run_is_answered_not_closed_as_idle(
+    make_server,
+):
+    # GIVEN a kept-alive connection, answered once, and an idle timeout of 0.5 s
+    srv = make_server(idle_timeout=0.5, sweep_interval=0.1)
+    s = connected(srv.path, b"GET /v1/echo HTTP/1.1\r\n\r\n")
+    try:
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+        # WHEN the GIL is held for 3 s (the agent's threads cannot run) and, 0.5 s into it,
+        # another process sends the next request on that connection
+        writer = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import os, sys, time; time.sleep(0.5); "
+                "os.write(int(sys.argv[1]), b'GET /v1/echo HTTP/1.1\\r\\n\\r\\n')",
+                str(s.fileno()),
+            ],
+            pass_fds=[s.fileno()],
+        )
+        time.sleep(0.2)  # the child starts and sleeps (the agent sweeps meanwhile: idle 0.2 s)
+        _hold_the_gil(3.0)
+        assert writer.wait(timeout=10) == 0
+        # THEN once it runs again the agent answers it: the stall was not the client's silence
+        reply = s.recv(65536)
+    finally:
+        s.close()
+    assert reply.startswith(b"HTTP/1.1 200 "), reply
+    assert srv.stats["timed_out"] == 0
 
 
 def test_past_the_bound_the_oldest_silent_connection_is_shed_with_a_503(make_server):
