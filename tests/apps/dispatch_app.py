@@ -10,7 +10,9 @@ Built after a real application from PyPI whose Routes tab showed 40 false alarms
 - ``/account``: a handler that answers 401 without a login (the resolver must not claim 200);
 - ``/private`` and the static dir ``/files``: guarded by a custom tool (``tools.myauth``, hooked
   ``before_handler``) that answers 403 without a login;
-- ``/basic``: ``tools.auth_basic``.
+- ``/basic``: ``tools.auth_basic``;
+- ``/favicon.ico``: the app's own icon by ``tools.staticfile`` in config, as CherryMusic does,
+  beside the ``favicon_ico`` handler ``tree.mount`` adds to the root (serving CherryPy's).
 
 Prints ``READY port=<port> pid=<pid>`` once serving, with the agent installed. ``DIR`` is
 created and holds the static files.
@@ -120,6 +122,8 @@ def main() -> None:
     os.makedirs(files, exist_ok=True)
     with open(os.path.join(files, "song.txt"), "w") as handle:
         handle.write("la la la\n")
+    with open(os.path.join(files, "app-favicon.ico"), "w") as handle:
+        handle.write("the app's own icon\n")
     cherrypy.config.update(
         {
             "server.socket_host": "127.0.0.1",
@@ -137,6 +141,10 @@ def main() -> None:
                 "tools.staticdir.on": True,
                 "tools.staticdir.dir": files,
                 "tools.myauth.on": True,
+            },
+            "/favicon.ico": {
+                "tools.staticfile.on": True,
+                "tools.staticfile.filename": os.path.join(files, "app-favicon.ico"),
             },
             "/basic": {
                 "tools.auth_basic.on": True,

@@ -338,9 +338,16 @@ def resolve_here(raw: str, method: str, host: str) -> Dict[str, Any]:
         )
         verdict = _after_dispatch(req, handler, config, path_info, qs, sn, steps, query_keys)
         verdict["tools"] = tools
+        # A tool that answers at before_handler (a static file, a trailing-slash redirect)
+        # leaves request.handler None: the handler the dispatcher found never runs.
+        answered_first = verdict.pop("_answered_first", False)
         guards = guarding_tools(app, config, steps)
         decide(verdict, guards, handler)
-        if isinstance(handler, _cpdispatch.LateParamPageHandler) and verdict["handler"] is None:
+        if (
+            isinstance(handler, _cpdispatch.LateParamPageHandler)
+            and verdict["handler"] is None
+            and not answered_first
+        ):
             verdict["handler"] = _handler_info(handler)
         out["verdict"] = verdict
         return out
@@ -403,11 +410,13 @@ def _after_dispatch(
             steps.append("%s raised ValueError: %s ✗" % (tool, exc))
             v = _verdict("error", 500, "%s is misconfigured: %s" % (tool, exc))
             v["_at"] = 50  # the static tools' priority at before_handler
+            v["_answered_first"] = True
             return v
         except cherrypy.HTTPError as exc:
             steps.append("%s refused the path: HTTP %s ✗" % (tool, exc.status))
             v = _verdict("error", int(exc.status), "%s refused the path" % tool)
             v["_at"] = 50
+            v["_answered_first"] = True
             return v
         if static is not None:
             break
@@ -426,10 +435,14 @@ def _after_dispatch(
             v = _verdict("redirect", status, "trailing slash")
             v["location"] = redact_target(location + ("?" + qs if qs else ""))
             v["_at"] = 60  # tools.trailing_slash's priority at before_handler
+            v["_answered_first"] = True
+            _not_called(handler, "tools.trailing_slash redirects first", steps)
             return v
     if static is not None:
         v = _verdict("static", 200, "served by tools.%s" % static["tool"])
         v["static"] = static
+        v["_answered_first"] = True
+        _not_called(handler, "tools.%s answers first" % static["tool"], steps)
         return v
     if isinstance(handler, cherrypy.HTTPError):
         status = int(handler.status)
@@ -467,6 +480,22 @@ def _after_dispatch(
     except Exception as exc:  # noqa: BLE001 - a callable inspect cannot read
         steps.append("signature not checked: %s" % exc)
     return _verdict("handler", 200, "the handler would be called")
+
+
+def _not_called(handler: Any, why: str, steps: List[str]) -> None:
+    """Say that the handler the dispatcher found is not called (a tool answered before it)."""
+    from cherrypy import _cpdispatch
+
+    if not isinstance(handler, _cpdispatch.LateParamPageHandler):
+        return
+    tool_handler = static_handler_args(handler.callable)
+    if tool_handler is not None:
+        tool, kwargs = tool_handler
+        target = kwargs.get("filename") if tool == "staticfile" else kwargs.get("dir")
+        name = "a tools.%s.handler(%s)" % (tool, short_repr(target))
+    else:
+        name = qualname_of(handler.callable)
+    steps.append("the handler found, %s, is never called: %s" % (name, why))
 
 
 def _static(
