@@ -1318,9 +1318,15 @@ def route_kind_text(node: RouteNode) -> str:
     """The node's kind as the Routes tab and ``cpinspect routes`` say it: ``internal (reached
     through Root.api)`` for a method a dispatcher calls, ``not exposed`` for an unexposed one."""
     if node.kind == "internal":
-        if node.reached_via:
-            return "internal (reached through %s)" % short_qualname(node.reached_via)
-        return "internal"
+        if not node.reached_via:
+            return "internal"
+        via = short_qualname(node.reached_via)
+        if node.reached_at:
+            return "internal (reached as %s through %s)" % (node.reached_at, via)
+        if via.rsplit(".", 1)[-1] == "default":
+            # The default dispatcher hands a request for the unexposed name to the default.
+            return "internal (reached through %s)" % via
+        return "internal (reached through %s, not at its own path)" % via
     if node.kind == "unexposed":
         return "not exposed"
     if node.kind == "property":
@@ -1357,7 +1363,8 @@ def route_node_details(
     ]
     # CherryPy's Dispatcher (and so MethodDispatcher and what a VirtualHost hands over to).
     by_objects = app.dispatcher in ("default", "MethodDispatcher", "VirtualHost")
-    also = punctuation_alias(node.path) if by_objects else None
+    # Only an exposed callable answers its punctuation alias (an unexposed one is a 404 there).
+    also = punctuation_alias(node.path) if by_objects and node.exposed else None
     if also:
         shadowed = shadowed_alias_note(app, node.path)
         if shadowed:
@@ -1368,6 +1375,14 @@ def route_node_details(
         rows.append(("qualname", node.qualname))
     if node.reached_via:
         rows.append(("reached via", node.reached_via))
+    if node.reached_at:
+        rows.append(
+            (
+                "reached as",
+                "%s%s (its own path answers 404: not exposed)"
+                % (app.script_name.rstrip("/"), node.reached_at),
+            )
+        )
     if node.signature:
         rows.append(("signature", node.signature))
     if node.filename:

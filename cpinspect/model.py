@@ -396,6 +396,10 @@ class RouteNode:
     warnings: Tuple[str, ...] = ()
     reached_via: Optional[str] = None
     """For an ``internal`` method: the qualname of the exposed method that dispatches to it."""
+    reached_at: Optional[str] = None
+    """For an ``internal`` method: the path under the app a request for it takes through the
+    dispatcher (``/api/adduser`` for ``api_adduser``; its own ``path`` answers 404), when the
+    dispatcher's table or name prefix says it; ``None`` when unknown (or an older agent)."""
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,10 @@ THREADS_CURSORS_KEPT = 4
 #                         # receives; unexposed: nothing reaches it. Neither carries a warning
 #                         # (the forgotten-expose finding warns when a request hits one).
 #                         "reached_via": str|null,     # internal: the dispatcher's qualname
+#                         "reached_at": str|null,      # internal: the path that reaches it
+#                         # through the dispatcher (its table's key or its name without the
+#                         # prefix as the next segment: "/api/adduser"); null when unknown
+#                         # (a default, a name from the query string); older agents omit it
 #                         "exposed": bool, "qualname": str, "file": str|null, "line": int|null,
 #                         "signature": str|null, "alias_of": str|null,
 #                         "methods": [str],            # upper-case verbs (MethodDispatcher)

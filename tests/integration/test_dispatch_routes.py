@@ -164,7 +164,10 @@ def test_cli_routes_and_resolve_say_it(target: DispatchTarget) -> None:
 
     text = run_cli("routes", str(target.pid))
     assert text.returncode == 0, text.stderr
-    assert "/api_action00                  internal (reached through Root.api)" in text.stdout
+    assert (
+        "/api_action00                  internal (reached as /api/action00 through Root.api)"
+        in text.stdout
+    )
     assert "/reports/summary               not exposed" in text.stdout
     assert "9 exposed, 43 internal, 1 not exposed · 0 warnings" in text.stdout
     assert "⚠" not in text.stdout
@@ -173,6 +176,30 @@ def test_cli_routes_and_resolve_say_it(target: DispatchTarget) -> None:
     first = res.stdout.splitlines()[0]
     assert first.startswith("GET /files/song.txt (Host localhost) → static: tool myauth runs")
     assert "→ 200" not in res.stdout
+
+
+def test_an_internal_method_names_the_url_that_reaches_it(
+    target: DispatchTarget, nodes: Dict[str, Dict[str, Any]]
+) -> None:
+    # GIVEN methods reached through a dispatcher (CherryMusic's api_adduser is /api/adduser)
+    # THEN each names the path a request takes to it: the name without its prefix, or the
+    # table's key, as the segment after the dispatcher; a default's at its own path: none
+    assert nodes["/api_action07"]["reached_at"] == "/api/action07"
+    assert nodes["/table/do_ping"]["reached_at"] == "/table/call/ping"
+    assert nodes["/pages/render"]["reached_at"] is None
+    # AND that is what the app answers there, while the method's own path is a 404
+    assert real(target, "/api/action07") == (200, "did action07")
+    assert real(target, "/table/call/ping") == (200, "pong")
+    assert real(target, "/api_action07")[0] == 404
+    assert real(target, "/table/do_ping")[0] == 404
+    # AND the resolver says the segment is the dispatcher's argument, not a missing node
+    query = urlencode({"path": "/api/action07", "method": "GET", "host": "127.0.0.1"})
+    _status, body = agent_get(target.socket_path(), "/v1/resolve?" + query)
+    assert (
+        "root.api has no action07: 'action07' and what follows are passed to root.api as "
+        "arguments" in body["steps"]
+    )
+    assert not any("not found ✗" in step for step in body["steps"])
 
 
 def test_a_config_staticfile_answers_before_the_favicon_handler(target: DispatchTarget) -> None:

@@ -133,8 +133,13 @@ def test_node_details_include_the_static_mount_in_effect():
     assert rows["static"] == "staticdir /admin → /srv/x (not checked)"
     # AND a name with an underscore is also reached with punctuation in its place
     assert "also" not in rows
-    feed = dict(route_node_details(APP, RouteNode("/feed_xml", "feed_xml", "handler")))
+    feed = dict(
+        route_node_details(APP, RouteNode("/feed_xml", "feed_xml", "handler", exposed=True))
+    )
     assert feed["also"].startswith("/shop/feed.xml  (CherryPy reads . -")
+    # AND not for an unexposed method (/api.adduser is a 404 like /api_adduser)
+    internal = RouteNode("/api_adduser", "api_adduser", "internal", reached_via="m.Root.api")
+    assert "also" not in dict(route_node_details(APP, internal))
 
 
 def test_resolution_lines_for_a_static_file():

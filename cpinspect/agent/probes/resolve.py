@@ -624,6 +624,13 @@ def explain_walk(
                     "%s.%s not found: %s takes the remaining path (run by CherryPy)"
                     % (trail, shown, what)
                 )
+            elif trail != "root" and callable(node) and is_exposed(node):
+                # CherryPy's Dispatcher stops at the last exposed callable on the way and
+                # hands it the rest of the path as positional arguments (the vpath).
+                steps.append(
+                    "%s has no %s: %r and what follows are passed to %s as arguments"
+                    % (trail, name, seg, trail)
+                )
             else:
                 steps.append(
                     "%s.%s not found ✗ (remaining segments go to a default, if any)"
