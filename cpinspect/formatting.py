@@ -2144,7 +2144,7 @@ def log_record_details(
         out.extend("    " + line for line in traceback_lines(record.traceback, line_of))
     where = [record.logger]
     if record.app is not None:
-        where.append("app %r" % record.app)
+        where.append("app %r" % (record.app or "/"))
     if record.thread_name:
         where.append("thread " + record.thread_name)
     if record.request is not None:

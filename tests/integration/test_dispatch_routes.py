@@ -231,7 +231,7 @@ def test_a_config_staticfile_answers_before_the_favicon_handler(target: Dispatch
     # AND the CLI says it: no handler line for /favicon.ico, the routes name who serves it
     res = run_cli("resolve", str(target.pid), "/favicon.ico")
     assert res.returncode == 0, res.stderr
-    assert "  handler " not in res.stdout
+    assert "  handler " not in res.stdout and "app '/' (root" in res.stdout
     routes = run_cli("routes", str(target.pid))
     assert routes.returncode == 0, routes.stderr
     assert (
@@ -242,3 +242,16 @@ def test_a_config_staticfile_answers_before_the_favicon_handler(target: Dispatch
     assert line.endswith(
         "· answers /favicon_ico only: the staticfile of config '/favicon.ico' serves /favicon.ico"
     )
+
+
+def test_the_root_app_is_spelled_one_way(target: DispatchTarget) -> None:
+    from tests.helpers import run_cli
+
+    # GIVEN the app mounted at the root (CherryPy's script_name '')
+    # WHEN routes and resolve print it THEN both say '/', never ''
+    routes = run_cli("routes", str(target.pid))
+    res = run_cli("resolve", str(target.pid), "/account")
+    assert routes.returncode == 0 and res.returncode == 0, (routes.stderr, res.stderr)
+    assert routes.stdout.startswith("app '/'  cherrypy")
+    assert "· app '/' (root __main__.Root), path_info '/account'" in res.stdout
+    assert "app ''" not in routes.stdout + res.stdout

@@ -279,13 +279,14 @@ def resolve_here(raw: str, method: str, host: str) -> Dict[str, Any]:
     app = cherrypy.tree.apps[sn]
     out["app"] = sn
     if not isinstance(app, cherrypy.Application):
-        steps.append("script name %r: a grafted WSGI app (%s)" % (sn, qualname_of(app)))
+        steps.append("app %r: a grafted WSGI app (%s)" % (sn or "/", qualname_of(app)))
         out["verdict"] = _verdict(
             "wsgi", None, "handled by a grafted WSGI app: %s" % qualname_of(app)
         )
         return out
     path_info = path[len(sn.rstrip("/")) :]
-    steps.append("app %r (root %s), path_info %r" % (sn, qualname_of(app.root), path_info))
+    # The root app's script_name is '': shown as '/', the spelling every screen uses.
+    steps.append("app %r (root %s), path_info %r" % (sn or "/", qualname_of(app.root), path_info))
 
     req = app.request_class(
         httputil.Host("127.0.0.1", 80, ""), httputil.Host("127.0.0.1", 0, ""), "http", "HTTP/1.1"

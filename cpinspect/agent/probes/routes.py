@@ -848,7 +848,7 @@ class RoutesProbe:
             try:
                 entry = self._app(script_name, app, budget)
             except Exception as exc:  # noqa: BLE001
-                errors.append("app %r: %s: %s" % (script_name, type(exc).__name__, exc))
+                errors.append("app %r: %s: %s" % (script_name or "/", type(exc).__name__, exc))
                 continue
             truncated = truncated or bool(entry.get("truncated"))
             apps.append(entry)
