@@ -1438,9 +1438,9 @@ def static_mount_line(mount: StaticMount, app: Optional[AppRoutes] = None) -> st
         facts = ["exists" if mount.exists else "missing"]
         if mount.exists and mount.readable is False:
             facts.append("unreadable")
-    if mount.file_count is not None:
-        count = "%d%s" % (mount.file_count, "+" if mount.file_count_capped else "")
-        facts.append("%s file%s" % (count, "" if count == "1" else "s"))
+    contents = static_contents(mount)
+    if contents:
+        facts.append(contents)
     line = "%s %s → %s (%s)" % (
         mount.kind,
         mount.path,
@@ -1451,6 +1451,31 @@ def static_mount_line(mount: StaticMount, app: Optional[AppRoutes] = None) -> st
     if app is not None and mount.source == "handler":
         shadowed = shadowed_alias_note(app, mount.path, brief=True)
     return line + (" · " + shadowed if shadowed else "")
+
+
+def static_contents(mount: StaticMount) -> str:
+    """``3 files, 1 directory`` (``1 directory``, ``0 files``; ``1,000+ entries`` at the cap)
+    at a static directory's top level; ``12 entries`` from an older agent, which counted
+    files and directories together; ``""`` when not counted."""
+    if mount.file_count is None:
+        return ""
+    plus = "+" if mount.file_count_capped else ""
+    if mount.dir_count is None:
+        return "%s%s entr%s" % (
+            f"{mount.file_count:,}",
+            plus,
+            "y" if mount.file_count == 1 and not plus else "ies",
+        )
+    if plus:
+        return "%s+ entries" % f"{mount.file_count + mount.dir_count:,}"
+    parts = []
+    if mount.file_count or not mount.dir_count:
+        parts.append("%s file%s" % (f"{mount.file_count:,}", "" if mount.file_count == 1 else "s"))
+    if mount.dir_count:
+        parts.append(
+            "%s director%s" % (f"{mount.dir_count:,}", "y" if mount.dir_count == 1 else "ies")
+        )
+    return ", ".join(parts)
 
 
 PUNCTUATION_NOTE = "  (CherryPy reads . - and other punctuation in a URL segment as _)"
@@ -1545,8 +1570,9 @@ def static_mount_details(
         shadowed = shadowed_alias_note(app, mount.path) if app is not None else None
         also = shadowed or "%s%s" % (punctuation_alias(mount.path), PUNCTUATION_NOTE)
         rows.insert(1, ("also", also))
-    if mount.file_count is not None:
-        rows.append(("files", "%d%s" % (mount.file_count, "+" if mount.file_count_capped else "")))
+    contents = static_contents(mount)
+    if contents:
+        rows.append(("contents", contents + " at its top level"))
     if mount.index:
         rows.append(("index", mount.index))
     if mount.content_types:

@@ -440,7 +440,12 @@ class StaticMount:
     exists: Optional[bool] = None
     readable: Optional[bool] = None
     file_count: Optional[int] = None
+    """Entries at the directory's top level that are not directories (every entry when
+    ``dir_count`` is ``None``: an older agent counted them all)."""
+    dir_count: Optional[int] = None
+    """Subdirectories at the directory's top level."""
     file_count_capped: bool = False
+    """The count stopped at the agent's cap (files and directories together)."""
     warnings: Tuple[str, ...] = ()
 
 

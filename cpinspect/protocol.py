@@ -463,6 +463,7 @@ def static_mount_from_json(d: Mapping[str, Any]) -> StaticMount:
         readable=_opt_b(d, "readable"),
         file_count=_opt_i(d, "file_count"),
         file_count_capped=bool(d.get("file_count_capped", False)),
+        dir_count=_opt_i(d, "dir_count"),
         warnings=_strs(d, "warnings"),
     )
 

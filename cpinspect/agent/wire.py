@@ -175,6 +175,10 @@ THREADS_CURSORS_KEPT = 4
 #                          "index": str|null, "match": str|null, "content_types": {ext: type},
 #                          "exists": bool|null, "readable": bool|null, "is_dir": bool|null,
 #                          "file_count": int|null, "file_count_capped": bool,
+#                          # its top level: file_count entries that are not directories,
+#                          # dir_count subdirectories (older agents: no dir_count, and
+#                          # file_count counts every entry)
+#                          "dir_count": int|null,
 #                          "warnings": [str]}],
 #              "truncated": bool, "errors": [str]}]}
 #

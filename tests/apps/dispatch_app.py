@@ -12,7 +12,9 @@ Built after a real application from PyPI whose Routes tab showed 40 false alarms
   ``before_handler``) that answers 403 without a login;
 - ``/basic``: ``tools.auth_basic``;
 - ``/favicon.ico``: the app's own icon by ``tools.staticfile`` in config, as CherryMusic does,
-  beside the ``favicon_ico`` handler ``tree.mount`` adds to the root (serving CherryPy's).
+  beside the ``favicon_ico`` handler ``tree.mount`` adds to the root (serving CherryPy's);
+- ``/media`` (a folder per artist, no file at its top) and ``/res`` (two files and a folder):
+  static directories holding subdirectories.
 
 Prints ``READY port=<port> pid=<pid>`` once serving, with the agent installed. ``DIR`` is
 created and holds the static files.
@@ -124,6 +126,11 @@ def main() -> None:
         handle.write("la la la\n")
     with open(os.path.join(files, "app-favicon.ico"), "w") as handle:
         handle.write("the app's own icon\n")
+    os.makedirs(os.path.join(files, "media", "Artist", "Album"), exist_ok=True)
+    os.makedirs(os.path.join(files, "res", "img"), exist_ok=True)
+    for name in ("index.html", "app.js"):
+        with open(os.path.join(files, "res", name), "w") as handle:
+            handle.write(name)
     cherrypy.config.update(
         {
             "server.socket_host": "127.0.0.1",
@@ -146,6 +153,8 @@ def main() -> None:
                 "tools.staticfile.on": True,
                 "tools.staticfile.filename": os.path.join(files, "app-favicon.ico"),
             },
+            "/media": {"tools.staticdir.on": True, "tools.staticdir.dir": files + "/media"},
+            "/res": {"tools.staticdir.on": True, "tools.staticdir.dir": files + "/res"},
             "/basic": {
                 "tools.auth_basic.on": True,
                 "tools.auth_basic.realm": "test",

@@ -255,3 +255,20 @@ def test_the_root_app_is_spelled_one_way(target: DispatchTarget) -> None:
     assert routes.stdout.startswith("app '/'  cherrypy")
     assert "· app '/' (root __main__.Root), path_info '/account'" in res.stdout
     assert "app ''" not in routes.stdout + res.stdout
+
+
+def test_static_directories_count_files_and_folders_apart(target: DispatchTarget) -> None:
+    from tests.helpers import run_cli
+
+    # GIVEN /media holding one folder (an artist) and /res two files and a folder
+    status, body = agent_get(target.socket_path(), "/v1/routes")
+    assert status == 200
+    static = {m["path"]: m for m in body["apps"][0]["static"]}
+    # THEN the agent counts them apart
+    assert (static["/media"]["file_count"], static["/media"]["dir_count"]) == (0, 1)
+    assert (static["/res"]["file_count"], static["/res"]["dir_count"]) == (2, 1)
+    # AND the CLI says so (not "1 file" for a folder)
+    routes = run_cli("routes", str(target.pid)).stdout
+    assert "staticdir /media → %s (exists, 1 directory)" % (target.files / "media") in routes
+    assert "staticdir /res → %s (exists, 2 files, 1 directory)" % (target.files / "res") in routes
+    assert "staticdir /files → %s (exists, 2 files, 2 directories)" % target.files in routes

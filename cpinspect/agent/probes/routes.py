@@ -763,6 +763,7 @@ def _mount(
         "readable": None,
         "is_dir": None,
         "file_count": None,
+        "dir_count": None,
         "file_count_capped": False,
         "warnings": warnings,
     }
@@ -789,18 +790,28 @@ def check_mount(mount: Dict[str, Any]) -> None:
     if mount["kind"] == "staticfile" and is_dir:
         mount["warnings"].append("a directory, not a file: CherryPy answers 404")
     if is_dir and readable:
-        count = 0
+        # The top level only (bounded): files and subdirectories apart, as a music library
+        # of one folder per artist holds no file at its top.
+        files = dirs = 0
         try:
             with os.scandir(path) as it:
-                for _entry in it:
-                    count += 1
-                    if count >= FILE_COUNT_CAP:
+                for entry in it:
+                    try:
+                        is_subdir = entry.is_dir()
+                    except OSError:
+                        is_subdir = False
+                    if is_subdir:
+                        dirs += 1
+                    else:
+                        files += 1
+                    if files + dirs >= FILE_COUNT_CAP:
                         mount["file_count_capped"] = True
                         break
         except OSError as exc:
             mount["warnings"].append("cannot list: %s" % exc)
             return
-        mount["file_count"] = count
+        mount["file_count"] = files
+        mount["dir_count"] = dirs
 
 
 def run_bounded(
