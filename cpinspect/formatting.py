@@ -1896,10 +1896,11 @@ def lock_threads(session: SessionInfo) -> List[Tuple[int, str]]:
 
 
 def finding_lines(finding: Finding, indent: str = "") -> List[str]:
-    """``CRITICAL  title`` and ``fix: …`` under it."""
-    out = [f"{indent}{finding.severity.value.upper():8}  {finding.title}"]
+    """``✖ CRITICAL  title`` (``finding_headline``: the glyph always that of the label) and
+    ``fix: …`` under the title."""
+    out = [indent + finding_headline(finding)]
     if finding.fix:
-        out.append(f"{indent}          fix: {finding.fix}")
+        out.append(f"{indent}            fix: {finding.fix}")
     return out
 
 
