@@ -41,6 +41,10 @@ class Role(str, enum.Enum):
 
     WORKER = "worker"
     ACCEPTOR = "acceptor"
+    """cheroot's ``HTTPServer`` thread: it accepts connections and queues them for the pool."""
+    OVERFLOW = "overflow"
+    """cheroot's ``_serve_unservicable`` thread (cheroot 8.5+): it answers ``503 Service
+    Unavailable`` to the connections the pool's full queue cannot take, then closes them."""
     AGENT = "agent"
     PLUGIN = "plugin"
     MAIN = "main"
