@@ -1318,9 +1318,15 @@ def route_kind_text(node: RouteNode) -> str:
     """The node's kind as the Routes tab and ``cpinspect routes`` say it: ``internal (reached
     through Root.api)`` for a method a dispatcher calls, ``not exposed`` for an unexposed one."""
     if node.kind == "internal":
-        if node.reached_via:
-            return "internal (reached through %s)" % short_qualname(node.reached_via)
-        return "internal"
+        if not node.reached_via:
+            return "internal"
+        via = short_qualname(node.reached_via)
+        if node.reached_at:
+            return "internal (reached as %s through %s)" % (node.reached_at, via)
+        if via.rsplit(".", 1)[-1] == "default":
+            # The default dispatcher hands a request for the unexposed name to the default.
+            return "internal (reached through %s)" % via
+        return "internal (reached through %s, not at its own path)" % via
     if node.kind == "unexposed":
         return "not exposed"
     if node.kind == "property":
@@ -1357,13 +1363,26 @@ def route_node_details(
     ]
     # CherryPy's Dispatcher (and so MethodDispatcher and what a VirtualHost hands over to).
     by_objects = app.dispatcher in ("default", "MethodDispatcher", "VirtualHost")
-    also = punctuation_alias(node.path) if by_objects else None
+    # Only an exposed callable answers its punctuation alias (an unexposed one is a 404 there).
+    also = punctuation_alias(node.path) if by_objects and node.exposed else None
     if also:
-        rows.append(("also", (app.script_name.rstrip("/") + also) + PUNCTUATION_NOTE))
+        shadowed = shadowed_alias_note(app, node.path)
+        if shadowed:
+            rows.append(("also", shadowed))
+        else:
+            rows.append(("also", (app.script_name.rstrip("/") + also) + PUNCTUATION_NOTE))
     if node.qualname:
         rows.append(("qualname", node.qualname))
     if node.reached_via:
         rows.append(("reached via", node.reached_via))
+    if node.reached_at:
+        rows.append(
+            (
+                "reached as",
+                "%s%s (its own path answers 404: not exposed)"
+                % (app.script_name.rstrip("/"), node.reached_at),
+            )
+        )
     if node.signature:
         rows.append(("signature", node.signature))
     if node.filename:
@@ -1385,7 +1404,7 @@ def route_node_details(
     for index, (key, value, origin) in enumerate(local):
         rows.append(("config" if index == 0 else "", "%s = %s  · %s" % (key, value, origin)))
     rows.extend(
-        ("static", static_mount_line(mount))
+        ("static", static_mount_line(mount, app))
         for mount in app.static
         if node.path == mount.path or node.path.startswith(mount.path.rstrip("/") + "/")
     )
@@ -1410,23 +1429,53 @@ def global_tools_text(app: AppRoutes, global_tools: Sequence[str]) -> str:
     return ", ".join(t + (" (off in this app)" if t in off else "") for t in global_tools)
 
 
-def static_mount_line(mount: StaticMount) -> str:
-    """``staticdir /static → /srv/app/static (exists, 12 files)`` (as ``cpinspect routes``)."""
+def static_mount_line(mount: StaticMount, app: Optional[AppRoutes] = None) -> str:
+    """``staticdir /static → /srv/app/static (exists, 12 files)`` (as ``cpinspect routes``);
+    with its ``app``, a handler mount whose alias a config static tool answers says so."""
     if mount.exists is None:
         facts = ["not checked"] if mount.resolved else ["nothing to check"]
     else:
         facts = ["exists" if mount.exists else "missing"]
         if mount.exists and mount.readable is False:
             facts.append("unreadable")
-    if mount.file_count is not None:
-        count = "%d%s" % (mount.file_count, "+" if mount.file_count_capped else "")
-        facts.append("%s file%s" % (count, "" if count == "1" else "s"))
-    return "%s %s → %s (%s)" % (
+    contents = static_contents(mount)
+    if contents:
+        facts.append(contents)
+    line = "%s %s → %s (%s)" % (
         mount.kind,
         mount.path,
         mount.resolved or mount.configured or "-",
         ", ".join(facts),
     )
+    shadowed = None
+    if app is not None and mount.source == "handler":
+        shadowed = shadowed_alias_note(app, mount.path, brief=True)
+    return line + (" · " + shadowed if shadowed else "")
+
+
+def static_contents(mount: StaticMount) -> str:
+    """``3 files, 1 directory`` (``1 directory``, ``0 files``; ``1,000+ entries`` at the cap)
+    at a static directory's top level; ``12 entries`` from an older agent, which counted
+    files and directories together; ``""`` when not counted."""
+    if mount.file_count is None:
+        return ""
+    plus = "+" if mount.file_count_capped else ""
+    if mount.dir_count is None:
+        return "%s%s entr%s" % (
+            f"{mount.file_count:,}",
+            plus,
+            "y" if mount.file_count == 1 and not plus else "ies",
+        )
+    if plus:
+        return "%s+ entries" % f"{mount.file_count + mount.dir_count:,}"
+    parts = []
+    if mount.file_count or not mount.dir_count:
+        parts.append("%s file%s" % (f"{mount.file_count:,}", "" if mount.file_count == 1 else "s"))
+    if mount.dir_count:
+        parts.append(
+            "%s director%s" % (f"{mount.dir_count:,}", "y" if mount.dir_count == 1 else "ies")
+        )
+    return ", ".join(parts)
 
 
 PUNCTUATION_NOTE = "  (CherryPy reads . - and other punctuation in a URL segment as _)"
@@ -1440,7 +1489,73 @@ def punctuation_alias(path: str) -> Optional[str]:
     return path.replace("_", ".")
 
 
-def static_mount_details(mount: StaticMount) -> List[Tuple[str, str]]:
+def config_static_answer(app: AppRoutes, url: str) -> Optional[StaticMount]:
+    """The static mount switched on in config (``app.config`` or a ``_cp_config``) whose tool
+    CherryPy runs for ``url`` (a path under the app) at before_handler, so before the handler
+    the dispatcher finds there: the nearest section at or above ``url`` that switches a static
+    tool on, unless a nearer ``app.config`` section switches it off. A ``staticfile`` whose file
+    is missing falls through to the handler, so it answers nothing here."""
+    best: Optional[StaticMount] = None
+    for mount in app.static:
+        if mount.source == "handler":
+            continue
+        if not (
+            url == mount.path or mount.path == "/" or url.startswith(mount.path.rstrip("/") + "/")
+        ):
+            continue
+        if best is None or len(mount.path) > len(best.path):
+            best = mount
+    if best is None or (best.kind == "staticfile" and best.exists is False):
+        return None
+    key = "tools.%s.on" % best.kind
+    for section in app.config:
+        nearer = len(section.path) > len(best.path) and (
+            url == section.path or url.startswith(section.path.rstrip("/") + "/")
+        )
+        if nearer and any(k == key and v in FALSE_REPRS for k, v in section.settings):
+            return None
+    return best
+
+
+def shadowed_alias_note(app: AppRoutes, path: str, brief: bool = False) -> Optional[str]:
+    """For a handler whose name has an underscore (``/favicon_ico``): what CherryPy does with the
+    URL one types for it (``/favicon.ico``) when a static tool in config answers that URL before
+    the handler is called — ``/favicon.ico is served by tools.staticfile (config
+    '/favicon.ico': /srv/favicon.ico), not by this handler, which answers /favicon_ico only``;
+    ``None`` when the handler does answer its alias. ``brief``: beside the mount that answers
+    it (``answers /favicon_ico only: the staticfile of config '/favicon.ico' serves
+    /favicon.ico``)."""
+    alias = punctuation_alias(path)
+    if alias is None:
+        return None
+    mount = config_static_answer(app, alias)
+    if mount is None:
+        return None
+    where = "config %r" % mount.path if mount.source == "app.config" else "_cp_config"
+    if brief:
+        return "answers %s only: the %s of %s serves %s%s" % (
+            path,
+            mount.kind,
+            where,
+            alias,
+            "" if mount.kind == "staticfile" else " when that file exists",
+        )
+    target = mount.resolved or mount.configured or "-"
+    if mount.kind == "staticfile":
+        return (
+            "%s is served by tools.staticfile (%s: %s), not by this handler, which "
+            "answers %s only" % (alias, where, target, path)
+        )
+    return "%s is served by tools.staticdir (%s: %s) when that file exists, before this handler" % (
+        alias,
+        where,
+        target,
+    )
+
+
+def static_mount_details(
+    mount: StaticMount, app: Optional[AppRoutes] = None
+) -> List[Tuple[str, str]]:
     """Label/value rows for one static mount's checks (its warnings are listed apart)."""
     rows: List[Tuple[str, str]] = [
         ("path", mount.path),
@@ -1452,9 +1567,12 @@ def static_mount_details(mount: StaticMount) -> List[Tuple[str, str]]:
         ("readable", _yes_no(mount.readable)),
     ]
     if mount.source == "handler" and punctuation_alias(mount.path):
-        rows.insert(1, ("also", "%s%s" % (punctuation_alias(mount.path), PUNCTUATION_NOTE)))
-    if mount.file_count is not None:
-        rows.append(("files", "%d%s" % (mount.file_count, "+" if mount.file_count_capped else "")))
+        shadowed = shadowed_alias_note(app, mount.path) if app is not None else None
+        also = shadowed or "%s%s" % (punctuation_alias(mount.path), PUNCTUATION_NOTE)
+        rows.insert(1, ("also", also))
+    contents = static_contents(mount)
+    if contents:
+        rows.append(("contents", contents + " at its top level"))
     if mount.index:
         rows.append(("index", mount.index))
     if mount.content_types:
@@ -1778,10 +1896,11 @@ def lock_threads(session: SessionInfo) -> List[Tuple[int, str]]:
 
 
 def finding_lines(finding: Finding, indent: str = "") -> List[str]:
-    """``CRITICAL  title`` and ``fix: …`` under it."""
-    out = [f"{indent}{finding.severity.value.upper():8}  {finding.title}"]
+    """``✖ CRITICAL  title`` (``finding_headline``: the glyph always that of the label) and
+    ``fix: …`` under the title."""
+    out = [indent + finding_headline(finding)]
     if finding.fix:
-        out.append(f"{indent}          fix: {finding.fix}")
+        out.append(f"{indent}            fix: {finding.fix}")
     return out
 
 
@@ -2052,7 +2171,7 @@ def log_record_details(
         out.extend("    " + line for line in traceback_lines(record.traceback, line_of))
     where = [record.logger]
     if record.app is not None:
-        where.append("app %r" % record.app)
+        where.append("app %r" % (record.app or "/"))
     if record.thread_name:
         where.append("thread " + record.thread_name)
     if record.request is not None:

@@ -41,6 +41,10 @@ class Role(str, enum.Enum):
 
     WORKER = "worker"
     ACCEPTOR = "acceptor"
+    """cheroot's ``HTTPServer`` thread: it accepts connections and queues them for the pool."""
+    OVERFLOW = "overflow"
+    """cheroot's ``_serve_unservicable`` thread (cheroot 8.5+): it answers ``503 Service
+    Unavailable`` to the connections the pool's full queue cannot take, then closes them."""
     AGENT = "agent"
     PLUGIN = "plugin"
     MAIN = "main"
@@ -396,6 +400,10 @@ class RouteNode:
     warnings: Tuple[str, ...] = ()
     reached_via: Optional[str] = None
     """For an ``internal`` method: the qualname of the exposed method that dispatches to it."""
+    reached_at: Optional[str] = None
+    """For an ``internal`` method: the path under the app a request for it takes through the
+    dispatcher (``/api/adduser`` for ``api_adduser``; its own ``path`` answers 404), when the
+    dispatcher's table or name prefix says it; ``None`` when unknown (or an older agent)."""
 
 
 @dataclass(frozen=True)
@@ -436,7 +444,12 @@ class StaticMount:
     exists: Optional[bool] = None
     readable: Optional[bool] = None
     file_count: Optional[int] = None
+    """Entries at the directory's top level that are not directories (every entry when
+    ``dir_count`` is ``None``: an older agent counted them all)."""
+    dir_count: Optional[int] = None
+    """Subdirectories at the directory's top level."""
     file_count_capped: bool = False
+    """The count stopped at the agent's cap (files and directories together)."""
     warnings: Tuple[str, ...] = ()
 
 

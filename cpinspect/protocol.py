@@ -433,6 +433,7 @@ def route_node_from_json(d: Mapping[str, Any]) -> RouteNode:
         config=_settings(d, "config"),
         warnings=tuple(w for w in _strs(d, "warnings") if w != LEGACY_NOT_EXPOSED),
         reached_via=_opt_s(d, "reached_via"),
+        reached_at=_opt_s(d, "reached_at"),
     )
 
 
@@ -462,6 +463,7 @@ def static_mount_from_json(d: Mapping[str, Any]) -> StaticMount:
         readable=_opt_b(d, "readable"),
         file_count=_opt_i(d, "file_count"),
         file_count_capped=bool(d.get("file_count_capped", False)),
+        dir_count=_opt_i(d, "dir_count"),
         warnings=_strs(d, "warnings"),
     )
 

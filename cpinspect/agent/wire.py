@@ -155,6 +155,10 @@ THREADS_CURSORS_KEPT = 4
 #                         # receives; unexposed: nothing reaches it. Neither carries a warning
 #                         # (the forgotten-expose finding warns when a request hits one).
 #                         "reached_via": str|null,     # internal: the dispatcher's qualname
+#                         "reached_at": str|null,      # internal: the path that reaches it
+#                         # through the dispatcher (its table's key or its name without the
+#                         # prefix as the next segment: "/api/adduser"); null when unknown
+#                         # (a default, a name from the query string); older agents omit it
 #                         "exposed": bool, "qualname": str, "file": str|null, "line": int|null,
 #                         "signature": str|null, "alias_of": str|null,
 #                         "methods": [str],            # upper-case verbs (MethodDispatcher)
@@ -171,6 +175,10 @@ THREADS_CURSORS_KEPT = 4
 #                          "index": str|null, "match": str|null, "content_types": {ext: type},
 #                          "exists": bool|null, "readable": bool|null, "is_dir": bool|null,
 #                          "file_count": int|null, "file_count_capped": bool,
+#                          # its top level: file_count entries that are not directories,
+#                          # dir_count subdirectories (older agents: no dir_count, and
+#                          # file_count counts every entry)
+#                          "dir_count": int|null,
 #                          "warnings": [str]}],
 #              "truncated": bool, "errors": [str]}]}
 #

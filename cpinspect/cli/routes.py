@@ -20,7 +20,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def render(snapshot: RoutesSnapshot) -> str:
-    from cpinspect.formatting import app_counts, app_label, route_kind_text, static_mount_line
+    from cpinspect.formatting import (
+        app_counts,
+        app_label,
+        route_kind_text,
+        shadowed_alias_note,
+        static_mount_line,
+    )
 
     lines = []
     for app in snapshot.apps:
@@ -46,10 +52,13 @@ def render(snapshot: RoutesSnapshot) -> str:
                 lines.append("  %s %-30s %s  %s" % (mark, node.path, kind, "  ".join(extra)))
                 continue
             lines.append("  %s %-30s %-11s %s" % (mark, node.path, kind, "  ".join(extra)))
+            shadowed = shadowed_alias_note(app, node.path) if node.exposed else None
+            if shadowed:
+                lines.append("      · " + shadowed)
             lines.extend("      ⚠ %s" % w for w in node.warnings)
         lines.extend("  route %-28s %s" % (r.path, r.qualname or "-") for r in app.routes)
         for mount in app.static:
-            lines.append("  static " + static_mount_line(mount))
+            lines.append("  static " + static_mount_line(mount, app))
             lines.extend("      ⚠ %s" % w for w in mount.warnings)
         lines.extend("  error: %s" % e for e in app.errors)
         lines.append("  " + app_counts(app))

@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_target_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument(
-        "--app", metavar="SCRIPT_NAME", help="only this app ('' is the root app; default: all)"
+        "--app",
+        metavar="SCRIPT_NAME",
+        help="only this app, as listed ('/' is the root app; default: all)",
     )
     parser.add_argument("--offset", type=int, default=0, help="first session of the page (0)")
     parser.add_argument(
@@ -59,9 +61,11 @@ def run(args: argparse.Namespace) -> int:
     from cpinspect.protocol import to_json
     from cpinspect.sources.peers import find_serving_peers
 
+    # Every screen shows the root app as '/'; CherryPy's script_name for it is ''.
+    app = None if args.app is None else args.app.rstrip("/")
     conn = connect(args)
     try:
-        answer = conn.source.sessions(args.app, args.offset, args.limit, args.sort, args.reveal)
+        answer = conn.source.sessions(app, args.offset, args.limit, args.sort, args.reveal)
     finally:
         conn.source.close()
     if conn.pid is not None:

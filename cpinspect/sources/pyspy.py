@@ -297,7 +297,9 @@ def _is_threadpool(frame: Frame) -> bool:
     return _in(frame, "cheroot/workers/threadpool.py")
 
 
-_ACCEPTOR_FUNCTIONS = {"_serve_unservicable", "_start_http_thread"}
+_ACCEPTOR_FUNCTIONS = {"_start_http_thread"}
+_OVERFLOW_FUNCTION = "_serve_unservicable"
+"""cheroot's thread that answers 503 to the connections the full worker queue cannot take."""
 _PLUGIN_NAMES = ("Autoreloader", "Session cleanup")
 
 
@@ -310,6 +312,8 @@ def classify_role(name: str, stack: Sequence[Frame], is_main: bool = False) -> R
     python = [f for f in stack if not f.native]
     if name.startswith("CP Server Thread-") or any(_is_threadpool(f) for f in python):
         return Role.WORKER
+    if _OVERFLOW_FUNCTION in name or any(f.function == _OVERFLOW_FUNCTION for f in python):
+        return Role.OVERFLOW
     if (
         name.startswith("HTTPServer ")
         or any(fn in name for fn in _ACCEPTOR_FUNCTIONS)

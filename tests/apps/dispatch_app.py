@@ -10,7 +10,11 @@ Built after a real application from PyPI whose Routes tab showed 40 false alarms
 - ``/account``: a handler that answers 401 without a login (the resolver must not claim 200);
 - ``/private`` and the static dir ``/files``: guarded by a custom tool (``tools.myauth``, hooked
   ``before_handler``) that answers 403 without a login;
-- ``/basic``: ``tools.auth_basic``.
+- ``/basic``: ``tools.auth_basic``;
+- ``/favicon.ico``: the app's own icon by ``tools.staticfile`` in config, as CherryMusic does,
+  beside the ``favicon_ico`` handler ``tree.mount`` adds to the root (serving CherryPy's);
+- ``/media`` (a folder per artist, no file at its top) and ``/res`` (two files and a folder):
+  static directories holding subdirectories.
 
 Prints ``READY port=<port> pid=<pid>`` once serving, with the agent installed. ``DIR`` is
 created and holds the static files.
@@ -120,6 +124,13 @@ def main() -> None:
     os.makedirs(files, exist_ok=True)
     with open(os.path.join(files, "song.txt"), "w") as handle:
         handle.write("la la la\n")
+    with open(os.path.join(files, "app-favicon.ico"), "w") as handle:
+        handle.write("the app's own icon\n")
+    os.makedirs(os.path.join(files, "media", "Artist", "Album"), exist_ok=True)
+    os.makedirs(os.path.join(files, "res", "img"), exist_ok=True)
+    for name in ("index.html", "app.js"):
+        with open(os.path.join(files, "res", name), "w") as handle:
+            handle.write(name)
     cherrypy.config.update(
         {
             "server.socket_host": "127.0.0.1",
@@ -138,6 +149,12 @@ def main() -> None:
                 "tools.staticdir.dir": files,
                 "tools.myauth.on": True,
             },
+            "/favicon.ico": {
+                "tools.staticfile.on": True,
+                "tools.staticfile.filename": os.path.join(files, "app-favicon.ico"),
+            },
+            "/media": {"tools.staticdir.on": True, "tools.staticdir.dir": files + "/media"},
+            "/res": {"tools.staticdir.on": True, "tools.staticdir.dir": files + "/res"},
             "/basic": {
                 "tools.auth_basic.on": True,
                 "tools.auth_basic.realm": "test",

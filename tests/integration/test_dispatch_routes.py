@@ -10,6 +10,7 @@ the app really answers over HTTP.
 from __future__ import annotations
 
 import http.client
+from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 from urllib.parse import urlencode
 
@@ -19,9 +20,10 @@ from tests.helpers import agent_get, spawn_ready
 
 
 class DispatchTarget:
-    def __init__(self, port: int, pid: int) -> None:
+    def __init__(self, port: int, pid: int, files: Path) -> None:
         self.port = port
         self.pid = pid
+        self.files = files
 
     def socket_path(self) -> str:
         from cpinspect.attach.discovery import find_agent
@@ -34,7 +36,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DispatchTarget]
     tmp = tmp_path_factory.mktemp("dispatch")
     args = ["-m", "tests.apps.dispatch_app", str(tmp / "files")]
     with spawn_ready(args, tmp / "target.log", "dispatch app", timeout=20) as m:
-        yield DispatchTarget(int(m.group(1)), int(m.group(2)))
+        yield DispatchTarget(int(m.group(1)), int(m.group(2)), tmp / "files")
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +55,17 @@ def verdict_of(target: DispatchTarget, path: str) -> Dict[str, Any]:
 
 
 def real(target: DispatchTarget, path: str, login: bool = False) -> Tuple[int, str]:
+    status, body = real_bytes(target, path, login)
+    return status, body.decode(errors="replace")
+
+
+def real_bytes(target: DispatchTarget, path: str, login: bool = False) -> Tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=10)
     try:
         headers = {"X-Login": "yes"} if login else {}
         conn.request("GET", path, headers=headers)
         response = conn.getresponse()
-        return response.status, response.read().decode(errors="replace")
+        return response.status, response.read()
     finally:
         conn.close()
 
@@ -157,7 +164,10 @@ def test_cli_routes_and_resolve_say_it(target: DispatchTarget) -> None:
 
     text = run_cli("routes", str(target.pid))
     assert text.returncode == 0, text.stderr
-    assert "/api_action00                  internal (reached through Root.api)" in text.stdout
+    assert (
+        "/api_action00                  internal (reached as /api/action00 through Root.api)"
+        in text.stdout
+    )
     assert "/reports/summary               not exposed" in text.stdout
     assert "9 exposed, 43 internal, 1 not exposed · 0 warnings" in text.stdout
     assert "⚠" not in text.stdout
@@ -166,3 +176,99 @@ def test_cli_routes_and_resolve_say_it(target: DispatchTarget) -> None:
     first = res.stdout.splitlines()[0]
     assert first.startswith("GET /files/song.txt (Host localhost) → static: tool myauth runs")
     assert "→ 200" not in res.stdout
+
+
+def test_an_internal_method_names_the_url_that_reaches_it(
+    target: DispatchTarget, nodes: Dict[str, Dict[str, Any]]
+) -> None:
+    # GIVEN methods reached through a dispatcher (CherryMusic's api_adduser is /api/adduser)
+    # THEN each names the path a request takes to it: the name without its prefix, or the
+    # table's key, as the segment after the dispatcher; a default's at its own path: none
+    assert nodes["/api_action07"]["reached_at"] == "/api/action07"
+    assert nodes["/table/do_ping"]["reached_at"] == "/table/call/ping"
+    assert nodes["/pages/render"]["reached_at"] is None
+    # AND that is what the app answers there, while the method's own path is a 404
+    assert real(target, "/api/action07") == (200, "did action07")
+    assert real(target, "/table/call/ping") == (200, "pong")
+    assert real(target, "/api_action07")[0] == 404
+    assert real(target, "/table/do_ping")[0] == 404
+    # AND the resolver says the segment is the dispatcher's argument, not a missing node
+    query = urlencode({"path": "/api/action07", "method": "GET", "host": "127.0.0.1"})
+    _status, body = agent_get(target.socket_path(), "/v1/resolve?" + query)
+    assert (
+        "root.api has no action07: 'action07' and what follows are passed to root.api as "
+        "arguments" in body["steps"]
+    )
+    assert not any("not found ✗" in step for step in body["steps"])
+
+
+def test_a_config_staticfile_answers_before_the_favicon_handler(target: DispatchTarget) -> None:
+    import cherrypy
+
+    from tests.helpers import run_cli
+
+    ours = (target.files / "app-favicon.ico").read_bytes()
+    cherrypys = (Path(cherrypy.__file__).parent / "favicon.ico").read_bytes()
+    # GIVEN config '/favicon.ico' switching tools.staticfile on (the app's icon) and the
+    # favicon_ico handler tree.mount put on the root (CherryPy's icon)
+    # WHEN /favicon.ico is resolved
+    verdict = verdict_of(target, "/favicon.ico")
+    query = urlencode({"path": "/favicon.ico", "method": "GET", "host": "127.0.0.1"})
+    steps = agent_get(target.socket_path(), "/v1/resolve?" + query)[1]["steps"]
+    # THEN the tool serves the app's file, and the handler is named as never called
+    assert verdict["kind"] == "static" and verdict["static"]["file"] == str(
+        target.files / "app-favicon.ico"
+    )
+    assert verdict["handler"] is None
+    assert any("is never called: tools.staticfile answers first" in step for step in steps)
+    # AND that is what the app answers: its icon at /favicon.ico, CherryPy's at /favicon_ico only
+    assert real_bytes(target, "/favicon.ico") == (200, ours)
+    assert real_bytes(target, "/favicon_ico") == (200, cherrypys)
+    favicon_ico = verdict_of(target, "/favicon_ico")
+    assert favicon_ico["kind"] == "static" and favicon_ico["static"]["file"].endswith(
+        "cherrypy/favicon.ico"
+    )
+    # AND the CLI says it: no handler line for /favicon.ico, the routes name who serves it
+    res = run_cli("resolve", str(target.pid), "/favicon.ico")
+    assert res.returncode == 0, res.stderr
+    assert "  handler " not in res.stdout and "app '/' (root" in res.stdout
+    routes = run_cli("routes", str(target.pid))
+    assert routes.returncode == 0, routes.stderr
+    assert (
+        "      · /favicon.ico is served by tools.staticfile (config '/favicon.ico': %s), not by "
+        "this handler, which answers /favicon_ico only" % (target.files / "app-favicon.ico")
+    ) in routes.stdout
+    (line,) = [ln for ln in routes.stdout.splitlines() if "staticfile /favicon_ico" in ln]
+    assert line.endswith(
+        "· answers /favicon_ico only: the staticfile of config '/favicon.ico' serves /favicon.ico"
+    )
+
+
+def test_the_root_app_is_spelled_one_way(target: DispatchTarget) -> None:
+    from tests.helpers import run_cli
+
+    # GIVEN the app mounted at the root (CherryPy's script_name '')
+    # WHEN routes and resolve print it THEN both say '/', never ''
+    routes = run_cli("routes", str(target.pid))
+    res = run_cli("resolve", str(target.pid), "/account")
+    assert routes.returncode == 0 and res.returncode == 0, (routes.stderr, res.stderr)
+    assert routes.stdout.startswith("app '/'  cherrypy")
+    assert "· app '/' (root __main__.Root), path_info '/account'" in res.stdout
+    assert "app ''" not in routes.stdout + res.stdout
+
+
+def test_static_directories_count_files_and_folders_apart(target: DispatchTarget) -> None:
+    from tests.helpers import run_cli
+
+    # GIVEN /media holding one folder (an artist) and /res two files and a folder
+    status, body = agent_get(target.socket_path(), "/v1/routes")
+    assert status == 200
+    static = {m["path"]: m for m in body["apps"][0]["static"]}
+    # THEN the agent counts them apart
+    assert (static["/media"]["file_count"], static["/media"]["dir_count"]) == (0, 1)
+    assert (static["/res"]["file_count"], static["/res"]["dir_count"]) == (2, 1)
+    # AND the CLI says so (not "1 file" for a folder)
+    routes = run_cli("routes", str(target.pid)).stdout
+    assert "staticdir /media → %s (exists, 1 directory)" % (target.files / "media") in routes
+    assert "staticdir /res → %s (exists, 2 files, 1 directory)" % (target.files / "res") in routes
+    assert "staticdir /files → %s (exists, 2 files, 2 directories)" % target.files in routes

@@ -43,6 +43,7 @@ def dispatch_routes() -> RoutesSnapshot:
             qualname="music.Root.api_action%02d" % n,
             signature="(self)",
             reached_via="music.Root.api",
+            reached_at="/api/action%02d" % n,
         )
         for n in range(ACTIONS)
     ]
@@ -110,7 +111,7 @@ async def test_internal_methods_are_dimmed_and_not_warned_about() -> None:
         # THEN the 40 methods say through what they are reached, dimmed, with no warning mark
         internal = [child for child in root.children if "internal" in child.label.plain]
         assert len(internal) == ACTIONS
-        assert shown[1] == "api_action00  internal (reached through Root.api)"
+        assert shown[1] == "api_action00  internal (reached as /api/action00 through Root.api)"
         muted = routes.get_component_rich_style("routes-panel--muted", partial=True)
         label = internal[0].label
         assert isinstance(label, Text) and label.style == muted
@@ -123,8 +124,14 @@ async def test_internal_methods_are_dimmed_and_not_warned_about() -> None:
         routes.routes_tree.move_cursor(internal[3])
         await wait_until(pilot, lambda: "api_action03" in routes.details_text, what="details")
         details = routes.details_text
-        assert "kind         internal (reached through Root.api)  exposed ✗" in details
+        assert (
+            "kind         internal (reached as /api/action03 through Root.api)  exposed ✗"
+            in details
+        )
         assert "reached via  music.Root.api" in details
+        # AND the URL that reaches it, its own path being a 404
+        assert "reached as   /api/action03 (its own path answers 404: not exposed)" in details
+        assert "also" not in details
         assert "⚠" not in details
 
 

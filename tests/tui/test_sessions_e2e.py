@@ -4,8 +4,11 @@ jumps to the holder's thread, and shows no session id or value."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
 
 from cpinspect.attach.discovery import find_agent
@@ -13,6 +16,7 @@ from cpinspect.sources.agent import AgentSource
 from cpinspect.sources.live import AgentSession
 from cpinspect.tui.app import InspectorApp
 from cpinspect.tui.widgets.sessions_panel import SessionsPanel
+from tests.helpers import run_cli, spawn_ready
 from tests.integration.test_sessions_cli import Contended
 from tests.integration.test_sessions_cli import contended as _contended
 
@@ -84,3 +88,35 @@ async def test_the_panel_names_the_holder_and_both_waiters_and_jumps(
         thread = app.threads_panel.selected_thread
         assert thread is not None and thread.request is not None
         assert thread.request.path == "/slow"
+
+
+async def test_a_stale_lock_finding_reads_info_with_the_info_glyph(tmp_path: Path) -> None:
+    # GIVEN file sessions whose one .lock file a process that is gone wrote (as after a restart)
+    store = tmp_path / "store"
+    store.mkdir()
+    args = ["-m", "tests.apps.sessions_app", "file", "--path", str(store)]
+    with spawn_ready(args, tmp_path / "sessions.log", "file sessions") as m:
+        port, pid = int(m.group(1)), int(m.group(2))
+        r = httpx.get("http://127.0.0.1:%d/login" % port, params={"user": "a", "secret": "s"})
+        sid = str(r.cookies["session_id"])
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        (store / ("session-%s.lock" % sid)).write_text("%d\n" % gone.pid)
+        # WHEN `cpinspect sessions` prints the diagnosis
+        out = run_cli("sessions", str(pid))
+        assert out.returncode == 0, out.stderr
+        # THEN its line carries the info glyph with the INFO label (it read "INFO" alone)
+        (line,) = [ln for ln in out.stdout.splitlines() if "stale lock file" in ln]
+        assert line.startswith("  ℹ INFO      app '/': stale lock file of session "), line
+        # WHEN the Sessions tab shows the same store
+        source = AgentSource(find_agent(pid).connect_path)
+        app = InspectorApp(AgentSession(source, source.info(), pid=pid), interval=0.5)
+        async with app.run_test(size=(150, 45)) as pilot:
+            await first_data(pilot)
+            await pilot.press("3")
+            panel = app.query_one(SessionsPanel)
+            await wait_until(pilot, lambda: "stale lock" in panel.status_text, what="the finding")
+            # THEN the glyph and the label agree there too (it read "⚠ INFO")
+            (shown,) = [ln for ln in panel.status_text.splitlines() if "stale lock" in ln]
+            assert shown.startswith("ℹ INFO      app '/': stale lock file of session "), shown
+            assert "⚠" not in panel.status_text

@@ -72,7 +72,8 @@ def test_roles_from_names_and_stacks_on_311():
         n for n in roles if n.startswith("CP Server Thread-")
     ]
     assert len(snap.workers) == 7
-    assert roles["Thread-10 (_serve_unservicable)"] is Role.ACCEPTOR
+    # (cheroot's thread that answers 503 to what the full queue cannot take: not an acceptor)
+    assert roles["Thread-10 (_serve_unservicable)"] is Role.OVERFLOW
     assert roles["HTTPServer Thread-2 (_start_http_thread)"] is Role.ACCEPTOR
     assert roles["Autoreloader"] is Role.PLUGIN
     assert roles["MainThread"] is Role.MAIN
@@ -84,12 +85,12 @@ def test_roles_from_names_and_stacks_on_311():
     }
 
 
-def test_acceptor_found_by_its_stack_when_the_name_does_not_say_it():
+def test_overflow_thread_found_by_its_stack_when_the_name_does_not_say_it():
     # GIVEN Python 3.8, where the unservicable-connection thread is just "Thread-9"
     snap = snapshot("pyspy_cherrypy_38.json")
-    # THEN its stack (_serve_unservicable) makes it an acceptor, not "other"
+    # THEN its stack (_serve_unservicable) makes it the overflow (503) thread, not "other"
     roles = {t.name: t.role for t in snap.threads}
-    assert roles["Thread-9"] is Role.ACCEPTOR
+    assert roles["Thread-9"] is Role.OVERFLOW
     assert roles["HTTPServer Thread-1"] is Role.ACCEPTOR
     assert roles["MainThread"] is Role.MAIN
     assert len(snap.workers) == 7

@@ -160,6 +160,25 @@ def test_methods_a_dispatcher_reaches_are_internal(
 
 
 @pytest.mark.parametrize(
+    "path, url",
+    [
+        ("/prefixed/api_ping", "/prefixed/api/ping"),  # the name without its prefix
+        ("/formatted/cmd_go", "/formatted/run/go"),
+        ("/fstring/op_x", "/fstring/op/x"),
+        ("/tabled/do_a", "/tabled/call/a"),  # the table's key
+        ("/tabled/do_b", None),  # a list has no key: the URL is not known
+        ("/withdefault/page", None),  # the default receives it at its own path
+    ],
+)
+def test_an_internal_method_says_the_path_that_reaches_it(
+    nodes: Dict[str, Dict[str, Any]], path: str, url: Any
+) -> None:
+    # GIVEN a method a dispatcher reaches WHEN the tree is walked
+    # THEN it names the path a request takes to it (its own path is a 404: not exposed)
+    assert nodes[path]["reached_at"] == url
+
+
+@pytest.mark.parametrize(
     "path",
     [
         "/prefixed/helper",  # "api_" is not its prefix
@@ -203,9 +222,21 @@ def test_name_prefix(const: str, prefix: Any) -> None:
 
 
 def test_kinds_as_the_inspector_says_them() -> None:
-    internal = RouteNode("/api_x", "api_x", "internal", reached_via="shop.app.Root.api")
+    internal = RouteNode(
+        "/api_x", "api_x", "internal", reached_via="shop.app.Root.api", reached_at="/api/x"
+    )
     unexposed = RouteNode("/summary", "summary", "unexposed")
-    assert route_kind_text(internal) == "internal (reached through Root.api)"
+    assert route_kind_text(internal) == "internal (reached as /api/x through Root.api)"
+    # without the path (a list of methods, an older agent): not at its own path, which 404s
+    assert (
+        route_kind_text(RouteNode("/api_y", "api_y", "internal", reached_via="m.Root.api"))
+        == "internal (reached through Root.api, not at its own path)"
+    )
+    # an exposed default receives the request at the method's own path
+    assert (
+        route_kind_text(RouteNode("/page", "page", "internal", reached_via="m.Root.default"))
+        == "internal (reached through Root.default)"
+    )
     assert route_kind_text(RouteNode("/y", "y", "internal")) == "internal"
     assert route_kind_text(unexposed) == "not exposed"
     assert route_kind_text(RouteNode("/i", "i", "index", exposed=True)) == "index"
@@ -220,7 +251,7 @@ def test_kinds_as_the_inspector_says_them() -> None:
     )
     assert app_counts(app) == "4 nodes: 1 exposed, 1 internal, 1 not exposed · 0 warnings"
     text = routes_cli.render(RoutesSnapshot(taken_at=0.0, apps=(app,)))
-    assert "/api_x                         internal (reached through Root.api)" in text
+    assert "/api_x                         internal (reached as /api/x through Root.api)" in text
     assert "/summary                       not exposed" in text
     assert "⚠" not in text
 
@@ -234,6 +265,12 @@ def test_the_reader_takes_reached_via_and_drops_an_older_agents_not_exposed_warn
                 "nodes": [
                     {"path": "/a", "kind": "unexposed", "warnings": ["would 404: not exposed"]},
                     {"path": "/b", "kind": "internal", "reached_via": "m.R.api", "warnings": []},
+                    {
+                        "path": "/c",
+                        "kind": "internal",
+                        "reached_via": "m.R.api",
+                        "reached_at": "/api/c",
+                    },
                 ],
             }
         ]
@@ -241,7 +278,8 @@ def test_the_reader_takes_reached_via_and_drops_an_older_agents_not_exposed_warn
     (app,) = routes_from_json(payload).apps
     # THEN the false alarm is gone, the kind still says it
     assert app.nodes[0].warnings == () and route_kind_text(app.nodes[0]) == "not exposed"
-    assert app.nodes[1].reached_via == "m.R.api"
+    assert app.nodes[1].reached_via == "m.R.api" and app.nodes[1].reached_at is None
+    assert app.nodes[2].reached_at == "/api/c"
 
 
 def test_the_verdict_names_who_decides_and_claims_no_status() -> None:

@@ -16,6 +16,7 @@ from cpinspect.formatting import (
     resolution_lines,
     route_children,
     route_node_details,
+    static_contents,
     tools_in_effect,
     warnings_below,
 )
@@ -133,8 +134,28 @@ def test_node_details_include_the_static_mount_in_effect():
     assert rows["static"] == "staticdir /admin → /srv/x (not checked)"
     # AND a name with an underscore is also reached with punctuation in its place
     assert "also" not in rows
-    feed = dict(route_node_details(APP, RouteNode("/feed_xml", "feed_xml", "handler")))
+    feed = dict(
+        route_node_details(APP, RouteNode("/feed_xml", "feed_xml", "handler", exposed=True))
+    )
     assert feed["also"].startswith("/shop/feed.xml  (CherryPy reads . -")
+    # AND not for an unexposed method (/api.adduser is a 404 like /api_adduser)
+    internal = RouteNode("/api_adduser", "api_adduser", "internal", reached_via="m.Root.api")
+    assert "also" not in dict(route_node_details(APP, internal))
+
+
+def test_static_contents_counts_files_and_directories_apart():
+    assert static_contents(StaticMount("/m", "staticdir", file_count=0, dir_count=1)) == (
+        "1 directory"
+    )
+    assert static_contents(StaticMount("/r", "staticdir", file_count=3, dir_count=2)) == (
+        "3 files, 2 directories"
+    )
+    assert static_contents(StaticMount("/e", "staticdir", file_count=0, dir_count=0)) == "0 files"
+    capped = StaticMount("/c", "staticdir", file_count=600, dir_count=400, file_count_capped=True)
+    assert static_contents(capped) == "1,000+ entries"
+    # an older agent counted every entry as a file: said as entries, not files
+    assert static_contents(StaticMount("/o", "staticdir", file_count=1)) == "1 entry"
+    assert static_contents(StaticMount("/f", "staticfile")) == ""
 
 
 def test_resolution_lines_for_a_static_file():

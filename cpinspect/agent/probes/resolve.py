@@ -279,13 +279,14 @@ def resolve_here(raw: str, method: str, host: str) -> Dict[str, Any]:
     app = cherrypy.tree.apps[sn]
     out["app"] = sn
     if not isinstance(app, cherrypy.Application):
-        steps.append("script name %r: a grafted WSGI app (%s)" % (sn, qualname_of(app)))
+        steps.append("app %r: a grafted WSGI app (%s)" % (sn or "/", qualname_of(app)))
         out["verdict"] = _verdict(
             "wsgi", None, "handled by a grafted WSGI app: %s" % qualname_of(app)
         )
         return out
     path_info = path[len(sn.rstrip("/")) :]
-    steps.append("app %r (root %s), path_info %r" % (sn, qualname_of(app.root), path_info))
+    # The root app's script_name is '': shown as '/', the spelling every screen uses.
+    steps.append("app %r (root %s), path_info %r" % (sn or "/", qualname_of(app.root), path_info))
 
     req = app.request_class(
         httputil.Host("127.0.0.1", 80, ""), httputil.Host("127.0.0.1", 0, ""), "http", "HTTP/1.1"
@@ -338,9 +339,16 @@ def resolve_here(raw: str, method: str, host: str) -> Dict[str, Any]:
         )
         verdict = _after_dispatch(req, handler, config, path_info, qs, sn, steps, query_keys)
         verdict["tools"] = tools
+        # A tool that answers at before_handler (a static file, a trailing-slash redirect)
+        # leaves request.handler None: the handler the dispatcher found never runs.
+        answered_first = verdict.pop("_answered_first", False)
         guards = guarding_tools(app, config, steps)
         decide(verdict, guards, handler)
-        if isinstance(handler, _cpdispatch.LateParamPageHandler) and verdict["handler"] is None:
+        if (
+            isinstance(handler, _cpdispatch.LateParamPageHandler)
+            and verdict["handler"] is None
+            and not answered_first
+        ):
             verdict["handler"] = _handler_info(handler)
         out["verdict"] = verdict
         return out
@@ -403,11 +411,13 @@ def _after_dispatch(
             steps.append("%s raised ValueError: %s ✗" % (tool, exc))
             v = _verdict("error", 500, "%s is misconfigured: %s" % (tool, exc))
             v["_at"] = 50  # the static tools' priority at before_handler
+            v["_answered_first"] = True
             return v
         except cherrypy.HTTPError as exc:
             steps.append("%s refused the path: HTTP %s ✗" % (tool, exc.status))
             v = _verdict("error", int(exc.status), "%s refused the path" % tool)
             v["_at"] = 50
+            v["_answered_first"] = True
             return v
         if static is not None:
             break
@@ -426,10 +436,14 @@ def _after_dispatch(
             v = _verdict("redirect", status, "trailing slash")
             v["location"] = redact_target(location + ("?" + qs if qs else ""))
             v["_at"] = 60  # tools.trailing_slash's priority at before_handler
+            v["_answered_first"] = True
+            _not_called(handler, "tools.trailing_slash redirects first", steps)
             return v
     if static is not None:
         v = _verdict("static", 200, "served by tools.%s" % static["tool"])
         v["static"] = static
+        v["_answered_first"] = True
+        _not_called(handler, "tools.%s answers first" % static["tool"], steps)
         return v
     if isinstance(handler, cherrypy.HTTPError):
         status = int(handler.status)
@@ -467,6 +481,22 @@ def _after_dispatch(
     except Exception as exc:  # noqa: BLE001 - a callable inspect cannot read
         steps.append("signature not checked: %s" % exc)
     return _verdict("handler", 200, "the handler would be called")
+
+
+def _not_called(handler: Any, why: str, steps: List[str]) -> None:
+    """Say that the handler the dispatcher found is not called (a tool answered before it)."""
+    from cherrypy import _cpdispatch
+
+    if not isinstance(handler, _cpdispatch.LateParamPageHandler):
+        return
+    tool_handler = static_handler_args(handler.callable)
+    if tool_handler is not None:
+        tool, kwargs = tool_handler
+        target = kwargs.get("filename") if tool == "staticfile" else kwargs.get("dir")
+        name = "a tools.%s.handler(%s)" % (tool, short_repr(target))
+    else:
+        name = qualname_of(handler.callable)
+    steps.append("the handler found, %s, is never called: %s" % (name, why))
 
 
 def _static(
@@ -594,6 +624,13 @@ def explain_walk(
                 steps.append(
                     "%s.%s not found: %s takes the remaining path (run by CherryPy)"
                     % (trail, shown, what)
+                )
+            elif trail != "root" and callable(node) and is_exposed(node):
+                # CherryPy's Dispatcher stops at the last exposed callable on the way and
+                # hands it the rest of the path as positional arguments (the vpath).
+                steps.append(
+                    "%s has no %s: %r and what follows are passed to %s as arguments"
+                    % (trail, name, seg, trail)
                 )
             else:
                 steps.append(

@@ -351,6 +351,7 @@ def _node(path: str, name: str, kind: str, value: Any) -> Dict[str, Any]:
         "config": {},
         "warnings": [],
         "reached_via": None,
+        "reached_at": None,
     }
 
 
@@ -521,25 +522,45 @@ def takes_names(func: Any) -> bool:
     return bool(code.co_argcount + code.co_kwonlyargcount >= 2)
 
 
-def table_functions(obj: Any, attr: str) -> Set[int]:
-    """Ids of the functions a dispatch table on ``obj`` holds: a plain dict (its values), list
-    or tuple of the object's bound methods or of functions. Builtin containers only (iterating
-    them runs no user code); other values give nothing."""
+def table_functions(obj: Any, attr: str) -> Dict[int, Optional[str]]:
+    """The functions a dispatch table on ``obj`` holds, by id, each with its key: a plain dict
+    (its values, keyed by a ``str`` key), list or tuple (no key) of the object's bound methods
+    or of functions. Builtin containers only (iterating them runs no user code); other values
+    give nothing."""
     table = static_attr(obj, attr)
     if type(table) is dict:
-        items: Any = list(dict.values(table))[:MAX_TABLE_ITEMS]
+        items: Any = list(dict.items(table))[:MAX_TABLE_ITEMS]
     elif type(table) in (list, tuple):
-        items = list(table)[:MAX_TABLE_ITEMS]
+        items = [(None, item) for item in list(table)[:MAX_TABLE_ITEMS]]
     else:
-        return set()
-    out: Set[int] = set()
-    for item in items:
+        return {}
+    out: Dict[int, Optional[str]] = {}
+    for key, item in items:
+        name = key if type(key) is str else None
         if type(item) is types.MethodType:
             if item.__self__ is obj:
-                out.add(id(item.__func__))
+                out.setdefault(id(item.__func__), name)
         elif type(item) is types.FunctionType:
-            out.add(id(item))
+            out.setdefault(id(item), name)
     return out
+
+
+def takes_segment(func: Any) -> bool:
+    """Whether a dispatching method receives the next path segment: it has ``*args`` or a
+    positional parameter besides ``self`` (CherryPy passes the rest of the path as positional
+    arguments); with only ``**kwargs`` the name comes from the query string."""
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return False
+    return bool(code.co_flags & inspect.CO_VARARGS or code.co_argcount >= 2)
+
+
+def reached_at(dispatcher_path: str, key: Optional[str]) -> Optional[str]:
+    """``/api/adduser``: the path (under the app) that reaches an internal method whose
+    dispatcher at ``dispatcher_path`` takes the name ``key`` from the next path segment."""
+    if not key or "/" in key or key in (".", ".."):
+        return None
+    return dispatcher_path.rstrip("/") + "/" + key
 
 
 def mark_internal(obj: Any, funcs: List[Tuple[Dict[str, Any], Any]], by_method: bool) -> None:
@@ -562,12 +583,14 @@ def mark_internal(obj: Any, funcs: List[Tuple[Dict[str, Any], Any]], by_method: 
         prefixes: List[str] = []
         if "getattr" in names:
             prefixes = sorted({p for p in map(name_prefix, consts) if p is not None})
-        tables: Set[int] = set()
+        tables: Dict[int, Optional[str]] = {}
         for attr in sorted(names):
             if not attr.startswith("__"):
-                tables |= table_functions(obj, attr)
+                for fid, key in table_functions(obj, attr).items():
+                    if tables.get(fid) is None:
+                        tables[fid] = key
         if prefixes or tables:
-            dispatchers.append((node, prefixes, tables))
+            dispatchers.append((node, prefixes, tables, takes_segment(func)))
     default = None
     if not by_method:
         default = next(
@@ -575,9 +598,17 @@ def mark_internal(obj: Any, funcs: List[Tuple[Dict[str, Any], Any]], by_method: 
         )
     for node, func in unexposed:
         via = None
-        for dnode, prefixes, tables in dispatchers:
-            if id(func) in tables or any(node["name"].startswith(p) for p in prefixes):
+        for dnode, prefixes, tables, segment in dispatchers:
+            prefix = next((p for p in prefixes if node["name"].startswith(p)), None)
+            if id(func) in tables or prefix is not None:
                 via = dnode
+                # The URL a request takes: the table's key, or the name without its prefix,
+                # as the next path segment after the dispatcher (when it takes one).
+                key = tables.get(id(func)) if id(func) in tables else None
+                if key is None and prefix is not None:
+                    key = node["name"][len(prefix) :]
+                if segment:
+                    node["reached_at"] = reached_at(dnode["path"], key)
                 break
         if via is None:
             via = default
@@ -732,6 +763,7 @@ def _mount(
         "readable": None,
         "is_dir": None,
         "file_count": None,
+        "dir_count": None,
         "file_count_capped": False,
         "warnings": warnings,
     }
@@ -758,18 +790,28 @@ def check_mount(mount: Dict[str, Any]) -> None:
     if mount["kind"] == "staticfile" and is_dir:
         mount["warnings"].append("a directory, not a file: CherryPy answers 404")
     if is_dir and readable:
-        count = 0
+        # The top level only (bounded): files and subdirectories apart, as a music library
+        # of one folder per artist holds no file at its top.
+        files = dirs = 0
         try:
             with os.scandir(path) as it:
-                for _entry in it:
-                    count += 1
-                    if count >= FILE_COUNT_CAP:
+                for entry in it:
+                    try:
+                        is_subdir = entry.is_dir()
+                    except OSError:
+                        is_subdir = False
+                    if is_subdir:
+                        dirs += 1
+                    else:
+                        files += 1
+                    if files + dirs >= FILE_COUNT_CAP:
                         mount["file_count_capped"] = True
                         break
         except OSError as exc:
             mount["warnings"].append("cannot list: %s" % exc)
             return
-        mount["file_count"] = count
+        mount["file_count"] = files
+        mount["dir_count"] = dirs
 
 
 def run_bounded(
@@ -817,7 +859,7 @@ class RoutesProbe:
             try:
                 entry = self._app(script_name, app, budget)
             except Exception as exc:  # noqa: BLE001
-                errors.append("app %r: %s: %s" % (script_name, type(exc).__name__, exc))
+                errors.append("app %r: %s: %s" % (script_name or "/", type(exc).__name__, exc))
                 continue
             truncated = truncated or bool(entry.get("truncated"))
             apps.append(entry)

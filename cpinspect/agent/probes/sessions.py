@@ -1502,7 +1502,7 @@ class SessionsProbe:
             try:
                 app_out, timed_out = self._app(entry, params, locks, now)
             except Exception as exc:  # noqa: BLE001
-                errors.append("app %r: %s: %s" % (entry["app"], type(exc).__name__, exc))
+                errors.append("app %r: %s: %s" % (entry["app"] or "/", type(exc).__name__, exc))
                 continue
             out_apps.append(app_out)
             if timed_out:

@@ -26,7 +26,9 @@ from .servers import finite, format_bind, pool_of, running_servers
 _READING_STAGES = {"before_request_body"}
 _WRITING_STAGES = {"on_end_resource", "on_end_request", "close"}
 
-_ACCEPTOR_TARGETS = {"_start_http_thread", "_serve_unservicable"}
+_ACCEPTOR_TARGETS = {"_start_http_thread"}
+_OVERFLOW_TARGET = "_serve_unservicable"
+"""cheroot's thread that answers 503 to the connections the full worker queue cannot take."""
 
 
 def _thread_clock(native_id: int) -> int:
@@ -955,9 +957,11 @@ def _role(
     if name.startswith("cpinspect-"):
         return "agent"
     target = getattr(getattr(t, "_target", None), "__name__", "")
+    if target == _OVERFLOW_TARGET or _OVERFLOW_TARGET in name:
+        return "overflow"
     if name.startswith("HTTPServer ") or target in _ACCEPTOR_TARGETS:
         return "acceptor"
-    if "_serve_unservicable" in name or "_start_http_thread" in name:
+    if "_start_http_thread" in name:
         return "acceptor"
     try:
         from cherrypy.process.plugins import BackgroundTask

@@ -411,7 +411,7 @@ class RoutesPanel(Vertical):
             rows = route_node_details(item.app, item.node, global_tools)
             warnings = item.node.warnings
         elif item.mount is not None:
-            rows = static_mount_details(item.mount)
+            rows = static_mount_details(item.mount, item.app)
             warnings = item.mount.warnings
         elif item.entry is not None:
             entry = item.entry

@@ -35,7 +35,7 @@ from cpinspect.formatting import (
     session_settings_rows,
     sessions_summary_lines,
 )
-from cpinspect.model import AppSessions, Finding, SessionInfo, SessionsSnapshot
+from cpinspect.model import AppSessions, Finding, FindingSeverity, SessionInfo, SessionsSnapshot
 from cpinspect.tui.messages import PartWanted, ShowThread
 from cpinspect.tui.screens.confirm import ConfirmScreen
 from cpinspect.tui.store import Part, Store
@@ -44,6 +44,11 @@ PART = "sessions"
 """The store part this panel shows."""
 PAGE = 50
 """Sessions per page (the agent's default; its maximum is 500)."""
+_SEVERITY_STYLES: Dict[FindingSeverity, str] = {
+    FindingSeverity.CRITICAL: "error",
+    FindingSeverity.WARNING: "warning",
+}
+"""The colour a finding's line takes (an info line takes none); its glyph says it without."""
 
 
 class SessionsTable(DataTable[Text]):
@@ -265,8 +270,10 @@ class SessionsPanel(Vertical):
                     text.append("\n" + line, self._style("error") if bad else "")
                 mine = [f for f in self.findings if _app_of(f) == app.app]
                 for finding in mine:
+                    # Its glyph and its label come together (finding_headline).
                     lines = finding_lines(finding)
-                    text.append("\n⚠ " + lines[0].strip(), self._style("warning"))
+                    style = _SEVERITY_STYLES.get(finding.severity)
+                    text.append("\n" + lines[0].strip(), self._style(style) if style else "")
                     for more in lines[1:]:
                         text.append("\n  " + more.strip(), self._style("muted"))
             for error in sessions.errors:

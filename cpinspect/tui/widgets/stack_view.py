@@ -258,8 +258,8 @@ class StackView(Static):
             if request.stage:
                 handler += f"  stage {request.stage}"
             self._field(text, "handler", handler)
-            if request.app:
-                self._field(text, "app", request.app)
+            if request.app is not None:
+                self._field(text, "app", request.app or "/")
         for line in lock_lines(thread):
             self._field(text, "lock", line, "bold")
         ids = f"{thread.role.value}  ident {thread.ident}"
