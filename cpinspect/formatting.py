@@ -105,6 +105,10 @@ class ThreadView(str, enum.Enum):
 # --- durations ---------------------------------------------------------------------------------
 
 
+AT_LEAST = "≥"
+"""Before a duration that is a lower bound (``format_elapsed``)."""
+
+
 def format_duration(seconds: Optional[float]) -> str:
     """A short human duration: ``0.4 s``, ``48.2 s``, ``3 m 12 s``, ``2 h 5 m``, ``3 d 4 h``.
 
@@ -347,10 +351,20 @@ def thread_request_text(thread: ThreadInfo) -> str:
     return request_line(request)
 
 
+def format_elapsed(thread: ThreadInfo) -> str:
+    """How long the thread's request has run: ``12.0 s``, or ``≥12.0 s`` when that is only a
+    lower bound (py-spy found it running at its first look: ``RequestInfo.started_before``)."""
+    text = format_duration(thread.elapsed)
+    request = thread.request
+    if request is not None and request.started_before and thread.elapsed is not None:
+        return AT_LEAST + text
+    return text
+
+
 def thread_elapsed_text(thread: ThreadInfo) -> str:
     """The elapsed cell: how long the request has run, for a thread serving one."""
     show_elapsed = thread.busy or thread.phase in (Phase.READING, Phase.WRITING)
-    return format_duration(thread.elapsed) if show_elapsed else ""
+    return format_elapsed(thread) if show_elapsed else ""
 
 
 def thread_row(thread: ThreadInfo) -> ThreadRow:
@@ -443,7 +457,7 @@ def _thread_header(thread: ThreadInfo) -> str:
     details = [thread.role.value]
     if thread.role is Role.WORKER or thread.busy:
         if thread.busy:
-            details.append(f"busy {format_duration(thread.elapsed)}")
+            details.append(f"busy {format_elapsed(thread)}")
         else:
             details.append("idle")
         if thread.phase not in (Phase.IDLE, Phase.UNKNOWN):
@@ -721,7 +735,7 @@ def _request_words(thread: ThreadInfo) -> str:
 
 def _report_thread_line(thread: ThreadInfo, width: int, gil_holder: Optional[int]) -> str:
     """One busy thread of a group: name, elapsed, request joined to it, GIL mark."""
-    line = f"  {thread.name.ljust(width)}  {format_duration(thread.elapsed):>8}  "
+    line = f"  {thread.name.ljust(width)}  {format_elapsed(thread):>8}  "
     line += _request_words(thread)
     if _holds_gil(thread, gil_holder):
         line += f"  {GIL_MARK}"
@@ -1031,7 +1045,7 @@ def _report_sessions(snap: Snapshot) -> List[str]:
 
 def _change_line(thread: ThreadInfo, width: int) -> str:
     """``CP Server Thread-3  12.0 s  GET /r → Root.r  at db.py:41 fetch_all``."""
-    elapsed = f"  {format_duration(thread.elapsed):>8}" if thread.busy else ""
+    elapsed = f"  {format_elapsed(thread):>8}" if thread.busy else ""
     return f"  {thread.name.ljust(width)}{elapsed}  {_request_words(thread)}  {_where(thread)}"
 
 

@@ -147,6 +147,10 @@ class RequestInfo:
     """Script name of the mounted application (``''`` for the root app)."""
     source: str = "hook"
     """How the agent found the request: ``hook``, ``frame`` (frame walk) or ``cheroot``."""
+    started_before: bool = False
+    """``started_at`` is when py-spy first saw the request, in the first reading it took: the
+    request was running already and began earlier, by how much nobody knows (an inspector
+    attached to an interpreter stuck before it came). Its elapsed time is a lower bound."""
 
     @property
     def target(self) -> str:

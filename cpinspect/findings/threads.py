@@ -734,7 +734,13 @@ def interpreter_stuck(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[F
     if known is not None and known is not holder:
         details.append("the request is the last one the agent saw on this thread")
     if holder.elapsed is not None:
-        details.append("running for %s" % seconds(holder.elapsed))
+        if holder.request is not None and holder.request.started_before:
+            details.append(
+                "running for at least %s (it ran already when py-spy first looked)"
+                % seconds(holder.elapsed)
+            )
+        else:
+            details.append("running for %s" % seconds(holder.elapsed))
     evidence = [thread_evidence(holder, inner, request)]
     if snapshot.pid is not None:
         evidence.append(Evidence("process", str(snapshot.pid), "pid %d" % snapshot.pid))

@@ -450,6 +450,10 @@ class FirstSeen:
     def __init__(self) -> None:
         self._seen: Dict[Tuple[int, str], float] = {}
         self._lock = threading.Lock()
+        self.first_look: Optional[float] = None
+        """The time of the first update: a key first seen then was running before it (its
+        start is unknown, not that time); a key first seen later began since the update
+        before it."""
 
     def update(
         self, observed: Iterable[Tuple[int, str]], now: float
@@ -457,6 +461,8 @@ class FirstSeen:
         """Record this dump's keys; forget the others; return each observed key's first time."""
         keys = set(observed)
         with self._lock:
+            if self.first_look is None:
+                self.first_look = now
             for key in list(self._seen):
                 if key not in keys:
                     del self._seen[key]
@@ -975,6 +981,9 @@ def _times(
                 started_at=since,
                 handler=handler.display_name if handler is not None else None,
                 source="py-spy",
+                started_before=since is not None
+                and first_seen is not None
+                and since == first_seen.first_look,
             )
         cpu = cpus.get(thread.native_id) if thread.native_id else None
         if (

@@ -78,6 +78,8 @@ def test_open_session_on_a_stuck_interpreter_answers_from_py_spy_then_the_agent(
         assert "interpreter may be stuck (GIL held by thread %s)" % holder.name in first.message
         # with the request read from py-spy's locals, and the process named for the header
         assert holder.request is not None and holder.request.path == "/regex"
+        # it ran before py-spy's first look: its start is not known, its elapsed is a bound
+        assert holder.request.started_before
         assert first.info is not None and first.info.pid == target.pid
         assert first.stale == ()  # nothing older is shown: there was nothing before
 
@@ -122,6 +124,8 @@ async def test_the_tui_on_a_stuck_interpreter_shows_the_banner_and_the_holder_fi
         # AND the holder's row leads the threads table, marked in words
         assert names(app)[0] == m.group(1)
         assert "GIL" in column(app, "state")[0]
+        # AND its elapsed time reads as the lower bound it is (it ran before the first look)
+        assert column(app, "elapsed")[0].strip().startswith("≥"), column(app, "elapsed")[0]
     opened.session.close()
 
 

@@ -26,7 +26,8 @@ from cpinspect.errors import (
     PySpyFailed,
     UnsupportedPython,
 )
-from cpinspect.model import Phase, Role, ThreadInfo, ThreadsSnapshot
+from cpinspect.formatting import format_elapsed, thread_elapsed_text
+from cpinspect.model import Phase, Role, ThreadInfo, ThreadsSnapshot, evolve
 from cpinspect.sources.pyspy import (
     POOLS_NOTE,
     FirstSeen,
@@ -232,6 +233,26 @@ def test_a_new_request_on_the_same_thread_restarts_the_clock_and_old_entries_are
     # AND a dump where everyone is idle empties the map
     threads_from_dump([], 120.0, seen)
     assert len(seen) == 0
+
+
+def test_a_request_running_at_the_first_look_has_a_lower_bound_not_a_start():
+    # GIVEN a first reading (the inspector attached while these requests ran) and a later
+    # one where the blocked worker holds a new request
+    dump = load("pyspy_cherrypy_311_locals.json")
+    seen = FirstSeen()
+    first = threads_from_dump(dump, 100.0, seen)
+    changed = json.loads(json.dumps(dump).replace("<Request at 0x", "<Request at 0x1"))
+    later = threads_from_dump(changed, 104.0, seen)
+    # THEN the first reading's requests began before 100.0: their elapsed is a lower bound
+    request = worker_in(first, "block").request
+    assert request is not None and request.started_before and request.started_at == 100.0
+    blocked = worker_in(later, "block")
+    # AND a request first seen by a later reading began since the reading before: no bound
+    assert blocked.request is not None and blocked.request.started_before is False
+    # AND the texts say which is which
+    assert format_elapsed(blocked) == "0.0 s"
+    assert format_elapsed(worker_in(first, "block")) == "≥0.0 s"
+    assert thread_elapsed_text(evolve(worker_in(first, "block"), elapsed=12.0)) == "≥12.0 s"
 
 
 def test_snapshot_says_pool_numbers_need_the_agent():

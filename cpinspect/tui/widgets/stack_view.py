@@ -26,6 +26,7 @@ from cpinspect.formatting import (
     StackGroup,
     format_clock,
     format_duration,
+    format_elapsed,
     frame_kind,
     frame_location,
     lock_lines,
@@ -251,7 +252,13 @@ class StackView(Static):
                 text, "client", (request.client or "—") + (f"  (peer {peer})" if peer else "")
             )
             started = format_clock(request.started_at)
-            if thread.elapsed is not None:
+            if request.started_before:
+                # py-spy's first look found it running: that is all that is known of its start.
+                started = "before %s  (running at py-spy's first look" % started
+                if thread.elapsed is not None:
+                    started += f": {format_elapsed(thread)}"
+                started += ")"
+            elif thread.elapsed is not None:
                 started += f"  ({format_duration(thread.elapsed)} ago)"
             self._field(text, "started", started)
             handler = request.handler or "— (not dispatched yet)"
