@@ -61,7 +61,8 @@ def thread_evidence(
     elif thread.busy:
         parts.append("(request unknown)")
     if thread.elapsed is not None:
-        parts.append(seconds(thread.elapsed))
+        bound = request is not None and request.started_before
+        parts.append(("≥" if bound else "") + seconds(thread.elapsed))
     where = frame_words(frame if frame is not None else thread.top_app_frame or _first(thread))
     if where:
         parts.append(where)

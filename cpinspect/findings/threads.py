@@ -735,10 +735,13 @@ def interpreter_stuck(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[F
         details.append("the request is the last one the agent saw on this thread")
     if holder.elapsed is not None:
         if holder.request is not None and holder.request.started_before:
-            details.append(
-                "running for at least %s (it ran already when py-spy first looked)"
-                % seconds(holder.elapsed)
-            )
+            if holder.elapsed >= 0.1:
+                details.append(
+                    "running for at least %s (it ran already when py-spy first looked)"
+                    % seconds(holder.elapsed)
+                )
+            else:  # one reading (a dump): nothing is known of how long
+                details.append("it ran already when py-spy looked; since when is not known")
         else:
             details.append("running for %s" % seconds(holder.elapsed))
     evidence = [thread_evidence(holder, inner, request)]

@@ -89,7 +89,7 @@ def test_open_session_on_a_stuck_interpreter_answers_from_py_spy_then_the_agent(
             u = session.poll()
             return u if u.effective_threads_source is SourceKind.AGENT else None
 
-        back = wait_for(agent_again, timeout=40, interval=0.2, what="the agent answering")
+        back = wait_for(agent_again, timeout=300, interval=0.2, what="the agent answering")
         assert isinstance(back, Update)
         assert back.state is LinkState.RECONNECTED and "answering again" in back.message
         assert back.info is not None and back.info.schema > 0  # the agent's own info now
