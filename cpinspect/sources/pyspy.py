@@ -33,7 +33,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from cpinspect.agent.procfs import CLK_TCK, task_cpu_time
 from cpinspect.agent.redact import is_sensitive, redact_query
@@ -438,6 +438,12 @@ def _connection_key(raw_frames: Sequence[Dict[str, Any]]) -> Optional[str]:
     return None
 
 
+LOOK_GAP = 5.0
+"""Seconds between two py-spy readings with requests past which the later one is a first look
+again (py-spy stood in for the agent, the agent answered for a while, now py-spy again): what
+it finds running may have begun any time in the gap."""
+
+
 class FirstSeen:
     """When each in-flight request was first seen: py-spy has no start times, so elapsed times
     are measured from the first dump that showed the request (a lower bound).
@@ -450,10 +456,11 @@ class FirstSeen:
     def __init__(self) -> None:
         self._seen: Dict[Tuple[int, str], float] = {}
         self._lock = threading.Lock()
-        self.first_look: Optional[float] = None
-        """The time of the first update: a key first seen then was running before it (its
-        start is unknown, not that time); a key first seen later began since the update
-        before it."""
+        self._last: Optional[float] = None
+        self._before: Set[Tuple[int, str]] = set()
+        """Keys first seen by a first look (the first update, or one after a gap of more than
+        ``LOOK_GAP``): those requests were running already and began earlier, nobody knows
+        when. A key first seen by any other update began since the update before it."""
 
     def update(
         self, observed: Iterable[Tuple[int, str]], now: float
@@ -461,14 +468,22 @@ class FirstSeen:
         """Record this dump's keys; forget the others; return each observed key's first time."""
         keys = set(observed)
         with self._lock:
-            if self.first_look is None:
-                self.first_look = now
+            first_look = self._last is None or now - self._last > LOOK_GAP
+            self._last = now
             for key in list(self._seen):
                 if key not in keys:
                     del self._seen[key]
+                    self._before.discard(key)
             for key in keys:
-                self._seen.setdefault(key, now)
+                if key not in self._seen:
+                    self._seen[key] = now
+                    if first_look:
+                        self._before.add(key)
             return dict(self._seen)
+
+    def ran_before(self, key: Tuple[int, str]) -> bool:
+        """Whether ``key``'s request was running already when first seen (see ``_before``)."""
+        return key in self._before
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -981,9 +996,9 @@ def _times(
                 started_at=since,
                 handler=handler.display_name if handler is not None else None,
                 source="py-spy",
-                started_before=since is not None
-                and first_seen is not None
-                and since == first_seen.first_look,
+                started_before=(
+                    first_seen is not None and p.key is not None and first_seen.ran_before(p.key)
+                ),
             )
         cpu = cpus.get(thread.native_id) if thread.native_id else None
         if (

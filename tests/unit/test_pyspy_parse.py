@@ -29,6 +29,7 @@ from cpinspect.errors import (
 from cpinspect.formatting import format_elapsed, thread_elapsed_text
 from cpinspect.model import Phase, Role, ThreadInfo, ThreadsSnapshot, evolve
 from cpinspect.sources.pyspy import (
+    LOOK_GAP,
     POOLS_NOTE,
     FirstSeen,
     error_from_pyspy,
@@ -253,6 +254,21 @@ def test_a_request_running_at_the_first_look_has_a_lower_bound_not_a_start():
     assert format_elapsed(blocked) == "0.0 s"
     assert format_elapsed(worker_in(first, "block")) == "≥0.0 s"
     assert thread_elapsed_text(evolve(worker_in(first, "block"), elapsed=12.0)) == "≥12.0 s"
+
+
+def test_a_reading_after_a_gap_is_a_first_look_again():
+    # GIVEN readings one second apart, then none for longer than LOOK_GAP
+    dump = load("pyspy_cherrypy_311_locals.json")
+    changed = json.loads(json.dumps(dump).replace("<Request at 0x", "<Request at 0x1"))
+    seen = FirstSeen()
+    threads_from_dump(dump, 100.0, seen)
+    threads_from_dump(dump, 101.0, seen)
+    threads_from_dump([], 102.0, seen)
+    # WHEN a reading comes after the gap with a request not seen before
+    snap = threads_from_dump(changed, 102.0 + LOOK_GAP + 1.0, seen)
+    # THEN it may have begun any time in the gap: a lower bound again
+    request = worker_in(snap, "block").request
+    assert request is not None and request.started_before
 
 
 def test_snapshot_says_pool_numbers_need_the_agent():
