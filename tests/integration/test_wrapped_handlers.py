@@ -96,3 +96,20 @@ def test_an_access_record_is_named_after_the_page_handler(wrapped: Wrapped) -> N
     # THEN the login's access record names Login.POST
     assert access and access[0]["request"]["handler"].endswith("Login.POST"), access
 
+
+def test_sessions_turned_on_in_a_handlers_cp_config_are_found(wrapped: Wrapped) -> None:
+    # WHEN `cpinspect sessions PID` runs
+    text = cli("sessions", str(wrapped.pid))
+    doc = cli("sessions", str(wrapped.pid), "--json")
+    # THEN it finds the app's RAM store, from the handler objects' _cp_config, with the session
+    assert text.returncode == 0 and doc.returncode == 0, text.stderr + doc.stderr
+    assert "no mounted app has tools.sessions.on" not in text.stdout
+    assert "app '/' · RAM · 1 session" in text.stdout, text.stdout
+    app = json.loads(doc.stdout)["apps"][0]
+    assert app["page"]["total"] == 1
+    assert any("_cp_config /" in w for w in app["where"]), app["where"]
+    assert app["storage_class"].endswith("AppRamSession"), app
+    # AND neither the session id nor the value stored in it is printed
+    for out in (text.stdout, text.stderr, doc.stdout, doc.stderr):
+        assert wrapped.session_id not in out
+        assert SECRET not in out
