@@ -105,6 +105,7 @@ def test_sessions_turned_on_in_a_handlers_cp_config_are_found(wrapped: Wrapped) 
     assert text.returncode == 0 and doc.returncode == 0, text.stderr + doc.stderr
     assert "no mounted app has tools.sessions.on" not in text.stdout
     assert "app '/' · RAM · 1 session" in text.stdout, text.stdout
+    assert "switched on in  /login's _cp_config, " in text.stdout, text.stdout
     app = json.loads(doc.stdout)["apps"][0]
     assert app["page"]["total"] == 1
     assert any("_cp_config /" in w for w in app["where"]), app["where"]
