@@ -17,6 +17,7 @@ installed.
 import os
 import sys
 import threading
+import types
 
 import cherrypy
 from cherrypy.lib import sessions
@@ -53,6 +54,12 @@ class Adapter:
 
 
 class Login(Adapter):
+    # Classes of the interpreter's own held by a handler object, as Salt's loaders hold
+    # ``mod_dict_class = dict`` (the routes walk listed dict's methods as user properties, and
+    # ``types.FunctionType``'s ``__code__`` descriptor failed the whole app's routes).
+    mod_dict_class = dict
+    function_type = types.FunctionType
+
     def POST(self, user="", secret=""):
         cherrypy.session["user"] = user
         cherrypy.session["secret"] = secret

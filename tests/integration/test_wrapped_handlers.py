@@ -114,3 +114,19 @@ def test_sessions_turned_on_in_a_handlers_cp_config_are_found(wrapped: Wrapped) 
     for out in (text.stdout, text.stderr, doc.stdout, doc.stderr):
         assert wrapped.session_id not in out
         assert SECRET not in out
+
+
+def test_routes_skip_the_interpreters_own_classes_held_by_a_handler(wrapped: Wrapped) -> None:
+    # WHEN `cpinspect routes PID --json` runs on a tree whose handler object holds `dict` and
+    # `types.FunctionType`
+    result = cli("routes", str(wrapped.pid), "--json")
+    # THEN the app's routes come whole, with no error
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    [app] = doc["apps"]
+    assert not doc["errors"] and not app["errors"], (doc["errors"], app["errors"])
+    paths = {n["path"]: n for n in app["nodes"]}
+    assert paths["/login"]["exposed"] and paths["/slow"]["exposed"]
+    # AND neither class is walked: no dict method is listed as a property of user code
+    assert not [p for p in paths if p.startswith(("/login/mod_dict_class", "/login/function_type"))]
+    assert not [n for n in app["nodes"] if n["qualname"].startswith("builtins.")]
