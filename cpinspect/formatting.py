@@ -1718,13 +1718,15 @@ def session_app_label(app: AppSessions, same_as: Optional[str] = None) -> str:
 
 def where_text(where: Sequence[str]) -> str:
     """The config sections that switch sessions on, as a user names them: ``global config``,
-    ``the root's _cp_config``, ``config '/'``."""
+    ``the root's _cp_config``, ``/login's _cp_config`` (a handler object's), ``config '/'``."""
     words = []
     for w in where:
         if w == "global":
             words.append("global config")
         elif w == "_cp_config /":
             words.append("the root's _cp_config")
+        elif w.startswith("_cp_config /"):
+            words.append("%s's _cp_config" % w[len("_cp_config ") :])
         else:
             words.append("config %r" % w)
     return ", ".join(words) or NONE_MARK

@@ -708,6 +708,19 @@ def access_status(item: Fields) -> Optional[int]:
     return status_from(item[20], kind)
 
 
+def access_level(item: Fields) -> int:
+    """The level an access record counts as for ``level=`` (the inspector's
+    ``analysis.effective_level``): ERROR for a 5xx answer, WARNING for a 4xx (CherryPy logs
+    every access line at INFO)."""
+    levelno: int = item[1]
+    status = access_status(item)
+    if status is not None and status >= 500:
+        return max(levelno, logging.ERROR)
+    if status is not None and status >= 400:
+        return max(levelno, logging.WARNING)
+    return levelno
+
+
 def record_path(item: Fields) -> str:
     """A stored record's request path (script_name + path_info), "" when logged outside a
     request."""
@@ -1122,7 +1135,7 @@ class LogCapture:
         timing = Timing(tracker.ends_by_start(), tracker.sending())
         for i in range(start, len(items)):
             item = items[i]
-            if item[1] < min_level:
+            if item[1] < min_level and (item[21] == ACCESS_NONE or access_level(item) < min_level):
                 continue
             if notable and item[1] < NOTABLE_LEVEL:
                 kind = item[21]

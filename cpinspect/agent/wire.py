@@ -280,6 +280,9 @@ THREADS_CURSORS_KEPT = 4
 #                                                                     ring of log records)
 #   after: default 0 (= from the oldest held); limit: default LOG_DEFAULT_LIMIT, 1..LOG_MAX_LIMIT;
 #   level: optional minimum level name (one of LOG_LEVELS, case-insensitive). Anything else: 400.
+#     An access record counts as ERROR for a 5xx answer and WARNING for a 4xx (CherryPy logs
+#     every access line at INFO; the inspector's analysis.effective_level). Earlier agents
+#     compared the levelno alone and left those out.
 #   only: optional, "notable" (the only value; case-insensitive): the records an inspector needs
 #     while nobody looks at the full log — a record is returned when its levelno >= WARNING,
 #     or it is an access record ("access" not null) whose status is >= 400 or unknown, or an

@@ -963,6 +963,10 @@ class InspectorApp(App[None]):
             return
         self.notify(message.note, title="Agent loaded")
         self.poll_now(again=True)
+        # Routes asked of py-spy alone answered "routes need the agent", and the tab asks only
+        # once: read them again now that the agent can answer (sessions are re-read anyway).
+        if self.store.part("routes").error is not None:
+            self.read_part("routes")
 
     # --- findings ------------------------------------------------------------------------------
 

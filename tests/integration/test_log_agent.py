@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import re
+import subprocess
 import threading
 import uuid
 from pathlib import Path
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import wait_for
-from tests.helpers import agent_get, spawn_ready
+from tests.helpers import agent_get, run_cli, spawn_ready
 
 
 class LogApp:
@@ -282,6 +283,36 @@ def test_level_filter_keeps_the_cursor_arithmetic(app: LogApp) -> None:
     assert page["latest"] >= start + 6 and page["missed"] == 0 and page["more"] is False
     warn = app.log("?after=%d&level=WARNING" % start)["records"]
     assert {("warn-" + marker) in r["message"] for r in warn} == {True, False}
+
+
+def test_level_filter_counts_a_failed_answer_by_its_status(app: LogApp) -> None:
+    # GIVEN a 503 and a 404 whose only records are their access lines (CherryPy logs those at
+    # INFO: an HTTPError is no traceback), as Salt's rest_cherrypy answers its own 500s
+    start = app.log("?limit=1")["latest"]
+    marker = _marker()
+    assert app.get("/http_error").status_code == 503
+    assert app.get("/missing-%s" % marker).status_code == 404
+    app.records_with("/missing-" + marker, access=True)
+    # WHEN read with level=ERROR and level=WARNING
+    errors = app.log("?after=%d&level=ERROR" % start)["records"]
+    warnings = app.log("?after=%d&level=WARNING" % start)["records"]
+    # THEN the 5xx counts as an error and the 4xx as a warning (analysis.effective_level)
+    assert [r["access"]["status"] for r in errors if r["access"]] == [503]
+    assert sorted(r["access"]["status"] for r in warnings if r["access"]) == [404, 503]
+    # AND `cpinspect logs --level ERROR` prints the 503 (it printed nothing)
+    result = run_cli(
+        "logs",
+        str(app.pid),
+        "--level",
+        "ERROR",
+        "--no-follow",
+        "-n",
+        "50",
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"503 +GET /http_error ", result.stdout), result.stdout
+    assert "/missing-" + marker not in result.stdout
 
 
 @pytest.mark.parametrize(

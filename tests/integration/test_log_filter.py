@@ -93,8 +93,12 @@ def test_level_and_only_together_must_both_pass(app: LogApp) -> None:
     start = _log_every_kind(app, marker)
     # WHEN read with level=error and only=notable
     got = _mine(app.log("?after=%d&level=error&only=notable&paths=/" % start)["records"], marker)
-    # THEN only ERROR and above come (the access records are INFO)
-    assert got and all(r["levelno"] >= 40 for r in got)
+    # THEN only ERROR and above come: the access records (INFO) only of a 5xx answer
+    assert got and all(
+        r["levelno"] >= 40 or (r["access"] and r["access"]["status"] >= 500) for r in got
+    )
+    assert [r["access"]["status"] for r in got if r["access"]] == [500]
+    assert any(r["levelno"] >= 40 for r in got)
 
 
 @pytest.mark.parametrize(

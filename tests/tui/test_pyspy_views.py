@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 from textual.widgets import Static
 
-from cpinspect.errors import PySpyMissing
+from cpinspect.errors import CpinspectError, PySpyMissing
 from cpinspect.model import Frame, SourceKind
 from cpinspect.sources.base import LinkState
 from cpinspect.tui.app import InspectorApp
@@ -436,6 +436,33 @@ async def test_i_asks_then_loads_the_agent_in_a_worker() -> None:
         )
         # THEN load_agent ran once, off the UI thread
         assert poller.load_calls == [False]
+
+
+async def test_routes_refused_before_the_agent_are_read_again_once_it_is_loaded() -> None:
+    # GIVEN a py-spy-only process whose Routes tab was shown: routes need the agent (the words
+    # of PySpySession), as salt-api's Routes tab said
+    poller = FakePoller([pyspy_only_update()])
+    good = poller.routes_answer
+    poller.routes_answer = CpinspectError(
+        "routes need the agent: press i to load it, or `cpinspect inject 4121`"
+    )
+    app = make_app(poller)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await first_data(pilot)
+        await pilot.press("2")
+        await wait_until(pilot, lambda: app.store.part("routes").error, what="the refusal")
+        assert len(poller.routes_calls) == 1
+        # WHEN the agent is loaded (i, y) and can answer
+        poller.routes_answer = good
+        await pilot.press("i")
+        await pilot.pause()
+        await pilot.press("y")
+        # THEN the routes are read again and the tab shows them, the refusal gone
+        await wait_until(
+            pilot, lambda: app.store.part("routes").value is not None, what="the routes again"
+        )
+        assert len(poller.routes_calls) == 2
+        assert app.store.part("routes").error is None
 
 
 async def test_a_failed_load_is_said_and_py_spy_goes_on() -> None:

@@ -11,11 +11,20 @@ from .servers import format_bind, pool_of, server_adapters
 from .threads import _state_name
 
 
+def parse_cmdline(raw: bytes) -> List[str]:
+    """``/proc/<pid>/cmdline``'s arguments. A process that retitled itself (setproctitle: Salt,
+    gunicorn, celery ...) leaves one string with its words separated by spaces: split on
+    them, as psutil does, so its name is ``salt-api``, not the tail of the last path in it."""
+    args = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+    if len(args) == 1 and " " in args[0]:
+        return [a for a in args[0].split(" ") if a]
+    return args
+
+
 def process_cmdline() -> List[str]:
     try:
         with open("/proc/self/cmdline", "rb") as f:
-            raw = f.read()
-        args = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+            args = parse_cmdline(f.read())
         if args:
             return args
     except OSError:

@@ -71,7 +71,10 @@ def source_of(obj: Any) -> Tuple[Optional[str], Optional[int]]:
     """File and first line of a function, method or class, from the code object (no I/O)."""
     func = getattr(obj, "__func__", obj)
     code = getattr(func, "__code__", None)
-    if code is not None:
+    # Only a code object: on the class ``types.FunctionType`` met in the tree, ``__code__`` is
+    # its getset_descriptor (salt-api's tree: the whole app's routes failed with an
+    # AttributeError on co_filename).
+    if isinstance(code, types.CodeType):
         return code.co_filename, code.co_firstlineno
     if isinstance(obj, type):
         return _class_source(obj)
@@ -459,7 +462,7 @@ def walk_tree(root: Any, walk: _Walk, method_dispatch: Callable[[str], bool]) ->
                     fnode["kind"] = "unexposed"
                 funcs.append((fnode, value))
                 walk.nodes.append(fnode)
-            elif isinstance(value, _LEAF_TYPES):
+            elif isinstance(value, _LEAF_TYPES) or _builtin_class(value):
                 continue
             else:
                 children.append((value, child_path))
@@ -638,6 +641,18 @@ def method_dispatch_at(app: Any, default: Any) -> Callable[[str], bool]:
         return known
 
     return by_method
+
+
+def _builtin_class(value: Any) -> bool:
+    """A class of the interpreter's own (``dict``, ``types.FunctionType``) held by an object
+    of the tree, as Salt's loaders keep ``mod_dict_class = dict``: no handler is reached through
+    it, so it is a leaf (walked, its C methods were listed as properties of user code)."""
+    if not isinstance(value, type):
+        return False
+    try:
+        return bool(type.__getattribute__(value, "__module__") == "builtins")
+    except Exception:  # noqa: BLE001 - a hostile metaclass
+        return False
 
 
 def _is_instance_node(value: Any) -> bool:

@@ -1344,6 +1344,12 @@ def session_apps() -> List[Dict[str, Any]]:
         where = [p for p, s in sections if s.get(prefix + "on")]
         if glob.get("on"):
             where.insert(0, "global")
+        if not where and app.root is not None:
+            # Turned on only in a handler object's own _cp_config deeper in the tree (Salt's
+            # rest_cherrypy: every LowDataAdapter subclass, with its storage_class there).
+            deeper = tree_cp_configs(app.root)
+            sections.extend(deeper)
+            where = [p for p, s in deeper if s.get(prefix + "on")]
         if not where:
             continue
         # The effective settings: global, then the root's, then the first section turning
@@ -1356,6 +1362,49 @@ def session_apps() -> List[Dict[str, Any]]:
                     {k[len(prefix) :]: v for k, v in section.items() if k.startswith(prefix)}
                 )
         out.append({"app": str(sn), "where": where, "conf": conf})
+    return out
+
+
+TREE_WALK_NODES = 2000
+TREE_WALK_DEPTH = 8
+"""Bounds of the walk looking for ``_cp_config`` below an app's root (objects and functions
+visited; attribute levels): a walk per sessions answer, and only when neither the config nor
+the root's ``_cp_config`` turns sessions on."""
+
+
+def tree_cp_configs(root: Any) -> List[Tuple[str, Dict[str, Any]]]:
+    """``("_cp_config /path", dict)`` for every object and handler function below ``root``
+    that carries a ``_cp_config`` dict, read statically as the routes walk reads the tree (no
+    property or ``__getattr__`` is run), bounded by ``TREE_WALK_NODES``/``TREE_WALK_DEPTH``."""
+    import types
+
+    from .routes import _LEAF_TYPES, member_names, static_attr, unwrap_descriptor
+
+    out: List[Tuple[str, Dict[str, Any]]] = []
+    seen = {id(root)}
+    queue: List[Tuple[Any, str, int]] = [(root, "", 0)]
+    budget = TREE_WALK_NODES
+    while queue and budget > 0:
+        obj, path, depth = queue.pop(0)
+        for name in member_names(obj):
+            if budget <= 0:
+                break
+            if name.startswith("_") or name == "exposed":
+                continue
+            value = unwrap_descriptor(static_attr(obj, name))
+            if value is None or isinstance(value, _LEAF_TYPES) or id(value) in seen:
+                continue
+            plain = isinstance(value, (types.FunctionType, type))
+            if isinstance(value, property) or (not plain and hasattr(type(value), "__get__")):
+                continue
+            seen.add(id(value))
+            budget -= 1
+            child = path + "/" + name
+            cfg = static_attr(value, "_cp_config")
+            if isinstance(cfg, dict):
+                out.append(("_cp_config " + child, dict(cfg)))
+            if not isinstance(value, types.FunctionType) and depth + 1 < TREE_WALK_DEPTH:
+                queue.append((value, child, depth + 1))
     return out
 
 

@@ -96,6 +96,23 @@ def _attr(obj: Any, name: str) -> Any:
     return getattr(obj, name, None) if has else None
 
 
+def _page_handler(handler: Any) -> Tuple[Optional[str], Any]:
+    """The qualified name of the PageHandler's callable reached from ``handler`` through
+    wrappers (encode's ``oldhandler``, ``__wrapped__``), or None and where the chain ended."""
+    for _ in range(8):
+        if handler is None:
+            return None, None
+        target = _attr(handler, "callable")
+        if target is not None:
+            return qualified_name(target), handler
+        # __wrapped__ varies per function (functools.wraps), so it is not learnt per type.
+        inner = _attr(handler, "oldhandler") or getattr(handler, "__wrapped__", None)
+        if inner is None:
+            break
+        handler = inner
+    return None, handler
+
+
 def handler_name(request: Any) -> Optional[str]:
     """The page handler's qualified name, seen through tool wrappers (encode, gzip ...)."""
     # tools.json_out wraps the handler, per request: read from the instance, not learnt per type.
@@ -104,20 +121,19 @@ def handler_name(request: Any) -> Optional[str]:
         inner = attrs.get("_json_inner_handler")
     else:
         inner = getattr(request, "_json_inner_handler", None)
-    handler = inner if inner is not None else getattr(request, "handler", None)
-    for _ in range(8):
-        if handler is None:
-            return None
-        target = _attr(handler, "callable")
-        if target is not None:
-            return qualified_name(target)
-        # __wrapped__ varies per function (functools.wraps), so it is not learnt per type.
-        inner = _attr(handler, "oldhandler") or getattr(handler, "__wrapped__", None)
-        if inner is None:
-            break
-        handler = inner
+    name, handler = _page_handler(inner if inner is not None else getattr(request, "handler", None))
+    if name is not None or handler is None:
+        return name
     if isinstance(handler, BaseException):
         return type(handler).__name__  # NotFound(), HTTPError(405) set by the dispatcher
+    if isinstance(attrs, dict):
+        # An app's own tool that wraps the handler as json_out does, keeping the page handler
+        # on the request as ``_<tool>_inner_handler`` (Salt's rest_cherrypy hypermedia_out):
+        # every request would otherwise be named after the one wrapper function.
+        for key in [k for k in attrs if type(k) is str and k.endswith("_inner_handler")]:
+            found, _end = _page_handler(attrs.get(key))
+            if found is not None:
+                return found
     return qualified_name(handler)
 
 

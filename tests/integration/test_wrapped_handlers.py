@@ -1,0 +1,132 @@
+"""An app shaped like Salt's ``rest_cherrypy`` (``tests/apps/wrapped_app.py``, a real CherryPy
+process): its own tool replaces every request's handler by one wrapper function, and sessions
+are turned on only in the handler objects' own ``_cp_config``.
+
+Seen on salt-api 3008.4: every busy worker and every access record was named
+``hypermedia_handler``, and ``cpinspect sessions`` said "no mounted app has tools.sessions.on"
+while a logged-in user's session sat in the store.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import httpx
+import pytest
+
+from cpinspect.protocol import snapshots_from_document
+from tests.conftest import wait_for
+from tests.helpers import agent_get, run_cli, spawn_ready
+
+SECRET = "SALTY-SECRET-6fz"
+
+
+class Wrapped:
+    def __init__(self, port: int, pid: int) -> None:
+        self.port = port
+        self.pid = pid
+        self.url = "http://127.0.0.1:%d" % port
+        self.session_id = ""
+        self.results: List[Any] = []
+
+    def socket(self) -> str:
+        from cpinspect.attach.discovery import find_agent
+
+        return find_agent(self.pid).connect_path
+
+
+@pytest.fixture(scope="module")
+def wrapped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wrapped]:
+    """GIVEN the app with one user logged in and a request held in GET /slow"""
+    log: Path = tmp_path_factory.mktemp("wrapped") / "app.log"
+    with spawn_ready(["-m", "tests.apps.wrapped_app"], log, "wrapped app") as m:
+        app = Wrapped(int(m.group(1)), int(m.group(2)))
+        r = httpx.post(app.url + "/login", params={"user": "dana", "secret": SECRET}, timeout=10)
+        assert r.status_code == 200 and r.text == "logged in", r.text
+        app.session_id = str(r.cookies["session_id"])
+
+        def slow() -> None:
+            app.results.append(httpx.get(app.url + "/slow", timeout=90).status_code)
+
+        thread = threading.Thread(target=slow, daemon=True)
+        thread.start()
+
+        def held() -> bool:
+            _, body = agent_get(app.socket(), "/v1/threads")
+            return any((t.get("request") or {}).get("path") == "/slow" for t in body["threads"])
+
+        wait_for(held, timeout=15, what="GET /slow in a worker")
+        try:
+            yield app
+        finally:
+            httpx.get(app.url + "/release", timeout=10)
+            thread.join(30)
+    assert app.results == [200]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return run_cli(*args, timeout=90, stdin=subprocess.DEVNULL)
+
+
+def test_a_busy_worker_is_named_after_the_page_handler_not_the_wrapper(wrapped: Wrapped) -> None:
+    # WHEN the threads are dumped
+    result = cli("dump", str(wrapped.pid), "--json")
+    assert result.returncode == 0, result.stderr
+    [snapshot] = snapshots_from_document(json.loads(result.stdout))
+    assert snapshot.threads is not None
+    busy = [t for t in snapshot.threads.threads if t.request and t.request.path == "/slow"]
+    # THEN the request's handler is the page handler the wrapper calls
+    assert len(busy) == 1 and busy[0].request is not None
+    assert str(busy[0].request.handler).endswith("Slow.GET"), busy[0].request
+
+
+def test_an_access_record_is_named_after_the_page_handler(wrapped: Wrapped) -> None:
+    # WHEN the agent's log ring is read
+    status, body = agent_get(wrapped.socket(), "/v1/log?after=0")
+    assert status == 200, body
+    access: List[Dict[str, Any]] = [
+        r
+        for r in body["records"]
+        if r["logger"].startswith("cherrypy.access") and r["request"]["path"] == "/login"
+    ]
+    # THEN the login's access record names Login.POST
+    assert access and access[0]["request"]["handler"].endswith("Login.POST"), access
+
+
+def test_sessions_turned_on_in_a_handlers_cp_config_are_found(wrapped: Wrapped) -> None:
+    # WHEN `cpinspect sessions PID` runs
+    text = cli("sessions", str(wrapped.pid))
+    doc = cli("sessions", str(wrapped.pid), "--json")
+    # THEN it finds the app's RAM store, from the handler objects' _cp_config, with the session
+    assert text.returncode == 0 and doc.returncode == 0, text.stderr + doc.stderr
+    assert "no mounted app has tools.sessions.on" not in text.stdout
+    assert "app '/' · RAM · 1 session" in text.stdout, text.stdout
+    assert "switched on in  /login's _cp_config, " in text.stdout, text.stdout
+    app = json.loads(doc.stdout)["apps"][0]
+    assert app["page"]["total"] == 1
+    assert any("_cp_config /" in w for w in app["where"]), app["where"]
+    assert app["storage_class"].endswith("AppRamSession"), app
+    # AND neither the session id nor the value stored in it is printed
+    for out in (text.stdout, text.stderr, doc.stdout, doc.stderr):
+        assert wrapped.session_id not in out
+        assert SECRET not in out
+
+
+def test_routes_skip_the_interpreters_own_classes_held_by_a_handler(wrapped: Wrapped) -> None:
+    # WHEN `cpinspect routes PID --json` runs on a tree whose handler object holds `dict` and
+    # `types.FunctionType`
+    result = cli("routes", str(wrapped.pid), "--json")
+    # THEN the app's routes come whole, with no error
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    [app] = doc["apps"]
+    assert not doc["errors"] and not app["errors"], (doc["errors"], app["errors"])
+    paths = {n["path"]: n for n in app["nodes"]}
+    assert paths["/login"]["exposed"] and paths["/slow"]["exposed"]
+    # AND neither class is walked: no dict method is listed as a property of user code
+    assert not [p for p in paths if p.startswith(("/login/mod_dict_class", "/login/function_type"))]
+    assert not [n for n in app["nodes"] if n["qualname"].startswith("builtins.")]
