@@ -26,6 +26,11 @@ if TYPE_CHECKING:  # loaded when the command runs, not for --help
 LEVEL_NUMBERS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 
+LEVEL_WINDOW = 10_000
+"""Records back from the newest that ``logs --level`` looks through for its first ``-n``
+(the agent ring's default capacity; one read of the feed takes that many)."""
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "logs",
@@ -132,7 +137,11 @@ def run(args: argparse.Namespace) -> int:
             print("note: %s; log files only until it answers" % link.error, file=sys.stderr)
     # The level asked of the agent too: fewer records over the socket.
     # Files only through /proc/<pid>/root: without a pid seen from here, the ring alone.
-    feed = LogFeed(source, pid, history=max(args.lines, 1), level=args.level, files=pid is not None)
+    # With --level, the last N *matching* records: the ring's last LEVEL_WINDOW seqs are asked
+    # (the agent sends only the matching ones), not its last N records, of which a busy
+    # server's errors may be none (seen on salt-api with -n 400).
+    history = max(args.lines, 1) if args.level is None else max(args.lines, LEVEL_WINDOW)
+    feed = LogFeed(source, pid, history=history, level=args.level, files=pid is not None)
     if link is not None:
         feed.configure(link.info)
     said: Set[str] = set()

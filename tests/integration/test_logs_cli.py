@@ -341,3 +341,20 @@ def test_without_the_agent_the_error_file_s_request_headers_keep_no_cookie(
     assert "c00c1e5ec4e7a1f0b1e2" not in result.stdout
     assert "YWRtaW46czNjcmV0cHc" not in result.stdout
     assert re.search(r"(?im)^\s*cookie: \*\*\*$", result.stdout), result.stdout
+
+
+def test_with_a_level_the_last_n_matching_records_are_printed_not_the_matching_of_the_last_n(
+    tmp_path: Path,
+) -> None:
+    # GIVEN an app with the agent that logged one error, then 300 INFO records after it
+    with log_app(tmp_path) as app:
+        tag = marker()
+        assert app.get("/say?msg=%s&level=40" % tag) == 200
+        assert app.get("/many?n=300") == 200
+        # WHEN the last error is asked for (seen on salt-api: `-n 400 --level ERROR` printed
+        # nothing while the busy server's last 400 records held no error)
+        result = run_cli("logs", str(app.pid), "-n", "1", "--level", "ERROR", "--no-follow")
+    # THEN that error is printed, and nothing else
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1 and tag in lines[0], result.stdout
