@@ -606,6 +606,26 @@ class CaptureHandler(logging.Handler):
         return request, local.get("response"), "serving"
 
 
+class AppLoggerHandler(CaptureHandler):
+    """Warnings and errors of the app's own loggers (``salt.loaded...``, ``myshop.payments``)
+    that never pass through CherryPy's: attached to the root logger, level WARNING, CherryPy's
+    records left to the handler on its loggers (they propagate here too).
+
+    Attached only while the root logger has a handler of its own (``LogCapture.refresh``):
+    logging's ``lastResort`` prints a record no handler took to stderr, and a handler of ours
+    alone on the root would silence that, changing what the app writes."""
+
+    def __init__(self, ring: LogRing, tracker: RequestTracker) -> None:
+        super().__init__(ring, tracker)
+        self.level = logging.WARNING  # checked by the logger before handle(): INFO costs that
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        name = record.name
+        if name.startswith("cherrypy.") or name == "cherrypy":
+            return False
+        return CaptureHandler.handle(self, record)
+
+
 def _access_raw(response: Any) -> Tuple[int, Any, Any]:
     """(kind, status raw, Content-Length raw) of a response that is not CherryPy's as we know
     it (``handle`` reads CherryPy's directly), parsed by ``status_from`` / ``size_from``."""
@@ -972,6 +992,8 @@ class LogCapture:
         """Capture access records too (one per request: most of the capture's cost)."""
         self.ring = LogRing(capacity)
         self.handler = CaptureHandler(self.ring, tracker)
+        self.app_handler = AppLoggerHandler(self.ring, tracker)
+        """On the root logger while it has a handler of its own (``refresh``)."""
         self._attached: List[logging.Logger] = []
         self._apps: Dict[str, Optional[str]] = {}  # logger name -> script_name
         self._lock = threading.Lock()
@@ -996,6 +1018,7 @@ class LogCapture:
             for logger in self._attached:
                 _remove_cow(logger, self.handler)
             self._attached = []
+            _remove_cow(logging.getLogger(), self.app_handler)
 
     def refresh(self) -> None:
         """Follow the apps mounted since: name their loggers, attach to those that do not
@@ -1010,6 +1033,11 @@ class LogCapture:
         with self._lock:
             if not self._attached:
                 return  # detached meanwhile
+            root = logging.getLogger()
+            if any(h is not self.app_handler for h in root.handlers):
+                _add_cow(root, self.app_handler)  # (last, as on CherryPy's loggers)
+            else:
+                _remove_cow(root, self.app_handler)  # alone there it would silence lastResort
             for attached in self._attached:
                 if self.handler not in attached.handlers:
                     # The app replaced the handler list (logging.config.dictConfig does): come
@@ -1074,7 +1102,7 @@ class LogCapture:
         for logger in loggers:
             for chain_logger in _ancestors(logger):
                 for h in list(chain_logger.handlers):
-                    if id(h) in seen or h is self.handler:
+                    if id(h) in seen or h is self.handler or h is self.app_handler:
                         continue
                     seen.add(id(h))
                     if _is_null(h):
@@ -1086,7 +1114,7 @@ class LogCapture:
         for logger in error_loggers:
             for chain_logger in _ancestors(logger):
                 for h in list(chain_logger.handlers):
-                    if h is self.handler or _is_null(h):
+                    if h is self.handler or h is self.app_handler or _is_null(h):
                         continue
                     if getattr(h, "level", 0) > logging.ERROR:
                         continue

@@ -92,6 +92,12 @@ class Root:
         return "huge"
 
     @cherrypy.expose
+    def app_logger(self, msg="app", level="40"):
+        """A record of the app's own logger, which does not pass through CherryPy's."""
+        logging.getLogger("shop.payments").log(int(level), msg)
+        return "logged"
+
+    @cherrypy.expose
     def many(self, n="100", **params):
         for i in range(int(n)):
             cherrypy.log("many %d" % i)

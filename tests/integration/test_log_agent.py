@@ -644,3 +644,47 @@ def test_an_access_record_read_while_its_body_still_goes_out_has_no_duration_yet
     assert rec["access"]["status"] == 200
     for t in pending.threads:
         t.join(30)
+
+
+def test_the_app_s_own_loggers_warnings_and_errors_are_captured_with_their_request(
+    tmp_path: Path,
+) -> None:
+    # GIVEN an app whose own logger ("shop.payments", not under CherryPy's) reaches a root
+    # handler (salt-api logs its 500s' causes so, and CherryPy's loggers never see them)
+    with _spawn(tmp_path, "--root-handler") as target:
+        error, info, cp = _marker(), _marker(), _marker()
+        assert target.get("/app_logger?msg=%s&level=40" % error).status_code == 200
+        assert target.get("/app_logger?msg=%s&level=20" % info).status_code == 200
+        assert target.get("/say?msg=%s&level=40" % cp).status_code == 200
+        # WHEN the ring is read
+        (record,) = target.records_with(error)
+        # THEN the error is one record of that logger, tagged with its request
+        assert record["logger"] == "shop.payments" and record["level"] == "ERROR"
+        assert record["request"] is not None and record["request"]["path"] == "/app_logger"
+        # AND an INFO record of that logger is not kept (warnings and up only)
+        mine = [r for r in target.all_records() if r["logger"] == "shop.payments"]
+        assert not [r for r in mine if info in r["message"]]
+        # AND CherryPy's own records, which reach the root logger too, are not kept twice
+        assert len(target.records_with(cp)) == 1
+        # AND errors going to the root handler still go somewhere (ours is not counted)
+        routing = target.log("?limit=1")["routing"]
+        assert not any("AppLoggerHandler" in h for h in routing["other_handlers"])
+
+
+def test_without_a_root_handler_the_app_s_loggers_are_left_to_logging_s_last_resort(
+    tmp_path: Path,
+) -> None:
+    # GIVEN an app whose root logger has no handler: logging prints an unhandled warning to
+    # stderr itself (lastResort), and a handler of ours there would silence that
+    with _spawn(tmp_path) as target:
+        tag = _marker()
+        assert target.get("/app_logger?msg=%s&level=40" % tag).status_code == 200
+        target.log("?limit=1")  # a read, which re-checks the root logger
+        assert target.get("/app_logger?msg=%s-2&level=40" % tag).status_code == 200
+        # THEN the app's stderr still has both, as without the agent
+        wait_for(
+            lambda: (tmp_path / "app.log").read_text().count(tag) >= 2,
+            what="lastResort's lines on the app's stderr",
+        )
+        # AND the ring holds none of them (nothing of ours stood on the root logger)
+        assert not [r for r in target.all_records() if r["logger"] == "shop.payments"]
