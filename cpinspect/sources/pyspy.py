@@ -751,9 +751,32 @@ class _Parsed:
     request: Optional[_RequestSeen]
 
 
+def _with_installed_handler(stack: Tuple[Frame, ...]) -> Tuple[Frame, ...]:
+    """DESIGN's app rule for an app installed as a distribution (salt-api's handlers live in
+    site-packages): the page handler CherryPy called is app code wherever it lies, and so is
+    every frame of this stack in its module's directory (the agent marks the mounted root's
+    package directory; from outside the handler's is what is known). Other stacks are not
+    changed: a thread that serves no request names no handler to learn from."""
+    handler = None
+    python = [f for f in stack if not f.native]
+    for i, frame in enumerate(python):
+        if frame.function == "__call__" and _in(frame, "cherrypy/_cpdispatch.py") and i > 0:
+            handler = python[i - 1]
+            break
+    if handler is None or handler.is_app or not handler.filename.startswith("/"):
+        return stack
+    where = os.path.dirname(handler.filename) + "/"
+    return tuple(
+        evolve(f, is_app=True)
+        if not f.native and not f.is_app and f.filename.startswith(where)
+        else f
+        for f in stack
+    )
+
+
 def _parse_thread(raw: Dict[str, Any]) -> _Parsed:
     raw_frames = [f for f in raw.get("frames") or () if isinstance(f, dict)]
-    stack = tuple(frame_from_pyspy(f) for f in raw_frames)
+    stack = _with_installed_handler(tuple(frame_from_pyspy(f) for f in raw_frames))
     ident = int(raw["thread_id"])
     is_main = _is_main(raw)
     name = _thread_name(raw, ident, is_main)

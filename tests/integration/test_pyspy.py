@@ -14,7 +14,7 @@ import sys
 import sysconfig
 import textwrap
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Callable, Iterator, List, Optional
 
 import httpx
 import pytest
@@ -27,7 +27,7 @@ from cpinspect.errors import (
     PySpyMissing,
     UnsupportedPython,
 )
-from cpinspect.model import Phase, Role, ThreadsSnapshot
+from cpinspect.model import Phase, Role, ThreadInfo, ThreadsSnapshot
 from cpinspect.sources import pyspy
 from cpinspect.sources.pyspy import (
     MISSING_MESSAGE,
@@ -42,6 +42,7 @@ from tests.helpers import (
     assert_left_stopped,
     http_answers,
     python_as,
+    spawn_ready,
 )
 
 THREADS = 4
@@ -494,3 +495,56 @@ def test_a_nonblocking_read_out_of_time_gets_longer_next_time_a_pausing_one_does
     with pytest.raises(PySpyFailed):
         native.threads()
     assert native.timeout == 0.2
+
+
+INSTALLED_APP = """
+import os, time
+import cherrypy
+
+
+def slow_work(seconds):
+    time.sleep(seconds)
+
+
+class Jobs:
+    @cherrypy.expose
+    def wait(self, s="30"):
+        slow_work(float(s))
+        return "done"
+
+
+cherrypy.config.update({"server.socket_host": "127.0.0.1", "server.socket_port": 0,
+                        "log.screen": False, "checker.on": False,
+                        "engine.autoreload.on": False})
+cherrypy.tree.mount(Jobs(), "")
+cherrypy.engine.start()
+print("READY port=%d pid=%d" % (cherrypy.server.bound_addr[1], os.getpid()), flush=True)
+cherrypy.engine.block()
+"""
+
+
+def test_the_handler_of_an_app_installed_in_site_packages_is_app_code(tmp_path: Path) -> None:
+    # GIVEN an app whose handlers live in site-packages (installed as a distribution, as
+    # salt-api is), a request held in its handler's helper, and no agent
+    package = tmp_path / "lib" / "site-packages" / "jobsapp"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "serve.py").write_text(INSTALLED_APP)
+    with spawn_ready([str(package / "serve.py")], tmp_path / "app.out", "installed app") as m:
+        port, pid = int(m.group(1)), int(m.group(2))
+        BackgroundRequests(port, "/wait?s=30", 1)
+        spy = PySpySource(pid, requests=False)
+        try:
+            # WHEN py-spy reads it
+            def busy() -> Optional[ThreadInfo]:
+                return next((t for t in spy.threads().threads if t.busy), None)
+
+            worker = wait_for(busy, timeout=15, what="the held request in its handler")
+        finally:
+            spy.close()
+    # THEN the handler and its helper in the same directory are app frames, CherryPy is not
+    assert isinstance(worker, ThreadInfo)
+    top = worker.top_app_frame
+    assert top is not None and top.function == "slow_work", worker.stack
+    apps = [f.function for f in worker.stack if f.is_app]
+    assert apps == ["slow_work", "wait"], [(f.function, f.is_app) for f in worker.stack]
