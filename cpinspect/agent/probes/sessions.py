@@ -1347,7 +1347,7 @@ def session_apps() -> List[Dict[str, Any]]:
         if not where and app.root is not None:
             # Turned on only in a handler object's own _cp_config deeper in the tree (Salt's
             # rest_cherrypy: every LowDataAdapter subclass, with its storage_class there).
-            deeper = tree_cp_configs(app.root)
+            deeper = tree_cp_configs(app)
             sections.extend(deeper)
             where = [p for p, s in deeper if s.get(prefix + "on")]
         if not where:
@@ -1366,46 +1366,33 @@ def session_apps() -> List[Dict[str, Any]]:
 
 
 TREE_WALK_NODES = 2000
-TREE_WALK_DEPTH = 8
-"""Bounds of the walk looking for ``_cp_config`` below an app's root (objects and functions
-visited; attribute levels): a walk per sessions answer, and only when neither the config nor
-the root's ``_cp_config`` turns sessions on."""
+"""Objects the routes walk visits at most looking for ``_cp_config`` below an app's root."""
+
+_TREE_CONFIGS: Dict[Tuple[int, int], Tuple[Any, List[Tuple[str, Dict[str, Any]]]]] = {}
+"""``tree_cp_configs`` per mounted app (its id and its root's), with the root kept so the ids
+stay its own: the tree's ``_cp_config`` are class and function attributes, read once."""
 
 
-def tree_cp_configs(root: Any) -> List[Tuple[str, Dict[str, Any]]]:
-    """``("_cp_config /path", dict)`` for every object and handler function below ``root``
-    that carries a ``_cp_config`` dict, read statically as the routes walk reads the tree (no
-    property or ``__getattr__`` is run), bounded by ``TREE_WALK_NODES``/``TREE_WALK_DEPTH``."""
-    import types
+def tree_cp_configs(app: Any) -> List[Tuple[str, Dict[str, Any]]]:
+    """``("_cp_config /path", dict)`` for every object and handler function below ``app``'s
+    root that carries a ``_cp_config`` dict: the routes walk's own (``walk_tree``: no property
+    or ``__getattr__`` run), bounded by ``TREE_WALK_NODES``, once per mounted app."""
+    from cherrypy import _cprequest
 
-    from .routes import _LEAF_TYPES, member_names, static_attr, unwrap_descriptor
+    from .routes import _Walk, method_dispatch_at, walk_tree
 
-    out: List[Tuple[str, Dict[str, Any]]] = []
-    seen = {id(root)}
-    queue: List[Tuple[Any, str, int]] = [(root, "", 0)]
-    budget = TREE_WALK_NODES
-    while queue and budget > 0:
-        obj, path, depth = queue.pop(0)
-        for name in member_names(obj):
-            if budget <= 0:
-                break
-            if name.startswith("_") or name == "exposed":
-                continue
-            value = unwrap_descriptor(static_attr(obj, name))
-            if value is None or isinstance(value, _LEAF_TYPES) or id(value) in seen:
-                continue
-            plain = isinstance(value, (types.FunctionType, type))
-            if isinstance(value, property) or (not plain and hasattr(type(value), "__get__")):
-                continue
-            seen.add(id(value))
-            budget -= 1
-            child = path + "/" + name
-            cfg = static_attr(value, "_cp_config")
-            if isinstance(cfg, dict):
-                out.append(("_cp_config " + child, dict(cfg)))
-            if not isinstance(value, types.FunctionType) and depth + 1 < TREE_WALK_DEPTH:
-                queue.append((value, child, depth + 1))
-    return out
+    root = app.root
+    key = (id(app), id(root))
+    kept = _TREE_CONFIGS.get(key)
+    if kept is not None and kept[0] is root:
+        return kept[1]
+    walk = _Walk([TREE_WALK_NODES])
+    walk_tree(root, walk, method_dispatch_at(app, _cprequest.Request.dispatch))
+    found = [("_cp_config " + path, dict(cfg)) for path, cfg in walk.cp_configs if path != "/"]
+    if len(_TREE_CONFIGS) >= 64:  # apps remounted again and again: start over
+        _TREE_CONFIGS.clear()
+    _TREE_CONFIGS[key] = (root, found)
+    return found
 
 
 def storage_class_of(conf: Dict[str, Any]) -> Any:
