@@ -360,13 +360,21 @@ def worker_state(stack: Sequence[Frame]) -> Tuple[bool, Phase]:
     return False, Phase.UNKNOWN
 
 
+def _called_handler(python: Sequence[Frame]) -> Optional[Frame]:
+    """The frame CherryPy's ``PageHandler.__call__`` called (Python frames, innermost first)."""
+    for i, frame in enumerate(python):
+        if frame.function == "__call__" and _in(frame, "cherrypy/_cpdispatch.py") and i > 0:
+            return python[i - 1]
+    return None
+
+
 def handler_frame(stack: Sequence[Frame]) -> Optional[Frame]:
     """The page handler's frame: the one CherryPy's ``PageHandler.__call__`` called, else the
     outermost app frame inside ``Request.run`` (an app helper deeper down is not the handler)."""
     python = [f for f in stack if not f.native]
-    for i, frame in enumerate(python):
-        if frame.function == "__call__" and _in(frame, "cherrypy/_cpdispatch.py") and i > 0:
-            return python[i - 1]
+    called = _called_handler(python)
+    if called is not None:
+        return called
     run_at = next((i for i, f in enumerate(python) if _is_request_run(f)), None)
     if run_at is None:
         return None
@@ -757,12 +765,7 @@ def _with_installed_handler(stack: Tuple[Frame, ...]) -> Tuple[Frame, ...]:
     every frame of this stack in its module's directory (the agent marks the mounted root's
     package directory; from outside the handler's is what is known). Other stacks are not
     changed: a thread that serves no request names no handler to learn from."""
-    handler = None
-    python = [f for f in stack if not f.native]
-    for i, frame in enumerate(python):
-        if frame.function == "__call__" and _in(frame, "cherrypy/_cpdispatch.py") and i > 0:
-            handler = python[i - 1]
-            break
+    handler = _called_handler([f for f in stack if not f.native])
     if handler is None or handler.is_app or not handler.filename.startswith("/"):
         return stack
     where = os.path.dirname(handler.filename) + "/"
