@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from json.encoder import encode_basestring_ascii as _esc
 from threading import get_ident
 from types import FunctionType, MethodType, TracebackType
@@ -999,6 +1000,11 @@ class LogCapture:
         self._lock = threading.Lock()
         self.reattached = 0
         """Times the handler was found removed from a logger it was attached to, and re-added."""
+        self._ends: OrderedDict[Tuple[int, float], float] = OrderedDict()
+        """``{(thread ident, response.time): end}`` of every request end a read has seen, the
+        newest ``ring.capacity`` kept: an access record read again (another reader, a snapshot,
+        ``logs`` later) keeps the duration its first read gave, after its end has left the
+        tracker's last ``ENDS_KEPT``."""
 
     # Installation.
 
@@ -1134,6 +1140,25 @@ class LogCapture:
 
     # The cursor.
 
+    def _known_ends(self, tracker: RequestTracker) -> Dict[Tuple[int, float], float]:
+        """The request ends seen so far, the tracker's newest added (no lock: concurrent
+        readers add the same ends; each step is one C call under the GIL)."""
+        known = self._ends
+        new = []
+        for entry in reversed(list(tracker.ended)):
+            if (entry[0], entry[1]) in known:
+                break  # the tracker's older ends were added by an earlier read
+            new.append(entry)
+        for ident, started, end in reversed(new):
+            known[(ident, started)] = end
+        keep = max(self.ring.capacity, 1)
+        while len(known) > keep:
+            try:
+                known.popitem(last=False)
+            except KeyError:  # emptied by another reader
+                break
+        return known
+
     def read(
         self,
         after: int,
@@ -1160,7 +1185,7 @@ class LogCapture:
         count = 0
         memo: Dict[Any, str] = {}
         tracker = self.handler.tracker
-        timing = Timing(tracker.ends_by_start(), tracker.sending())
+        timing = Timing(self._known_ends(tracker), tracker.sending())
         for i in range(start, len(items)):
             item = items[i]
             if item[1] < min_level and (item[21] == ACCESS_NONE or access_level(item) < min_level):

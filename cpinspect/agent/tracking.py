@@ -20,7 +20,8 @@ END_POINT = "on_end_request"
 DURATIONS_KEPT = 1000
 """Completed requests whose durations ``duration_stats`` summarises (a ring)."""
 ENDS_KEPT = 1024
-"""Completed requests whose end the log's access records are given (``ends_by_start``)."""
+"""Completed requests whose end the log's access records are given (``ended``; the log capture
+keeps the ends it has read for as long as its ring holds their records)."""
 
 
 class RequestTracker:
@@ -111,10 +112,6 @@ class RequestTracker:
     @property
     def attached(self) -> bool:
         return bool(self._attached)
-
-    def ends_by_start(self) -> Dict[Tuple[int, float], float]:
-        """``{(thread ident, response.time): end}`` of the last completed requests."""
-        return {(ident, started): end for ident, started, end in list(self.ended)}
 
     def sending(self) -> Set[Tuple[int, float]]:
         """``(thread ident, response.time)`` of the requests in flight now."""

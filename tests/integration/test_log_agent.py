@@ -627,6 +627,24 @@ def test_an_access_record_s_duration_counts_the_body_sent_after_the_access_line(
     assert rec["access"]["duration"] >= 0.9, rec["access"]
 
 
+def test_an_access_record_read_again_keeps_its_duration_after_many_requests(app: LogApp) -> None:
+    from cpinspect.agent.tracking import ENDS_KEPT
+
+    # GIVEN an access record read once with its request's whole time (the body included)
+    marker = _marker()
+    path = "/stream?seconds=1&marker=" + marker
+    assert app.get(path, timeout=30).status_code == 200
+    first = _access_for(app, path)["access"]["duration"]
+    assert first is not None and first >= 0.9, first
+    # WHEN more requests than the tracker keeps ends of are served after it (a reader coming
+    # later, a snapshot or `logs`, was then given the time to the access line: 0.0 s)
+    with httpx.Client(base_url="http://127.0.0.1:%d" % app.port, timeout=10) as client:
+        for _ in range(ENDS_KEPT + 100):
+            assert client.get("/").status_code == 200
+    # THEN the record read again says the same duration
+    assert _access_for(app, path)["access"]["duration"] == first
+
+
 def test_an_access_record_read_while_its_body_still_goes_out_has_no_duration_yet(
     app: LogApp,
 ) -> None:
