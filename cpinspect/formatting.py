@@ -457,7 +457,14 @@ def _thread_header(thread: ThreadInfo) -> str:
     details = [thread.role.value]
     if thread.role is Role.WORKER or thread.busy:
         if thread.busy:
-            details.append(f"busy {format_elapsed(thread)}")
+            if (
+                thread.elapsed is None
+                and thread.request is not None
+                and thread.request.started_before
+            ):
+                details.append("busy since before py-spy looked")  # a first look: no time known
+            else:
+                details.append(f"busy {format_elapsed(thread)}")
         else:
             details.append("idle")
         if thread.phase not in (Phase.IDLE, Phase.UNKNOWN):

@@ -733,17 +733,17 @@ def interpreter_stuck(snapshot: Snapshot, history: Sequence[Snapshot]) -> List[F
     details = []
     if known is not None and known is not holder:
         details.append("the request is the last one the agent saw on this thread")
+    bound = holder.request is not None and holder.request.started_before
     if holder.elapsed is not None:
-        if holder.request is not None and holder.request.started_before:
-            if holder.elapsed >= 0.1:
-                details.append(
-                    "running for at least %s (it ran already when py-spy first looked)"
-                    % seconds(holder.elapsed)
-                )
-            else:  # one reading (a dump): nothing is known of how long
-                details.append("it ran already when py-spy looked; since when is not known")
+        if bound:
+            details.append(
+                "running for at least %s (it ran already when py-spy first looked)"
+                % seconds(holder.elapsed)
+            )
         else:
             details.append("running for %s" % seconds(holder.elapsed))
+    elif bound:  # found running by the only reading (a dump): how long is not known
+        details.append("it ran already when py-spy looked; since when is not known")
     evidence = [thread_evidence(holder, inner, request)]
     if snapshot.pid is not None:
         evidence.append(Evidence("process", str(snapshot.pid), "pid %d" % snapshot.pid))

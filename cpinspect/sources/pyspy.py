@@ -1005,11 +1005,15 @@ def _times(
         same = before is not None and before.parsed is p
         elapsed: Optional[float] = None
         since: Optional[float] = None
+        ran_before = False
         if p.key is not None and first_seen is not None:
             # Without first sightings (a session's py-spy beside its agent) how long a request
             # has run is unknown, not 0.0 s: the carried join takes the agent's (merge.py).
             since = started.get(p.key, taken_at)
-            elapsed = max(0.0, taken_at - since)
+            ran_before = first_seen.ran_before(p.key)
+            # A request this very look found running (a one-shot dump, an attach) has run for
+            # an unknown time, not ">= 0.0 s"; from the next look on, at least since this one.
+            elapsed = None if ran_before and since >= taken_at else max(0.0, taken_at - since)
         request: Optional[RequestInfo] = None
         if before is not None and same and before.since == since:
             request = before.request
@@ -1022,9 +1026,7 @@ def _times(
                 started_at=since,
                 handler=handler.display_name if handler is not None else None,
                 source="py-spy",
-                started_before=(
-                    first_seen is not None and p.key is not None and first_seen.ran_before(p.key)
-                ),
+                started_before=ran_before,
             )
         cpu = cpus.get(thread.native_id) if thread.native_id else None
         if (

@@ -226,8 +226,8 @@ def test_a_new_request_on_the_same_thread_restarts_the_clock_and_old_entries_are
     threads_from_dump(dump, 100.0, seen)
     # GIVEN the blocked worker now holds another Request object (another address)
     changed = json.loads(json.dumps(dump).replace("<Request at 0x", "<Request at 0x1"))
-    # WHEN parsed later
-    snap = threads_from_dump(changed, 110.0, seen)
+    # WHEN parsed at the next look (within LOOK_GAP: a gap would make it a first look again)
+    snap = threads_from_dump(changed, 101.0, seen)
     # THEN its elapsed starts again, and the first requests' entries are forgotten
     assert worker_in(snap, "block").elapsed == 0.0
     assert len(seen) == 5
@@ -252,8 +252,20 @@ def test_a_request_running_at_the_first_look_has_a_lower_bound_not_a_start():
     assert blocked.request is not None and blocked.request.started_before is False
     # AND the texts say which is which
     assert format_elapsed(blocked) == "0.0 s"
-    assert format_elapsed(worker_in(first, "block")) == "≥0.0 s"
+    # (at the look that found it running, how long it ran is not known at all: no time)
+    assert worker_in(first, "block").elapsed is None
+    assert format_elapsed(worker_in(first, "block")) == "—"
+    # AND at the next look it has run at least since the first
+    again = threads_from_dump(dump, 101.0, seen_after(dump, 100.0))
+    assert format_elapsed(worker_in(again, "block")) == "≥1.0 s"
     assert thread_elapsed_text(evolve(worker_in(first, "block"), elapsed=12.0)) == "≥12.0 s"
+
+
+def seen_after(dump: List[Dict[str, Any]], taken_at: float) -> FirstSeen:
+    """First sightings after one reading of ``dump`` at ``taken_at``."""
+    seen = FirstSeen()
+    threads_from_dump(dump, taken_at, seen)
+    return seen
 
 
 def test_a_reading_after_a_gap_is_a_first_look_again():
