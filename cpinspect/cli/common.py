@@ -70,7 +70,9 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def open_from_args(
-    args: argparse.Namespace, on_new_pid: Optional[Callable[[int], None]] = None
+    args: argparse.Namespace,
+    on_new_pid: Optional[Callable[[int], None]] = None,
+    no_agent: Optional[Callable[[], None]] = None,
 ) -> OpenedSession:
     """The session for the target named by ``args`` (``open_session``); raises
     ``CpinspectError``. A silent agent is no error: py-spy stands in."""
@@ -82,6 +84,7 @@ def open_from_args(
         timeout=args.timeout,
         inject=bool(getattr(args, "inject", False)),
         on_new_pid=on_new_pid,
+        no_agent=no_agent,
     )
 
 

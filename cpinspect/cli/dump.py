@@ -96,6 +96,23 @@ def start_pyspy_early(args: argparse.Namespace) -> Optional[Tuple[List[str], Pop
     return early.spawn(command)
 
 
+class EarlyRun:
+    """The early py-spy run (``start_pyspy_early``), handed over once: to the session's py-spy
+    reader, or stopped. Stopped as soon as the pid proves to have no agent: the reader without
+    one reads with ``--locals`` (another command), and the early run only took a core from it
+    (a dump of 1,000 threads without the agent)."""
+
+    def __init__(self, started: Optional[Tuple[List[str], Popen[bytes]]]) -> None:
+        self._started = started
+
+    def stop(self) -> None:
+        self.hand_over(None)
+
+    def hand_over(self, session: object) -> None:
+        started, self._started = self._started, None
+        hand_over_pyspy(started, session)
+
+
 def hand_over_pyspy(early: Optional[Tuple[List[str], Popen[bytes]]], session: object) -> None:
     """Give the early py-spy run to the session's py-spy reader; stop it if there is none."""
     if early is None:
@@ -130,12 +147,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]]]) -> int:
+    run = EarlyRun(early)
     try:
-        opened = open_from_args(args)
+        opened = open_from_args(args, no_agent=run.stop)
     except BaseException:
-        hand_over_pyspy(early, None)
+        run.stop()
         raise
-    hand_over_pyspy(early, opened.session)
+    run.hand_over(opened.session)
 
     from cpinspect.model import SourceKind
     from cpinspect.snapshots import ask_routes, ask_sessions, beside, joined

@@ -91,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]]]) -> int:
-    from cpinspect.cli.dump import hand_over_pyspy
+    from cpinspect.cli.dump import EarlyRun
 
+    run = EarlyRun(early)
     try:
         from cpinspect.snapshots import (
             ask_routes,
@@ -104,11 +105,11 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
         from cpinspect.sources.open import open_session
 
         check_directory(args.output)  # before minutes of capture, not after
-        opened = open_session(args.pid, socket=args.socket, timeout=args.timeout)
+        opened = open_session(args.pid, socket=args.socket, timeout=args.timeout, no_agent=run.stop)
     except BaseException:
-        hand_over_pyspy(early, None)
+        run.stop()
         raise
-    hand_over_pyspy(early, opened.session)
+    run.hand_over(opened.session)
     from cpinspect.sources.base import Capability
 
     session = opened.session

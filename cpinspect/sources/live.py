@@ -1363,6 +1363,10 @@ def process_info_from_outside(pid: int, agent: str = "no agent") -> ProcessInfo:
     )
 
 
+FIRST_FRESH = 1.0
+"""Seconds for which the reading that opened a py-spy session stands in for its first poll."""
+
+
 class PySpySession:
     """The ``Poller`` for a process without the agent: everything from py-spy.
 
@@ -1378,9 +1382,14 @@ class PySpySession:
         timeout: float = DEFAULT_TIMEOUT,
         inject: Optional[Callable[[int], object]] = None,
         on_new_pid: Optional[Callable[[int], None]] = None,
+        first: Optional[ThreadsSnapshot] = None,
     ) -> None:
         self._trimmer = Trimmer()
         self.pyspy = pyspy
+        self._first = first
+        """The reading that found the process to be CherryPy (``open.pyspy_only``): the first
+        poll shows it if it is fresh, rather than asking py-spy again at once (a one-shot
+        ``dump`` of 1,000 threads read them twice, ~1 s each with ``--locals``)."""
         self.on_new_pid = on_new_pid
         """Handed to the ``AgentSession`` once the agent is loaded."""
         self.pid = pid
@@ -1447,7 +1456,11 @@ class PySpySession:
         try:
             if self.info is None:
                 self.info = process_info_from_outside(self.pid)
-            self.threads = self.pyspy.threads()
+            first, self._first = self._first, None
+            if first is not None and not self.native and now - first.taken_at <= FIRST_FRESH:
+                self.threads = first
+            else:
+                self.threads = self.pyspy.threads()
             self._trimmer.maybe()
         except NoSuchProcess as exc:
             state, message = LinkState.LOST, "%s — showing the last data" % exc

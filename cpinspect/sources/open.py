@@ -291,6 +291,7 @@ def open_session(
     timeout: float = DEFAULT_TIMEOUT,
     inject: bool = False,
     on_new_pid: Optional[Callable[[int], None]] = None,
+    no_agent: Optional[Callable[[], None]] = None,
 ) -> OpenedSession:
     """Open the session for ``target``: a pid (``"4121"``), ``":PORT"`` or a path (an agent
     socket, or a snapshot file); or the agent socket ``socket``.
@@ -298,7 +299,8 @@ def open_session(
     ``timeout`` is how long to wait for the agent per request (the one ``info()`` here too);
     a silent agent is not waited for again. ``inject`` loads the agent first into a process
     that has none. ``on_new_pid`` is called (from the polling thread) when a live session
-    reconnects to a restarted process of the same service. Raises ``CpinspectError``.
+    reconnects to a restarted process of the same service. ``no_agent`` is called when a pid
+    turns out to have no agent, before py-spy reads it. Raises ``CpinspectError``.
     """
     if (target is None) == (socket is None):
         raise UsageError("give either a pid (or :PORT, or a path) or --socket PATH")
@@ -331,6 +333,8 @@ def open_session(
     try:
         link = connect_agent(pid=pid, timeout=timeout)
     except AgentNotFound as exc:
+        if no_agent is not None:
+            no_agent()
         return _open_pyspy(pid, exc, timeout, on_new_pid)
     return _open_agent(link, on_new_pid)
 
@@ -378,9 +382,9 @@ def _open_pyspy(
     timeout: float,
     on_new_pid: Optional[Callable[[int], None]],
 ) -> OpenedSession:
-    source, _ = pyspy_only(pid, why)
+    source, first = pyspy_only(pid, why)
     lines, new_pid = _lines_for(pid, on_new_pid)
-    session = PySpySession(source, pid, timeout=timeout, on_new_pid=new_pid)
+    session = PySpySession(source, pid, timeout=timeout, on_new_pid=new_pid, first=first)
     return OpenedSession(
         session=session,
         pid=pid,

@@ -150,6 +150,48 @@ def test_threads_of_a_real_app_with_blocked_and_spinning_workers(busy_target):
     assert worker_in(later, "block").elapsed >= later.taken_at - snap.taken_at - 1e-6
 
 
+def test_a_session_without_the_agent_first_shows_the_reading_that_opened_it(busy_target):
+    from cpinspect.sources.open import open_session
+
+    # GIVEN a CherryPy app without the agent, its session opened (py-spy's reading that found
+    # it to be CherryPy: with --locals, ~1 s at 1,000 threads)
+    target = busy_target()
+    told: List[str] = []
+    opened = open_session(str(target.pid), no_agent=lambda: told.append("no agent"))
+    session = opened.session
+    # (told first, so a dump stops its early py-spy run without locals: no use without the agent)
+    assert told == ["no agent"]
+    spy = session.pyspy
+    reads: List[object] = []
+    read = spy._dump_bytes
+
+    def counted(*args: object) -> bytes:
+        reads.append(args)
+        return read(*args)
+
+    spy._dump_bytes = counted  # type: ignore[method-assign]
+    try:
+        # WHEN it is polled (a one-shot dump polls once)
+        first = session.poll()
+        # THEN the opening reading is shown, py-spy not run again, the requests in it
+        assert reads == []
+        assert first.threads is not None
+        blocked = worker_in(first.threads, "block")
+        assert blocked.request is not None and blocked.request.handler == "Root.block"
+        # found running by that first look: how long it ran is not known (no "0.0 s")
+        assert blocked.request.started_before and blocked.elapsed is None
+        # AND the next poll reads again, and times it from the first look on (a lower bound)
+        second = session.poll()
+        assert len(reads) == 1
+        assert second.threads is not None
+        again = worker_in(second.threads, "block").elapsed
+        assert (
+            again is not None and again >= second.threads.taken_at - first.threads.taken_at - 1e-6
+        )
+    finally:
+        session.close()
+
+
 def test_thread_idents_are_the_agents_idents(busy_target):
     # GIVEN a target with the agent, read both through the agent and through py-spy
     target = busy_target(agent="config")
