@@ -1663,7 +1663,9 @@ def resolution_lines(res: Resolution) -> List[str]:
                 "  args (%s) kwargs {%s}"
                 % (", ".join(res.args), ", ".join("%s=%s" % kv for kv in res.kwargs))
             )
-    if res.guards:
+    # The verdict of several guards already lists them all (in the order they run).
+    listed = len(res.guards) > 1 and res.verdict.startswith("%d tools run " % len(res.guards))
+    if res.guards and not listed:
         lines.append("  tools that may answer first: %s" % ", ".join(res.guards))
     if res.tools:
         note = "" if res.decided_by is not None else _tool_note(res.tools)

@@ -291,3 +291,23 @@ def test_tools_in_effect_agree_with_cherrypys_own_merge(routing: RoutingTarget) 
         assert "gzip" not in seen["/account/export"] and "encode" not in seen["/account/export"]
     finally:
         source.close()
+
+
+def test_the_trail_shows_the_lookup_the_default_dispatcher_performs(routing: RoutingTarget) -> None:
+    # WHEN / is resolved on a default-dispatched root with an exposed index
+    steps = resolve(routing, "/")["steps"]
+    # THEN the trail has the index CherryPy appends to every path, and picks it
+    assert steps[-3:] == [
+        "root.index found, exposed ✓ (CherryPy looks up index at the end of every path)",
+        "CherryPy picks root.index (the path's index)",
+        "handler __main__.Root.index()",
+    ], steps
+    # AND a default that takes the rest is named as CherryPy's pick
+    steps = resolve(routing, "/def/anything/here")["steps"]
+    assert (
+        "CherryPy picks root.default (a default exposed on the way takes the rest): "
+        "'anything', 'here' passed as arguments" in steps
+    ), steps
+    # AND an unexposed method on the way: nothing picked
+    assert "nothing exposed on the way: no handler ✗" in resolve(routing, "/admin/hidden")["steps"]
+    assert real(routing, "/")[0] == 200 and real(routing, "/admin/hidden")[0] == 404

@@ -14,6 +14,7 @@ import subprocess
 import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -105,7 +106,8 @@ def test_sessions_turned_on_in_a_handlers_cp_config_are_found(wrapped: Wrapped) 
     assert text.returncode == 0 and doc.returncode == 0, text.stderr + doc.stderr
     assert "no mounted app has tools.sessions.on" not in text.stdout
     assert "app '/' · RAM · 1 session" in text.stdout, text.stdout
-    assert "switched on in  /login's _cp_config, " in text.stdout, text.stdout
+    (where,) = [ln for ln in text.stdout.splitlines() if ln.startswith("  switched on in  ")]
+    assert "/login's _cp_config, " in where, text.stdout
     app = json.loads(doc.stdout)["apps"][0]
     assert app["page"]["total"] == 1
     assert any("_cp_config /" in w for w in app["where"]), app["where"]
@@ -130,3 +132,51 @@ def test_routes_skip_the_interpreters_own_classes_held_by_a_handler(wrapped: Wra
     # AND neither class is walked: no dict method is listed as a property of user code
     assert not [p for p in paths if p.startswith(("/login/mod_dict_class", "/login/function_type"))]
     assert not [n for n in app["nodes"] if n["qualname"].startswith("builtins.")]
+
+
+def resolved(wrapped: Wrapped, path: str) -> Dict[str, Any]:
+    query = urlencode({"path": path, "method": "GET", "host": "127.0.0.1"})
+    status, body = agent_get(wrapped.socket(), "/v1/resolve?" + query)
+    assert status == 200, body
+    return body
+
+
+def test_no_app_tool_is_named_as_the_one_that_answers_401(wrapped: Wrapped) -> None:
+    # GIVEN /minions guarded by app tools in Salt's order: html_override first (harmless), then
+    # app_auth (401 without a token)
+    assert httpx.get(wrapped.url + "/minions", timeout=10).status_code == 401
+    token = {"X-Auth-Token": "t"}
+    assert httpx.get(wrapped.url + "/minions", headers=token, timeout=10).status_code == 200
+    # WHEN it is resolved
+    verdict = resolved(wrapped, "/minions")["verdict"]
+    # THEN every tool that runs before the handler is listed, none blamed for a status
+    assert verdict["guards"] == ["html_override", "app_auth", "hypermedia_out"]
+    assert verdict["status"] is None
+    assert verdict["verdict"] == (
+        "3 tools run before the handler, any of which may answer instead: html_override, "
+        "app_auth, hypermedia_out; otherwise: Minions.GET handles it; the handler decides the "
+        "status"
+    )
+    # AND the CLI's headline says the same, with no guessed 401/403
+    res = cli("resolve", str(wrapped.pid), "/minions")
+    assert res.returncode == 0, res.stderr
+    head = res.stdout.splitlines()[0]
+    assert "3 tools run before the handler, any of which may answer instead" in head, head
+    assert "401" not in head and "runs first" not in head
+
+
+def test_the_trail_of_slash_shows_the_index_the_method_dispatcher_uses(wrapped: Wrapped) -> None:
+    # GIVEN a MethodDispatcher root that is not exposed and has no GET, and an exposed index
+    assert httpx.get(wrapped.url + "/", timeout=10).text == "welcome"
+    # WHEN / is resolved
+    body = resolved(wrapped, "/")
+    # THEN the trail is CherryPy's: index looked up after the (empty) path, picked, its GET
+    steps = body["steps"]
+    assert steps[-4:] == [
+        "root.index found, exposed ✓ (CherryPy looks up index at the end of every path)",
+        "CherryPy picks root.index (the path's index)",
+        "root.index.GET found ✓",
+        "handler __main__.Index.GET()",
+    ], steps
+    assert not any(step.startswith("root.GET") for step in steps)
+    assert body["verdict"]["handler"]["qualname"].endswith("Index.GET")
