@@ -164,7 +164,11 @@ THREADS_CURSORS_KEPT = 4
 #                         "methods": [str],            # upper-case verbs (MethodDispatcher)
 #                         "popargs": [str]|null, "dynamic": bool (has _cp_dispatch),
 #                         "tools": [str], "config": {key: repr} (_cp_config, redacted),
-#                         "warnings": [str]}],         # e.g. "_cp_dispatch is exposed: …"
+#                         "warnings": [str],           # e.g. "_cp_dispatch is exposed: …"
+#                         "app_code"?: bool}],         # optional (older agents, and a node
+#                         # whose file is unknown, omit it): its file is the app's own code by
+#                         # the stack rule of probes/frames.py (not a library's, the standard
+#                         # library's or a frozen module's)
 #              "routes": [{"name", "path", "controller", "action", "methods": [str],
 #                          "qualname", "file", "line", "signature"}],   # RoutesDispatcher
 #              "config": [{"path", "source": "app.config", "tools": [str],

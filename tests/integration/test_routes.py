@@ -311,3 +311,23 @@ def test_the_trail_shows_the_lookup_the_default_dispatcher_performs(routing: Rou
     # AND an unexposed method on the way: nothing picked
     assert "nothing exposed on the way: no handler ✗" in resolve(routing, "/admin/hidden")["steps"]
     assert real(routing, "/")[0] == 200 and real(routing, "/admin/hidden")[0] == 404
+
+
+def test_the_favicon_handler_is_shown_at_the_url_that_serves_it(routing: RoutingTarget) -> None:
+    from tests.helpers import run_cli
+
+    # GIVEN the favicon_ico tree.mount put on a default-dispatched root: both spellings serve it
+    assert real(routing, "/favicon.ico") == real(routing, "/favicon_ico")
+    assert real(routing, "/favicon.ico")[0] == 200
+    # WHEN the routes are printed
+    text = run_cli("routes", str(routing.pid))
+    assert text.returncode == 0, text.stderr
+    # THEN the node and its mount are shown by the URL one types
+    lines = text.stdout.splitlines()
+    assert [ln.split()[:3] for ln in lines if "favicon" in ln and "static" in ln.split()[2:3]] == [
+        ["✓", "/favicon.ico", "static"]
+    ]
+    assert any(ln.startswith("  static staticfile /favicon.ico → ") for ln in lines)
+    assert "favicon_ico" not in text.stdout
+    # AND resolving it agrees
+    assert resolve(routing, "/favicon.ico")["verdict"]["kind"] == "static"
