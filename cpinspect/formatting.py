@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import re
+import string
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -1307,6 +1308,138 @@ def route_children(app: AppRoutes) -> Dict[Optional[str], List[RouteNode]]:
     return children
 
 
+FORGOTTEN_NOTE = "← a forgotten @cherrypy.expose? (its object has exposed handlers)"
+"""Beside an unexposed method ``route_view`` counts as likely forgotten."""
+CHERRYPY_NAMES = frozenset(("index", "default"))
+"""Names CherryPy's Dispatcher calls by itself: unexposed in app code, most likely forgotten."""
+
+
+def dispatcher_at(app: AppRoutes, path: str) -> str:
+    """The dispatcher requests for ``path`` (under the app) go through: the app's, or the one
+    the nearest config section at or above it sets (``request.dispatch``)."""
+    best, length = app.dispatcher, -1
+    for section in app.config:
+        if section.dispatcher is None:
+            continue
+        at = section.path.rstrip("/")
+        if (path == section.path or path.startswith(at + "/")) and len(at) > length:
+            best, length = section.dispatcher, len(at)
+    return best
+
+
+def _app_code(node: RouteNode) -> bool:
+    """Defined in the app's code; without the agent's word (an older one), anything but a
+    frozen or built-in module (``<frozen _collections_abc>``)."""
+    if node.app_code is not None:
+        return node.app_code
+    return not str(node.filename or "").startswith("<")
+
+
+@dataclass(frozen=True)
+class RouteView:
+    """What the routes tree shows at first (``route_view``); ``--all`` and an expanded TUI
+    branch show the rest."""
+
+    shown: frozenset[str]
+    """Paths listed: exposed nodes, internal ones, anything with a warning, the likely
+    forgotten handlers, and the objects on the way to them."""
+    folded: Dict[str, Tuple[int, int, int]]
+    """An object with nothing exposed anywhere below it (a helper the handlers hold, Salt's
+    ``auth`` resolver): listed as one line; (methods, objects, properties) below it."""
+    hidden: Dict[str, int]
+    """For a listed object: how many of its own methods are left out (not exposed, and not
+    likely forgotten: a library's, or under a MethodDispatcher, where only verbs answer)."""
+    forgotten: frozenset[str]
+    """Unexposed methods that look like a forgotten ``@cherrypy.expose``: defined in app code,
+    on an object that also has exposed handlers (or named ``index``/``default``), where the
+    dispatcher would call them if exposed."""
+
+
+def route_view(app: AppRoutes) -> RouteView:
+    """Which nodes the routes tree lists and which it folds (pure; every node stays in the
+    model and in ``routes --json``). A subtree holding nothing exposed is one line; an
+    unexposed method is listed only when it looks like a forgotten expose."""
+    children = route_children(app)
+    by_path = {node.path: node for node in app.nodes}
+
+    def has_handlers(path: Optional[str]) -> bool:
+        parent = by_path.get(path) if path is not None else None
+        if parent is not None and parent.exposed:
+            return True
+        return any(
+            child.exposed and child.kind in ("handler", "index", "default")
+            for child in children.get(path, [])
+        )
+
+    forgotten = set()
+    for parent_path, kids in children.items():
+        if parent_path is None:
+            continue
+        if dispatcher_at(app, parent_path) == "MethodDispatcher":
+            continue  # a method other than a verb is never called there, exposed or not
+        siblings_exposed = has_handlers(parent_path)
+        for node in kids:
+            likely = siblings_exposed or node.name in CHERRYPY_NAMES
+            if likely and node.kind == "unexposed" and _app_code(node) and not node.alias_of:
+                forgotten.add(node.path)
+
+    def kept(node: RouteNode) -> bool:
+        return bool(
+            node.path == "/"
+            or node.exposed
+            or node.kind in ("internal", "static")
+            or node.warnings
+            or node.path in forgotten
+            or node.dynamic
+            or node.popargs is not None
+            or (node.kind == "property" and _app_code(node))
+        )
+
+    live: Dict[str, bool] = {}
+    # Children come after their parent in the agent's order: decide bottom-up.
+    for node in reversed(app.nodes):
+        live[node.path] = kept(node) or any(
+            live.get(child.path, False) for child in children.get(node.path, [])
+        )
+    shown = set()
+    folded: Dict[str, Tuple[int, int, int]] = {}
+    hidden: Counter[str] = Counter()
+
+    def count_below(path: str) -> Tuple[int, int, int]:
+        counts: Counter[str] = Counter()
+        stack = list(children.get(path, []))
+        while stack:
+            node = stack.pop()
+            counts[node.kind if node.kind in ("object", "property") else "method"] += 1
+            stack.extend(children.get(node.path, []))
+        return counts["method"], counts["object"], counts["property"]
+
+    stack: List[Optional[str]] = [None]
+    while stack:
+        parent = stack.pop()
+        for node in children.get(parent, []):
+            if live.get(node.path):
+                shown.add(node.path)
+                stack.append(node.path)
+            elif node.kind == "object" or children.get(node.path):
+                shown.add(node.path)
+                folded[node.path] = count_below(node.path)
+            elif parent is not None:
+                hidden[parent] += 1
+    return RouteView(frozenset(shown), folded, dict(hidden), frozenset(forgotten))
+
+
+def folded_text(counts: Tuple[int, int, int]) -> str:
+    """``object, nothing exposed below (22 methods, 1 object)``: a folded object's kind text."""
+    words = ("method", "object", "property")
+    parts = [
+        "%d %s" % (n, word if n == 1 else ("properties" if word == "property" else word + "s"))
+        for n, word in zip(counts, words)
+        if n
+    ]
+    return "object, nothing exposed below" + (" (%s)" % ", ".join(parts) if parts else "")
+
+
 def warnings_below(app: AppRoutes) -> Dict[str, int]:
     """How many warnings each node's descendants carry (so a folded branch still shows them)."""
     known = {node.path: node for node in app.nodes}
@@ -1371,22 +1504,39 @@ def app_counts(app: AppRoutes) -> str:
 
 
 def route_node_details(
-    app: AppRoutes, node: RouteNode, global_tools: Sequence[str] = ()
+    app: AppRoutes,
+    node: RouteNode,
+    global_tools: Sequence[str] = (),
+    view: Optional[RouteView] = None,
 ) -> List[Tuple[str, str]]:
-    """Label/value rows for the details of one node (its warnings are listed apart).
+    """Label/value rows for the details of one node (its warnings are listed apart); with the
+    app's ``route_view``, what it says of the node (folded, a forgotten expose).
 
     ``tools`` and ``config`` are what a request ending on the node runs with (see
     ``effective_config``), each value with the place it comes from.
     """
+    prefix = app.script_name.rstrip("/")
+    url = route_url(app, node.path)
     rows: List[Tuple[str, str]] = [
-        ("path", (app.script_name.rstrip("/") + node.path) or "/"),
+        ("path", (prefix + url) or "/"),
         ("kind", "%s  exposed %s" % (route_kind_text(node), "✓" if node.exposed else "✗")),
     ]
     # CherryPy's Dispatcher (and so MethodDispatcher and what a VirtualHost hands over to).
     by_objects = app.dispatcher in ("default", "MethodDispatcher", "VirtualHost")
     # Only an exposed callable answers its punctuation alias (an unexposed one is a 404 there).
     also = punctuation_alias(node.path) if by_objects and node.exposed else None
-    if also:
+    if view is not None and node.path in view.folded:
+        below = folded_text(view.folded[node.path]).split(", ", 1)[1]
+        rows.append(("below", below.replace("nothing exposed below", "nothing exposed")))
+    if view is not None and node.path in view.forgotten:
+        rows.append(("hint", FORGOTTEN_NOTE.lstrip("← ")))
+    never = static_handler_note(app, node.path)
+    if never:
+        rows.append(("note", never))
+    elif url != node.path:
+        # Shown by the file's name: the attribute's own spelling answers too.
+        rows.append(("also", prefix + node.path + PUNCTUATION_NOTE))
+    elif also:
         shadowed = shadowed_alias_note(app, node.path)
         if shadowed:
             rows.append(("also", shadowed))
@@ -1462,16 +1612,21 @@ def static_mount_line(mount: StaticMount, app: Optional[AppRoutes] = None) -> st
     contents = static_contents(mount)
     if contents:
         facts.append(contents)
+    handler = app is not None and mount.source == "handler"
     line = "%s %s → %s (%s)" % (
         mount.kind,
-        mount.path,
+        route_url(app, mount.path) if app is not None and handler else mount.path,
         mount.resolved or mount.configured or "-",
         ", ".join(facts),
     )
-    shadowed = None
-    if app is not None and mount.source == "handler":
-        shadowed = shadowed_alias_note(app, mount.path, brief=True)
-    return line + (" · " + shadowed if shadowed else "")
+    if app is not None and handler:
+        for note in (
+            shadowed_alias_note(app, mount.path, brief=True),
+            static_handler_note(app, mount.path),
+        ):
+            if note:
+                line += " · " + note
+    return line
 
 
 def static_contents(mount: StaticMount) -> str:
@@ -1508,6 +1663,46 @@ def punctuation_alias(path: str) -> Optional[str]:
     if "_" not in path:
         return None
     return path.replace("_", ".")
+
+
+_PUNCTUATION = str.maketrans(string.punctuation, "_" * len(string.punctuation))
+"""What CherryPy's Dispatcher does to a URL segment before looking it up (``string.punctuation``
+to ``_``)."""
+
+
+def route_url(app: AppRoutes, path: str) -> str:
+    """The URL a user types for the node at ``path`` (under the app): for a
+    ``tools.staticfile.handler`` attribute named like its file with punctuation turned to
+    ``_`` (``favicon_ico`` serving ``favicon.ico``, which ``tree.mount`` puts on every root),
+    the file's name (``/favicon.ico``), unless a static tool in config answers that URL first
+    (then the attribute's own spelling is the only URL it answers); else ``path``."""
+    head, _, name = path.rpartition("/")
+    if "_" not in name:
+        return path
+    for mount in app.static:
+        if mount.source != "handler" or mount.path != path or mount.kind != "staticfile":
+            continue
+        target = mount.resolved or mount.configured or ""
+        base = os.path.basename(target)
+        if base and base != name and base.translate(_PUNCTUATION) == name:
+            url = head + "/" + base
+            return path if config_static_answer(app, url) is not None else url
+    return path
+
+
+def static_handler_note(app: AppRoutes, path: str) -> Optional[str]:
+    """For a ``tools.staticdir/staticfile.handler`` attribute under a MethodDispatcher: it never
+    serves (CherryPy calls the resource's ``GET``, which a function lacks: 405), as Salt's
+    ``favicon_ico`` answers every request with 405; ``None`` elsewhere."""
+    node = next((n for n in app.nodes if n.path == path), None)
+    if node is None or node.kind != "static" or not node.exposed:
+        return None
+    if dispatcher_at(app, path.rpartition("/")[0] or "/") != "MethodDispatcher":
+        return None
+    return (
+        "never serves: under a MethodDispatcher CherryPy calls its GET, which a handler "
+        "function lacks (405)"
+    )
 
 
 def config_static_answer(app: AppRoutes, url: str) -> Optional[StaticMount]:
@@ -1578,8 +1773,9 @@ def static_mount_details(
     mount: StaticMount, app: Optional[AppRoutes] = None
 ) -> List[Tuple[str, str]]:
     """Label/value rows for one static mount's checks (its warnings are listed apart)."""
+    url = route_url(app, mount.path) if app is not None and mount.source == "handler" else None
     rows: List[Tuple[str, str]] = [
-        ("path", mount.path),
+        ("path", url or mount.path),
         ("kind", "%s (from %s)" % (mount.kind, mount.source)),
         ("configured", mount.configured or "-"),
         ("root", mount.root or "-"),
@@ -1587,7 +1783,12 @@ def static_mount_details(
         ("exists", _yes_no(mount.exists)),
         ("readable", _yes_no(mount.readable)),
     ]
-    if mount.source == "handler" and punctuation_alias(mount.path):
+    never = static_handler_note(app, mount.path) if app is not None else None
+    if never:
+        rows.insert(1, ("note", never))
+    elif url is not None and url != mount.path:
+        rows.insert(1, ("also", mount.path + PUNCTUATION_NOTE))
+    elif mount.source == "handler" and punctuation_alias(mount.path):
         shadowed = shadowed_alias_note(app, mount.path) if app is not None else None
         also = shadowed or "%s%s" % (punctuation_alias(mount.path), PUNCTUATION_NOTE)
         rows.insert(1, ("also", also))
@@ -1670,7 +1871,9 @@ def resolution_lines(res: Resolution) -> List[str]:
                 "  args (%s) kwargs {%s}"
                 % (", ".join(res.args), ", ".join("%s=%s" % kv for kv in res.kwargs))
             )
-    if res.guards:
+    # The verdict of several guards already lists them all (in the order they run).
+    listed = len(res.guards) > 1 and res.verdict.startswith("%d tools run " % len(res.guards))
+    if res.guards and not listed:
         lines.append("  tools that may answer first: %s" % ", ".join(res.guards))
     if res.tools:
         note = "" if res.decided_by is not None else _tool_note(res.tools)

@@ -408,6 +408,9 @@ class RouteNode:
     """For an ``internal`` method: the path under the app a request for it takes through the
     dispatcher (``/api/adduser`` for ``api_adduser``; its own ``path`` answers 404), when the
     dispatcher's table or name prefix says it; ``None`` when unknown (or an older agent)."""
+    app_code: Optional[bool] = None
+    """Defined in the app's own code (the agent's app-frame rule applied to ``filename``), not
+    in a library, the standard library or a frozen module; ``None`` from an older agent."""
 
 
 @dataclass(frozen=True)

@@ -434,6 +434,7 @@ def route_node_from_json(d: Mapping[str, Any]) -> RouteNode:
         warnings=tuple(w for w in _strs(d, "warnings") if w != LEGACY_NOT_EXPOSED),
         reached_via=_opt_s(d, "reached_via"),
         reached_at=_opt_s(d, "reached_at"),
+        app_code=_opt_b(d, "app_code"),
     )
 
 

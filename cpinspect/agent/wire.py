@@ -164,7 +164,11 @@ THREADS_CURSORS_KEPT = 4
 #                         "methods": [str],            # upper-case verbs (MethodDispatcher)
 #                         "popargs": [str]|null, "dynamic": bool (has _cp_dispatch),
 #                         "tools": [str], "config": {key: repr} (_cp_config, redacted),
-#                         "warnings": [str]}],         # e.g. "_cp_dispatch is exposed: …"
+#                         "warnings": [str],           # e.g. "_cp_dispatch is exposed: …"
+#                         "app_code"?: bool}],         # optional (older agents, and a node
+#                         # whose file is unknown, omit it): its file is the app's own code by
+#                         # the stack rule of probes/frames.py (not a library's, the standard
+#                         # library's or a frozen module's)
 #              "routes": [{"name", "path", "controller", "action", "methods": [str],
 #                          "qualname", "file", "line", "signature"}],   # RoutesDispatcher
 #              "config": [{"path", "source": "app.config", "tools": [str],
@@ -193,11 +197,17 @@ THREADS_CURSORS_KEPT = 4
 #                "decided_by": null | "handler" | "tool:<name>",   # who decides the status
 #                                   # when the resolver cannot: status is null then (a handler
 #                                   # decides its own; a tool hooked before the handler that is
-#                                   # not one of CherryPy's harmless ones may answer itself)
+#                                   # not one of CherryPy's harmless ones may answer itself).
+#                                   # "tool:<name>" is the first of "guards" (or the one
+#                                   # switched on but not registered): any of them may answer
 #                "verdict": str,    # the sentence: "Root.account handles it; the handler
-#                                   # decides the status", "tool myauth runs first
-#                                   # (before_handler, priority 50) and may answer itself (e.g.
-#                                   # 401/403); otherwise: …", "no exposed handler … (404)"
+#                                   # decides the status"; one guard: "tool myauth runs first
+#                                   # (before_handler, priority 50) and may answer itself;
+#                                   # otherwise: …" (CherryPy's own say what: "(401 without
+#                                   # credentials)"); several: "8 tools run before the handler,
+#                                   # any of which may answer instead: a, auth_basic (401
+#                                   # without credentials), …; otherwise: …"; a known status:
+#                                   # "no exposed handler … (404)"
 #                "guards": [str],   # those tools, in the order they run
 #                "handler": null | {"qualname", "file", "line", "args": [repr],
 #                                   "kwargs": {name: repr (redacted)}},

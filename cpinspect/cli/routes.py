@@ -16,23 +16,49 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("routes", help="print the routing tree of a running app")
     add_target_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="list every node: also the methods and helper objects nothing exposes (by default "
+        "an object with nothing exposed below is one line; --json always has every node)",
+    )
     parser.set_defaults(func=run)
 
 
-def render(snapshot: RoutesSnapshot) -> str:
+def render(snapshot: RoutesSnapshot, everything: bool = False) -> str:
+    """The tree as text; ``everything``: every node (``--all``), else ``route_view``'s."""
     from cpinspect.formatting import (
+        FORGOTTEN_NOTE,
         app_counts,
         app_label,
+        folded_text,
         route_kind_text,
+        route_url,
+        route_view,
         shadowed_alias_note,
+        static_handler_note,
         static_mount_line,
     )
 
     lines = []
     for app in snapshot.apps:
         lines.append(app_label(app))
+        view = route_view(app)
+        left_out = 0
         for node in app.nodes:
             mark = "✓" if node.exposed else " "
+            url = route_url(app, node.path)
+            if not everything and node.path not in view.shown:
+                left_out += 1
+                continue
+            if not everything and node.path in view.folded:
+                where = "  " + node.filename if node.filename else ""
+                if node.filename and node.lineno:
+                    where += ":%d" % node.lineno
+                lines.append(
+                    "  %s %-30s %s%s" % (mark, url, folded_text(view.folded[node.path]), where)
+                )
+                continue
             extra = []
             if node.signature:
                 extra.append(node.signature)
@@ -46,22 +72,29 @@ def render(snapshot: RoutesSnapshot) -> str:
                 extra.append("alias of " + node.alias_of)
             if node.filename and node.lineno:
                 extra.append("%s:%d" % (node.filename, node.lineno))
+            if node.path in view.forgotten:
+                extra.append(FORGOTTEN_NOTE)
+            if not everything and view.hidden.get(node.path):
+                extra.append("+%d not exposed (--all)" % view.hidden[node.path])
             kind = route_kind_text(node)
             if node.kind == "internal":
                 # Reached through a dispatcher: its own line says so, the details would be noise.
-                lines.append("  %s %-30s %s  %s" % (mark, node.path, kind, "  ".join(extra)))
+                lines.append("  %s %-30s %s  %s" % (mark, url, kind, "  ".join(extra)))
                 continue
-            lines.append("  %s %-30s %-11s %s" % (mark, node.path, kind, "  ".join(extra)))
+            lines.append("  %s %-30s %-11s %s" % (mark, url, kind, "  ".join(extra)))
             shadowed = shadowed_alias_note(app, node.path) if node.exposed else None
-            if shadowed:
-                lines.append("      · " + shadowed)
+            notes = (shadowed, static_handler_note(app, node.path))
+            lines.extend("      · " + note for note in notes if note)
             lines.extend("      ⚠ %s" % w for w in node.warnings)
         lines.extend("  route %-28s %s" % (r.path, r.qualname or "-") for r in app.routes)
         for mount in app.static:
             lines.append("  static " + static_mount_line(mount, app))
             lines.extend("      ⚠ %s" % w for w in mount.warnings)
         lines.extend("  error: %s" % e for e in app.errors)
-        lines.append("  " + app_counts(app))
+        counts = app_counts(app)
+        if left_out:
+            counts += " · %d not listed (--all lists them)" % left_out
+        lines.append("  " + counts)
     if snapshot.truncated:
         lines.append("(truncated at %d nodes)" % snapshot.cap)
     lines.extend("error: %s" % e for e in snapshot.errors)
@@ -79,5 +112,5 @@ def run(args: argparse.Namespace) -> int:
 
         print(json.dumps(to_json(snapshot), indent=2))
     else:
-        print(render(snapshot))
+        print(render(snapshot, everything=args.all))
     return 0

@@ -135,8 +135,9 @@ def test_the_verdict_sentences(target: DispatchTarget) -> None:
     # a custom tool hooked before the handler, switched on by a decorator
     private = verdict_of(target, "/private")
     assert private["guards"] == ["myauth"]
+    # (what an app's tool answers is not known: no status is guessed for it)
     assert private["verdict"].startswith(
-        "tool myauth runs first (before_handler, priority 50) and may answer itself (e.g. 401/403)"
+        "tool myauth runs first (before_handler, priority 50) and may answer itself; otherwise"
     )
     assert private["verdict"].endswith(
         "otherwise: Root.private handles it; the handler decides the status"

@@ -291,3 +291,43 @@ def test_tools_in_effect_agree_with_cherrypys_own_merge(routing: RoutingTarget) 
         assert "gzip" not in seen["/account/export"] and "encode" not in seen["/account/export"]
     finally:
         source.close()
+
+
+def test_the_trail_shows_the_lookup_the_default_dispatcher_performs(routing: RoutingTarget) -> None:
+    # WHEN / is resolved on a default-dispatched root with an exposed index
+    steps = resolve(routing, "/")["steps"]
+    # THEN the trail has the index CherryPy appends to every path, and picks it
+    assert steps[-3:] == [
+        "root.index found, exposed ✓ (CherryPy looks up index at the end of every path)",
+        "CherryPy picks root.index (the path's index)",
+        "handler __main__.Root.index()",
+    ], steps
+    # AND a default that takes the rest is named as CherryPy's pick
+    steps = resolve(routing, "/def/anything/here")["steps"]
+    assert (
+        "CherryPy picks root.default (a default exposed on the way takes the rest): "
+        "'anything', 'here' passed as arguments" in steps
+    ), steps
+    # AND an unexposed method on the way: nothing picked
+    assert "nothing exposed on the way: no handler ✗" in resolve(routing, "/admin/hidden")["steps"]
+    assert real(routing, "/")[0] == 200 and real(routing, "/admin/hidden")[0] == 404
+
+
+def test_the_favicon_handler_is_shown_at_the_url_that_serves_it(routing: RoutingTarget) -> None:
+    from tests.helpers import run_cli
+
+    # GIVEN the favicon_ico tree.mount put on a default-dispatched root: both spellings serve it
+    assert real(routing, "/favicon.ico") == real(routing, "/favicon_ico")
+    assert real(routing, "/favicon.ico")[0] == 200
+    # WHEN the routes are printed
+    text = run_cli("routes", str(routing.pid))
+    assert text.returncode == 0, text.stderr
+    # THEN the node and its mount are shown by the URL one types
+    lines = text.stdout.splitlines()
+    assert [ln.split()[:3] for ln in lines if "favicon" in ln and "static" in ln.split()[2:3]] == [
+        ["✓", "/favicon.ico", "static"]
+    ]
+    assert any(ln.startswith("  static staticfile /favicon.ico → ") for ln in lines)
+    assert "favicon_ico" not in text.stdout
+    # AND resolving it agrees
+    assert resolve(routing, "/favicon.ico")["verdict"]["kind"] == "static"

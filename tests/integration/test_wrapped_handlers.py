@@ -14,6 +14,7 @@ import subprocess
 import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -105,7 +106,8 @@ def test_sessions_turned_on_in_a_handlers_cp_config_are_found(wrapped: Wrapped) 
     assert text.returncode == 0 and doc.returncode == 0, text.stderr + doc.stderr
     assert "no mounted app has tools.sessions.on" not in text.stdout
     assert "app '/' · RAM · 1 session" in text.stdout, text.stdout
-    assert "switched on in  /login's _cp_config, " in text.stdout, text.stdout
+    (where,) = [ln for ln in text.stdout.splitlines() if ln.startswith("  switched on in  ")]
+    assert "/login's _cp_config, " in where, text.stdout
     app = json.loads(doc.stdout)["apps"][0]
     assert app["page"]["total"] == 1
     assert any("_cp_config /" in w for w in app["where"]), app["where"]
@@ -130,3 +132,110 @@ def test_routes_skip_the_interpreters_own_classes_held_by_a_handler(wrapped: Wra
     # AND neither class is walked: no dict method is listed as a property of user code
     assert not [p for p in paths if p.startswith(("/login/mod_dict_class", "/login/function_type"))]
     assert not [n for n in app["nodes"] if n["qualname"].startswith("builtins.")]
+
+
+def resolved(wrapped: Wrapped, path: str) -> Dict[str, Any]:
+    query = urlencode({"path": path, "method": "GET", "host": "127.0.0.1"})
+    status, body = agent_get(wrapped.socket(), "/v1/resolve?" + query)
+    assert status == 200, body
+    return body
+
+
+def test_no_app_tool_is_named_as_the_one_that_answers_401(wrapped: Wrapped) -> None:
+    # GIVEN /minions guarded by app tools in Salt's order: html_override first (harmless), then
+    # app_auth (401 without a token)
+    assert httpx.get(wrapped.url + "/minions", timeout=10).status_code == 401
+    token = {"X-Auth-Token": "t"}
+    assert httpx.get(wrapped.url + "/minions", headers=token, timeout=10).status_code == 200
+    # WHEN it is resolved
+    verdict = resolved(wrapped, "/minions")["verdict"]
+    # THEN every tool that runs before the handler is listed, none blamed for a status
+    assert verdict["guards"] == ["html_override", "app_auth", "hypermedia_out"]
+    assert verdict["status"] is None
+    assert verdict["verdict"] == (
+        "3 tools run before the handler, any of which may answer instead: html_override, "
+        "app_auth, hypermedia_out; otherwise: Minions.GET handles it; the handler decides the "
+        "status"
+    )
+    # AND the CLI's headline says the same, with no guessed 401/403
+    res = cli("resolve", str(wrapped.pid), "/minions")
+    assert res.returncode == 0, res.stderr
+    head = res.stdout.splitlines()[0]
+    assert "3 tools run before the handler, any of which may answer instead" in head, head
+    assert "401" not in head and "runs first" not in head
+
+
+def test_the_trail_of_slash_shows_the_index_the_method_dispatcher_uses(wrapped: Wrapped) -> None:
+    # GIVEN a MethodDispatcher root that is not exposed and has no GET, and an exposed index
+    assert httpx.get(wrapped.url + "/", timeout=10).text == "welcome"
+    # WHEN / is resolved
+    body = resolved(wrapped, "/")
+    # THEN the trail is CherryPy's: index looked up after the (empty) path, picked, its GET
+    steps = body["steps"]
+    assert steps[-4:] == [
+        "root.index found, exposed ✓ (CherryPy looks up index at the end of every path)",
+        "CherryPy picks root.index (the path's index)",
+        "root.index.GET found ✓",
+        "handler __main__.Index.GET()",
+    ], steps
+    assert not any(step.startswith("root.GET") for step in steps)
+    assert body["verdict"]["handler"]["qualname"].endswith("Index.GET")
+
+
+def test_helpers_fold_and_a_forgotten_expose_stands_out(wrapped: Wrapped) -> None:
+    # WHEN `cpinspect routes PID` runs, and with --all, and --json
+    text = cli("routes", str(wrapped.pid))
+    every = cli("routes", str(wrapped.pid), "--all")
+    doc = cli("routes", str(wrapped.pid), "--json")
+    assert text.returncode == every.returncode == doc.returncode == 0, text.stderr + every.stderr
+    lines = text.stdout.splitlines()
+    # THEN a helper object with nothing exposed below is one line, its insides not listed
+    (auth,) = [ln for ln in lines if ln.split()[:1] == ["/login/auth"]]
+    assert "object, nothing exposed below (12 methods, 1 object)" in auth, auth
+    (event,) = [ln for ln in lines if ln.split()[:1] == ["/hook/event"]]
+    assert "object, nothing exposed below (5 methods)" in event, event
+    assert not [ln for ln in lines if "/login/auth/" in ln or "/hook/event/" in ln]
+    # AND helper methods under the MethodDispatcher (never called, exposed or not) and the
+    # methods a stdlib base gives are counted on their object's line, not listed
+    assert "exec_lowstate" not in text.stdout and "/legacy/items" not in text.stdout
+    (legacy,) = [ln for ln in lines if ln.split()[:1] == ["/legacy"]]
+    assert "+4 not exposed (--all)" in legacy, legacy
+    # AND the forgotten @cherrypy.expose under the default dispatcher stands out
+    (summary,) = [ln for ln in lines if "/legacy/summary" in ln]
+    assert summary.split()[1:3] == ["not", "exposed"]
+    assert summary.endswith("← a forgotten @cherrypy.expose? (its object has exposed handlers)")
+    assert "· 27 not listed (--all lists them)" in lines[-1], lines[-1]
+    # AND --all lists everything, a stdlib method never as a forgotten expose
+    (get,) = [ln for ln in every.stdout.splitlines() if ln.split()[:1] == ["/login/auth/auth/get"]]
+    assert "not exposed" in get and "forgotten" not in get
+    assert "/login/exec_lowstate" in every.stdout
+    assert every.stdout.count("forgotten @cherrypy.expose") == 1
+    # AND the JSON carries every node, each marked app code or not
+    nodes = {n["path"]: n for n in json.loads(doc.stdout)["apps"][0]["nodes"]}
+    assert len(nodes) == 41
+    assert nodes["/legacy/summary"]["app_code"] is True
+    assert nodes["/login/auth/auth/get"]["app_code"] is False  # from _collections_abc
+    assert nodes["/hook/event/wait"]["app_code"] is False  # threading.py
+    # AND that is what the app answers: the forgotten one 404s, its siblings answer
+    assert httpx.get(wrapped.url + "/legacy/summary", timeout=10).status_code == 404
+    assert httpx.get(wrapped.url + "/legacy/report", timeout=10).status_code == 200
+
+
+def test_the_favicon_is_shown_at_its_url_and_said_never_to_serve(wrapped: Wrapped) -> None:
+    # GIVEN the favicon_ico tree.mount put on the root, under a MethodDispatcher: both
+    # spellings answer 405
+    for url in ("/favicon.ico", "/favicon_ico"):
+        assert httpx.get(wrapped.url + url, timeout=10).status_code == 405
+    # WHEN the routes and the resolution of /favicon.ico are printed
+    text = cli("routes", str(wrapped.pid)).stdout
+    res = cli("resolve", str(wrapped.pid), "/favicon.ico").stdout
+    # THEN it is shown as the URL one types, and said never to serve
+    assert "/favicon_ico" not in text
+    (node,) = [ln for ln in text.splitlines() if ln.split()[:2] == ["✓", "/favicon.ico"]]
+    assert node.split()[2] == "static"
+    never = "never serves: under a MethodDispatcher CherryPy calls its GET, which a handler "
+    assert "      · " + never + "function lacks (405)" in text
+    (mount,) = [ln for ln in text.splitlines() if "static staticfile /favicon.ico → " in ln]
+    assert never in mount
+    assert res.splitlines()[0].endswith("otherwise: method not allowed (405)")
+    assert "a MethodDispatcher never serves it" in res

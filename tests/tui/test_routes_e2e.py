@@ -17,6 +17,7 @@ from textual.pilot import Pilot
 from textual.widgets.tree import TreeNode
 
 from cpinspect.demo.runner import DemoProcesses
+from cpinspect.formatting import FORGOTTEN_NOTE
 from cpinspect.tui.widgets.routes_panel import RouteItem
 
 from .helpers import expand, find, labels, open_routes, real_app, resolve, wait_until
@@ -77,7 +78,8 @@ async def test_the_tree_flags_the_demos_staged_mistakes(demo: DemoProcesses) -> 
 
         # THEN the exposed export and the unexposed summary show, summary said "not exposed"
         # plainly, not warned about (no request asked for it)
-        assert labels(reports) == ["export  handler ✓", "summary  not exposed"]
+        # (the staged forgotten @cherrypy.expose is said to be one, at a glance)
+        assert labels(reports) == ["export  handler ✓", "summary  not exposed  " + FORGOTTEN_NOTE]
 
         # WHEN the user moves down onto summary
         await pilot.press("down", "down")
@@ -90,6 +92,9 @@ async def test_the_tree_flags_the_demos_staged_mistakes(demo: DemoProcesses) -> 
         assert "signature  (self, year: str = '2025') -> str" in details
         assert "cpinspect/demo/shop.py:" in details
         assert "kind       not exposed  exposed ✗" in details
+        assert (
+            "hint       a forgotten @cherrypy.expose? (its object has exposed handlers)" in details
+        )
         assert "⚠" not in details
 
         # WHEN the user selects the static mount

@@ -10,6 +10,7 @@ from typing import Any
 from textual.pilot import Pilot
 from textual.widgets.tree import TreeNode
 
+from cpinspect.formatting import FORGOTTEN_NOTE
 from cpinspect.model import AppRoutes, RouteNode, RoutesSnapshot
 from cpinspect.tui.widgets.routes_panel import PAGE_SIZE, RouteItem, RoutesPanel
 
@@ -129,7 +130,9 @@ async def test_a_big_object_opens_one_page_at_a_time() -> None:
         shown = labels(flat)
         assert len(shown) == HANDLERS
         assert [label.split()[0] for label in shown] == ["handler%04d" % n for n in range(HANDLERS)]
-        assert shown[UNEXPOSED] == f"handler{UNEXPOSED}  not exposed  ⚠ {NOT_EXPOSED}"
+        # (an unexposed method among exposed ones: the likely forgotten expose says so)
+        expected = f"handler{UNEXPOSED}  not exposed  ⚠ {NOT_EXPOSED}  {FORGOTTEN_NOTE}"
+        assert shown[UNEXPOSED] == expected
         assert tree.cursor_node is flat.children[2 * PAGE_SIZE]
         assert "qualname   big.Flat.handler%04d" % (2 * PAGE_SIZE) in panel.details_text
 

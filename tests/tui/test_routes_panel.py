@@ -6,6 +6,7 @@ selecting nodes, warnings in sight, the resolve box's verdicts, errors as one li
 from __future__ import annotations
 
 from cpinspect.errors import AgentUnavailable, CpinspectError
+from cpinspect.formatting import FORGOTTEN_NOTE
 
 from .fakes import NOT_EXPOSED, RELATIVE_STATIC, FakePoller, incident_update
 from .helpers import expand, find, first_data, labels, make_app, open_routes, resolve, wait_until
@@ -69,7 +70,7 @@ async def test_expand_a_node_and_see_its_children_and_warnings() -> None:
         # (as an older agent did; the protocol reader drops it: see tests/test_routes_verdicts)
         assert labels(admin) == [
             "index  index ✓",
-            f"users  not exposed  ⚠ {NOT_EXPOSED}",
+            f"users  not exposed  ⚠ {NOT_EXPOSED}  {FORGOTTEN_NOTE}",
             "delete  handler ✓",
         ]
 

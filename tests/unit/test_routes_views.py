@@ -275,3 +275,78 @@ def test_a_property_on_a_handler_class_is_said_as_such_not_warned_about():
         "property (user code: not evaluated, what it returns is not known)"
     )
     assert app_counts(app).endswith("· 0 warnings")
+
+
+def _view_app() -> Any:
+    from cpinspect.model import ConfigSection
+
+    def n(path: str, kind: str, exposed: bool = False, app_code: Any = True) -> RouteNode:
+        return RouteNode(path, path.rsplit("/", 1)[-1], kind, exposed=exposed, app_code=app_code)
+
+    return AppRoutes(
+        script_name="",
+        dispatcher="MethodDispatcher",
+        nodes=(
+            n("/", "object"),
+            n("/favicon_ico", "static", exposed=True, app_code=False),
+            n("/login", "object", exposed=True),
+            n("/login/exec_lowstate", "unexposed"),
+            n("/login/auth", "object", app_code=False),
+            n("/login/auth/mk_token", "unexposed", app_code=False),
+            n("/login/auth/loader", "object", app_code=False),
+            n("/login/auth/loader/get", "unexposed", app_code=False),
+            n("/legacy", "object"),
+            n("/legacy/index", "index", exposed=True),
+            n("/legacy/summary", "unexposed"),
+            n("/legacy/items", "unexposed", app_code=False),
+            n("/admin", "object"),
+            n("/admin/index", "unexposed"),
+        ),
+        static=(
+            StaticMount("/favicon_ico", "staticfile", source="handler", resolved="/x/favicon.ico"),
+        ),
+        config=(
+            ConfigSection("/legacy", dispatcher="default"),
+            ConfigSection("/admin", dispatcher="default"),
+        ),
+    )
+
+
+def test_the_route_view_folds_helpers_and_keeps_forgotten_exposes() -> None:
+    from cpinspect.formatting import folded_text, route_view
+
+    # GIVEN a MethodDispatcher app with default-dispatched /legacy and /admin (hand-built)
+    view = route_view(_view_app())
+    # THEN a helper with nothing exposed below is folded, counted
+    assert view.folded == {"/login/auth": (2, 1, 0)}
+    assert folded_text(view.folded["/login/auth"]) == (
+        "object, nothing exposed below (2 methods, 1 object)"
+    )
+    # AND a forgotten expose is app code beside exposed handlers (or an index) under the
+    # default dispatcher; never a stdlib method, never a helper under a MethodDispatcher
+    assert view.forgotten == {"/legacy/summary", "/admin/index"}
+    assert view.hidden == {"/login": 1, "/legacy": 1}
+    assert "/login/auth/mk_token" not in view.shown and "/legacy/items" not in view.shown
+    assert {"/", "/favicon_ico", "/login", "/login/auth", "/admin/index"} <= view.shown
+
+
+def test_a_static_handler_is_shown_at_the_url_it_answers() -> None:
+    from cpinspect.formatting import route_url, static_handler_note
+
+    app = _view_app()
+    # THEN favicon_ico serving favicon.ico is shown as /favicon.ico, said never to serve under
+    # the MethodDispatcher
+    assert route_url(app, "/favicon_ico") == "/favicon.ico"
+    assert "MethodDispatcher" in str(static_handler_note(app, "/favicon_ico"))
+    assert route_url(app, "/legacy/summary") == "/legacy/summary"
+    # AND when a config staticfile answers /favicon.ico first, the handler keeps its spelling
+    shadowed = AppRoutes(
+        script_name="",
+        nodes=app.nodes,
+        static=(
+            *app.static,
+            StaticMount("/favicon.ico", "staticfile", resolved="/srv/icon.ico", exists=True),
+        ),
+    )
+    assert route_url(shadowed, "/favicon_ico") == "/favicon_ico"
+    assert static_handler_note(shadowed, "/favicon_ico") is None  # the default dispatcher

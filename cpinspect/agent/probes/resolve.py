@@ -179,28 +179,50 @@ def decide(verdict: Dict[str, Any], guards: List[Dict[str, Any]], handler: Any) 
         verdict["decided_by"] = "handler"
         verdict["status"] = None
         verdict["verdict"] = "%s handles it; the handler decides the status" % name
-    if before:
-        first = before[0]
-        verdict["guards"] = [g["tool"] for g in before]
-        verdict["decided_by"] = "tool:%s" % first["tool"]
-        otherwise = verdict["verdict"]
-        verdict["status"] = None
-        if first["missing"]:
-            verdict["verdict"] = (
-                "tool %s is switched on but not registered: CherryPy fails the request (500)"
-                % first["tool"]
-            )
-            return
-        answer = KNOWN_ANSWERS.get(first["tool"], "e.g. 401/403")
+    if not before:
+        return
+    # A tool switched on but not registered fails every request (500), whatever runs first.
+    first = next((g for g in before if g["missing"]), before[0])
+    verdict["guards"] = [g["tool"] for g in before]
+    # Machine-readable, as older inspectors read it: the first of the guards (not a claim that
+    # it is the one that answers: any of them may), or the missing one.
+    verdict["decided_by"] = "tool:%s" % first["tool"]
+    otherwise = verdict["verdict"]
+    verdict["status"] = None
+    if first["missing"]:
+        verdict["verdict"] = (
+            "tool %s is switched on but not registered: CherryPy fails the request (500)"
+            % first["tool"]
+        )
+        return
+    if len(before) == 1:
+        # One tool: it is the one that may answer. What it answers is known only for
+        # CherryPy's own (auth_basic: 401); an app's tool is code nobody read.
+        known = KNOWN_ANSWERS.get(first["tool"]) if not first["custom"] else None
         later = first["point"] == "before_handler" and verdict["kind"] == "static"
-        verdict["verdict"] = "tool %s runs %s (%s%s) and may answer itself (%s); otherwise: %s" % (
+        verdict["verdict"] = "tool %s runs %s (%s%s) and may answer itself%s; otherwise: %s" % (
             first["tool"],
             "before the answer is sent" if later and first["priority"] >= 50 else "first",
             first["point"],
             ", priority %s" % first["priority"] if first["point"] == "before_handler" else "",
-            answer,
+            " (%s)" % known if known else "",
             otherwise,
         )
+        return
+    # Several: a tool's name does not say what it does, so none is singled out, except
+    # CherryPy's own deciding tools, whose answer is known.
+    names = []
+    for guard in before:
+        known = KNOWN_ANSWERS.get(guard["tool"]) if not guard["custom"] else None
+        names.append("%s (%s)" % (guard["tool"], known) if known else guard["tool"])
+    verdict["verdict"] = (
+        "%d tools run before the %s, any of which may answer instead: %s; otherwise: %s"
+    ) % (
+        len(before),
+        "handler" if verdict["kind"] == "handler" else "answer",
+        ", ".join(names),
+        otherwise,
+    )
 
 
 class ResolveProbe:
@@ -585,7 +607,12 @@ def static_mime(filename: str, content_types: Any) -> Tuple[str, str]:
 def explain_walk(
     app: Any, path_info: str, method: str, host: str, kind: str, detail: Dict[str, Any], disp: Any
 ) -> List[str]:
-    """The object walk step by step, read statically (no properties run, no _cp_dispatch)."""
+    """The object walk step by step, read statically (no properties run, no _cp_dispatch), as
+    ``cherrypy._cpdispatch.Dispatcher.find_handler`` does it: each segment looked up on the
+    object before it, then ``index`` on the last one (CherryPy appends it to every path), then
+    the objects found tried from the last back to the root — a ``default`` exposed on one first,
+    then the object itself if exposed; the segments past the one picked are its arguments. A
+    MethodDispatcher then calls the verb's method of what was picked (the resource)."""
     steps: List[str] = ["dispatcher: %s" % kind]
     if kind == "VirtualHost":
         domains = detail.get("domains") or {}
@@ -606,9 +633,13 @@ def explain_walk(
     if node is None:
         steps.append("no root object ✗")
         return steps
+    by_method = kind == "MethodDispatcher"
     trail = "root"
+    # (trail, object, segments consumed) for every object found, root first
+    found: List[Tuple[str, Any, int]] = [(trail, node, 0)]
     segments = [s for s in path_info.strip("/").split("/") if s]
-    for seg in segments:
+    missing: Optional[Tuple[str, str]] = None
+    for consumed, seg in enumerate(segments, 1):
         name = seg.translate(_TRANSLATE)
         shown = name if name == seg else "%s (from %r: punctuation becomes _)" % (name, seg)
         raw = static_attr(node, name, _MISSING)
@@ -625,25 +656,15 @@ def explain_walk(
                     "%s.%s not found: %s takes the remaining path (run by CherryPy)"
                     % (trail, shown, what)
                 )
-            elif trail != "root" and callable(node) and is_exposed(node):
-                # CherryPy's Dispatcher stops at the last exposed callable on the way and
-                # hands it the rest of the path as positional arguments (the vpath).
-                steps.append(
-                    "%s has no %s: %r and what follows are passed to %s as arguments"
-                    % (trail, name, seg, trail)
-                )
-            else:
-                steps.append(
-                    "%s.%s not found ✗ (remaining segments go to a default, if any)"
-                    % (trail, shown)
-                )
-            return steps
+                return steps
+            missing = (seg, shown)
+            break
         if isinstance(raw, property):
             steps.append("%s.%s is a property: evaluated by CherryPy only" % (trail, shown))
             return steps
         value = unwrap_descriptor(raw)
         exposed = is_exposed(value)
-        if kind == "MethodDispatcher":
+        if by_method:
             steps.append("%s.%s found%s" % (trail, shown, ", exposed ✓" if exposed else ""))
         elif exposed:
             steps.append("%s.%s found, exposed ✓" % (trail, shown))
@@ -654,24 +675,76 @@ def explain_walk(
             steps.append("%s.%s found, not exposed ✗" % (trail, shown))
         trail = "%s.%s" % (trail, name)
         node = value
-    if kind == "MethodDispatcher":
-        verb = method.upper()
-        has = static_attr(node, verb, _MISSING) is not _MISSING or (
-            verb == "HEAD" and static_attr(node, "GET", _MISSING) is not _MISSING
-        )
-        steps.append("%s.%s %s" % (trail, verb, "found ✓" if has else "missing"))
+        found.append((trail, node, consumed))
+    if missing is None:
+        # Every segment found: CherryPy looks up `index` on the last object (a plain function
+        # has none).
+        index = static_attr(node, "index", _MISSING)
+        if index is not _MISSING and not isinstance(index, property):
+            idx = unwrap_descriptor(index)
+            steps.append(
+                "%s.index found%s (CherryPy looks up index at the end of every path)"
+                % (trail, ", exposed ✓" if is_exposed(idx) else ", not exposed")
+            )
+            found.append(("%s.index" % trail, idx, len(segments)))
+    picked: Optional[Tuple[str, Any, int]] = None
+    via_default = False
+    for name, obj, consumed in reversed(found):
+        default = static_attr(obj, "default", _MISSING)
+        if (
+            default is not _MISSING
+            and not isinstance(obj, types.FunctionType)
+            and is_exposed(unwrap_descriptor(default))
+        ):
+            picked, via_default = ("%s.default" % name, unwrap_descriptor(default), consumed), True
+            break
+        if is_exposed(obj):
+            picked = (name, obj, consumed)
+            break
+    if picked is None:
+        if missing is not None:
+            steps.append(
+                "%s.%s not found ✗ (and no exposed object or default on the way)"
+                % (trail, missing[1])
+            )
+        else:
+            steps.append("nothing exposed on the way: no handler ✗")
         return steps
-    index = static_attr(node, "index", _MISSING)
-    if index is not _MISSING and not isinstance(node, types.FunctionType):
-        idx = unwrap_descriptor(index)
-        steps.append(
-            "%s.index %s"
-            % (trail, "found, exposed ✓" if is_exposed(idx) else "found, not exposed ✗")
+    name, obj, consumed = picked
+    rest = segments[consumed:]
+    args = ", ".join(repr(s) for s in rest)
+    if missing is not None:
+        if name == trail and not via_default:
+            # CherryPy stops at the last exposed object on the way and hands it the rest of
+            # the path as positional arguments (the vpath).
+            target = "%s.%s" % (name, method.upper()) if by_method else name
+            steps.append(
+                "%s has no %s: %r and what follows are passed to %s as arguments"
+                % (trail, missing[1], missing[0], target)
+            )
+        else:
+            steps.append("%s.%s not found" % (trail, missing[1]))
+    if missing is None or name != trail or via_default:
+        if via_default:
+            why = "a default exposed on the way takes the rest"
+        elif name.endswith(".index") and not rest:
+            why = "the path's index"
+        elif rest:
+            why = "the last exposed object on the way"
+        else:
+            why = "the object the path ends on"
+        passed = ""
+        if rest:
+            passed = ": %s passed as %s" % (args, "an argument" if len(rest) == 1 else "arguments")
+        steps.append("CherryPy picks %s (%s)%s" % (name, why, passed))
+    if by_method:
+        verb = method.upper()
+        has = static_attr(obj, verb, _MISSING) is not _MISSING or (
+            verb == "HEAD" and static_attr(obj, "GET", _MISSING) is not _MISSING
         )
-    default = static_attr(node, "default", _MISSING)
-    if default is not _MISSING and not isinstance(node, types.FunctionType):
-        steps.append(
-            "%s.default %s"
-            % (trail, "exposed ✓" if is_exposed(unwrap_descriptor(default)) else "not exposed ✗")
-        )
+        note = ""
+        if not has and static_handler_args(obj) is not None:
+            # tree.mount puts tools.staticfile.handler(...) on every root as favicon_ico
+            note = " (a static tool's handler is a function: a MethodDispatcher never serves it)"
+        steps.append("%s.%s %s%s" % (name, verb, "found ✓" if has else "missing ✗", note))
     return steps

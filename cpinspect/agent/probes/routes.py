@@ -17,6 +17,7 @@ import types
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..redact import REDACTED, is_sensitive
+from .frames import FrameClassifier
 
 MAX_NODES = 20000
 """Nodes in one ``/v1/routes`` answer, all apps together (the walk stops there and says so).
@@ -856,6 +857,7 @@ class RoutesProbe:
     def __init__(self, max_nodes: int = MAX_NODES) -> None:
         self.max_nodes = max_nodes
         self._fs_busy = threading.Event()
+        self._classifier = FrameClassifier()
 
     def snapshot(self) -> Dict[str, Any]:
         import cherrypy
@@ -958,6 +960,14 @@ class RoutesProbe:
         walk = _Walk(budget)
         if root is not None:
             walk_tree(root, walk, method_dispatch_at(app, _cprequest.Request.dispatch))
+        # Whether each node is defined in the app's own code (the stack rule of frames.py):
+        # a method of a library's helper object hanging off a handler is never a route anyone
+        # forgot to expose. Path strings only, no file opened.
+        self._classifier.refresh_apps()
+        for node in walk.nodes:
+            file = node.get("file")
+            if file:  # unknown (a property, a C callable): left out, the reader says None
+                node["app_code"] = self._classifier.is_app(str(file))
         entry["nodes"] = walk.nodes
         entry["truncated"] = walk.truncated
         entry["static"] = static_mounts(app, walk)

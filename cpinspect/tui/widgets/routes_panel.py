@@ -27,14 +27,19 @@ from textual.worker import get_current_worker
 
 from cpinspect.agent.redact import redact_target
 from cpinspect.formatting import (
+    FORGOTTEN_NOTE,
+    RouteView,
     app_label,
     app_warning_count,
+    folded_text,
     global_tools_text,
     parse_resolve_query,
     resolution_lines,
     route_children,
     route_kind_text,
     route_node_details,
+    route_url,
+    route_view,
     static_mount_details,
     warnings_below,
 )
@@ -76,6 +81,9 @@ class RouteItem:
     """The app's nodes by parent path, shared by every item of the app."""
     below: Dict[str, int] = field(default_factory=dict)
     """Warnings under each node path, shared by every item of the app."""
+    view: Optional[RouteView] = None
+    """What the tree says at first of the app's nodes (folded helpers, forgotten exposes),
+    shared by every item of the app."""
     populated: bool = False
     """Children added to the tree (done on first expansion)."""
     shown: int = 0
@@ -246,7 +254,12 @@ class RoutesPanel(Vertical):
         tree = self.routes_tree
         tree.clear()
         for app in routes.apps:
-            item = RouteItem(app, children=route_children(app), below=warnings_below(app))
+            item = RouteItem(
+                app,
+                children=route_children(app),
+                below=warnings_below(app),
+                view=route_view(app),
+            )
             node = tree.root.add(self._app_label(app), item, allow_expand=True)
             # The top of each app is what one looks for first: open it at once.
             node.expand()
@@ -275,7 +288,7 @@ class RoutesPanel(Vertical):
                     RouteItem(item.app, entry=entry),
                 )
             for mount in item.app.static:
-                node.add_leaf(self._mount_label(mount), RouteItem(item.app, mount=mount))
+                node.add_leaf(self._mount_label(item.app, mount), RouteItem(item.app, mount=mount))
             for error in item.app.errors:
                 node.add_leaf(Text("error: " + error, self._style("error")))
             if item.app.truncated:
@@ -294,7 +307,9 @@ class RoutesPanel(Vertical):
         at = node.children.index(more) if more is not None else len(node.children)
         first: Optional[TreeNode[RouteItem]] = None
         for offset, child in enumerate(page):
-            child_item = RouteItem(item.app, child, children=item.children, below=item.below)
+            child_item = RouteItem(
+                item.app, child, children=item.children, below=item.below, view=item.view
+            )
             expandable = bool(item.children.get(child.path))
             added = node.add(
                 self._node_label(child_item),
@@ -363,7 +378,20 @@ class RoutesPanel(Vertical):
             text = Text(node.name or node.path, self._style("muted"))
             text.append("  " + route_kind_text(node), self._style("muted"))
             return text
-        text = Text(node.name or node.path)
+        view = item.view
+        name = route_url(item.app, node.path).rsplit("/", 1)[-1] or node.name or node.path
+        if view is not None and node.path in view.folded:
+            # A helper the handlers hold (Salt's auth resolver): one muted line, expandable.
+            text = Text(name, self._style("muted"))
+            text.append("  " + folded_text(view.folded[node.path]), self._style("muted"))
+            return text
+        if view is not None and node.path not in view.shown:
+            # A method nothing exposes and nobody likely forgot to (a library's, a helper
+            # under a MethodDispatcher): listed when its object is opened, dimmed.
+            text = Text(name, self._style("muted"))
+            text.append("  " + route_kind_text(node), self._style("muted"))
+            return text
+        text = Text(name)
         text.append("  " + route_kind_text(node), self._style("muted"))
         if node.exposed:
             text.append(" ✓", self._style("good"))
@@ -374,10 +402,14 @@ class RoutesPanel(Vertical):
             text.append("  " + ",".join(node.methods), self._style("muted"))
         if node.warnings:
             text.append("  ⚠ " + "; ".join(node.warnings), self._style("warning"))
-            text.stylize(self._style("warning"), 0, len(node.name or node.path))
+            text.stylize(self._style("warning"), 0, len(name))
         below = item.below.get(node.path, 0)
         if below:
             text.append("  ⚠ %d below" % below, self._style("warning"))
+        if view is not None and node.path in view.forgotten:
+            # Not a warning (nothing is wrong until a request hits it: the forgotten-expose
+            # finding), but what a misrouted 404 usually is: in sight at a glance.
+            text.append("  " + FORGOTTEN_NOTE, self._style("warning"))
         return text
 
     def _more_label(self, left: int) -> Text:
@@ -385,8 +417,9 @@ class RoutesPanel(Vertical):
         text.append(" — enter shows the next {:,}".format(min(left, PAGE_SIZE)))
         return text
 
-    def _mount_label(self, mount: StaticMount) -> Text:
-        text = Text("%s %s → %s" % (mount.kind, mount.path, mount.resolved or mount.configured))
+    def _mount_label(self, app: AppRoutes, mount: StaticMount) -> Text:
+        path = route_url(app, mount.path) if mount.source == "handler" else mount.path
+        text = Text("%s %s → %s" % (mount.kind, path, mount.resolved or mount.configured))
         if mount.warnings:
             text.stylize(self._style("warning"))
             text.append("  ⚠ " + "; ".join(mount.warnings), self._style("warning"))
@@ -408,7 +441,7 @@ class RoutesPanel(Vertical):
             )
         elif item.node is not None:
             global_tools = self.routes.global_tools if self.routes is not None else ()
-            rows = route_node_details(item.app, item.node, global_tools)
+            rows = route_node_details(item.app, item.node, global_tools, item.view)
             warnings = item.node.warnings
         elif item.mount is not None:
             rows = static_mount_details(item.mount, item.app)
