@@ -74,7 +74,7 @@ VERDICTS: Dict[str, Resolution] = {
         reason="served by tools.staticdir",
         decided_by="tool:cm_auth",
         verdict="tool cm_auth runs before the answer is sent (before_handler, priority 70) and"
-        " may answer itself (e.g. 401/403); otherwise: served by tools.staticdir (200)",
+        " may answer itself; otherwise: served by tools.staticdir (200)",
         guards=("cm_auth",),
         tools=("cm_auth", "staticdir"),
         static_file="/music/a.mp3",

@@ -311,7 +311,7 @@ def test_the_verdict_names_who_decides_and_claims_no_status() -> None:
         "static",
         decided_by="tool:myauth",
         verdict="tool myauth runs first (before_handler, priority 50) and may answer itself"
-        " (e.g. 401/403); otherwise: served by tools.staticdir (200)",
+        "; otherwise: served by tools.staticdir (200)",
         guards=("myauth",),
         tools=("auth_basic", "myauth", "staticdir"),
         static_file="/srv/a.txt",
