@@ -516,17 +516,25 @@ class AgentSession:
         begins ``read_every`` after the last one began (at once when that is past), so that
         readings come once an interval, and each one, landing, is handed to the TUI at once
         (``on_landed``): the data on screen is as old as one interval at most, plus the read
-        itself where it takes longer than that. One-shot commands (``pyspy_wait`` None) and an
-        answering agent start no read ahead, nor does an agent whose call has ended by now: it
-        may be answering in time again, and the next poll's read, begun with its call, gives it
-        the read's length to show that."""
-        if self.pyspy is None or self.pyspy_wait is None or self._spy_pending is not None:
+        itself where it takes longer than that. Only a session the TUI polls (``read_every``
+        set) reads ahead: a one-shot ``dump`` or ``snapshot`` ended with a second read of 1,000
+        threads running beside its own work, for nothing, and a series' next capture would show
+        a reading taken just after the last one. An answering agent starts no read ahead
+        either, nor does an agent whose call has ended by now: it may be answering in time
+        again, and the next poll's read, begun with its call, gives it the read's length to
+        show that."""
+        if (
+            self.pyspy is None
+            or self.pyspy_wait is None
+            or self.read_every is None
+            or self._spy_pending is not None
+        ):
             return
         call = self._agent_pending
         if call is None or call.done() or self._closed:
             return
         delay = 0.0
-        if self.read_every is not None and self._spy_took is not None:
+        if self._spy_took is not None:
             gap = self.read_every
             if self.native or not getattr(self.pyspy, "nonblocking", True):
                 # A read that pauses the target: never more than the polls' own pacing.

@@ -456,6 +456,7 @@ def test_while_py_spy_carries_the_polls_its_next_read_starts_as_a_poll_ends(serv
         pyspy=spy,  # type: ignore[arg-type]
     )
     session.pyspy_wait = 0.05  # as the TUI sets it
+    session.read_every = 0.0  # the TUI's interval (none here: each read begins at once)
     session.agent_grace = 0.0
     try:
         # WHEN a poll is carried by py-spy
@@ -476,11 +477,18 @@ def test_while_py_spy_carries_the_polls_its_next_read_starts_as_a_poll_ends(serv
         while len(spy.calls) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(spy.calls) == 3
-        # AND a one-shot reader (``pyspy_wait`` None, as dump sets it) starts none ahead
+        # AND a one-shot reader starts none ahead: ``pyspy_wait`` None, or 0 (a dump joins
+        # the poll's own read) without the TUI's ``read_every``
         session.pyspy_wait = None
         session.poll()
         time.sleep(0.2)
         assert len(spy.calls) == 3
+        session.pyspy_wait = 0.0
+        session.read_every = None
+        session.poll()
+        calls = len(spy.calls)  # (the poll's own read, begun with its agent call)
+        time.sleep(0.2)
+        assert len(spy.calls) == calls and session._spy_pending is None
         # AND with the TUI's interval set (``read_every``) the read ahead waits for its start,
         # that long after the last read began: one reading per interval, not back to back
         session.pyspy_wait = 0.05
