@@ -267,7 +267,11 @@ THREADS_CURSORS_KEPT = 4
 #                                                                    held: a leftover)},
 #                                     "waiters": [{"ident": int, "name": str|null,
 #                                                  "request": REQ|null,
-#                                                  "waiting_for": float|null}]}}],
+#                                                  "waiting_for": float|null,
+#                                                  "clean_up": bool (additive, absent when
+#                                                      false: the store's clean-up thread,
+#                                                      not a request; CherryPy's FileSession
+#                                                      clean-up waits for every held lock)}]}}],
 #              "locks": [{"fp": str, "lock": {as in "sessions"}}],   # every session locked or
 #                       # waited on now, whatever the page (at most 50, most waiters first)
 #              "error": str|null}]}   # e.g. the time limit on a hung storage path

@@ -126,3 +126,36 @@ def test_the_agent_injected_later_names_them_with_their_start(app: App, injected
     ], busy
     assert all(r["source"] == "frame" for r in busy)
     assert all(r["started_at"] < info["agent_installed_at"] for r in busy), busy
+
+
+def test_the_session_waiters_are_the_users_requests_and_the_clean_up(
+    app: App, injected: str
+) -> None:
+    # WHEN other users' requests complete (what a normal request takes) and the sessions are
+    # listed
+    for _ in range(5):
+        assert httpx.get(app.url + "/login", timeout=10).status_code == 200
+    _, body = agent_get(injected, "/v1/sessions")
+    [store] = body["apps"]
+    [held] = [s for s in store["sessions"] if s["lock"]["state"] == "held"]
+    waiters = held["lock"]["waiters"]
+
+    # THEN the two requests wait with their requests, and CherryPy's clean-up thread is named
+    # as such (it waits for every held lock in turn; no expired session goes meanwhile)
+    assert sorted((w["request"] or {}).get("path") for w in waiters if not w.get("clean_up")) == [
+        "/page",
+        "/page",
+    ]
+    [cleaner] = [w for w in waiters if w.get("clean_up")]
+    assert cleaner["request"] is None and cleaner["name"] == "Session cleanup"
+
+    # ... and the text says so: two requests of the user, and the clean-up held up too
+    result = cli("sessions", str(app.pid))
+    assert result.returncode == 0, result.stderr
+    assert "2 requests of the same user wait behind it" in result.stdout, result.stdout
+    assert "CherryPy's session clean-up waits behind it too" in result.stdout, result.stdout
+    assert "no request known" not in result.stdout, result.stdout
+    assert "thread running, waiting for session %s's lock" % held["fp"][:8] in result.stdout
+    # ... and nothing of the user's session leaks: not its id, not the password
+    for secret in (app.cookie, PASSWORD):
+        assert secret not in result.stdout

@@ -1856,6 +1856,11 @@ class LockTable:
             except Exception:  # noqa: BLE001
                 return None
 
+        cleaners = set()
+        for cls, _conf in by_app.values():
+            ident = _clean_thread_ident(cls)
+            if ident is not None:
+                cleaners.add(ident)
         waiting = set()
         for ident, frame in list(frames.items()):
             found = _waiting_in_acquire(frame)
@@ -1866,14 +1871,15 @@ class LockTable:
             req, resp, source = request_of(ident, frame)
             rd = req_dict(ident, req, resp, source)
             started = rd.get("started_at") if rd else None
-            self.waiters.setdefault((cls, sid), []).append(
-                {
-                    "ident": ident,
-                    "name": names.get(ident),
-                    "request": rd,
-                    "waiting_for": max(0.0, now - started) if started else None,
-                }
-            )
+            waiter = {
+                "ident": ident,
+                "name": names.get(ident),
+                "request": rd,
+                "waiting_for": max(0.0, now - started) if started else None,
+            }
+            if rd is None and ident in cleaners:
+                waiter["clean_up"] = True
+            self.waiters.setdefault((cls, sid), []).append(waiter)
         for ident, frame in list(frames.items()):
             if ident in waiting:
                 continue
@@ -1990,6 +1996,17 @@ def _thread_name(ident: int) -> Optional[str]:
         if t.ident == ident:
             return t.name
     return None
+
+
+def _clean_thread_ident(cls: Any) -> Optional[int]:
+    """The ident of a storage class's clean-up thread (CherryPy's ``Monitor`` keeps its
+    ``BackgroundTask`` as ``thread``), or None."""
+    try:
+        thread = getattr(getattr(cls, "clean_thread", None), "thread", None)
+        ident = getattr(thread, "ident", None)
+    except Exception:  # noqa: BLE001
+        return None
+    return ident if isinstance(ident, int) else None
 
 
 def _waiting_in_acquire(frame: Any) -> Optional[Tuple[Any, str]]:
