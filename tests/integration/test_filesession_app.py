@@ -99,6 +99,23 @@ def test_py_spy_alone_names_the_requests_waiting_in_a_tool(app: App) -> None:
     assert all(r.started_before for r in requests if r is not None)
 
 
+def test_without_the_agent_logs_follow_the_apps_own_log_file(app: App) -> None:
+    # GIVEN (the fixture) the app's log in its own file and format, stdout sent to a file
+    # holding one line; GET /boom answered 500 with a traceback
+    # WHEN its log is read without the agent
+    result = cli("logs", str(app.pid), "--no-follow", "-n", "50", "--json")
+    assert result.returncode == 0, result.stderr
+
+    # THEN it is the app's log file that is followed (it was the stdout redirect, fd 1), and its
+    # records are read, each traceback one ERROR record with its time (none matched CherryPy's
+    # date, so every line was dropped)
+    assert "following %s" % (app.tmp / "rdw.log") in result.stderr, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    [boom] = [r for r in records if "restore failed" in (r.get("traceback") or "")]
+    assert boom["level"] == "ERROR" and boom["time"] > 0, boom
+    assert any(r["level"] == "INFO" and "ENGINE Bus STARTED" in r["message"] for r in records)
+
+
 @pytest.fixture(scope="module")
 def injected(app: App) -> str:
     if shutil.which("gdb") is None:
@@ -159,3 +176,4 @@ def test_the_session_waiters_are_the_users_requests_and_the_clean_up(
     # ... and nothing of the user's session leaks: not its id, not the password
     for secret in (app.cookie, PASSWORD):
         assert secret not in result.stdout
+
