@@ -208,7 +208,8 @@ THREADS_CURSORS_KEPT = 4
 #   ``app`` optional: absent = every mounted CherryPy app with ``tools.sessions.on`` anywhere in
 #   its config (each gets the same offset/limit/sort); unknown app -> 404. ``limit`` default 50,
 #   max 500 (larger -> 400). ``sort``: "expiry" (soonest first, default), "-expiry", "size"
-#   (largest first), "lock" (held first, then most waiters); else 400. ``reveal=FP``: that one
+#   (largest first), "lock" (held first, then most waiters); else 400. ``reveal=FP`` (12 hex
+#   digits, or the first 8 or more naming one session, as the texts show it): that one
 #   session's key values are included (bounded reprs), never any other's; explicit, never polled.
 #   No raw session id is ever sent: ``fp`` = first 12 hex chars of HMAC-SHA256(agent key, id),
 #   the key is os.urandom(32) made once per agent installation; ``key_id`` (8 hex chars of a hash

@@ -177,3 +177,25 @@ def test_the_session_waiters_are_the_users_requests_and_the_clean_up(
     for secret in (app.cookie, PASSWORD):
         assert secret not in result.stdout
 
+
+
+def test_a_session_is_revealed_by_the_fingerprint_the_text_shows(app: App, injected: str) -> None:
+    # GIVEN the 8 hex digits `cpinspect sessions` shows of the held session's fingerprint
+    _, body = agent_get(injected, "/v1/sessions?sort=lock")
+    [held] = [s for s in body["apps"][0]["sessions"] if s["lock"]["state"] == "held"]
+    short = held["fp"][:8]
+    assert short in cli("sessions", str(app.pid)).stdout
+
+    # WHEN it is given to --reveal
+    result = cli("sessions", str(app.pid), "--reveal", short, "--sort", "lock")
+
+    # THEN that session's values are printed (the agent took only all 12 digits: 'agent error
+    # 400 on /v1/sessions: reveal must be a 12-hex-digit fingerprint')
+    assert result.returncode == 0, result.stderr
+    assert "_cp_username = 'dana'" in result.stdout, result.stdout
+
+    # ... and a fingerprint that names no session, or is no fingerprint, is one line and exit 2
+    for wrong in ("00000000", "not-a-fp"):
+        bad = cli("sessions", str(app.pid), "--reveal", wrong)
+        assert bad.returncode == 2 and bad.stdout == "", (bad.stdout, bad.stderr)
+        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
