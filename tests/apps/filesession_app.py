@@ -14,8 +14,8 @@ What the real app does and this one imitates:
   holding one line.
 
 ``POST /login`` (``login``, ``password``) stores the user in the session; ``GET /restore``
-holds its worker (and the session's lock) until ``GET /release`` (or 60 s); ``GET /page`` is a
-plain page of a logged-in user; ``GET /boom`` raises. ``--clean-freq`` sets
+holds its worker (and the session's lock) until ``GET /release`` (or ``--hold`` seconds, 60);
+``GET /page`` is a plain page of a logged-in user; ``GET /boom`` raises. ``--clean-freq`` sets
 ``tools.sessions.clean_freq`` (minutes). ``--agent none`` starts it without cpinspect's agent
 (for ``cpinspect inject``). Prints ``READY port=<port> pid=<pid>`` once serving.
 """
@@ -31,6 +31,7 @@ import cherrypy
 from cherrypy.lib import sessions
 
 RELEASE = threading.Event()
+HOLD = [60.0]
 
 
 def auth_form():
@@ -63,7 +64,7 @@ class Root:
 
     @cherrypy.expose
     def restore(self):
-        RELEASE.wait(60)
+        RELEASE.wait(HOLD[0])
         return "restored"
 
     @cherrypy.expose
@@ -98,7 +99,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=6)
     parser.add_argument("--clean-freq", type=float, default=5, help="minutes")
     parser.add_argument("--log-file", default=None)
+    parser.add_argument("--hold", type=float, default=60, help="seconds GET /restore waits")
     args = parser.parse_args()
+    HOLD[0] = args.hold
 
     print("continue logging to %s" % args.log_file, flush=True)
     cherrypy.config.update(

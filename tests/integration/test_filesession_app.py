@@ -199,3 +199,47 @@ def test_a_session_is_revealed_by_the_fingerprint_the_text_shows(app: App, injec
         bad = cli("sessions", str(app.pid), "--reveal", wrong)
         assert bad.returncode == 2 and bad.stdout == "", (bad.stdout, bad.stderr)
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_a_pool_starved_by_one_users_session_lock_says_so_without_the_agent(
+    tmp_path: Path,
+) -> None:
+    # GIVEN the app with 3 workers, without the agent: one user's GET /restore holds the
+    # session's lock, two more requests of that user wait for it: every worker busy
+    (tmp_path / "sessions").mkdir()
+    args = ["-m", "tests.apps.filesession_app", str(tmp_path / "sessions"), "--agent", "none"]
+    args += ["--threads", "3", "--hold", "25"]
+    with spawn_ready(args, tmp_path / "out.log", "file-session app") as m:
+        a = App(int(m.group(1)), int(m.group(2)), tmp_path)
+        r = httpx.post(a.url + "/login", data={"login": "dana", "password": PASSWORD}, timeout=10)
+        a.cookie = str(r.cookies["session_id"])
+        threads = [threading.Thread(target=a.get, args=("/restore",), daemon=True)]
+        threads[0].start()
+        wait_for_frame(a.pid, "restore")
+        for _ in range(2):
+            threads.append(threading.Thread(target=a.get, args=("/page",), daemon=True))
+            threads[-1].start()
+        wait_for(
+            lambda: len(wait_for_frame(a.pid, "acquire_lock")) >= 2,
+            timeout=30,
+            what="two requests in acquire_lock",
+        )
+        try:
+            # WHEN doctor reads it with py-spy alone
+            result = cli("doctor", str(a.pid))
+
+            # THEN the starved pool's finding says that two workers only wait for a session's
+            # lock (it named the route and the handler, and pointed at the handler alone)
+            assert result.returncode == 2, result.stdout + result.stderr
+            assert "the pool is starved" in result.stdout, result.stdout
+            assert (
+                "2 workers of them only wait for a session's lock (sessions.py:" in result.stdout
+            ), result.stdout
+            assert "cherrypy.session.release_lock()" in result.stdout
+        finally:
+            # GET /restore ends by itself (--hold): /release needs a free worker
+            for t in threads:
+                t.join(60)
+            httpx.get(a.url + "/release", timeout=30)
+            for t in threads:
+                t.join(30)
