@@ -1740,9 +1740,7 @@ def session_settings_rows(app: AppSessions) -> List[Tuple[str, str]]:
     """(label, value) of the store's settings, for the details pane and the CLI."""
     st = app.settings
     clean_up = "every %s, thread %s" % (_minutes(st.clean_freq), st.clean_thread)
-    blocked = [
-        s.fp for s in (*app.sessions, *app.locks) if any(w.clean_up for w in s.lock.waiters)
-    ]
+    blocked = [s.fp for s in (*app.sessions, *app.locks) if any(w.clean_up for w in s.lock.waiters)]
     if blocked:
         clean_up += ", waiting for session %s's lock" % short_fp(blocked[0])
     rows = [

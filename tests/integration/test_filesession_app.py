@@ -178,7 +178,6 @@ def test_the_session_waiters_are_the_users_requests_and_the_clean_up(
         assert secret not in result.stdout
 
 
-
 def test_a_session_is_revealed_by_the_fingerprint_the_text_shows(app: App, injected: str) -> None:
     # GIVEN the 8 hex digits `cpinspect sessions` shows of the held session's fingerprint
     _, body = agent_get(injected, "/v1/sessions?sort=lock")
