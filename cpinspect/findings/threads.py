@@ -444,11 +444,11 @@ def _starved(
     locked_out = [t for t in busy if session_lock_wait(t) is not None]
     if locked_out:
         details.append(
-            "%s of them only wait%s for a session's lock (%s), not in their handler yet: "
+            "%d of them only wait%s for a session's lock (%s), not in their handler yet: "
             "another request of the same user holds it (implicit locking keeps it for the "
             "whole request)"
             % (
-                plural(len(locked_out), "worker"),
+                len(locked_out),
                 "s" if len(locked_out) == 1 else "",
                 frame_words(session_lock_wait(locked_out[0])),
             )

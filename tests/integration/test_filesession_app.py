@@ -231,9 +231,9 @@ def test_a_pool_starved_by_one_users_session_lock_says_so_without_the_agent(
             # lock (it named the route and the handler, and pointed at the handler alone)
             assert result.returncode == 2, result.stdout + result.stderr
             assert "the pool is starved" in result.stdout, result.stdout
-            assert (
-                "2 workers of them only wait for a session's lock (sessions.py:" in result.stdout
-            ), result.stdout
+            assert "2 of them only wait for a session's lock (sessions.py:" in result.stdout, (
+                result.stdout
+            )
             assert "cherrypy.session.release_lock()" in result.stdout
         finally:
             # GET /restore ends by itself (--hold): /release needs a free worker
