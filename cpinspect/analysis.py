@@ -1027,29 +1027,48 @@ def _held_lock(
     held = holder.held_for
     if held is None or held <= limit:
         return None
-    waits = [w.waiting_for for w in lock.waiters if w.waiting_for is not None]
+    requests = [w for w in lock.waiters if not w.clean_up]
+    waits = [w.waiting_for for w in requests if w.waiting_for is not None]
     longest = " (the longest for %s)" % _seconds(max(waits)) if waits else ""
     who = holder.name or "thread %d" % holder.ident
+    if requests:
+        behind = "%d request%s of the same user wait%s behind it%s" % (
+            len(requests),
+            "" if len(requests) == 1 else "s",
+            "s" if len(requests) == 1 else "",
+            longest,
+        )
+    else:
+        behind = "no request waits behind it"
+    if len(requests) < len(lock.waiters):
+        behind += (
+            "; CherryPy's session clean-up waits behind it too (it takes every session's "
+            "lock in turn: no expired session is deleted until this one is released)"
+        )
     return Finding(
         id="sessions-lock:%s:%s" % (app.app, session.fp),
         severity=FindingSeverity.CRITICAL,
         title="session %s: its lock has been held %s by %s (%s), longer than a normal request "
-        "(%s); %d request%s of the same user wait%s behind it%s"
+        "(%s); %s"
         % (
             _short_fp(session.fp),
             _seconds(held),
             _request_words(holder.request),
             who,
             basis,
-            len(lock.waiters),
-            "" if len(lock.waiters) == 1 else "s",
-            "s" if len(lock.waiters) == 1 else "",
-            longest,
+            behind,
         ),
         evidence=(
             _lock_thread_evidence("holder", holder.ident, holder.name, holder.request, held),
             *(
                 _lock_thread_evidence("waiter", w.ident, w.name, w.request, w.waiting_for)
+                if not w.clean_up
+                else Evidence(
+                    "thread",
+                    str(w.ident),
+                    "waiter %s  the session clean-up (not a request)"
+                    % (w.name or "thread %d" % w.ident),
+                )
                 for w in lock.waiters
             ),
         ),

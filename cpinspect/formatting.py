@@ -1949,11 +1949,15 @@ def _minutes(value: Optional[float]) -> str:
 def session_settings_rows(app: AppSessions) -> List[Tuple[str, str]]:
     """(label, value) of the store's settings, for the details pane and the CLI."""
     st = app.settings
+    clean_up = "every %s, thread %s" % (_minutes(st.clean_freq), st.clean_thread)
+    blocked = [s.fp for s in (*app.sessions, *app.locks) if any(w.clean_up for w in s.lock.waiters)]
+    if blocked:
+        clean_up += ", waiting for session %s's lock" % short_fp(blocked[0])
     rows = [
         ("backend", "%s (%s)" % (BACKEND_NAMES.get(app.backend, app.backend), app.storage_class)),
         ("switched on in", where_text(app.where)),
         ("timeout", _minutes(st.timeout)),
-        ("clean-up", "every %s, thread %s" % (_minutes(st.clean_freq), st.clean_thread)),
+        ("clean-up", clean_up),
         ("locking", st.locking),
     ]
     if app.backend == "file" or st.storage_path is not None:
@@ -2104,6 +2108,9 @@ def session_details(session: SessionInfo) -> List[Tuple[str, str]]:
         rows.append(("lock file", "%s old, pid %s" % (format_duration(lock.file.age), pid)))
     for i, w in enumerate(lock.waiters, 1):
         rows.append(("waiter %d" % i, _thread_words(w.ident, w.name)))
+        if w.clean_up:
+            rows.append(("  request", "none: CherryPy's session clean-up, held up by this lock"))
+            continue
         rows.append(("  request", _req_words(w.request)))
         rows.append(("  waiting for", format_duration(w.waiting_for)))
     return rows

@@ -622,6 +622,9 @@ class LockWaiter:
     name: Optional[str] = None
     request: Optional[RequestInfo] = None
     waiting_for: Optional[float] = None
+    clean_up: bool = False
+    """The store's clean-up thread, not a request (CherryPy's FileSession clean-up takes every
+    session's lock in turn, so one held lock stops it)."""
 
 
 @dataclass(frozen=True)

@@ -658,6 +658,7 @@ def _session_lock_from_json(d: Mapping[str, Any]) -> SessionLock:
                 name=_opt_s(w, "name"),
                 request=_opt_request(w, "request"),
                 waiting_for=_opt_f(w, "waiting_for"),
+                clean_up=w.get("clean_up") is True,
             )
             for w in _list(d, "waiters")
             if isinstance(w, dict)

@@ -218,7 +218,8 @@ THREADS_CURSORS_KEPT = 4
 #   ``app`` optional: absent = every mounted CherryPy app with ``tools.sessions.on`` anywhere in
 #   its config (each gets the same offset/limit/sort); unknown app -> 404. ``limit`` default 50,
 #   max 500 (larger -> 400). ``sort``: "expiry" (soonest first, default), "-expiry", "size"
-#   (largest first), "lock" (held first, then most waiters); else 400. ``reveal=FP``: that one
+#   (largest first), "lock" (held first, then most waiters); else 400. ``reveal=FP`` (12 hex
+#   digits, or the first 8 or more naming one session, as the texts show it): that one
 #   session's key values are included (bounded reprs), never any other's; explicit, never polled.
 #   No raw session id is ever sent: ``fp`` = first 12 hex chars of HMAC-SHA256(agent key, id),
 #   the key is os.urandom(32) made once per agent installation; ``key_id`` (8 hex chars of a hash
@@ -277,7 +278,11 @@ THREADS_CURSORS_KEPT = 4
 #                                                                    held: a leftover)},
 #                                     "waiters": [{"ident": int, "name": str|null,
 #                                                  "request": REQ|null,
-#                                                  "waiting_for": float|null}]}}],
+#                                                  "waiting_for": float|null,
+#                                                  "clean_up": bool (additive, absent when
+#                                                      false: the store's clean-up thread,
+#                                                      not a request; CherryPy's FileSession
+#                                                      clean-up waits for every held lock)}]}}],
 #              "locks": [{"fp": str, "lock": {as in "sessions"}}],   # every session locked or
 #                       # waited on now, whatever the page (at most 50, most waiters first)
 #              "error": str|null}]}   # e.g. the time limit on a hung storage path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 from cpinspect.agent.wire import SESSION_SORTS, SESSIONS_MAX_LIMIT
 from cpinspect.cli.common import add_target_arguments, connect
@@ -54,6 +55,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--limit takes 1 to %d sessions, not %d" % (MAX_LIMIT, args.limit))
     if args.offset < 0:
         raise UsageError("--offset takes 0 or more, not %d" % args.offset)
+    if args.reveal is not None:
+        args.reveal = args.reveal.strip().lower()
+        if not re.match(r"^[0-9a-f]{8,12}$", args.reveal):
+            raise UsageError(
+                "--reveal takes a session's fingerprint as listed (8 to 12 hex digits), not %r"
+                % args.reveal[:40]
+            )
     from dataclasses import replace
 
     from cpinspect.analysis import session_findings
@@ -71,6 +79,13 @@ def run(args: argparse.Namespace) -> int:
     if conn.pid is not None:
         peers = find_serving_peers(conn.pid, conn.info.ports, conn.info.cmdline)
         answer = replace(answer, peers=peers)
+    if args.reveal is not None and not any(
+        s.revealed for a in answer.apps for s in (*a.sessions, *a.locks)
+    ):
+        raise UsageError(
+            "no session's fingerprint is or begins with %s (a prefix must name one session; "
+            "fingerprints change when the agent is loaded again)" % args.reveal
+        )
     findings = session_findings(answer)
     if args.json:
         doc = to_json(answer)

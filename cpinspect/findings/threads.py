@@ -441,6 +441,18 @@ def _starved(
             "CPU over %.1f s: median %.0f %% of a core (%d workers measured)"
             % (act.wall, (act.share or 0.0) * 100, act.measured)
         )
+    locked_out = [t for t in busy if session_lock_wait(t) is not None]
+    if locked_out:
+        details.append(
+            "%d of them only wait%s for a session's lock (%s), not in their handler yet: "
+            "another request of the same user holds it (implicit locking keeps it for the "
+            "whole request)"
+            % (
+                len(locked_out),
+                "s" if len(locked_out) == 1 else "",
+                frame_words(session_lock_wait(locked_out[0])),
+            )
+        )
     first = {t.ident for t in members}
     ordered = list(members) + [t for t in busy if t.ident not in first]
     if len(ordered) > MAX_THREAD_EVIDENCE:
@@ -453,10 +465,28 @@ def _starved(
         severity=FindingSeverity.CRITICAL,
         title=title,
         evidence=tuple(thread_evidence(t) for t in ordered),
-        fix=_starvation_fix(act, where or "the handler"),
+        fix=_starvation_fix(act, where or "the handler")
+        + (
+            "; the workers waiting for a session's lock are held by that user's slow "
+            "request: let it call cherrypy.session.release_lock() before its slow work"
+            if locked_out
+            else ""
+        ),
         kind="pool-starvation",
         details=tuple(details),
     )
+
+
+def session_lock_wait(thread: ThreadInfo) -> Optional[Frame]:
+    """The frame of CherryPy's ``Session.acquire_lock`` (any storage class) the thread waits
+    in, among its innermost frames, or None."""
+    for frame in thread.stack[:4]:
+        if frame.native:
+            continue
+        path = frame.filename.replace("\\", "/")
+        if frame.function == "acquire_lock" and path.endswith("cherrypy/lib/sessions.py"):
+            return frame
+    return None
 
 
 def _innermost(thread: ThreadInfo) -> Optional[Frame]:

@@ -16,7 +16,9 @@ inspector reads them itself through ``/proc/<pid>/root`` (relative names through
 Error files hold CherryPy's format, the message alone (``[01/Dec/2026:09:40:02] ENGINE Bus
 STARTED``); the lines that follow a header line until the next one (a traceback) belong to its
 record, so a traceback is ONE record. A record is complete when the next header arrives or a read
-brings nothing new. Files carry no level: ERROR when a traceback follows, else INFO. Access lines
+brings nothing new. CherryPy's files carry no level: ERROR when a traceback follows, else INFO;
+an app that writes CherryPy's loggers through its own handler with logging's default date first
+(``[2026-12-03 14:39:55,045][ERROR  ] ...``, rdiffweb) gives the level its line names. Access lines
 (``LogManager.access_log_format``) give the client, request line, status and size. Times come from
 the bracketed date (the target's local time, to the second).
 
@@ -68,11 +70,31 @@ ACCESS_LINE = re.compile(
     r'^(?P<h>\S+) (?P<l>\S+) (?P<u>\S+) \[(?P<t>[^\]]+)\] "(?P<r>(?:[^"\\]|\\.)*)" '
     r"(?P<s>\d{3}|-) (?P<b>\d+|-)"
 )
+APP_HEAD = re.compile(r"^\[?(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:[,.]\d+)?\]?")
+"""A record of an app that logs CherryPy's loggers through a handler of its own, with logging's
+default ``asctime`` first (``[2026-12-03 14:39:55,045][ERROR  ][...] ...``, rdiffweb's)."""
+LEVEL_WORD = re.compile(r"\b(CRITICAL|ERROR|WARNING|WARN|INFO|DEBUG)\b")
+_LEVELS = {"CRITICAL": 50, "ERROR": 40, "WARNING": 30, "WARN": 30, "INFO": 20, "DEBUG": 10}
+LEVEL_REACH = 80
+"""Characters after an app-format date where its level name is looked for."""
 TRACEBACK_HEAD = "Traceback (most recent call last):"
 
 
+def is_head(line: str) -> bool:
+    """Whether ``line`` starts a record: CherryPy's date, or logging's default one."""
+    return ERROR_HEAD.match(line) is not None or APP_HEAD.match(line) is not None
+
+
 def parse_time(text: str) -> Optional[float]:
-    """``01/Dec/2026:09:40:02`` (with or without brackets) as epoch seconds, local time."""
+    """``01/Dec/2026:09:40:02`` (with or without brackets), or logging's
+    ``2026-12-01 09:40:02,123``, as epoch seconds, local time."""
+    app = APP_HEAD.match(text)
+    if app is not None:
+        try:
+            fields = [int(g) for g in app.groups()]
+            return time.mktime((*fields, 0, 0, -1))  # type: ignore[arg-type]
+        except (OverflowError, ValueError):
+            return None
     m = ERROR_HEAD.match(text if text.startswith("[") else "[" + text + "]")
     if m is None:
         return None
@@ -114,6 +136,12 @@ def error_record(lines: List[str]) -> LogRecord:
         traceback, cut_tb = _cut(traceback)
         cut += cut_tb
     level, levelno = ("ERROR", 40) if traceback is not None else ("INFO", 20)
+    app = APP_HEAD.match(head)
+    if app is not None:
+        word = LEVEL_WORD.search(head, app.end(), app.end() + LEVEL_REACH)
+        if word is not None:
+            level = "WARNING" if word.group(1) == "WARN" else word.group(1)
+            levelno = _LEVELS[word.group(1)]
     return LogRecord(
         seq=0,
         time=stamp,
@@ -169,7 +197,7 @@ def parse_error_lines(lines: List[str]) -> List[LogRecord]:
     out: List[LogRecord] = []
     current: List[str] = []
     for line in lines:
-        if ERROR_HEAD.match(line):
+        if is_head(line):
             if current:
                 out.append(error_record(current))
             current = [line]
@@ -194,9 +222,11 @@ def files_from_fds(pid: int) -> Tuple[Optional[str], Optional[str]]:
 
     Its fds (``/proc/<pid>/fd`` links) that are regular files opened for writing and named like
     logs (``*.log``, or ``log`` in the name); ``access`` in the file name makes it the access
-    file, the first other one the error file. A guess, said as such in the panel
-    (``found_by="fd"``)."""
+    file, the first other one the error file, one the process opened itself before its
+    stdout or stderr sent to a file (rdiffweb's log file beside ``> stdout.log``, which holds
+    one line). A guess, said as such in the panel (``found_by="fd"``)."""
     error: Optional[str] = None
+    redirect: Optional[str] = None
     access: Optional[str] = None
     base = "/proc/%d/fd" % pid
     try:
@@ -221,9 +251,11 @@ def files_from_fds(pid: int) -> Tuple[Optional[str], Optional[str]]:
             continue
         if "access" in lower:
             access = access or target
+        elif name in ("1", "2"):
+            redirect = redirect or target
         elif error is None:
             error = target
-    return error, access
+    return error or redirect, access
 
 
 def _open_for_writing(pid: int, fd: str) -> bool:
@@ -441,7 +473,7 @@ class FileTail:
                 if pending:
                     out.append(error_record(pending))
                 pending = []
-            elif ERROR_HEAD.match(line):
+            elif is_head(line):
                 if pending:
                     out.append(error_record(pending))
                 pending = [line]

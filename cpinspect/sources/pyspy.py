@@ -426,6 +426,8 @@ def _request_from_raw(raw_frames: Sequence[Dict[str, Any]]) -> Optional[_Request
         local = _locals_of(raw)
         if not local:
             return None  # dumped without --locals
+        if "point" in local and "method" not in local:
+            continue  # HookMap.run(self, point): a tool's hook (a session lock) inside the request
         return _RequestSeen(
             method=_string_value(local.get("method", "")),
             path=_string_value(local.get("path", "")),

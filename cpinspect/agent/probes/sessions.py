@@ -126,6 +126,10 @@ class BadQuery(Exception):
         self.message = message
 
 
+REVEAL_PREFIX = 8
+"""Fewest hex digits of a fingerprint ``reveal`` takes: the texts show its first 8."""
+
+
 def parse_query(query: Dict[str, List[str]]) -> Dict[str, Any]:
     """The validated parameters; ``BadQuery`` (400, one line) otherwise."""
 
@@ -158,8 +162,12 @@ def parse_query(query: Dict[str, List[str]]) -> Dict[str, Any]:
     if sort not in SORTS:
         raise BadQuery(400, "sort must be one of %s, got %r" % (", ".join(SORTS), sort[:40]))
     reveal = one("reveal") or None
-    if reveal is not None and not re.match(r"^[0-9a-f]{12}$", reveal):
-        raise BadQuery(400, "reveal must be a 12-hex-digit fingerprint, got %r" % reveal[:40])
+    if reveal is not None and not re.match(r"^[0-9a-f]{%d,12}$" % REVEAL_PREFIX, reveal):
+        raise BadQuery(
+            400,
+            "reveal must be a fingerprint of %d to 12 hex digits, got %r"
+            % (REVEAL_PREFIX, reveal[:40]),
+        )
     return {
         "app": one("app"),
         "offset": integer("offset", 0, 0, 10**9),
@@ -1736,6 +1744,11 @@ class SessionsProbe:
         return (first + rest)[offset : offset + limit]
 
     def _find(self, idx: Index, fp: str, page: List[int]) -> Optional[int]:
+        """The position of the session whose fingerprint is ``fp``, or begins with it (the
+        8 digits the texts show); None when none does, or a prefix names more than one."""
+        if len(fp) < 12:
+            found = [pos for pos, sid in enumerate(idx.sids) if self.fp(sid).startswith(fp)]
+            return found[0] if len(found) == 1 else None
         for pos in page:
             if hmac.compare_digest(self.fp(idx.sids[pos]), fp):
                 return pos
@@ -1856,6 +1869,11 @@ class LockTable:
             except Exception:  # noqa: BLE001
                 return None
 
+        cleaners = set()
+        for cls, _conf in by_app.values():
+            ident = _clean_thread_ident(cls)
+            if ident is not None:
+                cleaners.add(ident)
         waiting = set()
         for ident, frame in list(frames.items()):
             found = _waiting_in_acquire(frame)
@@ -1866,14 +1884,15 @@ class LockTable:
             req, resp, source = request_of(ident, frame)
             rd = req_dict(ident, req, resp, source)
             started = rd.get("started_at") if rd else None
-            self.waiters.setdefault((cls, sid), []).append(
-                {
-                    "ident": ident,
-                    "name": names.get(ident),
-                    "request": rd,
-                    "waiting_for": max(0.0, now - started) if started else None,
-                }
-            )
+            waiter = {
+                "ident": ident,
+                "name": names.get(ident),
+                "request": rd,
+                "waiting_for": max(0.0, now - started) if started else None,
+            }
+            if rd is None and ident in cleaners:
+                waiter["clean_up"] = True
+            self.waiters.setdefault((cls, sid), []).append(waiter)
         for ident, frame in list(frames.items()):
             if ident in waiting:
                 continue
@@ -1990,6 +2009,17 @@ def _thread_name(ident: int) -> Optional[str]:
         if t.ident == ident:
             return t.name
     return None
+
+
+def _clean_thread_ident(cls: Any) -> Optional[int]:
+    """The ident of a storage class's clean-up thread (CherryPy's ``Monitor`` keeps its
+    ``BackgroundTask`` as ``thread``), or None."""
+    try:
+        thread = getattr(getattr(cls, "clean_thread", None), "thread", None)
+        ident = getattr(thread, "ident", None)
+    except Exception:  # noqa: BLE001
+        return None
+    return ident if isinstance(ident, int) else None
 
 
 def _waiting_in_acquire(frame: Any) -> Optional[Tuple[Any, str]]:

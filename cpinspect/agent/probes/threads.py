@@ -240,11 +240,19 @@ def describe_request(request: Any, response: Any, peer: str, source: str) -> Dic
 
 
 def find_cherrypy_request(frame: Optional[FrameType]) -> Tuple[Any, Any]:
-    """Walk out from ``frame`` to ``_cprequest.Request.run``; return its (self, response)."""
+    """Walk out from ``frame`` to ``_cprequest.Request.run``; return its (self, response).
+
+    ``HookMap.run(self, point)`` lives in the same file under the same name, and a request
+    waiting in a tool (a session lock, a login check) is inside it: only a ``run`` taking
+    ``method`` is ``Request.run``."""
     f = frame
     while f is not None:
         code = f.f_code
-        if code.co_name == "run" and code.co_filename.endswith("_cprequest.py"):
+        if (
+            code.co_name == "run"
+            and code.co_filename.endswith("_cprequest.py")
+            and "method" in code.co_varnames[: code.co_argcount]
+        ):
             local = f.f_locals
             return local.get("self"), local.get("response")
         f = f.f_back
