@@ -1613,9 +1613,12 @@ def static_mount_line(mount: StaticMount, app: Optional[AppRoutes] = None) -> st
     if contents:
         facts.append(contents)
     handler = app is not None and mount.source == "handler"
+    # A handler's own mount (an attribute, or a handler whose _cp_config turns the tool on, as
+    # rdiffweb's robots_txt): at the URL the routes show it.
+    at_url = app is not None and mount.source in ("handler", "_cp_config")
     line = "%s %s → %s (%s)" % (
         mount.kind,
-        route_url(app, mount.path) if app is not None and handler else mount.path,
+        route_url(app, mount.path) if app is not None and at_url else mount.path,
         mount.resolved or mount.configured or "-",
         ", ".join(facts),
     )
@@ -1675,7 +1678,8 @@ def route_url(app: AppRoutes, path: str) -> str:
     ``tools.staticfile.handler`` attribute named like its file with punctuation turned to
     ``_`` (``favicon_ico`` serving ``favicon.ico``, which ``tree.mount`` puts on every root),
     the file's name (``/favicon.ico``), unless a static tool in config answers that URL first
-    (then the attribute's own spelling is the only URL it answers); else ``path``."""
+    (then the attribute's own spelling is the only URL it answers); likewise any exposed
+    handler named like a web file (``robots_txt``: ``/robots.txt``); else ``path``."""
     head, _, name = path.rpartition("/")
     if "_" not in name:
         return path
@@ -1687,7 +1691,22 @@ def route_url(app: AppRoutes, path: str) -> str:
         if base and base != name and base.translate(_PUNCTUATION) == name:
             url = head + "/" + base
             return path if config_static_answer(app, url) is not None else url
+    match = _FILE_NAMED.match(name)
+    if match is not None:
+        node = next((n for n in app.nodes if n.path == path), None)
+        if node is not None and node.exposed:
+            # A handler named for the file it answers (rdiffweb's ``robots_txt``): the
+            # dispatcher turns the '.' of ``/robots.txt`` into '_', so that is its URL too.
+            url = "%s/%s.%s" % (head, match.group(1), match.group(2))
+            return path if config_static_answer(app, url) is not None else url
     return path
+
+
+_FILE_NAMED = re.compile(
+    r"([A-Za-z0-9-]+)_(ico|txt|xml|json|html?|css|js|png|jpe?g|gif|svg|webmanifest|pdf|csv)"
+    r"\Z"
+)
+"""An attribute named like a web file, its extension's '.' written '_' (``robots_txt``)."""
 
 
 def static_handler_note(app: AppRoutes, path: str) -> Optional[str]:

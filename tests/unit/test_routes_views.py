@@ -349,4 +349,17 @@ def test_a_static_handler_is_shown_at_the_url_it_answers() -> None:
         ),
     )
     assert route_url(shadowed, "/favicon_ico") == "/favicon_ico"
+    # AND a handler of the app's own named like a web file (rdiffweb's robots_txt, served by
+    # its own static() handler) is shown at the URL a browser asks for; other names are not
+    own = AppRoutes(
+        script_name="",
+        nodes=(
+            RouteNode("/robots_txt", "robots_txt", "handler", exposed=True),
+            RouteNode("/get_conf", "get_conf", "handler", exposed=True),
+            RouteNode("/sitemap_xml", "sitemap_xml", "unexposed"),
+        ),
+    )
+    assert route_url(own, "/robots_txt") == "/robots.txt"
+    assert route_url(own, "/get_conf") == "/get_conf"
+    assert route_url(own, "/sitemap_xml") == "/sitemap_xml"  # not exposed: no URL answers
     assert static_handler_note(shadowed, "/favicon_ico") is None  # the default dispatcher
