@@ -2457,8 +2457,9 @@ def log_routing_warning(routing: Optional[LogRouting]) -> Optional[str]:
     )
 
 
-def log_state_line(state: Optional[LogState]) -> str:
-    """Where the records come from: ``buffer 10000 · error.log (file) · 3 missed``."""
+def log_state_line(state: Optional[LogState], captured: bool = False) -> str:
+    """Where the records come from: ``buffer 10000 · error.log (file) · 3 missed``;
+    ``captured``: where a snapshot's came from (no file "following" any more)."""
     if state is None:
         return "no log source"
     parts = []
@@ -2466,10 +2467,10 @@ def log_state_line(state: Optional[LogState]) -> str:
         parts.append(f"agent buffer (capacity {state.capacity:,})")
     for status in state.files:
         name = os.path.basename(status.path)
-        how = "following" if status.following else "not followed"
+        how = "" if captured else " following" if status.following else " not followed"
         note = f": {status.note}" if status.note else ""
         found = " (open in the process)" if status.found_by == "fd" else ""
-        parts.append(f"{status.kind} file {name}{found} {how}{note}")
+        parts.append(f"{status.kind} file {name}{found}{how}{note}")
     if state.missed:
         parts.append(f"{state.missed:,} missed (buffer wrapped)")
     return " · ".join(parts) if parts else "no log source (no agent, no log file found)"

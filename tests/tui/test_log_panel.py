@@ -314,6 +314,12 @@ async def test_an_opened_snapshot_shows_its_captured_records() -> None:
         # THEN its records show, offline, with the routing line it captured
         assert len(lines(panel)) == 8 and "KeyError: 'sku-17'" in lines(panel)[6]
         assert "errors go nowhere" in panel.routing_text
+        # AND its caption says they are a snapshot's, not followed (rdiffweb's opened snapshot
+        # read "● following ... agent buffer")
+        from textual.widgets import Static
+
+        caption = str(panel.query_one("#log-caption", Static).content)
+        assert caption.startswith("■ snapshot") and "following" not in caption, caption
         # WHEN the series steps to the next snapshot
         await pilot.press("right_square_bracket")
         await wait_until(pilot, lambda: not lines(panel), what="the next snapshot's (empty) log")

@@ -541,11 +541,16 @@ class LogPanel(Vertical):
     def _caption(self) -> None:
         view = self.view
         text = Text(no_wrap=True, overflow="ellipsis", end="")
-        if view.follow:
+        store = self._store
+        update = store.update if store is not None else None
+        from_file = update is not None and update.source_kind is SourceKind.FILE
+        if from_file:
+            # An opened snapshot: nothing arrives to follow; the records are those it holds.
+            text.append("■ snapshot: the records it holds", self._style("muted"))
+        elif view.follow:
             text.append("● following", self._style("following"))
         else:
             text.append("⏸ paused — f follows again", self._style("paused"))
-        store = self._store
         held = len(store.log) if store is not None else 0
         shown = sum(1 for _, e, m in view.shown if e is not None and m)
         words = self._filter_words()
@@ -555,7 +560,11 @@ class LogPanel(Vertical):
         text.append(" │ ")
         text.append(self._sparkline(SPARK_MINUTES), self._style("spark"))
         if store is not None:
-            line = log_state_line(store.log_state) if store.log_state is not None else ""
+            line = (
+                log_state_line(store.log_state, captured=from_file)
+                if store.log_state is not None
+                else ""
+            )
             update = store.update
             if (
                 update is not None
@@ -566,6 +575,8 @@ class LogPanel(Vertical):
                 line = "the agent does not answer: its records follow when it does" + (
                     "" if not line or line.startswith("no log source") else " · " + line
                 )
+            if line and from_file:
+                line = "captured from " + line
             if line:
                 text.append(" │ " + line, self._style("muted"))
         query = self.query_one("#log-caption", Static)
