@@ -985,7 +985,7 @@ def lock_limit(sessions: SessionsSnapshot) -> Tuple[float, str]:
     """How long a session lock may be held before it is "longer than normal", and why."""
     durations = sessions.request_durations
     if durations is None or durations.count == 0:
-        return NO_DURATIONS_LIMIT, "no completed request to compare with"
+        return NO_DURATIONS_LIMIT, "no request has completed since the agent came, to compare with"
     # During the incident the slow requests are among the last ones completed (the lock's own
     # holder and waiters, the pool's stuck work): past TYPICAL_FACTOR times the median, the p95
     # no longer says what a normal request takes, and the median is the measure.
