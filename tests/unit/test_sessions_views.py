@@ -229,7 +229,10 @@ def test_a_held_lock_without_waiters_or_within_normal_is_no_finding() -> None:
     assert "sessions-lock" not in ids(short)  # under the 1 s floor though over the p95
     # WHEN the process has completed no request THEN a fixed limit stands in, said so
     none = replace(read(), request_durations=None)
-    assert lock_limit(none) == (NO_DURATIONS_LIMIT, "no request has completed since the agent came, to compare with")
+    assert lock_limit(none) == (
+        NO_DURATIONS_LIMIT,
+        "no request has completed since the agent came, to compare with",
+    )
     assert lock_limit(read())[0] == LOCK_FLOOR
 
 
