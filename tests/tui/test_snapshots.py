@@ -166,6 +166,9 @@ def test_routes_panel(snap_compare: SnapCompare) -> None:
         await pilot.pause()
         tree.move_cursor(root.children[1])  # admin
         await pilot.press("space", "down", "down")
+        # (a blinking cursor is drawn or not at the moment of the screenshot: under load 1 run
+        # in 6 caught the input line the other way)
+        panel.resolve_input.cursor_blink = False
         await pilot.press("r", *"/admin/users", "enter")
         await wait_until(pilot, lambda: panel.resolves >= 1, what="the verdict")
         # The Routes tab read the routes again: the findings are computed once they are in,
