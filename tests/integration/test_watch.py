@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, List
 
+import psutil
 import pytest
 
 from cpinspect.snapshots import read_snapshots
@@ -247,6 +248,18 @@ def test_watch_says_the_target_is_gone_in_one_line_and_exits_non_zero(
     # GIVEN watch running on the app
     watch = Watch(str(target.pid), "--dir", str(tmp_path / "caps"), "--quiet")
     wait_for(lambda: target.socket_path(), timeout=10, what="the agent's socket")
+
+    def connected() -> bool:
+        # Its session open (a socket to the agent): under CI's load 1.5 s after its start was
+        # once too early, and the kill met its opening ("no process", exit 3)
+        try:
+            proc = psutil.Process(watch.proc.pid)
+            read = getattr(proc, "net_connections", None) or proc.connections
+            return bool(read(kind="unix"))
+        except psutil.Error:
+            return False
+
+    wait_for(connected, timeout=60, what="watch connected to the agent")
     threading.Event().wait(1.5)  # it has polled at least once
     # WHEN the app is killed
     target.proc.kill()
