@@ -100,7 +100,8 @@ def child(piece: str, calls: int) -> int:
     class Root:
         @cherrypy.expose
         def index(self) -> str:
-            handler = capture.handler
+            # The handler on the access loggers (one before it existed).
+            handler = getattr(capture, "access_handler", capture.handler)
             line = '127.0.0.1 - - [01/Dec/2026:23:00:00] "GET / HTTP/1.1" 200 2 "" ""'
             rec = logging.LogRecord("cherrypy.access.1", 20, __file__, 1, line, None, None)
             # As after finalize, when CherryPy logs the access line (without output_status,

@@ -8,7 +8,8 @@ moment skip the app's own next handler. It never changes a logger's level, never
 anyone else, never raises, and never writes to stderr: failures are counted.
 
 What ``handle`` does runs in the app's thread, once per record (an access record per
-request), so it does as little as it can: read the record's fields, find the request in flight
+request: ``AccessHandler``, on the access loggers, reads the usual one without the general
+path's checks), so it does as little as it can: read the record's fields, find the request in flight
 on this thread (the tracker's table, else ``cherrypy.serving``), read that request's and
 response's fields with plain attribute reads, and store them as one flat tuple in a
 preallocated-as-it-fills list used as a ring. Everything derived (the request's wire dict as
@@ -469,23 +470,7 @@ class CaptureHandler(logging.Handler):
                     if forwarded:  # rare: kept as its first address (bounded, as before)
                         forwarded = str(forwarded).split(",")[0].strip()
                     started = response.time if response is not None else None
-                    # The handler's name, read directly for the usual shapes (one Python call
-                    # less per record than a helper): handler_name's answer.
-                    target: Any = request.handler
-                    if type(target) is self._encoder_type:
-                        target = target.oldhandler
-                    if (
-                        type(target) in self._page_types
-                        and "_json_inner_handler" not in request.__dict__
-                    ):
-                        target = target.callable
-                        if type(target) is MethodType:
-                            target = target.__func__
-                        handler = target.__qualname__ if type(target) is FunctionType else None
-                        if not handler:
-                            handler = handler_name(request)
-                    else:
-                        handler = handler_name(request)
+                    handler = self._handler_of(request)
                     stage = request.stage
                 except Exception:  # noqa: BLE001 - the careful path (getattr with defaults)
                     (
@@ -553,6 +538,21 @@ class CaptureHandler(logging.Handler):
         except Exception:  # noqa: BLE001 - never raise into the app's logging call
             self.failed += 1
         return True
+
+    def _handler_of(self, request: Any) -> Optional[str]:
+        """The request's handler name, read directly for the usual shapes (a page handler,
+        perhaps inside the encode tool's wrapper, calling a function or method):
+        ``handler_name``'s answer."""
+        target: Any = request.handler
+        if type(target) is self._encoder_type:
+            target = target.oldhandler
+        if type(target) in self._page_types and "_json_inner_handler" not in request.__dict__:
+            target = target.callable
+            if type(target) is MethodType:
+                target = target.__func__
+            if type(target) is FunctionType:
+                return target.__qualname__ or handler_name(request)
+        return handler_name(request)
 
     def handleError(self, record: logging.LogRecord) -> None:
         self.failed += 1  # never print to the app's stderr
@@ -625,6 +625,72 @@ class AppLoggerHandler(CaptureHandler):
         if name.startswith("cherrypy.") or name == "cherrypy":
             return False
         return CaptureHandler.handle(self, record)
+
+
+class AccessHandler(CaptureHandler):
+    """The handler on the access loggers: the usual access record (a plain line logged by
+    CherryPy during a request the tracker holds, after finalize) takes a straight path, one
+    per request; any other record takes ``CaptureHandler.handle``'s. The same tuple either way
+    (``tests/agent/test_log_capture.py`` compares them)."""
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        try:
+            msg = record.msg
+            tracked = self._inflight.get(record.thread)  # type: ignore[arg-type]  # None: no entry
+            if (
+                tracked is None
+                or self.filters
+                or record.args
+                or type(msg) is not str
+                or record.exc_info
+                or record.exc_text
+                or len(msg) > self.max_message
+                or TRACEBACK_MARK in msg
+            ):
+                return CaptureHandler.handle(self, record)
+            request, response = tracked
+            status = response.output_status
+            if not status:
+                return CaptureHandler.handle(self, record)
+            remote = request.remote
+            forwarded = dict.get(request.headers, "X-Forwarded-For")
+            if forwarded:
+                forwarded = str(forwarded).split(",")[0].strip()
+            handler = self._handler_of(request)
+            headers = response.headers
+            fields = (
+                record.created,
+                record.levelno,
+                record.levelname,
+                record.name,
+                msg,
+                0,
+                None,
+                record.thread,
+                record.threadName or "",
+                "hook",
+                request.method,
+                request.script_name,
+                request.path_info,
+                request.query_string,
+                remote.ip,
+                remote.port,
+                forwarded,
+                response.time,
+                handler,
+                request.stage,
+                status,
+                ACCESS_OUTPUT_STATUS,
+                dict.get(headers, "Content-Length"),
+                dict.get(headers, "Content-Type"),
+            )
+        except Exception:  # noqa: BLE001 - not CherryPy's shapes: the careful path
+            return CaptureHandler.handle(self, record)
+        try:
+            self.ring.append(fields)
+        except Exception:  # noqa: BLE001 - never raise into the app's logging call
+            self.failed += 1
+        return True
 
 
 def _access_raw(response: Any) -> Tuple[int, Any, Any]:
@@ -993,6 +1059,8 @@ class LogCapture:
         """Capture access records too (one per request: most of the capture's cost)."""
         self.ring = LogRing(capacity)
         self.handler = CaptureHandler(self.ring, tracker)
+        self.access_handler = AccessHandler(self.ring, tracker)
+        """On the access loggers (``handler`` on the error loggers)."""
         self.app_handler = AppLoggerHandler(self.ring, tracker)
         """On the root logger while it has a handler of its own (``refresh``)."""
         self._attached: List[logging.Logger] = []
@@ -1014,7 +1082,7 @@ class LogCapture:
                 ("cherrypy.error", "cherrypy.access") if self.access else ("cherrypy.error",)
             ):
                 logger = logging.getLogger(name)
-                _add_cow(logger, self.handler)
+                _add_cow(logger, self._handler_for(logger))
                 if logger not in self._attached:
                     self._attached.append(logger)
         self.refresh()
@@ -1022,7 +1090,7 @@ class LogCapture:
     def detach(self) -> None:
         with self._lock:
             for logger in self._attached:
-                _remove_cow(logger, self.handler)
+                _remove_cow(logger, self._handler_for(logger))
             self._attached = []
             _remove_cow(logging.getLogger(), self.app_handler)
 
@@ -1045,10 +1113,11 @@ class LogCapture:
             else:
                 _remove_cow(root, self.app_handler)  # alone there it would silence lastResort
             for attached in self._attached:
-                if self.handler not in attached.handlers:
+                ours = self._handler_for(attached)
+                if ours not in attached.handlers:
                     # The app replaced the handler list (logging.config.dictConfig does): come
                     # back, last again, and count it (every answer's errors say so).
-                    _add_cow(attached, self.handler)
+                    _add_cow(attached, ours)
                     self.reattached += 1
             for script_name, app in apps:
                 log = getattr(app, "log", None)
@@ -1060,15 +1129,31 @@ class LogCapture:
                         continue
                     names[logger.name] = script_name
                     # Does a record from this logger reach our handler on an ancestor?
-                    reached = any(self.handler in a.handlers for a in _ancestors(logger)[1:])
+                    ours = self._handler_for(logger)
+                    reached = any(ours in a.handlers for a in _ancestors(logger)[1:])
                     if logger in self._attached:
                         if reached:
-                            _remove_cow(logger, self.handler)
+                            _remove_cow(logger, ours)
                             self._attached.remove(logger)
                     elif not reached:
-                        _add_cow(logger, self.handler)
+                        _add_cow(logger, ours)
                         self._attached.append(logger)
             self._apps = names
+
+    def _handler_for(self, logger: logging.Logger) -> CaptureHandler:
+        """Ours for this logger: the access handler on CherryPy's access loggers."""
+        name = logger.name
+        if name == "cherrypy.access" or name.startswith("cherrypy.access."):
+            return self.access_handler
+        return self.handler
+
+    def _ours(self, h: logging.Handler) -> bool:
+        return h is self.handler or h is self.access_handler or h is self.app_handler
+
+    @property
+    def failed(self) -> int:
+        """Records that could not be captured (every handler of ours)."""
+        return self.handler.failed + self.access_handler.failed + self.app_handler.failed
 
     def app_of(self, logger_name: str) -> Optional[str]:
         return self._apps.get(logger_name)
@@ -1108,7 +1193,7 @@ class LogCapture:
         for logger in loggers:
             for chain_logger in _ancestors(logger):
                 for h in list(chain_logger.handlers):
-                    if id(h) in seen or h is self.handler or h is self.app_handler:
+                    if id(h) in seen or self._ours(h):
                         continue
                     seen.add(id(h))
                     if _is_null(h):
@@ -1120,7 +1205,7 @@ class LogCapture:
         for logger in error_loggers:
             for chain_logger in _ancestors(logger):
                 for h in list(chain_logger.handlers):
-                    if h is self.handler or h is self.app_handler or _is_null(h):
+                    if self._ours(h) or _is_null(h):
                         continue
                     if getattr(h, "level", 0) > logging.ERROR:
                         continue
@@ -1232,8 +1317,9 @@ class LogCapture:
                 "goes_nowhere": False,
                 "fix": None,
             }
-        if self.handler.failed:
-            errors.append("%d records could not be captured" % self.handler.failed)
+        failed = self.failed
+        if failed:
+            errors.append("%d records could not be captured" % failed)
         if self.reattached:
             errors.append(
                 "the capture handler was removed from CherryPy's loggers %d time(s) (the app's"
@@ -1251,7 +1337,7 @@ class LogCapture:
             "missed": missed,
             "more": more,
             "next": last if more else latest,
-            "dropped": self.handler.failed,
+            "dropped": failed,
             "routing": routing,
             "records": records,
             "errors": errors,

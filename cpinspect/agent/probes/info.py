@@ -136,7 +136,7 @@ class InfoProbe:
             handlers = []
             for name in ("cherrypy.error", "cherrypy.access"):
                 for h in list(logging.getLogger(name).handlers):
-                    if type(h).__name__ in ("NullHandler", "CaptureHandler"):
+                    if type(h).__name__ in ("NullHandler", "CaptureHandler", "AccessHandler"):
                         continue
                     target = getattr(h, "baseFilename", None) or getattr(
                         getattr(h, "stream", None), "name", ""
