@@ -34,8 +34,10 @@ import sys
 import threading
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from itertools import repeat
 from json.encoder import encode_basestring_ascii as _esc
+from operator import itemgetter
 from threading import get_ident
 from types import FunctionType, MethodType, TracebackType
 from typing import Any, Dict, List, Optional, Set, Tuple
@@ -80,6 +82,10 @@ _ACCESS_TAIL = re.compile(r'" (\d{3}|-) (\d+|-)(?: |$)')
 Fields = Tuple[Any, ...]
 _NO_REQUEST = ("", None, None, None, None, None, None, None, None, None, None)
 """Slots 9-19 of a record logged outside any request."""
+
+_END_KEY = itemgetter(0, 1)
+_END_TIME = itemgetter(2)
+"""A tracker end ``(thread ident, response.time, end)``: its key and its end."""
 
 ACCESS_NONE = 0
 ACCESS_OUTPUT_STATUS = 1
@@ -354,26 +360,29 @@ class LogRing:
             self._items = items
             self._trim()
 
-    def _held(self) -> List[Fields]:
-        count = self._seq - self._first + 1
+    def _held(self, first: int = 0) -> List[Fields]:
+        """The held records from seq ``first`` (the oldest held when it is older)."""
+        first = max(first, self._first)
+        count = self._seq - first + 1
         if count <= 0:
             return []
         items = self._items
-        start = (self._first - 1) % self.capacity
+        start = (first - 1) % self.capacity
         end = start + count
         out = (
             items[start:end] if end <= len(items) else items[start:] + items[: end - self.capacity]
         )
         return out  # type: ignore[return-value]  # held slots are never None
 
-    def copy(self) -> Tuple[List[Fields], int, int]:
-        """All held records, the seq of the first one, and the newest seq (0, 0 when none),
-        copied under the lock (pointer copies only)."""
+    def copy(self, after: int = 0) -> Tuple[List[Fields], int, int]:
+        """The held records newer than seq ``after`` (all held by default), the seq of the
+        first one, and the newest seq (0, 0 when none), copied under the lock (pointer
+        copies only: a cursor's read copies what it has not seen, not the whole ring)."""
         with self._lock:
-            held = self._held()
+            held = self._held(after + 1)
             if not held:
                 return [], 0, self._seq
-            return held, self._first, self._seq
+            return held, max(self._first, after + 1), self._seq
 
     @property
     def chars(self) -> int:
@@ -1073,6 +1082,8 @@ class LogCapture:
         newest ``ring.capacity`` kept: an access record read again (another reader, a snapshot,
         ``logs`` later) keeps the duration its first read gave, after its end has left the
         tracker's last ``ENDS_KEPT``."""
+        self._last_end: Optional[Tuple[int, float, float]] = None
+        """The newest tracker end ``_known_ends`` has added."""
 
     # Installation.
 
@@ -1227,21 +1238,27 @@ class LogCapture:
 
     def _known_ends(self, tracker: RequestTracker) -> Dict[Tuple[int, float], float]:
         """The request ends seen so far, the tracker's newest added (no lock: concurrent
-        readers add the same ends; each step is one C call under the GIL)."""
+        readers add the same ends; each step is one C call under the GIL). Each read adds the
+        hundreds of ends since the last in C-level steps (a read per second of a busy app)."""
         known = self._ends
-        new = []
-        for entry in reversed(list(tracker.ended)):
-            if (entry[0], entry[1]) in known:
-                break  # the tracker's older ends were added by an earlier read
-            new.append(entry)
-        for ident, started, end in reversed(new):
-            known[(ident, started)] = end
-        keep = max(self.ring.capacity, 1)
-        while len(known) > keep:
+        ended = list(tracker.ended)
+        last = self._last_end
+        start = 0
+        if last is not None:
             try:
-                known.popitem(last=False)
+                start = ended.index(last) + 1
+            except ValueError:  # gone from the tracker's last ENDS_KEPT: all of them are new
+                start = 0
+        new = ended[start:]
+        if new:
+            known.update(zip(map(_END_KEY, new), map(_END_TIME, new)))
+            self._last_end = new[-1]
+        over = len(known) - max(self.ring.capacity, 1)
+        if over > 0:
+            try:
+                deque(map(known.popitem, repeat(False, over)), maxlen=0)
             except KeyError:  # emptied by another reader
-                break
+                pass
         return known
 
     def read(
@@ -1259,10 +1276,9 @@ class LogCapture:
         ``notable``: only the records ``is_notable`` keeps (``only=notable``), ``paths`` the
         access-path prefixes it keeps beside the warnings and failures."""
         self.refresh()
-        items, first, latest = self.ring.copy()
+        items, first, latest = self.ring.copy(after)
         missed = first - after - 1 if items and after < first - 1 else 0
-        # Seqs are consecutive: the first record after ``after`` sits at a known index.
-        start = max(0, after - first + 1) if items else 0
+        start = 0  # (seqs are consecutive: items[i] is seq first + i)
         records: Any = JsonArray() if encoded else []
         more = False
         last = after

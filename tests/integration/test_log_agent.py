@@ -501,6 +501,24 @@ def test_the_ring_bounds_its_text_too_and_counts_what_went() -> None:
     assert ring.chars == 10000
 
 
+def test_a_cursor_copies_only_what_it_has_not_seen() -> None:
+    # GIVEN a ring of 10 records that has taken 25 (seqs 16-25 held; in this process)
+    from cpinspect.agent.logcapture import LogRing
+
+    ring = LogRing(10)
+    for i in range(1, 26):
+        ring.append((float(i), 20, "INFO", "cherrypy.error", "m%d" % i, 0, None, 1, "t"))
+    # WHEN copied after a seq still held, after the newest, and after one already gone
+    tail, tail_first, latest = ring.copy(20)
+    none, _, latest2 = ring.copy(25)
+    wrapped, wrapped_first, _ = ring.copy(3)
+    # THEN the first copy starts at the next seq, the second is empty, the third is all held
+    assert (tail_first, latest, [it[0] for it in tail]) == (21, 25, [21.0, 22.0, 23.0, 24.0, 25.0])
+    assert (none, latest2) == ([], 25)
+    assert (wrapped_first, len(wrapped), wrapped[0][0]) == (16, 10, 16.0)
+    assert ring.copy()[1:] == (16, 25)
+
+
 def test_a_fork_while_another_thread_holds_the_ring_lock_does_not_hang_the_child() -> None:
     # GIVEN a ring whose lock another thread holds (as a worker logging at the moment a
     # daemonizer forks) -- in this process: fork() is the event under test
