@@ -640,7 +640,7 @@ class AccessHandler(CaptureHandler):
     """The handler on the access loggers: the usual access record (a plain line logged by
     CherryPy during a request the tracker holds, after finalize) takes a straight path, one
     per request; any other record takes ``CaptureHandler.handle``'s. The same tuple either way
-    (``tests/agent/test_log_capture.py`` compares them)."""
+    (``tests/agent/test_access_path.py`` compares them)."""
 
     def handle(self, record: logging.LogRecord) -> Any:
         try:
