@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -332,6 +333,39 @@ def other_user_runtime(other_user: pwd.struct_passwd) -> Iterator[OtherUserRunti
         yield runtime
     finally:
         shutil.rmtree(src, ignore_errors=True)
+
+
+_SESSION_STARTED = time.time()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the agent sockets this run's targets left behind when tests killed them
+    (SIGKILL runs no clean-up): in this uid's socket directory, made since the run started,
+    whose pid is gone. Nothing reads them (discovery goes through the target's own fds), but
+    without this every run left dozens in /tmp."""
+    from cpinspect.agent.paths import default_socket_dir
+    from cpinspect.agent.wire import SOCKET_SUFFIX
+
+    try:
+        directory = default_socket_dir()
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        stem = name[: -len(SOCKET_SUFFIX)]
+        if not name.endswith(SOCKET_SUFFIX) or not stem.isdigit():
+            continue
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+            if st.st_mtime < _SESSION_STARTED or not stat.S_ISSOCK(st.st_mode):
+                continue
+            os.kill(int(stem), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        except OSError:
+            continue
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
