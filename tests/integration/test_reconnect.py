@@ -19,9 +19,17 @@ def free_port() -> int:
     return port
 
 
+# These tests are about losing and finding the target, not about a slow answer: a target just
+# started on a loaded CI box once took longer than the 1 s default to answer its first poll, which
+# the session rightly calls LOST. A generous timeout keeps that out of what they test.
+PATIENT = 10.0
+
+
 def open_session(target, on_new_pid=None) -> AgentSession:
-    source = AgentSource(find_agent(target.pid).connect_path)
-    return AgentSession(source, source.info(), pid=target.pid, on_new_pid=on_new_pid)
+    source = AgentSource(find_agent(target.pid).connect_path, timeout=PATIENT)
+    return AgentSession(
+        source, source.info(), pid=target.pid, on_new_pid=on_new_pid, timeout=PATIENT
+    )
 
 
 def test_restart_of_the_same_service_is_followed_to_its_new_pid(spawn_target):
@@ -75,8 +83,8 @@ def test_session_by_socket_path_reconnects_to_the_same_path(spawn_target, short_
     path = str(short_tmp / "svc.sock")
     port = free_port()
     first = spawn_target("--port", str(port), "--socket", path)
-    source = AgentSource(path)
-    session = AgentSession(source, source.info(), pid=None)
+    source = AgentSource(path, timeout=PATIENT)
+    session = AgentSession(source, source.info(), pid=None, timeout=PATIENT)
     assert session.poll().state is LinkState.LIVE
     first.stop()
     assert session.poll().state is LinkState.LOST

@@ -61,7 +61,23 @@ def busy_on(target: TargetProcess, path: str, count: int) -> Callable[[], List[d
             and (t.get("request") or {}).get("path") == path
             and any(f["app"] and f["function"] == path.strip("/") for f in t["stack"])
         ]
-        return held if len(held) == count else []
+        if len(held) != count:
+            # Said, not just falsy: a timed-out wait then reports what the agent last saw.
+            busy = [
+                "%s %s [%s]"
+                % (
+                    t["name"],
+                    (t.get("request") or {}).get("path"),
+                    ",".join(f["function"] for f in t["stack"] if f["app"]),
+                )
+                for t in body["threads"]
+                if t["busy"]
+            ]
+            raise AssertionError(
+                "%d of %d in %s; %d threads, busy: %s"
+                % (len(held), count, path, len(body["threads"]), busy or "none")
+            )
+        return held
 
     return check
 
