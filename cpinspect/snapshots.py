@@ -252,15 +252,16 @@ def capture_series(
                 break
             records.extend(e for e in update.log if isinstance(e, LogRecord))
             del records[: max(0, len(records) - 10 * SNAPSHOT_LOG_RECORDS)]
+            until = late_until()
             if routes_beside is not None:
-                routes, unread, _ = joined(update, routes_beside, "routes")
+                routes, unread, _ = joined(update, routes_beside, "routes", until)
                 routes_beside = None
                 if unread is not None and note is not None:
                     note(unread)
             sessions, unread = None, None
             standing_in = update.threads_source is SourceKind.PYSPY  # the agent silent or slow
             if asked is not None:
-                sessions, unread, late = joined(update, asked, "sessions")
+                sessions, unread, late = joined(update, asked, "sessions", until)
                 if late and index:
                     unread = None  # said at the first snapshot
             elif not update.agent_unresponsive and not standing_in:  # else 5 s of waiting
@@ -302,18 +303,26 @@ Read = Tuple[Optional[T], Optional[str]]
 """What was read (None if nothing), and why not, in one line (None if it was)."""
 
 
+def late_until() -> float:
+    """The end of the one ``LATE_WAIT`` the calls asked beside a poll share (``joined``'s
+    ``until``), taken when the poll is in: two calls wait it once, not once each."""
+    return time.monotonic() + LATE_WAIT
+
+
 def joined(
-    update: Update, asked: Future[Read[T]], what: str
+    update: Update, asked: Future[Read[T]], what: str, until: Optional[float] = None
 ) -> Tuple[Optional[T], Optional[str], bool]:
     """The answer of an agent call asked beside the poll ``update`` (``what``: its name in the
     note), and whether it was left out for an agent that did not answer the poll.
 
     The agent answered the poll: waited for until it ends (the source's own time limit bounds
-    it), so nothing it answers is dropped. py-spy stands in for a slow agent: ``LATE_WAIT``
-    more at most. The agent silent: not waited for (it would be a timeout for nothing)."""
+    it), so nothing it answers is dropped. py-spy stands in for a slow agent: until ``until``
+    (``late_until()``) at most, ``LATE_WAIT`` from now without it. The agent silent: not waited
+    for (it would be a timeout for nothing)."""
     silent = update.agent_unresponsive
     slow = not silent and update.threads_source is SourceKind.PYSPY
-    wait = 0.0 if silent else LATE_WAIT if slow else None
+    late_wait = LATE_WAIT if until is None else max(0.0, until - time.monotonic())
+    wait = 0.0 if silent else late_wait if slow else None
     late = "%s not captured: the agent does not answer%s" % (what, " in time" if slow else "")
     try:
         value, unread = asked.result(timeout=wait)

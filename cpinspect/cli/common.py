@@ -73,6 +73,7 @@ def open_from_args(
     args: argparse.Namespace,
     on_new_pid: Optional[Callable[[int], None]] = None,
     no_agent: Optional[Callable[[], None]] = None,
+    ahead: Optional[Callable[[], bool]] = None,
 ) -> OpenedSession:
     """The session for the target named by ``args`` (``open_session``); raises
     ``CpinspectError``. A silent agent is no error: py-spy stands in."""
@@ -85,6 +86,7 @@ def open_from_args(
         inject=bool(getattr(args, "inject", False)),
         on_new_pid=on_new_pid,
         no_agent=no_agent,
+        ahead=ahead,
     )
 
 

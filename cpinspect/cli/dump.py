@@ -108,6 +108,12 @@ class EarlyRun:
     def stop(self) -> None:
         self.hand_over(None)
 
+    def read_in(self) -> bool:
+        """Whether the run ended with its reading (exit status 0) and is not handed over yet:
+        the agent's first answer need not be waited for long then (``connect_agent``)."""
+        started = self._started
+        return started is not None and started[1].poll() == 0
+
     def hand_over(self, session: object) -> None:
         started, self._started = self._started, None
         hand_over_pyspy(started, session)
@@ -149,14 +155,14 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]]]) -> int:
     run = EarlyRun(early)
     try:
-        opened = open_from_args(args, no_agent=run.stop)
+        opened = open_from_args(args, no_agent=run.stop, ahead=run.read_in)
     except BaseException:
         run.stop()
         raise
     run.hand_over(opened.session)
 
     from cpinspect.model import SourceKind
-    from cpinspect.snapshots import ask_routes, ask_sessions, beside, joined
+    from cpinspect.snapshots import ask_routes, ask_sessions, beside, joined, late_until
     from cpinspect.sources.base import Capability
 
     session = opened.session
@@ -203,10 +209,11 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
         # Joined as ``snapshots.joined`` says: waited for when the agent answered the poll,
         # a moment more when it was slow, not at all when it is silent (then not said: the
         # note on the agent says it).
-        sessions, why, late = joined(update, sessions_asked, "sessions")
+        until = late_until()
+        sessions, why, late = joined(update, sessions_asked, "sessions", until)
         if why is not None and not late:
             notes.append(why)
-        routes, why, late = joined(update, routes_asked, "routes")
+        routes, why, late = joined(update, routes_asked, "routes", until)
         if why is not None and not late:
             notes.append(why.replace(" not captured:", _ROUTES_LEFT_OUT, 1))
         render.routes = routes

@@ -105,7 +105,13 @@ def _run(args: argparse.Namespace, early: Optional[Tuple[List[str], Popen[bytes]
         from cpinspect.sources.open import open_session
 
         check_directory(args.output)  # before minutes of capture, not after
-        opened = open_session(args.pid, socket=args.socket, timeout=args.timeout, no_agent=run.stop)
+        opened = open_session(
+            args.pid,
+            socket=args.socket,
+            timeout=args.timeout,
+            no_agent=run.stop,
+            ahead=run.read_in,
+        )
     except BaseException:
         run.stop()
         raise

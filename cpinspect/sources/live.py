@@ -307,9 +307,12 @@ class AgentSession:
         on_new_pid: Optional[Callable[[int], None]] = None,
         pyspy: Optional[PySpySource] = None,
         silent: str = "",
+        silent_for: Optional[float] = None,
     ) -> None:
         """``silent``: why the agent did not answer just before (``info()`` timed out while
-        opening); the first poll then shows py-spy's threads without asking it again."""
+        opening); the first poll then shows py-spy's threads without asking it again.
+        ``silent_for``: how long it was waited for then, when not ``timeout`` (a one-shot
+        command stops waiting once py-spy's reading is in)."""
         self._trimmer = Trimmer()
         """Freed arena pages back to the system after the polls that parse big readings (only
         where the command tuned the allocator: ``memory.tune_malloc``, the long-running ones)."""
@@ -365,10 +368,14 @@ class AgentSession:
         self._lost_since: Optional[float] = None
         self._lost_reason = ""
         self._skip_agent_once = False
+        self._silent_for = timeout
+        """How long the agent was last waited for in vain (what the fallback's words say)."""
         if silent:
             self._lost_since = clock()
             self._lost_reason = silent
             self._skip_agent_once = pyspy is not None
+            if silent_for is not None:
+                self._silent_for = silent_for
         self._outside_info: Optional[ProcessInfo] = None
         """What the header shows while the agent never answered (read once from /proc)."""
         self._joined = False
@@ -673,6 +680,7 @@ class AgentSession:
             if stopped or waited >= max(self.timeout, SLOW_FACTOR * self._answer_took):
                 if self._lost_since is None:
                     self._lost_since = now
+                self._silent_for = self.timeout
                 self._lost_reason = stopped or (
                     "agent did not answer within %.1f s — the interpreter may be stuck"
                     % self.timeout
@@ -1114,12 +1122,12 @@ class AgentSession:
                 # Many threads ran while py-spy read: the GIL moves, the agent waits its turn.
                 head = (
                     "agent not answering within %.1f s — busy, not stuck: %s (%d ran during "
-                    "py-spy's read)%s" % (self.timeout, GIL_MOVING, ran, who)
+                    "py-spy's read)%s" % (self._silent_for, GIL_MOVING, ran, who)
                 )
             else:
                 head = stopped or (
                     "agent not answering within %.1f s — the interpreter may be stuck%s"
-                    % (self.timeout, who)
+                    % (self._silent_for, who)
                 )
         message = "%s; threads from py-spy%s" % (head, before)
         threads = fallback_threads(spy, self.threads, self._carried)

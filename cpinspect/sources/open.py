@@ -107,6 +107,9 @@ class AgentLink:
     answered without a readable ``/v1/info`` (``EndpointError``)."""
     info_took: Optional[float] = None
     """Seconds ``info`` took to come (None without it)."""
+    waited: Optional[float] = None
+    """Seconds waited for ``info`` when it did not come (the timeout, or less when py-spy's
+    reading came first: ``connect_agent``'s ``ahead``)."""
 
     @property
     def silent(self) -> bool:
@@ -202,13 +205,31 @@ def _pid_of_socket(path: str) -> Optional[int]:
         return None
 
 
+AHEAD_GRACE = 0.1
+"""Seconds a one-shot command still waits for the agent's first answer once py-spy's reading of
+every thread is in (``connect_agent``'s ``ahead``). An agent that is not queued for the GIL
+answers ``/v1/info`` in milliseconds, long before py-spy has read 200 threads (0.17 s) or 1,000
+(0.5-0.8 s); behind 100 workers spinning in Python it took 0.2-0.9 s, and its threads answer
+seconds more, so py-spy's reading stands in without that wait (a dump at 200 threads behind
+spinners: 1.2-1.6 s, of which 0.2-0.9 s this wait, measured 2026-12-04)."""
+AHEAD_FLOOR = 0.3
+"""...and never less than this after the info was asked: an agent slowed only by a loaded
+machine (not queued behind spinners) still answers, and with it the requests the dump shows.
+Above ``cli.common.SLOW_INFO``, past which a dump waits only briefly for the threads anyway."""
+
+
 def connect_agent(
-    pid: Optional[int] = None, socket: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT
+    pid: Optional[int] = None,
+    socket: Optional[str] = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    ahead: Optional[Callable[[], bool]] = None,
 ) -> AgentLink:
     """Connect to the agent of ``pid`` (or at ``socket``) and ask for its info once.
 
-    Waits at most ``timeout`` for it. A silent agent is no error here (``link.silent``); a
-    missing agent (``AgentNotFound``), a stale socket, a refusal and the like are.
+    Waits at most ``timeout`` for it; ``ahead`` (a one-shot command's early py-spy run: whether
+    its reading is in) cuts the wait for the info asked early to ``AHEAD_GRACE`` after the
+    reading came. A silent agent is no error here (``link.silent``); a missing agent
+    (``AgentNotFound``), a stale socket, a refusal and the like are.
     """
     if (pid is None) == (socket is None):
         raise UsageError("give either a pid or --socket PATH")
@@ -226,20 +247,22 @@ def connect_agent(
     error: Optional[AgentUnavailable] = None
     asked = time.monotonic()
     early = early_info.take(pid, source.connect_path) if socket is None and pid else None
-    if early is not None and early.wait(timeout):
+    answered, waited = _wait_early(early, timeout, ahead) if early is not None else (False, None)
+    if early is not None and answered:
         # Asked once the info was in (a moment ago): not for an agent that did not answer it.
         threads = early_info.take(early.pid, source.connect_path, early_info.THREADS)
         if threads is not None:
             source.prefetch_threads(threads)  # the session's first poll reads it
     took: Optional[float] = None
     try:
-        if early is not None and early.wait(timeout):
+        if early is not None and answered:
             # Asked at the command's start (``dump``, ``snapshot``): the same question, sooner.
             info = source.info_answered(early.body)
             took = early.took()
         elif early is not None and not early.done.is_set():
             raise AgentUnavailable(
-                "agent did not answer within %.1f s — the interpreter may be stuck" % timeout
+                "agent did not answer within %.1f s — the interpreter may be stuck"
+                % (timeout if waited is None else waited)
             )
         else:
             info = source.info()
@@ -251,6 +274,8 @@ def connect_agent(
         raise
     if info is None:
         took = None
+        if error is not None and not isinstance(error, EndpointError):
+            waited = timeout if waited is None else waited
     elif took is None:
         took = time.monotonic() - asked
     if socket is not None:
@@ -266,12 +291,40 @@ def connect_agent(
         by_socket=socket is not None,
         error=error,
         info_took=took,
+        waited=waited if info is None else None,
     )
+
+
+def _wait_early(
+    early: early_info.Prefetch, timeout: float, ahead: Optional[Callable[[], bool]]
+) -> Tuple[bool, Optional[float]]:
+    """Whether the info asked early came within ``timeout`` of its sending; and, when ``ahead``
+    said py-spy's reading came first and ``AHEAD_GRACE`` more passed without it (and
+    ``AHEAD_FLOOR`` since it was asked), the seconds waited (None otherwise)."""
+    if ahead is None or not early.asked.wait(early_info.ASK_WAIT) or early.sent is None:
+        return early.wait(timeout), None
+    deadline = early.sent + timeout
+    landed: Optional[float] = None
+    while True:
+        now = time.monotonic()
+        if landed is None and ahead():
+            landed = now
+        end = deadline
+        if landed is not None:
+            end = min(deadline, max(landed + AHEAD_GRACE, early.sent + AHEAD_FLOOR))
+        if now >= end:
+            break
+        if early.done.wait(min(end - now, 0.01)):
+            break
+    if early.done.is_set() or landed is None or time.monotonic() >= deadline:
+        return early.wait(0.0), None
+    return False, time.monotonic() - early.sent
 
 
 def _silent_note(link: AgentLink, pyspy: Optional[PySpySource]) -> str:
     head = stopped_reason(link.pid) or (
-        "agent not answering within %.1f s — the interpreter may be stuck" % link.source.timeout
+        "agent not answering within %.1f s — the interpreter may be stuck"
+        % (link.source.timeout if link.waited is None else link.waited)
     )
     if pyspy is not None:
         return head + "; threads from py-spy"
@@ -292,6 +345,7 @@ def open_session(
     inject: bool = False,
     on_new_pid: Optional[Callable[[int], None]] = None,
     no_agent: Optional[Callable[[], None]] = None,
+    ahead: Optional[Callable[[], bool]] = None,
 ) -> OpenedSession:
     """Open the session for ``target``: a pid (``"4121"``), ``":PORT"`` or a path (an agent
     socket, or a snapshot file); or the agent socket ``socket``.
@@ -300,7 +354,8 @@ def open_session(
     a silent agent is not waited for again. ``inject`` loads the agent first into a process
     that has none. ``on_new_pid`` is called (from the polling thread) when a live session
     reconnects to a restarted process of the same service. ``no_agent`` is called when a pid
-    turns out to have no agent, before py-spy reads it. Raises ``CpinspectError``.
+    turns out to have no agent, before py-spy reads it. ``ahead`` says whether a one-shot
+    command's early py-spy reading is in (``connect_agent``). Raises ``CpinspectError``.
     """
     if (target is None) == (socket is None):
         raise UsageError("give either a pid (or :PORT, or a path) or --socket PATH")
@@ -331,7 +386,7 @@ def open_session(
 
         inject_agent(pid)  # a no-op when the agent is already there
     try:
-        link = connect_agent(pid=pid, timeout=timeout)
+        link = connect_agent(pid=pid, timeout=timeout, ahead=ahead)
     except AgentNotFound as exc:
         if no_agent is not None:
             no_agent()
@@ -363,6 +418,7 @@ def _open_agent(link: AgentLink, on_new_pid: Optional[Callable[[int], None]]) ->
         on_new_pid=new_pid,
         pyspy=pyspy,
         silent=(stopped_reason(link.pid) or str(link.error)) if link.silent else "",
+        silent_for=link.waited,
     )
     notes = (_silent_note(link, pyspy),) if link.silent else ()
     return OpenedSession(
