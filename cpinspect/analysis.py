@@ -1216,3 +1216,54 @@ def running_thread(record: LogRecord, threads: Optional[ThreadsSnapshot]) -> Opt
         if abs(request.started_at - key[1]) <= REQUEST_TOLERANCE:
             return thread
     return None
+
+
+# --- what a resolved request was answered, from the access records --------------------------
+
+
+@dataclass(frozen=True)
+class Answered:
+    """How the access records at hand say requests with one method and path were answered:
+    the routes tell what CherryPy's dispatch would do, these what the app's tools and handler
+    did (an auth tool's redirect that the routes can only call possible)."""
+
+    method: str
+    path: str
+    statuses: Tuple[Tuple[int, int], ...]
+    """``(status, count)``, most frequent first (then lowest status)."""
+    last_status: Optional[int] = None
+    last_time: Optional[float] = None
+    examined: int = 0
+    """Access records looked at (of any request)."""
+
+    @property
+    def count(self) -> int:
+        return sum(n for _, n in self.statuses)
+
+
+def answered(method: str, target: str, records: Iterable[LogRecord]) -> Answered:
+    """``Answered`` for ``method`` and the path of ``target`` (its query left out, as a record's
+    request path has none), from the access records among ``records``."""
+    path = target.split("?", 1)[0]
+    counts: Dict[int, int] = {}
+    last: Optional[LogRecord] = None
+    examined = 0
+    for record in records:
+        if not record.access:
+            continue
+        examined += 1
+        req = record.request
+        if req is None or record.status is None or req.method != method or req.path != path:
+            continue
+        counts[record.status] = counts.get(record.status, 0) + 1
+        if last is None or record.time >= last.time:
+            last = record
+    statuses = tuple(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    return Answered(
+        method=method,
+        path=path,
+        statuses=statuses,
+        last_status=last.status if last is not None else None,
+        last_time=last.time if last is not None else None,
+        examined=examined,
+    )

@@ -1905,6 +1905,43 @@ def resolution_lines(res: Resolution) -> List[str]:
     return lines
 
 
+def answered_line(
+    seen: analysis.Answered, routes_status: Optional[int], where: str, held: int
+) -> str:
+    """What the access records at hand (``where``: "in the agent's log", which holds ``held``
+    records) say requests like the resolved one were answered, beside what the routes give
+    (``routes_status``, when known):
+    ``  answered lately: 303 ×5, 200 ×1; last 303 at 19:20:11 (in the agent's log)``."""
+    if not seen.count:
+        return "  answered lately: no %s %s %s (its latest %s records)" % (
+            seen.method,
+            seen.path,
+            where,
+            format(held, ","),
+        )
+    counts = ", ".join("%d ×%d" % item for item in seen.statuses)
+    last = ""
+    if seen.last_status is not None and seen.last_time is not None:
+        last = "; last %d at %s" % (seen.last_status, format_clock(seen.last_time))
+    line = "  answered lately: %s%s (%s)" % (counts, last, where)
+    top = seen.statuses[0][0]
+    if routes_status is not None and top != routes_status:
+        line += " — not the %d the routes give: the app's tools or handler answer otherwise" % (
+            routes_status
+        )
+    return line
+
+
+def answered_lines(
+    seen: Optional[analysis.Answered], held: int, unread: str, routes_status: Optional[int]
+) -> List[str]:
+    """``answered_line`` for what ``AgentSource.answered`` read, the reason it could not be
+    read, or nothing (an agent without log capture)."""
+    if seen is not None:
+        return [answered_line(seen, routes_status, "in the agent's log", held)]
+    return ["  answered lately: %s" % unread] if unread else []
+
+
 # --- sessions ----------------------------------------------------------------------------------
 
 BACKEND_NAMES = {"ram": "RAM", "file": "files", "memcached": "memcached", "custom": "custom"}

@@ -34,9 +34,23 @@ def run(args: argparse.Namespace) -> int:
     conn = connect(args)
     try:
         res = conn.source.resolve(args.path, args.method.upper(), args.host)
+        seen, held, unread = conn.source.answered(res)
     finally:
         conn.source.close()
     from cpinspect.protocol import to_json
 
-    print(json.dumps(to_json(res), indent=2) if args.json else render(res))
+    if args.json:
+        doc = to_json(res)
+        if seen is not None:
+            doc["answered"] = {
+                "statuses": [{"status": s, "count": n} for s, n in seen.statuses],
+                "last_status": seen.last_status,
+                "last_time": seen.last_time,
+                "records_held": held,
+            }
+        print(json.dumps(doc, indent=2))
+        return 0
+    from cpinspect.formatting import answered_lines
+
+    print("\n".join([render(res), *answered_lines(seen, held, unread, res.status)]))
     return 0

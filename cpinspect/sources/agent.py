@@ -6,7 +6,7 @@ import errno
 import json
 import ssl
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from cpinspect.agent.wire import (
     ENDPOINT_INFO,
@@ -17,6 +17,7 @@ from cpinspect.agent.wire import (
     ENDPOINT_THREADS,
     LOG_DEFAULT_LIMIT,
     LOG_LEVELS,
+    LOG_MAX_LIMIT,
 )
 from cpinspect.errors import (
     AgentUnavailable,
@@ -29,6 +30,7 @@ from cpinspect.errors import (
 )
 from cpinspect.model import (
     LogPage,
+    LogRecord,
     ProcessInfo,
     Resolution,
     RoutesSnapshot,
@@ -55,6 +57,16 @@ from cpinspect.sources.early_info import Prefetch
 # None entry makes httpx take the fallback it has for an install without its CLI extra.
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx  # noqa: E402
+
+if TYPE_CHECKING:  # the analysis is loaded by ``answered`` only
+    from cpinspect.analysis import Answered
+
+AnsweredRead = Tuple[Optional["Answered"], int, str]
+"""``AgentSource.answered``: how a path was answered (None: the log cannot say), the records
+the agent's ring holds, and why the log could not be read ("" when it could, or has none)."""
+ANSWERED_PAGES = 4
+"""Pages of ``/v1/log`` (``LOG_MAX_LIMIT`` records each) ``answered`` reads at most: the whole
+default ring (10,000 records) in notable records and the path's own."""
 
 _NO_TLS: Optional[ssl.SSLContext] = None
 
@@ -264,6 +276,32 @@ class AgentSource:
             return resolution_from_json(self._get(ENDPOINT_RESOLVE, params))
         except ProtocolError as exc:
             raise EndpointError("unreadable /v1/resolve from the agent: %s" % exc) from None
+
+    def answered(self, res: Resolution) -> AnsweredRead:
+        """How the agent's access records say the method and path of ``res`` were answered,
+        beside how many records its ring holds: only the records the path selects as a prefix
+        (and the ring's other notable ones) are sent, ``ANSWERED_PAGES`` pages at most.
+        ``(None, 0, why)`` when the log cannot say: an agent without log capture (no why), or
+        an error."""
+        from cpinspect.analysis import answered
+
+        path = res.path.split("?", 1)[0] or "/"
+        records: List[LogRecord] = []
+        after, capacity, held = 0, 0, 0
+        try:
+            for _ in range(ANSWERED_PAGES):
+                page = self.log(after=after, limit=LOG_MAX_LIMIT, only="notable", paths=[path])
+                records.extend(page.records)
+                capacity = page.capacity
+                held = page.latest - page.first + 1 if page.latest >= page.first > 0 else 0
+                if not page.more or page.next is None:
+                    break
+                after = page.next
+        except CpinspectError as exc:
+            return None, 0, "the agent's log could not be read (%s)" % exc
+        if not capacity:
+            return None, 0, ""
+        return answered(res.method, path, records), held, ""
 
     def sessions(
         self,

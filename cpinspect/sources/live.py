@@ -62,7 +62,7 @@ from cpinspect.model import (
     ThreadLocals,
     ThreadsSnapshot,
 )
-from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource
+from cpinspect.sources.agent import DEFAULT_TIMEOUT, AgentSource, AnsweredRead
 from cpinspect.sources.base import Capability, LinkState, Update
 from cpinspect.sources.listenq import listen_queues
 from cpinspect.sources.logfeed import LogBatch, LogFeed
@@ -1185,6 +1185,10 @@ class AgentSession:
     def resolve(self, path: str, method: str, host: str) -> Resolution:
         return self._agent_source("resolving a URL needs").resolve(path, method, host)
 
+    def answered(self, res: Resolution) -> AnsweredRead:
+        """``AgentSource.answered``: how the resolved path was answered lately."""
+        return self._agent_source("the agent's log needs").answered(res)
+
     def sessions(
         self,
         app: Optional[str] = None,
@@ -1513,6 +1517,9 @@ class PySpySession:
 
     def resolve(self, path: str, method: str, host: str) -> Resolution:
         return self._agent_session("resolving a URL needs").resolve(path, method, host)
+
+    def answered(self, res: Resolution) -> AnsweredRead:
+        return self._agent_session("the agent's log needs").answered(res)
 
     def sessions(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from textual.message import Message
 
@@ -112,12 +112,18 @@ class Resolved(Message):
     """``resolve()`` finished in a worker: the verdict for ``query``, or why there is none."""
 
     def __init__(
-        self, query: str, resolution: Optional[Resolution], error: Optional[str] = None
+        self,
+        query: str,
+        resolution: Optional[Resolution],
+        error: Optional[str] = None,
+        answered: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.query = query
         self.resolution = resolution
         self.error = error
+        self.answered = tuple(answered)
+        """The lines saying how the path was answered lately (``formatting.answered_lines``)."""
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, Resolved)

@@ -80,6 +80,7 @@ def _routes(ctx: PanelContext) -> Widget:
         poller.resolve,
         can_resolve=lambda: Capability.RESOLVE in poller.capabilities,
         can_reload=lambda: Capability.LIVE in poller.capabilities,
+        answered=getattr(poller, "answered", None),
         id="routes-panel",
     )
 

@@ -10,6 +10,8 @@ the app really answers over HTTP.
 from __future__ import annotations
 
 import http.client
+import json
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 from urllib.parse import urlencode
@@ -273,3 +275,41 @@ def test_static_directories_count_files_and_folders_apart(target: DispatchTarget
     assert "staticdir /media → %s (exists, 1 directory)" % (target.files / "media") in routes
     assert "staticdir /res → %s (exists, 2 files, 1 directory)" % (target.files / "res") in routes
     assert "staticdir /files → %s (exists, 2 files, 2 directories)" % target.files in routes
+
+
+def test_resolve_says_how_the_path_was_answered_lately(target: DispatchTarget) -> None:
+    from tests.helpers import run_cli
+
+    # GIVEN a path the app's own auth tool answers 403 without a login (which the routes can
+    # only call possible: the tool is code nobody read), asked twice
+    path = "/files/asked-twice.txt"
+    assert [real(target, path)[0] for _ in range(2)] == [403, 403]
+    # WHEN it is resolved
+    res = run_cli("resolve", str(target.pid), path + "?x=1")
+    # THEN the verdict names the tool that may answer, and the next line what it did answer,
+    # read from the agent's access records of that path (the query is no part of the match)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("GET %s?x=1 (Host localhost) → not_found: tool myauth runs" % path)
+    assert re.fullmatch(
+        r"  answered lately: 403 ×2; last 403 at \d\d:\d\d:\d\d \(in the agent's log\)", lines[-1]
+    ), res.stdout
+    # AND --json carries the same counts
+    as_json = run_cli("resolve", "--json", str(target.pid), path)
+    assert as_json.returncode == 0, as_json.stderr
+    answered = json.loads(as_json.stdout)["answered"]
+    assert answered["statuses"] == [{"status": 403, "count": 2}]
+    assert answered["records_held"] >= 2
+    # AND a path nobody asked for says so, where the routes give 404
+    never = run_cli("resolve", str(target.pid), "/never-asked")
+    assert never.returncode == 0, never.stderr
+    assert never.stdout.splitlines()[0].endswith("→ 404 not_found: no exposed handler on this path")
+    assert re.fullmatch(
+        r"  answered lately: no GET /never-asked in the agent's log \(its latest [\d,]+ records\)",
+        never.stdout.splitlines()[-1],
+    ), never.stdout
+    # AND one asked, whose routes status is what it got, has no disagreement to tell
+    assert real(target, "/never-asked-before")[0] == 404
+    once = run_cli("resolve", str(target.pid), "/never-asked-before")
+    assert once.stdout.splitlines()[-1].startswith("  answered lately: 404 ×1; last 404 at ")
+    assert "not the" not in once.stdout

@@ -8,6 +8,7 @@ details must explain them, and the resolve box must give the answer CherryPy its
 
 from __future__ import annotations
 
+import re
 import urllib.error
 import urllib.request
 from typing import Any, Iterator
@@ -159,4 +160,28 @@ async def test_resolve_verdicts_match_what_cherrypy_answers(demo: DemoProcesses)
         )
         assert "  args () kwargs {sku='TEA-001'}" in text.splitlines()
         assert http_status(demo, "/products/item?sku=TEA-001") == 200
+        await pilot.press("escape", "q")
+
+
+async def test_the_resolve_box_says_how_the_path_was_answered_lately(demo: DemoProcesses) -> None:
+    # GIVEN a path CherryPy really answered (the unexposed method: 404), and one nobody asked
+    assert http_status(demo, "/reports/summary?from=box") == 404
+    app = real_app(demo)
+    async with app.run_test(size=(120, 34)) as pilot:
+        await open_routes(pilot)
+        # WHEN the user resolves it
+        text = await resolve(pilot, "/reports/summary")
+        # THEN under the verdict, what the agent's access records say it was answered
+        last = text.splitlines()[-1]
+        assert re.fullmatch(
+            r"  answered lately: 404 ×\d+; last 404 at \d\d:\d\d:\d\d \(in the agent's log\)", last
+        ), text
+        # WHEN a path nobody asked for
+        text = await resolve(pilot, "/no/such/page")
+        # THEN it says so, with how many records the agent's log holds
+        assert re.fullmatch(
+            r"  answered lately: no GET /no/such/page in the agent's log \(its latest [\d,]+ "
+            r"records\)",
+            text.splitlines()[-1],
+        ), text
         await pilot.press("escape", "q")

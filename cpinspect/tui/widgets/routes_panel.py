@@ -11,7 +11,7 @@ this panel's worker and its answer comes back as a ``Resolved`` message.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, ClassVar, Dict, List, Optional, Tuple
 
 from rich.console import Group, RenderableType
 from rich.style import Style
@@ -29,6 +29,7 @@ from cpinspect.agent.redact import redact_target
 from cpinspect.formatting import (
     FORGOTTEN_NOTE,
     RouteView,
+    answered_lines,
     app_label,
     app_warning_count,
     folded_text,
@@ -55,9 +56,15 @@ from cpinspect.tui.messages import PartWanted, Resolved
 from cpinspect.tui.screens.locals import describe_error
 from cpinspect.tui.store import Part, Store
 
+if TYPE_CHECKING:
+    from cpinspect.sources.agent import AnsweredRead
+
 PART = "routes"
 """The store part this panel shows."""
 ResolveCall = Callable[[str, str, str], Resolution]
+AnsweredCall = Callable[[Resolution], "AnsweredRead"]
+"""``AgentSession.answered``: how a resolved path was answered lately (the session's, when it
+has an agent's log to read)."""
 
 GOOD_VERDICTS = frozenset(("handler", "static", "wsgi"))
 """Resolution kinds that end in a response from the app (shown in the success colour)."""
@@ -143,10 +150,12 @@ class RoutesPanel(Vertical):
         *,
         can_resolve: Callable[[], bool] = lambda: True,
         can_reload: Callable[[], bool] = lambda: True,
+        answered: Optional[AnsweredCall] = None,
         id: Optional[str] = None,
     ) -> None:
         super().__init__(id=id)
         self._resolve = resolve
+        self._answered = answered
         self._can_resolve = can_resolve
         self._can_reload = can_reload
         self._part = Part()
@@ -570,11 +579,24 @@ class RoutesPanel(Vertical):
     @work(thread=True, exclusive=True, group="resolve", exit_on_error=False)
     def _resolve_blocking(self, query: str, path: str, method: str, host: str) -> None:
         try:
-            message = Resolved(query, self._resolve(path, method, host))
+            res = self._resolve(path, method, host)
         except Exception as error:  # noqa: BLE001 - shown as one line; the panel goes on
             message = Resolved(query, None, describe_error(error))
+        else:
+            message = Resolved(query, res, answered=self._answered_lines(res))
         if not get_current_worker().is_cancelled:
             self.post_message(message)
+
+    def _answered_lines(self, res: Resolution) -> List[str]:
+        """How the path was answered lately, from the agent's access records (in this worker:
+        one more agent call, after the verdict)."""
+        if self._answered is None:
+            return []
+        try:
+            seen, held, unread = self._answered(res)
+        except Exception as error:  # noqa: BLE001 - the verdict stands without it
+            return ["  answered lately: %s" % describe_error(error)]
+        return answered_lines(seen, held, unread, res.status)
 
     @on(Resolved)
     def _resolved(self, message: Resolved) -> None:
@@ -591,7 +613,7 @@ class RoutesPanel(Vertical):
                 )
             )
             return
-        lines = resolution_lines(res)
+        lines = resolution_lines(res) + list(message.answered)
         if res.decided_by is not None and res.decided_by.startswith("tool:"):
             verdict = "warning"  # a tool may answer before the app: not a sure success
         elif res.kind in GOOD_VERDICTS:
