@@ -1613,12 +1613,9 @@ def static_mount_line(mount: StaticMount, app: Optional[AppRoutes] = None) -> st
     if contents:
         facts.append(contents)
     handler = app is not None and mount.source == "handler"
-    # A handler's own mount (an attribute, or a handler whose _cp_config turns the tool on, as
-    # rdiffweb's robots_txt): at the URL the routes show it.
-    at_url = app is not None and mount.source in ("handler", "_cp_config")
     line = "%s %s → %s (%s)" % (
         mount.kind,
-        route_url(app, mount.path) if app is not None and at_url else mount.path,
+        mount_url(app, mount),
         mount.resolved or mount.configured or "-",
         ", ".join(facts),
     )
@@ -1671,6 +1668,15 @@ def punctuation_alias(path: str) -> Optional[str]:
 _PUNCTUATION = str.maketrans(string.punctuation, "_" * len(string.punctuation))
 """What CherryPy's Dispatcher does to a URL segment before looking it up (``string.punctuation``
 to ``_``)."""
+
+
+def mount_url(app: Optional[AppRoutes], mount: StaticMount) -> str:
+    """The path a static mount is shown at: a handler's own mount (an attribute, or a handler
+    whose ``_cp_config`` turns the tool on, as rdiffweb's ``robots_txt``) at the URL the routes
+    show its handler at (``route_url``); a config section's at its own path."""
+    if app is not None and mount.source in ("handler", "_cp_config"):
+        return route_url(app, mount.path)
+    return mount.path
 
 
 def route_url(app: AppRoutes, path: str) -> str:
@@ -1792,9 +1798,9 @@ def static_mount_details(
     mount: StaticMount, app: Optional[AppRoutes] = None
 ) -> List[Tuple[str, str]]:
     """Label/value rows for one static mount's checks (its warnings are listed apart)."""
-    url = route_url(app, mount.path) if app is not None and mount.source == "handler" else None
+    url = mount_url(app, mount)
     rows: List[Tuple[str, str]] = [
-        ("path", url or mount.path),
+        ("path", url),
         ("kind", "%s (from %s)" % (mount.kind, mount.source)),
         ("configured", mount.configured or "-"),
         ("root", mount.root or "-"),
@@ -1805,7 +1811,7 @@ def static_mount_details(
     never = static_handler_note(app, mount.path) if app is not None else None
     if never:
         rows.insert(1, ("note", never))
-    elif url is not None and url != mount.path:
+    elif url != mount.path:
         rows.insert(1, ("also", mount.path + PUNCTUATION_NOTE))
     elif mount.source == "handler" and punctuation_alias(mount.path):
         shadowed = shadowed_alias_note(app, mount.path) if app is not None else None
@@ -1906,14 +1912,19 @@ def resolution_lines(res: Resolution) -> List[str]:
 
 
 def answered_line(
-    seen: analysis.Answered, routes_status: Optional[int], where: str, held: int
+    seen: analysis.Answered,
+    routes_status: Optional[int],
+    where: str,
+    held: int,
+    guarded_status: Optional[int] = None,
 ) -> str:
     """What the access records at hand (``where``: "in the agent's log", which holds ``held``
-    records) say requests like the resolved one were answered, beside what the routes give
-    (``routes_status``, when known):
+    records of any kind) say requests like the resolved one were answered, beside what the
+    routes give (``routes_status``, when known; ``guarded_status``: the status the dispatch
+    gives when tools that may answer first run before it):
     ``  answered lately: 303 ×5, 200 ×1; last 303 at 19:20:11 (in the agent's log)``."""
     if not seen.count:
-        return "  answered lately: no %s %s %s (its latest %s records)" % (
+        return "  answered lately: no %s %s %s (its last %s records of any kind)" % (
             seen.method,
             seen.path,
             where,
@@ -1929,16 +1940,24 @@ def answered_line(
         line += " — not the %d the routes give: the app's tools or handler answer otherwise" % (
             routes_status
         )
+    elif routes_status is None and guarded_status is not None and top != guarded_status:
+        line += (
+            " — not the %d of the dispatch: one of the tools that run first answers instead"
+            % guarded_status
+        )
     return line
 
 
 def answered_lines(
-    seen: Optional[analysis.Answered], held: int, unread: str, routes_status: Optional[int]
+    seen: Optional[analysis.Answered], held: int, unread: str, res: Resolution
 ) -> List[str]:
-    """``answered_line`` for what ``AgentSource.answered`` read, the reason it could not be
-    read, or nothing (an agent without log capture)."""
+    """``answered_line`` for what ``AgentSource.answered`` read for ``res``, the reason it could
+    not be read, or nothing (an agent without log capture)."""
     if seen is not None:
-        return [answered_line(seen, routes_status, "in the agent's log", held)]
+        # A path no handler takes is CherryPy's 404 once the tools that may answer first let
+        # it through (rdiffweb's auth_form answers 303 there instead).
+        guarded = 404 if res.kind == "not_found" and res.guards else None
+        return [answered_line(seen, res.status, "in the agent's log", held, guarded)]
     return ["  answered lately: %s" % unread] if unread else []
 
 

@@ -52,5 +52,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from cpinspect.formatting import answered_lines
 
-    print("\n".join([render(res), *answered_lines(seen, held, unread, res.status)]))
+    print("\n".join([render(res), *answered_lines(seen, held, unread, res)]))
     return 0

@@ -51,5 +51,25 @@ def test_a_path_nobody_asked_for():
     assert seen.count == 0 and seen.statuses == ()
     assert (
         answered_line(seen, 404, "in the agent's log", held=10_000)
-        == "  answered lately: no GET /quiet in the agent's log (its latest 10,000 records)"
+        == "  answered lately: no GET /quiet in the agent's log (its last 10,000 records of any "
+        "kind)"
     )
+
+
+def test_a_tool_answering_where_the_dispatch_gives_404_is_said():
+    # GIVEN rdiffweb's /nope/x: no handler (404 once the tools let it through), its auth_form
+    # tool answering 303 first; the routes claim no status (the tools may answer)
+    from cpinspect.formatting import answered_lines
+    from cpinspect.model import Resolution
+
+    res = Resolution(
+        path="/nope/x", method="GET", host="localhost", kind="not_found", guards=("auth_form",)
+    )
+    seen = answered("GET", "/nope/x", [access(1, "GET", "/nope/x", 303)])
+    [line] = answered_lines(seen, 5, "", res)
+    assert line.endswith(
+        "— not the 404 of the dispatch: one of the tools that run first answers instead"
+    )
+    # AND when it did answer 404, nothing more is said
+    seen = answered("GET", "/nope/x", [access(1, "GET", "/nope/x", 404)])
+    assert "not the" not in answered_lines(seen, 5, "", res)[0]

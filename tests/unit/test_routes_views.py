@@ -363,3 +363,28 @@ def test_a_static_handler_is_shown_at_the_url_it_answers() -> None:
     assert route_url(own, "/get_conf") == "/get_conf"
     assert route_url(own, "/sitemap_xml") == "/sitemap_xml"  # not exposed: no URL answers
     assert static_handler_note(shadowed, "/favicon_ico") is None  # the default dispatcher
+
+
+def test_a_handlers_own_static_mount_is_shown_at_its_url_in_every_view() -> None:
+    # GIVEN rdiffweb's robots_txt: a handler whose own _cp_config turns staticfile on
+    from cpinspect.formatting import mount_url, static_mount_details, static_mount_line
+
+    app = AppRoutes(
+        script_name="",
+        nodes=(RouteNode("/robots_txt", "robots_txt", "handler", exposed=True),),
+        static=(
+            StaticMount(
+                "/robots_txt", "staticfile", "_cp_config", resolved="/srv/robots.txt", exists=True
+            ),
+        ),
+    )
+    mount = app.static[0]
+    # THEN `routes`, the tree's line and the details all show it at the URL one types (the
+    # tree and the details once showed /robots_txt where `routes` said /robots.txt)
+    assert mount_url(app, mount) == "/robots.txt"
+    assert static_mount_line(mount, app).startswith("staticfile /robots.txt → /srv/robots.txt")
+    rows = dict(static_mount_details(mount, app))
+    assert rows["path"] == "/robots.txt" and rows["also"].startswith("/robots_txt")
+    # AND a config section's mount stays at its own path
+    section = StaticMount("/static", "staticdir", resolved="/srv/static", exists=True)
+    assert mount_url(app, section) == "/static"

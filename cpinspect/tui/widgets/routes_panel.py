@@ -34,6 +34,7 @@ from cpinspect.formatting import (
     app_warning_count,
     folded_text,
     global_tools_text,
+    mount_url,
     parse_resolve_query,
     resolution_lines,
     route_children,
@@ -427,7 +428,7 @@ class RoutesPanel(Vertical):
         return text
 
     def _mount_label(self, app: AppRoutes, mount: StaticMount) -> Text:
-        path = route_url(app, mount.path) if mount.source == "handler" else mount.path
+        path = mount_url(app, mount)
         text = Text("%s %s → %s" % (mount.kind, path, mount.resolved or mount.configured))
         if mount.warnings:
             text.stylize(self._style("warning"))
@@ -596,7 +597,7 @@ class RoutesPanel(Vertical):
             seen, held, unread = self._answered(res)
         except Exception as error:  # noqa: BLE001 - the verdict stands without it
             return ["  answered lately: %s" % describe_error(error)]
-        return answered_lines(seen, held, unread, res.status)
+        return answered_lines(seen, held, unread, res)
 
     @on(Resolved)
     def _resolved(self, message: Resolved) -> None:
