@@ -293,11 +293,13 @@ def capture_series(
     return series
 
 
-LATE_WAIT = 0.25
-"""Seconds a one-shot command still waits for an agent call asked beside a poll that the agent
-did not answer in time (slow: py-spy's threads stand in) before leaving that call's data out.
-A small answer (sessions, routes) asked with the threads is often in by then: an agent behind
-100 spinning workers answered ``/v1/info`` in 0.35-0.8 s and ``/v1/threads`` seconds later."""
+LATE_WAIT = 0.1
+"""Seconds a one-shot command still waits for the agent calls asked beside a poll that the agent
+did not answer in time (slow: py-spy's threads stand in) before leaving their data out, once
+for all of them (``late_until``). An agent behind 100 spinning workers answered ``/v1/info`` in
+0.35-0.8 s and ``/v1/threads`` seconds later (2026-12-01); in 4 dumps of 200 threads behind
+100 spinners whose agent had answered its info (2026-12-04), a 0.25 s wait ran out every time
+without the sessions' answer, so the wait is kept short."""
 
 Read = Tuple[Optional[T], Optional[str]]
 """What was read (None if nothing), and why not, in one line (None if it was)."""

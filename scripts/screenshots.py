@@ -102,8 +102,15 @@ async def routes_on_summary(pilot: Pilot[Any], app: InspectorApp) -> None:
 
 
 async def resolve_summary(pilot: Pilot[Any], app: InspectorApp) -> None:
-    """The same, and the resolve box's verdict on ``/reports/summary``."""
+    """The same, and the resolve box's verdict on ``/reports/summary``, once the demo's load
+    has asked for it (its "answered lately" line then has the 404s to count)."""
     await routes_on_summary(pilot, app)
+    await until(
+        pilot,
+        lambda: any("/reports/summary ended 404" in f.title for f in app.store.findings),
+        60,
+        "the load's requests for /reports/summary",
+    )
     panel = app.query_one(RoutesPanel)
     await pilot.press("r", *"/reports/summary", "enter")
     await until(pilot, lambda: panel.resolves >= 1, 10, "the verdict")

@@ -240,6 +240,12 @@ class AgentSource:
         sent on this source's socket (``sources.early_info``, at a one-shot command's start)."""
         self._prefetch = prefetch
 
+    def prefetch_sent(self) -> Optional[float]:
+        """When (``time.monotonic()``) the ``/v1/threads`` request the next ``threads()`` reads
+        was sent, if one was (``prefetch_threads``): the agent has had that long already."""
+        prefetch = self._prefetch
+        return prefetch.sent if prefetch is not None else None
+
     def _prefetched(self, prefetch: Prefetch, timeout: Optional[float]) -> Optional[Any]:
         """The answer of ``prefetch`` as ``_get`` returns it, waited for as long as ``_get``
         would wait; None when it is anything but a readable 200 (the source then asks again,

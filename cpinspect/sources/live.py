@@ -405,6 +405,9 @@ class AgentSession:
         self._agent_pending: Optional[Future[_Answer]] = None
         """The agent call in flight (one at most), awaited across polls."""
         self._agent_started = 0.0
+        self._head_start = 0.0
+        """How long before its call the agent was asked what the call reads (a one-shot
+        command's early ``/v1/threads``)."""
         self._answer_took = 0.0
         """How long the agent's last answer took (seconds)."""
         self._slow_for = 0.0
@@ -758,6 +761,11 @@ class AgentSession:
             return _Answer(info, threads, tuple(errors), asked_info, started, time.monotonic())
 
         self._agent_started = time.monotonic()
+        # A call that reads a /v1/threads asked at a one-shot command's start (and no info)
+        # was asked then: its grace is shorter by that head start (``_await_agent``). (Not an
+        # earlier ``_agent_started``: its answer is this poll's, not an earlier poll's.)
+        sent = None if asked_info else source.prefetch_sent()
+        self._head_start = 0.0 if sent is None else max(0.0, self._agent_started - sent)
         call = self._agent_pending = _in_background(ask, "cpinspect-agent")
         call.add_done_callback(self._on_agent_done)
         return call, None
@@ -772,6 +780,8 @@ class AgentSession:
         ``agent_grace`` has passed, or the agent's ``timeout`` has passed
         with no py-spy reading to show (py-spy missing, or failed)."""
         grace = min(self.agent_grace, self.timeout)
+        if call is not None and call is self._agent_pending:
+            grace = max(0.0, grace - self._head_start)
         if call is not None and self._agent_started < began:
             # Asked by an earlier poll: the grace runs from when it was asked, not again from
             # this poll's start (a poll begun for a reading that landed shows it at once).
