@@ -780,7 +780,7 @@ class AgentSession:
         ``agent_grace`` has passed, or the agent's ``timeout`` has passed
         with no py-spy reading to show (py-spy missing, or failed)."""
         grace = min(self.agent_grace, self.timeout)
-        if call is not None and call is self._agent_pending:
+        if call is not None:
             grace = max(0.0, grace - self._head_start)
         if call is not None and self._agent_started < began:
             # Asked by an earlier poll: the grace runs from when it was asked, not again from

@@ -108,8 +108,8 @@ class AgentLink:
     info_took: Optional[float] = None
     """Seconds ``info`` took to come (None without it)."""
     waited: Optional[float] = None
-    """Seconds waited for ``info`` when it did not come (the timeout, or less when py-spy's
-    reading came first: ``connect_agent``'s ``ahead``)."""
+    """Seconds waited for ``info`` when the wait was cut short because py-spy's reading came
+    first (``connect_agent``'s ``ahead``); None when it was the source's timeout, or answered."""
 
     @property
     def silent(self) -> bool:
@@ -274,8 +274,6 @@ def connect_agent(
         raise
     if info is None:
         took = None
-        if error is not None and not isinstance(error, EndpointError):
-            waited = timeout if waited is None else waited
     elif took is None:
         took = time.monotonic() - asked
     if socket is not None:
@@ -291,7 +289,7 @@ def connect_agent(
         by_socket=socket is not None,
         error=error,
         info_took=took,
-        waited=waited if info is None else None,
+        waited=waited,
     )
 
 
